@@ -1,0 +1,133 @@
+"""The `digest` command: thin click commands over the library. Each noun group lives in its own module.
+
+Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from functools import cached_property
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..config import Settings, load_settings, render_config_file
+from ..errors import DigestError
+
+EXIT_ERROR = 1
+
+
+class AppContext:
+    """What every command needs: settings (loaded once) and the engine (opened on first use)."""
+
+    def __init__(self, home: str | None, config_file: str | None, verbose: bool, overrides: dict[str, Any]):
+        self.home, self.config_file, self.verbose, self.overrides = home, config_file, verbose, overrides
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.home, self.config_file, overrides=self.overrides)
+
+    @cached_property
+    def engine(self):
+        from ..store import ensure_ready, open_engine
+
+        engine = open_engine(self.settings.database_url)
+        ensure_ready(engine)
+        return engine
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+class DigestGroup(click.Group):
+    """Turns DigestError (and a few OS errors) into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DigestError as exc:
+            _fail(ctx, str(exc))
+        except OSError as exc:
+            _fail(ctx, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+
+
+def _fail(ctx: click.Context, message: str) -> None:
+    app = ctx.find_object(AppContext)
+    if app is not None and app.verbose:
+        traceback.print_exc()
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="digest")
+@click.option("--home", envvar="DIGEST_HOME", metavar="DIR", help="Directory of the database, config and outbox (DIGEST_HOME).")
+@click.option("--config", "config_file", metavar="FILE", help="Config file (default: DIGEST_HOME/digest.toml).")
+@click.option("--database-url", metavar="URL", help="Database URL (overrides DIGEST_DATABASE_URL).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as key=value text or JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def main(ctx: click.Context, home: str | None, config_file: str | None, database_url: str | None, log_format: str | None, verbose: bool) -> None:
+    """digest: the new research papers that matter to each subscriber, by email, once a day."""
+    overrides = {"database_url": database_url, "log_format": log_format}
+    if verbose:
+        overrides["log_level"] = "debug"
+    ctx.obj = AppContext(home, config_file, verbose, overrides)
+
+
+@main.command()
+@pass_app
+def init(app: AppContext) -> None:
+    """Create DIGEST_HOME, the database and a commented digest.toml (safe to run twice)."""
+    from ..store import describe, init_db
+
+    settings = app.settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if not settings.config_path.exists():
+        settings.config_path.write_text(render_config_file(), encoding="utf-8")
+        click.echo(f"wrote {settings.config_path}")
+    else:
+        click.echo(f"kept {settings.config_path}")
+    from ..store import open_engine
+
+    engine = open_engine(settings.database_url)
+    init_db(engine)
+    click.echo(f"database ready: {describe(engine)}")
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def config_cmd(app: AppContext, as_json: bool) -> None:
+    """Show the effective settings and where each came from; secrets are redacted."""
+    values = app.settings.redacted()
+    if as_json:
+        click.echo(json.dumps(values, indent=2, default=str))
+        return
+    width = max(map(len, values))
+    for key, value in values.items():
+        origin = app.settings.origins.get(key, "DIGEST_HOME" if key == "home" else "")
+        click.echo(f"{key:<{width}}  {value!s:<40}  {origin}".rstrip())
+
+
+def _register() -> None:
+    """Attach the command modules; each adds its commands to `main`."""
+    import importlib
+
+    for name in ("sources", "subscribers", "delivery", "ops", "web"):
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+
+
+_register()
+
+
+def run() -> None:  # pragma: no cover - console entry convenience
+    sys.exit(main())

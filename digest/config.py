@@ -1,0 +1,238 @@
+"""Settings: defaults < digest.toml < DIGEST_* environment < command-line flags, validated at load.
+
+One table (OPTIONS) drives loading, validation, `digest config` and the commented digest.toml that
+`digest init` writes. Secrets may come from DIGEST_<KEY>_FILE and are redacted whenever printed.
+This module reads files and the environment; it never opens the database or the network.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+REDACTED = "********"
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    help: str
+    kind: str = "str"  # str, int, float, bool, path, choice
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+OPTIONS: tuple[Option, ...] = (
+    Option("database_url", None, "SQLAlchemy URL; default: a SQLite file digest.db in DIGEST_HOME", secret=True),
+    Option("contact_email", "", "your address, sent in the User-Agent so feed owners can reach you"),
+    Option("fetch_timeout", 20.0, "seconds before a feed request gives up", "float", minimum=0.1),
+    Option("max_feed_bytes", 20_000_000, "largest feed body accepted, in bytes", "int", minimum=1024),
+    Option("retry_after_max", 60.0, "longest wait honoured from a Retry-After header, in seconds", "float", minimum=0),
+    Option("fetch_retries", 2, "extra tries after a 429 or 503", "int", minimum=0),
+    Option("arxiv_api_delay", 3.0, "seconds between arXiv API requests (arXiv asks for at least 3)", "float", minimum=3.0),
+    Option("window_days", 3, "how many days back a paper can still be a candidate", "int", minimum=1),
+    Option("relevance_floor", 0.05, "similarity below which a paper is never picked", "float", minimum=0),
+    Option("smtp_host", "", "SMTP server; empty: write messages to outbox_dir instead"),
+    Option("smtp_port", 587, "SMTP port", "int", minimum=1),
+    Option("smtp_security", "starttls", "starttls, tls (implicit) or none", "choice", choices=("starttls", "tls", "none")),
+    Option("smtp_user", "", "SMTP login; empty: no AUTH"),
+    Option("smtp_password", "", "SMTP password (or DIGEST_SMTP_PASSWORD_FILE)", secret=True),
+    Option("smtp_timeout", 30.0, "seconds before an SMTP command gives up", "float", minimum=0.1),
+    Option("send_rate", 0.0, "messages per second; 0 = unlimited", "float", minimum=0),
+    Option("from_address", "digest@localhost", "From address of every digest"),
+    Option("from_name", "Paper digest", "From display name"),
+    Option("reply_to", "", "optional Reply-To address"),
+    Option("base_url", "http://127.0.0.1:8080", "public URL of `digest web`, used in every link"),
+    Option("secret_key", "", "signs the tokens in links (or DIGEST_SECRET_KEY_FILE); required once links are made", secret=True),
+    Option("list_id", "", "List-Id header; default: digest.<from domain>"),
+    Option("outbox_dir", None, "where the outbox transport writes .eml files; default: DIGEST_HOME/outbox", "path"),
+    Option("skip_empty", True, "send nothing to a subscriber on a day with nothing new", "bool"),
+    Option("fetch_cron", "30 20 * * sun-thu", "when `digest serve` fetches (cron fields: minute hour day month weekday)"),
+    Option("fetch_tz", "America/New_York", "time zone of fetch_cron (arXiv announces at 20:00 US/Eastern)"),
+    Option("log_format", "text", "text (key=value) or json", "choice", choices=("text", "json")),
+    Option("log_level", "info", "debug, info, warning or error", "choice", choices=("debug", "info", "warning", "error")),
+    Option("web_host", "127.0.0.1", "address `digest web` listens on"),
+    Option("web_port", 8080, "port `digest web` listens on", "int", minimum=1),
+)
+OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+
+def default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("digest", appauthor=False))
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    values: Mapping[str, Any]
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "values")
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "digest.toml"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "digest.lock"
+
+    @property
+    def user_agent(self) -> str:
+        from . import __version__
+
+        contact = f"; mailto:{self.contact_email}" if self.contact_email else ""
+        return f"digest/{__version__} (+https://pypi.org/project/digest/{contact})"
+
+    def replace(self, **changes: Any) -> "Settings":
+        values = dict(self.values)
+        for key, raw in changes.items():
+            values[key] = _coerce(OPTION_BY_NAME[key], raw, "override")
+        return Settings(self.home, values, {**self.origins, **{k: "override" for k in changes}})
+
+    def redacted(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"home": str(self.home)}
+        for opt in OPTIONS:
+            value = self.values[opt.name]
+            if opt.secret and value:
+                value = _redact_url(value) if opt.name == "database_url" else REDACTED
+            out[opt.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+def _redact_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL we can parse: hide it all
+        return REDACTED
+
+def _coerce(opt: Option, raw: Any, where: str) -> Any:
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"invalid {opt.name} = {raw!r} in {where}: {why}")
+
+    if raw is None:
+        return None
+    try:
+        if opt.kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            value: Any = int(raw)
+        elif opt.kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+        elif opt.kind == "bool":
+            if isinstance(raw, bool):
+                value = raw
+            elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif str(raw).strip().lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError
+        elif opt.kind == "path":
+            value = Path(str(raw)).expanduser()
+        else:
+            if not isinstance(raw, str):
+                raise ValueError
+            value = raw.strip()
+    except (TypeError, ValueError):
+        raise bad(f"expected {'true or false' if opt.kind == 'bool' else 'a ' + opt.kind}") from None
+    if opt.choices and value not in opt.choices:
+        raise bad(f"expected one of {', '.join(opt.choices)}")
+    if opt.minimum is not None and value < opt.minimum:
+        raise bad(f"must be at least {opt.minimum:g}")
+    return value
+
+def load_settings(
+    home: str | Path | None = None,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings. `overrides` are the command-line flags (None values ignored)."""
+    env = os.environ if env is None else env
+    home_path = Path(home or env.get("DIGEST_HOME") or default_home()).expanduser()
+    values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+    origins = {o.name: "default" for o in OPTIONS}
+
+    path = Path(config_file or env.get("DIGEST_CONFIG") or home_path / "digest.toml").expanduser()
+    if config_file and not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        for key, raw in data.items():
+            if key not in OPTION_BY_NAME:
+                raise ConfigError(f"unknown setting {key!r} in {path}", "see `digest config` for the known ones")
+            values[key] = _coerce(OPTION_BY_NAME[key], raw, str(path))
+            origins[key] = str(path)
+
+    for opt in OPTIONS:
+        var = f"DIGEST_{opt.name.upper()}"
+        if f"{var}_FILE" in env:
+            file = Path(env[f"{var}_FILE"]).expanduser()
+            try:
+                raw = file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {var}_FILE={file}: {exc.strerror}") from None
+            values[opt.name] = _coerce(opt, raw, f"{var}_FILE")
+            origins[opt.name] = f"{var}_FILE"
+        elif var in env:
+            values[opt.name] = _coerce(opt, env[var], var)
+            origins[opt.name] = var
+
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(OPTION_BY_NAME[key], raw, "command line")
+            origins[key] = "command line"
+
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{home_path / 'digest.db'}"
+    if values["outbox_dir"] is None:
+        values["outbox_dir"] = home_path / "outbox"
+    if not values["list_id"]:
+        domain = values["from_address"].rpartition("@")[2] or "localhost"
+        values["list_id"] = f"digest.{domain}"
+    return Settings(home_path, values, origins)
+
+def require(settings: Settings, name: str, why: str) -> Any:
+    """The value of a setting a feature cannot work without, or a ConfigError naming it."""
+    value = settings.values.get(name)
+    if not value:
+        raise ConfigError(f"{name} is not set but {why}", f"set it in digest.toml or DIGEST_{name.upper()}")
+    return value
+
+def render_config_file() -> str:
+    """The commented digest.toml written by `digest init`: every key, commented out, with its default."""
+    lines = [
+        "# digest configuration. Precedence: defaults < this file < DIGEST_* environment < command-line flags.",
+        "# Secrets are better kept out of this file: DIGEST_SMTP_PASSWORD_FILE, DIGEST_SECRET_KEY_FILE.",
+        "",
+    ]
+    for opt in OPTIONS:
+        lines.append(f"# {opt.help}")
+        default = opt.default
+        if default is None:
+            lines.append(f"# {opt.name} =")
+        elif isinstance(default, bool):
+            lines.append(f"# {opt.name} = {'true' if default else 'false'}")
+        elif isinstance(default, (int, float)):
+            lines.append(f"# {opt.name} = {default!r}")
+        else:
+            lines.append(f'# {opt.name} = "{default}"')
+        lines.append("")
+    return "\n".join(lines)
+

@@ -1,0 +1,83 @@
+"""The DigestError tree: every error the operator can see, each with a hint saying what to do next.
+
+It must not import anything from the rest of the package: every module raises these.
+
+    DigestError
+     +-- ConfigError         a setting is missing or invalid
+     +-- StoreError          the database cannot be opened, is locked, or refuses a write
+     +-- SourceError         a source is unknown, unreachable, or sends what we cannot read
+     |    +-- FeedError      the bytes of one feed cannot be parsed
+     +-- InputError          a file, address or identifier given by the user is wrong
+     |    +-- NotFoundError  an unknown subscriber, source or paper
+     +-- DeliveryError       the mail server refused or dropped us
+     |    +-- TransientDeliveryError   4xx or a dropped connection: try again later
+     |    +-- PermanentDeliveryError   5xx for one recipient
+     |    +-- ServerDownError          too many failures in a row: the server, not the recipients
+     +-- LockedError         another run holds the lock
+     +-- TokenError          a link's token is tampered, expired or replayed
+"""
+
+from __future__ import annotations
+
+
+class DigestError(Exception):
+    """Base of every error digest reports; `hint` tells the operator what to do next."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{message} ({self.hint})" if self.hint else message
+
+
+class ConfigError(DigestError):
+    hint = "check digest.toml and the DIGEST_* environment variables; `digest config` shows what is in effect"
+
+
+class StoreError(DigestError):
+    hint = "check database_url (DIGEST_DATABASE_URL) and that the database is reachable and not locked"
+
+
+class SourceError(DigestError):
+    hint = "`digest sources list` shows each source's state"
+
+
+class FeedError(SourceError):
+    hint = "the feed is not valid RSS, Atom or JSON; check the URL in a browser"
+
+
+class InputError(DigestError):
+    pass
+
+
+class NotFoundError(InputError):
+    pass
+
+
+class DeliveryError(DigestError):
+    hint = "check smtp_host, smtp_port, smtp_security and the credentials"
+
+
+class TransientDeliveryError(DeliveryError):
+    hint = "the server asked us to try later; the next run retries"
+
+
+class PermanentDeliveryError(DeliveryError):
+    hint = "the server refused this recipient"
+
+
+class ServerDownError(DeliveryError):
+    hint = "the mail server, not the recipients, is failing: check smtp_host and its logs, then run again"
+
+
+class LockedError(DigestError):
+    hint = "another digest run is in progress; wait for it or remove a stale lock file"
+
+
+class TokenError(DigestError):
+    hint = "ask for a new link"

@@ -1,0 +1,178 @@
+"""The tables. Only digest.store opens the database; other modules may read these classes as plain records.
+
+Lists (authors, interests...) are JSON columns so SQLite and PostgreSQL store them alike.
+Times are timezone-aware UTC in Python and stored as UTC.
+Every change to these classes needs an Alembic revision in digest/migrations/versions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import JSON, Column, Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, whatever the backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json(default: Any = list) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+class Paper(SQLModel, table=True):
+    """One row per paper, whatever the source: `key` is the canonical dedupe key."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(sa_column=Column(sa.String(512), nullable=False, unique=True))
+    ident: str = Field(sa_column=Column(sa.String(512), nullable=False, index=True))  # id as the source gave it
+    arxiv_id: Optional[str] = Field(default=None, sa_column=Column(sa.String(64), index=True))
+    version: Optional[int] = None
+    doi: Optional[str] = Field(default=None, sa_column=Column(sa.String(255), index=True))
+    title: str = Field(sa_column=Column(sa.Text, nullable=False))
+    abstract: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
+    authors: list = _json()
+    categories: list = _json()
+    url: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    pdf_url: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    announce_type: Optional[str] = Field(default=None, sa_column=Column(sa.String(32)))
+    upvotes: int = 0
+    ai_summary: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    github_repo: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    published: Optional[datetime] = _ts()
+    updated: Optional[datetime] = _ts()
+    first_seen: Optional[datetime] = _ts(nullable=False, index=True)
+    last_seen: Optional[datetime] = _ts(nullable=False)
+
+
+class Source(SQLModel, table=True):
+    """A place papers come from, and its polite-fetching state."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(sa.String(255), nullable=False, unique=True))
+    kind: str = Field(sa_column=Column(sa.String(32), nullable=False))  # arxiv-rss, arxiv-api, hf-daily, feed, file
+    url: str = Field(sa_column=Column(sa.Text, nullable=False))
+    enabled: bool = True
+    etag: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    last_modified: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    created_at: Optional[datetime] = _ts(nullable=False)
+    last_fetch_at: Optional[datetime] = _ts()
+    last_success_at: Optional[datetime] = _ts()
+    last_error_at: Optional[datetime] = _ts()
+    last_error: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    consecutive_errors: int = 0
+    last_fetch_count: int = 0  # entries in the last successful fetch (0 on a quiet day)
+    papers_seen: int = 0
+    disabled_reason: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+
+
+class PaperSource(SQLModel, table=True):
+    """Which sources carry a paper: the same paper from arXiv and Hugging Face keeps both."""
+
+    __tablename__ = "paper_source"
+    __table_args__ = (sa.UniqueConstraint("paper_id", "source_id", name="uq_paper_source"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False, index=True))
+    source_id: int = Field(sa_column=Column(sa.ForeignKey("source.id", ondelete="CASCADE"), nullable=False, index=True))
+    item_id: Optional[str] = Field(default=None, sa_column=Column(sa.Text))  # guid / id inside that source
+    first_seen: Optional[datetime] = _ts(nullable=False)
+
+
+class Subscriber(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    email: str = Field(sa_column=Column(sa.String(320), nullable=False, unique=True))  # stored lower-cased
+    name: str = ""
+    status: str = Field(default="active", sa_column=Column(sa.String(16), nullable=False, index=True))
+    interests: list = _json()
+    seed_papers: list = _json()
+    muted_terms: list = _json()
+    muted_authors: list = _json()
+    categories: list = _json()
+    max_papers: int = 10
+    trending_weight: float = 0.2
+    send_at: str = "07:00"
+    tz: str = "UTC"
+    frequency: str = "daily"  # daily | weekly:mon ... weekly:sun
+    consecutive_bounces: int = 0
+    token_version: int = 0  # bumped to invalidate outstanding links (confirm is usable once)
+    created_at: Optional[datetime] = _ts(nullable=False)
+    confirmed_at: Optional[datetime] = _ts()
+    unsubscribed_at: Optional[datetime] = _ts()
+    last_digest_at: Optional[datetime] = _ts()
+
+
+class Feedback(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("subscriber_id", "paper_id", name="uq_feedback"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
+    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
+    value: int = 1  # +1 like, -1 dislike
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (subscriber, edition). An edition is the subscriber's local date."""
+
+    __table_args__ = (sa.UniqueConstraint("subscriber_id", "edition", name="uq_delivery"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
+    edition: str = Field(sa_column=Column(sa.String(10), nullable=False, index=True))  # YYYY-MM-DD
+    state: str = Field(default="pending", sa_column=Column(sa.String(16), nullable=False, index=True))
+    # pending -> sending -> sent | failed | skipped ; deferred = 4xx, retried next run
+    attempts: int = 0
+    last_error: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    message_id: Optional[str] = Field(default=None, sa_column=Column(sa.String(255)))
+    papers: list = _json()  # paper ids carried, in order
+    created_at: Optional[datetime] = _ts(nullable=False)
+    updated_at: Optional[datetime] = _ts()
+    sent_at: Optional[datetime] = _ts()
+
+
+class SentPaper(SQLModel, table=True):
+    """A paper sent to a subscriber is never sent to them again."""
+
+    __tablename__ = "sent_paper"
+    __table_args__ = (sa.UniqueConstraint("subscriber_id", "paper_id", name="uq_sent_paper"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
+    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
+    delivery_id: Optional[int] = Field(default=None, sa_column=Column(sa.ForeignKey("delivery.id", ondelete="SET NULL")))
+    sent_at: Optional[datetime] = _ts(nullable=False)
+
+
+class UsedToken(SQLModel, table=True):
+    """Single-use tokens (confirmation links) already spent, by their signature digest."""
+
+    __tablename__ = "used_token"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    digest: str = Field(sa_column=Column(sa.String(128), nullable=False, unique=True))
+    used_at: Optional[datetime] = _ts(nullable=False)

@@ -1,0 +1,122 @@
+"""The only place that opens the database: engine, schema (via Alembic), sessions and error wrapping.
+
+Queries and writes live in the submodules, one per kind of record (papers, subscribers, deliveries).
+Nothing here knows about feeds, ranking, email or the web.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlmodel import Session
+
+from ..errors import StoreError
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def open_engine(url: str, *, create_dir: bool = True) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"database_url {url!r} is not a database URL") from None
+    kwargs: dict = {"future": True}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and create_dir:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"no driver for {parsed.get_backend_name()}: {exc}", "for PostgreSQL: pip install 'digest[postgres]'") from None
+    if parsed.get_backend_name() == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - DB-API objects
+            cur = dbapi_conn.cursor()
+            # WAL lets the web front read while a run writes; busy_timeout waits instead of failing.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    return engine
+
+
+def describe(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def init_db(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration; safe to run any number of times."""
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+
+
+def schema_is_current(engine: Engine) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_heads()
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+    heads = ScriptDirectory.from_config(_alembic_config(engine)).get_heads()
+    return set(current) == set(heads)
+
+
+def ensure_ready(engine: Engine) -> None:
+    """Upgrade an older database in place; commands call this so `digest init` is optional."""
+    if not schema_is_current(engine):
+        init_db(engine)
+
+
+def wrap_db_error(exc: BaseException, engine: Engine | None = None) -> StoreError:
+    where = f" ({describe(engine)})" if engine is not None else ""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    if "locked" in text.lower():
+        return StoreError(f"the database is locked{where}: {text}", "another process holds a write lock; try again")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated or "connect" in text.lower() or "unable to open" in text.lower():
+        return StoreError(f"cannot open the database{where}: {text}")
+    return StoreError(f"database error{where}: {text}")
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session committed on success, rolled back on any error; database errors become StoreError."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise wrap_db_error(exc, engine) from None
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,77 @@
+"""Signed, scoped tokens for every link that acts for a reader, and the URL scheme that carries them.
+
+A token names one subscriber and one action and is signed with `secret_key` (itsdangerous). It carries
+the subscriber's `token_version`, so bumping that column revokes every outstanding link. Reading a token
+never touches the database: checking the version and single use is the caller's job.
+
+URL scheme, under base_url:
+    /confirm/<token>        action "confirm"      valid 7 days, usable once
+    /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails)
+    /preferences/<token>    action "preferences"  no expiry
+    /feedback/<token>       action "feedback"     carries paper id and +1 / -1
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from .errors import ConfigError, TokenError
+
+ACTIONS = ("confirm", "unsubscribe", "preferences", "feedback")
+MAX_AGE = {"confirm": 7 * 24 * 3600}  # seconds; actions not listed never expire
+MIN_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Claim:
+    action: str
+    subscriber_id: int
+    version: int
+    paper_id: int | None = None
+    value: int | None = None  # +1 like, -1 dislike
+    digest: str = ""  # stable fingerprint of the token, for single-use bookkeeping
+
+
+def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
+    if not secret_key:
+        raise ConfigError("secret_key is not set but links in emails and pages need it", "set DIGEST_SECRET_KEY (or DIGEST_SECRET_KEY_FILE) to a long random string")
+    if len(secret_key) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"secret_key is too short ({len(secret_key)} characters); use at least {MIN_SECRET_LENGTH}")
+    if action not in ACTIONS:
+        raise ValueError(f"unknown token action {action!r}")
+    # The salt scopes a token to its action: an unsubscribe token cannot confirm anyone.
+    return URLSafeTimedSerializer(secret_key, salt=f"digest.{action}")
+
+
+def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 0, *, paper_id: int | None = None, value: int | None = None) -> str:
+    payload: list = [subscriber_id, version]
+    if action == "feedback":
+        if paper_id is None or value not in (1, -1):
+            raise ValueError("a feedback token needs paper_id and value +1 or -1")
+        payload += [paper_id, value]
+    return _serializer(secret_key, action).dumps(payload)
+
+
+def read_token(secret_key: str, action: str, token: str) -> Claim:
+    """The claim inside `token`, or TokenError saying whether it was tampered with or expired."""
+    serializer = _serializer(secret_key, action)
+    try:
+        payload = serializer.loads(token, max_age=MAX_AGE.get(action))
+    except SignatureExpired:
+        raise TokenError("this link has expired") from None
+    except BadSignature:
+        raise TokenError("this link is not valid (it may have been altered or cut short)") from None
+    try:
+        subscriber_id, version, *rest = payload
+        paper_id, value = (rest + [None, None])[:2]
+        claim = Claim(action, int(subscriber_id), int(version), paper_id, value, hashlib.sha256(token.encode()).hexdigest())
+    except (TypeError, ValueError):
+        raise TokenError("this link is not valid") from None
+    return claim
+
+
+def action_url(base_url: str, action: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/{action}/{token}"

@@ -1,0 +1,82 @@
+"""Shared fixtures: a DIGEST_HOME per test, a real SQLite file, a real PostgreSQL database when available,
+and a way to call the real CLI. Fixtures of one area (feed server, SMTP server, web server) live in the
+test modules of that area or in tests/servers.py.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+FIXTURES = Path(__file__).parent / "fixtures"
+POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty DIGEST_HOME; no DIGEST_* variable of the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("DIGEST_") and key != "DIGEST_TEST_POSTGRES_URL":
+            monkeypatch.delenv(key)
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("DIGEST_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'digest.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    if not POSTGRES_URL:
+        pytest.skip("DIGEST_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"digest_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at DIGEST_TEST_POSTGRES_URL is not reachable: {exc.orig}")
+    url = sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Run a store test on a SQLite file and, when available, on PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def engine(db_url: str):
+    from digest.store import init_db, open_engine
+
+    eng = open_engine(db_url)
+    init_db(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def cli(home: Path):
+    """Call the real `digest` command in-process against the test's DIGEST_HOME; returns the click Result."""
+    from digest.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None, env: dict | None = None):
+        return runner.invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+
+    return invoke

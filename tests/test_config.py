@@ -1,0 +1,68 @@
+import pytest
+
+from digest.config import OPTIONS, load_settings, render_config_file
+from digest.errors import ConfigError
+
+
+def test_load_settings_precedence(tmp_path):
+    (tmp_path / "digest.toml").write_text('smtp_host = "file.example"\nsmtp_port = 2525\nfrom_name = "From file"\n')
+    env = {"DIGEST_SMTP_PORT": "2626", "DIGEST_FROM_NAME": "From env"}
+    settings = load_settings(tmp_path, env=env, overrides={"from_name": "From flag"})
+    assert settings.smtp_host == "file.example"
+    assert settings.smtp_port == 2626
+    assert settings.from_name == "From flag"
+    assert settings.origins["smtp_port"] == "DIGEST_SMTP_PORT"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'digest.db'}"
+    assert settings.outbox_dir == tmp_path / "outbox"
+
+
+def test_load_settings_secret_from_file_is_redacted(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2hunter2\n")
+    settings = load_settings(tmp_path, env={"DIGEST_SMTP_PASSWORD_FILE": str(secret), "DIGEST_DATABASE_URL": "postgresql://u:pw123@db/x"})
+    assert settings.smtp_password == "hunter2hunter2"
+    shown = settings.redacted()
+    assert "hunter2" not in str(shown) and "pw123" not in str(shown)
+    assert shown["smtp_password"] == "********"
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("smtp_port = 'x'", "invalid smtp_port"),
+        ("smtp_security = 'ssl3'", "expected one of starttls, tls, none"),
+        ("no_such_key = 1", "unknown setting 'no_such_key'"),
+        ("smtp_port = ", "cannot read config file"),
+        ("window_days = 0", "must be at least 1"),
+    ],
+    ids=["not-an-int", "bad-choice", "unknown-key", "broken-toml", "below-minimum"],
+)
+def test_load_settings_rejects_bad_config(tmp_path, toml, message):
+    (tmp_path / "digest.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, env={})
+
+
+def test_render_config_file_lists_every_option_and_parses(tmp_path):
+    import tomllib
+
+    text = render_config_file()
+    for opt in OPTIONS:
+        assert f"# {opt.name} =" in text
+    names = tuple(f"# {opt.name} = " for opt in OPTIONS)
+    uncommented = "\n".join(line[2:] for line in text.splitlines() if line.startswith(names) and not line.endswith("= "))
+    assert tomllib.loads(uncommented)
+
+
+def test_cli_init_twice_and_config(cli, home):
+    first = cli("init")
+    assert first.exit_code == 0 and (home / "digest.toml").exists() and (home / "digest.db").exists()
+    second = cli("init")
+    assert second.exit_code == 0 and "kept" in second.output
+
+
+def test_cli_bad_config_is_one_line_and_nonzero(cli, home):
+    (home / "digest.toml").write_text("smtp_port = 'nope'\n")
+    result = cli("config")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and result.output.startswith("error: invalid smtp_port")
