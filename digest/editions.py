@@ -1,0 +1,84 @@
+"""Which edition a subscriber is due for at a given instant: pure calendar arithmetic, no database, no clock.
+
+An edition is named by the subscriber's local date (YYYY-MM-DD). A daily subscriber is due once their
+local send time has passed on their local day; a weekly one only on their weekday. Times that do not
+exist (spring-forward gap) count as passed at the first instant after the gap; times that happen twice
+(fall-back) count as passed at their first occurrence.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_send_at(value: str) -> time:
+    try:
+        hours, minutes = value.strip().split(":")
+        return time(int(hours), int(minutes))
+    except (ValueError, AttributeError):
+        raise ValueError(f"send time {value!r} is not HH:MM") from None
+
+
+def parse_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/London)") from None
+
+
+def parse_frequency(value: str) -> str:
+    value = value.strip().lower()
+    if value == "daily" or (value.startswith("weekly:") and value[7:] in WEEKDAYS):
+        return value
+    raise ValueError(f"frequency {value!r} is not 'daily' or 'weekly:mon'...'weekly:sun'")
+
+
+def send_instant(day: date, send_at: str, tz: str) -> datetime:
+    """The UTC instant at which `send_at` local time happens on local `day` (first occurrence; after a gap)."""
+    zone = parse_zone(tz)
+    wall = datetime.combine(day, parse_send_at(send_at))
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    # In a spring-forward gap, the wall time does not exist: round-tripping changes it. Use the gap's end.
+    if first.astimezone(zone).replace(tzinfo=None) != wall:
+        later = wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+        return min(first, later) if later.astimezone(zone).replace(tzinfo=None) == wall else _gap_end(wall, zone)
+    return first
+
+
+def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
+    probe = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    # Walk back to the transition: the first UTC minute whose local time is after the wall time.
+    candidate = probe - timedelta(hours=3)
+    while candidate.astimezone(zone).replace(tzinfo=None) < wall:
+        candidate += timedelta(minutes=1)
+    return candidate
+
+
+def local_day(now: datetime, tz: str) -> date:
+    return now.astimezone(parse_zone(tz)).date()
+
+
+def due_edition(now: datetime, send_at: str, tz: str, frequency: str, last_edition: str | None) -> str | None:
+    """The edition (local date) due at `now`, or None if nothing is due.
+
+    `last_edition` is the newest edition already accepted for this subscriber. Only today's local
+    edition is ever due: after downtime, one catch-up edition is sent, not one per missed day.
+    """
+    today = local_day(now, tz)
+    if frequency.startswith("weekly:") and WEEKDAYS[today.weekday()] != frequency[7:]:
+        return None
+    if now < send_instant(today, send_at, tz):
+        return None
+    edition = today.isoformat()
+    if last_edition is not None and last_edition >= edition:
+        return None
+    return edition
+
+
+def edition_window_start(edition: str, frequency: str, window_days: int) -> date:
+    """First local day whose papers an edition may cover: a week for weekly subscribers."""
+    day = date.fromisoformat(edition)
+    return day - timedelta(days=7 if frequency.startswith("weekly:") else window_days)
