@@ -10,14 +10,7 @@ from datetime import datetime
 from typing import Sequence
 
 from .models import Paper
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A stored paper with what ranking needs besides the row: the names of the sources carrying it."""
-
-    paper: Paper
-    sources: tuple[str, ...] = ()
+from .store.candidates import Candidate
 
 
 @dataclass(frozen=True)

@@ -117,13 +117,10 @@ def config_cmd(app: AppContext, as_json: bool) -> None:
 def _register() -> None:
     """Attach the command modules; each adds its commands to `main`."""
     import importlib
+    import pkgutil
 
-    for name in ("sources", "subscribers", "delivery", "ops", "web"):
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
 
 
 _register()
