@@ -58,6 +58,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "info", "debug, info, warning or error", "choice", choices=("debug", "info", "warning", "error")),
     Option("web_host", "127.0.0.1", "address `digest web` listens on"),
     Option("web_port", 8080, "port `digest web` listens on", "int", minimum=1),
+    Option("subscribe_limit", 10, "subscribe attempts allowed per client address in each subscribe_window", "int", minimum=1),
+    Option("subscribe_window", 600.0, "seconds of the subscribe rate-limit window", "float", minimum=1),
 )
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
