@@ -1,0 +1,482 @@
+"""Subscribers in the store: validation of addresses and profiles, add / update / status / remove,
+feedback, the web's double opt-in, and CSV import / export.
+
+It must not rank, render, send mail or know about HTTP; callers pass `now` (aware UTC) and own the session
+(digest.store.session_scope commits once at the end, so a failing call leaves nothing half-written).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass, fields as dc_fields, replace
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Iterable, Sequence
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError
+from email_validator import validate_email as _check_email
+from sqlmodel import Session, select
+
+from ..editions import parse_frequency, parse_send_at, parse_zone
+from ..errors import InputError, NotFoundError
+from ..models import Delivery, Feedback, Paper, SentPaper, Subscriber
+
+STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
+LIST_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "categories")
+CSV_COLUMNS = ("email", "name", *LIST_FIELDS, "max_papers", "trending_weight", "send_at", "tz", "frequency", "status")
+LIST_SEPARATOR = ";"  # inside one CSV cell; an entry given with ';' in it becomes several entries
+MAX_PAPERS_RANGE = (1, 100)
+LIST_HINT = "`digest subscribers list` shows who is subscribed"
+
+
+class FieldError(InputError):
+    """A bad value in one profile field; `field` lets CSV import name the column."""
+
+    def __init__(self, field: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(f"{field}: {reason}", hint)
+        self.field, self.reason = field, reason
+
+
+@dataclass(frozen=True)
+class SubscriberInput:
+    """Profile fields given by a user; None means "not given" (keep the current value, or the default)."""
+
+    name: str | None = None
+    interests: Sequence[str] | None = None
+    seed_papers: Sequence[str] | None = None
+    muted_terms: Sequence[str] | None = None
+    muted_authors: Sequence[str] | None = None
+    categories: Sequence[str] | None = None
+    max_papers: int | str | None = None
+    trending_weight: float | str | None = None
+    send_at: str | None = None
+    tz: str | None = None
+    frequency: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    added: int
+    updated: int
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+
+def validate_email(address: str) -> str:
+    """The normalised, lower-cased address; InputError naming the address and why it is not one."""
+    text = (address or "").strip()
+    try:
+        return _check_email(text, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise InputError(f"invalid email address {address!r}: {exc}", "give an address such as ada@example.org") from None
+
+
+def validate_profile(fields: SubscriberInput) -> SubscriberInput:
+    """A normalised copy of `fields`; FieldError names the first bad field and its value."""
+    values: dict = {}
+    if fields.name is not None:
+        values["name"] = " ".join(str(fields.name).split())
+    for name in LIST_FIELDS:
+        entries = getattr(fields, name)
+        if entries is not None:
+            values[name] = _clean_list(entries)
+    if fields.max_papers is not None:
+        values["max_papers"] = _whole_number("max_papers", fields.max_papers, *MAX_PAPERS_RANGE)
+    if fields.trending_weight is not None:
+        values["trending_weight"] = _fraction("trending_weight", fields.trending_weight)
+    for name, parse in (("send_at", _send_at), ("tz", _zone), ("frequency", parse_frequency)):
+        value = getattr(fields, name)
+        if value is not None:
+            try:
+                values[name] = parse(str(value))
+            except ValueError as exc:
+                raise FieldError(name, str(exc)) from None
+    return replace(fields, **values)
+
+
+def _clean_list(entries: Iterable[str]) -> list[str]:
+    if isinstance(entries, str):
+        entries = [entries]
+    kept, seen = [], set()
+    for entry in entries:
+        for part in str(entry).split(LIST_SEPARATOR):
+            part = " ".join(part.split())
+            if part and part.lower() not in seen:
+                kept.append(part)
+                seen.add(part.lower())
+    return kept
+
+
+def _whole_number(field: str, value: int | str, low: int, high: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise FieldError(field, f"{value!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise FieldError(field, f"{number} is not between {low} and {high}")
+    return number
+
+
+def _fraction(field: str, value: float | str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise FieldError(field, f"{value!r} is not a number") from None
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        raise FieldError(field, f"{value!r} is not between 0 and 1")
+    return number
+
+
+def _send_at(value: str) -> str:
+    parsed = parse_send_at(value)
+    if not re.fullmatch(r"\d{1,2}:\d{2}", value.strip()):
+        raise ValueError(f"send time {value!r} is not HH:MM")
+    return parsed.strftime("%H:%M")
+
+
+def _zone(value: str) -> str:
+    parse_zone(value.strip())
+    return value.strip()
+
+
+def _validate_status(status: str) -> str:
+    status = status.strip().lower()
+    if status not in STATUSES:
+        raise FieldError("status", f"{status!r} is not one of {', '.join(STATUSES)}")
+    return status
+
+
+# --- papers the profile refers to -------------------------------------------------------------------
+
+_ARXIV_PREFIX = re.compile(r"^(?:arxiv:|https?://(?:www\.)?arxiv\.org/(?:abs|pdf)/)", re.I)
+_ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(?:\.[a-z]{2})?/\d{7})(?:v(\d+))?$", re.I)
+_DOI_PREFIX = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)", re.I)
+
+
+def normalise_ident(ident: str) -> str:
+    """The form an identifier is kept in: no arXiv / DOI URL prefix, DOIs lower-cased."""
+    text = ident.strip()
+    if _ARXIV_PREFIX.match(text):
+        return _ARXIV_PREFIX.sub("", text).removesuffix(".pdf")
+    if _DOI_PREFIX.match(text) or text.startswith("10."):
+        return _DOI_PREFIX.sub("", text).lower()
+    return text
+
+
+def _find_paper(session: Session, ident: str) -> Paper | None:
+    # A private lookup until digest.store.papers offers one: arXiv id (any version), DOI, then the source's own id.
+    text = normalise_ident(ident)
+    arxiv = _ARXIV_ID.match(text)
+    tries = []
+    if arxiv:
+        tries.append(Paper.arxiv_id == arxiv.group(1))
+    if text.startswith("10."):
+        tries.append(Paper.doi == text)
+    tries += [Paper.ident == text, Paper.key == text]
+    for condition in tries:
+        paper = session.exec(select(Paper).where(condition).order_by(Paper.id).limit(1)).first()
+        if paper is not None:
+            return paper
+    return None
+
+
+def resolve_papers(session: Session, idents: Iterable[str]) -> list[Paper]:
+    """The stored papers named by arXiv ids (with or without version), DOIs or imported ids, in order."""
+    papers = []
+    for ident in idents:
+        paper = _find_paper(session, ident)
+        if paper is None:
+            raise NotFoundError(f"no paper {ident.strip()!r} in the store", "fetch or import it first (`digest fetch`, `digest import`)")
+        papers.append(paper)
+    return papers
+
+
+# --- subscribers ------------------------------------------------------------------------------------
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber | None:
+    return session.exec(select(Subscriber).where(Subscriber.email == email.strip().lower())).first()
+
+
+def get_subscriber(session: Session, email_or_id: str | int) -> Subscriber:
+    """The subscriber with this address (any case) or numeric id; NotFoundError otherwise."""
+    if isinstance(email_or_id, int) or str(email_or_id).strip().isdigit():
+        sub = session.get(Subscriber, int(email_or_id))
+    else:
+        sub = find_subscriber(session, str(email_or_id))
+    if sub is None:
+        raise NotFoundError(f"no subscriber {str(email_or_id).strip()}", LIST_HINT)
+    return sub
+
+
+def list_subscribers(session: Session, status: str | None = None) -> list[Subscriber]:
+    query = select(Subscriber).order_by(Subscriber.email)
+    if status is not None:
+        query = query.where(Subscriber.status == _validate_status(status))
+    return list(session.exec(query))
+
+
+def add_subscriber(session: Session, email: str, fields: SubscriberInput, *, status: str = "active", now: datetime) -> Subscriber:
+    """A new subscriber; an address already present in any case is an InputError."""
+    address = validate_email(email)
+    if find_subscriber(session, address) is not None:
+        raise InputError(f"{address} is already subscribed", "use `digest subscribers update` to change it")
+    sub = Subscriber(email=address, status=_validate_status(status), created_at=now)
+    _apply(session, sub, validate_profile(fields))
+    if sub.status == "active":
+        sub.confirmed_at = now  # added by an administrator, who vouches for the address
+    elif sub.status == "unsubscribed":
+        sub.unsubscribed_at = now
+    session.add(sub)
+    session.flush()
+    return sub
+
+
+def update_subscriber(
+    session: Session,
+    sub: Subscriber,
+    fields: SubscriberInput,
+    add_interests: Iterable[str] = (),
+    remove_interests: Iterable[str] = (),
+    now: datetime | None = None,
+) -> Subscriber:
+    """Change the given fields; interests may also be added to or removed from (a missing one is an error).
+
+    `now` is accepted for symmetry with the other writes; no column records the time of an update.
+    """
+    _apply(session, sub, validate_profile(fields))
+    interests = list(sub.interests)
+    for gone in _clean_list(remove_interests):
+        match = [i for i in interests if i.lower() == gone.lower()]
+        if not match:
+            raise FieldError("interests", f"{gone!r} is not one of {sub.email}'s interests")
+        interests.remove(match[0])
+    sub.interests = _clean_list([*interests, *add_interests])
+    session.add(sub)
+    session.flush()
+    return sub
+
+
+def _apply(session: Session, sub: Subscriber, fields: SubscriberInput) -> None:
+    """Copy validated fields onto the row; seed papers must resolve."""
+    for field in dc_fields(SubscriberInput):
+        value = getattr(fields, field.name)
+        if value is None:
+            continue
+        if field.name == "seed_papers":
+            value = _checked_seeds(session, value)
+        setattr(sub, field.name, list(value) if field.name in LIST_FIELDS else value)
+
+
+def _checked_seeds(session: Session, idents: Iterable[str]) -> list[str]:
+    """Seed papers as kept on the row (normalised identifiers); each must name a stored paper."""
+    value = [normalise_ident(v) for v in idents]
+    try:
+        resolve_papers(session, value)
+    except NotFoundError as exc:
+        raise FieldError("seed_papers", exc.args[0], exc.hint) from None
+    return value
+
+
+def set_status(session: Session, sub: Subscriber, status: str, now: datetime) -> Subscriber:
+    """Move to a status, keeping the timestamps true; only an active subscriber can be paused."""
+    status = _validate_status(status)
+    if status == "paused" and sub.status not in ("active", "paused"):
+        raise InputError(f"{sub.email} is {sub.status}: only an active subscriber can be paused", "resume it first")
+    if status == "unsubscribed" and sub.status != "unsubscribed":
+        sub.unsubscribed_at = now
+    elif status == "active":
+        sub.confirmed_at = sub.confirmed_at or now
+        sub.unsubscribed_at = None
+        sub.consecutive_bounces = 0
+    sub.status = status
+    session.add(sub)
+    session.flush()
+    return sub
+
+
+def remove_subscriber(session: Session, sub: Subscriber) -> None:
+    """Delete the subscriber and all their personal data (feedback, deliveries, papers sent)."""
+    # The foreign keys cascade, but a database opened without them (an old SQLite file) must not keep orphans.
+    for table in (SentPaper, Feedback, Delivery):
+        session.execute(sa.delete(table).where(table.subscriber_id == sub.id))
+    session.delete(sub)
+    session.flush()
+
+
+def bump_token_version(session: Session, sub: Subscriber) -> int:
+    """Invalidate every outstanding link of this subscriber; returns the new version."""
+    sub.token_version = (sub.token_version or 0) + 1
+    session.add(sub)
+    session.flush()
+    return sub.token_version
+
+
+# --- double opt-in (the web's subscribe page) -------------------------------------------------------
+
+
+def subscribe_pending(session: Session, email: str, fields: SubscriberInput, now: datetime) -> Subscriber:
+    """Start (or restart) a double opt-in; never creates a second subscriber for one address.
+
+    new -> pending; pending -> updated; active or paused -> unchanged; unsubscribed or bounced -> pending again.
+    """
+    address = validate_email(email)
+    sub = find_subscriber(session, address)
+    if sub is None:
+        return add_subscriber(session, address, fields, status="pending", now=now)
+    if sub.status in ("active", "paused"):
+        return sub
+    sub.status = "pending"
+    return update_subscriber(session, sub, fields, now=now)
+
+
+def confirm_subscriber(session: Session, sub: Subscriber, now: datetime) -> Subscriber:
+    """pending -> active; bumps the token version so the confirmation link works once. Others unchanged."""
+    if sub.status != "pending":
+        return sub
+    sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.consecutive_bounces = "active", now, None, 0
+    bump_token_version(session, sub)
+    return sub
+
+
+# --- feedback ---------------------------------------------------------------------------------------
+
+
+def record_feedback(session: Session, sub: Subscriber, paper: Paper, value: int, now: datetime) -> Feedback:
+    """Like (+1) or dislike (-1) a paper; one row per subscriber and paper, the newest opinion wins."""
+    if value not in (1, -1):
+        raise InputError(f"feedback value {value!r} is not +1 or -1")
+    row = _feedback_row(session, sub, paper)
+    if row is None:
+        try:
+            with session.begin_nested():  # a concurrent click on the same link may insert first
+                row = Feedback(subscriber_id=sub.id, paper_id=paper.id, value=value, created_at=now)
+                session.add(row)
+        except sa.exc.IntegrityError:
+            row = _feedback_row(session, sub, paper)
+    row.value, row.created_at = value, now
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _feedback_row(session: Session, sub: Subscriber, paper: Paper) -> Feedback | None:
+    return session.exec(select(Feedback).where(Feedback.subscriber_id == sub.id, Feedback.paper_id == paper.id)).first()
+
+
+def remove_feedback(session: Session, sub: Subscriber, paper: Paper) -> bool:
+    """Forget the subscriber's opinion of a paper (the web's undo); False when there was none."""
+    result = session.execute(sa.delete(Feedback).where(Feedback.subscriber_id == sub.id, Feedback.paper_id == paper.id))
+    return bool(result.rowcount)
+
+
+def feedback_for(session: Session, sub: Subscriber) -> tuple[list[Paper], list[Paper]]:
+    """(liked papers, disliked papers), oldest opinion first."""
+    rows = session.exec(
+        select(Feedback.value, Paper).join(Paper, Paper.id == Feedback.paper_id)
+        .where(Feedback.subscriber_id == sub.id).order_by(Feedback.created_at, Feedback.id)
+    ).all()
+    return [p for v, p in rows if v > 0], [p for v, p in rows if v < 0]
+
+
+# --- CSV --------------------------------------------------------------------------------------------
+
+
+def import_csv(session: Session, path_or_text: str | Path, now: datetime) -> ImportReport:
+    """Add or update subscribers from CSV; every row is checked before anything is written.
+
+    A column left out of the header is left unchanged; an empty cell means an empty list or the default.
+    An empty or missing status keeps an existing subscriber's status (an import never re-subscribes
+    someone who unsubscribed unless the file says so); new subscribers are active.
+    """
+    name, text = _read_csv_source(path_or_text)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in reader.fieldnames or []]
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if "email" not in header or unknown:
+        what = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column"
+        raise InputError(f"{name} line 1: {what}", f"columns: {', '.join(CSV_COLUMNS)}")
+    reader.fieldnames = header
+    rows, seen, line = [], {}, 1
+    for record in reader:
+        start, line = line + 1, reader.line_num
+        if None in record:
+            raise InputError(f"{name} line {start}: more cells than columns")
+        if not any((v or "").strip() for v in record.values()):
+            continue
+        try:
+            rows.append(_parse_row(session, record, seen, start))
+        except FieldError as exc:
+            raise InputError(f"{name} line {start}, column {exc.field}: {exc.reason}") from None
+    added = updated = 0
+    for address, fields, status in rows:
+        sub = find_subscriber(session, address)
+        if sub is None:
+            add_subscriber(session, address, fields, status=status or "active", now=now)
+            added += 1
+        else:
+            update_subscriber(session, sub, fields, now=now)
+            if status and status != sub.status:
+                set_status(session, sub, status, now)
+            updated += 1
+    return ImportReport(added=added, updated=updated)
+
+
+def _read_csv_source(path_or_text: str | Path) -> tuple[str, str]:
+    if isinstance(path_or_text, str) and "\n" in path_or_text:
+        return "CSV", path_or_text
+    path = Path(path_or_text)
+    try:
+        return str(path_or_text), path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path_or_text} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
+def _parse_row(session: Session, record: dict, seen: dict[str, int], line: int) -> tuple[str, SubscriberInput, str | None]:
+    cell = {k: (v or "").strip() for k, v in record.items()}
+    if not cell["email"]:
+        raise FieldError("email", "missing")
+    try:
+        address = validate_email(cell["email"])
+    except InputError as exc:
+        raise FieldError("email", exc.args[0]) from None
+    if address in seen:
+        raise FieldError("email", f"{address} is already on line {seen[address]}")
+    seen[address] = line
+    defaults = {"max_papers": 10, "trending_weight": 0.2, "send_at": "07:00", "tz": "UTC", "frequency": "daily"}
+    given: dict = {}
+    for column, value in cell.items():
+        if column in LIST_FIELDS:
+            given[column] = value.split(LIST_SEPARATOR) if value else []
+        elif column in defaults:
+            given[column] = value or defaults[column]
+        elif column == "name":
+            given[column] = value
+    fields = validate_profile(SubscriberInput(**given))
+    if fields.seed_papers:
+        _checked_seeds(session, fields.seed_papers)
+    status = _validate_status(cell["status"]) if cell.get("status") else None
+    return address, fields, status
+
+
+def export_csv(session: Session, path_or_stream: str | Path | IO[str]) -> int:
+    """Write every subscriber, by address, in the columns import_csv reads; returns how many."""
+    subs = list_subscribers(session)
+    if hasattr(path_or_stream, "write"):
+        _write_csv(path_or_stream, subs)
+    else:
+        with open(path_or_stream, "w", encoding="utf-8", newline="") as out:
+            _write_csv(out, subs)
+    return len(subs)
+
+
+def _write_csv(out: IO[str], subs: list[Subscriber]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for sub in subs:
+        writer.writerow([LIST_SEPARATOR.join(v) if c in LIST_FIELDS else v for c in CSV_COLUMNS for v in [getattr(sub, c)]])
