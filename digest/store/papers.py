@@ -1,0 +1,263 @@
+"""Papers in the store: the deduplicating bulk upsert and the queries that list and find papers.
+
+One row per canonical key (UNIQUE in the database); writes are batched core INSERT ... ON CONFLICT
+statements, never one ORM object per row. This module knows nothing about feeds or the network.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from ..models import Paper, PaperSource, Source
+from ..sources import ParsedPaper
+from . import wrap_db_error
+
+BATCH_SIZE = 2_000  # rows per statement: well under SQLite's 32,766 bound parameters for the key prefetch
+PAPER = Paper.__table__
+PAPER_SOURCE = PaperSource.__table__
+# Columns the merge may change; first_seen never moves and last_seen only records the sighting.
+CONTENT = (
+    "ident", "arxiv_id", "version", "doi", "title", "abstract", "authors", "categories", "url", "pdf_url",
+    "announce_type", "upvotes", "ai_summary", "github_repo", "published", "updated",
+)
+_ARXIV_IDENT = re.compile(r"^(?:arxiv:)?((?:\d{4}\.\d{4,5})|(?:[a-z][a-z.-]*/\d{7}))(?:v(\d+))?$", re.I)
+
+
+@dataclass
+class UpsertReport:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def add(self, other: "UpsertReport") -> None:
+        self.new += other.new
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+
+
+def upsert_papers(target: Engine | Session | Connection, source_id: int, parsed: list[ParsedPaper], now: datetime) -> UpsertReport:
+    """Store `parsed` as seen in source `source_id` at `now`, merging with the rows already there.
+
+    An Engine gets its own transaction; a Session or Connection writes inside the caller's transaction,
+    so the caller decides what else commits (or rolls back) with the batch.
+    """
+    try:
+        if isinstance(target, Engine):
+            with target.begin() as conn:
+                return _upsert(conn, source_id, parsed, now)
+        conn = target.connection() if isinstance(target, Session) else target
+        return _upsert(conn, source_id, parsed, now)
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc) from None
+
+
+def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: datetime) -> UpsertReport:
+    report = UpsertReport()
+    rows: dict[str, dict[str, Any]] = {}
+    item_ids: dict[str, str | None] = {}
+    for paper in parsed:  # the same key twice in one batch is folded first
+        row = _row_of(paper)
+        key = row["key"]
+        if key in rows:
+            rows[key] = merge_rows(rows[key], row)
+        else:
+            rows[key] = row
+            item_ids[key] = paper.item_id or paper.ident
+    insert = _dialect_insert(conn)
+    for keys in _chunks(list(rows), BATCH_SIZE):
+        existing = {r["key"]: r for r in conn.execute(sa.select(PAPER).where(PAPER.c.key.in_(keys))).mappings()}
+        writes, seen = [], []
+        for key in keys:
+            old = existing.get(key)
+            if old is None:
+                writes.append({**rows[key], "first_seen": now, "last_seen": now})
+                report.new += 1
+                continue
+            merged = merge_rows(dict(old), rows[key])
+            if any(merged[c] != old[c] for c in CONTENT):
+                writes.append({**{c: merged[c] for c in CONTENT}, "key": key, "first_seen": old["first_seen"], "last_seen": now})
+                report.updated += 1
+            else:
+                seen.append(key)
+                report.unchanged += 1
+        if writes:
+            stmt = insert(PAPER)
+            # The UNIQUE key settles a concurrent insert of the same paper: the row is updated, not doubled.
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["key"],
+                set_={c: stmt.excluded[c] for c in (*CONTENT, "last_seen")},
+            )
+            conn.execute(stmt, writes)
+        if seen:
+            conn.execute(sa.update(PAPER).where(PAPER.c.key.in_(seen)).values(last_seen=now))
+        ids = existing_ids = {k: r["id"] for k, r in existing.items()}
+        missing = [k for k in keys if k not in existing_ids]
+        if missing:
+            ids = {**existing_ids, **dict(conn.execute(sa.select(PAPER.c.key, PAPER.c.id).where(PAPER.c.key.in_(missing))).all())}
+        links = [{"paper_id": ids[k], "source_id": source_id, "item_id": item_ids[k], "first_seen": now} for k in keys]
+        conn.execute(insert(PAPER_SOURCE).on_conflict_do_nothing(index_elements=["paper_id", "source_id"]), links)
+    return report
+
+
+def _dialect_insert(conn: Connection):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only the two supported backends
+        raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {conn.dialect.name}")
+    return insert
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _row_of(p: ParsedPaper) -> dict[str, Any]:
+    return {
+        "key": p.key, "ident": p.ident, "arxiv_id": p.arxiv_id, "version": p.version, "doi": p.doi,
+        "title": p.title, "abstract": p.abstract or "", "authors": list(p.authors), "categories": list(p.categories),
+        "url": p.url, "pdf_url": p.pdf_url, "announce_type": p.announce_type, "upvotes": p.upvotes or 0,
+        "ai_summary": p.ai_summary or None, "github_repo": p.github_repo or None,
+        "published": p.published, "updated": p.updated,
+    }
+
+
+def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The row that results from seeing `new` after `old` (same key). Pure; the dedupe rules live here.
+
+    - a newer arXiv version brings its version, updated date, title, authors and abstract;
+    - an older version only fills in what is missing; otherwise the longest real abstract wins and the first title and authors stay;
+    - upvotes only grow; Hugging Face's AI summary and GitHub repo fill in or refresh;
+    - categories are united (a cross-list adds its category); identifiers fill in when missing;
+    - the first announce type stays, so a paper first seen in a "replace" announcement says so.
+    """
+    # Only a known version replacing a known older one counts: Hugging Face gives no version at all.
+    both = old["version"] is not None and new["version"] is not None
+    newer, older = both and new["version"] > old["version"], both and new["version"] < old["version"]
+    merged = dict(old)
+    for col in ("ident", "arxiv_id", "doi", "url", "pdf_url", "announce_type", "published"):
+        merged[col] = old[col] if old[col] is not None else new[col]
+    if new["published"] is not None and old["published"] is not None:
+        merged["published"] = min(old["published"], new["published"])
+    merged["version"] = max(filter(None, (old["version"], new["version"])), default=None)
+    dates = [d for d in (old["updated"], new["updated"]) if d is not None]
+    merged["updated"] = max(dates) if dates else None
+    if newer:
+        merged["title"] = new["title"] or old["title"]
+        merged["authors"] = new["authors"] or old["authors"]
+        merged["abstract"] = new["abstract"] if _is_real(new["abstract"]) else old["abstract"]
+        merged["url"] = new["url"] or old["url"]
+        merged["pdf_url"] = new["pdf_url"] or old["pdf_url"]
+        if new["updated"] is None and new["published"] is not None:
+            merged["updated"] = max(filter(None, (old["updated"], new["published"])))
+    else:
+        merged["title"] = old["title"] or new["title"]
+        merged["authors"] = old["authors"] or new["authors"]
+        # An older version's text never replaces the newer one's, however long it is.
+        merged["abstract"] = old["abstract"] or new["abstract"] if older else best_abstract(old["abstract"], new["abstract"])
+    merged["categories"] = list(dict.fromkeys([*old["categories"], *new["categories"]]))
+    merged["upvotes"] = max(old["upvotes"] or 0, new["upvotes"] or 0)
+    merged["ai_summary"] = new["ai_summary"] or old["ai_summary"]
+    merged["github_repo"] = new["github_repo"] or old["github_repo"]
+    return merged
+
+
+_PLACEHOLDER = re.compile(r"^(n/?a|none|null|no abstract( available)?|abstract( not available)?|tbd|\W*)\.?$", re.I)
+
+
+def _is_real(text: str | None) -> bool:
+    return bool(text and text.strip() and not _PLACEHOLDER.match(text.strip()))
+
+
+def best_abstract(first: str, second: str) -> str:
+    """The longer real abstract (a placeholder such as "No abstract available" is never real); ties keep `first`."""
+    candidates = [t for t in (first, second) if _is_real(t)]
+    if not candidates:
+        return first or second or ""
+    return max(candidates, key=lambda t: len(t.strip()))
+
+
+# ---- queries -------------------------------------------------------------------------------------
+
+
+def papers_since(session: Session, since: datetime | None = None, source: str | None = None, limit: int | None = None) -> list[Paper]:
+    """Papers first stored at or after `since` (all when None), newest first, optionally only those `source` carries."""
+    query = sa.select(Paper)
+    if since is not None:
+        query = query.where(Paper.first_seen >= since)
+    if source is not None:
+        query = query.where(Paper.id.in_(_ids_in_source(source)))
+    query = query.order_by(Paper.first_seen.desc(), Paper.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(_run(session, query).scalars())
+
+
+def count_papers(session: Session, source: str | None = None) -> int:
+    query = sa.select(sa.func.count()).select_from(PAPER)
+    if source is not None:
+        query = query.where(PAPER.c.id.in_(_ids_in_source(source)))
+    return int(_run(session, query).scalar_one())
+
+
+def source_names_of(session: Session, paper_ids: Iterable[int]) -> dict[int, list[str]]:
+    """For each paper id, the names of the sources carrying it (in the order they first brought it)."""
+    ids = list(paper_ids)
+    out: dict[int, list[str]] = {i: [] for i in ids}
+    for chunk in _chunks(ids, BATCH_SIZE):
+        query = (
+            sa.select(PAPER_SOURCE.c.paper_id, Source.name)
+            .join(Source, Source.id == PAPER_SOURCE.c.source_id)
+            .where(PAPER_SOURCE.c.paper_id.in_(chunk))
+            .order_by(PAPER_SOURCE.c.first_seen, PAPER_SOURCE.c.id)
+        )
+        for paper_id, name in _run(session, query):
+            out[paper_id].append(name)
+    return out
+
+
+def get_paper_by_ident(session: Session, ident: str) -> Paper | None:
+    """The paper an identifier names: an arXiv id (with or without version or `arXiv:`), a DOI, or an imported id."""
+    text = ident.strip()
+    if not text:
+        return None
+    found = _ARXIV_IDENT.match(text)
+    if found:
+        paper = _first(session, sa.select(Paper).where(Paper.arxiv_id == found.group(1)))
+        if paper is not None:
+            return paper
+    doi = re.sub(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)", "", text, flags=re.I).lower()
+    if doi.startswith("10."):
+        paper = _first(session, sa.select(Paper).where(Paper.doi == doi))
+        if paper is not None:
+            return paper
+    paper = _first(session, sa.select(Paper).where(Paper.ident == text).order_by(Paper.id))
+    if paper is not None:
+        return paper
+    by_item = sa.select(PAPER_SOURCE.c.paper_id).where(PAPER_SOURCE.c.item_id == text)
+    return _first(session, sa.select(Paper).where(Paper.id.in_(by_item)).order_by(Paper.id))
+
+
+def _ids_in_source(name: str):
+    return sa.select(PAPER_SOURCE.c.paper_id).join(Source, Source.id == PAPER_SOURCE.c.source_id).where(Source.name == name)
+
+
+def _first(session: Session, query) -> Paper | None:
+    return _run(session, query.limit(1)).scalars().first()
+
+
+def _run(session: Session, query):
+    try:
+        return session.execute(query)
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc) from None

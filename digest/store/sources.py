@@ -1,0 +1,104 @@
+"""Sources in the store: add, list, find and remove them, and record each fetch's outcome (the polite-fetching state).
+
+Nothing here fetches or parses; the caller passes the outcome in. Functions take a Session and leave the
+commit to the caller's session_scope, so a fetch's papers and its state commit together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from ..errors import InputError, NotFoundError
+from ..models import Source
+
+KINDS = ("arxiv-rss", "arxiv-api", "hf-daily", "feed", "file")
+ERROR_TEXT_MAX = 1_000
+
+
+def add_source(session: Session, name: str, kind: str, url: str, now: datetime) -> Source:
+    """A new enabled source; a name already taken is an InputError."""
+    if kind not in KINDS:
+        raise InputError(f"unknown source kind {kind!r}", f"expected one of {', '.join(KINDS)}")
+    if not name.strip():
+        raise InputError("a source needs a name")
+    if find_source(session, name) is not None:
+        raise InputError(f"a source named {name!r} already exists", "pick another --name or `digest sources remove` it first")
+    source = Source(name=name, kind=kind, url=url, created_at=now)
+    session.add(source)
+    session.flush()
+    return source
+
+
+def find_source(session: Session, name: str) -> Source | None:
+    return session.execute(sa.select(Source).where(Source.name == name)).scalars().first()
+
+
+def get_source(session: Session, name: str) -> Source:
+    source = find_source(session, name)
+    if source is None:
+        raise NotFoundError(f"no source named {name!r}", "`digest sources list` shows the names")
+    return source
+
+
+def list_sources(session: Session, *, enabled_only: bool = False, include_files: bool = True) -> list[Source]:
+    query = sa.select(Source).order_by(Source.id)
+    if enabled_only:
+        query = query.where(Source.enabled.is_(True))
+    if not include_files:
+        query = query.where(Source.kind != "file")
+    return list(session.execute(query).scalars())
+
+
+def remove_source(session: Session, name: str) -> None:
+    """Forget a source and its links to papers (the papers stay: another source may carry them)."""
+    source = get_source(session, name)
+    session.delete(source)
+    session.flush()
+
+
+def ensure_source(session: Session, name: str, kind: str, url: str, now: datetime) -> Source:
+    """The source named `name`, created when missing (imported files become sources this way)."""
+    source = find_source(session, name)
+    if source is None:
+        return add_source(session, name, kind, url, now)
+    source.url = url
+    return source
+
+
+def record_fetch_success(
+    session: Session,
+    source: Source,
+    now: datetime,
+    *,
+    count: int | None,
+    new_papers: int = 0,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    url: str | None = None,
+) -> None:
+    """A fetch that worked. `count` None means the server said "not modified" (the last count stays);
+    `url` is the new address after a permanent redirect."""
+    source.last_fetch_at = source.last_success_at = now
+    source.consecutive_errors = 0
+    source.last_error = None
+    if count is not None:
+        source.last_fetch_count = count
+        source.etag, source.last_modified = etag, last_modified
+    source.papers_seen += new_papers
+    if url and url != source.url:
+        source.url = url
+    session.add(source)
+
+
+def record_fetch_error(session: Session, source: Source, now: datetime, error: str, *, disable: bool = False) -> None:
+    """A fetch that failed; `disable` (HTTP 410 Gone) turns the source off and says why."""
+    source.last_fetch_at = source.last_error_at = now
+    source.last_error = error[:ERROR_TEXT_MAX]
+    source.consecutive_errors += 1
+    if disable:
+        source.enabled = False
+        source.disabled_reason = error[:ERROR_TEXT_MAX]
+    session.add(source)
