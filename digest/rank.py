@@ -1,16 +1,43 @@
 """Ranking: pure functions of candidate papers, subscriber profiles and `now` -> ranked, explained picks.
 
-No database, no clock, no I/O. (Interface fixed here; implementation by the ranking work.)
+No database, no clock, no I/O, no network and no model download: TF-IDF (scikit-learn) over the day's candidates.
+The text model (tokens, vectors, similarities) lives in digest.rank_text; this module decides who gets what:
+
+- eligible: not already sent, not muted (terms in title/abstract, authors), in the subscriber's categories if any;
+- relevance: a blend of the cosine to the Rocchio centroid (interests + seed and liked papers - disliked ones) and to
+  the best single interest or paper (so each of several interests gets its papers), minus the nearest disliked
+  paper; pseudo relevance feedback then lifts papers like the best matches. Below `relevance_floor` a paper is out;
+- trending: log-scaled Hugging Face upvotes and the number of sources carrying the paper, normalised over the day;
+- score = (1 - trending_weight) * relevance / the day's best relevance + trending_weight * trending;
+- MMR picks in order, so a near-duplicate of a pick loses ground and one topic cannot fill the email.
+
+Every subscriber is ranked at once (rank_many) in chunks of one sparse float32 product each; rank_papers is the
+same computation for one profile. Ties break by paper id, so the same inputs give the same output.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
 
 from .models import Paper
 from .store.candidates import Candidate
+
+MMR_LAMBDA = 0.8  # share of the score against the similarity to papers already picked
+TRENDING_MIN_REASON = 0.5  # trending score from which "trending" is given as a reason
+CHUNK = 1000  # profiles per matrix product
+
+
+class ProfilePaper(NamedTuple):
+    """A seed, liked or disliked paper resolved to its text."""
+
+    ident: str
+    title: str
+    abstract: str = ""
 
 
 @dataclass(frozen=True)
@@ -19,15 +46,20 @@ class Profile:
 
     subscriber_id: int
     interests: tuple[str, ...] = ()
-    seed_texts: tuple[tuple[str, str], ...] = ()  # (ident, title + abstract) of each seed paper
-    liked_texts: tuple[tuple[str, str], ...] = ()
-    disliked_texts: tuple[tuple[str, str], ...] = ()
+    seed_texts: tuple[ProfilePaper, ...] = ()
+    liked_texts: tuple[ProfilePaper, ...] = ()
+    disliked_texts: tuple[ProfilePaper, ...] = ()
     muted_terms: tuple[str, ...] = ()
     muted_authors: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     max_papers: int = 10
     trending_weight: float = 0.2
     exclude_paper_ids: frozenset[int] = frozenset()  # already sent to this subscriber
+
+    @property
+    def is_empty(self) -> bool:
+        """No interests, seeds or likes: such a subscriber gets the day's trending papers."""
+        return not (any(i.strip() for i in self.interests) or self.seed_texts or self.liked_texts)
 
 
 @dataclass(frozen=True)
@@ -59,11 +91,147 @@ class RankResult:
         return [r for r in self.ranked if r.in_digest]
 
 
+def _profile_paper(paper: Paper) -> ProfilePaper:
+    return ProfilePaper(paper.ident, paper.title, paper.abstract or "")
+
+
+def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable[Paper] = (), disliked: Iterable[Paper] = (), sent_ids: Iterable[int] = ()) -> Profile:
+    """The Profile of a Subscriber row, given the papers its seeds and feedback refer to."""
+    return Profile(
+        subscriber_id=subscriber.id,
+        interests=tuple(i for i in subscriber.interests or () if i.strip()),
+        seed_texts=tuple(map(_profile_paper, seed_papers)),
+        liked_texts=tuple(map(_profile_paper, liked)),
+        disliked_texts=tuple(map(_profile_paper, disliked)),
+        muted_terms=tuple(subscriber.muted_terms or ()),
+        muted_authors=tuple(subscriber.muted_authors or ()),
+        categories=tuple(subscriber.categories or ()),
+        max_papers=subscriber.max_papers,
+        trending_weight=subscriber.trending_weight,
+        exclude_paper_ids=frozenset(sent_ids),
+    )
+
+
 def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5) -> RankResult:
-    """Rank `candidates` for one profile. Deterministic: the same inputs give the same output."""
-    raise NotImplementedError
+    """Rank `candidates` for one profile: `limit` papers at most (default: the digest's own size), the first
+    profile.max_papers of them in the digest. Deterministic: the same inputs give the same output."""
+    return rank_many(candidates, [profile], now, limit=limit, relevance_floor=relevance_floor, trending_count=trending_count)[0]
 
 
-def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, relevance_floor: float = 0.05, trending_count: int = 5) -> list[RankResult]:
-    """Rank every profile at once (one sparse matrix product in chunks); same results as rank_papers."""
-    raise NotImplementedError
+def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK) -> list[RankResult]:
+    """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers."""
+    from .rank_text import Corpus, ProfileRows
+
+    pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
+    if not profiles:
+        return []
+    corpus = Corpus(pool)
+    rows = ProfileRows(corpus, profiles)
+    excluder = _Excluder(pool)
+    trend_reasons = [_trending_reasons(c) for c in pool]
+    results: list[RankResult] = []
+    for start in range(0, len(profiles), chunk_size):
+        chunk = list(range(start, min(start + chunk_size, len(profiles))))
+        lengths = [limit if limit is not None else profiles[i].max_papers for i in chunk]
+        excluded = np.zeros((len(chunk), len(pool)), dtype=bool)
+        for k, i in enumerate(chunk):
+            excluded[k, excluder.excluded(profiles[i])] = True
+        scored = rows.score_chunk(chunk, excluded, relevance_floor, lengths, MMR_LAMBDA)
+        for k, i in enumerate(chunk):
+            results.append(_result(profiles[i], pool, corpus, scored, k, lengths[k], excluded[k], trending_count, trend_reasons))
+    return results
+
+
+def _seen_by(candidate: Candidate, now: datetime) -> bool:
+    seen = candidate.paper.first_seen
+    return seen is None or seen <= now
+
+
+def _result(profile: Profile, pool, corpus, scored, k: int, length: int, excluded: np.ndarray, trending_count: int, trend_reasons) -> RankResult:
+    picks = [int(d) for d in scored.picks[k, :length] if d >= 0]
+    ranked = []
+    if picks:
+        terms, nearest = scored.terms[k], scored.nearest[k]
+        for n, d in enumerate(picks):
+            reasons: list[str] = []
+            if terms[n]:
+                reasons.append("matched terms: " + ", ".join(terms[n]))
+            if nearest[n] is not None:
+                kind, paper, _sim = nearest[n]
+                reasons.append(f"similar to your seed paper {paper.ident}: {paper.title}" if kind == "seed" else f"like {paper.title} (you liked it)")
+            if profile.is_empty:
+                reasons += trend_reasons[d] or ["one of today's papers (add interests to get personal picks)"]
+            elif profile.trending_weight > 0 and corpus.trending[d] >= TRENDING_MIN_REASON:
+                reasons += trend_reasons[d]
+            ranked.append(RankedPaper(pool[d], round(float(scored.score[k, d]), 6), round(float(scored.relevance[k, d]), 6), round(float(corpus.trending[d]), 6), tuple(reasons), n < profile.max_papers))
+    order = corpus.trending_order
+    top = order[~excluded[order]][:trending_count]
+    trending = [
+        RankedPaper(pool[d], round(float(corpus.trending[d]), 6), round(float(scored.relevance[k, d]), 6), round(float(corpus.trending[d]), 6), tuple(trend_reasons[d] or ["among today's papers"]), False)
+        for d in top
+    ]
+    return RankResult(profile.subscriber_id, ranked, trending, matched=bool(ranked))
+
+
+def _trending_reasons(candidate: Candidate) -> list[str]:
+    reasons = []
+    if candidate.paper.upvotes:
+        reasons.append(f"trending: {candidate.paper.upvotes} upvotes on Hugging Face")
+    sources = len(set(candidate.sources))
+    if sources > 1:
+        reasons.append(f"carried by {sources} sources")
+    return reasons
+
+
+# --- what a subscriber never gets ---------------------------------------------------------------------
+
+
+def _name_tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[\s.,\-]+", name.lower()) if t]
+
+
+def author_matches(muted: str, author: str) -> bool:
+    """'J. Doe' mutes 'John Doe' and 'J. Doe'; 'Jane Doe' does not mute 'John Doe'; 'Doe' mutes every Doe."""
+    m, a = _name_tokens(muted), _name_tokens(author)
+    if not m or not a or m[-1] != a[-1]:
+        return False
+    for mt, at in zip(m[:-1], a[:-1]):
+        if not (at.startswith(mt) if len(mt) == 1 else (at == mt or (len(at) == 1 and mt.startswith(at)))):
+            return False
+    return True
+
+
+def in_categories(wanted: Sequence[str], categories: Sequence[str]) -> bool:
+    """'cs.LG' matches cs.LG; 'cs' matches every cs.* category. A paper with no category matches none."""
+    wanted_l = [w.strip().lower() for w in wanted if w.strip()]
+    return any(c.lower() == w or c.lower().startswith(w + ".") for c in categories for w in wanted_l)
+
+
+class _Excluder:
+    """The candidates a profile must not get, as index arrays; each muted term / author / category set is
+    looked up once for all profiles sharing it."""
+
+    def __init__(self, pool: Sequence[Candidate]):
+        self.pool = pool
+        self.by_id = {c.paper.id: n for n, c in enumerate(pool)}
+        self.texts = [f"{c.paper.title}\n{c.paper.abstract or ''}" for c in pool]
+        self.cache: dict[tuple, np.ndarray] = {}
+
+    def _cached(self, key: tuple, test) -> np.ndarray:
+        if key not in self.cache:
+            self.cache[key] = np.array([n for n, c in enumerate(self.pool) if test(n, c)], dtype=np.intp)
+        return self.cache[key]
+
+    def excluded(self, profile: Profile) -> np.ndarray:
+        parts = [np.array([self.by_id[p] for p in profile.exclude_paper_ids if p in self.by_id], dtype=np.intp)]
+        for term in profile.muted_terms:
+            if term.strip():
+                pattern = re.compile(r"(?<!\w)" + re.escape(term.strip()) + r"(?:s|es)?(?!\w)", re.I)
+                parts.append(self._cached(("term", term.strip().lower()), lambda n, c: pattern.search(self.texts[n]) is not None))
+        for name in profile.muted_authors:
+            if name.strip():
+                parts.append(self._cached(("author", name.strip().lower()), lambda n, c: any(author_matches(name, a) for a in c.paper.authors or ())))
+        if profile.categories:
+            key = ("categories", *sorted(c.strip().lower() for c in profile.categories))
+            parts.append(self._cached(key, lambda n, c: not in_categories(profile.categories, c.paper.categories or ())))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]

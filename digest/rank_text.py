@@ -1,0 +1,266 @@
+"""The text model behind digest.rank: TF-IDF vectors of the day's candidates and of every profile, and the chunked
+sparse float32 product that scores them. Pure numpy / scipy / scikit-learn: no database, no clock, no network.
+
+Papers are title (weighted) + abstract; tokens are lower-cased words without English stop words, plural "s"
+stripped (Harman's S-stemmer, so "autoencoders" meets "autoencoder"), unigrams and bigrams, sublinear tf.
+The IDF is fitted on the candidates alone, so a profile scores the same whichever other profiles are ranked with it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+# Tuned on the "tune" half of benchmarks/eval (see README, "Ranking quality and speed").
+TITLE_WEIGHT = 2.0  # a term in the title counts this many times one in the abstract (before sublinear tf)
+INTEREST_WEIGHT, PAPER_WEIGHT, DISLIKE_WEIGHT = 1.0, 0.75, 0.5  # Rocchio's alpha, beta, gamma
+CENTROID_SHARE = 0.5  # relevance = share * centroid cosine + (1 - share) * best single interest or paper
+DISLIKE_PENALTY = 0.5  # times the cosine to the nearest disliked paper, subtracted
+PRF_DOCS, PRF_WEIGHT = 3, 0.3  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
+NEAREST_MIN = 0.12  # cosine from which the nearest seed / liked paper is named as a reason
+TERM_CANDIDATES = 8  # overlapping terms looked at for the "matched terms" reason
+TOKEN = re.compile(r"(?u)\b\w\w+\b")
+STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
+
+
+@lru_cache(maxsize=200_000)
+def stem(word: str) -> str:
+    """Harman's S-stemmer: plural endings only, so terms stay readable in reasons."""
+    if len(word) <= 3:
+        return word
+    if word.endswith("ies") and not word.endswith(("eies", "aies")):
+        return word[:-3] + "y"
+    if word.endswith("es") and not word.endswith(("aes", "ees", "oes")):
+        return word[:-1]
+    if word.endswith("s") and not word.endswith(("us", "ss", "is")):
+        return word[:-1]
+    return word
+
+
+def analyse(text: str) -> list[str]:
+    """Unigrams and bigrams of `text` (bigrams are formed after stop words are dropped, as scikit-learn does)."""
+    words = [stem(w) for w in TOKEN.findall(text.lower()) if w not in STOP_WORDS]
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+
+def _identity(tokens: list[str]) -> list[str]:
+    return tokens
+
+
+class Corpus:
+    """The candidates as L2-normalised TF-IDF rows, their pairwise cosines, and their trending scores."""
+
+    def __init__(self, pool: Sequence):
+        self.size = len(pool)
+        titles = [analyse(c.paper.title or "") for c in pool]
+        abstracts = [analyse(c.paper.abstract or "") for c in pool]
+        self.vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, norm=None, dtype=np.float32)
+        if any(titles) or any(abstracts):
+            self.vectorizer.fit([t + a for t, a in zip(titles, abstracts)])
+            self.docs = self._papers(titles, abstracts)
+            self.terms = self.vectorizer.get_feature_names_out()
+        else:  # no candidates, or none with a word: nothing can match
+            self.vectorizer = None
+            self.docs = sp.csr_matrix((self.size, 1), dtype=np.float32)
+            self.terms = np.array([""], dtype=object)
+        self.docs_t = self.docs.T.tocsr()
+        self.gram = (self.docs @ self.docs_t).toarray().astype(np.float32)
+        self.trending = trending_scores(pool)
+        self.trending_order = np.lexsort((np.arange(self.size), -self.trending))
+
+    def _papers(self, titles: list[list[str]], abstracts: list[list[str]]) -> sp.csr_matrix:
+        t = self.vectorizer.transform(titles)
+        a = self.vectorizer.transform(abstracts)
+        return normalize((TITLE_WEIGHT * t + a).astype(np.float32)).tocsr()
+
+    def vectorise(self, interests: list[str], papers: list[tuple[str, str]]) -> sp.csr_matrix:
+        """Rows for interest texts, then for (title, abstract) papers, in the candidates' vocabulary."""
+        width = self.docs.shape[1]
+        if self.vectorizer is None:
+            return sp.csr_matrix((len(interests) + len(papers), width), dtype=np.float32)
+        blocks = []
+        if interests:
+            blocks.append(normalize(self.vectorizer.transform([analyse(t) for t in interests]).astype(np.float32)))
+        if papers:
+            blocks.append(self._papers([analyse(t) for t, _ in papers], [analyse(a) for _, a in papers]))
+        return sp.vstack(blocks, format="csr", dtype=np.float32) if blocks else sp.csr_matrix((0, width), dtype=np.float32)
+
+
+def trending_scores(pool: Sequence) -> np.ndarray:
+    """In [0, 1]: log-scaled upvotes over the day's most upvoted (3/4) and extra sources carrying it (1/4)."""
+    upvotes = np.log1p(np.array([max(c.paper.upvotes or 0, 0) for c in pool], dtype=np.float32))
+    sources = np.array([max(len(set(c.sources)), 1) for c in pool], dtype=np.float32) - 1
+    parts = []
+    if len(pool) and upvotes.max() > 0:
+        parts.append((0.75, upvotes / upvotes.max()))
+    if len(pool) and sources.max() > 0:
+        parts.append((0.25, sources / sources.max()))
+    if not parts:
+        return np.zeros(len(pool), dtype=np.float32)
+    total = sum(w for w, _ in parts)
+    return (sum(w * v for w, v in parts) / total).astype(np.float32)
+
+
+@dataclass
+class Scored:
+    """One chunk's outcome: `picks` (profiles x length, -1 = none) in order, blended `score` and direct
+    `relevance` (profiles x candidates), the matched terms and nearest papers of each pick."""
+
+    picks: np.ndarray
+    score: np.ndarray
+    relevance: np.ndarray
+    terms: list[list[list[str]]]
+    nearest: list[list[tuple | None]]
+
+
+class ProfileRows:
+    """Every distinct interest text and profile paper as one row of Q; each profile a weighted set of rows."""
+
+    def __init__(self, corpus: Corpus, profiles: Sequence):
+        self.corpus, self.profiles = corpus, profiles
+        interests: dict[str, int] = {}
+        papers: dict[tuple[str, str], int] = {}
+        self.pos: list[list[int]] = []  # rows of interests, seed and liked papers
+        self.neg: list[list[int]] = []  # rows of disliked papers
+        self.labels: list[list[tuple]] = []  # (kind, ProfilePaper) of each seed / liked row, in pos order after interests
+        w_rows, w_cols, w_vals = [], [], []
+        for n, p in enumerate(profiles):
+            i_rows = [interests.setdefault(t.strip().lower(), len(interests)) for t in p.interests if t.strip()]
+            i_rows = list(dict.fromkeys(i_rows))
+            p_pairs = [("seed", x) for x in p.seed_texts] + [("liked", x) for x in p.liked_texts]
+            p_rows = [~papers.setdefault((x.title, x.abstract), len(papers)) for _, x in p_pairs]  # ~: paper rows, fixed below
+            d_rows = [~papers.setdefault((x.title, x.abstract), len(papers)) for x in p.disliked_texts]
+            self.pos.append(i_rows + p_rows)
+            self.neg.append(d_rows)
+            self.labels.append(p_pairs)
+            for rows, weight in ((i_rows, INTEREST_WEIGHT), (p_rows, PAPER_WEIGHT), (d_rows, -DISLIKE_WEIGHT)):
+                for r in rows:
+                    w_rows.append(n)
+                    w_cols.append(r)
+                    w_vals.append(weight / len(rows))
+        offset = len(interests)
+        fix = lambda r: r if r >= 0 else offset + ~r  # noqa: E731 - paper rows come after interest rows
+        self.pos = [[fix(r) for r in rows] for rows in self.pos]
+        self.neg = [[fix(r) for r in rows] for rows in self.neg]
+        self.queries = corpus.vectorise(list(interests), list(papers))
+        weights = sp.csr_matrix((np.array(w_vals, dtype=np.float32), ([*w_rows], [fix(c) for c in w_cols])), shape=(len(profiles), self.queries.shape[0]))
+        self.weights = weights
+        centroid = (weights @ self.queries).tocsr()
+        norms = np.sqrt(np.asarray(centroid.multiply(centroid).sum(axis=1)).ravel()).astype(np.float32)
+        self.centroid_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        centroid.data = np.maximum(centroid.data, 0)  # what the reasons look at: the profile's positive terms
+        centroid.eliminate_zeros()
+        self.centroid_pos = centroid
+
+    def score_chunk(self, chunk: list[int], excluded: np.ndarray, floor: float, lengths: list[int], mmr_lambda: float) -> Scored:
+        corpus, n = self.corpus, self.corpus.size
+        used = sorted({r for i in chunk for r in self.pos[i] + self.neg[i]})
+        local = {r: k for k, r in enumerate(used)}
+        sims = (self.queries[used] @ corpus.docs_t).toarray().astype(np.float32, copy=False) if used else np.zeros((0, n), np.float32)
+        centroid = np.asarray(self.weights[chunk][:, used] @ sims) / self.centroid_norm[chunk, None] if used else np.zeros((len(chunk), n), np.float32)
+        best = _segment_max(sims, [[local[r] for r in self.pos[i]] for i in chunk], n)
+        worst = _segment_max(sims, [[local[r] for r in self.neg[i]] for i in chunk], n)
+        relevance = (CENTROID_SHARE * centroid + (1 - CENTROID_SHARE) * best - DISLIKE_PENALTY * worst).astype(np.float32)
+        empty = np.array([self.profiles[i].is_empty for i in chunk])
+        relevance[empty] = 0.0
+        expanded = relevance + PRF_WEIGHT * self._feedback(relevance, excluded, floor)
+        weight = np.array([self.profiles[i].trending_weight for i in chunk], dtype=np.float32)[:, None]
+        free = (empty | (weight[:, 0] >= 1.0))[:, None]  # empty profile or purely trending: no floor
+        eligible = ~excluded & ((relevance >= floor) | free)
+        top = np.where(eligible, expanded, 0).max(axis=1, initial=0.0)[:, None]
+        scaled = np.clip(np.divide(expanded, top, out=np.zeros_like(expanded), where=top > 0), 0, None)
+        weight = np.where(empty[:, None], 1.0, weight)
+        score = ((1 - weight) * scaled + weight * corpus.trending[None, :]).astype(np.float32)
+        picks = _mmr(np.where(eligible, score, -np.inf), corpus.gram, max(lengths, default=0), mmr_lambda)
+        terms, nearest = [], []
+        for k, i in enumerate(chunk):
+            chosen = [int(d) for d in picks[k, : lengths[k]] if d >= 0]
+            terms.append(self._terms(i, chosen))
+            nearest.append(self._nearest(i, chosen, sims, local))
+        return Scored(picks, score, relevance, terms, nearest)
+
+    def _feedback(self, relevance: np.ndarray, excluded: np.ndarray, floor: float) -> np.ndarray:
+        """Mean cosine of each candidate to the profile's best PRF_DOCS matches above the floor."""
+        n = relevance.shape[1]
+        m = min(PRF_DOCS, n)
+        if m == 0:
+            return np.zeros_like(relevance)
+        masked = np.where(excluded, -np.inf, relevance)
+        top = np.argpartition(-masked, m - 1, axis=1)[:, :m] if n > m else np.tile(np.arange(n), (len(masked), 1))
+        valid = (np.take_along_axis(masked, top, axis=1) >= max(floor, 1e-9)).astype(np.float32)
+        lifted = np.einsum("km,kmn->kn", valid, self.corpus.gram[top])
+        return lifted / np.maximum(valid.sum(axis=1, keepdims=True), 1.0)
+
+    def _terms(self, i: int, picks: list[int]) -> list[list[str]]:
+        """The top overlapping terms of profile i and each pick, a bigram hiding the words it is made of."""
+        if not picks:
+            return []
+        overlap = self.corpus.docs[picks].multiply(self.centroid_pos[i]).tocsr()
+        out = []
+        for k in range(len(picks)):
+            row = overlap.getrow(k)
+            order = np.lexsort((row.indices, -row.data))[:TERM_CANDIDATES]
+            chosen: list[str] = []
+            for term in self.corpus.terms[row.indices[order]]:
+                if any(term in c.split(" ") or set(term.split(" ")) <= set(c.split(" ")) for c in chosen):
+                    continue
+                chosen = [c for c in chosen if not set(c.split(" ")) <= set(term.split(" "))] + [term]
+                if len(chosen) == 3:
+                    break
+            out.append(chosen)
+        return out
+
+    def _nearest(self, i: int, picks: list[int], sims: np.ndarray, local: dict[int, int]) -> list[tuple | None]:
+        labels = self.labels[i]
+        if not labels or not picks:
+            return [None] * len(picks)
+        rows = [local[r] for r in self.pos[i][-len(labels):]]
+        block = sims[np.ix_(rows, picks)]
+        best = block.argmax(axis=0)
+        return [(labels[b][0], labels[b][1], float(block[b, k])) if block[b, k] >= NEAREST_MIN else None for k, b in enumerate(best)]
+
+
+
+def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
+    """Per group of rows of `sims`, their element-wise max (0 for an empty group)."""
+    out = np.zeros((len(groups), n), dtype=np.float32)
+    filled = [k for k, g in enumerate(groups) if g]
+    if filled:
+        flat = np.concatenate([groups[k] for k in filled])
+        starts = np.cumsum([0] + [len(groups[k]) for k in filled[:-1]])
+        out[filled] = np.maximum.reduceat(sims[flat], starts, axis=0)
+    return out
+
+
+def _mmr(score: np.ndarray, gram: np.ndarray, length: int, lam: float) -> np.ndarray:
+    """Maximal marginal relevance over each row's best candidates: picks (rows x length), -1 where none is left."""
+    rows, n = score.shape
+    picks = np.full((rows, length), -1, dtype=np.int64)
+    if length == 0 or n == 0:
+        return picks
+    size = min(n, max(3 * length, length + 10))
+    pool = np.argpartition(-score, size - 1, axis=1)[:, :size] if n > size else np.tile(np.arange(n), (rows, 1))
+    pooled = np.take_along_axis(score, pool, axis=1)
+    order = np.lexsort((pool, -pooled), axis=1)  # best first, ties by paper id
+    pool, pooled = np.take_along_axis(pool, order, axis=1), np.take_along_axis(pooled, order, axis=1)
+    near = gram[pool[:, :, None], pool[:, None, :]]
+    available = np.isfinite(pooled)
+    closest = np.zeros_like(pooled)
+    everyone = np.arange(rows)
+    for step in range(min(length, size)):
+        value = np.where(available, lam * pooled - (1 - lam) * closest, -np.inf)
+        best = value.argmax(axis=1)
+        ok = np.isfinite(value[everyone, best])
+        if not ok.any():
+            break
+        picks[ok, step] = pool[ok, best[ok]]
+        available[everyone[ok], best[ok]] = False
+        closest[ok] = np.maximum(closest[ok], near[everyone[ok], best[ok]])
+    return picks
