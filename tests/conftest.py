@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from feed_server import feed_server  # noqa: F401 - the local HTTP feed server fixture (tests/feed_server.py)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")

@@ -1,0 +1,220 @@
+"""Polite fetching: one feed's bytes over HTTP, with explicit timeouts, conditional GET and the status codes feeds use.
+
+It never parses entries and never touches the database: the caller stores the validators, the new URL after a
+301/308 and the "gone" verdict. The httpx client (its transport is the seam for tests) and `sleep` are injectable.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from ..errors import SourceError
+
+PERMANENT = (301, 308)
+TEMPORARY = (302, 303, 307)
+RETRYABLE = (429, 503)
+MAX_REDIRECTS = 5
+NETWORK_HINT = "check the URL and your network; the next fetch tries again"
+
+
+@dataclass
+class FetchResult:
+    status: str  # ok | not_modified | moved (ok, but the source has a new permanent URL) | gone
+    url: str  # the URL to store: the new one after 301/308 redirects, else the one asked for
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+    http_status: int = 200
+    requests: int = 1
+
+
+def fetch_feed(
+    url: str,
+    *,
+    settings: Any,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
+    """GET `url` politely. Network failures, timeouts, oversized bodies and HTTP errors raise SourceError;
+    410 returns status "gone" (the caller disables the source)."""
+    headers = {"User-Agent": settings.user_agent, "Accept": "application/rss+xml, application/atom+xml, application/json, application/xml;q=0.9, */*;q=0.8"}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    own = client is None
+    client = client or make_client(settings)
+    try:
+        return _fetch(client, url, headers, settings, sleep)
+    finally:
+        if own:
+            client.close()
+
+
+def make_client(settings: Any, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """An httpx client with the timeouts and User-Agent from settings; redirects are followed by hand."""
+    timeout = httpx.Timeout(settings.fetch_timeout)
+    return httpx.Client(timeout=timeout, follow_redirects=False, transport=transport, headers={"User-Agent": settings.user_agent})
+
+
+def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Any, sleep: Callable[[float], None]) -> FetchResult:
+    stored_url, current, permanent_so_far = url, url, True
+    requests = redirects = tries = 0
+    while True:
+        requests += 1
+        try:
+            with client.stream("GET", current, headers=headers) as response:
+                status = response.status_code
+                if status in PERMANENT + TEMPORARY and "location" in response.headers:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise SourceError(f"more than {MAX_REDIRECTS} redirects from {url}")
+                    current = urljoin(current, response.headers["location"])
+                    # Only an unbroken chain of permanent redirects moves the source (rss2email does the same).
+                    permanent_so_far = permanent_so_far and status in PERMANENT
+                    if permanent_so_far:
+                        stored_url = current
+                    continue
+                if status in RETRYABLE and tries < settings.fetch_retries:
+                    tries += 1
+                    sleep(_retry_delay(response.headers.get("retry-after"), tries, settings.retry_after_max, url))
+                    continue
+                if status == 304:
+                    return FetchResult("not_modified", stored_url, etag=headers.get("If-None-Match"),
+                                       last_modified=headers.get("If-Modified-Since"), http_status=304, requests=requests)
+                if status == 410:
+                    return FetchResult("gone", stored_url, http_status=410, requests=requests)
+                if status >= 400 or status < 200 or status in PERMANENT + TEMPORARY:
+                    tried = f" after {tries + 1} tries" if tries else ""
+                    said = _arxiv_error(response) if status < 500 else ""
+                    raise SourceError(f"HTTP {status} {response.reason_phrase} from {current}{tried}{said}", _hint_for(status))
+                body = _read_capped(response, settings.max_feed_bytes, current)
+                return FetchResult(
+                    "moved" if stored_url != url else "ok", stored_url, body,
+                    etag=response.headers.get("etag"), last_modified=response.headers.get("last-modified"),
+                    http_status=status, requests=requests,
+                )
+        except httpx.TimeoutException:
+            raise SourceError(f"no answer from {current} within {settings.fetch_timeout:g} s", "the server may be down or slow; raise fetch_timeout if it is just slow") from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"cannot reach {current}: {exc or type(exc).__name__}", NETWORK_HINT) from None
+
+
+def _read_capped(response: httpx.Response, cap: int, url: str) -> bytes:
+    """The body, refusing anything past `cap` bytes without reading it all (a feed is never that big)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise SourceError(f"{url} sends {int(declared):,} bytes, more than max_feed_bytes ({cap:,})", "raise max_feed_bytes if the feed is really that big")
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise SourceError(f"{url} sent more than max_feed_bytes ({cap:,} bytes); stopped reading", "raise max_feed_bytes if the feed is really that big")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_ERROR_SUMMARY = re.compile(rb"<title[^>]*>\s*Error\s*</title>.*?<summary[^>]*>\s*(.*?)\s*</summary>", re.S)
+
+
+def _arxiv_error(response: httpx.Response) -> str:
+    """The reason inside an arXiv API error answer (an Atom entry titled "Error"), e.g. "incorrect id format"."""
+    head = b""
+    try:
+        for chunk in response.iter_bytes():
+            head += chunk
+            if len(head) > 8192:
+                break
+    except httpx.HTTPError:
+        return ""
+    found = _ERROR_SUMMARY.search(head)
+    return f": {found.group(1).decode('utf-8', 'replace')[:200]}" if found else ""
+
+
+def _retry_delay(header: str | None, attempt: int, ceiling: float, url: str) -> float:
+    """Seconds to wait before trying again: Retry-After (seconds or an HTTP date) or a doubling backoff.
+    A server asking for longer than retry_after_max is not retried now: the next run tries again."""
+    wanted: float | None = None
+    if header:
+        header = header.strip()
+        if header.isdigit():
+            wanted = float(header)
+        else:
+            try:
+                when = parsedate_to_datetime(header)
+                wanted = max(0.0, (when - datetime.now(timezone.utc)).total_seconds()) if when.tzinfo else None
+            except (TypeError, ValueError):
+                wanted = None
+    if wanted is None:
+        return min(float(2 ** (attempt - 1)), ceiling)
+    if wanted > ceiling:
+        raise SourceError(f"{url} asks us to come back in {wanted:.0f} s (Retry-After), more than retry_after_max ({ceiling:g} s)",
+                          "the next fetch tries again")
+    return wanted
+
+
+def _hint_for(status: int) -> str:
+    if status in (401, 403):
+        return "the server refuses us; check the URL, or whether the feed needs a login"
+    if status == 404:
+        return "the feed is not there; check the URL, or `digest sources remove` it"
+    if status in RETRYABLE:
+        return "the server is busy or limiting us; the next fetch tries again"
+    return "the server failed; the next fetch tries again"
+
+
+# ---- the arXiv API: paging at arXiv's pace --------------------------------------------------------
+
+_TOTAL = re.compile(rb"<(?:\w+:)?totalResults[^>]*>\s*(\d+)\s*<")
+_ENTRY = re.compile(rb"<(?:\w+:)?entry[\s>]")
+
+
+def fetch_arxiv_pages(
+    url: str,
+    *,
+    settings: Any,
+    page_size: int = 100,
+    max_pages: int = 5,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[bytes]:
+    """The Atom pages of an arXiv API query: start/max_results paging, at least arxiv_api_delay seconds apart
+    (arXiv's terms), stopping at totalResults, an empty page or `max_pages`."""
+    own = client is None
+    client = client or make_client(settings)
+    pages: list[bytes] = []
+    try:
+        start = 0
+        for number in range(max_pages):
+            if number:
+                sleep(settings.arxiv_api_delay)
+            result = fetch_feed(_page_url(url, start, page_size), settings=settings, client=client, sleep=sleep)
+            if result.status == "gone":
+                raise SourceError(f"the arXiv API answered 410 Gone for {url}")
+            pages.append(result.body)
+            total = _TOTAL.search(result.body)
+            entries = len(_ENTRY.findall(result.body))
+            start += page_size
+            if not entries or total is None or start >= int(total.group(1)):
+                break
+    finally:
+        if own:
+            client.close()
+    return pages
+
+
+def _page_url(url: str, start: int, size: int) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("start", "max_results")]
+    query += [("start", str(start)), ("max_results", str(size))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
