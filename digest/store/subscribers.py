@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 from ..editions import parse_frequency, parse_send_at, parse_zone
 from ..errors import InputError, NotFoundError
 from ..models import Delivery, Feedback, Paper, SentPaper, Subscriber
+from .papers import get_paper_by_ident
 
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
 LIST_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "categories")
@@ -154,7 +155,6 @@ def _validate_status(status: str) -> str:
 # --- papers the profile refers to -------------------------------------------------------------------
 
 _ARXIV_PREFIX = re.compile(r"^(?:arxiv:|https?://(?:www\.)?arxiv\.org/(?:abs|pdf)/)", re.I)
-_ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(?:\.[a-z]{2})?/\d{7})(?:v(\d+))?$", re.I)
 _DOI_PREFIX = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)", re.I)
 
 
@@ -168,28 +168,11 @@ def normalise_ident(ident: str) -> str:
     return text
 
 
-def _find_paper(session: Session, ident: str) -> Paper | None:
-    # A private lookup until digest.store.papers offers one: arXiv id (any version), DOI, then the source's own id.
-    text = normalise_ident(ident)
-    arxiv = _ARXIV_ID.match(text)
-    tries = []
-    if arxiv:
-        tries.append(Paper.arxiv_id == arxiv.group(1))
-    if text.startswith("10."):
-        tries.append(Paper.doi == text)
-    tries += [Paper.ident == text, Paper.key == text]
-    for condition in tries:
-        paper = session.exec(select(Paper).where(condition).order_by(Paper.id).limit(1)).first()
-        if paper is not None:
-            return paper
-    return None
-
-
 def resolve_papers(session: Session, idents: Iterable[str]) -> list[Paper]:
     """The stored papers named by arXiv ids (with or without version), DOIs or imported ids, in order."""
     papers = []
     for ident in idents:
-        paper = _find_paper(session, ident)
+        paper = get_paper_by_ident(session, normalise_ident(ident))
         if paper is None:
             raise NotFoundError(f"no paper {ident.strip()!r} in the store", "fetch or import it first (`digest fetch`, `digest import`)")
         papers.append(paper)

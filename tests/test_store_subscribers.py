@@ -1,0 +1,413 @@
+"""digest.store.subscribers on a real SQLite file and, when available, PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from digest.errors import InputError, NotFoundError
+from digest.models import Delivery, Feedback, Paper, SentPaper, Subscriber
+from digest.store import session_scope
+from digest.store.subscribers import (
+    SubscriberInput,
+    add_subscriber,
+    bump_token_version,
+    confirm_subscriber,
+    export_csv,
+    feedback_for,
+    get_subscriber,
+    import_csv,
+    list_subscribers,
+    record_feedback,
+    remove_feedback,
+    remove_subscriber,
+    resolve_papers,
+    set_status,
+    subscribe_pending,
+    update_subscriber,
+    validate_email,
+    validate_profile,
+)
+
+NOW = datetime(2025, 3, 10, 6, 0, tzinfo=timezone.utc)
+LATER = NOW + timedelta(hours=1)
+
+
+def add_papers(session: Session) -> dict[str, Paper]:
+    """A few stored papers: two arXiv, one with a DOI only, one imported from JSON Lines."""
+    rows = {
+        "sae": Paper(key="arxiv:2406.04093", ident="2406.04093v2", arxiv_id="2406.04093", version=2, title="Scaling sparse autoencoders"),
+        "probe": Paper(key="arxiv:2401.00001", ident="2401.00001", arxiv_id="2401.00001", version=1, title="Linear probes"),
+        "doi": Paper(key="doi:10.1234/abc.def", ident="10.1234/abc.def", doi="10.1234/abc.def", title="A journal paper"),
+        "jsonl": Paper(key="title:an imported paper", ident="s001", title="An imported paper"),
+    }
+    for paper in rows.values():
+        paper.first_seen = paper.last_seen = NOW
+        session.add(paper)
+    session.flush()
+    return rows
+
+
+@pytest.fixture
+def papers(engine) -> dict[str, Paper]:
+    with session_scope(engine) as session:
+        return add_papers(session)
+
+
+def count(engine, table) -> int:
+    with Session(engine) as session:
+        return session.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+# --- validation (pure) ------------------------------------------------------------------------------
+
+
+def test_validate_email_lower_cases_and_strips():
+    assert validate_email("  Ada@Example.ORG ") == "ada@example.org"
+
+
+@pytest.mark.parametrize("address", ["not-an-email", "a@b", "ada@@example.org", "", "ada@example.test"],
+                         ids=["no-at-sign", "no-dot-in-domain", "two-at-signs", "empty", "reserved-domain"])
+def test_validate_email_rejects_invalid(address):
+    with pytest.raises(InputError, match=f"invalid email address {address!r}: "):
+        validate_email(address)
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("send_at", "25:00", "'25:00' is not HH:MM"),
+        ("send_at", "7.30", "'7.30' is not HH:MM"),
+        ("send_at", "07:30:00", "'07:30:00' is not HH:MM"),
+        ("tz", "Mars/Base", "unknown time zone 'Mars/Base'"),
+        ("tz", "", "unknown time zone ''"),
+        ("frequency", "monthly", "'monthly' is not 'daily'"),
+        ("frequency", "weekly:xyz", "'weekly:xyz' is not 'daily'"),
+        ("max_papers", 0, "0 is not between 1 and 100"),
+        ("max_papers", "101", "101 is not between 1 and 100"),
+        ("max_papers", "ten", "'ten' is not a whole number"),
+        ("trending_weight", -0.1, "-0.1 is not between 0 and 1"),
+        ("trending_weight", "1.5", "'1.5' is not between 0 and 1"),
+        ("trending_weight", "nan", "'nan' is not between 0 and 1"),
+        ("trending_weight", "lots", "'lots' is not a number"),
+    ],
+    ids=["send-at-hour-25", "send-at-dot", "send-at-seconds", "tz-unknown", "tz-empty", "frequency-monthly",
+         "frequency-bad-weekday", "max-papers-zero", "max-papers-101", "max-papers-word", "weight-negative",
+         "weight-above-one", "weight-nan", "weight-word"],
+)
+def test_validate_profile_names_field_and_value(field, value, reason):
+    with pytest.raises(InputError) as caught:
+        validate_profile(SubscriberInput(**{field: value}))
+    assert str(caught.value).startswith(f"{field}: ")
+    assert reason in str(caught.value)
+
+
+def test_validate_profile_normalises_values():
+    fields = validate_profile(SubscriberInput(
+        name="  Ada   Lovelace ", interests=["sparse  autoencoders", "probing; Sparse autoencoders", " "],
+        max_papers="8", trending_weight="0.5", send_at="7:30", tz="Europe/London", frequency="Weekly:Mon",
+    ))
+    assert (fields.name, fields.interests) == ("Ada Lovelace", ["sparse autoencoders", "probing"])
+    assert (fields.max_papers, fields.trending_weight, fields.send_at, fields.frequency) == (8, 0.5, "07:30", "weekly:mon")
+    assert validate_profile(SubscriberInput()) == SubscriberInput()
+
+
+# --- add / get / list / update / status ---------------------------------------------------------------
+
+
+def test_add_subscriber_is_active_with_defaults(engine):
+    with session_scope(engine) as session:
+        add_subscriber(session, "Ada@Example.org", SubscriberInput(name="Ada", interests=["sparse autoencoders"]), now=NOW)
+    with session_scope(engine) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        assert (sub.email, sub.name, sub.status, sub.interests) == ("ada@example.org", "Ada", "active", ["sparse autoencoders"])
+        assert (sub.max_papers, sub.trending_weight, sub.send_at, sub.tz, sub.frequency) == (10, 0.2, "07:00", "UTC", "daily")
+        assert sub.created_at == sub.confirmed_at == NOW and sub.unsubscribed_at is None
+
+
+def test_add_subscriber_rejects_duplicate_in_any_case(engine):
+    with session_scope(engine) as session:
+        add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW)
+    with pytest.raises(InputError, match="ada@example.org is already subscribed"):
+        with session_scope(engine) as session:
+            add_subscriber(session, "ADA@example.ORG", SubscriberInput(), now=NOW)
+    assert count(engine, Subscriber) == 1
+
+
+def test_add_subscriber_invalid_profile_writes_nothing(engine):
+    with pytest.raises(InputError, match="tz: unknown time zone 'Mars/Base'"):
+        with session_scope(engine) as session:
+            add_subscriber(session, "ada@example.org", SubscriberInput(tz="Mars/Base"), now=NOW)
+    assert count(engine, Subscriber) == 0
+
+
+def test_get_subscriber_by_address_in_any_case_or_id(engine):
+    with session_scope(engine) as session:
+        sub_id = add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW).id
+    with session_scope(engine) as session:
+        assert get_subscriber(session, " Ada@Example.org").id == sub_id
+        assert get_subscriber(session, sub_id).email == get_subscriber(session, str(sub_id)).email == "ada@example.org"
+        with pytest.raises(NotFoundError, match="no subscriber bob@example.org"):
+            get_subscriber(session, "bob@example.org")
+
+
+def test_list_subscribers_orders_by_address_and_filters_status(engine):
+    with session_scope(engine) as session:
+        for address in ("carol@example.org", "ada@example.org", "bob@example.org"):
+            add_subscriber(session, address, SubscriberInput(), now=NOW)
+        set_status(session, get_subscriber(session, "bob@example.org"), "paused", NOW)
+    with session_scope(engine) as session:
+        assert [s.email for s in list_subscribers(session)] == ["ada@example.org", "bob@example.org", "carol@example.org"]
+        assert [s.email for s in list_subscribers(session, "paused")] == ["bob@example.org"]
+        with pytest.raises(InputError, match="status: 'gone' is not one of"):
+            list_subscribers(session, "gone")
+
+
+def test_update_subscriber_changes_given_fields_only(engine):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(name="Ada", interests=["probing", "sparse autoencoders"], tz="Europe/London"), now=NOW)
+        update_subscriber(session, sub, SubscriberInput(max_papers=5), add_interests=["steering"], remove_interests=["PROBING"], now=LATER)
+    with session_scope(engine) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        assert (sub.name, sub.tz, sub.max_papers, sub.interests) == ("Ada", "Europe/London", 5, ["sparse autoencoders", "steering"])
+
+
+def test_update_subscriber_removing_unknown_interest_names_it(engine):
+    with pytest.raises(InputError, match="interests: 'cooking' is not one of ada@example.org's interests"):
+        with session_scope(engine) as session:
+            sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["probing"]), now=NOW)
+            update_subscriber(session, sub, SubscriberInput(), remove_interests=["cooking"], now=NOW)
+
+
+def test_set_status_keeps_timestamps_true(engine):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW)
+        set_status(session, sub, "unsubscribed", NOW)
+        set_status(session, sub, "unsubscribed", LATER)  # twice is fine; the first time is kept
+        assert sub.unsubscribed_at == NOW
+        with pytest.raises(InputError, match="ada@example.org is unsubscribed: only an active subscriber can be paused"):
+            set_status(session, sub, "paused", LATER)
+        set_status(session, sub, "active", LATER)
+    with session_scope(engine) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        assert (sub.status, sub.unsubscribed_at, sub.confirmed_at) == ("active", None, NOW)
+
+
+# --- papers a profile refers to ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ident, which",
+    [("2406.04093", "sae"), ("2406.04093v1", "sae"), ("arXiv:2406.04093v2", "sae"), ("https://arxiv.org/abs/2406.04093", "sae"),
+     ("10.1234/ABC.def", "doi"), ("https://doi.org/10.1234/abc.def", "doi"), ("s001", "jsonl")],
+    ids=["arxiv-bare", "arxiv-other-version", "arxiv-prefix", "arxiv-url", "doi-upper-case", "doi-url", "imported-id"],
+)
+def test_resolve_papers_finds_each_kind_of_ident(engine, papers, ident, which):
+    with session_scope(engine) as session:
+        assert [p.id for p in resolve_papers(session, [ident])] == [papers[which].id]
+
+
+def test_resolve_papers_unknown_ident_names_it(engine, papers):
+    with session_scope(engine) as session:
+        with pytest.raises(NotFoundError, match="no paper '2499.99999' in the store"):
+            resolve_papers(session, ["2406.04093", "2499.99999"])
+
+
+def test_add_subscriber_keeps_seed_papers_normalised(engine, papers):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(seed_papers=["arXiv:2406.04093v2", "https://doi.org/10.1234/ABC.def"]), now=NOW)
+        assert sub.seed_papers == ["2406.04093v2", "10.1234/abc.def"]
+        assert [p.id for p in resolve_papers(session, sub.seed_papers)] == [papers["sae"].id, papers["doi"].id]
+    with pytest.raises(InputError, match="seed_papers: no paper '2499.99999' in the store"):
+        with session_scope(engine) as session:
+            add_subscriber(session, "bob@example.org", SubscriberInput(seed_papers=["2499.99999"]), now=NOW)
+    assert count(engine, Subscriber) == 1
+
+
+# --- feedback and removal -------------------------------------------------------------------------------
+
+
+def test_record_feedback_keeps_one_row_per_paper(engine, papers):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW)
+        record_feedback(session, sub, papers["sae"], 1, NOW)
+        record_feedback(session, sub, papers["probe"], 1, NOW)
+        record_feedback(session, sub, papers["sae"], -1, LATER)
+        record_feedback(session, sub, papers["doi"], -1, LATER)
+    with session_scope(engine) as session:
+        liked, disliked = feedback_for(session, get_subscriber(session, "ada@example.org"))
+        assert [p.id for p in liked] == [papers["probe"].id]
+        assert {p.id for p in disliked} == {papers["sae"].id, papers["doi"].id}
+    assert count(engine, Feedback) == 3
+
+
+def test_record_feedback_rejects_other_values(engine, papers):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW)
+        with pytest.raises(InputError, match="feedback value 2 is not"):
+            record_feedback(session, sub, papers["sae"], 2, NOW)
+
+
+def test_remove_feedback_forgets_the_opinion(engine, papers):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW)
+        record_feedback(session, sub, papers["sae"], 1, NOW)
+        assert remove_feedback(session, sub, papers["sae"]) is True
+        assert remove_feedback(session, sub, papers["sae"]) is False
+        assert feedback_for(session, sub) == ([], [])
+
+
+def test_remove_subscriber_deletes_their_personal_data(engine, papers):
+    with session_scope(engine) as session:
+        ada = add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW)
+        bob = add_subscriber(session, "bob@example.org", SubscriberInput(), now=NOW)
+        for sub in (ada, bob):
+            record_feedback(session, sub, papers["sae"], 1, NOW)
+            delivery = Delivery(subscriber_id=sub.id, edition="2025-03-10", state="sent", papers=[papers["sae"].id], created_at=NOW)
+            session.add(delivery)
+            session.flush()
+            session.add(SentPaper(subscriber_id=sub.id, paper_id=papers["sae"].id, delivery_id=delivery.id, sent_at=NOW))
+    with session_scope(engine) as session:
+        remove_subscriber(session, get_subscriber(session, "ada@example.org"))
+    with Session(engine) as session:
+        for table in (Feedback, Delivery, SentPaper):
+            assert [row.subscriber_id for row in session.exec(select(table))] == [bob.id], table.__name__
+        assert [s.email for s in session.exec(select(Subscriber))] == ["bob@example.org"]
+    assert count(engine, Paper) == 4
+
+
+# --- double opt-in ---------------------------------------------------------------------------------------
+
+
+def test_subscribe_pending_creates_pending_then_updates_it(engine):
+    with session_scope(engine) as session:
+        sub = subscribe_pending(session, "Ada@example.org", SubscriberInput(interests=["probing"]), NOW)
+        assert (sub.status, sub.confirmed_at) == ("pending", None)
+        again = subscribe_pending(session, "ada@example.org", SubscriberInput(interests=["steering"]), LATER)
+        assert (again.id, again.interests) == (sub.id, ["steering"])
+    assert count(engine, Subscriber) == 1
+
+
+@pytest.mark.parametrize("status, expected", [("active", "active"), ("paused", "paused"), ("unsubscribed", "pending"), ("bounced", "pending")],
+                         ids=["active-unchanged", "paused-unchanged", "unsubscribed-back-to-pending", "bounced-back-to-pending"])
+def test_subscribe_pending_on_existing_subscriber(engine, status, expected):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["probing"]), now=NOW)
+        sub.status = status
+        again = subscribe_pending(session, "ada@example.org", SubscriberInput(interests=["steering"]), LATER)
+        assert (again.id, again.status) == (sub.id, expected)
+        assert again.interests == (["probing"] if expected != "pending" else ["steering"])
+    assert count(engine, Subscriber) == 1
+
+
+def test_confirm_subscriber_activates_once_and_revokes_the_link(engine):
+    with session_scope(engine) as session:
+        sub = subscribe_pending(session, "ada@example.org", SubscriberInput(), NOW)
+        version = sub.token_version
+        confirm_subscriber(session, sub, LATER)
+        assert (sub.status, sub.confirmed_at, sub.token_version) == ("active", LATER, version + 1)
+        confirm_subscriber(session, sub, LATER + timedelta(hours=1))
+        assert (sub.confirmed_at, sub.token_version) == (LATER, version + 1)
+        assert bump_token_version(session, sub) == version + 2
+    with session_scope(engine) as session:
+        assert get_subscriber(session, "ada@example.org").token_version == version + 2
+
+
+# --- CSV -------------------------------------------------------------------------------------------------
+
+GOOD_CSV = """email,name,interests,max_papers,tz
+ada@example.org,Ada,sparse autoencoders;probing,8,Europe/London
+Bob@Example.org,"Bob, Jr.",,,
+"""
+
+
+def test_import_csv_adds_active_subscribers_then_updates_them(engine):
+    with session_scope(engine) as session:
+        import_csv(session, GOOD_CSV, NOW)
+    with session_scope(engine) as session:
+        ada, bob = list_subscribers(session)
+        assert (ada.name, ada.interests, ada.max_papers, ada.tz, ada.status) == ("Ada", ["sparse autoencoders", "probing"], 8, "Europe/London", "active")
+        assert (bob.email, bob.name, bob.max_papers, bob.tz) == ("bob@example.org", "Bob, Jr.", 10, "UTC")
+        report = import_csv(session, "email,max_papers\nADA@example.org,3\ncarol@example.org,4\n", LATER)
+        assert (report.added, report.updated) == (1, 1)
+        assert get_subscriber(session, "ada@example.org").interests == ["sparse autoencoders", "probing"]  # column left out: unchanged
+        assert get_subscriber(session, "ada@example.org").max_papers == 3
+
+
+def test_import_csv_reports_counts(engine):
+    with session_scope(engine) as session:
+        report = import_csv(session, GOOD_CSV, NOW)
+    assert (report.added, report.updated) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    "line3, column, reason",
+    [
+        ("carol@example.org,Carol,,Mars/Base,", "tz", "unknown time zone 'Mars/Base'"),
+        ("carol@@example.org,Carol,,,", "email", "invalid email address 'carol@@example.org'"),
+        ("ADA@example.org,Ada again,,,", "email", "ada@example.org is already on line 2"),
+        (",Nobody,,,", "email", "missing"),
+        ("carol@example.org,Carol,0,,", "max_papers", "0 is not between 1 and 100"),
+        ("carol@example.org,Carol,,,2499.99999", "seed_papers", "no paper '2499.99999' in the store"),
+        ("carol@example.org,Carol,,,,extra", None, "more cells than columns"),
+    ],
+    ids=["bad-tz", "bad-email", "duplicate-address", "missing-email", "max-papers-zero", "unknown-seed-paper", "extra-cell"],
+)
+def test_import_csv_bad_line_writes_nothing(engine, tmp_path, line3, column, reason):
+    path = tmp_path / "people.csv"
+    path.write_text(f"email,name,max_papers,tz,seed_papers\nada@example.org,Ada,5,UTC,\n{line3}\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        with session_scope(engine) as session:
+            import_csv(session, path, NOW)
+    where = f"{path} line 3, column {column}: " if column else f"{path} line 3: "
+    assert str(caught.value).startswith(where)
+    assert reason in str(caught.value)
+    assert count(engine, Subscriber) == 0
+
+
+def test_import_csv_counts_lines_of_multi_line_cells(engine):
+    text = 'email,name\nada@example.org,"Ada\nLovelace"\nbob@example.org,Bob\ncarol@example,Carol\n'
+    with pytest.raises(InputError, match="^CSV line 5, column email: "):
+        with session_scope(engine) as session:
+            import_csv(session, text, NOW)
+
+
+@pytest.mark.parametrize("header, message", [("email,colour", "line 1: unknown column 'colour'"), ("name,tz", "line 1: no 'email' column")],
+                         ids=["unknown-column", "no-email-column"])
+def test_import_csv_rejects_bad_header(engine, header, message):
+    with pytest.raises(InputError, match=message):
+        with session_scope(engine) as session:
+            import_csv(session, f"{header}\nada@example.org,x\n", NOW)
+
+
+def test_import_csv_never_resubscribes_without_a_status(engine):
+    with session_scope(engine) as session:
+        set_status(session, add_subscriber(session, "ada@example.org", SubscriberInput(), now=NOW), "unsubscribed", NOW)
+        import_csv(session, "email,name,status\nada@example.org,Ada,\nbob@example.org,Bob,paused\n", LATER)
+        assert [(s.email, s.status) for s in list_subscribers(session)] == [("ada@example.org", "unsubscribed"), ("bob@example.org", "paused")]
+
+
+def test_export_csv_round_trips_exactly(engine, papers):
+    with session_scope(engine) as session:
+        add_subscriber(session, "zoe@example.org", SubscriberInput(
+            name='Zoë "Z" Müller, PhD', interests=["sparse autoencoders", "language models, small ones"], seed_papers=["2406.04093", "s001"],
+            muted_terms=["survey"], muted_authors=["J. Doe"], categories=["cs.LG", "cs.CL"], max_papers=8, trending_weight=0.35,
+            send_at="06:45", tz="America/New_York", frequency="weekly:fri"), now=NOW)
+        set_status(session, add_subscriber(session, "ada@example.org", SubscriberInput(name="Ada"), now=NOW), "unsubscribed", NOW)
+        add_subscriber(session, "bob@example.org", SubscriberInput(), status="paused", now=NOW)
+        first = io.StringIO()
+        assert export_csv(session, first) == 3
+    with session_scope(engine) as session:
+        for sub in list_subscribers(session):
+            remove_subscriber(session, sub)
+    with session_scope(engine) as session:
+        assert import_csv(session, first.getvalue(), LATER).added == 3
+        second = io.StringIO()
+        export_csv(session, second)
+    assert second.getvalue() == first.getvalue()
+    assert first.getvalue().splitlines()[0] == "email,name,interests,seed_papers,muted_terms,muted_authors,categories,max_papers,trending_weight,send_at,tz,frequency,status"
+    assert '"Zoë ""Z"" Müller, PhD","sparse autoencoders;language models, small ones",2406.04093;s001' in first.getvalue()
