@@ -1,0 +1,299 @@
+"""Message building and the transports, against a real SMTP server on 127.0.0.1 (tests/smtp_server.py)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_settings
+from digest.deliver import (
+    OutboxTransport,
+    SMTPTransport,
+    build_message,
+    encode_words,
+    make_message_id,
+    transport_for,
+)
+from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
+from digest.render import RenderedEmail
+from smtp_server import smtp_server, smtp_tls_server, start_smtp_server  # noqa: F401
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"
+DATE = datetime(2024, 5, 2, 7, 0, tzinfo=timezone.utc)
+
+
+def make_settings(home: Path, **changes):
+    base = load_settings(home, env={}, overrides={"from_address": "digest@example.org", "from_name": "Paper digest"})
+    return base.replace(**changes) if changes else base
+
+
+def rendered(subject: str = "Your papers for 2 May 2024: Sparse autoencoders", html: str | None = None, text: str | None = None) -> RenderedEmail:
+    return RenderedEmail(
+        subject=subject,
+        html=html if html is not None else "<html><body><h1>Today</h1><p>Caf\u00e9 &amp; \u03bb-calculus</p></body></html>",
+        text=text if text is not None else "Today\n\nCaf\u00e9 & \u03bb-calculus\n" + "a long line " * 20 + "\n.starts with a dot\n",
+    )
+
+
+def build(settings, **kw) -> bytes:
+    args = dict(to="ada@example.org", name="Ada Lovelace", settings=settings, message_id=make_message_id(settings.from_address, 7, "2024-05-02"), unsubscribe_url="https://digest.example.org/unsubscribe/TOKEN.abc", date=DATE)
+    args.update(kw)
+    return build_message(kw.pop("rendered", None) or rendered(), **{k: v for k, v in args.items() if k != "rendered"})
+
+
+def parse(data: bytes):
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+def test_build_message_has_every_header_and_both_parts(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, reply_to="editor@example.org")
+    data = build(settings)
+    msg = parse(data)
+    assert msg["From"] == "Paper digest <digest@example.org>"
+    assert msg["Reply-To"] == "editor@example.org"
+    assert msg["To"] == "Ada Lovelace <ada@example.org>"
+    assert msg["Subject"] == "Your papers for 2 May 2024: Sparse autoencoders"
+    assert msg["Date"].datetime == DATE
+    assert re.fullmatch(r"<digest\.2024-05-02\.7\.[0-9a-f]{12}@example\.org>", msg["Message-ID"])
+    assert msg["List-Id"] == "Paper digest <digest.example.org>"
+    assert msg["List-Unsubscribe"] == "<https://digest.example.org/unsubscribe/TOKEN.abc>, <mailto:digest@example.org?subject=unsubscribe>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered().text
+    assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered().html
+    assert not msg.defects and not any(p.defects for p in msg.iter_parts())
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    assert b"\n" not in data.replace(b"\r\n", b"")  # CRLF everywhere, no bare LF
+
+
+def test_build_message_without_reply_to_omits_it(tmp_path: Path) -> None:
+    assert parse(build(make_settings(tmp_path)))["Reply-To"] is None
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Evil\r\nBcc: victim@example.org",
+        "Evil\nX-Injected: yes",
+        "Evil\rContent-Type: text/plain",
+        "Caf\u00e9\r\nBcc: victim@example.org",
+        "Line\u2028separator\x00nul",
+        "=?utf-8?b?Zm9yZ2Vk?= looks encoded",
+    ],
+    ids=["crlf", "lf", "cr", "crlf-non-ascii", "unicode-separators", "forged-encoded-word"],
+)
+def test_build_message_hostile_subject_stays_one_header(tmp_path: Path, subject: str) -> None:
+    msg = parse(build(make_settings(tmp_path), rendered=rendered(subject=subject), name="Mallory\r\nCc: x@example.org"))
+    assert msg["Bcc"] is None and msg["Cc"] is None and msg["X-Injected"] is None
+    assert msg.get_content_type() == "multipart/alternative"
+    decoded = str(msg["Subject"])
+    assert "\n" not in decoded and "\r" not in decoded
+    assert decoded.split()[0] == subject.split("\r")[0].split("\n")[0].split("\u2028")[0].split()[0]
+    assert "Mallory" in str(msg["To"]) and msg["To"].addresses[0].addr_spec == "ada@example.org"
+
+
+def test_encode_words_non_ascii_and_long_subjects_round_trip() -> None:
+    text = "Mise \u00e0 jour : \u201cattention\u201d \u2014 " + "\u00e9l\u00e8ve " * 30
+    folded = encode_words(text, 9)
+    assert all(len(line) <= 78 for line in ("Subject: " + folded).split("\r\n"))
+    assert str(parse(f"Subject: {folded}\r\n\r\n".encode())["Subject"]) == " ".join(text.split())
+    plain = encode_words("word " * 40, 9)
+    assert all(len(line) <= 78 for line in ("Subject: " + plain).split("\r\n"))
+
+
+@pytest.mark.parametrize("name", ['Ada "the" Lovelace, Countess', "Ad\u00e0 L\u00f8velace", "A. Turing"], ids=["quoted", "non-ascii", "dot"])
+def test_build_message_display_names_round_trip(tmp_path: Path, name: str) -> None:
+    msg = parse(build(make_settings(tmp_path, from_name=name), name=name))
+    assert msg["To"].addresses[0].display_name == name
+    assert msg["From"].addresses[0].display_name == name
+
+
+def test_build_message_rejects_non_ascii_address(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a plain ASCII address"):
+        build(make_settings(tmp_path), to="\u00e4da@example.org")
+
+
+def normalise_headers(data: bytes) -> str:
+    head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    head = re.sub(r"^Date: .*$", "Date: <date>", head, flags=re.M)
+    head = re.sub(r"<digest\.([0-9-]+)\.(\d+)\.[0-9a-f]{12}@", r"<digest.\1.\2.<random>@", head)
+    head = re.sub(r'boundary="=_digest_[0-9a-f]+"', 'boundary="<boundary>"', head)
+    return head.replace("\r\n", "\n") + "\n"
+
+
+def test_build_message_headers_match_golden_file(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, reply_to="editor@example.org")
+    data = build(settings, rendered=rendered(subject="Your papers for 2 May 2024: \u201cScaling monosemanticity\u201d and 9 more"))
+    actual = normalise_headers(data)
+    golden = GOLDEN / "headers.txt"
+    if UPDATE_GOLDEN:
+        golden.write_text(actual, encoding="utf-8")
+    assert actual == golden.read_text(encoding="utf-8"), "headers changed: review, then rerun with DIGEST_UPDATE_GOLDEN=1"
+
+
+# --- SMTP -------------------------------------------------------------------------------------------
+
+
+def smtp_settings(tmp_path: Path, server, **changes):
+    return make_settings(tmp_path, **{"smtp_host": server.host, "smtp_port": server.port, "smtp_security": "none", "smtp_timeout": 5, **changes})
+
+
+def test_smtp_transport_reuses_one_connection(tmp_path: Path, smtp_server) -> None:
+    settings = smtp_settings(tmp_path, smtp_server)
+    with SMTPTransport(settings) as transport:
+        for i in range(5):
+            transport.send(build(settings, to=f"r{i}@example.org"), sender=settings.from_address, recipient=f"r{i}@example.org")
+    assert smtp_server.connections == 1
+    assert smtp_server.recipients() == [f"r{i}@example.org" for i in range(5)]
+    msg = smtp_server.messages[0].parsed
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_body(("plain",)).get_content().splitlines()[-1] == ".starts with a dot"  # dot-stuffing undone
+
+
+def test_smtp_transport_starttls_and_auth(tmp_path: Path, smtp_tls_server) -> None:
+    settings = smtp_settings(tmp_path, smtp_tls_server, smtp_security="starttls", smtp_user="user", smtp_password="secret-pass")
+    with SMTPTransport(settings, ssl_context=smtp_tls_server.client_context()) as transport:
+        transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+        transport.send(build(settings), sender=settings.from_address, recipient="bob@example.org")
+    assert smtp_tls_server.logins == ["user"]
+    assert smtp_tls_server.recipients() == ["ada@example.org", "bob@example.org"]
+    assert smtp_tls_server.connections == 1
+
+
+def test_smtp_transport_implicit_tls(tmp_path: Path, tmp_path_factory) -> None:
+    with start_smtp_server(implicit_tls=True, cert_dir=tmp_path_factory.getbasetemp() / "smtp-cert") as server:
+        settings = smtp_settings(tmp_path, server, smtp_security="tls")
+        with SMTPTransport(settings, ssl_context=server.client_context()) as transport:
+            transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+        assert server.recipients() == ["ada@example.org"]
+
+
+def test_smtp_transport_wrong_password_is_a_hinted_error_without_the_password(tmp_path: Path, smtp_tls_server, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = smtp_settings(tmp_path, smtp_tls_server, smtp_security="starttls", smtp_user="user", smtp_password="wrong-horse-battery")
+    transport = SMTPTransport(settings, ssl_context=smtp_tls_server.client_context())
+    with pytest.raises(DeliveryError) as info:
+        transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+    assert type(info.value) is DeliveryError
+    assert "refused the login of 'user'" in str(info.value) and "smtp_password" in str(info.value)
+    assert "wrong-horse-battery" not in str(info.value) + caplog.text + repr(transport)
+    assert smtp_tls_server.messages == []
+
+
+def test_smtp_transport_untrusted_certificate_is_a_tls_error(tmp_path: Path, smtp_tls_server) -> None:
+    settings = smtp_settings(tmp_path, smtp_tls_server, smtp_security="starttls", smtp_user="user", smtp_password="secret-pass")
+    with pytest.raises(DeliveryError, match="TLS with 127.0.0.1"):
+        SMTPTransport(settings).send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+
+
+def test_smtp_transport_connection_refused_names_host_and_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = make_settings(tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_security="none")
+    with pytest.raises(DeliveryError, match=f"cannot connect to 127.0.0.1:{port}: connection refused.*smtp_host"):
+        SMTPTransport(settings).send(b"x", sender="a@example.org", recipient="b@example.org")
+
+
+@pytest.mark.parametrize(
+    "reply, error",
+    [("451 4.7.1 greylisted, try later", TransientDeliveryError), ("421 4.3.2 closing", TransientDeliveryError), ("550 5.1.1 no such user", PermanentDeliveryError), ("552 5.2.2 mailbox full", PermanentDeliveryError)],
+    ids=["451", "421", "550", "552"],
+)
+def test_smtp_transport_maps_recipient_replies(tmp_path: Path, smtp_server, reply: str, error: type) -> None:
+    smtp_server.rcpt_replies["bad@example.org"] = reply
+    settings = smtp_settings(tmp_path, smtp_server)
+    with SMTPTransport(settings) as transport:
+        with pytest.raises(error, match=reply.split()[0]) as info:
+            transport.send(build(settings, to="bad@example.org"), sender=settings.from_address, recipient="bad@example.org")
+        assert type(info.value) is error
+        transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")  # still usable
+    assert smtp_server.recipients() == ["ada@example.org"]
+    assert smtp_server.connections == (2 if reply.startswith("421") else 1)
+
+
+def test_smtp_transport_data_refusal_5xx_is_permanent(tmp_path: Path, smtp_server) -> None:
+    smtp_server.data_reply = "554 5.6.0 message rejected"
+    settings = smtp_settings(tmp_path, smtp_server)
+    with SMTPTransport(settings) as transport, pytest.raises(PermanentDeliveryError, match="554"):
+        transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+
+
+def test_smtp_transport_drop_mid_data_is_transient_then_reconnects(tmp_path: Path, smtp_server) -> None:
+    smtp_server.drop_data = 1
+    settings = smtp_settings(tmp_path, smtp_server)
+    with SMTPTransport(settings) as transport:
+        with pytest.raises(TransientDeliveryError, match="dropped the connection"):
+            transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+        transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+    assert smtp_server.recipients() == ["ada@example.org"]
+    assert smtp_server.connections == 2
+
+
+def test_smtp_transport_reconnects_when_server_closes_between_messages(tmp_path: Path, smtp_server) -> None:
+    smtp_server.max_per_connection = 2
+    settings = smtp_settings(tmp_path, smtp_server)
+    with SMTPTransport(settings) as transport:
+        for i in range(5):
+            transport.send(build(settings, to=f"r{i}@example.org"), sender=settings.from_address, recipient=f"r{i}@example.org")
+    assert smtp_server.recipients() == [f"r{i}@example.org" for i in range(5)]
+    assert smtp_server.connections == 3
+
+
+def test_smtp_transport_paces_at_send_rate(tmp_path: Path, smtp_server) -> None:
+    slept: list[float] = []
+    clock = [100.0]
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        clock[0] += seconds
+
+    settings = smtp_settings(tmp_path, smtp_server, send_rate=4)
+    with SMTPTransport(settings, sleep=sleep, clock=lambda: clock[0]) as transport:
+        for _ in range(3):
+            transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+    assert slept == [0.25, 0.25]
+    assert len(smtp_server.messages) == 3
+
+
+# --- outbox -----------------------------------------------------------------------------------------
+
+
+def test_outbox_transport_writes_parseable_files_atomically(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    outbox = tmp_path / "outbox"
+    transport = transport_for(settings.replace(outbox_dir=str(outbox)))
+    assert isinstance(transport, OutboxTransport)
+    with transport:
+        for i in range(3):
+            transport.send(build(settings, to=f"r{i}@example.org"), sender=settings.from_address, recipient=f"r{i}@example.org")
+    files = sorted(outbox.iterdir())
+    assert len(files) == 3 and all(f.suffix == ".eml" for f in files)  # no temp file left behind
+    assert sorted(parse(f.read_bytes())["To"].addresses[0].addr_spec for f in files) == [f"r{i}@example.org" for i in range(3)]
+
+
+def test_outbox_transport_unwritable_directory_is_a_delivery_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DeliveryError, match="cannot write to the outbox"):
+        OutboxTransport(blocker / "outbox").send(b"x", sender="a@example.org", recipient="b@example.org")
+
+
+def test_transport_for_uses_smtp_when_host_is_set(tmp_path: Path) -> None:
+    transport = transport_for(make_settings(tmp_path, smtp_host="mail.example.org", smtp_password="hunter22"))
+    assert isinstance(transport, SMTPTransport)
+    assert "hunter22" not in repr(transport) + transport.describe()
