@@ -128,9 +128,9 @@ def test_fetch_feed_uses_injected_transport(settings):
 
 def test_fetch_arxiv_pages_pages_politely_until_the_cap(feed_server, settings):
     sleeps = Sleeps()
-    pages = fetch_arxiv_pages(feed_server.url("api?search_query=all:testing&sortBy=submittedDate"), settings=settings,
-                              page_size=10, max_pages=2, sleep=sleeps)
-    assert len(pages) == 2 and all(b"<entry>" in p for p in pages)
+    pages, warnings = fetch_arxiv_pages(feed_server.url("api?search_query=all:testing&sortBy=submittedDate"),
+                                        settings=settings, page_size=10, max_pages=2, sleep=sleeps)
+    assert len(pages) == 2 and all(b"<entry>" in p for p in pages) and warnings == []
     assert sleeps == [3.0]  # arxiv_api_delay, at least 3 s, between requests and not before the first
     assert [r.path.split("?")[1] for r in feed_server.log] == [
         "search_query=all%3Atesting&sortBy=submittedDate&start=0&max_results=10",
@@ -142,6 +142,19 @@ def test_fetch_arxiv_pages_stops_at_total_results(settings):
     bodies = [b"<feed><opensearch:totalResults>3</opensearch:totalResults><entry>a</entry><entry>b</entry></feed>",
               b"<feed><opensearch:totalResults>3</opensearch:totalResults><entry>c</entry></feed>"]
     with make_client(settings, transport=httpx.MockTransport(lambda r: httpx.Response(200, content=bodies.pop(0)))) as client:
-        pages = fetch_arxiv_pages("https://export.arxiv.org/api/query?search_query=x", settings=settings, page_size=2,
-                                  max_pages=10, client=client, sleep=Sleeps())
+        pages, _ = fetch_arxiv_pages("https://export.arxiv.org/api/query?search_query=x", settings=settings, page_size=2,
+                                     max_pages=10, client=client, sleep=Sleeps())
     assert len(pages) == 2 and bodies == []
+
+
+def test_fetch_arxiv_pages_keeps_pages_read_before_a_failure(feed_server, settings):
+    sleeps = Sleeps()
+    pages, warnings = fetch_arxiv_pages(feed_server.url("api?search_query=all:testing"), settings=settings,
+                                        page_size=10, max_pages=5, sleep=sleeps)
+    assert len(pages) == 2 and sleeps == [3.0, 3.0]
+    assert len(warnings) == 1 and "stopped paging at start=20: HTTP 404" in warnings[0]
+
+
+def test_fetch_arxiv_pages_first_page_failure_raises(feed_server, settings):
+    with pytest.raises(SourceError, match="HTTP 404"):
+        fetch_arxiv_pages(feed_server.url("status/404"), settings=settings, sleep=Sleeps())

@@ -187,30 +187,38 @@ def fetch_arxiv_pages(
     max_pages: int = 5,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> list[bytes]:
-    """The Atom pages of an arXiv API query: start/max_results paging, at least arxiv_api_delay seconds apart
-    (arXiv's terms), stopping at totalResults, an empty page or `max_pages`."""
+) -> tuple[list[bytes], list[str]]:
+    """The Atom pages of an arXiv API query and warnings: start/max_results paging, at least arxiv_api_delay
+    seconds apart (arXiv's terms), stopping at totalResults, a short page or `max_pages`. A failing first page
+    raises SourceError; a failing later page ends the paging with a warning and keeps the pages already read."""
     own = client is None
     client = client or make_client(settings)
     pages: list[bytes] = []
+    warnings: list[str] = []
     try:
         start = 0
         for number in range(max_pages):
             if number:
                 sleep(settings.arxiv_api_delay)
-            result = fetch_feed(_page_url(url, start, page_size), settings=settings, client=client, sleep=sleep)
-            if result.status == "gone":
-                raise SourceError(f"the arXiv API answered 410 Gone for {url}")
+            try:
+                result = fetch_feed(_page_url(url, start, page_size), settings=settings, client=client, sleep=sleep)
+                if result.status == "gone":
+                    raise SourceError(f"the arXiv API answered 410 Gone for {url}")
+            except SourceError as exc:
+                if not pages:
+                    raise
+                warnings.append(f"stopped paging at start={start}: {exc}")
+                break
             pages.append(result.body)
             total = _TOTAL.search(result.body)
             entries = len(_ENTRY.findall(result.body))
             start += page_size
-            if not entries or total is None or start >= int(total.group(1)):
+            if entries < page_size or total is None or start >= int(total.group(1)):
                 break
     finally:
         if own:
             client.close()
-    return pages
+    return pages, warnings
 
 
 def _page_url(url: str, start: int, size: int) -> str:
