@@ -174,7 +174,7 @@ def resolve_papers(session: Session, idents: Iterable[str]) -> list[Paper]:
     for ident in idents:
         paper = get_paper_by_ident(session, normalise_ident(ident))
         if paper is None:
-            raise NotFoundError(f"no paper {ident.strip()!r} in the store", "fetch or import it first (`digest fetch`, `digest import`)")
+            raise NotFoundError(f"no paper {ident.strip()!r} in the store", "fetch or import it first: `digest fetch` or `digest import FILE`")
         papers.append(paper)
     return papers
 
