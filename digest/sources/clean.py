@@ -1,0 +1,285 @@
+"""Cleaning for every parser: HTML to plain text, TeX accents in names, arXiv ids, DOIs, dates and dedupe keys.
+
+Pure string functions over one value at a time; they never look at a whole feed, the network or the store.
+Every regex is compiled once here, because the parsers call these per entry (10,000 entries, 100,000 lines).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote
+
+# --- HTML -> plain text -------------------------------------------------------------------------------
+
+_SCRIPT_STYLE = re.compile(r"<(script|style)\b[^>]*>.*?(?:</\1\s*>|$)", re.I | re.S)
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
+# A tag needs a name right after "<" and whitespace, "/" or ">" after the name, so TeX such as
+# "$x<y$" or "a < b" is left alone.
+_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9:-]*)(?:\s[^<>]*)?/?>|<![A-Za-z][^<>]*>|<\?[^<>]*\?>")
+_BLOCK_TAGS = frozenset(
+    "p br div li ul ol h1 h2 h3 h4 h5 h6 tr td th table blockquote section article hr dd dt dl pre "
+    "header footer title body html head figure figcaption".split()
+)
+# Last line of defence for text that only became markup-like after entity decoding: plain text is stored,
+# so breaking these sequences costs nothing and keeps "<script", "javascript:" and "onload=" out for good.
+_HOSTILE = re.compile(r"<(?=\s*/?\s*script)|(?<=javascript)\s*:|\b(on[a-z]{3,})\s*=(?=\s*[\"'])", re.I)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _tag_space(match: re.Match) -> str:
+    name = match.group(1)
+    return " " if name is None or name.lower() in _BLOCK_TAGS else ""
+
+
+def _strip_markup(value: str) -> str:
+    value = _SCRIPT_STYLE.sub(" ", value)
+    value = _COMMENT.sub(" ", value)
+    return _TAG.sub(_tag_space, value)
+
+
+def _defuse(match: re.Match) -> str:
+    return f"{match.group(1)} " if match.group(1) else ""
+
+
+def collapse_space(value: str) -> str:
+    """Every run of whitespace (CR/LF included) becomes one space; control characters go."""
+    # isprintable() is False for every whitespace but " " and for control characters: the common case is one cheap scan.
+    if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value
+    value = " ".join(value.split())
+    if not value.isprintable():
+        value = _CONTROL.sub("", value)
+    return value
+
+
+def html_to_text(value: str | None) -> str:
+    """Plain text from HTML or text: tags, comments and scripts removed, entities decoded, spaces collapsed.
+
+    LaTeX is left as written ($x^2$ stays)."""
+    if not value:
+        return ""
+    if "<" in value or "&" in value:
+        value = html.unescape(_strip_markup(value))
+        if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
+            value = _strip_markup(value)
+        value = _HOSTILE.sub(_defuse, value)
+    elif ":" in value and "script" in value.lower():  # str scans first: the regex costs ~50 us per abstract
+        # Without "<" there is no tag, so an event handler is inert text; a "javascript:" URL is still defused.
+        value = _HOSTILE.sub(_defuse, value)
+    return collapse_space(value)
+
+
+# --- TeX accents in names -----------------------------------------------------------------------------
+
+_TEX_ACCENTS = {  # accent command -> Unicode combining mark
+    "'": "\u0301", "`": "\u0300", "^": "\u0302", '"': "\u0308", "~": "\u0303", "=": "\u0304", ".": "\u0307",
+    "u": "\u0306", "v": "\u030c", "H": "\u030b", "c": "\u0327", "k": "\u0328", "r": "\u030a", "d": "\u0323",
+    "b": "\u0331",
+}
+_TEX_LETTERS = {
+    "i": "ı", "j": "ȷ", "o": "ø", "O": "Ø", "l": "ł", "L": "Ł", "ss": "ß", "ae": "æ", "AE": "Æ",
+    "oe": "œ", "OE": "Œ", "aa": "å", "AA": "Å", "dh": "ð", "DH": "Ð", "th": "þ", "TH": "Þ", "ng": "ŋ", "NG": "Ŋ",
+}
+# \'e  \'{e}  \' e  \'{\i}  \'\i ; letter commands need braces or a space: \u{g}  \c{C}  \c c
+_TEX_ACCENT = re.compile(
+    r"""\\(?:([\'`^"~=.])\s*|([uvHckrdb])(?=[\s{]))\s*(?:\{\s*(\\[ij]|[A-Za-z])\s*\}|(\\[ij](?![A-Za-z])|[A-Za-z]))"""
+)
+_TEX_LETTER = re.compile(r"\\(ss|ae|AE|oe|OE|aa|AA|dh|DH|th|TH|ng|NG|[ijoOlL])(?![A-Za-z])(?:\{\})?\s?")
+_TEX_BRACES = re.compile(r"[{}]")
+
+
+def _accent(match: re.Match) -> str:
+    mark = _TEX_ACCENTS[match.group(1) or match.group(2)]
+    letter = match.group(3) or match.group(4)
+    if letter.startswith("\\"):  # \'{\i} is an i with an acute, not a dotless one
+        letter = letter[1:]
+    return letter + mark
+
+
+def tex_to_unicode(name: str) -> str:
+    r"""Convert TeX-escaped accents to Unicode: O\u{g}uz -> Oğuz, Jim\'enez -> Jiménez, K{\i}z{\i}ltepe -> Kızıltepe."""
+    if "\\" not in name and "{" not in name:
+        return name
+    name = _TEX_ACCENT.sub(_accent, name)
+    name = _TEX_LETTER.sub(lambda m: _TEX_LETTERS[m.group(1)], name)
+    name = _TEX_BRACES.sub("", name)
+    return unicodedata.normalize("NFC", name)
+
+
+# --- authors ------------------------------------------------------------------------------------------
+
+_AUTHOR_SPLIT = re.compile(r",(?![^()]*\))|\s+and\s+(?![^()]*\))")  # commas and "and" outside (affiliations)
+_INITIALS = re.compile(r"[A-Z]\.(?:[\s-]?[A-Z]\.)*")
+
+
+def clean_name(name: str) -> str:
+    if "<" in name or "&" in name:
+        name = html_to_text(name)
+    return collapse_space(tex_to_unicode(name))
+
+
+def _given_first(name: str) -> str:
+    """"Lapalu, N." -> "N. Lapalu" (bioRxiv); any other name is returned as it is."""
+    family, sep, given = name.partition(",")
+    if sep and _INITIALS.fullmatch(given.strip()):
+        return f"{given.strip()} {family.strip()}"
+    return name
+
+
+def split_authors(value: str) -> list[str]:
+    """Authors from one joined string: "A, B and C", bioRxiv's "Last, F., Last, F." or "Last, F.; Last, F."."""
+    if not value:
+        return []
+    value = clean_name(value)
+    if ";" in value:
+        pieces = [_given_first(piece.strip()) for piece in value.split(";")]
+    else:
+        pieces = []
+        for piece in _AUTHOR_SPLIT.split(value):
+            piece = piece.strip()
+            if pieces and _INITIALS.fullmatch(piece) and not _INITIALS.fullmatch(pieces[-1]):
+                pieces[-1] = f"{piece} {pieces[-1]}"  # "LAPALU, N." was cut in two at its comma
+            else:
+                pieces.append(piece)
+    return [piece for piece in pieces if piece]
+
+
+# --- arXiv ids --------------------------------------------------------------------------------------
+
+# Archives that had old-style identifiers (archive/YYMMNNN), so "foo/1234567" in a URL is not taken for one.
+_OLD_ARCHIVES = frozenset(
+    "acc-phys adap-org alg-geom ao-sci astro-ph atom-ph bayes-an chao-dyn chem-ph cmp-lg comp-gas cond-mat cs "
+    "dg-ga funct-an gr-qc hep-ex hep-lat hep-ph hep-th math math-ph mtrl-th nlin nucl-ex nucl-th patt-sol "
+    "physics plasm-ph q-alg q-bio q-fin quant-ph solv-int stat supr-con".split()
+)
+_ID = r"(\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Za-z-]+)?/\d{7})(?:v(\d+))?"
+_ARXIV_IN_TEXT = re.compile(
+    r"(?:arxiv\.org/(?:abs|pdf|html|format)/|arxiv:\s*|oai:arxiv\.org:|10\.48550/arxiv\.)" + _ID + r"(?![\d.])",
+    re.I,
+)
+_ARXIV_BARE = re.compile(r"(?:arxiv:\s*)?" + _ID + r"(?:\.pdf)?", re.I)
+_ARXIV_LAST_SEGMENT = re.compile(r"/(\d{4}\.\d{4,5})(?:v(\d+))?(?:\.pdf)?/?(?:[?#].*)?$")
+
+
+def _arxiv_match(match: re.Match | None) -> tuple[str, int | None] | None:
+    if match is None:
+        return None
+    ident = match.group(1)
+    if "/" in ident:
+        archive, _, number = ident.partition("/")
+        archive = archive.lower().split(".")[0]  # math.GT/0309136 is math/0309136
+        if archive not in _OLD_ARCHIVES:
+            return None
+        ident = f"{archive}/{number}"
+    elif not 1 <= int(ident[2:4]) <= 12:  # YYMM
+        return None
+    return ident, int(match.group(2)) if match.group(2) else None
+
+
+def arxiv_id_in(value: str | None) -> tuple[str, int | None] | None:
+    """(versionless arXiv id, version or None) from an id, URL, guid or DOI that holds one, else None.
+
+    Accepts arxiv.org/abs|pdf links, "arXiv:..." and "oai:arXiv.org:..." guids, DOIs 10.48550/arXiv.X,
+    a bare id, and a URL whose last path segment is a new-style id (huggingface.co/papers/2401.01234)."""
+    if not value:
+        return None
+    value = value.strip()
+    found = _arxiv_match(_ARXIV_BARE.fullmatch(value))
+    if found is None and ("arxiv" in value or "arXiv" in value or "ARXIV" in value):
+        found = _arxiv_match(_ARXIV_IN_TEXT.search(value))
+    if found is None and "/" in value:
+        found = _arxiv_match(_ARXIV_LAST_SEGMENT.search(value))
+    return found
+
+
+def arxiv_urls(arxiv_id: str) -> tuple[str, str]:
+    """The abstract page and the PDF of the latest version."""
+    return f"https://arxiv.org/abs/{arxiv_id}", f"https://arxiv.org/pdf/{arxiv_id}"
+
+
+# --- DOIs -------------------------------------------------------------------------------------------
+
+_DOI = re.compile(r"10\.\d{4,9}/\S+")
+
+
+def normalise_doi(value: str | None) -> str | None:
+    """"https://doi.org/10.1038/ABC." -> "10.1038/abc"; None when the value holds no DOI."""
+    if not value:
+        return None
+    if "%" in value:
+        value = unquote(value)
+    match = _DOI.search(value)
+    if match is None:
+        return None
+    doi = match.group(0).rstrip(".,;:'\"")
+    while doi.endswith(")") and doi.count("(") < doi.count(")"):
+        doi = doi[:-1]
+    return doi.lower()
+
+
+# --- titles and keys -------------------------------------------------------------------------------
+
+_NOT_WORD = re.compile(r"[\W_]+")
+_ASCII_PUNCTUATION = str.maketrans({char: " " for char in map(chr, range(128)) if not char.isalnum()})
+_MAX_TITLE_KEY = 400  # the key column holds 512 characters
+
+
+def normalise_title(title: str) -> str:
+    """Lower-case words without accents or punctuation, for matching one paper's title across sources."""
+    if title.isascii():  # str.translate is several times faster than the Unicode regex below
+        words = title.lower().translate(_ASCII_PUNCTUATION).split()
+    else:
+        decomposed = unicodedata.normalize("NFKD", title)
+        title = "".join(char for char in decomposed if not unicodedata.combining(char))
+        words = _NOT_WORD.sub(" ", title.casefold()).split()
+    return " ".join(words)[:_MAX_TITLE_KEY].rstrip()
+
+
+def paper_key(arxiv_id: str | None, doi: str | None, title: str) -> str:
+    """The canonical dedupe key: versionless arXiv id, else normalised DOI, else normalised title."""
+    if arxiv_id:
+        return f"arxiv:{arxiv_id}"
+    if doi:
+        return f"doi:{doi}"
+    return f"title:{normalise_title(title)}"
+
+
+# --- times ------------------------------------------------------------------------------------------
+
+
+def time_from_struct(value) -> datetime | None:
+    """feedparser's *_parsed struct_time (already UTC) as an aware datetime."""
+    if not value:
+        return None
+    try:
+        return datetime(*value[:6], tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_time(value) -> datetime | None:
+    """ISO 8601 ("2024-05-24T17:34:15.000Z", "2024-05-24") or RFC 822 text as an aware UTC datetime.
+
+    A time without a zone is taken as UTC. Raises ValueError when the text is not a date."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                moment = parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                raise ValueError(f"not a date: {text[:40]!r}") from None
+    else:
+        raise ValueError(f"not a date: {value!r}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)

@@ -1,0 +1,210 @@
+"""Any RSS or Atom feed (journals, bioRxiv, medRxiv, mirrors of Hugging Face papers) -> ParsedPaper.
+
+`read_feed` is the one place feedparser is called, for this module and arxiv.py: on a byte stream, so it
+never fetches a URL or opens a file. Pure: no network, no database, no clock.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import xml.sax
+
+import feedparser
+
+from digest.errors import FeedError
+from digest.sources import ParsedPaper, ParseResult
+from digest.sources.clean import (
+    arxiv_id_in,
+    arxiv_urls,
+    html_to_text,
+    normalise_doi,
+    paper_key,
+    split_authors,
+    time_from_struct,
+)
+
+# python-feedgen mirrors of HF daily papers (huangboming) put authors, upvotes and the abstract in the description.
+_HF_MIRROR_AUTHORS = re.compile(r"<b>Authors:</b>(.*?)</p>", re.S)
+_HF_MIRROR_UPVOTES = re.compile(r"<b>Upvotes:</b>\s*(\d+)")
+_HF_MIRROR_SUMMARY = re.compile(r"<b>Summary:</b>(.*?)(?:</p>\s*)?$", re.S)
+_ENTRY_CLOSE = (b"</entry>", b"</item>", b":entry>", b":item>")
+
+
+def _reason(exc: BaseException | None) -> str:
+    if isinstance(exc, xml.sax.SAXParseException):
+        return f"{exc.getMessage()} at line {exc.getLineNumber()}, column {exc.getColumnNumber()}"
+    return str(exc) if exc is not None else "unknown problem"
+
+
+def read_feed(data: bytes, source_url: str = "") -> tuple[feedparser.FeedParserDict, list[str]]:
+    """feedparser's reading of the bytes, with the recovered problems as warnings.
+
+    Raises FeedError when nothing can be recovered: no bytes, not a feed, or broken XML with no entries.
+    An entry cut off by a truncated download is dropped (with a warning) rather than kept half-read."""
+    if not data or not data.strip():
+        raise FeedError("empty document")
+    headers = {"content-location": source_url} if source_url else None
+    parsed = feedparser.parse(io.BytesIO(data), response_headers=headers, sanitize_html=True)
+    warnings: list[str] = []
+    broken = broken_xml(parsed)
+    if broken:
+        closed = sum(data.count(tag) for tag in _ENTRY_CLOSE)
+        if closed < len(parsed.entries):
+            del parsed.entries[closed:]
+            warnings.append("the last entry was cut off and is dropped")
+        if not parsed.entries:
+            raise FeedError(f"not well-formed XML: {broken}")
+        warnings.append(f"not well-formed XML ({broken}): kept the {len(parsed.entries)} entries read before it")
+    elif not parsed.entries and not parsed.get("version"):
+        raise FeedError("not an RSS or Atom feed")
+    elif parsed.get("bozo"):
+        warnings.append(f"encoding: {parsed.get('bozo_exception')}")
+    _raise_arxiv_error(parsed)
+    return parsed, warnings
+
+
+def broken_xml(parsed: feedparser.FeedParserDict) -> str | None:
+    """Why the XML is broken, or None when it is well-formed (a mere encoding override is not broken)."""
+    exc = parsed.get("bozo_exception") if parsed.get("bozo") else None
+    if exc is None or isinstance(exc, feedparser.CharacterEncodingOverride):
+        return None
+    return _reason(exc)
+
+
+def _raise_arxiv_error(parsed: feedparser.FeedParserDict) -> None:
+    """The arXiv API reports errors as a feed with one entry titled "Error": never a paper."""
+    for entry in parsed.entries:
+        if "arxiv.org/api/errors" in entry.get("id", ""):
+            message = html_to_text(entry.get("summary")) or entry.get("id", "")
+            raise FeedError(f"arXiv API error: {message}")
+
+
+def entry_authors(entry) -> list[str]:
+    """Every author of an entry: all dc:creator / author elements (entry.author keeps only the last one),
+    each possibly a comma-joined list."""
+    names: list[str] = []
+    for author in entry.get("authors") or ():
+        name = author.get("name") if hasattr(author, "get") else None
+        if name:
+            names.extend(split_authors(name))
+    if not names and entry.get("author"):
+        names = split_authors(entry.get("author"))
+    return names
+
+
+def entry_links(entry) -> list[str]:
+    links = [entry.get("id", ""), entry.get("link", "")]
+    links.extend(link.get("href", "") for link in entry.get("links") or ())
+    return [link for link in links if link]
+
+
+def entry_doi(entry, links: list[str]) -> str | None:
+    for field in ("prism_doi", "arxiv_doi", "dc_identifier"):
+        doi = normalise_doi(entry.get(field))
+        if doi:
+            return doi
+    for link in links:
+        if "doi.org/" in link:
+            doi = normalise_doi(link)
+            if doi:
+                return doi
+    return None
+
+
+def entry_abstract(entry) -> str:
+    """The longer of summary and content, as plain text."""
+    summary = entry.get("summary") or ""
+    for content in entry.get("content") or ():
+        value = content.get("value") or ""
+        if len(value) > len(summary):
+            summary = value
+    return summary
+
+
+def paper_from_entry(entry) -> ParsedPaper | None:
+    """A generic feed entry as a paper; None when it has no title."""
+    title = html_to_text(entry.get("title"))
+    if not title:
+        return None
+    links = entry_links(entry)
+    found = None
+    for link in links:
+        found = arxiv_id_in(link)
+        if found:
+            break
+    doi = entry_doi(entry, links)
+    if found is None and doi:
+        found = arxiv_id_in(doi)
+    arxiv_id, version = found if found else (None, None)
+    raw_abstract = entry_abstract(entry)
+    authors = entry_authors(entry)
+    upvotes = None
+    if "<b>Summary:</b>" in raw_abstract:
+        raw_abstract, mirror_authors, upvotes = _read_hf_mirror(raw_abstract)
+        authors = authors or mirror_authors
+    url = entry.get("link") or None
+    pdf_url = None
+    if arxiv_id:
+        url, pdf_url = arxiv_urls(arxiv_id)
+    item_id = entry.get("id") or entry.get("link") or None
+    return ParsedPaper(
+        key=paper_key(arxiv_id, doi, title),
+        ident=arxiv_id or doi or item_id or title,
+        title=title,
+        abstract=html_to_text(raw_abstract),
+        authors=authors,
+        categories=[tag["term"] for tag in entry.get("tags") or () if tag.get("term")],
+        arxiv_id=arxiv_id,
+        version=version,
+        doi=doi,
+        url=url,
+        pdf_url=pdf_url,
+        published=time_from_struct(entry.get("published_parsed") or entry.get("updated_parsed")),
+        updated=time_from_struct(entry.get("updated_parsed")),
+        upvotes=upvotes,
+        item_id=item_id,
+    )
+
+
+def _read_hf_mirror(description: str) -> tuple[str, list[str], int | None]:
+    authors_match = _HF_MIRROR_AUTHORS.search(description)
+    upvotes_match = _HF_MIRROR_UPVOTES.search(description)
+    summary_match = _HF_MIRROR_SUMMARY.search(description)
+    authors = split_authors(html_to_text(authors_match.group(1))) if authors_match else []
+    upvotes = int(upvotes_match.group(1)) if upvotes_match else None
+    return (summary_match.group(1) if summary_match else description), authors, upvotes
+
+
+def papers_from_entries(entries, convert) -> tuple[list[ParsedPaper], list[str]]:
+    """Convert each entry; an entry that cannot be a paper is skipped with a warning naming it.
+    Raises FeedError when there are entries and none of them is a paper."""
+    papers: list[ParsedPaper] = []
+    warnings: list[str] = []
+    for number, entry in enumerate(entries, 1):
+        paper = convert(entry)
+        if paper is None:
+            label = entry.get("id") or entry.get("link") or ""
+            warnings.append(f"entry {number}{f' ({label})' if label else ''}: no title, skipped")
+        else:
+            papers.append(paper)
+    if entries and not papers:
+        raise FeedError(f"no usable entry among {len(entries)} ({warnings[0]})")
+    return papers, warnings
+
+
+def feed_title(parsed: feedparser.FeedParserDict) -> str:
+    return html_to_text(parsed.feed.get("title"))
+
+
+def papers_from_feed(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseResult:
+    papers, skipped = papers_from_entries(parsed.entries, paper_from_entry)
+    return ParseResult(
+        papers=papers, kind=parsed.get("version") or "feed", title=feed_title(parsed), warnings=warnings + skipped
+    )
+
+
+def parse_feed(data: bytes, *, source_url: str = "") -> ParseResult:
+    """Any RSS 0.9x/1.0/2.0 or Atom 0.3/1.0 feed; kind is feedparser's version (rss10, rss20, atom10...)."""
+    parsed, warnings = read_feed(data, source_url)
+    return papers_from_feed(parsed, warnings)
