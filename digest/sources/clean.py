@@ -116,10 +116,23 @@ _AUTHOR_SPLIT = re.compile(r",(?![^()]*\))|\s+and\s+(?![^()]*\))")  # commas and
 _INITIALS = re.compile(r"[A-Z]\.(?:[\s-]?[A-Z]\.)*")
 
 
+def repair_mojibake(text: str) -> str:
+    """UTF-8 that was read as Latin-1 once ("WÃ¼bben", served so by the arXiv API) back to "Wübben".
+
+    Only text whose Latin-1 bytes are valid UTF-8 is changed, which real Latin-1 names ("Müller") never are."""
+    if "Ã" not in text and "Â" not in text:
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
+
+
 def clean_name(name: str) -> str:
+    """One author's name as plain Unicode text: markup stripped, TeX accents and mojibake repaired."""
     if "<" in name or "&" in name:
         name = html_to_text(name)
-    return collapse_space(tex_to_unicode(name))
+    return collapse_space(repair_mojibake(tex_to_unicode(name)))
 
 
 def _given_first(name: str) -> str:
@@ -158,7 +171,7 @@ _OLD_ARCHIVES = frozenset(
 )
 _ID = r"(\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Za-z-]+)?/\d{7})(?:v(\d+))?"
 _ARXIV_IN_TEXT = re.compile(
-    r"(?:arxiv\.org/(?:abs|pdf|html|format)/|arxiv:\s*|oai:arxiv\.org:|10\.48550/arxiv\.)" + _ID + r"(?![\d.])",
+    r"(?:arxiv\.org/(?:abs|pdf|html|format)/|arxiv:\s*|oai:arxiv\.org:|10\.48550/arxiv\.)" + _ID + r"(?!\d)",
     re.I,
 )
 _ARXIV_BARE = re.compile(r"(?:arxiv:\s*)?" + _ID + r"(?:\.pdf)?", re.I)
