@@ -44,7 +44,9 @@ def read_feed(data: bytes, source_url: str = "") -> tuple[feedparser.FeedParserD
     An entry cut off by a truncated download is dropped (with a warning) rather than kept half-read."""
     if not data or not data.strip():
         raise FeedError("empty document")
-    headers = {"content-location": source_url} if source_url else None
+    # feedparser flags headers without a content-type as bozo (NonXMLContentType); application/xml keeps the
+    # document's own encoding declaration in charge.
+    headers = {"content-location": source_url, "content-type": "application/xml"} if source_url else None
     parsed = feedparser.parse(io.BytesIO(data), response_headers=headers, sanitize_html=True)
     warnings: list[str] = []
     broken = broken_xml(parsed)

@@ -1,0 +1,125 @@
+"""`digest sources ...`, `digest fetch` and `digest import`: thin commands over digest.ingest and digest.store.sources."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from . import EXIT_ERROR, AppContext, main, pass_app
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+@main.group()
+def sources() -> None:
+    """Where papers come from: arXiv listings, the arXiv API, Hugging Face daily papers, any RSS/Atom feed."""
+
+
+@sources.command("add")
+@click.argument("spec")
+@click.option("--name", help="Name to refer to the source by (default: the spec, or host/path of a URL).")
+@click.option("--kind", type=click.Choice(["arxiv-rss", "arxiv-api", "hf-daily", "feed"]),
+              help="How to read an http(s) URL (default: feed), e.g. arxiv-rss for a mirror of an arXiv listing.")
+@pass_app
+def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) -> None:
+    """Add a source. SPEC is arxiv:CAT[+CAT...] (e.g. arxiv:cs.LG+cs.CL), arxiv-api:QUERY, hf-daily, or an http(s) URL."""
+    from ..ingest import resolve_spec
+    from ..store import session_scope
+    from ..store.sources import add_source
+
+    resolved_kind, url, default_name = resolve_spec(spec, kind)
+    with session_scope(app.engine) as session:
+        source = add_source(session, name or default_name, resolved_kind, url, _now())
+    click.echo(f"added {source.name} ({source.kind}): {source.url}")
+
+
+@sources.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def sources_list(app: AppContext, as_json: bool) -> None:
+    """Show each source: kind, URL, last success, last error, consecutive errors, papers seen."""
+    from ..store import session_scope
+    from ..store.sources import list_sources
+
+    with session_scope(app.engine) as session:
+        found = list_sources(session)
+    if as_json:
+        keys = ("name", "kind", "url", "enabled", "disabled_reason", "last_fetch_at", "last_success_at", "last_error",
+                "last_error_at", "consecutive_errors", "last_fetch_count", "papers_seen")
+        rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k in keys for v in [getattr(s, k)]} for s in found]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not found:
+        click.echo("no sources yet: add one with `digest sources add arxiv:cs.LG` (or hf-daily, or a feed URL)")
+        return
+    for s in found:
+        state = "enabled" if s.enabled else f"DISABLED: {s.disabled_reason}"
+        click.echo(f"{s.name}  [{s.kind}, {state}]")
+        click.echo(f"  url: {s.url}")
+        click.echo(f"  last success: {_when(s.last_success_at)}  papers seen: {s.papers_seen}  last count: {s.last_fetch_count}")
+        if s.last_error:
+            click.echo(f"  last error: {_when(s.last_error_at)} ({s.consecutive_errors} in a row): {s.last_error}")
+
+
+@sources.command("remove")
+@click.argument("name")
+@pass_app
+def sources_remove(app: AppContext, name: str) -> None:
+    """Remove a source (the papers it brought stay)."""
+    from ..store import session_scope
+    from ..store.sources import remove_source
+
+    with session_scope(app.engine) as session:
+        remove_source(session, name)
+    click.echo(f"removed {name}")
+
+
+@main.command("fetch")
+@click.option("--source", "names", multiple=True, metavar="NAME", help="Fetch only this source (repeatable; also fetches a disabled one).")
+@pass_app
+def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
+    """Fetch every enabled source and store the new papers: one line per source, exit 1 if any failed."""
+    from ..ingest import fetch_sources
+    from ..store import session_scope
+    from ..store.sources import list_sources
+
+    engine, settings = app.engine, app.settings
+    with session_scope(engine) as session:
+        count = len(names) or sum(1 for s in list_sources(session, enabled_only=True, include_files=False))
+    if not count:
+        click.echo("no sources to fetch: add one with `digest sources add`")
+        return
+    if sys.stdout.isatty():
+        with click.progressbar(length=count, label="fetching", show_pos=True) as bar:
+            reports = fetch_sources(engine, settings, _now(), only=names or None, progress=lambda _r: bar.update(1))
+        for report in reports:
+            click.echo(report.line())
+    else:
+        reports = fetch_sources(engine, settings, _now(), only=names or None, progress=lambda r: click.echo(r.line()))
+    if any(r.status == "error" for r in reports):
+        sys.exit(EXIT_ERROR)
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@pass_app
+def import_cmd(app: AppContext, file: str) -> None:
+    """Import papers from a local FILE; the format is detected: RSS 1.0/2.0, Atom, arXiv API Atom,
+    Hugging Face daily-papers JSON or JSON Lines (id, title, abstract per line)."""
+    from ..ingest import import_file
+
+    report = import_file(app.engine, file, _now())
+    click.echo(report.line())
+    for warning in report.warnings[:5]:
+        click.echo(f"  warning: {warning}")
+    if len(report.warnings) > 5:
+        click.echo(f"  ... and {len(report.warnings) - 5} more warnings")

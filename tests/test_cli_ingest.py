@@ -1,0 +1,236 @@
+"""`digest sources`, `fetch`, `import` and `papers list` through the real CLI, on real SQLite files, against a real
+HTTP server on 127.0.0.1 (tests/feed_server.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from digest.ingest import SAMPLE_FILES
+
+FEEDS = Path(__file__).parent / "fixtures" / "feeds"
+FAST = {"DIGEST_FETCH_TIMEOUT": "0.5", "DIGEST_RETRY_AFTER_MAX": "0"}
+
+
+def count(home: Path, table: str) -> int:
+    db = home / "digest.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def sources_json(cli) -> dict[str, dict]:
+    result = cli("sources", "list", "--json")
+    assert result.exit_code == 0, result.output
+    return {s["name"]: s for s in json.loads(result.output)}
+
+
+@pytest.mark.parametrize("spec,kind,url,name", [
+    ("arxiv:cs.LG+cs.CL", "arxiv-rss", "https://rss.arxiv.org/rss/cs.LG+cs.CL", "arxiv:cs.LG+cs.CL"),
+    ("arxiv-api:cat:cs.LG AND abs:retrieval", "arxiv-api",
+     "https://export.arxiv.org/api/query?search_query=cat%3Acs.LG+AND+abs%3Aretrieval&sortBy=submittedDate&sortOrder=descending",
+     "arxiv-api:cat:cs.LG AND abs:retrieval"),
+    ("hf-daily", "hf-daily", "https://huggingface.co/api/daily_papers", "hf-daily"),
+    ("https://www.nature.com/nature.rss", "feed", "https://www.nature.com/nature.rss", "www.nature.com/nature.rss"),
+], ids=["arxiv", "arxiv-api", "hf-daily", "url"])
+def test_sources_add_resolves_each_spec(cli, home, spec, kind, url, name):
+    result = cli("sources", "add", spec)
+    assert result.exit_code == 0 and result.output == f"added {name} ({kind}): {url}\n"
+    listed = sources_json(cli)[name]
+    assert (listed["kind"], listed["url"], listed["enabled"], listed["papers_seen"]) == (kind, url, True, 0)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("gopher:x",), "error: unknown source kind 'gopher'"),
+    (("nonsense",), "error: unknown source kind 'nonsense'"),
+    (("arxiv:",), "error: '' is not a list of arXiv categories"),
+    (("hf-daily", "--kind", "feed"), "error: --kind goes with an http(s) URL"),
+], ids=["unknown-scheme", "unknown-word", "no-category", "kind-without-url"])
+def test_sources_add_refuses_bad_spec_in_one_line(cli, home, args, message):
+    result = cli("sources", "add", *args)
+    assert result.exit_code == 1
+    assert result.output.startswith(message) and result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_sources_add_refuses_duplicate_name_and_remove_forgets(cli, home):
+    assert cli("sources", "add", "hf-daily").exit_code == 0
+    again = cli("sources", "add", "hf-daily")
+    assert again.exit_code == 1 and "a source named 'hf-daily' already exists" in again.output
+    assert cli("sources", "remove", "hf-daily").output == "removed hf-daily\n"
+    missing = cli("sources", "remove", "hf-daily")
+    assert missing.exit_code == 1 and "no source named 'hf-daily'" in missing.output
+    assert sources_json(cli) == {}
+
+
+def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home, feed_server):
+    add = lambda *a: cli("sources", "add", *a).exit_code  # noqa: E731
+    assert add(feed_server.url("files/feeds/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd") == 0
+    assert add(feed_server.url("gone"), "--name", "gone") == 0
+    assert add(feed_server.url("hang"), "--name", "slow") == 0
+    assert add(feed_server.url("files/feeds/daily_papers-date-2024-05-27-reindented.json"), "--kind", "hf-daily", "--name", "hf") == 0
+    assert add(feed_server.url("files/feeds/biorxiv-rss1-genomics-2023-12-trimmed.xml"), "--name", "biorxiv") == 0
+    assert add(feed_server.url("api?search_query=all:testing"), "--kind", "arxiv-api", "--name", "api") == 0
+    result = cli("fetch", env=FAST)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged"
+    assert lines[1].startswith("gone: error: gone (HTTP 410): source disabled")
+    assert lines[2].startswith("slow: error: no answer from") and "within 0.5 s" in lines[2]
+    assert lines[3].startswith("hf: new: 13 entries, 13 new")
+    assert lines[4].startswith("biorxiv: new: 1 entries, 1 new")
+    assert lines[5].startswith("api: new: 10 entries, 10 new")
+    assert len(lines) == 6
+    state = sources_json(cli)
+    assert state["sd"]["papers_seen"] == 23 and state["sd"]["last_success_at"] and state["sd"]["consecutive_errors"] == 0
+    assert state["gone"]["enabled"] is False and "410" in state["gone"]["disabled_reason"]
+    assert state["slow"]["consecutive_errors"] == 1 and "no answer" in state["slow"]["last_error"]
+    assert count(home, "paper") == 23 + 13 + 1 + 10
+
+    again = cli("fetch", "--source", "sd", "--source", "slow", env=FAST)
+    assert again.output.splitlines()[0] == "sd: unchanged (not modified since the last fetch)"
+    assert sources_json(cli)["slow"]["consecutive_errors"] == 2
+    sd_requests = feed_server.requests_to("/files/feeds/rss-cs.SD")
+    assert sd_requests[-1].headers["if-none-match"] and "mailto:" not in sd_requests[-1].headers["user-agent"]
+    third = cli("fetch", env=FAST)  # the disabled source is left alone
+    assert not any(line.startswith("gone:") for line in third.output.splitlines())
+    assert count(home, "paper") == 47
+
+
+def test_fetch_follows_permanent_redirect_and_stores_new_url(cli, home, feed_server):
+    cli("sources", "add", feed_server.url("moved/feeds/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd")
+    result = cli("fetch")
+    assert result.exit_code == 0 and result.output.startswith("sd: new: 23 entries")
+    assert sources_json(cli)["sd"]["url"] == feed_server.url("files/feeds/rss-cs.SD-2026-06-12.xml")
+
+
+def test_fetch_with_no_sources_says_so(cli, home):
+    result = cli("fetch")
+    assert result.exit_code == 0 and "no sources to fetch" in result.output
+
+
+def test_fetch_unknown_source_is_one_line_error(cli, home):
+    result = cli("fetch", "--source", "nope")
+    assert result.exit_code == 1 and result.output.startswith("error: no source named 'nope'")
+
+
+@pytest.mark.parametrize("path,entries", [
+    (SAMPLE_FILES[0], 237), (SAMPLE_FILES[1], 139), (FEEDS / "rss-cs.SD-2026-06-12.xml", 23),
+    (FEEDS / "rss-arxiv-org-atom-cs.AI-2025-08-20-trimmed.xml", 7), (FEEDS / "api-2026-04-search-all-testing-page1-start0.xml", 10),
+    (FEEDS / "daily_papers-date-2024-05-27-reindented.json", 13), (FEEDS / "biorxiv-rss1-genomics-2023-12-trimmed.xml", 1),
+], ids=["jsonl", "arxiv-rss", "arxiv-rss-sd", "arxiv-atom", "arxiv-api", "hf-daily", "rss1"])
+def test_import_each_format_and_twice_changes_nothing(cli, home, path, entries):
+    first = cli("import", str(path))
+    assert first.exit_code == 0
+    assert first.output.startswith(f"file:{path.name}: new: {entries} entries, {entries} new, 0 updated, 0 unchanged")
+    with sqlite3.connect(home / "digest.db") as conn:
+        before = conn.execute("SELECT key, title, abstract, version, upvotes, first_seen FROM paper ORDER BY key").fetchall()
+    second = cli("import", str(path))
+    assert second.output.startswith(f"file:{path.name}: unchanged: {entries} entries, 0 new, 0 updated, {entries} unchanged")
+    with sqlite3.connect(home / "digest.db") as conn:
+        assert conn.execute("SELECT key, title, abstract, version, upvotes, first_seen FROM paper ORDER BY key").fetchall() == before
+    assert count(home, "paper") == entries and count(home, "paper_source") == entries
+
+
+def test_import_hf_after_arxiv_merges_into_the_same_rows(cli, home, tmp_path):
+    hf = json.loads((FEEDS / "daily_papers-date-2024-05-27-reindented.json").read_text())
+    arxiv_id = hf[0]["paper"]["id"]
+    line = {"id": "mine-1", "title": hf[0]["paper"]["title"], "abstract": "Short.", "url": f"https://arxiv.org/abs/{arxiv_id}v1"}
+    (tmp_path / "mine.jsonl").write_text(json.dumps(line) + "\n")
+    assert cli("import", str(tmp_path / "mine.jsonl")).exit_code == 0
+    result = cli("import", str(FEEDS / "daily_papers-date-2024-05-27-reindented.json"))
+    assert "12 new, 1 updated" in result.output
+    (paper,) = json.loads(cli("papers", "list", "--json", "--source", "file:mine.jsonl").output)
+    assert paper["ident"] == "mine-1" and paper["sources"] == ["file:mine.jsonl", "file:daily_papers-date-2024-05-27-reindented.json"]
+    assert paper["upvotes"] == hf[0]["paper"]["upvotes"] and len(paper["abstract"]) > len("Short.")
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"", "empty file"),
+    (b'<?xml version="1.0"?>\n<rss><channel><title>cut', "XML"),
+    (b'{"kind": "something else", "items": []}', "unknown kind"),
+], ids=["empty", "truncated-xml", "unknown-json"])
+def test_import_malformed_file_is_one_line_and_writes_nothing(cli, home, tmp_path, content, problem):
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(content)
+    result = cli("import", str(bad))
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {bad}: ") and problem in result.output
+    assert count(home, "paper") == 0 and count(home, "source") == 0
+
+
+def test_import_hostile_markup_never_reaches_the_store(cli, home, tmp_path):
+    feed = tmp_path / "hostile.xml"
+    feed.write_text("""<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item>
+      <title>&lt;script&gt;alert(1)&lt;/script&gt;Safe &amp;amp; sound</title><link>https://example.org/p1</link>
+      <description>&lt;p onclick="steal()"&gt;Real &lt;b&gt;text&lt;/b&gt;&lt;img src=x onerror=alert(2)&gt;&lt;/p&gt;</description>
+    </item></channel></rss>""")
+    assert cli("import", str(feed)).exit_code == 0
+    with sqlite3.connect(home / "digest.db") as conn:
+        ((title, abstract),) = conn.execute("SELECT title, abstract FROM paper").fetchall()
+    stored = (title + abstract).lower()
+    assert "<" not in stored and "alert" not in stored and "onerror" not in stored and "steal" not in stored
+    assert "Real text" in abstract and "Safe" in title
+
+
+def test_import_feed_without_usable_entries_is_refused(cli, home):
+    path = FEEDS / "malformed" / "feedparser-rss-description-hostile-html.xml"  # its only item has no title
+    result = cli("import", str(path))
+    assert result.exit_code == 1 and result.output.startswith(f"error: {path}: no usable entry")
+    assert count(home, "paper") == 0
+
+
+@pytest.mark.parametrize("path", sorted((FEEDS / "malformed").glob("*.xml")), ids=lambda p: p.stem)
+def test_import_malformed_real_feed_recovers_or_refuses_in_one_line(cli, home, path):
+    result = cli("import", str(path))
+    assert "Traceback" not in result.output
+    if result.exit_code == 0:
+        assert result.output.startswith(f"file:{path.name}: ")
+        assert count(home, "paper") == int(result.output.split(": ")[2].split()[0])
+    else:
+        assert result.exit_code == 1 and result.output.count("\n") == 1 and result.output.startswith(f"error: {path}: ")
+        assert count(home, "paper") == 0 and count(home, "source") == 0
+
+
+def test_import_missing_file_is_one_line(cli, home, tmp_path):
+    result = cli("import", str(tmp_path / "nope.jsonl"))
+    assert result.exit_code == 1 and result.output == f"error: {tmp_path / 'nope.jsonl'}: no such file\n"
+
+
+@pytest.mark.parametrize("url,message", [
+    ("postgresql+psycopg://nobody@127.0.0.1:1/x", "cannot open the database"),
+    ("sqlite:////proc/no-such-dir/digest.db", "No such file or directory"),
+    ("nonsense", "is not a database URL"),
+], ids=["postgres-down", "sqlite-unwritable-dir", "not-a-url"])
+def test_commands_report_unreachable_database_in_one_line(cli, home, url, message):
+    for args in (("import", str(SAMPLE_FILES[0])), ("sources", "list"), ("papers", "list")):
+        result = cli("--database-url", url, *args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("error: ") and message in result.output and result.output.count("\n") == 1
+
+
+def test_papers_list_filters_and_shows_idents(cli, home):
+    cli("import", str(SAMPLE_FILES[0]))
+    cli("import", str(FEEDS / "rss-cs.SD-2026-06-12.xml"))
+    text = cli("papers", "list", "--limit", "3").output.splitlines()
+    assert len(text) == 4 and text[-1] == "(3 of 260; --limit 0 shows all)"
+    assert text[0].split()[0].startswith("26")  # the arXiv id of the latest import comes first
+    jsonl = json.loads(cli("papers", "list", "--json", "--limit", "0", "--source", "file:sample-papers.jsonl").output)
+    assert len(jsonl) == 237 and {p["ident"] for p in jsonl} >= {"s001", "s237"}
+    assert json.loads(cli("papers", "list", "--json", "--since", "2000-01-01", "--limit", "0").output).__len__() == 260
+    assert cli("papers", "list", "--since", "2999-01-01").output.startswith("no papers since then")
+    unknown = cli("papers", "list", "--source", "nope")
+    assert unknown.exit_code == 1 and "no source named 'nope'" in unknown.output
+    bad_date = cli("papers", "list", "--since", "yesterday")
+    assert bad_date.exit_code == 2 and "YYYY-MM-DD" in bad_date.output or "%Y-%m-%d" in bad_date.output
+
+
+def test_fetch_arxiv_api_error_entry_is_the_sources_error(cli, home, feed_server):
+    cli("sources", "add", feed_server.url("files/feeds/api-2026-04-error-http400-malformed-id.xml"), "--kind", "arxiv-api", "--name", "api")
+    result = cli("fetch")
+    assert result.exit_code == 1 and result.output.startswith("api: error: ") and "incorrect id format for abc" in result.output
+    assert count(home, "paper") == 0
+    assert "incorrect id format" in sources_json(cli)["api"]["last_error"]
