@@ -1,0 +1,216 @@
+"""The delivery ledger: one row per (subscriber, edition) and the papers each subscriber has been sent.
+
+States: pending -> sending -> sent | failed | skipped; deferred (a 4xx) is retried by the next run.
+'sent' and its SentPaper rows are written in one transaction, right after the server accepted the
+message, so a run killed at any instant resends at most the message that was in flight.
+It must not send mail, rank or render. Core statements (not ORM sessions) keep one write to a fraction
+of a millisecond: the ledger is written twice per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..models import Delivery, Feedback, SentPaper, Subscriber
+from . import wrap_db_error
+
+DONE_STATES = ("sent", "skipped", "failed")  # the edition is finished for this subscriber
+OPEN_STATES = ("pending", "sending", "deferred")  # a run (re)sends these
+BOUNCE_LIMIT = 3  # hard bounces in a row before a subscriber is marked 'bounced'
+
+_delivery = Delivery.__table__
+_sent = SentPaper.__table__
+_subscriber = Subscriber.__table__
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    id: int
+    subscriber_id: int
+    edition: str
+    state: str
+    attempts: int
+    message_id: str | None
+
+
+@dataclass(frozen=True)
+class EditionSummary:
+    edition: str
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    deferred: int = 0
+    pending: int = 0  # pending or sending: not finished
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.skipped + self.failed + self.deferred + self.pending
+
+
+def write(engine: Engine, work: Callable[[Connection], object]) -> object:
+    """Run `work(conn)` in one transaction; database errors become StoreError."""
+    try:
+        with engine.begin() as conn:
+            return work(conn)
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+
+
+def _read(engine: Engine, statement) -> list:
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(statement))
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+
+
+# --- queries ----------------------------------------------------------------------------------------
+
+
+def finished_editions(engine: Engine) -> dict[int, str]:
+    """The newest finished (sent, skipped or failed) edition per subscriber id."""
+    rows = _read(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state.in_(DONE_STATES)).group_by(_delivery.c.subscriber_id))
+    return {sub: edition for sub, edition in rows}
+
+
+def accepted_editions(engine: Engine) -> dict[int, str]:
+    """The newest edition the mail server accepted, per subscriber id."""
+    rows = _read(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state == "sent").group_by(_delivery.c.subscriber_id))
+    return {sub: edition for sub, edition in rows}
+
+
+def sent_paper_ids(engine: Engine, subscriber_ids: Iterable[int] | None = None) -> dict[int, set[int]]:
+    """Paper ids already sent, per subscriber id (never to be sent to them again)."""
+    query = sa.select(_sent.c.subscriber_id, _sent.c.paper_id)
+    if subscriber_ids is not None:
+        query = query.where(_sent.c.subscriber_id.in_(list(subscriber_ids)))
+    out: dict[int, set[int]] = {}
+    for sub, paper in _read(engine, query):
+        out.setdefault(sub, set()).add(paper)
+    return out
+
+
+def subscribers_with_feedback(engine: Engine) -> set[int]:
+    """Ids of subscribers who liked or disliked something: the run loads full profiles only for them
+    (and those with seed papers), instead of three queries for each of 10,000 subscribers."""
+    return {row[0] for row in _read(engine, sa.select(Feedback.__table__.c.subscriber_id).distinct())}
+
+
+def deliveries_for(engine: Engine, edition: str | None = None, subscriber_id: int | None = None) -> list[Delivery]:
+    """Ledger rows, oldest first, optionally of one edition or one subscriber."""
+    query = sa.select(_delivery).order_by(_delivery.c.edition, _delivery.c.subscriber_id)
+    if edition is not None:
+        query = query.where(_delivery.c.edition == edition)
+    if subscriber_id is not None:
+        query = query.where(_delivery.c.subscriber_id == subscriber_id)
+    return [Delivery.model_validate(dict(row._mapping)) for row in _read(engine, query)]
+
+
+def editions_summary(engine: Engine, limit: int = 14) -> list[EditionSummary]:
+    """Per edition (newest first), how many deliveries were sent, skipped, failed, deferred or unfinished."""
+    rows = _read(engine, sa.select(_delivery.c.edition, _delivery.c.state, sa.func.count()).group_by(_delivery.c.edition, _delivery.c.state))
+    counts: dict[str, dict[str, int]] = {}
+    for edition, state, n in rows:
+        key = "pending" if state in ("pending", "sending") else state
+        bucket = counts.setdefault(edition, {})
+        bucket[key] = bucket.get(key, 0) + n
+    return [EditionSummary(edition, **counts[edition]) for edition in sorted(counts, reverse=True)[:limit]]
+
+
+# --- writes -----------------------------------------------------------------------------------------
+
+
+def open_deliveries(engine: Engine, wanted: Sequence[tuple[int, str]], now: datetime, make_message_id: Callable[[int, str], str]) -> dict[tuple[int, str], LedgerRow]:
+    """The ledger rows of (subscriber id, edition) pairs, created 'pending' (with a Message-ID) where missing.
+
+    Open rows of an older edition of the same subscribers are closed as 'failed': the new edition
+    supersedes them (their papers were not sent, so they can still come in the new one).
+    """
+    if not wanted:
+        return {}
+    editions = sorted({edition for _, edition in wanted})
+    by_subscriber = dict(wanted)
+
+    def work(conn: Connection) -> dict[tuple[int, str], LedgerRow]:
+        existing = _rows(conn, editions)
+        missing = [(sub, ed) for sub, ed in wanted if (sub, ed) not in existing]
+        if missing:
+            conn.execute(
+                sa.insert(_delivery),
+                [dict(subscriber_id=sub, edition=ed, state="pending", attempts=0, papers=[], message_id=make_message_id(sub, ed), created_at=now, updated_at=now) for sub, ed in missing],
+            )
+            existing = _rows(conn, editions)
+        stale = conn.execute(sa.select(_delivery.c.id, _delivery.c.subscriber_id, _delivery.c.edition).where(_delivery.c.state.in_(OPEN_STATES), _delivery.c.edition < editions[-1]))
+        superseded = [row.id for row in stale if row.subscriber_id in by_subscriber and row.edition < by_subscriber[row.subscriber_id]]
+        if superseded:
+            conn.execute(
+                sa.update(_delivery).where(_delivery.c.id.in_(superseded)).values(state="failed", last_error=sa.func.coalesce(_delivery.c.last_error, "") + " (superseded by a newer edition)", updated_at=now)
+            )
+        return {key: existing[key] for key in wanted}
+
+    return write(engine, work)  # type: ignore[return-value]
+
+
+def _rows(conn: Connection, editions: Sequence[str]) -> dict[tuple[int, str], LedgerRow]:
+    query = sa.select(_delivery.c.id, _delivery.c.subscriber_id, _delivery.c.edition, _delivery.c.state, _delivery.c.attempts, _delivery.c.message_id).where(_delivery.c.edition.in_(editions))
+    return {(r.subscriber_id, r.edition): LedgerRow(r.id, r.subscriber_id, r.edition, r.state, r.attempts, r.message_id) for r in conn.execute(query)}
+
+
+def mark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -> None:
+    """Committed before the messages are handed over: a row left 'sending' may have reached the server."""
+    if delivery_ids:
+        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids))).values(state="sending", updated_at=now)))
+
+
+def unmark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -> None:
+    """Back to 'pending' for rows marked 'sending' but never handed over (the run stopped first)."""
+    if delivery_ids:
+        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids)), _delivery.c.state == "sending").values(state="pending", updated_at=now)))
+
+
+def record_sent(conn: Connection, delivery_id: int, subscriber_id: int, paper_ids: Sequence[int], attempts: int, now: datetime, covered_until: datetime) -> None:
+    """'sent', the papers carried, the subscriber's bounce counter reset and last_digest_at moved to
+    `covered_until` (the run's instant: the next edition's candidates start there). One transaction."""
+    conn.execute(
+        sa.update(_delivery).where(_delivery.c.id == delivery_id).values(state="sent", attempts=_delivery.c.attempts + attempts, papers=list(paper_ids), last_error=None, sent_at=now, updated_at=now)
+    )
+    if paper_ids:
+        conn.execute(_insert_ignore(conn, _sent, ("subscriber_id", "paper_id")), [dict(subscriber_id=subscriber_id, paper_id=p, delivery_id=delivery_id, sent_at=now) for p in dict.fromkeys(paper_ids)])
+    conn.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id).values(last_digest_at=covered_until, consecutive_bounces=0))
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, keys: tuple[str, ...]):
+    """INSERT that skips rows already there (SQLite and PostgreSQL both say ON CONFLICT DO NOTHING)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+def record_deferred(conn: Connection, delivery_id: int, error: str, attempts: int, now: datetime) -> None:
+    conn.execute(sa.update(_delivery).where(_delivery.c.id == delivery_id).values(state="deferred", attempts=_delivery.c.attempts + attempts, last_error=error, updated_at=now))
+
+
+def record_failed(conn: Connection, delivery_id: int, subscriber_id: int, error: str, attempts: int, now: datetime, *, bounce: bool) -> int:
+    """'failed'; a hard bounce adds to the subscriber's counter, and BOUNCE_LIMIT in a row marks them
+    'bounced' (no more mail). Returns the subscriber's consecutive bounces."""
+    conn.execute(sa.update(_delivery).where(_delivery.c.id == delivery_id).values(state="failed", attempts=_delivery.c.attempts + attempts, last_error=error, updated_at=now))
+    if not bounce:
+        return 0
+    conn.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id).values(consecutive_bounces=_subscriber.c.consecutive_bounces + 1))
+    bounces = conn.execute(sa.select(_subscriber.c.consecutive_bounces).where(_subscriber.c.id == subscriber_id)).scalar_one()
+    if bounces >= BOUNCE_LIMIT:
+        conn.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id, _subscriber.c.status == "active").values(status="bounced"))
+    return bounces
+
+
+def record_skipped(engine: Engine, delivery_ids: Sequence[int], reason: str, now: datetime) -> None:
+    if delivery_ids:
+        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids))).values(state="skipped", last_error=reason, updated_at=now)))
