@@ -1,0 +1,39 @@
+"""`digest web`: serve the subscription pages with waitress, a production WSGI server (not Flask's dev server)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import click
+
+from . import AppContext, main, pass_app
+
+
+@main.command("web")
+@click.option("--host", metavar="ADDR", help="Address to listen on (default: web_host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on (default: web_port, 8080).")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Worker threads.")
+@click.option("--trusted-proxy", metavar="ADDR", help="A reverse proxy whose X-Forwarded-For/-Proto to believe (the rate limit counts the real client).")
+@pass_app
+def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, trusted_proxy: str | None) -> None:
+    """Serve the subscribe, confirm, unsubscribe, preferences and feedback pages (and /healthz)."""
+    import waitress
+
+    from ..web import create_app
+
+    settings = app.settings
+    wsgi = create_app(settings, app.engine)
+    options: dict = {"host": host or settings.web_host, "port": settings.web_port if port is None else port, "threads": threads, "ident": "digest"}
+    prefix = urlsplit(settings.base_url).path.rstrip("/")
+    if prefix:  # base_url https://example.org/digest: the pages live under /digest
+        options["url_prefix"] = prefix
+    if trusted_proxy:
+        options.update(trusted_proxy=trusted_proxy, trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"}, clear_untrusted_proxy_headers=True)
+    server = waitress.create_server(wsgi, **options)
+    click.echo(f"serving the subscription pages on http://{server.effective_host}:{server.effective_port}{prefix}/subscribe (links use base_url {settings.base_url})")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

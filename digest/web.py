@@ -1,0 +1,138 @@
+"""The subscription pages as a Flask app: `create_app(settings, engine)` wires the pages (digest.web_pages),
+the defences (digest.web_security), the reader's link tokens (digest.tokens) and the error pages.
+
+It must not rank, render digests or open the database itself: every request uses one
+digest.store.session_scope, and mail leaves through the configured transport (digest.deliver).
+No page ever shows a traceback or says whether an address is subscribed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from flask import Flask, current_app, render_template, request
+from itsdangerous import SignatureExpired
+from werkzeug.exceptions import HTTPException
+
+from . import templates_dir
+from .config import Settings, require
+from .errors import DigestError, NotFoundError, StoreError, TokenError
+from .tokens import Claim, make_token, read_token
+from .web_security import Csrf, SlidingWindowLimiter, csp_nonce, set_security_headers
+
+log = logging.getLogger("digest.web")
+MAX_FORM_BYTES = 64 * 1024
+
+
+class LinkGone(TokenError):
+    """A well-signed link that no longer works: already used, revoked, or its subscriber is gone (410)."""
+
+
+@dataclass
+class WebContext:
+    """What the pages need, injected once per app (never module globals)."""
+
+    settings: Settings
+    engine: Any
+    now: Callable[[], datetime]
+    limiter: SlidingWindowLimiter
+    csrf: Csrf
+    transport: Any = None
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def read_claim(self, action: str, token: str) -> Claim:
+        return read_token(self.settings.secret_key, action, token)
+
+    def make_token(self, action: str, sub: Any) -> str:
+        return make_token(self.settings.secret_key, action, sub.id, sub.token_version)
+
+    def send(self, message: bytes, recipient: str) -> None:
+        """Send one message through the configured transport (SMTP or outbox), made on first use.
+
+        The connection is closed after each message: a web front sends rarely, and an idle SMTP
+        connection would only be dropped by the server."""
+        with self.send_lock:  # one SMTP connection is not shared between waitress's threads
+            if self.transport is None:
+                from .deliver import transport_for
+
+                self.transport = transport_for(self.settings)
+            try:
+                self.transport.send(message, sender=self.settings.from_address, recipient=recipient)
+            finally:
+                self.transport.close()
+
+
+def web_context() -> WebContext:
+    return current_app.extensions["digest"]
+
+
+def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: Callable[[], datetime] | None = None) -> Flask:
+    """The WSGI app of the subscription pages; ConfigError when secret_key is missing or too short."""
+    require(settings, "secret_key", "the pages sign and check the tokens in every link")
+    make_token(settings.secret_key, "confirm", 0)  # fails now, not on the first request, if the key is too short
+    app = Flask("digest.web", template_folder=str(templates_dir()), static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_FORM_BYTES, TEMPLATES_AUTO_RELOAD=False)
+    # Flask autoescapes every .html template (all the pages); the .txt email body is plain text.
+    app.jinja_env.globals.update(csp_nonce=csp_nonce, site_name=settings.from_name or "Paper digest")
+    csrf = Csrf(settings.secret_key, settings.base_url)
+    csrf.install(app)
+    app.extensions["digest"] = WebContext(
+        settings=settings,
+        engine=engine,
+        now=now or (lambda: datetime.now(timezone.utc)),
+        limiter=SlidingWindowLimiter(settings.subscribe_limit, settings.subscribe_window),
+        csrf=csrf,
+        transport=transport,
+    )
+    from .web_pages import pages
+
+    app.register_blueprint(pages)
+    app.after_request(set_security_headers)
+    _install_error_pages(app)
+    return app
+
+
+def message_page(title: str, message: str, status: int = 200, **extra: Any):
+    """A page with a heading and a paragraph: confirmations, thank-yous and every error."""
+    return render_template("page_message.html", title=title, message=message, **extra), status
+
+
+def _install_error_pages(app: Flask) -> None:
+    @app.errorhandler(TokenError)
+    def token_error(exc: TokenError):
+        # Tampered (bad signature) -> 400; expired or no longer usable -> 410 Gone.
+        gone = isinstance(exc, LinkGone) or isinstance(exc.__context__, SignatureExpired)
+        message = exc.args[0] if exc.args else "this link is not valid"
+        return message_page("This link does not work", f"{message[:1].upper()}{message[1:]}.", 410 if gone else 400, hint=exc.hint)
+
+    @app.errorhandler(NotFoundError)
+    def not_found(exc: NotFoundError):
+        return message_page("This link does not work", "This link is no longer valid.", 410, hint=TokenError.hint)
+
+    @app.errorhandler(StoreError)
+    def store_error(exc: StoreError):
+        log.error("database error on %s %s: %s", request.method, request.path, exc)
+        return message_page("Please try again", "The service is busy or briefly unavailable. Please try again in a minute.", 503)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        titles = {404: "Page not found", 405: "Not allowed", 413: "Too much data", 429: "Too many attempts"}
+        title = titles.get(exc.code or 500, exc.name)
+        page = message_page(title, exc.description or exc.name, exc.code or 500)
+        if exc.code == 405 and exc.valid_methods:
+            return (*page, {"Allow": ", ".join(exc.valid_methods)})
+        if getattr(exc, "retry_after", None):
+            return (*page, {"Retry-After": str(exc.retry_after)})
+        return page
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        if isinstance(exc, DigestError):
+            log.error("%s %s: %s", request.method, request.path, exc)
+        else:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+        return message_page("Something went wrong", "Something went wrong on our side. Please try again later.", 500)

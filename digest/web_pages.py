@@ -1,0 +1,281 @@
+"""The pages: subscribe (double opt-in), confirm, one-click unsubscribe, preferences, feedback, healthz.
+
+Each request uses one digest.store.session_scope; subscribers change only through digest.store.subscribers.
+Pages never say whether an address is subscribed, and every form but the RFC 8058 one-click POST checks CSRF.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from functools import lru_cache
+from typing import Any
+from zoneinfo import available_timezones
+
+import sqlalchemy as sa
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from sqlmodel import select
+from werkzeug.exceptions import TooManyRequests
+
+from .deliver import check_address
+from .editions import WEEKDAYS
+from .errors import DigestError, InputError
+from .models import Paper, Subscriber, UsedToken
+from .store import schema_is_current, session_scope
+from .store.subscribers import (
+    FieldError,
+    SubscriberInput,
+    confirm_subscriber,
+    find_subscriber,
+    get_subscriber,
+    record_feedback,
+    remove_feedback,
+    remove_subscriber,
+    set_status,
+    subscribe_pending,
+    update_subscriber,
+    validate_email,
+    validate_profile,
+)
+from .tokens import Claim
+from .web import LinkGone, message_page, web_context
+from .web_mail import compose_confirmation
+
+log = logging.getLogger("digest.web")
+pages = Blueprint("pages", __name__)
+HONEYPOT = "website"  # hidden from people by CSS; bots fill every field
+FREQUENCIES = ("daily", *(f"weekly:{d}" for d in WEEKDAYS))
+PROFILE_FIELDS = ("interests", "seed_papers", "max_papers", "send_at", "tz", "frequency", "trending_weight")
+
+
+@lru_cache(maxsize=1)
+def zone_names() -> tuple[str, ...]:
+    return tuple(sorted(z for z in available_timezones() if not z.startswith(("posix/", "right/")) and z != "localtime"))
+
+
+def _lines(text: str) -> list[str]:
+    """One entry per line of a textarea (commas stay: an interest may be a sentence)."""
+    return [line for line in (text or "").splitlines() if line.strip()]
+
+
+def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
+    """The claim and its subscriber; TokenError (400/410) when the link is bad, stale or its subscriber gone."""
+    claim = web_context().read_claim(action, token)
+    sub = session.get(Subscriber, claim.subscriber_id)
+    # A bumped token_version revokes old links; a missing row means the subscriber deleted their data.
+    if sub is None or sub.token_version != claim.version:
+        raise LinkGone("this link is no longer valid (a newer email replaced it, or the subscription was removed)")
+    return claim, sub
+
+
+def _spend_token(session: Any, claim: Claim, now: Any) -> None:
+    """Mark a single-use token used; LinkGone if it already was (also when two clicks race)."""
+    if session.exec(select(UsedToken).where(UsedToken.digest == claim.digest)).first() is not None:
+        raise LinkGone("this link has already been used")
+    try:
+        with session.begin_nested():
+            session.add(UsedToken(digest=claim.digest, used_at=now))
+    except sa.exc.IntegrityError:
+        raise LinkGone("this link has already been used") from None
+
+
+@pages.get("/")
+def index():
+    return redirect(url_for("pages.subscribe"))
+
+
+@pages.route("/subscribe", methods=["GET", "POST"])
+def subscribe():
+    if request.method == "GET":
+        return render_template("page_subscribe.html", form={}, errors={}, zones=zone_names())
+    ctx = web_context()
+    client, moment = request.remote_addr or "unknown", ctx.now().timestamp()
+    if not ctx.limiter.allow(client, moment):
+        raise TooManyRequests("Too many attempts from your address. Please wait a few minutes and try again.", retry_after=ctx.limiter.retry_after(client, moment))
+    ctx.csrf.check()
+    form = request.form
+    if form.get(HONEYPOT):
+        log.info("subscribe: honeypot filled, nothing sent")
+        return _check_inbox()
+    try:
+        address = check_address(validate_email(form.get("email", "")))  # the envelope is plain ASCII
+        fields = validate_profile(SubscriberInput(interests=_lines(form.get("interests", "")), send_at=form.get("send_at") or None, tz=form.get("tz") or None))
+    except FieldError as exc:
+        return _subscribe_form_error(exc.field, exc.reason)
+    except InputError:
+        return _subscribe_form_error("email", "Please enter a valid email address, such as ada@example.org.")
+    now = ctx.now()
+    with session_scope(ctx.engine) as session:
+        is_new = find_subscriber(session, address) is None
+        sub = subscribe_pending(session, address, fields, now)
+        if is_new:
+            # SQLite may hand a deleted subscriber's id to a new one: a random first version keeps old links dead.
+            sub.token_version = secrets.randbelow(2**31)
+            session.add(sub)
+        message = compose_confirmation(ctx.settings, sub.email, ctx.make_token("confirm", sub), now)
+    try:
+        ctx.send(message, address)
+    except DigestError as exc:
+        log.error("subscribe: the confirmation email could not be sent: %s", exc)
+        return message_page("Please try again later", "We could not send the confirmation email just now. Please try again in a few minutes.", 503)
+    return _check_inbox()
+
+
+def _check_inbox():
+    # The same words for a new, pending, active or unknown address: the page reveals nothing.
+    return message_page("Check your inbox", "If the address can receive mail, a confirmation link is on its way. Click it within 7 days to start your digest.")
+
+
+def _subscribe_form_error(field: str, reason: str):
+    form = {k: request.form.get(k, "") for k in ("email", "interests", "send_at", "tz")}
+    return render_template("page_subscribe.html", form=form, errors={field: reason}, zones=zone_names()), 400
+
+
+@pages.route("/confirm/<token>", methods=["GET", "POST"])
+def confirm(token: str):
+    ctx = web_context()
+    with session_scope(ctx.engine) as session:
+        claim, sub = _load(session, "confirm", token)
+        if session.exec(select(UsedToken).where(UsedToken.digest == claim.digest)).first() is not None:
+            raise LinkGone("this link has already been used")
+        if request.method == "GET":
+            # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
+            return render_template("page_confirm.html", email=sub.email)
+        ctx.csrf.check()
+        _spend_token(session, claim, ctx.now())
+        sub = confirm_subscriber(session, sub, ctx.now())
+        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
+    return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
+
+
+@pages.route("/unsubscribe/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str):
+    ctx = web_context()
+    with session_scope(ctx.engine) as session:
+        _, sub = _load(session, "unsubscribe", token)
+        if request.method == "GET":
+            # Link scanners follow every URL with GET: only the button's POST unsubscribes.
+            return render_template("page_unsubscribe.html", email=sub.email)
+        # RFC 8058 one-click: mail providers POST `List-Unsubscribe=One-Click` with no cookie and no
+        # form token, so no CSRF check here; the signed token is the authority. Twice is fine.
+        if sub.status != "unsubscribed":
+            set_status(session, sub, "unsubscribed", ctx.now())
+        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
+    return message_page("You are unsubscribed", "You will get no more digests. Changed your mind? You can resume from your preferences.", link=(preferences, "Preferences"))
+
+
+def _profile_form(sub: Subscriber) -> dict[str, str]:
+    return {
+        "interests": "\n".join(sub.interests),
+        "seed_papers": "\n".join(sub.seed_papers),
+        "max_papers": str(sub.max_papers),
+        "send_at": sub.send_at,
+        "tz": sub.tz,
+        "frequency": sub.frequency,
+        "trending_weight": f"{sub.trending_weight:g}",
+    }
+
+
+def _preferences_page(sub: Subscriber, form: dict, errors: dict, notice: str = "", status: int = 200):
+    return render_template(
+        "page_preferences.html", email=sub.email, status=sub.status, form=form, errors=errors, notice=notice,
+        zones=zone_names(), frequencies=FREQUENCIES,
+    ), status
+
+
+@pages.route("/preferences/<token>", methods=["GET", "POST"])
+def preferences(token: str):
+    ctx = web_context()
+    action = request.form.get("action", "save") if request.method == "POST" else "view"
+    if action not in ("view", "save", "pause", "resume", "delete"):
+        return message_page("Not allowed", "This form sent an unknown action.", 400)
+    if request.method == "POST":
+        ctx.csrf.check()
+    if action == "delete":
+        return _delete_data(token)
+    notice = ""
+    try:
+        with session_scope(ctx.engine) as session:
+            _, sub = _load(session, "preferences", token)
+            before = (sub.email, sub.status)
+            if action == "save":
+                update_subscriber(session, sub, _fields_from_form(), now=ctx.now())
+                notice = "Saved. Your next digest uses these preferences."
+            elif action == "pause":
+                set_status(session, sub, "paused", ctx.now())
+                notice = "Paused. No digests until you resume."
+            elif action == "resume":
+                set_status(session, sub, "active", ctx.now())
+                notice = "Resumed. Your digest starts again at your send time."
+            page = _preferences_page(sub, _profile_form(sub), {}, notice)
+    except FieldError as exc:
+        form = {k: request.form.get(k, "") for k in PROFILE_FIELDS}
+        return _preferences_error(before, form, {exc.field: exc.reason})
+    except InputError as exc:
+        return _preferences_error(before, None, {"status": exc.args[0]})
+    return page
+
+
+def _preferences_error(before: tuple[str, str], form: dict | None, errors: dict):
+    """The form again with the error beside its field; nothing was saved (the session rolled back)."""
+    ctx = web_context()
+    with session_scope(ctx.engine) as session:
+        sub = get_subscriber(session, before[0])
+        return _preferences_page(sub, form or _profile_form(sub), errors, status=400)
+
+
+def _fields_from_form() -> SubscriberInput:
+    form = request.form
+    return SubscriberInput(
+        interests=_lines(form.get("interests", "")),
+        seed_papers=_lines(form.get("seed_papers", "")),
+        max_papers=form.get("max_papers", ""),
+        trending_weight=form.get("trending_weight", ""),
+        send_at=form.get("send_at", ""),
+        tz=form.get("tz", ""),
+        frequency=form.get("frequency", ""),
+    )
+
+
+def _delete_data(token: str):
+    ctx = web_context()
+    if request.form.get("confirm_delete") != "yes":
+        with session_scope(ctx.engine) as session:
+            _, sub = _load(session, "preferences", token)
+            return _preferences_page(sub, _profile_form(sub), {"delete": "Tick the box to confirm that everything should be deleted."}, status=400)
+    with session_scope(ctx.engine) as session:
+        _, sub = _load(session, "preferences", token)
+        remove_subscriber(session, sub)
+    return message_page("Your data is deleted", "Your address, preferences, feedback and delivery history are gone. Links in old emails no longer work.")
+
+
+@pages.route("/feedback/<token>", methods=["GET", "POST"])
+def feedback(token: str):
+    ctx = web_context()
+    if request.method == "POST":
+        ctx.csrf.check()
+    with session_scope(ctx.engine) as session:
+        claim, sub = _load(session, "feedback", token)
+        paper = session.get(Paper, claim.paper_id)
+        if paper is None:
+            raise LinkGone("this paper is no longer in the digest's store")
+        if request.method == "GET":
+            record_feedback(session, sub, paper, claim.value, ctx.now())
+            return render_template("page_feedback.html", title=paper.title, liked=claim.value > 0, undone=False)
+        remove_feedback(session, sub, paper)
+        return render_template("page_feedback.html", title=paper.title, liked=claim.value > 0, undone=True)
+
+
+@pages.get("/healthz")
+def healthz():
+    ctx = web_context()
+    try:
+        with session_scope(ctx.engine) as session:
+            session.execute(sa.text("SELECT 1"))
+        current = schema_is_current(ctx.engine)
+    except DigestError as exc:
+        log.error("healthz: %s", exc)
+        return jsonify(status="error", database="unavailable"), 503
+    if not current:
+        return jsonify(status="error", database="ok", schema="outdated"), 503
+    return jsonify(status="ok", database="ok", schema="current")

@@ -1,0 +1,118 @@
+"""The web front's defences: security headers with a per-request CSP nonce, CSRF tokens, and the
+per-address sliding-window rate limit of the subscribe form.
+
+It must not know about pages, subscribers or the database; digest.web wires it into the Flask app.
+
+CSRF is a signed double-submit cookie (OWASP): a random value in a SameSite=Lax, HttpOnly cookie, and
+the same value signed with secret_key in each form. A cross-site page can neither read the cookie nor
+sign a value, so it cannot forge the pair. The RFC 8058 one-click unsubscribe POST is deliberately
+exempt: mail providers send it without any cookie or form token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+from collections import OrderedDict, deque
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, abort, g, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+CSRF_COOKIE = "digest_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_MAX_AGE = 24 * 3600  # a form left open for a day must be reloaded
+
+
+def csp_nonce() -> str:
+    """This request's nonce for the inline <style> and the tiny time-zone <script>."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
+
+def set_security_headers(response: Response) -> Response:
+    nonce = csp_nonce()
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; "
+        "base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"  # the tokens are in the URLs
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"  # pages show personal data reached by a token
+    return response
+
+
+class Csrf:
+    """Issue and check the signed double-submit token of every form but the one-click unsubscribe."""
+
+    def __init__(self, secret_key: str, base_url: str):
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="digest.csrf")
+        self._secure = urlsplit(base_url).scheme == "https"
+
+    def install(self, app: Flask) -> None:
+        app.jinja_env.globals["csrf_token"] = self.token
+        app.jinja_env.globals["CSRF_FIELD"] = CSRF_FIELD
+        app.after_request(self._set_cookie)
+
+    def token(self) -> str:
+        """The value for this form's hidden field (the cookie is set with the response when new)."""
+        value = request.cookies.get(CSRF_COOKIE, "")
+        if len(value) < 32:
+            value = g.get("csrf_new") or secrets.token_urlsafe(32)
+            g.csrf_new = value
+        return self._serializer.dumps(value)
+
+    def check(self) -> None:
+        """Abort with 400 unless the form's token is signed by us and matches the cookie."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        sent = request.form.get(CSRF_FIELD, "")
+        try:
+            value = self._serializer.loads(sent, max_age=CSRF_MAX_AGE) if sent else None
+        except BadSignature:
+            value = None
+        if not cookie or not isinstance(value, str) or not hmac.compare_digest(value, cookie):
+            abort(400, description="This form has expired or did not come from this site. Please go back, reload the page and try again.")
+
+    def _set_cookie(self, response: Response) -> Response:
+        if g.get("csrf_new"):
+            response.set_cookie(CSRF_COOKIE, g.csrf_new, httponly=True, samesite="Lax", secure=self._secure, path=request.script_root or "/")
+        return response
+
+
+class SlidingWindowLimiter:
+    """At most `limit` events per `window` seconds for each key (a client address), in memory.
+
+    Thread-safe (waitress serves from several threads). At most `max_keys` addresses are remembered;
+    the least recently seen are forgotten first, so a flood of addresses cannot exhaust memory.
+    """
+
+    def __init__(self, limit: int, window: float, max_keys: int = 10_000):
+        self.limit, self.window, self.max_keys = limit, window, max_keys
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, now: float) -> bool:
+        """Count one event for `key` at `now` (seconds) unless it is over its limit; True if allowed."""
+        with self._lock:
+            events = self._events.pop(key, None) or deque()
+            while events and events[0] <= now - self.window:
+                events.popleft()
+            allowed = len(events) < self.limit
+            if allowed:
+                events.append(now)
+            self._events[key] = events  # re-inserted: now the most recently seen
+            while len(self._events) > self.max_keys:
+                self._events.popitem(last=False)
+            return allowed
+
+    def retry_after(self, key: str, now: float) -> int:
+        """Whole seconds until `key` may try again."""
+        with self._lock:
+            events = self._events.get(key)
+            if not events:
+                return 0
+            return max(1, int(events[0] + self.window - now + 0.999))

@@ -1,0 +1,473 @@
+"""The subscription pages over real HTTP: waitress on 127.0.0.1, httpx as the browser, a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
+
+import httpx
+import pytest
+import time_machine
+from sqlmodel import select
+from smtp_server import smtp_server  # noqa: F401 - fixture
+from web_server import SECRET, confirm_path, serve_web, text_of
+
+from digest.errors import ConfigError
+from digest.models import Feedback, Paper, Subscriber
+from digest.store import session_scope
+from digest.store.subscribers import SubscriberInput, add_subscriber, bump_token_version, get_subscriber
+from digest.tokens import make_token
+from digest.web_security import SlidingWindowLimiter
+
+ONE_CLICK = {"content": b"List-Unsubscribe=One-Click", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+TRACEBACK_WORDS = ("Traceback", 'File "', "werkzeug", "sqlalchemy", "Error:")
+
+
+@pytest.fixture
+def site(home):
+    with serve_web(home) as running:
+        yield running
+
+
+def add_active(site, email="ada@example.org", **fields) -> Subscriber:
+    with session_scope(site.engine) as session:
+        return add_subscriber(session, email, SubscriberInput(**fields), now=site.clock())
+
+
+def add_paper(site, ident: str, title: str, abstract: str = "") -> Paper:
+    now = site.clock()
+    with session_scope(site.engine) as session:
+        paper = Paper(key=f"arxiv:{ident}", ident=ident, arxiv_id=ident, title=title, abstract=abstract, first_seen=now, last_seen=now)
+        session.add(paper)
+        session.flush()
+        return paper
+
+
+def load(site, email: str) -> Subscriber | None:
+    with session_scope(site.engine) as session:
+        return session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+
+
+def token(sub: Subscriber, action: str, **kw) -> str:
+    return make_token(SECRET, action, sub.id, sub.token_version, **kw)
+
+
+def subscribe(site, email: str, interests: str = "sparse autoencoders", client: httpx.Client | None = None, **extra) -> httpx.Response:
+    client = client or site.client
+    data = {"csrf_token": site.csrf("/subscribe", client), "email": email, "interests": interests, "send_at": "06:30", "tz": "Europe/London", **extra}
+    return client.post("/subscribe", data=data)
+
+
+def page_words(response: httpx.Response) -> str:
+    """The visible page without per-request values (CSP nonce, CSRF token)."""
+    return re.sub(r'(nonce|value)="[^"]*"', "", response.text)
+
+
+# --- subscribe ----------------------------------------------------------------------------------------
+
+
+def test_subscribe_sends_confirmation_and_stays_pending(site):
+    response = subscribe(site, "Ada@Example.org", "sparse autoencoders\nmechanistic interpretability, of LMs")
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    sub = load(site, "ada@example.org")
+    assert sub.status == "pending" and sub.confirmed_at is None
+    assert sub.interests == ["sparse autoencoders", "mechanistic interpretability, of LMs"]
+    assert (sub.send_at, sub.tz) == ("06:30", "Europe/London")
+    [message] = site.outbox_messages()
+    assert message["To"] == "ada@example.org" and "Confirm your subscription" in message["Subject"]
+    assert message["Auto-Submitted"] == "auto-generated" and message["List-Unsubscribe"] is None
+    assert confirm_path(message, site.base_url).startswith("/confirm/")
+    assert "/confirm/" in message.get_body(preferencelist=("html",)).get_content()
+
+
+def test_subscribe_same_page_for_new_and_existing_address(site):
+    add_active(site, "old@example.org", interests=["graph neural networks"])
+    new = subscribe(site, "new@example.org")
+    existing = subscribe(site, "old@example.org", "something else entirely")
+    again = subscribe(site, "new@example.org", "another topic")
+    assert new.status_code == existing.status_code == again.status_code == 200
+    assert page_words(new) == page_words(existing) == page_words(again)
+    with session_scope(site.engine) as session:
+        emails = sorted(s.email for s in session.exec(select(Subscriber)))
+    assert emails == ["new@example.org", "old@example.org"]  # resubscribing made no second row
+    old = load(site, "old@example.org")
+    assert old.status == "active" and old.interests == ["graph neural networks"]  # a stranger cannot rewrite it
+    assert [m["To"] for m in site.outbox_messages()] == ["new@example.org", "old@example.org", "new@example.org"]
+
+
+def test_subscribe_over_smtp_delivers_confirmation(home, smtp_server):  # noqa: F811
+    with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none") as site:
+        assert subscribe(site, "grace@example.org").status_code == 200
+        [received] = smtp_server.messages
+        assert received.rcpt_tos == ["grace@example.org"]
+        path = confirm_path(received.parsed, site.base_url)
+        assert site.client.post(path, data={"csrf_token": site.csrf(path)}).status_code == 200
+        assert load(site, "grace@example.org").status == "active"
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("email", "not-an-address", "valid email address"),
+        ("email", "", "valid email address"),
+        ("tz", "Mars/Olympus_Mons", "unknown time zone"),
+        ("send_at", "25:99", "send time"),
+    ],
+    ids=["bad-email", "no-email", "bad-zone", "bad-time"],
+)
+def test_subscribe_invalid_input_shows_form_error(site, field, value, words):
+    data = {"csrf_token": site.csrf("/subscribe"), "email": "ada@example.org", "interests": "x", "tz": "UTC", field: value}
+    response = site.client.post("/subscribe", data=data)
+    assert response.status_code == 400 and words in response.text and 'aria-invalid="true"' in response.text
+    assert load(site, "ada@example.org") is None and site.outbox_messages() == []
+
+
+def test_subscribe_honeypot_pretends_success_and_sends_nothing(site):
+    response = subscribe(site, "bot@example.org", website="http://spam.example")
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    assert load(site, "bot@example.org") is None and site.outbox_messages() == []
+
+
+def test_subscribe_rate_limited_per_address(home):
+    with serve_web(home, subscribe_limit=2) as site:
+        assert [subscribe(site, f"u{i}@example.org").status_code for i in range(2)] == [200, 200]
+        limited = subscribe(site, "u2@example.org")
+        assert limited.status_code == 429 and "Too many attempts" in limited.text and int(limited.headers["Retry-After"]) > 0
+        assert load(site, "u2@example.org") is None
+        site.clock.now += timedelta(seconds=site.settings.subscribe_window + 1)  # the window slides on
+        assert subscribe(site, "u2@example.org").status_code == 200
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong", "other-cookie", "no-cookie"])
+def test_subscribe_refuses_bad_csrf(site, case):
+    good = site.csrf("/subscribe")
+    client = site.client
+    if case == "other-cookie":  # a token from another browser's page
+        client = site.new_client()
+        client.get("/subscribe")
+    elif case == "no-cookie":
+        client = site.new_client()
+    data = {"email": "ada@example.org", "interests": "x"}
+    if case != "missing":
+        data["csrf_token"] = good if case in ("other-cookie", "no-cookie") else good[:-4] + "AAAA"
+    response = client.post("/subscribe", data=data)
+    assert response.status_code == 400 and "reload the page" in response.text
+    assert load(site, "ada@example.org") is None
+
+
+# --- confirm ------------------------------------------------------------------------------------------
+
+
+def confirm_link(site, email: str = "ada@example.org") -> str:
+    subscribe(site, email)
+    return confirm_path(site.outbox_messages()[-1], site.base_url)
+
+
+def test_confirm_activates_once(site):
+    path = confirm_link(site)
+    page = site.client.get(path)
+    assert page.status_code == 200 and "ada@example.org" in page.text
+    assert load(site, "ada@example.org").status == "pending"  # opening the link (a mail scanner) confirms nothing
+    done = site.client.post(path, data={"csrf_token": site.csrf(path)})
+    assert done.status_code == 200 and "You are subscribed" in done.text and "/preferences/" in done.text
+    sub = load(site, "ada@example.org")
+    assert sub.status == "active" and sub.confirmed_at is not None
+    for again in (site.client.get(path), site.client.post(path, data={"csrf_token": site.csrf("/subscribe")})):
+        assert again.status_code == 410 and ("already been used" in again.text or "no longer valid" in again.text)
+
+
+def test_confirm_second_link_of_active_subscriber_is_single_use(site):
+    add_active(site)
+    path = confirm_link(site)  # an active subscriber asked again: the link works once and changes nothing
+    assert site.client.post(path, data={"csrf_token": site.csrf(path)}).status_code == 200
+    assert site.client.get(path).status_code == 410
+    assert load(site, "ada@example.org").status == "active"
+
+
+def test_confirm_expired_link_refused(site):
+    subscribe(site, "ada@example.org")
+    sub = load(site, "ada@example.org")
+    with time_machine.travel(datetime.now(timezone.utc) - timedelta(days=7, minutes=1)):
+        old = token(sub, "confirm")
+    response = site.client.get(f"/confirm/{old}")
+    assert response.status_code == 410 and "expired" in response.text
+    with time_machine.travel(datetime.now(timezone.utc) - timedelta(days=6, hours=23)):
+        fresh = token(sub, "confirm")
+    assert site.client.get(f"/confirm/{fresh}").status_code == 200
+
+
+@pytest.mark.parametrize("mangle", ["flip", "truncate", "other-action", "garbage"])
+def test_confirm_tampered_link_refused(site, mangle):
+    path = confirm_link(site)
+    good = path.rsplit("/", 1)[1]
+    sub = load(site, "ada@example.org")
+    bad = {
+        "flip": good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1],
+        "truncate": good[: len(good) // 2],
+        "other-action": token(sub, "unsubscribe"),  # a valid token for another action
+        "garbage": "<script>alert(1)</script>",
+    }[mangle]
+    response = site.client.get(f"/confirm/{quote(bad, safe='')}")
+    assert response.status_code in (400, 404) and "<script>alert" not in response.text
+    if response.status_code == 400:
+        assert "not valid" in response.text
+    assert site.client.post(f"/confirm/{quote(bad, safe='')}", data={"csrf_token": site.csrf("/subscribe")}).status_code in (400, 404)
+    assert load(site, "ada@example.org").status == "pending"
+
+
+# --- unsubscribe --------------------------------------------------------------------------------------
+
+
+def test_unsubscribe_get_does_not_unsubscribe(site):
+    sub = add_active(site)
+    page = site.client.get(f"/unsubscribe/{token(sub, 'unsubscribe')}")
+    assert page.status_code == 200 and "<form" in page.text and 'method="post"' in page.text
+    assert load(site, "ada@example.org").status == "active"
+
+
+def test_unsubscribe_one_click_post_needs_nothing_else(site):
+    sub = add_active(site)
+    path = f"/unsubscribe/{token(sub, 'unsubscribe')}"
+    provider = site.new_client()  # a mail provider: no cookie, no CSRF token, the exact RFC 8058 body
+    first = provider.post(path, **ONE_CLICK)
+    assert first.status_code == 200 and "You are unsubscribed" in first.text
+    gone = load(site, "ada@example.org")
+    assert gone.status == "unsubscribed" and gone.unsubscribed_at is not None
+    second = provider.post(path, **ONE_CLICK)  # twice is fine
+    assert second.status_code == 200 and load(site, "ada@example.org").unsubscribed_at == gone.unsubscribed_at
+
+
+def test_unsubscribe_revoked_link_refused(site):
+    sub = add_active(site)
+    path = f"/unsubscribe/{token(sub, 'unsubscribe')}"
+    with session_scope(site.engine) as session:
+        bump_token_version(session, get_subscriber(session, sub.id))
+    response = site.new_client().post(path, **ONE_CLICK)
+    assert response.status_code == 410 and "no longer valid" in response.text
+    assert load(site, "ada@example.org").status == "active"
+
+
+# --- preferences --------------------------------------------------------------------------------------
+
+
+def preferences_form(site, path: str, **changes) -> dict:
+    data = {"csrf_token": site.csrf(path), "action": "save", "interests": "sparse autoencoders", "seed_papers": "", "max_papers": "10",
+            "send_at": "07:00", "tz": "UTC", "frequency": "daily", "trending_weight": "0.2"}
+    return {**data, **changes}
+
+
+def test_preferences_update_changes_profile(site):
+    add_paper(site, "2406.04093", "Scaling and evaluating sparse autoencoders")
+    sub = add_active(site, interests=["old topic"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    page = site.client.get(path)
+    assert page.status_code == 200 and "old topic" in page.text
+    data = preferences_form(site, path, interests="protein folding\nrobot learning", seed_papers="arXiv:2406.04093", max_papers="5",
+                            send_at="18:45", tz="Asia/Tokyo", frequency="weekly:fri", trending_weight="0.6")
+    saved = site.client.post(path, data=data)
+    assert saved.status_code == 200 and "Saved" in saved.text and "robot learning" in saved.text
+    after = load(site, "ada@example.org")
+    assert after.interests == ["protein folding", "robot learning"] and after.seed_papers == ["2406.04093"]
+    assert (after.max_papers, after.send_at, after.tz, after.frequency, after.trending_weight) == (5, "18:45", "Asia/Tokyo", "weekly:fri", 0.6)
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("max_papers", "0", "between 1 and 100"),
+        ("max_papers", "many", "not a whole number"),
+        ("trending_weight", "2", "between 0 and 1"),
+        ("tz", "Mars/Olympus_Mons", "unknown time zone"),
+        ("send_at", "7 o'clock", "not HH:MM"),
+        ("frequency", "hourly", "is not &#39;daily&#39;"),
+        ("seed_papers", "2999.99999", "no paper"),
+    ],
+    ids=["zero-papers", "word-papers", "weight", "zone", "time", "frequency", "unknown-seed"],
+)
+def test_preferences_invalid_value_shows_form_error(site, field, value, words):
+    sub = add_active(site, interests=["kept"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data=preferences_form(site, path, interests="changed", **{field: value}))
+    assert response.status_code == 400 and words in response.text and "Nothing was saved" in response.text
+    assert not any(w in response.text for w in TRACEBACK_WORDS)
+    assert load(site, "ada@example.org").interests == ["kept"]  # all or nothing
+
+
+def test_preferences_pause_and_resume(site):
+    sub = add_active(site)
+    path = f"/preferences/{token(sub, 'preferences')}"
+    paused = site.client.post(path, data={"csrf_token": site.csrf(path), "action": "pause"})
+    assert paused.status_code == 200 and "Resume the digest" in paused.text and load(site, "ada@example.org").status == "paused"
+    resumed = site.client.post(path, data={"csrf_token": site.csrf(path), "action": "resume"})
+    assert resumed.status_code == 200 and load(site, "ada@example.org").status == "active"
+
+
+def test_preferences_refuses_bad_csrf(site):
+    sub = add_active(site, interests=["kept"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    data = preferences_form(site, path, interests="changed")
+    data["csrf_token"] = "forged"
+    assert site.client.post(path, data=data).status_code == 400
+    assert site.new_client().post(path, data={**data, "csrf_token": site.csrf(path)}).status_code == 400  # no cookie
+    assert load(site, "ada@example.org").interests == ["kept"]
+
+
+def test_preferences_delete_my_data_removes_subscriber_and_feedback(site):
+    paper = add_paper(site, "2401.00001", "A paper")
+    sub = add_active(site)
+    assert site.client.get(f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}").status_code == 200
+    path = f"/preferences/{token(sub, 'preferences')}"
+    unticked = site.client.post(path, data={"csrf_token": site.csrf(path), "action": "delete"})
+    assert unticked.status_code == 400 and load(site, "ada@example.org") is not None
+    deleted = site.client.post(path, data={"csrf_token": site.csrf(path), "action": "delete", "confirm_delete": "yes"})
+    assert deleted.status_code == 200 and "deleted" in deleted.text
+    assert load(site, "ada@example.org") is None
+    with session_scope(site.engine) as session:
+        assert session.exec(select(Feedback)).all() == []
+    assert site.client.get(path).status_code == 410
+
+
+def test_deleted_subscriber_links_stay_dead_when_id_is_reused(site):
+    path = confirm_link(site, "first@example.org")
+    site.client.post(path, data={"csrf_token": site.csrf(path)})
+    first = load(site, "first@example.org")
+    old = f"/preferences/{token(first, 'preferences')}"
+    site.client.post(old, data={"csrf_token": site.csrf(old), "action": "delete", "confirm_delete": "yes"})
+    subscribe(site, "second@example.org")
+    second = load(site, "second@example.org")
+    assert second.id == first.id  # SQLite handed the id out again
+    response = site.client.get(old)
+    assert response.status_code == 410 and "second@example.org" not in response.text
+
+
+# --- feedback -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, word", [(1, "liked"), (-1, "disliked")])
+def test_feedback_records_and_undo_removes(site, value, word):
+    paper = add_paper(site, "2401.00002", "Attention <b>is</b> all you need")
+    sub = add_active(site)
+    path = f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=value)}"
+    thanks = site.client.get(path)
+    assert thanks.status_code == 200 and f"You {word}" in thanks.text and "Attention &lt;b&gt;is&lt;/b&gt;" in thanks.text
+    with session_scope(site.engine) as session:
+        assert [(f.paper_id, f.value) for f in session.exec(select(Feedback))] == [(paper.id, value)]
+    assert site.client.post(path, data={}).status_code == 400  # undo is a form: CSRF checked
+    undone = site.client.post(path, data={"csrf_token": site.csrf(path)})
+    assert undone.status_code == 200 and "Feedback removed" in undone.text
+    with session_scope(site.engine) as session:
+        assert session.exec(select(Feedback)).all() == []
+
+
+# --- every page ---------------------------------------------------------------------------------------
+
+
+def every_page(site) -> list[tuple[str, str]]:
+    sub = add_active(site)
+    paper = add_paper(site, "2401.00003", "P")
+    return [
+        ("GET", "/subscribe"),
+        ("GET", f"/unsubscribe/{token(sub, 'unsubscribe')}"),
+        ("GET", f"/preferences/{token(sub, 'preferences')}"),
+        ("GET", f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}"),
+        ("GET", "/confirm/not-a-token"),
+        ("GET", "/no/such/page"),
+        ("DELETE", "/subscribe"),
+        ("POST", "/subscribe"),
+        ("GET", "/healthz"),
+    ]
+
+
+def test_security_headers_on_every_page(site):
+    for method, path in every_page(site):
+        response = site.client.request(method, path)
+        headers = response.headers
+        csp = headers.get("Content-Security-Policy", "")
+        for part in ("default-src 'self'", "frame-ancestors 'none'", "form-action 'self'", "script-src 'nonce-"):
+            assert part in csp, (method, path, csp)
+        assert headers.get("X-Content-Type-Options") == "nosniff", path
+        assert headers.get("Referrer-Policy") == "no-referrer", path
+        assert headers.get("X-Frame-Options") == "DENY", path
+        nonce = re.search(r"'nonce-([^']+)'", csp).group(1)
+        if "<script" in response.text:
+            assert f'<script nonce="{nonce}">' in response.text
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [("GET", "/no/such/page", 404), ("DELETE", "/subscribe", 405), ("GET", "/confirm/xyz", 400), ("POST", "/healthz", 405)],
+    ids=["404", "405", "bad-token", "post-healthz"],
+)
+def test_error_pages_are_html_without_traceback(site, method, path, status):
+    response = site.client.request(method, path)
+    assert response.status_code == status and response.headers["Content-Type"].startswith("text/html")
+    assert "<h1>" in response.text and not any(w in response.text for w in TRACEBACK_WORDS)
+
+
+class ExplodingTransport:
+    def send(self, message, *, sender, recipient):
+        raise RuntimeError("boom: smtp password is hunter2")
+
+    def close(self):
+        pass
+
+
+def test_unexpected_error_shows_plain_500_page(home):
+    with serve_web(home, transport=ExplodingTransport()) as site:
+        response = subscribe(site, "ada@example.org")
+        assert response.status_code == 500 and "Something went wrong" in response.text
+        assert "hunter2" not in response.text and not any(w in response.text for w in TRACEBACK_WORDS)
+
+
+def test_healthz_reports_database(site, home):
+    ok = site.client.get("/healthz")
+    assert ok.status_code == 200 and ok.json() == {"status": "ok", "database": "ok", "schema": "current"}
+    from digest.store import open_engine
+
+    broken = open_engine(f"sqlite:///{home / 'missing-dir' / 'x.db'}", create_dir=False)
+    with serve_web(home, engine=broken) as down:
+        response = down.client.get("/healthz")
+        assert response.status_code == 503 and response.json()["status"] == "error"
+
+
+def test_create_app_requires_secret_key(home):
+    from digest.config import load_settings
+    from digest.web import create_app
+
+    for key in ("", "short"):
+        with pytest.raises(ConfigError, match="secret_key"):
+            create_app(load_settings(home, env={}, overrides={"secret_key": key}), engine=None)
+
+
+def test_sliding_window_limiter_forgets_old_events():
+    limiter = SlidingWindowLimiter(limit=2, window=10, max_keys=2)
+    assert [limiter.allow("a", t) for t in (0, 1, 2)] == [True, True, False]
+    assert limiter.retry_after("a", 2) == 8
+    assert limiter.allow("a", 10.5) is True  # the event at 0 left the window
+    limiter.allow("b", 11)
+    limiter.allow("c", 12)  # only two addresses are remembered: "a" is forgotten first
+    assert limiter.allow("a", 12) is True and limiter.allow("a", 12) is True and limiter.allow("a", 12) is False
+
+
+def test_web_command_serves_with_waitress(home):
+    env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, line + proc.stderr.read()
+        response = httpx.get(f"{url.group(0)}/healthz", timeout=10)
+        assert response.status_code == 200 and response.headers["Server"] == "digest"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def test_web_command_without_secret_key_fails_in_one_line(cli):
+    result = cli("web", "--port", "0")
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "secret_key" in result.output

@@ -1,0 +1,129 @@
+"""The subscription pages served by waitress on 127.0.0.1 (a free port) in a thread, for the web tests.
+
+    with serve_web(home, secret_key=..., subscribe_limit=3) as site:
+        site.client.get("/subscribe")        # httpx, keeps cookies
+        site.outbox_messages()               # confirmation emails written by the outbox transport
+        site.clock.now += timedelta(days=1)  # the app's `now`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import waitress
+
+SECRET = "test-secret-key-0123456789abcdef"
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Clock:
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Site:
+    base_url: str
+    settings: Any
+    engine: Any
+    clock: Clock
+    client: httpx.Client
+
+    def new_client(self) -> httpx.Client:
+        """A second browser: no cookies."""
+        return httpx.Client(base_url=self.base_url, timeout=10)
+
+    def csrf(self, path: str, client: httpx.Client | None = None) -> str:
+        """GET a page (setting the CSRF cookie) and return its form's CSRF token."""
+        page = (client or self.client).get(path)
+        match = CSRF_INPUT.search(page.text)
+        assert match, f"no CSRF field on {path} ({page.status_code})"
+        return match.group(1)
+
+    def outbox_messages(self) -> list[EmailMessage]:
+        files = sorted(Path(self.settings.outbox_dir).glob("*.eml")) if Path(self.settings.outbox_dir).exists() else []
+        return [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]  # type: ignore[misc]
+
+
+def text_of(message: EmailMessage) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def confirm_path(message: EmailMessage, base_url: str) -> str:
+    match = re.search(re.escape(base_url) + r"(/confirm/[A-Za-z0-9_.\-]+)", text_of(message))
+    assert match, "no confirmation link in the email"
+    return match.group(1)
+
+
+def _close_all(server: Any) -> None:
+    """Close the listener and every open connection (keep-alive clients) so the asyncore loop ends."""
+    for channel in list(server._map.values()):
+        if channel is not server.trigger:
+            channel.close()
+    server.close()
+
+
+_TEMPLATE_DB: list[Path] = []
+
+
+def _migrated_database() -> Path:
+    """A SQLite file at the newest migration, made once per test process (Alembic takes half a second)."""
+    if not _TEMPLATE_DB:
+        from digest.store import init_db, open_engine
+
+        path = Path(tempfile.mkdtemp(prefix="digest-web-template-")) / "digest.db"
+        engine = open_engine(f"sqlite:///{path}")
+        init_db(engine)
+        engine.dispose()
+        _TEMPLATE_DB.append(path)
+    return _TEMPLATE_DB[0]
+
+
+@contextlib.contextmanager
+def serve_web(home: Path, *, transport: Any = None, engine: Any = None, **overrides: Any) -> Iterator[Site]:
+    from digest.config import load_settings
+    from digest.store import open_engine
+    from digest.web import create_app
+
+    holder: dict = {}
+
+    def dispatch(environ, start_response):  # the app needs the port in base_url before it exists
+        return holder["app"](environ, start_response)
+
+    server = waitress.create_server(dispatch, host="127.0.0.1", port=0, threads=2, ident="digest-test")
+    base_url = f"http://127.0.0.1:{server.effective_port}"
+    values = {"secret_key": SECRET, "base_url": base_url, "subscribe_limit": 1000, **overrides}
+    settings = load_settings(home, env={}, overrides=values)
+    own_engine = engine is None
+    if own_engine:
+        shutil.copyfile(_migrated_database(), Path(home) / "digest.db")
+        engine = open_engine(settings.database_url)
+    clock = Clock()
+    holder["app"] = create_app(settings, engine, transport=transport, now=clock)
+    thread = threading.Thread(target=server.run, name="waitress-test", daemon=True)
+    thread.start()
+    client = httpx.Client(base_url=base_url, timeout=10)
+    try:
+        yield Site(base_url, settings, engine, clock, client)
+    finally:
+        client.close()
+        server.task_dispatcher.shutdown()
+        server.trigger.pull_trigger(lambda: _close_all(server))  # inside the loop, which then ends at once
+        thread.join(5)
+        if own_engine:
+            engine.dispose()
