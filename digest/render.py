@@ -31,6 +31,8 @@ from .store.candidates import Candidate
 
 SUBJECT_MAX = 120  # characters; longer subjects are cut by most clients anyway
 SNIPPET_MAX = 300  # characters of abstract: two or three lines at 600 px
+TITLE_MAX = 250  # a title longer than this is a feed bug; it would crowd the email past Gmail's 102 KB clip
+REASON_MAX = 200
 AUTHORS_SHOWN = 3
 TEXT_WIDTH = 78
 CSS_INCLUDE = '{% include "email.css" %}'
@@ -74,7 +76,7 @@ def truncate_words(text: str, limit: int) -> str:
         return text
     cut = text[: max(limit - 1, 0)]
     space = cut.rfind(" ")
-    if space > limit // 2:
+    if not text[len(cut)].isspace() and space > limit // 2:  # the cut split a word: back up to its start
         cut = cut[:space]
     return cut.rstrip(" ,;:.-\u2013\u2014") + "\u2026"
 
@@ -143,14 +145,14 @@ def _wrap(text: str, first: str = "  ", rest: str = "  ") -> str:
 
 @lru_cache(maxsize=8192)  # reasons repeat across subscribers ("Matches your interest ...")
 def _reason_text(reasons: tuple[str, ...]) -> tuple[Markup, str]:
-    line = " \u00b7 ".join(r for r in (clean_text(r) for r in reasons) if r)
+    line = truncate_words(" \u00b7 ".join(r for r in (clean_text(r) for r in reasons) if r), REASON_MAX)
     return escape(line), _wrap(line, "  Why: ", "       ")
 
 
 def paper_view(candidate: Candidate) -> dict:
     """What a card shows of one paper, cleaned, for both the HTML and the text template."""
     paper = candidate.paper
-    title = clean_text(paper.title) or "(untitled)"
+    title = truncate_words(clean_text(paper.title), TITLE_MAX) or "(untitled)"
     authors = author_line(paper.authors)
     badges = source_badges(candidate)
     upvotes = paper.upvotes if paper.upvotes and paper.upvotes > 0 else 0

@@ -1,0 +1,299 @@
+"""Tests for digest.render: golden files of a fixed edition, hostile text, the no-match day, size, inlined
+styles, absolute links, and the inline-once + card cache shortcut giving the same email as the naive way.
+
+DIGEST_UPDATE_GOLDEN=1 rewrites tests/golden/ from the current output (review the diff before committing).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+
+import lxml.html
+import pytest
+
+from digest.errors import ConfigError
+from digest.models import Paper
+from digest.rank import RankedPaper, RankResult
+from digest.render import DigestRenderer, Links, RenderedEmail, abstract_url, author_line, render_digest, source_badges, subject_line, truncate_words
+from digest.store.candidates import Candidate
+from digest.tokens import action_url, make_token
+
+GOLDEN = Path(__file__).parent / "golden"
+EDITION = date(2026, 11, 27)
+BASE = "https://digest.example.org"
+SECRET = "test-secret-key-0123456789"
+HOSTILE_TITLE = "Attention <script>alert(1)</script> is \"all\" you 'need'\r\nBcc: victim@example.org"
+
+
+def make_paper(pid: int, title: str, **fields) -> Paper:
+    values = dict(key=f"arxiv:2511.{pid:05d}", ident=f"2511.{pid:05d}", arxiv_id=f"2511.{pid:05d}", version=1, abstract="", authors=[], upvotes=0)
+    values.update(fields)
+    return Paper(id=pid, title=title, **values)
+
+
+def pick(paper: Paper, sources=("arxiv-cs.LG",), reasons=("Matches your interest \"diffusion models\"",), in_digest=True) -> RankedPaper:
+    return RankedPaper(Candidate(paper, tuple(sources)), 1.0, 0.6, 0.2, tuple(reasons), in_digest)
+
+
+def links_for(subscriber_id: int, paper_ids, signed: bool = False) -> Links:
+    """Fixed links (golden files), or real signed ones, as long as the pipeline makes them (they carry a time)."""
+    def url(action, **kw):
+        token = make_token(SECRET, action, subscriber_id, **kw) if signed else f"{action}-s{subscriber_id}-" + "-".join(f"{k}{v}" for k, v in kw.items())
+        return action_url(BASE, action, token)
+
+    return Links(
+        unsubscribe=url("unsubscribe"), preferences=url("preferences"),
+        like={pid: url("feedback", paper_id=pid, value=1) for pid in paper_ids},
+        dislike={pid: url("feedback", paper_id=pid, value=-1) for pid in paper_ids},
+    )
+
+
+ABSTRACT = ("We introduce a diffusion model that learns to denoise scientific figures. Unlike prior work, it conditions on "
+            "the caption and the surrounding text, which lets it recover axis labels and legends. On three benchmarks it "
+            "beats the strongest baseline by 4.1 points, and a user study finds its figures preferred 71% of the time. "
+            "Code and data are released.")
+
+
+def fixed_edition() -> RankResult:
+    """The golden edition: three picks (arXiv + Hugging Face with upvotes; a blog feed without arXiv id or PDF;
+    a hostile title with a long unbroken word), three trending papers, one of them already a pick."""
+    p1 = make_paper(1, "Denoising Scientific Figures with Caption-Conditioned Diffusion", abstract=ABSTRACT,
+                    authors=["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger W. Dijkstra", "Barbara Liskov"], upvotes=42)
+    p2 = make_paper(2, "What We Learned Training Small Language Models on Textbooks", key="url:blog/2", ident="blog/2", arxiv_id=None,
+                    url="https://blog.example.com/posts/small-models", abstract="A field report. " * 3, authors=["Katherine Johnson"])
+    p3 = make_paper(3, HOSTILE_TITLE + " Pneumonoultramicroscopicsilicovolcanoconiosis" * 3, abstract=ABSTRACT[:120],
+                    authors=["Mallory <b>Evil</b>", "Eve & Co"], url="javascript:alert(1)")
+    t1 = make_paper(11, "Scaling Laws for Sparse Mixture-of-Experts Retrieval", authors=["Claude Shannon", "John von Neumann"], upvotes=130)
+    t2 = make_paper(12, "A Benchmark for Long-Horizon Agents", authors=["Frances Allen"], upvotes=77)
+    return RankResult(
+        subscriber_id=7,
+        ranked=[pick(p1, ("arxiv-cs.LG", "hf-daily"), ("Matches your interest \"diffusion models\"", "Similar to a paper you liked")),
+                pick(p2, ("Example ML blog",), ("Matches your interest \"language models\"",)),
+                pick(p3, ("arxiv-cs.CR",), ("Matches your interest \"security\"",)),
+                pick(t1, ("hf-daily",), ("Below your relevance floor",), in_digest=False)],
+        trending=[pick(t1, ("hf-daily", "arxiv-cs.LG")), pick(t2, ("hf-daily",)), pick(p1, ("arxiv-cs.LG", "hf-daily"))],
+    )
+
+
+def render_fixed(renderer: DigestRenderer | None = None, result: RankResult | None = None, subscriber_id: int = 7, signed: bool = False) -> RenderedEmail:
+    result = result or fixed_edition()
+    return render_digest(result, name="Ada", email="ada@example.org", edition=EDITION, links=links_for(subscriber_id, [r.paper.id for r in result.ranked], signed),
+                         site_name="Paper digest", interests=["diffusion models", "language models", "security"], renderer=renderer)
+
+
+def hrefs(html: str) -> list[str]:
+    return [a.get("href") for a in lxml.html.document_fromstring(html).iter("a")]
+
+
+def element_tree(html: str) -> list[tuple]:
+    """Tags, attributes and stripped text of every element: what both renderers must agree on."""
+    out = []
+    for el in lxml.html.document_fromstring(html).iter():
+        if isinstance(el.tag, str):
+            text = " ".join((el.text or "").split())
+            out.append((el.tag, sorted(el.attrib.items()), text, " ".join((el.tail or "").split())))
+    return out
+
+
+@pytest.fixture(scope="module")
+def renderer() -> DigestRenderer:
+    return DigestRenderer()
+
+
+@pytest.mark.parametrize("part", ["html", "text", "subject"])
+def test_render_digest_matches_golden_files(renderer, part):
+    email = render_fixed(renderer)
+    actual = getattr(email, part)
+    path = GOLDEN / f"digest.{ {'html': 'html', 'text': 'txt', 'subject': 'subject.txt'}[part] }"
+    if os.environ.get("DIGEST_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+    assert path.exists(), f"{path} is missing: run with DIGEST_UPDATE_GOLDEN=1"
+    assert actual == path.read_text(encoding="utf-8"), f"{path.name} differs: review, then DIGEST_UPDATE_GOLDEN=1"
+
+
+def test_render_digest_shows_hostile_title_as_text(renderer):
+    email = render_fixed(renderer)
+    doc = lxml.html.document_fromstring(email.html)
+    assert not doc.xpath("//script") and not doc.xpath("//b"), "feed text became markup"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
+    titles = [el.text_content() for el in doc.find_class("title")]
+    assert titles[2].startswith("Attention <script>alert(1)</script> is \"all\" you 'need' Bcc: victim@example.org")
+    assert "Mallory <b>Evil</b>, Eve & Co" in [el.text_content() for el in doc.find_class("authors")]
+    assert "javascript:" not in email.html
+    assert "Attention <script>alert(1)</script>" in email.text  # the text part shows it as it is
+
+
+@pytest.mark.parametrize("title", [HOSTILE_TITLE, "Line\none", "Tab\tand\x00nul\x1b[31m", "Bidi \u202eevil\u2028sep\u0085nel"], ids=["crlf-script", "lf", "controls", "unicode-separators"])
+def test_subject_line_never_carries_control_characters(title):
+    subject = subject_line(RankResult(1, [pick(make_paper(1, title))]), EDITION)
+    assert subject.startswith("Papers for Fri 27 Nov: ")
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202e]", subject), repr(subject)
+
+
+def test_subject_line_names_top_pick_and_count_within_120_characters():
+    long_title = "A Very Long Title " * 20
+    result = RankResult(1, [pick(make_paper(i, long_title if i == 1 else f"Paper {i}")) for i in range(1, 9)])
+    subject = subject_line(result, EDITION)
+    assert len(subject) <= 120
+    assert subject.startswith("Papers for Fri 27 Nov: A Very Long Title") and subject.endswith("\u2026 (+7 more)")
+    assert subject_line(RankResult(1, [pick(make_paper(1, "Short"))]), EDITION) == "Papers for Fri 27 Nov: Short"
+
+
+def test_render_digest_no_match_day_says_so_and_shows_trending(renderer):
+    trending = [pick(make_paper(11, "Trending Paper One", upvotes=50), ("hf-daily",)), pick(make_paper(12, "Trending Paper Two"), ("hf-daily",))]
+    result = RankResult(7, ranked=[pick(make_paper(1, "Weak match"), in_digest=False)], trending=trending, matched=False)
+    email = render_fixed(renderer, result)
+    assert email.subject == "Papers for Fri 27 Nov: no match today; trending: Trending Paper One"
+    for body in (email.html, email.text):
+        assert "Nothing new matched your interests today" in body
+        assert "Trending Paper One" in body and "Trending Paper Two" in body
+        assert "Weak match" not in body
+    doc = lxml.html.document_fromstring(email.html)
+    assert not doc.find_class("card") and len(doc.find_class("trend")) == 2
+
+
+def test_render_digest_empty_day_has_plain_subject(renderer):
+    email = render_fixed(renderer, RankResult(7, matched=False))
+    assert email.subject == "Papers for Fri 27 Nov: nothing new today"
+    assert "Trending today" not in email.html and "Nothing new matched your interests today" in email.html
+
+
+def test_render_digest_trending_skips_papers_already_picked(renderer):
+    doc = lxml.html.document_fromstring(render_fixed(renderer).html)
+    trending = [el.text_content() for el in doc.find_class("trend-title")]
+    assert trending == ["Scaling Laws for Sparse Mixture-of-Experts Retrieval", "A Benchmark for Long-Horizon Agents"]
+    assert len(doc.find_class("card")) == 3  # the paper ranked but not in_digest is not a pick
+
+
+def test_render_digest_stays_under_gmail_clip_with_30_long_picks(renderer):
+    long_abstract = "Transformers " * 2000
+    picks = [pick(make_paper(i, f"Paper {i}: " + "an extremely long and detailed title " * 6, abstract=long_abstract,
+                             authors=[f"Author Number {k}" for k in range(40)], upvotes=999),
+                  ("arxiv-cs.LG", "hf-daily", "Some Feed With A Long Name"), ("Matches your interest \"transformers\"", "Similar to a paper you liked", "Trending on Hugging Face"))
+             for i in range(1, 31)]
+    trending = [pick(make_paper(100 + i, "Trending " * 20, authors=["A", "B", "C", "D"]), ("hf-daily",)) for i in range(5)]
+    email = render_fixed(renderer, RankResult(7, picks, trending), signed=True)
+    doc = lxml.html.document_fromstring(email.html)
+    assert len(doc.find_class("card")) == 30 and len(doc.find_class("trend")) == 5
+    assert len(email.html.encode()) < 102 * 1000, f"{len(email.html.encode())} bytes: Gmail clips at 102 KB"
+    assert all(len(el.text_content()) <= 300 for el in doc.find_class("snippet"))
+
+
+def test_render_digest_inlines_styles_on_elements(renderer):
+    email = render_fixed(renderer)
+    doc = lxml.html.document_fromstring(email.html)
+    classed = [el for el in doc.body.iter() if isinstance(el.tag, str) and el.get("class")]
+    assert len(classed) > 30
+    unstyled = [el.get("class") for el in classed if not el.get("style")]
+    assert not unstyled, f"elements without inline style: {unstyled}"
+    assert "border:1px solid #e5e7eb" in doc.find_class("card")[0].get("style")
+    assert "max-width:600px" in doc.find_class("wrap")[0].get("style")
+    # the dark-mode and phone rules stay in <style>, where only they can work
+    style = doc.find(".//style").text
+    assert "prefers-color-scheme: dark" in style and "max-width: 480px" in style and "!important" in style
+    body = lxml.html.tostring(doc.body, encoding="unicode").replace("max-width:600px", "")
+    assert not re.search(r"\bwidth\s*[:=]\s*\"?([4-9]\d\d|\d{4,})(px|\")", body), "a fixed width wider than a phone"
+
+
+def test_render_digest_links_are_absolute(renderer):
+    email = render_fixed(renderer)
+    links = hrefs(email.html)
+    assert len(links) >= 15
+    assert all(link.startswith("https://") for link in links), [link for link in links if not link.startswith("https://")]
+    assert "https://blog.example.com/posts/small-models" in links and "https://arxiv.org/pdf/2511.00001" in links
+    for url in re.findall(r"(?:Abstract|PDF|More like this|Less like this|Preferences|Unsubscribe): (\S+)", email.text):
+        assert url.startswith("https://")
+
+
+@pytest.mark.parametrize("bad", ["relative", "missing-like"])
+def test_render_digest_rejects_links_that_would_not_work(renderer, bad):
+    result = fixed_edition()
+    links = links_for(7, [1, 2, 3])
+    if bad == "relative":
+        links = Links("/unsubscribe/x", links.preferences, links.like, links.dislike)
+    else:
+        links = Links(links.unsubscribe, links.preferences, {}, links.dislike)
+    with pytest.raises(ConfigError, match="not absolute"):
+        render_digest(result, name="Ada", email="ada@example.org", edition=EDITION, links=links, renderer=renderer)
+
+
+def test_render_digest_cached_output_is_identical_to_uncached():
+    warm = DigestRenderer()
+    for sid in (1, 2, 3):  # warm the card cache with other readers, other reasons, the same papers
+        other = fixed_edition()
+        other = RankResult(sid, [RankedPaper(r.candidate, r.score, r.relevance, r.trending, (f"Reason for {sid}",), r.in_digest) for r in other.ranked], other.trending)
+        render_fixed(warm, other, subscriber_id=sid)
+    assert len(warm._cache) >= 5
+    assert render_fixed(warm) == render_fixed(DigestRenderer())
+
+
+def test_render_digest_feedback_links_differ_per_subscriber_with_cached_cards():
+    cached = DigestRenderer()
+    first, second = render_fixed(cached, subscriber_id=7), render_fixed(cached, subscriber_id=8)
+    like_7, like_8 = links_for(7, [1]).like[1], links_for(8, [1]).like[1]
+    assert like_7 != like_8
+    assert like_7 in hrefs(first.html) and like_7 not in hrefs(second.html)
+    assert like_8 in hrefs(second.html) and like_8 in second.text and like_7 not in second.text
+
+
+def test_render_digest_inline_once_gives_the_same_email_as_premailer_per_email():
+    fast, naive = render_fixed(DigestRenderer()), render_fixed(DigestRenderer(inline_once=False))
+    assert element_tree(fast.html) == element_tree(naive.html)
+    assert fast.text == naive.text and fast.subject == naive.subject
+
+
+def test_render_digest_card_cache_is_bounded():
+    small = DigestRenderer(cache_size=2)
+    render_fixed(small)
+    assert len(small._cache) == 2
+
+
+def test_render_digest_pick_without_reason_has_no_reason_line(renderer):
+    result = RankResult(7, [pick(make_paper(1, "No reason given"), reasons=())])
+    email = render_fixed(renderer, result)
+    assert not lxml.html.document_fromstring(email.html).find_class("reason") and "Why:" not in email.text
+
+
+def test_render_digest_text_wraps_at_78_columns(renderer):
+    text = render_fixed(renderer).text
+    long_lines = [line for line in text.splitlines() if len(line) > 78 and "https://" not in line]
+    assert not long_lines
+    assert "- Denoising Scientific Figures with Caption-Conditioned Diffusion\n  Ada Lovelace, Alan Turing, Grace Hopper et al." in text
+    assert "TRENDING TODAY" in text and "Preferences: https://" in text and "Unsubscribe: https://" in text
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), [
+    ("short", 10, "short"),
+    ("one two three four", 12, "one two\u2026"),
+    ("Supercalifragilistic", 10, "Supercali\u2026"),
+    ("ends with comma, then more", 17, "ends with comma\u2026"),
+], ids=["fits", "word-boundary", "one-long-word", "trailing-punctuation"])
+def test_truncate_words_cuts_on_a_word_boundary(text, limit, expected):
+    assert truncate_words(text, limit) == expected
+    assert len(truncate_words(text, limit)) <= limit
+
+
+def test_author_line_names_first_three_then_et_al():
+    assert author_line(["A", "B", "C", "D"]) == "A, B, C et al."
+    assert author_line(["A", " B\n"]) == "A, B"
+    assert author_line([]) == ""
+
+
+def test_source_badges_name_arxiv_hugging_face_and_feeds():
+    paper = make_paper(1, "x")
+    assert source_badges(Candidate(paper, ("arxiv-cs.LG", "arxiv-cs.CL", "hf-daily", "My Blog"))) == (("arxiv", "arXiv"), ("hf", "Hugging Face"), ("feed", "My Blog"))
+    assert source_badges(Candidate(paper, ())) == (("arxiv", "arXiv"),)
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"url": "https://openreview.net/forum?id=1"}, "https://openreview.net/forum?id=1"),
+    ({"url": "javascript:alert(1)"}, "https://arxiv.org/abs/2511.00001"),
+    ({"url": None, "arxiv_id": None, "doi": "10.1000/xyz"}, "https://doi.org/10.1000/xyz"),
+    ({"url": "http://a b", "arxiv_id": None}, None),
+], ids=["own-url", "javascript-url", "doi", "nothing-usable"])
+def test_abstract_url_prefers_a_safe_web_url(fields, expected):
+    assert abstract_url(make_paper(1, "x", **fields)) == expected
