@@ -127,6 +127,16 @@ def test_render_digest_shows_hostile_title_as_text(renderer):
     assert "Attention <script>alert(1)</script>" in email.text  # the text part shows it as it is
 
 
+def test_render_digest_escapes_reader_and_reason_text(renderer):
+    result = RankResult(7, [pick(make_paper(1, "Fine"), ("<i>feed</i>",), ("Matches your interest \"<img src=x onerror=alert(1)>\"",))])
+    email = render_digest(result, name="<b>Ada</b>\r\n", email="ada@example.org", edition=EDITION, links=links_for(7, [1]),
+                          site_name="Site <script>", interests=["<u>x</u>"], renderer=renderer)
+    doc = lxml.html.document_fromstring(email.html)
+    assert not doc.xpath("//body//img | //body//b | //body//i | //body//u | //script")
+    assert "Hi &lt;b&gt;Ada&lt;/b&gt;," in email.html and "&lt;img src=x onerror=alert(1)&gt;" in email.html
+    assert doc.find_class("badge-feed")[0].text_content() == "<i>feed</i>"
+
+
 @pytest.mark.parametrize("title", [HOSTILE_TITLE, "Line\none", "Tab\tand\x00nul\x1b[31m", "Bidi \u202eevil\u2028sep\u0085nel"], ids=["crlf-script", "lf", "controls", "unicode-separators"])
 def test_subject_line_never_carries_control_characters(title):
     subject = subject_line(RankResult(1, [pick(make_paper(1, title))]), EDITION)
