@@ -1,0 +1,393 @@
+"""The daily job and the delivery ledger: real SQLite (and PostgreSQL for the ledger), real ranking and
+rendering, a real SMTP server on 127.0.0.1; a recording transport only where the test is about the seam."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_settings
+from digest.errors import ConfigError, LockedError, ServerDownError
+from digest.ingest import import_file
+from digest.pipeline import RETRY_DELAYS, preview_email, run_job, run_lock
+from digest.store import deliveries as ledger
+from digest.store import init_db, open_engine, session_scope
+from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, set_status
+from digest.tokens import read_token
+from smtp_server import smtp_server  # noqa: F401
+
+NOW = datetime(2024, 5, 2, 8, 0, tzinfo=timezone.utc)
+SECRET = "test-secret-key-0123456789"
+TOPICS = {
+    "sae": ("Sparse autoencoders for interpretability of language model features", "We train sparse autoencoders on residual stream activations and find interpretable, monosemantic features."),
+    "speech": ("Self-supervised speech recognition for low-resource audio", "A speech model trained on raw audio improves automatic speech recognition and speaker verification."),
+    "robot": ("Reinforcement learning for robot manipulation", "A robot arm learns dexterous manipulation with reinforcement learning from sparse rewards in simulation."),
+}
+
+
+def write_papers(path: Path, prefix: str, per_topic: int = 3) -> Path:
+    lines = []
+    for topic, (title, abstract) in TOPICS.items():
+        for i in range(per_topic):
+            lines.append(json.dumps({"id": f"{prefix}-{topic}-{i}", "title": f"{title} ({prefix} {i})", "abstract": f"{abstract} Variant {prefix}{i}.", "authors": ["Ada Lovelace", "Alan Turing"]}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def world(home: Path, tmp_path: Path):
+    """A database with 9 papers first seen at NOW - 1h and three subscribers (one per topic)."""
+    settings = load_settings(home, env={}).replace(secret_key=SECRET, from_address="digest@example.org", base_url="https://digest.example.org")
+    engine = open_engine(settings.database_url)
+    init_db(engine)
+    import_file(engine, write_papers(tmp_path / "day1.jsonl", "d1"), NOW - timedelta(hours=1))
+    with session_scope(engine) as session:
+        for email, interest in (("ada@example.org", "sparse autoencoders interpretability"), ("bob@example.org", "speech recognition audio"), ("cy@example.org", "robot reinforcement learning")):
+            add_subscriber(session, email, SubscriberInput(name=email.split("@")[0].title(), interests=[interest]), now=NOW - timedelta(days=10))
+    yield settings, engine
+    engine.dispose()
+
+
+def smtp(settings, server, **changes):
+    return settings.replace(smtp_host=server.host, smtp_port=server.port, smtp_security="none", smtp_timeout=5, **changes)
+
+
+class Recorder:
+    """A transport that records: the seam for tests about the pipeline's own decisions."""
+
+    def __init__(self, on_send=None):
+        self.sent: list[tuple[str, bytes]] = []
+        self.on_send = on_send
+
+    def send(self, message: bytes, *, sender: str, recipient: str) -> None:
+        self.sent.append((recipient, message))
+        if self.on_send:
+            self.on_send(len(self.sent))
+
+    def close(self) -> None:
+        pass
+
+
+def sleeps() -> tuple[list[float], object]:
+    calls: list[float] = []
+    return calls, calls.append
+
+
+def states(engine, edition: str = "2024-05-02") -> dict[int, str]:
+    return {d.subscriber_id: d.state for d in ledger.deliveries_for(engine, edition=edition)}
+
+
+# --- the whole run over SMTP --------------------------------------------------------------------------
+
+
+def test_run_job_delivers_each_due_subscriber_once_and_records_it(world, smtp_server) -> None:
+    settings, engine = world
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    assert (report.sent, report.skipped, report.failed, report.deferred, report.unserved) == (3, 0, 0, 0, 0)
+    assert sorted(smtp_server.recipients()) == ["ada@example.org", "bob@example.org", "cy@example.org"]
+    assert smtp_server.connections == 1
+    assert set(report.timings) >= {"plan", "rank", "render", "build", "send"}
+    rows = ledger.deliveries_for(engine)
+    assert [r.state for r in rows] == ["sent"] * 3 and all(r.attempts == 1 and r.papers for r in rows)
+    received = {m.rcpt_tos[0]: m.parsed for m in smtp_server.messages}
+    for row in rows:
+        with session_scope(engine) as session:
+            sub = get_subscriber(session, row.subscriber_id)
+        assert received[sub.email]["Message-ID"] == row.message_id
+        assert sub.last_digest_at == NOW and sub.consecutive_bounces == 0
+    assert sum(len(v) for v in ledger.sent_paper_ids(engine).values()) == sum(len(r.papers) for r in rows)
+    ada = received["ada@example.org"]
+    assert "Sparse autoencoders" in str(ada["Subject"])
+    assert again(engine, settings, smtp_server) == 0  # a second run the same day has nothing due
+
+
+def again(engine, settings, server, now=NOW) -> int:
+    return run_job(engine, smtp(settings, server), now, fetch=False).sent
+
+
+def test_run_job_links_carry_signed_tokens_for_the_reader(world, smtp_server) -> None:
+    settings, engine = world
+    run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, only="ada@example.org")
+    msg = smtp_server.messages[0].parsed
+    url = msg["List-Unsubscribe"].split(",")[0].strip("<> ")
+    assert url.startswith("https://digest.example.org/unsubscribe/")
+    with session_scope(engine) as session:
+        ada = get_subscriber(session, "ada@example.org")
+    assert read_token(SECRET, "unsubscribe", url.rsplit("/", 1)[1]).subscriber_id == ada.id
+    html = msg.get_body(("html",)).get_content()
+    assert url in html and "https://digest.example.org/feedback/" in html and "https://digest.example.org/preferences/" in html
+
+
+def test_run_job_without_secret_key_stops_before_sending(world, smtp_server) -> None:
+    settings, engine = world
+    with pytest.raises(ConfigError, match="secret_key"):
+        run_job(engine, smtp(settings, smtp_server).replace(secret_key=""), NOW, fetch=False)
+    assert smtp_server.messages == [] and ledger.deliveries_for(engine) == []
+
+
+def test_run_job_retries_a_4xx_with_backoff_then_sends(world, smtp_server) -> None:
+    settings, engine = world
+    smtp_server.rcpt_replies["bob@example.org"] = ["451 4.7.1 greylisted"]
+    slept, sleep = sleeps()
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleep)
+    assert (report.sent, report.deferred) == (3, 0)
+    assert slept == [RETRY_DELAYS[0]]
+    bob = [d for d in ledger.deliveries_for(engine) if d.state == "sent" and d.attempts == 2]
+    assert len(bob) == 1
+
+
+@pytest.mark.parametrize("reply", ["421 4.3.2 try again later", "451 4.3.0 temporary failure"], ids=["421", "451"])
+def test_run_job_persistent_4xx_is_deferred_then_sent_by_the_next_run(world, smtp_server, reply: str) -> None:
+    settings, engine = world
+    smtp_server.rcpt_replies["bob@example.org"] = reply
+    slept, sleep = sleeps()
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleep)
+    assert (report.sent, report.deferred, report.unserved) == (2, 1, 1)
+    assert slept == list(RETRY_DELAYS)
+    deferred = [d for d in ledger.deliveries_for(engine) if d.state == "deferred"]
+    assert len(deferred) == 1 and deferred[0].attempts == 1 + len(RETRY_DELAYS) and reply.split()[0] in deferred[0].last_error
+    del smtp_server.rcpt_replies["bob@example.org"]
+    second = run_job(engine, smtp(settings, smtp_server), NOW + timedelta(minutes=15), fetch=False, sleep=sleep)
+    assert (second.sent, second.deferred) == (1, 0)
+    assert sorted(smtp_server.recipients()) == ["ada@example.org", "bob@example.org", "cy@example.org"]
+
+
+def test_run_job_5xx_fails_the_delivery_and_three_in_a_row_bounce_the_subscriber(world, smtp_server, tmp_path: Path) -> None:
+    settings, engine = world
+    smtp_server.rcpt_replies["bob@example.org"] = "550 5.1.1 no such user"
+    for day in range(3):
+        now = NOW + timedelta(days=day)
+        import_file(engine, write_papers(tmp_path / f"day{day}.jsonl", f"x{day}"), now - timedelta(hours=1))
+        report = run_job(engine, smtp(settings, smtp_server), now, fetch=False)
+        assert (report.sent, report.failed) == (2, 1)
+    with session_scope(engine) as session:
+        bob = get_subscriber(session, "bob@example.org")
+    assert (bob.status, bob.consecutive_bounces) == ("bounced", 3)
+    import_file(engine, write_papers(tmp_path / "day3.jsonl", "x3"), NOW + timedelta(days=3))
+    report = run_job(engine, smtp(settings, smtp_server), NOW + timedelta(days=3, hours=1), fetch=False)
+    assert (report.due, report.sent, report.failed) == (2, 2, 0)  # no more mail to bob
+    assert "bob@example.org" not in smtp_server.recipients()
+
+
+def test_run_job_a_success_resets_the_bounce_counter(world, smtp_server, tmp_path: Path) -> None:
+    settings, engine = world
+    smtp_server.rcpt_replies["bob@example.org"] = ["550 5.2.1 mailbox disabled"]
+    run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, only="bob@example.org")
+    import_file(engine, write_papers(tmp_path / "d2.jsonl", "y"), NOW + timedelta(hours=20))
+    run_job(engine, smtp(settings, smtp_server), NOW + timedelta(days=1), fetch=False, only="bob@example.org")
+    with session_scope(engine) as session:
+        assert get_subscriber(session, "bob@example.org").consecutive_bounces == 0
+
+
+def test_run_job_ten_failures_in_a_row_stop_the_run_as_server_down(world, smtp_server) -> None:
+    settings, engine = world
+    with session_scope(engine) as session:
+        for i in range(9):
+            add_subscriber(session, f"extra{i}@example.org", SubscriberInput(interests=["speech"]), now=NOW - timedelta(days=1))
+    smtp_server.default_rcpt_reply = "451 4.3.0 queue full"
+    slept, sleep = sleeps()
+    with pytest.raises(ServerDownError, match="10 deliveries in a row") as info:
+        run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleep)
+    assert "not the recipients" in str(info.value)
+    report = info.value.report
+    assert (report.sent, report.deferred, report.not_attempted, report.due) == (0, 10, 2, 12)
+    assert slept == []  # no backoff once the server is known to be down
+    assert sorted(states(engine).values()) == ["deferred"] * 10 + ["pending"] * 2  # nothing left 'sending'
+    smtp_server.default_rcpt_reply = None
+    assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False).sent == 12
+
+
+def test_run_job_reconnects_after_a_drop_mid_data(world, smtp_server) -> None:
+    settings, engine = world
+    smtp_server.drop_data = 1
+    slept, sleep = sleeps()
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleep)
+    assert (report.sent, report.deferred) == (3, 0)
+    assert sorted(smtp_server.recipients()) == ["ada@example.org", "bob@example.org", "cy@example.org"]
+    assert smtp_server.connections == 2
+
+
+def test_run_job_resends_rows_left_sending_by_a_dead_run_with_the_same_message_id(world, smtp_server) -> None:
+    settings, engine = world
+    with session_scope(engine) as session:
+        ada = get_subscriber(session, "ada@example.org")
+    rows = ledger.open_deliveries(engine, [(ada.id, "2024-05-02")], NOW, lambda s, e: "<kept@example.org>")
+    ledger.mark_sending(engine, [rows[(ada.id, "2024-05-02")].id], NOW)  # as if killed right after handing it over
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    assert report.sent == 3
+    by_rcpt = {m.rcpt_tos[0]: m.parsed for m in smtp_server.messages}
+    assert by_rcpt["ada@example.org"]["Message-ID"] == "<kept@example.org>"
+
+
+def test_run_job_never_sends_a_paper_twice_to_a_subscriber(world, smtp_server, tmp_path: Path) -> None:
+    settings, engine = world
+    run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, only="ada@example.org")
+    first = set(ledger.deliveries_for(engine)[0].papers)
+    import_file(engine, write_papers(tmp_path / "day2.jsonl", "d2"), NOW + timedelta(hours=12))
+    with session_scope(engine) as session:  # forget the window: only the SentPaper rows can keep day-1 papers out
+        get_subscriber(session, "ada@example.org").last_digest_at = None
+    report = run_job(engine, smtp(settings, smtp_server), NOW + timedelta(days=1), fetch=False, only="ada@example.org")
+    assert report.sent == 1
+    second = ledger.deliveries_for(engine, edition="2024-05-03")[0].papers
+    assert second and not first & set(second)
+
+
+def test_run_job_skip_empty_sends_nothing_on_a_day_with_nothing_new(world, smtp_server) -> None:
+    settings, engine = world
+    later = NOW + timedelta(days=1)  # day-1 papers were sent yesterday, nothing new since
+    run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    report = run_job(engine, smtp(settings, smtp_server), later, fetch=False)
+    assert (report.sent, report.skipped, report.unserved) == (0, 3, 0)
+    assert set(states(engine, "2024-05-03").values()) == {"skipped"}
+    assert len(smtp_server.messages) == 3
+    assert run_job(engine, smtp(settings, smtp_server), later + timedelta(hours=1), fetch=False).due == 0  # skipped is finished
+
+
+def test_run_job_without_skip_empty_sends_the_quiet_day_email(world, smtp_server) -> None:
+    settings, engine = world
+    run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    report = run_job(engine, smtp(settings, smtp_server, skip_empty=False), NOW + timedelta(days=1), fetch=False)
+    assert (report.sent, report.skipped) == (3, 0)
+    assert "quiet day" in smtp_server.messages[-1].parsed.get_body(("plain",)).get_content()
+
+
+def test_run_job_no_match_still_gets_trending(world, smtp_server) -> None:
+    settings, engine = world
+    with session_scope(engine) as session:
+        add_subscriber(session, "dee@example.org", SubscriberInput(interests=["underwater basket weaving"]), now=NOW - timedelta(days=1))
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, only="dee@example.org")
+    assert report.sent == 1
+    assert len(ledger.deliveries_for(engine)[0].papers) > 0
+
+
+def test_run_job_only_a_paused_subscriber_is_an_input_error(world, smtp_server) -> None:
+    settings, engine = world
+    with session_scope(engine) as session:
+        set_status(session, get_subscriber(session, "ada@example.org"), "paused", NOW)
+    with pytest.raises(Exception, match="paused, not active"):
+        run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, only="ada@example.org")
+
+
+def test_run_job_date_sends_that_edition_once(world, smtp_server) -> None:
+    settings, engine = world
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, edition="2024-05-01")
+    assert (report.sent, report.editions) == (3, ["2024-05-01"])
+    assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, edition="2024-05-01").due == 0
+
+
+def test_run_job_dry_run_sends_and_records_nothing(world, smtp_server) -> None:
+    settings, engine = world
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, dry_run=True)
+    assert (report.sent, report.dry_run) == (3, True) and report.summary().startswith("dry run: would send 3")
+    assert smtp_server.messages == [] and ledger.deliveries_for(engine) == []
+
+
+def test_run_job_stop_event_finishes_the_message_in_flight_then_stops(world) -> None:
+    settings, engine = world
+    stop = threading.Event()
+    transport = Recorder(on_send=lambda n: stop.set())
+    report = run_job(engine, settings, NOW, fetch=False, transport=transport, stop_event=stop)
+    assert (report.sent, report.not_attempted, report.stopped) == (1, 2, True)
+    assert sorted(states(engine).values()) == ["pending", "pending", "sent"]
+    assert run_job(engine, settings, NOW, fetch=False, transport=transport).sent == 2
+    assert sorted(r for r, _ in transport.sent) == ["ada@example.org", "bob@example.org", "cy@example.org"]
+
+
+def test_run_job_while_another_holds_the_lock_is_locked_error(world) -> None:
+    settings, engine = world
+    transport = Recorder()
+    with run_lock(settings):
+        with pytest.raises(LockedError, match="another digest run holds the lock"):
+            run_job(engine, settings, NOW, fetch=False, transport=transport)
+    assert transport.sent == []
+    assert run_job(engine, settings, NOW, fetch=False, transport=transport).sent == 3  # released
+
+
+def test_run_job_uses_the_outbox_without_smtp_host(world) -> None:
+    settings, engine = world
+    report = run_job(engine, settings, NOW, fetch=False)
+    assert report.sent == 3
+    assert len(list(Path(settings.outbox_dir).glob("*.eml"))) == 3
+
+
+def test_run_job_not_due_before_send_time(world) -> None:
+    settings, engine = world
+    report = run_job(engine, settings, NOW.replace(hour=6), fetch=False, transport=Recorder())
+    assert (report.due, report.sent) == (0, 0)
+
+
+def test_preview_email_is_the_email_a_run_would_send_without_recording(world) -> None:
+    settings, engine = world
+    rendered, message, result = preview_email(engine, settings, NOW, "ada@example.org")
+    assert b"multipart/alternative" in message and rendered.subject
+    assert [r.paper.id for r in result.picks]
+    assert ledger.deliveries_for(engine) == []
+
+
+# --- the ledger on SQLite and PostgreSQL --------------------------------------------------------------
+
+
+@pytest.fixture
+def subscribers(engine):
+    with session_scope(engine) as session:
+        ids = [add_subscriber(session, f"s{i}@example.org", SubscriberInput(), now=NOW).id for i in range(3)]
+    return ids
+
+
+def test_open_deliveries_creates_once_and_supersedes_older_open_rows(engine, subscribers) -> None:
+    a, b, c = subscribers
+    first = ledger.open_deliveries(engine, [(a, "2024-05-01"), (b, "2024-05-01")], NOW, lambda s, e: f"<{s}.{e}@x>")
+    again_ = ledger.open_deliveries(engine, [(a, "2024-05-01")], NOW, lambda s, e: "<other@x>")
+    assert again_[(a, "2024-05-01")] == first[(a, "2024-05-01")]
+    assert first[(a, "2024-05-01")].message_id == f"<{a}.2024-05-01@x>" and first[(a, "2024-05-01")].state == "pending"
+    ledger.open_deliveries(engine, [(a, "2024-05-02")], NOW, lambda s, e: "<n@x>")
+    old = {d.subscriber_id: d for d in ledger.deliveries_for(engine, edition="2024-05-01")}
+    assert old[a].state == "failed" and "superseded" in old[a].last_error
+    assert old[b].state == "pending"  # b has no newer edition
+
+
+def test_record_sent_writes_sent_papers_in_the_same_transaction(engine, subscribers, tmp_path: Path) -> None:
+    a = subscribers[0]
+    import_file(engine, write_papers(tmp_path / "p.jsonl", "p", per_topic=1), NOW)
+    with session_scope(engine) as session:
+        from digest.store.candidates import candidate_papers
+
+        papers = [c.paper.id for c in candidate_papers(session, NOW - timedelta(days=1), NOW)]
+    row = ledger.open_deliveries(engine, [(a, "2024-05-02")], NOW, lambda s, e: "<m@x>")[(a, "2024-05-02")]
+    ledger.write(engine, lambda conn: ledger.record_sent(conn, row.id, a, papers, 1, NOW, NOW))
+    ledger.write(engine, lambda conn: ledger.record_sent(conn, row.id, a, papers, 1, NOW, NOW))  # idempotent on papers
+    assert ledger.sent_paper_ids(engine) == {a: set(papers)}
+    assert ledger.accepted_editions(engine) == {a: "2024-05-02"} == ledger.finished_editions(engine)
+    with pytest.raises(Exception):
+        ledger.write(engine, lambda conn: (ledger.record_sent(conn, row.id, a, [], 1, NOW, NOW), 1 / 0))
+    assert ledger.deliveries_for(engine)[0].attempts == 2  # the failed transaction left nothing
+
+
+def test_record_failed_counts_bounces_and_marks_bounced_at_three(engine, subscribers) -> None:
+    a = subscribers[0]
+    counts = []
+    for day in ("2024-05-01", "2024-05-02", "2024-05-03"):
+        row = ledger.open_deliveries(engine, [(a, day)], NOW, lambda s, e: f"<{e}@x>")[(a, day)]
+        counts.append(ledger.write(engine, lambda conn: ledger.record_failed(conn, row.id, a, "550 no", 1, NOW, bounce=True)))
+    assert counts == [1, 2, 3]
+    with session_scope(engine) as session:
+        assert get_subscriber(session, a).status == "bounced"
+
+
+def test_editions_summary_counts_states_per_edition(engine, subscribers) -> None:
+    a, b, c = subscribers
+    rows = ledger.open_deliveries(engine, [(a, "2024-05-02"), (b, "2024-05-02"), (c, "2024-05-02")], NOW, lambda s, e: f"<{s}@x>")
+    ledger.write(engine, lambda conn: ledger.record_sent(conn, rows[(a, "2024-05-02")].id, a, [], 1, NOW, NOW))
+    ledger.record_skipped(engine, [rows[(b, "2024-05-02")].id], "nothing new", NOW)
+    ledger.mark_sending(engine, [rows[(c, "2024-05-02")].id], NOW)
+    assert ledger.editions_summary(engine) == [ledger.EditionSummary("2024-05-02", sent=1, skipped=1, pending=1)]
+    ledger.unmark_sending(engine, [rows[(c, "2024-05-02")].id], NOW)
+    assert states_by_id(engine)[c] == "pending"
+
+
+def states_by_id(engine) -> dict[int, str]:
+    return {d.subscriber_id: d.state for d in ledger.deliveries_for(engine)}
