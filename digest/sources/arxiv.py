@@ -95,7 +95,7 @@ def listing_paper(entry, listed: frozenset[str], feed_date) -> ParsedPaper | Non
         categories = categories or [primary]
         announce_type = announce_type or _legacy_announce_type(primary, suffix.group(3), listed)
     abstract = _LISTING_PREFIX.sub("", html_to_text(entry.get("summary")), count=1)
-    date = time_from_struct(entry.get("published_parsed") or entry.get("updated_parsed")) or feed_date
+    date = time_from_struct(dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")) or feed_date
     replacement = announce_type in ("replace", "replace-cross")
     url, pdf_url = arxiv_urls(arxiv_id)
     doi = normalise_doi(entry.get("arxiv_doi"))
@@ -121,7 +121,7 @@ def listing_paper(entry, listed: frozenset[str], feed_date) -> ParsedPaper | Non
 
 def listing_result(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseResult:
     listed = _listed_categories(parsed)
-    feed_date = time_from_struct(parsed.feed.get("updated_parsed") or parsed.feed.get("published_parsed"))
+    feed_date = time_from_struct(dict.get(parsed.feed, "updated_parsed") or dict.get(parsed.feed, "published_parsed"))
     papers, skipped = papers_from_entries(parsed.entries, lambda entry: listing_paper(entry, listed, feed_date))
     return ParseResult(papers=papers, kind="arxiv-rss", title=feed_title(parsed), warnings=warnings + skipped)
 
@@ -149,8 +149,8 @@ def api_paper(entry) -> ParsedPaper | None:
         doi=doi,
         url=url,
         pdf_url=pdf_url,
-        published=time_from_struct(entry.get("published_parsed")),
-        updated=time_from_struct(entry.get("updated_parsed")),
+        published=time_from_struct(dict.get(entry, "published_parsed")),
+        updated=time_from_struct(dict.get(entry, "updated_parsed")),
         item_id=entry.get("id"),
     )
 

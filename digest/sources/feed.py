@@ -162,8 +162,9 @@ def paper_from_entry(entry) -> ParsedPaper | None:
         doi=doi,
         url=url,
         pdf_url=pdf_url,
-        published=time_from_struct(entry.get("published_parsed") or entry.get("updated_parsed")),
-        updated=time_from_struct(entry.get("updated_parsed")),
+        # dict.get: FeedParserDict.get("updated_parsed") silently falls back to published_parsed (and warns).
+        published=time_from_struct(dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")),
+        updated=time_from_struct(dict.get(entry, "updated_parsed")),
         upvotes=upvotes,
         item_id=item_id,
     )
