@@ -27,7 +27,7 @@ import numpy as np
 from .models import Paper
 from .store.candidates import Candidate
 
-MMR_LAMBDA = 0.8  # share of the score against the similarity to papers already picked
+MMR_LAMBDA = 0.9  # share of the score against the similarity to papers already picked
 TRENDING_MIN_REASON = 0.5  # trending score from which "trending" is given as a reason
 CHUNK = 1000  # profiles per matrix product
 

@@ -1,8 +1,10 @@
 """The text model behind digest.rank: TF-IDF vectors of the day's candidates and of every profile, and the chunked
 sparse float32 product that scores them. Pure numpy / scipy / scikit-learn: no database, no clock, no network.
 
-Papers are title (weighted) + abstract; tokens are lower-cased words without English stop words, plural "s"
-stripped (Harman's S-stemmer, so "autoencoders" meets "autoencoder"), unigrams and bigrams, sublinear tf.
+Tokens are lower-cased words without English stop words, plural "s" stripped (Harman's S-stemmer, so
+"autoencoders" meets "autoencoder"), unigrams and bigrams. Interests are TF-IDF vectors (sublinear tf); papers
+(candidates, seed, liked and disliked ones) weight each term by BM25's saturating, length-normalised tf over title
+(counted twice) + abstract, times the same IDF. Every row is L2-normalised, so scores are cosines.
 The IDF is fitted on the candidates alone, so a profile scores the same whichever other profiles are ranked with it.
 """
 
@@ -15,15 +17,16 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 # Tuned on the "tune" half of benchmarks/eval (see README, "Ranking quality and speed").
-TITLE_WEIGHT = 2.0  # a term in the title counts this many times one in the abstract (before sublinear tf)
+TITLE_WEIGHT = 2  # a term in the title counts this many times one in the abstract
+BM25_K1, BM25_B = 2.0, 0.75  # papers' term weights: BM25's tf saturation and length normalisation, times IDF
 INTEREST_WEIGHT, PAPER_WEIGHT, DISLIKE_WEIGHT = 1.0, 0.75, 0.5  # Rocchio's alpha, beta, gamma
-CENTROID_SHARE = 0.5  # relevance = share * centroid cosine + (1 - share) * best single interest or paper
+CENTROID_SHARE = 0.8  # relevance = share * centroid cosine + (1 - share) * best single interest or paper
 DISLIKE_PENALTY = 0.5  # times the cosine to the nearest disliked paper, subtracted
-PRF_DOCS, PRF_WEIGHT = 3, 0.3  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
+PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
 NEAREST_MIN = 0.12  # cosine from which the nearest seed / liked paper is named as a reason
 TERM_CANDIDATES = 8  # overlapping terms looked at for the "matched terms" reason
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -64,6 +67,8 @@ class Corpus:
         self.vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, norm=None, dtype=np.float32)
         if any(titles) or any(abstracts):
             self.vectorizer.fit([t + a for t, a in zip(titles, abstracts)])
+            self.counter = CountVectorizer(analyzer=_identity, vocabulary=self.vectorizer.vocabulary_, dtype=np.float32)
+            self.avgdl: float | None = None
             self.docs = self._papers(titles, abstracts)
             self.terms = self.vectorizer.get_feature_names_out()
         else:  # no candidates, or none with a word: nothing can match
@@ -76,9 +81,15 @@ class Corpus:
         self.trending_order = np.lexsort((np.arange(self.size), -self.trending))
 
     def _papers(self, titles: list[list[str]], abstracts: list[list[str]]) -> sp.csr_matrix:
-        t = self.vectorizer.transform(titles)
-        a = self.vectorizer.transform(abstracts)
-        return normalize((TITLE_WEIGHT * t + a).astype(np.float32)).tocsr()
+        """BM25's saturating, length-normalised tf (title tokens counted TITLE_WEIGHT times) x IDF, L2-normalised."""
+        counts = self.counter.transform([t * TITLE_WEIGHT + a for t, a in zip(titles, abstracts)]).astype(np.float32).tocsr()
+        lengths = np.asarray(counts.sum(axis=1)).ravel()
+        if self.avgdl is None:  # the candidates set the average length; profile papers are measured against it
+            self.avgdl = float(max(lengths.mean(), 1.0))
+        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        tf = counts.data
+        counts.data = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * lengths[rows] / self.avgdl))
+        return normalize(counts @ sp.diags(self.vectorizer.idf_.astype(np.float32))).astype(np.float32).tocsr()
 
     def vectorise(self, interests: list[str], papers: list[tuple[str, str]]) -> sp.csr_matrix:
         """Rows for interest texts, then for (title, abstract) papers, in the candidates' vocabulary."""
