@@ -86,7 +86,7 @@ def index():
 
 @pages.route("/subscribe", methods=["GET", "POST"])
 def subscribe():
-    if request.method == "GET":
+    if request.method != "POST":  # GET or HEAD
         return render_template("page_subscribe.html", form={}, errors={}, zones=zone_names())
     ctx = web_context()
     client, moment = request.remote_addr or "unknown", ctx.now().timestamp()
@@ -138,7 +138,7 @@ def confirm(token: str):
         claim, sub = _load(session, "confirm", token)
         if session.exec(select(UsedToken).where(UsedToken.digest == claim.digest)).first() is not None:
             raise LinkGone("this link has already been used")
-        if request.method == "GET":
+        if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
             return render_template("page_confirm.html", email=sub.email)
         ctx.csrf.check()
@@ -153,8 +153,8 @@ def unsubscribe(token: str):
     ctx = web_context()
     with session_scope(ctx.engine) as session:
         _, sub = _load(session, "unsubscribe", token)
-        if request.method == "GET":
-            # Link scanners follow every URL with GET: only the button's POST unsubscribes.
+        if request.method != "POST":
+            # Link scanners follow every URL with GET (or HEAD): only the button's POST unsubscribes.
             return render_template("page_unsubscribe.html", email=sub.email)
         # RFC 8058 one-click: mail providers POST `List-Unsubscribe=One-Click` with no cookie and no
         # form token, so no CSRF check here; the signed token is the authority. Twice is fine.
@@ -259,8 +259,9 @@ def feedback(token: str):
         paper = session.get(Paper, claim.paper_id)
         if paper is None:
             raise LinkGone("this paper is no longer in the digest's store")
-        if request.method == "GET":
-            record_feedback(session, sub, paper, claim.value, ctx.now())
+        if request.method != "POST":
+            if request.method == "GET":  # a HEAD (a link checker) records nothing
+                record_feedback(session, sub, paper, claim.value, ctx.now())
             return render_template("page_feedback.html", title=paper.title, liked=claim.value > 0, undone=False)
         remove_feedback(session, sub, paper)
         return render_template("page_feedback.html", title=paper.title, liked=claim.value > 0, undone=True)

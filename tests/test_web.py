@@ -242,6 +242,18 @@ def test_unsubscribe_one_click_post_needs_nothing_else(site):
     assert second.status_code == 200 and load(site, "ada@example.org").unsubscribed_at == gone.unsubscribed_at
 
 
+def test_links_opened_with_head_change_nothing(site):
+    paper = add_paper(site, "2401.00009", "P")
+    sub = add_active(site)
+    scanner = site.new_client()  # link checkers often send HEAD
+    path = confirm_link(site, "eve@example.org")
+    for link in (f"/unsubscribe/{token(sub, 'unsubscribe')}", f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}", path):
+        assert scanner.head(link).status_code == 200, link
+    assert load(site, "ada@example.org").status == "active" and load(site, "eve@example.org").status == "pending"
+    with session_scope(site.engine) as session:
+        assert session.exec(select(Feedback)).all() == []
+
+
 def test_unsubscribe_revoked_link_refused(site):
     sub = add_active(site)
     path = f"/unsubscribe/{token(sub, 'unsubscribe')}"

@@ -1,0 +1,172 @@
+"""End to end in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): subscribe on the page,
+the confirmation email arrives at a local SMTP server, confirm, change preferences, see `digest rank` follow,
+like a paper, unsubscribe with one click. Screenshots (phone 375 px and desktop) go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from smtp_server import smtp_server  # noqa: F401 - fixture
+from sqlmodel import select
+from web_server import SECRET, confirm_path, serve_web
+
+from digest.models import Feedback, Paper
+from digest.store import session_scope
+from digest.store.subscribers import get_subscriber
+from digest.tokens import action_url, make_token
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts" / "web"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+PHONE = {"width": 375, "height": 740}
+DESKTOP = {"width": 1280, "height": 900}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed at /usr/bin/chromium"),
+]
+
+PAPERS = [
+    ("2406.04093", "Scaling and evaluating sparse autoencoders", "Sparse autoencoders recover interpretable features from language model activations; we study dictionary size and sparsity."),
+    ("2501.00001", "Protein structure prediction with diffusion", "A diffusion model for protein structure prediction that folds amino acid sequences into accurate three-dimensional structures."),
+    ("2501.00002", "Robot learning from human videos", "Robots learn manipulation skills from videos of humans performing household tasks."),
+    ("2501.00003", "Efficient attention for long documents", "A linear-time attention mechanism for transformers over long documents and retrieval."),
+    ("2501.00004", "Graph neural networks for molecules", "Message passing networks predict molecular properties from graphs of atoms and bonds."),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def insert_papers(site) -> dict[str, int]:
+    now = site.clock() - timedelta(hours=2)
+    ids = {}
+    with session_scope(site.engine) as session:
+        for ident, title, abstract in PAPERS:
+            paper = Paper(key=f"arxiv:{ident}", ident=ident, arxiv_id=ident, title=title, abstract=abstract, authors=["A. Author"], categories=["cs.LG"], first_seen=now, last_seen=now)
+            session.add(paper)
+            session.flush()
+            ids[ident] = paper.id
+    return ids
+
+
+def ranked_ids(cli, email: str) -> list[str]:
+    """The paper ids of the next digest for `email`, best first, through the real `digest rank --json`."""
+    result = cli("rank", email, "--json")
+    assert result.exit_code == 0, result.output
+    return [entry["id"] for entry in json.loads(result.output)]
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    # Readable on a phone: nothing wider than the viewport.
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"], f"{name} overflows horizontally"
+
+
+def test_browser_subscribe_confirm_preferences_feedback_unsubscribe(home, cli, browser, smtp_server):  # noqa: F811
+    with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none") as site:
+        ids = insert_papers(site)
+        context = browser.new_context(viewport=PHONE, timezone_id="Asia/Tokyo", device_scale_factor=2)
+        problems: list[str] = []
+        page = context.new_page()
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+
+        # Subscribe: the tiny script picked the browser's zone.
+        page.goto(f"{site.base_url}/subscribe")
+        assert page.input_value("#tz") == "Asia/Tokyo"
+        page.fill("#email", "ada@example.org")
+        page.fill("#interests", "sparse autoencoders\ninterpretable features of language models")
+        shoot(page, "01-subscribe-phone")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Check your inbox")
+        shoot(page, "02-check-inbox-phone")
+
+        # The confirmation email arrived over SMTP; open its link.
+        [received] = smtp_server.messages
+        assert received.rcpt_tos == ["ada@example.org"]
+        page.goto(site.base_url + confirm_path(received.parsed, site.base_url))
+        shoot(page, "03-confirm-phone")
+        page.click("text=Yes, confirm")
+        page.wait_for_selector("text=You are subscribed")
+        shoot(page, "04-subscribed-phone")
+        with session_scope(site.engine) as session:
+            sub = get_subscriber(session, "ada@example.org")
+        assert (sub.status, sub.tz) == ("active", "Asia/Tokyo")
+        assert ranked_ids(cli, "ada@example.org")[0] == "2406.04093"
+
+        # Preferences: new interests change the top paper of the next ranking.
+        page.click("text=Set your preferences")
+        page.wait_for_selector("text=Your digest")
+        page.fill("#interests", "protein structure prediction\nprotein folding")
+        page.fill("#max_papers", "3")
+        page.select_option("#frequency", "weekly:mon")
+        shoot(page, "05-preferences-phone")
+        page.click("text=Save preferences")
+        page.wait_for_selector("text=Saved.")
+        after_preferences = ranked_ids(cli, "ada@example.org")
+        assert after_preferences[0] == "2501.00001"
+        with session_scope(site.engine) as session:
+            sub = get_subscriber(session, "ada@example.org")
+        assert (sub.max_papers, sub.frequency) == (3, "weekly:mon")
+
+        desktop = browser.new_context(viewport=DESKTOP).new_page()
+        desktop.goto(page.url)
+        shoot(desktop, "06-preferences-desktop")
+
+        # Like a paper through its feedback link (the link in each digest email).
+        like = action_url(site.base_url, "feedback", make_token(SECRET, "feedback", sub.id, sub.token_version, paper_id=ids["2501.00002"], value=1))
+        page.goto(like)
+        page.wait_for_selector("text=Thank you")
+        shoot(page, "07-feedback-phone")
+        with session_scope(site.engine) as session:
+            assert [(f.paper_id, f.value) for f in session.exec(select(Feedback))] == [(ids["2501.00002"], 1)]
+        after_like = ranked_ids(cli, "ada@example.org")
+        def place(ranked: list[str]) -> int:  # a paper left out ranks after every listed one
+            return ranked.index("2501.00002") if "2501.00002" in ranked else len(PAPERS)
+
+        assert place(after_like) < place(after_preferences)  # the liked paper moved up
+
+        # Unsubscribe: opening the link changes nothing; the button does it at once.
+        page.goto(action_url(site.base_url, "unsubscribe", make_token(SECRET, "unsubscribe", sub.id, sub.token_version)))
+        shoot(page, "08-unsubscribe-phone")
+        with session_scope(site.engine) as session:
+            assert get_subscriber(session, "ada@example.org").status == "active"
+        page.click("button:has-text('Unsubscribe')")
+        page.wait_for_selector("text=You are unsubscribed")
+        shoot(page, "09-unsubscribed-phone")
+        with session_scope(site.engine) as session:
+            assert get_subscriber(session, "ada@example.org").status == "unsubscribed"
+        assert problems == []  # no CSP violation, no script error
+        context.close()
+
+
+def test_browser_subscribe_works_without_javascript(home, browser):
+    with serve_web(home) as site:
+        context = browser.new_context(viewport=PHONE, java_script_enabled=False)
+        page = context.new_page()
+        page.goto(f"{site.base_url}/subscribe")
+        assert page.input_value("#tz") == "UTC"  # no script: the default zone stays
+        page.fill("#email", "grace@example.org")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Check your inbox")
+        assert [m["To"] for m in site.outbox_messages()] == ["grace@example.org"]
+        page.goto(f"{site.base_url}/subscribe")
+        page.fill("#email", "not an address")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Please enter a valid email address")
+        shoot(page, "10-subscribe-error-phone-nojs")
+        context.close()
