@@ -273,6 +273,7 @@ def test_parse_file_hf_mirror_feeds_key_on_arxiv_id(name, count, title, with_upv
     assert (result.kind, len(result.papers), result.title) == ("rss20", count, title)
     assert all(p.key == f"arxiv:{p.arxiv_id}" for p in result.papers)
     assert sum(p.upvotes is not None for p in result.papers) == with_upvotes
+    assert parse_source("hf-daily", read(name)) == result  # an "hf-daily" source pointed at a mirror feed
 
 
 def test_parse_file_huangboming_reads_authors_upvotes_and_abstract_from_description():
