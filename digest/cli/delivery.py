@@ -1,0 +1,184 @@
+"""`digest preview`, `digest send`, `digest run` and `digest demo`: thin commands over digest.pipeline.
+
+They print and exit; deciding who is due, what they get and how it is delivered is the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import sys
+import tempfile
+import threading
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import click
+
+from ..errors import DeliveryError
+from . import EXIT_ERROR, AppContext, main, pass_app
+
+DEMO_CONFIG = """# written by `digest demo`: an offline demo, mail goes to the outbox directory
+secret_key = "demo-only-secret-key-not-for-real-use"
+from_address = "digest@example.org"
+from_name = "Paper digest (demo)"
+"""
+DEMO_SUBSCRIBERS = (
+    ("ada@example.org", "Ada", ["sparse autoencoders", "mechanistic interpretability", "steering language models"]),
+    ("grace@example.org", "Grace", ["speech recognition", "text to speech", "audio language models"]),
+    ("alan@example.org", "Alan", ["robot learning", "reinforcement learning", "embodied agents"]),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _edition(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint="--date") from None
+
+
+class _Progress:
+    """A click progress bar on a terminal (stderr), fed from the sending thread; nothing otherwise."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.lock = threading.Lock()
+        self.enabled = sys.stderr.isatty()
+
+    def plan(self, total: int) -> None:
+        if self.enabled and total:
+            self.bar = click.progressbar(length=total, label="sending", file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+
+    def step(self, n: int) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: bool = False, edition: str | None = None) -> None:
+    from ..pipeline import run_job
+
+    progress = _Progress()
+    try:
+        report = run_job(app.engine, app.settings, _now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition, progress=progress.step, on_plan=progress.plan)
+    except DeliveryError as exc:
+        progress.close()
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            click.echo(partial.summary())
+        raise
+    progress.close()
+    for source in report.fetched:
+        click.echo(source.line())
+    if not report.due:
+        click.echo(f"nothing due for {only}" if only else "nothing due: every active subscriber has today's edition or their send time has not come")
+    click.echo(report.summary())
+    if report.unserved:
+        click.echo(f"error: {report.unserved} due subscriber{'s were' if report.unserved != 1 else ' was'} not served (deferred ones are retried by the next run; `digest status` shows the ledger)", err=True)
+        click.get_current_context().exit(EXIT_ERROR)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Rank, render and build every email, but send and record nothing.")
+@click.option("--only", metavar="EMAIL", help="Only this subscriber (if their edition is due).")
+@click.option("--date", "edition", metavar="YYYY-MM-DD", help="Send this edition to every subscriber who has not had it, whatever their send time.")
+@pass_app
+def send(app: AppContext, dry_run: bool, only: str | None, edition: str | None) -> None:
+    """Render and deliver today's edition to every due subscriber (no fetching).
+
+    Ends with one line: sent, skipped, failed, deferred and time; exits 1 when a due subscriber was not
+    served. A rerun sends only what the mail server has not accepted yet.
+    """
+    _deliver(app, fetch=False, only=only, dry_run=dry_run, edition=_edition(edition))
+
+
+@main.command("run")
+@pass_app
+def run_cmd(app: AppContext) -> None:
+    """Fetch every enabled source, then send whatever is due: the one-shot for cron and systemd timers.
+
+    Safe to start every 15 minutes: a lock keeps two runs from overlapping, and the ledger keeps an
+    edition from going out twice.
+    """
+    _deliver(app, fetch=True)
+
+
+@main.command()
+@click.argument("email")
+@click.option("--out", "html_out", type=click.Path(dir_okay=False, writable=True), metavar="FILE", help="Write the HTML part to FILE (open it in a browser).")
+@click.option("--text", "show_text", is_flag=True, help="Print the plain-text part instead of the summary.")
+@click.option("--eml", "eml_out", type=click.Path(dir_okay=False, writable=True), metavar="FILE", help="Write the whole message (headers and both parts) to FILE.")
+@click.option("--date", "edition", metavar="YYYY-MM-DD", help="Label the email with this edition (default: the subscriber's local today).")
+@pass_app
+def preview(app: AppContext, email: str, html_out: str | None, show_text: bool, eml_out: str | None, edition: str | None) -> None:
+    """Exactly the email EMAIL's next edition would be, without sending or recording anything."""
+    from ..pipeline import preview_email
+
+    rendered, message, result = preview_email(app.engine, app.settings, _now(), email, edition=_edition(edition))
+    if show_text:
+        click.echo(rendered.text, nl=False)
+    else:
+        click.echo(f"To: {email.strip().lower()}")
+        click.echo(f"Subject: {rendered.subject}")
+        click.echo(f"{len(result.picks)} picks, {len(result.trending)} trending; {len(message):,} bytes")
+    for path, data in ((html_out, rendered.html.encode("utf-8")), (eml_out, message)):
+        if path:
+            Path(path).write_bytes(data)
+            click.echo(f"wrote {path}", err=show_text)
+
+
+@main.command()
+@click.option("--home", "demo_home", type=click.Path(file_okay=False), metavar="DIR", help="Keep the demo in DIR (default: a new temporary directory).")
+def demo(demo_home: str | None) -> None:
+    """Offline demo on the bundled real sample: 3 subscribers, the whole run, emails in an outbox.
+
+    Needs no network, no mail server and no configuration; DIGEST_HOME and DIGEST_* settings are ignored.
+    """
+    from ..config import load_settings
+    from ..ingest import SAMPLE_FILES, import_file
+    from ..pipeline import run_job
+    from ..store import ensure_ready, open_engine, session_scope
+    from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber
+
+    home = Path(demo_home).expanduser().resolve() if demo_home else Path(tempfile.mkdtemp(prefix="digest-demo-"))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "digest.toml"
+    if not config.exists():  # so `digest --home DIR preview ...` works on the demo afterwards
+        config.write_text(DEMO_CONFIG, encoding="utf-8")
+    settings = load_settings(home, env={}, overrides={"smtp_host": ""})
+    engine = open_engine(settings.database_url)
+    ensure_ready(engine)
+    now = _now()
+    click.echo(f"demo home: {home}")
+    for path in SAMPLE_FILES:
+        click.echo("imported " + import_file(engine, path, now).line())
+    with session_scope(engine) as session:
+        for address, name, interests in DEMO_SUBSCRIBERS:
+            if find_subscriber(session, address) is None:
+                add_subscriber(session, address, SubscriberInput(name=name, interests=interests, send_at="00:00", tz="UTC"), now=now)
+            click.echo(f"subscriber {address}: {'; '.join(interests)}")
+    report = run_job(engine, settings, now, fetch=False)
+    click.echo(report.summary())
+    outbox = Path(settings.outbox_dir)
+    files = sorted(outbox.glob("*.eml"))
+    click.echo(f"emails (.eml, one per subscriber) in the outbox {outbox}:")
+    for path in files:
+        click.echo(f"  {path.name}")
+    if files:
+        first = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+        html_path = home / f"{first['To'].addresses[0].username}.html"
+        html_path.write_text(first.get_body(("html",)).get_content(), encoding="utf-8")
+        click.echo(f"open in a browser: {html_path}")
+    click.echo(f"try: digest --home {home} preview {DEMO_SUBSCRIBERS[0][0]} --text")
+    engine.dispose()

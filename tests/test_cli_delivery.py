@@ -1,0 +1,229 @@
+"""`digest preview / send / run / demo` through the real CLI, and the exactly-once guarantees as real processes:
+SIGKILL in the middle of a send and a rerun; two `digest send` started together."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_settings
+from digest.ingest import import_file
+from digest.pipeline import run_lock
+from digest.store import deliveries as ledger
+from digest.store import init_db, open_engine, session_scope
+from digest.store.subscribers import SubscriberInput, add_subscriber
+from smtp_server import smtp_server  # noqa: F401
+
+SECRET = "cli-test-secret-key-0123456789"
+TOPICS = ("sparse autoencoders interpretability", "speech recognition audio", "robot reinforcement learning")
+
+
+def parse(data: bytes):
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+def populate(home: Path, subscribers: int = 3) -> list[str]:
+    """Papers first seen an hour ago and `subscribers` subscribers due since midnight UTC."""
+    (home / "digest.toml").write_text(f'secret_key = "{SECRET}"\nfrom_address = "digest@example.org"\n', encoding="utf-8")
+    settings = load_settings(home, env={})
+    engine = open_engine(settings.database_url)
+    init_db(engine)
+    now = datetime.now(timezone.utc)
+    lines = [json.dumps({"id": f"p{t}-{i}", "title": f"{topic.title()} study {i}", "abstract": f"We study {topic} in depth, part {i}."}) for t, topic in enumerate(TOPICS) for i in range(4)]
+    path = home / "papers.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    import_file(engine, path, now - timedelta(hours=1))
+    emails = [f"reader{i:02d}@example.org" for i in range(subscribers)]
+    with session_scope(engine) as session:
+        for i, address in enumerate(emails):
+            add_subscriber(session, address, SubscriberInput(name=f"Reader {i}", interests=[TOPICS[i % 3]], send_at="00:00", tz="UTC"), now=now - timedelta(days=2))
+    engine.dispose()
+    return emails
+
+
+def smtp_env(server) -> dict[str, str]:
+    return {"DIGEST_SMTP_HOST": server.host, "DIGEST_SMTP_PORT": str(server.port), "DIGEST_SMTP_SECURITY": "none", "DIGEST_SMTP_TIMEOUT": "10"}
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Any connection to somewhere other than 127.0.0.1 fails the test."""
+    attempts: list = []
+    real = socket.socket.connect
+
+    def guarded(self, address):  # noqa: ANN001
+        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1", "localhost")):
+            attempts.append(address)
+            raise OSError(f"network access attempted: {address}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return attempts
+
+
+# --- demo and preview -------------------------------------------------------------------------------
+
+
+def test_demo_runs_offline_and_writes_emails(cli, tmp_path: Path, no_network: list) -> None:
+    target = tmp_path / "demo"
+    result = cli("demo", "--home", str(target))
+    assert result.exit_code == 0, result.output
+    assert "sent 3, skipped 0, failed 0, deferred 0 in" in result.output
+    emls = sorted((target / "outbox").glob("*.eml"))
+    assert len(emls) == 3
+    messages = [parse(p.read_bytes()) for p in emls]
+    assert sorted(m["To"].addresses[0].addr_spec for m in messages) == ["ada@example.org", "alan@example.org", "grace@example.org"]
+    assert all(m.get_content_type() == "multipart/alternative" for m in messages)
+    html_line = next(line for line in result.output.splitlines() if line.startswith("open in a browser: "))
+    assert Path(html_line.split(": ", 1)[1]).read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert str(target / "outbox") in result.output
+    assert no_network == []
+
+
+def test_preview_writes_html_and_eml_without_sending_or_recording(cli, home: Path, tmp_path: Path) -> None:
+    populate(home)
+    html, eml = tmp_path / "ada.html", tmp_path / "ada.eml"
+    result = cli("preview", "reader00@example.org", "--out", str(html), "--eml", str(eml))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("To: reader00@example.org\nSubject: ")
+    message = parse(eml.read_bytes())
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == html.read_text(encoding="utf-8")
+    assert "Sparse Autoencoders Interpretability study" in html.read_text(encoding="utf-8")
+    text = cli("preview", "reader00@example.org", "--text")
+    assert text.exit_code == 0 and text.output == message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    engine = open_engine(load_settings(home, env={}).database_url)
+    assert ledger.deliveries_for(engine) == [] and not list((home / "outbox").glob("*"))
+
+
+def test_preview_unknown_subscriber_is_one_line_error(cli, home: Path) -> None:
+    populate(home)
+    result = cli("preview", "nobody@example.org")
+    assert result.exit_code == 1 and result.output.startswith("error: no subscriber nobody@example.org")
+
+
+# --- send and run -----------------------------------------------------------------------------------
+
+
+def test_send_delivers_and_prints_the_summary(cli, home: Path, smtp_server) -> None:
+    populate(home)
+    result = cli("send", env=smtp_env(smtp_server))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("sent 3, skipped 0, failed 0, deferred 0 in ")
+    assert sorted(smtp_server.recipients()) == ["reader00@example.org", "reader01@example.org", "reader02@example.org"]
+    again = cli("send", env=smtp_env(smtp_server))
+    assert again.exit_code == 0 and "nothing due" in again.output and len(smtp_server.messages) == 3
+
+
+def test_send_exits_non_zero_when_a_due_subscriber_is_not_served(cli, home: Path, smtp_server) -> None:
+    populate(home)
+    smtp_server.rcpt_replies["reader01@example.org"] = "550 5.1.1 no such user"
+    result = cli("send", env=smtp_env(smtp_server))
+    assert result.exit_code == 1
+    assert "sent 2, skipped 0, failed 1, deferred 0 in " in result.output
+    assert "1 due subscriber was not served" in result.output
+
+
+def test_send_only_and_dry_run(cli, home: Path, smtp_server) -> None:
+    populate(home)
+    dry = cli("send", "--dry-run", env=smtp_env(smtp_server))
+    assert dry.exit_code == 0 and "dry run: would send 3, skip 0" in dry.output and smtp_server.messages == []
+    only = cli("send", "--only", "reader02@example.org", env=smtp_env(smtp_server))
+    assert only.exit_code == 0 and "sent 1," in only.output and smtp_server.recipients() == ["reader02@example.org"]
+
+
+def test_send_bad_date_is_a_usage_error(cli, home: Path) -> None:
+    result = cli("send", "--date", "2024-02-30")
+    assert result.exit_code == 2 and "is not a date YYYY-MM-DD" in result.output
+
+
+def test_send_while_locked_says_so(cli, home: Path, smtp_server) -> None:
+    populate(home)
+    with run_lock(load_settings(home, env={})):
+        result = cli("send", env=smtp_env(smtp_server))
+    assert result.exit_code == 1 and result.output.startswith("error: another digest run holds the lock")
+    assert smtp_server.messages == []
+
+
+def test_send_with_server_down_prints_summary_and_error(cli, home: Path) -> None:
+    populate(home)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = cli("send", env={"DIGEST_SMTP_HOST": "127.0.0.1", "DIGEST_SMTP_PORT": str(port), "DIGEST_SMTP_SECURITY": "none"})
+    assert result.exit_code == 1
+    assert f"error: cannot connect to 127.0.0.1:{port}: connection refused" in result.output
+
+
+def test_run_fetches_every_source_then_sends(cli, home: Path, smtp_server, feed_server) -> None:
+    populate(home)
+    added = cli("sources", "add", feed_server.url("files/feeds/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "cs.SD")
+    assert added.exit_code == 0, added.output
+    result = cli("run", env=smtp_env(smtp_server))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("cs.SD: new:")
+    assert "sent 3, skipped 0, failed 0, deferred 0 in " in result.output
+    assert feed_server.requests_to("/files/feeds/rss-cs.SD")
+
+
+# --- real processes ---------------------------------------------------------------------------------
+
+
+def digest_process(home: Path, server, *args: str, rate: float = 0) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(smtp_env(server), DIGEST_HOME=str(home), DIGEST_SEND_RATE=str(rate))
+    code = "import sys; from digest.cli import main; sys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.02)
+
+
+def test_send_killed_mid_run_resumes_with_nobody_missing_and_at_most_one_duplicate(home: Path, smtp_server) -> None:
+    emails = populate(home, subscribers=20)
+    smtp_server.data_delay = 0.05  # a slow server: the kill lands in the middle of the edition
+    first = digest_process(home, smtp_server, "send")
+    wait_for(lambda: len(smtp_server.messages) >= 6 or first.poll() is not None)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = len(smtp_server.messages)
+    assert killed_at < len(emails)
+    time.sleep(0.2)  # let the server finish the DATA it was answering when the client died
+    second = digest_process(home, smtp_server, "send")
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, out + err
+    received = Counter(smtp_server.recipients())
+    assert set(received) == set(emails)  # nobody missing
+    assert sum(received.values()) - len(emails) <= 1  # at most the message in flight twice
+    engine = open_engine(load_settings(home, env={}).database_url)
+    assert {d.state for d in ledger.deliveries_for(engine)} == {"sent"}
+
+
+def test_two_sends_started_together_never_both_send(home: Path, smtp_server) -> None:
+    emails = populate(home, subscribers=10)
+    smtp_server.data_delay = 0.3  # the first run holds the lock for seconds
+    runs = [digest_process(home, smtp_server, "send") for _ in range(2)]
+    outputs = [run.communicate(timeout=180) for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes == [0, 1], outputs
+    errors = [err for run, (out, err) in zip(runs, outputs) if run.returncode == 1]
+    assert errors[0].startswith("error: another digest run holds the lock")
+    assert Counter(smtp_server.recipients()) == Counter(emails)  # each exactly once
