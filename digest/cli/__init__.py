@@ -77,6 +77,9 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, database
     if verbose:
         overrides["log_level"] = "debug"
     ctx.obj = AppContext(home, config_file, verbose, overrides)
+    from ..log import configure_logging_lazily  # one key=value (or JSON) line per event on stderr
+
+    configure_logging_lazily(lambda: ctx.obj.settings, log_format, overrides.get("log_level"))
 
 
 @main.command()

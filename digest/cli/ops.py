@@ -1,0 +1,109 @@
+"""`digest serve` (the scheduler daemon) and `digest status` (health for people and monitors).
+
+Thin: when to run lives in digest.schedule, what is a problem in digest.health, the queries in digest.store.status.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import click
+
+from . import EXIT_ERROR, AppContext, main, pass_app
+
+EDITIONS_SHOWN = 7
+
+
+@main.command()
+@click.option("--tick-seconds", type=click.IntRange(min=1), default=60, show_default=True, metavar="N",
+              help="Check every N seconds for subscribers whose send time has come.")
+@pass_app
+def serve(app: AppContext, tick_seconds: int) -> None:
+    """Run the scheduler: fetch at fetch_cron (in fetch_tz), send each edition when it is due.
+
+    Checks what is due at start, and fetches at once if a scheduled fetch was missed while it was down.
+    Shares `digest run`'s job and lock, so cron or a person running `digest run` never causes a double
+    send. SIGTERM or SIGINT lets the message in flight finish, then exits 0.
+    """
+    from ..log import enable_event_logging
+    from ..schedule import fetch_trigger, pipeline_job, serve as serve_forever
+    from ..store.status import newest_fetch_at
+
+    enable_event_logging()
+    settings = app.settings
+    fetch_trigger(settings)  # a bad fetch_cron is reported before anything starts
+    engine = app.engine
+    code = serve_forever(settings, pipeline_job(engine, settings), last_fetch=newest_fetch_at(engine), tick_seconds=tick_seconds)
+    click.get_current_context().exit(code)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if value else "never"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--check", is_flag=True, help="Print one line and exit 1 when a source is broken (for monitors).")
+@pass_app
+def status(app: AppContext, as_json: bool, check: bool) -> None:
+    """Health of sources and editions; tells an arXiv weekend from a broken source.
+
+    Per source: last success, papers in the last fetch, errors in a row. Per edition: sent, skipped,
+    failed, deferred, pending. --check fails (exit 1, one line) when a source failed 3 times in a row
+    or an arXiv source brought 0 papers after a weekday announcement; otherwise prints "ok: ...".
+    """
+    from ..health import source_note, source_problems
+    from ..schedule import fetch_trigger, next_fire_times
+    from ..store.deliveries import editions_summary
+    from ..store.status import source_health
+
+    sources = source_health(app.engine)
+    editions = editions_summary(app.engine, limit=EDITIONS_SHOWN)
+    problems = source_problems(sources)
+    upcoming = next_fire_times(fetch_trigger(app.settings), datetime.now(timezone.utc), 1)
+    next_fetch = upcoming[0] if upcoming else None
+    if as_json:
+        click.echo(json.dumps({
+            "ok": not problems,
+            "problems": problems,
+            "sources": [{**{k: getattr(s, k) for k in s.__dataclass_fields__}, "note": source_note(s)} for s in sources],
+            "editions": [{k: getattr(e, k) for k in ("edition", "sent", "skipped", "failed", "deferred", "pending")} for e in editions],
+            "next_fetch": next_fetch,
+        }, indent=2, default=lambda v: v.isoformat()))
+    elif check:
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            click.echo(f"fail: {problems[0]}{more}")
+        else:
+            enabled = sum(s.enabled for s in sources)
+            last = max((s.last_success_at for s in sources if s.last_success_at), default=None)
+            click.echo(f"ok: {enabled} source{'s' if enabled != 1 else ''} healthy, last success {_when(last)}")
+    else:
+        _print_status(sources, editions, problems, next_fetch, app.settings)
+    if check and problems:
+        click.get_current_context().exit(EXIT_ERROR)
+
+
+def _print_status(sources, editions, problems, next_fetch, settings) -> None:
+    from ..health import source_note
+
+    if not sources:
+        click.echo("sources: none (add one with `digest sources add`)")
+    else:
+        width = max(len(s.name) for s in sources)
+        click.echo(f"{'SOURCE':<{width}}  {'KIND':<9}  {'LAST SUCCESS':<20}  {'PAPERS':>6}  {'ERRORS':>6}  NOTE")
+        for s in sources:
+            click.echo(f"{s.name:<{width}}  {s.kind:<9}  {_when(s.last_success_at):<20}  {s.last_fetch_count:>6}  {s.consecutive_errors:>6}  {source_note(s)}".rstrip())
+    click.echo("")
+    if not editions:
+        click.echo("editions: none sent yet")
+    else:
+        click.echo(f"{'EDITION':<10}  {'SENT':>5}  {'SKIPPED':>7}  {'FAILED':>6}  {'DEFERRED':>8}  {'PENDING':>7}")
+        for e in editions:
+            click.echo(f"{e.edition:<10}  {e.sent:>5}  {e.skipped:>7}  {e.failed:>6}  {e.deferred:>8}  {e.pending:>7}")
+    click.echo("")
+    zone_time = next_fetch.strftime("%Y-%m-%d %H:%M %Z") if next_fetch else "never"
+    click.echo(f"next fetch: {zone_time} (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")
+    for problem in problems:
+        click.echo(f"problem: {problem}")

@@ -1,0 +1,193 @@
+"""Logging for every command: one line per event on stderr, key=value text (journald, cron mail) or JSON lines.
+
+`log_event(logger, "fetched", source="arxiv")` is the way to log an event; plain `logger.info("event=x k=%s", v)`
+messages are understood too. Every configured secret value is masked before a line is written.
+It must not decide what is logged, only how: the steps log their own events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .config import OPTIONS, REDACTED, Settings
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+SECRET_KEYS = re.compile(r"password|secret|token|api_key", re.IGNORECASE)
+# Libraries whose INFO lines are noise here (APScheduler logs every tick, httpx every request, alembic every check).
+QUIET_LOGGERS = ("apscheduler", "httpx", "httpcore", "alembic")
+_PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w.-]*)=(\"(?:[^\"\\]|\\.)*\"|.*?)(?=\s+[A-Za-z_][\w.-]*=|$)")
+_BARE = re.compile(r"^[^\s\"=\\]+$")
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event with its fields (source=, subscriber=, edition=...), rendered by the configured format."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"digest_fields": fields, "digest_event": event})
+
+
+def format_value(value: Any) -> str:
+    """One field value as logfmt: bare when it can be, else double-quoted with escapes; never a newline."""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    if text and _BARE.match(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def parse_pairs(message: str) -> tuple[dict[str, str], str]:
+    """key=value pairs of a logfmt-style message and the text before the first pair (for JSON output)."""
+    first = _PAIR.search(message)
+    if first is None:
+        return {}, message
+    pairs = {}
+    for match in _PAIR.finditer(message):
+        raw = match.group(2)
+        pairs[match.group(1)] = json.loads(raw) if raw.startswith('"') and raw.endswith('"') and len(raw) > 1 else raw
+    return pairs, message[: first.start()].strip()
+
+
+class EventFormatter(logging.Formatter):
+    """Renders a record as `ts level=... logger=... event=... k=v` or as one JSON object."""
+
+    def __init__(self, fmt: str = "text", secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.fmt = fmt
+        # Longest first, so a secret containing another is masked whole.
+        self.secrets = tuple(sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True))
+
+    def fields_of(self, record: logging.LogRecord) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        if hasattr(record, "digest_fields"):
+            out["event"] = record.digest_event
+            given = record.digest_fields
+        else:
+            given, text = parse_pairs(record.getMessage())
+            if text and "event" not in given:
+                out["event" if _BARE.match(text) else "msg"] = text
+        for key, value in given.items():
+            out[key] = REDACTED if SECRET_KEYS.search(key) and value else value
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            if record.levelno <= logging.DEBUG or logging.getLogger().isEnabledFor(logging.DEBUG):
+                out["traceback"] = self.formatException(record.exc_info)
+        return out
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = self.fields_of(record)
+        if self.fmt == "json":
+            line = json.dumps(fields, ensure_ascii=False, default=str)
+        else:
+            ts = fields.pop("ts")
+            line = ts + " " + " ".join(f"{key}={format_value(value)}" for key, value in fields.items())
+        return self.mask(line)
+
+    def mask(self, line: str) -> str:
+        for secret in self.secrets:
+            line = line.replace(secret, REDACTED)
+        return line
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the moment (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
+class LazyHandler(_StderrHandler):
+    """Configures itself from the settings on the first record, so `--help` never loads a broken config.
+
+    Until a command calls enable_event_logging(), only warnings and errors pass (or everything with -v):
+    at a terminal, `digest fetch` prints its own lines and info events would only repeat them.
+    """
+
+    def __init__(self, load_settings: Callable[[], Settings], fallback_format: str | None, fallback_level: str | None) -> None:
+        super().__init__()
+        self.load_settings = load_settings
+        self.fallback = (fallback_format or "text", fallback_level or "info")
+        self.resolved = False
+        self.floor = logging.DEBUG if fallback_level == "debug" else logging.WARNING
+
+    def resolve(self) -> None:
+        if self.resolved:
+            return
+        self.resolved = True
+        try:
+            settings = self.load_settings()
+        except Exception:  # noqa: BLE001 - the command itself reports a bad config; log with what the flags said
+            self.setFormatter(EventFormatter(self.fallback[0]))
+            self.setLevel(max(LEVELS[self.fallback[1]], self.floor))
+            return
+        self.setFormatter(EventFormatter(settings.log_format, secret_values(settings)))
+        self.setLevel(max(LEVELS[settings.log_level], self.floor))
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        self.resolve()
+        if record.levelno < self.level:  # the logger checked the level before it was known
+            return False
+        return super().handle(record)
+
+
+def enable_event_logging() -> None:
+    """Let every event at settings.log_level through: for the unattended commands (serve, run, send)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LazyHandler):
+            handler.floor = logging.DEBUG
+            if handler.resolved:
+                handler.resolved = False  # recompute the level on the next record
+
+
+def secret_values(settings: Settings) -> tuple[str, ...]:
+    """Every configured secret (passwords, keys, the password inside database_url), to be masked in logs."""
+    out = [str(settings.values[o.name]) for o in OPTIONS if o.secret and settings.values.get(o.name)]
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(settings.database_url).password
+        if password:
+            out.append(str(password))
+    except Exception:  # noqa: BLE001 - not a URL: the whole value is already in `out`
+        pass
+    return tuple(out)
+
+
+def _install(handler: logging.Handler, level: int) -> logging.Handler:
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(min(level, root.level) if root.level else level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return handler
+
+
+def configure_logging(settings: Settings) -> logging.Handler:
+    """Send every log line to stderr in settings.log_format at settings.log_level (replacing an earlier setup)."""
+    handler = _StderrHandler()
+    handler.setFormatter(EventFormatter(settings.log_format, secret_values(settings)))
+    handler.setLevel(LEVELS[settings.log_level])
+    return _install(handler, LEVELS[settings.log_level])
+
+
+def configure_logging_lazily(load_settings: Callable[[], Settings], log_format: str | None = None, log_level: str | None = None) -> logging.Handler:
+    """Like configure_logging, but the settings are loaded on the first log line (the CLI's entry point)."""
+    # The root logger lets DEBUG through; the handler filters at the configured level once it knows it.
+    return _install(LazyHandler(load_settings, log_format, log_level), logging.DEBUG)

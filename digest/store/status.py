@@ -1,0 +1,55 @@
+"""Read-only queries behind `digest status` and the daemon's start-up: each source's fetch health and the
+newest fetch. Per-edition counts come from the ledger (digest.store.deliveries.editions_summary).
+
+It must not write, and it must not judge: digest.health decides what is a problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..models import Source
+from . import wrap_db_error
+
+FETCHED_KINDS_EXCLUDE = ("file",)  # imported files are never fetched: no fetch health to report
+
+_source = Source.__table__
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    name: str
+    kind: str
+    enabled: bool
+    last_fetch_at: datetime | None
+    last_success_at: datetime | None
+    last_fetch_count: int  # entries in the last successful fetch that changed (a 304 keeps the count)
+    consecutive_errors: int
+    last_error: str | None
+    disabled_reason: str | None
+
+
+def _read(engine: Engine, statement) -> list:
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(statement))
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+
+
+def source_health(engine: Engine) -> list[SourceHealth]:
+    """Every fetched source (imported files left out), by name."""
+    columns = [getattr(_source.c, f) for f in SourceHealth.__dataclass_fields__]
+    query = sa.select(*columns).where(_source.c.kind.notin_(FETCHED_KINDS_EXCLUDE)).order_by(_source.c.name)
+    return [SourceHealth(**row._mapping) for row in _read(engine, query)]
+
+
+def newest_fetch_at(engine: Engine) -> datetime | None:
+    """When any enabled source was last fetched (tried), or None when none ever was."""
+    query = sa.select(sa.func.max(_source.c.last_fetch_at)).where(_source.c.enabled.is_(True), _source.c.kind.notin_(FETCHED_KINDS_EXCLUDE))
+    return _read(engine, query)[0][0]  # max() keeps the column's type: an aware UTC datetime
