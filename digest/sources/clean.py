@@ -66,8 +66,9 @@ def html_to_text(value: str | None) -> str:
         value = html.unescape(_strip_markup(value))
         if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
             value = _strip_markup(value)
-        value = _HOSTILE.sub(_defuse, value)
-    elif ":" in value and "script" in value.lower():  # str scans first: the regex costs ~50 us per abstract
+        if "=" in value or "script" in value.lower():
+            value = _HOSTILE.sub(_defuse, value)
+    elif ":" in value and "javascript" in value.lower():  # str scans first: the regex costs ~50 us per abstract
         # Without "<" there is no tag, so an event handler is inert text; a "javascript:" URL is still defused.
         value = _HOSTILE.sub(_defuse, value)
     return collapse_space(value)
