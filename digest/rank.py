@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Iterable, NamedTuple, Sequence
 
@@ -56,7 +57,7 @@ class Profile:
     trending_weight: float = 0.2
     exclude_paper_ids: frozenset[int] = frozenset()  # already sent to this subscriber
 
-    @property
+    @cached_property
     def is_empty(self) -> bool:
         """No interests, seeds or likes: such a subscriber gets the day's trending papers."""
         return not (any(i.strip() for i in self.interests) or self.seed_texts or self.liked_texts)
@@ -148,28 +149,31 @@ def _seen_by(candidate: Candidate, now: datetime) -> bool:
 
 
 def _result(profile: Profile, pool, corpus, scored, k: int, length: int, excluded: np.ndarray, trending_count: int, trend_reasons) -> RankResult:
-    picks = [int(d) for d in scored.picks[k, :length] if d >= 0]
+    picks = [d for d in scored.picks[k, :length].tolist() if d >= 0]
+    relevance = scored.relevance[k]
+    trend = corpus.trending_rounded
+    empty, max_papers = profile.is_empty, profile.max_papers
+    show_trend = profile.trending_weight > 0 and not empty
     ranked = []
     if picks:
-        terms, nearest = scored.terms[k], scored.nearest[k]
-        for n, d in enumerate(picks):
+        scores = np.round(scored.score[k, picks], 6).tolist()
+        relevances = np.round(relevance[picks], 6).tolist()
+        for n, (d, terms, nearest) in enumerate(zip(picks, scored.terms[k], scored.nearest[k])):
             reasons: list[str] = []
-            if terms[n]:
-                reasons.append("matched terms: " + ", ".join(terms[n]))
-            if nearest[n] is not None:
-                kind, paper, _sim = nearest[n]
+            if terms:
+                reasons.append("matched terms: " + ", ".join(terms))
+            if nearest is not None:
+                kind, paper, _sim = nearest
                 reasons.append(f"similar to your seed paper {paper.ident}: {paper.title}" if kind == "seed" else f"like {paper.title} (you liked it)")
-            if profile.is_empty:
+            if empty:
                 reasons += trend_reasons[d] or ["one of today's papers (add interests to get personal picks)"]
-            elif profile.trending_weight > 0 and corpus.trending[d] >= TRENDING_MIN_REASON:
+            elif show_trend and trend[d] >= TRENDING_MIN_REASON:
                 reasons += trend_reasons[d]
-            ranked.append(RankedPaper(pool[d], round(float(scored.score[k, d]), 6), round(float(scored.relevance[k, d]), 6), round(float(corpus.trending[d]), 6), tuple(reasons), n < profile.max_papers))
+            ranked.append(RankedPaper(pool[d], scores[n], relevances[n], trend[d], tuple(reasons), n < max_papers))
     order = corpus.trending_order
-    top = order[~excluded[order]][:trending_count]
-    trending = [
-        RankedPaper(pool[d], round(float(corpus.trending[d]), 6), round(float(scored.relevance[k, d]), 6), round(float(corpus.trending[d]), 6), tuple(trend_reasons[d] or ["among today's papers"]), False)
-        for d in top
-    ]
+    top = order[~excluded[order]][:trending_count].tolist()
+    top_relevance = np.round(relevance[top], 6).tolist()
+    trending = [RankedPaper(pool[d], trend[d], r, trend[d], tuple(trend_reasons[d] or ["among today's papers"]), False) for d, r in zip(top, top_relevance)]
     return RankResult(profile.subscriber_id, ranked, trending, matched=bool(ranked))
 
 

@@ -28,6 +28,7 @@ CENTROID_SHARE = 0.8  # relevance = share * centroid cosine + (1 - share) * best
 DISLIKE_PENALTY = 0.5  # times the cosine to the nearest disliked paper, subtracted
 PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
 NEAREST_MIN = 0.12  # cosine from which the nearest seed / liked paper is named as a reason
+NEAR_DUPLICATE, NEAR_DUPLICATE_PENALTY = 0.6, 2.0  # MMR: beyond this cosine to a pick, a paper loses score fast
 TERM_CANDIDATES = 8  # overlapping terms looked at for the "matched terms" reason
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
@@ -75,9 +76,11 @@ class Corpus:
             self.vectorizer = None
             self.docs = sp.csr_matrix((self.size, 1), dtype=np.float32)
             self.terms = np.array([""], dtype=object)
+        self.term_words = [frozenset(t.split(" ")) for t in self.terms]
         self.docs_t = self.docs.T.tocsr()
         self.gram = (self.docs @ self.docs_t).toarray().astype(np.float32)
         self.trending = trending_scores(pool)
+        self.trending_rounded = np.round(self.trending, 6).tolist()
         self.trending_order = np.lexsort((np.arange(self.size), -self.trending))
 
     def _papers(self, titles: list[list[str]], abstracts: list[list[str]]) -> sp.csr_matrix:
@@ -190,12 +193,9 @@ class ProfileRows:
         weight = np.where(empty[:, None], 1.0, weight)
         score = ((1 - weight) * scaled + weight * corpus.trending[None, :]).astype(np.float32)
         picks = _mmr(np.where(eligible, score, -np.inf), corpus.gram, max(lengths, default=0), mmr_lambda)
-        terms, nearest = [], []
-        for k, i in enumerate(chunk):
-            chosen = [int(d) for d in picks[k, : lengths[k]] if d >= 0]
-            terms.append(self._terms(i, chosen))
-            nearest.append(self._nearest(i, chosen, sims, local))
-        return Scored(picks, score, relevance, terms, nearest)
+        chosen = [[int(d) for d in picks[k, : lengths[k]] if d >= 0] for k in range(len(chunk))]
+        nearest = [self._nearest(i, c, sims, local) for i, c in zip(chunk, chosen)]
+        return Scored(picks, score, relevance, self._terms(chunk, chosen), nearest)
 
     def _feedback(self, relevance: np.ndarray, excluded: np.ndarray, floor: float) -> np.ndarray:
         """Mean cosine of each candidate to the profile's best PRF_DOCS matches above the floor."""
@@ -209,23 +209,26 @@ class ProfileRows:
         lifted = np.einsum("km,kmn->kn", valid, self.corpus.gram[top])
         return lifted / np.maximum(valid.sum(axis=1, keepdims=True), 1.0)
 
-    def _terms(self, i: int, picks: list[int]) -> list[list[str]]:
-        """The top overlapping terms of profile i and each pick, a bigram hiding the words it is made of."""
-        if not picks:
-            return []
-        overlap = self.corpus.docs[picks].multiply(self.centroid_pos[i]).tocsr()
-        out = []
-        for k in range(len(picks)):
-            row = overlap.getrow(k)
-            order = np.lexsort((row.indices, -row.data))[:TERM_CANDIDATES]
-            chosen: list[str] = []
-            for term in self.corpus.terms[row.indices[order]]:
-                if any(term in c.split(" ") or set(term.split(" ")) <= set(c.split(" ")) for c in chosen):
-                    continue
-                chosen = [c for c in chosen if not set(c.split(" ")) <= set(term.split(" "))] + [term]
-                if len(chosen) == 3:
-                    break
-            out.append(chosen)
+    def _terms(self, chunk: list[int], chosen: list[list[int]]) -> list[list[list[str]]]:
+        """For every pick of the chunk, the top overlapping terms with its profile (one sparse product for the
+        whole chunk); a bigram hides the words it is made of."""
+        owners = np.repeat(np.array(chunk, dtype=np.intp), [len(c) for c in chosen])
+        docs = np.array([d for c in chosen for d in c], dtype=np.intp)
+        if not len(docs):
+            return [[] for _ in chunk]
+        overlap = self.corpus.docs[docs].multiply(self.centroid_pos[owners]).tocsr()
+        overlap.eliminate_zeros()
+        rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
+        order = np.lexsort((overlap.indices, -overlap.data, rows))  # per row: best first, ties by term
+        rank = np.arange(len(order)) - overlap.indptr[rows[order]]
+        keep = order[rank < TERM_CANDIDATES]
+        terms = overlap.indices[keep].tolist()
+        bounds = np.searchsorted(rows[keep], np.arange(overlap.shape[0] + 1)).tolist()
+        names, words = self.corpus.terms, self.corpus.term_words
+        out, pair = [], 0
+        for picks in chosen:
+            out.append([[names[t] for t in _readable(terms[bounds[pair + k] : bounds[pair + k + 1]], words)] for k in range(len(picks))])
+            pair += len(picks)
         return out
 
     def _nearest(self, i: int, picks: list[int], sims: np.ndarray, local: dict[int, int]) -> list[tuple | None]:
@@ -237,6 +240,20 @@ class ProfileRows:
         best = block.argmax(axis=0)
         return [(labels[b][0], labels[b][1], float(block[b, k])) if block[b, k] >= NEAREST_MIN else None for k, b in enumerate(best)]
 
+
+
+def _readable(terms: list[int], words: list[frozenset], size: int = 3) -> list[int]:
+    """The first `size` terms, skipping a word already shown in a bigram and a bigram's words shown before it."""
+    chosen: list[int] = []
+    for term in terms:
+        mine = words[term]
+        if any(mine <= words[c] for c in chosen):
+            continue
+        chosen = [c for c in chosen if not words[c] <= mine]
+        chosen.append(term)
+        if len(chosen) == size:
+            break
+    return chosen
 
 
 def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
@@ -266,7 +283,8 @@ def _mmr(score: np.ndarray, gram: np.ndarray, length: int, lam: float) -> np.nda
     closest = np.zeros_like(pooled)
     everyone = np.arange(rows)
     for step in range(min(length, size)):
-        value = np.where(available, lam * pooled - (1 - lam) * closest, -np.inf)
+        redundancy = (1 - lam) * closest + NEAR_DUPLICATE_PENALTY * np.maximum(closest - NEAR_DUPLICATE, 0)
+        value = np.where(available, lam * pooled - redundancy, -np.inf)
         best = value.argmax(axis=1)
         ok = np.isfinite(value[everyone, best])
         if not ok.any():

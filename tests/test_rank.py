@@ -1,0 +1,304 @@
+"""digest.rank on small hand-made corpora: order and top-k membership, never float equality."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+import digest.rank as rank
+import digest.rank_text as rank_text
+from digest.models import Paper
+from digest.rank import Profile, ProfilePaper, author_matches, build_profile, in_categories, rank_many, rank_papers
+from digest.store.candidates import Candidate
+
+NOW = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
+
+TOPICS = {
+    1: ("Sparse autoencoders find interpretable features in language models",
+        "We train sparse autoencoders on the activations of a language model and find interpretable, monosemantic features. "
+        "Dictionary learning recovers features that explain model behaviour."),
+    2: ("Protein structure prediction with diffusion models",
+        "A denoising diffusion model generates protein backbones; we evaluate designability of the sampled protein structures."),
+    3: ("Graph neural networks for molecular property prediction",
+        "Message passing graph neural networks predict quantum chemical properties of small molecules from their bonds and atoms."),
+    4: ("Reinforcement learning for quadruped robot locomotion",
+        "A policy trained with reinforcement learning in simulation makes a quadruped robot walk over rough terrain; sim-to-real transfer."),
+    5: ("Speech recognition with conformer transformers",
+        "We improve automatic speech recognition with a conformer transformer on audio spectrograms and report word error rates."),
+    6: ("Semantic segmentation with vision transformers",
+        "A vision transformer backbone with a light decoder reaches strong semantic segmentation on ADE20K and Cityscapes images."),
+    7: ("Surface codes for quantum error correction",
+        "We decode surface codes for quantum error correction with a matching decoder and estimate logical error thresholds for qubits."),
+    8: ("Differential privacy in federated learning",
+        "Clients train a shared model with federated learning; differential privacy noise bounds what the server learns about each client."),
+    9: ("Circuits for mechanistic interpretability of transformers",
+        "Mechanistic interpretability reverse engineers circuits in transformer language models: attention heads implementing induction."),
+    10: ("A survey of sparse autoencoders for interpretability",
+         "This survey reviews sparse autoencoders, dictionary learning and interpretable features in language models."),
+    11: ("Tokenizers for multilingual machine translation",
+         "Subword tokenizers change the quality of multilingual machine translation between low-resource language pairs."),
+    12: ("Weather forecasting with neural operators",
+         "Neural operators learn global weather forecasting from reanalysis data and beat numerical weather prediction at ten days."),
+}
+
+
+def make(pid: int, title: str, abstract: str = "", *, authors=(), categories=("cs.LG",), upvotes: int = 0, sources=("arxiv",)) -> Candidate:
+    paper = Paper(id=pid, key=f"k{pid}", ident=f"2501.{pid:05d}", title=title, abstract=abstract, authors=list(authors),
+                  categories=list(categories), upvotes=upvotes, first_seen=NOW)
+    return Candidate(paper, tuple(sources))
+
+
+def corpus(overrides: dict[int, dict] | None = None) -> list[Candidate]:
+    """The twelve TOPICS papers; `overrides` maps a paper id to keyword arguments of make()."""
+    return [make(pid, t, a, **(overrides or {}).get(pid, {})) for pid, (t, a) in TOPICS.items()]
+
+
+def order(result) -> list[int]:
+    return [r.paper.id for r in result.ranked]
+
+
+def profile(**kw) -> Profile:
+    kw.setdefault("trending_weight", 0.0)
+    return Profile(subscriber_id=kw.pop("subscriber_id", 1), **kw)
+
+
+def seed(pid: int) -> ProfilePaper:
+    return ProfilePaper(f"2501.{pid:05d}", *TOPICS[pid])
+
+
+# --- relevance --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "interest, expected",
+    [("robot locomotion", 4), ("quantum error correction", 7), ("federated learning privacy", 8), ("weather forecasting", 12)],
+    ids=["robots", "quantum", "privacy", "weather"],
+)
+def test_rank_papers_interest_pulls_its_paper_to_the_top(interest, expected):
+    result = rank_papers(corpus(), profile(interests=(interest,)), NOW)
+    assert result.matched
+    assert order(result)[0] == expected
+
+
+def test_rank_papers_each_interest_gets_its_papers():
+    result = rank_papers(corpus(), profile(interests=("quadruped robot locomotion", "surface codes quantum error correction"), max_papers=3), NOW)
+    assert set(order(result)[:2]) == {4, 7}
+
+
+def test_rank_papers_seed_paper_decides_between_ambiguous_matches():
+    # "neural networks" alone barely separates the molecules paper from the others; a chemistry seed does.
+    candidates = corpus() + [make(13, "Equivariant message passing for quantum chemistry", "Equivariant graph networks predict energies of molecules and atoms.")]
+    plain = rank_papers(candidates, profile(interests=("neural",)), NOW, limit=12)
+    seeded = rank_papers(candidates, profile(interests=("neural",), seed_texts=(seed(3),)), NOW, limit=12)
+    assert order(seeded)[0] == 3
+    assert 13 in order(seeded)[:3]
+    assert 13 not in order(plain)[:3]
+
+
+def test_rank_papers_liked_paper_pulls_similar_ones_up():
+    candidates = [c for c in corpus() if c.paper.id != 3] + [make(13, "Equivariant message passing for quantum chemistry", "Equivariant graph networks predict energies of molecules and atoms.")]
+    liked = ProfilePaper("old-1", "Graph networks for molecules", "Message passing neural networks for molecules, atoms and bonds in quantum chemistry.")
+    without = rank_papers(candidates, profile(interests=("transformers",)), NOW, limit=12)
+    with_like = rank_papers(candidates, profile(interests=("transformers",), liked_texts=(liked,)), NOW, limit=12)
+    assert 13 not in order(without)
+    assert 13 in order(with_like)[:3]
+    assert any("you liked it" in reason for r in with_like.ranked if r.paper.id == 13 for reason in r.reasons)
+
+
+def test_rank_papers_disliked_paper_pushes_similar_ones_down():
+    base = profile(interests=("transformers", "speech"))
+    disliked = ProfilePaper("old-2", "Conformers for speech", "Speech recognition on audio spectrograms with conformer transformers and word error rates.")
+    before = order(rank_papers(corpus(), base, NOW, limit=12))
+    after = order(rank_papers(corpus(), profile(interests=("transformers", "speech"), disliked_texts=(disliked,)), NOW, limit=12))
+    assert before.index(5) < before.index(6)
+    assert 5 not in after or after.index(6) < after.index(5)
+
+
+# --- what is never picked -----------------------------------------------------------------------------------
+
+
+def test_rank_papers_muted_term_excludes_papers_mentioning_it():
+    interests = ("sparse autoencoders",)
+    assert 10 in order(rank_papers(corpus(), profile(interests=interests), NOW))
+    muted = order(rank_papers(corpus(), profile(interests=interests, muted_terms=("Survey",)), NOW))
+    assert 10 not in muted and 1 in muted
+
+
+def test_rank_papers_muted_author_excludes_their_papers():
+    candidates = corpus({1: {"authors": ("John Doe", "Ada Lovelace")}})
+    assert 1 in order(rank_papers(candidates, profile(interests=("sparse autoencoders",)), NOW))
+    muted = order(rank_papers(candidates, profile(interests=("sparse autoencoders",), muted_authors=("J. Doe",)), NOW))
+    assert 1 not in muted and 10 in muted
+
+
+def test_rank_papers_categories_keep_only_those_papers():
+    candidates = corpus({6: {"categories": ("cs.CV",)}, 5: {"categories": ("eess.AS", "cs.CL")}})
+    only_cv = order(rank_papers(candidates, profile(interests=("transformers",), categories=("cs.CV",)), NOW, limit=12))
+    assert only_cv == [6]
+    by_archive = order(rank_papers(candidates, profile(interests=("transformers",), categories=("eess",)), NOW, limit=12))
+    assert by_archive == [5]
+
+
+def test_rank_papers_already_sent_is_never_picked_again():
+    result = rank_papers(corpus(), profile(interests=("robot locomotion",), exclude_paper_ids=frozenset({4})), NOW, limit=12)
+    assert 4 not in order(result)
+    assert all(r.paper.id != 4 for r in result.trending)
+
+
+def test_rank_papers_floor_leaves_out_noise_even_when_digest_is_short():
+    result = rank_papers(corpus(), profile(interests=("sparse autoencoders interpretability",), max_papers=10), NOW, relevance_floor=0.05)
+    assert set(order(result)) <= {1, 9, 10}
+    assert {1, 10} <= set(order(result))
+    loose = rank_papers(corpus(), profile(interests=("sparse autoencoders interpretability",), max_papers=10), NOW, relevance_floor=0.0)
+    assert len(loose.ranked) > len(result.ranked)
+
+
+def test_rank_papers_nothing_matched_is_told_and_gets_trending():
+    candidates = corpus({7: {"upvotes": 90}, 2: {"upvotes": 40}, 11: {"upvotes": 5}})
+    result = rank_papers(candidates, profile(interests=("medieval poetry",)), NOW, trending_count=3)
+    assert not result.matched
+    assert result.ranked == [] and result.picks == []
+    assert [r.paper.id for r in result.trending] == [7, 2, 11]
+    assert "trending: 90 upvotes on Hugging Face" in result.trending[0].reasons
+
+
+def test_rank_papers_empty_profile_gets_the_days_trending():
+    candidates = corpus({12: {"upvotes": 300}, 3: {"upvotes": 20, "sources": ("arxiv", "hf-daily")}, 8: {"upvotes": 20}})
+    result = rank_papers(candidates, profile(max_papers=2), NOW, limit=4)
+    assert result.matched
+    assert order(result)[:3] == [12, 3, 8]  # equal upvotes: the paper in two sources first
+    assert [r.in_digest for r in result.ranked] == [True, True, False, False]
+
+
+def test_rank_papers_trending_weight_moves_upvoted_papers_up():
+    candidates = corpus({10: {"upvotes": 500, "sources": ("arxiv", "hf-daily")}})
+    interests = ("sparse autoencoders language model features",)
+    personal = order(rank_papers(candidates, profile(interests=interests, trending_weight=0.0), NOW))
+    trending = order(rank_papers(candidates, profile(interests=interests, trending_weight=1.0), NOW))
+    assert personal.index(1) < personal.index(10)
+    assert trending[0] == 10
+
+
+# --- diversity, reasons, determinism -------------------------------------------------------------------------
+
+
+def near_duplicates() -> list[Candidate]:
+    base = "Sparse autoencoders on language model activations find interpretable features by dictionary learning"
+    dups = [make(100 + n, f"Sparse autoencoders for interpretable features, part {n}", f"{base}; variant {n}.") for n in range(5)]
+    others = [make(200, "Sparse dictionary features in vision models", "Interpretable features of vision models found with sparse dictionaries."),
+              make(201, "Interpretable circuits in language models", "Mechanistic interpretability of language model circuits and features.")]
+    return dups + others + corpus()
+
+
+def test_rank_papers_diversity_stops_one_topic_filling_the_digest(monkeypatch):
+    p = profile(interests=("sparse autoencoders interpretable features",), max_papers=5)
+    monkeypatch.setattr(rank, "MMR_LAMBDA", 1.0)  # without MMR the five near-duplicates take every place
+    monkeypatch.setattr(rank_text, "NEAR_DUPLICATE_PENALTY", 0.0)
+    assert set(order(rank_papers(near_duplicates(), p, NOW))) == set(range(100, 105))
+    monkeypatch.undo()
+    top = order(rank_papers(near_duplicates(), p, NOW))
+    assert len(top) == 5
+    assert not set(top) <= set(range(100, 105))
+    assert top[0] in range(100, 105)
+
+
+def test_rank_papers_reasons_name_matched_terms_and_nearest_seed():
+    result = rank_papers(corpus(), profile(interests=("sparse autoencoders",), seed_texts=(seed(10),)), NOW)
+    top = result.ranked[0]
+    assert top.paper.id in (1, 10)
+    assert any(r.startswith("matched terms:") and "sparse autoencoder" in r for r in top.reasons)
+    first = next(r for r in result.ranked if r.paper.id == 1)
+    assert f"similar to your seed paper {seed(10).ident}: {TOPICS[10][0]}" in first.reasons
+
+
+def test_rank_papers_same_inputs_same_output_whatever_the_input_order():
+    p = profile(interests=("transformers", "learning"), max_papers=6, trending_weight=0.3)
+    candidates = corpus({4: {"upvotes": 10}, 9: {"upvotes": 10}})
+    first = rank_papers(candidates, p, NOW, limit=12)
+    shuffled = candidates[:]
+    random.Random(3).shuffle(shuffled)
+    second = rank_papers(shuffled, p, NOW, limit=12)
+    assert [(r.paper.id, r.score, r.reasons, r.in_digest) for r in first.ranked] == [(r.paper.id, r.score, r.reasons, r.in_digest) for r in second.ranked]
+
+
+def test_rank_papers_ties_break_by_paper_id():
+    twins = [make(7, "Quantum surface codes", "Surface codes for qubits."), make(3, "Quantum surface codes", "Surface codes for qubits.")]
+    assert order(rank_papers(twins, profile(interests=("surface codes",)), NOW)) == [3, 7]
+
+
+def test_rank_papers_limit_runs_past_the_digest_for_near_misses():
+    result = rank_papers(corpus(), profile(interests=("learning transformers models",), max_papers=2), NOW, limit=5, relevance_floor=0.0)
+    assert len(result.ranked) == 5
+    assert [r.in_digest for r in result.ranked] == [True, True, False, False, False]
+    assert len(result.picks) == 2
+
+
+def test_rank_papers_ignores_papers_first_seen_after_now():
+    late = make(50, "Robot locomotion from the future", "Quadruped robot locomotion.")
+    late.paper.first_seen = datetime(2025, 3, 2, tzinfo=timezone.utc)
+    assert 50 not in order(rank_papers(corpus() + [late], profile(interests=("robot locomotion",)), NOW))
+
+
+def test_rank_papers_no_candidates_matches_nothing():
+    result = rank_papers([], profile(interests=("robots",)), NOW)
+    assert not result.matched and result.ranked == [] and result.trending == []
+
+
+def test_rank_many_gives_the_same_results_as_rank_papers():
+    liked = ProfilePaper("old-1", "Graph networks for molecules", "Message passing for molecules and atoms.")
+    profiles = [
+        profile(subscriber_id=1, interests=("robot locomotion", "quantum error correction"), max_papers=3),
+        profile(subscriber_id=2, interests=("sparse autoencoders",), seed_texts=(seed(9),), muted_terms=("survey",)),
+        profile(subscriber_id=3),
+        profile(subscriber_id=4, interests=("transformers",), liked_texts=(liked,), disliked_texts=(seed(5),), trending_weight=0.5),
+        profile(subscriber_id=5, interests=("medieval poetry",)),
+        profile(subscriber_id=6, interests=("robot locomotion",), exclude_paper_ids=frozenset({4}), categories=("cs.LG",)),
+        profile(subscriber_id=7, interests=("sparse autoencoders",), trending_weight=1.0),
+    ]
+    candidates = corpus({12: {"upvotes": 30}, 2: {"upvotes": 8, "sources": ("arxiv", "hf-daily")}})
+    together = rank_many(candidates, profiles, NOW, limit=6, chunk_size=3)
+    for p, got in zip(profiles, together):
+        alone = rank_papers(candidates, p, NOW, limit=6)
+        assert got.subscriber_id == p.subscriber_id and got.matched == alone.matched
+        assert [(r.paper.id, r.in_digest, r.reasons) for r in got.ranked] == [(r.paper.id, r.in_digest, r.reasons) for r in alone.ranked]
+        assert [r.score for r in got.ranked] == pytest.approx([r.score for r in alone.ranked], abs=1e-5)
+        assert [r.paper.id for r in got.trending] == [r.paper.id for r in alone.trending]
+    assert [r.matched for r in together] == [True, True, True, True, False, False, True]  # 6: its only match was sent
+
+
+# --- profile building and filters ---------------------------------------------------------------------------
+
+
+def test_build_profile_resolves_a_subscriber_row():
+    sub = SimpleNamespace(id=4, interests=["robots", " "], muted_terms=["survey"], muted_authors=["J. Doe"], categories=["cs.RO"],
+                          max_papers=7, trending_weight=0.4)
+    seed_row, liked_row = corpus()[3].paper, corpus()[6].paper
+    p = build_profile(sub, [seed_row], [liked_row], [], {1, 2})
+    assert p.interests == ("robots",)
+    assert p.seed_texts == (ProfilePaper(seed_row.ident, seed_row.title, seed_row.abstract),)
+    assert p.liked_texts[0].title == liked_row.title and p.disliked_texts == ()
+    assert (p.max_papers, p.trending_weight, p.exclude_paper_ids) == (7, 0.4, frozenset({1, 2}))
+    assert not p.is_empty and Profile(1).is_empty
+
+
+@pytest.mark.parametrize(
+    "muted, author, expected",
+    [("J. Doe", "John Doe", True), ("J. Doe", "J. Doe", True), ("John Doe", "J. Doe", True), ("Jane Doe", "John Doe", False),
+     ("Doe", "Jane Doe", True), ("J. Doe", "John Smith", False), ("j doe", "JOHN DOE", True), ("", "John Doe", False)],
+    ids=["initial", "same", "full-vs-initial", "other-first-name", "surname-only", "other-surname", "case", "empty"],
+)
+def test_author_matches_names(muted, author, expected):
+    assert author_matches(muted, author) is expected
+
+
+@pytest.mark.parametrize(
+    "wanted, categories, expected",
+    [(("cs.LG",), ("cs.LG",), True), (("cs",), ("cs.CV",), True), (("cs.LG",), ("cs.CV", "stat.ML"), False),
+     (("cs.L",), ("cs.LG",), False), (("cs.lg",), ("cs.LG",), True), (("cs.LG",), (), False)],
+    ids=["same", "archive", "other", "no-partial-prefix", "case", "no-category"],
+)
+def test_in_categories_matches(wanted, categories, expected):
+    assert in_categories(wanted, categories) is expected
