@@ -17,6 +17,7 @@ from digest.deliver import (
     OutboxTransport,
     SMTPTransport,
     build_message,
+    encode_html,
     encode_words,
     make_message_id,
     transport_for,
@@ -72,7 +73,9 @@ def test_build_message_has_every_header_and_both_parts(tmp_path: Path) -> None:
     assert msg.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
     assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered().text
-    assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered().html
+    html_part = msg.get_body(("html",))
+    assert html_part["Content-Transfer-Encoding"] == "7bit"  # non-ASCII as character references
+    assert html_part.get_content().replace("\r\n", "\n") == rendered().html.replace("\u00e9", "&#233;").replace("\u03bb", "&#955;")
     assert not msg.defects and not any(p.defects for p in msg.iter_parts())
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
     assert b"\n" not in data.replace(b"\r\n", b"")  # CRLF everywhere, no bare LF
@@ -118,6 +121,26 @@ def test_build_message_display_names_round_trip(tmp_path: Path, name: str) -> No
     msg = parse(build(make_settings(tmp_path, from_name=name), name=name))
     assert msg["To"].addresses[0].display_name == name
     assert msg["From"].addresses[0].display_name == name
+
+
+@pytest.mark.parametrize(
+    "html, encoding",
+    [
+        ("<p>plain ascii</p>", "7bit"),
+        ("<p>Caf\u00e9</p>", "7bit"),
+        ("<style>p::before{content:'\u2192'}</style><p>x</p>", "base64"),
+        ("<p>" + "x" * 1200 + "</p>", "base64"),
+    ],
+    ids=["ascii", "non-ascii-text", "non-ascii-style", "long-line"],
+)
+def test_encode_html_picks_the_transfer_encoding(tmp_path: Path, html: str, encoding: str) -> None:
+    assert encode_html(html)[0] == encoding
+    msg = parse(build(make_settings(tmp_path), rendered=rendered(html=html)))
+    part = msg.get_body(("html",))
+    assert part["Content-Transfer-Encoding"] == encoding
+    import html as html_module
+
+    assert html_module.unescape(part.get_content().replace("\r\n", "\n")) == html_module.unescape(html)
 
 
 def test_build_message_rejects_non_ascii_address(tmp_path: Path) -> None:

@@ -174,40 +174,63 @@ def unmark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -
         write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids)), _delivery.c.state == "sending").values(state="pending", updated_at=now)))
 
 
+# Built once: constructing a statement costs more than executing it (the ledger is written per message).
+def _bind(name: str, column: sa.Column) -> sa.BindParameter:
+    return sa.bindparam(name, type_=column.type)
+
+
+_SENT = (
+    sa.update(_delivery)
+    .where(_delivery.c.id == sa.bindparam("delivery_id_"))
+    .values(state="sent", attempts=_delivery.c.attempts + sa.bindparam("tries_"), papers=_bind("papers_", _delivery.c.papers), last_error=None, sent_at=_bind("at_", _delivery.c.sent_at), updated_at=_bind("at_", _delivery.c.updated_at))
+)
+_COVERED = sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_")).values(last_digest_at=_bind("until_", _subscriber.c.last_digest_at), consecutive_bounces=0)
+_UNSENT = (
+    sa.update(_delivery)
+    .where(_delivery.c.id == sa.bindparam("delivery_id_"))
+    .values(state=sa.bindparam("state_"), attempts=_delivery.c.attempts + sa.bindparam("tries_"), last_error=sa.bindparam("error_"), updated_at=_bind("at_", _delivery.c.updated_at))
+)
+_BOUNCE = sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_")).values(consecutive_bounces=_subscriber.c.consecutive_bounces + 1)
+_BOUNCES = sa.select(_subscriber.c.consecutive_bounces).where(_subscriber.c.id == sa.bindparam("subscriber_id_"))
+_BOUNCED = sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_"), _subscriber.c.status == "active").values(status="bounced")
+_SENT_PAPER: dict[str, object] = {}
+
+
+def _sent_paper_insert(conn: Connection):
+    """INSERT that skips rows already there (SQLite and PostgreSQL both say ON CONFLICT DO NOTHING)."""
+    name = conn.dialect.name
+    if name not in _SENT_PAPER:
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        _SENT_PAPER[name] = insert(_sent).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
+    return _SENT_PAPER[name]
+
+
 def record_sent(conn: Connection, delivery_id: int, subscriber_id: int, paper_ids: Sequence[int], attempts: int, now: datetime, covered_until: datetime) -> None:
     """'sent', the papers carried, the subscriber's bounce counter reset and last_digest_at moved to
     `covered_until` (the run's instant: the next edition's candidates start there). One transaction."""
-    conn.execute(
-        sa.update(_delivery).where(_delivery.c.id == delivery_id).values(state="sent", attempts=_delivery.c.attempts + attempts, papers=list(paper_ids), last_error=None, sent_at=now, updated_at=now)
-    )
+    conn.execute(_SENT, {"delivery_id_": delivery_id, "tries_": attempts, "papers_": list(paper_ids), "at_": now})
     if paper_ids:
-        conn.execute(_insert_ignore(conn, _sent, ("subscriber_id", "paper_id")), [dict(subscriber_id=subscriber_id, paper_id=p, delivery_id=delivery_id, sent_at=now) for p in dict.fromkeys(paper_ids)])
-    conn.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id).values(last_digest_at=covered_until, consecutive_bounces=0))
-
-
-def _insert_ignore(conn: Connection, table: sa.Table, keys: tuple[str, ...]):
-    """INSERT that skips rows already there (SQLite and PostgreSQL both say ON CONFLICT DO NOTHING)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        conn.execute(_sent_paper_insert(conn), [{"subscriber_id": subscriber_id, "paper_id": p, "delivery_id": delivery_id, "sent_at": now} for p in dict.fromkeys(paper_ids)])
+    conn.execute(_COVERED, {"subscriber_id_": subscriber_id, "until_": covered_until})
 
 
 def record_deferred(conn: Connection, delivery_id: int, error: str, attempts: int, now: datetime) -> None:
-    conn.execute(sa.update(_delivery).where(_delivery.c.id == delivery_id).values(state="deferred", attempts=_delivery.c.attempts + attempts, last_error=error, updated_at=now))
+    conn.execute(_UNSENT, {"delivery_id_": delivery_id, "state_": "deferred", "tries_": attempts, "error_": error, "at_": now})
 
 
 def record_failed(conn: Connection, delivery_id: int, subscriber_id: int, error: str, attempts: int, now: datetime, *, bounce: bool) -> int:
     """'failed'; a hard bounce adds to the subscriber's counter, and BOUNCE_LIMIT in a row marks them
     'bounced' (no more mail). Returns the subscriber's consecutive bounces."""
-    conn.execute(sa.update(_delivery).where(_delivery.c.id == delivery_id).values(state="failed", attempts=_delivery.c.attempts + attempts, last_error=error, updated_at=now))
+    conn.execute(_UNSENT, {"delivery_id_": delivery_id, "state_": "failed", "tries_": attempts, "error_": error, "at_": now})
     if not bounce:
         return 0
-    conn.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id).values(consecutive_bounces=_subscriber.c.consecutive_bounces + 1))
-    bounces = conn.execute(sa.select(_subscriber.c.consecutive_bounces).where(_subscriber.c.id == subscriber_id)).scalar_one()
+    conn.execute(_BOUNCE, {"subscriber_id_": subscriber_id})
+    bounces = conn.execute(_BOUNCES, {"subscriber_id_": subscriber_id}).scalar_one()
     if bounces >= BOUNCE_LIMIT:
-        conn.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id, _subscriber.c.status == "active").values(status="bounced"))
+        conn.execute(_BOUNCED, {"subscriber_id_": subscriber_id})
     return bounces
 
 
