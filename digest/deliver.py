@@ -97,17 +97,19 @@ def check_address(address: str) -> str:
     return address
 
 
+def format_phrase(name: str) -> str:
+    """A display name as an RFC 5322 phrase: bare atoms, a quoted string, or RFC 2047 words."""
+    name = clean_header_text(name)
+    if name.isascii() and "=?" not in name:
+        return name if _ATOM.fullmatch(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return encode_words(name, 0)
+
+
 def format_address(name: str, address: str) -> str:
     """`Name <address>` with the display name quoted or RFC 2047-encoded as needed."""
     address = check_address(address)
-    name = clean_header_text(name)
-    if not name:
-        return address
-    if name.isascii() and "=?" not in name:
-        if not _ATOM.fullmatch(name):
-            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{name} <{address}>"
-    return f"{encode_words(name, 0)} <{address}>"
+    phrase = format_phrase(name)
+    return f"{phrase} <{address}>" if phrase else address
 
 
 def address_domain(address: str) -> str:
@@ -126,7 +128,8 @@ def _fixed_headers(from_address: str, from_name: str, reply_to: str, list_id: st
     if reply_to:
         lines.append(f"Reply-To: {check_address(reply_to)}")
     list_id = clean_header_text(list_id).strip("<>")
-    list_line = f"List-Id: {encode_words(from_name, 9)} <{list_id}>" if from_name else f"List-Id: <{list_id}>"
+    phrase = format_phrase(from_name)
+    list_line = f"List-Id: {phrase} <{list_id}>" if phrase else f"List-Id: <{list_id}>"
     return CRLF.join(lines), list_line, f"mailto:{check_address(from_address)}?subject=unsubscribe"
 
 

@@ -116,11 +116,12 @@ def test_encode_words_non_ascii_and_long_subjects_round_trip() -> None:
     assert all(len(line) <= 78 for line in ("Subject: " + plain).split("\r\n"))
 
 
-@pytest.mark.parametrize("name", ['Ada "the" Lovelace, Countess', "Ad\u00e0 L\u00f8velace", "A. Turing"], ids=["quoted", "non-ascii", "dot"])
+@pytest.mark.parametrize("name", ['Ada "the" Lovelace, Countess', "Ad\u00e0 L\u00f8velace", "A. Turing", "Paper digest (demo)"], ids=["quoted", "non-ascii", "dot", "parentheses"])
 def test_build_message_display_names_round_trip(tmp_path: Path, name: str) -> None:
     msg = parse(build(make_settings(tmp_path, from_name=name), name=name))
     assert msg["To"].addresses[0].display_name == name
     assert msg["From"].addresses[0].display_name == name
+    assert msg["List-Id"].endswith(" <digest.example.org>") and "(" not in msg["List-Id"].split('"')[0]
 
 
 @pytest.mark.parametrize(
