@@ -80,7 +80,8 @@ class RankedPaper:
 @dataclass(frozen=True)
 class RankResult:
     """The picks for one subscriber: `ranked` best first (in_digest marks the digest's own papers),
-    `trending` the day's trending papers, `matched` False when nothing cleared the relevance floor."""
+    `trending` the day's trending papers (score = trending, relevance not computed: 0.0), `matched` False when
+    nothing cleared the relevance floor."""
 
     subscriber_id: int
     ranked: list[RankedPaper] = field(default_factory=list)
@@ -130,6 +131,8 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     rows = ProfileRows(corpus, profiles)
     excluder = _Excluder(pool)
     trend_reasons = [_trending_reasons(c) for c in pool]
+    # The day's trending list is the same for everyone but what they must not get: one object per paper, shared.
+    shared_trending = [RankedPaper(c, t, 0.0, t, tuple(trend_reasons[d] or ["among today's papers"]), False) for d, (c, t) in enumerate(zip(pool, corpus.trending_rounded))]
     results: list[RankResult] = []
     for start in range(0, len(profiles), chunk_size):
         chunk = list(range(start, min(start + chunk_size, len(profiles))))
@@ -139,7 +142,7 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
             excluded[k, excluder.excluded(profiles[i])] = True
         scored = rows.score_chunk(chunk, excluded, relevance_floor, lengths, MMR_LAMBDA)
         for k, i in enumerate(chunk):
-            results.append(_result(profiles[i], pool, corpus, scored, k, lengths[k], excluded[k], trending_count, trend_reasons))
+            results.append(_result(profiles[i], pool, corpus, scored, k, lengths[k], excluded[k], trending_count, trend_reasons, shared_trending))
     return results
 
 
@@ -148,7 +151,7 @@ def _seen_by(candidate: Candidate, now: datetime) -> bool:
     return seen is None or seen <= now
 
 
-def _result(profile: Profile, pool, corpus, scored, k: int, length: int, excluded: np.ndarray, trending_count: int, trend_reasons) -> RankResult:
+def _result(profile: Profile, pool, corpus, scored, k: int, length: int, excluded: np.ndarray, trending_count: int, trend_reasons, shared_trending) -> RankResult:
     picks = [d for d in scored.picks[k, :length].tolist() if d >= 0]
     relevance = scored.relevance[k]
     trend = corpus.trending_rounded
@@ -171,9 +174,7 @@ def _result(profile: Profile, pool, corpus, scored, k: int, length: int, exclude
                 reasons += trend_reasons[d]
             ranked.append(RankedPaper(pool[d], scores[n], relevances[n], trend[d], tuple(reasons), n < max_papers))
     order = corpus.trending_order
-    top = order[~excluded[order]][:trending_count].tolist()
-    top_relevance = np.round(relevance[top], 6).tolist()
-    trending = [RankedPaper(pool[d], trend[d], r, trend[d], tuple(trend_reasons[d] or ["among today's papers"]), False) for d, r in zip(top, top_relevance)]
+    trending = [shared_trending[d] for d in order[~excluded[order]][:trending_count].tolist()]
     return RankResult(profile.subscriber_id, ranked, trending, matched=bool(ranked))
 
 

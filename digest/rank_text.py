@@ -29,7 +29,7 @@ DISLIKE_PENALTY = 0.5  # times the cosine to the nearest disliked paper, subtrac
 PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
 NEAREST_MIN = 0.12  # cosine from which the nearest seed / liked paper is named as a reason
 NEAR_DUPLICATE, NEAR_DUPLICATE_PENALTY = 0.6, 2.0  # MMR: beyond this cosine to a pick, a paper loses score fast
-TERM_CANDIDATES = 8  # overlapping terms looked at for the "matched terms" reason
+TERM_CANDIDATES = 6  # overlapping terms looked at for the "matched terms" reason
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
 
@@ -76,7 +76,7 @@ class Corpus:
             self.vectorizer = None
             self.docs = sp.csr_matrix((self.size, 1), dtype=np.float32)
             self.terms = np.array([""], dtype=object)
-        self.term_words = [frozenset(t.split(" ")) for t in self.terms]
+        self.term_words = [tuple(t.split(" ")) for t in self.terms]
         self.docs_t = self.docs.T.tocsr()
         self.gram = (self.docs @ self.docs_t).toarray().astype(np.float32)
         self.trending = trending_scores(pool)
@@ -242,14 +242,18 @@ class ProfileRows:
 
 
 
-def _readable(terms: list[int], words: list[frozenset], size: int = 3) -> list[int]:
-    """The first `size` terms, skipping a word already shown in a bigram and a bigram's words shown before it."""
+def _readable(terms: list[int], words: list[tuple[str, ...]], size: int = 3) -> list[int]:
+    """The first `size` terms, a bigram hiding the words it is made of (shown before or after it)."""
     chosen: list[int] = []
+    covered: set[str] = set()
     for term in terms:
         mine = words[term]
-        if any(mine <= words[c] for c in chosen):
-            continue
-        chosen = [c for c in chosen if not words[c] <= mine]
+        if len(mine) == 1:
+            if mine[0] in covered:
+                continue
+        else:
+            chosen = [c for c in chosen if len(words[c]) > 1 or words[c][0] not in mine]
+            covered.update(mine)
         chosen.append(term)
         if len(chosen) == size:
             break

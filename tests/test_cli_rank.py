@@ -1,0 +1,149 @@
+"""`digest rank EMAIL` through the real CLI on a real SQLite file, and the candidate queries behind it."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from digest.models import SentPaper, utcnow
+from digest.sources import ParsedPaper
+from digest.store import init_db, open_engine, session_scope
+from digest.store.candidates import candidate_papers, candidate_window, profile_for, sent_among
+from digest.store.papers import upsert_papers
+from digest.store.sources import ensure_source
+from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, record_feedback
+
+PAPERS = [
+    ("2501.00001", "Sparse autoencoders find interpretable features in language models",
+     "We train sparse autoencoders on language model activations and find interpretable features.", 120),
+    ("2501.00002", "Robot locomotion with reinforcement learning", "A quadruped robot learns to walk with reinforcement learning.", 3),
+    ("2501.00003", "Sparse dictionary learning for vision model features", "Sparse autoencoders and dictionaries explain vision features.", 0),
+    ("2501.00004", "Surface codes for quantum error correction", "Decoding surface codes for qubits.", 40),
+    ("2501.00005", "Circuits in transformer language models", "Mechanistic interpretability of attention heads in language models.", 0),
+]
+
+
+def parsed(ident: str, title: str, abstract: str, upvotes: int) -> ParsedPaper:
+    return ParsedPaper(key=f"arxiv:{ident}", ident=ident, arxiv_id=ident, title=title, abstract=abstract,
+                       authors=["Ada Lovelace"], categories=["cs.LG"], upvotes=upvotes)
+
+
+@pytest.fixture
+def store(sqlite_url):
+    """A SQLite file with the papers (fresh, from arXiv; two also from Hugging Face) and two subscribers."""
+    engine = open_engine(sqlite_url)
+    init_db(engine)
+    now = utcnow()
+    with session_scope(engine) as session:
+        arxiv = ensure_source(session, "arxiv-cs", "arxiv-rss", "https://rss.arxiv.org/rss/cs", now)
+        hf = ensure_source(session, "hf-daily", "hf-daily", "https://huggingface.co/api/daily_papers", now)
+        arxiv_id, hf_id = arxiv.id, hf.id
+    upsert_papers(engine, arxiv_id, [parsed(*p) for p in PAPERS], now - timedelta(hours=2))
+    upsert_papers(engine, hf_id, [parsed(*PAPERS[0]), parsed(*PAPERS[3])], now - timedelta(hours=1))
+    with session_scope(engine) as session:
+        add_subscriber(session, "ada@example.org", SubscriberInput(interests=["sparse autoencoders", "interpretability"], max_papers=2), now=now)
+        add_subscriber(session, "bob@example.org", SubscriberInput(interests=["medieval poetry"]), now=now)
+    yield engine
+    engine.dispose()
+
+
+def rank_json(cli, *args) -> list[dict]:
+    result = cli("rank", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_rank_cmd_json_contract(cli, store):
+    entries = rank_json(cli, "ada@example.org")
+    assert entries, "ada's interests match today's papers"
+    for entry in entries:
+        assert {"id", "title", "score", "in_digest", "reasons"} <= set(entry)
+        assert isinstance(entry["reasons"], list) and all(isinstance(r, str) for r in entry["reasons"])
+        assert isinstance(entry["score"], float) and isinstance(entry["in_digest"], bool)
+    assert entries[0]["id"] == "2501.00001"
+    assert entries[0]["title"] == PAPERS[0][1]
+    assert [e["in_digest"] for e in entries][:2] == [True, True]
+    assert all(not e["in_digest"] for e in entries[2:])
+    assert any(r.startswith("matched terms:") for r in entries[0]["reasons"])
+    assert entries[0]["sources"] == ["arxiv-cs", "hf-daily"]
+    assert "2501.00004" not in [e["id"] for e in entries]  # quantum codes: below the relevance floor
+
+
+def test_rank_cmd_limit_bounds_the_list_and_shows_near_misses(cli, store):
+    everything = rank_json(cli, "ada@example.org", "--limit", "20")
+    assert len(everything) == 3 and sum(e["in_digest"] for e in everything) == 2
+    assert [e["id"] for e in rank_json(cli, "ada@example.org", "--limit", "1")] == [everything[0]["id"]]
+
+
+def test_rank_cmd_skips_papers_already_sent(cli, store):
+    with session_scope(store) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        paper_id = candidate_papers(session, utcnow() - timedelta(days=1), utcnow())[0].paper.id
+        session.add(SentPaper(subscriber_id=sub.id, paper_id=paper_id, sent_at=utcnow()))
+    assert "2501.00001" not in [e["id"] for e in rank_json(cli, "ada@example.org")]
+
+
+def test_rank_cmd_uses_feedback(cli, store):
+    with session_scope(store) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        papers = {c.paper.ident: c.paper for c in candidate_papers(session, utcnow() - timedelta(days=1), utcnow())}
+        record_feedback(session, sub, papers["2501.00002"], 1, utcnow())
+    entries = rank_json(cli, "ada@example.org", "--limit", "10")
+    robot = [e for e in entries if e["id"] == "2501.00002"]
+    assert robot and any("you liked it" in r for r in robot[0]["reasons"])
+
+
+def test_rank_cmd_nothing_matched_shows_trending(cli, store):
+    entries = rank_json(cli, "bob@example.org")
+    assert [e["id"] for e in entries][:2] == ["2501.00001", "2501.00004"]  # most upvoted first
+    assert all(e["in_digest"] for e in entries)
+    assert entries[0]["reasons"][0].startswith("nothing matched your interests today")
+    text = cli("rank", "bob@example.org")
+    assert "nothing matched your interests today" in text.output
+
+
+def test_rank_cmd_text_table_lists_papers_and_reasons(cli, store):
+    result = cli("rank", "ada@example.org")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("ada@example.org: 5 candidate papers")
+    assert "2501.00001" in lines[2] and "yes" in lines[2]
+    assert any("matched terms:" in line for line in lines)
+
+
+def test_rank_cmd_unknown_subscriber_is_one_line_and_exit_1(cli, store):
+    result = cli("rank", "nobody@example.org")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "no subscriber nobody@example.org" in result.output
+
+
+def test_candidate_window_starts_at_last_digest_but_no_earlier_than_the_window():
+    now = datetime(2025, 3, 10, 7, tzinfo=timezone.utc)
+    assert candidate_window(None, now, 3) == (now - timedelta(days=3), now)
+    assert candidate_window(now - timedelta(days=1), now, 3) == (now - timedelta(days=1), now)
+    assert candidate_window(now - timedelta(days=30), now, 3) == (now - timedelta(days=3), now)
+
+
+def test_candidate_papers_are_those_first_seen_inside_the_window(store):
+    now = utcnow()
+    with session_scope(store) as session:
+        inside = candidate_papers(session, now - timedelta(hours=3), now)
+        later = candidate_papers(session, now - timedelta(minutes=30), now)
+    assert [c.paper.ident for c in inside] == [p[0] for p in PAPERS]
+    assert later == []
+
+
+def test_profile_for_and_sent_among_read_the_store(store):
+    with session_scope(store) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        ids = [c.paper.id for c in candidate_papers(session, utcnow() - timedelta(days=1), utcnow())]
+        session.add(SentPaper(subscriber_id=sub.id, paper_id=ids[1], sent_at=utcnow()))
+        session.flush()
+        profile = profile_for(session, sub)
+        sent = sent_among(session, [sub.id], ids[:1])
+    assert profile.interests == ("sparse autoencoders", "interpretability")
+    assert profile.exclude_paper_ids == frozenset({ids[1]}) and profile.max_papers == 2
+    assert sent == {sub.id: set()}
