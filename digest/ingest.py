@@ -119,7 +119,7 @@ def _fetch_one(engine: Engine, settings: Any, now: datetime, source: Any, client
         with session_scope(engine) as session:
             upserted = upsert_papers(session, source_id, result.papers, now)
             record_fetch_success(
-                session, session.get(Source, source_id), now, count=len(result.papers), new_papers=upserted.new,
+                session, session.get(Source, source_id), now, count=len(result.papers), new_papers=upserted.linked,
                 etag=fetched.etag if fetched else None, last_modified=fetched.last_modified if fetched else None,
                 url=fetched.url if fetched else None,
             )
@@ -168,7 +168,7 @@ def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport
     with session_scope(engine) as session:
         source = ensure_source(session, name, "file", str(path.resolve()), now)
         upserted = upsert_papers(session, source.id, result.papers, now)
-        record_fetch_success(session, source, now, count=len(result.papers), new_papers=upserted.new)
+        record_fetch_success(session, source, now, count=len(result.papers), new_papers=upserted.linked)
     return SourceReport(name, _status_of(upserted), upserted.new, upserted.updated, upserted.unchanged,
                         len(result.papers), warnings=list(result.warnings))
 

@@ -58,7 +58,7 @@ def links(engine) -> set[tuple[str, int]]:
 
 def test_upsert_papers_inserts_new_rows_and_links_source(engine, sources):
     report = upsert_papers(engine, sources["arxiv"], [arxiv("2608.00001"), arxiv("2608.00002")], NOW)
-    assert (report.new, report.updated, report.unchanged) == (2, 0, 0)
+    assert (report.new, report.updated, report.unchanged, report.linked) == (2, 0, 0, 2)
     stored = rows(engine)
     assert [r["key"] for r in stored] == ["arxiv:2608.00001", "arxiv:2608.00002"]
     assert stored[0]["authors"] == ["Ruoxi Zhao"] and stored[0]["first_seen"] == NOW
@@ -81,7 +81,8 @@ def test_upsert_papers_twice_changes_nothing(engine, sources):
 def test_upsert_papers_merges_arxiv_and_hf_into_one_row(engine, sources):
     upsert_papers(engine, sources["arxiv"], [arxiv()], NOW)
     report = upsert_papers(engine, sources["hf"], [hf()], LATER)
-    assert (report.new, report.updated) == (0, 1)
+    assert (report.new, report.updated, report.linked) == (0, 1, 1)
+    assert upsert_papers(engine, sources["hf"], [hf()], LATER).linked == 0
     (row,) = rows(engine)
     assert row["abstract"] == hf().abstract  # the longer real abstract
     assert row["upvotes"] == 12 and row["ai_summary"] == "LLM agents trade." and row["github_repo"].endswith("bench")

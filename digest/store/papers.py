@@ -37,11 +37,13 @@ class UpsertReport:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    linked: int = 0  # papers this source had not carried before (new or already stored from another source)
 
     def add(self, other: "UpsertReport") -> None:
         self.new += other.new
         self.updated += other.updated
         self.unchanged += other.unchanged
+        self.linked += other.linked
 
 
 def upsert_papers(target: Engine | Session | Connection, source_id: int, parsed: list[ParsedPaper], now: datetime) -> UpsertReport:
@@ -111,7 +113,7 @@ def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: da
         missing = [k for k in keys if k not in existing_ids]
         if missing:
             ids = {**existing_ids, **dict(conn.execute(sa.select(PAPER.c.key, PAPER.c.id).where(PAPER.c.key.in_(missing))).all())}
-        write_links.run(conn, [{"paper_id": ids[k], "source_id": source_id, "item_id": item_ids[k], "first_seen": now} for k in keys])
+        report.linked += write_links.run(conn, [{"paper_id": ids[k], "source_id": source_id, "item_id": item_ids[k], "first_seen": now} for k in keys])
     return report
 
 
@@ -141,15 +143,16 @@ class _BulkStatement:
         distinct = {v: None if v is None else process(v) for v in set(values)}  # a batch shares `now` and feed dates
         return [distinct[v] for v in values]
 
-    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
+        """Send `rows`; the number of rows the database reports written (conflicts skipped are not counted)."""
         if not rows:
-            return
+            return 0
         if self.order is not None:  # converted column by column: list comprehensions, not a call per value
             params: list = list(zip(*(self._column(c, rows) for c in self.order)))
         else:
             columns = {c: self._column(c, rows) for c in self.columns}
             params = [dict(zip(columns, values)) for values in zip(*columns.values())]
-        conn.exec_driver_sql(self.sql, params)
+        return max(conn.exec_driver_sql(self.sql, params).rowcount, 0)
 
 
 def _dialect_insert(conn: Connection):

@@ -80,6 +80,7 @@ def record_fetch_success(
     url: str | None = None,
 ) -> None:
     """A fetch that worked. `count` None means the server said "not modified" (the last count stays);
+    `new_papers` adds to papers_seen (papers this source carried for the first time);
     `url` is the new address after a permanent redirect."""
     source.last_fetch_at = source.last_success_at = now
     source.consecutive_errors = 0
