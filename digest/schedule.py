@@ -70,10 +70,34 @@ def _cron_day(token: str) -> int:
     raise ValueError(f"unknown weekday {token!r} (use sun..sat or 0-7)")
 
 
+def _once_per_wall_time(cron_trigger_class):
+    class OncePerWallTime(cron_trigger_class):
+        """A CronTrigger that fires once at a wall-clock time that happens twice (the fall-back hour):
+        APScheduler 3.x fires at both occurrences, and one fetch is enough."""
+
+        def get_next_fire_time(self, previous_fire_time, now):
+            fire = super().get_next_fire_time(previous_fire_time, now)
+            while fire is not None and previous_fire_time is not None and _wall(fire, self.timezone) == _wall(previous_fire_time, self.timezone):
+                fire = super().get_next_fire_time(fire, _just_after(fire))
+            return fire
+
+    return OncePerWallTime
+
+
+def _just_after(instant: datetime) -> datetime:
+    # In UTC: wall-clock arithmetic on a zoned time drops `fold` and lands back on the first 01:30.
+    return instant.astimezone(timezone.utc) + timedelta(microseconds=1)
+
+
+def _wall(instant: datetime, zone) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
 def fetch_trigger(settings: Settings):
     """The CronTrigger of fetch_cron in fetch_tz; ConfigError naming the setting when either is wrong."""
     from apscheduler.triggers.cron import CronTrigger
 
+    CronTrigger = _once_per_wall_time(CronTrigger)  # noqa: N806 - the class APScheduler is given
     try:
         zone = parse_zone(settings.fetch_tz)
     except ValueError as exc:
@@ -91,13 +115,13 @@ def fetch_trigger(settings: Settings):
 def next_fire_times(trigger, after: datetime, count: int) -> list[datetime]:
     """The next `count` instants the trigger fires strictly after `after` (aware, in the trigger's zone)."""
     out: list[datetime] = []
-    previous, probe = None, after + timedelta(microseconds=1)
+    previous, probe = None, _just_after(after)
     while len(out) < count:
         fire = trigger.get_next_fire_time(previous, probe)
         if fire is None:
             break
         out.append(fire)
-        previous, probe = fire, fire + timedelta(microseconds=1)
+        previous, probe = fire, _just_after(fire)
     return out
 
 
@@ -159,6 +183,7 @@ def build_scheduler(settings: Settings, ticker: Ticker, now: datetime, *, tick_s
         job_defaults={"coalesce": True, "max_instances": 1},
     )
     ticker.scheduler = scheduler
+    logging.getLogger("apscheduler.scheduler").addFilter(_expected_skips)
     scheduler.add_job(ticker, fetch_trigger(settings), args=(True,), id="fetch", name="fetch sources, then send what is due",
                       coalesce=True, max_instances=1, misfire_grace_time=FETCH_GRACE_SECONDS)
     first_send = now + timedelta(seconds=tick_seconds) if fetch_now else now
@@ -167,6 +192,11 @@ def build_scheduler(settings: Settings, ticker: Ticker, now: datetime, *, tick_s
     if fetch_now:
         scheduler.add_job(ticker, "date", args=(True,), id="catch-up", name="catch up a missed fetch, then send", run_date=now, misfire_grace_time=None)
     return scheduler
+
+
+def _expected_skips(record: logging.LogRecord) -> bool:
+    """A tick that comes while the previous run still works is skipped by design (max_instances=1): not a warning."""
+    return "maximum number of running instances reached" not in record.getMessage()
 
 
 def serve(settings: Settings, job: Job, *, last_fetch: datetime | None, tick_seconds: int = 60, clock: Callable[[], datetime] | None = None) -> int:

@@ -1,0 +1,318 @@
+"""The scheduler from fixed clocks (cron fire times across DST, job options, ticks with a lock held elsewhere,
+a catch-up after downtime through the real pipeline), and as real processes: two `digest run` at once send
+once, and `digest serve` delivers to a local SMTP server and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from digest.config import load_settings
+from digest.errors import ConfigError, LockedError, StoreError
+from digest.schedule import FETCH_GRACE_SECONDS, LOCKED_RETRY_SECONDS, Ticker, build_scheduler, cron_weekdays, fetch_overdue, fetch_trigger, next_fire_times, pipeline_job
+
+sys.path.insert(0, str(Path(__file__).parent))
+from smtp_server import start_smtp_server  # noqa: E402
+
+UTC = timezone.utc
+NY = "America/New_York"
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def settings_with(home: Path, **values):
+    return load_settings(home, env={}, overrides=values)
+
+
+# --- when to fetch -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, expected", [
+    ("sun-thu", "mon,tue,wed,thu,sun"),  # APScheduler 3.x itself rejects this wrapping range
+    ("1-5", "mon,tue,wed,thu,fri"),  # cron numbers: 1 = Monday (APScheduler 3.x would read Tuesday)
+    ("0", "sun"),
+    ("7", "sun"),
+    ("fri-mon", "mon,fri,sat,sun"),
+    ("*/2", "tue,thu,sat,sun"),  # cron: 0,2,4,6
+    ("*", "*"),
+    ("MON,Wed", "mon,wed"),
+], ids=["sun-thu", "1-5", "0", "7", "fri-mon", "step", "star", "names"])
+def test_cron_weekdays_reads_crontab_semantics(field, expected):
+    assert cron_weekdays(field) == expected
+
+
+def test_fetch_trigger_default_follows_arxiv_across_spring_forward(home):
+    trigger = fetch_trigger(settings_with(home))
+    fires = next_fire_times(trigger, utc(2025, 3, 6, 12, 0), 4)  # from Thursday 6 March 2025
+    # Thu 20:30 EST, Sun 20:30 EDT (clocks went forward that morning), Mon and Tue 20:30 EDT: no Fri/Sat.
+    assert [f.astimezone(UTC) for f in fires] == [utc(2025, 3, 7, 1, 30), utc(2025, 3, 10, 0, 30), utc(2025, 3, 11, 0, 30), utc(2025, 3, 12, 0, 30)]
+    assert [f.strftime("%a %H:%M %Z") for f in fires] == ["Thu 20:30 EST", "Sun 20:30 EDT", "Mon 20:30 EDT", "Tue 20:30 EDT"]
+
+
+def test_fetch_trigger_across_fall_back_and_in_the_repeated_hour(home):
+    fires = next_fire_times(fetch_trigger(settings_with(home)), utc(2025, 10, 30, 12, 0), 3)
+    assert [f.astimezone(UTC) for f in fires] == [utc(2025, 10, 31, 0, 30), utc(2025, 11, 3, 1, 30), utc(2025, 11, 4, 1, 30)]
+    # A fetch inside the hour that happens twice (01:30 on 2 November in New York) runs once.
+    trigger = fetch_trigger(settings_with(home, fetch_cron="30 1 * * *"))
+    fires = next_fire_times(trigger, utc(2025, 11, 1, 12, 0), 3)
+    assert [f.astimezone(UTC) for f in fires] == [utc(2025, 11, 2, 5, 30), utc(2025, 11, 3, 6, 30), utc(2025, 11, 4, 6, 30)]
+
+
+def test_fetch_trigger_in_another_zone(home):
+    trigger = fetch_trigger(settings_with(home, fetch_cron="0 6 * * 1-5", fetch_tz="Asia/Kolkata"))
+    assert isinstance(trigger, CronTrigger)
+    fires = next_fire_times(trigger, utc(2025, 6, 13, 0, 0), 2)  # Friday 05:30 IST
+    assert [f.astimezone(UTC) for f in fires] == [utc(2025, 6, 13, 0, 30), utc(2025, 6, 16, 0, 30)]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"fetch_cron": "30 20 * *"}, "expected 5 fields"),
+    ({"fetch_cron": "61 20 * * *"}, "invalid fetch_cron"),
+    ({"fetch_cron": "30 20 * * funday"}, "unknown weekday"),
+    ({"fetch_tz": "Mars/Olympus"}, "invalid fetch_tz"),
+], ids=["four-fields", "minute-61", "funday", "zone"])
+def test_fetch_trigger_rejects_bad_settings(home, values, message):
+    with pytest.raises(ConfigError, match=message):
+        fetch_trigger(settings_with(home, **values))
+
+
+def test_fetch_overdue_after_a_missed_fire_time(home):
+    trigger = fetch_trigger(settings_with(home))
+    sunday_fetch = utc(2025, 6, 9, 0, 30)  # Sun 20:30 EDT, exactly on the fire time
+    assert not fetch_overdue(trigger, sunday_fetch, utc(2025, 6, 10, 0, 29))  # Monday's fetch not due yet
+    assert fetch_overdue(trigger, sunday_fetch, utc(2025, 6, 10, 0, 30))
+    assert not fetch_overdue(trigger, utc(2025, 6, 13, 0, 31), utc(2025, 6, 15, 12, 0))  # Thu's fetch done; none Fri/Sat
+    assert fetch_overdue(trigger, None, utc(2025, 6, 15, 12, 0))  # never fetched
+
+
+# --- the scheduler's jobs ------------------------------------------------------------------------------
+
+
+def test_build_scheduler_jobs_coalesce_one_instance_with_grace(home):
+    now = utc(2025, 6, 15, 12, 0)
+    ticker = Ticker(lambda **kw: None, threading.Event(), lambda: now)
+    scheduler = build_scheduler(settings_with(home), ticker, now, tick_seconds=30, scheduler_cls=BackgroundScheduler)
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"fetch", "send"}
+    for job in jobs.values():
+        assert job.coalesce is True and job.max_instances == 1
+    assert isinstance(jobs["fetch"].trigger, CronTrigger) and jobs["fetch"].args == (True,)
+    assert str(jobs["fetch"].trigger.timezone) == NY
+    assert jobs["fetch"].misfire_grace_time == FETCH_GRACE_SECONDS
+    assert isinstance(jobs["send"].trigger, IntervalTrigger) and jobs["send"].trigger.interval == timedelta(seconds=30)
+    assert jobs["send"].args == (False,) and jobs["send"].misfire_grace_time == 30
+    assert jobs["send"].next_run_time == now  # the due-check at start
+    assert scheduler._executors["default"]._pool._max_workers == 1  # fetch and send never overlap in the daemon
+
+
+def test_build_scheduler_catch_up_fetch_runs_before_the_first_send(home):
+    now = utc(2025, 6, 15, 12, 0)
+    ticker = Ticker(lambda **kw: None, threading.Event(), lambda: now)
+    scheduler = build_scheduler(settings_with(home), ticker, now, tick_seconds=60, fetch_now=True, scheduler_cls=BackgroundScheduler)
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert jobs["catch-up"].args == (True,) and jobs["catch-up"].trigger.run_date == now
+    assert jobs["send"].next_run_time == now + timedelta(seconds=60)
+
+
+def test_build_scheduler_rejects_a_zero_tick(home):
+    with pytest.raises(ConfigError, match="at least 1 second"):
+        build_scheduler(settings_with(home), Ticker(lambda **kw: None, threading.Event(), lambda: None), utc(2025, 6, 15), tick_seconds=0, scheduler_cls=BackgroundScheduler)
+
+
+# --- ticks -----------------------------------------------------------------------------------------------
+
+
+class FakeReport:
+    due, sent, skipped, failed, deferred = 2, 2, 0, 0, 0
+
+
+def test_ticker_skips_a_locked_tick_and_retries_the_fetch(home, caplog):
+    now = utc(2025, 6, 15, 12, 0)
+    calls = []
+
+    def locked(**kw):
+        calls.append(kw)
+        raise LockedError("another digest run holds the lock")
+
+    ticker = Ticker(locked, threading.Event(), lambda: now)
+    scheduler = build_scheduler(settings_with(home), ticker, now, scheduler_cls=BackgroundScheduler)
+    with caplog.at_level(logging.INFO, logger="digest.schedule"):
+        ticker(False)  # a send tick: skipped, nothing rescheduled
+        assert scheduler.get_job("fetch-retry") is None
+        ticker(True)  # a fetch tick: skipped, retried a minute later
+    retry = scheduler.get_job("fetch-retry")
+    assert retry is not None and retry.args == (True,)
+    assert retry.trigger.run_date == now + timedelta(seconds=LOCKED_RETRY_SECONDS)
+    assert [c["fetch"] for c in calls] == [False, True] and all(c["now"] == now for c in calls)
+    assert [r.digest_fields["tick"] for r in caplog.records if getattr(r, "digest_event", "") == "tick-skipped"] == ["send", "fetch"]
+
+
+def test_ticker_survives_errors_and_does_nothing_once_stopping(caplog):
+    stop = threading.Event()
+    results = iter([StoreError("the database is locked"), RuntimeError("bug"), FakeReport()])
+    calls = []
+
+    def job(**kw):
+        calls.append(kw)
+        result = next(results)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    ticker = Ticker(job, stop, lambda: utc(2025, 6, 15))
+    with caplog.at_level(logging.DEBUG, logger="digest.schedule"):
+        ticker(False)
+        ticker(False)
+        ticker(True)
+        stop.set()
+        ticker(False)
+    assert len(calls) == 3 and calls[0]["stop_event"] is stop
+    events = [getattr(r, "digest_event", r.getMessage().split()[0]) for r in caplog.records]
+    assert events == ["tick-failed", "event=tick-crashed", "tick-done"]
+    assert caplog.records[-1].digest_fields == {"tick": "fetch", "due": 2, "sent": 2, "skipped": 0, "failed": 0, "deferred": 0}
+
+
+# --- through the real pipeline ------------------------------------------------------------------------
+
+
+def prepare_home(home: Path, subscribers: list[tuple[str, str, str]], now: datetime, extra_config: str = "") -> None:
+    """A DIGEST_HOME with a config, the bundled sample papers and `subscribers` (email, send_at, tz)."""
+    from digest.ingest import SAMPLE_FILES, import_file
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    (home / "digest.toml").write_text('secret_key = "test-secret-key-test-secret-key"\nfrom_address = "digest@example.org"\n'
+                                      f"skip_empty = false\n{extra_config}", encoding="utf-8")
+    engine = open_engine(f"sqlite:///{home / 'digest.db'}")
+    init_db(engine)
+    import_file(engine, SAMPLE_FILES[0], now)
+    with session_scope(engine) as session:
+        for address, send_at, tz in subscribers:
+            add_subscriber(session, address, SubscriberInput(interests=["language models"], send_at=send_at, tz=tz), now=now)
+    engine.dispose()
+
+
+def ledger_states(home: Path) -> list[tuple[str, str]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{home / 'digest.db'}")
+    with engine.connect() as conn:
+        rows = [(state, edition) for state, edition in conn.execute(sa.text("SELECT state, edition FROM delivery ORDER BY id"))]
+    engine.dispose()
+    return rows
+
+
+def test_ticker_catch_up_after_two_days_down_sends_today_once(home):
+    from digest.store import open_engine
+
+    down_since = utc(2025, 6, 12, 8, 0)  # the daemon died after the 12th's edition
+    prepare_home(home, [("ada@example.org", "07:00", "Asia/Kolkata")], down_since)
+    settings = load_settings(home, env={})
+    engine = open_engine(settings.database_url)
+    clock = [utc(2025, 6, 12, 1, 30)]
+    ticker = Ticker(pipeline_job(engine, settings), threading.Event(), lambda: clock[0])
+    ticker(False)  # the 12th's edition, at 07:00 IST
+    assert ledger_states(home) == [("sent", "2025-06-12")]
+    # Back on the 15th at 06:00 IST (00:30 UTC): before Ada's send time, nothing is due, not even the missed days.
+    for minute in range(0, 120):  # ticks every minute from 06:00 to 07:59 IST
+        clock[0] = utc(2025, 6, 15, 0, 30) + timedelta(minutes=minute)
+        ticker(False)
+    engine.dispose()
+    assert ledger_states(home) == [("sent", "2025-06-12"), ("sent", "2025-06-15")]
+    assert len(list(Path(settings.outbox_dir).glob("*.eml"))) == 2
+
+
+# --- real processes ----------------------------------------------------------------------------------
+
+
+def digest_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(DIGEST_HOME=str(home), **extra)
+    return env
+
+
+def digest_command() -> list[str]:
+    return [sys.executable, "-c", "from digest.cli import main; main()"]
+
+
+def test_two_runs_started_together_send_once(home):
+    addresses = [f"reader{i}@example.org" for i in range(4)]
+    prepare_home(home, [(a, "00:00", "UTC") for a in addresses], datetime.now(UTC) - timedelta(minutes=5))
+    procs = [subprocess.Popen([*digest_command(), "run"], env=digest_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    codes = [p.returncode for p in procs]
+    emails = sorted((home / "outbox").glob("*.eml"))
+    assert len(emails) == len(addresses), outputs
+    assert sorted(state for state, _ in ledger_states(home)) == ["sent"] * len(addresses)
+    # One run sent everything; the other found the lock taken (exit 1) or nothing left to do (exit 0).
+    sent_lines = [out for out, _ in outputs if f"sent {len(addresses)}," in out]
+    assert len(sent_lines) == 1, outputs
+    for code, (out, err) in zip(codes, outputs):
+        assert code == 0 or "another digest run holds the lock" in err, (code, out, err)
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    """Poll `condition` until it holds (the timeout only ends a hung test; nothing asserts on speed)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("gave up waiting")
+        time.sleep(0.05)
+
+
+def start_daemon(home: Path, env: dict, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([*digest_command(), "serve", "--tick-seconds", "1"], env=env, stdout=log, stderr=log)
+
+
+def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
+    addresses = [f"reader{i}@example.org" for i in range(6)]
+    prepare_home(home, [(a, "00:00", "UTC") for a in addresses], datetime.now(UTC) - timedelta(minutes=5))
+    log_path = tmp_path / "serve.log"
+    with start_smtp_server() as server:
+        env = digest_env(home, DIGEST_SMTP_HOST=server.host, DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_SECURITY="none")
+        server.data_delay = 0.3  # slow enough that SIGTERM arrives with messages still to send
+        daemon = start_daemon(home, env, log_path)
+        try:
+            wait_until(lambda: len(server.messages) >= 1 or daemon.poll() is not None)
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(timeout=60)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        log = log_path.read_text()
+        assert code == 0, log
+        assert "event=serving" in log and "event=stopping" in log and "signal=SIGTERM" in log and "event=stopped" in log
+        states = [state for state, _ in ledger_states(home)]
+        # Every message the server accepted is recorded 'sent'; none is left 'sending' (mid-flight).
+        assert states.count("sent") == len(server.messages) and "sending" not in states
+        first_round = len(server.messages)
+
+        # Started again, it checks what is due at once and sends the rest: each reader exactly once.
+        server.data_delay = 0
+        daemon = start_daemon(home, env, log_path)
+        try:
+            wait_until(lambda: len(server.messages) >= len(addresses) or daemon.poll() is not None)
+            wait_until(lambda: ledger_states(home).count(("sent", datetime.now(UTC).date().isoformat())) >= len(addresses) or daemon.poll() is not None)
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(timeout=60)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    assert code == 0, log_path.read_text()
+    assert sorted(server.recipients()) == sorted(addresses), f"first round: {first_round}"
+    assert "test-secret-key" not in log_path.read_text()
