@@ -150,8 +150,8 @@ def enable_event_logging() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LazyHandler):
             handler.floor = logging.DEBUG
-            if handler.resolved:
-                handler.resolved = False  # recompute the level on the next record
+            handler.resolved = False  # recompute the level on the next record...
+            handler.setLevel(logging.NOTSET)  # ...which the logger must let through to the handler first
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:

@@ -1,0 +1,92 @@
+"""Log lines: one per event, key=value or JSON, on stderr; secrets never written; the CLI configures it lazily."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from digest.config import load_settings
+from digest.log import _StderrHandler, configure_logging, configure_logging_lazily, enable_event_logging, log_event, parse_pairs
+
+
+@pytest.fixture(autouse=True)
+def clean_root_logger():
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+
+
+def lines_of(capsys) -> list[str]:
+    return capsys.readouterr().err.splitlines()
+
+
+def test_log_event_text_is_one_key_value_line(home, capsys):
+    configure_logging(load_settings(home, env={}))
+    log_event(logging.getLogger("digest.test"), "fetched", source="arxiv:cs.LG", papers=3, error="HTTP 500\nretrying", edition="2025-06-15")
+    [line] = lines_of(capsys)
+    ts, rest = line.split(" ", 1)
+    assert ts.endswith("Z") and "T" in ts
+    assert rest == 'level=info logger=digest.test event=fetched source=arxiv:cs.LG papers=3 error="HTTP 500\\nretrying" edition=2025-06-15'
+
+
+def test_log_event_json_lines(home, capsys):
+    configure_logging(load_settings(home, env={}, overrides={"log_format": "json"}))
+    log = logging.getLogger("digest.test")
+    log_event(log, "sent", subscriber="ada@example.org", edition="2025-06-15")
+    log.warning("event=failed subscriber=%s edition=%s error=%s", "bob@example.org", "2025-06-15", "550 no such user")
+    logging.getLogger("digest.ingest").info("fetched source=%s status=%s", "hf-daily", "new")
+    first, second, third = (json.loads(line) for line in lines_of(capsys))
+    assert {k: first[k] for k in ("level", "logger", "event", "subscriber", "edition")} == {
+        "level": "info", "logger": "digest.test", "event": "sent", "subscriber": "ada@example.org", "edition": "2025-06-15"}
+    assert second["event"] == "failed" and second["level"] == "warning" and second["error"] == "550 no such user"
+    assert third["event"] == "fetched" and third["source"] == "hf-daily" and third["status"] == "new"
+
+
+def test_log_level_filters(home, capsys):
+    configure_logging(load_settings(home, env={}, overrides={"log_level": "warning"}))
+    log = logging.getLogger("digest.test")
+    log_event(log, "quiet")
+    log_event(log, "loud", logging.WARNING)
+    assert [line.split("event=")[1] for line in lines_of(capsys)] == ["loud"]
+
+
+def test_secrets_never_logged(home, capsys):
+    settings = load_settings(home, env={"DIGEST_SMTP_PASSWORD": "hunter2hunter2", "DIGEST_SECRET_KEY": "s3cret-signing-key",
+                                        "DIGEST_DATABASE_URL": "postgresql+psycopg://digest:dbpass99@db/digest"})
+    configure_logging(settings)
+    log = logging.getLogger("digest.test")
+    log.info("event=login error=%s", "535 auth failed for digest:hunter2hunter2")
+    log_event(log, "config", password="anything", url="postgresql+psycopg://digest:dbpass99@db/digest", key="s3cret-signing-key")
+    err = capsys.readouterr().err
+    for secret in ("hunter2hunter2", "s3cret-signing-key", "dbpass99", "anything"):
+        assert secret not in err
+    assert err.count("********") == 4
+
+
+def test_parse_pairs_keeps_quoted_values():
+    pairs, text = parse_pairs('retry-round round=1 note="two words" delay=5s')
+    assert text == "retry-round" and pairs == {"round": "1", "note": "two words", "delay": "5s"}
+
+
+def test_lazy_logging_waits_for_enable_and_survives_a_bad_config(home, capsys):
+    def broken():
+        raise RuntimeError("bad digest.toml")
+
+    configure_logging_lazily(broken, "json", None)
+    log = logging.getLogger("digest.test")
+    log_event(log, "hidden")  # info: only warnings pass until a command enables events
+    log_event(log, "shown", logging.WARNING)
+    enable_event_logging()
+    log_event(log, "now-shown")
+    assert [json.loads(line)["event"] for line in lines_of(capsys)] == ["shown", "now-shown"]
+
+
+def test_cli_help_does_not_load_a_broken_config(cli, home):
+    (home / "digest.toml").write_text("nonsense = 1\n")
+    result = cli("status", "--help")
+    assert result.exit_code == 0 and "--check" in result.output
+    result = cli("status")
+    assert result.exit_code == 1 and "unknown setting 'nonsense'" in result.output
