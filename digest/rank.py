@@ -159,8 +159,8 @@ def _result(profile: Profile, pool, corpus, scored, k: int, length: int, exclude
     show_trend = profile.trending_weight > 0 and not empty
     ranked = []
     if picks:
-        scores = np.round(scored.score[k, picks], 6).tolist()
-        relevances = np.round(relevance[picks], 6).tolist()
+        scores = np.round(scored.score[k, picks].astype(np.float64), 6).tolist()
+        relevances = np.round(relevance[picks].astype(np.float64), 6).tolist()
         for n, (d, terms, nearest) in enumerate(zip(picks, scored.terms[k], scored.nearest[k])):
             reasons: list[str] = []
             if terms:

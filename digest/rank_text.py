@@ -80,7 +80,7 @@ class Corpus:
         self.docs_t = self.docs.T.tocsr()
         self.gram = (self.docs @ self.docs_t).toarray().astype(np.float32)
         self.trending = trending_scores(pool)
-        self.trending_rounded = np.round(self.trending, 6).tolist()
+        self.trending_rounded = np.round(self.trending.astype(np.float64), 6).tolist()
         self.trending_order = np.lexsort((np.arange(self.size), -self.trending))
 
     def _papers(self, titles: list[list[str]], abstracts: list[list[str]]) -> sp.csr_matrix:
@@ -219,7 +219,8 @@ class ProfileRows:
         overlap = self.corpus.docs[docs].multiply(self.centroid_pos[owners]).tocsr()
         overlap.eliminate_zeros()
         rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
-        order = np.lexsort((overlap.indices, -overlap.data, rows))  # per row: best first, ties by term
+        # One stable sort: row first, then the larger contribution (1 / (2 + x) falls as x grows, stays in (0, 0.5]).
+        order = np.argsort(rows + 1.0 / (2.0 + overlap.data.astype(np.float64)), kind="stable")
         rank = np.arange(len(order)) - overlap.indptr[rows[order]]
         keep = order[rank < TERM_CANDIDATES]
         terms = overlap.indices[keep].tolist()
