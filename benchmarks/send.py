@@ -8,8 +8,9 @@ The sink is a minimal asyncio SMTP server in its own process (so it does not com
 the GIL); it accepts everything and counts messages and bytes. Papers are made of real titles and abstract
 sentences from tests/fixtures/seed/papers.jsonl; each subscriber has 1-3 interests drawn from those titles.
 `--naive N` also times N messages built the straightforward way (EmailMessage + as_bytes) for comparison.
-Stage seconds: render/build are summed in the producing thread, send is the sender thread's busy time
-(SMTP plus the ledger write per message); they overlap, so the total is less than their sum.
+Stage seconds: render/build are summed over the worker processes that render (forked for a big edition),
+send is the sender thread's busy time (SMTP plus the ledger write per message); they overlap, so the total
+is less than their sum. Peak memory is the main process's peak RSS (workers share its pages copy-on-write).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import re
 import resource
@@ -82,7 +84,7 @@ def _run_sink(port_out, stop, stats_out) -> None:  # noqa: ANN001
         while not stop.is_set():
             await asyncio.sleep(0.05)
         server.close()
-        stats_out.put(dict(_SinkProtocol.stats))
+        stats_out.put(dict(_SinkProtocol.stats, cpu=time.process_time()))
 
     asyncio.run(main())
 
@@ -151,6 +153,11 @@ def time_naive_build(settings, rendered, count: int) -> float:
     return (time.perf_counter() - started) / count
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -190,13 +197,15 @@ def main() -> None:
     port = port_q.get(timeout=30)
     smtp_settings = settings.replace(smtp_host="127.0.0.1", smtp_port=port, smtp_security="none")
 
-    started = time.perf_counter()
+    started, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
+    load = os.getloadavg()[0]
     with SMTPTransport(smtp_settings) as transport:
         report = run_job(engine, smtp_settings, NOW, fetch=False, transport=transport)
-    total = time.perf_counter() - started
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu
     stop.set()
     stats = stats_q.get(timeout=30)
     sink.join(10)
+    children = _children_cpu() - children - stats["cpu"]
 
     sent = report.sent or 1
     print(f"edition: sent {report.sent}, skipped {report.skipped}, failed {report.failed}, deferred {report.deferred} in {total:.1f}s -> {report.sent / total:.0f} emails/s")
@@ -205,6 +214,8 @@ def main() -> None:
         print(f"  {stage:<7} {seconds:7.2f}s   {seconds / sent * 1e3:7.3f} ms per email")
     print(f"sink: {stats['messages']} messages, {stats['bytes'] / max(stats['messages'], 1) / 1024:.1f} KB each on average, {stats['connections']} SMTP connection(s)")
     print(f"peak memory (RSS): {peak_mb():.0f} MB")
+    print(f"rendering: {report.workers or 'no'} worker processes")
+    print(f"CPU seconds: digest {cpu:.1f} (ranking, sending, ledger), render workers {children:.1f}, sink {stats['cpu']:.1f}; load average {load:.1f} at the start (2 cores: above ~2, other work slows the figures)")
 
     if args.naive:
         rendered, message, _ = preview_email(engine, smtp_settings, NOW, "reader00000@example.org")

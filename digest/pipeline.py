@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -37,6 +39,8 @@ RETRY_DELAYS = (5.0, 30.0)  # seconds before each extra round over the deliverie
 SERVER_DOWN_AFTER = 10  # failed deliveries in a row, to different recipients, that stop the run
 CHUNK = 50  # messages marked 'sending' per commit
 QUEUE_SIZE = 200  # built messages waiting for the sender thread
+POOL_FROM = 1000  # messages from which rendering is spread over worker processes
+MAX_WORKERS = 4
 
 
 @dataclass
@@ -51,8 +55,9 @@ class RunReport:
     not_attempted: int = 0  # due but left for the next run (stopped, server down)
     dry_run: bool = False
     stopped: bool = False
+    workers: int = 0  # processes that rendered the emails (0: the calling thread did)
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)  # fetch, plan, rank, render, build, send
+    timings: dict[str, float] = field(default_factory=dict)  # fetch, plan, rank, render, build, send (summed over threads/workers)
     editions: list[str] = field(default_factory=list)
     fetched: list = field(default_factory=list)  # ingest.SourceReport per source
 
@@ -321,13 +326,20 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
     resumed = [r for r in rows.values() if r.state == "sending"]
     if resumed:
         log.warning("event=resume deliveries=%d note=a message in flight when the last run died may arrive twice", len(resumed))
+    work, skipped = _plan_messages(settings, dues, results, rows)
+    ledger.record_skipped(engine, skipped, "nothing new for this subscriber", stamp())
+    report.skipped = len(skipped)
+    if progress and skipped:
+        progress(len(skipped))
     own = transport is None
     transport = transport or transport_for(settings)
+    composer = _Composer(settings, work, stamp(), report)  # before the sender thread: workers fork a one-thread process
     sender = _Sender(engine, settings, transport, report, now, stamp, sleep, stop_event, log, progress)
     sender.start()
     try:
-        _produce(engine, settings, dues, results, rows, report, sender, stamp, stop_event, progress)
+        _produce(engine, work, composer, sender, stamp, stop_event)
     finally:
+        composer.close()
         sender.finish()
         if own:
             transport.close()
@@ -341,10 +353,68 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
         raise sender.error
 
 
-def _produce(engine, settings, dues, results, rows, report, sender: "_Sender", stamp, stop_event, progress) -> None:
-    """Render and build in this thread; hand chunks to the sender, each marked 'sending' first."""
+def _plan_messages(settings: Settings, dues, results, rows) -> tuple[list[tuple], list[int]]:
+    """(what to compose: (due, result, ledger row, Message-ID) in order, ledger ids to skip)."""
+    work, skipped = [], []
+    for due, result in zip(dues, results):
+        row = rows[(due.subscriber.id, due.edition)]
+        if settings.skip_empty and is_empty(result):
+            skipped.append(row.id)
+        else:
+            work.append((due, result, row, row.message_id or make_message_id(settings.from_address, due.subscriber.id, due.edition)))
+    return work, skipped
+
+
+_JOB: tuple = ()  # (settings, work, date) for forked composer processes, which inherit it
+
+
+def _compose_at(index: int) -> tuple[int, bytes | None, str | None, float, float]:
+    settings, work, date_ = _JOB
+    due, result, _, message_id = work[index]
+    timings: dict[str, float] = {}
+    try:
+        _, message = compose(settings, due, result, message_id=message_id, date_=date_, timings=timings)
+    except InputError as exc:  # this subscriber's data cannot make an email (e.g. the address)
+        return index, None, str(exc), 0.0, 0.0
+    return index, message, None, timings["render"], timings["build"]
+
+
+class _Composer:
+    """The built messages, in order: in this thread, or (for a big edition in a process with no other
+    thread) in forked worker processes that inherit the ranked results, so rendering uses every core
+    while this process sends. Forking is skipped when threads exist (a daemon): a forked copy of a
+    lock held by another thread would deadlock the worker."""
+
+    def __init__(self, settings: Settings, work: list[tuple], date_: datetime, report: RunReport):
+        global _JOB
+        self.report, self.pool = report, None
+        _JOB = (settings, work, date_)
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        if len(work) >= POOL_FROM and workers > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+            self.pool = multiprocessing.get_context("fork").Pool(workers)
+            report.workers = workers
+            self.results = self.pool.imap(_compose_at, range(len(work)), chunksize=16)
+        else:
+            self.results = map(_compose_at, range(len(work)))
+
+    def __iter__(self):
+        for index, message, error, render_s, build_s in self.results:
+            self.report.timings["render"] = self.report.timings.get("render", 0.0) + render_s
+            self.report.timings["build"] = self.report.timings.get("build", 0.0) + build_s
+            yield index, message, error
+
+    def close(self) -> None:
+        global _JOB
+        _JOB = ()
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _produce(engine, work: list[tuple], composer: _Composer, sender: "_Sender", stamp, stop_event) -> None:
+    """Hand the built messages to the sender in chunks, each chunk marked 'sending' first."""
     chunk: list[_Outgoing] = []
-    skipped: list[int] = []
+    taken = 0
 
     def flush() -> bool:
         ledger.mark_sending(engine, [item.row.id for item in chunk], stamp())
@@ -356,40 +426,26 @@ def _produce(engine, settings, dues, results, rows, report, sender: "_Sender", s
         chunk.clear()
         return True
 
-    def stopping() -> bool:
-        return stop_event.is_set() or sender.error is not None
-
     try:
-        for index, (due, result) in enumerate(zip(dues, results)):
-            if stopping():
-                sender.unplanned += len(dues) - index
+        for index, message, error in composer:
+            taken += 1
+            if stop_event.is_set() or sender.error is not None:
+                taken -= 1
                 break
-            row = rows[(due.subscriber.id, due.edition)]
-            if settings.skip_empty and is_empty(result):
-                skipped.append(row.id)
-                report.skipped += 1
-                if progress:
-                    progress(1)
-                continue
-            message_id = row.message_id or make_message_id(settings.from_address, due.subscriber.id, due.edition)
-            try:
-                _, message = compose(settings, due, result, message_id=message_id, date_=stamp(), timings=report.timings)
-            except InputError as exc:  # this subscriber's data cannot make an email (e.g. the address)
-                ledger.write(engine, lambda conn: ledger.record_failed(conn, row.id, due.subscriber.id, str(exc), 0, stamp(), bounce=False))
+            due, result, row, _ = work[index]
+            if error is not None:
+                ledger.write(engine, lambda conn: ledger.record_failed(conn, row.id, due.subscriber.id, error, 0, stamp(), bounce=False))
                 sender.build_failed += 1
-                sender.log.warning("event=failed subscriber=%s edition=%s error=%s", due.subscriber.email, due.edition, exc)
+                sender.log.warning("event=failed subscriber=%s edition=%s error=%s", due.subscriber.email, due.edition, error)
                 continue
             chunk.append(_Outgoing(due, row, message, papers_carried(result)))
             if len(chunk) >= CHUNK and not flush():
-                sender.unplanned += len(dues) - index - 1
                 break
-        if chunk and not stopping():
+        if chunk and not (stop_event.is_set() or sender.error is not None):
             flush()
-    except BaseException:
-        raise
     finally:
-        sender.unplanned += len(chunk)  # built but never marked or handed over
-        ledger.record_skipped(engine, skipped, "nothing new for this subscriber", stamp())
+        # built but never marked or handed over, and never built at all
+        sender.unplanned += len(chunk) + len(work) - taken
 
 
 class _Sender(threading.Thread):
@@ -407,6 +463,7 @@ class _Sender(threading.Thread):
         self.retry: list[_Outgoing] = []
         self.streak: set[str] = set()  # recipients of the failures in a row
         self.busy = 0.0
+        self.conn = None  # the sender's own database connection, open while it runs
 
     def put(self, item: _Outgoing) -> bool:
         """Queue one message; False (and the item kept as unsent) once the sender has stopped."""
@@ -437,21 +494,8 @@ class _Sender(threading.Thread):
 
     def run(self) -> None:
         try:
-            while (item := self.queue.get()) is not None:
-                if self.stop_event.is_set():
-                    self.unsent.append(item)
-                    continue
-                self._attempt(item, last=False)
-            for round_, delay in enumerate(RETRY_DELAYS, start=1):
-                if not self.retry or self.stop_event.is_set():
-                    break
-                self.log.info("event=retry-round round=%d deliveries=%d delay=%.0fs", round_, len(self.retry), delay)
-                self.sleep(delay)
-                batch, self.retry = self.retry, []
-                for item in batch:
-                    self._attempt(item, last=round_ == len(RETRY_DELAYS))
-            self.report.deferred += len(self.retry)
-            self.retry.clear()
+            with self.engine.connect() as self.conn:  # one connection for every ledger write of the run
+                self._deliver_all()
         except BaseException as exc:  # ServerDownError, DeliveryError, StoreError: the run stops
             self.error = exc
             self.report.deferred += len(self.retry)
@@ -463,6 +507,24 @@ class _Sender(threading.Thread):
                 if item is not None:
                     self.unsent.append(item)
 
+    def _deliver_all(self) -> None:
+        """Every queued message once, then the retry rounds for what a 4xx deferred."""
+        while (item := self.queue.get()) is not None:
+            if self.stop_event.is_set():
+                self.unsent.append(item)
+                continue
+            self._attempt(item, last=False)
+        for round_, delay in enumerate(RETRY_DELAYS, start=1):
+            if not self.retry or self.stop_event.is_set():
+                break
+            self.log.info("event=retry-round round=%d deliveries=%d delay=%.0fs", round_, len(self.retry), delay)
+            self.sleep(delay)
+            batch, self.retry = self.retry, []
+            for item in batch:
+                self._attempt(item, last=round_ == len(RETRY_DELAYS))
+        self.report.deferred += len(self.retry)
+        self.retry.clear()
+
     def _attempt(self, item: _Outgoing, *, last: bool) -> None:
         sub = item.due.subscriber
         begun = time.perf_counter()
@@ -471,7 +533,7 @@ class _Sender(threading.Thread):
             self.transport.send(item.message, sender=self.settings.from_address, recipient=sub.email)
         except TransientDeliveryError as exc:
             self.busy += time.perf_counter() - begun
-            ledger.write(self.engine, lambda conn: ledger.record_deferred(conn, item.row.id, str(exc), item.attempts, self.stamp()))
+            ledger.write(self.conn, lambda conn: ledger.record_deferred(conn, item.row.id, str(exc), item.attempts, self.stamp()))
             item.attempts = 0
             self.log.warning("event=deferred subscriber=%s edition=%s error=%s", sub.email, item.due.edition, exc)
             if last:
@@ -483,7 +545,7 @@ class _Sender(threading.Thread):
             return
         except PermanentDeliveryError as exc:
             self.busy += time.perf_counter() - begun
-            bounces = ledger.write(self.engine, lambda conn: ledger.record_failed(conn, item.row.id, sub.id, str(exc), item.attempts, self.stamp(), bounce=True))
+            bounces = ledger.write(self.conn, lambda conn: ledger.record_failed(conn, item.row.id, sub.id, str(exc), item.attempts, self.stamp(), bounce=True))
             self.report.failed += 1
             self._done()
             self.log.warning("event=failed subscriber=%s edition=%s bounces=%s error=%s", sub.email, item.due.edition, bounces, exc)
@@ -491,7 +553,7 @@ class _Sender(threading.Thread):
                 self.log.warning("event=bounced subscriber=%s note=no more mail until resumed", sub.email)
             self._failed(sub.email, exc)
             return
-        ledger.write(self.engine, lambda conn: ledger.record_sent(conn, item.row.id, sub.id, item.paper_ids, item.attempts, self.stamp(), self.now))
+        ledger.write(self.conn, lambda conn: ledger.record_sent(conn, item.row.id, sub.id, item.paper_ids, item.attempts, self.stamp(), self.now))
         self.busy += time.perf_counter() - begun
         self.report.sent += 1
         self.streak.clear()

@@ -307,6 +307,19 @@ def test_run_job_while_another_holds_the_lock_is_locked_error(world) -> None:
     assert run_job(engine, settings, NOW, fetch=False, transport=transport).sent == 3  # released
 
 
+def test_run_job_renders_a_big_edition_in_worker_processes(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, engine = world
+    monkeypatch.setattr("digest.pipeline.POOL_FROM", 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert threading.active_count() == 1, "workers are only forked from a process with one thread"
+    transport = Recorder()
+    report = run_job(engine, settings, NOW, fetch=False, transport=transport)
+    assert (report.sent, report.workers) == (3, 2)
+    assert [r for r, _ in transport.sent] == ["ada@example.org", "bob@example.org", "cy@example.org"]  # in order
+    assert all(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in m for _, m in transport.sent)
+    assert report.timings["render"] > 0 and {d.state for d in ledger.deliveries_for(engine)} == {"sent"}
+
+
 def test_run_job_uses_the_outbox_without_smtp_host(world) -> None:
     settings, engine = world
     report = run_job(engine, settings, NOW, fetch=False)

@@ -53,10 +53,15 @@ class EditionSummary:
         return self.sent + self.skipped + self.failed + self.deferred + self.pending
 
 
-def write(engine: Engine, work: Callable[[Connection], object]) -> object:
-    """Run `work(conn)` in one transaction; database errors become StoreError."""
+def write(target: Engine | Connection, work: Callable[[Connection], object]) -> object:
+    """Run `work(conn)` in one transaction, on a new connection from an Engine or on a Connection the
+    caller keeps open (the sender does: no pool checkout per message); database errors become StoreError."""
+    engine = target if isinstance(target, Engine) else target.engine
     try:
-        with engine.begin() as conn:
+        if isinstance(target, Connection):
+            with target.begin():
+                return work(target)
+        with target.begin() as conn:
             return work(conn)
     except SQLAlchemyError as exc:
         raise wrap_db_error(exc, engine) from None
