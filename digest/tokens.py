@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -35,6 +36,7 @@ class Claim:
     digest: str = ""  # stable fingerprint of the token, for single-use bookkeeping
 
 
+@lru_cache(maxsize=64)  # a digest run makes ~22 tokens per email: build each serializer once
 def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
     if not secret_key:
         raise ConfigError("secret_key is not set but links in emails and pages need it", "set DIGEST_SECRET_KEY (or DIGEST_SECRET_KEY_FILE) to a long random string")
