@@ -22,6 +22,7 @@ SECRET_KEYS = re.compile(r"password|secret|token|api_key", re.IGNORECASE)
 QUIET_LOGGERS = ("apscheduler", "httpx", "httpcore", "alembic")
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w.-]*)=(\"(?:[^\"\\]|\\.)*\"|.*?)(?=\s+[A-Za-z_][\w.-]*=|$)")
 _BARE = re.compile(r"^[^\s\"=\\]+$")
+_NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?$")  # counts and seconds become JSON numbers
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -46,7 +47,7 @@ def parse_pairs(message: str) -> tuple[dict[str, str], str]:
     pairs = {}
     for match in _PAIR.finditer(message):
         raw = match.group(2)
-        pairs[match.group(1)] = json.loads(raw) if raw.startswith('"') and raw.endswith('"') and len(raw) > 1 else raw
+        pairs[match.group(1)] = json.loads(raw) if _NUMBER.match(raw) or (raw.startswith('"') and raw.endswith('"') and len(raw) > 1) else raw
     return pairs, message[: first.start()].strip()
 
 

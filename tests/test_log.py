@@ -67,8 +67,8 @@ def test_secrets_never_logged(home, capsys):
 
 
 def test_parse_pairs_keeps_quoted_values():
-    pairs, text = parse_pairs('retry-round round=1 note="two words" delay=5s')
-    assert text == "retry-round" and pairs == {"round": "1", "note": "two words", "delay": "5s"}
+    pairs, text = parse_pairs('retry-round round=1 note="two words" delay=5s seconds=2.5 id=007')
+    assert text == "retry-round" and pairs == {"round": 1, "note": "two words", "delay": "5s", "seconds": 2.5, "id": "007"}
 
 
 def test_lazy_logging_waits_for_enable_and_survives_a_bad_config(home, capsys):
