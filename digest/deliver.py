@@ -188,11 +188,8 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
     """
     sender, list_line, mailto = _fixed_headers(settings.from_address, settings.from_name, settings.reply_to, settings.list_id)
     url = clean_header_text(unsubscribe_url).replace(" ", "%20")
-    # "=_" never occurs in base64 or quoted-printable text; in a 7bit HTML part it would need "--=_digest_"
-    # followed by 24 random hex digits, which no template or feed can know in advance.
-    boundary = "=_digest_" + secrets.token_hex(12)
-    head = CRLF.join(
-        (
+    return assemble_alternative(
+        [
             sender,
             f"To: {format_address(name, to)}",
             f"Subject: {encode_words(rendered.subject, 9)}",
@@ -201,6 +198,21 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
             list_line,
             f"List-Unsubscribe: <{url}>,{CRLF} <{mailto}>",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ],
+        rendered.text,
+        rendered.html,
+    )
+
+
+def assemble_alternative(headers: list[str], text: str, html: str) -> bytes:
+    """A multipart/alternative message from ready header lines (already cleaned and encoded), the plain
+    text (quoted-printable) and the HTML (7bit or base64, see encode_html), with CRLF line ends."""
+    # "=_" never occurs in base64 or quoted-printable text; in a 7bit HTML part it would need "--=_digest_"
+    # followed by 24 random hex digits, which no template or feed can know in advance.
+    boundary = "=_digest_" + secrets.token_hex(12)
+    head = CRLF.join(
+        (
+            *headers,
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative; boundary="{boundary}"',
             "",
@@ -211,10 +223,10 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
             "",
         )
     ).encode("ascii")
-    encoding, html = encode_html(rendered.html)
+    encoding, body = encode_html(html)
     middle = f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=\"utf-8\"{CRLF}Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}".encode("ascii")
     tail = f"{CRLF}--{boundary}--{CRLF}".encode("ascii")
-    return b"".join((head, encode_qp(rendered.text), middle, html, tail))
+    return b"".join((head, encode_qp(text), middle, body, tail))
 
 
 # --- transports -------------------------------------------------------------------------------------

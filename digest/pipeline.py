@@ -484,11 +484,14 @@ class _Sender(threading.Thread):
             except queue.Full:
                 continue
         self.join()
-        while True:  # whatever the sender never took
+        self._drain()  # whatever the sender never took
+
+    def _drain(self) -> None:
+        while True:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                break
+                return
             if item is not None:
                 self.unsent.append(item)
 
@@ -499,13 +502,7 @@ class _Sender(threading.Thread):
         except BaseException as exc:  # ServerDownError, DeliveryError, StoreError: the run stops
             self.error = exc
             self.report.deferred += len(self.retry)
-            while True:  # release the producer
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    self.unsent.append(item)
+            self._drain()  # release the producer
 
     def _deliver_all(self) -> None:
         """Every queued message once, then the retry rounds for what a 4xx deferred."""
