@@ -26,7 +26,7 @@ from digest.pipeline import run_lock
 from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber
-from smtp_server import smtp_server  # noqa: F401
+from smtp_server import smtp_server, smtp_tls_server  # noqa: F401
 
 SECRET = "cli-test-secret-key-0123456789"
 TOPICS = ("sparse autoencoders interpretability", "speech recognition audio", "robot reinforcement learning")
@@ -132,6 +132,19 @@ def test_send_delivers_and_prints_the_summary(cli, home: Path, smtp_server) -> N
     assert sorted(smtp_server.recipients()) == ["reader00@example.org", "reader01@example.org", "reader02@example.org"]
     again = cli("send", env=smtp_env(smtp_server))
     assert again.exit_code == 0 and "nothing due" in again.output and len(smtp_server.messages) == 3
+
+
+def test_send_over_starttls_with_auth_and_a_password_file(cli, home: Path, smtp_tls_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(home)
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_tls_server.cert_path))  # trust the test server's own certificate
+    secret = tmp_path / "smtp-password"
+    secret.write_text("secret-pass\n", encoding="utf-8")
+    env = {**smtp_env(smtp_tls_server), "DIGEST_SMTP_SECURITY": "starttls", "DIGEST_SMTP_USER": "user", "DIGEST_SMTP_PASSWORD_FILE": str(secret)}
+    result = cli("send", env=env)
+    assert result.exit_code == 0, result.output
+    assert "sent 3, skipped 0, failed 0, deferred 0 in " in result.output
+    assert smtp_tls_server.logins == ["user"] and smtp_tls_server.connections == 1
+    assert "secret-pass" not in result.output
 
 
 def test_send_exits_non_zero_when_a_due_subscriber_is_not_served(cli, home: Path, smtp_server) -> None:
