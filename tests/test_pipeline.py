@@ -309,7 +309,7 @@ def test_run_job_while_another_holds_the_lock_is_locked_error(world) -> None:
 
 def test_run_job_renders_a_big_edition_in_worker_processes(world, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, engine = world
-    monkeypatch.setattr("digest.pipeline.POOL_FROM", 2)
+    monkeypatch.setattr("digest.dispatch.POOL_FROM", 2)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert threading.active_count() == 1, "workers are only forked from a process with one thread"
     transport = Recorder()
