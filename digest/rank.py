@@ -63,18 +63,37 @@ class Profile:
         return not (any(i.strip() for i in self.interests) or self.seed_texts or self.liked_texts)
 
 
-@dataclass(frozen=True)
 class RankedPaper:
-    candidate: Candidate
-    score: float
-    relevance: float
-    trending: float
-    reasons: tuple[str, ...]
-    in_digest: bool
+    """One ranked paper. `reasons` may be given, or (in a ranking) made on first use: a daily run ranks every
+    subscriber but only the emails read them, and explaining a million picks up front cost more than ranking them."""
+
+    __slots__ = ("candidate", "score", "relevance", "trending", "in_digest", "_reasons")
+
+    def __init__(self, candidate: Candidate, score: float, relevance: float, trending: float, reasons: "tuple[str, ...] | _Pending" = (), in_digest: bool = False):
+        self.candidate, self.score, self.relevance, self.trending, self.in_digest = candidate, score, relevance, trending, in_digest
+        self._reasons = reasons
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        if type(self._reasons) is _Pending:
+            self._reasons.explain()
+        return self._reasons
 
     @property
     def paper(self) -> Paper:
         return self.candidate.paper
+
+    def _key(self) -> tuple:
+        return (self.candidate, self.score, self.relevance, self.trending, self.reasons, self.in_digest)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is RankedPaper and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.candidate.paper.id, self.score, self.in_digest))
+
+    def __repr__(self) -> str:
+        return f"RankedPaper(id={self.paper.id!r}, score={self.score!r}, relevance={self.relevance!r}, trending={self.trending!r}, reasons={self.reasons!r}, in_digest={self.in_digest!r})"
 
 
 @dataclass(frozen=True)
@@ -121,7 +140,8 @@ def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime
 
 
 def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK) -> list[RankResult]:
-    """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers."""
+    """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers.
+    Reasons are made when first read, EXPLAIN_BLOCK results at a time."""
     from .rank_text import Corpus, ProfileRows
 
     pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
@@ -131,18 +151,34 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     rows = ProfileRows(corpus, profiles)
     excluder = _Excluder(pool)
     trend_reasons = [_trending_reasons(c) for c in pool]
+    explainer = _Explainer(rows, profiles, pool, corpus, trend_reasons)
     # The day's trending list is the same for everyone but what they must not get: one object per paper, shared.
     shared_trending = [RankedPaper(c, t, 0.0, t, tuple(trend_reasons[d] or ["among today's papers"]), False) for d, (c, t) in enumerate(zip(pool, corpus.trending_rounded))]
+    everyones_trending = [shared_trending[d] for d in corpus.trending_order[:trending_count].tolist()]
     results: list[RankResult] = []
     for start in range(0, len(profiles), chunk_size):
         chunk = list(range(start, min(start + chunk_size, len(profiles))))
         lengths = [limit if limit is not None else profiles[i].max_papers for i in chunk]
         excluded = np.zeros((len(chunk), len(pool)), dtype=bool)
+        any_excluded = []
         for k, i in enumerate(chunk):
-            excluded[k, excluder.excluded(profiles[i])] = True
-        scored = rows.score_chunk(chunk, excluded, relevance_floor, lengths, MMR_LAMBDA)
+            out = excluder.excluded(profiles[i])
+            excluded[k, out] = True
+            any_excluded.append(len(out) > 0)
+        picks, score, relevance = rows.score_chunk(chunk, excluded, relevance_floor, lengths, MMR_LAMBDA)
+        if picks.shape[1] and len(pool):
+            at = np.maximum(picks, 0)
+            scores = np.round(np.take_along_axis(score, at, axis=1).astype(np.float64), 6).tolist()
+            relevances = np.round(np.take_along_axis(relevance, at, axis=1).astype(np.float64), 6).tolist()
+            counts = (picks >= 0).sum(axis=1).tolist()
+        else:
+            scores = relevances = [[]] * len(chunk)
+            counts = [0] * len(chunk)
+        picked = picks.tolist()
         for k, i in enumerate(chunk):
-            results.append(_result(profiles[i], pool, corpus, scored, k, lengths[k], excluded[k], trending_count, trend_reasons, shared_trending))
+            length = min(lengths[k], counts[k])
+            trending = _trending_for(excluded[k], corpus, shared_trending, trending_count) if any_excluded[k] else everyones_trending
+            results.append(_result(profiles[i], i, pool, corpus, picked[k][:length], scores[k], relevances[k], trending, explainer))
     return results
 
 
@@ -151,31 +187,68 @@ def _seen_by(candidate: Candidate, now: datetime) -> bool:
     return seen is None or seen <= now
 
 
-def _result(profile: Profile, pool, corpus, scored, k: int, length: int, excluded: np.ndarray, trending_count: int, trend_reasons, shared_trending) -> RankResult:
-    picks = [d for d in scored.picks[k, :length].tolist() if d >= 0]
-    relevance = scored.relevance[k]
-    trend = corpus.trending_rounded
-    empty, max_papers = profile.is_empty, profile.max_papers
-    show_trend = profile.trending_weight > 0 and not empty
-    ranked = []
-    if picks:
-        scores = np.round(scored.score[k, picks].astype(np.float64), 6).tolist()
-        relevances = np.round(relevance[picks].astype(np.float64), 6).tolist()
-        for n, (d, terms, nearest) in enumerate(zip(picks, scored.terms[k], scored.nearest[k])):
-            reasons: list[str] = []
-            if terms:
-                reasons.append("matched terms: " + ", ".join(terms))
-            if nearest is not None:
-                kind, paper, _sim = nearest
-                reasons.append(f"similar to your seed paper {paper.ident}: {paper.title}" if kind == "seed" else f"like {paper.title} (you liked it)")
-            if empty:
-                reasons += trend_reasons[d] or ["one of today's papers (add interests to get personal picks)"]
-            elif show_trend and trend[d] >= TRENDING_MIN_REASON:
-                reasons += trend_reasons[d]
-            ranked.append(RankedPaper(pool[d], scores[n], relevances[n], trend[d], tuple(reasons), n < max_papers))
+def _trending_for(excluded: np.ndarray, corpus, shared_trending, trending_count: int) -> list[RankedPaper]:
     order = corpus.trending_order
-    trending = [shared_trending[d] for d in order[~excluded[order]][:trending_count].tolist()]
-    return RankResult(profile.subscriber_id, ranked, trending, matched=bool(ranked))
+    return [shared_trending[d] for d in order[~excluded[order]][:trending_count].tolist()]
+
+
+def _result(profile: Profile, index: int, pool, corpus, picks: list[int], scores: list[float], relevances: list[float], trending: list[RankedPaper], explainer: "_Explainer") -> RankResult:
+    if not picks:
+        return RankResult(profile.subscriber_id, [], list(trending), matched=False)
+    trend, max_papers = corpus.trending_rounded, profile.max_papers
+    pending = _Pending(explainer, len(explainer.entries))
+    ranked = [RankedPaper(pool[d], scores[n], relevances[n], trend[d], pending, n < max_papers) for n, d in enumerate(picks)]
+    explainer.entries.append((index, picks, ranked))
+    return RankResult(profile.subscriber_id, ranked, list(trending), matched=True)
+
+
+class _Pending:
+    """Stands for the reasons of one result's papers until they are first read."""
+
+    __slots__ = ("explainer", "entry")
+
+    def __init__(self, explainer: "_Explainer", entry: int):
+        self.explainer, self.entry = explainer, entry
+
+    def explain(self) -> None:
+        self.explainer.explain(self.entry)
+
+
+EXPLAIN_BLOCK = 16  # results explained together: one vectorised pass each (the pipeline renders 16 per worker task)
+
+
+class _Explainer:
+    """The reasons of a ranking's picks, made on first use for a block of results at once: the matched terms,
+    the nearest seed or liked paper, and (for trending picks) the trending figures."""
+
+    def __init__(self, rows, profiles: Sequence[Profile], pool, corpus, trend_reasons):
+        self.rows, self.profiles, self.pool, self.corpus, self.trend_reasons = rows, profiles, pool, corpus, trend_reasons
+        self.entries: list[tuple[int, list[int], list[RankedPaper]] | None] = []  # None once explained
+
+    def explain(self, entry: int) -> None:
+        start = entry - entry % EXPLAIN_BLOCK
+        block = [e for e in self.entries[start : start + EXPLAIN_BLOCK] if e is not None]
+        self.entries[start : start + EXPLAIN_BLOCK] = [None] * len(self.entries[start : start + EXPLAIN_BLOCK])
+        indexes, chosen = [i for i, _, _ in block], [picks for _, picks, _ in block]
+        terms = self.rows.terms_of(indexes, chosen)
+        nearest = self.rows.nearest_of(indexes, chosen)
+        trend, trend_reasons = self.corpus.trending_rounded, self.trend_reasons
+        for (i, picks, ranked), p_terms, p_nearest in zip(block, terms, nearest):
+            profile = self.profiles[i]
+            empty = profile.is_empty
+            show_trend = profile.trending_weight > 0 and not empty
+            for paper, d, matched, near in zip(ranked, picks, p_terms, p_nearest):
+                reasons: list[str] = []
+                if matched:
+                    reasons.append("matched terms: " + ", ".join(matched))
+                if near is not None:
+                    kind, seen = near
+                    reasons.append(f"similar to your seed paper {seen.ident}: {seen.title}" if kind == "seed" else f"like {seen.title} (you liked it)")
+                if empty:
+                    reasons += trend_reasons[d] or ["one of today's papers (add interests to get personal picks)"]
+                elif show_trend and trend[d] >= TRENDING_MIN_REASON:
+                    reasons += trend_reasons[d]
+                paper._reasons = tuple(reasons)
 
 
 def _trending_reasons(candidate: Candidate) -> list[str]:

@@ -11,7 +11,6 @@ The IDF is fitted on the candidates alone, so a profile scores the same whicheve
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -122,18 +121,6 @@ def trending_scores(pool: Sequence) -> np.ndarray:
     return (sum(w * v for w, v in parts) / total).astype(np.float32)
 
 
-@dataclass
-class Scored:
-    """One chunk's outcome: `picks` (profiles x length, -1 = none) in order, blended `score` and direct
-    `relevance` (profiles x candidates), the matched terms and nearest papers of each pick."""
-
-    picks: np.ndarray
-    score: np.ndarray
-    relevance: np.ndarray
-    terms: list[list[list[str]]]
-    nearest: list[list[tuple | None]]
-
-
 class ProfileRows:
     """Every distinct interest text and profile paper as one row of Q; each profile a weighted set of rows."""
 
@@ -173,7 +160,9 @@ class ProfileRows:
         centroid.eliminate_zeros()
         self.centroid_pos = centroid
 
-    def score_chunk(self, chunk: list[int], excluded: np.ndarray, floor: float, lengths: list[int], mmr_lambda: float) -> Scored:
+    def score_chunk(self, chunk: list[int], excluded: np.ndarray, floor: float, lengths: list[int], mmr_lambda: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(picks, score, relevance) of a chunk of profiles: picks (profiles x length, -1 = none) in order, the
+        blended score and the direct relevance (profiles x candidates)."""
         corpus, n = self.corpus, self.corpus.size
         used = sorted({r for i in chunk for r in self.pos[i] + self.neg[i]})
         local = {r: k for k, r in enumerate(used)}
@@ -193,9 +182,7 @@ class ProfileRows:
         weight = np.where(empty[:, None], 1.0, weight)
         score = ((1 - weight) * scaled + weight * corpus.trending[None, :]).astype(np.float32)
         picks = _mmr(np.where(eligible, score, -np.inf), corpus.gram, max(lengths, default=0), mmr_lambda)
-        chosen = [[int(d) for d in picks[k, : lengths[k]] if d >= 0] for k in range(len(chunk))]
-        nearest = [self._nearest(i, c, sims, local) for i, c in zip(chunk, chosen)]
-        return Scored(picks, score, relevance, self._terms(chunk, chosen), nearest)
+        return picks, score, relevance
 
     def _feedback(self, relevance: np.ndarray, excluded: np.ndarray, floor: float) -> np.ndarray:
         """Mean cosine of each candidate to the profile's best PRF_DOCS matches above the floor."""
@@ -209,7 +196,7 @@ class ProfileRows:
         lifted = np.einsum("km,kmn->kn", valid, self.corpus.gram[top])
         return lifted / np.maximum(valid.sum(axis=1, keepdims=True), 1.0)
 
-    def _terms(self, chunk: list[int], chosen: list[list[int]]) -> list[list[list[str]]]:
+    def terms_of(self, chunk: list[int], chosen: list[list[int]]) -> list[list[list[str]]]:
         """For every pick of the chunk, the top overlapping terms with its profile (one sparse product for the
         whole chunk); a bigram hides the words it is made of."""
         owners = np.repeat(np.array(chunk, dtype=np.intp), [len(c) for c in chosen])
@@ -232,15 +219,27 @@ class ProfileRows:
             pair += len(picks)
         return out
 
-    def _nearest(self, i: int, picks: list[int], sims: np.ndarray, local: dict[int, int]) -> list[tuple | None]:
-        labels = self.labels[i]
-        if not labels or not picks:
-            return [None] * len(picks)
-        rows = [local[r] for r in self.pos[i][-len(labels):]]
-        block = sims[np.ix_(rows, picks)]
-        best = block.argmax(axis=0)
-        return [(labels[b][0], labels[b][1], float(block[b, k])) if block[b, k] >= NEAREST_MIN else None for k, b in enumerate(best)]
-
+    def nearest_of(self, chunk: list[int], chosen: list[list[int]]) -> list[list[tuple | None]]:
+        """For every pick of the chunk, ("seed" | "liked", ProfilePaper) of the profile's nearest seed or liked
+        paper when its cosine reaches NEAREST_MIN (the first such paper on a tie), else None."""
+        out: list[list[tuple | None]] = [[None] * len(c) for c in chosen]
+        pairs_q, pairs_d, spans = [], [], []
+        for k, (i, picks) in enumerate(zip(chunk, chosen)):
+            labels = self.labels[i]
+            if labels and picks:
+                rows = self.pos[i][-len(labels):]
+                spans.append((k, len(pairs_q), len(rows), len(picks)))
+                pairs_q += [r for r in rows for _ in picks]
+                pairs_d += picks * len(rows)
+        if not spans:
+            return out
+        sims = np.asarray(self.queries[pairs_q].multiply(self.corpus.docs[pairs_d]).sum(axis=1), dtype=np.float32).ravel()
+        for k, at, n_rows, n_picks in spans:
+            block = sims[at : at + n_rows * n_picks].reshape(n_rows, n_picks)
+            best = block.argmax(axis=0).tolist()
+            labels = self.labels[chunk[k]]
+            out[k] = [labels[b] if block[b, j] >= NEAREST_MIN else None for j, b in enumerate(best)]
+        return out
 
 
 def _readable(terms: list[int], words: list[tuple[str, ...]], size: int = 3) -> list[int]:
