@@ -17,7 +17,10 @@ same computation for one profile. Ties break by paper id, so the same inputs giv
 
 from __future__ import annotations
 
+import os
 import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime
@@ -56,6 +59,10 @@ class Profile:
     max_papers: int = 10
     trending_weight: float = 0.2
     exclude_paper_ids: frozenset[int] = frozenset()  # already sent to this subscriber
+
+    @cached_property
+    def excludes_anything(self) -> bool:
+        return bool(self.exclude_paper_ids or self.muted_terms or self.muted_authors or self.categories)
 
     @cached_property
     def is_empty(self) -> bool:
@@ -139,7 +146,7 @@ def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime
     return rank_many(candidates, [profile], now, limit=limit, relevance_floor=relevance_floor, trending_count=trending_count)[0]
 
 
-def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK) -> list[RankResult]:
+def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None) -> list[RankResult]:
     """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers.
     Reasons are made when first read, EXPLAIN_BLOCK results at a time."""
     from .rank_text import Corpus, ProfileRows
@@ -155,31 +162,50 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     # The day's trending list is the same for everyone but what they must not get: one object per paper, shared.
     shared_trending = [RankedPaper(c, t, 0.0, t, tuple(trend_reasons[d] or ["among today's papers"]), False) for d, (c, t) in enumerate(zip(pool, corpus.trending_rounded))]
     everyones_trending = [shared_trending[d] for d in corpus.trending_order[:trending_count].tolist()]
-    results: list[RankResult] = []
-    for start in range(0, len(profiles), chunk_size):
-        chunk = list(range(start, min(start + chunk_size, len(profiles))))
+    no_exclusion = np.zeros(0, dtype=np.intp)
+
+    def score(start: int) -> tuple:
+        """One chunk's picks with their rounded scores, and the exclusions of those who have any."""
+        chunk = range(start, min(start + chunk_size, len(profiles)))
         lengths = [limit if limit is not None else profiles[i].max_papers for i in chunk]
         excluded = np.zeros((len(chunk), len(pool)), dtype=bool)
-        any_excluded = []
         for k, i in enumerate(chunk):
-            out = excluder.excluded(profiles[i])
+            out = excluder.excluded(profiles[i]) if profiles[i].excludes_anything else no_exclusion
             excluded[k, out] = True
-            any_excluded.append(len(out) > 0)
-        picks, score, relevance = rows.score_chunk(chunk, excluded, relevance_floor, lengths, MMR_LAMBDA)
-        if picks.shape[1] and len(pool):
-            at = np.maximum(picks, 0)
-            scores = np.round(np.take_along_axis(score, at, axis=1).astype(np.float64), 6).tolist()
-            relevances = np.round(np.take_along_axis(relevance, at, axis=1).astype(np.float64), 6).tolist()
-            counts = (picks >= 0).sum(axis=1).tolist()
-        else:
-            scores = relevances = [[]] * len(chunk)
-            counts = [0] * len(chunk)
-        picked = picks.tolist()
-        for k, i in enumerate(chunk):
-            length = min(lengths[k], counts[k])
-            trending = _trending_for(excluded[k], corpus, shared_trending, trending_count) if any_excluded[k] else everyones_trending
-            results.append(_result(profiles[i], i, pool, corpus, picked[k][:length], scores[k], relevances[k], trending, explainer))
+        picks, score, relevance = rows.score_chunk(list(chunk), excluded, relevance_floor, lengths, MMR_LAMBDA)
+        if not picks.shape[1] or not len(pool):
+            return chunk, [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), {}
+        at = np.maximum(picks, 0)
+        scores = np.round(np.take_along_axis(score, at, axis=1).astype(np.float64), 6).tolist()
+        relevances = np.round(np.take_along_axis(relevance, at, axis=1).astype(np.float64), 6).tolist()
+        chosen = [p[: min(length, count)] for p, length, count in zip(picks.tolist(), lengths, (picks >= 0).sum(axis=1).tolist())]
+        trending = {k: _trending_for(excluded[k], corpus, shared_trending, trending_count) for k in np.flatnonzero(excluded.any(axis=1)).tolist()}
+        return chunk, chosen, scores, relevances, trending
+
+    results: list[RankResult] = []
+    # Chunks are scored in worker threads (numpy and scipy let go of the GIL) while this thread builds the results.
+    workers = max(1, threads or default_threads())
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        for chunk, chosen, scores, relevances, trending in _in_order(executor, score, range(0, len(profiles), chunk_size), workers + 1):
+            for k, i in enumerate(chunk):
+                results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], trending.get(k, everyones_trending), explainer))
     return results
+
+
+def default_threads() -> int:
+    """Threads that score chunks: two at most (memory grows with each chunk in flight)."""
+    return min(2, os.cpu_count() or 1)
+
+
+def _in_order(executor: ThreadPoolExecutor, fn, items, ahead: int):
+    """executor.map with at most `ahead` tasks submitted, so finished chunks do not pile up in memory."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(executor.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _seen_by(candidate: Candidate, now: datetime) -> bool:

@@ -28,6 +28,7 @@ DISLIKE_PENALTY = 0.5  # times the cosine to the nearest disliked paper, subtrac
 PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
 NEAREST_MIN = 0.12  # cosine from which the nearest seed / liked paper is named as a reason
 NEAR_DUPLICATE, NEAR_DUPLICATE_PENALTY = 0.6, 2.0  # MMR: beyond this cosine to a pick, a paper loses score fast
+SHARED_SIMS_BYTES = 256 << 20  # cosines of shared profile rows kept for the whole ranking
 TERM_CANDIDATES = 6  # overlapping terms looked at for the "matched terms" reason
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
@@ -151,8 +152,10 @@ class ProfileRows:
         self.pos = [[fix(r) for r in rows] for rows in self.pos]
         self.neg = [[fix(r) for r in rows] for rows in self.neg]
         self.queries = corpus.vectorise(list(interests), list(papers))
-        weights = sp.csr_matrix((np.array(w_vals, dtype=np.float32), ([*w_rows], [fix(c) for c in w_cols])), shape=(len(profiles), self.queries.shape[0]))
+        columns = np.array([fix(c) for c in w_cols], dtype=np.intp)
+        weights = sp.csr_matrix((np.array(w_vals, dtype=np.float32), (np.array(w_rows, dtype=np.intp), columns)), shape=(len(profiles), self.queries.shape[0]))
         self.weights = weights
+        self._share_sims(np.bincount(columns, minlength=self.queries.shape[0]))
         centroid = (weights @ self.queries).tocsr()
         norms = np.sqrt(np.asarray(centroid.multiply(centroid).sum(axis=1)).ravel()).astype(np.float32)
         self.centroid_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
@@ -160,13 +163,34 @@ class ProfileRows:
         centroid.eliminate_zeros()
         self.centroid_pos = centroid
 
+    def _share_sims(self, uses: np.ndarray) -> None:
+        """Cosines of the rows several profiles use (an interest many share, a popular seed paper), computed once
+        rather than in every chunk, the most used first, within SHARED_SIMS_BYTES. A row's cosines are the same
+        numbers whichever way they are computed (each row of a sparse product is computed on its own)."""
+        n = max(self.corpus.size, 1)
+        shared = np.flatnonzero(uses >= 2)
+        shared = shared[np.lexsort((shared, -uses[shared]))][: SHARED_SIMS_BYTES // (4 * n)]
+        self.shared_at = np.full(self.queries.shape[0], -1, dtype=np.intp)
+        self.shared_at[shared] = np.arange(len(shared))
+        self.shared_sims = self._sims(shared)
+
+    def _sims(self, rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.zeros((0, self.corpus.size), np.float32)
+        return (self.queries[rows] @ self.corpus.docs_t).toarray().astype(np.float32, copy=False)
+
     def score_chunk(self, chunk: list[int], excluded: np.ndarray, floor: float, lengths: list[int], mmr_lambda: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(picks, score, relevance) of a chunk of profiles: picks (profiles x length, -1 = none) in order, the
         blended score and the direct relevance (profiles x candidates)."""
         corpus, n = self.corpus, self.corpus.size
         used = sorted({r for i in chunk for r in self.pos[i] + self.neg[i]})
         local = {r: k for k, r in enumerate(used)}
-        sims = (self.queries[used] @ corpus.docs_t).toarray().astype(np.float32, copy=False) if used else np.zeros((0, n), np.float32)
+        rows = np.array(used, dtype=np.intp)
+        at = self.shared_at[rows]
+        have = at >= 0
+        sims = np.empty((len(rows), n), np.float32)
+        sims[have] = np.take(self.shared_sims, at[have], axis=0)
+        sims[~have] = self._sims(rows[~have])
         centroid = np.asarray(self.weights[chunk][:, used] @ sims) / self.centroid_norm[chunk, None] if used else np.zeros((len(chunk), n), np.float32)
         best = _segment_max(sims, [[local[r] for r in self.pos[i]] for i in chunk], n)
         worst = _segment_max(sims, [[local[r] for r in self.neg[i]] for i in chunk], n)
@@ -193,7 +217,13 @@ class ProfileRows:
         masked = np.where(excluded, -np.inf, relevance)
         top = np.argpartition(-masked, m - 1, axis=1)[:, :m] if n > m else np.tile(np.arange(n), (len(masked), 1))
         valid = (np.take_along_axis(masked, top, axis=1) >= max(floor, 1e-9)).astype(np.float32)
-        lifted = np.einsum("km,kmn->kn", valid, self.corpus.gram[top])
+        gram = self.corpus.gram
+        lifted = np.take(gram, top[:, 0], axis=0)
+        lifted *= valid[:, :1]
+        for j in range(1, m):  # row by row: gathering (profiles x m x candidates) at once cost 4 times more
+            part = np.take(gram, top[:, j], axis=0)
+            part *= valid[:, j : j + 1]
+            lifted += part
         return lifted / np.maximum(valid.sum(axis=1, keepdims=True), 1.0)
 
     def terms_of(self, chunk: list[int], chosen: list[list[int]]) -> list[list[list[str]]]:
@@ -261,13 +291,20 @@ def _readable(terms: list[int], words: list[tuple[str, ...]], size: int = 3) -> 
 
 
 def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
-    """Per group of rows of `sims`, their element-wise max (0 for an empty group)."""
-    out = np.zeros((len(groups), n), dtype=np.float32)
+    """Per group of rows of `sims`, their element-wise max (0 for an empty group). Groups are padded with their
+    first row to one width and maxed column by column: ten times faster than np.maximum.reduceat over axis 0."""
     filled = [k for k, g in enumerate(groups) if g]
-    if filled:
-        flat = np.concatenate([groups[k] for k in filled])
-        starts = np.cumsum([0] + [len(groups[k]) for k in filled[:-1]])
-        out[filled] = np.maximum.reduceat(sims[flat], starts, axis=0)
+    if not filled:
+        return np.zeros((len(groups), n), dtype=np.float32)
+    width = max(len(groups[k]) for k in filled)
+    index = np.array([groups[k] + [groups[k][0]] * (width - len(groups[k])) for k in filled], dtype=np.intp)
+    block = np.take(sims, index[:, 0], axis=0)
+    for j in range(1, width):
+        np.maximum(block, np.take(sims, index[:, j], axis=0), out=block)
+    if len(filled) == len(groups):
+        return block
+    out = np.zeros((len(groups), n), dtype=np.float32)
+    out[filled] = block
     return out
 
 
@@ -282,7 +319,7 @@ def _mmr(score: np.ndarray, gram: np.ndarray, length: int, lam: float) -> np.nda
     pooled = np.take_along_axis(score, pool, axis=1)
     order = np.lexsort((pool, -pooled), axis=1)  # best first, ties by paper id
     pool, pooled = np.take_along_axis(pool, order, axis=1), np.take_along_axis(pooled, order, axis=1)
-    near = gram[pool[:, :, None], pool[:, None, :]]
+    near = np.take(gram.ravel(), pool[:, :, None] * n + pool[:, None, :])
     available = np.isfinite(pooled)
     closest = np.zeros_like(pooled)
     everyone = np.arange(rows)

@@ -247,7 +247,8 @@ def test_rank_papers_no_candidates_matches_nothing():
     assert not result.matched and result.ranked == [] and result.trending == []
 
 
-def test_rank_many_gives_the_same_results_as_rank_papers():
+@pytest.mark.parametrize("threads", [1, 2], ids=["one-thread", "two-threads"])
+def test_rank_many_gives_the_same_results_as_rank_papers(threads):
     liked = ProfilePaper("old-1", "Graph networks for molecules", "Message passing for molecules and atoms.")
     profiles = [
         profile(subscriber_id=1, interests=("robot locomotion", "quantum error correction"), max_papers=3),
@@ -259,8 +260,8 @@ def test_rank_many_gives_the_same_results_as_rank_papers():
         profile(subscriber_id=7, interests=("sparse autoencoders",), trending_weight=1.0),
     ]
     candidates = corpus({12: {"upvotes": 30}, 2: {"upvotes": 8, "sources": ("arxiv", "hf-daily")}})
-    together = rank_many(candidates, profiles, NOW, limit=6, chunk_size=3)
-    for p, got in zip(profiles, together):
+    together = rank_many(candidates, profiles, NOW, limit=6, chunk_size=3, threads=threads)
+    for p, got in reversed(list(zip(profiles, together))):  # reasons are made when first read: last ones first here
         alone = rank_papers(candidates, p, NOW, limit=6)
         assert got.subscriber_id == p.subscriber_id and got.matched == alone.matched
         assert [(r.paper.id, r.in_digest, r.reasons) for r in got.ranked] == [(r.paper.id, r.in_digest, r.reasons) for r in alone.ranked]
