@@ -9,12 +9,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 
 def templates_dir():
-    """The Jinja2 templates: templates/ in a source tree, the digest.templates package once installed."""
+    """The Jinja2 templates: digest/templates once installed, templates/ at the top of a source tree."""
     from pathlib import Path
 
-    source_tree = Path(__file__).resolve().parent.parent / "templates"
-    if source_tree.is_dir():
-        return source_tree
-    from importlib.resources import files
-
-    return Path(str(files("digest.templates")))
+    here = Path(__file__).resolve().parent
+    installed = here / "templates"  # setuptools maps templates/ to the package digest.templates
+    return installed if installed.is_dir() else here.parent / "templates"
