@@ -105,6 +105,14 @@ def author_line(authors: Sequence[object], shown: int = AUTHORS_SHOWN) -> str:
     return line + " et al." if len(names) > shown else line
 
 
+def _feed_label(name: str) -> str:
+    """An imported file shows as its stem ("file:lab-picks.jsonl" -> "lab-picks"), a feed as its name."""
+    if name.startswith("file:"):
+        stem = name[5:].rsplit("/", 1)[-1]
+        return stem.rsplit(".", 1)[0] if "." in stem else stem
+    return name
+
+
 def source_badges(candidate: Candidate) -> tuple[tuple[str, str], ...]:
     """(kind, label) per distinct source: arXiv, Hugging Face, or the feed's own name."""
     badges: dict[str, str] = {}
@@ -114,7 +122,7 @@ def source_badges(candidate: Candidate) -> tuple[tuple[str, str], ...]:
             badges.setdefault("arXiv", "arxiv")
         elif low.startswith("hf") or "hugging" in low:
             badges.setdefault("Hugging Face", "hf")
-        elif label := truncate_words(clean_text(name), 40):
+        elif label := truncate_words(clean_text(_feed_label(name)), 40):
             badges.setdefault(label, "feed")
     if not badges and candidate.paper.arxiv_id:
         badges["arXiv"] = "arxiv"

@@ -297,6 +297,7 @@ def test_source_badges_name_arxiv_hugging_face_and_feeds():
     paper = make_paper(1, "x")
     assert source_badges(Candidate(paper, ("arxiv-cs.LG", "arxiv-cs.CL", "hf-daily", "My Blog"))) == (("arxiv", "arXiv"), ("hf", "Hugging Face"), ("feed", "My Blog"))
     assert source_badges(Candidate(paper, ())) == (("arxiv", "arXiv"),)
+    assert source_badges(Candidate(paper, ("file:lab-picks.jsonl",))) == (("feed", "lab-picks"),)
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
