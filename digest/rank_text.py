@@ -127,6 +127,7 @@ class ProfileRows:
 
     def __init__(self, corpus: Corpus, profiles: Sequence):
         self.corpus, self.profiles = corpus, profiles
+        self.readable: dict[tuple[int, ...], list[str]] = {}  # terms -> the names a reason shows
         interests: dict[str, int] = {}
         papers: dict[tuple[str, str], int] = {}
         self.pos: list[list[int]] = []  # rows of interests, seed and liked papers
@@ -245,7 +246,7 @@ class ProfileRows:
         names, words = self.corpus.terms, self.corpus.term_words
         out, pair = [], 0
         for picks in chosen:
-            out.append([[names[t] for t in _readable(terms[bounds[pair + k] : bounds[pair + k + 1]], words)] for k in range(len(picks))])
+            out.append([_readable(tuple(terms[bounds[pair + k] : bounds[pair + k + 1]]), names, words, self.readable) for k in range(len(picks))])
             pair += len(picks)
         return out
 
@@ -253,27 +254,26 @@ class ProfileRows:
         """For every pick of the chunk, ("seed" | "liked", ProfilePaper) of the profile's nearest seed or liked
         paper when its cosine reaches NEAREST_MIN (the first such paper on a tie), else None."""
         out: list[list[tuple | None]] = [[None] * len(c) for c in chosen]
-        pairs_q, pairs_d, spans = [], [], []
-        for k, (i, picks) in enumerate(zip(chunk, chosen)):
-            labels = self.labels[i]
-            if labels and picks:
-                rows = self.pos[i][-len(labels):]
-                spans.append((k, len(pairs_q), len(rows), len(picks)))
-                pairs_q += [r for r in rows for _ in picks]
-                pairs_d += picks * len(rows)
+        spans = [(k, self.pos[i][-len(self.labels[i]):], picks) for k, (i, picks) in enumerate(zip(chunk, chosen)) if self.labels[i] and picks]
         if not spans:
             return out
-        sims = np.asarray(self.queries[pairs_q].multiply(self.corpus.docs[pairs_d]).sum(axis=1), dtype=np.float32).ravel()
-        for k, at, n_rows, n_picks in spans:
-            block = sims[at : at + n_rows * n_picks].reshape(n_rows, n_picks)
+        rows = sorted({r for _, r_list, _ in spans for r in r_list})
+        docs = sorted({d for _, _, picks in spans for d in picks})
+        # one small product: the block's profile papers x the block's picks
+        sims = (self.queries[rows] @ self.corpus.docs[docs].T).toarray().astype(np.float32, copy=False)
+        for k, r_list, picks in spans:
+            block = sims[np.ix_(np.searchsorted(rows, r_list), np.searchsorted(docs, picks))]
             best = block.argmax(axis=0).tolist()
             labels = self.labels[chunk[k]]
             out[k] = [labels[b] if block[b, j] >= NEAREST_MIN else None for j, b in enumerate(best)]
         return out
 
 
-def _readable(terms: list[int], words: list[tuple[str, ...]], size: int = 3) -> list[int]:
-    """The first `size` terms, a bigram hiding the words it is made of (shown before or after it)."""
+def _readable(terms: tuple[int, ...], names, words: list[tuple[str, ...]], cache: dict, size: int = 3) -> list[str]:
+    """The first `size` terms, a bigram hiding the words it is made of (shown before or after it); `cache` keeps
+    the answers, as the same overlaps recur across subscribers."""
+    if terms in cache:
+        return cache[terms]
     chosen: list[int] = []
     covered: set[str] = set()
     for term in terms:
@@ -287,7 +287,10 @@ def _readable(terms: list[int], words: list[tuple[str, ...]], size: int = 3) -> 
         chosen.append(term)
         if len(chosen) == size:
             break
-    return chosen
+    if len(cache) > 100_000:
+        cache.clear()
+    cache[terms] = found = [names[t] for t in chosen]
+    return found
 
 
 def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
