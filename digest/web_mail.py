@@ -13,11 +13,8 @@ from email.utils import format_datetime
 from flask import render_template
 
 from .config import Settings
-from .deliver import address_domain, check_address, encode_base64, encode_qp, encode_words, format_address
+from .deliver import address_domain, assemble_alternative, check_address, encode_words, format_address
 from .tokens import action_url
-
-CRLF = "\r\n"
-
 
 def compose_confirmation(settings: Settings, to: str, token: str, now: datetime) -> bytes:
     """multipart/alternative (text, then HTML) with the /confirm link under base_url; no List-Unsubscribe
@@ -26,8 +23,7 @@ def compose_confirmation(settings: Settings, to: str, token: str, now: datetime)
     site = settings.from_name or "Paper digest"
     text = render_template("confirm_email.txt", url=url, site_name=site)
     html = render_template("confirm_email.html", url=url, site_name=site)
-    boundary = "=_digest_" + secrets.token_hex(12)
-    head = [
+    headers = [
         f"From: {format_address(settings.from_name, settings.from_address)}",
         *([f"Reply-To: {check_address(settings.reply_to)}"] if settings.reply_to else []),
         f"To: {check_address(to)}",
@@ -35,14 +31,5 @@ def compose_confirmation(settings: Settings, to: str, token: str, now: datetime)
         f"Date: {format_datetime(now)}",
         f"Message-ID: <confirm.{secrets.token_hex(8)}@{address_domain(settings.from_address)}>",
         "Auto-Submitted: auto-generated",  # RFC 3834: no vacation replies to a confirmation
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        'Content-Type: text/plain; charset="utf-8"',
-        "Content-Transfer-Encoding: quoted-printable",
-        "",
-        "",
     ]
-    middle = f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=\"utf-8\"{CRLF}Content-Transfer-Encoding: base64{CRLF}{CRLF}"
-    return b"".join((CRLF.join(head).encode("ascii"), encode_qp(text), middle.encode("ascii"), encode_base64(html), f"{CRLF}--{boundary}--{CRLF}".encode("ascii")))
+    return assemble_alternative(headers, text, html)
