@@ -122,3 +122,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def read_rows(engine: Engine, statement) -> list:
+    """All rows of one read-only statement on a short-lived connection; database errors become StoreError."""
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(statement))
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..models import Delivery, Feedback, SentPaper, Subscriber
-from . import wrap_db_error
+from . import read_rows, wrap_db_error
 
 DONE_STATES = ("sent", "skipped", "failed")  # the edition is finished for this subscriber
 OPEN_STATES = ("pending", "sending", "deferred")  # a run (re)sends these
@@ -67,26 +67,18 @@ def write(target: Engine | Connection, work: Callable[[Connection], object]) -> 
         raise wrap_db_error(exc, engine) from None
 
 
-def _read(engine: Engine, statement) -> list:
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(statement))
-    except SQLAlchemyError as exc:
-        raise wrap_db_error(exc, engine) from None
-
-
 # --- queries ----------------------------------------------------------------------------------------
 
 
 def finished_editions(engine: Engine) -> dict[int, str]:
     """The newest finished (sent, skipped or failed) edition per subscriber id."""
-    rows = _read(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state.in_(DONE_STATES)).group_by(_delivery.c.subscriber_id))
+    rows = read_rows(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state.in_(DONE_STATES)).group_by(_delivery.c.subscriber_id))
     return {sub: edition for sub, edition in rows}
 
 
 def accepted_editions(engine: Engine) -> dict[int, str]:
     """The newest edition the mail server accepted, per subscriber id."""
-    rows = _read(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state == "sent").group_by(_delivery.c.subscriber_id))
+    rows = read_rows(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state == "sent").group_by(_delivery.c.subscriber_id))
     return {sub: edition for sub, edition in rows}
 
 
@@ -96,7 +88,7 @@ def sent_paper_ids(engine: Engine, subscriber_ids: Iterable[int] | None = None) 
     if subscriber_ids is not None:
         query = query.where(_sent.c.subscriber_id.in_(list(subscriber_ids)))
     out: dict[int, set[int]] = {}
-    for sub, paper in _read(engine, query):
+    for sub, paper in read_rows(engine, query):
         out.setdefault(sub, set()).add(paper)
     return out
 
@@ -104,7 +96,7 @@ def sent_paper_ids(engine: Engine, subscriber_ids: Iterable[int] | None = None) 
 def subscribers_with_feedback(engine: Engine) -> set[int]:
     """Ids of subscribers who liked or disliked something: the run loads full profiles only for them
     (and those with seed papers), instead of three queries for each of 10,000 subscribers."""
-    return {row[0] for row in _read(engine, sa.select(Feedback.__table__.c.subscriber_id).distinct())}
+    return {row[0] for row in read_rows(engine, sa.select(Feedback.__table__.c.subscriber_id).distinct())}
 
 
 def deliveries_for(engine: Engine, edition: str | None = None, subscriber_id: int | None = None) -> list[Delivery]:
@@ -114,12 +106,12 @@ def deliveries_for(engine: Engine, edition: str | None = None, subscriber_id: in
         query = query.where(_delivery.c.edition == edition)
     if subscriber_id is not None:
         query = query.where(_delivery.c.subscriber_id == subscriber_id)
-    return [Delivery.model_validate(dict(row._mapping)) for row in _read(engine, query)]
+    return [Delivery.model_validate(dict(row._mapping)) for row in read_rows(engine, query)]
 
 
 def editions_summary(engine: Engine, limit: int = 14) -> list[EditionSummary]:
     """Per edition (newest first), how many deliveries were sent, skipped, failed, deferred or unfinished."""
-    rows = _read(engine, sa.select(_delivery.c.edition, _delivery.c.state, sa.func.count()).group_by(_delivery.c.edition, _delivery.c.state))
+    rows = read_rows(engine, sa.select(_delivery.c.edition, _delivery.c.state, sa.func.count()).group_by(_delivery.c.edition, _delivery.c.state))
     counts: dict[str, dict[str, int]] = {}
     for edition, state, n in rows:
         key = "pending" if state in ("pending", "sending") else state

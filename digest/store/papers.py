@@ -6,10 +6,12 @@ statements, never one ORM object per row. This module knows nothing about feeds 
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
@@ -81,15 +83,9 @@ def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: da
         else:
             rows[key] = row
             item_ids[key] = paper.item_id or paper.ident
-    insert = _dialect_insert(conn)
-    stmt = insert(PAPER)
-    # The UNIQUE key settles a concurrent insert of the same paper: the row is updated, not doubled.
-    stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={c: stmt.excluded[c] for c in (*CONTENT, "last_seen")})
-    write_papers = _BulkStatement(conn, stmt, ("key", *CONTENT, "first_seen", "last_seen"))
-    write_links = _BulkStatement(conn, insert(PAPER_SOURCE).on_conflict_do_nothing(index_elements=["paper_id", "source_id"]),
-                                 ("paper_id", "source_id", "item_id", "first_seen"))
+    write_papers, write_links = _statements(conn.dialect)
     for keys in _chunks(list(rows), BATCH_SIZE):
-        existing = {r["key"]: r for r in conn.execute(sa.select(PAPER).where(PAPER.c.key.in_(keys))).mappings()}
+        existing = {r["key"]: r for r in conn.execute(_ROWS_BY_KEY, {"keys": keys}).mappings()}
         writes, seen = [], []
         for key in keys:
             old = existing.get(key)
@@ -112,32 +108,60 @@ def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: da
         ids = existing_ids = {k: r["id"] for k, r in existing.items()}
         missing = [k for k in keys if k not in existing_ids]
         if missing:
-            ids = {**existing_ids, **dict(conn.execute(sa.select(PAPER.c.key, PAPER.c.id).where(PAPER.c.key.in_(missing))).all())}
+            ids = {**existing_ids, **dict(conn.execute(_IDS_BY_KEY, {"keys": missing}).all())}
         report.linked += write_links.run(conn, [{"paper_id": ids[k], "source_id": source_id, "item_id": item_ids[k], "first_seen": now} for k in keys])
     return report
+
+
+# The two lookups of a batch; an expanding parameter, not a literal per key to coerce in each new statement.
+_ROWS_BY_KEY = sa.select(PAPER).where(PAPER.c.key.in_(sa.bindparam("keys", expanding=True)))
+_IDS_BY_KEY = sa.select(PAPER.c.key, PAPER.c.id).where(PAPER.c.key.in_(sa.bindparam("keys", expanding=True)))
+
+
+@functools.lru_cache(maxsize=8)
+def _statements(dialect: Any) -> tuple["_BulkStatement", "_BulkStatement"]:
+    """The two writes of a batch, compiled once per database dialect (an import upserts batch after batch)."""
+    insert = _dialect_insert(dialect)
+    stmt = insert(PAPER)
+    # The UNIQUE key settles a concurrent insert of the same paper: the row is updated, not doubled.
+    stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={c: stmt.excluded[c] for c in (*CONTENT, "last_seen")})
+    write_papers = _BulkStatement(dialect, stmt, ("key", *CONTENT, "first_seen", "last_seen"))
+    write_links = _BulkStatement(dialect, insert(PAPER_SOURCE).on_conflict_do_nothing(index_elements=["paper_id", "source_id"]),
+                                 ("paper_id", "source_id", "item_id", "first_seen"))
+    return write_papers, write_links
+
+
+def _json_list(value: list) -> str:
+    return f"[{', '.join(map(encode_basestring_ascii, value))}]"
 
 
 class _BulkStatement:
     """One compiled INSERT sent straight to the driver's executemany, values converted by the columns' own types.
 
     conn.execute(stmt, rows) does the same conversions but spends most of a bulk import in per-row bookkeeping;
-    here each column's bind processor runs once per value (once per distinct value for timestamps).
+    here each column's bind processor runs once per value (once per distinct value for timestamps), and a list of
+    strings for a JSON column is written by _json_list when that gives exactly what the column's processor gives.
     """
 
-    def __init__(self, conn: Connection, stmt: Any, columns: tuple[str, ...]) -> None:
-        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns), for_executemany=True)
+    def __init__(self, dialect: Any, stmt: Any, columns: tuple[str, ...]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
         self.sql = compiled.string
         self.order = list(compiled.positiontup) if compiled.positional else None
         table = stmt.table
         self.columns = columns
-        self.processors = {c: table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns}
+        self.processors = {c: table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns}
         self.timestamps = {c for c in columns if isinstance(table.c[c].type, UTCDateTime)}
+        probe = ["Jiménez", 'a "quoted\\ name', ""]
+        self.json_lists = {c for c in columns if isinstance(table.c[c].type, sa.JSON) and self.processors[c] is not None
+                           and self.processors[c](probe) == _json_list(probe)}
 
     def _column(self, column: str, rows: list[dict[str, Any]]) -> list[Any]:
         values = [row[column] for row in rows]
         process = self.processors[column]
         if process is None:
             return values
+        if column in self.json_lists:
+            return [_json_list(v) if type(v) is list else process(v) for v in values]  # noqa: E721 - not a subclass
         if column not in self.timestamps:
             return [None if v is None else process(v) for v in values]
         distinct = {v: None if v is None else process(v) for v in set(values)}  # a batch shares `now` and feed dates
@@ -155,13 +179,13 @@ class _BulkStatement:
         return max(conn.exec_driver_sql(self.sql, params).rowcount, 0)
 
 
-def _dialect_insert(conn: Connection):
-    if conn.dialect.name == "postgresql":
+def _dialect_insert(dialect: Any):
+    if dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    elif conn.dialect.name == "sqlite":
+    elif dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported backends
-        raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {conn.dialect.name}")
+        raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {dialect.name}")
     return insert
 
 

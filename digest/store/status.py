@@ -11,10 +11,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..models import Source
-from . import wrap_db_error
+from . import read_rows
 
 FETCHED_KINDS_EXCLUDE = ("file",)  # imported files are never fetched: no fetch health to report
 
@@ -34,22 +33,14 @@ class SourceHealth:
     disabled_reason: str | None
 
 
-def _read(engine: Engine, statement) -> list:
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(statement))
-    except SQLAlchemyError as exc:
-        raise wrap_db_error(exc, engine) from None
-
-
 def source_health(engine: Engine) -> list[SourceHealth]:
     """Every fetched source (imported files left out), by name."""
     columns = [getattr(_source.c, f) for f in SourceHealth.__dataclass_fields__]
     query = sa.select(*columns).where(_source.c.kind.notin_(FETCHED_KINDS_EXCLUDE)).order_by(_source.c.name)
-    return [SourceHealth(**row._mapping) for row in _read(engine, query)]
+    return [SourceHealth(**row._mapping) for row in read_rows(engine, query)]
 
 
 def newest_fetch_at(engine: Engine) -> datetime | None:
     """When any enabled source was last fetched (tried), or None when none ever was."""
     query = sa.select(sa.func.max(_source.c.last_fetch_at)).where(_source.c.enabled.is_(True), _source.c.kind.notin_(FETCHED_KINDS_EXCLUDE))
-    return _read(engine, query)[0][0]  # max() keeps the column's type: an aware UTC datetime
+    return read_rows(engine, query)[0][0]  # max() keeps the column's type: an aware UTC datetime
