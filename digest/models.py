@@ -7,6 +7,7 @@ Every change to these classes needs an Alembic revision in digest/migrations/ver
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -123,7 +124,9 @@ class Subscriber(SQLModel, table=True):
     tz: str = "UTC"
     frequency: str = "daily"  # daily | weekly:mon ... weekly:sun
     consecutive_bounces: int = 0
-    token_version: int = 0  # bumped to invalidate outstanding links (confirm is usable once)
+    # Bumped to revoke outstanding links (confirm is usable once). It starts random because SQLite may give a
+    # deleted subscriber's id to a new one: old links (id + version) must not act for the newcomer.
+    token_version: int = Field(default_factory=lambda: secrets.randbelow(2**31))
     created_at: Optional[datetime] = _ts(nullable=False)
     confirmed_at: Optional[datetime] = _ts()
     unsubscribed_at: Optional[datetime] = _ts()

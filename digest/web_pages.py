@@ -7,7 +7,6 @@ Pages never say whether an address is subscribed, and every form but the RFC 805
 from __future__ import annotations
 
 import logging
-import secrets
 from functools import lru_cache
 from typing import Any
 from zoneinfo import available_timezones
@@ -26,7 +25,6 @@ from .store.subscribers import (
     FieldError,
     SubscriberInput,
     confirm_subscriber,
-    find_subscriber,
     get_subscriber,
     record_feedback,
     remove_feedback,
@@ -106,12 +104,7 @@ def subscribe():
         return _subscribe_form_error("email", "Please enter a valid email address, such as ada@example.org.")
     now = ctx.now()
     with session_scope(ctx.engine) as session:
-        is_new = find_subscriber(session, address) is None
         sub = subscribe_pending(session, address, fields, now)
-        if is_new:
-            # SQLite may hand a deleted subscriber's id to a new one: a random first version keeps old links dead.
-            sub.token_version = secrets.randbelow(2**31)
-            session.add(sub)
         message = compose_confirmation(ctx.settings, sub.email, ctx.make_token("confirm", sub), now)
     try:
         ctx.send(message, address)

@@ -411,3 +411,15 @@ def test_export_csv_round_trips_exactly(engine, papers):
     assert second.getvalue() == first.getvalue()
     assert first.getvalue().splitlines()[0] == "email,name,interests,seed_papers,muted_terms,muted_authors,categories,max_papers,trending_weight,send_at,tz,frequency,status"
     assert '"Zoë ""Z"" Müller, PhD","sparse autoencoders;language models, small ones",2406.04093;s001' in first.getvalue()
+
+
+def test_add_subscriber_after_remove_does_not_inherit_old_links(engine):
+    """SQLite may reuse a deleted subscriber's id; the random first token_version keeps old links dead."""
+    with session_scope(engine) as session:
+        old = add_subscriber(session, "old@example.org", SubscriberInput(), now=NOW)
+        old_id, old_version = old.id, old.token_version
+        remove_subscriber(session, old)
+    with session_scope(engine) as session:
+        new = add_subscriber(session, "new@example.org", SubscriberInput(), now=NOW)
+        assert (new.id, new.token_version) != (old_id, old_version)
+        assert 0 <= new.token_version < 2**31
