@@ -161,6 +161,7 @@ def test_render_digest_no_match_day_says_so_and_shows_trending(renderer):
     for body in (email.html, email.text):
         assert "Nothing new matched your interests today" in body
         assert "Trending Paper One" in body and "Trending Paper Two" in body
+        assert "Here is what is trending instead" in body
         assert "Weak match" not in body
     doc = lxml.html.document_fromstring(email.html)
     assert not doc.find_class("card") and len(doc.find_class("trend")) == 2
@@ -170,6 +171,8 @@ def test_render_digest_empty_day_has_plain_subject(renderer):
     email = render_fixed(renderer, RankResult(7, matched=False))
     assert email.subject == "Papers for Fri 27 Nov: nothing new today"
     assert "Trending today" not in email.html and "Nothing new matched your interests today" in email.html
+    for body in (email.html, email.text):
+        assert "trending instead" not in body  # no promise of trending papers that are not there
 
 
 def test_render_digest_trending_skips_papers_already_picked(renderer):
