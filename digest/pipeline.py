@@ -224,7 +224,9 @@ def run_job(
             exc.report = report  # type: ignore[attr-defined]
             raise
     report.seconds = time.monotonic() - started
-    log.info("event=run-done sent=%d skipped=%d failed=%d deferred=%d not_attempted=%d seconds=%.1f", report.sent, report.skipped, report.failed, report.deferred, report.not_attempted, report.seconds)
+    # A daemon checks every minute: a run that had nothing due is a debug line, not an info line a minute.
+    level = logging.INFO if report.due or report.fetched else logging.DEBUG
+    log.log(level, "event=run-done sent=%d skipped=%d failed=%d deferred=%d not_attempted=%d seconds=%.1f", report.sent, report.skipped, report.failed, report.deferred, report.not_attempted, report.seconds)
     return report
 
 
