@@ -26,7 +26,7 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LAST_MODIFIED = "Thu, 13 Aug 2026 04:00:13 GMT"
-ARXIV_PAGES = {0: "feeds/api-2026-04-search-all-testing-page1-start0.xml", 10: "feeds/api-2026-04-search-all-testing-page2-start10.xml"}
+ARXIV_PAGES = {0: "real/arxiv-atom/api-2026-04-search-all-testing-page1-start0.xml", 10: "real/arxiv-atom/api-2026-04-search-all-testing-page2-start10.xml"}
 
 
 @dataclass

@@ -189,13 +189,13 @@ def test_send_with_server_down_prints_summary_and_error(cli, home: Path) -> None
 
 def test_run_fetches_every_source_then_sends(cli, home: Path, smtp_server, feed_server) -> None:
     populate(home)
-    added = cli("sources", "add", feed_server.url("files/feeds/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "cs.SD")
+    added = cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "cs.SD")
     assert added.exit_code == 0, added.output
     result = cli("run", env=smtp_env(smtp_server))
     assert result.exit_code == 0, result.output
     assert result.output.startswith("cs.SD: new:")
     assert "sent 3, skipped 0, failed 0, deferred 0 in " in result.output
-    assert feed_server.requests_to("/files/feeds/rss-cs.SD")
+    assert feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")
 
 
 # --- real processes ---------------------------------------------------------------------------------

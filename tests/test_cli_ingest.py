@@ -11,7 +11,7 @@ import pytest
 
 from digest.ingest import SAMPLE_FILES
 
-FEEDS = Path(__file__).parent / "fixtures" / "feeds"
+REAL = Path(__file__).parent / "fixtures" / "real"
 FAST = {"DIGEST_FETCH_TIMEOUT": "0.5", "DIGEST_RETRY_AFTER_MAX": "0"}
 
 
@@ -68,11 +68,11 @@ def test_sources_add_refuses_duplicate_name_and_remove_forgets(cli, home):
 
 def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home, feed_server):
     add = lambda *a: cli("sources", "add", *a).exit_code  # noqa: E731
-    assert add(feed_server.url("files/feeds/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd") == 0
+    assert add(feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd") == 0
     assert add(feed_server.url("gone"), "--name", "gone") == 0
     assert add(feed_server.url("hang"), "--name", "slow") == 0
-    assert add(feed_server.url("files/feeds/daily_papers-date-2024-05-27-reindented.json"), "--kind", "hf-daily", "--name", "hf") == 0
-    assert add(feed_server.url("files/feeds/biorxiv-rss1-genomics-2023-12-trimmed.xml"), "--name", "biorxiv") == 0
+    assert add(feed_server.url("files/real/hf-daily/daily_papers-date-2024-05-27-reindented.json"), "--kind", "hf-daily", "--name", "hf") == 0
+    assert add(feed_server.url("files/real/other-feeds/biorxiv-rss1-genomics-2023-12-trimmed.xml"), "--name", "biorxiv") == 0
     assert add(feed_server.url("api?search_query=all:testing"), "--kind", "arxiv-api", "--name", "api") == 0
     result = cli("fetch", env=FAST)
     assert result.exit_code == 1
@@ -93,7 +93,7 @@ def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home
     again = cli("fetch", "--source", "sd", "--source", "slow", env=FAST)
     assert again.output.splitlines()[0] == "sd: unchanged (not modified since the last fetch)"
     assert sources_json(cli)["slow"]["consecutive_errors"] == 2
-    sd_requests = feed_server.requests_to("/files/feeds/rss-cs.SD")
+    sd_requests = feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")
     assert sd_requests[-1].headers["if-none-match"] and "mailto:" not in sd_requests[-1].headers["user-agent"]
     third = cli("fetch", env=FAST)  # the disabled source is left alone
     assert not any(line.startswith("gone:") for line in third.output.splitlines())
@@ -101,10 +101,10 @@ def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home
 
 
 def test_fetch_follows_permanent_redirect_and_stores_new_url(cli, home, feed_server):
-    cli("sources", "add", feed_server.url("moved/feeds/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd")
+    cli("sources", "add", feed_server.url("moved/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd")
     result = cli("fetch")
     assert result.exit_code == 0 and result.output.startswith("sd: new: 23 entries")
-    assert sources_json(cli)["sd"]["url"] == feed_server.url("files/feeds/rss-cs.SD-2026-06-12.xml")
+    assert sources_json(cli)["sd"]["url"] == feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml")
 
 
 def test_fetch_with_no_sources_says_so(cli, home):
@@ -118,9 +118,9 @@ def test_fetch_unknown_source_is_one_line_error(cli, home):
 
 
 @pytest.mark.parametrize("path,entries", [
-    (SAMPLE_FILES[0], 237), (SAMPLE_FILES[1], 139), (FEEDS / "rss-cs.SD-2026-06-12.xml", 23),
-    (FEEDS / "rss-arxiv-org-atom-cs.AI-2025-08-20-trimmed.xml", 7), (FEEDS / "api-2026-04-search-all-testing-page1-start0.xml", 10),
-    (FEEDS / "daily_papers-date-2024-05-27-reindented.json", 13), (FEEDS / "biorxiv-rss1-genomics-2023-12-trimmed.xml", 1),
+    (SAMPLE_FILES[0], 237), (SAMPLE_FILES[1], 139), (REAL / "arxiv-rss" / "rss-cs.SD-2026-06-12.xml", 23),
+    (REAL / "arxiv-rss" / "rss-arxiv-org-atom-cs.AI-2025-08-20-trimmed.xml", 7), (REAL / "arxiv-atom" / "api-2026-04-search-all-testing-page1-start0.xml", 10),
+    (REAL / "hf-daily" / "daily_papers-date-2024-05-27-reindented.json", 13), (REAL / "other-feeds" / "biorxiv-rss1-genomics-2023-12-trimmed.xml", 1),
 ], ids=["jsonl", "arxiv-rss", "arxiv-rss-sd", "arxiv-atom", "arxiv-api", "hf-daily", "rss1"])
 def test_import_each_format_and_twice_changes_nothing(cli, home, path, entries):
     first = cli("import", str(path))
@@ -136,12 +136,12 @@ def test_import_each_format_and_twice_changes_nothing(cli, home, path, entries):
 
 
 def test_import_hf_after_arxiv_merges_into_the_same_rows(cli, home, tmp_path):
-    hf = json.loads((FEEDS / "daily_papers-date-2024-05-27-reindented.json").read_text())
+    hf = json.loads((REAL / "hf-daily" / "daily_papers-date-2024-05-27-reindented.json").read_text())
     arxiv_id = hf[0]["paper"]["id"]
     line = {"id": "mine-1", "title": hf[0]["paper"]["title"], "abstract": "Short.", "url": f"https://arxiv.org/abs/{arxiv_id}v1"}
     (tmp_path / "mine.jsonl").write_text(json.dumps(line) + "\n")
     assert cli("import", str(tmp_path / "mine.jsonl")).exit_code == 0
-    result = cli("import", str(FEEDS / "daily_papers-date-2024-05-27-reindented.json"))
+    result = cli("import", str(REAL / "hf-daily" / "daily_papers-date-2024-05-27-reindented.json"))
     assert "12 new, 1 updated" in result.output
     (paper,) = json.loads(cli("papers", "list", "--json", "--source", "file:mine.jsonl").output)
     assert paper["ident"] == "mine-1" and paper["sources"] == ["file:mine.jsonl", "file:daily_papers-date-2024-05-27-reindented.json"]
@@ -177,13 +177,13 @@ def test_import_hostile_markup_never_reaches_the_store(cli, home, tmp_path):
 
 
 def test_import_feed_without_usable_entries_is_refused(cli, home):
-    path = FEEDS / "malformed" / "feedparser-rss-description-hostile-html.xml"  # its only item has no title
+    path = REAL / "malformed" / "feedparser-rss-description-hostile-html.xml"  # its only item has no title
     result = cli("import", str(path))
     assert result.exit_code == 1 and result.output.startswith(f"error: {path}: no usable entry")
     assert count(home, "paper") == 0
 
 
-@pytest.mark.parametrize("path", sorted((FEEDS / "malformed").glob("*.xml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((REAL / "malformed").glob("*.xml")), ids=lambda p: p.stem)
 def test_import_malformed_real_feed_recovers_or_refuses_in_one_line(cli, home, path):
     result = cli("import", str(path))
     assert "Traceback" not in result.output
@@ -214,7 +214,7 @@ def test_commands_report_unreachable_database_in_one_line(cli, home, url, messag
 
 def test_papers_list_filters_and_shows_idents(cli, home):
     cli("import", str(SAMPLE_FILES[0]))
-    cli("import", str(FEEDS / "rss-cs.SD-2026-06-12.xml"))
+    cli("import", str(REAL / "arxiv-rss" / "rss-cs.SD-2026-06-12.xml"))
     text = cli("papers", "list", "--limit", "3").output.splitlines()
     assert len(text) == 4 and text[-1] == "(3 of 260; --limit 0 shows all)"
     assert text[0].split()[0].startswith("26")  # the arXiv id of the latest import comes first
@@ -229,7 +229,7 @@ def test_papers_list_filters_and_shows_idents(cli, home):
 
 
 def test_fetch_arxiv_api_error_entry_is_the_sources_error(cli, home, feed_server):
-    cli("sources", "add", feed_server.url("files/feeds/api-2026-04-error-http400-malformed-id.xml"), "--kind", "arxiv-api", "--name", "api")
+    cli("sources", "add", feed_server.url("files/real/arxiv-atom/api-2026-04-error-http400-malformed-id.xml"), "--kind", "arxiv-api", "--name", "api")
     result = cli("fetch")
     assert result.exit_code == 1 and result.output.startswith("api: error: ") and "incorrect id format for abc" in result.output
     assert count(home, "paper") == 0

@@ -9,7 +9,7 @@ from digest.config import load_settings
 from digest.errors import SourceError
 from digest.sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
 
-FEED = "feeds/rss-cs.SD-2026-06-12.xml"
+FEED = "real/arxiv-rss/rss-cs.SD-2026-06-12.xml"
 
 
 @pytest.fixture
