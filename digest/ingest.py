@@ -7,22 +7,31 @@ leaves nothing half-written. Parsing lives in digest.sources, HTTP in digest.sou
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import multiprocessing
+import pickle
 import re
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import partial
+from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from operator import attrgetter
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy.engine import Engine
 
 from .errors import DigestError, InputError, NotFoundError, StoreError
 from .models import Source
-from .sources import ParseResult
+from .sources import ParsedPaper, ParseResult
 from .sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
-from .sources.parse import parse_file, parse_source
+from .sources.jsonl import PIECE_BYTES, JsonlReader, read_jsonl_pieces
+from .sources.parse import dedupe_papers, parse_file, parse_source
 from .store import session_scope
 from .store.papers import UpsertReport, upsert_papers
 from .store.sources import ensure_source, list_sources, record_fetch_error, record_fetch_success
@@ -145,32 +154,171 @@ def _merge_pages(results: list[ParseResult]) -> ParseResult:
     for result in results:
         merged.papers.extend(result.papers)
         merged.warnings.extend(result.warnings)
-    return merged
+    # arXiv's paging can repeat an entry across pages; one upsert must not meet a key twice (PostgreSQL refuses it).
+    return dedupe_papers(merged)
 
 
 def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport:
     """Import a local file of papers (format detected) as the source "file:<name>". A missing or unreadable file
-    is an InputError; a file nothing can be read from is a FeedError naming it. Nothing is written unless all is."""
+    is an InputError; a file nothing can be read from is a FeedError naming it. Nothing is written unless all is.
+
+    A JSON Lines file is streamed: read, parsed and stored piece by piece in one transaction (parsed in a forked
+    process while this one stores, when this process has a single thread), never held whole in memory."""
     path = Path(path)
+    with _open(path) as stream:
+        head = _read(path, stream, 4096)
+        if path.name.lower().endswith(JSONL_SUFFIXES) and head.removeprefix(UTF8_BOM).strip():
+            try:
+                return _import_jsonl(engine, path, head, stream, now)
+            except _Restart:  # a later line brings a newer version of a paper already stored: read the file whole
+                stream.seek(0)
+                head = b""
+        data = head + _read(path, stream, -1)
     try:
-        data = path.read_bytes()
+        result = parse_file(data, path.name)
+    except DigestError as exc:
+        raise _naming(path, exc) from None
+    return _store_batches(engine, path, now, [result.papers], lambda: (len(result.papers), result.warnings))
+
+
+def _open(path: Path):
+    try:
+        return path.open("rb")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not a file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _read(path: Path, stream: BinaryIO, size: int) -> bytes:
     try:
-        result = parse_file(data, path.name)
-    except DigestError as exc:
-        raise type(exc)(f"{path}: {exc.args[0] if exc.args else exc}", exc.hint) from None
+        return stream.read(size)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _naming(path: Path, exc: DigestError) -> DigestError:
+    return type(exc)(f"{path}: {exc.args[0] if exc.args else exc}", exc.hint)
+
+
+def _store_batches(engine: Engine, path: Path, now: datetime, batches: Iterable[list[ParsedPaper]],
+                   ending: Callable[[], tuple[int, list[str]]]) -> SourceReport:
+    """Store each batch of papers as the source "file:<name>", all in one transaction; `ending`, called after the
+    last batch, says how many papers the file held and its warnings."""
     name = f"file:{path.name}"
+    upserted = UpsertReport()
     with session_scope(engine) as session:
         source = ensure_source(session, name, "file", str(path.resolve()), now)
-        upserted = upsert_papers(session, source.id, result.papers, now)
-        record_fetch_success(session, source, now, count=len(result.papers), new_papers=upserted.linked)
+        for papers in batches:
+            upserted.add(upsert_papers(session, source.id, papers, now))
+        count, warnings = ending()
+        record_fetch_success(session, source, now, count=count, new_papers=upserted.linked)
     return SourceReport(name, _status_of(upserted), upserted.new, upserted.updated, upserted.unchanged,
-                        len(result.papers), warnings=list(result.warnings))
+                        count, warnings=list(warnings))
+
+
+# ---- JSON Lines, streamed ----------------------------------------------------------------------------
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.txt")  # the names parse_file reads as JSON Lines whatever they hold
+UTF8_BOM = b"\xef\xbb\xbf"
+_FIELDS = attrgetter(*(f.name for f in fields(ParsedPaper)))  # a paper as a tuple: a third cheaper to pickle
+
+
+class _Restart(Exception):
+    """The stream cannot give what reading the file whole gives (see _deduped_batches)."""
+
+
+def _import_jsonl(engine: Engine, path: Path, head: bytes, stream: BinaryIO, now: datetime) -> SourceReport:
+    ending: list[tuple[int, list[str]]] = []
+    # Nothing built during an import holds a cycle: the cyclic collector would only re-scan live rows, again and again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+        batches = _batches_from_child(path, head, stream, ending) if fork else _deduped_batches(path, head, stream, ending)
+        with contextlib.closing(batches):  # an error while storing ends the parsing process at once
+            return _store_batches(engine, path, now, batches, lambda: ending[0])
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _deduped_batches(path: Path, head: bytes, stream: BinaryIO, ending: list) -> Iterator[list[ParsedPaper]]:
+    """The file's papers in batches of one piece each, deduplicated across the whole file exactly as parse_file
+    does; then `ending` gets (papers kept, warnings). Raises _Restart when that cannot be done piece by piece."""
+    reader = JsonlReader()
+    kept: dict[str, int | None] = {}  # key -> version of every paper already handed on
+    warnings: list[str] = []
+    try:
+        for piece in read_jsonl_pieces(chain([head], iter(partial(stream.read, PIECE_BYTES), b""))):
+            papers = reader.feed(piece)
+            # Papers standing in for those handed on before go first, so dedupe_papers applies its one rule (the
+            # highest version wins, else the first seen) and warns in the order reading the whole file would.
+            earlier = {p.key: ParsedPaper(p.key, "", "", version=kept[p.key]) for p in papers if p.key in kept}
+            result = dedupe_papers(ParseResult([*earlier.values(), *papers], "jsonl"))
+            if any(a is not b for a, b in zip(earlier.values(), result.papers)):
+                raise _Restart()  # a newer version of a paper already stored
+            batch = result.papers[len(earlier):]
+            kept.update((p.key, p.version) for p in batch)
+            warnings.extend(result.warnings)
+            yield batch
+        warnings[:0] = reader.finish()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except DigestError as exc:
+        raise _naming(path, exc) from None
+    ending.append((len(kept), warnings))
+
+
+def _batches_from_child(path: Path, head: bytes, stream: BinaryIO, ending: list) -> Iterator[list[ParsedPaper]]:
+    """_deduped_batches run in a forked process, so parsing (one core) overlaps storing (the other)."""
+    context = multiprocessing.get_context("fork")
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=_send_batches, args=(path, head, stream, sending), daemon=True)
+    child.start()
+    sending.close()
+    try:
+        while True:
+            try:
+                kind, payload = pickle.loads(receiving.recv_bytes())
+            except EOFError:
+                raise DigestError(f"{path}: the parsing process ended early (exit code {child.exitcode})") from None
+            if kind == "papers":
+                yield [ParsedPaper(*values) for values in payload]
+            elif kind == "error":
+                raise payload
+            else:
+                ending.append(payload)
+                return
+    finally:
+        receiving.close()  # a child still sending gets a broken pipe and ends
+        child.join(5)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+
+
+def _send_batches(path: Path, head: bytes, stream: BinaryIO, sending: Any) -> None:
+    ending: list = []
+    try:
+        for batch in _deduped_batches(path, head, stream, ending):
+            sending.send_bytes(pickle.dumps(("papers", [_FIELDS(p) for p in batch]), pickle.HIGHEST_PROTOCOL))
+        sending.send_bytes(pickle.dumps(("ending", ending[0]), pickle.HIGHEST_PROTOCOL))
+    except BrokenPipeError:
+        pass  # the importing process stopped listening
+    except BaseException as exc:  # noqa: BLE001 - every failure goes to the importing process, which raises it
+        try:
+            message = pickle.dumps(("error", exc), pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            message = pickle.dumps(("error", DigestError(f"{path}: {type(exc).__name__}: {exc}")))
+        try:
+            sending.send_bytes(message)
+        except OSError:
+            pass
+    finally:
+        sending.close()
 
 
 # ---- what `digest sources add SPEC` means ---------------------------------------------------------

@@ -8,12 +8,15 @@ line, no feedparser): an import of 100,000 lines must not wait on the parser. Pu
 from __future__ import annotations
 
 import gc
-from json import loads
+from json import JSONDecoder, loads
+from json.scanner import make_scanner
+from typing import Iterable, Iterator
 
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.clean import (
     arxiv_id_in,
+    are_plain_names,
     arxiv_urls,
     clean_name,
     html_to_text,
@@ -24,12 +27,18 @@ from digest.sources.clean import (
 )
 
 _MAX_WARNINGS = 20
+# The scanner json.loads runs, called straight: a line that is one JSON value and nothing else (nearly all) skips
+# loads' wrappers; any other line goes through loads itself, for its error message.
+_scan_json = make_scanner(JSONDecoder())
+PIECE_BYTES = 1 << 21  # what a streamed import reads at a time: ~1,600 papers of 1.3 kB
 
 
 def _text_list(value, field: str, split) -> list[str]:
     if isinstance(value, str):
         return split(value)
     if isinstance(value, list):
+        if are_plain_names(value):
+            return list(value)
         names = []
         for item in value:
             if isinstance(item, dict):  # [{"name": "..."}] as Hugging Face and Semantic Scholar write it
@@ -107,55 +116,115 @@ def _read_optional(record: dict, paper: ParsedPaper, warnings: list[str], where:
             warnings.append(f"{where}: {exc}; field ignored")
 
 
-def _read_lines(text: str, papers: list, skipped: list[str], warnings: list[str]) -> int:
-    """Append a paper per valid line to `papers` and a warning per bad one to `skipped`; return the line count."""
-    lines = 0
-    # split("\n"), not splitlines(): JSON strings may hold a raw U+2028, which splitlines() would cut at.
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line or line.isspace():
-            continue
-        lines += 1
+class JsonlReader:
+    """Reads a JSON Lines file piece by piece, so a big import never holds the whole file or all its papers.
+
+    feed() takes bytes that end at a line break (or the file's end) and returns their papers; finish() gives the
+    warnings, or raises FeedError when the file held no valid line. Line numbers and warnings are the same however
+    the file was cut, and the same as one feed() of the whole file.
+    """
+
+    def __init__(self) -> None:
+        self.lines = 0  # non-blank lines read
+        self.papers = 0
+        self.undecodable = ""  # the warning about the first bytes that are not UTF-8, once there is one
+        self.ignored: list[str] = []  # ignored fields, the first _MAX_WARNINGS
+        self.skipped: list[str] = []  # skipped lines, the first _MAX_WARNINGS
+        self.ignored_count = self.skipped_count = 0
+        self._number = 0  # lines (blank or not) before the next piece
+        self._offset = 0  # bytes before the next piece, a UTF-8 byte order mark not counted
+        self._started = False
+
+    def feed(self, data: bytes) -> list[ParsedPaper]:
+        codec = "utf-8" if self._started else "utf-8-sig"  # a byte order mark only opens the file
         try:
-            record = loads(line)
-        except ValueError as exc:
-            skipped.append(f"line {number}: not valid JSON ({exc.msg})")
+            text = data.decode(codec)
+        except UnicodeDecodeError as exc:
+            text = data.decode(codec, errors="replace")
+            if not self.undecodable:
+                self.undecodable = f"not valid UTF-8 (byte {self._offset + exc.start}): undecodable bytes replaced"
+        self._offset += len(data) - (3 if not self._started and data.startswith(b"\xef\xbb\xbf") else 0)
+        self._started = True
+        # split("\n"), not splitlines(): JSON strings may hold a raw U+2028, which splitlines() would cut at.
+        lines = text.split("\n")
+        if len(lines) > 1 and not lines[-1]:
+            lines.pop()  # the break that ends this piece, not an empty line
+        papers: list[ParsedPaper] = []
+        warnings: list[str] = []
+        number = self._number
+        for number, line in enumerate(lines, number + 1):
+            if not line or line.isspace():
+                continue
+            self.lines += 1
+            try:
+                record, end = _scan_json(line, 0)
+                if end != len(line):
+                    raise ValueError("not a whole line")
+            except (StopIteration, ValueError):
+                try:
+                    record = loads(line)
+                except ValueError as exc:
+                    self._skip(f"line {number}: not valid JSON ({exc.msg})")
+                    continue
+            if not isinstance(record, dict):
+                self._skip(f"line {number}: not a JSON object")
+                continue
+            try:
+                papers.append(record_paper(record, warnings, f"line {number}"))
+            except ValueError as exc:
+                self._skip(f"line {number}: {exc}, skipped")
+        self._number = number
+        self.ignored.extend(warnings[:_MAX_WARNINGS - len(self.ignored)])
+        self.ignored_count += len(warnings)
+        self.papers += len(papers)
+        return papers
+
+    def _skip(self, message: str) -> None:
+        if len(self.skipped) < _MAX_WARNINGS:
+            self.skipped.append(message)
+        self.skipped_count += 1
+
+    def finish(self) -> list[str]:
+        """The warnings (undecodable bytes and ignored fields, then skipped lines, each list capped);
+        FeedError when no line held a paper."""
+        if not self.papers:
+            if not self.lines:
+                raise FeedError("empty file: no JSON lines")
+            raise FeedError(f"no valid line among {self.lines} ({self.skipped[0]})")
+        warnings = ([self.undecodable] if self.undecodable else []) + self.ignored
+        total = len(warnings) - len(self.ignored) + self.ignored_count
+        if total > _MAX_WARNINGS:
+            warnings[_MAX_WARNINGS:] = [f"... and {total - _MAX_WARNINGS} more ignored fields"]
+        skipped = list(self.skipped)
+        if self.skipped_count > _MAX_WARNINGS:
+            skipped.append(f"... and {self.skipped_count - _MAX_WARNINGS} more lines skipped")
+        return warnings + skipped
+
+
+def read_jsonl_pieces(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """The same bytes as `blocks` (reads of a file), cut at line breaks instead: each piece ends with one, but the last."""
+    rest: list[bytes] = []  # the start of a line longer than one block
+    for block in blocks:
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            rest.append(block)
             continue
-        if not isinstance(record, dict):
-            skipped.append(f"line {number}: not a JSON object")
-            continue
-        try:
-            papers.append(record_paper(record, warnings, f"line {number}"))
-        except ValueError as exc:
-            skipped.append(f"line {number}: {exc}, skipped")
-    return lines
+        yield b"".join([*rest, block[:cut]]) if rest else block[:cut]
+        rest = [block[cut:]] if cut < len(block) else []
+    if rest:
+        yield b"".join(rest)
 
 
 def parse_jsonl(data: bytes, *, source_url: str = "") -> ParseResult:
     """Every valid line; raises FeedError when the file holds no valid line at all."""
-    warnings: list[str] = []
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        text = data.decode("utf-8-sig", errors="replace")
-        warnings.append(f"not valid UTF-8 (byte {exc.start}): undecodable bytes replaced")
-    papers: list[ParsedPaper] = []
-    skipped: list[str] = []
-    lines = 0
+    reader = JsonlReader()
     # The cyclic collector would re-scan every record built so far, again and again, as 100,000 of them pile
     # up (none holds a cycle): pausing it halves the time of a big import.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        lines = _read_lines(text, papers, skipped, warnings)
+        papers = reader.feed(data)
     finally:
         if collecting:
             gc.enable()
-    if not papers:
-        if not lines:
-            raise FeedError("empty file: no JSON lines")
-        raise FeedError(f"no valid line among {lines} ({skipped[0]})")
-    if len(skipped) > _MAX_WARNINGS:
-        skipped[_MAX_WARNINGS:] = [f"... and {len(skipped) - _MAX_WARNINGS} more lines skipped"]
-    if len(warnings) > _MAX_WARNINGS:
-        warnings[_MAX_WARNINGS:] = [f"... and {len(warnings) - _MAX_WARNINGS} more ignored fields"]
-    return ParseResult(papers=papers, kind="jsonl", warnings=warnings + skipped)
+    return ParseResult(papers=papers, kind="jsonl", warnings=reader.finish())
