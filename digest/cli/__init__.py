@@ -51,6 +51,10 @@ class DigestGroup(click.Group):
             return super().invoke(ctx)
         except DigestError as exc:
             _fail(ctx, str(exc))
+        except BrokenPipeError:
+            # `digest papers list | head`: the reader left; that is not an error worth a message.
+            sys.stderr.close()
+            ctx.exit(0)
         except OSError as exc:
             _fail(ctx, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
 

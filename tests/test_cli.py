@@ -1,0 +1,26 @@
+"""Behaviour every command shares: one-line errors, exit codes, quiet exit when the reader of stdout leaves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from digest.ingest import SAMPLE_FILES
+
+
+def test_main_exits_quietly_when_stdout_reader_leaves(home):
+    env = {**os.environ, "DIGEST_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "digest", "import", str(SAMPLE_FILES[0])], env=env, check=True, capture_output=True)
+    # `digest papers list --json | head -c 100`: far more output than a pipe buffers, and the reader leaves.
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "papers", "list", "--limit", "0", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert stderr == ""
+
+
+def test_main_unknown_command_exits_nonzero(cli):
+    result = cli("no-such-command")
+    assert result.exit_code == 2 and "No such command" in result.output
