@@ -12,8 +12,8 @@ from digest.ingest import SAMPLE_FILES
 def test_main_exits_quietly_when_stdout_reader_leaves(home):
     env = {**os.environ, "DIGEST_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "digest", "import", str(SAMPLE_FILES[0])], env=env, check=True, capture_output=True)
-    # `digest papers list --json | head -c 100`: far more output than a pipe buffers, and the reader leaves.
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "papers", "list", "--limit", "0", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # `digest papers list | head -c 100`: far more output than a pipe buffers, and the reader leaves.
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "papers", "list", "--limit", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.read(100)
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
