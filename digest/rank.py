@@ -140,21 +140,25 @@ def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable
     )
 
 
-def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5) -> RankResult:
+def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, model: str = "tfidf") -> RankResult:
     """Rank `candidates` for one profile: `limit` papers at most (default: the digest's own size), the first
     profile.max_papers of them in the digest. Deterministic: the same inputs give the same output."""
-    return rank_many(candidates, [profile], now, limit=limit, relevance_floor=relevance_floor, trending_count=trending_count)[0]
+    return rank_many(candidates, [profile], now, limit=limit, relevance_floor=relevance_floor, trending_count=trending_count, model=model)[0]
 
 
-def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None) -> list[RankResult]:
+def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None, model: str = "tfidf") -> list[RankResult]:
     """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers.
-    Reasons are made when first read, EXPLAIN_BLOCK results at a time."""
+    Reasons are made when first read, EXPLAIN_BLOCK results at a time. `model`: "tfidf", or "hybrid" (TF-IDF
+    blended with sentence embeddings; needs the semantic extra, see digest.rank_semantic)."""
+    from .rank_semantic import check_model
     from .rank_text import Corpus, ProfileRows
+
+    check_model(model)
 
     pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
     if not profiles:
         return []
-    corpus = Corpus(pool)
+    corpus = Corpus(pool, model)
     rows = ProfileRows(corpus, profiles)
     excluder = _Excluder(pool)
     trend_reasons = [_trending_reasons(c) for c in pool]

@@ -28,6 +28,7 @@ DISLIKE_PENALTY = 0.5  # times the cosine to the nearest disliked paper, subtrac
 PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
 NEAREST_MIN = 0.12  # cosine from which the nearest seed / liked paper is named as a reason
 NEAR_DUPLICATE, NEAR_DUPLICATE_PENALTY = 0.6, 2.0  # MMR: beyond this cosine to a pick, a paper loses score fast
+SEMANTIC_SHARE, SEMANTIC_BASE = 0.3, 0.3  # hybrid (tuned on the "tune" half): embedding weight; cosine taken as unrelated
 SHARED_SIMS_BYTES = 256 << 20  # cosines of shared profile rows kept for the whole ranking
 TERM_CANDIDATES = 6  # overlapping terms looked at for the "matched terms" reason
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -61,8 +62,8 @@ def _identity(tokens: list[str]) -> list[str]:
 class Corpus:
     """The candidates as L2-normalised TF-IDF rows, their pairwise cosines, and their trending scores."""
 
-    def __init__(self, pool: Sequence):
-        self.size = len(pool)
+    def __init__(self, pool: Sequence, model: str = "tfidf"):
+        self.size, self.model = len(pool), model
         titles = [analyse(c.paper.title or "") for c in pool]
         abstracts = [analyse(c.paper.abstract or "") for c in pool]
         self.vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, norm=None, dtype=np.float32)
@@ -82,6 +83,12 @@ class Corpus:
         self.trending = trending_scores(pool)
         self.trending_rounded = np.round(self.trending.astype(np.float64), 6).tolist()
         self.trending_order = np.lexsort((np.arange(self.size), -self.trending))
+        self.embeddings: np.ndarray | None = None
+        if model == "hybrid":  # sentence embeddings join the cosines; PRF and MMR see the blended similarity
+            from .rank_semantic import embed, paper_text
+
+            self.embeddings = embed([paper_text(c.paper.title or "", c.paper.abstract or "") for c in pool])
+            self.gram = ((1 - SEMANTIC_SHARE) * self.gram + SEMANTIC_SHARE * _shifted(self.embeddings @ self.embeddings.T)).astype(np.float32)
 
     def _papers(self, titles: list[list[str]], abstracts: list[list[str]]) -> sp.csr_matrix:
         """BM25's saturating, length-normalised tf (title tokens counted TITLE_WEIGHT times) x IDF, L2-normalised."""
@@ -153,6 +160,11 @@ class ProfileRows:
         self.pos = [[fix(r) for r in rows] for rows in self.pos]
         self.neg = [[fix(r) for r in rows] for rows in self.neg]
         self.queries = corpus.vectorise(list(interests), list(papers))
+        self.query_embeddings: np.ndarray | None = None
+        if corpus.embeddings is not None:
+            from .rank_semantic import embed, paper_text
+
+            self.query_embeddings = embed(list(interests) + [paper_text(t, a) for t, a in papers])
         columns = np.array([fix(c) for c in w_cols], dtype=np.intp)
         weights = sp.csr_matrix((np.array(w_vals, dtype=np.float32), (np.array(w_rows, dtype=np.intp), columns)), shape=(len(profiles), self.queries.shape[0]))
         self.weights = weights
@@ -160,6 +172,9 @@ class ProfileRows:
         centroid = (weights @ self.queries).tocsr()
         norms = np.sqrt(np.asarray(centroid.multiply(centroid).sum(axis=1)).ravel()).astype(np.float32)
         self.centroid_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        if self.query_embeddings is not None:
+            norms = np.linalg.norm(np.asarray(weights @ self.query_embeddings), axis=1).astype(np.float32)
+            self.embedding_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
         centroid.data = np.maximum(centroid.data, 0)  # what the reasons look at: the profile's positive terms
         centroid.eliminate_zeros()
         self.centroid_pos = centroid
@@ -192,10 +207,10 @@ class ProfileRows:
         sims = np.empty((len(rows), n), np.float32)
         sims[have] = np.take(self.shared_sims, at[have], axis=0)
         sims[~have] = self._sims(rows[~have])
-        centroid = np.asarray(self.weights[chunk][:, used] @ sims) / self.centroid_norm[chunk, None] if used else np.zeros((len(chunk), n), np.float32)
-        best = _segment_max(sims, [[local[r] for r in self.pos[i]] for i in chunk], n)
-        worst = _segment_max(sims, [[local[r] for r in self.neg[i]] for i in chunk], n)
-        relevance = (CENTROID_SHARE * centroid + (1 - CENTROID_SHARE) * best - DISLIKE_PENALTY * worst).astype(np.float32)
+        relevance = self._relevance(chunk, sims, local, self.centroid_norm)
+        if self.query_embeddings is not None:
+            semantic = _shifted(self.query_embeddings[rows] @ corpus.embeddings.T)
+            relevance = (1 - SEMANTIC_SHARE) * relevance + SEMANTIC_SHARE * self._relevance(chunk, semantic, local, self.embedding_norm)
         empty = np.array([self.profiles[i].is_empty for i in chunk])
         relevance[empty] = 0.0
         expanded = relevance + PRF_WEIGHT * self._feedback(relevance, excluded, floor)
@@ -208,6 +223,15 @@ class ProfileRows:
         score = ((1 - weight) * scaled + weight * corpus.trending[None, :]).astype(np.float32)
         picks = _mmr(np.where(eligible, score, -np.inf), corpus.gram, max(lengths, default=0), mmr_lambda)
         return picks, score, relevance
+
+    def _relevance(self, chunk: list[int], sims: np.ndarray, local: dict[int, int], norms: np.ndarray) -> np.ndarray:
+        """CENTROID_SHARE x the cosine to the profile's Rocchio centroid + the rest x the best single row, minus
+        DISLIKE_PENALTY x the nearest disliked paper; `sims` holds the chunk's rows (in `local` order)."""
+        n = self.corpus.size
+        centroid = np.asarray(self.weights[chunk][:, list(local)] @ sims) / norms[chunk, None] if local else np.zeros((len(chunk), n), np.float32)
+        best = _segment_max(sims, [[local[r] for r in self.pos[i]] for i in chunk], n)
+        worst = _segment_max(sims, [[local[r] for r in self.neg[i]] for i in chunk], n)
+        return (CENTROID_SHARE * centroid + (1 - CENTROID_SHARE) * best - DISLIKE_PENALTY * worst).astype(np.float32)
 
     def _feedback(self, relevance: np.ndarray, excluded: np.ndarray, floor: float) -> np.ndarray:
         """Mean cosine of each candidate to the profile's best PRF_DOCS matches above the floor."""
@@ -291,6 +315,11 @@ def _readable(terms: tuple[int, ...], names, words: list[tuple[str, ...]], cache
         cache.clear()
     cache[terms] = found = [names[t] for t in chosen]
     return found
+
+
+def _shifted(cosines: np.ndarray) -> np.ndarray:
+    """Embedding cosines rescaled so that unrelated texts (cosine about SEMANTIC_BASE) sit near 0, like TF-IDF's."""
+    return ((cosines - SEMANTIC_BASE) / (1 - SEMANTIC_BASE)).astype(np.float32)
 
 
 def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:

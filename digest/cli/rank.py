@@ -49,7 +49,7 @@ def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
         candidates = candidate_papers(session, since, until)
         profile = profile_for(session, sub)
         address, max_papers = sub.email, sub.max_papers
-    result = rank_papers(candidates, profile, now, limit=max(limit, max_papers), relevance_floor=app.settings.relevance_floor)
+    result = rank_papers(candidates, profile, now, limit=max(limit, max_papers), relevance_floor=app.settings.relevance_floor, model=app.settings.rank_model)
     entries = _entries(result, limit)
     if as_json:
         click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
