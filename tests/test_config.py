@@ -66,3 +66,12 @@ def test_cli_bad_config_is_one_line_and_nonzero(cli, home):
     result = cli("config")
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and result.output.startswith("error: invalid smtp_port")
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- config-table -->", 1)[1].split("\n## ", 1)[0]
+    missing = [opt.name for opt in OPTIONS if f"| `{opt.name}` | `DIGEST_{opt.name.upper()}`" not in table]
+    assert not missing, f"settings missing from the README's configuration table: {missing}"
