@@ -96,8 +96,13 @@ def arxiv_rss(feed_no: int, entries: int) -> bytes:
     return (head + "\n    ".join(items) + "\n  </channel>\n</rss>\n").encode("utf-8")
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB; for RUSAGE_CHILDREN, the largest child
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for children: the forked parsing process
+    return usage.ru_utime + usage.ru_stime
 
 
 def fresh_engine(directory: Path, name: str):
@@ -107,26 +112,34 @@ def fresh_engine(directory: Path, name: str):
 
 
 def timed(call):
-    """(result, wall seconds, CPU seconds): the CPU figure is steadier on a machine shared with other work."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(result, wall seconds, CPU seconds of this process and its children): the CPU figure is steadier on a
+    machine shared with other work."""
+    wall, cpu = time.perf_counter(), time.process_time() + children_cpu()
     result = call()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
+    return result, time.perf_counter() - wall, time.process_time() + children_cpu() - cpu
 
 
 def bench_jsonl(directory: Path, n: int) -> None:
     path = directory / "papers.jsonl"
     write_jsonl(path, n)
     engine = fresh_engine(directory, "jsonl.db")
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    parent = time.process_time()
     report, wall, cpu = timed(lambda: import_file(engine, path, NOW))
+    parent = time.process_time() - parent
+    peak, child_peak = peak_mb(), peak_mb(resource.RUSAGE_CHILDREN)
     again, wall2, cpu2 = timed(lambda: import_file(engine, path, NOW + timedelta(days=1)))
-    _, parse_wall, parse_cpu = timed(lambda: parse_file(path.read_bytes(), path.name))
     with session_scope(engine) as s:
         stored = count_papers(s)
     print(f"JSON Lines import, fresh SQLite: {n:,} papers ({path.stat().st_size / 1e6:.0f} MB, {report.new:,} new, {stored:,} rows) "
           f"in {wall:.2f} s = {n / wall:,.0f} papers/s wall, {n / cpu:,.0f} papers per CPU-second "
-          f"(of which parsing alone: {n / parse_cpu:,.0f}/CPU-s, storing: {n / max(cpu - parse_cpu, 1e-9):,.0f}/CPU-s)")
+          f"({cpu:.2f} CPU-s: {parent:.2f} storing in this process, {cpu - parent:.2f} parsing in the forked one); "
+          f"peak RSS {peak:.0f} MB (parsing process {child_peak:.0f} MB); load average before: {load}")
     print(f"  re-import of the same file ({again.unchanged:,} unchanged, {again.new + again.updated} written): {wall2:.2f} s = "
-          f"{n / wall2:,.0f} papers/s wall, {n / cpu2:,.0f}/CPU-s; peak RSS so far {peak_mb():.0f} MB")
+          f"{n / wall2:,.0f} papers/s wall, {n / cpu2:,.0f}/CPU-s")
+    _, parse_wall, parse_cpu = timed(lambda: parse_file(path.read_bytes(), path.name))
+    print(f"  parse_file of the whole file alone (held in memory): {n / parse_cpu:,.0f} papers/CPU-s")
 
 
 def bench_feeds(directory: Path, feeds: int, entries: int) -> None:
