@@ -231,14 +231,18 @@ class _Restart(Exception):
 
 
 def _import_jsonl(engine: Engine, path: Path, head: bytes, stream: BinaryIO, now: datetime) -> SourceReport:
-    ending: list[tuple[int, list[str]]] = []
     # Nothing built during an import holds a cycle: the cyclic collector would only re-scan live rows, again and again.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-        batches = _batches_from_child(path, head, stream, ending) if fork else _deduped_batches(path, head, stream, ending)
-        with contextlib.closing(batches):  # an error while storing ends the parsing process at once
+        # Forked before the database is opened; not from a process with threads (a forked copy of a lock another
+        # thread holds would never be released).
+        ending: list[tuple[int, list[str]]] = []  # (papers kept, warnings) once the whole file is read
+        if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+            batches: Any = _ParsingProcess(path, head, stream, ending)
+        else:
+            batches = _deduped_batches(path, head, stream, ending)
+        with contextlib.closing(batches):  # an error while storing ends the parsing at once
             return _store_batches(engine, path, now, batches, lambda: ending[0])
     finally:
         if collecting:
@@ -272,32 +276,39 @@ def _deduped_batches(path: Path, head: bytes, stream: BinaryIO, ending: list) ->
     ending.append((len(kept), warnings))
 
 
-def _batches_from_child(path: Path, head: bytes, stream: BinaryIO, ending: list) -> Iterator[list[ParsedPaper]]:
-    """_deduped_batches run in a forked process, so parsing (one core) overlaps storing (the other)."""
-    context = multiprocessing.get_context("fork")
-    receiving, sending = context.Pipe(duplex=False)
-    child = context.Process(target=_send_batches, args=(path, head, stream, sending), daemon=True)
-    child.start()
-    sending.close()
-    try:
+class _ParsingProcess:
+    """_deduped_batches run in a forked process, so parsing (one core) overlaps storing (the other): iterating
+    gives the batches it sends; close() ends it (a process still sending gets a broken pipe)."""
+
+    def __init__(self, path: Path, head: bytes, stream: BinaryIO, ending: list) -> None:
+        self.path, self.ending = path, ending
+        context = multiprocessing.get_context("fork")
+        self.receiving, sending = context.Pipe(duplex=False)
+        self.child = context.Process(target=_send_batches, args=(path, head, stream, sending), daemon=True)
+        self.child.start()
+        sending.close()
+
+    def __iter__(self) -> Iterator[list[ParsedPaper]]:
         while True:
             try:
-                kind, payload = pickle.loads(receiving.recv_bytes())
+                kind, payload = pickle.loads(self.receiving.recv_bytes())
             except EOFError:
-                raise DigestError(f"{path}: the parsing process ended early (exit code {child.exitcode})") from None
+                self.child.join(5)
+                raise DigestError(f"{self.path}: the parsing process ended early (exit code {self.child.exitcode})") from None
             if kind == "papers":
                 yield [ParsedPaper(*values) for values in payload]
             elif kind == "error":
                 raise payload
             else:
-                ending.append(payload)
+                self.ending.append(payload)
                 return
-    finally:
-        receiving.close()  # a child still sending gets a broken pipe and ends
-        child.join(5)
-        if child.exitcode is None:
-            child.kill()
-            child.join()
+
+    def close(self) -> None:
+        self.receiving.close()
+        self.child.join(5)
+        if self.child.exitcode is None:
+            self.child.kill()
+            self.child.join()
 
 
 def _send_batches(path: Path, head: bytes, stream: BinaryIO, sending: Any) -> None:

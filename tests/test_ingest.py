@@ -82,8 +82,8 @@ def stored(engine) -> tuple[list, list, list]:
 def mode(request, monkeypatch):
     """Which way the pieces are parsed; the forked way is checked to have been taken."""
     forks = []
-    from_child = ingest._batches_from_child
-    monkeypatch.setattr(ingest, "_batches_from_child", lambda *args: forks.append(1) or from_child(*args))
+    parsing_process = ingest._ParsingProcess
+    monkeypatch.setattr(ingest, "_ParsingProcess", lambda *args: forks.append(1) or parsing_process(*args))
     monkeypatch.setattr(ingest, "PIECE_BYTES", 300)  # a few lines per piece
     if request.param == "in-process":
         monkeypatch.setattr(threading, "active_count", lambda: 2)
