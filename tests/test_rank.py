@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -260,7 +261,9 @@ def test_rank_many_gives_the_same_results_as_rank_papers(threads):
         profile(subscriber_id=7, interests=("sparse autoencoders",), trending_weight=1.0),
     ]
     candidates = corpus({12: {"upvotes": 30}, 2: {"upvotes": 8, "sources": ("arxiv", "hf-daily")}})
+    before = threading.active_count()
     together = rank_many(candidates, profiles, NOW, limit=6, chunk_size=3, threads=threads)
+    assert threading.active_count() == before  # the scoring threads are gone: the daily job forks from one thread
     for p, got in reversed(list(zip(profiles, together))):  # reasons are made when first read: last ones first here
         alone = rank_papers(candidates, p, NOW, limit=6)
         assert got.subscriber_id == p.subscriber_id and got.matched == alone.matched
@@ -337,4 +340,6 @@ def test_rank_papers_hybrid_ranks_or_names_the_missing_extra():
             rank_papers(corpus(), p, NOW, model="hybrid")
         assert "pip install 'digest[semantic]'" in str(raised.value)
     else:
+        before = threading.active_count()
         assert order(rank_papers(corpus(), p, NOW, model="hybrid"))[0] == order(rank_papers(corpus(), p, NOW))[0]
+        assert threading.active_count() == before  # no thread left behind: the daily job forks from one thread
