@@ -158,7 +158,7 @@ def rank_due(engine: Engine, settings: Settings, now: datetime, dues: Sequence[D
             if d.since not in too_old:
                 too_old[d.since] = frozenset(c.paper.id for c in candidates if c.paper.first_seen is not None and c.paper.first_seen <= d.since)
             profiles.append(dataclasses.replace(profile, exclude_paper_ids=too_old[d.since] | sent.get(sub.id, set())))
-    return rank_many(candidates, profiles, now, relevance_floor=settings.relevance_floor)
+    return rank_many(candidates, profiles, now, relevance_floor=settings.relevance_floor, model=settings.rank_model)
 
 
 def is_empty(result: RankResult) -> bool:

@@ -404,3 +404,19 @@ def test_editions_summary_counts_states_per_edition(engine, subscribers) -> None
 
 def states_by_id(engine) -> dict[int, str]:
     return {d.subscriber_id: d.state for d in ledger.deliveries_for(engine)}
+
+
+def test_run_job_ranks_with_the_configured_rank_model(world, monkeypatch) -> None:
+    import digest.pipeline as pipeline
+
+    settings, engine = world
+    seen: list[str] = []
+    real = pipeline.rank_many
+
+    def recording_rank_many(*args, **kwargs):
+        seen.append(kwargs.get("model", "tfidf"))
+        return real(*args, **{**kwargs, "model": "tfidf"})  # the hybrid's extra may not be installed here
+
+    monkeypatch.setattr(pipeline, "rank_many", recording_rank_many)
+    report = run_job(engine, settings.replace(rank_model="hybrid"), NOW, fetch=False, transport=Recorder())
+    assert report.sent == 3 and seen == ["hybrid"]
