@@ -407,16 +407,16 @@ def states_by_id(engine) -> dict[int, str]:
 
 
 def test_run_job_ranks_with_the_configured_rank_model(world, monkeypatch) -> None:
-    import digest.pipeline as pipeline
+    import digest.rank
 
     settings, engine = world
     seen: list[str] = []
-    real = pipeline.rank_many
+    real = digest.rank.rank_many
 
     def recording_rank_many(*args, **kwargs):
         seen.append(kwargs.get("model", "tfidf"))
         return real(*args, **{**kwargs, "model": "tfidf"})  # the hybrid's extra may not be installed here
 
-    monkeypatch.setattr(pipeline, "rank_many", recording_rank_many)
+    monkeypatch.setattr(digest.rank, "rank_many", recording_rank_many)
     report = run_job(engine, settings.replace(rank_model="hybrid"), NOW, fetch=False, transport=Recorder())
     assert report.sent == 3 and seen == ["hybrid"]
