@@ -10,7 +10,7 @@ import functools
 import gc
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii
 from typing import Any, Iterable, Iterator
 
@@ -135,12 +135,17 @@ def _json_list(value: list) -> str:
     return f"[{', '.join(map(encode_basestring_ascii, value))}]"
 
 
+def _utc_text(value: datetime) -> str:
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class _BulkStatement:
     """One compiled INSERT sent straight to the driver's executemany, values converted by the columns' own types.
 
     conn.execute(stmt, rows) does the same conversions but spends most of a bulk import in per-row bookkeeping;
-    here each column's bind processor runs once per value (once per distinct value for timestamps), and a list of
-    strings for a JSON column is written by _json_list when that gives exactly what the column's processor gives.
+    here each column's bind processor runs once per value (once per distinct value for timestamps). Where they give
+    exactly what the column's processor gives (SQLite), a list of strings for a JSON column is written by _json_list
+    and an aware timestamp by _utc_text, a few times faster.
     """
 
     def __init__(self, dialect: Any, stmt: Any, columns: tuple[str, ...]) -> None:
@@ -154,6 +159,8 @@ class _BulkStatement:
         probe = ["Jiménez", 'a "quoted\\ name', ""]
         self.json_lists = {c for c in columns if isinstance(table.c[c].type, sa.JSON) and self.processors[c] is not None
                            and self.processors[c](probe) == _json_list(probe)}
+        moment = datetime(999, 12, 31, 23, 59, 58, 1234, tzinfo=timezone(timedelta(hours=-5)))
+        self.utc_texts = {c for c in self.timestamps if self.processors[c] is not None and self.processors[c](moment) == _utc_text(moment)}
 
     def _column(self, column: str, rows: list[dict[str, Any]]) -> list[Any]:
         values = [row[column] for row in rows]
@@ -164,7 +171,10 @@ class _BulkStatement:
             return [_json_list(v) if type(v) is list else process(v) for v in values]  # noqa: E721 - not a subclass
         if column not in self.timestamps:
             return [None if v is None else process(v) for v in values]
-        distinct = {v: None if v is None else process(v) for v in set(values)}  # a batch shares `now` and feed dates
+        if column in self.utc_texts:  # a naive datetime goes to the processor, which refuses it
+            distinct = {v: None if v is None else _utc_text(v) if v.tzinfo is not None else process(v) for v in set(values)}
+        else:
+            distinct = {v: None if v is None else process(v) for v in set(values)}  # a batch shares `now` and feed dates
         return [distinct[v] for v in values]
 
     def run(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
