@@ -82,13 +82,13 @@ def test_source_problems_ignores_disabled_and_non_arxiv_quiet_sources():
 
 
 @pytest.mark.parametrize("state, code, line", [
-    ({"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING, "last_fetch_count": 312}, 0, "ok: 1 source healthy, last success 2025-06-10 00:35 UTC"),
+    ({"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING, "last_fetch_count": 312}, 0, "ok: 1 source enabled, last success 2025-06-10 00:35 UTC"),
     ({"last_fetch_at": NOW, "last_success_at": MON_EVENING, "last_fetch_count": 312, "consecutive_errors": 3, "last_error": "HTTP 500 from rss.arxiv.org"},
      1, "fail: source arxiv:cs.LG failed 3 times in a row (last error: HTTP 500 from rss.arxiv.org)"),
-    ({"last_fetch_at": FRI_EVENING, "last_success_at": FRI_EVENING, "last_fetch_count": 0}, 0, "ok: 1 source healthy, last success 2025-06-14 00:35 UTC"),
+    ({"last_fetch_at": FRI_EVENING, "last_success_at": FRI_EVENING, "last_fetch_count": 0}, 0, "ok: 1 source enabled, last success 2025-06-14 00:35 UTC"),
     ({"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING, "last_fetch_count": 0}, 1,
      "fail: source arxiv:cs.LG brought 0 papers on an announcement day (fetched Mon 2025-06-09 20:35 EDT)"),
-    ({"last_fetch_at": NOW, "last_success_at": MON_EVENING, "last_fetch_count": 40, "consecutive_errors": 2, "last_error": "timeout"}, 0, "ok: 1 source healthy"),
+    ({"last_fetch_at": NOW, "last_success_at": MON_EVENING, "last_fetch_count": 40, "consecutive_errors": 2, "last_error": "timeout"}, 0, "ok: 1 source enabled (1 failing, below the limit of 3 in a row)"),
 ], ids=["healthy", "three-errors", "quiet-weekend", "empty-announcement-day", "two-errors"])
 def test_status_check_exit_code_and_one_line(cli, home_engine, state, code, line):
     add_source(home_engine, "arxiv:cs.LG", **state)

@@ -53,7 +53,7 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     failed, deferred, pending. --check fails (exit 1, one line) when a source failed 3 times in a row
     or an arXiv source brought 0 papers after a weekday announcement; otherwise prints "ok: ...".
     """
-    from ..health import source_note, source_problems
+    from ..health import ERROR_LIMIT, source_note, source_problems
     from ..schedule import fetch_trigger, next_fire_times
     from ..store.deliveries import editions_summary
     from ..store.status import source_health
@@ -78,7 +78,9 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
         else:
             enabled = sum(s.enabled for s in sources)
             last = max((s.last_success_at for s in sources if s.last_success_at), default=None)
-            click.echo(f"ok: {enabled} source{'s' if enabled != 1 else ''} healthy, last success {_when(last)}")
+            failing = sum(1 for s in sources if s.enabled and s.consecutive_errors)
+            note = f" ({failing} failing, below the limit of {ERROR_LIMIT} in a row)" if failing else ""
+            click.echo(f"ok: {enabled} source{'s' if enabled != 1 else ''} enabled{note}, last success {_when(last)}")
     else:
         _print_status(sources, editions, problems, next_fetch, app.settings)
     if check and problems:
