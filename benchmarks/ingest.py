@@ -137,7 +137,7 @@ def bench_jsonl(directory: Path, n: int) -> None:
           f"({cpu:.2f} CPU-s: {parent:.2f} storing in this process, {cpu - parent:.2f} parsing in the forked one); "
           f"peak RSS {peak:.0f} MB (parsing process {child_peak:.0f} MB); load average before: {load}")
     print(f"  re-import of the same file ({again.unchanged:,} unchanged, {again.new + again.updated} written): {wall2:.2f} s = "
-          f"{n / wall2:,.0f} papers/s wall, {n / cpu2:,.0f}/CPU-s")
+          f"{n / wall2:,.0f} papers/s wall, {n / cpu2:,.0f}/CPU-s; peak RSS {peak_mb():.0f} MB (parsing process {peak_mb(resource.RUSAGE_CHILDREN):.0f} MB)")
     _, parse_wall, parse_cpu = timed(lambda: parse_file(path.read_bytes(), path.name))
     print(f"  parse_file of the whole file alone (held in memory): {n / parse_cpu:,.0f} papers/CPU-s")
 

@@ -2,7 +2,8 @@
 
 `id`, `title`, `abstract` are required; `authors` (list or "A, B"), `url`, `published`, `categories`, `doi`,
 `upvotes` are optional. A bad line is skipped with a warning naming its number. Built for speed (json.loads per
-line, no feedparser): an import of 100,000 lines must not wait on the parser. Pure: no network, no database.
+line, no feedparser): an import of 100,000 lines must not wait on the parser. JsonlReader reads a file piece by piece
+(read_jsonl_pieces cuts it at line breaks), so a big import never holds it whole. Pure: no network, no database.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Iterable, Iterator
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.clean import (
-    arxiv_id_in,
     are_plain_names,
+    arxiv_id_in,
     arxiv_urls,
     clean_name,
     html_to_text,
