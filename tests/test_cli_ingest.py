@@ -12,7 +12,7 @@ import pytest
 from digest.ingest import SAMPLE_FILES
 
 REAL = Path(__file__).parent / "fixtures" / "real"
-FAST = {"DIGEST_FETCH_TIMEOUT": "0.5", "DIGEST_RETRY_AFTER_MAX": "0"}
+FAST = {"DIGEST_FETCH_TIMEOUT": "2", "DIGEST_RETRY_AFTER_MAX": "0"}  # 2 s: short, yet no real answer misses it on a loaded machine
 
 
 def count(home: Path, table: str) -> int:
@@ -79,7 +79,7 @@ def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home
     lines = result.output.splitlines()
     assert lines[0] == "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged"
     assert lines[1].startswith("gone: error: gone (HTTP 410): source disabled")
-    assert lines[2].startswith("slow: error: no answer from") and "within 0.5 s" in lines[2]
+    assert lines[2].startswith("slow: error: no answer from") and "within 2 s" in lines[2]
     assert lines[3].startswith("hf: new: 13 entries, 13 new")
     assert lines[4].startswith("biorxiv: new: 1 entries, 1 new")
     assert lines[5].startswith("api: new: 10 entries, 10 new")
