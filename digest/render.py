@@ -105,6 +105,9 @@ def author_line(authors: Sequence[object], shown: int = AUTHORS_SHOWN) -> str:
     return line + " et al." if len(names) > shown else line
 
 
+KIND_BADGES = {"arxiv-rss": ("arXiv", "arxiv"), "arxiv-api": ("arXiv", "arxiv"), "hf-daily": ("Hugging Face", "hf")}
+
+
 def _feed_label(name: str) -> str:
     """An imported file shows as its stem ("file:lab-picks.jsonl" -> "lab-picks"), a feed as its name."""
     if name.startswith("file:"):
@@ -114,13 +117,18 @@ def _feed_label(name: str) -> str:
 
 
 def source_badges(candidate: Candidate) -> tuple[tuple[str, str], ...]:
-    """(kind, label) per distinct source: arXiv, Hugging Face, or the feed's own name."""
+    """(kind, label) per distinct source: arXiv, Hugging Face, or the feed's own name. The source's kind
+    decides (a source may be named anything, e.g. "cs.SD"); without kinds the name is the only clue."""
     badges: dict[str, str] = {}
-    for name in candidate.sources:
+    kinds = candidate.source_kinds if len(candidate.source_kinds) == len(candidate.sources) else (None,) * len(candidate.sources)
+    for name, kind in zip(candidate.sources, kinds):
         low = name.lower()
-        if "arxiv" in low:
+        if kind in KIND_BADGES:
+            label, css = KIND_BADGES[kind]
+            badges.setdefault(label, css)
+        elif kind is None and "arxiv" in low:
             badges.setdefault("arXiv", "arxiv")
-        elif low.startswith("hf") or "hugging" in low:
+        elif kind is None and (low.startswith("hf") or "hugging" in low):
             badges.setdefault("Hugging Face", "hf")
         elif label := truncate_words(clean_text(_feed_label(name)), 40):
             badges.setdefault(label, "feed")
@@ -265,7 +273,7 @@ class DigestRenderer:
         """The HTML and text of one paper's card (kind "card") or trending row, split on its slots."""
         p = candidate.paper
         # Keyed by everything shown, not just id + version: upvotes and sources change during a day.
-        key = (kind, p.id, p.version, p.title, p.abstract, tuple(p.authors or ()), p.url, p.pdf_url, p.arxiv_id, p.doi, p.upvotes, candidate.sources, has_reason)
+        key = (kind, p.id, p.version, p.title, p.abstract, tuple(p.authors or ()), p.url, p.pdf_url, p.arxiv_id, p.doi, p.upvotes, candidate.sources, candidate.source_kinds, has_reason)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)

@@ -301,6 +301,9 @@ def test_source_badges_name_arxiv_hugging_face_and_feeds():
     assert source_badges(Candidate(paper, ("arxiv-cs.LG", "arxiv-cs.CL", "hf-daily", "My Blog"))) == (("arxiv", "arXiv"), ("hf", "Hugging Face"), ("feed", "My Blog"))
     assert source_badges(Candidate(paper, ())) == (("arxiv", "arXiv"),)
     assert source_badges(Candidate(paper, ("file:lab-picks.jsonl",))) == (("feed", "lab-picks"),)
+    # With kinds (as the store gives them), the kind decides, whatever the name.
+    kinds = Candidate(paper, ("cs.SD", "daily", "file:arxiv-dump.jsonl", "Nature"), ("arxiv-rss", "hf-daily", "file", "feed"))
+    assert source_badges(kinds) == (("arxiv", "arXiv"), ("hf", "Hugging Face"), ("feed", "arxiv-dump"), ("feed", "Nature"))
 
 
 @pytest.mark.parametrize(("fields", "expected"), [

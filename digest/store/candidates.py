@@ -18,10 +18,12 @@ from ..models import Paper, SentPaper, Subscriber
 
 @dataclass(frozen=True)
 class Candidate:
-    """A stored paper with what ranking needs besides the row: the names of the sources carrying it."""
+    """A stored paper with what ranking needs besides the row: the names of the sources carrying it, and
+    their kinds (arxiv-rss, arxiv-api, hf-daily, feed, file), in the same order."""
 
     paper: Paper
     sources: tuple[str, ...] = ()
+    source_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,11 @@ def candidate_window(last_digest_at: datetime | None, now: datetime, window_days
 
 def candidate_papers(session: Session, since: datetime, until: datetime) -> list[Candidate]:
     """Papers first seen in (since, until], by id, each with the names of its sources."""
-    from .papers import source_names_of
+    from .papers import sources_of
 
     papers = list(session.exec(select(Paper).where(Paper.first_seen > since, Paper.first_seen <= until).order_by(Paper.id)))
-    names = source_names_of(session, [p.id for p in papers])
-    return [Candidate(p, tuple(names[p.id])) for p in papers]
+    carried = sources_of(session, [p.id for p in papers])
+    return [Candidate(p, tuple(name for name, _ in carried[p.id]), tuple(kind for _, kind in carried[p.id])) for p in papers]
 
 
 def sent_paper_ids(session: Session, subscriber_id: int) -> set[int]:

@@ -292,20 +292,25 @@ def count_papers(session: Session, source: str | None = None) -> int:
     return int(_run(session, query).scalar_one())
 
 
-def source_names_of(session: Session, paper_ids: Iterable[int]) -> dict[int, list[str]]:
-    """For each paper id, the names of the sources carrying it (in the order they first brought it)."""
+def sources_of(session: Session, paper_ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
+    """For each paper id, (name, kind) of the sources carrying it, in the order they first brought it."""
     ids = list(paper_ids)
-    out: dict[int, list[str]] = {i: [] for i in ids}
+    out: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
     for chunk in _chunks(ids, BATCH_SIZE):
         query = (
-            sa.select(PAPER_SOURCE.c.paper_id, Source.name)
+            sa.select(PAPER_SOURCE.c.paper_id, Source.name, Source.kind)
             .join(Source, Source.id == PAPER_SOURCE.c.source_id)
             .where(PAPER_SOURCE.c.paper_id.in_(chunk))
             .order_by(PAPER_SOURCE.c.first_seen, PAPER_SOURCE.c.id)
         )
-        for paper_id, name in _run(session, query):
-            out[paper_id].append(name)
+        for paper_id, name, kind in _run(session, query):
+            out[paper_id].append((name, kind))
     return out
+
+
+def source_names_of(session: Session, paper_ids: Iterable[int]) -> dict[int, list[str]]:
+    """For each paper id, the names of the sources carrying it (in the order they first brought it)."""
+    return {pid: [name for name, _ in pairs] for pid, pairs in sources_of(session, paper_ids).items()}
 
 
 def get_paper_by_ident(session: Session, ident: str) -> Paper | None:
