@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 
 import click
@@ -197,7 +198,7 @@ def export(app: AppContext, path: str) -> None:
     from ..store.subscribers import export_csv
 
     with session_scope(app.engine) as session:
-        count = export_csv(session, click.get_text_stream("stdout") if path == "-" else path)
+        count = export_csv(session, sys.stdout if path == "-" else path)
     if path != "-":
         click.echo(f"exported {count} subscriber{'s' if count != 1 else ''} to {path}")
 
