@@ -267,6 +267,11 @@ class Sender(threading.Thread):
                 self.log.warning("event=bounced subscriber=%s note=no more mail until resumed", sub.email)
             self._failed(sub.email, exc)
             return
+        except DigestError:
+            # Refused connection, TLS or login, a sender refused, an unwritable outbox: the message was not
+            # accepted, so it goes back to 'pending' (not left 'sending', which means "may have arrived").
+            self.unsent.append(item)
+            raise
         ledger.write(self.conn, lambda conn: ledger.record_sent(conn, item.row.id, sub.id, item.paper_ids, item.attempts, self.stamp(), self.now))
         self.busy += time.perf_counter() - begun
         self.report.sent += 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_settings
-from digest.errors import ConfigError, LockedError, ServerDownError
+from digest.errors import ConfigError, DeliveryError, LockedError, ServerDownError
 from digest.ingest import import_file
 from digest.pipeline import RETRY_DELAYS, preview_email, run_job, run_lock
 from digest.store import deliveries as ledger
@@ -199,6 +199,22 @@ def test_run_job_ten_failures_in_a_row_stop_the_run_as_server_down(world, smtp_s
     assert sorted(states(engine).values()) == ["deferred"] * 10 + ["pending"] * 2  # nothing left 'sending'
     smtp_server.default_rcpt_reply = None
     assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False).sent == 12
+
+
+def test_run_job_refused_connection_leaves_every_delivery_pending(world, smtp_server, caplog) -> None:
+    settings, engine = world
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with pytest.raises(DeliveryError, match="connection refused") as info:
+        run_job(engine, smtp(settings, smtp_server).replace(smtp_port=closed_port), NOW, fetch=False)
+    assert (info.value.report.sent, info.value.report.not_attempted) == (0, 3)
+    assert sorted(states(engine).values()) == ["pending"] * 3  # nothing was handed over: none left 'sending'
+    with caplog.at_level("WARNING", logger="digest.pipeline"):
+        assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False).sent == 3
+    assert "event=resume" not in caplog.text  # no false "may arrive twice" warning
 
 
 def test_run_job_reconnects_after_a_drop_mid_data(world, smtp_server) -> None:
