@@ -70,6 +70,14 @@ def test_validate_email_lower_cases_and_strips():
     assert validate_email("  Ada@Example.ORG ") == "ada@example.org"
 
 
+def test_validate_email_gives_an_address_mail_can_be_sent_to():
+    # digest sends without SMTPUTF8: an internationalised domain is stored in its ASCII (IDNA) form,
+    # a non-ASCII local part is refused at once instead of failing every send.
+    assert validate_email("Carol@Exämple.org") == "carol@xn--exmple-cua.org"
+    with pytest.raises(InputError, match="invalid email address 'cärol@example.org': "):
+        validate_email("cärol@example.org")
+
+
 @pytest.mark.parametrize("address", ["not-an-email", "a@b", "ada@@example.org", "", "ada@example.test"],
                          ids=["no-at-sign", "no-dot-in-domain", "two-at-signs", "empty", "reserved-domain"])
 def test_validate_email_rejects_invalid(address):
@@ -153,6 +161,13 @@ def test_get_subscriber_by_address_in_any_case_or_id(engine):
         assert get_subscriber(session, sub_id).email == get_subscriber(session, str(sub_id)).email == "ada@example.org"
         with pytest.raises(NotFoundError, match="no subscriber bob@example.org"):
             get_subscriber(session, "bob@example.org")
+
+
+def test_get_subscriber_by_an_internationalised_domain_in_either_form(engine):
+    with session_scope(engine) as session:
+        sub_id = add_subscriber(session, "carol@exämple.org", SubscriberInput(), now=NOW).id
+    with session_scope(engine) as session:
+        assert get_subscriber(session, "Carol@Exämple.org").id == get_subscriber(session, "carol@xn--exmple-cua.org").id == sub_id
 
 
 def test_list_subscribers_orders_by_address_and_filters_status(engine):

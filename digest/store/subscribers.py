@@ -69,10 +69,12 @@ class ImportReport:
 
 
 def validate_email(address: str) -> str:
-    """The normalised, lower-cased address; InputError naming the address and why it is not one."""
+    """The normalised, lower-cased address; InputError naming the address and why it is not one.
+    Mail goes out without SMTPUTF8, so the address must fit an ASCII envelope: a non-ASCII local part is
+    refused and an internationalised domain is kept in its ASCII (IDNA) form."""
     text = (address or "").strip()
     try:
-        return _check_email(text, check_deliverability=False).normalized.lower()
+        return _check_email(text, check_deliverability=False, allow_smtputf8=False).ascii_email.lower()
     except EmailNotValidError as exc:
         raise InputError(f"invalid email address {address!r}: {exc}", "give an address such as ada@example.org") from None
 
@@ -183,7 +185,11 @@ def resolve_papers(session: Session, idents: Iterable[str]) -> list[Paper]:
 
 
 def find_subscriber(session: Session, email: str) -> Subscriber | None:
-    return session.exec(select(Subscriber).where(Subscriber.email == email.strip().lower())).first()
+    try:
+        address = validate_email(email)  # the stored form: carol@exämple.org is found as carol@xn--exmple-cua.org
+    except InputError:
+        address = email.strip().lower()
+    return session.exec(select(Subscriber).where(Subscriber.email == address)).first()
 
 
 def get_subscriber(session: Session, email_or_id: str | int) -> Subscriber:
