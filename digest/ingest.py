@@ -87,9 +87,13 @@ def fetch_sources(
     A DigestError of one source becomes that source's error report; StoreError about the database itself stops the run."""
     names = [only] if isinstance(only, str) else list(only) if only is not None else None
     with session_scope(engine) as session:
-        chosen = [s for s in list_sources(session, include_files=False) if (s.name in names if names is not None else s.enabled)]
+        every = list_sources(session)
+    chosen = [s for s in every if s.kind != "file" and (s.name in names if names is not None else s.enabled)]
     if names is not None:
         missing = sorted(set(names) - {s.name for s in chosen})
+        files = [name for name in missing if any(s.name == name and s.kind == "file" for s in every)]
+        if files:
+            raise InputError(f"{files[0]} is an imported file, not a source that is fetched", "import the file again: `digest import FILE`")
         if missing:
             raise NotFoundError(f"no source named {missing[0]!r} to fetch", "`digest sources list` shows the names")
     own = client is None

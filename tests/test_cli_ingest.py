@@ -117,6 +117,15 @@ def test_fetch_unknown_source_is_one_line_error(cli, home):
     assert result.exit_code == 1 and result.output.startswith("error: no source named 'nope'")
 
 
+def test_fetch_an_imported_file_says_it_is_imported_not_fetched(cli, home, tmp_path):
+    path = tmp_path / "papers.jsonl"
+    path.write_text('{"id": "a", "title": "A paper", "abstract": "Its abstract."}\n', encoding="utf-8")
+    assert cli("import", str(path)).exit_code == 0
+    result = cli("fetch", "--source", "file:papers.jsonl")
+    assert result.exit_code == 1
+    assert result.output == "error: file:papers.jsonl is an imported file, not a source that is fetched (import the file again: `digest import FILE`)\n"
+
+
 @pytest.mark.parametrize("path,entries", [
     (SAMPLE_FILES[0], 237), (SAMPLE_FILES[1], 139), (REAL / "arxiv-rss" / "rss-cs.SD-2026-06-12.xml", 23),
     (REAL / "arxiv-rss" / "rss-arxiv-org-atom-cs.AI-2025-08-20-trimmed.xml", 7), (REAL / "arxiv-atom" / "api-2026-04-search-all-testing-page1-start0.xml", 10),
