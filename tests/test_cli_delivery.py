@@ -237,6 +237,26 @@ def test_send_killed_mid_run_resumes_with_nobody_missing_and_at_most_one_duplica
     assert {d.state for d in ledger.deliveries_for(engine)} == {"sent"}
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_send_interrupted_finishes_the_message_in_flight_and_leaves_the_rest_pending(home: Path, smtp_server, signum) -> None:
+    emails = populate(home, subscribers=20)
+    smtp_server.data_delay = 0.05
+    first = digest_process(home, smtp_server, "send")
+    wait_for(lambda: len(smtp_server.messages) >= 3 or first.poll() is not None)
+    first.send_signal(signum)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 1, out + err
+    assert "Traceback" not in err and "stopping after the message in flight" in err
+    assert "not attempted" in out and "due subscribers were not served" in err
+    engine = open_engine(load_settings(home, env={}).database_url)
+    states = Counter(d.state for d in ledger.deliveries_for(engine))
+    assert states["sending"] == 0 and states["sent"] == len(smtp_server.messages) < len(emails)  # what arrived is recorded
+    second = digest_process(home, smtp_server, "send")
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0 and "event=resume" not in err, out + err
+    assert Counter(smtp_server.recipients()) == Counter(emails)  # each exactly once
+
+
 def test_two_sends_started_together_never_both_send(home: Path, smtp_server) -> None:
     emails = populate(home, subscribers=10)
     smtp_server.data_delay = 0.3  # the first run holds the lock for seconds

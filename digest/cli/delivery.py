@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import signal
 import sys
 import tempfile
 import threading
@@ -66,12 +67,46 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
+class _Interruption:
+    """Ctrl-C or SIGTERM while sending: finish and record the message in flight, leave the rest 'pending'
+    (not 'sending', which would mean "may have arrived"). Before sending starts, or a second time, it
+    interrupts at once as usual: fetching and ranking leave nothing half-written."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.sending = False
+        self.previous: dict = {}
+
+    def __enter__(self) -> "_Interruption":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if not self.sending or self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        click.echo(f"{signal.Signals(signum).name}: stopping after the message in flight (again to abort at once)", err=True)
+
+
 def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: bool = False, edition: str | None = None) -> None:
     from ..pipeline import run_job
 
     progress = _Progress()
+    interruption = _Interruption()
+
+    def plan(total: int) -> None:
+        interruption.sending = not dry_run
+        progress.plan(total)
+
     try:
-        report = run_job(app.engine, app.settings, _now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition, progress=progress.step, on_plan=progress.plan)
+        with interruption:
+            report = run_job(app.engine, app.settings, _now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition,
+                             progress=progress.step, on_plan=plan, stop_event=interruption.stop)
     except DeliveryError as exc:
         progress.close()
         partial = getattr(exc, "report", None)
