@@ -483,3 +483,16 @@ def test_web_command_serves_with_waitress(home):
 def test_web_command_without_secret_key_fails_in_one_line(cli):
     result = cli("web", "--port", "0")
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "secret_key" in result.output
+
+
+def test_web_command_on_a_port_in_use_names_the_address_in_one_line(cli):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = cli("web", "--port", str(port), env={"DIGEST_SECRET_KEY": "web-test-secret-key-0123456789"})
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use (")
+

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from ..errors import ConfigError
 from . import AppContext, main, pass_app
 
 
@@ -29,7 +30,11 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, t
         options["url_prefix"] = prefix
     if trusted_proxy:
         options.update(trusted_proxy=trusted_proxy, trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"}, clear_untrusted_proxy_headers=True)
-    server = waitress.create_server(wsgi, **options)
+    try:
+        server = waitress.create_server(wsgi, **options)
+    except (OSError, ValueError) as exc:  # ValueError: waitress cannot resolve the host
+        raise ConfigError(f"cannot listen on {options['host']}:{options['port']}: {getattr(exc, 'strerror', None) or exc}",
+                          "pick another --port or --host (web_port, web_host), or stop what is using it") from None
     click.echo(f"serving the subscription pages on http://{server.effective_host}:{server.effective_port}{prefix}/subscribe (links use base_url {settings.base_url})")
     try:
         server.run()
