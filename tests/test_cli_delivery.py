@@ -96,6 +96,23 @@ def test_demo_runs_offline_and_writes_emails(cli, tmp_path: Path, no_network: li
     assert Path(html_line.split(": ", 1)[1]).read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
     assert str(target / "outbox") in result.output
     assert no_network == []
+    again = cli("demo", "--home", str(target))  # a demo home can be used again
+    assert again.exit_code == 0 and "sent 0, skipped 0" in again.output
+
+
+def test_demo_refuses_a_real_home(cli, home: Path) -> None:
+    emails = populate(home)  # a working home: its own digest.toml, database and due subscribers
+    before = sorted(home.iterdir())
+    result = cli("demo", "--home", str(home))
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {home} is not a demo home")
+    assert sorted(home.iterdir()) == before and not (home / "outbox").exists()
+    engine = open_engine(load_settings(home, env={}).database_url)
+    with session_scope(engine) as session:
+        from digest.store.subscribers import list_subscribers
+
+        assert sorted(s.email for s in list_subscribers(session)) == emails  # no demo subscribers added
+    assert ledger.deliveries_for(engine) == []  # nobody's edition spent on the demo
 
 
 def test_preview_writes_html_and_eml_without_sending_or_recording(cli, home: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DeliveryError
+from ..errors import DeliveryError, InputError
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 DEMO_CONFIG = """# written by `digest demo`: an offline demo, mail goes to the outbox directory
@@ -173,6 +173,13 @@ def preview(app: AppContext, email: str, html_out: str | None, show_text: bool, 
             click.echo(f"wrote {path}", err=show_text)
 
 
+def _is_demo_config(config: Path) -> bool:
+    try:
+        return config.read_text(encoding="utf-8").startswith(DEMO_CONFIG.splitlines()[0])
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 @main.command()
 @click.option("--home", "demo_home", type=click.Path(file_okay=False), metavar="DIR", help="Keep the demo in DIR (default: a new temporary directory).")
 def demo(demo_home: str | None) -> None:
@@ -187,8 +194,12 @@ def demo(demo_home: str | None) -> None:
     from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber
 
     home = Path(demo_home).expanduser().resolve() if demo_home else Path(tempfile.mkdtemp(prefix="digest-demo-"))
-    home.mkdir(parents=True, exist_ok=True)
     config = home / "digest.toml"
+    if home.is_dir() and any(home.iterdir()) and not _is_demo_config(config):
+        # A real DIGEST_HOME: the demo would add its subscribers there and spend everyone's edition on the outbox.
+        raise InputError(f"{home} is not a demo home (it is not empty and its digest.toml was not written by `digest demo`)",
+                         "give a new or empty directory, or no --home for a temporary one")
+    home.mkdir(parents=True, exist_ok=True)
     if not config.exists():  # so `digest --home DIR preview ...` works on the demo afterwards
         config.write_text(DEMO_CONFIG, encoding="utf-8")
     settings = load_settings(home, env={}, overrides={"smtp_host": ""})
