@@ -121,13 +121,14 @@ def _redact_url(url: str) -> str:
 
 def _coerce(opt: Option, raw: Any, where: str) -> Any:
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"invalid {opt.name} = {raw!r} in {where}: {why}")
+        shown = REDACTED if opt.secret else repr(raw)  # a numeric password left unquoted must not be printed
+        return ConfigError(f"invalid {opt.name} = {shown} in {where}: {why}")
 
     if raw is None:
         return None
     try:
         if opt.kind == "int":
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
                 raise ValueError
             value: Any = int(raw)
         elif opt.kind == "float":
@@ -150,7 +151,7 @@ def _coerce(opt: Option, raw: Any, where: str) -> Any:
                 raise ValueError
             value = raw.strip()
     except (TypeError, ValueError):
-        raise bad(f"expected {'true or false' if opt.kind == 'bool' else 'a ' + opt.kind}") from None
+        raise bad("expected " + {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(opt.kind, "a string")) from None
     if opt.choices and value not in opt.choices:
         raise bad(f"expected one of {', '.join(opt.choices)}")
     if opt.minimum is not None and value < opt.minimum:

@@ -43,6 +43,24 @@ def test_load_settings_rejects_bad_config(tmp_path, toml, message):
         load_settings(tmp_path, env={})
 
 
+@pytest.mark.parametrize("toml", ["smtp_password = 987654321", "secret_key = 12345678901234567890", "database_url = 424242424242"],
+                         ids=["smtp_password", "secret_key", "database_url"])
+def test_load_settings_error_about_a_secret_never_shows_its_value(tmp_path, toml):
+    (tmp_path / "digest.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, env={})
+    name, value = (part.strip() for part in toml.split("="))
+    assert f"invalid {name} = ******** in " in str(info.value) and value not in str(info.value)
+
+
+@pytest.mark.parametrize("toml, message", [("smtp_port = 25.5", "expected a whole number"), ("fetch_timeout = 'x'", "expected a number")],
+                         ids=["fraction-for-an-int", "text-for-a-float"])
+def test_load_settings_names_the_expected_kind(tmp_path, toml, message):
+    (tmp_path / "digest.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, env={})
+
+
 def test_render_config_file_lists_every_option_and_parses(tmp_path):
     import tomllib
 
