@@ -26,6 +26,7 @@ class Option:
     secret: bool = False
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
 
 OPTIONS: tuple[Option, ...] = (
     Option("database_url", None, "SQLAlchemy URL; default: a SQLite file digest.db in DIGEST_HOME", secret=True),
@@ -39,7 +40,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("relevance_floor", 0.05, "similarity below which a paper is never picked", "float", minimum=0),
     Option("rank_model", "tfidf", "tfidf, or hybrid: TF-IDF blended with MiniLM sentence embeddings (pip install 'digest[semantic]')", "choice", choices=("tfidf", "hybrid")),
     Option("smtp_host", "", "SMTP server; empty: write messages to outbox_dir instead"),
-    Option("smtp_port", 587, "SMTP port", "int", minimum=1),
+    Option("smtp_port", 587, "SMTP port", "int", minimum=1, maximum=65535),
     Option("smtp_security", "starttls", "starttls, tls (implicit) or none", "choice", choices=("starttls", "tls", "none")),
     Option("smtp_user", "", "SMTP login; empty: no AUTH"),
     Option("smtp_password", "", "SMTP password (or DIGEST_SMTP_PASSWORD_FILE)", secret=True),
@@ -58,7 +59,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", "text", "text (key=value) or json", "choice", choices=("text", "json")),
     Option("log_level", "info", "debug, info, warning or error", "choice", choices=("debug", "info", "warning", "error")),
     Option("web_host", "127.0.0.1", "address `digest web` listens on"),
-    Option("web_port", 8080, "port `digest web` listens on", "int", minimum=1),
+    Option("web_port", 8080, "port `digest web` listens on", "int", minimum=1, maximum=65535),
     Option("subscribe_limit", 10, "subscribe attempts allowed per client address in each subscribe_window", "int", minimum=1),
     Option("subscribe_window", 600.0, "seconds of the subscribe rate-limit window", "float", minimum=1),
 )
@@ -156,6 +157,8 @@ def _coerce(opt: Option, raw: Any, where: str) -> Any:
         raise bad(f"expected one of {', '.join(opt.choices)}")
     if opt.minimum is not None and value < opt.minimum:
         raise bad(f"must be at least {opt.minimum:g}")
+    if opt.maximum is not None and value > opt.maximum:
+        raise bad(f"must be at most {opt.maximum:g}")
     return value
 
 def load_settings(

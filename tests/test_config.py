@@ -34,8 +34,10 @@ def test_load_settings_secret_from_file_is_redacted(tmp_path):
         ("no_such_key = 1", "unknown setting 'no_such_key'"),
         ("smtp_port = ", "cannot read config file"),
         ("window_days = 0", "must be at least 1"),
+        ("smtp_port = 99999", "must be at most 65535"),
+        ("web_port = 70000", "must be at most 65535"),
     ],
-    ids=["not-an-int", "bad-choice", "unknown-key", "broken-toml", "below-minimum"],
+    ids=["not-an-int", "bad-choice", "unknown-key", "broken-toml", "below-minimum", "smtp-port-above-maximum", "web-port-above-maximum"],
 )
 def test_load_settings_rejects_bad_config(tmp_path, toml, message):
     (tmp_path / "digest.toml").write_text(toml)
