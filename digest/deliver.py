@@ -25,9 +25,10 @@ from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Protocol
+from urllib.parse import urlsplit
 
 from .config import Settings
-from .errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
+from .errors import ConfigError, DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from .render import RenderedEmail
 
 log = logging.getLogger("digest.deliver")
@@ -95,6 +96,21 @@ def check_address(address: str) -> str:
     if not address.isascii() or not _ADDRESS.fullmatch(address):
         raise InputError(f"cannot send to {address!r}: not a plain ASCII address", "digest does not use SMTPUTF8; check the address")
     return address
+
+
+def check_sender_settings(settings: Settings) -> None:
+    """ConfigError naming the setting when from_address, reply_to or base_url cannot go into any message.
+    Checked before a run records anything: found while building, it failed every subscriber's edition."""
+    hint = "set it in digest.toml or DIGEST_{} (`digest config` shows what is in effect)"
+    for name in ("from_address", "reply_to"):
+        value = settings.values[name]
+        if value or name == "from_address":
+            address = (value or "").strip()
+            if not (address.isascii() and _ADDRESS.fullmatch(address)):
+                raise ConfigError(f"{name} {value!r} is not a plain ASCII email address such as digest@example.org", hint.format(name.upper()))
+    base = urlsplit(settings.base_url)
+    if base.scheme not in ("http", "https") or not base.netloc:
+        raise ConfigError(f"base_url {settings.base_url!r} is not an absolute http(s) URL such as https://example.org/digest", hint.format("BASE_URL"))
 
 
 def format_phrase(name: str) -> str:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 from sqlalchemy.engine import Engine
 
 from .config import Settings
-from .deliver import Transport, make_message_id, transport_for
+from .deliver import Transport, check_sender_settings, make_message_id, transport_for
 from .dispatch import RETRY_DELAYS, Composer, Sender, compose, make_links, produce  # noqa: F401 - RETRY_DELAYS for callers
 from .editions import WEEKDAYS, due_edition, parse_frequency
 from .errors import DeliveryError, InputError, LockedError
@@ -252,6 +252,7 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
     if not dues:
         return
     make_links(settings, dues[0].subscriber, [])  # no secret_key: fail before anything is sent
+    check_sender_settings(settings)  # nor with a From, Reply-To or base_url no message can carry
     results = rank_due(engine, settings, now, dues)
     mark = _stage(report, "rank", mark)
 

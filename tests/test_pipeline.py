@@ -129,6 +129,16 @@ def test_run_job_without_secret_key_stops_before_sending(world, smtp_server) -> 
     assert smtp_server.messages == [] and ledger.deliveries_for(engine) == []
 
 
+@pytest.mark.parametrize("setting, value", [("from_address", "digest@@example.org"), ("reply_to", "nope"), ("base_url", "digest.example.org")],
+                         ids=["from_address", "reply_to", "base_url"])
+def test_run_job_with_a_sender_setting_no_message_can_carry_stops_before_recording(world, smtp_server, setting, value) -> None:
+    settings, engine = world
+    with pytest.raises(ConfigError, match=f"^{setting} {value!r} "):
+        run_job(engine, smtp(settings, smtp_server).replace(**{setting: value}), NOW, fetch=False)
+    assert smtp_server.messages == [] and ledger.deliveries_for(engine) == []  # nobody's edition is spent
+    assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False).sent == 3  # once fixed, everyone gets it
+
+
 def test_run_job_retries_a_4xx_with_backoff_then_sends(world, smtp_server) -> None:
     settings, engine = world
     smtp_server.rcpt_replies["bob@example.org"] = ["451 4.7.1 greylisted"]
