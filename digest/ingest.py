@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy.engine import Engine
 
-from .errors import DigestError, InputError, NotFoundError, StoreError
+from .errors import DigestError, FeedError, InputError, NotFoundError, StoreError
 from .models import Source
 from .sources import ParsedPaper, ParseResult
 from .sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
@@ -203,8 +203,12 @@ def _read(path: Path, stream: BinaryIO, size: int) -> bytes:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+FILE_HINT = "the file is not valid RSS, Atom, JSON or JSON Lines"
+
+
 def _naming(path: Path, exc: DigestError) -> DigestError:
-    return type(exc)(f"{path}: {exc.args[0] if exc.args else exc}", exc.hint)
+    hint = FILE_HINT if isinstance(exc, FeedError) else exc.hint  # FeedError's own hint is about a URL
+    return type(exc)(f"{path}: {exc.args[0] if exc.args else exc}", hint)
 
 
 def _store_batches(engine: Engine, path: Path, now: datetime, batches: Iterable[list[ParsedPaper]],

@@ -168,6 +168,8 @@ def test_import_malformed_file_is_one_line_and_writes_nothing(cli, home, tmp_pat
     result = cli("import", str(bad))
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith(f"error: {bad}: ") and problem in result.output
+    assert "URL" not in result.output  # a local file: no "check the URL in a browser"
+    assert result.output.endswith("(the file is not valid RSS, Atom, JSON or JSON Lines)\n")
     assert count(home, "paper") == 0 and count(home, "source") == 0
 
 
