@@ -173,9 +173,10 @@ def load_settings(
     values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
     origins = {o.name: "default" for o in OPTIONS}
 
-    path = Path(config_file or env.get("DIGEST_CONFIG") or home_path / "digest.toml").expanduser()
-    if config_file and not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
+    explicit = config_file or env.get("DIGEST_CONFIG")
+    path = Path(explicit or home_path / "digest.toml").expanduser()
+    if explicit and not path.exists():  # named on purpose: a typo must not silently mean the defaults
+        raise ConfigError(f"config file {path} ({'--config' if config_file else 'DIGEST_CONFIG'}) does not exist", "`digest init` writes it")
     if path.exists():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

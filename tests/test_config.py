@@ -95,3 +95,19 @@ def test_readme_documents_every_setting():
     table = readme.split("<!-- config-table -->", 1)[1].split("\n## ", 1)[0]
     missing = [opt.name for opt in OPTIONS if f"| `{opt.name}` | `DIGEST_{opt.name.upper()}`" not in table]
     assert not missing, f"settings missing from the README's configuration table: {missing}"
+
+
+def test_load_settings_digest_config_naming_a_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file .*nope.toml .*does not exist"):
+        load_settings(tmp_path, env={"DIGEST_CONFIG": str(tmp_path / "nope.toml")})
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_cli_init_writes_the_config_file_in_effect(cli, home, tmp_path, how):
+    target = tmp_path / "etc" / "digest.toml"
+    args, env = (["--config", str(target)], None) if how == "flag" else ([], {"DIGEST_CONFIG": str(target)})
+    first = cli(*args, "init", env=env)
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith(f"wrote {target}\n") and target.exists() and not (home / "digest.toml").exists()
+    second = cli(*args, "init", env=env)
+    assert second.exit_code == 0 and second.output.startswith(f"kept {target}\n")

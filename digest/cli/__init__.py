@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import click
@@ -92,13 +94,20 @@ def init(app: AppContext) -> None:
     """Create DIGEST_HOME, the database and a commented digest.toml (safe to run twice)."""
     from ..store import describe, init_db
 
+    explicit = app.config_file or os.environ.get("DIGEST_CONFIG")  # the file in effect, if not DIGEST_HOME's
+    if explicit:
+        path = Path(explicit).expanduser()
+        written = not path.exists()
+        if written:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_config_file(), encoding="utf-8")
     settings = app.settings
     settings.home.mkdir(parents=True, exist_ok=True)
-    if not settings.config_path.exists():
-        settings.config_path.write_text(render_config_file(), encoding="utf-8")
-        click.echo(f"wrote {settings.config_path}")
-    else:
-        click.echo(f"kept {settings.config_path}")
+    if not explicit:
+        path, written = settings.config_path, not settings.config_path.exists()
+        if written:
+            path.write_text(render_config_file(), encoding="utf-8")
+    click.echo(f"{'wrote' if written else 'kept'} {path}")
     from ..store import open_engine
 
     engine = open_engine(settings.database_url)
