@@ -213,7 +213,7 @@ def test_import_missing_file_is_one_line(cli, home, tmp_path):
 
 @pytest.mark.parametrize("url,message", [
     ("postgresql+psycopg://nobody@127.0.0.1:1/x", "cannot open the database"),
-    ("sqlite:////proc/no-such-dir/digest.db", "No such file or directory"),
+    ("sqlite:////proc/no-such-dir/digest.db", "cannot create /proc/no-such-dir for the database: No such file or directory"),
     ("nonsense", "is not a database URL"),
 ], ids=["postgres-down", "sqlite-unwritable-dir", "not-a-url"])
 def test_commands_report_unreachable_database_in_one_line(cli, home, url, message):

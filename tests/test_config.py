@@ -111,3 +111,10 @@ def test_cli_init_writes_the_config_file_in_effect(cli, home, tmp_path, how):
     assert first.output.startswith(f"wrote {target}\n") and target.exists() and not (home / "digest.toml").exists()
     second = cli(*args, "init", env=env)
     assert second.exit_code == 0 and second.output.startswith(f"kept {target}\n")
+
+
+def test_cli_init_under_a_file_names_digest_home_in_one_line(cli, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    result = cli("--home", str(tmp_path / "file" / "home"), "init")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: cannot create DIGEST_HOME {tmp_path / 'file' / 'home'}: Not a directory")

@@ -18,7 +18,7 @@ import click
 
 from .. import __version__
 from ..config import Settings, load_settings, render_config_file
-from ..errors import DigestError
+from ..errors import ConfigError, DigestError
 
 EXIT_ERROR = 1
 
@@ -102,7 +102,10 @@ def init(app: AppContext) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(render_config_file(), encoding="utf-8")
     settings = app.settings
-    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create DIGEST_HOME {settings.home}: {exc.strerror or exc}", "set DIGEST_HOME (or --home) to a directory you can write") from None
     if not explicit:
         path, written = settings.config_path, not settings.config_path.exists()
         if written:

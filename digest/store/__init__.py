@@ -30,7 +30,11 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and create_dir:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # DIGEST_HOME under a file, on a read-only or missing mount...
+                raise StoreError(f"cannot create {folder} for the database: {exc.strerror or exc}", "check DIGEST_HOME (or database_url) and its permissions") from None
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     else:
         kwargs["pool_pre_ping"] = True
