@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from datetime import datetime, timedelta, timezone
 
@@ -438,3 +439,20 @@ def test_add_subscriber_after_remove_does_not_inherit_old_links(engine):
         new = add_subscriber(session, "new@example.org", SubscriberInput(), now=NOW)
         assert (new.id, new.token_version) != (old_id, old_version)
         assert 0 <= new.token_version < 2**31
+
+
+def test_export_csv_defuses_spreadsheet_formulas_and_round_trips(engine):
+    hostile = {"name": "=HYPERLINK(\"http://evil.example\",\"click\")", "interests": ["+cmd|' /C calc'!A0", "'quoted", "-1 loss"]}
+    with session_scope(engine) as session:
+        add_subscriber(session, "=sum@example.org", SubscriberInput(name=hostile["name"], interests=hostile["interests"]), now=NOW)
+        out = io.StringIO()
+        export_csv(session, out)
+    cells = next(csv.reader(io.StringIO(out.getvalue().splitlines()[1])))
+    assert cells[0] == "'=sum@example.org" and cells[1].startswith("'=HYPERLINK")
+    assert cells[2] == "'+cmd|' /C calc'!A0;'quoted;-1 loss"  # the list cell starts with +, so one prefix for the cell
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
+    with session_scope(engine) as session:
+        remove_subscriber(session, get_subscriber(session, "=sum@example.org"))
+        import_csv(session, out.getvalue(), LATER)
+        sub = get_subscriber(session, "=sum@example.org")
+        assert (sub.name, sub.interests) == (hostile["name"], hostile["interests"])

@@ -398,6 +398,7 @@ def import_csv(session: Session, path_or_text: str | Path, now: datetime) -> Imp
             raise InputError(f"{name} line {start}: more cells than columns")
         if not any((v or "").strip() for v in record.values()):
             continue
+        record = {k: _unescape_cell(v) for k, v in record.items()}
         try:
             rows.append(_parse_row(session, record, seen, start))
         except FieldError as exc:
@@ -464,8 +465,22 @@ def export_csv(session: Session, path_or_stream: str | Path | IO[str]) -> int:
     return len(subs)
 
 
+# A cell starting with = + - @ runs as a formula when the file is opened in a spreadsheet (CSV injection,
+# OWASP). Export prefixes such cells, and cells already starting with the prefix, with one "'"; import
+# removes exactly that one "'", so export -> import still round-trips every value.
+_FORMULA_START = ("=", "+", "-", "@", "'")
+
+
+def _escape_cell(value: object) -> object:
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def _unescape_cell(value: str | None) -> str | None:
+    return value[1:] if value and value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+
+
 def _write_csv(out: IO[str], subs: list[Subscriber]) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for sub in subs:
-        writer.writerow([LIST_SEPARATOR.join(v) if c in LIST_FIELDS else v for c in CSV_COLUMNS for v in [getattr(sub, c)]])
+        writer.writerow([_escape_cell(LIST_SEPARATOR.join(v) if c in LIST_FIELDS else v) for c in CSV_COLUMNS for v in [getattr(sub, c)]])
