@@ -39,8 +39,9 @@ from .store.sources import ensure_source, list_sources, record_fetch_error, reco
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data"
-# The bundled real sample the demo imports: 237 papers (JSON Lines) and one day of arXiv cs.CL (RSS 2.0).
-SAMPLE_FILES = (DATA_DIR / "sample-papers.jsonl", DATA_DIR / "sample-arxiv-cs.CL.xml")
+# The bundled real sample the demo imports: 237 papers (JSON Lines), one day of arXiv cs.CL (RSS 2.0) and one
+# day of Hugging Face daily papers (JSON, with upvotes: the "trending today" section).
+SAMPLE_FILES = (DATA_DIR / "sample-papers.jsonl", DATA_DIR / "sample-arxiv-cs.CL.xml", DATA_DIR / "hugging-face-2026-08-21.json")
 PARSE_KIND = {"arxiv-rss": "arxiv-rss", "arxiv-api": "arxiv-api", "hf-daily": "hf-daily", "feed": "feed"}
 
 

@@ -92,6 +92,9 @@ def test_demo_runs_offline_and_writes_emails(cli, tmp_path: Path, no_network: li
     messages = [parse(p.read_bytes()) for p in emls]
     assert sorted(m["To"].addresses[0].addr_spec for m in messages) == ["ada@example.org", "alan@example.org", "grace@example.org"]
     assert all(m.get_content_type() == "multipart/alternative" for m in messages)
+    for m in messages:  # every sample is used: picks from the papers, trending from the Hugging Face day
+        text = m.get_body(("plain",)).get_content()
+        assert "TRENDING TODAY" in text and "upvotes" in text
     html_line = next(line for line in result.output.splitlines() if line.startswith("open in a browser: "))
     assert Path(html_line.split(": ", 1)[1]).read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
     assert str(target / "outbox") in result.output

@@ -127,10 +127,10 @@ def test_fetch_an_imported_file_says_it_is_imported_not_fetched(cli, home, tmp_p
 
 
 @pytest.mark.parametrize("path,entries", [
-    (SAMPLE_FILES[0], 237), (SAMPLE_FILES[1], 139), (REAL / "arxiv-rss" / "rss-cs.SD-2026-06-12.xml", 23),
+    (SAMPLE_FILES[0], 237), (SAMPLE_FILES[1], 139), (SAMPLE_FILES[2], 17), (REAL / "arxiv-rss" / "rss-cs.SD-2026-06-12.xml", 23),
     (REAL / "arxiv-rss" / "rss-arxiv-org-atom-cs.AI-2025-08-20-trimmed.xml", 7), (REAL / "arxiv-atom" / "api-2026-04-search-all-testing-page1-start0.xml", 10),
     (REAL / "hf-daily" / "daily_papers-date-2024-05-27-reindented.json", 13), (REAL / "other-feeds" / "biorxiv-rss1-genomics-2023-12-trimmed.xml", 1),
-], ids=["jsonl", "arxiv-rss", "arxiv-rss-sd", "arxiv-atom", "arxiv-api", "hf-daily", "rss1"])
+], ids=["jsonl", "arxiv-rss", "hf-daily-sample", "arxiv-rss-sd", "arxiv-atom", "arxiv-api", "hf-daily", "rss1"])
 def test_import_each_format_and_twice_changes_nothing(cli, home, path, entries):
     first = cli("import", str(path))
     assert first.exit_code == 0
