@@ -118,7 +118,7 @@ def _feed_label(name: str) -> str:
 
 def source_badges(candidate: Candidate) -> tuple[tuple[str, str], ...]:
     """(kind, label) per distinct source: arXiv, Hugging Face, or the feed's own name. The source's kind
-    decides (a source may be named anything, e.g. "cs.SD"); without kinds the name is the only clue."""
+    decides (a source may be named anything, e.g. "cs.SD"); for imported files and without kinds, the name."""
     badges: dict[str, str] = {}
     kinds = candidate.source_kinds if len(candidate.source_kinds) == len(candidate.sources) else (None,) * len(candidate.sources)
     for name, kind in zip(candidate.sources, kinds):
@@ -126,9 +126,9 @@ def source_badges(candidate: Candidate) -> tuple[tuple[str, str], ...]:
         if kind in KIND_BADGES:
             label, css = KIND_BADGES[kind]
             badges.setdefault(label, css)
-        elif kind is None and "arxiv" in low:
+        elif kind in (None, "file") and "arxiv" in low:  # an imported file says what it holds by its name, if at all
             badges.setdefault("arXiv", "arxiv")
-        elif kind is None and (low.startswith("hf") or "hugging" in low):
+        elif kind in (None, "file") and (low.startswith(("hf", "file:hf")) or "hugging" in low):
             badges.setdefault("Hugging Face", "hf")
         elif label := truncate_words(clean_text(_feed_label(name)), 40):
             badges.setdefault(label, "feed")

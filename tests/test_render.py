@@ -302,8 +302,10 @@ def test_source_badges_name_arxiv_hugging_face_and_feeds():
     assert source_badges(Candidate(paper, ())) == (("arxiv", "arXiv"),)
     assert source_badges(Candidate(paper, ("file:lab-picks.jsonl",))) == (("feed", "lab-picks"),)
     # With kinds (as the store gives them), the kind decides, whatever the name.
-    kinds = Candidate(paper, ("cs.SD", "daily", "file:arxiv-dump.jsonl", "Nature"), ("arxiv-rss", "hf-daily", "file", "feed"))
-    assert source_badges(kinds) == (("arxiv", "arXiv"), ("hf", "Hugging Face"), ("feed", "arxiv-dump"), ("feed", "Nature"))
+    kinds = Candidate(paper, ("cs.SD", "daily", "file:lab-picks.jsonl", "Nature"), ("arxiv-rss", "hf-daily", "file", "feed"))
+    assert source_badges(kinds) == (("arxiv", "arXiv"), ("hf", "Hugging Face"), ("feed", "lab-picks"), ("feed", "Nature"))
+    files = Candidate(paper, ("file:sample-arxiv-cs.CL.xml", "file:hugging-face-2026-08-21.json"), ("file", "file"))
+    assert source_badges(files) == (("arxiv", "arXiv"), ("hf", "Hugging Face"))
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
