@@ -218,6 +218,21 @@ def test_run_fetches_every_source_then_sends(cli, home: Path, smtp_server, feed_
     assert feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")
 
 
+def test_run_fetches_on_the_fetch_schedule_not_on_every_run(cli, home: Path, smtp_server, feed_server) -> None:
+    populate(home)
+    cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "cs.SD")
+    assert cli("run", env=smtp_env(smtp_server)).exit_code == 0  # never fetched: a fetch is due
+    fetched = len(feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD"))
+    second = cli("run", env=smtp_env(smtp_server))  # every 15 minutes from cron: no fetch_cron time has passed since
+    assert second.exit_code == 0 and second.output.startswith("fetch not due (next: ")
+    assert len(feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")) == fetched
+    forced = cli("run", "--fetch", "always", env=smtp_env(smtp_server))
+    assert forced.output.startswith("cs.SD: unchanged")
+    assert len(feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")) == fetched + 1
+    never = cli("run", "--fetch", "never", env={**smtp_env(smtp_server), "DIGEST_FETCH_CRON": "* * * * *"})
+    assert never.exit_code == 0 and len(feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")) == fetched + 1
+
+
 # --- real processes ---------------------------------------------------------------------------------
 
 

@@ -139,14 +139,28 @@ def send(app: AppContext, dry_run: bool, only: str | None, edition: str | None) 
 
 
 @main.command("run")
+@click.option("--fetch", "fetch_mode", type=click.Choice(["due", "always", "never"]), default="due", show_default=True,
+              help="Fetch the sources when a fetch_cron time has passed since the last fetch (due), every time, or never.")
 @pass_app
-def run_cmd(app: AppContext) -> None:
-    """Fetch every enabled source, then send whatever is due: the one-shot for cron and systemd timers.
+def run_cmd(app: AppContext, fetch_mode: str) -> None:
+    """Fetch the sources when a fetch is due, then send whatever is due: the one-shot for cron and systemd timers.
 
-    Safe to start every 15 minutes: a lock keeps two runs from overlapping, and the ledger keeps an
-    edition from going out twice.
+    Safe to start every 15 minutes: sources are fetched on the fetch_cron schedule (arXiv announces once a
+    day), not on every run; a lock keeps two runs from overlapping, and the ledger keeps an edition from
+    going out twice.
     """
-    _deliver(app, fetch=True)
+    fetch = fetch_mode == "always"
+    if fetch_mode == "due":
+        from ..schedule import fetch_overdue, fetch_trigger, next_fire_times
+        from ..store.status import newest_fetch_at
+
+        now, trigger = _now(), fetch_trigger(app.settings)
+        fetch = fetch_overdue(trigger, newest_fetch_at(app.engine), now)
+        if not fetch:
+            upcoming = next_fire_times(trigger, now, 1)
+            when = upcoming[0].strftime("%Y-%m-%d %H:%M %Z") if upcoming else "never"
+            click.echo(f"fetch not due (next: {when}; `digest run --fetch always` fetches now)")
+    _deliver(app, fetch=fetch)
 
 
 @main.command()
