@@ -233,6 +233,14 @@ def test_run_fetches_on_the_fetch_schedule_not_on_every_run(cli, home: Path, smt
     assert never.exit_code == 0 and len(feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")) == fetched + 1
 
 
+def test_run_retries_a_failed_fetch_on_the_next_run_until_the_source_counts_as_broken(cli, home: Path, feed_server) -> None:
+    cli("sources", "add", feed_server.url("status/500"), "--name", "flaky")
+    lines = [cli("run").output.splitlines()[0] for _ in range(4)]
+    assert [line.split(":")[0] for line in lines[:3]] == ["flaky"] * 3  # retried by each run...
+    assert lines[3].startswith("fetch not due (next: ")  # ...until 3 failures in a row: then `digest status --check` reports it
+    assert len(feed_server.requests_to("/status/500")) >= 3
+
+
 # --- real processes ---------------------------------------------------------------------------------
 
 

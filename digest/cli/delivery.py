@@ -151,11 +151,13 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
     """
     fetch = fetch_mode == "always"
     if fetch_mode == "due":
+        from ..health import ERROR_LIMIT
         from ..schedule import fetch_overdue, fetch_trigger, next_fire_times
-        from ..store.status import newest_fetch_at
+        from ..store.status import oldest_success_at
 
         now, trigger = _now(), fetch_trigger(app.settings)
-        fetch = fetch_overdue(trigger, newest_fetch_at(app.engine), now)
+        any_source, oldest = oldest_success_at(app.engine, error_limit=ERROR_LIMIT)
+        fetch = any_source and fetch_overdue(trigger, oldest, now)
         if not fetch:
             upcoming = next_fire_times(trigger, now, 1)
             when = upcoming[0].strftime("%Y-%m-%d %H:%M %Z") if upcoming else "never"

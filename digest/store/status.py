@@ -44,3 +44,14 @@ def newest_fetch_at(engine: Engine) -> datetime | None:
     """When any enabled source was last fetched (tried), or None when none ever was."""
     query = sa.select(sa.func.max(_source.c.last_fetch_at)).where(_source.c.enabled.is_(True), _source.c.kind.notin_(FETCHED_KINDS_EXCLUDE))
     return read_rows(engine, query)[0][0]  # max() keeps the column's type: an aware UTC datetime
+
+
+def oldest_success_at(engine: Engine, *, error_limit: int) -> tuple[bool, datetime | None]:
+    """(any, when): whether there is an enabled fetched source still worth retrying (fewer than
+    `error_limit` failures in a row), and the oldest last success among them (None if one never succeeded).
+    `digest run` fetches again while this is older than the last scheduled fetch time, so a fetch that
+    failed at 20:30 is retried by the next run instead of waiting a day."""
+    query = sa.select(sa.func.count(), sa.func.min(_source.c.last_success_at), sa.func.count(_source.c.last_success_at)).where(
+        _source.c.enabled.is_(True), _source.c.kind.notin_(FETCHED_KINDS_EXCLUDE), _source.c.consecutive_errors < error_limit)
+    total, oldest, succeeded = read_rows(engine, query)[0]
+    return total > 0, (oldest if succeeded == total else None)
