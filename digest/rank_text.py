@@ -1,8 +1,9 @@
 """The text model behind digest.rank: TF-IDF vectors of the day's candidates and of every profile, and the chunked
 sparse float32 product that scores them. Pure numpy / scipy / scikit-learn: no database, no clock, no network.
 
-Tokens are lower-cased words without English stop words, plural "s" stripped (Harman's S-stemmer, so
-"autoencoders" meets "autoencoder"), unigrams and bigrams. Interests are TF-IDF vectors (sublinear tf); papers
+Tokens are lower-cased words without English stop words, stemmed by the English Snowball stemmer (so
+"autoencoders" meets "autoencoder" and "compatible" meets "compatibility"), unigrams and bigrams; reasons show each
+stem as its most frequent plural-stripped word among the candidates. Interests are TF-IDF vectors (sublinear tf); papers
 (candidates, seed, liked and disliked ones) weight each term by BM25's saturating, length-normalised tf over title
 (counted twice) + abstract, times the same IDF. Every row is L2-normalised, so scores are cosines.
 The IDF is fitted on the candidates alone, so a profile scores the same whichever other profiles are ranked with it.
@@ -11,6 +12,7 @@ The IDF is fitted on the candidates alone, so a profile scores the same whicheve
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 from typing import Sequence
 
@@ -18,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
+from snowballstemmer import stemmer as snowball_stemmer
 
 # Tuned on the "tune" half of benchmarks/eval (see README, "Ranking quality and speed").
 TITLE_WEIGHT = 2  # a term in the title counts this many times one in the abstract
@@ -28,16 +31,17 @@ DISLIKE_PENALTY = 0.5  # times the cosine to the nearest disliked paper, subtrac
 PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS matches lift papers like them
 NEAREST_MIN = 0.12  # cosine from which the nearest seed / liked paper is named as a reason
 NEAR_DUPLICATE, NEAR_DUPLICATE_PENALTY = 0.6, 2.0  # MMR: beyond this cosine to a pick, a paper loses score fast
-SEMANTIC_SHARE, SEMANTIC_BASE = 0.3, 0.3  # hybrid (tuned on the "tune" half): embedding weight; cosine taken as unrelated
+SEMANTIC_SHARE, SEMANTIC_BASE = 0.1, 0.2  # hybrid (tuned on the "tune" half): embedding weight; cosine taken as unrelated
 SHARED_SIMS_BYTES = 256 << 20  # cosines of shared profile rows kept for the whole ranking
 TERM_CANDIDATES = 6  # overlapping terms looked at for the "matched terms" reason
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
+_STEMMER, _STEMMER_LOCK = snowball_stemmer("english"), threading.Lock()
 
 
 @lru_cache(maxsize=200_000)
-def stem(word: str) -> str:
-    """Harman's S-stemmer: plural endings only, so terms stay readable in reasons."""
+def plural(word: str) -> str:
+    """Harman's S-stemmer: plural endings only; the readable form of a word that reasons show."""
     if len(word) <= 3:
         return word
     if word.endswith("ies") and not word.endswith(("eies", "aies")):
@@ -49,10 +53,39 @@ def stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=200_000)
+def stem(word: str) -> str:
+    """The English Snowball (Porter 2) stem, so "compatible" meets "compatibility" and "efficient" "efficiency"."""
+    with _STEMMER_LOCK:  # a Snowball stemmer object keeps its state while it works
+        return _STEMMER.stemWord(word)
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-cased words of `text` without English stop words."""
+    return [w for w in TOKEN.findall(text.lower()) if w not in STOP_WORDS]
+
+
 def analyse(text: str) -> list[str]:
-    """Unigrams and bigrams of `text` (bigrams are formed after stop words are dropped, as scikit-learn does)."""
-    words = [stem(w) for w in TOKEN.findall(text.lower()) if w not in STOP_WORDS]
+    """Stemmed unigrams and bigrams of `text` (bigrams are formed after stop words are dropped, as scikit-learn does)."""
+    words = [stem(w) for w in words_of(text)]
     return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+
+def readable_forms(texts: Sequence[str]) -> dict[str, str]:
+    """For every stemmed unigram and bigram of `texts`, the words a reason shows: its most frequent plural-stripped
+    form (ties: the alphabetically first), so a reason says "mechanistic interpretability", not the stems."""
+    counts: dict[tuple[str, str], int] = {}
+    for text in texts:
+        words = words_of(text)
+        roots, forms = [stem(w) for w in words], [plural(w) for w in words]
+        pairs = list(zip(roots, forms)) + [(f"{a} {b}", f"{c} {d}") for a, b, c, d in zip(roots, roots[1:], forms, forms[1:])]
+        for key in pairs:
+            counts[key] = counts.get(key, 0) + 1
+    best: dict[str, tuple[int, str]] = {}
+    for (root, form), n in counts.items():
+        if root not in best or (-n, form) < (-best[root][0], best[root][1]):
+            best[root] = (n, form)
+    return {root: form for root, (_, form) in best.items()}
 
 
 def _identity(tokens: list[str]) -> list[str]:
@@ -72,12 +105,13 @@ class Corpus:
             self.counter = CountVectorizer(analyzer=_identity, vocabulary=self.vectorizer.vocabulary_, dtype=np.float32)
             self.avgdl: float | None = None
             self.docs = self._papers(titles, abstracts)
-            self.terms = self.vectorizer.get_feature_names_out()
+            forms = readable_forms([f"{c.paper.title or ''} {c.paper.abstract or ''}" for c in pool])
+            self.terms = np.array([forms.get(t, t) for t in self.vectorizer.get_feature_names_out()], dtype=object)
         else:  # no candidates, or none with a word: nothing can match
             self.vectorizer = None
             self.docs = sp.csr_matrix((self.size, 1), dtype=np.float32)
             self.terms = np.array([""], dtype=object)
-        self.term_words = [tuple(t.split(" ")) for t in self.terms]
+        self.term_words = [tuple(t.split(" ")) for t in (self.vectorizer.get_feature_names_out() if self.vectorizer is not None else self.terms)]
         self.docs_t = self.docs.T.tocsr()
         self.gram = (self.docs @ self.docs_t).toarray().astype(np.float32)
         self.trending = trending_scores(pool)
