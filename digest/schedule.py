@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FETCH_GRACE_SECONDS = 3 * 3600  # a fetch up to 3 hours late (suspend, busy machine) still runs, once
 LOCKED_RETRY_SECONDS = 60  # a fetch that found the lock taken tries again this much later
+FETCH_RETRY_MINUTES = 10  # a failed fetch is tried again at most this often (cron's 15-minute runs each retry)
 CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron numbers them 0-6 (and 7 = sun)
 
 
@@ -131,6 +132,23 @@ def fetch_overdue(trigger, last_fetch: datetime | None, now: datetime) -> bool:
         return True
     upcoming = next_fire_times(trigger, last_fetch, 1)
     return bool(upcoming) and upcoming[0] <= now
+
+
+def fetch_due(engine, settings: Settings, now: datetime) -> bool:
+    """Whether a run at `now` should fetch: a fetch_cron time has passed since the sources' last success.
+
+    A source that failed is tried again at most every FETCH_RETRY_MINUTES, until it has failed ERROR_LIMIT
+    times in a row (then `digest status --check` reports it and it waits for the schedule like the rest).
+    """
+    from .health import ERROR_LIMIT
+    from .store.status import newest_fetch_at, oldest_success_at
+
+    any_source, oldest = oldest_success_at(engine, error_limit=ERROR_LIMIT)
+    trigger = fetch_trigger(settings)
+    if not any_source or not fetch_overdue(trigger, oldest, now):
+        return False
+    last_try = newest_fetch_at(engine)
+    return last_try is None or fetch_overdue(trigger, last_try, now) or now - last_try >= timedelta(minutes=FETCH_RETRY_MINUTES)
 
 
 # --- the daemon ---------------------------------------------------------------------------------------
@@ -249,6 +267,7 @@ def pipeline_job(engine, settings: Settings) -> Job:
     from .pipeline import run_job
 
     def job(*, now: datetime, fetch: bool, stop_event: threading.Event):
-        return run_job(engine, settings, now, fetch=fetch, stop_event=stop_event)
+        # A send tick also retries a fetch that failed at its scheduled time (see fetch_due).
+        return run_job(engine, settings, now, fetch=fetch or fetch_due(engine, settings, now), stop_event=stop_event)
 
     return job

@@ -145,3 +145,29 @@ def test_status_rejects_a_bad_fetch_cron(cli, home_engine):
     result = cli("status", env={"DIGEST_FETCH_CRON": "30 20 * * funday"})
     assert result.exit_code == 1
     assert "invalid fetch_cron" in result.output and "funday" in result.output
+
+
+# --- when `digest run` and the daemon's send tick fetch ------------------------------------------------
+
+SUN_FETCH = datetime(2025, 6, 16, 0, 31, tzinfo=UTC)  # just after Sunday's 20:30 EDT fetch time
+
+
+@pytest.mark.parametrize("sources, due", [
+    ([], False),
+    ([("file", {"last_fetch_at": None})], False),
+    ([("arxiv-rss", {"last_fetch_at": SUN_FETCH, "last_success_at": SUN_FETCH})], False),
+    ([("arxiv-rss", {"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING})], True),
+    ([("arxiv-rss", {"last_fetch_at": None, "last_success_at": None})], True),
+    ([("arxiv-rss", {"last_fetch_at": SUN_FETCH, "last_success_at": MON_EVENING, "consecutive_errors": 1})], True),
+    ([("arxiv-rss", {"last_fetch_at": datetime(2025, 6, 16, 11, 55, tzinfo=UTC), "last_success_at": MON_EVENING, "consecutive_errors": 2})], False),
+    ([("arxiv-rss", {"last_fetch_at": SUN_FETCH, "last_success_at": MON_EVENING, "consecutive_errors": 3}),
+      ("feed", {"last_fetch_at": SUN_FETCH, "last_success_at": SUN_FETCH})], False),
+], ids=["no-sources", "files-only", "fetched-after-schedule", "schedule-passed", "never-fetched", "failed-retry",
+        "failed-retried-5-min-ago", "broken-source-waits"])
+def test_fetch_due_follows_schedule_and_retries_failures(home_engine, sources, due):
+    from digest.config import load_settings
+    from digest.schedule import fetch_due
+
+    for i, (kind, state) in enumerate(sources):
+        add_source(home_engine, f"s{i}", kind=kind, **state)
+    assert fetch_due(home_engine, load_settings(env={}), NOW) is due

@@ -151,15 +151,12 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
     """
     fetch = fetch_mode == "always"
     if fetch_mode == "due":
-        from ..health import ERROR_LIMIT
-        from ..schedule import fetch_overdue, fetch_trigger, next_fire_times
-        from ..store.status import oldest_success_at
+        from ..schedule import fetch_due, fetch_trigger, next_fire_times
 
-        now, trigger = _now(), fetch_trigger(app.settings)
-        any_source, oldest = oldest_success_at(app.engine, error_limit=ERROR_LIMIT)
-        fetch = any_source and fetch_overdue(trigger, oldest, now)
+        now = _now()
+        fetch = fetch_due(app.engine, app.settings, now)
         if not fetch:
-            upcoming = next_fire_times(trigger, now, 1)
+            upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
             when = upcoming[0].strftime("%Y-%m-%d %H:%M %Z") if upcoming else "never"
             click.echo(f"fetch not due (next: {when}; `digest run --fetch always` fetches now)")
     _deliver(app, fetch=fetch)
