@@ -22,8 +22,8 @@ import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property, lru_cache
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -267,10 +267,11 @@ class _Explainer:
             profile = self.profiles[i]
             empty = profile.is_empty
             show_trend = profile.trending_weight > 0 and not empty
+            own_words = _interest_wording(profile.interests) if profile.interests else {}
             for paper, d, matched, near in zip(ranked, picks, p_terms, p_nearest):
                 reasons: list[str] = []
                 if matched:
-                    reasons.append("matched terms: " + ", ".join(matched))
+                    reasons.append("matched terms: " + ", ".join(own_words.get(_term_key(m), m) for m in matched))
                 if near is not None:
                     kind, seen = near
                     reasons.append(f"similar to your seed paper {seen.ident}: {seen.title}" if kind == "seed" else f"like {seen.title} (you liked it)")
@@ -279,6 +280,23 @@ class _Explainer:
                 elif show_trend and trend[d] >= TRENDING_MIN_REASON:
                     reasons += trend_reasons[d]
                 paper._reasons = tuple(reasons)
+
+
+@lru_cache(maxsize=65536)
+def _term_key(shown: str) -> str:
+    """The stemmed key of a term as a reason shows it ("mechanistic interpretation" -> "mechanist interpret")."""
+    from .rank_text import stem
+
+    return " ".join(stem(word) for word in shown.split())
+
+
+@lru_cache(maxsize=4096)
+def _interest_wording(interests: tuple[str, ...]) -> dict[str, str]:
+    """A matched term in the subscriber's own words where their interests hold it: the day's papers may say
+    "interpretation" where the subscriber wrote "interpretability" (both stem to "interpret")."""
+    from .rank_text import readable_forms
+
+    return readable_forms(interests)
 
 
 def _trending_reasons(candidate: Candidate) -> list[str]:

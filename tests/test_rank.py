@@ -215,6 +215,16 @@ def test_rank_papers_reasons_name_matched_terms_and_nearest_seed():
     assert f"similar to your seed paper {seed(10).ident}: {TOPICS[10][0]}" in first.reasons
 
 
+def test_rank_papers_reasons_use_the_subscribers_own_wording():
+    # The papers say "interpretation" and "interpreting"; the subscriber wrote "interpretability" (one stem).
+    pool = [make(200, "Mechanistic interpretation of transformer circuits", "A mechanistic interpretation of circuits; interpreting attention heads."),
+            make(201, "Protein folding with diffusion", "We fold proteins."), make(202, "Robot grasping", "A robot grasps objects.")]
+    result = rank_papers(pool, profile(interests=("mechanistic interpretability",)), NOW)
+    top = next(r for r in result.ranked if r.paper.id == 200)
+    matched = next(r for r in top.reasons if r.startswith("matched terms:"))
+    assert "mechanistic interpretability" in matched and "interpretation" not in matched
+
+
 def test_rank_papers_same_inputs_same_output_whatever_the_input_order():
     p = profile(interests=("transformers", "learning"), max_papers=6, trending_weight=0.3)
     candidates = corpus({4: {"upvotes": 10}, 9: {"upvotes": 10}})
