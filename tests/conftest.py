@@ -60,14 +60,25 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
-@pytest.fixture
-def engine(db_url: str):
+def _ready_engine(url: str):
     from digest.store import init_db, open_engine
 
-    eng = open_engine(db_url)
+    eng = open_engine(url)
     init_db(eng)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str):
+    """A migrated database: a SQLite file and, when available, PostgreSQL (the test runs on each)."""
+    yield from _ready_engine(db_url)
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str):
+    """The migrated SQLite database of the test's DIGEST_HOME, the one the `cli` fixture's commands use."""
+    yield from _ready_engine(sqlite_url)
 
 
 @pytest.fixture

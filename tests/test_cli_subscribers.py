@@ -17,16 +17,6 @@ NOW = datetime(2025, 3, 10, 6, 0, tzinfo=timezone.utc)
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.fixture
-def db(sqlite_url: str):
-    from digest.store import init_db, open_engine
-
-    engine = open_engine(sqlite_url)
-    init_db(engine)
-    yield engine
-    engine.dispose()
-
-
 def add_papers(engine) -> dict[str, int]:
     """Papers inserted directly (the CLI only reads them): two arXiv papers and one imported one."""
     rows = [
@@ -66,7 +56,7 @@ ADA = ["subscribers", "add", "Ada@Example.org", "--name", "Ada", "--interests", 
        "--frequency", "weekly:mon"]
 
 
-def test_add_creates_active_subscriber_shown_as_json(cli, db):
+def test_add_creates_active_subscriber_shown_as_json(cli, sqlite_engine):
     assert ok(cli(*ADA)) == "added ada@example.org (active, weekly:mon at 07:30 Europe/London, 8 papers)\n"
     record = json.loads(ok(cli("subscribers", "show", "ADA@example.org", "--json")))
     assert list(record) == ["email", "name", "status", "interests", "seed_papers", "muted_terms", "muted_authors", "categories",
@@ -79,23 +69,23 @@ def test_add_creates_active_subscriber_shown_as_json(cli, db):
     assert record["feedback"] == {"liked": [], "disliked": []}
 
 
-def test_show_prints_one_field_a_line(cli, db):
+def test_show_prints_one_field_a_line(cli, sqlite_engine):
     ok(cli(*ADA))
     out = ok(cli("subscribers", "show", "ada@example.org"))
     assert "interests:       sparse autoencoders; mechanistic interpretability of language models\n" in out
     assert "unsubscribed_at: -\n" in out and "feedback:        liked -; disliked -\n" in out
 
 
-def test_add_same_address_in_other_case_fails(cli, db):
+def test_add_same_address_in_other_case_fails(cli, sqlite_engine):
     ok(cli("subscribers", "add", "ada@example.org"))
     assert failed(cli("subscribers", "add", "ADA@EXAMPLE.ORG")).startswith("error: ada@example.org is already subscribed")
-    assert count(db, Subscriber) == 1
+    assert count(sqlite_engine, Subscriber) == 1
 
 
 @pytest.mark.parametrize("address", ["not-an-email", "a@b", "ada@@example.org"], ids=["no-at-sign", "no-dot-in-domain", "two-at-signs"])
-def test_add_invalid_address_fails_with_one_line(cli, db, address):
+def test_add_invalid_address_fails_with_one_line(cli, sqlite_engine, address):
     assert failed(cli("subscribers", "add", address)).startswith(f"error: invalid email address {address!r}: ")
-    assert count(db, Subscriber) == 0
+    assert count(sqlite_engine, Subscriber) == 0
 
 
 @pytest.mark.parametrize(
@@ -105,18 +95,18 @@ def test_add_invalid_address_fails_with_one_line(cli, db, address):
      ("--trending-weight", "2", "trending_weight: '2' is not between 0 and 1"), ("--seed-paper", "2499.99999", "seed_papers: no paper '2499.99999' in the store")],
     ids=["bad-tz", "bad-send-at", "bad-frequency", "too-many-papers", "weight-above-one", "unknown-seed-paper"],
 )
-def test_add_bad_option_fails_and_writes_nothing(cli, db, option, value, message):
+def test_add_bad_option_fails_and_writes_nothing(cli, sqlite_engine, option, value, message):
     assert failed(cli("subscribers", "add", "ada@example.org", option, value)).startswith(f"error: {message}")
-    assert count(db, Subscriber) == 0
+    assert count(sqlite_engine, Subscriber) == 0
 
 
-def test_add_resolves_seed_papers(cli, db):
-    add_papers(db)
+def test_add_resolves_seed_papers(cli, sqlite_engine):
+    add_papers(sqlite_engine)
     ok(cli("subscribers", "add", "ada@example.org", "--seed-paper", "arXiv:2406.04093", "--seed-paper", "s001"))
     assert json.loads(ok(cli("subscribers", "show", "ada@example.org", "--json")))["seed_papers"] == ["2406.04093", "s001"]
 
 
-def test_list_filters_by_status_and_prints_json(cli, db):
+def test_list_filters_by_status_and_prints_json(cli, sqlite_engine):
     ok(cli(*ADA))
     ok(cli("subscribers", "add", "bob@example.org"))
     ok(cli("subscribers", "pause", "bob@example.org"))
@@ -128,7 +118,7 @@ def test_list_filters_by_status_and_prints_json(cli, db):
     assert ok(cli("subscribers", "list", "--status", "bounced")) == "0 subscribers\n"
 
 
-def test_update_replaces_given_options_and_edits_interests(cli, db):
+def test_update_replaces_given_options_and_edits_interests(cli, sqlite_engine):
     ok(cli(*ADA))
     out = ok(cli("subscribers", "update", "ada@example.org", "--max-papers", "5", "--tz", "Asia/Tokyo",
                  "--add-interests", "steering vectors", "--remove-interests", "sparse autoencoders", "--category", "cs.CL"))
@@ -138,22 +128,22 @@ def test_update_replaces_given_options_and_edits_interests(cli, db):
     assert (record["categories"], record["muted_terms"], record["name"]) == (["cs.CL"], ["survey"], "Ada")
 
 
-def test_update_unknown_subscriber_fails(cli, db):
+def test_update_unknown_subscriber_fails(cli, sqlite_engine):
     assert failed(cli("subscribers", "update", "nobody@example.org", "--max-papers", "5")).startswith("error: no subscriber nobody@example.org")
 
 
-def test_pause_and_resume_change_status(cli, db):
+def test_pause_and_resume_change_status(cli, sqlite_engine):
     ok(cli(*ADA))
     assert ok(cli("subscribers", "pause", "ada@example.org")) == "ada@example.org is now paused\n"
     assert ok(cli("subscribers", "resume", "ada@example.org")) == "ada@example.org is now active\n"
     assert json.loads(ok(cli("subscribers", "show", "ada@example.org", "--json")))["status"] == "active"
 
 
-def test_remove_asks_first_and_deletes_feedback_and_deliveries(cli, db):
-    ids = add_papers(db)
+def test_remove_asks_first_and_deletes_feedback_and_deliveries(cli, sqlite_engine):
+    ids = add_papers(sqlite_engine)
     ok(cli(*ADA))
     ok(cli("subscribers", "feedback", "ada@example.org", "--like", "2406.04093"))
-    with Session(db) as session:
+    with Session(sqlite_engine) as session:
         sub_id = session.execute(sa.select(Subscriber.id)).scalar_one()
         delivery = Delivery(subscriber_id=sub_id, edition="2025-03-10", state="sent", papers=[ids["2406.04093v2"]], created_at=NOW)
         session.add(delivery)
@@ -161,32 +151,32 @@ def test_remove_asks_first_and_deletes_feedback_and_deliveries(cli, db):
         session.add(SentPaper(subscriber_id=sub_id, paper_id=ids["2406.04093v2"], delivery_id=delivery.id, sent_at=NOW))
         session.commit()
     declined = cli("subscribers", "remove", "ada@example.org", input="n\n")
-    assert declined.exit_code == 1 and count(db, Subscriber) == 1
+    assert declined.exit_code == 1 and count(sqlite_engine, Subscriber) == 1
     assert ok(cli("subscribers", "remove", "ada@example.org", "--yes")) == "removed ada@example.org and their data\n"
-    assert [count(db, t) for t in (Subscriber, Feedback, Delivery, SentPaper, Paper)] == [0, 0, 0, 0, 3]
+    assert [count(sqlite_engine, t) for t in (Subscriber, Feedback, Delivery, SentPaper, Paper)] == [0, 0, 0, 0, 3]
 
 
-def test_feedback_records_likes_and_dislikes(cli, db):
-    add_papers(db)
+def test_feedback_records_likes_and_dislikes(cli, sqlite_engine):
+    add_papers(sqlite_engine)
     ok(cli(*ADA))
     out = ok(cli("subscribers", "feedback", "ada@example.org", "--like", "2406.04093v1", "--like", "s001", "--dislike", "2401.00001"))
     assert out == "ada@example.org: 2 liked, 1 disliked\n"
     ok(cli("subscribers", "feedback", "ada@example.org", "--dislike", "s001", "--clear", "2401.00001"))
     feedback = json.loads(ok(cli("subscribers", "show", "ada@example.org", "--json")))["feedback"]
     assert feedback == {"liked": ["2406.04093v2"], "disliked": ["s001"]}
-    assert count(db, Feedback) == 2
+    assert count(sqlite_engine, Feedback) == 2
 
 
-def test_feedback_unknown_paper_fails_and_writes_nothing(cli, db):
-    add_papers(db)
+def test_feedback_unknown_paper_fails_and_writes_nothing(cli, sqlite_engine):
+    add_papers(sqlite_engine)
     ok(cli(*ADA))
     line = failed(cli("subscribers", "feedback", "ada@example.org", "--like", "2406.04093", "--like", "2499.99999"))
     assert line.startswith("error: no paper '2499.99999' in the store")
-    assert count(db, Feedback) == 0
+    assert count(sqlite_engine, Feedback) == 0
 
 
-def test_import_then_export_round_trips_byte_identical(cli, db, tmp_path):
-    add_papers(db)
+def test_import_then_export_round_trips_byte_identical(cli, sqlite_engine, tmp_path):
+    add_papers(sqlite_engine)
     people = tmp_path / "people.csv"
     people.write_text(
         "email,name,interests,seed_papers,muted_terms,muted_authors,categories,max_papers,trending_weight,send_at,tz,frequency,status\n"
@@ -202,15 +192,15 @@ def test_import_then_export_round_trips_byte_identical(cli, db, tmp_path):
     assert ok(cli("subscribers", "import", str(exported))) == f"imported {exported}: 0 added, 2 updated\n"
 
 
-def test_import_bad_line_names_line_and_column_and_writes_nothing(cli, db, tmp_path):
+def test_import_bad_line_names_line_and_column_and_writes_nothing(cli, sqlite_engine, tmp_path):
     people = tmp_path / "people.csv"
     people.write_text("email,name,tz\nada@example.org,Ada,UTC\nbob@example.org,Bob,Mars/Base\ncarol@example.org,Carol,UTC\n", encoding="utf-8")
     line = failed(cli("subscribers", "import", str(people)))
     assert line.startswith(f"error: {people} line 3, column tz: unknown time zone 'Mars/Base'")
-    assert count(db, Subscriber) == 0
+    assert count(sqlite_engine, Subscriber) == 0
 
 
-def test_import_missing_file_fails_with_one_line(cli, db, tmp_path):
+def test_import_missing_file_fails_with_one_line(cli, sqlite_engine, tmp_path):
     assert "No such file" in failed(cli("subscribers", "import", str(tmp_path / "absent.csv")))
 
 

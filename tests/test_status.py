@@ -11,7 +11,7 @@ import time_machine
 
 from digest.health import after_announcement, source_problems
 from digest.models import Delivery, Source, Subscriber
-from digest.store import init_db, open_engine, session_scope
+from digest.store import session_scope
 from digest.store.status import newest_fetch_at, source_health
 
 UTC = timezone.utc
@@ -23,14 +23,6 @@ FRI_EVENING = datetime(2025, 6, 14, 0, 35, tzinfo=UTC)  # Friday 20:35 EDT: arXi
 def add_source(engine, name: str, kind: str = "arxiv-rss", **state) -> None:
     with session_scope(engine) as session:
         session.add(Source(name=name, kind=kind, url=f"https://example.org/{name}", created_at=NOW, **state))
-
-
-@pytest.fixture
-def home_engine(sqlite_url):
-    engine = open_engine(sqlite_url)
-    init_db(engine)
-    yield engine
-    engine.dispose()
 
 
 # --- queries -----------------------------------------------------------------------------------------
@@ -90,24 +82,24 @@ def test_source_problems_ignores_disabled_and_non_arxiv_quiet_sources():
      "fail: source arxiv:cs.LG brought 0 papers on an announcement day (fetched Mon 2025-06-09 20:35 EDT)"),
     ({"last_fetch_at": NOW, "last_success_at": MON_EVENING, "last_fetch_count": 40, "consecutive_errors": 2, "last_error": "timeout"}, 0, "ok: 1 source enabled (1 failing, below the limit of 3 in a row)"),
 ], ids=["healthy", "three-errors", "quiet-weekend", "empty-announcement-day", "two-errors"])
-def test_status_check_exit_code_and_one_line(cli, home_engine, state, code, line):
-    add_source(home_engine, "arxiv:cs.LG", **state)
+def test_status_check_exit_code_and_one_line(cli, sqlite_engine, state, code, line):
+    add_source(sqlite_engine, "arxiv:cs.LG", **state)
     result = cli("status", "--check")
     assert result.exit_code == code
     assert result.output.startswith(line) and result.output.count("\n") == 1
 
 
-def test_status_check_names_the_first_problem_and_counts_the_rest(cli, home_engine):
-    add_source(home_engine, "a", kind="feed", consecutive_errors=5, last_error="DNS")
-    add_source(home_engine, "b", kind="feed", consecutive_errors=3, last_error="TLS")
+def test_status_check_names_the_first_problem_and_counts_the_rest(cli, sqlite_engine):
+    add_source(sqlite_engine, "a", kind="feed", consecutive_errors=5, last_error="DNS")
+    add_source(sqlite_engine, "b", kind="feed", consecutive_errors=3, last_error="TLS")
     result = cli("status", "--check")
     assert result.exit_code == 1
     assert result.output == "fail: source a failed 5 times in a row (last error: DNS) (and 1 more)\n"
 
 
-def test_status_text_tells_weekend_from_broken(cli, home_engine):
-    add_source(home_engine, "arxiv:cs.CL", last_fetch_at=FRI_EVENING, last_success_at=FRI_EVENING, last_fetch_count=0)
-    add_source(home_engine, "arxiv:cs.LG", last_fetch_at=MON_EVENING, last_success_at=MON_EVENING, last_fetch_count=0)
+def test_status_text_tells_weekend_from_broken(cli, sqlite_engine):
+    add_source(sqlite_engine, "arxiv:cs.CL", last_fetch_at=FRI_EVENING, last_success_at=FRI_EVENING, last_fetch_count=0)
+    add_source(sqlite_engine, "arxiv:cs.LG", last_fetch_at=MON_EVENING, last_success_at=MON_EVENING, last_fetch_count=0)
     with time_machine.travel(datetime(2025, 3, 7, 12, 0, tzinfo=UTC), tick=False):  # Friday before the DST change
         result = cli("status")
     assert result.exit_code == 0  # without --check, status reports and succeeds
@@ -119,9 +111,9 @@ def test_status_text_tells_weekend_from_broken(cli, home_engine):
     assert lines[-1].startswith("problem: source arxiv:cs.LG brought 0 papers")
 
 
-def test_status_json_counts_editions(cli, home_engine):
-    add_source(home_engine, "hf-daily", kind="hf-daily", last_fetch_at=MON_EVENING, last_success_at=MON_EVENING, last_fetch_count=12)
-    with session_scope(home_engine) as session:
+def test_status_json_counts_editions(cli, sqlite_engine):
+    add_source(sqlite_engine, "hf-daily", kind="hf-daily", last_fetch_at=MON_EVENING, last_success_at=MON_EVENING, last_fetch_count=12)
+    with session_scope(sqlite_engine) as session:
         subs = [Subscriber(email=f"r{i}@example.org", created_at=NOW) for i in range(5)]
         session.add_all(subs)
         session.flush()
@@ -141,7 +133,7 @@ def test_status_json_counts_editions(cli, home_engine):
     assert data["sources"][0]["last_success_at"] == MON_EVENING.isoformat()
 
 
-def test_status_rejects_a_bad_fetch_cron(cli, home_engine):
+def test_status_rejects_a_bad_fetch_cron(cli, sqlite_engine):
     result = cli("status", env={"DIGEST_FETCH_CRON": "30 20 * * funday"})
     assert result.exit_code == 1
     assert "invalid fetch_cron" in result.output and "funday" in result.output
@@ -164,10 +156,10 @@ SUN_FETCH = datetime(2025, 6, 16, 0, 31, tzinfo=UTC)  # just after Sunday's 20:3
       ("feed", {"last_fetch_at": SUN_FETCH, "last_success_at": SUN_FETCH})], False),
 ], ids=["no-sources", "files-only", "fetched-after-schedule", "schedule-passed", "never-fetched", "failed-retry",
         "failed-retried-5-min-ago", "broken-source-waits"])
-def test_fetch_due_follows_schedule_and_retries_failures(home_engine, sources, due):
+def test_fetch_due_follows_schedule_and_retries_failures(sqlite_engine, sources, due):
     from digest.config import load_settings
     from digest.schedule import fetch_due
 
     for i, (kind, state) in enumerate(sources):
-        add_source(home_engine, f"s{i}", kind=kind, **state)
-    assert fetch_due(home_engine, load_settings(env={}), NOW) is due
+        add_source(sqlite_engine, f"s{i}", kind=kind, **state)
+    assert fetch_due(sqlite_engine, load_settings(env={}), NOW) is due
