@@ -138,23 +138,19 @@ def rank_due(engine: Engine, settings: Settings, now: datetime, dues: Sequence[D
     """Every due subscriber ranked at once over one candidate pool; each excludes what they were already
     sent and what was first seen before their own window."""
     from .rank import build_profile, rank_many
-    from .store.candidates import candidate_papers, profile_rows, sent_among
+    from .store.candidates import candidate_papers, profile_rows_for, sent_among
 
     if not dues:
         return []
-    with_feedback = ledger.subscribers_with_feedback(engine)
     with session_scope(engine) as session:
         candidates = candidate_papers(session, min(d.since for d in dues), now)
         sent = sent_among(session, [d.subscriber.id for d in dues], [c.paper.id for c in candidates])
+        rows_of = profile_rows_for(session, [d.subscriber for d in dues])
         too_old: dict[datetime, frozenset[int]] = {}
         profiles = []
         for d in dues:
-            sub = d.subscriber
-            if sub.seed_papers or sub.id in with_feedback:
-                rows = profile_rows(session, sub)
-                profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked)
-            else:
-                profile = build_profile(sub)
+            sub, rows = d.subscriber, rows_of[d.subscriber.id]
+            profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked)
             if d.since not in too_old:
                 too_old[d.since] = frozenset(c.paper.id for c in candidates if c.paper.first_seen is not None and c.paper.first_seen <= d.since)
             profiles.append(dataclasses.replace(profile, exclude_paper_ids=too_old[d.since] | sent.get(sub.id, set())))

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from sqlmodel import Session, select
 
-from ..errors import NotFoundError
 from ..models import Paper, SentPaper, Subscriber
 
 
@@ -70,18 +69,35 @@ def sent_among(session: Session, subscriber_ids: Iterable[int], paper_ids: Itera
 
 
 def profile_rows(session: Session, subscriber: Subscriber) -> ProfileRows:
-    """The rows behind a subscriber's profile. A seed paper no longer in the store is skipped (it was checked
-    when the subscriber named it; papers can be pruned since)."""
-    from .subscribers import feedback_for, resolve_papers
+    """The rows behind one subscriber's profile, with the ids of the papers already sent to them."""
+    rows = profile_rows_for(session, [subscriber])[subscriber.id]
+    return ProfileRows(rows.seed_papers, rows.liked, rows.disliked, sent_paper_ids(session, subscriber.id))
 
-    seeds = []
-    for ident in subscriber.seed_papers or ():
-        try:
-            seeds += resolve_papers(session, [ident])
-        except NotFoundError:
-            continue
-    liked, disliked = feedback_for(session, subscriber)
-    return ProfileRows(seeds, liked, disliked, sent_paper_ids(session, subscriber.id))
+
+def profile_rows_for(session: Session, subscribers: Sequence[Subscriber]) -> dict[int, ProfileRows]:
+    """The seed, liked and disliked papers of many subscribers in one feedback query (sent_ids left empty:
+    the daily run asks for those in bulk with sent_among). A seed id named by several subscribers is looked
+    up once; one no longer in the store is skipped (it was checked when the subscriber named it; papers can
+    be pruned since)."""
+    from ..models import Feedback
+    from .papers import get_paper_by_ident
+    from .subscribers import normalise_ident
+
+    out = {sub.id: ProfileRows([], [], [], set()) for sub in subscribers}
+    seeds: dict[str, Paper | None] = {}
+    for sub in subscribers:
+        for ident in sub.seed_papers or ():
+            if ident not in seeds:
+                seeds[ident] = get_paper_by_ident(session, normalise_ident(ident))
+            if seeds[ident] is not None:
+                out[sub.id].seed_papers.append(seeds[ident])
+    ids = list(out)
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        query = (select(Feedback.subscriber_id, Feedback.value, Paper).join(Paper, Paper.id == Feedback.paper_id)
+                 .where(Feedback.subscriber_id.in_(ids[start : start + 500])).order_by(Feedback.created_at, Feedback.id))
+        for sub_id, value, paper in session.exec(query):
+            (out[sub_id].liked if value > 0 else out[sub_id].disliked).append(paper)
+    return out
 
 
 def profile_for(session: Session, subscriber: Subscriber):
