@@ -13,13 +13,12 @@ from zoneinfo import available_timezones
 
 import sqlalchemy as sa
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
-from sqlmodel import select
 from werkzeug.exceptions import TooManyRequests
 
 from .deliver import check_address
 from .editions import WEEKDAYS
 from .errors import DigestError, InputError
-from .models import Paper, Subscriber, UsedToken
+from .models import Paper, Subscriber
 from .store import schema_is_current, session_scope
 from .store.subscribers import (
     FieldError,
@@ -30,7 +29,9 @@ from .store.subscribers import (
     remove_feedback,
     remove_subscriber,
     set_status,
+    spend_token,
     subscribe_pending,
+    token_used,
     update_subscriber,
     validate_email,
     validate_profile,
@@ -68,13 +69,8 @@ def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
 
 def _spend_token(session: Any, claim: Claim, now: Any) -> None:
     """Mark a single-use token used; LinkGone if it already was (also when two clicks race)."""
-    if session.exec(select(UsedToken).where(UsedToken.digest == claim.digest)).first() is not None:
+    if not spend_token(session, claim.digest, now):
         raise LinkGone("this link has already been used")
-    try:
-        with session.begin_nested():
-            session.add(UsedToken(digest=claim.digest, used_at=now))
-    except sa.exc.IntegrityError:
-        raise LinkGone("this link has already been used") from None
 
 
 @pages.get("/")
@@ -129,7 +125,7 @@ def confirm(token: str):
     ctx = web_context()
     with session_scope(ctx.engine) as session:
         claim, sub = _load(session, "confirm", token)
-        if session.exec(select(UsedToken).where(UsedToken.digest == claim.digest)).first() is not None:
+        if token_used(session, claim.digest):
             raise LinkGone("this link has already been used")
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.

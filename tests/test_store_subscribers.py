@@ -28,7 +28,9 @@ from digest.store.subscribers import (
     remove_subscriber,
     resolve_papers,
     set_status,
+    spend_token,
     subscribe_pending,
+    token_used,
     update_subscriber,
     validate_email,
     validate_profile,
@@ -456,3 +458,11 @@ def test_export_csv_defuses_spreadsheet_formulas_and_round_trips(engine):
         import_csv(session, out.getvalue(), LATER)
         sub = get_subscriber(session, "=sum@example.org")
         assert (sub.name, sub.interests) == (hostile["name"], hostile["interests"])
+
+
+def test_spend_token_is_single_use(engine):
+    with session_scope(engine) as session:
+        assert not token_used(session, "abc")
+        assert spend_token(session, "abc", NOW) is True
+        assert spend_token(session, "abc", LATER) is False  # the second click
+        assert token_used(session, "abc") and not token_used(session, "other")

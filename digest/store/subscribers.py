@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 
 from ..editions import parse_frequency, parse_send_at, parse_zone
 from ..errors import InputError, NotFoundError
-from ..models import Delivery, Feedback, Paper, SentPaper, Subscriber
+from ..models import Delivery, Feedback, Paper, SentPaper, Subscriber, UsedToken
 from .papers import get_paper_by_ident
 
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
@@ -296,6 +296,24 @@ def remove_subscriber(session: Session, sub: Subscriber) -> None:
         session.execute(sa.delete(table).where(table.subscriber_id == sub.id))
     session.delete(sub)
     session.flush()
+
+
+def token_used(session: Session, digest: str) -> bool:
+    """Whether the single-use token with this fingerprint (tokens.Claim.digest) was already spent."""
+    return session.exec(select(UsedToken).where(UsedToken.digest == digest)).first() is not None
+
+
+def spend_token(session: Session, digest: str, now: datetime) -> bool:
+    """Record a single-use token as spent; False if it already was (also when two clicks race: the
+    UNIQUE column decides, inside a savepoint so the caller's transaction goes on)."""
+    if token_used(session, digest):
+        return False
+    try:
+        with session.begin_nested():
+            session.add(UsedToken(digest=digest, used_at=now))
+    except sa.exc.IntegrityError:
+        return False
+    return True
 
 
 def bump_token_version(session: Session, sub: Subscriber) -> int:
