@@ -10,7 +10,8 @@ import pytest
 from digest.models import SentPaper, utcnow
 from digest.sources import ParsedPaper
 from digest.store import init_db, open_engine, session_scope
-from digest.store.candidates import candidate_papers, candidate_window, profile_for, sent_among
+from digest.rank import build_profile
+from digest.store.candidates import candidate_papers, candidate_window, profile_rows, sent_among
 from digest.store.papers import upsert_papers
 from digest.store.sources import ensure_source
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, record_feedback
@@ -142,7 +143,8 @@ def test_profile_for_and_sent_among_read_the_store(store):
         ids = [c.paper.id for c in candidate_papers(session, utcnow() - timedelta(days=1), utcnow())]
         session.add(SentPaper(subscriber_id=sub.id, paper_id=ids[1], sent_at=utcnow()))
         session.flush()
-        profile = profile_for(session, sub)
+        rows = profile_rows(session, sub)
+        profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked, rows.sent_ids)
         sent = sent_among(session, [sub.id], ids[:1])
     assert profile.interests == ("sparse autoencoders", "interpretability")
     assert profile.exclude_paper_ids == frozenset({ids[1]}) and profile.max_papers == 2

@@ -37,9 +37,9 @@ def _entries(result, limit: int) -> list[dict]:
 @pass_app
 def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
     """What the next digest for EMAIL would contain, best first, with the reasons for each paper."""
-    from ..rank import rank_papers
+    from ..rank import build_profile, rank_papers
     from ..store import session_scope
-    from ..store.candidates import candidate_papers, candidate_window, profile_for
+    from ..store.candidates import candidate_papers, candidate_window, profile_rows
     from ..store.subscribers import get_subscriber
 
     now = datetime.now(timezone.utc)
@@ -47,7 +47,8 @@ def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
         sub = get_subscriber(session, email)
         since, until = candidate_window(sub.last_digest_at, now, app.settings.window_days)
         candidates = candidate_papers(session, since, until)
-        profile = profile_for(session, sub)
+        rows = profile_rows(session, sub)
+        profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked, rows.sent_ids)
         address, max_papers = sub.email, sub.max_papers
     result = rank_papers(candidates, profile, now, limit=max(limit, max_papers), relevance_floor=app.settings.relevance_floor, model=app.settings.rank_model)
     entries = _entries(result, limit)

@@ -98,11 +98,3 @@ def profile_rows_for(session: Session, subscribers: Sequence[Subscriber]) -> dic
         for sub_id, value, paper in session.exec(query):
             (out[sub_id].liked if value > 0 else out[sub_id].disliked).append(paper)
     return out
-
-
-def profile_for(session: Session, subscriber: Subscriber):
-    """The subscriber's rank.Profile (convenience over profile_rows + rank.build_profile)."""
-    from ..rank import build_profile
-
-    rows = profile_rows(session, subscriber)
-    return build_profile(subscriber, rows.seed_papers, rows.liked, rows.disliked, rows.sent_ids)
