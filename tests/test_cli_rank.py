@@ -137,7 +137,7 @@ def test_candidate_papers_are_those_first_seen_inside_the_window(store):
     assert later == []
 
 
-def test_profile_for_and_sent_among_read_the_store(store):
+def test_profile_rows_and_sent_among_read_the_store(store):
     with session_scope(store) as session:
         sub = get_subscriber(session, "ada@example.org")
         ids = [c.paper.id for c in candidate_papers(session, utcnow() - timedelta(days=1), utcnow())]
