@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from .config import Settings
 from .deliver import Transport, check_sender_settings, make_message_id, transport_for
-from .dispatch import RETRY_DELAYS, Composer, Sender, compose, make_links, produce  # noqa: F401 - RETRY_DELAYS for callers
+from .dispatch import Composer, Sender, compose, make_links, produce
 from .editions import WEEKDAYS, due_edition, parse_frequency
 from .errors import DeliveryError, InputError, LockedError
 from .models import Subscriber

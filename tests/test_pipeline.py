@@ -13,7 +13,8 @@ import pytest
 from digest.config import load_settings
 from digest.errors import ConfigError, DeliveryError, LockedError, ServerDownError
 from digest.ingest import import_file
-from digest.pipeline import RETRY_DELAYS, preview_email, run_job, run_lock
+from digest.dispatch import RETRY_DELAYS
+from digest.pipeline import preview_email, run_job, run_lock
 from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, set_status
