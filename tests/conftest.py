@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from feed_server import feed_server  # noqa: F401 - the local HTTP feed server fixture (tests/feed_server.py)
+# The real servers every test module may use as fixtures: tests/feed_server.py (HTTP) and tests/smtp_server.py (SMTP).
+pytest_plugins = ("feed_server", "smtp_server")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")

@@ -26,7 +26,6 @@ from digest.pipeline import run_lock
 from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber
-from smtp_server import smtp_server, smtp_tls_server  # noqa: F401
 
 SECRET = "cli-test-secret-key-0123456789"
 TOPICS = ("sparse autoencoders interpretability", "speech recognition audio", "robot reinforcement learning")

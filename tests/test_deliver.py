@@ -24,7 +24,7 @@ from digest.deliver import (
 )
 from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from digest.render import RenderedEmail
-from smtp_server import smtp_server, smtp_tls_server, start_smtp_server  # noqa: F401
+from smtp_server import start_smtp_server
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"

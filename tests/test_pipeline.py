@@ -19,7 +19,6 @@ from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, set_status
 from digest.tokens import read_token
-from smtp_server import smtp_server  # noqa: F401
 
 NOW = datetime(2024, 5, 2, 8, 0, tzinfo=timezone.utc)
 SECRET = "test-secret-key-0123456789"

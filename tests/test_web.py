@@ -14,7 +14,6 @@ import httpx
 import pytest
 import time_machine
 from sqlmodel import select
-from smtp_server import smtp_server  # noqa: F401 - fixture
 from web_server import SECRET, confirm_path, serve_web, text_of
 
 from digest.errors import ConfigError

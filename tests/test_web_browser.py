@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from smtp_server import smtp_server  # noqa: F401 - fixture
 from sqlmodel import select
 from web_server import SECRET, confirm_path, serve_web
 
