@@ -14,7 +14,7 @@ import httpx
 import pytest
 import time_machine
 from sqlmodel import select
-from web_server import SECRET, confirm_path, serve_web, text_of
+from web_server import SECRET, confirm_path, serve_web
 
 from digest.errors import ConfigError
 from digest.models import Feedback, Paper, Subscriber
