@@ -247,7 +247,8 @@ class Sender(threading.Thread):
             self.transport.send(item.message, sender=self.settings.from_address, recipient=sub.email)
         except TransientDeliveryError as exc:
             self.busy += time.perf_counter() - begun
-            ledger.write(self.conn, lambda conn: ledger.record_deferred(conn, item.row.id, str(exc), item.attempts, self.stamp()))
+            error = str(exc)  # bound now: the lambda must not reach for `exc`, which Python unbinds after the clause
+            ledger.write(self.conn, lambda conn: ledger.record_deferred(conn, item.row.id, error, item.attempts, self.stamp()))
             item.attempts = 0
             self.log.warning("event=deferred subscriber=%s edition=%s error=%s", sub.email, item.due.edition, exc)
             if last:
@@ -259,7 +260,8 @@ class Sender(threading.Thread):
             return
         except PermanentDeliveryError as exc:
             self.busy += time.perf_counter() - begun
-            bounces = ledger.write(self.conn, lambda conn: ledger.record_failed(conn, item.row.id, sub.id, str(exc), item.attempts, self.stamp(), bounce=True))
+            error = str(exc)
+            bounces = ledger.write(self.conn, lambda conn: ledger.record_failed(conn, item.row.id, sub.id, error, item.attempts, self.stamp(), bounce=True))
             self.report.failed += 1
             self._done()
             self.log.warning("event=failed subscriber=%s edition=%s bounces=%s error=%s", sub.email, item.due.edition, bounces, exc)

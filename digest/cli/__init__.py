@@ -6,7 +6,6 @@ Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import traceback
