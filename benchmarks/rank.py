@@ -2,7 +2,7 @@
 
     python benchmarks/rank.py [--subscribers 100000] [--papers 2000] [--chunk 1000] [--threads 2]
 
-Candidates are synthetic papers made of real titles and abstract sentences from tests/fixtures/seed/papers.jsonl
+Candidates are synthetic papers made of real titles and abstract sentences from digest/data/sample-papers.jsonl
 (so the vocabulary and lengths are those of real papers), with Hugging Face upvotes and 1-2 sources. Profiles draw
 1-3 interests of 1-3 consecutive title words from the same corpus; 30 % have a seed paper, 10 % likes, 5 % a
 dislike, 5 % a muted term, 10 % papers already sent. Peak memory is the process's peak RSS (ru_maxrss).
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=default_threads(), help="threads scoring chunks")
     args = parser.parse_args()
     rng = random.Random(7)
-    corpus = [json.loads(line) for line in (ROOT / "tests" / "fixtures" / "seed" / "papers.jsonl").read_text().splitlines() if line.strip()]
+    corpus = [json.loads(line) for line in (ROOT / "digest" / "data" / "sample-papers.jsonl").read_text().splitlines() if line.strip()]
     candidates = make_candidates(corpus, args.papers, rng)
     profiles = make_profiles(corpus, args.subscribers, [c.paper.id for c in candidates], rng)
     before = peak_mb()

@@ -6,7 +6,7 @@ emails per second, message size and peak memory; no assertions (figures, not tim
 
 The sink is a minimal asyncio SMTP server in its own process (so it does not compete with the sender for
 the GIL); it accepts everything and counts messages and bytes. Papers are made of real titles and abstract
-sentences from tests/fixtures/seed/papers.jsonl; each subscriber has 1-3 interests drawn from those titles.
+sentences from digest/data/sample-papers.jsonl; each subscriber has 1-3 interests drawn from those titles.
 `--naive N` also times N messages built the straightforward way (EmailMessage + as_bytes) for comparison.
 Stage seconds: render/build are summed over the worker processes that render (forked for a big edition),
 send is the sender thread's busy time (SMTP plus the ledger write per message); they overlap, so the total
@@ -177,7 +177,7 @@ def main() -> None:
     from digest.store.sources import ensure_source
 
     rng = random.Random(7)
-    corpus = [json.loads(line) for line in (ROOT / "tests/fixtures/seed/papers.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    corpus = [json.loads(line) for line in (ROOT / "digest/data/sample-papers.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     home = Path(tempfile.mkdtemp(prefix="digest-bench-send-"))
     settings = load_settings(home, env={}, overrides={"secret_key": "benchmark-secret-key-0123456789", "from_address": "digest@example.org", "base_url": "https://digest.example.org"})
     engine = open_engine(settings.database_url)

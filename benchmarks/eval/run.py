@@ -1,6 +1,6 @@
 """Ranking quality: nDCG@10 and P@5 of digest's ranking against hand-made judgments, next to a plain BM25 baseline.
 
-    python benchmarks/eval/run.py [--corpus tests/fixtures/seed/papers.jsonl]
+    python benchmarks/eval/run.py [--corpus digest/data/sample-papers.jsonl]
 
 profiles.json: 12 interest profiles (free-text interests, optionally a seed paper), split into "tune" (the six the
 ranking's constants were tuned on) and "heldout" (never looked at while tuning). judgments.json: graded relevance
@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-CORPUS = ROOT / "tests" / "fixtures" / "seed" / "papers.jsonl"
+CORPUS = ROOT / "digest" / "data" / "sample-papers.jsonl"
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
