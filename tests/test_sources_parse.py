@@ -20,8 +20,12 @@ REAL = Path(__file__).parent / "fixtures" / "real"
 UTC = timezone.utc
 
 
+# The full cs.CL day is also the demo's bundled sample: one copy, in the package.
+BUNDLED = {"arxiv-rss/rss-cs.CL-2026-08-13.xml": Path(__file__).parent.parent / "digest" / "data" / "sample-arxiv-cs.CL.xml"}
+
+
 def read(name: str) -> bytes:
-    return (REAL / name).read_bytes()
+    return BUNDLED.get(name, REAL / name).read_bytes()
 
 
 def parse(name: str):
