@@ -24,6 +24,7 @@ from .store.subscribers import (
     FieldError,
     SubscriberInput,
     confirm_subscriber,
+    feedback_value,
     get_subscriber,
     record_feedback,
     remove_feedback,
@@ -240,7 +241,13 @@ def _delete_data(token: str):
 
 @pages.route("/feedback/<token>", methods=["GET", "POST"])
 def feedback(token: str):
+    # Mail security scanners open every link of an email (GET or HEAD), in any order: were the like and
+    # dislike links to vote, a scanner would cast ten votes the reader never gave. Opening the link shows
+    # the paper and a button; only the button's POST (CSRF-checked, like confirm) records the vote.
     ctx = web_context()
+    action = request.form.get("action", "") if request.method == "POST" else "view"
+    if action not in ("view", "record", "undo"):
+        return message_page("Not allowed", "This form sent an unknown action.", 400)
     if request.method == "POST":
         ctx.csrf.check()
     with session_scope(ctx.engine) as session:
@@ -248,12 +255,12 @@ def feedback(token: str):
         paper = session.get(Paper, claim.paper_id)
         if paper is None:
             raise LinkGone("this paper is no longer in the digest's store")
-        if request.method != "POST":
-            if request.method == "GET":  # a HEAD (a link checker) records nothing
-                record_feedback(session, sub, paper, claim.value, ctx.now())
-            return render_template("page_feedback.html", title=paper.title, liked=claim.value > 0, undone=False)
-        remove_feedback(session, sub, paper)
-        return render_template("page_feedback.html", title=paper.title, liked=claim.value > 0, undone=True)
+        if action == "record":
+            record_feedback(session, sub, paper, claim.value, ctx.now())
+        elif action == "undo":
+            remove_feedback(session, sub, paper)
+        state = "undone" if action == "undo" else "recorded" if feedback_value(session, sub, paper) == claim.value else "ask"
+        return render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state)
 
 
 @pages.get("/healthz")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from html import unescape
 from urllib.parse import quote
 
 import httpx
@@ -331,7 +332,8 @@ def test_preferences_refuses_bad_csrf(site):
 def test_preferences_delete_my_data_removes_subscriber_and_feedback(site):
     paper = add_paper(site, "2401.00001", "A paper")
     sub = add_active(site)
-    assert site.client.get(f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}").status_code == 200
+    assert press(site, f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}", "record").status_code == 200
+    assert feedback_rows(site) != []
     path = f"/preferences/{token(sub, 'preferences')}"
     unticked = site.client.post(path, data={"csrf_token": site.csrf(path), "action": "delete"})
     assert unticked.status_code == 400 and load(site, "ada@example.org") is not None
@@ -359,20 +361,89 @@ def test_deleted_subscriber_links_stay_dead_when_id_is_reused(site):
 # --- feedback -----------------------------------------------------------------------------------------
 
 
+def feedback_rows(site) -> list[tuple[int, int]]:
+    with session_scope(site.engine) as session:
+        return [(f.paper_id, f.value) for f in session.exec(select(Feedback))]
+
+
+def press(site, path: str, action: str, client: httpx.Client | None = None) -> httpx.Response:
+    """Press a button of the feedback page: the form's POST with its CSRF token."""
+    client = client or site.client
+    return client.post(path, data={"csrf_token": site.csrf(path, client), "action": action})
+
+
 @pytest.mark.parametrize("value, word", [(1, "liked"), (-1, "disliked")])
-def test_feedback_records_and_undo_removes(site, value, word):
+def test_feedback_records_on_button_and_undo_removes(site, value, word):
     paper = add_paper(site, "2401.00002", "Attention <b>is</b> all you need")
     sub = add_active(site)
     path = f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=value)}"
-    thanks = site.client.get(path)
+    page = site.client.get(path)
+    assert page.status_code == 200 and "Attention &lt;b&gt;is&lt;/b&gt;" in page.text and 'name="action" value="record"' in page.text
+    assert feedback_rows(site) == []  # opening the link (a mail scanner) records nothing
+    assert site.client.post(path, data={"action": "record"}).status_code == 400  # the button is a form: CSRF checked
+    assert feedback_rows(site) == []
+    thanks = press(site, path, "record")
     assert thanks.status_code == 200 and f"You {word}" in thanks.text and "Attention &lt;b&gt;is&lt;/b&gt;" in thanks.text
-    with session_scope(site.engine) as session:
-        assert [(f.paper_id, f.value) for f in session.exec(select(Feedback))] == [(paper.id, value)]
-    assert site.client.post(path, data={}).status_code == 400  # undo is a form: CSRF checked
-    undone = site.client.post(path, data={"csrf_token": site.csrf(path)})
+    assert feedback_rows(site) == [(paper.id, value)]
+    reopened = site.client.get(path)  # the link again: the vote stands, with its Undo button
+    assert f"You {word}" in reopened.text and 'name="action" value="undo"' in reopened.text
+    assert site.client.post(path, data={"action": "undo"}).status_code == 400
+    undone = press(site, path, "undo")
     assert undone.status_code == 200 and "Feedback removed" in undone.text
-    with session_scope(site.engine) as session:
-        assert session.exec(select(Feedback)).all() == []
+    assert feedback_rows(site) == []
+
+
+def test_feedback_unknown_action_refused(site):
+    paper = add_paper(site, "2401.00004", "P")
+    sub = add_active(site)
+    path = f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}"
+    response = press(site, path, "like-everything")
+    assert response.status_code == 400 and feedback_rows(site) == []
+
+
+def test_feedback_get_and_head_record_nothing(site):
+    paper = add_paper(site, "2401.00005", "P")
+    sub = add_active(site)
+    scanner = site.new_client()
+    for value in (1, -1, 1):
+        path = f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=value)}"
+        assert scanner.get(path).status_code == 200 and scanner.head(path).status_code == 200
+    assert feedback_rows(site) == []
+
+
+def digest_links(message) -> list[str]:
+    """Every link of both parts of a digest email, in order, once each."""
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    html = message.get_body(preferencelist=("html",)).get_content()
+    found = re.findall(r"https?://[^\s<>\"']+", text) + [unescape(h) for h in re.findall(r'href="([^"]+)"', html)]
+    return list(dict.fromkeys(found))
+
+
+def test_scanner_opening_every_link_of_a_real_digest_records_nothing(home, smtp_server):  # noqa: F811
+    from digest.pipeline import run_job
+
+    smtp = {"smtp_host": smtp_server.host, "smtp_port": smtp_server.port, "smtp_security": "none", "from_address": "digest@example.org"}
+    with serve_web(home, **smtp) as site:
+        for i in range(5):
+            add_paper(site, f"2501.0010{i}", f"Sparse autoencoders for language models, part {i}", f"We train sparse autoencoders on activations, study {i}.")
+        with session_scope(site.engine) as session:
+            add_subscriber(session, "ada@example.org", SubscriberInput(interests=["sparse autoencoders"], send_at="00:00", tz="UTC"), now=site.clock() - timedelta(days=2))
+        report = run_job(site.engine, site.settings, site.clock() + timedelta(hours=1), fetch=False)
+        assert report.sent == 1
+        [received] = smtp_server.messages
+        links = [link for link in digest_links(received.parsed) if link.startswith(site.base_url)]
+        votes = [link for link in links if "/feedback/" in link]
+        assert len(votes) == 10  # five papers, a like and a dislike each
+        scanner = site.new_client()  # a mail security scanner: opens every link of the email, with GET and HEAD
+        for link in links:
+            assert scanner.get(link).status_code == 200, link
+            assert scanner.head(link).status_code == 200, link
+        assert feedback_rows(site) == []
+        sub = load(site, "ada@example.org")
+        assert sub.status == "active" and sub.interests == ["sparse autoencoders"]
+        reader = site.new_client()  # then the reader: one link, one press of the button
+        assert press(site, votes[0].removeprefix(site.base_url), "record", reader).status_code == 200
+        assert [value for _, value in feedback_rows(site)] == [1]
 
 
 # --- every page ---------------------------------------------------------------------------------------

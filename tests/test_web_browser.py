@@ -1,6 +1,7 @@
 """End to end in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): subscribe on the page,
 the confirmation email arrives at a local SMTP server, confirm, change preferences, see `digest rank` follow,
-like a paper, unsubscribe with one click. Screenshots (phone 375 px and desktop) go to tests/artifacts/.
+like a paper with the button of its feedback page, unsubscribe with one click. Screenshots (phone 375 px and
+desktop) go to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ def test_browser_subscribe_confirm_preferences_feedback_unsubscribe(home, cli, b
         # Like a paper through its feedback link (the link in each digest email).
         like = action_url(site.base_url, "feedback", make_token(SECRET, "feedback", sub.id, sub.token_version, paper_id=ids["2501.00002"], value=1))
         page.goto(like)
+        page.wait_for_selector("text=Robot learning from human videos")
+        shoot(page, "07-feedback-ask-phone")
+        with session_scope(site.engine) as session:  # opening the link records nothing: the button does
+            assert session.exec(select(Feedback)).all() == []
+        page.click("button:has-text('More like this')")
         page.wait_for_selector("text=Thank you")
         shoot(page, "07-feedback-phone")
         with session_scope(site.engine) as session:

@@ -376,6 +376,12 @@ def _feedback_row(session: Session, sub: Subscriber, paper: Paper) -> Feedback |
     return session.exec(select(Feedback).where(Feedback.subscriber_id == sub.id, Feedback.paper_id == paper.id)).first()
 
 
+def feedback_value(session: Session, sub: Subscriber, paper: Paper) -> int | None:
+    """The subscriber's opinion of a paper: +1, -1, or None when they gave none."""
+    row = _feedback_row(session, sub, paper)
+    return row.value if row is not None else None
+
+
 def remove_feedback(session: Session, sub: Subscriber, paper: Paper) -> bool:
     """Forget the subscriber's opinion of a paper (the web's undo); False when there was none."""
     result = session.execute(sa.delete(Feedback).where(Feedback.subscriber_id == sub.id, Feedback.paper_id == paper.id))
