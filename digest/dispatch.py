@@ -8,11 +8,13 @@ who is due or what they get (digest.pipeline does), nor speak SMTP itself (diges
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Sequence
@@ -85,15 +87,26 @@ def compose(settings: Settings, due: "Due", result: RankResult, *, message_id: s
 _JOB: tuple = ()  # (settings, work, date) for forked composer processes, which inherit it
 
 
-def _compose_at(index: int) -> tuple[int, bytes | None, str | None, float, float]:
+def _compose_at(index: int) -> tuple[int, bytes | None, Unbuilt | None, float, float]:
     settings, work, date_ = _JOB
     due, result, _, message_id = work[index]
     timings: dict[str, float] = {}
     try:
         _, message = compose(settings, due, result, message_id=message_id, date_=date_, timings=timings)
     except InputError as exc:  # this subscriber's data cannot make an email (e.g. the address)
-        return index, None, str(exc), 0.0, 0.0
+        return index, None, Unbuilt(str(exc)), 0.0, 0.0
+    except Exception as exc:  # noqa: BLE001 - a wall: whatever one subscriber's email raises is their failed delivery
+        text = " ".join(f"cannot build the edition: {type(exc).__name__}: {exc}".split())[:500]
+        return index, None, Unbuilt(text, traceback.format_exc()), 0.0, 0.0
     return index, message, None, timings["render"], timings["build"]
+
+
+@dataclass(frozen=True)
+class Unbuilt:
+    """Why one subscriber's email could not be built (a plain value: it crosses from a worker process)."""
+
+    error: str
+    trace: str | None = None  # the traceback of an unexpected exception, for the log
 
 
 class Composer:
@@ -151,9 +164,12 @@ def produce(engine, work: list[tuple], composer: Composer, sender: "Sender", sta
                 break
             due, result, row, _ = work[index]
             if error is not None:
-                ledger.write(engine, lambda conn: ledger.record_failed(conn, row.id, due.subscriber.id, error, 0, stamp(), bounce=False))
+                ledger.write(engine, lambda conn: ledger.record_failed(conn, row.id, due.subscriber.id, error.error, 0, stamp(), bounce=False))
                 sender.build_failed += 1
-                sender.log.warning("event=failed subscriber=%s edition=%s error=%s", due.subscriber.email, due.edition, error)
+                if error.trace:
+                    sender.log.warning("event=failed subscriber=%s edition=%s error=%s traceback=%s", due.subscriber.email, due.edition, error.error, json.dumps(error.trace))
+                else:
+                    sender.log.warning("event=failed subscriber=%s edition=%s error=%s", due.subscriber.email, due.edition, error.error)
                 continue
             chunk.append(Outgoing(due, row, message, papers_carried(result)))
             if len(chunk) >= CHUNK and not flush():

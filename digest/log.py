@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .config import OPTIONS, REDACTED, Settings
+from .errors import DigestError
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 SECRET_KEYS = re.compile(r"password|secret|token|api_key", re.IGNORECASE)
@@ -77,8 +78,9 @@ class EventFormatter(logging.Formatter):
             out[key] = REDACTED if SECRET_KEYS.search(key) and value else value
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            out["error"] = f"{type(exc).__name__}: {exc}"
-            if record.levelno <= logging.DEBUG or logging.getLogger().isEnabledFor(logging.DEBUG):
+            out.setdefault("error", f"{type(exc).__name__}: {exc}")
+            # A DigestError explains itself in one line; anything else is a bug to report: its traceback, always.
+            if not isinstance(exc, DigestError) or record.levelno <= logging.DEBUG or logging.getLogger().isEnabledFor(logging.DEBUG):
                 out["traceback"] = self.formatException(record.exc_info)
         return out
 

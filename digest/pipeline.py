@@ -25,9 +25,9 @@ from .config import Settings
 from .deliver import Transport, check_sender_settings, make_message_id, transport_for
 from .dispatch import Composer, Sender, compose, make_links, produce
 from .editions import WEEKDAYS, due_edition, parse_frequency
-from .errors import DeliveryError, InputError, LockedError
+from .errors import DeliveryError, DigestError, InputError, LockedError
 from .models import Subscriber
-from .rank import RankResult
+from .rank import Profile, RankResult
 from .render import RenderedEmail
 from .store import deliveries as ledger
 from .store import session_scope
@@ -50,6 +50,7 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)  # fetch, plan, rank, render, build, send (summed over threads/workers)
     editions: list[str] = field(default_factory=list)
     fetched: list = field(default_factory=list)  # ingest.SourceReport per source
+    fetch_error: str | None = None  # the fetch as a whole failed; what was already stored was still sent
 
     @property
     def unserved(self) -> int:
@@ -134,27 +135,81 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
     return out
 
 
-def rank_due(engine: Engine, settings: Settings, now: datetime, dues: Sequence[Due]) -> list[RankResult]:
+def rank_due(engine: Engine, settings: Settings, now: datetime, dues: Sequence[Due]) -> list[RankResult | Exception]:
     """Every due subscriber ranked at once over one candidate pool; each excludes what they were already
-    sent and what was first seen before their own window."""
+    sent and what was first seen before their own window.
+
+    A subscriber whose profile cannot be built or ranked (a row edited by hand, a bug) gets the exception
+    in place of a result, and the others are ranked: the batch is split until the profiles that make it
+    fail are found (rank_many gives each profile the same result whatever it is ranked with). When even an
+    empty profile cannot be ranked, the candidates are the problem, not a subscriber: DigestError, nothing
+    recorded, so nobody's edition is spent on it."""
     from .rank import build_profile, rank_many
     from .store.candidates import candidate_papers, profile_rows_for, sent_among
 
     if not dues:
         return []
+    out: list[RankResult | Exception | None] = [None] * len(dues)
     with session_scope(engine) as session:
         candidates = candidate_papers(session, min(d.since for d in dues), now)
         sent = sent_among(session, [d.subscriber.id for d in dues], [c.paper.id for c in candidates])
         rows_of = profile_rows_for(session, [d.subscriber for d in dues])
         too_old: dict[datetime, frozenset[int]] = {}
-        profiles = []
-        for d in dues:
+        profiles: list[tuple[int, Profile]] = []
+        for k, d in enumerate(dues):
             sub, rows = d.subscriber, rows_of[d.subscriber.id]
-            profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked)
+            try:
+                profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked)
+            except Exception as exc:  # noqa: BLE001 - one subscriber's bad row is their failure, not the run's
+                out[k] = exc
+                continue
             if d.since not in too_old:
                 too_old[d.since] = frozenset(c.paper.id for c in candidates if c.paper.first_seen is not None and c.paper.first_seen <= d.since)
-            profiles.append(dataclasses.replace(profile, exclude_paper_ids=too_old[d.since] | sent.get(sub.id, set())))
-    return rank_many(candidates, profiles, now, relevance_floor=settings.relevance_floor, model=settings.rank_model)
+            profiles.append((k, dataclasses.replace(profile, exclude_paper_ids=too_old[d.since] | sent.get(sub.id, set()))))
+
+    def rank(batch: Sequence[Profile]) -> list[RankResult]:
+        return rank_many(candidates, batch, now, relevance_floor=settings.relevance_floor, model=settings.rank_model)
+
+    for (k, _), result in zip(profiles, rank_isolating(rank, [p for _, p in profiles])):
+        out[k] = result
+    return out  # type: ignore[return-value]
+
+
+def rank_isolating(rank: Callable[[Sequence[Profile]], list[RankResult]], profiles: Sequence[Profile]) -> list[RankResult | Exception]:
+    """rank(profiles), or, when that raises, each profile's result or the exception that ranking it alone
+    raises: halves are ranked apart and only a failing half is split again, so one bad profile among n
+    costs about twice the ranking of n. DigestError when an empty profile cannot be ranked either."""
+    if not profiles:
+        return []
+    try:
+        return list(rank(profiles))
+    except Exception as exc:  # noqa: BLE001 - see below whose fault it is
+        first = exc
+    try:
+        rank([Profile(subscriber_id=0)])
+    except Exception as exc:  # noqa: BLE001
+        raise DigestError(f"cannot rank today's candidates for anyone: {_one_line(exc)}", "a candidate paper the ranking cannot read? `digest -v send --dry-run` shows the traceback") from exc
+    return _bisect(rank, list(profiles), first)
+
+
+def _bisect(rank, profiles: list, error: Exception) -> list:
+    """The results of `profiles`, whose ranking together raised `error`."""
+    if len(profiles) == 1:
+        return [error]
+    out = []
+    middle = len(profiles) // 2
+    for half in (profiles[:middle], profiles[middle:]):
+        try:
+            out.extend(rank(half))
+        except Exception as exc:  # noqa: BLE001 - narrowed down to the profiles that raise it
+            out.extend(_bisect(rank, half, exc))
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    """`Type: message` on one line (the ledger's last_error, a log field); a DigestError's own text."""
+    text = str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]
 
 
 def is_empty(result: RankResult) -> bool:
@@ -178,7 +233,14 @@ def preview_email(engine: Engine, settings: Settings, now: datetime, email: str,
         raise InputError(f"{sub.email}: {exc}") from None
     due = Due(sub, day, since)
     result = rank_due(engine, settings, now, [due])[0]
-    rendered, message = compose(settings, due, result, message_id=make_message_id(settings.from_address, sub.id, day), date_=now)
+    try:
+        if isinstance(result, Exception):
+            raise result
+        rendered, message = compose(settings, due, result, message_id=make_message_id(settings.from_address, sub.id, day), date_=now)
+    except DigestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line for the operator; -v shows the traceback
+        raise DigestError(f"cannot build the edition of {sub.email}: {_one_line(exc)}", "`digest -v preview` shows the traceback") from exc
     return rendered, message, result
 
 
@@ -237,7 +299,11 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
     if fetch:
         from .ingest import fetch_sources
 
-        report.fetched = fetch_sources(engine, settings, now, client=client)
+        try:
+            report.fetched = fetch_sources(engine, settings, now, client=client)
+        except Exception as exc:  # noqa: BLE001 - a wall: a fetch that breaks must not also stop the day's email
+            report.fetch_error = _one_line(exc)
+            log.error("event=fetch-failed error=%s note=sending what is already stored", report.fetch_error, exc_info=None if isinstance(exc, DigestError) else exc)
         mark = _stage(report, "fetch", mark)
     dues = due_subscribers(engine, settings, now, only=only, edition=edition, log=log)
     report.due = len(dues)
@@ -257,11 +323,17 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
 
     if dry_run:
         for due, result in zip(dues, results):
-            if settings.skip_empty and is_empty(result):
-                report.skipped += 1
-            else:
-                compose(settings, due, result, message_id=make_message_id(settings.from_address, due.subscriber.id, due.edition), date_=now, timings=report.timings)
-                report.sent += 1
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                if settings.skip_empty and is_empty(result):
+                    report.skipped += 1
+                else:
+                    compose(settings, due, result, message_id=make_message_id(settings.from_address, due.subscriber.id, due.edition), date_=now, timings=report.timings)
+                    report.sent += 1
+            except Exception as exc:  # noqa: BLE001 - this subscriber's edition cannot be built; the others go on
+                report.failed += 1
+                _log_unbuilt(log, due, exc)
             if progress:
                 progress(1)
         return
@@ -270,11 +342,13 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
     resumed = [r for r in rows.values() if r.state == "sending"]
     if resumed:
         log.warning("event=resume deliveries=%d note=a message in flight when the last run died may arrive twice", len(resumed))
-    work, skipped = _plan_messages(settings, dues, results, rows)
+    work, skipped, unranked = _plan_messages(settings, dues, results, rows)
     ledger.record_skipped(engine, skipped, "nothing new for this subscriber", stamp())
     report.skipped = len(skipped)
-    if progress and skipped:
-        progress(len(skipped))
+    _record_unbuilt(engine, unranked, stamp(), log)
+    report.failed += len(unranked)
+    if progress and (skipped or unranked):
+        progress(len(skipped) + len(unranked))
     own = transport is None
     transport = transport or transport_for(settings)
     composer = Composer(settings, work, stamp(), report)  # before the sender thread: workers fork a one-thread process
@@ -297,15 +371,38 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
         raise sender.error
 
 
-def _plan_messages(settings: Settings, dues, results, rows) -> tuple[list[tuple], list[int]]:
-    """(what to compose: (due, result, ledger row, Message-ID) in order, ledger ids to skip)."""
-    work, skipped = [], []
+def _plan_messages(settings: Settings, dues, results, rows) -> tuple[list[tuple], list[int], list[tuple]]:
+    """(what to compose: (due, result, ledger row, Message-ID) in order, ledger ids to skip,
+    (due, ledger row, exception) of those who could not be ranked)."""
+    work, skipped, unranked = [], [], []
     for due, result in zip(dues, results):
         row = rows[(due.subscriber.id, due.edition)]
-        if settings.skip_empty and is_empty(result):
+        if isinstance(result, Exception):
+            unranked.append((due, row, result))
+        elif settings.skip_empty and is_empty(result):
             skipped.append(row.id)
         else:
             work.append((due, result, row, row.message_id or make_message_id(settings.from_address, due.subscriber.id, due.edition)))
-    return work, skipped
+    return work, skipped, unranked
+
+
+def _record_unbuilt(engine: Engine, unranked: list[tuple], now: datetime, log: logging.Logger) -> None:
+    """Each subscriber whose edition cannot be built: a 'failed' delivery with the error, in one transaction."""
+    if not unranked:
+        return
+
+    def work(conn) -> None:
+        for due, row, exc in unranked:
+            ledger.record_failed(conn, row.id, due.subscriber.id, f"cannot build the edition: {_one_line(exc)}", 0, now, bounce=False)
+
+    ledger.write(engine, work)
+    for due, _, exc in unranked:
+        _log_unbuilt(log, due, exc)
+
+
+def _log_unbuilt(log: logging.Logger, due: Due, exc: Exception) -> None:
+    # A DigestError says what is wrong; anything else is a bug or a row edited by hand: keep its traceback.
+    log.warning("event=failed subscriber=%s edition=%s error=%s", due.subscriber.email, due.edition, f"cannot build the edition: {_one_line(exc)}",
+                exc_info=None if isinstance(exc, DigestError) else exc)
 
 

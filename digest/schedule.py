@@ -162,10 +162,16 @@ class Ticker:
         self.scheduler = None  # set by build_scheduler, for retrying a fetch that met the lock
 
     def __call__(self, fetch: bool) -> None:
+        kind = "fetch" if fetch else "send"
+        try:
+            self._tick(fetch, kind)
+        except Exception:  # noqa: BLE001 - a bug in one tick (its job, its clock, its own bookkeeping) must not stop the daemon
+            log.exception("event=tick-crashed tick=%s", kind)
+
+    def _tick(self, fetch: bool, kind: str) -> None:
         if self.stop_event.is_set():
             return
         now = self.clock()
-        kind = "fetch" if fetch else "send"
         try:
             report = self.job(now=now, fetch=fetch, stop_event=self.stop_event)
         except LockedError:
@@ -176,11 +182,10 @@ class Ticker:
         except DigestError as exc:  # the server down, the database locked: the next tick tries again
             log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc))
             return
-        except Exception:  # noqa: BLE001 - a bug in one tick must not stop the daemon
-            log.exception("event=tick-crashed tick=%s", kind)
-            return
         fields = {k: getattr(report, k) for k in ("due", "sent", "skipped", "failed", "deferred") if hasattr(report, k)}
-        log_event(log, "tick-done", logging.INFO if fetch or fields.get("due") else logging.DEBUG, tick=kind, **fields)
+        if getattr(report, "fetch_error", None):
+            fields["fetch_error"] = report.fetch_error
+        log_event(log, "tick-done", logging.INFO if fetch or fields.get("due") or "fetch_error" in fields else logging.DEBUG, tick=kind, **fields)
 
 
 def build_scheduler(settings: Settings, ticker: Ticker, now: datetime, *, tick_seconds: int = 60, fetch_now: bool = False, scheduler_cls=None):
@@ -268,6 +273,12 @@ def pipeline_job(engine, settings: Settings) -> Job:
 
     def job(*, now: datetime, fetch: bool, stop_event: threading.Event):
         # A send tick also retries a fetch that failed at its scheduled time (see fetch_due).
-        return run_job(engine, settings, now, fetch=fetch or fetch_due(engine, settings, now), stop_event=stop_event)
+        if not fetch:
+            try:
+                fetch = fetch_due(engine, settings, now)
+            except Exception as exc:  # noqa: BLE001 - not knowing whether to fetch must not stop the send
+                log.error("event=fetch-check-failed error=%s note=sending without fetching", exc if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}",
+                          exc_info=None if isinstance(exc, DigestError) else exc)
+        return run_job(engine, settings, now, fetch=fetch, stop_event=stop_event)
 
     return job

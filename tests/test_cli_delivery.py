@@ -232,6 +232,22 @@ def test_run_fetches_on_the_fetch_schedule_not_on_every_run(cli, home: Path, smt
     assert never.exit_code == 0 and len(feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")) == fetched + 1
 
 
+def test_run_sends_what_is_stored_when_the_fetch_itself_fails(cli, home: Path, smtp_server, feed_server) -> None:
+    import sqlalchemy as sa
+
+    populate(home)
+    cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "cs.SD")
+    engine = sa.create_engine(f"sqlite:///{home / 'digest.db'}")
+    with engine.begin() as conn:  # the source's state cannot be written: the fetch as a whole fails
+        conn.execute(sa.text("CREATE TRIGGER source_read_only BEFORE UPDATE ON source BEGIN SELECT RAISE(ABORT, 'source rows are read-only'); END"))
+    engine.dispose()
+    result = cli("run", env=smtp_env(smtp_server))
+    assert result.exit_code == 1  # the fetch failed: a monitor must see it...
+    assert "sent 3, skipped 0, failed 0, deferred 0 in " in result.output  # ...but the day's email went out
+    assert "error: the fetch failed, so only papers already stored were sent: " in result.output and "source rows are read-only" in result.output
+    assert len(smtp_server.messages) == 3
+
+
 def test_run_retries_a_failed_fetch_on_the_next_run_until_the_source_counts_as_broken(cli, home: Path, feed_server) -> None:
     import time_machine
 

@@ -446,3 +446,97 @@ def test_run_job_ranks_with_the_configured_rank_model(world, monkeypatch) -> Non
     monkeypatch.setattr(digest.rank, "rank_many", recording_rank_many)
     report = run_job(engine, settings.replace(rank_model="hybrid"), NOW, fetch=False, transport=Recorder())
     assert report.sent == 3 and seen == ["hybrid"]
+
+
+# --- one subscriber's edition that cannot be built is their failed delivery ---------------------------
+
+
+def corrupt(engine, sql: str, **params) -> None:
+    """A row as a hand edit, an old bug or another tool could leave it: the run must survive what it reads."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), params)
+
+
+@pytest.mark.parametrize("column, value", [("interests", "5"), ("trending_weight", "x"), ("max_papers", 10**12)],
+                         ids=["profile-not-buildable", "ranking-raises-value-error", "ranking-raises-memory-error"])
+def test_run_job_a_subscriber_who_cannot_be_ranked_is_their_failed_delivery(world, smtp_server, caplog, column, value) -> None:
+    settings, engine = world
+    corrupt(engine, f"UPDATE subscriber SET {column} = :value WHERE email = 'bob@example.org'", value=value)
+    with caplog.at_level("WARNING", logger="digest.pipeline"):
+        report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    assert (report.sent, report.failed, report.unserved) == (2, 1, 1)
+    assert sorted(smtp_server.recipients()) == ["ada@example.org", "cy@example.org"]
+    rows = {d.subscriber_id: d for d in ledger.deliveries_for(engine)}
+    with session_scope(engine) as session:
+        bob = get_subscriber(session, "bob@example.org").id
+    assert rows[bob].state == "failed" and rows[bob].last_error.startswith("cannot build the edition: ")
+    assert [d.state for i, d in rows.items() if i != bob] == ["sent", "sent"]
+    failed = [r for r in caplog.records if "event=failed" in r.getMessage()]
+    assert len(failed) == 1 and "bob@example.org" in failed[0].getMessage() and failed[0].exc_info  # the traceback is kept
+    assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False).due == 0  # bob's edition is finished, not retried all day
+
+
+def test_run_job_dry_run_counts_a_subscriber_who_cannot_be_ranked_as_failed(world) -> None:
+    settings, engine = world
+    corrupt(engine, "UPDATE subscriber SET trending_weight = 'x' WHERE email = 'cy@example.org'")
+    report = run_job(engine, settings, NOW, fetch=False, dry_run=True)
+    assert (report.sent, report.failed) == (2, 1) and ledger.deliveries_for(engine) == []
+
+
+def test_rank_isolating_finds_the_bad_profiles_among_many() -> None:
+    from digest.pipeline import rank_isolating
+    from digest.rank import Profile
+
+    calls: list[int] = []
+
+    def rank(batch):
+        calls.append(len(batch))
+        bad = [p.subscriber_id for p in batch if p.subscriber_id in (7, 90)]
+        if bad:
+            raise ValueError(f"profile {bad[0]}")
+        return [f"result {p.subscriber_id}" for p in batch]
+
+    results = rank_isolating(rank, [Profile(subscriber_id=i) for i in range(1, 129)])
+    assert [str(r) for r in results if isinstance(r, Exception)] == ["profile 7", "profile 90"]
+    assert [r for r in results if not isinstance(r, Exception)] == [f"result {i}" for i in range(1, 129) if i not in (7, 90)]
+    assert sum(calls) <= 2 * 128 * 2 + 1  # about twice the work of one batch per bad profile, not one call per profile
+
+
+def test_run_job_candidates_no_one_can_be_ranked_with_stop_the_run_and_spend_no_edition(world, smtp_server) -> None:
+    from digest.errors import DigestError
+
+    settings, engine = world
+    corrupt(engine, "UPDATE paper SET upvotes = 'lots' WHERE id = (SELECT min(id) FROM paper)")
+    with pytest.raises(DigestError, match="cannot rank today's candidates for anyone: TypeError"):
+        run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    assert smtp_server.messages == [] and ledger.deliveries_for(engine) == []  # the next run, once it is fixed, sends everyone's
+
+
+@pytest.mark.parametrize("workers", [False, True], ids=["in-process-over-smtp", "forked-workers"])
+def test_run_job_a_subscriber_whose_email_cannot_be_rendered_is_their_failed_delivery(world, request, monkeypatch, caplog, workers) -> None:
+    settings, engine = world
+    shown = {email: preview_email(engine, settings, NOW, email)[2] for email in ("ada@example.org", "bob@example.org", "cy@example.org")}
+    picks = {email: {r.paper.id for r in result.picks} for email, result in shown.items()}
+    trending = {r.paper.id for result in shown.values() for r in result.trending}
+    only_bob = sorted(picks["bob@example.org"] - picks["ada@example.org"] - picks["cy@example.org"] - trending)
+    assert only_bob, picks
+    corrupt(engine, "UPDATE paper SET authors = '5' WHERE id = :id", id=only_bob[0])  # a JSON list the renderer iterates
+    if workers:  # forked only from a process with one thread: not beside the SMTP server's thread
+        monkeypatch.setattr("digest.dispatch.POOL_FROM", 2)
+        monkeypatch.setattr("os.cpu_count", lambda: 2)
+        transport = Recorder()
+        report = run_job(engine, settings, NOW, fetch=False, transport=transport)
+        recipients = [r for r, _ in transport.sent]
+    else:
+        smtp_server = request.getfixturevalue("smtp_server")
+        with caplog.at_level("WARNING", logger="digest.pipeline"):
+            report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+        recipients = smtp_server.recipients()
+        line = next(r.getMessage() for r in caplog.records if "event=failed" in r.getMessage())
+        assert "bob@example.org" in line and "traceback=" in line and "render" in line
+    assert (report.sent, report.failed, report.workers) == (2, 1, 2 if workers else 0)
+    assert sorted(recipients) == ["ada@example.org", "cy@example.org"]
+    failed = [d for d in ledger.deliveries_for(engine) if d.state == "failed"]
+    assert len(failed) == 1 and failed[0].last_error.startswith("cannot build the edition: TypeError")

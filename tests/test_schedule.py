@@ -316,3 +316,130 @@ def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
     assert code == 0, log_path.read_text()
     assert sorted(server.recipients()) == sorted(addresses), f"first round: {first_round}"
     assert "test-secret-key" not in log_path.read_text()
+
+
+# --- a tick never dies --------------------------------------------------------------------------------
+
+READ_ONLY_SOURCE = "CREATE TRIGGER source_read_only BEFORE UPDATE ON source BEGIN SELECT RAISE(ABORT, 'source rows are read-only today'); END"
+
+
+def add_feed_source(home: Path, url: str, now: datetime) -> None:
+    from digest.store import open_engine, session_scope
+    from digest.store.sources import ensure_source
+
+    engine = open_engine(f"sqlite:///{home / 'digest.db'}")
+    with session_scope(engine) as session:
+        ensure_source(session, "cs.SD", "arxiv-rss", url, now)
+    engine.dispose()
+
+
+def execute(home: Path, sql: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{home / 'digest.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql))
+    engine.dispose()
+
+
+def source_state(home: Path) -> tuple:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{home / 'digest.db'}")
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT last_success_at, last_fetch_count FROM source WHERE name = 'cs.SD'")).one()
+    engine.dispose()
+    return tuple(row)
+
+
+def test_ticker_sends_while_a_source_cannot_be_stored_then_fetches_once_it_can(home, feed_server, caplog):
+    from digest.store import open_engine
+
+    day = utc(2025, 6, 16, 7, 1)
+    prepare_home(home, [("ada@example.org", "07:00", "UTC")], day - timedelta(hours=2))
+    add_feed_source(home, feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), day - timedelta(hours=2))
+    execute(home, READ_ONLY_SOURCE)  # storing what the source brought fails, whatever the fetch does about it
+    settings = load_settings(home, env={})
+    engine = open_engine(settings.database_url)
+    clock = [day]
+    ticker = Ticker(pipeline_job(engine, settings), threading.Event(), lambda: clock[0])
+    with caplog.at_level(logging.INFO):
+        ticker(False)  # never fetched: the send tick fetches first, and the fetch fails
+    assert ledger_states(home) == [("sent", "2025-06-16")]  # the day's email went out all the same
+    assert len(list(Path(settings.outbox_dir).glob("*.eml"))) == 1
+    failed = [r for r in caplog.records if "event=fetch-failed" in r.getMessage()]
+    assert len(failed) == 1 and "source rows are read-only today" in failed[0].getMessage()
+    done = [r for r in caplog.records if getattr(r, "digest_event", "") == "tick-done"]
+    assert done[-1].digest_fields["sent"] == 1 and "read-only" in done[-1].digest_fields["fetch_error"]
+    execute(home, "DROP TRIGGER source_read_only")
+    clock[0] = day + timedelta(minutes=1)
+    ticker(False)  # the next tick fetches again, and now it is stored
+    engine.dispose()
+    assert source_state(home)[0] is not None and source_state(home)[1] > 0
+
+
+def test_ticker_sends_when_deciding_whether_to_fetch_raises(home, caplog):
+    from digest.store import open_engine
+
+    day = utc(2025, 6, 16, 7, 1)
+    prepare_home(home, [("ada@example.org", "07:00", "UTC")], day - timedelta(hours=2))
+    add_feed_source(home, "http://127.0.0.1:9/never-fetched.xml", day - timedelta(hours=2))
+    execute(home, "UPDATE source SET last_success_at = 'not a date'")  # a row fetch_due cannot read
+    settings = load_settings(home, env={})
+    engine = open_engine(settings.database_url)
+    ticker = Ticker(pipeline_job(engine, settings), threading.Event(), lambda: day)
+    with caplog.at_level(logging.INFO):
+        ticker(False)
+    engine.dispose()
+    assert ledger_states(home) == [("sent", "2025-06-16")]
+    check = [r for r in caplog.records if "event=fetch-check-failed" in r.getMessage()]
+    assert len(check) == 1 and check[0].exc_info is not None  # an unexpected error: logged with its traceback
+
+
+def test_ticker_survives_its_own_clock_failing_and_logs_the_traceback(home, capsys):
+    from digest.log import configure_logging
+
+    configure_logging(settings_with(home, log_level="info"))  # info, not debug: the traceback is still there
+    instants = iter([OverflowError("the clock broke"), utc(2025, 6, 15)])
+    calls = []
+
+    def clock():
+        value = next(instants)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    ticker = Ticker(lambda **kw: calls.append(kw) or FakeReport(), threading.Event(), clock)
+    ticker(False)
+    ticker(False)
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and calls[0]["now"] == utc(2025, 6, 15)
+    crashed = next(line for line in err.splitlines() if "event=tick-crashed" in line)
+    assert "error=\"OverflowError: the clock broke\"" in crashed and "traceback=\"Traceback (most recent call last):" in crashed
+
+
+def test_serve_keeps_ticking_through_failing_fetches_and_recovers(home, tmp_path, feed_server):
+    prepare_home(home, [("ada@example.org", "00:00", "UTC"), ("bob@example.org", "00:00", "UTC")], datetime.now(UTC) - timedelta(minutes=5))
+    add_feed_source(home, feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), datetime.now(UTC) - timedelta(minutes=5))
+    execute(home, READ_ONLY_SOURCE)
+    log_path = tmp_path / "serve.log"
+    daemon = start_daemon(home, digest_env(home), log_path)
+    try:
+        # The first ticks: every fetch fails (at start, then on each 1-second send tick); the emails go out anyway.
+        wait_until(lambda: log_path.read_text().count("event=fetch-failed") >= 3 or daemon.poll() is not None)
+        assert daemon.poll() is None, log_path.read_text()
+        wait_until(lambda: len(list((home / "outbox").glob("*.eml"))) == 2 or daemon.poll() is not None)
+        assert source_state(home)[0] is None
+        execute(home, "DROP TRIGGER source_read_only")
+        wait_until(lambda: source_state(home)[0] is not None or daemon.poll() is not None)  # a later tick fetches and stores
+        assert daemon.poll() is None, log_path.read_text()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = log_path.read_text()
+    assert code == 0, log
+    assert "source rows are read-only today" in log and "event=stopped" in log
+    assert sorted(state for state, _ in ledger_states(home)) == ["sent", "sent"]
+    assert source_state(home)[1] > 0

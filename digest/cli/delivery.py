@@ -116,11 +116,14 @@ def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: 
     progress.close()
     for source in report.fetched:
         click.echo(source.line())
+    if report.fetch_error:
+        click.echo(f"error: the fetch failed, so only papers already stored were sent: {report.fetch_error}", err=True)
     if not report.due:
         click.echo(f"nothing due for {only}" if only else "nothing due: every active subscriber has today's edition or their send time has not come")
     click.echo(report.summary())
     if report.unserved:
         click.echo(f"error: {report.unserved} due subscriber{'s were' if report.unserved != 1 else ' was'} not served (deferred ones are retried by the next run; `digest status` shows the ledger)", err=True)
+    if report.unserved or report.fetch_error:
         click.get_current_context().exit(EXIT_ERROR)
 
 
