@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-import waitress
 
 SECRET = "test-secret-key-0123456789abcdef"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -95,20 +94,22 @@ def _migrated_database() -> Path:
 
 
 @contextlib.contextmanager
-def serve_web(home: Path, *, transport: Any = None, engine: Any = None, **overrides: Any) -> Iterator[Site]:
+def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads: int = 2, **overrides: Any) -> Iterator[Site]:
+    """The pages on a free port, under the same waitress server (limits and timeouts) as `digest web`."""
     from digest.config import load_settings
     from digest.store import open_engine
     from digest.web import create_app
+    from digest.web_serve import create_server
 
     holder: dict = {}
 
     def dispatch(environ, start_response):  # the app needs the port in base_url before it exists
         return holder["app"](environ, start_response)
 
-    server = waitress.create_server(dispatch, host="127.0.0.1", port=0, threads=2, ident="digest-test")
+    values = {"secret_key": SECRET, "subscribe_limit": 1000, **overrides}
+    server = create_server(dispatch, load_settings(home, env={}, overrides=values), host="127.0.0.1", port=0, threads=threads, ident="digest-test")
     base_url = f"http://127.0.0.1:{server.effective_port}"
-    values = {"secret_key": SECRET, "base_url": base_url, "subscribe_limit": 1000, **overrides}
-    settings = load_settings(home, env={}, overrides=values)
+    settings = load_settings(home, env={}, overrides={**values, "base_url": base_url})
     own_engine = engine is None
     if own_engine:
         shutil.copyfile(_migrated_database(), Path(home) / "digest.db")

@@ -1,4 +1,5 @@
-"""`digest web`: serve the subscription pages with waitress, a production WSGI server (not Flask's dev server)."""
+"""`digest web`: serve the subscription pages with waitress, a production WSGI server (not Flask's dev server),
+with the connection limit and timeouts of digest.web_serve."""
 
 from __future__ import annotations
 
@@ -18,24 +19,20 @@ from . import AppContext, main, pass_app
 @pass_app
 def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, trusted_proxy: str | None) -> None:
     """Serve the subscribe, confirm, unsubscribe, preferences and feedback pages (and /healthz)."""
-    import waitress
-
     from ..web import create_app
+    from ..web_serve import create_server, listening_on
 
     settings = app.settings
     wsgi = create_app(settings, app.engine)
-    options: dict = {"host": host or settings.web_host, "port": settings.web_port if port is None else port, "threads": threads, "ident": "digest"}
-    prefix = urlsplit(settings.base_url).path.rstrip("/")
-    if prefix:  # base_url https://example.org/digest: the pages live under /digest
-        options["url_prefix"] = prefix
-    if trusted_proxy:
-        options.update(trusted_proxy=trusted_proxy, trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"}, clear_untrusted_proxy_headers=True)
+    address, port = host or settings.web_host, settings.web_port if port is None else port
+    prefix = urlsplit(settings.base_url).path.rstrip("/")  # base_url https://example.org/digest: the pages live under /digest
     try:
-        server = waitress.create_server(wsgi, **options)
+        server = create_server(wsgi, settings, host=address, port=port, threads=threads, trusted_proxy=trusted_proxy, url_prefix=prefix)
     except (OSError, ValueError) as exc:  # ValueError: waitress cannot resolve the host
-        raise ConfigError(f"cannot listen on {options['host']}:{options['port']}: {getattr(exc, 'strerror', None) or exc}",
+        raise ConfigError(f"cannot listen on {address}:{port}: {getattr(exc, 'strerror', None) or exc}",
                           "pick another --port or --host (web_port, web_host), or stop what is using it") from None
-    click.echo(f"serving the subscription pages on http://{server.effective_host}:{server.effective_port}{prefix}/subscribe (links use base_url {settings.base_url})")
+    where = ", ".join(f"http://{h if ':' not in h else f'[{h}]'}:{p}{prefix}/subscribe" for h, p in listening_on(server))
+    click.echo(f"serving the subscription pages on {where} (links use base_url {settings.base_url})")
     try:
         server.run()
     except KeyboardInterrupt:
