@@ -8,6 +8,7 @@ This module reads files and the environment; it never opens the database or the 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,17 +112,88 @@ class Settings:
         for opt in OPTIONS:
             value = self.values[opt.name]
             if opt.secret and value:
-                value = _redact_url(value) if opt.name == "database_url" else REDACTED
+                value = redact_url(value) if opt.name == "database_url" else REDACTED
             out[opt.name] = str(value) if isinstance(value, Path) else value
         return out
 
-def _redact_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
+# Query parameters that carry a secret: libpq's password, sslpassword and passfile, and the names people try.
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL we can parse: hide it all
-        return REDACTED
+
+def _url_parts(url: str) -> tuple[str, str, str, str, str]:
+    """(scheme://, userinfo, host[:port], path, ?query) of a URL as typed, without validating anything: a
+    typo (a missing '@', a bad port, a '/' in a password) must still be cut where a password could be."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    else:
+        scheme += sep
+    rest, qmark, query = rest.partition("?")
+    # The last '@' before the query ends the user info (a password may hold '/', '@' or ':' unencoded);
+    # an empty authority (sqlite:///path) has none, whatever the path holds.
+    at = -1 if rest.startswith("/") else rest.rfind("@")
+    userinfo, rest = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
+    slash = rest.find("/")
+    host, path = (rest[:slash], rest[slash:]) if slash >= 0 else (rest, "")
+    return scheme, userinfo + ("@" if at >= 0 else ""), host, path, qmark + query
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """Every part of a database URL that may be a password, as typed, percent-decoded and re-encoded:
+    the password after user:, the value of ?password= (or sslpassword, ...), and a 'port' that is not a
+    number when there is no '@' (user:password typed without its host)."""
+    from urllib.parse import parse_qsl, quote, quote_plus, unquote
+
+    _, userinfo, host, _, query = _url_parts(url or "")
+    found = []
+    if userinfo:
+        found.append(userinfo[:-1].partition(":")[2])
+    elif ":" in host and not host.endswith("]"):
+        port = host.rpartition(":")[2]
+        if not port.isdigit():
+            found.append(port)
+    for pair in query[1:].split("&"):
+        key, _, value = pair.partition("=")
+        if _SECRET_PARAMS.search(unquote(key)):
+            found.append(value)
+    found.extend([value for key, value in parse_qsl(query[1:], keep_blank_values=True) if _SECRET_PARAMS.search(key)])
+    try:  # and what SQLAlchemy makes of it, which drivers may quote back
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        found.append(str(parsed.password or ""))
+        for key, value in parsed.query.items():
+            if _SECRET_PARAMS.search(key):
+                found.extend([value] if isinstance(value, str) else value)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: the cuts above are all there is
+        pass
+    out = []
+    for secret in found:
+        for form in (secret, unquote(secret), unquote(secret.replace("+", " ")), quote(unquote(secret), safe=""), quote_plus(unquote(secret))):
+            if form and form not in out:
+                out.append(form)
+    return tuple(out)
+
+
+def redact_url(url: str) -> str:
+    """`url` with every part that may be a password replaced by ***, whether or not it parses: for
+    errors, logs and `digest config`. The structure stays readable (user, host, database)."""
+    scheme, userinfo, host, path, query = _url_parts(url or "")
+    if userinfo and ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":***@"
+    elif not userinfo and ":" in host and not host.endswith("]") and not host.rpartition(":")[2].isdigit():
+        host = host.rpartition(":")[0] + ":***"
+    if query:
+        pairs = [(key, "***" if _SECRET_PARAMS.search(key) else value) for key, _, value in (pair.partition("=") for pair in query[1:].split("&"))]
+        query = "?" + "&".join(f"{key}={value}" if value or key else "" for key, value in pairs)
+    return scheme + userinfo + host + path + query
+
+
+def mask_secrets(text: str, secrets: tuple[str, ...] | list[str]) -> str:
+    """`text` with every secret replaced by ********, longest first (so one inside another goes whole)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 def _coerce(opt: Option, raw: Any, where: str) -> Any:
     def bad(why: str) -> ConfigError:
@@ -149,13 +221,17 @@ def _coerce(opt: Option, raw: Any, where: str) -> Any:
             else:
                 raise ValueError
         elif opt.kind == "path":
-            value = Path(str(raw)).expanduser()
+            if not isinstance(raw, str) or "\x00" in raw:
+                raise ValueError
+            value = Path(raw).expanduser()
         else:
             if not isinstance(raw, str):
                 raise ValueError
             value = raw.strip()
-    except (TypeError, ValueError):
-        raise bad("expected " + {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(opt.kind, "a string")) from None
+    except RuntimeError:  # Path.expanduser() of ~user for a user that does not exist
+        raise bad("no such user's home directory") from None
+    except (TypeError, ValueError, OverflowError):
+        raise bad("expected " + {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(opt.kind, "a path" if opt.kind == "path" else "a string")) from None
     if opt.choices and value not in opt.choices:
         raise bad(f"expected one of {', '.join(opt.choices)}")
     if opt.minimum is not None and value < opt.minimum:
@@ -172,12 +248,12 @@ def load_settings(
 ) -> Settings:
     """Build the effective settings. `overrides` are the command-line flags (None values ignored)."""
     env = os.environ if env is None else env
-    home_path = Path(home or env.get("DIGEST_HOME") or default_home()).expanduser()
+    home_path = _expand(home or env.get("DIGEST_HOME") or default_home(), "DIGEST_HOME (--home)")
     values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
     origins = {o.name: "default" for o in OPTIONS}
 
     explicit = config_file or env.get("DIGEST_CONFIG")
-    path = Path(explicit or home_path / "digest.toml").expanduser()
+    path = _expand(explicit, "--config" if config_file else "DIGEST_CONFIG") if explicit else home_path / "digest.toml"
     if explicit and not path.exists():  # named on purpose: a typo must not silently mean the defaults
         raise ConfigError(f"config file {path} ({'--config' if config_file else 'DIGEST_CONFIG'}) does not exist", "`digest init` writes it")
     if path.exists():
@@ -194,11 +270,13 @@ def load_settings(
     for opt in OPTIONS:
         var = f"DIGEST_{opt.name.upper()}"
         if f"{var}_FILE" in env:
-            file = Path(env[f"{var}_FILE"]).expanduser()
+            file = _expand(env[f"{var}_FILE"], f"{var}_FILE")
             try:
                 raw = file.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise ConfigError(f"cannot read {var}_FILE={file}: {exc.strerror}") from None
+                raise ConfigError(f"cannot read {var}_FILE={file}: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"cannot read {var}_FILE={file}: not UTF-8 text") from None
             values[opt.name] = _coerce(opt, raw, f"{var}_FILE")
             origins[opt.name] = f"{var}_FILE"
         elif var in env:
@@ -218,6 +296,18 @@ def load_settings(
         domain = values["from_address"].rpartition("@")[2] or "localhost"
         values["list_id"] = f"digest.{domain}"
     return Settings(home_path, values, origins)
+
+def _expand(value: str | Path, where: str) -> Path:
+    """A path from a flag or the environment, with ~ expanded; ConfigError naming `where` when it cannot be."""
+    try:
+        if "\x00" in str(value):
+            raise ValueError
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user for a user that does not exist
+        raise ConfigError(f"{where} {str(value)!r}: no such user's home directory") from None
+    except ValueError:
+        raise ConfigError(f"{where} {str(value)!r} is not a usable path") from None
+
 
 def require(settings: Settings, name: str, why: str) -> Any:
     """The value of a setting a feature cannot work without, or a ConfigError naming it."""

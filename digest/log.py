@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .config import OPTIONS, REDACTED, Settings
+from .config import OPTIONS, REDACTED, Settings, url_secrets
 from .errors import DigestError
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -158,17 +158,10 @@ def enable_event_logging() -> None:
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
-    """Every configured secret (passwords, keys, the password inside database_url), to be masked in logs."""
+    """Every configured secret (passwords, keys, whatever may be a password inside database_url, typo or
+    not: see config.url_secrets), to be masked in logs."""
     out = [str(settings.values[o.name]) for o in OPTIONS if o.secret and settings.values.get(o.name)]
-    try:
-        from sqlalchemy.engine import make_url
-
-        password = make_url(settings.database_url).password
-        if password:
-            out.append(str(password))
-    except Exception:  # noqa: BLE001 - not a URL: the whole value is already in `out`
-        pass
-    return tuple(out)
+    return tuple(out) + url_secrets(str(settings.values.get("database_url") or ""))
 
 
 def _install(handler: logging.Handler, level: int) -> logging.Handler:

@@ -118,3 +118,94 @@ def test_cli_init_under_a_file_names_digest_home_in_one_line(cli, tmp_path):
     result = cli("--home", str(tmp_path / "file" / "home"), "init")
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith(f"error: cannot create DIGEST_HOME {tmp_path / 'file' / 'home'}: Not a directory")
+
+
+# --- secrets never printed, config errors one line ------------------------------------------------------
+
+PASSWORD = "s3cret pw/x"  # a space and a slash: it shows up raw, percent-encoded and form-encoded
+BAD_URLS = {
+    "bad-port": "postgresql+psycopg://digest:s3cret%20pw%2Fx@127.0.0.1:notaport/digest",
+    "missing-at": "postgresql+psycopg://digest:s3cret%20pw%2Fx127.0.0.1/digest",
+    "double-at": "postgresql+psycopg://digest:s3cret%20pw%2Fx@@127.0.0.1:1/digest",
+    "query-password": "postgresql+psycopg://digest@127.0.0.1:1/digest?password=s3cret%20pw%2Fx",
+    "query-password-form-encoded": "postgresql+psycopg://digest@127.0.0.1:1/digest?sslmode=disable&password=s3cret+pw%2Fx",
+    "unencoded-slash": "postgresql+psycopg://digest:s3cret pw/x@127.0.0.1:1/digest",
+    "no-scheme": "digest:s3cret%20pw%2Fx@127.0.0.1/digest",
+    "unknown-driver": "nosuchdb://digest:s3cret%20pw%2Fx@127.0.0.1/digest",
+    "bad-query-argument": "postgresql+psycopg://digest:s3cret%20pw%2Fx@127.0.0.1:1/digest?connect_timeout=soon",
+}
+PASSWORD_FORMS = ("s3cret", "pw%2Fx", "pw/x")
+
+
+def assert_no_password(text: str) -> None:
+    assert not [form for form in PASSWORD_FORMS if form in text], text
+
+
+@pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
+def test_cli_never_prints_a_database_password(cli, home, url):
+    for how in ({"env": {"DIGEST_DATABASE_URL": url}, "args": []}, {"env": None, "args": ["--database-url", url]}):
+        shown = cli(*how["args"], "config", env=how["env"])
+        assert shown.exit_code == 0 and "database_url" in shown.output
+        assert_no_password(shown.output)
+        assert_no_password(cli(*how["args"], "config", "--json", env=how["env"]).output)
+        failed = cli(*how["args"], "status", env=how["env"])  # the engine cannot open: one line, never a traceback
+        assert failed.exit_code == 1 and failed.output.startswith("error: ") and failed.output.count("\n") == 1, failed.output
+        assert_no_password(failed.output)
+        verbose = cli(*how["args"], "-v", "status", env=how["env"])  # -v: debug logs and the traceback, still no password
+        assert verbose.exit_code == 1 and "Traceback" in verbose.output
+        assert_no_password(verbose.output)
+
+
+def test_redact_url_keeps_what_is_not_secret():
+    from digest.config import redact_url
+
+    assert redact_url("postgresql+psycopg://digest:pw@db.example.org:5432/digest?sslmode=require&password=pw") == \
+        "postgresql+psycopg://digest:***@db.example.org:5432/digest?sslmode=require&password=***"
+    assert redact_url("sqlite:////var/lib/digest/a@b:c.db") == "sqlite:////var/lib/digest/a@b:c.db"
+    assert redact_url("postgresql://[::1]:5432/digest") == "postgresql://[::1]:5432/digest"
+
+
+def test_log_lines_never_show_a_database_password(home, capsys):
+    import logging
+
+    from digest.config import url_secrets
+    from digest.log import configure_logging
+
+    from sqlalchemy.engine import make_url
+
+    for url in BAD_URLS.values():
+        configure_logging(load_settings(home, env={"DIGEST_DATABASE_URL": url}))
+        for piece in (url, *url_secrets(url)):  # the URL, and each form of what may be its password
+            logging.getLogger("digest.test").error("event=store-failed url=%s", piece)
+        try:
+            make_url(url).render_as_string(hide_password=False)
+        except Exception as exc:  # SQLAlchemy's own message quotes what it could not read
+            logging.getLogger("digest.test").error("event=store-failed", exc_info=exc)
+    assert_no_password(capsys.readouterr().err)
+
+
+def test_cli_init_on_postgresql_with_a_query_password_shows_it_redacted(cli, home, postgres_url):
+    result = cli("init", env={"DIGEST_DATABASE_URL": postgres_url + "?password=s3cret%20pw%2Fx"})
+    assert result.exit_code == 0, result.output
+    assert "database ready: postgresql+psycopg://" in result.output and "password=***" in result.output
+    assert_no_password(result.output)
+
+
+@pytest.mark.parametrize("env, toml, message", [
+    ({"DIGEST_SMTP_PASSWORD_FILE": "{binary}"}, "", "cannot read DIGEST_SMTP_PASSWORD_FILE="),
+    ({"DIGEST_HOME": "~no-such-user-digest/home"}, None, "DIGEST_HOME (--home) '~no-such-user-digest/home': no such user's home directory"),
+    ({"DIGEST_CONFIG": "~no-such-user-digest/digest.toml"}, None, "DIGEST_CONFIG '~no-such-user-digest/digest.toml': no such user's home directory"),
+    ({}, 'outbox_dir = "~no-such-user-digest/outbox"\n', "invalid outbox_dir = '~no-such-user-digest/outbox' in "),
+    ({}, 'outbox_dir = "a\\u0000b"\n', "invalid outbox_dir = 'a\\x00b' in "),
+    ({}, "fetch_timeout = 1" + "0" * 400 + "\n", "invalid fetch_timeout = "),
+    ({"DIGEST_DATABASE_URL": "sqlite:///~no-such-user-digest/digest.db"}, "", "error: cannot find the home directory in sqlite:///~no-such-user-digest/digest.db"),
+], ids=["secret-file-not-text", "home-of-unknown-user", "config-of-unknown-user", "outbox-of-unknown-user", "nul-in-a-path", "float-overflow", "sqlite-path-of-unknown-user"])
+def test_cli_config_errors_are_one_line(cli, home, tmp_path, env, toml, message):
+    binary = tmp_path / "password.bin"
+    binary.write_bytes(b"\xff\xfe\x00secret")
+    env = {key: value.format(binary=binary) for key, value in env.items()}
+    if toml is not None:
+        (home / "digest.toml").write_text(toml, encoding="utf-8")
+    result = cli("status", env=env)
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    assert message in result.output and "secret" not in result.output.replace("DIGEST_SMTP_PASSWORD_FILE", "")

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import Settings, load_settings, render_config_file
+from ..config import Settings, load_settings, mask_secrets, render_config_file, url_secrets
 from ..errors import ConfigError, DigestError
 
 EXIT_ERROR = 1
@@ -31,6 +31,17 @@ class AppContext:
     @cached_property
     def settings(self) -> Settings:
         return load_settings(self.home, self.config_file, overrides=self.overrides)
+
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be printed: the configured secrets, or, when the settings cannot be loaded,
+        whatever may be a password in a database URL given by flag or environment."""
+        from ..log import secret_values
+
+        try:
+            return secret_values(self.settings)
+        except Exception:  # noqa: BLE001 - a broken config is what is being reported
+            urls = [self.overrides.get("database_url"), os.environ.get("DIGEST_DATABASE_URL")]
+            return tuple(secret for url in urls if url for secret in url_secrets(url))
 
     @cached_property
     def engine(self):
@@ -63,7 +74,7 @@ class DigestGroup(click.Group):
 def _fail(ctx: click.Context, message: str) -> None:
     app = ctx.find_object(AppContext)
     if app is not None and app.verbose:
-        traceback.print_exc()
+        click.echo(mask_secrets(traceback.format_exc(), app.secrets()), err=True, nl=False)
     click.echo(f"error: {message}", err=True)
     ctx.exit(EXIT_ERROR)
 

@@ -15,33 +15,48 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlmodel import Session
 
+from ..config import mask_secrets, redact_url, url_secrets
 from ..errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
+URL_HINT = "a database URL looks like postgresql+psycopg://user:password@host:5432/name or sqlite:////path/to/digest.db"
+
+
 def open_engine(url: str, *, create_dir: bool = True) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys.
+
+    Every error names the URL with its password cut out (redact_url), typo or not: the message of a parse
+    error is not shown, since SQLAlchemy quotes the piece it could not read (a password, when the '@' is
+    missing)."""
+    shown = redact_url(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StoreError(f"database_url {url!r} is not a database URL") from None
+        raise StoreError(f"database_url {shown} is not a database URL", URL_HINT) from None
+    except (ValueError, TypeError):  # the port is not a number (or the '@' before the host is missing)
+        raise StoreError(f"database_url {shown} is not a valid database URL: the part after the host's ':' is not a port number", URL_HINT) from None
     kwargs: dict = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and create_dir:
-            folder = Path(database).expanduser().parent
             try:
+                folder = Path(database).expanduser().parent
                 folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:  # DIGEST_HOME under a file, on a read-only or missing mount...
-                raise StoreError(f"cannot create {folder} for the database: {exc.strerror or exc}", "check DIGEST_HOME (or database_url) and its permissions") from None
+            except RuntimeError:  # ~user that does not exist
+                raise StoreError(f"cannot find the home directory in {shown}", "check database_url") from None
+            except (OSError, ValueError) as exc:  # DIGEST_HOME under a file, on a read-only or missing mount...
+                raise StoreError(f"cannot create {Path(database).parent} for the database: {getattr(exc, 'strerror', None) or exc}", "check DIGEST_HOME (or database_url) and its permissions") from None
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     else:
         kwargs["pool_pre_ping"] = True
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
-        raise StoreError(f"no driver for {parsed.get_backend_name()}: {exc}", "for PostgreSQL: pip install 'digest[postgres]'") from None
+        raise StoreError(f"no driver for {parsed.get_backend_name()}: {mask_secrets(str(exc), url_secrets(url))}", "for PostgreSQL: pip install 'digest[postgres]'") from None
+    except Exception as exc:  # noqa: BLE001 - an argument the dialect refuses; its message may quote the URL
+        raise StoreError(f"database_url {shown} cannot be used: {mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url_secrets(url))}", URL_HINT) from None
     if parsed.get_backend_name() == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
@@ -60,7 +75,8 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
 
 
 def describe(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
+    """The engine's URL for people and logs: no password, in the user info or in the query string."""
+    return redact_url(engine.url.render_as_string(hide_password=False))
 
 
 def _alembic_config(engine: Engine):
@@ -103,7 +119,9 @@ def ensure_ready(engine: Engine) -> None:
 
 def wrap_db_error(exc: BaseException, engine: Engine | None = None) -> StoreError:
     where = f" ({describe(engine)})" if engine is not None else ""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    text = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    if engine is not None:  # a driver may quote its connection string back
+        text = mask_secrets(text, url_secrets(engine.url.render_as_string(hide_password=False)))
     if "locked" in text.lower():
         return StoreError(f"the database is locked{where}: {text}", "another process holds a write lock; try again")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated or "connect" in text.lower() or "unable to open" in text.lower():
