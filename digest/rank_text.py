@@ -22,7 +22,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer,
 from sklearn.preprocessing import normalize
 from snowballstemmer import stemmer as snowball_stemmer
 
-# Tuned on the "tune" half of benchmarks/eval (see README, "Ranking quality and speed").
+# Tuned on the "tune" half of benchmarks/eval (figures in docs/benchmarks.md, "Ranking quality").
 TITLE_WEIGHT = 2  # a term in the title counts this many times one in the abstract
 BM25_K1, BM25_B = 2.0, 0.75  # papers' term weights: BM25's tf saturation and length normalisation, times IDF
 INTEREST_WEIGHT, PAPER_WEIGHT, DISLIKE_WEIGHT = 1.0, 0.75, 0.5  # Rocchio's alpha, beta, gamma

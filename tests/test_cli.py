@@ -24,3 +24,15 @@ def test_main_exits_quietly_when_stdout_reader_leaves(home):
 def test_main_unknown_command_exits_nonzero(cli):
     result = cli("no-such-command")
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_version_is_the_one_in_pyproject(cli):
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    expected = pyproject["project"]["version"]
+    result = cli("--version")
+    assert result.exit_code == 0
+    # A mismatch here means the installed metadata is stale: reinstall (pip install -e .) after changing the version.
+    assert result.output.strip() == f"digest, version {expected}"

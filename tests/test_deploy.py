@@ -1,5 +1,5 @@
 """deploy/: the systemd units pass `systemd-analyze verify`, every directive is explained, the example
-config is exactly what `digest init` writes, and the cron and env examples say what the README says."""
+config is exactly what `digest init` writes, and the cron and env examples say what the docs say."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Ranking quality guard: the hand-judged evaluation of benchmarks/eval must not drop below what was reached
-(figures in the README, minus a 0.02 margin), and digest must stay ahead of the plain BM25 baseline.
+(figures in docs/benchmarks.md, minus a 0.02 margin), and digest must stay ahead of the plain BM25 baseline.
 rank_model = "hybrid" is guarded too when the semantic extra is installed (it embeds the corpus: ~20 s)."""
 
 from __future__ import annotations

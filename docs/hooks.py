@@ -1,0 +1,53 @@
+"""MkDocs hook: pages that say `<!-- settings-table -->` get the table of every setting, generated from
+digest.config.OPTIONS (the table that also drives loading, `digest config` and `digest init`), so the
+configuration reference cannot drift from the code. It only renders Markdown; it never changes settings."""
+
+from __future__ import annotations
+
+MARKER = "<!-- settings-table -->"
+SPECIAL_DEFAULTS = {  # options whose default is computed from DIGEST_HOME or another setting when left unset
+    "database_url": "`sqlite:///$DIGEST_HOME/digest.db`",
+    "outbox_dir": "`$DIGEST_HOME/outbox`",
+    "list_id": "`digest.<from domain>`",
+}
+
+
+def _default(opt) -> str:
+    if opt.name in SPECIAL_DEFAULTS and not opt.default:
+        return SPECIAL_DEFAULTS[opt.name]
+    if isinstance(opt.default, bool):
+        return f"`{str(opt.default).lower()}`"
+    if opt.default in ("", None):
+        return "empty"
+    return f"`{opt.default}`"
+
+
+def _kind(opt) -> str:
+    if opt.choices:
+        return " \\| ".join(f"`{c}`" for c in opt.choices)
+    kind = {"str": "text", "int": "whole number", "float": "number", "bool": "true/false", "path": "path"}[opt.kind]
+    if opt.minimum is not None and opt.maximum is not None:
+        kind += f", {opt.minimum:g} to {opt.maximum:g}"
+    elif opt.minimum is not None:
+        kind += f", at least {opt.minimum:g}"
+    return kind
+
+
+def render_settings_table() -> str:
+    """One Markdown row per option: name, environment variable(s), type, default and help."""
+    from digest.config import OPTIONS
+
+    rows = ["| setting | environment | type | default | what it does |", "|---|---|---|---|---|"]
+    for opt in OPTIONS:
+        var = f"`DIGEST_{opt.name.upper()}`"
+        if opt.secret:
+            var += f"<br>`DIGEST_{opt.name.upper()}_FILE`"
+        text = opt.help.replace("|", "\\|") + (" **Secret**: redacted whenever shown." if opt.secret else "")
+        rows.append(f"| <a id='{opt.name}'></a>`{opt.name}` | {var} | {_kind(opt)} | {_default(opt)} | {text} |")
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if MARKER in markdown:
+        markdown = markdown.replace(MARKER, render_settings_table())
+    return markdown

@@ -1,0 +1,273 @@
+"""Runs the console examples of README.md and docs/*.md against their real output, as sqlite-utils keeps its
+docs honest. The convention (also described in docs/development.md):
+
+- A ```console block holds `$ command` lines, each followed by the output it prints (stdout and stderr
+  together). A line ending in `\\` continues the command on the next line.
+- The blocks of one page run in order, in one bash process, so `export` and files carry over: HOME is a fresh
+  temporary directory, shown as /home/you in the output; the working directory is ~/src/digest, a checkout
+  with the bundled samples at digest/data/ and deploy/; no DIGEST_* variable of the caller leaks in.
+- A command must exit 0, unless it ends with a comment `# exit N`.
+- An output line `...` stands for any number of lines.
+- Before comparing, both sides are normalised (NORMALISE below): clock times and dates, run durations, outbox
+  file names, the day named in an email, the signed tokens in links and message sizes. Nothing else is: the rest
+  must match exactly.
+- A block that cannot run offline, or that starts a server, is preceded by `<!-- console: skip REASON -->` and is
+  not run; the test reports it as skipped with that reason.
+- `<!-- console: setup` ... `-->` holds hidden `$ ` commands run before the page's first block (unchecked).
+
+DIGEST_UPDATE_DOCS=1 rewrites the documented output of every command whose output does not match with what it
+printed (review the diff, as with the golden emails). This module only reads and (in update mode) writes the docs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SKIP = re.compile(r"^<!--\s*console:\s*skip\s+(?P<reason>.+?)\s*-->\s*$")
+SETUP_OPEN = re.compile(r"^<!--\s*console:\s*setup\s*$")
+EXIT = re.compile(r"#.*\bexit (?:status )?(\d+)\s*$")
+ELLIPSIS = "..."
+PAGE_TIMEOUT = 600
+READER_HOME = "/home/you"  # the temporary HOME, as the docs show it
+
+# (pattern, replacement), applied in order to the documented and the real output alike.
+NORMALISE: list[tuple[re.Pattern[str], str]] = [
+    # 2026-11-27T07:53:06.123+00:00, 2026-11-27 07:53 UTC, 2026-11-29T20:30:00-05:00, 2026-11-29 20:30 EST
+    (re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d| [A-Z]{3,4}\b)?"), "<time>"),
+    (re.compile(r"\b\d{4}-\d\d-\d\d\b"), "<date>"),
+    (re.compile(r"\bin \d+(?:\.\d+)?s\b"), "in <seconds>"),  # "sent 3, ... in 1.1s"
+    (re.compile(r"\b\d{8}-\d{6}-\d{5}-[0-9a-f]{6}-"), "<stamp>-"),  # outbox file names
+    # "Fri 27 Nov" in subjects, "Friday 27 November 2026" in the email's header line
+    (re.compile(r"\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]* \d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*(?: \d{4})?\b"), "<day>"),
+    # signed tokens in links carry the time they were made
+    (re.compile(r"/(confirm|unsubscribe|preferences|feedback)/[\w.-]+"), r"/\1/<token>"),
+    (re.compile(r"\b[\d,]+ bytes\b"), "<n> bytes"),
+]
+
+
+@dataclass
+class Command:
+    line: int  # 1-based line of the `$ ` line in its page
+    text: str  # as bash runs it (continuation lines included)
+    expected: list[str] = field(default_factory=list)
+    exit: int = 0
+    output_lines: tuple[int, int] = (0, 0)  # the documented output's [start, end) line indexes in the page
+
+
+@dataclass
+class Block:
+    page: Path
+    line: int
+    commands: list[Command]
+    skip: str | None = None
+
+
+@dataclass
+class Page:
+    path: Path
+    blocks: list[Block]
+    setup: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.path.relative_to(ROOT).as_posix()
+
+
+def parse_page(path: Path) -> Page:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks: list[Block] = []
+    setup: list[str] = []
+    i = 0
+    while i < len(lines):
+        if SETUP_OPEN.match(lines[i]):
+            i += 1
+            while i < len(lines) and lines[i].strip() != "-->":
+                if lines[i].startswith("$ "):
+                    setup.append(lines[i][2:])
+                i += 1
+        elif lines[i].strip() == "```console":
+            skip = next((m.group("reason") for m in [SKIP.match(lines[i - 1])] if m), None) if i else None
+            start, i = i, i + 1
+            body: list[int] = []
+            while i < len(lines) and lines[i].strip() != "```":
+                body.append(i)
+                i += 1
+            blocks.append(Block(path, start + 1, _commands(lines, body), skip))
+        i += 1
+    return Page(path, blocks, setup)
+
+
+def _commands(lines: list[str], body: list[int]) -> list[Command]:
+    commands: list[Command] = []
+    k = 0
+    while k < len(body):
+        n = body[k]
+        if not lines[n].startswith("$ "):
+            raise ValueError(f"line {n + 1}: a console block starts with a `$ ` command line")
+        text = [lines[n][2:]]
+        while text[-1].endswith("\\") and k + 1 < len(body):
+            k += 1
+            text.append(lines[body[k]])
+        m = EXIT.search(text[-1])
+        command = Command(n + 1, "\n".join(text), exit=int(m.group(1)) if m else 0)
+        k += 1
+        first = body[k] if k < len(body) else (body[-1] + 1 if body else n + 1)
+        while k < len(body) and not lines[body[k]].startswith("$ "):
+            command.expected.append(lines[body[k]])
+            k += 1
+        command.output_lines = (first, first + len(command.expected))
+        commands.append(command)
+    return commands
+
+
+def normalise(text: str) -> str:
+    for pattern, replacement in NORMALISE:
+        text = pattern.sub(replacement, text)
+    return text.rstrip()
+
+
+def matches(expected: list[str], actual: list[str]) -> bool:
+    """Line by line after normalising; a `...` line matches any run of lines (shortest first)."""
+    exp = [normalise(line) for line in expected]
+    act = [normalise(line) for line in actual]
+    while exp and not exp[-1]:
+        exp.pop()
+    while act and not act[-1]:
+        act.pop()
+
+    def walk(i: int, j: int) -> bool:
+        if i == len(exp):
+            return j == len(act)
+        if exp[i] == ELLIPSIS:
+            return any(walk(i + 1, k) for k in range(j, len(act) + 1))
+        return j < len(act) and exp[i] == act[j] and walk(i + 1, j + 1)
+
+    return walk(0, 0)
+
+
+@dataclass
+class Result:
+    command: Command
+    output: list[str]
+    exit: int
+
+
+def make_home() -> Path:
+    """A fresh HOME exactly as long as READER_HOME, so replacing one by the other keeps columns aligned."""
+    alphabet = string.ascii_lowercase + string.digits
+    stem = "/tmp/"
+    while True:
+        home = Path(stem + "".join(random.choice(alphabet) for _ in range(len(READER_HOME) - len(stem))))
+        try:
+            home.mkdir()
+            return home
+        except FileExistsError:
+            continue
+
+
+def prepare_workdir(home: Path) -> Path:
+    """The working directory of one page's run: a checkout at ~/src/digest with the bundled samples and deploy/."""
+    work = home / "src" / "digest"
+    (work / "digest").mkdir(parents=True)
+    (work / "digest" / "data").symlink_to(ROOT / "digest" / "data")
+    (work / "deploy").symlink_to(ROOT / "deploy")
+    return work
+
+
+def page_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_") and not k.startswith("PYTEST")}
+    bindir = str(Path(sys.executable).parent)  # the interpreter running the tests has `digest` installed beside it
+    env.update(HOME=str(home), PATH=f"{bindir}:/usr/local/bin:/usr/bin:/bin", LANG="C.UTF-8", LC_ALL="C.UTF-8", TZ="UTC",
+               COLUMNS="100", TERM="dumb", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def run_page(page: Page) -> list[Result]:
+    """Run the page's setup and its unskipped blocks in one bash process; one Result per command."""
+    home = make_home()
+    try:
+        return _run_in(page, home, prepare_workdir(home))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run_in(page: Page, home: Path, work: Path) -> list[Result]:
+    commands = [c for b in page.blocks if not b.skip for c in b.commands]
+    script = ["exec 2>&1", "exec </dev/null"]
+    server = None
+    if not os.environ.get("DIGEST_DOCS_REAL_DIGEST"):  # a warm `digest` (tests/docs_shell.py): the same main, forked
+        sock = Path(tempfile.mkdtemp(prefix="digest-docs-")) / "digest.sock"
+        shell = Path(__file__).with_name("docs_shell.py")
+        server = subprocess.Popen([sys.executable, str(shell), "serve", str(sock)], env=page_env(home), cwd=work,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not sock.exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        script.append(f'digest() {{ "{sys.executable}" "{shell}" run "{sock}" "$@"; }}')
+    script += [f"{line} >/dev/null 2>&1 || echo 'setup failed: {line}'" for line in page.setup]
+    for n, command in enumerate(commands):
+        script += [f"printf '\\n@@@begin {n}@@@\\n'", command.text, f"printf '\\n@@@end {n} %d@@@\\n' $?"]
+    try:
+        done = subprocess.run(["bash", "--noprofile", "--norc", "-c", "\n".join(script)], cwd=work, env=page_env(home),
+                              capture_output=True, text=True, timeout=PAGE_TIMEOUT)
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)  # the server and any command of it still running
+            server.wait()
+            shutil.rmtree(sock.parent, ignore_errors=True)
+    out = done.stdout
+    out = out.replace(str(home), READER_HOME)
+    results = []
+    for n, command in enumerate(commands):
+        m = re.search(rf"\n@@@begin {n}@@@\n(.*?)\n@@@end {n} (\d+)@@@\n", out, re.S)
+        if m is None:
+            raise AssertionError(f"{page.name}:{command.line}: the example did not finish:\n{out[-2000:]}")
+        results.append(Result(command, m.group(1).split("\n"), int(m.group(2))))
+    return results
+
+
+def failures(page: Page, results: list[Result]) -> list[str]:
+    bad = []
+    for r in results:
+        where = f"{page.name}:{r.command.line}: $ {r.command.text}"
+        if r.exit != r.command.exit:
+            bad.append(f"{where}\n  exit status {r.exit}, expected {r.command.exit}\n  output:\n" + _indent(r.output))
+        elif not matches(r.command.expected, r.output):
+            bad.append(f"{where}\n  documented:\n{_indent(r.command.expected)}\n  printed:\n{_indent(r.output)}")
+    return bad
+
+
+def _indent(lines: list[str]) -> str:
+    return "\n".join("    | " + line for line in lines)
+
+
+def update_page(page: Page, results: list[Result]) -> bool:
+    """Write each mismatching command's real output into the page (DIGEST_UPDATE_DOCS=1); True if it changed."""
+    lines = page.path.read_text(encoding="utf-8").split("\n")
+    changed = False
+    for r in sorted(results, key=lambda r: -r.command.line):  # bottom up, so earlier line numbers stay valid
+        if r.exit == r.command.exit and matches(r.command.expected, r.output):
+            continue
+        start, end = r.command.output_lines
+        output = list(r.output)
+        while output and not output[-1].strip():
+            output.pop()
+        lines[start:end] = output
+        changed = True
+    if changed:
+        page.path.write_text("\n".join(lines), encoding="utf-8")
+    return changed
