@@ -114,3 +114,5 @@ def test_normalise_keeps_what_matters():
     assert matches(["Subject: Papers for Fri 27 Nov: X"], ["Subject: Papers for Mon 3 Aug: X"])
     assert not matches(["sent 3 in 1.1s"], ["sent 4 in 1.1s"])
     assert not matches(["a", "..."], ["b"])
+    assert matches(["smtp_host    x  default", "  indented"], ["smtp_host        x  default", "  indented"])
+    assert not matches(["smtp_host  x"], ["smtp_host x"])
