@@ -1,8 +1,11 @@
 """MkDocs hook: pages that say `<!-- settings-table -->` get the table of every setting, generated from
 digest.config.OPTIONS (the table that also drives loading, `digest config` and `digest init`), so the
-configuration reference cannot drift from the code. It only renders Markdown; it never changes settings."""
+configuration reference cannot drift from the code; and on every other page, a setting's name in inline code
+(`base_url`) links to its row. It only renders Markdown; it never changes settings."""
 
 from __future__ import annotations
+
+import re
 
 MARKER = "<!-- settings-table -->"
 SPECIAL_DEFAULTS = {  # options whose default is computed from DIGEST_HOME or another setting when left unset
@@ -47,7 +50,23 @@ def render_settings_table() -> str:
     return "\n".join(rows)
 
 
+def link_settings(markdown: str) -> str:
+    """`name` -> [`name`](configuration.md#name) for every setting, outside fenced code and existing links."""
+    from digest.config import OPTIONS
+
+    names = "|".join(sorted((re.escape(opt.name) for opt in OPTIONS), key=len, reverse=True))
+    inline = re.compile(rf"(?<![\[`])`({names})`(?![`\]])")
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            line = inline.sub(r"[`\1`](configuration.md#\1)", line)
+        out.append(line)
+    return "\n".join(out)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARKER in markdown:
-        markdown = markdown.replace(MARKER, render_settings_table())
-    return markdown
+        return markdown.replace(MARKER, render_settings_table())
+    return link_settings(markdown)
