@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Sequence
 
+from .children import die_with_parent
 from .config import Settings
 from .deliver import build_message
 from .errors import DigestError, InputError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
@@ -121,7 +122,8 @@ class Composer:
         _JOB = (settings, work, date_)
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
         if len(work) >= POOL_FROM and workers > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-            self.pool = multiprocessing.get_context("fork").Pool(workers)
+            # Each worker dies with this process, even by SIGKILL (it would wait on the task queue forever).
+            self.pool = multiprocessing.get_context("fork").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
             report.workers = workers
             self.results = self.pool.imap(_compose_at, range(len(work)), chunksize=16)
         else:

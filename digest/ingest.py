@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import pickle
 import re
 import threading
@@ -26,6 +27,7 @@ from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy.engine import Engine
 
+from .children import die_with_parent
 from .errors import DigestError, FeedError, InputError, NotFoundError, StoreError
 from .models import Source
 from .sources import ParsedPaper, ParseResult
@@ -293,7 +295,7 @@ class _ParsingProcess:
         self.path, self.ending = path, ending
         context = multiprocessing.get_context("fork")
         self.receiving, sending = context.Pipe(duplex=False)
-        self.child = context.Process(target=_send_batches, args=(path, head, stream, sending), daemon=True)
+        self.child = context.Process(target=_send_batches, args=(path, head, stream, sending, os.getpid()), daemon=True)
         self.child.start()
         sending.close()
 
@@ -320,7 +322,8 @@ class _ParsingProcess:
             self.child.join()
 
 
-def _send_batches(path: Path, head: bytes, stream: BinaryIO, sending: Any) -> None:
+def _send_batches(path: Path, head: bytes, stream: BinaryIO, sending: Any, parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a SIGKILLed `digest import` must not leave this process blocked on the pipe
     ending: list = []
     try:
         for batch in _deduped_batches(path, head, stream, ending):
