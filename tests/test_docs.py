@@ -116,3 +116,24 @@ def test_normalise_keeps_what_matters():
     assert not matches(["a", "..."], ["b"])
     assert matches(["smtp_host    x  default", "  indented"], ["smtp_host        x  default", "  indented"])
     assert not matches(["smtp_host  x"], ["smtp_host x"])
+
+
+def test_run_page_catches_wrong_output_and_exit_status(tmp_path):
+    """The harness itself: setup runs first, state carries across blocks, skipped blocks do not run, and a wrong
+    output or exit status is reported (so a stale example cannot pass)."""
+    from docs_examples import parse_page as parse
+
+    page = tmp_path / "page.md"
+    page.write_text("\n".join([
+        "<!-- console: setup", "$ export GREETING=hello", "-->",
+        "```console", "$ echo $GREETING > note.txt", "$ cat note.txt", "hello", "```",
+        "<!-- console: skip needs the moon -->", "```console", "$ false", "```",
+        "```console", "$ cat note.txt; exit_with() { return $1; }; exit_with 3    # exit 3", "hello",
+        "$ digest subscribers list", "...", "$ echo $HOME", "/home/you", "$ false", "```",
+    ]) + "\n", encoding="utf-8")
+    parsed = parse(page)
+    assert [b.skip for b in parsed.blocks] == [None, "needs the moon", None]
+    results = run_page(parsed)
+    assert [r.command.text.split()[0] for r in results] == ["echo", "cat", "cat", "digest", "echo", "false"]
+    bad = failures(parsed, results)
+    assert len(bad) == 1 and "$ false" in bad[0] and "exit status 1, expected 0" in bad[0]
