@@ -71,9 +71,24 @@ RUNNABLE = [page for page in PARSED if any(not block.skip for block in page.bloc
 SKIPPED = [(page, block) for page in PARSED for block in page.blocks if block.skip]
 
 
+@pytest.fixture(scope="module")
+def page_results(request):
+    """The results of every page selected for this session, computed two pages at a time (each page's run is one
+    process at a time, and pages are independent), the first time a page's test asks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    selected = [item.callspec.params["page"] for item in request.session.items
+                if item.originalname == "test_console_examples_print_what_the_page_says"]
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        futures = {page.name: pool.submit(run_page, page) for page in selected}
+        return {name: future.exception() or future.result() for name, future in futures.items()}
+
+
 @pytest.mark.parametrize("page", RUNNABLE, ids=[page.name for page in RUNNABLE])
-def test_console_examples_print_what_the_page_says(page):
-    results = run_page(page)
+def test_console_examples_print_what_the_page_says(page, page_results):
+    results = page_results[page.name]
+    if isinstance(results, BaseException):  # this page's run failed as a whole (a timeout, an unfinished example)
+        raise results
     bad = failures(page, results)
     if bad and os.environ.get("DIGEST_UPDATE_DOCS"):
         update_page(page, results)
