@@ -27,7 +27,7 @@ def _default(opt) -> str:
 
 def _kind(opt) -> str:
     if opt.choices:
-        return " \\| ".join(f"`{c}`" for c in opt.choices)
+        return " or ".join(f"`{c}`" for c in opt.choices)
     kind = {"str": "text", "int": "whole number", "float": "number", "bool": "true/false", "path": "path"}[opt.kind]
     if opt.minimum is not None and opt.maximum is not None:
         kind += f", {opt.minimum:g} to {opt.maximum:g}"
@@ -37,17 +37,17 @@ def _kind(opt) -> str:
 
 
 def render_settings_table() -> str:
-    """One Markdown row per option: name, environment variable(s), type, default and help."""
+    """One section per option: its name as a heading (the anchor other pages link to), what it does, and a line
+    with its environment variable(s), type and default."""
     from digest.config import OPTIONS
 
-    rows = ["| setting | environment | type | default | what it does |", "|---|---|---|---|---|"]
+    sections = []
     for opt in OPTIONS:
-        var = f"`DIGEST_{opt.name.upper()}`"
-        if opt.secret:
-            var += f"<br>`DIGEST_{opt.name.upper()}_FILE`"
-        text = opt.help.replace("|", "\\|") + (" **Secret**: redacted whenever shown." if opt.secret else "")
-        rows.append(f"| <a id='{opt.name}'></a>`{opt.name}` | {var} | {_kind(opt)} | {_default(opt)} | {text} |")
-    return "\n".join(rows)
+        names = f"`DIGEST_{opt.name.upper()}`" + (f" or `DIGEST_{opt.name.upper()}_FILE`" if opt.secret else "")
+        text = opt.help[0].upper() + opt.help[1:] + "." + (" A secret: redacted whenever shown." if opt.secret else "")
+        sections.append(f"### `{opt.name}` {{#{opt.name}}}\n\n{text}\n\n"
+                        f"Environment: {names} · type: {_kind(opt)} · default: {_default(opt)}\n")
+    return "\n".join(sections)
 
 
 def link_settings(markdown: str) -> str:

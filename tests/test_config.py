@@ -99,9 +99,10 @@ def test_configuration_reference_documents_every_setting():
     spec.loader.exec_module(hooks)
     assert hooks.MARKER in page, "docs/configuration.md lost the generated settings table"
     table = hooks.on_page_markdown(page, None, None, None)
-    missing = [opt.name for opt in OPTIONS if f"`{opt.name}` | `DIGEST_{opt.name.upper()}`" not in table]
+    missing = [opt.name for opt in OPTIONS if f"### `{opt.name}` {{#{opt.name}}}\n" not in table
+               or f"Environment: `DIGEST_{opt.name.upper()}`" not in table]
     assert not missing, f"settings missing from the generated configuration reference: {missing}"
-    assert all(opt.help.split(";")[0] in table for opt in OPTIONS)
+    assert all(opt.help.split(";")[0][1:] in table for opt in OPTIONS)  # (the first letter is capitalised)
 
 
 def test_load_settings_digest_config_naming_a_missing_file_is_an_error(tmp_path):
