@@ -7,6 +7,7 @@ It must not import anything from the rest of the package: every module raises th
      +-- StoreError          the database cannot be opened, is locked, or refuses a write
      +-- SourceError         a source is unknown, unreachable, or sends what we cannot read
      |    +-- FeedError      the bytes of one feed cannot be parsed
+     |    +-- RefusedError   the database refused every entry a source brought
      +-- InputError          a file, address or identifier given by the user is wrong
      |    +-- NotFoundError  an unknown subscriber, source or paper
      +-- DeliveryError       the mail server refused or dropped us
@@ -49,6 +50,10 @@ class SourceError(DigestError):
 
 class FeedError(SourceError):
     hint = "the feed is not valid RSS, Atom or JSON; check the URL in a browser"
+
+
+class RefusedError(SourceError):
+    hint = "its entries hold values the database refuses; `digest -v fetch` logs each one"
 
 
 class InputError(DigestError):

@@ -39,21 +39,27 @@ def source_note(source: SourceHealth) -> str:
         return f"{source.consecutive_errors} error{'s' if source.consecutive_errors > 1 else ''} in a row: {source.last_error or 'unknown error'}"
     if source.last_success_at is None:
         return "never fetched"
-    if source.last_fetch_count == 0 and is_arxiv(source):
+    skipped = f"{source.last_fetch_skipped} entr{'ies' if source.last_fetch_skipped > 1 else 'y'} skipped" if source.last_fetch_skipped else ""
+    if source.last_fetch_count == 0 and is_arxiv(source) and not skipped:
         if after_announcement(source.last_success_at):
             return "EMPTY after an announcement (arXiv holiday, or a broken feed)"
         return "quiet: no arXiv announcement (weekend)"
-    return ""
+    return f"{skipped} in the last fetch (`digest -v fetch` names them)" if skipped else ""
 
 
 def source_problems(sources: Sequence[SourceHealth]) -> list[str]:
-    """One line per broken enabled source: 3 failures in a row, or an arXiv announcement that brought nothing."""
+    """One line per broken enabled source: its last fetch failed (3 failures in a row say so), it stored nothing
+    because every entry was refused, or an arXiv announcement brought nothing."""
     problems = []
     for source in sources:
         if not source.enabled:
             continue
         if source.consecutive_errors >= ERROR_LIMIT:
             problems.append(f"source {source.name} failed {source.consecutive_errors} times in a row (last error: {source.last_error or 'unknown'})")
+        elif source.consecutive_errors:
+            problems.append(f"source {source.name}: the last fetch failed ({source.last_error or 'unknown error'})")
+        elif source.last_success_at is not None and source.last_fetch_count == 0 and source.last_fetch_skipped:
+            problems.append(f"source {source.name} stored nothing from its last fetch: all {source.last_fetch_skipped} entries were refused")
         elif is_arxiv(source) and source.last_success_at is not None and source.last_fetch_count == 0 and after_announcement(source.last_success_at):
             when = source.last_success_at.astimezone(ARXIV_TZ).strftime("%a %Y-%m-%d %H:%M %Z")
             problems.append(f"source {source.name} brought 0 papers on an announcement day (fetched {when})")

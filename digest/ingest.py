@@ -1,8 +1,12 @@
 """Sources -> store: fetch every enabled source (or import a file), parse it and upsert its papers, recording each
 source's state. Used by `digest fetch` / `digest import` and by the daily pipeline.
 
-One failing source never stops the others; each source's papers and state commit in one transaction, so an error
-leaves nothing half-written. Parsing lives in digest.sources, HTTP in digest.sources.fetch, SQL in digest.store.
+A source's fetch is a wall: whatever it raises, of any exception type, in fetching, parsing or storing, becomes
+that source's recorded error (last_error, consecutive_errors) and the other sources go on; only a database that
+cannot be used at all (the error cannot even be recorded) stops the run. Each source's papers and state commit in
+one transaction, so an error leaves nothing half-written; an entry the database refuses is skipped with a warning
+naming the source and the entry, never its whole batch (see digest.store.papers). Parsing lives in digest.sources,
+HTTP in digest.sources.fetch, SQL in digest.store.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from urllib.parse import urlencode, urlsplit
 from sqlalchemy.engine import Engine
 
 from .children import die_with_parent
-from .errors import DigestError, FeedError, InputError, NotFoundError, StoreError
+from .errors import DigestError, FeedError, InputError, NotFoundError, RefusedError
 from .models import Source
 from .sources import ParsedPaper, ParseResult
 from .sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
@@ -60,6 +64,7 @@ class SourceReport:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     not_modified: bool = False
+    skipped: int = 0  # entries refused by the record check or by the database (each has a warning)
 
     def line(self) -> str:
         """The one line `digest fetch` and `digest import` print for this source."""
@@ -87,7 +92,8 @@ def fetch_sources(
     progress: Callable[[SourceReport], None] | None = None,
 ) -> list[SourceReport]:
     """Fetch every enabled source (or only the named ones, enabled or not) and store what each brought.
-    A DigestError of one source becomes that source's error report; StoreError about the database itself stops the run."""
+    Any failure of one source becomes that source's error report; only a database where that error cannot even be
+    recorded stops the run (StoreError)."""
     names = [only] if isinstance(only, str) else list(only) if only is not None else None
     with session_scope(engine) as session:
         every = list_sources(session)
@@ -134,23 +140,42 @@ def _fetch_one(engine: Engine, settings: Any, now: datetime, source: Any, client
             result = parse_source(PARSE_KIND[kind], fetched.body, source_url=fetched.url)
         with session_scope(engine) as session:
             upserted = upsert_papers(session, source_id, result.papers, now)
+            refused = _refused(name, upserted, len(result.papers))
             record_fetch_success(
-                session, session.get(Source, source_id), now, count=len(result.papers), new_papers=upserted.linked,
+                session, session.get(Source, source_id), now, count=upserted.stored, new_papers=upserted.linked,
+                skipped=result.skipped + len(upserted.skipped),
                 etag=fetched.etag if fetched else None, last_modified=fetched.last_modified if fetched else None,
                 url=fetched.url if fetched else None,
             )
-    except StoreError:
-        raise  # the database itself is the problem: no other source can be stored either
-    except DigestError as exc:
-        return _record_error(engine, source_id, name, now, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the wall around one source: any failure is this source's error
+        return _record_error(engine, source_id, name, now, _error_text(name, exc))
     report = SourceReport(name, _status_of(upserted), upserted.new, upserted.updated, upserted.unchanged,
-                          len(result.papers), warnings=list(result.warnings))
+                          len(result.papers), warnings=list(result.warnings) + refused,
+                          skipped=result.skipped + len(upserted.skipped))
     if fetched is not None and fetched.status == "moved":
         report.warnings.append(f"moved permanently: the source now points at {fetched.url}")
     return report
 
 
+def _refused(name: str, upserted: UpsertReport, papers: int) -> list[str]:
+    """The warnings for the entries the database refused, each logged naming the source; RefusedError if all were."""
+    for entry in upserted.skipped:
+        log.warning("event=entry-skipped source=%s entry=%s", name, entry)
+    if papers and not upserted.stored:
+        raise RefusedError(f"no entry could be stored: the database refused all {papers} ({upserted.skipped[0]})")
+    return [f"entry {entry}, skipped" for entry in upserted.skipped]
+
+
+def _error_text(name: str, exc: Exception) -> str:
+    """What a failed fetch records: a DigestError's own line; anything else is a bug, logged with its traceback."""
+    if isinstance(exc, DigestError):
+        return str(exc)
+    log.error("event=source-failed source=%s error=%s", name, type(exc).__name__, exc_info=exc)
+    return f"unexpected {type(exc).__name__}: {str(exc)[:300]} (a bug in digest: `digest -v fetch` logs the traceback)"
+
+
 def _record_error(engine: Engine, source_id: int, name: str, now: datetime, error: str, *, disable: bool = False) -> SourceReport:
+    """Record a failed fetch. A StoreError here means the database cannot be used at all: it stops the run."""
     with session_scope(engine) as session:
         record_fetch_error(session, session.get(Source, source_id), now, error, disable=disable)
     return SourceReport(name, "error", error=error)
@@ -161,6 +186,7 @@ def _merge_pages(results: list[ParseResult]) -> ParseResult:
     for result in results:
         merged.papers.extend(result.papers)
         merged.warnings.extend(result.warnings)
+        merged.skipped += result.skipped
     # arXiv's paging can repeat an entry across pages; one upsert must not meet a key twice (PostgreSQL refuses it).
     return dedupe_papers(merged)
 
@@ -170,8 +196,22 @@ def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport
     is an InputError; a file nothing can be read from is a FeedError naming it. Nothing is written unless all is.
 
     A JSON Lines file is streamed: read, parsed and stored piece by piece in one transaction (parsed in a forked
-    process while this one stores, when this process has a single thread), never held whole in memory."""
+    process while this one stores, when this process has a single thread), never held whole in memory.
+
+    Whatever fails, of any exception type, is one DigestError naming the file, and nothing is written; an entry the
+    database refuses is skipped with a warning (RefusedError when that leaves none)."""
     path = Path(path)
+    try:
+        return _import(engine, path, now)
+    except DigestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the wall around one file, as around one fetched source
+        log.error("event=import-failed file=%s error=%s", path, type(exc).__name__, exc_info=exc)
+        raise FeedError(f"{path}: unexpected {type(exc).__name__}: {str(exc)[:300]}",
+                        "a bug in digest: `digest -v import FILE` logs the traceback") from None
+
+
+def _import(engine: Engine, path: Path, now: datetime) -> SourceReport:
     with _open(path) as stream:
         head = _read(path, stream, 4096)
         if path.name.lower().endswith(JSONL_SUFFIXES) and head.removeprefix(UTF8_BOM).strip():
@@ -185,7 +225,7 @@ def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport
         result = parse_file(data, path.name)
     except DigestError as exc:
         raise _naming(path, exc) from None
-    return _store_batches(engine, path, now, [result.papers], lambda: (len(result.papers), result.warnings))
+    return _store_batches(engine, path, now, [result.papers], lambda: (len(result.papers), result.warnings, result.skipped))
 
 
 def _open(path: Path):
@@ -215,19 +255,24 @@ def _naming(path: Path, exc: DigestError) -> DigestError:
 
 
 def _store_batches(engine: Engine, path: Path, now: datetime, batches: Iterable[list[ParsedPaper]],
-                   ending: Callable[[], tuple[int, list[str]]]) -> SourceReport:
+                   ending: Callable[[], tuple[int, list[str], int]]) -> SourceReport:
     """Store each batch of papers as the source "file:<name>", all in one transaction; `ending`, called after the
-    last batch, says how many papers the file held and its warnings."""
+    last batch, says how many papers the file held, its warnings and how many entries its parser skipped."""
     name = f"file:{path.name}"
     upserted = UpsertReport()
     with session_scope(engine) as session:
         source = ensure_source(session, name, "file", str(path.resolve()), now)
         for papers in batches:
             upserted.add(upsert_papers(session, source.id, papers, now))
-        count, warnings = ending()
-        record_fetch_success(session, source, now, count=count, new_papers=upserted.linked)
+        count, warnings, skipped = ending()
+        try:
+            refused = _refused(name, upserted, count)
+        except RefusedError as exc:
+            raise _naming(path, exc) from None
+        record_fetch_success(session, source, now, count=upserted.stored, new_papers=upserted.linked,
+                             skipped=skipped + len(upserted.skipped))
     return SourceReport(name, _status_of(upserted), upserted.new, upserted.updated, upserted.unchanged,
-                        count, warnings=list(warnings))
+                        count, warnings=list(warnings) + refused, skipped=skipped + len(upserted.skipped))
 
 
 # ---- JSON Lines, streamed ----------------------------------------------------------------------------
@@ -248,7 +293,7 @@ def _import_jsonl(engine: Engine, path: Path, head: bytes, stream: BinaryIO, now
     try:
         # Forked before the database is opened; not from a process with threads (a forked copy of a lock another
         # thread holds would never be released).
-        ending: list[tuple[int, list[str]]] = []  # (papers kept, warnings) once the whole file is read
+        ending: list[tuple[int, list[str], int]] = []  # (papers kept, warnings, lines skipped) once the whole file is read
         if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
             batches: Any = _ParsingProcess(path, head, stream, ending)
         else:
@@ -262,7 +307,7 @@ def _import_jsonl(engine: Engine, path: Path, head: bytes, stream: BinaryIO, now
 
 def _deduped_batches(path: Path, head: bytes, stream: BinaryIO, ending: list) -> Iterator[list[ParsedPaper]]:
     """The file's papers in batches of one piece each, deduplicated across the whole file exactly as parse_file
-    does; then `ending` gets (papers kept, warnings). Raises _Restart when that cannot be done piece by piece."""
+    does; then `ending` gets (papers kept, warnings, lines skipped). Raises _Restart when that cannot be done piece by piece."""
     reader = JsonlReader()
     kept: dict[str, int | None] = {}  # key -> version of every paper already handed on
     warnings: list[str] = []
@@ -284,7 +329,7 @@ def _deduped_batches(path: Path, head: bytes, stream: BinaryIO, ending: list) ->
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     except DigestError as exc:
         raise _naming(path, exc) from None
-    ending.append((len(kept), warnings))
+    ending.append((len(kept), warnings, reader.skipped_count))
 
 
 class _ParsingProcess:

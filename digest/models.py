@@ -54,11 +54,14 @@ class Paper(SQLModel, table=True):
     """One row per paper, whatever the source: `key` is the canonical dedupe key."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    key: str = Field(sa_column=Column(sa.String(512), nullable=False, unique=True))
-    ident: str = Field(sa_column=Column(sa.String(512), nullable=False, index=True))  # id as the source gave it
-    arxiv_id: Optional[str] = Field(default=None, sa_column=Column(sa.String(64), index=True))
+    # TEXT, not VARCHAR(n), for identifiers: PostgreSQL enforces a VARCHAR's length (SQLite does not), so one long
+    # guid or DOI stopped a whole fetch there only. Lengths are bounded by digest.sources.check instead, and the key
+    # by paper_key (at most 512 characters, small enough for the unique btree index).
+    key: str = Field(sa_column=Column(sa.Text, nullable=False, unique=True))
+    ident: str = Field(sa_column=Column(sa.Text, nullable=False, index=True))  # id as the source gave it
+    arxiv_id: Optional[str] = Field(default=None, sa_column=Column(sa.Text, index=True))
     version: Optional[int] = None
-    doi: Optional[str] = Field(default=None, sa_column=Column(sa.String(255), index=True))
+    doi: Optional[str] = Field(default=None, sa_column=Column(sa.Text, index=True))
     title: str = Field(sa_column=Column(sa.Text, nullable=False))
     abstract: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
     authors: list = _json()
@@ -79,7 +82,7 @@ class Source(SQLModel, table=True):
     """A place papers come from, and its polite-fetching state."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    name: str = Field(sa_column=Column(sa.String(255), nullable=False, unique=True))
+    name: str = Field(sa_column=Column(sa.Text, nullable=False, unique=True))  # "file:" + a file name may pass 255
     kind: str = Field(sa_column=Column(sa.String(32), nullable=False))  # arxiv-rss, arxiv-api, hf-daily, feed, file
     url: str = Field(sa_column=Column(sa.Text, nullable=False))
     enabled: bool = True
@@ -91,7 +94,8 @@ class Source(SQLModel, table=True):
     last_error_at: Optional[datetime] = _ts()
     last_error: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
     consecutive_errors: int = 0
-    last_fetch_count: int = 0  # entries in the last successful fetch (0 on a quiet day)
+    last_fetch_count: int = 0  # papers stored by the last successful fetch (0 on a quiet day)
+    last_fetch_skipped: int = Field(default=0, sa_column=Column(sa.Integer, nullable=False, server_default="0"))  # entries it refused
     papers_seen: int = 0
     disabled_reason: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
 

@@ -8,6 +8,7 @@ Paths (FILE is relative to tests/fixtures):
   /api?...                      arXiv API paging: the page file for `start` (see ARXIV_PAGES), 404 past the last
   /gone  410       /status/CODE  that status       /hang  answers nothing until the test ends
   /big?bytes=N&length=1         N bytes (length=0: no Content-Length, so only the streamed cap can stop it)
+  /doc/NAME                     the bytes a test put in `server.documents[NAME]` (hostile documents made in the test)
 Every request is logged (method, path with query, headers) in `server.log`.
 """
 
@@ -43,6 +44,7 @@ class FeedServer:
     log: list[Request] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     release: threading.Event = field(default_factory=threading.Event)
+    documents: dict[str, bytes] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path.lstrip('/')}"
@@ -119,6 +121,11 @@ def _handler(server: FeedServer):
             if page is None:
                 return self.send(404, b"no such page")
             self.send(200, (FIXTURES / page).read_bytes(), {"Content-Type": "application/atom+xml"})
+
+        def route_doc(self, name: str, _query: dict) -> None:
+            if name not in server.documents:
+                return self.send(404, b"no such document")
+            self.send(200, server.documents[name], {"Content-Type": "application/octet-stream"})
 
         def route_gone(self, _rest: str, _query: dict) -> None:
             self.send(410, b"gone")

@@ -245,3 +245,61 @@ def test_fetch_arxiv_api_error_entry_is_the_sources_error(cli, home, feed_server
     assert result.exit_code == 1 and result.output.startswith("api: error: ") and "incorrect id format for abc" in result.output
     assert count(home, "paper") == 0
     assert "incorrect id format" in sources_json(cli)["api"]["last_error"]
+
+
+def hf_items(**fields) -> list[dict]:
+    return [{"paper": {"id": "2401.11111", "title": "Hostile item", "summary": "About it.", **fields}},
+            {"paper": {"id": "2401.22222", "title": "Plain item", "summary": "About it.", "upvotes": 2}}]
+
+
+def test_fetch_with_hostile_values_stores_the_rest_and_status_tells(cli, home, feed_server):
+    """Issue 9's values that stopped every fetch (and so all mail): each is now a dropped value, a skipped item or
+    that one source's error; the other sources are fetched and stored, and `status --check` names the failure."""
+    documents = {
+        "upvotes.json": json.dumps(hf_items(upvotes=10**30)),
+        "published.json": json.dumps(hf_items(publishedAt="9999-12-31T23:59:59-01:00")),
+        "types.json": json.dumps(hf_items(authors=5, ai_summary=5, summary={"x": 1}) + [{"paper": {"id": "2401.33333", "title": ["x"]}}]),
+        "nested.json": "[" * 100_000 + "]" * 100_000,
+        "version.xml": ('<rss version="2.0"><channel><title>cs.LG updates on arXiv.org</title><item><title>Long version</title>'
+                        "<link>https://arxiv.org/abs/2401.44444v99999999999999999999</link></item></channel></rss>"),
+    }
+    for name, body in documents.items():
+        feed_server.documents[name] = body.encode()
+        kind = "hf-daily" if name.endswith(".json") else "arxiv-rss"
+        assert cli("sources", "add", feed_server.url(f"doc/{name}"), "--kind", kind, "--name", name.split(".")[0]).exit_code == 0
+    result = cli("fetch", env=FAST)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "upvotes: new: 2 entries, 2 new, 0 updated, 0 unchanged; 1 warning"
+    assert lines[1] == "published: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 1 warning"
+    assert lines[2] == "types: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 4 warnings"
+    assert lines[3] == "nested: error: JSON nested too deeply (the feed is not valid RSS, Atom or JSON; check the URL in a browser)"
+    assert lines[4] == "version: new: 1 entries, 1 new, 0 updated, 0 unchanged; 1 warning"
+    state = sources_json(cli)
+    assert state["nested"]["consecutive_errors"] == 1 and state["types"]["consecutive_errors"] == 0
+    with sqlite3.connect(home / "digest.db") as conn:
+        assert conn.execute("SELECT upvotes, published FROM paper WHERE arxiv_id = '2401.11111'").fetchone() == (0, None)
+        assert conn.execute("SELECT version FROM paper WHERE arxiv_id = '2401.44444'").fetchone() == (None,)
+    check = cli("status", "--check")
+    assert check.exit_code == 1
+    assert check.output == "fail: source nested: the last fetch failed (JSON nested too deeply (the feed is not valid RSS, Atom or JSON; check the URL in a browser))\n"
+
+
+def test_fetch_prints_an_unexpected_failure_as_that_sources_error(cli, home, feed_server, monkeypatch):
+    import digest.ingest as ingest
+
+    real = ingest.parse_source
+    monkeypatch.setattr(ingest, "parse_source", lambda kind, data, source_url="": (_ for _ in ()).throw(RecursionError("maximum recursion depth exceeded"))
+                        if kind == "hf-daily" else real(kind, data, source_url=source_url))
+    cli("sources", "add", feed_server.url("files/real/hf-daily/daily_papers-date-2024-05-27-reindented.json"), "--kind", "hf-daily", "--name", "hf")
+    cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd")
+    for attempt in (1, 2, 3):
+        result = cli("fetch", env=FAST)
+        assert result.exit_code == 1
+        assert result.stdout.splitlines()[0] == ("hf: error: unexpected RecursionError: maximum recursion depth exceeded "
+                                                 "(a bug in digest: `digest -v fetch` logs the traceback)")
+        assert result.stdout.splitlines()[1].startswith("sd: ")
+        assert "event=source-failed source=hf" in result.stderr and "Traceback (most recent call last)" in result.stderr
+        assert sources_json(cli)["hf"]["consecutive_errors"] == attempt
+    check = cli("status", "--check")
+    assert check.exit_code == 1 and check.output.startswith("fail: source hf failed 3 times in a row (last error: unexpected RecursionError")

@@ -1,5 +1,6 @@
 """`digest status`: the queries (SQLite and PostgreSQL), arXiv's announcement calendar, and --check on a healthy
-store, a source failing 3 times, a quiet arXiv weekend and an announcement day that brought nothing."""
+store, a source whose last fetch failed (or failed 3 times), a fetch whose every entry was refused, a quiet arXiv
+weekend and an announcement day that brought nothing."""
 
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ def test_after_announcement_follows_arxiv_schedule(instant, expected):
 
 def test_source_problems_ignores_disabled_and_non_arxiv_quiet_sources():
     add = lambda **kw: type("S", (), {"name": "s", "kind": "feed", "enabled": True, "last_success_at": MON_EVENING, "last_fetch_count": 0,  # noqa: E731
-                                      "consecutive_errors": 0, "last_error": None, "disabled_reason": None, **kw})()
-    assert source_problems([add(), add(enabled=False, consecutive_errors=9), add(kind="arxiv-rss", consecutive_errors=2, last_fetch_count=5)]) == []
+                                      "last_fetch_skipped": 0, "consecutive_errors": 0, "last_error": None, "disabled_reason": None, **kw})()
+    assert source_problems([add(), add(enabled=False, consecutive_errors=9), add(kind="arxiv-rss", last_fetch_count=5, last_fetch_skipped=2)]) == []
     assert len(source_problems([add(kind="arxiv-api")])) == 1
 
 
@@ -80,21 +81,31 @@ def test_source_problems_ignores_disabled_and_non_arxiv_quiet_sources():
     ({"last_fetch_at": FRI_EVENING, "last_success_at": FRI_EVENING, "last_fetch_count": 0}, 0, "ok: 1 source enabled, last success 2025-06-14 00:35 UTC"),
     ({"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING, "last_fetch_count": 0}, 1,
      "fail: source arxiv:cs.LG brought 0 papers on an announcement day (fetched Mon 2025-06-09 20:35 EDT)"),
-    ({"last_fetch_at": NOW, "last_success_at": MON_EVENING, "last_fetch_count": 40, "consecutive_errors": 2, "last_error": "timeout"}, 0, "ok: 1 source enabled (1 failing, below the limit of 3 in a row)"),
-], ids=["healthy", "three-errors", "quiet-weekend", "empty-announcement-day", "two-errors"])
+    ({"last_fetch_at": NOW, "last_success_at": MON_EVENING, "last_fetch_count": 40, "consecutive_errors": 1, "last_error": "unexpected OverflowError: date value out of range"},
+     1, "fail: source arxiv:cs.LG: the last fetch failed (unexpected OverflowError: date value out of range)"),
+    ({"last_fetch_at": NOW, "last_success_at": MON_EVENING, "last_fetch_count": 40, "consecutive_errors": 2, "last_error": "timeout"},
+     1, "fail: source arxiv:cs.LG: the last fetch failed (timeout)"),
+    ({"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING, "last_fetch_count": 0, "last_fetch_skipped": 7}, 1,
+     "fail: source arxiv:cs.LG stored nothing from its last fetch: all 7 entries were refused"),
+    ({"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING, "last_fetch_count": 40, "last_fetch_skipped": 2}, 0,
+     "ok: 1 source enabled, last success 2025-06-10 00:35 UTC"),
+], ids=["healthy", "three-errors", "quiet-weekend", "empty-announcement-day", "one-error", "two-errors", "all-refused", "some-refused"])
 def test_status_check_exit_code_and_one_line(cli, sqlite_engine, state, code, line):
     add_source(sqlite_engine, "arxiv:cs.LG", **state)
     result = cli("status", "--check")
     assert result.exit_code == code
-    assert result.output.startswith(line) and result.output.count("\n") == 1
+    assert result.output == line + "\n"
 
 
-def test_status_check_names_the_first_problem_and_counts_the_rest(cli, sqlite_engine):
+def test_status_check_lists_every_problem_one_per_line(cli, sqlite_engine):
     add_source(sqlite_engine, "a", kind="feed", consecutive_errors=5, last_error="DNS")
-    add_source(sqlite_engine, "b", kind="feed", consecutive_errors=3, last_error="TLS")
+    add_source(sqlite_engine, "b", kind="feed", consecutive_errors=1, last_error="TLS")
+    add_source(sqlite_engine, "c", kind="feed", last_success_at=NOW, last_fetch_count=3, last_fetch_skipped=1)
     result = cli("status", "--check")
     assert result.exit_code == 1
-    assert result.output == "fail: source a failed 5 times in a row (last error: DNS) (and 1 more)\n"
+    assert result.output == "fail: source a failed 5 times in a row (last error: DNS)\nfail: source b: the last fetch failed (TLS)\n"
+    listed = cli("status").output
+    assert "1 entry skipped in the last fetch" in next(line for line in listed.splitlines() if line.startswith("c "))
 
 
 def test_status_text_tells_weekend_from_broken(cli, sqlite_engine):

@@ -46,7 +46,7 @@ def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def sources_list(app: AppContext, as_json: bool) -> None:
-    """Show each source: kind, URL, last success, last error, consecutive errors, papers seen."""
+    """Show each source: kind, URL, last success, last error, consecutive errors, entries skipped, papers seen."""
     from ..store import session_scope
     from ..store.sources import list_sources
 
@@ -54,7 +54,7 @@ def sources_list(app: AppContext, as_json: bool) -> None:
         found = list_sources(session)
     if as_json:
         keys = ("name", "kind", "url", "enabled", "disabled_reason", "last_fetch_at", "last_success_at", "last_error",
-                "last_error_at", "consecutive_errors", "last_fetch_count", "papers_seen")
+                "last_error_at", "consecutive_errors", "last_fetch_count", "last_fetch_skipped", "papers_seen")
         rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k in keys for v in [getattr(s, k)]} for s in found]
         click.echo(json.dumps(rows, indent=2))
         return
@@ -65,7 +65,8 @@ def sources_list(app: AppContext, as_json: bool) -> None:
         state = "enabled" if s.enabled else f"DISABLED: {s.disabled_reason}"
         click.echo(f"{s.name}  [{s.kind}, {state}]")
         click.echo(f"  url: {s.url}")
-        click.echo(f"  last success: {_when(s.last_success_at)}  papers seen: {s.papers_seen}  last count: {s.last_fetch_count}")
+        skipped = f" ({s.last_fetch_skipped} skipped)" if s.last_fetch_skipped else ""
+        click.echo(f"  last success: {_when(s.last_success_at)}  papers seen: {s.papers_seen}  last count: {s.last_fetch_count}{skipped}")
         if s.last_error:
             click.echo(f"  last error: {_when(s.last_error_at)} ({s.consecutive_errors} in a row): {s.last_error}")
 

@@ -1,7 +1,8 @@
 """Sources: one module per kind of source. Fetching (network, polite) is kept apart from parsing (pure, over bytes).
 
 Every parser is a pure function `parse_<kind>(data: bytes, *, source_url: str = "") -> ParseResult` and
-never touches the network, the database or the clock. This package knows nothing about the store.
+never touches the network, the database or the clock. Every ParsedPaper it yields has passed
+digest.sources.check.check_paper (types, ranges, lengths). This package knows nothing about the store.
 """
 
 from __future__ import annotations
@@ -40,4 +41,5 @@ class ParseResult:
     kind: str  # detected format: rss10, rss20, atom10, arxiv-api, hf-daily, jsonl...
     title: str = ""  # the feed's own title, when it has one
     warnings: list[str] = field(default_factory=list)  # recovered problems (bozo feeds, skipped records)
+    skipped: int = 0  # entries refused (no title, unreadable...): each also has a warning, until the warnings are capped
     total_results: int | None = None  # arXiv API opensearch:totalResults, for paging

@@ -20,6 +20,7 @@ from digest.sources.clean import (
     normalise_doi,
     paper_key,
     time_from_struct,
+    whole_number,
 )
 from digest.sources.feed import (
     entry_authors,
@@ -35,8 +36,9 @@ from digest.sources.feed import (
 _LISTING_PREFIX = re.compile(r"^arXiv:\S+ Announce Type: ?[\w-]+ Abstract: ?")
 # Legacy RDF titles end with "(arXiv:1209.2411v1 [math.PR])", "(arXiv:0804.1418v4 [math.DG] UPDATED)" or
 # "(arXiv:0901.1155v2 [cs.DS] CROSS LISTED)" (an older paper newly cross-listed).
-_RDF_TITLE_SUFFIX = re.compile(r"\s*\(arXiv:\S+?(?:v(\d+))?\s+\[([^\]]+)\](?:\s+(UPDATED|CROSS LISTED))?\)\s*$")
-_LISTING_TITLE = re.compile(r"^(.*?)\s+updates on arXiv\.org$", re.I)
+# Matched from the last "(arXiv:" only (see _rdf_suffix): searched from every one, it was quadratic.
+_RDF_TITLE_SUFFIX = re.compile(r"\s*\(arXiv:\S+?(?:v(\d+))?\s+\[([^\]]+)\](?:\s+(UPDATED|CROSS LISTED))?\)\s*")
+_LISTING_TITLE = re.compile(r"(.*?) updates on arXiv\.org", re.I)  # on a space-collapsed title (see _listing_title)
 
 
 def is_arxiv_api(parsed: feedparser.FeedParserDict) -> bool:
@@ -44,16 +46,32 @@ def is_arxiv_api(parsed: feedparser.FeedParserDict) -> bool:
     return "opensearch_totalresults" in feed and "arxiv" in f"{feed.get('id', '')} {feed.get('title', '')}".lower()
 
 
+def _listing_title(parsed: feedparser.FeedParserDict) -> re.Match | None:
+    title = parsed.feed.get("title", "")
+    # Spaces collapsed first: "\s+updates" tried at each space of a long run was quadratic.
+    return _LISTING_TITLE.fullmatch(" ".join(title.split())) if "updates on" in title.lower() else None
+
+
 def is_arxiv_listing(parsed: feedparser.FeedParserDict) -> bool:
-    if _LISTING_TITLE.match(parsed.feed.get("title", "").strip()):
+    if _listing_title(parsed):
         return True
     return any(entry.get("arxiv_announce_type") for entry in parsed.entries[:5])
 
 
 def _listed_categories(parsed: feedparser.FeedParserDict) -> frozenset[str]:
     """The archives or categories a listing is for, from its title: "math updates on arXiv.org" -> {"math"}."""
-    match = _LISTING_TITLE.match(parsed.feed.get("title", "").strip())
+    match = _listing_title(parsed)
     return frozenset(re.split(r"[\s,+]+", match.group(1))) if match else frozenset()
+
+
+def _rdf_suffix(title: str) -> re.Match | None:
+    """The legacy RDF "(arXiv:ID [cat] UPDATED)" at the end of a title, from the last "(arXiv:" on."""
+    start = title.rfind("(arXiv:")
+    if start < 0:
+        return None
+    while start > 0 and title[start - 1].isspace():  # the spaces before it go with it
+        start -= 1
+    return _RDF_TITLE_SUFFIX.fullmatch(title, start)
 
 
 def _legacy_announce_type(primary: str, marker: str | None, listed: frozenset[str]) -> str | None:
@@ -86,11 +104,11 @@ def listing_paper(entry, listed: frozenset[str], feed_date) -> ParsedPaper | Non
     categories = [tag["term"] for tag in entry.get("tags") or () if tag.get("term")]
     announce_type = entry.get("arxiv_announce_type") or None
     old_paper = False  # a legacy "CROSS LISTED" paper was first published long ago
-    suffix = _RDF_TITLE_SUFFIX.search(title)
+    suffix = _rdf_suffix(title)
     if suffix:
         old_paper = suffix.group(3) == "CROSS LISTED"
         title = title[: suffix.start()]
-        version = version or (int(suffix.group(1)) if suffix.group(1) else None)
+        version = version or (whole_number(suffix.group(1)) if suffix.group(1) else None)
         primary = suffix.group(2).strip()
         categories = categories or [primary]
         announce_type = announce_type or _legacy_announce_type(primary, suffix.group(3), listed)
@@ -122,8 +140,8 @@ def listing_paper(entry, listed: frozenset[str], feed_date) -> ParsedPaper | Non
 def listing_result(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseResult:
     listed = _listed_categories(parsed)
     feed_date = time_from_struct(dict.get(parsed.feed, "updated_parsed") or dict.get(parsed.feed, "published_parsed"))
-    papers, skipped = papers_from_entries(parsed.entries, lambda entry: listing_paper(entry, listed, feed_date))
-    return ParseResult(papers=papers, kind="arxiv-rss", title=feed_title(parsed), warnings=warnings + skipped)
+    papers, problems, skipped = papers_from_entries(parsed.entries, lambda entry: listing_paper(entry, listed, feed_date))
+    return ParseResult(papers=papers, kind="arxiv-rss", title=feed_title(parsed), warnings=warnings + problems, skipped=skipped)
 
 
 def api_paper(entry) -> ParsedPaper | None:
@@ -156,7 +174,7 @@ def api_paper(entry) -> ParsedPaper | None:
 
 
 def api_result(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseResult:
-    papers, skipped = papers_from_entries(parsed.entries, api_paper)
+    papers, problems, skipped = papers_from_entries(parsed.entries, api_paper)
     total = parsed.feed.get("opensearch_totalresults")
     try:
         total_results = int(total) if total is not None else None
@@ -164,8 +182,8 @@ def api_result(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseR
         total_results = None
         warnings = [*warnings, f"opensearch:totalResults is not a number: {total!r}"]
     return ParseResult(
-        papers=papers, kind="arxiv-api", title=feed_title(parsed), warnings=warnings + skipped,
-        total_results=total_results,
+        papers=papers, kind="arxiv-api", title=feed_title(parsed), warnings=warnings + problems,
+        total_results=total_results, skipped=skipped,
     )
 
 

@@ -2,10 +2,14 @@
 
 Pure string functions over one value at a time; they never look at a whole feed, the network or the store.
 Every regex is compiled once here, because the parsers call these per entry (10,000 entries, 100,000 lines).
+Each runs in time linear in its input, whatever the input (a fetched feed may be 20 MB of hostile text): no regex
+here has nested or overlapping quantifiers that could backtrack over unbounded input, and whitespace runs before a
+fixed token are possessive (`\\s*+`). tests/test_sources_linear.py checks it by doubling hostile fields.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import unicodedata
@@ -15,8 +19,10 @@ from urllib.parse import unquote
 
 # --- HTML -> plain text -------------------------------------------------------------------------------
 
-_SCRIPT_STYLE = re.compile(r"<(script|style)\b[^>]*>.*?(?:</\1\s*>|$)", re.I | re.S)
-_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
+# <script ...>...</script> and <style>: found by their opening name, then str.find for the ">" and the closing tag,
+# never one regex from "<script" to its end (that one rescanned the rest of the text at every unclosed "<script").
+_SCRIPT_STYLE_OPEN = re.compile(r"<(script|style)\b", re.I)
+_SCRIPT_STYLE_CLOSE = {"script": re.compile(r"</script\s*+>", re.I), "style": re.compile(r"</style\s*+>", re.I)}
 # A tag needs a name right after "<" and whitespace, "/" or ">" after the name, so TeX such as
 # "$x<y$" or "a < b" is left alone.
 _TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9:-]*)(?:\s[^<>]*)?/?>|<![A-Za-z][^<>]*>|<\?[^<>]*\?>")
@@ -26,7 +32,7 @@ _BLOCK_TAGS = frozenset(
 )
 # Last line of defence for text that only became markup-like after entity decoding: plain text is stored,
 # so breaking these sequences costs nothing and keeps "<script", "javascript:" and "onload=" out for good.
-_HOSTILE = re.compile(r"<(?=\s*/?\s*script)|(?<=javascript)\s*:|\b(on[a-z]{3,})\s*=(?=\s*[\"'])", re.I)
+_HOSTILE = re.compile(r"<(?=\s*+(?:/\s*+)?script)|(?<=javascript)\s*+:|\b(on[a-z]{3,}+)\s*+=(?=\s*+[\"'])", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -35,9 +41,35 @@ def _tag_space(match: re.Match) -> str:
     return " " if name is None or name.lower() in _BLOCK_TAGS else ""
 
 
+def _drop_scripts(value: str) -> str:
+    """Each <script>/<style> element, up to its closing tag (or the end), becomes one space; an opening tag that never
+    ends with ">" is left for _HOSTILE to defuse."""
+    pieces, start, end = [], 0, len(value)
+    while (found := _SCRIPT_STYLE_OPEN.search(value, start)) is not None:
+        opened = value.find(">", found.end())
+        if opened < 0:  # no ">" after this "<script": none after any later one either
+            break
+        closing = _SCRIPT_STYLE_CLOSE[found.group(1).lower()].search(value, opened + 1)
+        pieces += [value[start:found.start()], " "]
+        start = closing.end() if closing is not None else end
+    return "".join(pieces) + value[start:] if pieces else value
+
+
+def _drop_comments(value: str) -> str:
+    pieces, start = [], 0
+    while (opened := value.find("<!--", start)) >= 0:
+        closed = value.find("-->", opened + 4)
+        pieces += [value[start:opened], " "]
+        start = closed + 3 if closed >= 0 else len(value)
+    return "".join(pieces) + value[start:] if pieces else value
+
+
 def _strip_markup(value: str) -> str:
-    value = _SCRIPT_STYLE.sub(" ", value)
-    value = _COMMENT.sub(" ", value)
+    if "<" not in value:
+        return value
+    value = _drop_scripts(value)
+    if "<!--" in value:
+        value = _drop_comments(value)
     return _TAG.sub(_tag_space, value)
 
 
@@ -86,8 +118,9 @@ _TEX_LETTERS = {
     "oe": "œ", "OE": "Œ", "aa": "å", "AA": "Å", "dh": "ð", "DH": "Ð", "th": "þ", "TH": "Þ", "ng": "ŋ", "NG": "Ŋ",
 }
 # \'e  \'{e}  \' e  \'{\i}  \'\i ; letter commands need braces or a space: \u{g}  \c{C}  \c c
+# One possessive run of spaces after the command (two adjacent \s* backtracked over each other: quadratic).
 _TEX_ACCENT = re.compile(
-    r"""\\(?:([\'`^"~=.])\s*|([uvHckrdb])(?=[\s{]))\s*(?:\{\s*(\\[ij]|[A-Za-z])\s*\}|(\\[ij](?![A-Za-z])|[A-Za-z]))"""
+    r"""\\(?:([\'`^"~=.])|([uvHckrdb])(?=[\s{]))\s*+(?:\{\s*+(\\[ij]|[A-Za-z])\s*+\}|(\\[ij](?![A-Za-z])|[A-Za-z]))"""
 )
 _TEX_LETTER = re.compile(r"\\(ss|ae|AE|oe|OE|aa|AA|dh|DH|th|TH|ng|NG|[ijoOlL])(?![A-Za-z])(?:\{\})?\s?")
 _TEX_BRACES = re.compile(r"[{}]")
@@ -113,7 +146,9 @@ def tex_to_unicode(name: str) -> str:
 
 # --- authors ------------------------------------------------------------------------------------------
 
-_AUTHOR_SPLIT = re.compile(r",(?![^()]*\))|\s+and\s+(?![^()]*\))")  # commas and "and" outside (affiliations)
+# Where names may be cut: commas and " and " (names are space-collapsed first), and the parentheses that tell
+# whether one is inside an affiliation ("A (MIT, CSAIL), B").
+_AUTHOR_CUT = re.compile(r",| and |[()]")
 _INITIALS = re.compile(r"[A-Z]\.(?:[\s-]?[A-Z]\.)*")
 
 
@@ -159,6 +194,28 @@ def _given_first(name: str) -> str:
     return name
 
 
+def _cut_outside_parentheses(value: str) -> list[str]:
+    """`value` cut at each comma and " and " whose next parenthesis is not a ")" (so not inside "(...)").
+
+    One pass from the end remembers the next parenthesis: linear, where a lookahead per comma was quadratic."""
+    cuts: list[tuple[int, int]] = []
+    next_paren = ""
+    for match in reversed(list(_AUTHOR_CUT.finditer(value))):
+        text = match.group()
+        if text in "()":
+            next_paren = text
+        elif next_paren != ")":
+            cuts.append(match.span())
+    if not cuts:
+        return [value]
+    pieces, start = [], 0
+    for begin, end in reversed(cuts):
+        pieces.append(value[start:begin])
+        start = end
+    pieces.append(value[start:])
+    return pieces
+
+
 def split_authors(value: str) -> list[str]:
     """Authors from one joined string: "A, B and C", bioRxiv's "Last, F., Last, F." or "Last, F.; Last, F."."""
     if not value:
@@ -168,7 +225,7 @@ def split_authors(value: str) -> list[str]:
         pieces = [_given_first(piece.strip()) for piece in value.split(";")]
     else:
         pieces = []
-        for piece in _AUTHOR_SPLIT.split(value):
+        for piece in _cut_outside_parentheses(value):
             piece = piece.strip()
             if pieces and _INITIALS.fullmatch(piece) and not _INITIALS.fullmatch(pieces[-1]):
                 pieces[-1] = f"{piece} {pieces[-1]}"  # "LAPALU, N." was cut in two at its comma
@@ -191,7 +248,30 @@ _ARXIV_IN_TEXT = re.compile(
     re.I,
 )
 _ARXIV_BARE = re.compile(r"(?:arxiv:\s*)?" + _ID + r"(?:\.pdf)?", re.I)
-_ARXIV_LAST_SEGMENT = re.compile(r"/(\d{4}\.\d{4,5})(?:v(\d+))?(?:\.pdf)?/?(?:[?#].*)?$")
+# A URL's last path segment, up to a query, a fragment or the end: matched in a short window before each of those.
+_ARXIV_SEGMENT = re.compile(r"/(\d{4}\.\d{4,5})(?:v(\d{1,20}))?(?:\.pdf)?/?\Z")
+_SEGMENT_WINDOW = 40  # "/" + 10 + "v" + 20 digits + ".pdf/"
+_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
+# int() of a long digit string is quadratic (and refused past 4,300 digits): a version or count of more digits than
+# this is out of any column's range anyway, and becomes TOO_BIG for the record check to drop with a warning.
+_MAX_DIGITS = 20
+TOO_BIG = 10**_MAX_DIGITS
+
+
+def whole_number(digits: str) -> int:
+    """int(digits) for a string of ASCII digits, or TOO_BIG when it has more than 20 (never a slow conversion)."""
+    return int(digits) if len(digits) <= _MAX_DIGITS else TOO_BIG
+
+
+def _last_segment_id(value: str) -> re.Match | None:
+    """The leftmost "/ID[vN][.pdf][/]" that ends at a "?", a "#" or the end of the value's last line."""
+    line = value[value.rfind("\n") + 1:]
+    ends = [found.start() for found in _QUERY_OR_FRAGMENT.finditer(line)] + [len(line)]
+    for end in ends:
+        match = _ARXIV_SEGMENT.search(line, max(0, end - _SEGMENT_WINDOW), end)
+        if match is not None:
+            return match
+    return None
 
 
 def _arxiv_match(match: re.Match | None) -> tuple[str, int | None] | None:
@@ -206,7 +286,7 @@ def _arxiv_match(match: re.Match | None) -> tuple[str, int | None] | None:
         ident = f"{archive}/{number}"
     elif not 1 <= int(ident[2:4]) <= 12:  # YYMM
         return None
-    return ident, int(match.group(2)) if match.group(2) else None
+    return ident, whole_number(match.group(2)) if match.group(2) else None
 
 
 def arxiv_id_in(value: str | None) -> tuple[str, int | None] | None:
@@ -221,7 +301,7 @@ def arxiv_id_in(value: str | None) -> tuple[str, int | None] | None:
     if found is None and ("arxiv" in value or "arXiv" in value or "ARXIV" in value):
         found = _arxiv_match(_ARXIV_IN_TEXT.search(value))
     if found is None and "/" in value:
-        found = _arxiv_match(_ARXIV_LAST_SEGMENT.search(value))
+        found = _arxiv_match(_last_segment_id(value))
     return found
 
 
@@ -245,8 +325,10 @@ def normalise_doi(value: str | None) -> str | None:
     if match is None:
         return None
     doi = match.group(0).rstrip(".,;:'\"")
-    while doi.endswith(")") and doi.count("(") < doi.count(")"):
-        doi = doi[:-1]
+    # A ")" that closes nothing is the prose around the DOI ("(see 10.1/x)"): trimmed by counting once, not per ")".
+    unbalanced = doi.count(")") - doi.count("(")
+    if unbalanced > 0 and doi.endswith(")"):
+        doi = doi[: len(doi) - min(unbalanced, len(doi) - len(doi.rstrip(")")))]
     return doi.lower()
 
 
@@ -254,7 +336,12 @@ def normalise_doi(value: str | None) -> str | None:
 
 _NOT_WORD = re.compile(r"[\W_]+")
 _ASCII_PUNCTUATION = str.maketrans({char: " " for char in map(chr, range(128)) if not char.isalnum()})
-_MAX_TITLE_KEY = 400  # the key column holds 512 characters
+_MAX_TITLE_KEY = 400
+# A key longer than this is cut and ends with a hash of the whole key: a unique btree index on PostgreSQL refuses
+# entries over ~2,700 bytes, and 512 characters of UTF-8 stay below that. Shorter keys are never changed, so rows
+# stored by older versions (whose key column held 512 characters) keep matching.
+MAX_KEY = 512
+_KEY_HASH = 64  # hex digits of SHA-256
 
 
 def normalise_title(title: str) -> str:
@@ -269,12 +356,20 @@ def normalise_title(title: str) -> str:
 
 
 def paper_key(arxiv_id: str | None, doi: str | None, title: str) -> str:
-    """The canonical dedupe key: versionless arXiv id, else normalised DOI, else normalised title."""
+    """The canonical dedupe key: versionless arXiv id, else normalised DOI, else normalised title; at most MAX_KEY
+    characters (see bounded_key)."""
     if arxiv_id:
-        return f"arxiv:{arxiv_id}"
+        return bounded_key(f"arxiv:{arxiv_id}")
     if doi:
-        return f"doi:{doi}"
+        return bounded_key(f"doi:{doi}")
     return f"title:{normalise_title(title)}"
+
+
+def bounded_key(key: str) -> str:
+    """`key` itself when it has at most MAX_KEY characters, else its start, "#" and the SHA-256 of the whole."""
+    if len(key) <= MAX_KEY:
+        return key
+    return f"{key[:MAX_KEY - _KEY_HASH - 1]}#{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 # --- times ------------------------------------------------------------------------------------------
@@ -305,10 +400,13 @@ def parse_time(value) -> datetime | None:
         except ValueError:
             try:
                 moment = parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 raise ValueError(f"not a date: {text[:40]!r}") from None
     else:
         raise ValueError(f"not a date: {value!r}")
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is in year 10000 in UTC
+        raise ValueError(f"date out of range: {value!s:.40}") from None

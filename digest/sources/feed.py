@@ -14,6 +14,7 @@ import feedparser
 
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
+from digest.sources.check import check_paper, unexpected
 from digest.sources.clean import (
     arxiv_id_in,
     arxiv_urls,
@@ -22,12 +23,12 @@ from digest.sources.clean import (
     paper_key,
     split_authors,
     time_from_struct,
+    whole_number,
 )
 
 # python-feedgen mirrors of HF daily papers (huangboming) put authors, upvotes and the abstract in the description.
-_HF_MIRROR_AUTHORS = re.compile(r"<b>Authors:</b>(.*?)</p>", re.S)
-_HF_MIRROR_UPVOTES = re.compile(r"<b>Upvotes:</b>\s*(\d+)")
-_HF_MIRROR_SUMMARY = re.compile(r"<b>Summary:</b>(.*?)(?:</p>\s*)?$", re.S)
+# The authors and summary are cut out with str.find (a lazy regex retried at every "<b>Authors:</b>" was quadratic).
+_HF_MIRROR_UPVOTES = re.compile(r"<b>Upvotes:</b>\s*+(\d+)")
 _ENTRY_CLOSE = (b"</entry>", b"</item>", b":entry>", b":item>")
 
 
@@ -170,30 +171,62 @@ def paper_from_entry(entry) -> ParsedPaper | None:
     )
 
 
+def _between(text: str, start: str, end: str | None) -> str | None:
+    """The text after the first `start`, up to the next `end` (None: to the end); None when either is missing."""
+    found = text.find(start)
+    if found < 0:
+        return None
+    found += len(start)
+    if end is None:
+        return text[found:]
+    stop = text.find(end, found)
+    return text[found:stop] if stop >= 0 else None
+
+
 def _read_hf_mirror(description: str) -> tuple[str, list[str], int | None]:
-    authors_match = _HF_MIRROR_AUTHORS.search(description)
+    authors = _between(description, "<b>Authors:</b>", "</p>")
     upvotes_match = _HF_MIRROR_UPVOTES.search(description)
-    summary_match = _HF_MIRROR_SUMMARY.search(description)
-    authors = split_authors(html_to_text(authors_match.group(1))) if authors_match else []
-    upvotes = int(upvotes_match.group(1)) if upvotes_match else None
-    return (summary_match.group(1) if summary_match else description), authors, upvotes
+    summary = _between(description, "<b>Summary:</b>", None)
+    if summary is not None:
+        summary = summary.rstrip()
+        summary = summary[:-4] if summary.endswith("</p>") else summary
+    upvotes = whole_number(upvotes_match.group(1)) if upvotes_match else None
+    return (description if summary is None else summary), split_authors(html_to_text(authors)) if authors else [], upvotes
 
 
-def papers_from_entries(entries, convert) -> tuple[list[ParsedPaper], list[str]]:
-    """Convert each entry; an entry that cannot be a paper is skipped with a warning naming it.
-    Raises FeedError when there are entries and none of them is a paper."""
+def papers_from_entries(entries, convert) -> tuple[list[ParsedPaper], list[str], int]:
+    """Convert and check (digest.sources.check) each entry: (papers, warnings, entries skipped). An entry that cannot
+    be a paper, or that the converter trips on, is skipped with a warning naming it; a value out of range is dropped
+    with a warning. Raises FeedError when there are entries and none of them is a paper."""
     papers: list[ParsedPaper] = []
     warnings: list[str] = []
+    skipped, first_refusal = 0, ""
     for number, entry in enumerate(entries, 1):
-        paper = convert(entry)
-        if paper is None:
-            label = entry.get("id") or entry.get("link") or ""
-            warnings.append(f"entry {number}{f' ({label})' if label else ''}: no title, skipped")
-        else:
+        problems: list[str] = []
+        try:
+            paper = convert(entry)
+            if paper is None:
+                raise ValueError("no title")
+            problems += check_paper(paper)
             papers.append(paper)
+        except ValueError as exc:
+            skipped += 1
+            problems.append(f"{exc}, skipped")
+        except Exception as exc:  # noqa: BLE001 - a wall around each entry: one the parser trips on is skipped
+            skipped += 1
+            problems.append(f"{unexpected(exc)}, skipped")
+        if problems:
+            label = _entry_label(entry)
+            warnings += [f"entry {number}{f' ({label})' if label else ''}: {problem}" for problem in problems]
+            first_refusal = first_refusal or (warnings[-1] if skipped else "")
     if entries and not papers:
-        raise FeedError(f"no usable entry among {len(entries)} ({warnings[0]})")
-    return papers, warnings
+        raise FeedError(f"no usable entry among {len(entries)} ({first_refusal})")
+    return papers, warnings, skipped
+
+
+def _entry_label(entry) -> str:
+    label = entry.get("id") or entry.get("link") or ""
+    return label if isinstance(label, str) and len(label) <= 200 else ""
 
 
 def feed_title(parsed: feedparser.FeedParserDict) -> str:
@@ -201,10 +234,9 @@ def feed_title(parsed: feedparser.FeedParserDict) -> str:
 
 
 def papers_from_feed(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseResult:
-    papers, skipped = papers_from_entries(parsed.entries, paper_from_entry)
-    return ParseResult(
-        papers=papers, kind=parsed.get("version") or "feed", title=feed_title(parsed), warnings=warnings + skipped
-    )
+    papers, problems, skipped = papers_from_entries(parsed.entries, paper_from_entry)
+    return ParseResult(papers=papers, kind=parsed.get("version") or "feed", title=feed_title(parsed),
+                       warnings=warnings + problems, skipped=skipped)
 
 
 def parse_feed(data: bytes, *, source_url: str = "") -> ParseResult:

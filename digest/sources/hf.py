@@ -10,18 +10,31 @@ import json
 
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
+from digest.sources.check import check_paper, unexpected
 from digest.sources.clean import arxiv_id_in, arxiv_urls, clean_name, html_to_text, paper_key, parse_time
 
 _MAX_WARNINGS = 20
 
 
-def _item_paper(item: dict) -> ParsedPaper:
+def _text(container: dict, field: str, problems: list[str]) -> str | None:
+    """A text field; a value of another type (a list, a number, an object) is dropped with a warning."""
+    value = container.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    problems.append(f"'{field}' is not text, dropped")
+    return None
+
+
+def _item_paper(item: dict, problems: list[str]) -> ParsedPaper:
     """One list item ({paper: {...}, title, summary...}) or one bare paper record. Raises ValueError."""
     paper = item.get("paper") if isinstance(item.get("paper"), dict) else item
     ident = paper.get("id")
     if not isinstance(ident, str) or not ident.strip():
         raise ValueError("no paper id")
-    title = html_to_text(paper.get("title") or item.get("title") or "")
+    title = paper.get("title") or item.get("title")
+    if title is not None and not isinstance(title, str):
+        raise ValueError("'title' is not text")
+    title = html_to_text(title)
     if not title:
         raise ValueError("no title")
     found = arxiv_id_in(ident)
@@ -30,31 +43,41 @@ def _item_paper(item: dict) -> ParsedPaper:
     if arxiv_id:
         url, pdf_url = arxiv_urls(arxiv_id)
     authors = []
-    for author in paper.get("authors") or ():
+    listed = paper.get("authors")
+    if listed is None:
+        listed = ()
+    elif not isinstance(listed, list):
+        problems.append("'authors' is not a list, dropped")
+        listed = ()
+    for author in listed:
         name = author.get("name") if isinstance(author, dict) else author
         if isinstance(name, str) and name.strip():
             authors.append(clean_name(name))
     upvotes = paper.get("upvotes")
-    github = paper.get("githubRepo")
+    if upvotes is not None and (isinstance(upvotes, bool) or not isinstance(upvotes, int)):
+        problems.append("'upvotes' is not a whole number, dropped")
+        upvotes = None
+    github = _text(paper, "githubRepo", problems)
     published = None
+    when = paper.get("publishedAt") or item.get("publishedAt")
     try:
-        published = parse_time(paper.get("publishedAt") or item.get("publishedAt"))
-    except ValueError:
-        pass
+        published = parse_time(when)
+    except ValueError as exc:
+        problems.append(f"'publishedAt': {exc}, dropped")
     return ParsedPaper(
         key=paper_key(arxiv_id, None, title),
         ident=arxiv_id or ident.strip(),
         title=title,
-        abstract=html_to_text(paper.get("summary") or item.get("summary") or ""),
+        abstract=html_to_text(_text(paper, "summary", problems) or _text(item, "summary", problems) or ""),
         authors=authors,
         arxiv_id=arxiv_id,
         version=found[1] if found else None,
         url=url,
         pdf_url=pdf_url,
         published=published,
-        upvotes=upvotes if isinstance(upvotes, int) and not isinstance(upvotes, bool) else None,
-        ai_summary=html_to_text(paper.get("ai_summary")) or None,
-        github_repo=github.strip() if isinstance(github, str) and github.strip() else None,
+        upvotes=upvotes,
+        ai_summary=html_to_text(_text(paper, "ai_summary", problems)) or None,
+        github_repo=github.strip() if github and github.strip() else None,
         item_id=ident.strip(),
     )
 
@@ -64,7 +87,9 @@ def parse_hf_daily(data: bytes, *, source_url: str = "") -> ParseResult:
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise FeedError(f"not valid JSON: {exc}") from exc
+        raise FeedError(f"not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[... 100,000 deep: the decoder recurses once per level
+        raise FeedError("JSON nested too deeply") from None
     if isinstance(document, dict):
         if "error" in document and "id" not in document:
             raise FeedError(f"Hugging Face API error: {html_to_text(str(document['error']))}")
@@ -73,15 +98,25 @@ def parse_hf_daily(data: bytes, *, source_url: str = "") -> ParseResult:
         raise FeedError(f"expected a JSON list of daily papers, got a JSON {type(document).__name__}")
     papers: list[ParsedPaper] = []
     warnings: list[str] = []
+    skipped, first_refusal = 0, ""
     for number, item in enumerate(document, 1):
+        problems: list[str] = []
         try:
             if not isinstance(item, dict):
                 raise ValueError("not a JSON object")
-            papers.append(_item_paper(item))
+            paper = _item_paper(item, problems)
+            problems += check_paper(paper)
+            papers.append(paper)
         except ValueError as exc:
-            warnings.append(f"item {number}: {exc}, skipped")
+            skipped += 1
+            problems.append(f"{exc}, skipped")
+        except Exception as exc:  # noqa: BLE001 - a wall around each item: one the parser trips on is skipped
+            skipped += 1
+            problems.append(f"{unexpected(exc)}, skipped")
+        warnings += [f"item {number}: {problem}" for problem in problems]
+        first_refusal = first_refusal or (warnings[-1] if skipped else "")
     if document and not papers:
-        raise FeedError(f"no usable paper among {len(document)} items ({warnings[0]})")
+        raise FeedError(f"no usable paper among {len(document)} items ({first_refusal})")
     if len(warnings) > _MAX_WARNINGS:
-        warnings[_MAX_WARNINGS:] = [f"... and {len(warnings) - _MAX_WARNINGS} more items skipped"]
-    return ParseResult(papers=papers, kind="hf-daily", warnings=warnings)
+        warnings[_MAX_WARNINGS:] = [f"... and {len(warnings) - _MAX_WARNINGS} more warnings"]
+    return ParseResult(papers=papers, kind="hf-daily", warnings=warnings, skipped=skipped)

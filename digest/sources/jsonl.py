@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
+from digest.sources.check import check_paper, unexpected
 from digest.sources.clean import (
     are_plain_names,
     arxiv_id_in,
@@ -25,6 +26,7 @@ from digest.sources.clean import (
     paper_key,
     parse_time,
     split_authors,
+    whole_number,
 )
 
 _MAX_WARNINGS = 20
@@ -55,8 +57,8 @@ def _split_categories(value: str) -> list[str]:
 
 
 def record_paper(record: dict, warnings: list[str], where: str) -> ParsedPaper:
-    """One record as a paper; raises ValueError when a required field is missing or wrong.
-    A wrong optional field is dropped with a warning, the record kept."""
+    """One record as a paper, checked (digest.sources.check); raises ValueError when a required field is missing or
+    wrong. A wrong optional field is dropped with a warning, the record kept."""
     ident = record.get("id")
     title = record.get("title")
     abstract = record.get("abstract")
@@ -94,6 +96,8 @@ def record_paper(record: dict, warnings: list[str], where: str) -> ParsedPaper:
     )
     if len(record) > 3:
         _read_optional(record, paper, warnings, where)
+    for problem in check_paper(paper):
+        warnings.append(f"{where}: {problem}")
     return paper
 
 
@@ -112,7 +116,7 @@ def _read_optional(record: dict, paper: ParsedPaper, warnings: list[str], where:
             elif isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
                 raise ValueError(f"'upvotes' is not a whole number: {value!r}")
             else:
-                paper.upvotes = int(value)
+                paper.upvotes = value if isinstance(value, int) else whole_number(value.strip())
         except ValueError as exc:
             warnings.append(f"{where}: {exc}; field ignored")
 
@@ -161,11 +165,14 @@ class JsonlReader:
                 record, end = _scan_json(line, 0)
                 if end != len(line):
                     raise ValueError("not a whole line")
-            except (StopIteration, ValueError):
+            except (StopIteration, ValueError, RecursionError):
                 try:
                     record = loads(line)
                 except ValueError as exc:
-                    self._skip(f"line {number}: not valid JSON ({exc.msg})")
+                    self._skip(f"line {number}: not valid JSON ({getattr(exc, 'msg', exc)})")
+                    continue
+                except RecursionError:  # [[[[... 100,000 deep: the decoder recurses once per level
+                    self._skip(f"line {number}: JSON nested too deeply")
                     continue
             if not isinstance(record, dict):
                 self._skip(f"line {number}: not a JSON object")
@@ -174,6 +181,8 @@ class JsonlReader:
                 papers.append(record_paper(record, warnings, f"line {number}"))
             except ValueError as exc:
                 self._skip(f"line {number}: {exc}, skipped")
+            except Exception as exc:  # noqa: BLE001 - a wall around each line: one the parser trips on is skipped
+                self._skip(f"line {number}: {unexpected(exc)}, skipped")
         self._number = number
         self.ignored.extend(warnings[:_MAX_WARNINGS - len(self.ignored)])
         self.ignored_count += len(warnings)
@@ -228,4 +237,4 @@ def parse_jsonl(data: bytes, *, source_url: str = "") -> ParseResult:
     finally:
         if collecting:
             gc.enable()
-    return ParseResult(papers=papers, kind="jsonl", warnings=reader.finish())
+    return ParseResult(papers=papers, kind="jsonl", warnings=reader.finish(), skipped=reader.skipped_count)

@@ -67,6 +67,8 @@ def _is_hf_paper_record(data: bytes) -> bool:
         document = json.loads(data)
     except ValueError:
         return False  # several lines of JSON: JSON Lines
+    except RecursionError:  # {"paper": {"paper": ... 100,000 deep
+        raise FeedError("JSON nested too deeply") from None
     if not isinstance(document, dict):
         return False
     if "paper" in document or ("summary" in document and "abstract" not in document):

@@ -1,7 +1,9 @@
 """Papers in the store: the deduplicating bulk upsert and the queries that list and find papers.
 
 One row per canonical key (UNIQUE in the database); writes are batched core INSERT ... ON CONFLICT
-statements, never one ORM object per row. This module knows nothing about feeds or the network.
+statements, never one ORM object per row. A batch the database refuses because of one row's value is written
+again row by row, each in its own savepoint, and only the refused rows are skipped (UpsertReport.skipped).
+This module knows nothing about feeds or the network.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import functools
 import gc
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii
 from typing import Any, Iterable, Iterator
@@ -40,12 +42,18 @@ class UpsertReport:
     updated: int = 0
     unchanged: int = 0
     linked: int = 0  # papers this source had not carried before (new or already stored from another source)
+    skipped: list[str] = field(default_factory=list)  # "IDENT: why", one per paper the database refused
 
     def add(self, other: "UpsertReport") -> None:
         self.new += other.new
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.linked += other.linked
+        self.skipped += other.skipped
+
+    @property
+    def stored(self) -> int:
+        return self.new + self.updated + self.unchanged
 
 
 def upsert_papers(target: Engine | Session | Connection, source_id: int, parsed: list[ParsedPaper], now: datetime) -> UpsertReport:
@@ -73,6 +81,7 @@ def upsert_papers(target: Engine | Session | Connection, source_id: int, parsed:
 
 def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: datetime) -> UpsertReport:
     report = UpsertReport()
+    _begin_sqlite_transaction(conn)
     rows: dict[str, dict[str, Any]] = {}
     item_ids: dict[str, str | None] = {}
     for paper in parsed:  # the same key twice in one batch is folded first
@@ -83,33 +92,88 @@ def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: da
         else:
             rows[key] = row
             item_ids[key] = paper.item_id or paper.ident
-    write_papers, write_links = _statements(conn.dialect)
     for keys in _chunks(list(rows), BATCH_SIZE):
-        existing = {r["key"]: r for r in conn.execute(_ROWS_BY_KEY, {"keys": keys}).mappings()}
-        writes, seen = [], []
-        for key in keys:
-            old = existing.get(key)
-            if old is None:
-                row = rows[key]
-                row["first_seen"] = row["last_seen"] = now
-                writes.append(row)
-                report.new += 1
-                continue
-            merged = merge_rows(dict(old), rows[key])
-            if any(merged[c] != old[c] for c in CONTENT):
-                writes.append({**{c: merged[c] for c in CONTENT}, "key": key, "first_seen": old["first_seen"], "last_seen": now})
-                report.updated += 1
-            else:
-                seen.append(key)
-                report.unchanged += 1
-        write_papers.run(conn, writes)
-        if seen:
-            conn.execute(sa.update(PAPER).where(PAPER.c.key.in_(seen)).values(last_seen=now))
-        ids = existing_ids = {k: r["id"] for k, r in existing.items()}
-        missing = [k for k in keys if k not in existing_ids]
-        if missing:
-            ids = {**existing_ids, **dict(conn.execute(_IDS_BY_KEY, {"keys": missing}).all())}
-        report.linked += write_links.run(conn, [{"paper_id": ids[k], "source_id": source_id, "item_id": item_ids[k], "first_seen": now} for k in keys])
+        try:
+            with conn.begin_nested():
+                report.add(_write_chunk(conn, source_id, keys, rows, item_ids, now))
+            continue
+        except _ROW_ERRORS as exc:
+            if not refuses_a_value(exc):
+                raise
+        for key in keys:  # one value spoiled the batch: each row alone, so only the refused ones are lost
+            try:
+                with conn.begin_nested():
+                    report.add(_write_chunk(conn, source_id, [key], rows, item_ids, now))
+            except _ROW_ERRORS as exc:
+                if not refuses_a_value(exc):
+                    raise
+                report.skipped.append(f"{rows[key]['ident']}: the database refused it ({_reason(exc)})")
+    return report
+
+
+def _begin_sqlite_transaction(conn: Connection) -> None:
+    """Open SQLite's transaction now, if the driver has not yet. sqlite3 (pysqlite) opens it only before the first
+    write, and a SAVEPOINT issued outside one makes its own transaction, which RELEASE commits: the caller's rollback
+    would then undo nothing. IMMEDIATE takes the write lock at once (waiting busy_timeout), as the upsert writes."""
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# What a write raises when the database (or its driver) refuses a value: SQLAlchemy's wrappers, and the driver's own
+# conversion errors (sqlite3 raises OverflowError for an integer past 64 bits, UnicodeEncodeError for a lone surrogate).
+_ROW_ERRORS = (SQLAlchemyError, ValueError, TypeError, OverflowError)
+# PostgreSQL SQLSTATE classes that are about one row's values: data exception, integrity constraint violation,
+# program limit exceeded (an index row too big). Anything else (a lost connection, a lock) is about the database.
+_ROW_SQLSTATES = ("22", "23", "54")
+
+
+def refuses_a_value(exc: BaseException) -> bool:
+    """True when `exc` says the database refused a value of the rows written, not that it cannot be used at all."""
+    if not isinstance(exc, SQLAlchemyError):
+        return True  # a driver's conversion error
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return isinstance(exc, sa.exc.StatementError)  # a value a column's type could not convert
+    if exc.connection_invalidated:
+        return False
+    state = getattr(exc.orig, "sqlstate", None)
+    if state:
+        return state[:2] in _ROW_SQLSTATES
+    return isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError))  # SQLite: a constraint, or a string too big
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _write_chunk(conn: Connection, source_id: int, keys: list[str], rows: dict[str, dict[str, Any]],
+                 item_ids: dict[str, str | None], now: datetime) -> UpsertReport:
+    report = UpsertReport()
+    write_papers, write_links = _statements(conn.dialect)
+    existing = {r["key"]: r for r in conn.execute(_ROWS_BY_KEY, {"keys": keys}).mappings()}
+    writes, seen = [], []
+    for key in keys:
+        old = existing.get(key)
+        if old is None:
+            row = {**rows[key], "first_seen": now, "last_seen": now}
+            writes.append(row)
+            report.new += 1
+            continue
+        merged = merge_rows(dict(old), rows[key])
+        if any(merged[c] != old[c] for c in CONTENT):
+            writes.append({**{c: merged[c] for c in CONTENT}, "key": key, "first_seen": old["first_seen"], "last_seen": now})
+            report.updated += 1
+        else:
+            seen.append(key)
+            report.unchanged += 1
+    write_papers.run(conn, writes)
+    if seen:
+        conn.execute(sa.update(PAPER).where(PAPER.c.key.in_(seen)).values(last_seen=now))
+    ids = existing_ids = {k: r["id"] for k, r in existing.items()}
+    missing = [k for k in keys if k not in existing_ids]
+    if missing:
+        ids = {**existing_ids, **dict(conn.execute(_IDS_BY_KEY, {"keys": missing}).all())}
+    report.linked += write_links.run(conn, [{"paper_id": ids[k], "source_id": source_id, "item_id": item_ids[k], "first_seen": now} for k in keys])
     return report
 
 

@@ -75,18 +75,21 @@ def record_fetch_success(
     *,
     count: int | None,
     new_papers: int = 0,
+    skipped: int = 0,
     etag: str | None = None,
     last_modified: str | None = None,
     url: str | None = None,
 ) -> None:
-    """A fetch that worked. `count` None means the server said "not modified" (the last count stays);
-    `new_papers` adds to papers_seen (papers this source carried for the first time);
-    `url` is the new address after a permanent redirect."""
+    """A fetch that worked. `count` (papers stored) None means the server said "not modified" (the last count and
+    `skipped` stay); `new_papers` adds to papers_seen (papers this source carried for the first time); `skipped` is
+    how many entries were refused (by the record check or the database); `url` is the new address after a permanent
+    redirect."""
     source.last_fetch_at = source.last_success_at = now
     source.consecutive_errors = 0
     source.last_error = None
     if count is not None:
         source.last_fetch_count = count
+        source.last_fetch_skipped = skipped
         source.etag, source.last_modified = etag, last_modified
     source.papers_seen += new_papers
     if url and url != source.url:

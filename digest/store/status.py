@@ -27,7 +27,8 @@ class SourceHealth:
     enabled: bool
     last_fetch_at: datetime | None
     last_success_at: datetime | None
-    last_fetch_count: int  # entries in the last successful fetch that changed (a 304 keeps the count)
+    last_fetch_count: int  # papers stored by the last successful fetch that changed (a 304 keeps the count)
+    last_fetch_skipped: int  # entries that fetch refused (by the record check or the database)
     consecutive_errors: int
     last_error: str | None
     disabled_reason: str | None
