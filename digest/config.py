@@ -63,6 +63,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("web_port", 8080, "port `digest web` listens on", "int", minimum=1, maximum=65535),
     Option("subscribe_limit", 10, "subscribe attempts allowed per client address in each subscribe_window", "int", minimum=1),
     Option("subscribe_window", 600.0, "seconds of the subscribe rate-limit window", "float", minimum=1),
+    Option("confirm_interval", 600.0, "least seconds between two confirmation emails to one address, whoever asks for them", "float", minimum=0),
+    Option("confirm_daily_limit", 3, "most confirmation emails one address gets in 24 hours, whoever asks for them", "int", minimum=1),
     Option("web_connection_limit", 1000, "connections `digest web` holds open at once; at the limit the longest idle are closed (it raises its open-files limit to fit)", "int", minimum=10),
     Option("web_idle_timeout", 30, "seconds `digest web` keeps a connection with no request in progress open", "int", minimum=1),
     Option("web_request_timeout", 30, "seconds a client has to send a whole request once it began; a slower one (slow loris) is disconnected", "int", minimum=1),

@@ -135,6 +135,10 @@ class Subscriber(SQLModel, table=True):
     confirmed_at: Optional[datetime] = _ts()
     unsubscribed_at: Optional[datetime] = _ts()
     last_digest_at: Optional[datetime] = _ts()
+    # The per-address cap on confirmation emails (digest.store.subscribers.request_confirmation): when those of
+    # the last 24 hours went out (ISO times), and a counter bumped with each change for a compare-and-set.
+    confirm_emails: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    confirm_version: int = Field(default=0, sa_column=Column(sa.Integer, nullable=False, server_default="0"))
 
 
 class Feedback(SQLModel, table=True):

@@ -28,10 +28,11 @@ from .store.subscribers import (
     get_subscriber,
     record_feedback,
     remove_feedback,
+    release_confirmation,
     remove_subscriber,
+    request_confirmation,
     set_status,
     spend_token,
-    subscribe_pending,
     token_used,
     update_subscriber,
     validate_email,
@@ -99,13 +100,21 @@ def subscribe():
         return _subscribe_form_error(exc.field, exc.reason)
     except InputError:
         return _subscribe_form_error("email", "Please enter a valid email address, such as ada@example.org.")
-    now = ctx.now()
+    now, settings = ctx.now(), ctx.settings
     with session_scope(ctx.engine) as session:
-        sub = subscribe_pending(session, address, fields, now)
-        message = compose_confirmation(ctx.settings, sub.email, ctx.make_token("confirm", sub), now)
+        # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb.
+        sub = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
+        message = compose_confirmation(settings, sub.email, ctx.make_token("confirm", sub), now) if sub is not None else None
+    if sub is None:
+        log.info("subscribe: this address had its confirmation emails for now, nothing sent")
+        return _check_inbox()
     try:
         ctx.send(message, address)
-    except DigestError as exc:
+    except Exception as exc:
+        with session_scope(ctx.engine) as session:  # not sent: the slot is the reader's again
+            release_confirmation(session, sub.id, now)
+        if not isinstance(exc, DigestError):
+            raise
         log.error("subscribe: the confirmation email could not be sent: %s", exc)
         return message_page("Please try again later", "We could not send the confirmation email just now. Please try again in a few minutes.", 503)
     return _check_inbox()

@@ -25,7 +25,9 @@ from digest.store.subscribers import (
     list_subscribers,
     record_feedback,
     remove_feedback,
+    release_confirmation,
     remove_subscriber,
+    request_confirmation,
     resolve_papers,
     set_status,
     spend_token,
@@ -320,6 +322,108 @@ def test_subscribe_pending_on_existing_subscriber(engine, status, expected):
         assert (again.id, again.status) == (sub.id, expected)
         assert again.interests == (["probing"] if expected != "pending" else ["steering"])
     assert count(engine, Subscriber) == 1
+
+
+CAPS = {"interval": 600, "daily_limit": 3}  # the defaults: one per 10 minutes, 3 a day
+
+
+def ask(engine, at: datetime, email: str = "ada@example.org", interests: tuple[str, ...] = ("probing",), **caps) -> Subscriber | None:
+    """One subscribe request in its own transaction, as the web page makes it."""
+    with session_scope(engine) as session:
+        return request_confirmation(session, email, SubscriberInput(interests=list(interests)), at, **{**CAPS, **caps})
+
+
+@pytest.mark.parametrize(
+    "minutes, allowed",
+    [(0, True), (5, False), (11, True), (22, True), (33, False), (23 * 60 + 59, False), (24 * 60 + 1, True)],
+    ids=["first", "within-10-min", "second", "third", "fourth-in-24h", "still-3-in-the-last-24h", "first-left-the-24h"],
+)
+def test_request_confirmation_caps_per_address(engine, minutes, allowed):
+    # Each case replays the requests before it: at 0, 11 and 22 minutes three emails go out.
+    steps = [0, 5, 11, 22, 33, 23 * 60 + 59, 24 * 60 + 1]
+    results = [ask(engine, NOW + timedelta(minutes=m)) is not None for m in steps[: steps.index(minutes) + 1]]
+    assert results[-1] is allowed
+    assert count(engine, Subscriber) == 1  # every request reused the one pending row
+
+
+def test_request_confirmation_refused_changes_nothing(engine):
+    first = ask(engine, NOW, interests=("probing",))
+    assert ask(engine, NOW + timedelta(minutes=1), interests=("stranger's words",)) is None
+    with session_scope(engine) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        assert (sub.id, sub.status, sub.interests) == (first.id, "pending", ["probing"])
+        assert sub.confirm_emails == [NOW.isoformat()]
+
+
+def test_request_confirmation_settings_change_the_caps(engine):
+    assert [ask(engine, NOW + timedelta(seconds=s), interval=0, daily_limit=5) is not None for s in range(7)] == [True] * 5 + [False] * 2
+
+
+def test_release_confirmation_gives_the_slot_back(engine):
+    sub = ask(engine, NOW)
+    assert ask(engine, NOW + timedelta(seconds=1)) is None
+    with session_scope(engine) as session:
+        release_confirmation(session, sub.id, NOW)  # the email could not be sent
+    assert ask(engine, NOW + timedelta(seconds=2)) is not None
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-address", "pending-address"])
+def test_request_confirmation_concurrent_requests_pass_once(engine, existing):
+    """Twelve requests for one address at the same moment, each in its own transaction and connection:
+    one row, one email. The UNIQUE email (a new address) and the cap's compare-and-set (a pending one,
+    whose last email left the 24 hours) decide, on SQLite and PostgreSQL."""
+    import threading
+
+    if existing:
+        assert ask(engine, NOW - timedelta(days=2)) is not None
+    start, results, errors = threading.Barrier(12), [], []
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            results.append(ask(engine, NOW, interests=(f"topic {i}",)))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and len(results) == 12
+    assert sum(r is not None for r in results) == 1
+    assert count(engine, Subscriber) == 1
+    with session_scope(engine) as session:
+        assert len(get_subscriber(session, "ada@example.org").confirm_emails) == 1
+
+
+def test_confirmation_caps_migration_upgrades_a_database_in_place(db_url):
+    """A database at the revision before 0003, with a pending subscriber in it, upgrades in place (and back)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from digest.store import _alembic_config, init_db, open_engine
+
+    engine = open_engine(db_url)
+    config = _alembic_config(engine)
+    previous = ScriptDirectory.from_config(config).get_revision("0003").down_revision
+    command.upgrade(config, previous)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO subscriber (email, name, status, interests, seed_papers, muted_terms, muted_authors, categories, max_papers,"
+            " trending_weight, send_at, tz, frequency, consecutive_bounces, token_version, created_at)"
+            " VALUES ('ada@example.org', 'Ada', 'pending', '[\"probing\"]', '[]', '[]', '[]', '[]', 10, 0.2, '07:00', 'UTC', 'daily', 0, 7,"
+            " '2025-03-10 06:00:00')"))
+    init_db(engine)
+    with session_scope(engine) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        assert (sub.name, sub.status, sub.interests, sub.token_version) == ("Ada", "pending", ["probing"], 7)
+        assert (sub.confirm_emails, sub.confirm_version) == ([], 0)
+    assert ask(engine, NOW) is not None and ask(engine, NOW + timedelta(minutes=1)) is None
+    command.downgrade(config, previous)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT email, interests FROM subscriber")).one()[0] == "ada@example.org"
+    engine.dispose()
 
 
 def test_confirm_subscriber_activates_once_and_revokes_the_link(engine):

@@ -89,6 +89,7 @@ def test_subscribe_same_page_for_new_and_existing_address(site):
     add_active(site, "old@example.org", interests=["graph neural networks"])
     new = subscribe(site, "new@example.org")
     existing = subscribe(site, "old@example.org", "something else entirely")
+    site.clock.now += timedelta(seconds=site.settings.confirm_interval)  # past the per-address cap's 10 minutes
     again = subscribe(site, "new@example.org", "another topic")
     assert new.status_code == existing.status_code == again.status_code == 200
     assert page_words(new) == page_words(existing) == page_words(again)
@@ -141,6 +142,65 @@ def test_subscribe_rate_limited_per_address(home):
         assert load(site, "u2@example.org") is None
         site.clock.now += timedelta(seconds=site.settings.subscribe_window + 1)  # the window slides on
         assert subscribe(site, "u2@example.org").status_code == 200
+
+
+# --- confirmation emails capped per recipient -----------------------------------------------------------
+
+
+def client_at(site, n: int) -> httpx.Client:
+    """A browser at the client address 127.0.0.n (Linux routes all of 127/8 to the loopback interface)."""
+    return httpx.Client(base_url=site.base_url, timeout=30, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}"))
+
+
+def smtp_settings(server) -> dict:
+    return {"smtp_host": server.host, "smtp_port": server.port, "smtp_security": "none"}
+
+
+def test_500_subscribe_requests_from_50_clients_send_one_confirmation(home, smtp_server):  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The default per-client limit (10 per 10 minutes): each client address stays within it, so only the
+    # per-recipient cap can stop the flood.
+    with serve_web(home, subscribe_limit=10, **smtp_settings(smtp_server)) as site:
+        def flood(n: int) -> list[httpx.Response]:
+            with client_at(site, n) as client:
+                data = {"csrf_token": site.csrf("/subscribe", client), "email": "victim@example.org", "interests": f"topic {n}"}
+                return [client.post("/subscribe", data=data) for _ in range(10)]
+
+        with ThreadPoolExecutor(10) as pool:
+            responses = [r for batch in pool.map(flood, range(2, 52)) for r in batch]
+        assert len(responses) == 500 and {r.status_code for r in responses} == {200}
+        assert len({page_words(r) for r in responses}) == 1  # sent or capped: the same page
+        assert smtp_server.recipients() == ["victim@example.org"]
+        with session_scope(site.engine) as session:
+            assert [s.email for s in session.exec(select(Subscriber))] == ["victim@example.org"]  # one pending row, reused
+
+
+def test_fourth_confirmation_in_a_day_is_refused_whoever_asks(home, smtp_server):  # noqa: F811
+    with serve_web(home, **smtp_settings(smtp_server)) as site:
+        start, pages = site.clock.now, []
+        for n, minutes in enumerate((0, 11, 22, 33), start=2):
+            site.clock.now = start + timedelta(minutes=minutes)
+            with client_at(site, n) as client:  # a new client address each time: the per-client limit never counts
+                pages.append(subscribe(site, "ada@example.org", client=client))
+        assert [r.status_code for r in pages] == [200] * 4 and len({page_words(r) for r in pages}) == 1
+        assert smtp_server.recipients() == ["ada@example.org"] * 3
+        with client_at(site, 5) as client:  # the client that was refused may still subscribe another address
+            assert subscribe(site, "bob@example.org", client=client).status_code == 200
+        assert smtp_server.recipients()[-1] == "bob@example.org"
+        site.clock.now = start + timedelta(hours=24, minutes=1)  # the first email left the last 24 hours
+        assert subscribe(site, "ada@example.org").status_code == 200
+        assert smtp_server.recipients().count("ada@example.org") == 4
+
+
+def test_confirmation_not_sent_does_not_count(home, smtp_server):  # noqa: F811
+    with serve_web(home, **smtp_settings(smtp_server)) as site:
+        smtp_server.default_rcpt_reply = "451 4.3.0 try again later"
+        failed = subscribe(site, "ada@example.org")
+        assert failed.status_code == 503 and "try again" in failed.text
+        smtp_server.default_rcpt_reply = None
+        assert subscribe(site, "ada@example.org").status_code == 200  # at once: the failed email took no slot
+        assert smtp_server.recipients() == ["ada@example.org"]
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong", "other-cookie", "no-cookie"])

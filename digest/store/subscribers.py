@@ -12,7 +12,7 @@ import io
 import math
 import re
 from dataclasses import dataclass, fields as dc_fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Iterable, Sequence
 
@@ -340,6 +340,80 @@ def subscribe_pending(session: Session, email: str, fields: SubscriberInput, now
         return sub
     sub.status = "pending"
     return update_subscriber(session, sub, fields, now=now)
+
+
+CONFIRM_WINDOW = timedelta(days=1)  # confirm_daily_limit counts the emails of the last 24 hours
+
+
+def request_confirmation(session: Session, email: str, fields: SubscriberInput, now: datetime, *, interval: float, daily_limit: int) -> Subscriber | None:
+    """The subscriber to send a confirmation email to now, after subscribe_pending; None when the address
+    is capped (an email less than `interval` seconds ago, or `daily_limit` in the last 24 hours), and then
+    nothing changes: a stranger cannot rewrite a pending profile either.
+
+    Whoever asks, from however many client addresses: the count lives on the subscriber row, so several
+    web processes or hosts sharing the database share it. Never a second row for one address, also
+    when two requests race to add it (the UNIQUE email decides; the loser uses the winner's row)."""
+    address = validate_email(email)
+    _lock_for_write(session)
+    sub = find_subscriber(session, address) or _add_pending(session, address, fields, now)
+    if not claim_confirmation(session, sub, now, interval=interval, daily_limit=daily_limit):
+        return None
+    return subscribe_pending(session, address, fields, now)
+
+
+def _lock_for_write(session: Session) -> None:
+    """SQLite: take the write lock before reading what the write depends on. A deferred transaction that
+    has read cannot start writing once another connection has committed (SQLITE_BUSY at once, whatever
+    busy_timeout says); BEGIN IMMEDIATE waits its turn instead. PostgreSQL needs nothing: the
+    compare-and-set and the UNIQUE email decide there."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _add_pending(session: Session, address: str, fields: SubscriberInput, now: datetime) -> Subscriber:
+    try:
+        with session.begin_nested():
+            return add_subscriber(session, address, fields, status="pending", now=now)
+    except (sa.exc.IntegrityError, InputError):  # a concurrent request added the address first
+        sub = find_subscriber(session, address)
+        if sub is None:  # something else was wrong: let it speak
+            raise
+        return sub
+
+
+def claim_confirmation(session: Session, sub: Subscriber, now: datetime, *, interval: float, daily_limit: int) -> bool:
+    """Count one confirmation email to `sub` at `now` unless that breaks a cap; True if it may be sent.
+
+    A compare-and-set on confirm_version: the UPDATE only matches the row as it was read, so of two
+    requests that read the same row (threads, processes, hosts; SQLite or PostgreSQL) one passes and the
+    other matches nothing and is refused."""
+    version = sub.confirm_version or 0
+    recent = [t for t in map(datetime.fromisoformat, sub.confirm_emails or []) if t > now - CONFIRM_WINDOW]
+    if recent and now - max(recent) < timedelta(seconds=interval) or len(recent) >= daily_limit:
+        return False
+    return _set_confirm_emails(session, sub, version, [*recent, now])
+
+
+def release_confirmation(session: Session, subscriber_id: int, sent_at: datetime) -> None:
+    """Give back the slot claimed at `sent_at` when that email could not be sent, so the reader may ask again."""
+    sub = session.get(Subscriber, subscriber_id)
+    if sub is None:
+        return
+    times = [t for t in map(datetime.fromisoformat, sub.confirm_emails or []) if t != sent_at]
+    if len(times) < len(sub.confirm_emails or []):
+        _set_confirm_emails(session, sub, sub.confirm_version or 0, times)  # lost to a concurrent change: the slot stays taken
+
+
+def _set_confirm_emails(session: Session, sub: Subscriber, version: int, times: list[datetime]) -> bool:
+    result = session.execute(
+        sa.update(Subscriber)
+        .where(Subscriber.id == sub.id, Subscriber.confirm_version == version)
+        .values(confirm_emails=[t.isoformat() for t in sorted(times)], confirm_version=version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(sub, ["confirm_emails", "confirm_version"])  # the loaded values are stale either way
+    return result.rowcount == 1
 
 
 def confirm_subscriber(session: Session, sub: Subscriber, now: datetime) -> Subscriber:
