@@ -17,12 +17,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .children import die_with_parent
 from .config import Settings
 from .deliver import build_message
-from .errors import DigestError, InputError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
+from .errors import DigestError, InputError, PermanentDeliveryError, ServerDownError, StoreError, TransientDeliveryError
 from .models import Subscriber
 from .rank import RankResult
 from .render import Links, RenderedEmail
@@ -196,6 +196,9 @@ class Sender(threading.Thread):
         self.unplanned = 0  # due subscribers never built (the run stopped first)
         self.build_failed = 0  # counted by the producer thread
         self.retry: list[Outgoing] = []
+        # (kind, record) of messages handed over whose record failed (the database locked past LOCK_PATIENCE):
+        # written when the run ends (ledger.settle), so an accepted message is not left 'sending' and sent again.
+        self.unrecorded: list[tuple[str, Callable]] = []
         self.streak: set[str] = set()  # recipients of the failures in a row
         self.busy = 0.0
         self.conn = None  # the sender's own database connection, open while it runs
@@ -265,8 +268,8 @@ class Sender(threading.Thread):
             self.transport.send(item.message, sender=self.settings.from_address, recipient=sub.email)
         except TransientDeliveryError as exc:
             self.busy += time.perf_counter() - begun
-            error = str(exc)  # bound now: the lambda must not reach for `exc`, which Python unbinds after the clause
-            ledger.write(self.conn, lambda conn: ledger.record_deferred(conn, item.row.id, error, item.attempts, self.stamp()))
+            error, attempts = str(exc), item.attempts  # bound now: the record may run later (ledger.settle)
+            self._record("deferred", lambda conn: ledger.record_deferred(conn, item.row.id, error, attempts, self.stamp()))
             item.attempts = 0
             self.log.warning("event=deferred subscriber=%s edition=%s error=%s", sub.email, item.due.edition, exc)
             if last:
@@ -278,8 +281,8 @@ class Sender(threading.Thread):
             return
         except PermanentDeliveryError as exc:
             self.busy += time.perf_counter() - begun
-            error = str(exc)
-            bounces = ledger.write(self.conn, lambda conn: ledger.record_failed(conn, item.row.id, sub.id, error, item.attempts, self.stamp(), bounce=True))
+            error, attempts = str(exc), item.attempts
+            bounces = self._record("failed", lambda conn: ledger.record_failed(conn, item.row.id, sub.id, error, attempts, self.stamp(), bounce=True))
             self.report.failed += 1
             self._done()
             self.log.warning("event=failed subscriber=%s edition=%s bounces=%s error=%s", sub.email, item.due.edition, bounces, exc)
@@ -292,12 +295,21 @@ class Sender(threading.Thread):
             # accepted, so it goes back to 'pending' (not left 'sending', which means "may have arrived").
             self.unsent.append(item)
             raise
-        ledger.write(self.conn, lambda conn: ledger.record_sent(conn, item.row.id, sub.id, item.paper_ids, item.attempts, self.stamp(), self.now))
+        attempts = item.attempts
+        self._record("sent", lambda conn: ledger.record_sent(conn, item.row.id, sub.id, item.paper_ids, attempts, self.stamp(), self.now))
         self.busy += time.perf_counter() - begun
         self.report.sent += 1
         self.streak.clear()
         self._done()
         self.log.debug("event=sent subscriber=%s edition=%s message_id=%s", sub.email, item.due.edition, item.row.message_id)
+
+    def _record(self, kind: str, record: Callable) -> object:
+        """Write the outcome of a message the server was handed; kept for ledger.settle when that fails."""
+        try:
+            return ledger.write(self.conn, record)
+        except StoreError:
+            self.unrecorded.append((kind, record))
+            raise
 
     def _done(self) -> None:
         if self.progress:

@@ -25,7 +25,7 @@ from .config import Settings
 from .deliver import Transport, check_sender_settings, make_message_id, transport_for
 from .dispatch import Composer, Sender, compose, make_links, produce
 from .editions import WEEKDAYS, due_edition, parse_frequency
-from .errors import DeliveryError, DigestError, InputError, LockedError
+from .errors import DigestError, InputError, LockedError
 from .models import Subscriber
 from .rank import Profile, RankResult
 from .render import RenderedEmail
@@ -43,6 +43,7 @@ class RunReport:
     deferred: int = 0
     due: int = 0
     not_attempted: int = 0  # due but left for the next run (stopped, server down)
+    left_sending: int = 0  # left 'sending' because the ledger could not be put right (the database stayed locked)
     dry_run: bool = False
     stopped: bool = False
     workers: int = 0  # processes that rendered the emails (0: the calling thread did)
@@ -61,7 +62,8 @@ class RunReport:
         if self.dry_run:
             return f"dry run: would send {self.sent}, skip {self.skipped} (nothing sent or recorded) in {self.seconds:.1f}s"
         left = f", not attempted {self.not_attempted}" if self.not_attempted else ""
-        return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left} in {self.seconds:.1f}s"
+        stuck = f", left 'sending' {self.left_sending}" if self.left_sending else ""
+        return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left}{stuck} in {self.seconds:.1f}s"
 
 
 @dataclass(frozen=True)
@@ -266,8 +268,9 @@ def run_job(
 ) -> RunReport:
     """Do whatever is due at `now`: fetch (optional), then rank, render and deliver each due edition.
 
-    LockedError when another run holds the lock; ServerDownError (with `.report`) when too many
-    deliveries fail in a row; DeliveryError when the server cannot be used at all. `on_plan(n)` is told
+    LockedError when another run holds the lock; ServerDownError when too many deliveries fail in a row;
+    DeliveryError when the server cannot be used at all; StoreError when the database stays locked past
+    ledger.LOCK_PATIENCE (each with `.report`, what was done until then). `on_plan(n)` is told
     how many subscribers are due before sending starts, `progress(k)` as each k more are done.
     """
     log = log or logging.getLogger("digest.pipeline")
@@ -277,7 +280,7 @@ def run_job(
     with run_lock(settings):
         try:
             _run_locked(engine, settings, now, report, fetch=fetch, only=only, dry_run=dry_run, transport=transport, client=client, stop_event=stop_event, log=log, edition=edition, sleep=sleep, progress=progress, on_plan=on_plan, started=started)
-        except DeliveryError as exc:
+        except DigestError as exc:  # the server down, the database locked: what was done so far goes with it
             report.seconds = time.monotonic() - started
             exc.report = report  # type: ignore[attr-defined]
             raise
@@ -363,12 +366,33 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
             transport.close()
         report.timings["send"] = sender.busy
         never = [item.row.id for item in sender.unsent]
-        ledger.unmark_sending(engine, never, stamp())
         report.not_attempted = len(never) + sender.unplanned
         report.failed += sender.build_failed
         report.stopped = stop_event.is_set()
+        unsettled = _settle(engine, report, never, sender.unrecorded, stamp(), log)
     if sender.error is not None:
         raise sender.error
+    if unsettled is not None:
+        raise unsettled
+
+
+def _settle(engine: Engine, report: RunReport, never: list[int], unrecorded: list[tuple], now: datetime, log: logging.Logger) -> DigestError | None:
+    """Only a message handed to the server may stay 'sending': the rest go back to 'pending', and each message
+    handed over whose record failed is recorded now (ledger.settle waits while the database is locked).
+    Returns the StoreError when even that fails, having logged what is left 'sending', never raising over
+    the error that stopped the run."""
+    try:
+        ledger.settle(engine, never, [record for _, record in unrecorded], now)
+    except DigestError as exc:
+        report.left_sending = len(never) + len(unrecorded)
+        log.error("event=ledger-unsettled sending=%d handed_over=%d error=%s note=the next run sends them (those handed over may arrive twice)",
+                  report.left_sending, len(unrecorded), exc)
+        return exc
+    for kind, _ in unrecorded:  # recorded late, but recorded: count them as the run would have
+        setattr(report, kind, getattr(report, kind) + 1)
+    if unrecorded:
+        log.warning("event=recorded-late deliveries=%d note=their record waited for the database lock", len(unrecorded))
+    return None
 
 
 def _plan_messages(settings: Settings, dues, results, rows) -> tuple[list[tuple], list[int], list[tuple]]:

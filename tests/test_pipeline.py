@@ -540,3 +540,83 @@ def test_run_job_a_subscriber_whose_email_cannot_be_rendered_is_their_failed_del
     assert sorted(recipients) == ["ada@example.org", "cy@example.org"]
     failed = [d for d in ledger.deliveries_for(engine) if d.state == "failed"]
     assert len(failed) == 1 and failed[0].last_error.startswith("cannot build the edition: TypeError")
+
+
+# --- the database locked in the middle of a send --------------------------------------------------------
+
+
+@pytest.fixture
+def crowd(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """300 due subscribers on a SQLite file whose busy timeout is 0.2 s (10 s in production), so a lock held
+    for a few seconds outlasts it as a long backup or a forgotten sqlite3 shell outlasts the real one."""
+    import digest.store
+
+    monkeypatch.setattr(digest.store, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    settings = load_settings(home, env={}).replace(secret_key=SECRET, from_address="digest@example.org", base_url="https://digest.example.org")
+    engine = open_engine(settings.database_url)
+    init_db(engine)
+    import_file(engine, write_papers(tmp_path / "day1.jsonl", "d1"), NOW - timedelta(hours=1))
+    with session_scope(engine) as session:
+        for i in range(300):
+            add_subscriber(session, f"reader{i:03d}@example.org", SubscriberInput(interests=[list(TOPICS)[i % 3]]), now=NOW - timedelta(days=10))
+    yield settings, engine, home / "digest.db"
+    engine.dispose()
+
+
+def hold_write_lock(path: Path, server, after_messages: int, seconds: float) -> threading.Thread:
+    """A second connection that takes the write lock (BEGIN EXCLUSIVE) once the server has accepted
+    `after_messages` messages, and holds it for `seconds`."""
+    import sqlite3
+    import time
+
+    def hold() -> None:
+        while len(server.messages) < after_messages:
+            time.sleep(0.005)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute("BEGIN EXCLUSIVE")
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_run_job_locked_past_its_patience_leaves_only_handed_over_messages_sending(crowd, smtp_server, monkeypatch, caplog) -> None:
+    from collections import Counter
+
+    from digest.errors import StoreError
+
+    settings, engine, path = crowd
+    monkeypatch.setattr(ledger, "LOCK_PATIENCE", 1.0, raising=False)  # the run gives up on the lock after a second...
+    monkeypatch.setattr(ledger, "SETTLE_PATIENCE", 30.0, raising=False)  # ...and puts its ledger right once the lock is gone
+    smtp_server.data_delay = 0.005
+    locker = hold_write_lock(path, smtp_server, after_messages=20, seconds=3.0)
+    with caplog.at_level("WARNING"):
+        with pytest.raises(StoreError, match="the database is locked") as info:
+            run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    locker.join()
+    report, accepted = info.value.report, len(smtp_server.messages)
+    assert 20 <= accepted < 300
+    counts = Counter(states(engine).values())
+    # Every message the server accepted is recorded 'sent' (the one whose record met the lock, late); nothing is
+    # left 'sending'; everyone else is 'pending' for the next run.
+    assert counts == Counter({"sent": accepted, "pending": 300 - accepted}), counts
+    assert (report.sent, report.not_attempted, report.left_sending) == (accepted, 300 - accepted, 0)
+    assert "event=database-locked" in caplog.text and "event=recorded-late deliveries=1" in caplog.text
+    second = run_job(engine, smtp(settings, smtp_server), NOW + timedelta(minutes=15), fetch=False)
+    assert (second.sent, second.unserved) == (300 - accepted, 0)
+    assert set(Counter(smtp_server.recipients()).values()) == {1} and len(smtp_server.recipients()) == 300  # each exactly once
+    assert "event=resume" not in caplog.text
+
+
+def test_run_job_waits_out_a_lock_shorter_than_its_patience(crowd, smtp_server, caplog) -> None:
+    settings, engine, path = crowd
+    locker = hold_write_lock(path, smtp_server, after_messages=20, seconds=1.5)  # past the busy timeout, within LOCK_PATIENCE
+    with caplog.at_level("WARNING"):
+        report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    locker.join()
+    assert (report.sent, report.unserved) == (300, 0)
+    assert set(states(engine).values()) == {"sent"} and len(smtp_server.messages) == 300
+    assert "event=database-locked" in caplog.text

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DeliveryError, InputError
+from ..errors import DigestError, InputError
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 DEMO_CONFIG = """# written by `digest demo`: an offline demo, mail goes to the outbox directory
@@ -107,10 +107,10 @@ def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: 
         with interruption:
             report = run_job(app.engine, app.settings, _now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition,
                              progress=progress.step, on_plan=plan, stop_event=interruption.stop)
-    except DeliveryError as exc:
+    except DigestError as exc:  # the server down, the database locked: what was done, then the error
         progress.close()
         partial = getattr(exc, "report", None)
-        if partial is not None:
+        if partial is not None and partial.due:  # sending had begun: say how far it got
             click.echo(partial.summary())
         raise
     progress.close()

@@ -117,12 +117,17 @@ def ensure_ready(engine: Engine) -> None:
         init_db(engine)
 
 
+def is_locked(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (another connection holds the write lock past the busy timeout)."""
+    return "locked" in str(getattr(exc, "orig", None) or exc).lower()
+
+
 def wrap_db_error(exc: BaseException, engine: Engine | None = None) -> StoreError:
     where = f" ({describe(engine)})" if engine is not None else ""
     text = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
     if engine is not None:  # a driver may quote its connection string back
         text = mask_secrets(text, url_secrets(engine.url.render_as_string(hide_password=False)))
-    if "locked" in text.lower():
+    if is_locked(exc):
         return StoreError(f"the database is locked{where}: {text}", "another process holds a write lock; try again")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated or "connect" in text.lower() or "unable to open" in text.lower():
         return StoreError(f"cannot open the database{where}: {text}")

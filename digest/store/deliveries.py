@@ -9,6 +9,8 @@ of a millisecond: the ledger is written twice per message.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
@@ -18,8 +20,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..models import Delivery, SentPaper, Subscriber
-from . import read_rows, wrap_db_error
+from . import is_locked, read_rows, wrap_db_error
 
+log = logging.getLogger("digest.store")
+
+LOCK_PATIENCE = 60.0  # seconds a ledger write keeps trying while the database is locked (each try waits the busy timeout)
+SETTLE_PATIENCE = 300.0  # the same when a stopped run puts its ledger right: worth a longer wait than one message
+LOCK_PAUSE = 0.5  # seconds between tries (SQLite may answer "locked" at once, without waiting)
 DONE_STATES = ("sent", "skipped", "failed")  # the edition is finished for this subscriber
 OPEN_STATES = ("pending", "sending", "deferred")  # a run (re)sends these
 BOUNCE_LIMIT = 3  # hard bounces in a row before a subscriber is marked 'bounced'
@@ -53,18 +60,32 @@ class EditionSummary:
         return self.sent + self.skipped + self.failed + self.deferred + self.pending
 
 
-def write(target: Engine | Connection, work: Callable[[Connection], object]) -> object:
+def write(target: Engine | Connection, work: Callable[[Connection], object], *, patience: float | None = None) -> object:
     """Run `work(conn)` in one transaction, on a new connection from an Engine or on a Connection the
-    caller keeps open (the sender does: no pool checkout per message); database errors become StoreError."""
+    caller keeps open (the sender does: no pool checkout per message); database errors become StoreError.
+
+    While another connection holds the write lock longer than SQLite's busy timeout, the transaction
+    (rolled back whole) is tried again for `patience` seconds (default LOCK_PATIENCE): a backup or a
+    person's sqlite3 shell then delays a run instead of stopping it between a message and its record."""
     engine = target if isinstance(target, Engine) else target.engine
-    try:
-        if isinstance(target, Connection):
-            with target.begin():
-                return work(target)
-        with target.begin() as conn:
-            return work(conn)
-    except SQLAlchemyError as exc:
-        raise wrap_db_error(exc, engine) from None
+    deadline = None
+    while True:
+        try:
+            if isinstance(target, Connection):
+                with target.begin():
+                    return work(target)
+            with target.begin() as conn:
+                return work(conn)
+        except SQLAlchemyError as exc:
+            if not is_locked(exc):
+                raise wrap_db_error(exc, engine) from None
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + (LOCK_PATIENCE if patience is None else patience)
+                log.warning("event=database-locked note=another connection holds the write lock; trying again for up to %.0fs", deadline - now)
+            if now >= deadline:
+                raise wrap_db_error(exc, engine) from None
+            time.sleep(min(LOCK_PAUSE, deadline - now))
 
 
 # --- queries ----------------------------------------------------------------------------------------
@@ -162,7 +183,28 @@ def mark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -> 
 def unmark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -> None:
     """Back to 'pending' for rows marked 'sending' but never handed over (the run stopped first)."""
     if delivery_ids:
-        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids)), _delivery.c.state == "sending").values(state="pending", updated_at=now)))
+        write(engine, lambda conn: _unmark(conn, delivery_ids, now))
+
+
+def _unmark(conn: Connection, delivery_ids: Sequence[int], now: datetime) -> None:
+    conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids)), _delivery.c.state == "sending").values(state="pending", updated_at=now))
+
+
+def settle(engine: Engine, never_sent: Sequence[int], outcomes: Sequence[Callable[[Connection], object]], now: datetime) -> None:
+    """The ledger made true when a run ends, in one transaction: rows marked 'sending' but never handed over
+    go back to 'pending', and `outcomes` (the records of messages that were handed over but whose record
+    failed, e.g. while the database was locked) are written now. Tried for SETTLE_PATIENCE seconds while the
+    database is locked; StoreError after that (the rows stay 'sending', and the next run resends them)."""
+    if not never_sent and not outcomes:
+        return
+
+    def work(conn: Connection) -> None:
+        if never_sent:
+            _unmark(conn, never_sent, now)
+        for outcome in outcomes:
+            outcome(conn)
+
+    write(engine, work, patience=SETTLE_PATIENCE)
 
 
 # Built once: constructing a statement costs more than executing it (the ledger is written per message).
