@@ -3,16 +3,20 @@
 arXiv announces new papers Sunday to Thursday at 20:00 US/Eastern, so a fetch between Friday 20:00 and
 Sunday 20:00 Eastern finds no new mailing: zero entries then is expected. Zero entries from an arXiv
 listing after a weekday announcement means a broken feed (or an arXiv holiday, which only a person can
-tell). Pure: it judges the rows digest.store.status returns and never reads the database or the clock.
+tell). Is each edition sent? One that was due more than EDITION_GRACE ago and is not finished, or a delivery
+'sending' for longer than a run keeps one there, is a problem. Pure: it judges the rows digest.store returns
+and never reads the database or the clock.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from .store.status import SourceHealth
+from .editions import WEEKDAYS, due_edition, local_day, send_instant
+from .store.deliveries import UnfinishedDelivery
+from .store.status import Schedule, SourceHealth
 
 ARXIV_TZ = ZoneInfo("America/New_York")
 ANNOUNCE_HOUR = 20  # arXiv's announcements go out at 20:00 US/Eastern
@@ -64,3 +68,88 @@ def source_problems(sources: Sequence[SourceHealth]) -> list[str]:
             when = source.last_success_at.astimezone(ARXIV_TZ).strftime("%a %Y-%m-%d %H:%M %Z")
             problems.append(f"source {source.name} brought 0 papers on an announcement day (fetched {when})")
     return problems
+
+
+# --- editions -------------------------------------------------------------------------------------------
+
+EDITION_GRACE = timedelta(hours=1)  # an edition not finished this long after its send time was not sent
+# A run marks a delivery 'sending' just before handing it over and records the outcome right after (at most a few
+# hundred are marked ahead: seconds at full speed, minutes at a slow send_rate); an hour means the run died.
+SENDING_STUCK_AFTER = timedelta(hours=1)
+NAMES_SHOWN = 5  # subscribers named in one problem line
+
+
+def last_due_edition(now: datetime, send_at: str, tz: str, frequency: str) -> tuple[str, datetime] | None:
+    """The newest edition whose send time is at or before `now`, with that instant (None if none in a week)."""
+    today = local_day(now, tz)
+    for back in range(8):
+        day = today - timedelta(days=back)
+        if frequency.startswith("weekly:") and WEEKDAYS[day.weekday()] != frequency[7:]:
+            continue
+        instant = send_instant(day, send_at, tz)
+        if instant <= now:
+            return day.isoformat(), instant
+    return None
+
+
+def edition_problems(schedules: Sequence[Schedule], finished: Mapping[int, str], unfinished: Sequence[UnfinishedDelivery], now: datetime) -> list[str]:
+    """One line per edition that was due more than EDITION_GRACE ago and is not finished (grouped by why: no
+    delivery recorded, pending, deferred), per edition with deliveries 'sending' for over SENDING_STUCK_AFTER,
+    and per subscriber whose schedule cannot be read (they get no email at all)."""
+    problems = []
+    open_rows = {(row.subscriber_id, row.edition): row for row in unfinished}
+    missed: dict[tuple[str, str], list[str]] = {}
+    errors: dict[tuple[str, str], str] = {}
+    probe = now - EDITION_GRACE
+    for sub in schedules:
+        try:
+            due = last_due_edition(probe, sub.send_at, sub.tz, sub.frequency)
+            if due is None:
+                continue
+            edition, instant = due
+            # Someone who became active after the send time was due from then on, if the runs still had the grace
+            # period to send it before that day ended (joining at 23:59 does not make a missed edition).
+            due_at = max(instant, sub.active_since)
+            if due_at > probe or (due_at > instant and local_day(due_at + EDITION_GRACE, sub.tz).isoformat() != edition):
+                continue
+            # The same rule the run applies: due and not finished for this subscriber.
+            if due_edition(due_at, sub.send_at, sub.tz, sub.frequency, finished.get(sub.subscriber_id)) != edition:
+                continue
+        except ValueError as exc:
+            problems.append(f"subscriber {sub.email} gets no email: {exc}")
+            continue
+        row = open_rows.get((sub.subscriber_id, edition))
+        if row is not None and row.state == "sending":
+            continue  # being sent now, or stuck: the check below says which
+        state = row.state if row is not None else "none"
+        missed.setdefault((edition, state), []).append(sub.email)
+        if row is not None and row.last_error and (edition, state) not in errors:
+            errors[(edition, state)] = row.last_error
+    why = {"none": "no delivery recorded: no run since their send time?", "pending": "pending", "deferred": "deferred"}
+    for (edition, state), emails in sorted(missed.items()):
+        error = f", last error: {errors[(edition, state)]}" if (edition, state) in errors else ""
+        problems.append(f"edition {edition} not sent to {_count(len(emails), 'due subscriber')} more than {_span(EDITION_GRACE)} after their send time "
+                        f"({why.get(state, state)}{error}): {_names(emails)}")
+    stuck: dict[str, list[UnfinishedDelivery]] = {}
+    for row in unfinished:
+        if row.state == "sending" and row.since <= now - SENDING_STUCK_AFTER:
+            stuck.setdefault(row.edition, []).append(row)
+    for edition, rows in sorted(stuck.items()):
+        since = min(row.since for row in rows).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        problems.append(f"{_count(len(rows), 'delivery', 'deliveries')} of edition {edition} 'sending' since {since}, over {_span(SENDING_STUCK_AFTER)} "
+                        f"(the run sending them was killed, or could not record them): {_names([row.email for row in rows])}")
+    return problems
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _span(delta: timedelta) -> str:
+    hours, rest = divmod(int(delta.total_seconds()), 3600)
+    return _count(hours, "hour") if not rest else _count(int(delta.total_seconds()) // 60, "minute")
+
+
+def _names(emails: Sequence[str]) -> str:
+    shown = ", ".join(emails[:NAMES_SHOWN])
+    return shown + (f" and {len(emails) - NAMES_SHOWN} more" if len(emails) > NAMES_SHOWN else "")

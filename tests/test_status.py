@@ -132,7 +132,8 @@ def test_status_json_counts_editions(cli, sqlite_engine):
         for edition, row_states in states.items():
             for sub, state in zip(subs, row_states):
                 session.add(Delivery(subscriber_id=sub.id, edition=edition, state=state, created_at=NOW))
-    result = cli("status", "--json")
+    with time_machine.travel(NOW, tick=False):  # the readers joined at NOW: no edition was overdue yet
+        result = cli("status", "--json")
     assert result.exit_code == 0
     data = json.loads(result.output)
     assert data["ok"] is True and data["problems"] == []
@@ -174,3 +175,126 @@ def test_fetch_due_follows_schedule_and_retries_failures(sqlite_engine, sources,
     for i, (kind, state) in enumerate(sources):
         add_source(sqlite_engine, f"s{i}", kind=kind, **state)
     assert fetch_due(sqlite_engine, load_settings(env={}), NOW) is due
+
+
+# --- editions: was each due edition sent? ----------------------------------------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+from digest.health import EDITION_GRACE, SENDING_STUCK_AFTER, edition_problems, last_due_edition  # noqa: E402
+from digest.store.deliveries import UnfinishedDelivery  # noqa: E402
+from digest.store.status import Schedule  # noqa: E402
+
+MONDAY = datetime(2025, 6, 16, tzinfo=UTC)
+
+
+def schedule(email: str = "ada@example.org", send_at: str = "07:00", tz: str = "UTC", frequency: str = "daily", since: datetime = MONDAY - timedelta(days=30), id: int = 1) -> Schedule:
+    return Schedule(id, email, send_at, tz, frequency, since)
+
+
+def row(state: str, since: datetime, edition: str = "2025-06-16", id: int = 1, email: str = "ada@example.org", error: str | None = None) -> UnfinishedDelivery:
+    return UnfinishedDelivery(id, email, edition, state, error, since)
+
+
+def at(hour: int, minute: int = 0, day: int = 16) -> datetime:
+    return datetime(2025, 6, day, hour, minute, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("subscriber, finished, unfinished, now, expected", [
+    (schedule(), {}, [], at(8, 1), "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (no delivery recorded: no run since their send time?): ada@example.org"),
+    (schedule(), {1: "2025-06-15"}, [], at(7, 59), None),  # within the grace period: the run may be at work
+    (schedule(), {1: "2025-06-16"}, [], at(23, 0), None),
+    (schedule(), {1: "2025-06-15"}, [], at(6, 0), None),  # yesterday's sent, today's send time not come
+    (schedule(), {1: "2025-06-14"}, [], at(6, 0), "edition 2025-06-15 not sent"),  # yesterday's missed: said until today's is due
+    (schedule(since=at(9, 0)), {}, [], at(9, 30), None),  # joined after the send time: due from then on
+    (schedule(since=at(9, 0)), {}, [], at(10, 1), "edition 2025-06-16 not sent"),
+    (schedule(since=at(23, 30, day=15)), {}, [], at(7, 30), None),  # joined late yesterday: today's is the first
+    (schedule(send_at="07:00", tz="Asia/Kolkata"), {}, [], at(2, 31), "edition 2025-06-16 not sent"),  # 07:00 IST = 01:30 UTC
+    (schedule(frequency="weekly:mon"), {1: "2025-06-09"}, [], at(12, 0, day=18), "edition 2025-06-16 not sent"),
+    (schedule(frequency="weekly:mon"), {1: "2025-06-16"}, [], at(12, 0, day=18), None),
+    (schedule(), {}, [row("deferred", at(7, 1), error="451 4.7.1 greylisted")], at(8, 30),
+     "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 451 4.7.1 greylisted): ada@example.org"),
+    (schedule(), {}, [row("sending", at(7, 55))], at(8, 30), None),  # a run at work
+    (schedule(), {}, [row("sending", at(7, 5))], at(8, 30),
+     "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them): ada@example.org"),
+    (schedule(tz="Mars/Olympus"), {}, [], at(12, 0), "subscriber ada@example.org gets no email: unknown time zone 'Mars/Olympus'"),
+], ids=["missed", "in-grace", "sent", "before-send-time", "yesterday-missed", "joined-after-send-time", "joined-after-send-time-missed",
+        "joined-late-yesterday", "other-zone", "weekly-missed", "weekly-sent", "deferred", "sending-now", "stuck-sending", "bad-zone"])
+def test_edition_problems_one_line_per_unsent_edition(subscriber, finished, unfinished, now, expected):
+    problems = edition_problems([subscriber], finished, unfinished, now)
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_edition_problems_group_subscribers_per_edition_and_reason():
+    subscribers = [schedule(f"r{i}@example.org", id=i) for i in range(8)]
+    unfinished = [row("deferred", at(7, 2), id=6, email="r6@example.org", error="452 mailbox full"), row("sending", at(6, 0), id=7, email="r7@example.org")]
+    problems = edition_problems(subscribers, {}, unfinished, at(9, 0))
+    assert problems == [
+        "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 452 mailbox full): r6@example.org",
+        "edition 2025-06-16 not sent to 6 due subscribers more than 1 hour after their send time (no delivery recorded: no run since their send time?): "
+        "r0@example.org, r1@example.org, r2@example.org, r3@example.org, r4@example.org and 1 more",
+        "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 06:00 UTC, over 1 hour (the run sending them was killed, or could not record them): r7@example.org",
+    ]
+
+
+def test_last_due_edition_goes_back_to_the_subscribers_day():
+    assert last_due_edition(at(6, 59), "07:00", "UTC", "daily") == ("2025-06-15", at(7, 0, day=15))
+    assert last_due_edition(at(12, 0, day=18), "07:00", "UTC", "weekly:mon") == ("2025-06-16", at(7, 0))
+    assert EDITION_GRACE == timedelta(hours=1) and SENDING_STUCK_AFTER == timedelta(hours=1)  # what the docs promise
+
+
+def test_status_check_tells_an_edition_that_did_not_go_out(cli, home, sqlite_engine, smtp_server, tmp_path):
+    """Through the real run: one reader sent, one deferred by the server, one left 'sending' by a run that died, one
+    never reached; --check names each problem on its own line at 09:00, and is ok once a run has served them."""
+    from digest.config import load_settings
+    from digest.ingest import import_file
+    from digest.pipeline import run_job
+    from digest.store import deliveries as ledger
+    from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber
+
+    (home / "digest.toml").write_text('secret_key = "status-test-secret-key"\nfrom_address = "digest@example.org"\nskip_empty = false\n'
+                                      f'smtp_host = "{smtp_server.host}"\nsmtp_port = {smtp_server.port}\nsmtp_security = "none"\n', encoding="utf-8")
+    settings = load_settings(home, env={})
+    papers = tmp_path / "papers.jsonl"
+    papers.write_text("".join(json.dumps({"id": f"p{i}", "title": f"Speech recognition study {i}", "abstract": "Speech models."}) + "\n" for i in range(3)))
+    import_file(sqlite_engine, papers, at(6, 0))
+
+    def add(email: str) -> int:
+        with session_scope(sqlite_engine) as session:
+            return add_subscriber(session, email, SubscriberInput(interests=["speech recognition"], send_at="07:00", tz="UTC"), now=at(6, 0)).id
+
+    add("ada@example.org")
+    add("bob@example.org")
+    smtp_server.rcpt_replies["bob@example.org"] = "451 4.7.1 greylisted"
+    report = run_job(sqlite_engine, settings, at(7, 5), fetch=False, sleep=lambda s: None)
+    assert (report.sent, report.deferred) == (1, 1)
+    cy = add("cy@example.org")  # a run that died after marking cy 'sending'
+    rows = ledger.open_deliveries(sqlite_engine, [(cy, "2025-06-16")], at(7, 5), lambda s, e: "<cy@example.org>")
+    ledger.mark_sending(sqlite_engine, [rows[(cy, "2025-06-16")].id], at(7, 5))
+    add("dee@example.org")  # never reached by any run
+
+    with time_machine.travel(at(7, 30), tick=False):
+        assert cli("status", "--check").exit_code == 0  # within the grace period: nothing to say yet
+    with time_machine.travel(at(9, 0), tick=False):
+        result = cli("status", "--check")
+        data = json.loads(cli("status", "--json").output)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines == [
+        "fail: edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: "
+        f"{smtp_server.host}:{smtp_server.port} refused bob@example.org: 451 4.7.1 greylisted (the server asked us to try later; the next run retries)): bob@example.org",
+        "fail: edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (no delivery recorded: no run since their send time?): dee@example.org",
+        "fail: 1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them): cy@example.org",
+    ]
+    assert data["ok"] is False and data["problems"] == [line.removeprefix("fail: ") for line in lines]
+
+    del smtp_server.rcpt_replies["bob@example.org"]
+    assert run_job(sqlite_engine, settings, at(9, 1), fetch=False).sent == 3  # bob, cy (resumed) and dee
+    with time_machine.travel(at(9, 2), tick=False):
+        healthy = cli("status", "--check")
+    assert healthy.exit_code == 0 and healthy.output.startswith("ok: "), healthy.output
+    with session_scope(sqlite_engine) as session:
+        assert get_subscriber(session, "cy@example.org").last_digest_at is not None

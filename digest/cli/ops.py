@@ -52,17 +52,20 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     Per source: last success, papers in the last fetch, errors in a row. Per edition: sent, skipped,
     failed, deferred, pending. --check fails (exit 1, one "fail: ..." line per problem) when the last fetch
     of a source failed (saying so when it failed 3 times in a row), stored nothing because every entry was
-    refused, or an arXiv source brought 0 papers after a weekday announcement; otherwise prints "ok: ...".
+    refused, or an arXiv source brought 0 papers after a weekday announcement; when an edition due more
+    than an hour ago is not finished for an active subscriber, or deliveries have been 'sending' for over
+    an hour (the run that sent them died); otherwise prints "ok: ...".
     """
-    from ..health import source_note, source_problems
+    from ..health import edition_problems, source_note, source_problems
     from ..schedule import fetch_trigger, next_fire_times
-    from ..store.deliveries import editions_summary
-    from ..store.status import source_health
+    from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
+    from ..store.status import active_schedules, source_health
 
+    now = datetime.now(timezone.utc)
     sources = source_health(app.engine)
     editions = editions_summary(app.engine, limit=EDITIONS_SHOWN)
-    problems = source_problems(sources)
-    upcoming = next_fire_times(fetch_trigger(app.settings), datetime.now(timezone.utc), 1)
+    problems = source_problems(sources) + edition_problems(active_schedules(app.engine), finished_editions(app.engine), unfinished_deliveries(app.engine), now)
+    upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
     next_fetch = upcoming[0] if upcoming else None
     if as_json:
         click.echo(json.dumps({

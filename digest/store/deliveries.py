@@ -124,6 +124,24 @@ def deliveries_for(engine: Engine, edition: str | None = None, subscriber_id: in
     return [Delivery.model_validate(dict(row._mapping)) for row in read_rows(engine, query)]
 
 
+@dataclass(frozen=True)
+class UnfinishedDelivery:
+    subscriber_id: int
+    email: str
+    edition: str
+    state: str  # pending, sending or deferred
+    last_error: str | None
+    since: datetime  # when it entered that state
+
+
+def unfinished_deliveries(engine: Engine) -> list[UnfinishedDelivery]:
+    """Every delivery not finished (pending, sending, deferred), by edition and address."""
+    d, s = _delivery.c, _subscriber.c
+    query = (sa.select(d.subscriber_id, s.email, d.edition, d.state, d.last_error, sa.func.coalesce(d.updated_at, d.created_at))
+             .join(_subscriber, s.id == d.subscriber_id).where(d.state.in_(OPEN_STATES)).order_by(d.edition, s.email))
+    return [UnfinishedDelivery(*row) for row in read_rows(engine, query)]
+
+
 def editions_summary(engine: Engine, limit: int = 14) -> list[EditionSummary]:
     """Per edition (newest first), how many deliveries were sent, skipped, failed, deferred or unfinished."""
     rows = read_rows(engine, sa.select(_delivery.c.edition, _delivery.c.state, sa.func.count()).group_by(_delivery.c.edition, _delivery.c.state))

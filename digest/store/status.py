@@ -1,5 +1,6 @@
 """Read-only queries behind `digest status` and the daemon's start-up: each source's fetch health and the
-newest fetch. Per-edition counts come from the ledger (digest.store.deliveries.editions_summary).
+newest fetch, and every active subscriber's schedule. Per-edition counts and unfinished deliveries come from the
+ledger (digest.store.deliveries).
 
 It must not write, and it must not judge: digest.health decides what is a problem.
 """
@@ -12,12 +13,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..models import Source
+from ..models import Source, Subscriber
 from . import read_rows
 
 FETCHED_KINDS_EXCLUDE = ("file",)  # imported files are never fetched: no fetch health to report
 
 _source = Source.__table__
+_subscriber = Subscriber.__table__
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,23 @@ def oldest_success_at(engine: Engine, *, error_limit: int) -> tuple[bool, dateti
         _source.c.enabled.is_(True), _source.c.kind.notin_(FETCHED_KINDS_EXCLUDE), _source.c.consecutive_errors < error_limit)
     total, oldest, succeeded = read_rows(engine, query)[0]
     return total > 0, (oldest if succeeded == total else None)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When an active subscriber's edition is due (digest.health checks it went out)."""
+
+    subscriber_id: int
+    email: str
+    send_at: str
+    tz: str
+    frequency: str
+    active_since: datetime  # created, or confirmed if later: no edition was due to them before
+
+
+def active_schedules(engine: Engine) -> list[Schedule]:
+    """Every active subscriber's schedule, by address."""
+    s = _subscriber.c
+    query = sa.select(s.id, s.email, s.send_at, s.tz, s.frequency, s.created_at, s.confirmed_at).where(s.status == "active").order_by(s.email)
+    return [Schedule(row.id, row.email, row.send_at, row.tz, row.frequency, max(row.created_at, row.confirmed_at) if row.confirmed_at else row.created_at)
+            for row in read_rows(engine, query)]
