@@ -4,8 +4,9 @@
 
 Candidates are synthetic papers made of real titles and abstract sentences from digest/data/sample-papers.jsonl
 (so the vocabulary and lengths are those of real papers), with Hugging Face upvotes and 1-2 sources. Profiles draw
-1-3 interests of 1-3 consecutive title words from the same corpus; 30 % have a seed paper, 10 % likes, 5 % a
-dislike, 5 % a muted term, 10 % papers already sent. Peak memory is the process's peak RSS (ru_maxrss).
+1-3 interests of 1-3 consecutive title words from the same corpus; 30 % have a seed paper, 20 % have voted (1-8
+likes, and for half of them 1-4 dislikes too: every one of them trains a vote model), 5 % a muted term, 10 % papers
+already sent. Peak memory is the process's peak RSS (ru_maxrss).
 CPU seconds are printed next to wall seconds: on a shared machine the wall clock also counts other processes, and
 with two threads the CPU seconds may exceed the wall seconds. Reasons are made when first read (as the emails are
 rendered); the last line times making them for every pick, which the daily job spreads over its render workers.
@@ -63,13 +64,13 @@ def make_profiles(corpus: list[dict], count: int, paper_ids: list[int], rng: ran
 
     profiles = []
     for n in range(count):
-        r = rng.random()
+        r, voter = rng.random(), rng.random() < 0.2
         profiles.append(Profile(
             subscriber_id=n + 1,
             interests=tuple(phrase() for _ in range(rng.randint(1, 3))),
             seed_texts=(rng.choice(papers),) if r < 0.3 else (),
-            liked_texts=tuple(rng.sample(papers, rng.randint(1, 3))) if rng.random() < 0.1 else (),
-            disliked_texts=(rng.choice(papers),) if rng.random() < 0.05 else (),
+            liked_texts=tuple(rng.sample(papers, rng.randint(1, 8))) if voter else (),
+            disliked_texts=tuple(rng.sample(papers, rng.randint(1, 4))) if voter and rng.random() < 0.5 else (),
             muted_terms=(rng.choice(["survey", "benchmark", "medical"]),) if rng.random() < 0.05 else (),
             trending_weight=rng.choice([0.0, 0.2, 0.2, 0.5]),
             exclude_paper_ids=frozenset(rng.sample(paper_ids, 20)) if rng.random() < 0.1 else frozenset(),
@@ -98,7 +99,8 @@ def main() -> None:
     print(f"rank_many: {args.subscribers:,} subscribers x {args.papers:,} candidates in {seconds:.1f} s "
           f"({seconds / args.subscribers * 1e6:.0f} us per subscriber; {cpu:.1f} s of CPU; {args.threads} thread(s))")
     print(f"peak memory (RSS): {peak:.0f} MB; {before:.0f} MB before ranking (inputs and interpreter)")
-    print(f"picks: {picks:,} ({picks / max(len(results), 1):.1f} per subscriber); matched: {matched:,}")
+    voters = sum(1 for p in profiles if p.seed_texts or p.liked_texts or p.disliked_texts)
+    print(f"picks: {picks:,} ({picks / max(len(results), 1):.1f} per subscriber); matched: {matched:,}; with a vote model (seeds, likes or dislikes): {voters:,}")
     start, cpu = time.perf_counter(), time.process_time()
     reasons = sum(len(r.reasons) for result in results for r in result.picks)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -169,8 +169,14 @@ def rank_due(engine: Engine, settings: Settings, now: datetime, dues: Sequence[D
                 too_old[d.since] = frozenset(c.paper.id for c in candidates if c.paper.first_seen is not None and c.paper.first_seen <= d.since)
             profiles.append((k, dataclasses.replace(profile, exclude_paper_ids=too_old[d.since] | sent.get(sub.id, set()))))
 
+    embeddings = None
+    if settings.rank_model == "hybrid":
+        from .rank_semantic import embed_for
+
+        embeddings = embed_for([c.paper for c in candidates], [p for _, p in profiles])
+
     def rank(batch: Sequence[Profile]) -> list[RankResult]:
-        return rank_many(candidates, batch, now, relevance_floor=settings.relevance_floor, model=settings.rank_model)
+        return rank_many(candidates, batch, now, relevance_floor=settings.relevance_floor, model=settings.rank_model, embeddings=embeddings)
 
     for (k, _), result in zip(profiles, rank_isolating(rank, [p for _, p in profiles])):
         out[k] = result

@@ -24,12 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, lru_cache
-from typing import Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from .models import Paper
 from .store.candidates import Candidate
+
+if TYPE_CHECKING:
+    from .rank_semantic import Embeddings
 
 MMR_LAMBDA = 0.9  # share of the score against the similarity to papers already picked
 TRENDING_MIN_REASON = 0.5  # trending score from which "trending" is given as a reason
@@ -37,11 +40,12 @@ CHUNK = 1000  # profiles per matrix product
 
 
 class ProfilePaper(NamedTuple):
-    """A seed, liked or disliked paper resolved to its text."""
+    """A seed, liked or disliked paper resolved to its text (and its stored id, where its embedding is kept)."""
 
     ident: str
     title: str
     abstract: str = ""
+    paper_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ class RankResult:
 
 
 def _profile_paper(paper: Paper) -> ProfilePaper:
-    return ProfilePaper(paper.ident, paper.title, paper.abstract or "")
+    return ProfilePaper(paper.ident, paper.title, paper.abstract or "", paper.id)
 
 
 def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable[Paper] = (), disliked: Iterable[Paper] = (), sent_ids: Iterable[int] = ()) -> Profile:
@@ -140,26 +144,31 @@ def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable
     )
 
 
-def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, model: str = "tfidf") -> RankResult:
-    """Rank `candidates` for one profile: `limit` papers at most (default: the digest's own size), the first
-    profile.max_papers of them in the digest. Deterministic: the same inputs give the same output."""
-    return rank_many(candidates, [profile], now, limit=limit, relevance_floor=relevance_floor, trending_count=trending_count, model=model)[0]
+def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, model: str = "tfidf", embeddings: "Embeddings | None" = None) -> RankResult:
+    """Rank `candidates` for one profile: `limit` papers at most (default: the digest's own size), the papers with
+    evidence first (at most profile.max_papers of them in the digest), then near misses. Deterministic: the same
+    inputs give the same output."""
+    return rank_many(candidates, [profile], now, limit=limit, relevance_floor=relevance_floor, trending_count=trending_count, model=model, embeddings=embeddings)[0]
 
 
-def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None, model: str = "tfidf") -> list[RankResult]:
+def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None, model: str = "tfidf", embeddings: "Embeddings | None" = None) -> list[RankResult]:
     """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers.
     Reasons are made when first read, EXPLAIN_BLOCK results at a time. `model`: "tfidf", or "hybrid" (TF-IDF
-    blended with sentence embeddings; needs the semantic extra, see digest.rank_semantic)."""
+    blended with sentence embeddings, which the caller passes as `embeddings`: see digest.rank_semantic.Embeddings,
+    digest.embed for stored ones, rank_semantic.embed_for to compute them in place)."""
+    from .rank_score import ProfileRows
     from .rank_semantic import check_model
-    from .rank_text import Corpus, ProfileRows
+    from .rank_text import Corpus
 
     check_model(model)
+    if model == "hybrid" and embeddings is None:
+        raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles (digest.embed, or rank_semantic.embed_for)")
 
     pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
     if not profiles:
         return []
-    corpus = Corpus(pool, model)
-    rows = ProfileRows(corpus, profiles)
+    corpus = Corpus(pool, embeddings if model == "hybrid" else None)
+    rows = ProfileRows(corpus, profiles, embeddings if model == "hybrid" else None)
     excluder = _Excluder(pool)
     trend_reasons = [_trending_reasons(c) for c in pool]
     explainer = _Explainer(rows, profiles, pool, corpus, trend_reasons)
@@ -176,23 +185,24 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
         for k, i in enumerate(chunk):
             out = excluder.excluded(profiles[i]) if profiles[i].excludes_anything else no_exclusion
             excluded[k, out] = True
-        picks, score, relevance = rows.score_chunk(list(chunk), excluded, relevance_floor, lengths, MMR_LAMBDA)
+        picks, score, relevance, digestable = rows.score_chunk(list(chunk), excluded, relevance_floor, lengths, MMR_LAMBDA)
         if not picks.shape[1] or not len(pool):
-            return chunk, [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), {}
+            return chunk, [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), {}
         at = np.maximum(picks, 0)
         scores = np.round(np.take_along_axis(score, at, axis=1).astype(np.float64), 6).tolist()
         relevances = np.round(np.take_along_axis(relevance, at, axis=1).astype(np.float64), 6).tolist()
+        digests = (np.take_along_axis(digestable, at, axis=1) & (picks >= 0)).sum(axis=1).tolist()  # the digest's papers come first
         chosen = [p[: min(length, count)] for p, length, count in zip(picks.tolist(), lengths, (picks >= 0).sum(axis=1).tolist())]
         trending = {k: _trending_for(excluded[k], corpus, shared_trending, trending_count) for k in np.flatnonzero(excluded.any(axis=1)).tolist()}
-        return chunk, chosen, scores, relevances, trending
+        return chunk, chosen, scores, relevances, digests, trending
 
     results: list[RankResult] = []
     # Chunks are scored in worker threads (numpy and scipy let go of the GIL) while this thread builds the results.
     workers = max(1, threads or default_threads())
     with ThreadPoolExecutor(max_workers=workers) as executor:
-        for chunk, chosen, scores, relevances, trending in _in_order(executor, score, range(0, len(profiles), chunk_size), workers + 1):
+        for chunk, chosen, scores, relevances, digests, trending in _in_order(executor, score, range(0, len(profiles), chunk_size), workers + 1):
             for k, i in enumerate(chunk):
-                results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], trending.get(k, everyones_trending), explainer))
+                results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], digests[k], trending.get(k, everyones_trending), explainer))
     return results
 
 
@@ -222,14 +232,15 @@ def _trending_for(excluded: np.ndarray, corpus, shared_trending, trending_count:
     return [shared_trending[d] for d in order[~excluded[order]][:trending_count].tolist()]
 
 
-def _result(profile: Profile, index: int, pool, corpus, picks: list[int], scores: list[float], relevances: list[float], trending: list[RankedPaper], explainer: "_Explainer") -> RankResult:
+def _result(profile: Profile, index: int, pool, corpus, picks: list[int], scores: list[float], relevances: list[float], digest: int, trending: list[RankedPaper], explainer: "_Explainer") -> RankResult:
+    """The first `digest` picks may enter the digest (at most max_papers of them do); the others are near misses."""
     if not picks:
         return RankResult(profile.subscriber_id, [], list(trending), matched=False)
-    trend, max_papers = corpus.trending_rounded, profile.max_papers
+    trend, in_digest = corpus.trending_rounded, min(digest, profile.max_papers)
     pending = _Pending(explainer, len(explainer.entries))
-    ranked = [RankedPaper(pool[d], scores[n], relevances[n], trend[d], pending, n < max_papers) for n, d in enumerate(picks)]
+    ranked = [RankedPaper(pool[d], scores[n], relevances[n], trend[d], pending, n < in_digest) for n, d in enumerate(picks)]
     explainer.entries.append((index, picks, ranked))
-    return RankResult(profile.subscriber_id, ranked, list(trending), matched=True)
+    return RankResult(profile.subscriber_id, ranked, list(trending), matched=in_digest > 0)
 
 
 class _Pending:

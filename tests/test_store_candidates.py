@@ -39,3 +39,23 @@ def test_profile_rows_for_many_subscribers_matches_one_at_a_time(engine):
         for sub in subs:
             one = profile_rows(session, sub)
             assert [p.id for p in one.seed_papers + one.liked + one.disliked] == [p.id for p in many[sub.id].seed_papers + many[sub.id].liked + many[sub.id].disliked]
+
+
+def test_profile_rows_sent_papers_without_a_vote_are_no_dislikes(engine):
+    # Opened (or ignored) and never voted on: excluded from the next digests, never a training example.
+    from digest.models import SentPaper
+    from digest.rank import build_profile
+
+    with session_scope(engine) as session:
+        papers = [Paper(key=f"arxiv:2401.1000{i}", ident=f"2401.1000{i}", arxiv_id=f"2401.1000{i}", title=f"Paper {i}", first_seen=NOW, last_seen=NOW) for i in range(3)]
+        session.add_all(papers)
+        session.flush()
+        ada = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["robots"]), now=NOW)
+        session.add_all(SentPaper(subscriber_id=ada.id, paper_id=p.id, sent_at=NOW) for p in papers)
+        record_feedback(session, ada, papers[0], 1, NOW)
+    with session_scope(engine) as session:
+        ada = get_subscriber(session, "ada@example.org")
+        rows = profile_rows(session, ada)
+        profile = build_profile(ada, rows.seed_papers, rows.liked, rows.disliked, rows.sent_ids)
+    assert [p.title for p in rows.liked] == ["Paper 0"] and rows.disliked == []
+    assert profile.disliked_texts == () and len(profile.exclude_paper_ids) == 3

@@ -2,7 +2,7 @@
 
     python benchmarks/eval/run.py [--corpus digest/data/sample-papers.jsonl]
 
-profiles.json: 12 interest profiles (free-text interests, optionally a seed paper), split into "tune" (the six the
+profiles.json: interest profiles (free-text interests, optionally a seed paper), split into "tune" (the
 ranking's constants were tuned on) and "heldout" (never looked at while tuning). judgments.json: graded relevance
 (2 on topic, 1 related, unjudged 0) made by reading titles and abstracts, not from any ranker's output.
 A profile's seed paper is left out of its candidates. tests/test_rank_quality.py runs `evaluate` and guards the figures.
@@ -73,21 +73,33 @@ def bm25_rank(docs: list[dict], query: str, k1: float = 1.5, b: float = 0.75) ->
 # --- digest's ranking -------------------------------------------------------------------------------------
 
 
-def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10, model: str = "tfidf") -> dict[str, list[str]]:
-    """Each profile's top k as the next digest would order them (MMR included), seed paper left out."""
+def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10, model: str = "tfidf", votes: dict[str, dict] | None = None, hide: dict[str, list[str]] | None = None) -> dict[str, dict[str, list[str]]]:
+    """Each profile's top k as `digest rank --limit k` lists them ("ranked": the digest first, then near misses) and
+    the papers of its digest ("digest"), all profiles ranked at once (rank_many) as the daily run does. A profile's
+    seed paper and its `hide` papers are excluded, as papers already sent are. `votes` maps a profile's name to
+    {"liked": [ids], "disliked": [ids]} (the feedback benchmark's day 1)."""
     from digest.models import Paper
-    from digest.rank import Profile, ProfilePaper, rank_papers
+    from digest.rank import Profile, ProfilePaper, rank_many
     from digest.store.candidates import Candidate
 
-    by_id = {d["id"]: d for d in corpus}
-    candidates = [Candidate(Paper(id=n, key=d["id"], ident=d["id"], title=d["title"], abstract=d["abstract"])) for n, d in enumerate(corpus, 1)]
-    out = {}
+    everything = {d["id"]: d for d in load_corpus()} | {d["id"]: d for d in corpus}
+    text = lambda i: ProfilePaper(i, everything[i]["title"], everything[i]["abstract"])  # noqa: E731
+    number = lambda i: int(i[1:])  # noqa: E731 - "s042" is paper 42: ties break by the corpus order
+    candidates = [Candidate(Paper(id=number(d["id"]), key=d["id"], ident=d["id"], title=d["title"], abstract=d["abstract"])) for d in corpus]
+    chosen = []
     for n, p in enumerate(profiles):
-        seeds = tuple(ProfilePaper(s, by_id[s]["title"], by_id[s]["abstract"]) for s in ([p["seed"]] if p.get("seed") else []))
-        pool = [c for c in candidates if c.paper.ident != p.get("seed")]
-        profile = Profile(n, interests=tuple(p["interests"]), seed_texts=seeds, max_papers=k)
-        out[p["name"]] = [r.paper.ident for r in rank_papers(pool, profile, NOW, limit=k, model=model).ranked]
-    return out
+        seeds = tuple(text(s) for s in ([p["seed"]] if p.get("seed") else []))
+        mine = (votes or {}).get(p["name"], {})
+        hidden = {number(i) for i in ([p["seed"]] if seeds else []) + list((hide or {}).get(p["name"], ()))}
+        chosen.append(Profile(n, interests=tuple(p["interests"]), seed_texts=seeds, liked_texts=tuple(map(text, mine.get("liked", ()))),
+                              disliked_texts=tuple(map(text, mine.get("disliked", ()))), max_papers=k, exclude_paper_ids=frozenset(hidden)))
+    embeddings = None
+    if model == "hybrid":
+        from digest.rank_semantic import embed_for
+
+        embeddings = embed_for([c.paper for c in candidates], chosen)
+    results = rank_many(candidates, chosen, NOW, limit=k, model=model, embeddings=embeddings)
+    return {p["name"]: {"ranked": [r.paper.ident for r in result.ranked], "digest": [r.paper.ident for r in result.picks]} for p, result in zip(profiles, results)}
 
 
 def bm25_rankings(corpus: list[dict], profiles: list[dict]) -> dict[str, list[str]]:
@@ -107,23 +119,78 @@ def semantic_available() -> bool:
 
 
 def evaluate(corpus_path: Path = CORPUS, hybrid: bool = False) -> dict[str, dict[str, dict[str, float]]]:
-    """{system: {split: {"ndcg@10": x, "p@5": y}}} for split in all / tune / heldout; per profile under "profiles".
+    """{system: {split: {"ndcg@10": x, "p@5": y, "off-topic": z}}} for split in all / tune / heldout; per profile
+    under "profiles". nDCG@10 and P@5 are means over the on-topic profiles of the split; "off-topic" counts the
+    papers the digests of its off-topic profiles hold (interests absent from the corpus: every paper is padding).
     Systems: digest (the default, TF-IDF), bm25, and with `hybrid` digest-hybrid (needs the semantic extra)."""
     corpus = load_corpus(corpus_path)
     profiles, judgments = load_set()
     report: dict = {}
-    systems = [("digest", digest_rankings(corpus, profiles)), ("bm25", bm25_rankings(corpus, profiles))]
+    systems = [("digest", digest_rankings(corpus, profiles)), ("bm25", {name: {"ranked": ranked, "digest": []} for name, ranked in bm25_rankings(corpus, profiles).items()})]
     if hybrid:
         systems.insert(1, ("digest-hybrid", digest_rankings(corpus, profiles, model="hybrid")))
     for system, rankings in systems:
-        per = {p["name"]: (ndcg_at(rankings[p["name"]], judgments[p["name"]]), precision_at(rankings[p["name"]], judgments[p["name"]])) for p in profiles}
+        per = {p["name"]: (ndcg_at(rankings[p["name"]]["ranked"], judgments[p["name"]]), precision_at(rankings[p["name"]]["ranked"], judgments[p["name"]])) for p in profiles}
         splits = {"all": profiles, "tune": [p for p in profiles if p["split"] == "tune"], "heldout": [p for p in profiles if p["split"] == "heldout"]}
-        report[system] = {
-            name: {"ndcg@10": sum(per[p["name"]][0] for p in group) / len(group), "p@5": sum(per[p["name"]][1] for p in group) / len(group)}
-            for name, group in splits.items()
-        }
-        report[system]["profiles"] = {name: {"ndcg@10": v[0], "p@5": v[1]} for name, v in per.items()}
+        report[system] = {}
+        for name, group in splits.items():
+            judged = [p for p in group if not p.get("off_topic")]
+            report[system][name] = {
+                "ndcg@10": sum(per[p["name"]][0] for p in judged) / len(judged), "p@5": sum(per[p["name"]][1] for p in judged) / len(judged),
+                "off-topic": sum(len(rankings[p["name"]]["digest"]) for p in group if p.get("off_topic")),
+            }
+        report[system]["profiles"] = {name: {"ndcg@10": v[0], "p@5": v[1], "digest": len(rankings[name]["digest"])} for name, v in per.items()}
     return report
+
+
+# --- the feedback benchmark: do votes help tomorrow? -------------------------------------------------------
+
+VOTES = 3  # likes (of relevant papers) and dislikes (of irrelevant ones) among day 1's digest
+PROTOCOLS = ("residual", "next-day")
+
+
+def split_days(corpus: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The next-day protocol's two days: day 1 the papers at odd positions of the corpus file (s001, s003, ...),
+    day 2 the others. Deterministic, and each day mixes every topic (the file is not sorted by topic)."""
+    return corpus[0::2], corpus[1::2]
+
+
+def feedback(corpus_path: Path = CORPUS, model: str = "tfidf", protocol: str = "residual") -> dict:
+    """A simulated reader of each on-topic profile gets day 1's digest, likes up to VOTES of its relevant papers (on
+    topic before related, each in the digest's order) and dislikes up to VOTES irrelevant ones; day 2 is ranked with
+    and without those votes and scored by nDCG@10 against the judgments of its papers. The day 1 digest and day 2
+    never share a paper (residual collection), in either protocol:
+    - "residual" (the issue's): day 1 ranks all the papers; day 2 ranks the papers day 1's digest did not show;
+    - "next-day": day 1 and day 2 are the two halves of split_days, as a daily digest meets new papers each day.
+    {"profiles": {name: {"votes": (likes, dislikes), "without": x, "with": y}}, "without": mean, "with": mean,
+    "worst": the largest drop (negative) or smallest gain}; profiles with nothing relevant on day 2 are left out."""
+    corpus = load_corpus(corpus_path)
+    day1, day2 = split_days(corpus) if protocol == "next-day" else (corpus, corpus)
+    profiles, judgments = load_set()
+    on_topic = [p for p in profiles if not p.get("off_topic")]
+    shown = digest_rankings(day1, on_topic, model=model)
+    votes, hide = {}, {}
+    for p in on_topic:
+        grades, digest = judgments[p["name"]], shown[p["name"]]["digest"]
+        liked = [i for i in digest if grades.get(i, 0) == 2] + [i for i in digest if grades.get(i, 0) == 1]
+        votes[p["name"]] = {"liked": liked[:VOTES], "disliked": [i for i in digest if grades.get(i, 0) == 0][:VOTES]}
+        hide[p["name"]] = digest
+    without = digest_rankings(day2, on_topic, model=model, hide=hide)
+    with_votes = digest_rankings(day2, on_topic, model=model, votes=votes, hide=hide)
+    day2_ids = {d["id"] for d in day2}
+    out: dict = {"profiles": {}}
+    for p in on_topic:
+        grades = {i: g for i, g in judgments[p["name"]].items() if i in day2_ids and i != p.get("seed") and i not in hide[p["name"]]}
+        if any(grades.values()):
+            out["profiles"][p["name"]] = {
+                "votes": (len(votes[p["name"]]["liked"]), len(votes[p["name"]]["disliked"])),
+                "without": ndcg_at(without[p["name"]]["ranked"], grades), "with": ndcg_at(with_votes[p["name"]]["ranked"], grades),
+            }
+    rows = out["profiles"].values()
+    out["without"] = sum(r["without"] for r in rows) / len(rows)
+    out["with"] = sum(r["with"] for r in rows) / len(rows)
+    out["worst"] = min(r["with"] - r["without"] for r in rows)
+    return out
 
 
 def main() -> None:
@@ -132,16 +199,26 @@ def main() -> None:
     parser.add_argument("--profiles", action="store_true", help="also print each profile's figures")
     parser.add_argument("--no-hybrid", action="store_true", help="skip rank_model = hybrid even when the semantic extra is installed")
     args = parser.parse_args()
-    report = evaluate(args.corpus, hybrid=semantic_available() and not args.no_hybrid)
+    hybrid = semantic_available() and not args.no_hybrid
+    report = evaluate(args.corpus, hybrid=hybrid)
     systems = [s for s in ("digest", "digest-hybrid", "bm25") if s in report]
-    print(f"{'system':<14} {'split':<8} {'nDCG@10':>8} {'P@5':>6}")
+    print(f"{'system':<14} {'split':<8} {'nDCG@10':>8} {'P@5':>6} {'off-topic':>9}")
     for system in systems:
         for split in ("all", "tune", "heldout"):
-            print(f"{system:<14} {split:<8} {report[system][split]['ndcg@10']:8.3f} {report[system][split]['p@5']:6.3f}")
+            r = report[system][split]
+            off = f"{r['off-topic']:9d}" if system != "bm25" else f"{'-':>9}"
+            print(f"{system:<14} {split:<8} {r['ndcg@10']:8.3f} {r['p@5']:6.3f} {off}")
     if args.profiles:
         for name in report["digest"]["profiles"]:
-            print(f"  {name:<18}" + "".join(f"   {s} {report[s]['profiles'][name]['ndcg@10']:.3f} / {report[s]['profiles'][name]['p@5']:.2f}" for s in systems))
-
+            print(f"  {name:<20}" + "".join(f"   {s} {report[s]['profiles'][name]['ndcg@10']:.3f} / {report[s]['profiles'][name]['p@5']:.2f} / {report[s]['profiles'][name]['digest']}" for s in systems))
+    print("\nfeedback: day 2 nDCG@10 without -> with the votes on day 1's digest (3 likes, 3 dislikes at most)")
+    for model in ("tfidf", "hybrid") if hybrid else ("tfidf",):
+        for protocol in PROTOCOLS:
+            result = feedback(args.corpus, model, protocol)
+            print(f"{model:<7} {protocol:<9} mean {result['without']:.3f} -> {result['with']:.3f} ({result['with'] - result['without']:+.3f}); worst profile {result['worst']:+.3f}")
+            if args.profiles:
+                for name, r in result["profiles"].items():
+                    print(f"  {name:<20} votes {r['votes'][0]}+/{r['votes'][1]}-  {r['without']:.3f} -> {r['with']:.3f}")
 
 if __name__ == "__main__":
     import sys

@@ -18,8 +18,10 @@ def _entries(result, limit: int) -> list[dict]:
     """The JSON contract: best first, `id`, `title`, `score`, `in_digest`, `reasons` (and a few more)."""
     if result.matched:
         rows = [(r, r.in_digest, list(r.reasons)) for r in result.ranked]
-    else:  # the digest says so and shows the trending papers
+    else:  # the digest says so and shows the trending papers; the near misses follow, out of the digest
+        shown = {r.paper.id for r in result.trending}
         rows = [(r, True, [NOTHING_MATCHED, *r.reasons]) for r in result.trending]
+        rows += [(r, False, list(r.reasons)) for r in result.ranked if r.paper.id not in shown]
     return [
         {
             "rank": n, "id": r.paper.ident, "title": r.paper.title, "score": r.score, "in_digest": in_digest,
@@ -50,7 +52,12 @@ def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
         rows = profile_rows(session, sub)
         profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked, rows.sent_ids)
         address, max_papers = sub.email, sub.max_papers
-    result = rank_papers(candidates, profile, now, limit=max(limit, max_papers), relevance_floor=app.settings.relevance_floor, model=app.settings.rank_model)
+    embeddings = None
+    if app.settings.rank_model == "hybrid":
+        from ..rank_semantic import embed_for
+
+        embeddings = embed_for([c.paper for c in candidates], [profile])
+    result = rank_papers(candidates, profile, now, limit=max(limit, max_papers), relevance_floor=app.settings.relevance_floor, model=app.settings.rank_model, embeddings=embeddings)
     entries = _entries(result, limit)
     if as_json:
         click.echo(json.dumps(entries, indent=2, ensure_ascii=False))

@@ -1,0 +1,362 @@
+"""Scoring every profile against the day's candidates, one chunk of profiles per sparse matrix product: relevance
+(the interests' text, blended with the vote model for those who voted), evidence (may a paper enter the digest at
+all?), pseudo relevance feedback and MMR; and the material of the reasons. Pure numpy / scipy: no database, no
+clock, no network. The text model is digest.rank_text's, the vote model digest.rank_votes'.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from .rank_semantic import interest_key
+from . import rank_text
+from .rank_text import Corpus, shifted
+from .rank_votes import fit_votes
+
+# Tuned on the "tune" half of benchmarks/eval (figures in docs/benchmarks.md, "Ranking quality").
+EVIDENCE_SHARE = 0.5  # an interest is in a paper when the paper holds more than this share of its words (IDF-weighted)
+INTEREST_WEIGHT, PAPER_WEIGHT = 1.0, 0.75  # Rocchio's alpha and beta (seed and liked papers) in the text relevance
+CENTROID_SHARE = 0.8  # text relevance = share * centroid cosine + (1 - share) * best single interest or paper
+PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS digest papers lift papers like them
+VOTE_C = 1.0  # the vote model's C (scikit-learn's inverse regularisation) on L2-normalised paper vectors
+INTEREST_SAMPLE = 0.5  # each interest is a liked example of this weight (a seed or liked paper weighs 1)
+DISLIKE_SAMPLE = 1.0  # each disliked paper's weight as a negative example
+BACKGROUND_WEIGHT = 3.0  # the day's average paper, a negative example, weighs this many times the liked ones together
+MAX_VOTES = 60  # the most recent likes and dislikes (each) a subscriber's model learns from; seeds always count
+VOTE_HALF = 3.0  # the vote model's share of relevance: votes / (votes + VOTE_HALF); all of it without interests
+VOTE_SCALE = 1.0  # its relevance: VOTE_SCALE x the cosine of the paper to the model's weight vector
+VOTE_EVIDENCE = 0.07  # that cosine from which the vote model's word lets a paper into the digest (TF-IDF)
+VOTE_EVIDENCE_HYBRID = 0.15  # the same in the hybrid, whose paper vectors are text and embedding
+VOTE_EMBEDDING_SHARE = 0.6  # hybrid: the vote model's paper vectors are text (1 - share) and embedding (share)
+SEMANTIC_EVIDENCE = 0.6  # hybrid: an embedding cosine to an interest that is evidence on its own
+NEAREST_MIN = 0.12  # similarity from which the nearest seed / liked paper is named as a reason
+NEAR_DUPLICATE, NEAR_DUPLICATE_PENALTY = 0.6, 2.0  # MMR: beyond this cosine to a pick, a paper loses score fast
+NEAR_MISS = 3.0  # subtracted from the MMR score of a paper without evidence: near misses come after the digest
+SHARED_SIMS_BYTES = 256 << 20  # cosines of shared profile rows kept for the whole ranking
+TERM_CANDIDATES = 6  # overlapping terms looked at for the "matched terms" reason
+
+
+class ProfileRows:
+    """Every distinct interest text and profile paper as one row of Q (interests first); each profile its rows:
+    interests, positive papers (seeds and likes) and negative ones (dislikes)."""
+
+    def __init__(self, corpus: Corpus, profiles: Sequence, embeddings=None):
+        self.corpus, self.profiles = corpus, profiles
+        self.readable: dict[tuple[int, ...], list[str]] = {}  # terms -> the names a reason shows
+        interests: dict[str, int] = {}
+        papers: dict[tuple[str, str], int] = {}
+        paper_ids: dict[tuple[str, str], int | None] = {}  # where each paper row's embedding is kept
+        self.interest_rows: list[list[int]] = []
+        self.pos: list[list[int]] = []  # rows of seed and liked papers
+        self.neg: list[list[int]] = []  # rows of disliked papers
+        self.labels: list[list[tuple]] = []  # (kind, ProfilePaper) of each pos row, in pos order
+        for p in profiles:
+            i_rows = list(dict.fromkeys(interests.setdefault(interest_key(t), len(interests)) for t in p.interests if t.strip()))
+            pairs = [("seed", x) for x in p.seed_texts] + [("liked", x) for x in p.liked_texts[-MAX_VOTES:]]
+            pos = [papers.setdefault((x.title, x.abstract), len(papers)) for _, x in pairs]
+            neg = [papers.setdefault((x.title, x.abstract), len(papers)) for x in p.disliked_texts[-MAX_VOTES:]]
+            for x in (*(x for _, x in pairs), *p.disliked_texts[-MAX_VOTES:]):
+                paper_ids.setdefault((x.title, x.abstract), x.paper_id)
+            self.interest_rows.append(i_rows)
+            self.pos.append(pos)
+            self.neg.append(neg)
+            self.labels.append(pairs)
+        offset = self.interest_count = len(interests)
+        self.pos = [[offset + r for r in rows] for rows in self.pos]
+        self.neg = [[offset + r for r in rows] for rows in self.neg]
+        self.queries = corpus.vectorise(list(interests), list(papers))
+        self.evidence = corpus.evidence_terms(list(interests))
+        self.query_embeddings: np.ndarray | None = None
+        if embeddings is not None:
+            vectors = [embeddings.of_text(t) for t in interests] + [embeddings.of_paper(paper_ids[key], *key) for key in papers]
+            self.query_embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, corpus.embeddings.shape[1]), np.float32)
+        # The text relevance: a Rocchio centroid of the interests and positive papers, and the best single one.
+        w_rows, w_cols, w_vals = [], [], []
+        for n, (i_rows, pos) in enumerate(zip(self.interest_rows, self.pos)):
+            for rows, weight in ((i_rows, INTEREST_WEIGHT), (pos, PAPER_WEIGHT)):
+                for r in rows:
+                    w_rows.append(n)
+                    w_cols.append(r)
+                    w_vals.append(weight / len(rows))
+        columns = np.array(w_cols, dtype=np.intp)
+        weights = sp.csr_matrix((np.array(w_vals, dtype=np.float32), (np.array(w_rows, dtype=np.intp), columns)), shape=(len(profiles), self.queries.shape[0]))
+        self.weights = weights
+        uses = np.bincount(np.array([r for i in range(len(profiles)) for r in self.interest_rows[i] + self.pos[i] + self.neg[i]], dtype=np.intp), minlength=self.queries.shape[0])
+        self._share_sims(uses)
+        centroid = (weights @ self.queries).tocsr()
+        norms = np.sqrt(np.asarray(centroid.multiply(centroid).sum(axis=1)).ravel()).astype(np.float32)
+        self.centroid_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        if self.query_embeddings is not None:
+            norms = np.linalg.norm(np.asarray(weights @ self.query_embeddings), axis=1).astype(np.float32)
+            self.embedding_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        centroid.data = np.maximum(centroid.data, 0)  # what the reasons look at: the profile's positive terms
+        centroid.eliminate_zeros()
+        self.centroid_pos = centroid
+
+    def _share_sims(self, uses: np.ndarray) -> None:
+        """Cosines of the rows several profiles use (an interest many share, a popular seed paper), computed once
+        rather than in every chunk, the most used first, within SHARED_SIMS_BYTES. A row's cosines are the same
+        numbers whichever way they are computed (each row of a sparse product is computed on its own)."""
+        n = max(self.corpus.size, 1)
+        shared = np.flatnonzero(uses >= 2)
+        shared = shared[np.lexsort((shared, -uses[shared]))][: SHARED_SIMS_BYTES // (4 * n)]
+        self.shared_at = np.full(self.queries.shape[0], -1, dtype=np.intp)
+        self.shared_at[shared] = np.arange(len(shared))
+        self.shared_sims = self._sims(shared)
+
+    def _sims(self, rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.zeros((0, self.corpus.size), np.float32)
+        return (self.queries[rows] @ self.corpus.docs_t).toarray().astype(np.float32, copy=False)
+
+    def score_chunk(self, chunk: list[int], excluded: np.ndarray, floor: float, lengths: list[int], mmr_lambda: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(picks, score, relevance, digestable) of a chunk of profiles: picks (profiles x length, -1 = none) in
+        order, the papers that may enter the digest first; the blended score, the direct relevance and whether each
+        paper may enter the digest (profiles x candidates)."""
+        corpus, n = self.corpus, self.corpus.size
+        used = sorted({r for i in chunk for r in self.interest_rows[i] + self.pos[i] + self.neg[i]})
+        local = {r: k for k, r in enumerate(used)}
+        rows = np.array(used, dtype=np.intp)
+        at = self.shared_at[rows]
+        have = at >= 0
+        sims = np.empty((len(rows), n), np.float32)
+        sims[have] = np.take(self.shared_sims, at[have], axis=0)
+        sims[~have] = self._sims(rows[~have])
+        semantic = (self.query_embeddings[rows] @ corpus.embeddings.T).astype(np.float32) if self.query_embeddings is not None else None
+        relevance = self._relevance(chunk, sims, local, self.centroid_norm)
+        if semantic is not None:
+            share = rank_text.SEMANTIC_SHARE
+            relevance = (1 - share) * relevance + share * self._relevance(chunk, shifted(semantic), local, self.embedding_norm)
+        evidence = self._interest_evidence(chunk, rows, local, semantic)
+        voted = [k for k, i in enumerate(chunk) if self.pos[i] or self.neg[i]]
+        if voted:
+            liking = self._liking([chunk[k] for k in voted], sims, semantic, local)
+            votes = np.array([len(self.pos[chunk[k]]) + len(self.neg[chunk[k]]) for k in voted], dtype=np.float32)
+            share = np.where([bool(self.interest_rows[chunk[k]]) for k in voted], votes / (votes + VOTE_HALF), 1.0).astype(np.float32)[:, None]
+            relevance[voted] = (1 - share) * relevance[voted] + share * VOTE_SCALE * liking
+            evidence[voted] |= liking >= (VOTE_EVIDENCE if semantic is None else VOTE_EVIDENCE_HYBRID)
+        empty = np.array([self.profiles[i].is_empty for i in chunk])
+        relevance[empty] = 0.0
+        weight = np.array([self.profiles[i].trending_weight for i in chunk], dtype=np.float32)[:, None]
+        free = (empty | (weight[:, 0] >= 1.0))[:, None]  # empty profile or purely trending: no evidence needed
+        digestable = ~excluded & (free | (evidence & (relevance >= floor)))
+        expanded = relevance + PRF_WEIGHT * self._feedback(relevance, ~digestable, floor)
+        some = digestable.any(axis=1, keepdims=True)
+        top = np.where(np.where(some, digestable, ~excluded), expanded, 0).max(axis=1, initial=0.0)[:, None]
+        scaled = np.clip(np.divide(expanded, top, out=np.zeros_like(expanded), where=top > 0), 0, None)
+        weight = np.where(empty[:, None], 1.0, weight)
+        score = ((1 - weight) * scaled + weight * corpus.trending[None, :]).astype(np.float32)
+        order = np.where(digestable, score, np.where(excluded, -np.inf, score - NEAR_MISS))
+        picks = _mmr(order, corpus.gram, max(lengths, default=0), mmr_lambda)
+        return picks, score, relevance, digestable
+
+    def _relevance(self, chunk: list[int], sims: np.ndarray, local: dict[int, int], norms: np.ndarray) -> np.ndarray:
+        """CENTROID_SHARE x the cosine to the profile's Rocchio centroid + the rest x the best single interest or
+        positive paper; `sims` holds the chunk's rows (in `local` order)."""
+        n = self.corpus.size
+        centroid = np.asarray(self.weights[chunk][:, list(local)] @ sims) / norms[chunk, None] if local else np.zeros((len(chunk), n), np.float32)
+        best = _segment_max(sims, [[local[r] for r in self.interest_rows[i] + self.pos[i]] for i in chunk], n)
+        return (CENTROID_SHARE * centroid + (1 - CENTROID_SHARE) * best).astype(np.float32)
+
+    def _interest_evidence(self, chunk: list[int], rows: np.ndarray, local: dict[int, int], semantic: np.ndarray | None) -> np.ndarray:
+        """Profiles x candidates: does the paper hold one of the profile's interests (more than EVIDENCE_SHARE of
+        its words, IDF-weighted; or, in the hybrid, an embedding cosine of SEMANTIC_EVIDENCE)? Sparse throughout:
+        an interest's words are in few papers."""
+        n = self.corpus.size
+        mine = np.flatnonzero(rows < self.interest_count)
+        held = (self.evidence[rows[mine]] @ self.corpus.presence_t).tocsr()
+        held.data = (held.data > EVIDENCE_SHARE).astype(np.float32)
+        if semantic is not None:
+            held = held.maximum(sp.csr_matrix(semantic[mine] >= SEMANTIC_EVIDENCE, dtype=np.float32))
+        held.eliminate_zeros()
+        at = {r: k for k, r in enumerate(rows[mine].tolist())}
+        owners = [(k, at[r]) for k, i in enumerate(chunk) for r in self.interest_rows[i]]
+        member = sp.csr_matrix((np.ones(len(owners), np.float32), ([k for k, _ in owners], [a for _, a in owners])), shape=(len(chunk), len(mine)))
+        return (member @ held).toarray() > 0
+
+    def _liking(self, profiles: list[int], sims: np.ndarray, semantic: np.ndarray | None, local: dict[int, int]) -> np.ndarray:
+        """How much each of `profiles` would like every candidate (profiles x candidates), by its vote model: its
+        interests, seed and liked papers against its disliked ones and the day's average paper, all fitted at once.
+        The interests are examples too, so that disliking a paper that shares their words does not unlearn them."""
+        corpus = self.corpus
+        paper_rows = sorted({r for i in profiles for r in self.interest_rows[i] + self.pos[i] + self.neg[i]})
+        at = {r: k for k, r in enumerate(paper_rows)}
+        index = np.array([local[r] for r in paper_rows], dtype=np.intp)
+        # The model's kernel: inner products of the paper vectors (text; in the hybrid text and embedding, weighted).
+        q = self.queries[np.array(paper_rows, dtype=np.intp)]
+        among = (q @ q.T).toarray().astype(np.float64)
+        to_candidates = sims[index].astype(np.float64)
+        mean_sims, mean_self = corpus.mean_sims.astype(np.float64), corpus.mean_self
+        if semantic is not None:
+            e = self.query_embeddings[np.array(paper_rows, dtype=np.intp)].astype(np.float64)
+            s = VOTE_EMBEDDING_SHARE
+            among = (1 - s) * among + s * (e @ e.T)
+            to_candidates = (1 - s) * to_candidates + s * semantic[index]
+            mean_sims = (1 - s) * mean_sims + s * corpus.mean_embedding_sims
+            mean_self = (1 - s) * mean_self + s * corpus.mean_embedding_self
+        to_mean = to_candidates.mean(axis=1) if corpus.size else np.zeros(len(paper_rows))
+        members = [[at[r] for r in self.interest_rows[i] + self.pos[i] + self.neg[i]] for i in profiles]
+        width = max(map(len, members)) + 1  # + the day's average paper, last
+        count = len(profiles)
+        point = np.zeros((count, width - 1), dtype=np.intp)
+        labels = np.zeros((count, width))
+        weights = np.zeros((count, width))
+        for p, (i, mine) in enumerate(zip(profiles, members)):
+            e, liked = len(self.interest_rows[i]), len(self.pos[i])
+            point[p, : len(mine)] = mine
+            labels[p, : e + liked] = 1.0
+            weights[p, :e] = INTEREST_SAMPLE
+            weights[p, e : e + liked] = 1.0
+            weights[p, e + liked : len(mine)] = DISLIKE_SAMPLE
+        weights[:, -1] = BACKGROUND_WEIGHT * np.maximum((weights[:, :-1] * labels[:, :-1]).sum(axis=1), 1.0)
+        used = weights[:, :-1] > 0  # padding has no weight and no inner products
+        kernel = np.zeros((count, width, width))
+        kernel[:, :-1, :-1] = among[point[:, :, None], point[:, None, :]] * (used[:, :, None] & used[:, None, :])
+        kernel[:, :-1, -1] = kernel[:, -1, :-1] = to_mean[point] * used
+        kernel[:, -1, -1] = mean_self
+        alpha, _ = fit_votes(kernel, labels, weights, VOTE_C)
+        # The learned weight vector w = sum of alpha_i x_i: its cosine with each candidate (the decision without the
+        # bias, over |w|), on the scale of the text cosines. The model's probabilities would not do: a new paper's
+        # cosine to any training paper is small, so every probability sits near the bias.
+        norm = np.sqrt(np.maximum(np.einsum("pi,pij,pj->p", alpha, kernel, alpha), 1e-12))
+        combination = sp.csr_matrix((alpha[:, :-1].ravel(), (np.repeat(np.arange(count), width - 1), point.ravel())), shape=(count, len(paper_rows)))
+        decision = np.asarray(combination @ to_candidates) + alpha[:, -1:] * mean_sims[None, :]
+        return (decision / norm[:, None]).astype(np.float32)
+
+    def _feedback(self, relevance: np.ndarray, excluded: np.ndarray, floor: float) -> np.ndarray:
+        """Mean cosine of each candidate to the profile's best PRF_DOCS matches above the floor."""
+        n = relevance.shape[1]
+        m = min(PRF_DOCS, n)
+        if m == 0:
+            return np.zeros_like(relevance)
+        masked = np.where(excluded, -np.inf, relevance)
+        everyone = np.arange(len(masked))
+        gram = self.corpus.gram
+        lifted = np.zeros_like(relevance)
+        valid_count = np.zeros((len(masked), 1), np.float32)
+        for _ in range(m):  # the best, then the next best...: m passes of argmax beat one argpartition for m = 3
+            top = masked.argmax(axis=1)
+            valid = (masked[everyone, top] >= max(floor, 1e-9)).astype(np.float32)[:, None]
+            masked[everyone, top] = -np.inf
+            part = np.take(gram, top, axis=0)
+            part *= valid
+            lifted += part
+            valid_count += valid
+        return lifted / np.maximum(valid_count, 1.0)
+
+    def terms_of(self, chunk: list[int], chosen: list[list[int]]) -> list[list[list[str]]]:
+        """For every pick of the chunk, the top overlapping terms with its profile (one sparse product for the
+        whole chunk); a bigram hides the words it is made of."""
+        owners = np.repeat(np.array(chunk, dtype=np.intp), [len(c) for c in chosen])
+        docs = np.array([d for c in chosen for d in c], dtype=np.intp)
+        if not len(docs):
+            return [[] for _ in chunk]
+        overlap = self.corpus.docs[docs].multiply(self.centroid_pos[owners]).tocsr()
+        overlap.eliminate_zeros()
+        rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
+        # One stable sort: row first, then the larger contribution (1 / (2 + x) falls as x grows, stays in (0, 0.5]).
+        order = np.argsort(rows + 1.0 / (2.0 + overlap.data.astype(np.float64)), kind="stable")
+        rank = np.arange(len(order)) - overlap.indptr[rows[order]]
+        keep = order[rank < TERM_CANDIDATES]
+        terms = overlap.indices[keep].tolist()
+        bounds = np.searchsorted(rows[keep], np.arange(overlap.shape[0] + 1)).tolist()
+        names, words = self.corpus.terms, self.corpus.term_words
+        out, pair = [], 0
+        for picks in chosen:
+            out.append([_readable(tuple(terms[bounds[pair + k] : bounds[pair + k + 1]]), names, words, self.readable) for k in range(len(picks))])
+            pair += len(picks)
+        return out
+
+    def nearest_of(self, chunk: list[int], chosen: list[list[int]]) -> list[list[tuple | None]]:
+        """For every pick of the chunk, ("seed" | "liked", ProfilePaper) of the profile's nearest seed or liked
+        paper when their similarity (the vote model's) reaches NEAREST_MIN (the first such paper on a tie), else None."""
+        out: list[list[tuple | None]] = [[None] * len(c) for c in chosen]
+        spans = [(k, self.pos[i], picks) for k, (i, picks) in enumerate(zip(chunk, chosen)) if self.pos[i] and picks]
+        if not spans:
+            return out
+        rows = sorted({r for _, r_list, _ in spans for r in r_list})
+        docs = sorted({d for _, _, picks in spans for d in picks})
+        # one small product: the block's profile papers x the block's picks
+        sims = (self.queries[rows] @ self.corpus.docs[docs].T).toarray().astype(np.float32, copy=False)
+        if self.query_embeddings is not None:
+            s = VOTE_EMBEDDING_SHARE
+            sims = (1 - s) * sims + s * (self.query_embeddings[rows] @ self.corpus.embeddings[docs].T)
+        for k, r_list, picks in spans:
+            block = sims[np.ix_(np.searchsorted(rows, r_list), np.searchsorted(docs, picks))]
+            best = block.argmax(axis=0).tolist()
+            labels = self.labels[chunk[k]]
+            out[k] = [labels[b] if block[b, j] >= NEAREST_MIN else None for j, b in enumerate(best)]
+        return out
+
+
+def _readable(terms: tuple[int, ...], names, words: list[tuple[str, ...]], cache: dict, size: int = 3) -> list[str]:
+    """The first `size` terms, a bigram hiding the words it is made of (shown before or after it); `cache` keeps
+    the answers, as the same overlaps recur across subscribers."""
+    if terms in cache:
+        return cache[terms]
+    chosen: list[int] = []
+    covered: set[str] = set()
+    for term in terms:
+        mine = words[term]
+        if len(mine) == 1:
+            if mine[0] in covered:
+                continue
+        else:
+            chosen = [c for c in chosen if len(words[c]) > 1 or words[c][0] not in mine]
+            covered.update(mine)
+        chosen.append(term)
+        if len(chosen) == size:
+            break
+    if len(cache) > 100_000:
+        cache.clear()
+    cache[terms] = found = [names[t] for t in chosen]
+    return found
+
+
+def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
+    """Per group of rows of `sims`, their element-wise max (0 for an empty group). Groups are padded with their
+    first row to one width and maxed column by column: ten times faster than np.maximum.reduceat over axis 0."""
+    filled = [k for k, g in enumerate(groups) if g]
+    if not filled:
+        return np.zeros((len(groups), n), dtype=sims.dtype)
+    width = max(len(groups[k]) for k in filled)
+    index = np.array([groups[k] + [groups[k][0]] * (width - len(groups[k])) for k in filled], dtype=np.intp)
+    block = np.take(sims, index[:, 0], axis=0)
+    for j in range(1, width):
+        np.maximum(block, np.take(sims, index[:, j], axis=0), out=block)
+    if len(filled) == len(groups):
+        return block
+    out = np.zeros((len(groups), n), dtype=sims.dtype)
+    out[filled] = block
+    return out
+
+
+def _mmr(score: np.ndarray, gram: np.ndarray, length: int, lam: float) -> np.ndarray:
+    """Maximal marginal relevance over each row's best candidates: picks (rows x length), -1 where none is left."""
+    rows, n = score.shape
+    picks = np.full((rows, length), -1, dtype=np.int64)
+    if length == 0 or n == 0:
+        return picks
+    size = min(n, max(3 * length, length + 10))
+    pool = np.argpartition(-score, size - 1, axis=1)[:, :size] if n > size else np.tile(np.arange(n), (rows, 1))
+    pooled = np.take_along_axis(score, pool, axis=1)
+    order = np.lexsort((pool, -pooled), axis=1)  # best first, ties by paper id
+    pool, pooled = np.take_along_axis(pool, order, axis=1), np.take_along_axis(pooled, order, axis=1)
+    near = np.take(gram.ravel(), pool[:, :, None] * n + pool[:, None, :])
+    available = np.isfinite(pooled)
+    closest = np.zeros_like(pooled)
+    everyone = np.arange(rows)
+    for step in range(min(length, size)):
+        redundancy = (1 - lam) * closest + NEAR_DUPLICATE_PENALTY * np.maximum(closest - NEAR_DUPLICATE, 0)
+        value = np.where(available, lam * pooled - redundancy, -np.inf)
+        best = value.argmax(axis=1)
+        ok = np.isfinite(value[everyone, best])
+        if not ok.any():
+            break
+        picks[ok, step] = pool[ok, best[ok]]
+        available[everyone[ok], best[ok]] = False
+        closest[ok] = np.maximum(closest[ok], near[everyone[ok], best[ok]])
+    return picks
