@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from html import unescape
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -22,7 +24,7 @@ from digest.models import Feedback, Paper, Subscriber
 from digest.store import session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber, bump_token_version, get_subscriber
 from digest.tokens import make_token
-from digest.web_security import SlidingWindowLimiter
+from digest.web.security import SlidingWindowLimiter
 
 ONE_CLICK = {"content": b"List-Unsubscribe=One-Click", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
 TRACEBACK_WORDS = ("Traceback", 'File "', "werkzeug", "sqlalchemy", "Error:")
@@ -626,3 +628,56 @@ def test_web_command_on_a_port_in_use_names_the_address_in_one_line(cli):
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use (")
 
+
+
+# --- the package ------------------------------------------------------------------------------------
+
+DIGEST = Path(__file__).resolve().parent.parent / "digest"
+
+
+def digest_imports() -> dict[str, list[tuple[str, bool]]]:
+    """Each digest module's imports of digest modules, as (module, inside a function?)."""
+    graph: dict[str, list[tuple[str, bool]]] = {}
+    for path in sorted(DIGEST.rglob("*.py")):
+        parts = path.relative_to(DIGEST.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = name if parts[-1] == "__init__" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f) if n is not f}
+        found = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            found += [(t, id(node) in nested) for t in targets if t.startswith("digest")]
+        graph[name] = found
+    return {m: [(t, inner) for t, inner in deps if t in graph] for m, deps in graph.items()}
+
+
+def test_web_package_has_no_import_cycle_and_no_imports_inside_functions():
+    graph = digest_imports()
+    web = sorted(m for m in graph if m == "digest.web" or m.startswith("digest.web."))
+    assert "digest.web.app" in web and "digest.web.pages" in web
+    assert {m: [t for t, inner in graph[m] if inner] for m in web} == {m: [] for m in web}
+    edges = {m: {t for t, _ in deps if t != m} for m, deps in graph.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    # A package imports its modules through __init__; a cycle is a module that reaches itself through others.
+    cycles = [m for m in web if m != "digest.web" and reaches(m, m)]
+    assert cycles == []

@@ -99,7 +99,7 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
     from digest.config import load_settings
     from digest.store import open_engine
     from digest.web import create_app
-    from digest.web_serve import create_server
+    from digest.web.serve import create_server
 
     holder: dict = {}
 

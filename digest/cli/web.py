@@ -1,5 +1,5 @@
 """`digest web`: serve the subscription pages with waitress, a production WSGI server (not Flask's dev server),
-with the connection limit and timeouts of digest.web_serve."""
+with the connection limit and timeouts of digest.web.serve."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from . import AppContext, main, pass_app
 @pass_app
 def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, trusted_proxy: str | None) -> None:
     """Serve the subscribe, confirm, unsubscribe, preferences and feedback pages (and /healthz)."""
+    # Imported here, not at the top: Flask and waitress load only for `digest web`, not for every command.
     from ..web import create_app
-    from ..web_serve import create_server, listening_on
+    from ..web.serve import create_server, listening_on
 
     settings = app.settings
     wsgi = create_app(settings, app.engine)

@@ -151,6 +151,11 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+def check_database(engine: Engine) -> None:
+    """Answer a trivial query, or raise StoreError: the database is reachable (for /healthz)."""
+    read_rows(engine, sa.select(sa.literal(1)))
+
+
 def read_rows(engine: Engine, statement) -> list:
     """All rows of one read-only statement on a short-lived connection; database errors become StoreError."""
     try:

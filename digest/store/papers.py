@@ -377,6 +377,11 @@ def source_names_of(session: Session, paper_ids: Iterable[int]) -> dict[int, lis
     return {pid: [name for name, _ in pairs] for pid, pairs in sources_of(session, paper_ids).items()}
 
 
+def get_paper(session: Session, paper_id: int | None) -> Paper | None:
+    """The paper with this id, or None."""
+    return session.get(Paper, paper_id) if paper_id is not None else None
+
+
 def get_paper_by_ident(session: Session, ident: str) -> Paper | None:
     """The paper an identifier names: an arXiv id (with or without version or `arXiv:`), a DOI, or an imported id."""
     text = ident.strip()

@@ -192,6 +192,11 @@ def find_subscriber(session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email == address)).first()
 
 
+def find_subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id, or None (a link may name one who deleted their data)."""
+    return session.get(Subscriber, subscriber_id)
+
+
 def get_subscriber(session: Session, email_or_id: str | int) -> Subscriber:
     """The subscriber with this address (any case) or numeric id; NotFoundError otherwise."""
     if isinstance(email_or_id, int) or str(email_or_id).strip().isdigit():

@@ -21,12 +21,17 @@ import logging
 import time
 from typing import Any
 
+try:
+    import resource
+except ImportError:  # not POSIX: no open-files limit to raise
+    resource = None  # type: ignore[assignment]
+
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from .config import Settings
+from ..config import Settings
 
 log = logging.getLogger("digest.web")
 # Files besides the connections: the database, an SMTP connection, the log, the listening socket,
@@ -82,9 +87,7 @@ class GuardedServer(TcpWSGIServer):
 
 def fit_open_files(connection_limit: int) -> int:
     """Raise the soft RLIMIT_NOFILE so `connection_limit` connections fit; returns the limit that fits."""
-    try:
-        import resource
-    except ImportError:  # not POSIX: nothing to raise
+    if resource is None:
         return connection_limit
     needed = connection_limit + SPARE_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

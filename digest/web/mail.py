@@ -12,9 +12,10 @@ from email.utils import format_datetime
 
 from flask import render_template
 
-from .config import Settings
-from .deliver import address_domain, assemble_alternative, check_address, encode_words, format_address
-from .tokens import action_url
+from ..config import Settings
+from ..deliver import address_domain, assemble_alternative, check_address, encode_words, format_address
+from ..tokens import action_url
+
 
 def compose_confirmation(settings: Settings, to: str, token: str, now: datetime) -> bytes:
     """multipart/alternative (text, then HTML) with the /confirm link under base_url; no List-Unsubscribe

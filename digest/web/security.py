@@ -1,7 +1,7 @@
 """The web front's defences: security headers with a per-request CSP nonce, CSRF tokens, and the
 per-address sliding-window rate limit of the subscribe form.
 
-It must not know about pages, subscribers or the database; digest.web wires it into the Flask app.
+It must not know about pages, subscribers or the database; digest.web.app wires it into the Flask app.
 
 CSRF is a signed double-submit cookie (OWASP): a random value in a SameSite=Lax, HttpOnly cookie, and
 the same value signed with secret_key in each form. A cross-site page can neither read the cookie nor

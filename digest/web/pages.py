@@ -11,20 +11,21 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import available_timezones
 
-import sqlalchemy as sa
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
-from .deliver import check_address
-from .editions import WEEKDAYS
-from .errors import DigestError, InputError
-from .models import Paper, Subscriber
-from .store import schema_is_current, session_scope
-from .store.subscribers import (
+from ..deliver import check_address
+from ..editions import WEEKDAYS
+from ..errors import DigestError, InputError
+from ..models import Subscriber
+from ..store import check_database, schema_is_current, session_scope
+from ..store.papers import get_paper
+from ..store.subscribers import (
     FieldError,
     SubscriberInput,
     confirm_subscriber,
     feedback_value,
+    find_subscriber_by_id,
     get_subscriber,
     record_feedback,
     remove_feedback,
@@ -38,9 +39,9 @@ from .store.subscribers import (
     validate_email,
     validate_profile,
 )
-from .tokens import Claim
-from .web import LinkGone, message_page, web_context
-from .web_mail import compose_confirmation
+from ..tokens import Claim
+from .context import LinkGone, message_page, web_context
+from .mail import compose_confirmation
 
 log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
@@ -62,7 +63,7 @@ def _lines(text: str) -> list[str]:
 def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
     """The claim and its subscriber; TokenError (400/410) when the link is bad, stale or its subscriber gone."""
     claim = web_context().read_claim(action, token)
-    sub = session.get(Subscriber, claim.subscriber_id)
+    sub = find_subscriber_by_id(session, claim.subscriber_id)
     # A bumped token_version revokes old links; a missing row means the subscriber deleted their data.
     if sub is None or sub.token_version != claim.version:
         raise LinkGone("this link is no longer valid (a newer email replaced it, or the subscription was removed)")
@@ -261,7 +262,7 @@ def feedback(token: str):
         ctx.csrf.check()
     with session_scope(ctx.engine) as session:
         claim, sub = _load(session, "feedback", token)
-        paper = session.get(Paper, claim.paper_id)
+        paper = get_paper(session, claim.paper_id)
         if paper is None:
             raise LinkGone("this paper is no longer in the digest's store")
         if action == "record":
@@ -276,8 +277,7 @@ def feedback(token: str):
 def healthz():
     ctx = web_context()
     try:
-        with session_scope(ctx.engine) as session:
-            session.execute(sa.text("SELECT 1"))
+        check_database(ctx.engine)
         current = schema_is_current(ctx.engine)
     except DigestError as exc:
         log.error("healthz: %s", exc)

@@ -1,5 +1,5 @@
-"""The subscription pages as a Flask app: `create_app(settings, engine)` wires the pages (digest.web_pages),
-the defences (digest.web_security), the reader's link tokens (digest.tokens) and the error pages.
+"""The web front as a Flask app: `create_app(settings, engine)` wires the pages (digest.web.pages), the
+defences (digest.web.security), the shared context (digest.web.context) and the error pages.
 
 It must not rank, render digests or open the database itself: every request uses one
 digest.store.session_scope, and mail leaves through the configured transport (digest.deliver).
@@ -9,69 +9,27 @@ No page ever shows a traceback or says whether an address is subscribed.
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, request
 from itsdangerous import SignatureExpired
 from werkzeug.exceptions import HTTPException
 
-from . import templates_dir
-from .config import Settings, require
-from .errors import DigestError, NotFoundError, StoreError, TokenError
-from .tokens import Claim, make_token, read_token
-from .web_security import Csrf, SlidingWindowLimiter, csp_nonce, set_security_headers
+from .. import templates_dir
+from ..config import Settings, require
+from ..errors import DigestError, NotFoundError, StoreError, TokenError
+from ..tokens import make_token
+from .context import LinkGone, WebContext, message_page
+from .pages import pages
+from .security import Csrf, SlidingWindowLimiter, csp_nonce, set_security_headers
 
 log = logging.getLogger("digest.web")
 MAX_FORM_BYTES = 64 * 1024
 
 
-class LinkGone(TokenError):
-    """A well-signed link that no longer works: already used, revoked, or its subscriber is gone (410)."""
-
-
-@dataclass
-class WebContext:
-    """What the pages need, injected once per app (never module globals)."""
-
-    settings: Settings
-    engine: Any
-    now: Callable[[], datetime]
-    limiter: SlidingWindowLimiter
-    csrf: Csrf
-    transport: Any = None
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def read_claim(self, action: str, token: str) -> Claim:
-        return read_token(self.settings.secret_key, action, token)
-
-    def make_token(self, action: str, sub: Any) -> str:
-        return make_token(self.settings.secret_key, action, sub.id, sub.token_version)
-
-    def send(self, message: bytes, recipient: str) -> None:
-        """Send one message through the configured transport (SMTP or outbox), made on first use.
-
-        The connection is closed after each message: a web front sends rarely, and an idle SMTP
-        connection would only be dropped by the server."""
-        with self.send_lock:  # one SMTP connection is not shared between waitress's threads
-            if self.transport is None:
-                from .deliver import transport_for
-
-                self.transport = transport_for(self.settings)
-            try:
-                self.transport.send(message, sender=self.settings.from_address, recipient=recipient)
-            finally:
-                self.transport.close()
-
-
-def web_context() -> WebContext:
-    return current_app.extensions["digest"]
-
-
 def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: Callable[[], datetime] | None = None) -> Flask:
-    """The WSGI app of the subscription pages; ConfigError when secret_key is missing or too short."""
+    """The WSGI app of the web front; ConfigError when secret_key is missing or too short."""
     require(settings, "secret_key", "the pages sign and check the tokens in every link")
     make_token(settings.secret_key, "confirm", 0)  # fails now, not on the first request, if the key is too short
     app = Flask("digest.web", template_folder=str(templates_dir()), static_folder=None)
@@ -88,17 +46,10 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
         csrf=csrf,
         transport=transport,
     )
-    from .web_pages import pages
-
     app.register_blueprint(pages)
     app.after_request(set_security_headers)
     _install_error_pages(app)
     return app
-
-
-def message_page(title: str, message: str, status: int = 200, **extra: Any):
-    """A page with a heading and a paragraph: confirmations, thank-yous and every error."""
-    return render_template("page_message.html", title=title, message=message, **extra), status
 
 
 def _install_error_pages(app: Flask) -> None:
