@@ -7,7 +7,8 @@ The text model (tokens, vectors, similarities) lives in digest.rank_text; this m
 - relevance: a blend of the cosine to the Rocchio centroid (interests + seed and liked papers - disliked ones) and to
   the best single interest or paper (so each of several interests gets its papers), minus the nearest disliked
   paper; pseudo relevance feedback then lifts papers like the best matches. Below `relevance_floor` a paper is out;
-- trending: log-scaled Hugging Face upvotes and the number of sources carrying the paper, normalised over the day;
+- trending: trending_scores below (upvotes, cross-source presence, recency), the one definition the email's
+  "Trending today" and the web front page both use;
 - score = (1 - trending_weight) * relevance / the day's best relevance + trending_weight * trending;
 - MMR picks in order, so a near-duplicate of a pick loses ground and one topic cannot fill the email.
 
@@ -22,7 +23,7 @@ import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 MMR_LAMBDA = 0.9  # share of the score against the similarity to papers already picked
 TRENDING_MIN_REASON = 0.5  # trending score from which "trending" is given as a reason
 CHUNK = 1000  # profiles per matrix product
+UPVOTES_SHARE, SOURCES_SHARE = 0.75, 0.25  # the parts of the trending score
+RECENCY_HALF_LIFE = timedelta(hours=24)  # a paper first seen a day before the pool's newest trends half as much
 
 
 class ProfilePaper(NamedTuple):
@@ -167,7 +170,7 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
     if not profiles:
         return []
-    corpus = Corpus(pool, embeddings if model == "hybrid" else None)
+    corpus = Corpus(pool, pool_trending(pool), embeddings if model == "hybrid" else None)
     rows = ProfileRows(corpus, profiles, embeddings if model == "hybrid" else None)
     excluder = _Excluder(pool)
     trend_reasons = [_trending_reasons(c) for c in pool]
@@ -308,6 +311,39 @@ def _interest_wording(interests: tuple[str, ...]) -> dict[str, str]:
     from .rank_text import readable_forms
 
     return readable_forms(interests)
+
+
+def trending_scores(upvotes: Sequence[int | None], source_counts: Sequence[int], first_seen: Sequence[datetime | None]) -> np.ndarray:
+    """The trending score of each paper of a pool, in [0, 1]: the one definition behind the email's "Trending
+    today" section and the web front page (both order by it). Pure; the inputs are per paper, in the same order:
+
+    - upvotes (Hugging Face), as log(1 + upvotes) over the pool's most upvoted: 3/4 of the score;
+    - cross-source presence: the sources carrying the paper beyond the first, over the pool's most: 1/4
+      (a part no paper of the pool has is left out and the other counts whole);
+    - recency: the sum is halved for every RECENCY_HALF_LIFE the paper was first seen before the pool's newest
+      paper, so in a pool of one day's papers it hardly matters, and across days the newest lead.
+    """
+    votes = np.log1p(np.array([max(v or 0, 0) for v in upvotes], dtype=np.float32))
+    extra = np.array([max(n, 1) for n in source_counts], dtype=np.float32) - 1
+    parts = []
+    if len(votes) and votes.max() > 0:
+        parts.append((UPVOTES_SHARE, votes / votes.max()))
+    if len(extra) and extra.max() > 0:
+        parts.append((SOURCES_SHARE, extra / extra.max()))
+    if not parts:
+        return np.zeros(len(votes), dtype=np.float32)
+    score = sum(w * v for w, v in parts) / sum(w for w, _ in parts)
+    seen = [t for t in first_seen if t is not None]
+    if seen and min(seen) < max(seen):
+        newest, half_life = max(seen), RECENCY_HALF_LIFE.total_seconds()
+        age = np.array([(newest - t).total_seconds() if t is not None else 0.0 for t in first_seen], dtype=np.float64)
+        score = score * np.exp2(-age / half_life).astype(np.float32)
+    return score.astype(np.float32)
+
+
+def pool_trending(pool: Sequence[Candidate]) -> np.ndarray:
+    """trending_scores of ranking candidates."""
+    return trending_scores([c.paper.upvotes for c in pool], [len(set(c.sources)) for c in pool], [c.paper.first_seen for c in pool])
 
 
 def _trending_reasons(candidate: Candidate) -> list[str]:

@@ -88,9 +88,10 @@ def _identity(tokens: list[str]) -> list[str]:
 
 
 class Corpus:
-    """The candidates as L2-normalised TF-IDF rows, their pairwise cosines, and their trending scores."""
+    """The candidates as L2-normalised TF-IDF rows, their pairwise cosines, and their trending scores (given: the
+    score is digest.rank.trending_scores)."""
 
-    def __init__(self, pool: Sequence, embeddings=None):
+    def __init__(self, pool: Sequence, trending: np.ndarray, embeddings=None):
         """`embeddings` (rank_semantic.Embeddings, hybrid only): the candidates' sentence embeddings."""
         self.size = len(pool)
         titles = [analyse(c.paper.title or "") for c in pool]
@@ -114,7 +115,7 @@ class Corpus:
         # The day's average paper (a negative example of every vote model): its products with each candidate and itself.
         self.mean_sims = self.gram.mean(axis=1) if self.size else np.zeros(0, np.float32)
         self.mean_self = float(self.gram.mean()) if self.size else 0.0
-        self.trending = trending_scores(pool)
+        self.trending = np.asarray(trending, dtype=np.float32)
         self.trending_rounded = np.round(self.trending.astype(np.float64), 6).tolist()
         self.trending_order = np.lexsort((np.arange(self.size), -self.trending))
         self.embeddings: np.ndarray | None = None
@@ -170,21 +171,6 @@ class Corpus:
                     cols.append(vocabulary[word])
                     vals.append(weight / total)
         return sp.csr_matrix((np.array(vals, dtype=np.float32), (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))), shape=(len(interests), width))
-
-
-def trending_scores(pool: Sequence) -> np.ndarray:
-    """In [0, 1]: log-scaled upvotes over the day's most upvoted (3/4) and extra sources carrying it (1/4)."""
-    upvotes = np.log1p(np.array([max(c.paper.upvotes or 0, 0) for c in pool], dtype=np.float32))
-    sources = np.array([max(len(set(c.sources)), 1) for c in pool], dtype=np.float32) - 1
-    parts = []
-    if len(pool) and upvotes.max() > 0:
-        parts.append((0.75, upvotes / upvotes.max()))
-    if len(pool) and sources.max() > 0:
-        parts.append((0.25, sources / sources.max()))
-    if not parts:
-        return np.zeros(len(pool), dtype=np.float32)
-    total = sum(w for w, _ in parts)
-    return (sum(w * v for w, v in parts) / total).astype(np.float32)
 
 
 def shifted(cosines: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -423,3 +423,31 @@ def test_rank_papers_hybrid_ranks_or_names_the_missing_extra():
         embeddings = embed_for([c.paper for c in corpus()], [p])
         assert order(rank_papers(corpus(), p, NOW, model="hybrid", embeddings=embeddings))[0] == order(rank_papers(corpus(), p, NOW))[0]
         assert threading.active_count() == before  # no thread left behind: the daily job forks from one thread
+
+
+# --- the trending score (one definition: the email's "Trending today" and the web front page) ---------
+
+
+def test_trending_scores_weigh_upvotes_then_sources_then_recency():
+    day = timedelta(days=1)
+    upvotes = [100, 5, 0, 0, 100]
+    sources = [1, 1, 3, 1, 1]
+    seen = [NOW, NOW, NOW, NOW, NOW - day]
+    scores = rank.trending_scores(upvotes, sources, seen).tolist()
+    assert sorted(range(5), key=lambda i: -scores[i]) == [0, 4, 1, 2, 3]
+    assert scores[0] == pytest.approx(0.75) and scores[2] == pytest.approx(0.25) and scores[3] == 0.0  # 3/4 upvotes, 1/4 sources
+    assert scores[4] == pytest.approx(scores[0] / 2)  # the same paper a day older trends half as much
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_trending_scores_without_upvotes_or_second_sources_are_zero():
+    assert rank.trending_scores([0, None], [1, 1], [NOW, NOW - timedelta(days=3)]).tolist() == [0.0, 0.0]
+    assert rank.trending_scores([], [], []).tolist() == []
+
+
+def test_trending_section_prefers_todays_papers():
+    older = NOW - timedelta(days=2)
+    candidates = corpus({7: {"upvotes": 60}, 2: {"upvotes": 50}})
+    candidates = [Candidate(c.paper.model_copy(update={"first_seen": older}), c.sources) if c.paper.id == 7 else c for c in candidates]
+    result = rank_papers(candidates, profile(interests=("medieval poetry",)), NOW, trending_count=2)
+    assert [r.paper.id for r in result.trending] == [2, 7]  # a few more upvotes two days ago trend less than today's
