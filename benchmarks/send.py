@@ -171,7 +171,7 @@ def main() -> None:
 
     from digest.config import load_settings
     from digest.deliver import SMTPTransport, build_message
-    from digest.pipeline import preview_email, run_job
+    from digest.pipeline.job import preview_email, run_job
     from digest.store import init_db, open_engine, session_scope
     from digest.store.papers import upsert_papers
     from digest.store.sources import ensure_source

@@ -30,7 +30,8 @@ from .store import deliveries as ledger
 from .tokens import action_url, make_token
 
 if TYPE_CHECKING:
-    from .pipeline import Due, RunReport
+    from .pipeline.job import RunReport
+    from .pipeline.plan import Due
 
 RETRY_DELAYS = (5.0, 30.0)  # seconds before each extra round over the deliveries a 4xx deferred
 SERVER_DOWN_AFTER = 10  # failed deliveries in a row, to different recipients, that stop the run

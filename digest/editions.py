@@ -11,7 +11,10 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The one weekday table: datetime.weekday() order (Monday = 0). Frequencies ("weekly:fri"), crontab day names
+# (digest.pipeline.fetching), arXiv's announcement days (digest.pipeline.health) and the emails' dates come from it.
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAYS = tuple(name[:3].lower() for name in DAY_NAMES)  # mon ... sun
 
 
 def parse_send_at(value: str) -> time:
@@ -61,6 +64,15 @@ def local_day(now: datetime, tz: str) -> date:
     return now.astimezone(parse_zone(tz)).date()
 
 
+def is_weekly(frequency: str) -> bool:
+    return frequency.startswith("weekly:")
+
+
+def publishes_on(frequency: str, day: date) -> bool:
+    """Whether a subscriber on `frequency` has an edition on their local `day`: every day, or their weekday."""
+    return not is_weekly(frequency) or WEEKDAYS[day.weekday()] == frequency[7:]
+
+
 def due_edition(now: datetime, send_at: str, tz: str, frequency: str, last_edition: str | None) -> str | None:
     """The edition (local date) due at `now`, or None if nothing is due.
 
@@ -68,7 +80,7 @@ def due_edition(now: datetime, send_at: str, tz: str, frequency: str, last_editi
     edition is ever due: after downtime, one catch-up edition is sent, not one per missed day.
     """
     today = local_day(now, tz)
-    if frequency.startswith("weekly:") and WEEKDAYS[today.weekday()] != frequency[7:]:
+    if not publishes_on(frequency, today):
         return None
     if now < send_instant(today, send_at, tz):
         return None
@@ -77,8 +89,3 @@ def due_edition(now: datetime, send_at: str, tz: str, frequency: str, last_editi
         return None
     return edition
 
-
-def edition_window_start(edition: str, frequency: str, window_days: int) -> date:
-    """First local day whose papers an edition may cover: a week for weekly subscribers."""
-    day = date.fromisoformat(edition)
-    return day - timedelta(days=7 if frequency.startswith("weekly:") else window_days)

@@ -14,13 +14,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from .editions import WEEKDAYS, due_edition, local_day, send_instant
+from .editions import WEEKDAYS, due_edition, local_day, publishes_on, send_instant
 from .store.deliveries import UnfinishedDelivery
 from .store.status import Schedule, SourceHealth
 
 ARXIV_TZ = ZoneInfo("America/New_York")
 ANNOUNCE_HOUR = 20  # arXiv's announcements go out at 20:00 US/Eastern
-ANNOUNCE_WEEKDAYS = (6, 0, 1, 2, 3)  # Sunday to Thursday (datetime.weekday(): Monday = 0)
+ANNOUNCE_WEEKDAYS = tuple(WEEKDAYS.index(day) for day in ("sun", "mon", "tue", "wed", "thu"))  # as datetime.weekday() numbers them
 ERROR_LIMIT = 3  # failed fetches in a row that make a source broken
 
 
@@ -84,7 +84,7 @@ def last_due_edition(now: datetime, send_at: str, tz: str, frequency: str) -> tu
     today = local_day(now, tz)
     for back in range(8):
         day = today - timedelta(days=back)
-        if frequency.startswith("weekly:") and WEEKDAYS[day.weekday()] != frequency[7:]:
+        if not publishes_on(frequency, day):
             continue
         instant = send_instant(day, send_at, tz)
         if instant <= now:

@@ -25,6 +25,7 @@ from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, s
 from markupsafe import Markup, escape
 
 from . import templates_dir
+from .editions import DAY_NAMES
 from .errors import ConfigError
 from .rank import RankResult
 from .store.candidates import Candidate
@@ -36,7 +37,6 @@ REASON_MAX = 200
 AUTHORS_SHOWN = 3
 TEXT_WIDTH = 78
 CSS_INCLUDE = '{% include "email.css" %}'
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December")
 
 
@@ -138,12 +138,12 @@ def source_badges(candidate: Candidate) -> tuple[tuple[str, str], ...]:
 
 
 def long_date(day: date) -> str:
-    return f"{DAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]} {day.year}"
+    return f"{DAY_NAMES[day.weekday()]} {day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
 def subject_line(result: RankResult, edition: date) -> str:
     """'Papers for Fri 27 Nov: <top pick> (+7 more)', at most SUBJECT_MAX characters, no CR/LF."""
-    prefix = f"Papers for {DAYS[edition.weekday()][:3]} {edition.day} {MONTHS[edition.month - 1][:3]}: "
+    prefix = f"Papers for {DAY_NAMES[edition.weekday()][:3]} {edition.day} {MONTHS[edition.month - 1][:3]}: "
     picks, suffix = result.picks, ""
     if picks:
         topic = clean_text(picks[0].paper.title) or "(untitled)"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol
 
 from .config import Settings
-from .editions import parse_zone
+from .editions import WEEKDAYS, parse_zone
 from .errors import ConfigError, DigestError, LockedError
 from .log import log_event
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 FETCH_GRACE_SECONDS = 3 * 3600  # a fetch up to 3 hours late (suspend, busy machine) still runs, once
 LOCKED_RETRY_SECONDS = 60  # a fetch that found the lock taken tries again this much later
 FETCH_RETRY_MINUTES = 10  # a failed fetch is tried again at most this often (cron's 15-minute runs each retry)
-CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron numbers them 0-6 (and 7 = sun)
+CRON_WEEKDAYS = WEEKDAYS[6:] + WEEKDAYS[:6]  # sun ... sat: cron numbers them 0-6 (and 7 = sun)
 
 
 class Job(Protocol):
@@ -269,7 +269,7 @@ def _shutdown(scheduler) -> None:
 
 def pipeline_job(engine, settings: Settings) -> Job:
     """The job the daemon runs: digest.pipeline.run_job, the same function as `digest run`."""
-    from .pipeline import run_job
+    from .pipeline.job import run_job
 
     def job(*, now: datetime, fetch: bool, stop_event: threading.Event):
         # A send tick also retries a fetch that failed at its scheduled time (see fetch_due).

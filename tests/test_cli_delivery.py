@@ -22,7 +22,7 @@ import pytest
 
 from digest.config import load_settings
 from digest.ingest import import_file
-from digest.pipeline import run_lock
+from digest.pipeline.job import run_lock
 from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from digest.models import SentPaper, utcnow
+from digest.models import SentPaper
 from digest.sources import ParsedPaper
 from digest.store import init_db, open_engine, session_scope
 from digest.rank import build_profile
@@ -48,6 +48,10 @@ def store(sqlite_url):
         add_subscriber(session, "bob@example.org", SubscriberInput(interests=["medieval poetry"]), now=now)
     yield engine
     engine.dispose()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def rank_json(cli, *args) -> list[dict]:

@@ -19,7 +19,7 @@ from digest.config import load_settings
 from digest.errors import FeedError, SourceError, StoreError
 from digest.ingest import import_file
 from digest.models import Paper, PaperSource, Source
-from digest.pipeline import run_job
+from digest.pipeline.job import run_job
 from digest.sources.parse import parse_file, parse_source
 from digest.store import init_db, open_engine, session_scope
 from digest.store.papers import count_papers, upsert_papers

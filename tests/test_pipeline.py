@@ -14,7 +14,7 @@ from digest.config import load_settings
 from digest.errors import ConfigError, DeliveryError, LockedError, ServerDownError
 from digest.ingest import import_file
 from digest.dispatch import RETRY_DELAYS
-from digest.pipeline import preview_email, run_job, run_lock
+from digest.pipeline.job import preview_email, run_job, run_lock
 from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, set_status
@@ -443,19 +443,19 @@ def fake_embed(texts):
 
 
 def test_run_job_ranks_with_the_configured_rank_model(world, monkeypatch) -> None:
-    import digest.rank
+    import digest.pipeline.plan
     import digest.rank_semantic
 
     settings, engine = world
     seen: list[str] = []
-    real = digest.rank.rank_many
+    real = digest.pipeline.plan.rank_many
 
     def recording_rank_many(*args, **kwargs):
         seen.append(kwargs.get("model", "tfidf"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(digest.rank_semantic, "embed", fake_embed)  # the hybrid's extra may not be installed here
-    monkeypatch.setattr(digest.rank, "rank_many", recording_rank_many)
+    monkeypatch.setattr(digest.pipeline.plan, "rank_many", recording_rank_many)
     report = run_job(engine, settings.replace(rank_model="hybrid"), NOW, fetch=False, transport=Recorder())
     assert report.sent == 3 and seen == ["hybrid"]
 
@@ -498,7 +498,7 @@ def test_run_job_dry_run_counts_a_subscriber_who_cannot_be_ranked_as_failed(worl
 
 
 def test_rank_isolating_finds_the_bad_profiles_among_many() -> None:
-    from digest.pipeline import rank_isolating
+    from digest.pipeline.plan import rank_isolating
     from digest.rank import Profile
 
     calls: list[int] = []

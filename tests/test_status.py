@@ -251,7 +251,7 @@ def test_status_check_tells_an_edition_that_did_not_go_out(cli, home, sqlite_eng
     never reached; --check names each problem on its own line at 09:00, and is ok once a run has served them."""
     from digest.config import load_settings
     from digest.ingest import import_file
-    from digest.pipeline import run_job
+    from digest.pipeline.job import run_job
     from digest.store import deliveries as ledger
     from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber
 

@@ -482,7 +482,7 @@ def digest_links(message) -> list[str]:
 
 
 def test_scanner_opening_every_link_of_a_real_digest_records_nothing(home, smtp_server):  # noqa: F811
-    from digest.pipeline import run_job
+    from digest.pipeline.job import run_job
 
     smtp = {"smtp_host": smtp_server.host, "smtp_port": smtp_server.port, "smtp_security": "none", "from_address": "digest@example.org"}
     with serve_web(home, **smtp) as site:

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import traceback
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ class AppContext:
     @cached_property
     def settings(self) -> Settings:
         return load_settings(self.home, self.config_file, overrides=self.overrides)
+
+    def now(self) -> datetime:
+        """The CLI's one clock: the current instant, aware UTC (tests move it with time_machine)."""
+        return datetime.now(timezone.utc)
 
     def secrets(self) -> tuple[str, ...]:
         """What must never be printed: the configured secrets, or, when the settings cannot be loaded,
@@ -153,7 +158,3 @@ def _register() -> None:
 
 
 _register()
-
-
-def run() -> None:  # pragma: no cover - console entry convenience
-    sys.exit(main())

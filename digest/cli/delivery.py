@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 import threading
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import click
@@ -29,10 +29,6 @@ DEMO_SUBSCRIBERS = (
     ("grace@example.org", "Grace", ["speech recognition", "text to speech", "audio language models"]),
     ("alan@example.org", "Alan", ["robot learning", "reinforcement learning", "embodied agents"]),
 )
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _edition(value: str | None) -> str | None:
@@ -94,7 +90,7 @@ class _Interruption:
 
 
 def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: bool = False, edition: str | None = None) -> None:
-    from ..pipeline import run_job
+    from ..pipeline.job import run_job
 
     progress = _Progress()
     interruption = _Interruption()
@@ -105,7 +101,7 @@ def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: 
 
     try:
         with interruption:
-            report = run_job(app.engine, app.settings, _now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition,
+            report = run_job(app.engine, app.settings, app.now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition,
                              progress=progress.step, on_plan=plan, stop_event=interruption.stop)
     except DigestError as exc:  # the server down, the database locked: what was done, then the error
         progress.close()
@@ -156,7 +152,7 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
     if fetch_mode == "due":
         from ..schedule import fetch_due, fetch_trigger, next_fire_times
 
-        now = _now()
+        now = app.now()
         fetch = fetch_due(app.engine, app.settings, now)
         if not fetch:
             upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
@@ -174,9 +170,9 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
 @pass_app
 def preview(app: AppContext, email: str, html_out: str | None, show_text: bool, eml_out: str | None, edition: str | None) -> None:
     """Exactly the email EMAIL's next edition would be, without sending or recording anything."""
-    from ..pipeline import preview_email
+    from ..pipeline.job import preview_email
 
-    rendered, message, result = preview_email(app.engine, app.settings, _now(), email, edition=_edition(edition))
+    rendered, message, result = preview_email(app.engine, app.settings, app.now(), email, edition=_edition(edition))
     if show_text:
         click.echo(rendered.text, nl=False)
     else:
@@ -198,14 +194,15 @@ def _is_demo_config(config: Path) -> bool:
 
 @main.command()
 @click.option("--home", "demo_home", type=click.Path(file_okay=False), metavar="DIR", help="Keep the demo in DIR (default: a new temporary directory).")
-def demo(demo_home: str | None) -> None:
+@pass_app
+def demo(app: AppContext, demo_home: str | None) -> None:
     """Offline demo on the bundled real sample: 3 subscribers, the whole run, emails in an outbox.
 
     Needs no network, no mail server and no configuration; DIGEST_HOME and DIGEST_* settings are ignored.
     """
     from ..config import load_settings
     from ..ingest import SAMPLE_FILES, import_file
-    from ..pipeline import run_job
+    from ..pipeline.job import run_job
     from ..store import ensure_ready, open_engine, session_scope
     from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber
 
@@ -221,7 +218,7 @@ def demo(demo_home: str | None) -> None:
     settings = load_settings(home, env={}, overrides={"smtp_host": ""})
     engine = open_engine(settings.database_url)
     ensure_ready(engine)
-    now = _now()
+    now = app.now()
     click.echo(f"demo home: {home}")
     for path in SAMPLE_FILES:
         click.echo("imported " + import_file(engine, path, now).line())

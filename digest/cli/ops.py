@@ -61,7 +61,7 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
     from ..store.status import active_schedules, source_health
 
-    now = datetime.now(timezone.utc)
+    now = app.now()
     sources = source_health(app.engine)
     editions = editions_summary(app.engine, limit=EDITIONS_SHOWN)
     problems = source_problems(sources) + edition_problems(active_schedules(app.engine), finished_editions(app.engine), unfinished_deliveries(app.engine), now)

@@ -1,11 +1,12 @@
 """`digest rank EMAIL`: what the next digest for a subscriber would contain, and why. It prints and never decides:
-the candidates come from digest.store.candidates and the order from digest.rank."""
+the window and candidates come from the edition planner (digest.pipeline.plan, as for preview and send), the order
+from digest.rank."""
 
 from __future__ import annotations
 
 import json
 import textwrap
-from datetime import datetime, timezone
+from datetime import datetime
 
 import click
 
@@ -39,30 +40,20 @@ def _entries(result, limit: int) -> list[dict]:
 @pass_app
 def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
     """What the next digest for EMAIL would contain, best first, with the reasons for each paper."""
-    from ..rank import build_profile, rank_papers
-    from ..store import session_scope
-    from ..store.candidates import candidate_papers, candidate_window, profile_rows
-    from ..store.subscribers import get_subscriber
+    # Imported here, not at the top: planning loads ranking (numpy, scikit-learn), which `digest --help` must not wait for.
+    from ..pipeline.plan import plan_for, rank_plans
 
-    now = datetime.now(timezone.utc)
-    with session_scope(app.engine) as session:
-        sub = get_subscriber(session, email)
-        since, until = candidate_window(sub.last_digest_at, now, app.settings.window_days)
-        candidates = candidate_papers(session, since, until)
-        rows = profile_rows(session, sub)
-        profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked, rows.sent_ids)
-        address, max_papers = sub.email, sub.max_papers
-    embeddings = None
-    if app.settings.rank_model == "hybrid":
-        from ..rank_semantic import embed_for
-
-        embeddings = embed_for([c.paper for c in candidates], [profile])
-    result = rank_papers(candidates, profile, now, limit=max(limit, max_papers), relevance_floor=app.settings.relevance_floor, model=app.settings.rank_model, embeddings=embeddings)
+    now = app.now()
+    plan = plan_for(app.engine, email, now, app.settings)
+    result = rank_plans([plan], app.settings, now, limit=max(limit, plan.subscriber.max_papers))[0]
+    if isinstance(result, Exception):
+        raise result
+    address, since, candidates = plan.subscriber.email, plan.since, len(plan.candidates)
     entries = _entries(result, limit)
     if as_json:
         click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
         return
-    _print_table(address, entries, len(candidates), since, result.matched)
+    _print_table(address, entries, candidates, since, result.matched)
 
 
 def _print_table(address: str, entries: list[dict], candidates: int, since: datetime, matched: bool) -> None:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 
 import click
 
 from . import EXIT_ERROR, AppContext, main, pass_app
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _when(value: datetime | None) -> str:
@@ -38,7 +34,7 @@ def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) 
 
     resolved_kind, url, default_name = resolve_spec(spec, kind)
     with session_scope(app.engine) as session:
-        source = add_source(session, name or default_name, resolved_kind, url, _now())
+        source = add_source(session, name or default_name, resolved_kind, url, app.now())
     click.echo(f"added {source.name} ({source.kind}): {source.url}")
 
 
@@ -101,11 +97,11 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
         return
     if sys.stdout.isatty():
         with click.progressbar(length=count, label="fetching", show_pos=True) as bar:
-            reports = fetch_sources(engine, settings, _now(), only=names or None, progress=lambda _r: bar.update(1))
+            reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda _r: bar.update(1))
         for report in reports:
             click.echo(report.line())
     else:
-        reports = fetch_sources(engine, settings, _now(), only=names or None, progress=lambda r: click.echo(r.line()))
+        reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda r: click.echo(r.line()))
     if any(r.status == "error" for r in reports):
         sys.exit(EXIT_ERROR)
 
@@ -118,7 +114,7 @@ def import_cmd(app: AppContext, file: str) -> None:
     Hugging Face daily-papers JSON or JSON Lines (id, title, abstract per line)."""
     from ..ingest import import_file
 
-    report = import_file(app.engine, file, _now())
+    report = import_file(app.engine, file, app.now())
     click.echo(report.line())
     for warning in report.warnings[:5]:
         click.echo(f"  warning: {warning}")

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 
 import click
 
 from ..models import Subscriber
 from . import AppContext, main, pass_app
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _profile_options(command):
@@ -79,7 +74,7 @@ def add(app: AppContext, email: str, **options) -> None:
     from ..store.subscribers import add_subscriber
 
     with session_scope(app.engine) as session:
-        sub = add_subscriber(session, email, _input(options), now=_now())
+        sub = add_subscriber(session, email, _input(options), now=app.now())
         click.echo(f"added {_summary(sub)}")
 
 
@@ -138,7 +133,7 @@ def update(app: AppContext, email: str, add_interests: tuple, remove_interests: 
 
     with session_scope(app.engine) as session:
         sub = get_subscriber(session, email)
-        update_subscriber(session, sub, _input(options), add_interests, remove_interests, now=_now())
+        update_subscriber(session, sub, _input(options), add_interests, remove_interests, now=app.now())
         click.echo(f"updated {_summary(sub)}")
 
 
@@ -151,7 +146,7 @@ def _status_command(name: str, status: str, doc: str) -> None:
         from ..store.subscribers import get_subscriber, set_status
 
         with session_scope(app.engine) as session:
-            sub = set_status(session, get_subscriber(session, email), status, _now())
+            sub = set_status(session, get_subscriber(session, email), status, app.now())
             click.echo(f"{sub.email} is now {sub.status}")
 
 
@@ -185,7 +180,7 @@ def import_cmd(app: AppContext, path: str) -> None:
     from ..store.subscribers import import_csv
 
     with session_scope(app.engine) as session:
-        report = import_csv(session, path, _now())
+        report = import_csv(session, path, app.now())
     click.echo(f"imported {path}: {report.added} added, {report.updated} updated")
 
 
@@ -216,7 +211,7 @@ def feedback(app: AppContext, email: str, like: tuple, dislike: tuple, clear: tu
 
     if not (like or dislike or clear):
         raise click.UsageError("give --like, --dislike or --clear")
-    now = _now()
+    now = app.now()
     with session_scope(app.engine) as session:
         sub = get_subscriber(session, email)
         for idents, value in ((like, 1), (dislike, -1)):

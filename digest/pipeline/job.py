@@ -11,26 +11,23 @@ feeds, score papers, write templates or speak SMTP itself: those are the other s
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from typing import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Callable, Iterator
 
 from sqlalchemy.engine import Engine
 
-from .config import Settings
-from .deliver import Transport, check_sender_settings, make_message_id, transport_for
-from .dispatch import Composer, Sender, compose, make_links, produce
-from .editions import WEEKDAYS, due_edition, parse_frequency
-from .errors import DigestError, InputError, LockedError
-from .models import Subscriber
-from .rank import Profile, RankResult
-from .render import RenderedEmail
-from .store import deliveries as ledger
-from .store import session_scope
+from ..config import Settings
+from ..deliver import Transport, check_sender_settings, make_message_id, transport_for
+from ..dispatch import Composer, Sender, compose, make_links, produce
+from ..errors import DigestError, LockedError
+from ..rank import RankResult
+from ..render import RenderedEmail
+from ..store import deliveries as ledger
+from .plan import Due, EditionPlan, Unplanned, due_subscribers, one_line, plan_editions, plan_for, rank_plans
 
 
 @dataclass
@@ -66,13 +63,6 @@ class RunReport:
         return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left}{stuck} in {self.seconds:.1f}s"
 
 
-@dataclass(frozen=True)
-class Due:
-    subscriber: Subscriber
-    edition: str
-    since: datetime  # the subscriber's candidates were first seen after this
-
-
 # --- the lock ---------------------------------------------------------------------------------------
 
 
@@ -97,129 +87,6 @@ def run_lock(settings: Settings) -> Iterator[None]:
         lock.release()
 
 
-# --- who is due, and what they get ------------------------------------------------------------------
-
-
-def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: str | None = None, edition: str | None = None, log: logging.Logger | None = None) -> list[Due]:
-    """Active subscribers whose edition is due at `now` (or who have not finished `edition`), by id."""
-    from .store.subscribers import get_subscriber, list_subscribers
-
-    log = log or logging.getLogger("digest.pipeline")
-    with session_scope(engine) as session:
-        if only:
-            sub = get_subscriber(session, only)
-            if sub.status != "active":
-                raise InputError(f"{sub.email} is {sub.status}, not active: nothing to send", "`digest subscribers resume` makes them active again")
-            subs = [sub]
-        else:
-            subs = sorted(list_subscribers(session, status="active"), key=lambda s: s.id)
-    if edition is not None:
-        done = {d.subscriber_id for d in ledger.deliveries_for(engine, edition=edition) if d.state in ledger.DONE_STATES}
-        weekday = WEEKDAYS[date.fromisoformat(edition).weekday()]
-    else:
-        finished = ledger.finished_editions(engine)
-    out = []
-    for sub in subs:
-        try:
-            if edition is not None:
-                frequency = parse_frequency(sub.frequency)
-                wanted = None if sub.id in done or (frequency != "daily" and frequency[7:] != weekday) else edition
-            else:
-                wanted = due_edition(now, sub.send_at, sub.tz, sub.frequency, finished.get(sub.id))
-        except ValueError as exc:  # one bad profile never stops the others
-            log.warning("event=bad-schedule subscriber=%s error=%s", sub.email, exc)
-            continue
-        if wanted is not None:
-            days = 7 if sub.frequency.startswith("weekly:") else settings.window_days
-            floor = now - timedelta(days=days)
-            since = max(sub.last_digest_at, floor) if sub.last_digest_at is not None else floor
-            out.append(Due(sub, wanted, since))
-    return out
-
-
-def rank_due(engine: Engine, settings: Settings, now: datetime, dues: Sequence[Due]) -> list[RankResult | Exception]:
-    """Every due subscriber ranked at once over one candidate pool; each excludes what they were already
-    sent and what was first seen before their own window.
-
-    A subscriber whose profile cannot be built or ranked (a row edited by hand, a bug) gets the exception
-    in place of a result, and the others are ranked: the batch is split until the profiles that make it
-    fail are found (rank_many gives each profile the same result whatever it is ranked with). When even an
-    empty profile cannot be ranked, the candidates are the problem, not a subscriber: DigestError, nothing
-    recorded, so nobody's edition is spent on it."""
-    from .rank import build_profile, rank_many
-    from .store.candidates import candidate_papers, profile_rows_for, sent_among
-
-    if not dues:
-        return []
-    out: list[RankResult | Exception | None] = [None] * len(dues)
-    with session_scope(engine) as session:
-        candidates = candidate_papers(session, min(d.since for d in dues), now)
-        sent = sent_among(session, [d.subscriber.id for d in dues], [c.paper.id for c in candidates])
-        rows_of = profile_rows_for(session, [d.subscriber for d in dues])
-        too_old: dict[datetime, frozenset[int]] = {}
-        profiles: list[tuple[int, Profile]] = []
-        for k, d in enumerate(dues):
-            sub, rows = d.subscriber, rows_of[d.subscriber.id]
-            try:
-                profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked)
-            except Exception as exc:  # noqa: BLE001 - one subscriber's bad row is their failure, not the run's
-                out[k] = exc
-                continue
-            if d.since not in too_old:
-                too_old[d.since] = frozenset(c.paper.id for c in candidates if c.paper.first_seen is not None and c.paper.first_seen <= d.since)
-            profiles.append((k, dataclasses.replace(profile, exclude_paper_ids=too_old[d.since] | sent.get(sub.id, set()))))
-
-    embeddings = None
-    if settings.rank_model == "hybrid":
-        from .rank_semantic import embed_for
-
-        embeddings = embed_for([c.paper for c in candidates], [p for _, p in profiles])
-
-    def rank(batch: Sequence[Profile]) -> list[RankResult]:
-        return rank_many(candidates, batch, now, relevance_floor=settings.relevance_floor, model=settings.rank_model, embeddings=embeddings)
-
-    for (k, _), result in zip(profiles, rank_isolating(rank, [p for _, p in profiles])):
-        out[k] = result
-    return out  # type: ignore[return-value]
-
-
-def rank_isolating(rank: Callable[[Sequence[Profile]], list[RankResult]], profiles: Sequence[Profile]) -> list[RankResult | Exception]:
-    """rank(profiles), or, when that raises, each profile's result or the exception that ranking it alone
-    raises: halves are ranked apart and only a failing half is split again, so one bad profile among n
-    costs about twice the ranking of n. DigestError when an empty profile cannot be ranked either."""
-    if not profiles:
-        return []
-    try:
-        return list(rank(profiles))
-    except Exception as exc:  # noqa: BLE001 - see below whose fault it is
-        first = exc
-    try:
-        rank([Profile(subscriber_id=0)])
-    except Exception as exc:  # noqa: BLE001
-        raise DigestError(f"cannot rank today's candidates for anyone: {_one_line(exc)}", "a candidate paper the ranking cannot read? `digest -v send --dry-run` shows the traceback") from exc
-    return _bisect(rank, list(profiles), first)
-
-
-def _bisect(rank, profiles: list, error: Exception) -> list:
-    """The results of `profiles`, whose ranking together raised `error`."""
-    if len(profiles) == 1:
-        return [error]
-    out = []
-    middle = len(profiles) // 2
-    for half in (profiles[:middle], profiles[middle:]):
-        try:
-            out.extend(rank(half))
-        except Exception as exc:  # noqa: BLE001 - narrowed down to the profiles that raise it
-            out.extend(_bisect(rank, half, exc))
-    return out
-
-
-def _one_line(exc: BaseException) -> str:
-    """`Type: message` on one line (the ledger's last_error, a log field); a DigestError's own text."""
-    text = str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:500]
-
-
 def is_empty(result: RankResult) -> bool:
     """Nothing to show: no pick and no trending paper (only then does skip_empty skip)."""
     return not result.picks and not result.trending
@@ -227,28 +94,16 @@ def is_empty(result: RankResult) -> bool:
 
 def preview_email(engine: Engine, settings: Settings, now: datetime, email: str, *, edition: str | None = None) -> tuple[RenderedEmail, bytes, RankResult]:
     """Exactly the email the next run would send to `email`, whatever their schedule; nothing sent or recorded."""
-    from .editions import local_day
-    from .store.subscribers import get_subscriber
-
-    with session_scope(engine) as session:
-        sub = get_subscriber(session, email)
-    days = 7 if sub.frequency.startswith("weekly:") else settings.window_days
-    floor = now - timedelta(days=days)
-    since = max(sub.last_digest_at, floor) if sub.last_digest_at is not None else floor
+    plan = plan_for(engine, email, now, settings, edition=edition)
     try:
-        day = edition or local_day(now, sub.tz).isoformat()
-    except ValueError as exc:
-        raise InputError(f"{sub.email}: {exc}") from None
-    due = Due(sub, day, since)
-    result = rank_due(engine, settings, now, [due])[0]
-    try:
+        result = rank_plans([plan], settings, now)[0]
         if isinstance(result, Exception):
             raise result
-        rendered, message = compose(settings, due, result, message_id=make_message_id(settings.from_address, sub.id, day), date_=now)
+        rendered, message = compose(settings, plan, result, message_id=make_message_id(settings.from_address, plan.subscriber.id, plan.edition), date_=now)
     except DigestError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line for the operator; -v shows the traceback
-        raise DigestError(f"cannot build the edition of {sub.email}: {_one_line(exc)}", "`digest -v preview` shows the traceback") from exc
+        raise DigestError(f"cannot build the edition of {plan.subscriber.email}: {one_line(exc)}", "`digest -v preview` shows the traceback") from exc
     return rendered, message, result
 
 
@@ -306,25 +161,29 @@ def _stage(report: RunReport, name: str, since: float) -> float:
 def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transport, client, stop_event, log, edition, sleep, progress, on_plan, started) -> None:
     mark = time.perf_counter()
     if fetch:
-        from .ingest import fetch_sources
+        from ..ingest import fetch_sources
 
         try:
             report.fetched = fetch_sources(engine, settings, now, client=client)
         except Exception as exc:  # noqa: BLE001 - a wall: a fetch that breaks must not also stop the day's email
-            report.fetch_error = _one_line(exc)
+            report.fetch_error = one_line(exc)
             log.error("event=fetch-failed error=%s note=sending what is already stored", report.fetch_error, exc_info=None if isinstance(exc, DigestError) else exc)
         mark = _stage(report, "fetch", mark)
-    dues = due_subscribers(engine, settings, now, only=only, edition=edition, log=log)
+    dues = due_subscribers(engine, settings, now, only=only, edition=edition)
     report.due = len(dues)
     report.editions = sorted({d.edition for d in dues})
-    mark = _stage(report, "plan", mark)
     if on_plan is not None:
         on_plan(len(dues))
     if not dues:
+        _stage(report, "plan", mark)
         return
     make_links(settings, dues[0].subscriber, [])  # no secret_key: fail before anything is sent
     check_sender_settings(settings)  # nor with a From, Reply-To or base_url no message can carry
-    results = rank_due(engine, settings, now, dues)
+    planned = plan_editions(engine, settings, now, dues)
+    mark = _stage(report, "plan", mark)
+    plans = [p for p in planned if isinstance(p, EditionPlan)]
+    ranked = iter(rank_plans(plans, settings, now))
+    results: list[RankResult | Exception] = [p.error if isinstance(p, Unplanned) else next(ranked) for p in planned]
     mark = _stage(report, "rank", mark)
 
     def stamp() -> datetime:
@@ -423,7 +282,7 @@ def _record_unbuilt(engine: Engine, unranked: list[tuple], now: datetime, log: l
 
     def work(conn) -> None:
         for due, row, exc in unranked:
-            ledger.record_failed(conn, row.id, due.subscriber.id, f"cannot build the edition: {_one_line(exc)}", 0, now, bounce=False)
+            ledger.record_failed(conn, row.id, due.subscriber.id, f"cannot build the edition: {one_line(exc)}", 0, now, bounce=False)
 
     ledger.write(engine, work)
     for due, _, exc in unranked:
@@ -432,7 +291,7 @@ def _record_unbuilt(engine: Engine, unranked: list[tuple], now: datetime, log: l
 
 def _log_unbuilt(log: logging.Logger, due: Due, exc: Exception) -> None:
     # A DigestError says what is wrong; anything else is a bug or a row edited by hand: keep its traceback.
-    log.warning("event=failed subscriber=%s edition=%s error=%s", due.subscriber.email, due.edition, f"cannot build the edition: {_one_line(exc)}",
+    log.warning("event=failed subscriber=%s edition=%s error=%s", due.subscriber.email, due.edition, f"cannot build the edition: {one_line(exc)}",
                 exc_info=None if isinstance(exc, DigestError) else exc)
 
 

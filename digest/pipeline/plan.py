@@ -1,0 +1,236 @@
+"""The one edition planner: who is due, and for each due subscriber the edition's window, its candidate papers
+and the profile they are ranked with. `digest run`, `send`, `preview`, `rank` and the daemon all plan here, so
+the rules (the window above all) exist once.
+
+The window of an edition: papers first seen in (since, until], until being the run's instant and since the
+later of the subscriber's last digest and 7 days back for a weekly subscriber (window_days back otherwise).
+It must not send, render or write: it reads the store and ranks (rank_plans), nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Callable, Sequence
+
+from sqlalchemy.engine import Engine
+
+from ..config import Settings
+from ..editions import is_weekly, local_day, due_edition, parse_frequency, publishes_on
+from ..errors import DigestError, InputError
+from ..log import log_event
+from ..models import Subscriber
+from ..rank import Profile, RankResult, build_profile, rank_many
+from ..rank_semantic import embed_for  # light: it imports the embedding model (torch) only when asked to embed
+from ..store import deliveries as ledger
+from ..store import session_scope
+from ..store.candidates import Candidate, candidate_papers, profile_rows_for, sent_among
+from ..store.subscribers import get_subscriber, list_subscribers
+
+log = logging.getLogger("digest.pipeline")
+
+WEEKLY_WINDOW_DAYS = 7  # a weekly edition covers its week, whatever window_days says
+
+
+@dataclass(frozen=True)
+class Due:
+    """A subscriber whose edition (their local date, YYYY-MM-DD) is to be sent."""
+
+    subscriber: Subscriber
+    edition: str
+
+
+@dataclass(frozen=True)
+class EditionPlan:
+    """What one subscriber's edition is made of: its window, the papers first seen in it (those already sent to
+    them included; the profile excludes those) and the profile they are ranked with."""
+
+    subscriber: Subscriber
+    edition: str
+    since: datetime
+    until: datetime
+    candidates: tuple[Candidate, ...]
+    profile: Profile  # exclude_paper_ids: the candidates already sent to this subscriber
+
+    @property
+    def candidate_ids(self) -> frozenset[int]:
+        """The papers this edition may show: first seen in its window and never sent to this subscriber."""
+        return frozenset(c.paper.id for c in self.candidates if c.paper.id is not None) - self.profile.exclude_paper_ids
+
+
+@dataclass(frozen=True)
+class Unplanned:
+    """A due subscriber whose profile cannot be built (a row edited by hand, a bug): their failed delivery."""
+
+    subscriber: Subscriber
+    edition: str
+    error: Exception
+
+
+# --- the window -----------------------------------------------------------------------------------------
+
+
+def edition_window(subscriber: Subscriber, now: datetime, window_days: int) -> tuple[datetime, datetime]:
+    """(since, until): papers first seen after the subscriber's last digest, but never more than a week back for a
+    weekly subscriber (window_days back otherwise), until `now`."""
+    floor = now - timedelta(days=WEEKLY_WINDOW_DAYS if is_weekly(subscriber.frequency) else window_days)
+    last = subscriber.last_digest_at
+    return (max(last, floor) if last is not None else floor), now
+
+
+# --- who is due -----------------------------------------------------------------------------------------
+
+
+def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: str | None = None, edition: str | None = None) -> list[Due]:
+    """Active subscribers whose edition is due at `now` (or, given `edition`, who publish on that day and have
+    not finished it), by id. `only`: that subscriber alone, InputError when they are not active."""
+    with session_scope(engine) as session:
+        if only:
+            sub = get_subscriber(session, only)
+            if sub.status != "active":
+                raise InputError(f"{sub.email} is {sub.status}, not active: nothing to send", "`digest subscribers resume` makes them active again")
+            subs = [sub]
+        else:
+            subs = sorted(list_subscribers(session, status="active"), key=lambda s: s.id or 0)
+    wanted: Callable[[Subscriber], str | None]
+    if edition is not None:
+        day = date.fromisoformat(edition)
+        done = {d.subscriber_id for d in ledger.deliveries_for(engine, edition=edition) if d.state in ledger.DONE_STATES}
+
+        def wanted(sub: Subscriber) -> str | None:
+            return edition if sub.id not in done and publishes_on(parse_frequency(sub.frequency), day) else None
+    else:
+        finished = ledger.finished_editions(engine)
+
+        def wanted(sub: Subscriber) -> str | None:
+            return due_edition(now, sub.send_at, sub.tz, sub.frequency, finished.get(sub.id or 0))
+
+    out = []
+    for sub in subs:
+        try:
+            due = wanted(sub)
+        except ValueError as exc:  # one bad schedule never stops the others (`digest status --check` names it)
+            log_event(log, "bad-schedule", logging.WARNING, subscriber=sub.email, error=str(exc))
+            continue
+        if due is not None:
+            out.append(Due(sub, due))
+    return out
+
+
+# --- the plans ------------------------------------------------------------------------------------------
+
+
+def plan_editions(engine: Engine, settings: Settings, now: datetime, dues: Sequence[Due]) -> list[EditionPlan | Unplanned]:
+    """Every due edition planned over one candidate pool (one query, the widest window), in the order of `dues`."""
+    if not dues:
+        return []
+    windows = [edition_window(d.subscriber, now, settings.window_days) for d in dues]
+    subscribers = [d.subscriber for d in dues]
+    with session_scope(engine) as session:
+        pool = candidate_papers(session, min(since for since, _ in windows), now)
+        sent = sent_among(session, [s.id for s in subscribers], [c.paper.id for c in pool])
+        rows_of = profile_rows_for(session, subscribers)
+    inside: dict[datetime, tuple[Candidate, ...]] = {}  # most subscribers share a window: one tuple each
+    out: list[EditionPlan | Unplanned] = []
+    for due, (since, until) in zip(dues, windows):
+        sub, rows = due.subscriber, rows_of[due.subscriber.id]
+        if since not in inside:
+            inside[since] = tuple(c for c in pool if c.paper.first_seen is not None and c.paper.first_seen > since)
+        try:
+            profile = build_profile(sub, rows.seed_papers, rows.liked, rows.disliked, sent.get(sub.id, ()))
+        except Exception as exc:  # noqa: BLE001 - a wall: one subscriber's bad row is their failure, not the run's
+            out.append(Unplanned(sub, due.edition, exc))
+            continue
+        out.append(EditionPlan(sub, due.edition, since, until, inside[since], profile))
+    return out
+
+
+def plan_edition(engine: Engine, subscriber: Subscriber, now: datetime, settings: Settings, *, edition: str | None = None) -> EditionPlan:
+    """The plan of `subscriber`'s edition at `now`, whatever their schedule (`preview`, `rank`); `edition`
+    defaults to their local today. A profile that cannot be built raises what building it raised."""
+    try:
+        day = edition or local_day(now, subscriber.tz).isoformat()
+    except ValueError as exc:
+        raise InputError(f"{subscriber.email}: {exc}") from None
+    plan = plan_editions(engine, settings, now, [Due(subscriber, day)])[0]
+    if isinstance(plan, Unplanned):
+        raise plan.error
+    return plan
+
+
+def plan_for(engine: Engine, email: str, now: datetime, settings: Settings, *, edition: str | None = None) -> EditionPlan:
+    """plan_edition for the subscriber with this address (NotFoundError when there is none)."""
+    with session_scope(engine) as session:
+        subscriber = get_subscriber(session, email)
+    return plan_edition(engine, subscriber, now, settings, edition=edition)
+
+
+# --- ranking the plans ----------------------------------------------------------------------------------
+
+
+def rank_plans(plans: Sequence[EditionPlan], settings: Settings, now: datetime, *, limit: int | None = None) -> list[RankResult | Exception]:
+    """Every plan ranked at once over one pool (the widest window's candidates: every window ends at `now`, so it
+    holds the others'), each excluding what was first seen before its own window and what it was already sent.
+
+    A subscriber whose ranking raises (a row edited by hand, a bug) gets the exception in place of a result, and
+    the others are ranked (see rank_isolating). When even an empty profile cannot be ranked, the candidates are the
+    problem, not a subscriber: DigestError, so nobody's edition is spent on it."""
+    if not plans:
+        return []
+    pool = min(plans, key=lambda p: p.since).candidates
+    pool_ids = frozenset(c.paper.id for c in pool)
+    too_old: dict[datetime, frozenset[int]] = {}
+    profiles = []
+    for plan in plans:
+        if plan.since not in too_old:
+            too_old[plan.since] = pool_ids - {c.paper.id for c in plan.candidates}
+        extra = too_old[plan.since]
+        profiles.append(dataclasses.replace(plan.profile, exclude_paper_ids=plan.profile.exclude_paper_ids | extra) if extra else plan.profile)
+
+    embeddings = None
+    if settings.rank_model == "hybrid":
+        embeddings = embed_for([c.paper for c in pool], profiles)
+
+    def rank(batch: Sequence[Profile]) -> list[RankResult]:
+        return rank_many(pool, batch, now, limit=limit, relevance_floor=settings.relevance_floor, model=settings.rank_model, embeddings=embeddings)
+
+    return rank_isolating(rank, profiles)
+
+
+def rank_isolating(rank: Callable[[Sequence[Profile]], list[RankResult]], profiles: Sequence[Profile]) -> list[RankResult | Exception]:
+    """rank(profiles), or, when that raises, each profile's result or the exception that ranking it alone
+    raises: halves are ranked apart and only a failing half is split again, so one bad profile among n
+    costs about twice the ranking of n. DigestError when an empty profile cannot be ranked either."""
+    if not profiles:
+        return []
+    try:
+        return list(rank(profiles))
+    except Exception as exc:  # noqa: BLE001 - see below whose fault it is
+        first = exc
+    try:
+        rank([Profile(subscriber_id=0)])
+    except Exception as exc:  # noqa: BLE001
+        raise DigestError(f"cannot rank today's candidates for anyone: {one_line(exc)}", "a candidate paper the ranking cannot read? `digest -v send --dry-run` shows the traceback") from exc
+    return _bisect(rank, list(profiles), first)
+
+
+def _bisect(rank: Callable[[Sequence[Profile]], list[RankResult]], profiles: list[Profile], error: Exception) -> list[RankResult | Exception]:
+    """The results of `profiles`, whose ranking together raised `error`."""
+    if len(profiles) == 1:
+        return [error]
+    out: list[RankResult | Exception] = []
+    middle = len(profiles) // 2
+    for half in (profiles[:middle], profiles[middle:]):
+        try:
+            out.extend(rank(half))
+        except Exception as exc:  # noqa: BLE001 - narrowed down to the profiles that raise it
+            out.extend(_bisect(rank, half, exc))
+    return out
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line (the ledger's last_error, a log field); a DigestError's own text."""
+    text = str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]
