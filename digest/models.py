@@ -183,3 +183,31 @@ class UsedToken(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     digest: str = Field(sa_column=Column(sa.String(128), nullable=False, unique=True))
     used_at: Optional[datetime] = _ts(nullable=False)
+
+
+class PaperEmbedding(SQLModel, table=True):
+    """A paper's sentence embedding (rank_model = "hybrid"), computed once per model and text: `model` names the
+    model and its version, `text_hash` the text it was computed from (a revised abstract is embedded again)."""
+
+    __tablename__ = "paper_embedding"
+    __table_args__ = (sa.UniqueConstraint("paper_id", "model", name="uq_paper_embedding"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
+    model: str = Field(sa_column=Column(sa.Text, nullable=False))
+    text_hash: str = Field(sa_column=Column(sa.String(64), nullable=False))
+    vector: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))  # little-endian float32
+    created_at: Optional[datetime] = _ts(nullable=False)
+
+
+class InterestEmbedding(SQLModel, table=True):
+    """A subscriber's interest embeddings, one float32 row per interest in order, kept until the interests change
+    (`interests_hash`) or the model does."""
+
+    __tablename__ = "interest_embedding"
+    __table_args__ = (sa.UniqueConstraint("subscriber_id", "model", name="uq_interest_embedding"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False))
+    model: str = Field(sa_column=Column(sa.Text, nullable=False))
+    interests_hash: str = Field(sa_column=Column(sa.String(64), nullable=False))
+    vectors: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))  # little-endian float32, interests x dimensions
+    created_at: Optional[datetime] = _ts(nullable=False)

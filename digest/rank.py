@@ -1,12 +1,17 @@
-"""Ranking: pure functions of candidate papers, subscriber profiles and `now` -> ranked, explained picks.
+"""Ranking: pure functions of candidate papers, subscriber profiles (and, for the hybrid, their embeddings, passed
+in) and `now` -> ranked, explained picks.
 
-No database, no clock, no I/O, no network and no model download: TF-IDF (scikit-learn) over the day's candidates.
-The text model (tokens, vectors, similarities) lives in digest.rank_text; this module decides who gets what:
+No database, no clock, no I/O, no network and no model download. The text model (tokens, vectors, evidence) lives in
+digest.rank_text, the scoring in digest.rank_score, the vote models in digest.rank_votes; this module decides who
+gets what:
 
-- eligible: not already sent, not muted (terms in title/abstract, authors), in the subscriber's categories if any;
-- relevance: a blend of the cosine to the Rocchio centroid (interests + seed and liked papers - disliked ones) and to
-  the best single interest or paper (so each of several interests gets its papers), minus the nearest disliked
-  paper; pseudo relevance feedback then lifts papers like the best matches. Below `relevance_floor` a paper is out;
+- candidates: every paper of the window not already sent, not muted (terms in title/abstract, authors), in the
+  subscriber's categories if any;
+- relevance: the interests' text relevance (Rocchio centroid and best single match), blended with the subscriber's
+  vote model (seeds, likes, dislikes) by a weight that grows with the votes; pseudo relevance feedback then lifts
+  papers like the best matches;
+- evidence: only a paper holding most of an interest's words (or that the vote model likes) and clearing
+  `relevance_floor` may enter the digest; the others are near misses, listed after it;
 - trending: trending_scores below (upvotes, cross-source presence, recency), the one definition the email's
   "Trending today" and the web front page both use;
 - score = (1 - trending_weight) * relevance / the day's best relevance + trending_weight * trending;

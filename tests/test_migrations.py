@@ -95,3 +95,27 @@ def test_upgrade_from_0001_keeps_every_row_and_link(bare_engine):
     with bare_engine.connect() as conn:
         stored = dict(conn.execute(sa.select(Paper.ident, Paper.doi).where(Paper.title.in_(["Long link", "Long DOI"]))).all())
     assert stored == {link: None, doi: doi}
+
+
+def test_upgrade_from_0003_adds_the_embedding_tables_and_keeps_every_row(bare_engine):
+    from digest.models import InterestEmbedding, PaperEmbedding
+
+    command.upgrade(_alembic_config(bare_engine), "0001")
+    with bare_engine.begin() as conn:
+        _insert_at_0001(conn, None)
+    command.upgrade(_alembic_config(bare_engine), "0003")
+    with bare_engine.connect() as conn:
+        before = _counts(conn)
+    init_db(bare_engine)
+    with bare_engine.begin() as conn:
+        assert _counts(conn) == before
+        conn.execute(sa.insert(PaperEmbedding).values(paper_id=1, model="m", text_hash="h", vector=b"\0" * 8, created_at=NOW))
+        conn.execute(sa.insert(InterestEmbedding).values(subscriber_id=1, model="m", interests_hash="h", vectors=b"", created_at=NOW))
+    with bare_engine.begin() as conn:  # a paper or subscriber deleted takes its embeddings along
+        conn.execute(sa.text("DELETE FROM sent_paper"))
+        conn.execute(sa.text("DELETE FROM feedback"))
+        conn.execute(sa.text("DELETE FROM paper_source WHERE paper_id = 1"))
+        conn.execute(sa.text("DELETE FROM paper WHERE id = 1"))
+        conn.execute(sa.text("DELETE FROM subscriber WHERE id = 1"))
+        assert conn.execute(sa.text("SELECT count(*) FROM paper_embedding")).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM interest_embedding")).scalar_one() == 0

@@ -96,7 +96,7 @@ def preview_email(engine: Engine, settings: Settings, now: datetime, email: str,
     """Exactly the email the next run would send to `email`, whatever their schedule; nothing sent or recorded."""
     plan = plan_for(engine, email, now, settings, edition=edition)
     try:
-        result = rank_plans([plan], settings, now)[0]
+        result = rank_plans([plan], settings, now, engine=engine)[0]
         if isinstance(result, Exception):
             raise result
         rendered, message = compose(settings, plan, result, message_id=make_message_id(settings.from_address, plan.subscriber.id, plan.edition), date_=now)
@@ -182,7 +182,7 @@ def _run_locked(engine, settings, now, report, *, fetch, only, dry_run, transpor
     planned = plan_editions(engine, settings, now, dues)
     mark = _stage(report, "plan", mark)
     plans = [p for p in planned if isinstance(p, EditionPlan)]
-    ranked = iter(rank_plans(plans, settings, now))
+    ranked = iter(rank_plans(plans, settings, now, engine=engine))
     results: list[RankResult | Exception] = [p.error if isinstance(p, Unplanned) else next(ranked) for p in planned]
     mark = _stage(report, "rank", mark)
 

@@ -170,13 +170,14 @@ def plan_for(engine: Engine, email: str, now: datetime, settings: Settings, *, e
 # --- ranking the plans ----------------------------------------------------------------------------------
 
 
-def rank_plans(plans: Sequence[EditionPlan], settings: Settings, now: datetime, *, limit: int | None = None) -> list[RankResult | Exception]:
+def rank_plans(plans: Sequence[EditionPlan], settings: Settings, now: datetime, *, limit: int | None = None, engine: Engine | None = None) -> list[RankResult | Exception]:
     """Every plan ranked at once over one pool (the widest window's candidates: every window ends at `now`, so it
     holds the others'), each excluding what was first seen before its own window and what it was already sent.
 
     A subscriber whose ranking raises (a row edited by hand, a bug) gets the exception in place of a result, and
     the others are ranked (see rank_isolating). When even an empty profile cannot be ranked, the candidates are the
-    problem, not a subscriber: DigestError, so nobody's edition is spent on it."""
+    problem, not a subscriber: DigestError, so nobody's edition is spent on it. With rank_model = "hybrid", the
+    embeddings are `engine`'s stored ones (digest.embed: only what is new is embedded), or computed here without it."""
     if not plans:
         return []
     pool = min(plans, key=lambda p: p.since).candidates
@@ -190,7 +191,13 @@ def rank_plans(plans: Sequence[EditionPlan], settings: Settings, now: datetime, 
         profiles.append(dataclasses.replace(plan.profile, exclude_paper_ids=plan.profile.exclude_paper_ids | extra) if extra else plan.profile)
 
     embeddings = None
-    if settings.rank_model == "hybrid":
+    if settings.rank_model == "hybrid" and engine is not None:
+        from ..embed import embeddings_for
+
+        papers = [(c.paper.id, c.paper.title, c.paper.abstract) for c in pool]
+        papers += [(x.paper_id, x.title, x.abstract) for p in profiles for x in (*p.seed_texts, *p.liked_texts, *p.disliked_texts) if x.paper_id is not None]
+        embeddings = embeddings_for(engine, papers, [plan.subscriber for plan in plans], now)
+    elif settings.rank_model == "hybrid":
         embeddings = embed_for([c.paper for c in pool], profiles)
 
     def rank(batch: Sequence[Profile]) -> list[RankResult]:
