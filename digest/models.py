@@ -159,6 +159,9 @@ class Delivery(SQLModel, table=True):
     last_error: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
     message_id: Optional[str] = Field(default=None, sa_column=Column(sa.String(255)))
     papers: list = _json()  # paper ids carried, in order
+    # How the email showed them (digest.store.editions): {"picks": [[id, [reason, ...]], ...], "trending": [id, ...]};
+    # NULL when not recorded. /edition/<token> shows the edition from here, not from a new ranking.
+    contents: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: Optional[datetime] = _ts(nullable=False)
     updated_at: Optional[datetime] = _ts()
     sent_at: Optional[datetime] = _ts()

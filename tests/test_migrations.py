@@ -16,6 +16,8 @@ from digest.models import Paper
 from digest.sources.clean import MAX_KEY, paper_key
 from digest.sources.parse import parse_source
 from digest.store import _alembic_config, init_db, open_engine
+from digest.store.editions import sent_edition
+from digest.store.search import PAPER_TRIGGERS, include_name, search_papers
 from digest.store.papers import upsert_papers
 
 NOW = datetime(2026, 8, 13, 21, 0, tzinfo=timezone.utc)
@@ -31,7 +33,8 @@ def bare_engine(db_url):
 def test_init_db_builds_the_tables_of_the_models(bare_engine):
     init_db(bare_engine)
     with bare_engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        # The search index (an FTS5 table, a GIN index on an expression) has no model: see digest.store.search.
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
         assert compare_metadata(context, SQLModel.metadata) == []
 
 
@@ -119,3 +122,26 @@ def test_upgrade_from_0003_adds_the_embedding_tables_and_keeps_every_row(bare_en
         conn.execute(sa.text("DELETE FROM subscriber WHERE id = 1"))
         assert conn.execute(sa.text("SELECT count(*) FROM paper_embedding")).scalar_one() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM interest_embedding")).scalar_one() == 0
+
+
+def test_upgrade_to_0005_keeps_deliveries_and_makes_old_papers_searchable(bare_engine):
+    command.upgrade(_alembic_config(bare_engine), "0004")
+    with bare_engine.begin() as conn:
+        _insert_at_0001(conn, None)  # papers "Paper 1" and "Paper 2", both "About it."; a sent delivery of both
+    init_db(bare_engine)
+    with bare_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT papers, contents FROM delivery")).one() in (("[1, 2]", None), ([1, 2], None))
+    found = search_papers(bare_engine, "paper")  # the index of an upgraded SQLite database fills on first search
+    assert sorted(c.paper.title for c in found.papers) == ["Paper 1", "Paper 2"] and found.total == 2
+    assert sent_edition(bare_engine, 1, "2026-08-01").papers == [1, 2]
+
+
+def test_newest_revision_keeps_the_search_triggers_on_sqlite(sqlite_url):
+    # A later migration that rebuilds the paper table (SQLite batch mode copies it) drops its triggers: it must make
+    # them again, or SQLite's search index would miss changed titles and deleted papers.
+    engine = open_engine(sqlite_url)
+    init_db(engine)
+    with engine.connect() as conn:
+        triggers = {name for (name,) in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'paper'")}
+    engine.dispose()
+    assert triggers == set(PAPER_TRIGGERS)

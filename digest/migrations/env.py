@@ -4,6 +4,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 from digest import models  # noqa: F401 - registers the tables on SQLModel.metadata
+from digest.store.search import include_name
 
 target_metadata = SQLModel.metadata
 engine = context.config.attributes["engine"]
@@ -22,6 +23,7 @@ with engine.connect() as connection:
                 target_metadata=target_metadata,
                 render_as_batch=sqlite,  # SQLite alters tables by copy
                 compare_type=True,
+                include_name=include_name,  # the search index has no model (digest.store.search)
             )
             with context.begin_transaction():
                 context.run_migrations()

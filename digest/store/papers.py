@@ -24,6 +24,7 @@ from sqlmodel import Session
 from ..models import Paper, PaperSource, Source, UTCDateTime
 from ..sources import ParsedPaper
 from . import wrap_db_error
+from .search import note_changed_text
 
 BATCH_SIZE = 2_000  # rows per statement: well under SQLite's 32,766 bound parameters for the key prefetch
 PAPER = Paper.__table__
@@ -151,7 +152,7 @@ def _write_chunk(conn: Connection, source_id: int, keys: list[str], rows: dict[s
     report = UpsertReport()
     write_papers, write_links = _statements(conn.dialect)
     existing = {r["key"]: r for r in conn.execute(_ROWS_BY_KEY, {"keys": keys}).mappings()}
-    writes, seen = [], []
+    writes, seen, new_text = [], [], []
     for key in keys:
         old = existing.get(key)
         if old is None:
@@ -163,10 +164,13 @@ def _write_chunk(conn: Connection, source_id: int, keys: list[str], rows: dict[s
         if any(merged[c] != old[c] for c in CONTENT):
             writes.append({**{c: merged[c] for c in CONTENT}, "key": key, "first_seen": old["first_seen"], "last_seen": now})
             report.updated += 1
+            if merged["title"] != old["title"] or merged["abstract"] != old["abstract"]:
+                new_text.append(old["id"])
         else:
             seen.append(key)
             report.unchanged += 1
     write_papers.run(conn, writes)
+    note_changed_text(conn, new_text)  # SQLite's search index re-reads them (digest.store.search)
     if seen:
         conn.execute(sa.update(PAPER).where(PAPER.c.key.in_(seen)).values(last_seen=now))
     ids = existing_ids = {k: r["id"] for k, r in existing.items()}

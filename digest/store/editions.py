@@ -1,0 +1,66 @@
+"""Sent editions as the web shows them (/edition/<token>): what the ledger recorded an email carried, and how it
+showed it (the picks with their reasons, then the trending papers), so the page stays the same whatever the
+ranking does later.
+
+record_edition_contents is written by the delivery loop next to record_sent (same transaction); sent_edition
+reads it back. It must not rank, render or send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..models import Delivery
+from . import read_rows
+
+_delivery = Delivery.__table__
+
+
+@dataclass(frozen=True)
+class SentEdition:
+    """One sent email: its papers in the email's order; `picks` (paper id, reasons) and `trending` (paper ids) when
+    the delivery recorded how it showed them (None for emails sent before that was recorded)."""
+
+    delivery_id: int
+    subscriber_id: int
+    edition: str  # YYYY-MM-DD
+    sent_at: datetime | None
+    papers: list[int]
+    picks: list[tuple[int, tuple[str, ...]]] | None = None
+    trending: list[int] | None = None
+
+
+def edition_contents(picks: Sequence[tuple[int, Sequence[str]]], trending: Sequence[int]) -> dict:
+    """The JSON kept in delivery.contents: the picks in order with their reasons, then the trending papers not
+    among the picks (as the email shows them)."""
+    shown = {pid for pid, _ in picks}
+    return {"picks": [[int(pid), [str(r) for r in reasons]] for pid, reasons in picks],
+            "trending": [int(pid) for pid in dict.fromkeys(trending) if pid not in shown]}
+
+
+_CONTENTS = sa.update(_delivery).where(_delivery.c.id == sa.bindparam("delivery_id_")).values(contents=sa.bindparam("contents_", type_=_delivery.c.contents.type))
+
+
+def record_edition_contents(conn: Connection, delivery_id: int, picks: Sequence[tuple[int, Sequence[str]]], trending: Sequence[int]) -> None:
+    """Record how delivery `delivery_id` showed its papers; call it with record_sent, in the same transaction."""
+    conn.execute(_CONTENTS, {"delivery_id_": delivery_id, "contents_": edition_contents(picks, trending)})
+
+
+def sent_edition(engine: Engine, subscriber_id: int, edition: str) -> SentEdition | None:
+    """The subscriber's edition `edition` if the mail server accepted it ('sent'), else None."""
+    query = (sa.select(_delivery.c.id, _delivery.c.papers, _delivery.c.contents, _delivery.c.sent_at)
+             .where(_delivery.c.subscriber_id == subscriber_id, _delivery.c.edition == edition, _delivery.c.state == "sent"))
+    rows = read_rows(engine, query)
+    if not rows:
+        return None
+    delivery_id, papers, contents, sent_at = rows[0]
+    picks = trending = None
+    if isinstance(contents, dict) and isinstance(contents.get("picks"), list):
+        picks = [(int(pid), tuple(str(r) for r in reasons)) for pid, reasons in contents["picks"]]
+        trending = [int(pid) for pid in contents.get("trending") or ()]
+    return SentEdition(delivery_id, subscriber_id, edition, sent_at, [int(p) for p in papers or ()], picks, trending)
