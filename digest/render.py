@@ -159,9 +159,14 @@ def _wrap(text: str, first: str = "  ", rest: str = "  ") -> str:
     return textwrap.fill(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
 
 
+def reason_line(reasons: Sequence[str]) -> str:
+    """A pick's reasons as the email's "why" line (and the web edition page's): cleaned, joined, cut."""
+    return truncate_words(" \u00b7 ".join(r for r in (clean_text(r) for r in reasons) if r), REASON_MAX)
+
+
 @lru_cache(maxsize=8192)  # reasons repeat across subscribers ("Matches your interest ...")
 def _reason_text(reasons: tuple[str, ...]) -> tuple[Markup, str]:
-    line = truncate_words(" \u00b7 ".join(r for r in (clean_text(r) for r in reasons) if r), REASON_MAX)
+    line = reason_line(reasons)
     return escape(line), _wrap(line, "  Why: ", "       ")
 
 

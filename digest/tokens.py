@@ -9,19 +9,21 @@ URL scheme, under base_url:
     /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails)
     /preferences/<token>    action "preferences"  no expiry
     /feedback/<token>       action "feedback"     carries paper id and +1 / -1
+    /edition/<token>        action "edition"      carries the edition (YYYY-MM-DD): that email on the web
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .errors import ConfigError, TokenError
 
-ACTIONS = ("confirm", "unsubscribe", "preferences", "feedback")
+ACTIONS = ("confirm", "unsubscribe", "preferences", "feedback", "edition")
 MAX_AGE = {"confirm": 7 * 24 * 3600}  # seconds; actions not listed never expire
 MIN_SECRET_LENGTH = 16
 
@@ -34,6 +36,7 @@ class Claim:
     paper_id: int | None = None
     value: int | None = None  # +1 like, -1 dislike
     digest: str = ""  # stable fingerprint of the token, for single-use bookkeeping
+    edition: str | None = None  # YYYY-MM-DD, for "edition"
 
 
 @lru_cache(maxsize=64)  # a digest run makes ~22 tokens per email: build each serializer once
@@ -48,12 +51,15 @@ def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret_key, salt=f"digest.{action}")
 
 
-def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 0, *, paper_id: int | None = None, value: int | None = None) -> str:
+def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 0, *, paper_id: int | None = None, value: int | None = None,
+               edition: str | None = None) -> str:
     payload: list = [subscriber_id, version]
     if action == "feedback":
         if paper_id is None or value not in (1, -1):
             raise ValueError("a feedback token needs paper_id and value +1 or -1")
         payload += [paper_id, value]
+    elif action == "edition":
+        payload.append(date.fromisoformat(edition or "").isoformat())  # ValueError unless YYYY-MM-DD
     return _serializer(secret_key, action).dumps(payload)
 
 
@@ -68,12 +74,22 @@ def read_token(secret_key: str, action: str, token: str) -> Claim:
         raise TokenError("this link is not valid (it may have been altered or cut short)") from None
     try:
         subscriber_id, version, *rest = payload
-        paper_id, value = (rest + [None, None])[:2]
-        claim = Claim(action, int(subscriber_id), int(version), paper_id, value, hashlib.sha256(token.encode()).hexdigest())
-    except (TypeError, ValueError):
+        fingerprint = hashlib.sha256(token.encode()).hexdigest()
+        if action == "edition":
+            claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, edition=date.fromisoformat(rest[0]).isoformat())
+        else:
+            paper_id, value = (rest + [None, None])[:2]
+            claim = Claim(action, int(subscriber_id), int(version), paper_id, value, fingerprint)
+    except (TypeError, ValueError, IndexError):
         raise TokenError("this link is not valid") from None
     return claim
 
 
 def action_url(base_url: str, action: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/{action}/{token}"
+
+
+def edition_url(base_url: str, secret_key: str, subscriber_id: int, version: int, edition: str) -> str:
+    """The "view in your browser" link of one subscriber's edition (YYYY-MM-DD): /edition/<token> under base_url.
+    Pure; no expiry (old emails keep it); bumping the subscriber's token_version revokes it like every link."""
+    return action_url(base_url, "edition", make_token(secret_key, "edition", subscriber_id, version, edition=edition))

@@ -115,7 +115,7 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
         shutil.copyfile(_migrated_database(), Path(home) / "digest.db")
         engine = open_engine(settings.database_url)
     clock = Clock()
-    holder["app"] = create_app(settings, engine, transport=transport, now=clock)
+    holder["app"] = create_app(settings, engine, transport=transport, now=clock, version_ttl=0)  # a test sees its writes at once
     thread = threading.Thread(target=server.run, name="waitress-test", daemon=True)
     thread.start()
     client = httpx.Client(base_url=base_url, timeout=10)

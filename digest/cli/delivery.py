@@ -240,4 +240,5 @@ def demo(app: AppContext, demo_home: str | None) -> None:
         html_path.write_text(first.get_body(("html",)).get_content(), encoding="utf-8")
         click.echo(f"open in a browser: {html_path}")
     click.echo(f"try: digest --home {home} preview {DEMO_SUBSCRIBERS[0][0]} --text")
+    click.echo(f"front page: digest --home {home} web, then open {settings.base_url.rstrip('/')}/")
     engine.dispose()

@@ -1,4 +1,4 @@
-"""`digest web`: serve the subscription pages with waitress, a production WSGI server (not Flask's dev server),
+"""`digest web`: serve the web pages (the front page, subscribe, the readers' links) with waitress, a production WSGI server (not Flask's dev server),
 with the connection limit and timeouts of digest.web.serve."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from . import AppContext, main, pass_app
 @click.option("--trusted-proxy", metavar="ADDR", help="A reverse proxy whose X-Forwarded-For/-Proto to believe (the rate limit counts the real client).")
 @pass_app
 def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, trusted_proxy: str | None) -> None:
-    """Serve the subscribe, confirm, unsubscribe, preferences and feedback pages (and /healthz)."""
+    """Serve the front page (trending papers, search, Atom feed) and the subscribe, confirm, unsubscribe,
+    preferences, feedback and edition pages (and /healthz)."""
     # Imported here, not at the top: Flask and waitress load only for `digest web`, not for every command.
     from ..web import create_app
     from ..web.serve import create_server, listening_on
@@ -32,8 +33,8 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, t
     except (OSError, ValueError) as exc:  # ValueError: waitress cannot resolve the host
         raise ConfigError(f"cannot listen on {address}:{port}: {getattr(exc, 'strerror', None) or exc}",
                           "pick another --port or --host (web_port, web_host), or stop what is using it") from None
-    where = ", ".join(f"http://{h if ':' not in h else f'[{h}]'}:{p}{prefix}/subscribe" for h, p in listening_on(server))
-    click.echo(f"serving the subscription pages on {where} (links use base_url {settings.base_url})")
+    where = ", ".join(f"http://{h if ':' not in h else f'[{h}]'}:{p}{prefix}/" for h, p in listening_on(server))
+    click.echo(f"serving the web pages on {where} (links use base_url {settings.base_url})")
     try:
         server.run()
     except KeyboardInterrupt:

@@ -267,6 +267,12 @@ def _apply(session: Session, sub: Subscriber, fields: SubscriberInput) -> None:
         setattr(sub, field.name, list(value) if field.name in LIST_FIELDS else value)
 
 
+def check_seed_papers(session: Session, idents: Iterable[str]) -> list[str]:
+    """Seed papers as a subscriber row keeps them (normalised identifiers); FieldError("seed_papers") names the
+    first one not in the store."""
+    return _checked_seeds(session, idents)
+
+
 def _checked_seeds(session: Session, idents: Iterable[str]) -> list[str]:
     """Seed papers as kept on the row (normalised identifiers); each must name a stored paper."""
     value = [normalise_ident(v) for v in idents]

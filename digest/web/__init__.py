@@ -1,5 +1,7 @@
-"""The web front, a Flask app served by waitress: the subscription pages (pages.py), the shared context
-(context.py), the defences (security.py), the confirmation email (mail.py) and the server (serve.py).
+"""The web front, a Flask app served by waitress: the public pages (front.py: trending papers, days, search, the
+Atom feed) and their cache (cache.py), the reader's pages (pages.py: subscribe, confirm, preferences, feedback, a
+sent edition), the shared context (context.py), the defences (security.py), the confirmation email (mail.py) and
+the server (serve.py).
 
 create_app (app.py) is the one entry point. Only digest.store touches the database: the pages call its
 functions, never the ORM.

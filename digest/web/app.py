@@ -1,8 +1,9 @@
-"""The web front as a Flask app: `create_app(settings, engine)` wires the pages (digest.web.pages), the
-defences (digest.web.security), the shared context (digest.web.context) and the error pages.
+"""The web front as a Flask app: `create_app(settings, engine)` wires the public pages (digest.web.front), the
+reader's pages (digest.web.pages), the defences (digest.web.security), the shared context (digest.web.context)
+and the error pages.
 
-It must not rank, render digests or open the database itself: every request uses one
-digest.store.session_scope, and mail leaves through the configured transport (digest.deliver).
+It must not render digests or open the database itself: the pages read and write through digest.store, order
+papers with digest.rank's trending score, and mail leaves through the configured transport (digest.deliver).
 No page ever shows a traceback or says whether an address is subscribed.
 """
 
@@ -20,7 +21,9 @@ from .. import templates_dir
 from ..config import Settings, require
 from ..errors import DigestError, NotFoundError, StoreError, TokenError
 from ..tokens import make_token
+from .cache import Recent
 from .context import LinkGone, WebContext, message_page
+from .front import front
 from .pages import pages
 from .security import Csrf, SlidingWindowLimiter, csp_nonce, set_security_headers
 
@@ -28,8 +31,9 @@ log = logging.getLogger("digest.web")
 MAX_FORM_BYTES = 64 * 1024
 
 
-def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: Callable[[], datetime] | None = None) -> Flask:
-    """The WSGI app of the web front; ConfigError when secret_key is missing or too short."""
+def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: Callable[[], datetime] | None = None, version_ttl: float = 1.0) -> Flask:
+    """The WSGI app of the web front; ConfigError when secret_key is missing or too short. The public pages look
+    for new papers at most every `version_ttl` seconds (tests: 0, every request)."""
     require(settings, "secret_key", "the pages sign and check the tokens in every link")
     make_token(settings.secret_key, "confirm", 0)  # fails now, not on the first request, if the key is too short
     app = Flask("digest.web", template_folder=str(templates_dir()), static_folder=None)
@@ -45,7 +49,9 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
         limiter=SlidingWindowLimiter(settings.subscribe_limit, settings.subscribe_window),
         csrf=csrf,
         transport=transport,
+        version=Recent(version_ttl),
     )
+    app.register_blueprint(front)
     app.register_blueprint(pages)
     app.after_request(set_security_headers)
     _install_error_pages(app)

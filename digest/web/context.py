@@ -17,7 +17,9 @@ from flask import current_app, render_template
 from ..config import Settings
 from ..deliver import transport_for
 from ..errors import TokenError
+from ..store.days import PapersVersion, papers_version
 from ..tokens import Claim, make_token, read_token
+from .cache import PageCache, Recent
 from .security import Csrf, SlidingWindowLimiter
 
 
@@ -36,6 +38,12 @@ class WebContext:
     csrf: Csrf
     transport: Any = None
     send_lock: threading.Lock = field(default_factory=threading.Lock)
+    page_cache: PageCache = field(default_factory=PageCache)  # the public pages, rendered (digest.web.cache)
+    version: Recent[PapersVersion] = field(default_factory=lambda: Recent(1.0))  # what page_cache is keyed on
+
+    def papers_version(self) -> PapersVersion:
+        """The stored papers' version, at most a second old: a fetch shows on the pages within a second."""
+        return self.version.get(lambda: papers_version(self.engine))
 
     def read_claim(self, action: str, token: str) -> Claim:
         return read_token(self.settings.secret_key, action, token)

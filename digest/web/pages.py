@@ -1,4 +1,5 @@
-"""The pages: subscribe (double opt-in), confirm, one-click unsubscribe, preferences, feedback, healthz.
+"""The reader's pages: subscribe (double opt-in, also the front page's Subscribe box), confirm, one-click
+unsubscribe, preferences, feedback, a sent edition on the web (/edition/<token>), healthz.
 
 Each request uses one digest.store.session_scope; subscribers change only through digest.store.subscribers.
 Pages never say whether an address is subscribed, and every form but the RFC 8058 one-click POST checks CSRF.
@@ -7,22 +8,28 @@ Pages never say whether an address is subscribed, and every form but the RFC 805
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from datetime import date
 from functools import lru_cache
 from typing import Any
 from zoneinfo import available_timezones
 
-from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, jsonify, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
 from ..deliver import check_address
 from ..editions import WEEKDAYS
 from ..errors import DigestError, InputError
 from ..models import Subscriber
+from ..render import long_date
 from ..store import check_database, schema_is_current, session_scope
+from ..store.days import papers_by_ids
+from ..store.editions import sent_edition
 from ..store.papers import get_paper
 from ..store.subscribers import (
     FieldError,
     SubscriberInput,
+    check_seed_papers,
     confirm_subscriber,
     feedback_value,
     find_subscriber_by_id,
@@ -39,8 +46,9 @@ from ..store.subscribers import (
     validate_email,
     validate_profile,
 )
-from ..tokens import Claim
+from ..tokens import Claim, action_url, make_token
 from .context import LinkGone, message_page, web_context
+from .front import paper_card
 from .mail import compose_confirmation
 
 log = logging.getLogger("digest.web")
@@ -48,6 +56,8 @@ pages = Blueprint("pages", __name__)
 HONEYPOT = "website"  # hidden from people by CSS; bots fill every field
 FREQUENCIES = ("daily", *(f"weekly:{d}" for d in WEEKDAYS))
 PROFILE_FIELDS = ("interests", "seed_papers", "max_papers", "send_at", "tz", "frequency", "trending_weight")
+SEED_FIELD = "seed"  # the front page's "More like this" ticks, one value per paper
+MAX_SEEDS = 20
 
 
 @lru_cache(maxsize=1)
@@ -76,11 +86,6 @@ def _spend_token(session: Any, claim: Claim, now: Any) -> None:
         raise LinkGone("this link has already been used")
 
 
-@pages.get("/")
-def index():
-    return redirect(url_for("pages.subscribe"))
-
-
 @pages.route("/subscribe", methods=["GET", "POST"])
 def subscribe():
     if request.method != "POST":  # GET or HEAD
@@ -94,9 +99,16 @@ def subscribe():
     if form.get(HONEYPOT):
         log.info("subscribe: honeypot filled, nothing sent")
         return _check_inbox()
+    seeds = _ticked_seeds()
     try:
         address = check_address(validate_email(form.get("email", "")))  # the envelope is plain ASCII
-        fields = validate_profile(SubscriberInput(interests=_lines(form.get("interests", "")), send_at=form.get("send_at") or None, tz=form.get("tz") or None))
+        fields = validate_profile(SubscriberInput(interests=_lines(form.get("interests", "")), seed_papers=seeds or None,
+                                                  send_at=form.get("send_at") or None, tz=form.get("tz") or None))
+        if len(seeds) > MAX_SEEDS:
+            raise FieldError("seed_papers", f"Tick at most {MAX_SEEDS} papers; {len(seeds)} are ticked.")
+        if fields.seed_papers:
+            with session_scope(ctx.engine) as session:  # each ticked paper must be stored (a form can send anything)
+                fields = replace(fields, seed_papers=check_seed_papers(session, fields.seed_papers))
     except FieldError as exc:
         return _subscribe_form_error(exc.field, exc.reason)
     except InputError:
@@ -126,8 +138,13 @@ def _check_inbox():
     return message_page("Check your inbox", "If the address can receive mail, a confirmation link is on its way. Click it within 7 days to start your digest.")
 
 
+def _ticked_seeds() -> list[str]:
+    return [value.strip() for value in request.form.getlist(SEED_FIELD) if value.strip()]
+
+
 def _subscribe_form_error(field: str, reason: str):
-    form = {k: request.form.get(k, "") for k in ("email", "interests", "send_at", "tz")}
+    form: dict[str, Any] = {k: request.form.get(k, "") for k in ("email", "interests", "send_at", "tz")}
+    form["seeds"] = _ticked_seeds()[:MAX_SEEDS * 2]  # kept as hidden fields: a typo in the address loses no tick
     return render_template("page_subscribe.html", form=form, errors={field: reason}, zones=zone_names()), 400
 
 
@@ -271,6 +288,35 @@ def feedback(token: str):
             remove_feedback(session, sub, paper)
         state = "undone" if action == "undo" else "recorded" if feedback_value(session, sub, paper) == claim.value else "ask"
         return render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state)
+
+
+@pages.get("/edition/<token>")
+def edition(token: str):
+    """A sent email on the web: its papers as the ledger recorded them (digest.store.editions), so it stays the
+    same whatever the ranking does later; like and dislike links to the same feedback pages as the email's."""
+    ctx = web_context()
+    with session_scope(ctx.engine) as session:
+        claim, sub = _load(session, "edition", token)
+        subscriber_id, version, email = sub.id, sub.token_version, sub.email
+        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
+    sent = sent_edition(ctx.engine, subscriber_id, claim.edition or "")
+    if sent is None:
+        return message_page("This edition was not sent", "There is no email of this date for this address. It may not have been sent yet.", 404)
+    if sent.picks is not None:  # recorded: the email's own sections and reasons
+        picks, trending = sent.picks, sent.trending or []
+    else:  # sent before the ledger recorded sections: the papers in the email's order
+        picks, trending = [(pid, ()) for pid in sent.papers], []
+    papers = {c.paper.id: c for c in papers_by_ids(ctx.engine, [pid for pid, _ in picks] + list(trending))}
+    cards = [paper_card(papers[pid], reasons) for pid, reasons in picks if pid in papers]
+    trend_cards = [paper_card(papers[pid]) for pid in trending if pid in papers]
+    key, base = ctx.settings.secret_key, ctx.settings.base_url
+
+    def vote(paper_id: int, value: int) -> str:
+        return action_url(base, "feedback", make_token(key, "feedback", subscriber_id, version, paper_id=paper_id, value=value))
+
+    votes = {card["id"]: (vote(card["id"], 1), vote(card["id"], -1)) for card in cards}
+    return render_template("page_edition.html", day_long=long_date(date.fromisoformat(sent.edition)), cards=cards, trending=trend_cards,
+                           votes=votes, email=email, preferences=preferences, recorded=sent.picks is not None)
 
 
 @pages.get("/healthz")

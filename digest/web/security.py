@@ -42,7 +42,8 @@ def set_security_headers(response: Response) -> Response:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "no-referrer"  # the tokens are in the URLs
     response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    response.headers["Cache-Control"] = "no-store"  # pages show personal data reached by a token
+    if "Cache-Control" not in response.headers:  # the public pages say how they may be cached (digest.web.front)
+        response.headers["Cache-Control"] = "no-store"  # every other page may show personal data reached by a token
     return response
 
 
@@ -60,11 +61,16 @@ class Csrf:
 
     def token(self) -> str:
         """The value for this form's hidden field (the cookie is set with the response when new)."""
+        return self._serializer.dumps(self.cookie_value())
+
+    def cookie_value(self) -> str:
+        """This browser's CSRF cookie, or a new one that the response sets: a page cached per browser (the
+        front page's ETag) changes with it, since its form carries a token for it."""
         value = request.cookies.get(CSRF_COOKIE, "")
         if len(value) < 32:
             value = g.get("csrf_new") or secrets.token_urlsafe(32)
             g.csrf_new = value
-        return self._serializer.dumps(value)
+        return value
 
     def check(self) -> None:
         """Abort with 400 unless the form's token is signed by us and matches the cookie."""
