@@ -170,7 +170,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from digest.config import load_settings
-    from digest.deliver import SMTPTransport, build_message
+    from digest.delivery.message import build_message
+    from digest.delivery.transport import SMTPTransport
     from digest.pipeline.job import preview_email, run_job
     from digest.store import init_db, open_engine, session_scope
     from digest.store.papers import upsert_papers

@@ -26,10 +26,11 @@ _BARE = re.compile(r"^[^\s\"=\\]+$")
 _NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?$")  # counts and seconds become JSON numbers
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one event with its fields (source=, subscriber=, edition=...), rendered by the configured format."""
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, *, exc_info: BaseException | None = None, **fields: Any) -> None:
+    """Log one event with its fields (source=, subscriber=, edition=...), rendered by the configured format;
+    `exc_info`: the exception behind it (its traceback is shown unless it is a DigestError, see EventFormatter)."""
     if logger.isEnabledFor(level):
-        logger.log(level, event, extra={"digest_fields": fields, "digest_event": event})
+        logger.log(level, event, exc_info=exc_info, extra={"digest_fields": fields, "digest_event": event})
 
 
 def format_value(value: Any) -> str:

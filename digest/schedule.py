@@ -182,6 +182,9 @@ class Ticker:
         except DigestError as exc:  # the server down, the database locked: the next tick tries again
             log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc))
             return
+        if getattr(report, "error", None) is not None:  # the delivery stopped early: the next tick tries again
+            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error))
+            return
         fields = {k: getattr(report, k) for k in ("due", "sent", "skipped", "failed", "deferred") if hasattr(report, k)}
         if getattr(report, "fetch_error", None):
             fields["fetch_error"] = report.fetch_error

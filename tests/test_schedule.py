@@ -367,8 +367,8 @@ def test_ticker_sends_while_a_source_cannot_be_stored_then_fetches_once_it_can(h
         ticker(False)  # never fetched: the send tick fetches first, and the fetch fails
     assert ledger_states(home) == [("sent", "2025-06-16")]  # the day's email went out all the same
     assert len(list(Path(settings.outbox_dir).glob("*.eml"))) == 1
-    failed = [r for r in caplog.records if "event=fetch-failed" in r.getMessage()]
-    assert len(failed) == 1 and "source rows are read-only today" in failed[0].getMessage()
+    failed = [r for r in caplog.records if getattr(r, "digest_event", "") == "fetch-failed"]
+    assert len(failed) == 1 and "source rows are read-only today" in failed[0].digest_fields["error"]
     done = [r for r in caplog.records if getattr(r, "digest_event", "") == "tick-done"]
     assert done[-1].digest_fields["sent"] == 1 and "read-only" in done[-1].digest_fields["fetch_error"]
     execute(home, "DROP TRIGGER source_read_only")

@@ -90,6 +90,8 @@ class _Interruption:
 
 
 def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: bool = False, edition: str | None = None) -> None:
+    # Imported here, not at the top: the job loads ranking and rendering (numpy, scikit-learn, premailer), which
+    # `digest --help` and the other commands must not wait for.
     from ..pipeline.job import run_job
 
     progress = _Progress()
@@ -103,17 +105,15 @@ def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: 
         with interruption:
             report = run_job(app.engine, app.settings, app.now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition,
                              progress=progress.step, on_plan=plan, stop_event=interruption.stop)
-    except DigestError as exc:  # the server down, the database locked: what was done, then the error
+    finally:
         progress.close()
-        partial = getattr(exc, "report", None)
-        if partial is not None and partial.due:  # sending had begun: say how far it got
-            click.echo(partial.summary())
-        raise
-    progress.close()
     for source in report.fetched:
         click.echo(source.line())
     if report.fetch_error:
         click.echo(f"error: the fetch failed, so only papers already stored were sent: {report.fetch_error}", err=True)
+    if report.error is not None:  # the server down, the database locked: how far it got, then the error
+        click.echo(report.summary())
+        raise report.error
     if not report.due:
         click.echo(f"nothing due for {only}" if only else "nothing due: every active subscriber has today's edition or their send time has not come")
     click.echo(report.summary())
@@ -229,6 +229,8 @@ def demo(app: AppContext, demo_home: str | None) -> None:
             click.echo(f"subscriber {address}: {'; '.join(interests)}")
     report = run_job(engine, settings, now, fetch=False)
     click.echo(report.summary())
+    if report.error is not None:
+        raise report.error
     outbox = Path(settings.outbox_dir)
     files = sorted(outbox.glob("*.eml"))
     click.echo(f"emails (.eml, one per subscriber) in the outbox {outbox}:")

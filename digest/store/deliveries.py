@@ -13,12 +13,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..log import log_event
 from ..models import Delivery, SentPaper, Subscriber
 from . import is_locked, read_rows, wrap_db_error
 
@@ -82,7 +83,7 @@ def write(target: Engine | Connection, work: Callable[[Connection], object], *, 
             now = time.monotonic()
             if deadline is None:
                 deadline = now + (LOCK_PATIENCE if patience is None else patience)
-                log.warning("event=database-locked note=another connection holds the write lock; trying again for up to %.0fs", deadline - now)
+                log_event(log, "database-locked", logging.WARNING, note=f"another connection holds the write lock; trying again for up to {deadline - now:.0f}s")
             if now >= deadline:
                 raise wrap_db_error(exc, engine) from None
             time.sleep(min(LOCK_PAUSE, deadline - now))
@@ -95,23 +96,6 @@ def finished_editions(engine: Engine) -> dict[int, str]:
     """The newest finished (sent, skipped or failed) edition per subscriber id."""
     rows = read_rows(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state.in_(DONE_STATES)).group_by(_delivery.c.subscriber_id))
     return {sub: edition for sub, edition in rows}
-
-
-def accepted_editions(engine: Engine) -> dict[int, str]:
-    """The newest edition the mail server accepted, per subscriber id."""
-    rows = read_rows(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state == "sent").group_by(_delivery.c.subscriber_id))
-    return {sub: edition for sub, edition in rows}
-
-
-def sent_paper_ids(engine: Engine, subscriber_ids: Iterable[int] | None = None) -> dict[int, set[int]]:
-    """Paper ids already sent, per subscriber id (never to be sent to them again)."""
-    query = sa.select(_sent.c.subscriber_id, _sent.c.paper_id)
-    if subscriber_ids is not None:
-        query = query.where(_sent.c.subscriber_id.in_(list(subscriber_ids)))
-    out: dict[int, set[int]] = {}
-    for sub, paper in read_rows(engine, query):
-        out.setdefault(sub, set()).add(paper)
-    return out
 
 
 def deliveries_for(engine: Engine, edition: str | None = None, subscriber_id: int | None = None) -> list[Delivery]:
@@ -196,12 +180,6 @@ def mark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -> 
     """Committed before the messages are handed over: a row left 'sending' may have reached the server."""
     if delivery_ids:
         write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids))).values(state="sending", updated_at=now)))
-
-
-def unmark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -> None:
-    """Back to 'pending' for rows marked 'sending' but never handed over (the run stopped first)."""
-    if delivery_ids:
-        write(engine, lambda conn: _unmark(conn, delivery_ids, now))
 
 
 def _unmark(conn: Connection, delivery_ids: Sequence[int], now: datetime) -> None:

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import IO, Iterable, Sequence
 
 import sqlalchemy as sa
-from email_validator import EmailNotValidError
-from email_validator import validate_email as _check_email
 from sqlmodel import Session, select
 
+from ..addresses import ascii_address
 from ..editions import parse_frequency, parse_send_at, parse_zone
 from ..errors import InputError, NotFoundError
 from ..models import Delivery, Feedback, Paper, SentPaper, Subscriber, UsedToken
@@ -72,10 +71,9 @@ def validate_email(address: str) -> str:
     """The normalised, lower-cased address; InputError naming the address and why it is not one.
     Mail goes out without SMTPUTF8, so the address must fit an ASCII envelope: a non-ASCII local part is
     refused and an internationalised domain is kept in its ASCII (IDNA) form."""
-    text = (address or "").strip()
     try:
-        return _check_email(text, check_deliverability=False, allow_smtputf8=False).ascii_email.lower()
-    except EmailNotValidError as exc:
+        return ascii_address(address).lower()
+    except ValueError as exc:
         raise InputError(f"invalid email address {address!r}: {exc}", "give an address such as ada@example.org") from None
 
 

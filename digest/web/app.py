@@ -3,7 +3,7 @@ reader's pages (digest.web.pages), the defences (digest.web.security), the share
 and the error pages.
 
 It must not render digests or open the database itself: the pages read and write through digest.store, order
-papers with digest.rank's trending score, and mail leaves through the configured transport (digest.deliver).
+papers with digest.rank's trending score, and mail leaves through the configured transport (digest.delivery).
 No page ever shows a traceback or says whether an address is subscribed.
 """
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from flask import current_app, render_template
 
 from ..config import Settings
-from ..deliver import transport_for
+from ..delivery.transport import transport_for
 from ..errors import TokenError
 from ..store.days import PapersVersion, papers_version
 from ..tokens import Claim, make_token, read_token

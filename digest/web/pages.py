@@ -17,7 +17,7 @@ from zoneinfo import available_timezones
 from flask import Blueprint, jsonify, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
-from ..deliver import check_address
+from ..delivery.message import check_address
 from ..editions import WEEKDAYS
 from ..errors import DigestError, InputError
 from ..models import Subscriber

@@ -1,4 +1,5 @@
-"""Message building and the transports, against a real SMTP server on 127.0.0.1 (tests/smtp_server.py)."""
+"""Message building (digest.delivery.message) and the transports (digest.delivery.transport), against a real SMTP
+server on 127.0.0.1 (tests/smtp_server.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,8 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_settings
-from digest.deliver import (
-    OutboxTransport,
-    SMTPTransport,
-    build_message,
-    encode_html,
-    encode_words,
-    make_message_id,
-    transport_for,
-)
+from digest.delivery.message import build_message, encode_html, encode_words, make_message_id
+from digest.delivery.transport import OutboxTransport, SMTPTransport, transport_for
 from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from digest.render import RenderedEmail
 from smtp_server import start_smtp_server

@@ -1,0 +1,38 @@
+"""Email addresses, checked one way everywhere: email-validator's rules for an ASCII envelope. digest does not use
+SMTPUTF8, so a non-ASCII local part is refused and an internationalised domain is kept in its ASCII (IDNA) form.
+The store normalises subscribers' addresses with it; delivery checks every address it writes into a message with it.
+
+It must not look anything up (no DNS: whether mail arrives is the mail server's to say) and knows nothing of
+subscribers, settings or messages.
+"""
+
+from __future__ import annotations
+
+import re
+
+from email_validator import EmailNotValidError, validate_email
+
+# email-validator refuses a domain without a dot (and "localhost") for the internet. The operator's own From or
+# Reply-To may be on a bare host name (the default digest@localhost, a relay on the LAN): its local part is
+# checked on this stand-in domain, its host name as one RFC 1123 label.
+_STAND_IN_DOMAIN = "example.org"
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def ascii_address(address: str, *, bare_host: bool = False) -> str:
+    """`address` (stripped) as it goes into an ASCII envelope and header: the domain in its IDNA form, the rest as
+    given. ValueError with email-validator's reason when mail cannot be sent to it. `bare_host`: a host name
+    without a dot after the @ is accepted too (for the operator's own addresses, not subscribers')."""
+    text = (address or "").strip()
+    local, at, host = text.rpartition("@")
+    if bare_host and at and "." not in host and _HOST_LABEL.fullmatch(host):
+        _checked(f"{local}@{_STAND_IN_DOMAIN}")
+        return text
+    return _checked(text)
+
+
+def _checked(text: str) -> str:
+    try:
+        return validate_email(text, check_deliverability=False, allow_smtputf8=False).ascii_email
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,92 @@
+"""The claim step of the delivery loop: which letters this worker now owns, and the ledger writes that make the
+exactly-once guarantee. A letter is claimed ('sending', committed) before its message is handed over; its outcome
+is recorded ('sent' with the papers it carried, 'deferred', 'failed') right after; letters claimed but never handed
+over are released (back to 'pending').
+
+Claimer is the seam: LedgerClaimer is today's single host (the edition's letters in order, marked 'sending' in
+chunks); a database-backed claimer with leases (worker id, lease expiry, heartbeat, FOR UPDATE SKIP LOCKED) can
+replace it without touching the loop. It must not build or send messages.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+from typing import Callable, Protocol, Sequence
+
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import DigestError, StoreError
+from ..store import deliveries as ledger
+from .work import Letter, Outcome, Settlement
+
+
+class Claimer(Protocol):
+    def claim(self, n: int) -> list[Letter]:
+        """Up to `n` letters this worker now owns, each committed 'sending' before it is returned ([]: none left)."""
+        ...
+
+    def record(self, outcome: Outcome) -> int:
+        """Write one letter's outcome; returns the subscriber's hard bounces in a row (0 unless a bounce)."""
+        ...
+
+    def release(self, letters: Sequence[Letter]) -> Settlement:
+        """Give back the letters claimed but never handed over, and settle what could not be recorded; last call."""
+        ...
+
+
+class LedgerClaimer:
+    """The edition's letters, in order, claimed `n` at a time in the delivery ledger of this host's database.
+
+    Outcomes are written on one connection kept for the run (no pool checkout per message). A record that fails
+    (the database locked past ledger.LOCK_PATIENCE) raises StoreError and is kept: release() writes it, with the
+    letters going back to 'pending', in one transaction that waits longer (ledger.settle), so a message the server
+    accepted is not left 'sending' and sent again."""
+
+    def __init__(self, engine: Engine, letters: Sequence[Letter], *, clock: Callable[[], datetime], covered_until: datetime) -> None:
+        self.engine, self.clock, self.covered_until = engine, clock, covered_until
+        self.waiting = deque(letters)
+        self.unrecorded: list[tuple[Outcome, Callable[[Connection], object]]] = []
+        self.conn: Connection | None = None
+
+    def claim(self, n: int) -> list[Letter]:
+        batch = [self.waiting.popleft() for _ in range(min(n, len(self.waiting)))]
+        try:
+            ledger.mark_sending(self.engine, [letter.delivery_id for letter in batch], self.clock())
+        except BaseException:
+            self.waiting.extendleft(reversed(batch))  # not claimed after all: they stay what they were
+            raise
+        return batch
+
+    def record(self, outcome: Outcome) -> int:
+        write = self._write_of(outcome, self.clock())
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        try:
+            return int(ledger.write(self.conn, write) or 0)
+        except StoreError:
+            self.unrecorded.append((outcome, write))
+            raise
+
+    def _write_of(self, outcome: Outcome, now: datetime) -> Callable[[Connection], object]:
+        """The transaction that records `outcome`, its values bound now (it may run later, in release)."""
+        letter, attempts, error = outcome.letter, outcome.attempts, outcome.error or ""
+        row, sub = letter.delivery_id, letter.subscriber.id or 0
+        if outcome.state == "sent":
+            papers, until = letter.paper_ids, self.covered_until
+            return lambda conn: ledger.record_sent(conn, row, sub, papers, attempts, now, until)
+        if outcome.state == "deferred":
+            return lambda conn: ledger.record_deferred(conn, row, error, attempts, now)
+        bounce = outcome.bounce
+        return lambda conn: ledger.record_failed(conn, row, sub, error, attempts, now, bounce=bounce)
+
+    def release(self, letters: Sequence[Letter]) -> Settlement:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        unrecorded, self.unrecorded = self.unrecorded, []
+        try:
+            ledger.settle(self.engine, [letter.delivery_id for letter in letters], [write for _, write in unrecorded], self.clock())
+        except DigestError as exc:
+            return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
+        return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded))

@@ -1,0 +1,209 @@
+"""The delivery loop: claim -> build -> send -> record, letter after letter, then the retry rounds for what a 4xx
+deferred; one DeliveryReport returned. The claimer (digest.delivery.claim) owns the ledger writes that make the
+exactly-once guarantee, the builder (digest.delivery.build) renders, the transport (digest.delivery.transport) hands
+messages over; this module only puts them in order and counts.
+
+A recipient's refusal is their outcome; 10 failures in a row to different recipients mean the server is down
+(ServerDownError); a server that cannot be used at all (DeliveryError) or a ledger that cannot be written
+(StoreError) ends the loop too. Whatever ends it is the report's `error`, never an exception that carries the
+report. It must not decide who is due or what they get (digest.pipeline does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
+
+from ..errors import DigestError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
+from ..log import log_event
+from ..store.deliveries import BOUNCE_LIMIT
+from .build import Builder
+from .claim import Claimer
+from .transport import Transport
+from .work import Built, Letter, Outcome
+
+log = logging.getLogger("digest.delivery")
+
+CHUNK = 50  # letters claimed (marked 'sending') per commit
+RETRY_DELAYS = (5.0, 30.0)  # seconds before each extra round over the letters a 4xx deferred
+SERVER_DOWN_AFTER = 10  # failed deliveries in a row, to different recipients, that stop the loop
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one delivery loop did. `not_attempted`: letters never handed over (stopped, server down, a ledger that
+    could not be written), back to 'pending'; `left_sending`: rows left 'sending' because even releasing them failed.
+    `timings`: render and build summed over the workers that built, send the time spent handing over and recording."""
+
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    not_attempted: int = 0
+    left_sending: int = 0
+    stopped: bool = False
+    workers: int = 0
+    timings: Mapping[str, float] = field(default_factory=dict)
+    error: DigestError | None = None  # what ended the loop early: the server down or unusable, the ledger unwritable
+
+
+class _Tally:
+    """The loop's own counts while it runs (one thread; frozen into the DeliveryReport at the end)."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.sent = self.failed = self.deferred = self.claimed = 0
+        self.render = self.build = self.send = 0.0
+        self.streak: set[str] = set()  # recipients of the failures in a row
+        self.to_retry: dict[int, Built] = {}  # deferred by a 4xx, not yet given up on: their delivery id -> message
+        self.progress = progress
+
+    def finished(self, state: str) -> None:
+        setattr(self, state, getattr(self, state) + 1)
+        if self.progress is not None:
+            self.progress(1)
+
+
+def deliver_edition(
+    letters: Sequence[Letter],
+    *,
+    claimer: Claimer,
+    builder: Builder,
+    transport: Transport,
+    sender: str,
+    stop_event: threading.Event,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int], None] | None = None,
+) -> DeliveryReport:
+    """Deliver `letters` (the claimer hands them out): each claimed, built, handed to `transport` as from `sender`,
+    and its outcome recorded; then up to len(RETRY_DELAYS) more rounds for the 4xx-deferred ones. `stop_event`
+    stops it after the message in flight; `progress(k)` is told as k more letters are finished."""
+    tally = _Tally(progress)
+    held: dict[int, Letter] = {}  # claimed, not yet handed over: released if the loop ends first
+    error: DigestError | None = None
+    try:
+        for built in _claimed_and_built(claimer, builder, tally, held, stop_event):
+            if stop_event.is_set():
+                break
+            if built.message is None:  # it could not be built: the subscriber's failed delivery
+                del held[built.letter.delivery_id]
+                _record(claimer, _unbuilt(built), tally)
+                continue
+            outcome = _send(transport, built, sender, tally)  # raises when it was not handed over: it stays held
+            del held[built.letter.delivery_id]
+            _record(claimer, outcome, tally, retry=built)
+        _retry_rounds(claimer, transport, sender, tally, stop_event, sleep)
+    except DigestError as exc:  # the server down or unusable, the ledger unwritable: the rest stays for the next run
+        error = exc
+    tally.deferred += len(tally.to_retry)  # still deferred when the loop ended: the next run retries them
+    settlement = claimer.release(list(held.values()))
+    for outcome in settlement.recorded_late:  # recorded late, but recorded: counted as the run would have
+        setattr(tally, outcome.state, getattr(tally, outcome.state) + 1)
+    if settlement.recorded_late:
+        log_event(log, "recorded-late", logging.WARNING, deliveries=len(settlement.recorded_late), note="their record waited for the database lock")
+    if settlement.error is not None:
+        log_event(log, "ledger-unsettled", logging.ERROR, sending=settlement.left_sending, error=str(settlement.error),
+                  note="the next run sends them (those handed over may arrive twice)")
+    return DeliveryReport(
+        sent=tally.sent, failed=tally.failed, deferred=tally.deferred, not_attempted=len(held) + len(letters) - tally.claimed,
+        left_sending=settlement.left_sending, stopped=stop_event.is_set(), workers=builder.workers,
+        timings={"render": tally.render, "build": tally.build, "send": tally.send}, error=error or settlement.error,
+    )
+
+
+def _claimed_and_built(claimer: Claimer, builder: Builder, tally: _Tally, held: dict[int, Letter], stop_event: threading.Event) -> Iterator[Built]:
+    """Claim CHUNK letters and build them, batch after batch. The next batch is claimed and its building started
+    before this one is handed on, so a forked builder renders it while this one is sent."""
+
+    def claim() -> list[Letter]:
+        batch = [] if stop_event.is_set() else claimer.claim(CHUNK)
+        tally.claimed += len(batch)
+        held.update((letter.delivery_id, letter) for letter in batch)
+        return batch
+
+    batch = claim()
+    built = builder.build(batch)
+    while batch:
+        upcoming = claim()
+        upcoming_built = builder.build(upcoming)
+        for item in built:
+            tally.render += item.render_seconds
+            tally.build += item.build_seconds
+            yield item
+        batch, built = upcoming, upcoming_built
+
+
+def _send(transport: Transport, built: Built, sender: str, tally: _Tally) -> Outcome:
+    """Hand one message over: the outcome of a 2xx, 4xx or 5xx. Any other DeliveryError (refused connection, TLS,
+    login, an unwritable outbox) means it was not handed over: raised, and the letter is released."""
+    letter, started = built.letter, time.perf_counter()
+    assert built.message is not None
+    try:
+        transport.send(built.message, sender=sender, recipient=letter.subscriber.email)
+        return Outcome(letter, "sent", attempts=1)
+    except TransientDeliveryError as exc:
+        return Outcome(letter, "deferred", attempts=1, error=str(exc))
+    except PermanentDeliveryError as exc:
+        return Outcome(letter, "failed", attempts=1, error=str(exc), bounce=True)
+    finally:
+        tally.send += time.perf_counter() - started
+
+
+def _unbuilt(built: Built) -> Outcome:
+    assert built.problem is not None
+    letter, problem = built.letter, built.problem
+    # A problem with a traceback is a bug or a row edited by hand: keep the traceback in the log.
+    fields = {"traceback": json.dumps(problem.trace)} if problem.trace else {}
+    log_event(log, "failed", logging.WARNING, subscriber=letter.subscriber.email, edition=letter.edition, error=problem.error, **fields)
+    return Outcome(letter, "failed", attempts=0, error=problem.error)
+
+
+def _record(claimer: Claimer, outcome: Outcome, tally: _Tally, *, retry: Built | None = None) -> None:
+    """Record `outcome`, log it and count it. A deferral with `retry` (its message) waits for the retry rounds;
+    without, it is final. ServerDownError at SERVER_DOWN_AFTER failures in a row to different recipients."""
+    started = time.perf_counter()
+    try:
+        bounces = claimer.record(outcome)
+    finally:
+        tally.send += time.perf_counter() - started
+    letter = outcome.letter
+    tally.to_retry.pop(letter.delivery_id, None)
+    who = {"subscriber": letter.subscriber.email, "edition": letter.edition}
+    if outcome.state == "sent":
+        log_event(log, "sent", logging.DEBUG, **who, message_id=letter.message_id)
+        tally.streak.clear()
+        tally.finished("sent")
+        return
+    if not outcome.attempts:  # it could not be built (logged when found): not the server's doing
+        tally.finished("failed")
+        return
+    if outcome.state == "deferred":
+        log_event(log, "deferred", logging.WARNING, **who, error=outcome.error)
+        if retry is not None:
+            tally.to_retry[letter.delivery_id] = retry
+        else:
+            tally.finished("deferred")
+    else:
+        log_event(log, "failed", logging.WARNING, **who, bounces=bounces, error=outcome.error)
+        if bounces >= BOUNCE_LIMIT:
+            log_event(log, "bounced", logging.WARNING, subscriber=letter.subscriber.email, note="no more mail until resumed")
+        tally.finished("failed")
+    tally.streak.add(letter.subscriber.email)
+    if len(tally.streak) >= SERVER_DOWN_AFTER:
+        raise ServerDownError(f"{len(tally.streak)} deliveries in a row to different recipients failed (the last: {outcome.error}); the run stopped, the rest stays for the next run")
+
+
+def _retry_rounds(claimer: Claimer, transport: Transport, sender: str, tally: _Tally, stop_event: threading.Event, sleep: Callable[[float], None]) -> None:
+    """Up to len(RETRY_DELAYS) more rounds over the deferred letters, after a pause each; the last round's
+    deferrals are final (the next run retries them)."""
+    for round_, delay in enumerate(RETRY_DELAYS, start=1):
+        if not tally.to_retry or stop_event.is_set():
+            return
+        log_event(log, "retry-round", round=round_, deliveries=len(tally.to_retry), delay=f"{delay:.0f}s")
+        sleep(delay)
+        last = round_ == len(RETRY_DELAYS)
+        for built in list(tally.to_retry.values()):
+            outcome = _send(transport, built, sender, tally)
+            _record(claimer, outcome, tally, retry=None if last else built)

@@ -1,0 +1,251 @@
+"""Message building, pure: a rendered digest or a confirmation email in, RFC 5322 bytes with CRLF line ends out.
+One MIME skeleton (multipart/alternative, text then HTML) and one header encoder serve both kinds of email, and every
+address goes through digest.addresses (email-validator, ASCII envelope).
+
+It must not send, log, read the database or know about subscribers beyond an address and a name. Building is a
+precomputed skeleton filled with encoded bodies, not an EmailMessage per email: the email package's policy
+machinery costs a few milliseconds per message, most of the edition budget at 10,000 subscribers (see
+benchmarks/send.py).
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+import secrets
+from datetime import datetime
+from email.utils import format_datetime
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from ..addresses import ascii_address
+from ..config import Settings
+from ..errors import ConfigError, InputError
+from ..render import RenderedEmail
+
+CRLF = "\r\n"
+MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
+# Control characters (and Unicode line breaks some clients honour) would end a header early: a title
+# carrying "\r\nBcc: x" must stay one line of text.
+_UNSAFE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]+")
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
+_STYLE = re.compile(r"<style.*?(?:</style|\Z)", re.IGNORECASE | re.DOTALL)  # a <style> element, to its end tag or the end
+
+
+# --- headers ----------------------------------------------------------------------------------------
+
+
+def clean_header_text(value: str) -> str:
+    """`value` on one line: control characters and line breaks become a single space."""
+    return " ".join(_UNSAFE.sub(" ", value or "").split())
+
+
+def encode_words(text: str, used: int = 0) -> str:
+    """An unstructured header value: folded ASCII, or RFC 2047 base64 words when it is not plain ASCII.
+
+    `used` is the length of what precedes it on the first line ("Subject: "). Text that merely looks
+    like an encoded word ("=?utf-8?...") is encoded too, so a client never decodes a forged one.
+    """
+    text = clean_header_text(text)
+    if text.isascii() and "=?" not in text:
+        return _fold_words(text.split(" "), used)
+    words, chunk, size = [], [], 0
+    for char in text:  # whole characters per word: 39 bytes of UTF-8 -> a 64-character encoded word
+        width = len(char.encode("utf-8"))
+        if size + width > 39:
+            words.append(_b_word("".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    if chunk:
+        words.append(_b_word("".join(chunk)))
+    return _fold_words(words, used)
+
+
+def _b_word(text: str) -> str:
+    return "=?utf-8?b?" + binascii.b2a_base64(text.encode("utf-8"), newline=False).decode("ascii") + "?="
+
+
+def _fold_words(words: list[str], used: int) -> str:
+    lines: list[str] = []
+    line, width = "", used
+    for word in words:
+        if line and width + 1 + len(word) > MAX_LINE:
+            lines.append(line)
+            line, width = word, 1 + len(word)
+        else:
+            width += len(word) + (1 if line else 0)
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return (CRLF + " ").join(lines)
+
+
+def check_address(address: str, *, bare_host: bool = False) -> str:
+    """`address` as it goes into an ASCII envelope and header (digest.addresses.ascii_address); InputError naming it
+    otherwise. `bare_host`: the operator's own addresses may be on a host name without a dot (digest@localhost)."""
+    try:
+        return ascii_address(address, bare_host=bare_host)
+    except ValueError as exc:
+        raise InputError(f"cannot send to {address!r}: not a plain ASCII address: {exc}", "digest does not use SMTPUTF8; check the address") from None
+
+
+def check_sender_settings(settings: Settings) -> None:
+    """ConfigError naming the setting when from_address, reply_to or base_url cannot go into any message.
+    Checked before a run records anything: found while building, it failed every subscriber's edition."""
+    hint = "set it in digest.toml or DIGEST_{} (`digest config` shows what is in effect)"
+    for name in ("from_address", "reply_to"):
+        value = settings.values[name]
+        if value or name == "from_address":
+            try:
+                ascii_address(value or "", bare_host=True)
+            except ValueError as exc:
+                raise ConfigError(f"{name} {value!r} is not a plain ASCII email address such as digest@example.org: {exc}", hint.format(name.upper())) from None
+    base = urlsplit(settings.base_url)
+    if base.scheme not in ("http", "https") or not base.netloc:
+        raise ConfigError(f"base_url {settings.base_url!r} is not an absolute http(s) URL such as https://example.org/digest", hint.format("BASE_URL"))
+
+
+def format_phrase(name: str) -> str:
+    """A display name as an RFC 5322 phrase: bare atoms, a quoted string, or RFC 2047 words."""
+    name = clean_header_text(name)
+    if name.isascii() and "=?" not in name:
+        return name if _ATOM.fullmatch(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return encode_words(name, 0)
+
+
+def format_address(name: str, address: str, *, bare_host: bool = False) -> str:
+    """`Name <address>` with the display name quoted or RFC 2047-encoded as needed (InputError: see check_address)."""
+    address = check_address(address, bare_host=bare_host)
+    phrase = format_phrase(name)
+    return f"{phrase} <{address}>" if phrase else address
+
+
+def address_domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower() or "localhost"
+
+
+def make_message_id(from_address: str, subscriber_id: int, edition: str) -> str:
+    """A unique Message-ID on the From domain; the ledger stores it so a resend reuses it."""
+    return f"<digest.{edition}.{subscriber_id}.{secrets.token_hex(6)}@{address_domain(from_address)}>"
+
+
+@lru_cache(maxsize=16)
+def _fixed_headers(from_address: str, from_name: str, reply_to: str, list_id: str) -> tuple[str, str, str]:
+    """(From + Reply-To lines, List-Id line, unsubscribe mailto): the same for every message of a run."""
+    lines = [f"From: {format_address(from_name, from_address, bare_host=True)}"]
+    if reply_to:
+        lines.append(f"Reply-To: {check_address(reply_to, bare_host=True)}")
+    list_id = clean_header_text(list_id).strip("<>")
+    phrase = format_phrase(from_name)
+    list_line = f"List-Id: {phrase} <{list_id}>" if phrase else f"List-Id: <{list_id}>"
+    return CRLF.join(lines), list_line, f"mailto:{check_address(from_address, bare_host=True)}?subject=unsubscribe"
+
+
+# --- bodies -----------------------------------------------------------------------------------------
+
+
+def _crlf(text: str) -> bytes:
+    if "\r" in text:  # rare (templates write \n): a 40 KB email is not copied twice more for nothing
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
+def encode_qp(text: str) -> bytes:
+    """Quoted-printable for the text part: readable as source, lines kept under 76 characters."""
+    return binascii.b2a_qp(_crlf(text), quotetabs=False, istext=True, header=False)
+
+
+def encode_base64(text: str) -> bytes:
+    """Base64 in 76-character CRLF lines: three times faster than quoted-printable, a third larger."""
+    raw = binascii.b2a_base64(_crlf(text), newline=False)
+    return b"\r\n".join([raw[i : i + 76] for i in range(0, len(raw), 76)])
+
+
+def encode_html(html: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, body) of the HTML part: 7bit when it can be, else base64.
+
+    Non-ASCII characters become character references (&#233;), which show the same in any HTML reader,
+    so the part needs no transfer encoding at all when its lines are within RFC 5322's 998 octets:
+    nothing to encode and a third fewer bytes on the wire than base64. Not inside <style>, where
+    references are not decoded: such a page goes base64.
+    """
+    if not html.isascii():
+        if not _styles_are_ascii(html):
+            return "base64", encode_base64(html)
+        html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    body = _crlf(html)
+    if max(map(len, body.split(b"\r\n"))) > 998:
+        return "base64", encode_base64(html)
+    return "7bit", body
+
+
+def _styles_are_ascii(html: str) -> bool:
+    # One case-insensitive scan (not a lower-cased copy of the whole email, which cost more than the rest of the check).
+    return all(style.group(0).isascii() for style in _STYLE.finditer(html))
+
+
+def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Settings, message_id: str, unsubscribe_url: str, date: datetime) -> bytes:
+    """The digest as RFC 5322 bytes with CRLF line ends: multipart/alternative, text then HTML.
+
+    List-Unsubscribe carries the https link and a mailto; List-Unsubscribe-Post makes the link
+    one-click (RFC 8058). Every header value from outside is cleaned and encoded, never trusted.
+    """
+    sender, list_line, mailto = _fixed_headers(settings.from_address, settings.from_name, settings.reply_to, settings.list_id)
+    url = clean_header_text(unsubscribe_url).replace(" ", "%20")
+    return _alternative(
+        [
+            sender,
+            f"To: {format_address(name, to)}",
+            f"Subject: {encode_words(rendered.subject, 9)}",
+            f"Date: {format_datetime(date)}",
+            f"Message-ID: {clean_header_text(message_id)}",
+            list_line,
+            f"List-Unsubscribe: <{url}>,{CRLF} <{mailto}>",
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ],
+        rendered.text,
+        rendered.html,
+    )
+
+
+def build_confirmation(settings: Settings, *, to: str, subject: str, text: str, html: str, date: datetime) -> bytes:
+    """The double opt-in's confirmation email (its text and HTML rendered by the web front) as RFC 5322 bytes: the
+    same From, Reply-To and encoders as a digest; no List-Unsubscribe (the reader is not on the list yet)."""
+    sender, _, _ = _fixed_headers(settings.from_address, settings.from_name, settings.reply_to, settings.list_id)
+    return _alternative(
+        [
+            sender,
+            f"To: {check_address(to)}",
+            f"Subject: {encode_words(subject, 9)}",
+            f"Date: {format_datetime(date)}",
+            f"Message-ID: <confirm.{secrets.token_hex(8)}@{address_domain(settings.from_address)}>",
+            "Auto-Submitted: auto-generated",  # RFC 3834: no vacation replies to a confirmation
+        ],
+        text,
+        html,
+    )
+
+
+def _alternative(headers: list[str], text: str, html: str) -> bytes:
+    """A multipart/alternative message from ready header lines (already cleaned and encoded), the plain
+    text (quoted-printable) and the HTML (7bit or base64, see encode_html), with CRLF line ends."""
+    # "=_" never occurs in base64 or quoted-printable text; in a 7bit HTML part it would need "--=_digest_"
+    # followed by 24 random hex digits, which no template or feed can know in advance.
+    boundary = "=_digest_" + secrets.token_hex(12)
+    head = CRLF.join(
+        (
+            *headers,
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            "",
+            f"--{boundary}",
+            'Content-Type: text/plain; charset="utf-8"',
+            "Content-Transfer-Encoding: quoted-printable",
+            "",
+            "",
+        )
+    ).encode("ascii")
+    encoding, body = encode_html(html)
+    middle = f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=\"utf-8\"{CRLF}Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}".encode("ascii")
+    tail = f"{CRLF}--{boundary}--{CRLF}".encode("ascii")
+    return b"".join((head, encode_qp(text), middle, body, tail))

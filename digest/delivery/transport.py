@@ -1,0 +1,244 @@
+"""The transports that hand a message over: SMTP (one connection reused, reopened when dropped, paced by
+send_rate) and the outbox directory (one .eml file per message, written atomically). transport_for picks one from
+the settings. A Transport says accepted (returns), "try later" (TransientDeliveryError), "not this recipient"
+(PermanentDeliveryError) or "cannot be used" (DeliveryError with a hint).
+
+It must not build messages, know about subscribers or touch the database, and it never logs a password.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import smtplib
+import socket
+import ssl
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..config import Settings
+from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from ..log import log_event
+
+log = logging.getLogger("digest.delivery")
+
+
+class Transport(Protocol):
+    """Hands one message to the world; raises a DeliveryError subclass when it is not accepted."""
+
+    def send(self, message: bytes, *, sender: str, recipient: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Exceptions that mean "the connection is gone": smtplib raises OSError subclasses for a peer that
+# resets, a timeout, or a read on a closed socket.
+_DROPPED = (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError, socket.timeout, ssl.SSLError)
+
+
+class SMTPTransport:
+    """One SMTP connection reused for many messages, reopened when the server drops it, paced by send_rate."""
+
+    def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        self.host, self.port = settings.smtp_host, int(settings.smtp_port)
+        self.security, self.user, self._password = settings.smtp_security, settings.smtp_user, settings.smtp_password
+        self.timeout = float(settings.smtp_timeout)
+        self.interval = 1.0 / settings.send_rate if settings.send_rate else 0.0
+        self._ssl_context = ssl_context
+        self._sleep, self._clock = sleep, clock
+        self._smtp: smtplib.SMTP | None = None
+        self._next_slot = 0.0
+        self.connections = 0  # opened so far, for tests and logs
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"SMTPTransport({self.where}, {self.security}, user={self.user or '-'})"
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        return f"smtp://{self.where} ({self.security}{', as ' + self.user if self.user else ''})"
+
+    def __enter__(self) -> "SMTPTransport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _context(self) -> ssl.SSLContext:
+        return self._ssl_context or ssl.create_default_context()
+
+    def connect(self) -> None:
+        """Open, secure and log in; DeliveryError with a hint when the settings are wrong."""
+        smtp: smtplib.SMTP | None = None
+        try:
+            if self.security == "tls":
+                smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context())
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            if self.security == "starttls":
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):
+                    raise DeliveryError(f"{self.where} does not offer STARTTLS", 'use smtp_security = "tls" for port 465, or "none" for a local relay')
+                smtp.starttls(context=self._context())
+                smtp.ehlo()
+            if self.user:
+                smtp.login(self.user, self._password)
+        except DeliveryError:
+            _quietly_close(smtp)
+            raise
+        except smtplib.SMTPAuthenticationError as exc:
+            _quietly_close(smtp)
+            raise DeliveryError(f"{self.where} refused the login of {self.user!r}: {exc.smtp_code} {_text(exc.smtp_error)}", "check smtp_user and smtp_password (or DIGEST_SMTP_PASSWORD_FILE)") from None
+        except smtplib.SMTPNotSupportedError:
+            _quietly_close(smtp)
+            raise DeliveryError(f"{self.where} offers no AUTH on this connection", "most servers only allow AUTH after TLS: use smtp_security starttls or tls") from None
+        except smtplib.SMTPResponseException as exc:  # greeting or EHLO refused
+            _quietly_close(smtp)
+            if 400 <= exc.smtp_code < 500:
+                raise TransientDeliveryError(f"{self.where} is not accepting connections: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+            raise DeliveryError(f"{self.where} refused the connection: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except ConnectionRefusedError:
+            _quietly_close(smtp)
+            raise DeliveryError(f"cannot connect to {self.where}: connection refused", "check smtp_host and smtp_port, and that the mail server is running") from None
+        except socket.gaierror as exc:
+            _quietly_close(smtp)
+            raise DeliveryError(f"cannot resolve smtp_host {self.host!r}: {exc.strerror}", "check smtp_host") from None
+        except ssl.SSLError as exc:
+            _quietly_close(smtp)
+            raise DeliveryError(f"TLS with {self.where} failed: {exc.reason or exc}", "smtp_security tls is for port 465, starttls for 587; check the server's certificate") from None
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            _quietly_close(smtp)
+            raise TransientDeliveryError(f"{self.where} dropped the connection while connecting: {exc or type(exc).__name__}") from None
+        self._smtp = smtp
+        self.connections += 1
+        log_event(log, "smtp-connected", logging.DEBUG, server=self.where, security=self.security)
+
+    def send(self, message: bytes, *, sender: str, recipient: str) -> None:
+        """Hand one message over: TransientDeliveryError (try later), PermanentDeliveryError (this recipient)."""
+        self._pace()
+        for attempt in (1, 2):
+            fresh = self._smtp is None
+            if fresh:
+                self.connect()
+            try:
+                self._smtp.sendmail(sender, [recipient], message)  # type: ignore[union-attr]
+                return
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = exc.recipients.get(recipient) or next(iter(exc.recipients.values()))
+                raise self._refused(code, text, f"refused {recipient}") from None
+            except smtplib.SMTPSenderRefused as exc:
+                if exc.smtp_code >= 500:
+                    raise DeliveryError(f"{self.where} refuses to send as {sender}: {exc.smtp_code} {_text(exc.smtp_error)}", "check from_address: the server must accept it as a sender") from None
+                raise self._refused(exc.smtp_code, exc.smtp_error, f"deferred the message to {recipient}") from None
+            except smtplib.SMTPResponseException as exc:  # DATA refused, or any other reply
+                raise self._refused(exc.smtp_code, exc.smtp_error, f"refused the message to {recipient}") from None
+            except (*_DROPPED, OSError) as exc:
+                self._drop()
+                # A server may close an idle or busy connection between messages: reopen once, at once.
+                if fresh or attempt == 2:
+                    raise TransientDeliveryError(f"{self.where} dropped the connection while sending to {recipient}: {exc or type(exc).__name__}") from None
+                log_event(log, "smtp-reconnect", logging.DEBUG, server=self.where)
+
+    def _refused(self, code: int, text: bytes | str, what: str) -> DeliveryError:
+        if code == 421:  # "service not available, closing channel": smtplib may already have closed it
+            self._drop()
+        message = f"{self.where} {what}: {code} {_text(text)}"
+        return PermanentDeliveryError(message) if code >= 500 else TransientDeliveryError(message)
+
+    def _pace(self) -> None:
+        if not self.interval:
+            return
+        now = self._clock()
+        if now < self._next_slot:
+            self._sleep(self._next_slot - now)
+        self._next_slot = max(now, self._next_slot) + self.interval
+
+    def _drop(self) -> None:
+        _quietly_close(self._smtp, polite=False)
+        self._smtp = None
+
+    def close(self) -> None:
+        _quietly_close(self._smtp)
+        self._smtp = None
+
+
+def _quietly_close(smtp: smtplib.SMTP | None, polite: bool = True) -> None:
+    if smtp is None:
+        return
+    try:
+        if polite and smtp.sock is not None:
+            smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        pass
+    finally:
+        smtp.close()
+
+
+def _text(value: bytes | str) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return " ".join(text.split())
+
+
+class OutboxTransport:
+    """Writes each message as a .eml file: temp file in the same directory, fsync, atomic rename.
+
+    A reader never sees half a message: files that are still being written start with "." and do not
+    end in .eml.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.count = 0
+
+    def describe(self) -> str:
+        return f"outbox {self.directory}"
+
+    def __enter__(self) -> "OutboxTransport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, message: bytes, *, sender: str, recipient: str) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.count += 1
+            safe = re.sub(r"[^A-Za-z0-9@._-]", "_", recipient)[:100]
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.count:05d}-{secrets.token_hex(3)}-{safe}.eml"
+            fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.directory)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(message)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.directory / name)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write to the outbox {self.directory}: {exc.strerror or exc}", "check outbox_dir and its permissions") from None
+
+    def close(self) -> None:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def transport_for(settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> SMTPTransport | OutboxTransport:
+    """SMTP when smtp_host is set, else the outbox directory."""
+    if settings.smtp_host:
+        return SMTPTransport(settings, ssl_context=ssl_context)
+    return OutboxTransport(settings.outbox_dir)

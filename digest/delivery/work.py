@@ -1,0 +1,78 @@
+"""The typed values that flow through the delivery loop (digest.delivery.loop): a Letter to deliver, what building it
+made (Built), what the mail server said (Outcome), and what releasing the letters still held came to (Settlement).
+
+Plain frozen values, no behaviour: the loop, the builders and the claimers pass them to each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import DigestError
+from ..models import Subscriber
+from ..rank import RankResult
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One subscriber's edition to deliver: its ledger row, who gets it, which edition, its Message-ID (kept by the
+    ledger so a resend reuses it) and what it shows."""
+
+    delivery_id: int
+    subscriber: Subscriber
+    edition: str
+    message_id: str
+    result: RankResult
+
+    @property
+    def paper_ids(self) -> tuple[int, ...]:
+        """Every paper the email shows (picks, then trending), each once, in order: what 'sent' records."""
+        return papers_carried(self.result)
+
+
+def papers_carried(result: RankResult) -> tuple[int, ...]:
+    """Ids of every paper an email of `result` shows (picks, then trending), each once, in order."""
+    shown = [r.paper.id for r in result.picks] + [r.paper.id for r in result.trending]
+    return tuple(dict.fromkeys(p for p in shown if p is not None))
+
+
+@dataclass(frozen=True)
+class Unbuilt:
+    """Why one subscriber's email could not be built (a plain value: it crosses from a worker process)."""
+
+    error: str
+    trace: str | None = None  # the traceback of an unexpected exception, for the log
+
+
+@dataclass(frozen=True)
+class Built:
+    """A letter's message bytes, or why there are none; with the seconds its rendering and building took."""
+
+    letter: Letter
+    message: bytes | None
+    problem: Unbuilt | None = None
+    render_seconds: float = 0.0
+    build_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one letter: 'sent' (the server accepted it), 'deferred' (a 4xx: tried again later) or
+    'failed' (a 5xx, a bounce; or it could not be built). `attempts`: hand-overs it adds to the ledger row."""
+
+    letter: Letter
+    state: Literal["sent", "deferred", "failed"]
+    attempts: int
+    error: str | None = None
+    bounce: bool = False  # a hard bounce: counts towards marking the subscriber 'bounced'
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What releasing the held letters came to: the outcomes recorded only now (their record had failed, e.g. while
+    the database was locked), how many rows stay 'sending' because even that failed, and the error then."""
+
+    recorded_late: tuple[Outcome, ...] = ()
+    left_sending: int = 0
+    error: DigestError | None = None
