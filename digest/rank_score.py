@@ -130,7 +130,7 @@ class ProfileRows:
         if semantic is not None:
             share = rank_text.SEMANTIC_SHARE
             relevance = (1 - share) * relevance + share * self._relevance(chunk, shifted(semantic), local, self.embedding_norm)
-        evidence = self._interest_evidence(chunk, rows, local, semantic)
+        evidence = self._interest_evidence(chunk, rows, semantic)
         voted = [k for k, i in enumerate(chunk) if self.pos[i] or self.neg[i]]
         if voted:
             liking = self._liking([chunk[k] for k in voted], sims, semantic, local)
@@ -161,11 +161,10 @@ class ProfileRows:
         best = _segment_max(sims, [[local[r] for r in self.interest_rows[i] + self.pos[i]] for i in chunk], n)
         return (CENTROID_SHARE * centroid + (1 - CENTROID_SHARE) * best).astype(np.float32)
 
-    def _interest_evidence(self, chunk: list[int], rows: np.ndarray, local: dict[int, int], semantic: np.ndarray | None) -> np.ndarray:
+    def _interest_evidence(self, chunk: list[int], rows: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         """Profiles x candidates: does the paper hold one of the profile's interests (more than EVIDENCE_SHARE of
         its words, IDF-weighted; or, in the hybrid, an embedding cosine of SEMANTIC_EVIDENCE)? Sparse throughout:
         an interest's words are in few papers."""
-        n = self.corpus.size
         mine = np.flatnonzero(rows < self.interest_count)
         held = (self.evidence[rows[mine]] @ self.corpus.presence_t).tocsr()
         held.data = (held.data > EVIDENCE_SHARE).astype(np.float32)
