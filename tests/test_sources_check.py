@@ -189,3 +189,20 @@ def test_check_paper_refuses_a_record_it_cannot_store(changes, message):
     paper = ParsedPaper(**{"key": "title:t", "ident": "t", "title": "T", **changes})
     with pytest.raises(ValueError, match=message):
         check_paper(paper)
+
+
+def test_parse_drops_names_that_are_empty_once_cleaned():
+    """Found by the fuzz suite: a category of one NUL was kept as "" and changed by a second check."""
+    result = parse("feed", rss("<title>First paper</title><category>&#0;</category><category>\x07</category><category>cs.LG</category>"
+                               "<dc:creator>\x00</dc:creator>").replace(b"<rss ", b'<rss xmlns:dc="http://purl.org/dc/elements/1.1/" '))
+    first = result.papers[0]
+    assert first.categories == ["cs.LG"] and first.authors == []
+    assert check_paper(ParsedPaper(**vars(first))) == []
+
+
+@pytest.mark.parametrize("reference", ["&#xD800;", "&#XDFFF;", "&#0;", "&#1114112;", "&#" + "9" * 50 + ";"])
+def test_parse_survives_a_character_reference_to_no_character(reference):
+    """Found by the fuzz suite: feedparser's lenient parser raised UnicodeEncodeError for "&#xD800;"."""
+    data = rss(f"<title>Caf{reference}</title><author><name>{reference}</name></author>")
+    result = parse("feed", data.replace(b"</rss>", b"</rss"))  # broken XML: the lenient parser reads it
+    assert result.papers[0].title in ("Caf\ufffd", "Caf")

@@ -35,14 +35,16 @@ MAX_DOI = 1_000
 MAX_ARXIV_ID = 64
 MAX_ANNOUNCE_TYPE = 32  # the column is VARCHAR(32); arXiv's values are new, cross, replace, replace-cross
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL (PostgreSQL text refuses it) and lone surrogates (no UTF-8)
+# NUL (PostgreSQL text refuses it) and the other control characters but tab and line breaks (junk in any field) go;
+# a lone surrogate (no UTF-8 for it: both databases refuse it) becomes U+FFFD.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def _storable(text: str) -> str:
-    # isprintable() is False for both, and True for nearly every value: one C scan in the common case.
+    # isprintable() is False for all of them, and True for nearly every value: one C scan in the common case.
     if text.isprintable() or _UNSTORABLE.search(text) is None:
         return text
-    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+    return _UNSTORABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else "", text)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -75,14 +77,14 @@ def _optional_text(value, name: str, limit: int, problems: list[str], *, cut: bo
             return None
         problems.append(f"{name} longer than {limit:,} characters, cut")
         value = _cut(value, limit)
-    return value
+    return value or None
 
 
 def _names(values, name: str, each: int, most: int, problems: list[str]) -> list[str]:
     if type(values) is not list:
         problems.append(f"{name} is not a list, dropped")
         return []
-    kept = [_storable(v) for v in values if type(v) is str and 0 < len(v) <= each]
+    kept = [v for v in (_storable(v) for v in values if type(v) is str and len(v) <= each) if v.strip()]
     if len(kept) != len(values):
         problems.append(f"{len(values) - len(kept):,} {name} dropped (empty, not text, or longer than {each:,} characters)")
     if len(kept) > most:

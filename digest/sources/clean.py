@@ -88,12 +88,18 @@ def collapse_space(value: str) -> str:
     return value
 
 
+# The longest raw value cleaned. The record check keeps far less (a title 2,000 characters, an abstract 50,000), and
+# splitting 20 MB of words into a list took 200 MB per copy: a longer value is cut before cleaning.
+MAX_RAW = 1_000_000
+
+
 def html_to_text(value: str | None) -> str:
     """Plain text from HTML or text: tags, comments and scripts removed, entities decoded, spaces collapsed.
 
-    LaTeX is left as written ($x^2$ stays)."""
+    LaTeX is left as written ($x^2$ stays). Only the first MAX_RAW characters are read."""
     if not value:
         return ""
+    value = value[:MAX_RAW]
     if "<" in value or "&" in value:
         value = html.unescape(_strip_markup(value))
         if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
@@ -166,6 +172,7 @@ def repair_mojibake(text: str) -> str:
 
 def clean_name(name: str) -> str:
     """One author's name as plain Unicode text: markup stripped, TeX accents and mojibake repaired."""
+    name = name[:MAX_RAW]
     if "<" in name or "&" in name:
         name = html_to_text(name)
     return collapse_space(repair_mojibake(tex_to_unicode(name)))
@@ -220,7 +227,7 @@ def split_authors(value: str) -> list[str]:
     """Authors from one joined string: "A, B and C", bioRxiv's "Last, F., Last, F." or "Last, F.; Last, F."."""
     if not value:
         return []
-    value = clean_name(value)
+    value = clean_name(value)  # cut at MAX_RAW characters
     if ";" in value:
         pieces = [_given_first(piece.strip()) for piece in value.split(";")]
     else:
@@ -345,7 +352,10 @@ _KEY_HASH = 64  # hex digits of SHA-256
 
 
 def normalise_title(title: str) -> str:
-    """Lower-case words without accents or punctuation, for matching one paper's title across sources."""
+    """Lower-case words without accents or punctuation, for matching one paper's title across sources.
+
+    At most 400 characters; only the first 8,000 of `title` are read (the same key for any title up to that)."""
+    title = title[:20 * _MAX_TITLE_KEY]
     if title.isascii():  # str.translate is several times faster than the Unicode regex below
         words = title.lower().translate(_ASCII_PUNCTUATION).split()
     else:
@@ -395,6 +405,8 @@ def parse_time(value) -> datetime | None:
         moment = value
     elif isinstance(value, str):
         text = value.strip()
+        if len(text) > 100:  # no date is written in more; a long text would only be read to be refused
+            raise ValueError(f"not a date: {text[:40]!r}")
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:

@@ -15,6 +15,7 @@ import feedparser
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.check import check_paper, unexpected
+from digest.sources.shape import check_markup
 from digest.sources.clean import (
     arxiv_id_in,
     arxiv_urls,
@@ -30,6 +31,49 @@ from digest.sources.clean import (
 # The authors and summary are cut out with str.find (a lazy regex retried at every "<b>Authors:</b>" was quadratic).
 _HF_MIRROR_UPVOTES = re.compile(r"<b>Upvotes:</b>\s*+(\d+)")
 _ENTRY_CLOSE = (b"</entry>", b"</item>", b":entry>", b":item>")
+MAX_WARNINGS = 20  # warnings kept per feed; the rest are counted
+# feedparser's lenient parser turns "&#xD800;" into chr(0xD800).encode() and fails (a lone surrogate has no UTF-8):
+# a reference to a surrogate or past U+10FFFF stands for U+FFFD instead, and one to NUL for nothing (neither is a
+# character XML allows).
+_CHARACTER_REFERENCE = re.compile(rb"&#([xX][0-9a-fA-F]++|[0-9]++);")
+
+
+# feedparser looks for an e-mail address in each RSS author (author, dc:creator, managingEditor...) with a regex that
+# rescans a run of address characters from each of its positions: 20 kB of "a." took 6 s, 1 MB would take hours. A run
+# longer than 256 such characters (no name or address has one) gets a space every 256, in those elements only.
+_AUTHOR_OPEN = re.compile(rb"<(?:[\w.-]+:)?(?:author|creator|contributor|publisher|managingEditor|webMaster)\b[^<>]*+>")
+_LONG_RUN = re.compile(rb"(?<![A-Za-z0-9_.+\-])[A-Za-z0-9_.+\-]{257,}")
+_RUN_PIECE = 256
+
+
+def _break_long_author_runs(data: bytes) -> bytes:
+    pieces, start = [], 0
+    for opening in _AUTHOR_OPEN.finditer(data):
+        if opening.start() < start:
+            continue
+        end = data.find(b"</", opening.end())
+        end = len(data) if end < 0 else end
+        text = data[opening.end():end]
+        if _LONG_RUN.search(text):
+            pieces += [data[start:opening.end()], _LONG_RUN.sub(_spaced, text)]
+            start = end
+    return b"".join(pieces) + data[start:] if pieces else data
+
+
+def _spaced(run: re.Match) -> bytes:
+    text = run.group()
+    return b" ".join(text[i:i + _RUN_PIECE] for i in range(0, len(text), _RUN_PIECE))
+
+
+def _storable_reference(match: re.Match) -> bytes:
+    digits = match.group(1)
+    if len(digits) <= 9:
+        code = int(digits[1:], 16) if digits[:1] in b"xX" else int(digits)
+        if code == 0:
+            return b""
+        if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF:
+            return match.group()
+    return b"&#xFFFD;"
 
 
 def _reason(exc: BaseException | None) -> str:
@@ -41,14 +85,22 @@ def _reason(exc: BaseException | None) -> str:
 def read_feed(data: bytes, source_url: str = "") -> tuple[feedparser.FeedParserDict, list[str]]:
     """feedparser's reading of the bytes, with the recovered problems as warnings.
 
-    Raises FeedError when nothing can be recovered: no bytes, not a feed, or broken XML with no entries.
+    Raises FeedError when nothing can be recovered: no bytes, not a feed, broken XML with no entries, or a shape
+    (too many tags, too deep) that would take feedparser gigabytes (digest.sources.shape).
     An entry cut off by a truncated download is dropped (with a warning) rather than kept half-read."""
     if not data or not data.strip():
         raise FeedError("empty document")
+    check_markup(data)  # a shape that would take feedparser gigabytes is refused before it starts
+    if b"&#" in data:
+        data = _CHARACTER_REFERENCE.sub(_storable_reference, data)
+    data = _break_long_author_runs(data)
     # feedparser flags headers without a content-type as bozo (NonXMLContentType); application/xml keeps the
     # document's own encoding declaration in charge.
     headers = {"content-location": source_url, "content-type": "application/xml"} if source_url else None
-    parsed = feedparser.parse(io.BytesIO(data), response_headers=headers, sanitize_html=True)
+    try:
+        parsed = feedparser.parse(io.BytesIO(data), response_headers=headers, sanitize_html=True)
+    except Exception as exc:  # noqa: BLE001 - the library's own failure on hostile bytes is this feed's error
+        raise FeedError(f"the feed parser failed on it ({type(exc).__name__}: {str(exc)[:200]})") from None
     warnings: list[str] = []
     broken = broken_xml(parsed)
     if broken:
@@ -200,7 +252,7 @@ def papers_from_entries(entries, convert) -> tuple[list[ParsedPaper], list[str],
     with a warning. Raises FeedError when there are entries and none of them is a paper."""
     papers: list[ParsedPaper] = []
     warnings: list[str] = []
-    skipped, first_refusal = 0, ""
+    skipped, more, first_refusal = 0, 0, ""
     for number, entry in enumerate(entries, 1):
         problems: list[str] = []
         try:
@@ -217,10 +269,14 @@ def papers_from_entries(entries, convert) -> tuple[list[ParsedPaper], list[str],
             problems.append(f"{unexpected(exc)}, skipped")
         if problems:
             label = _entry_label(entry)
-            warnings += [f"entry {number}{f' ({label})' if label else ''}: {problem}" for problem in problems]
-            first_refusal = first_refusal or (warnings[-1] if skipped else "")
+            named = [f"entry {number}{f' ({label})' if label else ''}: {problem}" for problem in problems]
+            first_refusal = first_refusal or (named[-1] if skipped else "")
+            more += max(0, len(warnings) + len(named) - MAX_WARNINGS)
+            warnings += named[:MAX_WARNINGS - len(warnings)]
     if entries and not papers:
         raise FeedError(f"no usable entry among {len(entries)} ({first_refusal})")
+    if more:  # kept short as it grows: 100,000 bad entries would otherwise hold 100,000 warnings
+        warnings.append(f"... and {more} more warnings")
     return papers, warnings, skipped
 
 

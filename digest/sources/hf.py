@@ -11,6 +11,7 @@ import json
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.check import check_paper, unexpected
+from digest.sources.shape import check_json
 from digest.sources.clean import arxiv_id_in, arxiv_urls, clean_name, html_to_text, paper_key, parse_time
 
 _MAX_WARNINGS = 20
@@ -84,6 +85,7 @@ def _item_paper(item: dict, problems: list[str]) -> ParsedPaper:
 
 def parse_hf_daily(data: bytes, *, source_url: str = "") -> ParseResult:
     """A daily-papers list (or one paper record); an item without an id or title is skipped with a warning."""
+    check_json(data)
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -98,7 +100,7 @@ def parse_hf_daily(data: bytes, *, source_url: str = "") -> ParseResult:
         raise FeedError(f"expected a JSON list of daily papers, got a JSON {type(document).__name__}")
     papers: list[ParsedPaper] = []
     warnings: list[str] = []
-    skipped, first_refusal = 0, ""
+    skipped, more, first_refusal = 0, 0, ""
     for number, item in enumerate(document, 1):
         problems: list[str] = []
         try:
@@ -113,10 +115,12 @@ def parse_hf_daily(data: bytes, *, source_url: str = "") -> ParseResult:
         except Exception as exc:  # noqa: BLE001 - a wall around each item: one the parser trips on is skipped
             skipped += 1
             problems.append(f"{unexpected(exc)}, skipped")
-        warnings += [f"item {number}: {problem}" for problem in problems]
-        first_refusal = first_refusal or (warnings[-1] if skipped else "")
+        if problems:
+            first_refusal = first_refusal or (f"item {number}: {problems[-1]}" if skipped else "")
+            more += max(0, len(warnings) + len(problems) - _MAX_WARNINGS)
+            warnings += [f"item {number}: {problem}" for problem in problems[:_MAX_WARNINGS - len(warnings)]]
     if document and not papers:
         raise FeedError(f"no usable paper among {len(document)} items ({first_refusal})")
-    if len(warnings) > _MAX_WARNINGS:
-        warnings[_MAX_WARNINGS:] = [f"... and {len(warnings) - _MAX_WARNINGS} more warnings"]
+    if more:  # kept short as it grows: a list of a million bad items would otherwise hold a million warnings
+        warnings.append(f"... and {more} more warnings")
     return ParseResult(papers=papers, kind="hf-daily", warnings=warnings, skipped=skipped)

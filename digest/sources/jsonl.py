@@ -17,6 +17,7 @@ from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.check import check_paper, unexpected
 from digest.sources.clean import (
+    MAX_RAW,
     are_plain_names,
     arxiv_id_in,
     arxiv_urls,
@@ -53,7 +54,7 @@ def _text_list(value, field: str, split) -> list[str]:
 
 
 def _split_categories(value: str) -> list[str]:
-    return value.replace(",", " ").split()
+    return value[:MAX_RAW].replace(",", " ").split()
 
 
 def record_paper(record: dict, warnings: list[str], where: str) -> ParsedPaper:

@@ -16,6 +16,7 @@ from digest.sources.arxiv import api_result, is_arxiv_api, is_arxiv_listing, lis
 from digest.sources.feed import papers_from_feed, read_feed
 from digest.sources.hf import parse_hf_daily
 from digest.sources.jsonl import parse_jsonl
+from digest.sources.shape import check_json
 
 SOURCE_KINDS = ("arxiv-rss", "arxiv-api", "hf-daily", "feed", "jsonl")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.txt")
@@ -63,6 +64,8 @@ def _is_hf_paper_record(data: bytes) -> bool:
     """One JSON object for the whole file is a Hugging Face paper record (/api/papers/<id>); anything else that
     opens with "{" is JSON Lines (a one-line JSON Lines file is one object too, but with "abstract").
     Raises FeedError for a single JSON document that is neither."""
+    if b"\n{" not in data:  # JSON Lines stops the decoder at its second line; one document is read whole
+        check_json(data)
     try:
         document = json.loads(data)
     except ValueError:
