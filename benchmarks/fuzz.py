@@ -23,7 +23,7 @@ import httpx
 from hypothesis import HealthCheck, Phase, given, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fuzz_documents import DOCUMENTS, NOW, Case, parse_problems, snapshot, stored_problems  # noqa: E402
+from fuzz_documents import DOCUMENTS, NOW, Case, is_bug, parse_problems, snapshot, stored_problems  # noqa: E402
 
 from digest.config import load_settings  # noqa: E402
 from digest.errors import DigestError  # noqa: E402
@@ -65,7 +65,7 @@ class Run:
         before = snapshot(self.engine)
         (report,) = fetch_sources(self.engine, self.settings, NOW, only=fmt, client=self.client)
         self.outcomes[f"fetch {report.status}"] += 1
-        if (report.error or "").startswith("unexpected"):
+        if is_bug(report.error or ""):
             return [f"fetch: {report.error}"]
         if report.status == "error":
             return [] if snapshot(self.engine) == before else ["fetch: a failed fetch changed the store"]
@@ -79,7 +79,7 @@ class Run:
             report = import_file(self.engine, path, NOW)
         except DigestError as exc:
             self.outcomes["import refused"] += 1
-            if "unexpected" in str(exc):
+            if is_bug(str(exc)):
                 return [f"import: {exc}"]
             return [] if snapshot(self.engine) == before else ["import: a refused import changed the store"]
         self.outcomes[f"import {report.status}"] += 1

@@ -40,7 +40,7 @@ from .sources.jsonl import PIECE_BYTES, JsonlReader, read_jsonl_pieces
 from .sources.parse import dedupe_papers, parse_file, parse_source
 from .store import session_scope
 from .store.papers import UpsertReport, upsert_papers
-from .store.sources import ensure_source, list_sources, record_fetch_error, record_fetch_success
+from .store.sources import ensure_source, error_text, list_sources, record_fetch_error, record_fetch_success
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ def _error_text(name: str, exc: Exception) -> str:
 
 def _record_error(engine: Engine, source_id: int, name: str, now: datetime, error: str, *, disable: bool = False) -> SourceReport:
     """Record a failed fetch. A StoreError here means the database cannot be used at all: it stops the run."""
+    error = error_text(error)  # it may quote the feed: no control character reaches the database or the terminal
     with session_scope(engine) as session:
         record_fetch_error(session, session.get(Source, source_id), now, error, disable=disable)
     return SourceReport(name, "error", error=error)

@@ -347,3 +347,16 @@ def test_run_job_sends_after_a_failing_source_and_long_identifiers(db_url, setti
     assert stored == {"Sparse autoencoders with a long link": LONG_LINK, "Sparse autoencoders with a long DOI": LONG_DOI}
     assert doi_key == f"doi:{LONG_DOI}"
     engine.dispose()
+
+
+def test_fetch_sources_records_an_error_that_quotes_control_characters(engine, settings, feed_server):
+    """Found by benchmarks/fuzz.py on PostgreSQL: an error quoting the feed (here the id of an arXiv error entry, with
+    a NUL byte and a terminal escape sequence) could not be recorded (PostgreSQL refuses NUL), which stopped the run."""
+    feed_server.documents["error.xml"] = (b'<feed xmlns="http://www.w3.org/2005/Atom"><title>arXiv Query</title><entry>'
+                                          b"<id>http://arxiv.org/api/errors#bad\x00\x1b[31mred</id><title>Error</title></entry></feed>")
+    add_feed(engine, "api", feed_server.url("doc/error.xml"), "arxiv-api")
+    add_feed(engine, "sd", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "arxiv-rss")
+    api, sd = ingest.fetch_sources(engine, settings, NOW)
+    assert (api.status, sd.status) == ("error", "new")
+    assert api.error.startswith("arXiv API error: http://arxiv.org/api/errors#bad") and api.error.isprintable()
+    assert source_state(engine, "api")[:2] == (1, api.error)

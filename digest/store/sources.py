@@ -6,6 +6,7 @@ commit to the caller's session_scope, so a fetch's papers and its state commit t
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -99,10 +100,24 @@ def record_fetch_success(
 
 def record_fetch_error(session: Session, source: Source, now: datetime, error: str, *, disable: bool = False) -> None:
     """A fetch that failed; `disable` (HTTP 410 Gone) turns the source off and says why."""
+    error = error_text(error)
     source.last_fetch_at = source.last_error_at = now
-    source.last_error = error[:ERROR_TEXT_MAX]
+    source.last_error = error
     source.consecutive_errors += 1
     if disable:
         source.enabled = False
-        source.disabled_reason = error[:ERROR_TEXT_MAX]
+        source.disabled_reason = error
     session.add(source)
+
+
+# An error may quote the feed (an arXiv error entry's id, an entry's guid): control characters go, as PostgreSQL
+# refuses NUL and a terminal would obey an escape sequence; a lone surrogate (no UTF-8) becomes U+FFFD.
+_NOT_PRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def error_text(error: str) -> str:
+    """`error` as one storable, printable line of at most ERROR_TEXT_MAX characters."""
+    error = error[:ERROR_TEXT_MAX]
+    if error.isprintable():
+        return error
+    return _NOT_PRINTABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else " ", error)
