@@ -7,6 +7,7 @@ This module reads files and the environment; it never opens the database or the 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -51,7 +52,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("from_name", "Paper digest", "From display name"),
     Option("reply_to", "", "optional Reply-To address"),
     Option("base_url", "http://127.0.0.1:8080", "public URL of `digest web`, used in every link"),
-    Option("secret_key", "", "signs the tokens in links (or DIGEST_SECRET_KEY_FILE); required once links are made", secret=True),
+    Option("secret_key", "", "signs the tokens in links; `digest init` writes a random one into the config file it creates (or DIGEST_SECRET_KEY_FILE)", secret=True),
     Option("list_id", "", "List-Id header; default: digest.<from domain>"),
     Option("outbox_dir", None, "where the outbox transport writes .eml files; default: DIGEST_HOME/outbox", "path"),
     Option("skip_empty", True, "send nothing to a subscriber on a day with nothing new", "bool"),
@@ -247,27 +248,48 @@ def load_settings(
     config_file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> Settings:
-    """Build the effective settings. `overrides` are the command-line flags (None values ignored)."""
+    """Build the effective settings. `overrides` are the command-line flags (None values ignored).
+
+    The first bad setting raises its ConfigError; given a `problems` list, each bad setting's error is appended
+    there instead and its default kept, so `digest config` can show everything else along with what is wrong."""
     env = os.environ if env is None else env
-    home_path = _expand(home or env.get("DIGEST_HOME") or default_home(), "DIGEST_HOME (--home)")
+    # Absolute from here on: the default database URL is made from it, and a relative one means another file
+    # under cron or systemd than in the shell that ran `digest init`.
+    home_path = _expand(home or env.get("DIGEST_HOME") or default_home(), "DIGEST_HOME (--home)").absolute()
     values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
     origins = {o.name: "default" for o in OPTIONS}
 
+    def fail(error: ConfigError) -> None:
+        if problems is None:
+            raise error
+        problems.append(error)
+
+    def take(opt: Option, raw: Any, where: str, origin: str) -> None:
+        try:
+            values[opt.name] = _coerce(opt, raw, where)
+            origins[opt.name] = origin
+        except ConfigError as exc:
+            fail(exc)
+
     explicit = config_file or env.get("DIGEST_CONFIG")
     path = _expand(explicit, "--config" if config_file else "DIGEST_CONFIG") if explicit else home_path / "digest.toml"
+    data: dict[str, Any] = {}
     if explicit and not path.exists():  # named on purpose: a typo must not silently mean the defaults
-        raise ConfigError(f"config file {path} ({'--config' if config_file else 'DIGEST_CONFIG'}) does not exist", "`digest init` writes it")
-    if path.exists():
+        fail(ConfigError(f"config file {path} ({'--config' if config_file else 'DIGEST_CONFIG'}) does not exist", "`digest init` writes it"))
+    elif path.exists():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        for key, raw in data.items():
-            if key not in OPTION_BY_NAME:
-                raise ConfigError(f"unknown setting {key!r} in {path}", "see `digest config` for the known ones")
-            values[key] = _coerce(OPTION_BY_NAME[key], raw, str(path))
-            origins[key] = str(path)
+            fail(ConfigError(f"cannot read config file {path}: {exc}"))
+    for key, raw in data.items():
+        if key not in OPTION_BY_NAME:
+            close = difflib.get_close_matches(key, list(OPTION_BY_NAME), n=1)
+            meant = f"did you mean {close[0]}? " if close else ""
+            fail(ConfigError(f"unknown setting {key!r} in {path}", f"{meant}`digest config` lists the known ones"))
+            continue
+        take(OPTION_BY_NAME[key], raw, str(path), str(path))
 
     for opt in OPTIONS:
         var = f"DIGEST_{opt.name.upper()}"
@@ -276,19 +298,18 @@ def load_settings(
             try:
                 raw = file.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise ConfigError(f"cannot read {var}_FILE={file}: {exc.strerror or exc}") from None
+                fail(ConfigError(f"cannot read {var}_FILE={file}: {exc.strerror or exc}"))
+                continue
             except UnicodeDecodeError:
-                raise ConfigError(f"cannot read {var}_FILE={file}: not UTF-8 text") from None
-            values[opt.name] = _coerce(opt, raw, f"{var}_FILE")
-            origins[opt.name] = f"{var}_FILE"
+                fail(ConfigError(f"cannot read {var}_FILE={file}: not UTF-8 text"))
+                continue
+            take(opt, raw, f"{var}_FILE", f"{var}_FILE")
         elif var in env:
-            values[opt.name] = _coerce(opt, env[var], var)
-            origins[opt.name] = var
+            take(opt, env[var], var, var)
 
     for key, raw in (overrides or {}).items():
         if raw is not None:
-            values[key] = _coerce(OPTION_BY_NAME[key], raw, "command line")
-            origins[key] = "command line"
+            take(OPTION_BY_NAME[key], raw, "command line", "command line")
 
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{home_path / 'digest.db'}"
@@ -318,17 +339,21 @@ def require(settings: Settings, name: str, why: str) -> Any:
         raise ConfigError(f"{name} is not set but {why}", f"set it in digest.toml or DIGEST_{name.upper()}")
     return value
 
-def render_config_file() -> str:
-    """The commented digest.toml written by `digest init`: every key, commented out, with its default."""
+def render_config_file(secret_key: str | None = None) -> str:
+    """The commented digest.toml written by `digest init`: every key, commented out, with its default; and
+    `secret_key` set, when one is given (init makes a random one unless the environment provides it)."""
     lines = [
         "# digest configuration. Precedence: defaults < this file < DIGEST_* environment < command-line flags.",
-        "# Secrets are better kept out of this file: DIGEST_SMTP_PASSWORD_FILE, DIGEST_SECRET_KEY_FILE.",
+        "# `digest init` writes a random secret_key into the file it creates, readable only by its owner (mode 600).",
+        "# Secrets may live in files of their own instead: DIGEST_SECRET_KEY_FILE, DIGEST_SMTP_PASSWORD_FILE.",
         "",
     ]
     for opt in OPTIONS:
         lines.append(f"# {opt.help}")
         default = opt.default
-        if default is None:
+        if opt.name == "secret_key" and secret_key:
+            lines.append(f'{opt.name} = "{secret_key}"  # random, made by `digest init`: keep it, or the links already sent break')
+        elif default is None:
             lines.append(f"# {opt.name} =")
         elif isinstance(default, bool):
             lines.append(f"# {opt.name} = {'true' if default else 'false'}")

@@ -36,7 +36,7 @@ def parse_frequency(value: str) -> str:
     value = value.strip().lower()
     if value == "daily" or (value.startswith("weekly:") and value[7:] in WEEKDAYS):
         return value
-    raise ValueError(f"frequency {value!r} is not 'daily' or 'weekly:mon'...'weekly:sun'")
+    raise ValueError(f"{value!r} is not daily or weekly:mon ... weekly:sun")
 
 
 def send_instant(day: date, send_at: str, tz: str) -> datetime:

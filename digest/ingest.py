@@ -17,7 +17,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import re
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -396,7 +395,19 @@ ARXIV_RSS = "https://rss.arxiv.org/rss/{}"
 ARXIV_API = "https://export.arxiv.org/api/query?{}"
 HF_DAILY = "https://huggingface.co/api/daily_papers"
 SPEC_HELP = "arxiv:CAT[+CAT...], arxiv-api:QUERY, hf-daily, or an http(s) URL"
-_CATEGORIES = re.compile(r"^[a-z-]+(\.[A-Za-z-]+)?(\+[a-z-]+(\.[A-Za-z-]+)?)*$")
+
+
+def _arxiv_category(value: str) -> str:
+    """A category of an arxiv: spec as arXiv writes it; a typo or a name is refused with a guess (the feed of a
+    category that does not exist is empty, every day, without an error)."""
+    from .taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
+
+    code = canonical_category(value)
+    if code is None:
+        guesses = suggest_categories(value)
+        meant = f"did you mean {' or '.join(guesses)}? " if guesses else ""
+        raise InputError(f"{value!r} is not an arXiv category", f"{meant}the codes are listed at {TAXONOMY_URL}")
+    return code
 
 
 def resolve_spec(spec: str, kind: str | None = None) -> tuple[str, str, str]:
@@ -414,9 +425,10 @@ def resolve_spec(spec: str, kind: str | None = None) -> tuple[str, str, str]:
     if spec == "hf-daily":
         return "hf-daily", HF_DAILY, "hf-daily"
     if prefix == "arxiv" and colon:
-        if not _CATEGORIES.match(rest):
+        if not rest.strip("+ "):
             raise InputError(f"{rest!r} is not a list of arXiv categories", "e.g. arxiv:cs.LG+cs.CL")
-        return "arxiv-rss", ARXIV_RSS.format(rest), spec
+        rest = "+".join(_arxiv_category(part) for part in rest.split("+"))
+        return "arxiv-rss", ARXIV_RSS.format(rest), f"arxiv:{rest}"
     if prefix == "arxiv-api" and colon:
         if not rest.strip():
             raise InputError("arxiv-api: needs a search query", "e.g. arxiv-api:cat:cs.LG AND abs:retrieval")

@@ -153,6 +153,29 @@ def test_send_delivers_and_prints_the_summary(cli, home: Path, smtp_server) -> N
     assert again.exit_code == 0 and "nothing due" in again.output and len(smtp_server.messages) == 3
 
 
+def test_send_with_no_subscribers_says_so_and_how_to_add_one(cli, home: Path) -> None:
+    result = cli("send")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "nothing due: no active subscribers (add one with `digest subscribers add EMAIL --interests TOPIC`)"
+
+
+def test_send_with_only_paused_subscribers_says_who_is_there(cli, home: Path) -> None:
+    emails = populate(home, subscribers=2)
+    for address in emails:
+        assert cli("subscribers", "pause", address).exit_code == 0
+    result = cli("send")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "nothing due: no active subscribers (2 paused; `digest subscribers list` shows them)"
+
+
+def test_run_with_no_sources_says_so_and_still_sends_what_is_stored(cli, home: Path, smtp_server) -> None:
+    populate(home, subscribers=1)
+    result = cli("run", env=smtp_env(smtp_server))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "no sources to fetch: add one with `digest sources add` (the papers already stored are sent)"
+    assert "sent 1, skipped 0" in result.output
+
+
 def test_send_over_starttls_with_auth_and_a_password_file(cli, home: Path, smtp_tls_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     populate(home)
     monkeypatch.setenv("SSL_CERT_FILE", str(smtp_tls_server.cert_path))  # trust the test server's own certificate

@@ -49,7 +49,9 @@ def test_sources_add_resolves_each_spec(cli, home, spec, kind, url, name):
     (("nonsense",), "error: unknown source kind 'nonsense'"),
     (("arxiv:",), "error: '' is not a list of arXiv categories"),
     (("hf-daily", "--kind", "feed"), "error: --kind goes with an http(s) URL"),
-], ids=["unknown-scheme", "unknown-word", "no-category", "kind-without-url"])
+    (("arxiv:cs.ML",), "error: 'cs.ML' is not an arXiv category (did you mean stat.ML"),
+    (("arxiv:cs.LG+robotics",), "error: 'robotics' is not an arXiv category (did you mean cs.RO"),
+], ids=["unknown-scheme", "unknown-word", "no-category", "kind-without-url", "unknown-category", "a-name-among-categories"])
 def test_sources_add_refuses_bad_spec_in_one_line(cli, home, args, message):
     result = cli("sources", "add", *args)
     assert result.exit_code == 1

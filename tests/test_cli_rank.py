@@ -123,6 +123,28 @@ def test_rank_cmd_text_table_lists_papers_and_reasons(cli, store):
     assert any("matched terms:" in line for line in lines)
 
 
+def test_rank_cmd_says_when_the_category_filter_removed_every_paper(cli, sqlite_engine):
+    from digest.ingest import SAMPLE_FILES
+
+    assert cli("import", str(SAMPLE_FILES[0])).exit_code == 0  # JSON Lines: papers without categories
+    assert cli("subscribers", "add", "ada@example.org", "--interests", "sparse autoencoders", "--category", "cs.LG").exit_code == 0
+    result = cli("rank", "ada@example.org")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        "nothing to send: none of the 237 candidate papers is in cs.LG, ada@example.org's category filter (papers without "
+        "categories, as in JSON Lines files and most feeds, never pass it; `digest subscribers update ada@example.org "
+        "--category ''` removes the filter)"]
+
+
+def test_rank_cmd_says_when_every_candidate_was_sent_already(cli, store):
+    with session_scope(store) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        papers = {c.paper.ident: c.paper for c in candidate_papers(session, utcnow() - timedelta(days=3), utcnow())}
+        session.add_all([SentPaper(subscriber_id=sub.id, paper_id=p.id, sent_at=utcnow()) for p in papers.values()])
+    result = cli("rank", "ada@example.org")
+    assert result.output.splitlines()[1:] == ["nothing to send: the 5 candidate papers were all sent to ada@example.org already"]
+
+
 def test_rank_cmd_unknown_subscriber_is_one_line_and_exit_1(cli, store):
     result = cli("rank", "nobody@example.org")
     assert result.exit_code == 1

@@ -91,13 +91,27 @@ def test_add_invalid_address_fails_with_one_line(cli, sqlite_engine, address):
 @pytest.mark.parametrize(
     "option, value, message",
     [("--tz", "Mars/Base", "tz: unknown time zone 'Mars/Base'"), ("--send-at", "7pm", "send_at: send time '7pm' is not HH:MM"),
-     ("--frequency", "monthly", "frequency: frequency 'monthly' is not"), ("--max-papers", "500", "max_papers: 500 is not between 1 and 100"),
+     ("--frequency", "monthly", "frequency: 'monthly' is not daily or weekly:mon ... weekly:sun"), ("--max-papers", "500", "max_papers: 500 is not between 1 and 100"),
      ("--trending-weight", "2", "trending_weight: '2' is not between 0 and 1"), ("--seed-paper", "2499.99999", "seed_papers: no paper '2499.99999' in the store")],
     ids=["bad-tz", "bad-send-at", "bad-frequency", "too-many-papers", "weight-above-one", "unknown-seed-paper"],
 )
 def test_add_bad_option_fails_and_writes_nothing(cli, sqlite_engine, option, value, message):
     assert failed(cli("subscribers", "add", "ada@example.org", option, value)).startswith(f"error: {message}")
     assert count(sqlite_engine, Subscriber) == 0
+
+
+@pytest.mark.parametrize("value, meant", [("machine learning", "cs.LG or stat.ML"), ("cs.ML", "stat.ML"), ("robotics", "cs.RO")],
+                         ids=["a-name", "wrong-archive", "lower-case-name"])
+def test_add_unknown_category_fails_with_a_guess_and_writes_nothing(cli, sqlite_engine, value, meant):
+    line = failed(cli("subscribers", "add", "ada@example.org", "--category", value))
+    assert line.startswith(f"error: categories: {value!r} is not an arXiv category (did you mean {meant}")
+    assert line.endswith("https://arxiv.org/category_taxonomy)")
+    assert count(sqlite_engine, Subscriber) == 0
+
+
+def test_add_category_is_kept_as_arxiv_writes_it(cli, sqlite_engine):
+    ok(cli("subscribers", "add", "ada@example.org", "--category", "CS.lg", "--category", "eess"))
+    assert json.loads(ok(cli("subscribers", "show", "ada@example.org", "--json")))["categories"] == ["cs.LG", "eess"]
 
 
 def test_add_resolves_seed_papers(cli, sqlite_engine):

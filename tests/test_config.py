@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from digest.config import OPTIONS, load_settings, render_config_file
@@ -83,9 +85,78 @@ def test_cli_init_twice_and_config(cli, home):
 
 def test_cli_bad_config_is_one_line_and_nonzero(cli, home):
     (home / "digest.toml").write_text("smtp_port = 'nope'\n")
-    result = cli("config")
+    result = cli("status")
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and result.output.startswith("error: invalid smtp_port")
+
+
+def test_cli_config_shows_the_settings_and_the_problem_the_other_commands_report(cli, home):
+    (home / "digest.toml").write_text("smtp_prot = 25\nfrom_name = 'Lab papers'\n")
+    other = cli("status")
+    assert other.exit_code == 1 and other.output == (
+        f"error: unknown setting 'smtp_prot' in {home / 'digest.toml'} (did you mean smtp_port? `digest config` lists the known ones)\n")
+    result = cli("config")  # what the hint sends the reader to: it must work, show the settings, and the problem
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert any(line.split()[:2] == ["smtp_port", "587"] for line in lines)
+    assert any(line.split()[:3] == ["from_name", "Lab", "papers"] and line.endswith(str(home / "digest.toml")) for line in lines)
+    assert lines[-1] == other.output.strip()
+    assert json.loads(cli("config", "--json").stdout)["from_name"] == "Lab papers"
+
+
+def test_cli_config_shows_a_bad_value_as_the_error_and_keeps_the_default(cli, home):
+    result = cli("config", env={"DIGEST_SMTP_PORT": "abc"})
+    assert result.exit_code == 1
+    assert any(line.split()[:3] == ["smtp_port", "587", "default"] for line in result.output.splitlines())
+    assert result.output.splitlines()[-1].startswith("error: invalid smtp_port = 'abc' in DIGEST_SMTP_PORT: expected a whole number")
+
+
+def test_cli_init_writes_a_random_secret_key_into_a_file_only_its_owner_reads(cli, home):
+    result = cli("init")
+    assert result.exit_code == 0, result.output
+    path = home / "digest.toml"
+    assert result.output.splitlines()[0] == f"wrote {path} with a new random secret_key (only you can read it)"
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = load_settings(home, env={}).secret_key
+    assert len(key) >= 40 and key in path.read_text(encoding="utf-8")
+    assert cli("init").output.splitlines()[0] == f"kept {path}"
+    assert load_settings(home, env={}).secret_key == key  # a second init keeps the key: the links already sent stay valid
+    other = home.parent / "other"
+    assert cli("--home", str(other), "init").exit_code == 0
+    assert load_settings(other, env={}).secret_key != key
+
+
+@pytest.mark.parametrize("env", [{"DIGEST_SECRET_KEY": "k" * 40}, {"DIGEST_SECRET_KEY_FILE": "{file}"}], ids=["environment", "file"])
+def test_cli_init_writes_no_secret_key_when_one_is_set(cli, home, tmp_path, env):
+    key_file = tmp_path / "key"
+    key_file.write_text("f" * 40)
+    result = cli("init", env={name: value.format(file=key_file) for name, value in env.items()})
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"wrote {home / 'digest.toml'}"
+    assert load_settings(home, env={}).secret_key == ""
+    assert (home / "digest.toml").stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_init_with_a_config_file_of_the_operator_writes_no_key_into_it(cli, home, tmp_path):
+    target = tmp_path / "etc" / "digest.toml"
+    target.parent.mkdir()
+    target.write_text('from_name = "Lab papers"\n')
+    result = cli("--config", str(target), "init")
+    assert result.exit_code == 0 and result.output.splitlines()[0] == f"kept {target}"
+    assert target.read_text() == 'from_name = "Lab papers"\n'
+
+
+@pytest.mark.parametrize("url", ["sqlite:///nonexistent/dir/x.db", "sqlite:///x.db"], ids=["in-a-folder", "bare-name"])
+def test_cli_refuses_a_relative_sqlite_path_and_creates_nothing(cli, home, tmp_path, monkeypatch, url):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = cli("init", env={"DIGEST_DATABASE_URL": url})
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    relative = url.removeprefix("sqlite:///")
+    assert result.output == (f"error: database_url {url} is a path relative to the current directory, which differs between cron, "
+                             f"systemd and your shell (write the absolute path after four slashes: sqlite:///{work / relative})\n")
+    assert list(work.iterdir()) == []
 
 
 def test_configuration_reference_documents_every_setting():
@@ -116,7 +187,7 @@ def test_cli_init_writes_the_config_file_in_effect(cli, home, tmp_path, how):
     args, env = (["--config", str(target)], None) if how == "flag" else ([], {"DIGEST_CONFIG": str(target)})
     first = cli(*args, "init", env=env)
     assert first.exit_code == 0, first.output
-    assert first.output.startswith(f"wrote {target}\n") and target.exists() and not (home / "digest.toml").exists()
+    assert first.output.startswith(f"wrote {target} with a new random secret_key") and target.exists() and not (home / "digest.toml").exists()
     second = cli(*args, "init", env=env)
     assert second.exit_code == 0 and second.output.startswith(f"kept {target}\n")
 

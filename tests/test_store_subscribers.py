@@ -98,8 +98,10 @@ def test_validate_email_rejects_invalid(address):
         ("send_at", "07:30:00", "'07:30:00' is not HH:MM"),
         ("tz", "Mars/Base", "unknown time zone 'Mars/Base'"),
         ("tz", "", "unknown time zone ''"),
-        ("frequency", "monthly", "'monthly' is not 'daily'"),
-        ("frequency", "weekly:xyz", "'weekly:xyz' is not 'daily'"),
+        ("frequency", "monthly", "'monthly' is not daily or weekly:mon ... weekly:sun"),
+        ("frequency", "weekly:xyz", "'weekly:xyz' is not daily"),
+        ("categories", ["machine learning"], "'machine learning' is not an arXiv category"),
+        ("categories", ["cs.LG", "cs.XY"], "'cs.XY' is not an arXiv category"),
         ("max_papers", 0, "0 is not between 1 and 100"),
         ("max_papers", "101", "101 is not between 1 and 100"),
         ("max_papers", "ten", "'ten' is not a whole number"),
@@ -109,7 +111,7 @@ def test_validate_email_rejects_invalid(address):
         ("trending_weight", "lots", "'lots' is not a number"),
     ],
     ids=["send-at-hour-25", "send-at-dot", "send-at-seconds", "tz-unknown", "tz-empty", "frequency-monthly",
-         "frequency-bad-weekday", "max-papers-zero", "max-papers-101", "max-papers-word", "weight-negative",
+         "frequency-bad-weekday", "category-name", "category-unknown", "max-papers-zero", "max-papers-101", "max-papers-word", "weight-negative",
          "weight-above-one", "weight-nan", "weight-word"],
 )
 def test_validate_profile_names_field_and_value(field, value, reason):

@@ -358,7 +358,7 @@ def test_preferences_update_changes_profile(site):
         ("trending_weight", "2", "between 0 and 1"),
         ("tz", "Mars/Olympus_Mons", "unknown time zone"),
         ("send_at", "7 o'clock", "not HH:MM"),
-        ("frequency", "hourly", "is not &#39;daily&#39;"),
+        ("frequency", "hourly", "is not daily or weekly:mon"),
         ("seed_papers", "2999.99999", "no paper"),
     ],
     ids=["zero-papers", "word-papers", "weight", "zone", "time", "frequency", "unknown-seed"],

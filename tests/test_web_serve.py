@@ -146,3 +146,48 @@ def test_an_oversized_body_is_refused_before_it_is_sent(home):
             # Headers announce 100 MB and no byte of it follows: the answer must not wait for the body.
             sock.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000000\r\n\r\n")
             assert sock.recv(200).startswith(b"HTTP/1.1 413")
+
+
+@pytest.mark.parametrize("base_url, listening, problem", [
+    ("http://127.0.0.1:8080", [("127.0.0.1", 37579)], "base_url http://127.0.0.1:8080 does not reach this server: it listens on port 37579"),
+    ("http://localhost:8080/digest", [("127.0.0.1", 8080)], None),
+    ("http://127.0.0.1:8080", [("0.0.0.0", 8080)], None),
+    ("http://127.0.0.1", [("127.0.0.1", 8080)], "base_url http://127.0.0.1 does not reach this server: it listens on port 8080"),
+    ("http://127.0.0.1:8080", [("192.168.1.5", 8080)], "base_url http://127.0.0.1:8080 does not reach this server: it listens on 192.168.1.5"),
+    ("http://192.168.1.5:8000", [("192.168.1.5", 8080)], "base_url http://192.168.1.5:8000 does not reach this server: it listens on port 8080"),
+    ("https://papers.example.org", [("127.0.0.1", 8080)], None),
+    ("http://[::1]:8080", [("::1", 8080)], None),
+], ids=["other-port", "localhost-and-path", "all-interfaces", "default-port-80", "other-interface", "lan-address-other-port",
+        "public-name-behind-a-proxy", "ipv6-loopback"])
+def test_base_url_problem(base_url, listening, problem):
+    from digest.cli.web import base_url_problem
+
+    assert base_url_problem(base_url, listening) == problem
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("matching", [False, True], ids=["base-url-elsewhere", "base-url-here"])
+def test_digest_web_warns_when_base_url_does_not_reach_it(home, matching):
+    port = free_port()
+    env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
+    if matching:
+        env["DIGEST_BASE_URL"] = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith(f"serving the web pages on http://127.0.0.1:{port}/")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    warnings = [line for line in proc.stderr.read().splitlines() if line.startswith("warning: ")]
+    if matching:
+        assert warnings == []
+    else:
+        assert warnings == [f"warning: base_url http://127.0.0.1:8080 does not reach this server: it listens on port {port} "
+                            f"(every link in emails and pages leads there: set base_url to http://127.0.0.1:{port}, "
+                            f"e.g. DIGEST_BASE_URL=http://127.0.0.1:{port}, or use --port 8080)"]

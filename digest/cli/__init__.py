@@ -60,12 +60,40 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
+class UsageLine(click.ClickException):
+    """A wrong command line (unknown command or option, missing or bad argument) as one line like every other
+    error, naming the help to read; exit status 2, click's convention for usage errors, kept for scripts."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def one_line_usage(exc: click.UsageError) -> UsageLine:
+    names, ctx = [], exc.ctx
+    while ctx is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    command = " ".join(["digest", *reversed(names[:-1])])  # the root is `digest`, whatever name ran it
+    message = exc.format_message().strip().rstrip(".")
+    return UsageLine(f"{message[:1].lower()}{message[1:]} (`{command} --help` shows the usage)")
+
+
 class DigestGroup(click.Group):
-    """Turns DigestError (and a few OS errors) into one clear line and a non-zero exit."""
+    """Turns DigestError (and a few OS errors) into one clear line and a non-zero exit, usage errors too."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise one_line_usage(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line_usage(exc) from None
         except DigestError as exc:
             _fail(ctx, str(exc))
         except BrokenPipeError:
@@ -106,46 +134,71 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, database
 @main.command()
 @pass_app
 def init(app: AppContext) -> None:
-    """Create DIGEST_HOME, the database and a commented digest.toml (safe to run twice)."""
-    from ..store import describe, init_db
+    """Create DIGEST_HOME, the database and a commented digest.toml with a random secret_key (safe to run twice)."""
+    from ..store import describe, init_db, open_engine
 
     explicit = app.config_file or os.environ.get("DIGEST_CONFIG")  # the file in effect, if not DIGEST_HOME's
-    if explicit:
+    made = None
+    if explicit:  # written first: loading the settings needs the file named
         path = Path(explicit).expanduser()
-        written = not path.exists()
-        if written:
+        if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(render_config_file(), encoding="utf-8")
-    settings = app.settings
+        made = _write_config(path)
     try:
-        settings.home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create DIGEST_HOME {settings.home}: {exc.strerror or exc}", "set DIGEST_HOME (or --home) to a directory you can write") from None
+        settings = app.settings
+        try:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create DIGEST_HOME {settings.home}: {exc.strerror or exc}", "set DIGEST_HOME (or --home) to a directory you can write") from None
+        engine = open_engine(settings.database_url)  # a database_url that cannot be used is refused before any file is written
+    except DigestError:
+        if made is not None:  # nothing half-done: the file this run wrote goes with it
+            path.unlink(missing_ok=True)
+        raise
     if not explicit:
-        path, written = settings.config_path, not settings.config_path.exists()
-        if written:
-            path.write_text(render_config_file(), encoding="utf-8")
-    click.echo(f"{'wrote' if written else 'kept'} {path}")
-    from ..store import open_engine
-
-    engine = open_engine(settings.database_url)
+        path = settings.config_path
+        made = _write_config(path)
+    click.echo({None: f"kept {path}", False: f"wrote {path}", True: f"wrote {path} with a new random secret_key (only you can read it)"}[made])
     init_db(engine)
     click.echo(f"database ready: {describe(engine)}")
+
+
+def _write_config(path: Path) -> bool | None:
+    """Write the commented config file, readable only by its owner, unless it exists (None). True when it holds a
+    new random secret_key: a first `preview` or `send` must not fail for want of one. None is made when the
+    environment already provides the key (DIGEST_SECRET_KEY or DIGEST_SECRET_KEY_FILE): it would be ignored."""
+    import secrets
+
+    if path.exists():
+        return None
+    key = None if {"DIGEST_SECRET_KEY", "DIGEST_SECRET_KEY_FILE"} & set(os.environ) else secrets.token_urlsafe(32)
+    # O_EXCL: never over a file that appeared meanwhile; 0600 from the first byte, not chmod after the write.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(render_config_file(secret_key=key))
+    return key is not None
 
 
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def config_cmd(app: AppContext, as_json: bool) -> None:
-    """Show the effective settings and where each came from; secrets are redacted."""
-    values = app.settings.redacted()
+    """Show the effective settings and where each came from; secrets are redacted. A bad setting is shown as the
+    error the other commands report (exit 1), with everything else in effect."""
+    problems: list[ConfigError] = []
+    settings = load_settings(app.home, app.config_file, overrides=app.overrides, problems=problems)
+    values = settings.redacted()
     if as_json:
         click.echo(json.dumps(values, indent=2, default=str))
-        return
-    width = max(map(len, values))
-    for key, value in values.items():
-        origin = app.settings.origins.get(key, "DIGEST_HOME" if key == "home" else "")
-        click.echo(f"{key:<{width}}  {value!s:<40}  {origin}".rstrip())
+    else:
+        width = max(map(len, values))
+        for key, value in values.items():
+            origin = settings.origins.get(key, "DIGEST_HOME" if key == "home" else "")
+            click.echo(f"{key:<{width}}  {value!s:<40}  {origin}".rstrip())
+    for problem in problems:
+        click.echo(f"error: {mask_secrets(str(problem), app.secrets())}", err=True)
+    if problems:
+        click.get_current_context().exit(EXIT_ERROR)
 
 
 def _register() -> None:

@@ -115,12 +115,29 @@ def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: 
         click.echo(report.summary())
         raise report.error
     if not report.due:
-        click.echo(f"nothing due for {only}" if only else "nothing due: every active subscriber has today's edition or their send time has not come")
+        click.echo(f"nothing due for {only}" if only else _nothing_due(app))
     click.echo(report.summary())
     if report.unserved:
         click.echo(f"error: {report.unserved} due subscriber{'s were' if report.unserved != 1 else ' was'} not served (deferred ones are retried by the next run; `digest status` shows the ledger)", err=True)
     if report.unserved or report.fetch_error:
         click.get_current_context().exit(EXIT_ERROR)
+
+
+def _nothing_due(app: AppContext) -> str:
+    """The empty state of send and run: nobody to send to (and who is there instead), or everyone served."""
+    from collections import Counter
+
+    from ..store import session_scope
+    from ..store.subscribers import list_subscribers
+
+    with session_scope(app.engine) as session:
+        statuses = Counter(s.status for s in list_subscribers(session))
+    if statuses["active"]:
+        return "nothing due: every active subscriber has today's edition or their send time has not come"
+    if not statuses:
+        return "nothing due: no active subscribers (add one with `digest subscribers add EMAIL --interests TOPIC`)"
+    others = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    return f"nothing due: no active subscribers ({others}; `digest subscribers list` shows them)"
 
 
 @main.command()
@@ -137,6 +154,14 @@ def send(app: AppContext, dry_run: bool, only: str | None, edition: str | None) 
     _deliver(app, fetch=False, only=only, dry_run=dry_run, edition=_edition(edition))
 
 
+def _has_sources(app: AppContext) -> bool:
+    from ..store import session_scope
+    from ..store.sources import list_sources
+
+    with session_scope(app.engine) as session:
+        return any(list_sources(session, enabled_only=True, include_files=False))
+
+
 @main.command("run")
 @click.option("--fetch", "fetch_mode", type=click.Choice(["due", "always", "never"]), default="due", show_default=True,
               help="Fetch the sources when a fetch_cron time has passed since the last fetch (due), every time, or never.")
@@ -149,7 +174,10 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
     going out twice.
     """
     fetch = fetch_mode == "always"
-    if fetch_mode == "due":
+    if fetch_mode != "never" and not _has_sources(app):
+        click.echo("no sources to fetch: add one with `digest sources add` (the papers already stored are sent)")
+        fetch = False
+    elif fetch_mode == "due":
         from ..schedule import fetch_due, fetch_trigger, next_fire_times
 
         now = app.now()

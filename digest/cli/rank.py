@@ -53,13 +53,30 @@ def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
         return
-    _print_table(address, entries, candidates, since, result.matched)
+    _print_table(address, entries, candidates, since, result.matched, plan)
 
 
-def _print_table(address: str, entries: list[dict], candidates: int, since: datetime, matched: bool) -> None:
+def nothing_to_send(plan) -> str:
+    """Why an edition has no paper at all, and what to do about it: the empty state of `rank` (and `preview`)."""
+    from ..rank import in_categories
+
+    sub, ids = plan.subscriber, plan.candidate_ids
+    if not plan.candidates:
+        return "nothing to send: no candidate papers (`digest fetch` or `digest import FILE` brings some)"
+    if not ids:
+        return f"nothing to send: the {len(plan.candidates)} candidate papers were all sent to {sub.email} already"
+    if sub.categories and not any(in_categories(sub.categories, c.paper.categories or ()) for c in plan.candidates if c.paper.id in ids):
+        return (f"nothing to send: none of the {len(ids)} candidate papers is in {', '.join(sub.categories)}, {sub.email}'s category filter "
+                f"(papers without categories, as in JSON Lines files and most feeds, never pass it; "
+                f"`digest subscribers update {sub.email} --category ''` removes the filter)")
+    return (f"nothing to send: none of the {len(ids)} candidate papers matches {sub.email}'s interests and none is trending "
+            f"(muted terms and authors leave papers out too: `digest subscribers show {sub.email}`)")
+
+
+def _print_table(address: str, entries: list[dict], candidates: int, since: datetime, matched: bool, plan) -> None:
     click.echo(f"{address}: {candidates} candidate papers first seen since {since:%Y-%m-%d %H:%M} UTC")
     if not entries:
-        click.echo("nothing to send: no candidate papers" if not candidates else "nothing to send")
+        click.echo(nothing_to_send(plan))
         return
     if not matched:
         click.echo(NOTHING_MATCHED)

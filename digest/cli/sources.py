@@ -107,12 +107,18 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
 
 
 @main.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("file", type=click.Path(path_type=str))
 @pass_app
 def import_cmd(app: AppContext, file: str) -> None:
     """Import papers from a local FILE; the format is detected: RSS 1.0/2.0, Atom, arXiv API Atom,
     Hugging Face daily-papers JSON or JSON Lines (id, title, abstract per line)."""
+    from pathlib import Path
+
+    from ..errors import InputError
     from ..ingest import import_file
+
+    if Path(file).is_dir():  # as "no such file": the operator's input, one line and exit 1, not a usage error
+        raise InputError(f"{file}: is a directory, not a file", "give one feed or JSON Lines file; `digest import --help` lists the formats")
 
     report = import_file(app.engine, file, app.now())
     click.echo(report.line())

@@ -3,6 +3,7 @@ with the connection limit and timeouts of digest.web.serve."""
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 import click
@@ -33,7 +34,10 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, t
     except (OSError, ValueError) as exc:  # ValueError: waitress cannot resolve the host
         raise ConfigError(f"cannot listen on {address}:{port}: {getattr(exc, 'strerror', None) or exc}",
                           "pick another --port or --host (web_port, web_host), or stop what is using it") from None
-    where = ", ".join(f"http://{h if ':' not in h else f'[{h}]'}:{p}{prefix}/" for h, p in listening_on(server))
+    where = ", ".join(f"http://{_host(h)}:{p}{prefix}/" for h, p in listening_on(server))
+    problem = base_url_problem(settings.base_url, listening_on(server))
+    if problem:  # a local trial on another port: every confirmation link it sends would be dead
+        click.echo(f"warning: {problem} ({_fix(settings.base_url, listening_on(server))})", err=True)
     click.echo(f"serving the web pages on {where} (links use base_url {settings.base_url})")
     try:
         server.run()
@@ -41,3 +45,54 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, t
         pass
     finally:
         server.close()
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def base_url_problem(base_url: str, listening: list[tuple[str, int]]) -> str | None:
+    """Why base_url cannot reach a server listening on `listening` ((host, port) pairs), or None. Only a base_url
+    naming this machine directly (a loopback name or one of the listening addresses) is judged: a public name is
+    normally a reverse proxy in front, which `digest doctor` checks by asking base_url's /healthz."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    hosts = {h.lower() for h, _ in listening}
+    if not (_is_loopback(host) or host in hosts):
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # not a port number: check_sender_settings reports the URL itself
+        return None
+    ports = sorted({int(p) for _, p in listening})  # waitress may give the port as it was configured: a string
+    if port not in ports:
+        return f"base_url {base_url} does not reach this server: it listens on port {', '.join(map(str, ports))}"
+    reached = hosts & set(ANY_ADDRESS) or (_is_loopback(host) and any(_is_loopback(h) for h in hosts)) or host in hosts
+    if not reached:
+        return f"base_url {base_url} does not reach this server: it listens on {', '.join(sorted(hosts))}"
+    return None
+
+
+def _fix(base_url: str, listening: list[tuple[str, int]]) -> str:
+    """The base_url that would reach the server, as the hint of the warning: this port (and the same host), or,
+    when only the address differs, the address it listens on."""
+    parts = urlsplit(base_url)
+    listen_host, listen_port = listening[0][0], int(listening[0][1])
+    wanted_port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname if wanted_port != listen_port or listen_host in ANY_ADDRESS else listen_host
+    right = f"{parts.scheme}://{_host(host or '127.0.0.1')}:{listen_port}{parts.path.rstrip('/')}"
+    other_port = f", or use --port {wanted_port}" if wanted_port != listen_port else ""
+    return f"every link in emails and pages leads there: set base_url to {right}, e.g. DIGEST_BASE_URL={right}{other_port}"

@@ -37,15 +37,20 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
         raise StoreError(f"database_url {shown} is not a database URL", URL_HINT) from None
     except (ValueError, TypeError):  # the port is not a number (or the '@' before the host is missing)
         raise StoreError(f"database_url {shown} is not a valid database URL: the part after the host's ':' is not a port number", URL_HINT) from None
+    if parsed.drivername in POSTGRES_SCHEMES:
+        # postgres:// (Heroku, Render, Fly.io) and a bare postgresql:// would ask SQLAlchemy for psycopg2, which
+        # digest does not install: the same server, through the driver of the `postgres` extra.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     kwargs: dict = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            parsed = parsed.set(database=_sqlite_path(database, shown))
+            database = parsed.database
         if database and database != ":memory:" and create_dir:
             try:
                 folder = Path(database).expanduser().parent
                 folder.mkdir(parents=True, exist_ok=True)
-            except RuntimeError:  # ~user that does not exist
-                raise StoreError(f"cannot find the home directory in {shown}", "check database_url") from None
             except (OSError, ValueError) as exc:  # DIGEST_HOME under a file, on a read-only or missing mount...
                 raise StoreError(f"cannot create {Path(database).parent} for the database: {getattr(exc, 'strerror', None) or exc}", "check DIGEST_HOME (or database_url) and its permissions") from None
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -72,6 +77,22 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
             cur.close()
 
     return engine
+
+
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+
+
+def _sqlite_path(database: str, shown: str) -> str:
+    """The absolute path of a SQLite URL's file: ~ expanded; a relative path (three slashes) refused, since it
+    names another file under cron or systemd than in the shell where it was typed."""
+    try:
+        path = Path(database).expanduser()
+    except RuntimeError:  # ~user that does not exist
+        raise StoreError(f"cannot find the home directory in {shown}", "check database_url") from None
+    if not path.is_absolute():
+        raise StoreError(f"database_url {shown} is a path relative to the current directory, which differs between cron, systemd and your shell",
+                         f"write the absolute path after four slashes: sqlite:///{Path.cwd() / path}")
+    return str(path)
 
 
 def describe(engine: Engine) -> str:

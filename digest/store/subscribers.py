@@ -23,6 +23,7 @@ from ..addresses import ascii_address
 from ..editions import parse_frequency, parse_send_at, parse_zone
 from ..errors import InputError, NotFoundError
 from ..models import Delivery, Feedback, Paper, SentPaper, Subscriber, UsedToken
+from ..taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 from .papers import get_paper_by_ident
 
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
@@ -86,6 +87,8 @@ def validate_profile(fields: SubscriberInput) -> SubscriberInput:
         entries = getattr(fields, name)
         if entries is not None:
             values[name] = _clean_list(entries)
+    if values.get("categories"):
+        values["categories"] = list(dict.fromkeys(_category(c) for c in values["categories"]))
     if fields.max_papers is not None:
         values["max_papers"] = _whole_number("max_papers", fields.max_papers, *MAX_PAPERS_RANGE)
     if fields.trending_weight is not None:
@@ -111,6 +114,17 @@ def _clean_list(entries: Iterable[str]) -> list[str]:
                 kept.append(part)
                 seen.add(part.lower())
     return kept
+
+
+def _category(value: str) -> str:
+    """The arXiv category or archive as arXiv writes it; a name or a typo gets a FieldError with a guess (a
+    category no paper carries would silently empty every digest)."""
+    code = canonical_category(value)
+    if code is None:
+        guesses = suggest_categories(value)
+        meant = f"did you mean {' or '.join(guesses)}? " if guesses else ""
+        raise FieldError("categories", f"{value!r} is not an arXiv category", f"{meant}the codes are listed at {TAXONOMY_URL}")
+    return code
 
 
 def _whole_number(field: str, value: int | str, low: int, high: int) -> int:

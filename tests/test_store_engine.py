@@ -1,0 +1,44 @@
+"""open_engine: what a database URL means, decided in one place (digest.store), before anything is created."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.errors import StoreError
+from digest.store import describe, open_engine
+
+
+@pytest.mark.parametrize("url", ["postgres://digest:pw@db.example.org:5432/papers", "postgresql://digest:pw@db.example.org:5432/papers"],
+                         ids=["heroku-style", "no-driver"])
+def test_open_engine_reads_postgres_urls_with_the_driver_digest_ships(url):
+    engine = open_engine(url)  # no connection is made: the server does not need to exist
+    assert engine.url.drivername == "postgresql+psycopg"
+    assert describe(engine) == "postgresql+psycopg://digest:***@db.example.org:5432/papers"
+
+
+def test_open_engine_refuses_a_relative_sqlite_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match=r"sqlite:///data/x\.db is a path relative to the current directory") as caught:
+        open_engine("sqlite:///data/x.db")
+    assert f"sqlite:///{tmp_path}/data/x.db" in str(caught.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_open_engine_expands_a_tilde_in_a_sqlite_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    engine = open_engine("sqlite:///~/digest/x.db")
+    assert engine.url.database == str(tmp_path / "digest" / "x.db")
+    with engine.connect():
+        pass
+    assert (tmp_path / "digest" / "x.db").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"], ids=["no-path", "memory"])
+def test_open_engine_keeps_in_memory_sqlite(url):
+    assert open_engine(url).url.database in (None, "", ":memory:")
+
+
+def test_absolute_sqlite_path_is_unchanged(tmp_path):
+    assert Path(open_engine(f"sqlite:///{tmp_path}/a.db").url.database) == tmp_path / "a.db"
