@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import digest.rank_text  # noqa: E402,F401 - import scikit-learn before the clock starts
+import digest.rank.text  # noqa: E402,F401 - import scikit-learn before the clock starts
 from digest.models import Paper  # noqa: E402
 from digest.rank import Profile, ProfilePaper, default_threads, rank_many  # noqa: E402
-from digest.store.candidates import Candidate  # noqa: E402
+from digest.rank import Candidate  # noqa: E402
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

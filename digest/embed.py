@@ -1,7 +1,7 @@
 """The embedding pass of rank_model = "hybrid", shared by the daily run and `digest rank`: each paper's sentence
 embedding is computed once and stored (digest.store.embeddings, with the model's name and version), each
 subscriber's interest embeddings are stored until the interests change; what the ranking needs is looked up, the
-missing vectors computed in one batch (digest.rank_semantic) and stored, and the lot handed to digest.rank.
+missing vectors computed in one batch (digest.rank.semantic) and stored, and the lot handed to digest.rank.
 
 It never ranks and never opens the database itself. No transaction is held while the model works (a first pass
 over 2,000 papers takes a while on a CPU; SQLite writers must not wait that long).
@@ -15,9 +15,10 @@ from typing import Iterable
 
 from sqlalchemy.engine import Engine
 
-from . import rank_semantic
+
 from .models import Subscriber
-from .rank_semantic import DIMENSIONS, Embeddings, interest_key, paper_text, text_hash
+from .rank import semantic as rank_semantic
+from .rank.semantic import DIMENSIONS, Embeddings, interest_key, paper_text, text_hash
 from .store import session_scope
 from .store.embeddings import interest_vectors, paper_vectors, save_interest_vectors, save_paper_vectors
 

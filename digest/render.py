@@ -27,8 +27,7 @@ from markupsafe import Markup, escape
 from . import templates_dir
 from .editions import DAY_NAMES
 from .errors import ConfigError
-from .rank import RankResult
-from .store.candidates import Candidate
+from .rank import Candidate, RankResult
 
 SUBJECT_MAX = 120  # characters; longer subjects are cut by most clients anyway
 SNIPPET_MAX = 300  # characters of abstract: two or three lines at 600 px

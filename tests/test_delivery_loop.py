@@ -18,7 +18,7 @@ from digest.delivery.work import Letter, Outcome, Settlement
 from digest.errors import DeliveryError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
 from digest.models import Paper, Subscriber
 from digest.rank import RankedPaper, RankResult
-from digest.store.candidates import Candidate
+from digest.rank import Candidate
 
 NOW = datetime(2025, 6, 13, 9, 0, tzinfo=timezone.utc)
 

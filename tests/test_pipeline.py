@@ -452,7 +452,7 @@ def fake_embed(texts):
 
 def test_run_job_ranks_with_the_configured_rank_model(world, monkeypatch) -> None:
     import digest.pipeline.plan
-    import digest.rank_semantic
+    import digest.rank.semantic
 
     settings, engine = world
     seen: list[str] = []
@@ -462,7 +462,7 @@ def test_run_job_ranks_with_the_configured_rank_model(world, monkeypatch) -> Non
         seen.append(kwargs.get("model", "tfidf"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(digest.rank_semantic, "embed", fake_embed)  # the hybrid's extra may not be installed here
+    monkeypatch.setattr(digest.rank.semantic, "embed", fake_embed)  # the hybrid's extra may not be installed here
     monkeypatch.setattr(digest.pipeline.plan, "rank_many", recording_rank_many)
     report = run_job(engine, settings.replace(rank_model="hybrid"), NOW, fetch=False, transport=Recorder())
     assert report.sent == 3 and seen == ["hybrid"]

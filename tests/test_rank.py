@@ -9,11 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import digest.rank as rank
-import digest.rank_score as rank_score
+import digest.rank.ranking as rank
+import digest.rank.score as rank_score
 from digest.models import Paper
-from digest.rank import Profile, ProfilePaper, author_matches, build_profile, in_categories, rank_many, rank_papers
-from digest.store.candidates import Candidate
+from digest.rank import Candidate, Profile, ProfilePaper, author_matches, build_profile, in_categories, rank_many, rank_papers
 
 NOW = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
 
@@ -409,7 +408,7 @@ def test_rank_papers_hybrid_ranks_or_names_the_missing_extra():
 
     from digest.errors import ConfigError
 
-    from digest.rank_semantic import embed_for
+    from digest.rank.semantic import embed_for
 
     p = profile(interests=("sparse autoencoders",))
     with pytest.raises(ValueError, match="needs the embeddings"):

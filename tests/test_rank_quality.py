@@ -91,7 +91,7 @@ def test_off_topic_subscriber_gets_the_honest_quiet_day_email():
     from digest.models import Paper
     from digest.rank import Profile, rank_papers
     from digest.render import Links, render_digest
-    from digest.store.candidates import Candidate
+    from digest.rank import Candidate
 
     module = _run_module()
     papers = module.load_corpus(CORPUS)

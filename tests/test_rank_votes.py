@@ -1,4 +1,4 @@
-"""digest.rank_votes: the batched vote model is scikit-learn's LogisticRegression, fitted for many subscribers at once."""
+"""digest.rank.votes: the batched vote model is scikit-learn's LogisticRegression, fitted for many subscribers at once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
-from digest.rank_votes import fit_votes
+from digest.rank.votes import fit_votes
 
 
 def problem(seed: int, liked: int, disliked: int, dimensions: int = 40):

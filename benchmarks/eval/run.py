@@ -80,7 +80,7 @@ def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10, model
     {"liked": [ids], "disliked": [ids]} (the feedback benchmark's day 1)."""
     from digest.models import Paper
     from digest.rank import Profile, ProfilePaper, rank_many
-    from digest.store.candidates import Candidate
+    from digest.rank import Candidate
 
     everything = {d["id"]: d for d in load_corpus()} | {d["id"]: d for d in corpus}
     text = lambda i: ProfilePaper(i, everything[i]["title"], everything[i]["abstract"])  # noqa: E731
@@ -95,7 +95,7 @@ def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10, model
                               disliked_texts=tuple(map(text, mine.get("disliked", ()))), max_papers=k, exclude_paper_ids=frozenset(hidden)))
     embeddings = None
     if model == "hybrid":
-        from digest.rank_semantic import embed_for
+        from digest.rank.semantic import embed_for
 
         embeddings = embed_for([c.paper for c in candidates], chosen)
     results = rank_many(candidates, chosen, NOW, limit=k, model=model, embeddings=embeddings)

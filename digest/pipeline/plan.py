@@ -22,11 +22,11 @@ from ..editions import is_weekly, local_day, due_edition, parse_frequency, publi
 from ..errors import DigestError, InputError
 from ..log import log_event
 from ..models import Subscriber
-from ..rank import Profile, RankResult, build_profile, rank_many
-from ..rank_semantic import embed_for  # light: it imports the embedding model (torch) only when asked to embed
+from ..rank import Candidate, Profile, RankResult, build_profile, rank_many
+from ..rank.semantic import embed_for  # light: it imports the embedding model (torch) only when asked to embed
 from ..store import deliveries as ledger
 from ..store import session_scope
-from ..store.candidates import Candidate, candidate_papers, profile_rows_for, sent_among
+from ..store.candidates import candidate_papers, profile_rows_for, sent_among
 from ..store.subscribers import get_subscriber, list_subscribers
 
 log = logging.getLogger("digest.pipeline")
@@ -129,7 +129,7 @@ def plan_editions(engine: Engine, settings: Settings, now: datetime, dues: Seque
     windows = [edition_window(d.subscriber, now, settings.window_days) for d in dues]
     subscribers = [d.subscriber for d in dues]
     with session_scope(engine) as session:
-        pool = candidate_papers(session, min(since for since, _ in windows), now)
+        pool = [Candidate(s.paper, s.sources, s.source_kinds) for s in candidate_papers(session, min(since for since, _ in windows), now)]
         sent = sent_among(session, [s.id for s in subscribers], [c.paper.id for c in pool])
         rows_of = profile_rows_for(session, subscribers)
     inside: dict[datetime, tuple[Candidate, ...]] = {}  # most subscribers share a window: one tuple each

@@ -1,7 +1,8 @@
 """Queries that feed ranking: the candidate papers of an edition (with the sources carrying them), the papers
 already sent to a subscriber, and the rows a subscriber's profile refers to.
 
-It returns rows and never ranks; digest.rank.build_profile turns the rows into a Profile.
+It returns rows and never ranks: the pipeline turns a StoredPaper into digest.rank's Candidate, and
+digest.rank.build_profile turns ProfileRows into a Profile (the store sits below rank and never imports it).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from ..models import Paper, SentPaper, Subscriber
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A stored paper with what ranking needs besides the row: the names of the sources carrying it, and
-    their kinds (arxiv-rss, arxiv-api, hf-daily, feed, file), in the same order."""
+class StoredPaper:
+    """A stored paper with the names of the sources carrying it, and their kinds (arxiv-rss, arxiv-api, hf-daily,
+    feed, file), in the same order."""
 
     paper: Paper
     sources: tuple[str, ...] = ()
@@ -42,13 +43,13 @@ def candidate_window(last_digest_at: datetime | None, now: datetime, window_days
     return since, now
 
 
-def candidate_papers(session: Session, since: datetime, until: datetime) -> list[Candidate]:
+def candidate_papers(session: Session, since: datetime, until: datetime) -> list[StoredPaper]:
     """Papers first seen in (since, until], by id, each with the names of its sources."""
     from .papers import sources_of
 
     papers = list(session.exec(select(Paper).where(Paper.first_seen > since, Paper.first_seen <= until).order_by(Paper.id)))
     carried = sources_of(session, [p.id for p in papers])
-    return [Candidate(p, tuple(name for name, _ in carried[p.id]), tuple(kind for _, kind in carried[p.id])) for p in papers]
+    return [StoredPaper(p, tuple(name for name, _ in carried[p.id]), tuple(kind for _, kind in carried[p.id])) for p in papers]
 
 
 def sent_paper_ids(session: Session, subscriber_id: int) -> set[int]:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..models import Paper, PaperSource, Source
 from . import read_rows
-from .candidates import Candidate
+from .candidates import StoredPaper
 
 PAPER, PAPER_SOURCE, SOURCE = Paper.__table__, PaperSource.__table__, Source.__table__
 
@@ -67,7 +67,7 @@ def day_papers(engine: Engine, first: date, last: date | None = None) -> list[Da
     return [DayPaper(pid, upvotes or 0, count, seen) for pid, upvotes, count, seen in read_rows(engine, query)]
 
 
-def papers_by_ids(target: Engine | Connection, ids: Sequence[int]) -> list[Candidate]:
+def papers_by_ids(target: Engine | Connection, ids: Sequence[int]) -> list[StoredPaper]:
     """The papers with these ids, in this order (ids not stored are left out), each with its sources' names and kinds."""
     if not ids:
         return []
@@ -83,7 +83,7 @@ def papers_by_ids(target: Engine | Connection, ids: Sequence[int]) -> list[Candi
     for pid, name, kind in _rows(target, query):
         carried[pid].append((name, kind))
     papers = {row.id: Paper.model_validate(dict(row._mapping)) for row in rows}
-    return [Candidate(papers[pid], tuple(n for n, _ in carried[pid]), tuple(k for _, k in carried[pid])) for pid in wanted if pid in papers]
+    return [StoredPaper(papers[pid], tuple(n for n, _ in carried[pid]), tuple(k for _, k in carried[pid])) for pid in wanted if pid in papers]
 
 
 def neighbour_days(engine: Engine, day: date) -> tuple[date | None, date | None]:

@@ -2,7 +2,7 @@
 (subscriber, model), each with the hash of the text it was computed from so a changed text is embedded again.
 
 It reads and writes rows of float32 bytes and never computes an embedding: digest.embed does, through
-digest.rank_semantic, and passes the vectors to digest.rank.
+digest.rank.semantic, and passes the vectors to digest.rank.
 """
 
 from __future__ import annotations

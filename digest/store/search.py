@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from . import wrap_db_error
-from .candidates import Candidate
+from .candidates import StoredPaper
 from .days import papers_by_ids
 
 # Tables, triggers and indexes the models do not declare (autogenerate and the schema test leave them alone).
@@ -50,7 +50,7 @@ class SearchResults:
     """One page of matches, best first, and how many there are in all; `pending` papers were not searchable yet."""
 
     total: int
-    papers: list[Candidate]
+    papers: list[StoredPaper]
     pending: int = 0
 
 

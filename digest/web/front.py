@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, request
 
-from ..rank import trending_scores
+from ..rank import Candidate, trending_scores
 from ..render import clean_text, long_date, paper_view, reason_line, web_url
-from ..store.candidates import Candidate
+from ..store.candidates import StoredPaper
 from ..store.days import DayPaper, day_of, day_papers, day_start, neighbour_days, papers_by_ids
 from ..store.search import search_papers
 from .cache import cached_page, render_with_slots
@@ -72,16 +72,16 @@ def seed_ident(paper) -> str:
     return paper.arxiv_id or paper.doi or paper.ident
 
 
-def paper_card(candidate: Candidate, reasons: Sequence[str] = ()) -> dict:
+def paper_card(stored: StoredPaper, reasons: Sequence[str] = ()) -> dict:
     """What a page shows of one paper: the email's card (title, authors, badges, upvotes, links), the whole
     abstract folded, the code link, and the reason line of an edition's pick."""
-    paper = candidate.paper
+    paper = stored.paper
     lead, rest = fold_abstract(clean_text(paper.abstract))
     code = (paper.github_repo or "").strip()
     if code and "://" not in code and re.fullmatch(r"[\w.-]+/[\w.-]+", code):  # "owner/name"
         code = f"https://github.com/{code}"
     return {
-        **paper_view(candidate), "id": paper.id, "key": paper.key, "anchor": f"paper-{paper.id}", "ident": seed_ident(paper),
+        **paper_view(Candidate(paper, stored.sources, stored.source_kinds)), "id": paper.id, "key": paper.key, "anchor": f"paper-{paper.id}", "ident": seed_ident(paper),
         "lead": lead, "rest": rest, "abstract": " ".join(part for part in (lead, rest) if part), "code_url": web_url(code),
         "reason": reason_line(reasons) if reasons else "", "first_seen": paper.first_seen,
         "author_names": [name for name in (clean_text(a) for a in (paper.authors or ())[:AUTHORS_IN_FEED]) if name],

@@ -1,7 +1,7 @@
 """Scoring every profile against the day's candidates, one chunk of profiles per sparse matrix product: relevance
 (the interests' text, blended with the vote model for those who voted), evidence (may a paper enter the digest at
 all?), pseudo relevance feedback and MMR; and the material of the reasons. Pure numpy / scipy: no database, no
-clock, no network. The text model is digest.rank_text's, the vote model digest.rank_votes'.
+clock, no network. The text model is digest.rank.text's, the vote model digest.rank.votes'.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .rank_semantic import interest_key
-from . import rank_text
-from .rank_text import Corpus, shifted
-from .rank_votes import fit_votes
+from .semantic import interest_key
+from . import text as rank_text
+from .text import Corpus, shifted
+from .votes import fit_votes
 
 # Tuned on the "tune" half of benchmarks/eval (figures in docs/benchmarks.md, "Ranking quality").
 EVIDENCE_SHARE = 0.5  # an interest is in a paper when the paper holds more than this share of its words (IDF-weighted)

@@ -1,6 +1,6 @@
 """The text model behind digest.rank: TF-IDF vectors of the day's candidates and of every profile's texts, which
 words of an interest a paper holds (the evidence rule), and the day's trending scores. Pure numpy / scipy /
-scikit-learn: no database, no clock, no network. Scoring profiles against the candidates is digest.rank_score's job.
+scikit-learn: no database, no clock, no network. Scoring profiles against the candidates is digest.rank.score's job.
 
 Tokens are lower-cased words without English stop words, stemmed by the English Snowball stemmer (so
 "autoencoders" meets "autoencoder" and "compatible" meets "compatibility"), unigrams and bigrams; reasons show each
@@ -23,7 +23,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer,
 from sklearn.preprocessing import normalize
 from snowballstemmer import stemmer as snowball_stemmer
 
-from .rank_semantic import DIMENSIONS
+from .semantic import DIMENSIONS
 
 # Tuned on the "tune" half of benchmarks/eval (figures in docs/benchmarks.md, "Ranking quality").
 TITLE_WEIGHT = 2  # a term in the title counts this many times one in the abstract
@@ -92,7 +92,7 @@ class Corpus:
     score is digest.rank.trending_scores)."""
 
     def __init__(self, pool: Sequence, trending: np.ndarray, embeddings=None):
-        """`embeddings` (rank_semantic.Embeddings, hybrid only): the candidates' sentence embeddings."""
+        """`embeddings` (semantic.Embeddings, hybrid only): the candidates' sentence embeddings."""
         self.size = len(pool)
         titles = [analyse(c.paper.title or "") for c in pool]
         abstracts = [analyse(c.paper.abstract or "") for c in pool]

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MODELS = ("tfidf", "hybrid")
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"

@@ -1,9 +1,9 @@
 """Ranking: pure functions of candidate papers, subscriber profiles (and, for the hybrid, their embeddings, passed
 in) and `now` -> ranked, explained picks.
 
-No database, no clock, no I/O, no network and no model download. The text model (tokens, vectors, evidence) lives in
-digest.rank_text, the scoring in digest.rank_score, the vote models in digest.rank_votes; this module decides who
-gets what:
+No database, no clock, no I/O, no network and no model download. The data it works on (Candidate, Profile) is in
+digest.rank.candidate, the text model (tokens, vectors, evidence) in digest.rank.text, the scoring in
+digest.rank.score, the vote models in digest.rank.votes; this module decides who gets what:
 
 - candidates: every paper of the window not already sent, not muted (terms in title/abstract, authors), in the
   subscriber's categories if any;
@@ -29,57 +29,22 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .models import Paper
-from .store.candidates import Candidate
+from ..models import Paper
+from .candidate import Candidate, Profile
 
 if TYPE_CHECKING:
-    from .rank_semantic import Embeddings
+    from .semantic import Embeddings
 
 MMR_LAMBDA = 0.9  # share of the score against the similarity to papers already picked
 TRENDING_MIN_REASON = 0.5  # trending score from which "trending" is given as a reason
 CHUNK = 1000  # profiles per matrix product
 UPVOTES_SHARE, SOURCES_SHARE = 0.75, 0.25  # the parts of the trending score
 RECENCY_HALF_LIFE = timedelta(hours=24)  # a paper first seen a day before the pool's newest trends half as much
-
-
-class ProfilePaper(NamedTuple):
-    """A seed, liked or disliked paper resolved to its text (and its stored id, where its embedding is kept)."""
-
-    ident: str
-    title: str
-    abstract: str = ""
-    paper_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What a subscriber wants, resolved to texts (seed and feedback papers already looked up)."""
-
-    subscriber_id: int
-    interests: tuple[str, ...] = ()
-    seed_texts: tuple[ProfilePaper, ...] = ()
-    liked_texts: tuple[ProfilePaper, ...] = ()
-    disliked_texts: tuple[ProfilePaper, ...] = ()
-    muted_terms: tuple[str, ...] = ()
-    muted_authors: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    max_papers: int = 10
-    trending_weight: float = 0.2
-    exclude_paper_ids: frozenset[int] = frozenset()  # already sent to this subscriber
-
-    @cached_property
-    def excludes_anything(self) -> bool:
-        return bool(self.exclude_paper_ids or self.muted_terms or self.muted_authors or self.categories)
-
-    @cached_property
-    def is_empty(self) -> bool:
-        """No interests, seeds or likes: such a subscriber gets the day's trending papers."""
-        return not (any(i.strip() for i in self.interests) or self.seed_texts or self.liked_texts)
 
 
 class RankedPaper:
@@ -131,27 +96,6 @@ class RankResult:
         return [r for r in self.ranked if r.in_digest]
 
 
-def _profile_paper(paper: Paper) -> ProfilePaper:
-    return ProfilePaper(paper.ident, paper.title, paper.abstract or "", paper.id)
-
-
-def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable[Paper] = (), disliked: Iterable[Paper] = (), sent_ids: Iterable[int] = ()) -> Profile:
-    """The Profile of a Subscriber row, given the papers its seeds and feedback refer to."""
-    return Profile(
-        subscriber_id=subscriber.id,
-        interests=tuple(i for i in subscriber.interests or () if i.strip()),
-        seed_texts=tuple(map(_profile_paper, seed_papers)),
-        liked_texts=tuple(map(_profile_paper, liked)),
-        disliked_texts=tuple(map(_profile_paper, disliked)),
-        muted_terms=tuple(subscriber.muted_terms or ()),
-        muted_authors=tuple(subscriber.muted_authors or ()),
-        categories=tuple(subscriber.categories or ()),
-        max_papers=subscriber.max_papers,
-        trending_weight=subscriber.trending_weight,
-        exclude_paper_ids=frozenset(sent_ids),
-    )
-
-
 def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, model: str = "tfidf", embeddings: "Embeddings | None" = None) -> RankResult:
     """Rank `candidates` for one profile: `limit` papers at most (default: the digest's own size), the papers with
     evidence first (at most profile.max_papers of them in the digest), then near misses. Deterministic: the same
@@ -162,15 +106,15 @@ def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime
 def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None, model: str = "tfidf", embeddings: "Embeddings | None" = None) -> list[RankResult]:
     """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers.
     Reasons are made when first read, EXPLAIN_BLOCK results at a time. `model`: "tfidf", or "hybrid" (TF-IDF
-    blended with sentence embeddings, which the caller passes as `embeddings`: see digest.rank_semantic.Embeddings,
-    digest.embed for stored ones, rank_semantic.embed_for to compute them in place)."""
-    from .rank_score import ProfileRows
-    from .rank_semantic import check_model
-    from .rank_text import Corpus
+    blended with sentence embeddings, which the caller passes as `embeddings`: see digest.rank.semantic.Embeddings,
+    digest.embed for stored ones, digest.rank.semantic.embed_for to compute them in place)."""
+    from .score import ProfileRows
+    from .semantic import check_model
+    from .text import Corpus
 
     check_model(model)
     if model == "hybrid" and embeddings is None:
-        raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles (digest.embed, or rank_semantic.embed_for)")
+        raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles (digest.embed, or digest.rank.semantic.embed_for)")
 
     pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
     if not profiles:
@@ -304,7 +248,7 @@ class _Explainer:
 @lru_cache(maxsize=65536)
 def _term_key(shown: str) -> str:
     """The stemmed key of a term as a reason shows it ("mechanistic interpretation" -> "mechanist interpret")."""
-    from .rank_text import stem
+    from .text import stem
 
     return " ".join(stem(word) for word in shown.split())
 
@@ -313,7 +257,7 @@ def _term_key(shown: str) -> str:
 def _interest_wording(interests: tuple[str, ...]) -> dict[str, str]:
     """A matched term in the subscriber's own words where their interests hold it: the day's papers may say
     "interpretation" where the subscriber wrote "interpretability" (both stem to "interpret")."""
-    from .rank_text import readable_forms
+    from .text import readable_forms
 
     return readable_forms(interests)
 

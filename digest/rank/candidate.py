@@ -1,0 +1,78 @@
+"""What ranking works on: a Candidate (a stored paper with the sources carrying it) and a subscriber's Profile
+(interests, seed and voted papers resolved to their texts, what to leave out). Plain frozen data: the pipeline builds
+them from the store's rows (digest.store.candidates), and rank never reads the store itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterable, NamedTuple
+
+from ..models import Paper
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored paper with what ranking needs besides the row: the names of the sources carrying it, and
+    their kinds (arxiv-rss, arxiv-api, hf-daily, feed, file), in the same order."""
+
+    paper: Paper
+    sources: tuple[str, ...] = ()
+    source_kinds: tuple[str, ...] = ()
+
+
+class ProfilePaper(NamedTuple):
+    """A seed, liked or disliked paper resolved to its text (and its stored id, where its embedding is kept)."""
+
+    ident: str
+    title: str
+    abstract: str = ""
+    paper_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a subscriber wants, resolved to texts (seed and feedback papers already looked up)."""
+
+    subscriber_id: int
+    interests: tuple[str, ...] = ()
+    seed_texts: tuple[ProfilePaper, ...] = ()
+    liked_texts: tuple[ProfilePaper, ...] = ()
+    disliked_texts: tuple[ProfilePaper, ...] = ()
+    muted_terms: tuple[str, ...] = ()
+    muted_authors: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    max_papers: int = 10
+    trending_weight: float = 0.2
+    exclude_paper_ids: frozenset[int] = frozenset()  # already sent to this subscriber
+
+    @cached_property
+    def excludes_anything(self) -> bool:
+        return bool(self.exclude_paper_ids or self.muted_terms or self.muted_authors or self.categories)
+
+    @cached_property
+    def is_empty(self) -> bool:
+        """No interests, seeds or likes: such a subscriber gets the day's trending papers."""
+        return not (any(i.strip() for i in self.interests) or self.seed_texts or self.liked_texts)
+
+
+def _profile_paper(paper: Paper) -> ProfilePaper:
+    return ProfilePaper(paper.ident, paper.title, paper.abstract or "", paper.id)
+
+
+def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable[Paper] = (), disliked: Iterable[Paper] = (), sent_ids: Iterable[int] = ()) -> Profile:
+    """The Profile of a Subscriber row, given the papers its seeds and feedback refer to."""
+    return Profile(
+        subscriber_id=subscriber.id,
+        interests=tuple(i for i in subscriber.interests or () if i.strip()),
+        seed_texts=tuple(map(_profile_paper, seed_papers)),
+        liked_texts=tuple(map(_profile_paper, liked)),
+        disliked_texts=tuple(map(_profile_paper, disliked)),
+        muted_terms=tuple(subscriber.muted_terms or ()),
+        muted_authors=tuple(subscriber.muted_authors or ()),
+        categories=tuple(subscriber.categories or ()),
+        max_papers=subscriber.max_papers,
+        trending_weight=subscriber.trending_weight,
+        exclude_paper_ids=frozenset(sent_ids),
+    )
