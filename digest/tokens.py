@@ -8,7 +8,11 @@ URL scheme, under base_url:
     /confirm/<token>        action "confirm"      valid 7 days, usable once
     /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails)
     /preferences/<token>    action "preferences"  no expiry
-    /feedback/<token>       action "feedback"     carries paper id and +1 / -1
+    /feedback/<token>       action "feedback"     carries paper id and +1 / -1 (the web edition page's links)
+    /feedback/<token>/<paper id>/like|dislike
+                            action "vote"         one token per email for all its like and dislike links: the paper
+                                                  and the vote are in the path, outside the signature (whoever holds
+                                                  the email can vote on any paper as its reader, which its reader can)
     /edition/<token>        action "edition"      carries the edition (YYYY-MM-DD): that email on the web
 """
 
@@ -23,7 +27,8 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .errors import ConfigError, TokenError
 
-ACTIONS = ("confirm", "unsubscribe", "preferences", "feedback", "edition")
+ACTIONS = ("confirm", "unsubscribe", "preferences", "feedback", "edition", "vote")
+VOTES = {"like": 1, "dislike": -1}  # the last segment of a vote link
 MAX_AGE = {"confirm": 7 * 24 * 3600}  # seconds; actions not listed never expire
 MIN_SECRET_LENGTH = 16
 
@@ -39,7 +44,7 @@ class Claim:
     edition: str | None = None  # YYYY-MM-DD, for "edition"
 
 
-@lru_cache(maxsize=64)  # a digest run makes ~22 tokens per email: build each serializer once
+@lru_cache(maxsize=64)  # a digest run makes 3 tokens per email: build each serializer once
 def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
     if not secret_key:
         raise ConfigError("secret_key is not set but links in emails and pages need it", "set DIGEST_SECRET_KEY (or DIGEST_SECRET_KEY_FILE) to a long random string")
@@ -87,6 +92,12 @@ def read_token(secret_key: str, action: str, token: str) -> Claim:
 
 def action_url(base_url: str, action: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/{action}/{token}"
+
+
+def vote_url(base_url: str, token: str, paper_id: int, value: int) -> str:
+    """A like (value 1) or dislike (-1) link of one email: its "vote" token, then the paper and the vote in the path.
+    One signature per email instead of one per link: the signatures were a sixth of the CPU of building an email."""
+    return f"{base_url.rstrip('/')}/feedback/{token}/{int(paper_id)}/{'like' if value > 0 else 'dislike'}"
 
 
 def edition_url(base_url: str, secret_key: str, subscriber_id: int, version: int, edition: str) -> str:

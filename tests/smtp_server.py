@@ -12,6 +12,8 @@ Use the fixtures (`smtp_server`, `smtp_tls_server`) or `start_smtp_server(...)` 
         server.drop_data = 1   # drop the connection after the next message body, before replying
         server.max_per_connection = 2   # close the connection after every 2nd accepted message
         server.data_delay = 0.2         # seconds before answering each DATA (a slow server)
+        start_smtp_server(reply_delay=0.05)  # every reply 50 ms late: a relay across the internet (benchmarks/send.py)
+        start_smtp_server(keep=False)        # count messages (server.accepted, server.bytes) without keeping them
 
 Other test modules reuse it with `from smtp_server import start_smtp_server, smtp_server  # noqa: F401`.
 """
@@ -63,6 +65,10 @@ class SMTPServer:
     drop_data: int = 0
     max_per_connection: int = 0
     data_delay: float = 0.0
+    reply_delay: float = 0.0  # seconds before every reply, the greeting included
+    keep: bool = True  # keep each message in `messages`; False: only count them (a 10,000-message benchmark)
+    accepted: int = 0
+    bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client_context(self) -> ssl.SSLContext:
@@ -97,7 +103,10 @@ class SMTPServer:
                 return "451 dropped"
             if self.data_reply:
                 return self.data_reply
-            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+            self.accepted += 1
+            self.bytes += len(envelope.content)
+            if self.keep:
+                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
             session.accepted = getattr(session, "accepted", 0) + 1
             close = self.max_per_connection and session.accepted % self.max_per_connection == 0
         if close:
@@ -111,10 +120,18 @@ class SMTPServer:
         return AuthResult(success=ok, handled=False)
 
 
+class _SlowSMTP(SMTP):
+    """aiosmtpd's server with every reply `reply_delay` seconds late (the network of a distant relay)."""
+
+    async def push(self, status: str) -> None:
+        await asyncio.sleep(self.event_handler.reply_delay)
+        await super().push(status)
+
+
 def _new_connection(state: SMTPServer, kwargs: dict) -> SMTP:
     with state.lock:
         state.connections += 1  # one protocol per TCP connection (STARTTLS reuses it)
-    return SMTP(state, **kwargs)
+    return (_SlowSMTP if state.reply_delay else SMTP)(state, **kwargs)
 
 
 _CERT_CACHE: dict[str, tuple[Path, Path]] = {}
@@ -154,9 +171,10 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, auth: tuple[str, str] | None = None, cert_dir: Path | None = None) -> Iterator[SMTPServer]:
+def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, auth: tuple[str, str] | None = None, cert_dir: Path | None = None,
+                      reply_delay: float = 0.0, keep: bool = True) -> Iterator[SMTPServer]:
     """Run an SMTP server on 127.0.0.1 (a free port) in a thread for the duration of the block."""
-    state = SMTPServer(auth=auth)
+    state = SMTPServer(auth=auth, reply_delay=reply_delay, keep=keep)
     tls_context = None
     if starttls or implicit_tls:
         import tempfile

@@ -58,8 +58,11 @@ def no_tokens(text: str) -> str:
     return re.sub(r"/(unsubscribe|preferences|feedback)/[A-Za-z0-9._-]+", r"/\1/<token>", text)
 
 
-def smtp_env(server) -> dict[str, str]:
-    return {"DIGEST_SMTP_HOST": server.host, "DIGEST_SMTP_PORT": str(server.port), "DIGEST_SMTP_SECURITY": "none", "DIGEST_SMTP_TIMEOUT": "10"}
+def smtp_env(server, connections: int = 1) -> dict[str, str]:
+    """The server's settings; one SMTP connection unless `connections` says otherwise (the order of the messages
+    and the one message in flight are what most of these tests follow)."""
+    return {"DIGEST_SMTP_HOST": server.host, "DIGEST_SMTP_PORT": str(server.port), "DIGEST_SMTP_SECURITY": "none", "DIGEST_SMTP_TIMEOUT": "10",
+            "DIGEST_SMTP_CONNECTIONS": str(connections)}
 
 
 @pytest.fixture
@@ -289,9 +292,9 @@ def test_run_retries_a_failed_fetch_on_the_next_run_until_the_source_counts_as_b
 # --- real processes ---------------------------------------------------------------------------------
 
 
-def digest_process(home: Path, server, *args: str, rate: float = 0) -> subprocess.Popen:
+def digest_process(home: Path, server, *args: str, rate: float = 0, connections: int = 1) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(smtp_env(server), DIGEST_HOME=str(home), DIGEST_SEND_RATE=str(rate))
+    env.update(smtp_env(server, connections), DIGEST_HOME=str(home), DIGEST_SEND_RATE=str(rate))
     code = "import sys; from digest.cli import main; sys.exit(main())"
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -304,10 +307,12 @@ def wait_for(condition, seconds: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def test_send_killed_mid_run_resumes_with_nobody_missing_and_at_most_one_duplicate(home: Path, smtp_server) -> None:
-    emails = populate(home, subscribers=20)
+@pytest.mark.parametrize("connections", [1, 4], ids=["one-connection", "four-connections"])
+def test_send_killed_mid_run_resumes_with_nobody_missing_and_at_most_one_duplicate(home: Path, smtp_server, connections: int) -> None:
+    """At most one duplicate per connection: the message each had in flight (one connection: one message)."""
+    emails = populate(home, subscribers=20 * connections)
     smtp_server.data_delay = 0.05  # a slow server: the kill lands in the middle of the edition
-    first = digest_process(home, smtp_server, "send")
+    first = digest_process(home, smtp_server, "send", connections=connections)
     wait_for(lambda: len(smtp_server.messages) >= 6 or first.poll() is not None)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -315,21 +320,22 @@ def test_send_killed_mid_run_resumes_with_nobody_missing_and_at_most_one_duplica
     killed_at = len(smtp_server.messages)
     assert killed_at < len(emails)
     time.sleep(0.2)  # let the server finish the DATA it was answering when the client died
-    second = digest_process(home, smtp_server, "send")
+    second = digest_process(home, smtp_server, "send", connections=connections)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, out + err
     received = Counter(smtp_server.recipients())
     assert set(received) == set(emails)  # nobody missing
-    assert sum(received.values()) - len(emails) <= 1  # at most the message in flight twice
+    assert sum(received.values()) - len(emails) <= connections  # at most the message in flight twice (one per connection)
     engine = open_engine(load_settings(home, env={}).database_url)
     assert {d.state for d in ledger.deliveries_for(engine)} == {"sent"}
 
 
+@pytest.mark.parametrize("connections", [1, 4], ids=["one-connection", "four-connections"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_send_interrupted_finishes_the_message_in_flight_and_leaves_the_rest_pending(home: Path, smtp_server, signum) -> None:
-    emails = populate(home, subscribers=20)
+def test_send_interrupted_finishes_the_message_in_flight_and_leaves_the_rest_pending(home: Path, smtp_server, signum, connections: int) -> None:
+    emails = populate(home, subscribers=20 * connections)
     smtp_server.data_delay = 0.05
-    first = digest_process(home, smtp_server, "send")
+    first = digest_process(home, smtp_server, "send", connections=connections)
     wait_for(lambda: len(smtp_server.messages) >= 3 or first.poll() is not None)
     first.send_signal(signum)
     out, err = first.communicate(timeout=60)
@@ -339,7 +345,7 @@ def test_send_interrupted_finishes_the_message_in_flight_and_leaves_the_rest_pen
     engine = open_engine(load_settings(home, env={}).database_url)
     states = Counter(d.state for d in ledger.deliveries_for(engine))
     assert states["sending"] == 0 and states["sent"] == len(smtp_server.messages) < len(emails)  # what arrived is recorded
-    second = digest_process(home, smtp_server, "send")
+    second = digest_process(home, smtp_server, "send", connections=connections)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0 and "event=resume" not in err, out + err
     assert Counter(smtp_server.recipients()) == Counter(emails)  # each exactly once

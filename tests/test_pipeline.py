@@ -54,7 +54,9 @@ def world(home: Path, tmp_path: Path):
 
 
 def smtp(settings, server, **changes):
-    return settings.replace(smtp_host=server.host, smtp_port=server.port, smtp_security="none", smtp_timeout=5, **changes)
+    """Settings for `server`; one SMTP connection unless `smtp_connections` says otherwise (these tests follow the
+    order of the messages; tests/test_senders.py covers several connections)."""
+    return settings.replace(**{"smtp_host": server.host, "smtp_port": server.port, "smtp_security": "none", "smtp_timeout": 5, "smtp_connections": 1, **changes})
 
 
 class Recorder:

@@ -23,7 +23,7 @@ from digest.errors import ConfigError
 from digest.models import Feedback, Paper, Subscriber
 from digest.store import session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber, bump_token_version, get_subscriber
-from digest.tokens import make_token
+from digest.tokens import make_token, vote_url
 from digest.web.security import SlidingWindowLimiter
 
 ONE_CLICK = {"content": b"List-Unsubscribe=One-Click", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
@@ -452,6 +452,26 @@ def test_feedback_records_on_button_and_undo_removes(site, value, word):
     assert site.client.post(path, data={"action": "undo"}).status_code == 400
     undone = press(site, path, "undo")
     assert undone.status_code == 200 and "Feedback removed" in undone.text
+    assert feedback_rows(site) == []
+
+
+@pytest.mark.parametrize("value, word", [(1, "liked"), (-1, "disliked")])
+def test_vote_link_of_an_email_records_on_button(site, value, word):
+    """An email's like and dislike links share one "vote" token; the paper and the vote are in the path."""
+    paper = add_paper(site, "2401.00012", "Vote links")
+    sub = add_active(site)
+    path = vote_url("", token(sub, "vote"), paper.id, value)
+    assert site.client.get(path).status_code == 200 and feedback_rows(site) == []
+    assert press(site, path, "record").status_code == 200
+    assert feedback_rows(site) == [(paper.id, value)]
+
+
+def test_vote_link_refuses_another_action_or_vote_word(site):
+    paper = add_paper(site, "2401.00013", "P")
+    sub = add_active(site)
+    assert site.client.get(f"/feedback/{token(sub, 'vote')}/{paper.id}/love").status_code == 400
+    assert site.client.get(f"/feedback/{token(sub, 'unsubscribe')}/{paper.id}/like").status_code == 400  # scoped: not a vote token
+    assert site.client.get(f"/feedback/{token(sub, 'vote')}").status_code == 400  # a vote token is not a one-paper feedback token
     assert feedback_rows(site) == []
 
 

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..models import Subscriber
 from ..rank import RankResult
 from ..render import Links, RenderedEmail, render_digest
-from ..tokens import action_url, make_token
+from ..tokens import action_url, make_token, vote_url
 from .message import build_message
 from .work import Built, Letter, Unbuilt
 
@@ -35,18 +35,16 @@ MAX_WORKERS = 4
 
 
 def make_links(settings: Settings, subscriber: Subscriber, paper_ids: Sequence[int]) -> Links:
-    """The reader's signed links under base_url (ConfigError when secret_key is missing)."""
+    """The reader's signed links under base_url (ConfigError when secret_key is missing): three signatures per
+    email (unsubscribe, preferences, and one "vote" token shared by every like and dislike link)."""
     key, base, version = settings.secret_key, settings.base_url, subscriber.token_version
     sub_id = subscriber.id or 0
-
-    def feedback(paper_id: int, value: int) -> str:
-        return action_url(base, "feedback", make_token(key, "feedback", sub_id, version, paper_id=paper_id, value=value))
-
+    vote = make_token(key, "vote", sub_id, version)
     return Links(
         unsubscribe=action_url(base, "unsubscribe", make_token(key, "unsubscribe", sub_id, version)),
         preferences=action_url(base, "preferences", make_token(key, "preferences", sub_id, version)),
-        like={p: feedback(p, 1) for p in paper_ids},
-        dislike={p: feedback(p, -1) for p in paper_ids},
+        like={p: vote_url(base, vote, p, 1) for p in paper_ids},
+        dislike={p: vote_url(base, vote, p, -1) for p in paper_ids},
     )
 
 

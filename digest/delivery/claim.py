@@ -30,6 +30,9 @@ class Claimer(Protocol):
         """Write one letter's outcome; returns the subscriber's hard bounces in a row (0 unless a bounce)."""
         ...
 
+    # Optional: record_many(outcomes) -> list[int], the same for several outcomes in one transaction (the loop
+    # uses it when a claimer has it: a commit per message was a fifth of the CPU of sending one).
+
     def release(self, letters: Sequence[Letter]) -> Settlement:
         """Give back the letters claimed but never handed over, and settle what could not be recorded; last call."""
         ...
@@ -66,6 +69,18 @@ class LedgerClaimer:
             return int(ledger.write(self.conn, write) or 0)
         except StoreError:
             self.unrecorded.append((outcome, write))
+            raise
+
+    def record_many(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Several outcomes in one transaction (the answers several connections brought back meanwhile)."""
+        now = self.clock()
+        writes = [self._write_of(outcome, now) for outcome in outcomes]
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        try:
+            return list(ledger.write(self.conn, lambda conn: [int(write(conn) or 0) for write in writes]))  # type: ignore[call-overload]
+        except StoreError:
+            self.unrecorded.extend(zip(outcomes, writes))
             raise
 
     def _write_of(self, outcome: Outcome, now: datetime) -> Callable[[Connection], object]:

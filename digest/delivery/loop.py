@@ -23,6 +23,7 @@ from ..log import log_event
 from ..store.deliveries import BOUNCE_LIMIT
 from .build import Builder
 from .claim import Claimer
+from .senders import Handed, InlineSender, Sender, ThreadedSender
 from .transport import Transport
 from .work import Built, Letter, Outcome
 
@@ -71,32 +72,40 @@ def deliver_edition(
     *,
     claimer: Claimer,
     builder: Builder,
-    transport: Transport,
+    transport: Transport | Sender,
     sender: str,
     stop_event: threading.Event,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int], None] | None = None,
 ) -> DeliveryReport:
-    """Deliver `letters` (the claimer hands them out): each claimed, built, handed to `transport` as from `sender`,
-    and its outcome recorded; then up to len(RETRY_DELAYS) more rounds for the 4xx-deferred ones. `stop_event`
-    stops it after the message in flight; `progress(k)` is told as k more letters are finished."""
+    """Deliver `letters` (the claimer hands them out): each claimed, built, handed to `transport` (one Transport, or
+    a Sender that keeps several connections) as from `sender`, and its outcome recorded; then up to
+    len(RETRY_DELAYS) more rounds for the 4xx-deferred ones. `stop_event` stops it after the messages in flight;
+    `progress(k)` is told as k more letters are finished."""
     tally = _Tally(progress)
     held: dict[int, Letter] = {}  # claimed, not yet handed over: released if the loop ends first
     error: DigestError | None = None
+    out: Sender = transport if isinstance(transport, (InlineSender, ThreadedSender)) else InlineSender(transport, sender)
     try:
         for built in _claimed_and_built(claimer, builder, tally, held, stop_event):
             if stop_event.is_set():
                 break
             if built.message is None:  # it could not be built: the subscriber's failed delivery
                 del held[built.letter.delivery_id]
-                _record(claimer, _unbuilt(built), tally)
+                _record(claimer, [_unbuilt(built)], tally)
                 continue
-            outcome = _send(transport, built, sender, tally)  # raises when it was not handed over: it stays held
-            del held[built.letter.delivery_id]
-            _record(claimer, outcome, tally, retry=built)
-        _retry_rounds(claimer, transport, sender, tally, stop_event, sleep)
+            while out.in_flight >= out.connections:  # every connection busy: record what they finished first
+                _settle(claimer, out.collect(wait=True), tally, held)
+            out.submit(built)
+            _settle(claimer, out.collect(wait=False), tally, held)
+        _drain(claimer, out, tally, held)
+        _retry_rounds(claimer, out, tally, held, stop_event, sleep)
     except DigestError as exc:  # the server down or unusable, the ledger unwritable: the rest stays for the next run
         error = exc
+        try:
+            _drain(claimer, out, tally, held)  # what the other connections had in hand is recorded all the same
+        except DigestError:
+            pass
     tally.deferred += len(tally.to_retry)  # still deferred when the loop ended: the next run retries them
     settlement = claimer.release(list(held.values()))
     for outcome in settlement.recorded_late:  # recorded late, but recorded: counted as the run would have
@@ -135,20 +144,34 @@ def _claimed_and_built(claimer: Claimer, builder: Builder, tally: _Tally, held: 
         batch, built = upcoming, upcoming_built
 
 
-def _send(transport: Transport, built: Built, sender: str, tally: _Tally) -> Outcome:
-    """Hand one message over: the outcome of a 2xx, 4xx or 5xx. Any other DeliveryError (refused connection, TLS,
-    login, an unwritable outbox) means it was not handed over: raised, and the letter is released."""
-    letter, started = built.letter, time.perf_counter()
-    assert built.message is not None
-    try:
-        transport.send(built.message, sender=sender, recipient=letter.subscriber.email)
-        return Outcome(letter, "sent", attempts=1)
-    except TransientDeliveryError as exc:
-        return Outcome(letter, "deferred", attempts=1, error=str(exc))
-    except PermanentDeliveryError as exc:
-        return Outcome(letter, "failed", attempts=1, error=str(exc), bounce=True)
-    finally:
-        tally.send += time.perf_counter() - started
+def _settle(claimer: Claimer, handed: Sequence[Handed], tally: _Tally, held: dict[int, Letter], *, final: bool = False) -> None:
+    """Record the answers in `handed` (one transaction when the claimer can), then raise the first error of a message
+    that was not handed over (that letter stays held, and is released). `final`: a deferral is not retried again."""
+    outcomes: list[Outcome] = []
+    failure: BaseException | None = None
+    for item in handed:
+        tally.send += item.seconds
+        if item.outcome is None:
+            failure = failure or item.error
+            continue
+        held.pop(item.built.letter.delivery_id, None)  # a retry round's letter is no longer held: it was recorded before
+        outcomes.append(item.outcome)
+    if outcomes:
+        _record(claimer, outcomes, tally, retry={} if final else {h.built.letter.delivery_id: h.built for h in handed})
+    if failure is not None:
+        raise failure
+
+
+def _drain(claimer: Claimer, out: Sender, tally: _Tally, held: dict[int, Letter], *, final: bool = False) -> None:
+    """Wait for every message in flight and record it."""
+    failure: DigestError | None = None
+    while out.in_flight:
+        try:
+            _settle(claimer, out.collect(wait=True), tally, held, final=final)
+        except DigestError as exc:  # the connection that failed is done; the others still finish theirs
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _unbuilt(built: Built) -> Outcome:
@@ -160,14 +183,23 @@ def _unbuilt(built: Built) -> Outcome:
     return Outcome(letter, "failed", attempts=0, error=problem.error)
 
 
-def _record(claimer: Claimer, outcome: Outcome, tally: _Tally, *, retry: Built | None = None) -> None:
-    """Record `outcome`, log it and count it. A deferral with `retry` (its message) waits for the retry rounds;
-    without, it is final. ServerDownError at SERVER_DOWN_AFTER failures in a row to different recipients."""
+def _record(claimer: Claimer, outcomes: Sequence[Outcome], tally: _Tally, *, retry: dict[int, Built] | None = None) -> None:
+    """Record `outcomes` (one transaction with a claimer that has record_many), log and count them. A deferral whose
+    message is in `retry` waits for the retry rounds; otherwise it is final. ServerDownError at SERVER_DOWN_AFTER
+    failures in a row to different recipients."""
     started = time.perf_counter()
     try:
-        bounces = claimer.record(outcome)
+        record_many = getattr(claimer, "record_many", None)
+        bounces = record_many(outcomes) if record_many is not None else [claimer.record(outcome) for outcome in outcomes]
     finally:
         tally.send += time.perf_counter() - started
+    down = [outcome for outcome, bounced in zip(outcomes, bounces) if _count(outcome, bounced, tally, (retry or {}).get(outcome.letter.delivery_id))]
+    if down:  # every outcome of the batch counted first: they are all recorded
+        raise ServerDownError(f"{len(tally.streak)} deliveries in a row to different recipients failed (the last: {down[-1].error}); the run stopped, the rest stays for the next run")
+
+
+def _count(outcome: Outcome, bounces: int, tally: _Tally, retry: Built | None) -> bool:
+    """Log and count one recorded outcome; True when it makes SERVER_DOWN_AFTER failures in a row."""
     letter = outcome.letter
     tally.to_retry.pop(letter.delivery_id, None)
     who = {"subscriber": letter.subscriber.email, "edition": letter.edition}
@@ -175,10 +207,10 @@ def _record(claimer: Claimer, outcome: Outcome, tally: _Tally, *, retry: Built |
         log_event(log, "sent", logging.DEBUG, **who, message_id=letter.message_id)
         tally.streak.clear()
         tally.finished("sent")
-        return
+        return False
     if not outcome.attempts:  # it could not be built (logged when found): not the server's doing
         tally.finished("failed")
-        return
+        return False
     if outcome.state == "deferred":
         log_event(log, "deferred", logging.WARNING, **who, error=outcome.error)
         if retry is not None:
@@ -191,11 +223,10 @@ def _record(claimer: Claimer, outcome: Outcome, tally: _Tally, *, retry: Built |
             log_event(log, "bounced", logging.WARNING, subscriber=letter.subscriber.email, note="no more mail until resumed")
         tally.finished("failed")
     tally.streak.add(letter.subscriber.email)
-    if len(tally.streak) >= SERVER_DOWN_AFTER:
-        raise ServerDownError(f"{len(tally.streak)} deliveries in a row to different recipients failed (the last: {outcome.error}); the run stopped, the rest stays for the next run")
+    return len(tally.streak) >= SERVER_DOWN_AFTER
 
 
-def _retry_rounds(claimer: Claimer, transport: Transport, sender: str, tally: _Tally, stop_event: threading.Event, sleep: Callable[[float], None]) -> None:
+def _retry_rounds(claimer: Claimer, out: Sender, tally: _Tally, held: dict[int, Letter], stop_event: threading.Event, sleep: Callable[[float], None]) -> None:
     """Up to len(RETRY_DELAYS) more rounds over the deferred letters, after a pause each; the last round's
     deferrals are final (the next run retries them)."""
     for round_, delay in enumerate(RETRY_DELAYS, start=1):
@@ -205,5 +236,8 @@ def _retry_rounds(claimer: Claimer, transport: Transport, sender: str, tally: _T
         sleep(delay)
         last = round_ == len(RETRY_DELAYS)
         for built in list(tally.to_retry.values()):
-            outcome = _send(transport, built, sender, tally)
-            _record(claimer, outcome, tally, retry=None if last else built)
+            while out.in_flight >= out.connections:
+                _settle(claimer, out.collect(wait=True), tally, held, final=last)
+            out.submit(built)
+            _settle(claimer, out.collect(wait=False), tally, held, final=last)
+        _drain(claimer, out, tally, held, final=last)

@@ -16,6 +16,7 @@ import smtplib
 import socket
 import ssl
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -40,18 +41,40 @@ class Transport(Protocol):
 _DROPPED = (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError, socket.timeout, ssl.SSLError)
 
 
-class SMTPTransport:
-    """One SMTP connection reused for many messages, reopened when the server drops it, paced by send_rate."""
+class Pace:
+    """send_rate for one process: the next free slot, shared by every connection (thread-safe). The sleeping is
+    done by the caller, outside the lock, so the other connections keep taking their own slots."""
 
-    def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self._clock = clock
+        self._next_slot = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> float:
+        """Seconds to sleep before the next message may go (its slot taken)."""
+        if not self.interval:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.interval
+        return slot - now
+
+
+class SMTPTransport:
+    """One SMTP connection reused for many messages, reopened when the server drops it, paced by send_rate (a
+    `pace` shared by several transports paces them together)."""
+
+    def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 pace: Pace | None = None):
         self.host, self.port = settings.smtp_host, int(settings.smtp_port)
         self.security, self.user, self._password = settings.smtp_security, settings.smtp_user, settings.smtp_password
         self.timeout = float(settings.smtp_timeout)
-        self.interval = 1.0 / settings.send_rate if settings.send_rate else 0.0
+        self.pace = pace or Pace(settings.send_rate, clock)
         self._ssl_context = ssl_context
-        self._sleep, self._clock = sleep, clock
+        self._sleep = sleep
         self._smtp: smtplib.SMTP | None = None
-        self._next_slot = 0.0
         self.connections = 0  # opened so far, for tests and logs
 
     def __repr__(self) -> str:  # never shows the password
@@ -152,12 +175,9 @@ class SMTPTransport:
         return PermanentDeliveryError(message) if code >= 500 else TransientDeliveryError(message)
 
     def _pace(self) -> None:
-        if not self.interval:
-            return
-        now = self._clock()
-        if now < self._next_slot:
-            self._sleep(self._next_slot - now)
-        self._next_slot = max(now, self._next_slot) + self.interval
+        delay = self.pace.wait()
+        if delay > 0:
+            self._sleep(delay)
 
     def _drop(self) -> None:
         _quietly_close(self._smtp, polite=False)

@@ -25,7 +25,8 @@ from ..delivery.build import builder_for, compose, make_links
 from ..delivery.claim import LedgerClaimer
 from ..delivery.loop import DeliveryReport, deliver_edition
 from ..delivery.message import check_sender_settings, make_message_id
-from ..delivery.transport import Transport, transport_for
+from ..delivery.senders import InlineSender, sender_for
+from ..delivery.transport import Transport
 from ..delivery.work import Letter
 from ..errors import DigestError, LockedError
 from ..ingest import SourceReport, fetch_sources
@@ -250,16 +251,16 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
     _record_unbuildable(engine, unbuildable, clock())
     if progress is not None and (skipped or unbuildable):
         progress(len(skipped) + len(unbuildable))
-    own = transport is None
-    transport = transport or transport_for(settings)
-    builder = builder_for(settings, letters, clock())
+    builder = builder_for(settings, letters, clock())  # before the sender's threads start: it may fork
+    out = sender_for(settings, transport, len(letters))
     try:
-        report = deliver_edition(letters, claimer=LedgerClaimer(engine, letters, clock=clock, covered_until=now), builder=builder, transport=transport,
+        report = deliver_edition(letters, claimer=LedgerClaimer(engine, letters, clock=clock, covered_until=now), builder=builder, transport=out,
                                  sender=settings.from_address, stop_event=stop_event, sleep=sleep, progress=progress)
     finally:
         builder.close()
-        if own:
-            transport.close()
+        out.close()
+        if transport is None and isinstance(out, InlineSender):
+            out.transport.close()
     return _Delivered.of(report, len(skipped), len(unbuildable))
 
 

@@ -19,7 +19,7 @@ from werkzeug.exceptions import TooManyRequests
 
 from ..delivery.message import check_address
 from ..editions import WEEKDAYS
-from ..errors import DigestError, InputError
+from ..errors import DigestError, InputError, TokenError
 from ..models import Subscriber
 from ..render import long_date
 from ..store import check_database, schema_is_current, session_scope
@@ -46,7 +46,7 @@ from ..store.subscribers import (
     validate_email,
     validate_profile,
 )
-from ..tokens import Claim, action_url, make_token
+from ..tokens import VOTES, Claim, action_url, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
@@ -268,6 +268,24 @@ def _delete_data(token: str):
 
 @pages.route("/feedback/<token>", methods=["GET", "POST"])
 def feedback(token: str):
+    """A like or dislike link of the web edition page (or of an email sent before vote links): one token per link."""
+    return _feedback(lambda session: _load(session, "feedback", token))
+
+
+@pages.route("/feedback/<token>/<int:paper_id>/<vote>", methods=["GET", "POST"])
+def vote(token: str, paper_id: int, vote: str):
+    """A like or dislike link of an email: the email's one "vote" token, the paper and the vote in the path."""
+    if vote not in VOTES:
+        raise TokenError("this link is not valid (it may have been altered or cut short)")
+
+    def load(session: Any) -> tuple[Claim, Subscriber]:
+        claim, sub = _load(session, "vote", token)
+        return replace(claim, paper_id=paper_id, value=VOTES[vote]), sub
+
+    return _feedback(load)
+
+
+def _feedback(load: Any):
     # Mail security scanners open every link of an email (GET or HEAD), in any order: were the like and
     # dislike links to vote, a scanner would cast ten votes the reader never gave. Opening the link shows
     # the paper and a button; only the button's POST (CSRF-checked, like confirm) records the vote.
@@ -278,7 +296,7 @@ def feedback(token: str):
     if request.method == "POST":
         ctx.csrf.check()
     with session_scope(ctx.engine) as session:
-        claim, sub = _load(session, "feedback", token)
+        claim, sub = load(session)
         paper = get_paper(session, claim.paper_id)
         if paper is None:
             raise LinkGone("this paper is no longer in the digest's store")

@@ -1,0 +1,146 @@
+"""Handing built messages over: one connection in the calling thread (InlineSender), or several SMTP connections,
+each owned by its own thread and reused for many messages (ThreadedSender, `smtp_connections`). Both return what
+became of each message as a typed Handed value, in the order the server answered; they never touch the ledger.
+
+A relay across the internet answers each SMTP command in tens of milliseconds and a message takes four commands
+(MAIL, RCPT, DATA, the body), so one connection moves at most a few messages a second whatever the CPU: the
+threads wait on the network, not on the GIL. It must not build messages, record outcomes or decide who is due.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from ..config import Settings
+from ..errors import PermanentDeliveryError, TransientDeliveryError
+from .transport import Pace, SMTPTransport, Transport, transport_for
+from .work import Built, Outcome
+
+
+@dataclass(frozen=True)
+class Handed:
+    """One message's hand-over: the server's answer as an Outcome, or `error` when it was not handed over at all
+    (the server cannot be used: refused connection, TLS, login; or a bug), with the seconds it took."""
+
+    built: Built
+    outcome: Outcome | None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+
+def hand_over(transport: Transport, built: Built, sender: str) -> Handed:
+    """Send one message: the outcome of a 2xx, 4xx or 5xx. Any other error means it was not handed over."""
+    letter, started = built.letter, time.perf_counter()
+    assert built.message is not None
+    try:
+        transport.send(built.message, sender=sender, recipient=letter.subscriber.email)
+        outcome = Outcome(letter, "sent", attempts=1)
+    except TransientDeliveryError as exc:
+        outcome = Outcome(letter, "deferred", attempts=1, error=str(exc))
+    except PermanentDeliveryError as exc:
+        outcome = Outcome(letter, "failed", attempts=1, error=str(exc), bounce=True)
+    except BaseException as exc:  # noqa: BLE001 - returned, not raised: the loop decides (it may come from a thread)
+        return Handed(built, None, exc, time.perf_counter() - started)
+    return Handed(built, outcome, None, time.perf_counter() - started)
+
+
+class Sender(Protocol):
+    """Takes messages while it has a free connection; gives back each one's Handed once the server answered."""
+
+    connections: int
+    in_flight: int  # submitted, not yet collected
+
+    def submit(self, built: Built) -> None:
+        """Start handing `built` over (only while in_flight < connections)."""
+        ...
+
+    def collect(self, wait: bool) -> list[Handed]:
+        """The hand-overs finished since the last call; with `wait`, at least one when any is in flight."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InlineSender:
+    """One transport, in the calling thread: submit() sends at once (the outbox, a test's transport, one connection)."""
+
+    connections = 1
+
+    def __init__(self, transport: Transport, sender: str) -> None:
+        self.transport, self.sender = transport, sender
+        self.done: list[Handed] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.done)
+
+    def submit(self, built: Built) -> None:
+        self.done.append(hand_over(self.transport, built, self.sender))
+
+    def collect(self, wait: bool) -> list[Handed]:
+        done, self.done = self.done, []
+        return done
+
+    def close(self) -> None:
+        pass
+
+
+_STOP = None  # on the job queue: the thread closes its connection and ends
+
+
+class ThreadedSender:
+    """`connections` threads, each with its own transport (one SMTP connection, reopened when dropped) taking
+    messages from one queue. The loop submits no more than `connections` at a time and records each answer before
+    submitting more, so at most one accepted message per connection is unrecorded at any instant: a crash sends at
+    most that many twice."""
+
+    def __init__(self, make_transport: Callable[[], Transport], sender: str, connections: int) -> None:
+        self.connections, self.sender, self.in_flight = connections, sender, 0
+        self.jobs: queue.SimpleQueue[Built | None] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[Handed] = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._run, args=(make_transport,), name=f"digest-smtp-{n}", daemon=True) for n in range(connections)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, make_transport: Callable[[], Transport]) -> None:
+        transport = make_transport()
+        try:
+            while (built := self.jobs.get()) is not _STOP:
+                self.done.put(hand_over(transport, built, self.sender))
+        finally:
+            transport.close()
+
+    def submit(self, built: Built) -> None:
+        self.in_flight += 1
+        self.jobs.put(built)
+
+    def collect(self, wait: bool) -> list[Handed]:
+        found: list[Handed] = []
+        if wait and self.in_flight:
+            found.append(self.done.get())
+        while True:
+            try:
+                found.append(self.done.get_nowait())
+            except queue.Empty:
+                break
+        self.in_flight -= len(found)
+        return found
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(_STOP)
+        for thread in self.threads:
+            thread.join()
+
+
+def sender_for(settings: Settings, transport: Transport | None, letters: int) -> InlineSender | ThreadedSender:
+    """`transport` when the caller gives one (in the calling thread); else smtp_connections SMTP connections (no more
+    than there are letters) sharing one send_rate, or the outbox, or one connection, in the calling thread."""
+    if transport is None and settings.smtp_host and min(settings.smtp_connections, letters) > 1:
+        pace = Pace(settings.send_rate)
+        return ThreadedSender(lambda: SMTPTransport(settings, pace=pace), settings.from_address, min(settings.smtp_connections, letters))
+    return InlineSender(transport or transport_for(settings), settings.from_address)
