@@ -272,12 +272,20 @@ class DigestRenderer:
         self._cards_html = env.get_template("digest_card.html").module
         self._cards_text = env.get_template("digest_card.txt").module
         self._cache: OrderedDict[tuple, tuple[tuple[str, ...], tuple[str, ...]]] = OrderedDict()
+        self._keys: dict[int, tuple[Candidate, tuple]] = {}
 
     def _card(self, kind: str, candidate: Candidate, has_reason: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The HTML and text of one paper's card (kind "card") or trending row, split on its slots."""
-        p = candidate.paper
-        # Keyed by everything shown, not just id + version: upvotes and sources change during a day.
-        key = (kind, p.id, p.version, p.title, p.abstract, tuple(p.authors or ()), p.url, p.pdf_url, p.arxiv_id, p.doi, p.upvotes, candidate.sources, candidate.source_kinds, has_reason)
+        # Keyed by everything shown, not just id + version: upvotes and sources change during a day. The key of a
+        # candidate object is made once (reading a dozen ORM attributes per card and email cost more than the join).
+        seen = self._keys.get(id(candidate))
+        if seen is None or seen[0] is not candidate:
+            p = candidate.paper
+            seen = (candidate, (p.id, p.version, p.title, p.abstract, tuple(p.authors or ()), p.url, p.pdf_url, p.arxiv_id, p.doi, p.upvotes, candidate.sources, candidate.source_kinds))
+            self._keys[id(candidate)] = seen  # holds the candidate: its id() cannot be reused while the entry lives
+            if len(self._keys) > 4 * max(self.cache_size, 1024):
+                self._keys.clear()
+        key = (kind, has_reason, seen[1])
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)

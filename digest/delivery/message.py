@@ -30,6 +30,7 @@ MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
 _UNSAFE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]+")
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
 _STYLE = re.compile(r"<style.*?(?:</style|\Z)", re.IGNORECASE | re.DOTALL)  # a <style> element, to its end tag or the end
+_LONG_LINE = re.compile(rb"[^\r\n]{999}")  # a line longer than RFC 5322's 998 octets (one scan, no list of lines)
 
 
 # --- headers ----------------------------------------------------------------------------------------
@@ -40,6 +41,7 @@ def clean_header_text(value: str) -> str:
     return " ".join(_UNSAFE.sub(" ", value or "").split())
 
 
+@lru_cache(maxsize=4096)  # subjects repeat across subscribers (the same top pick): encoded once
 def encode_words(text: str, used: int = 0) -> str:
     """An unstructured header value: folded ASCII, or RFC 2047 base64 words when it is not plain ASCII.
 
@@ -174,9 +176,19 @@ def encode_html(html: str) -> tuple[str, bytes]:
             return "base64", encode_base64(html)
         html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
     body = _crlf(html)
-    if max(map(len, body.split(b"\r\n"))) > 998:
+    if _LONG_LINE.search(body):
         return "base64", encode_base64(html)
     return "7bit", body
+
+
+def encode_text(text: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, body) of the plain-text part: 7bit when it is ASCII with lines within 998
+    octets (most digests: nothing to encode), else quoted-printable (readable as source, lines under 76)."""
+    if text.isascii():
+        body = _crlf(text)
+        if not _LONG_LINE.search(body):
+            return "7bit", body
+    return "quoted-printable", encode_qp(text)
 
 
 def _styles_are_ascii(html: str) -> bool:
@@ -228,10 +240,11 @@ def build_confirmation(settings: Settings, *, to: str, subject: str, text: str, 
 
 def _alternative(headers: list[str], text: str, html: str) -> bytes:
     """A multipart/alternative message from ready header lines (already cleaned and encoded), the plain
-    text (quoted-printable) and the HTML (7bit or base64, see encode_html), with CRLF line ends."""
+    text (7bit or quoted-printable, see encode_text) and the HTML (7bit or base64, see encode_html), with CRLF line ends."""
     # "=_" never occurs in base64 or quoted-printable text; in a 7bit HTML part it would need "--=_digest_"
     # followed by 24 random hex digits, which no template or feed can know in advance.
     boundary = "=_digest_" + secrets.token_hex(12)
+    text_encoding, text_body = encode_text(text)
     head = CRLF.join(
         (
             *headers,
@@ -240,7 +253,7 @@ def _alternative(headers: list[str], text: str, html: str) -> bytes:
             "",
             f"--{boundary}",
             'Content-Type: text/plain; charset="utf-8"',
-            "Content-Transfer-Encoding: quoted-printable",
+            f"Content-Transfer-Encoding: {text_encoding}",
             "",
             "",
         )
@@ -248,4 +261,4 @@ def _alternative(headers: list[str], text: str, html: str) -> bytes:
     encoding, body = encode_html(html)
     middle = f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=\"utf-8\"{CRLF}Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}".encode("ascii")
     tail = f"{CRLF}--{boundary}--{CRLF}".encode("ascii")
-    return b"".join((head, encode_qp(text), middle, body, tail))
+    return b"".join((head, text_body, middle, body, tail))
