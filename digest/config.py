@@ -47,7 +47,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("smtp_user", "", "SMTP login; empty: no AUTH"),
     Option("smtp_password", "", "SMTP password (or DIGEST_SMTP_PASSWORD_FILE)", secret=True),
     Option("smtp_timeout", 30.0, "seconds before an SMTP command gives up", "float", minimum=0.1),
-    Option("smtp_connections", 16, "SMTP connections a sending process keeps open and uses at once (1: one message at a time)", "int", minimum=1, maximum=200),
+    Option("smtp_connections", 32, "SMTP connections a sending process keeps open and uses at once (1: one message at a time)", "int", minimum=1, maximum=200),
     Option("send_rate", 0.0, "messages per second; 0 = unlimited", "float", minimum=0),
     Option("from_address", "digest@localhost", "From address of every digest"),
     Option("from_name", "Paper digest", "From display name"),

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 
 from .errors import ConfigError, TokenError
 
@@ -44,6 +45,39 @@ class Claim:
     edition: str | None = None  # YYYY-MM-DD, for "edition"
 
 
+class _Signer(TimestampSigner):
+    """itsdangerous's signer with its derived key kept: it derived it again (one more HMAC) for every token."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        if secret_key is not None:
+            return super().derive_key(secret_key)
+        key = self.__dict__.get("_derived")
+        if key is None:
+            key = self._derived = super().derive_key()
+        return key
+
+
+class _Serializer(URLSafeTimedSerializer):
+    """The same tokens as URLSafeTimedSerializer (it reads them, and they read these), made with less work: one signer
+    per serializer, and no zlib attempt for a payload of a few numbers, which never compresses."""
+
+    signer = _Signer
+
+    def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
+        if salt is not None and salt != self.salt:
+            return super().make_signer(salt)
+        signer = self.__dict__.get("_signer")
+        if signer is None:
+            signer = self._signer = super().make_signer(salt)
+        return signer
+
+    def dump_payload(self, obj: object) -> bytes:
+        json = self.serializer.dumps(obj, separators=(",", ":"))
+        if len(json) > 64:  # longer payloads may compress: itsdangerous's own way
+            return super().dump_payload(obj)
+        return base64_encode(json.encode("utf-8"))
+
+
 @lru_cache(maxsize=64)  # a digest run makes 3 tokens per email: build each serializer once
 def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
     if not secret_key:
@@ -53,7 +87,7 @@ def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
     if action not in ACTIONS:
         raise ValueError(f"unknown token action {action!r}")
     # The salt scopes a token to its action: an unsubscribe token cannot confirm anyone.
-    return URLSafeTimedSerializer(secret_key, salt=f"digest.{action}")
+    return _Serializer(secret_key, salt=f"digest.{action}")
 
 
 def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 0, *, paper_id: int | None = None, value: int | None = None,
