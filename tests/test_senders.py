@@ -12,7 +12,10 @@ import pytest
 from digest.delivery.senders import InlineSender, ThreadedSender, sender_for
 from digest.pipeline.job import run_job
 from digest.store import deliveries as ledger
+from digest.models import Subscriber
 from digest.store import session_scope
+from digest.store.candidates import sent_among
+from sqlmodel import select
 from digest.store.subscribers import SubscriberInput, add_subscriber
 from smtp_server import start_smtp_server
 from test_pipeline import NOW, world  # noqa: F401 - the fixture
@@ -38,7 +41,12 @@ def everyone_once(report, server, engine) -> None:
     assert (report.sent, report.failed, report.deferred, report.unserved, report.error) == (READERS, 0, 0, 0, None)
     received = Counter(server.recipients())
     assert len(received) == READERS and set(received.values()) == {1}
-    assert {d.state for d in ledger.deliveries_for(engine)} == {"sent"}
+    deliveries = ledger.deliveries_for(engine)
+    assert {d.state for d in deliveries} == {"sent"} and all(d.papers for d in deliveries)
+    with session_scope(engine) as session:  # recorded several to a transaction, each with its own papers
+        carried = sent_among(session, [d.subscriber_id for d in deliveries], [p for d in deliveries for p in d.papers])
+        assert {sub: sorted(papers) for sub, papers in carried.items()} == {d.subscriber_id: sorted(set(d.papers)) for d in deliveries}
+        assert all(s.last_digest_at is not None for s in session.exec(select(Subscriber)))
 
 
 def test_sender_for_keeps_smtp_connections_but_no_more_than_letters(crowd) -> None:

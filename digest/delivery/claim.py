@@ -75,10 +75,21 @@ class LedgerClaimer:
         """Several outcomes in one transaction (the answers several connections brought back meanwhile)."""
         now = self.clock()
         writes = [self._write_of(outcome, now) for outcome in outcomes]
+        sent = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.letter.paper_ids, o.attempts) for o in outcomes if o.state == "sent"]
+        others = [(k, write) for k, (outcome, write) in enumerate(zip(outcomes, writes)) if outcome.state != "sent"]
+        until = self.covered_until
+
+        def work(conn: Connection) -> list[int]:
+            ledger.record_sent_many(conn, sent, now, until)
+            bounces = [0] * len(outcomes)
+            for k, write in others:
+                bounces[k] = int(write(conn) or 0)  # type: ignore[call-overload]
+            return bounces
+
         if self.conn is None:
             self.conn = self.engine.connect()
         try:
-            return list(ledger.write(self.conn, lambda conn: [int(write(conn) or 0) for write in writes]))  # type: ignore[call-overload]
+            return list(ledger.write(self.conn, work))  # type: ignore[call-overload]
         except StoreError:
             self.unrecorded.extend(zip(outcomes, writes))
             raise

@@ -246,6 +246,18 @@ def record_sent(conn: Connection, delivery_id: int, subscriber_id: int, paper_id
     conn.execute(_COVERED, {"subscriber_id_": subscriber_id, "until_": covered_until})
 
 
+def record_sent_many(conn: Connection, sent: Sequence[tuple[int, int, Sequence[int], int]], now: datetime, covered_until: datetime) -> None:
+    """record_sent for several (delivery id, subscriber id, paper ids, attempts) at once: three statements with many
+    parameter sets instead of three per message (the answers several SMTP connections brought back meanwhile)."""
+    if not sent:
+        return
+    conn.execute(_SENT, [{"delivery_id_": row, "tries_": attempts, "papers_": list(papers), "at_": now} for row, _, papers, attempts in sent])
+    carried = [{"subscriber_id": sub, "paper_id": p, "delivery_id": row, "sent_at": now} for row, sub, papers, _ in sent for p in dict.fromkeys(papers)]
+    if carried:
+        conn.execute(_sent_paper_insert(conn), carried)
+    conn.execute(_COVERED, [{"subscriber_id_": sub, "until_": covered_until} for _, sub, _, _ in sent])
+
+
 def record_deferred(conn: Connection, delivery_id: int, error: str, attempts: int, now: datetime) -> None:
     conn.execute(_UNSENT, {"delivery_id_": delivery_id, "state_": "deferred", "tries_": attempts, "error_": error, "at_": now})
 
