@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import digest.rank.text  # noqa: E402,F401 - import scikit-learn before the clock starts
+import digest.rank.text  # noqa: E402,F401 - import scipy and the stemmer before the clock starts
 from digest.models import Paper  # noqa: E402
 from digest.rank import Profile, ProfilePaper, default_threads, rank_many  # noqa: E402
 from digest.rank import Candidate  # noqa: E402

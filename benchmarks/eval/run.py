@@ -51,7 +51,7 @@ _WORD = re.compile(r"\w\w+")
 
 
 def _bm25_tokens(text: str) -> list[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from digest.rank.stop_words import ENGLISH_STOP_WORDS
 
     return [w for w in _WORD.findall(text.lower()) if w not in ENGLISH_STOP_WORDS]
 

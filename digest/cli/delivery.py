@@ -90,7 +90,7 @@ class _Interruption:
 
 
 def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: bool = False, edition: str | None = None) -> None:
-    # Imported here, not at the top: the job loads ranking and rendering (numpy, scikit-learn, premailer), which
+    # Imported here, not at the top: the job loads ranking and rendering (numpy, scipy, premailer), which
     # `digest --help` and the other commands must not wait for.
     from ..pipeline.job import run_job
 

@@ -40,7 +40,7 @@ def _entries(result, limit: int) -> list[dict]:
 @pass_app
 def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
     """What the next digest for EMAIL would contain, best first, with the reasons for each paper."""
-    # Imported here, not at the top: planning loads ranking (numpy, scikit-learn), which `digest --help` must not wait for.
+    # Imported here, not at the top: planning loads ranking (numpy, scipy), which `digest --help` must not wait for.
     from ..pipeline.plan import plan_for, rank_plans
 
     now = app.now()

@@ -1,6 +1,7 @@
 """The text model behind digest.rank: TF-IDF vectors of the day's candidates and of every profile's texts, which
-words of an interest a paper holds (the evidence rule), and the day's trending scores. Pure numpy / scipy /
-scikit-learn: no database, no clock, no network. Scoring profiles against the candidates is digest.rank.score's job.
+words of an interest a paper holds (the evidence rule), and the day's trending scores. Pure numpy / scipy (no
+scikit-learn: importing it cost 2 s of every `digest rank`): no database, no clock, no network. Scoring profiles
+against the candidates is digest.rank.score's job.
 
 Tokens are lower-cased words without English stop words, stemmed by the English Snowball stemmer (so
 "autoencoders" meets "autoencoder" and "compatible" meets "compatibility"), unigrams and bigrams; reasons show each
@@ -19,15 +20,18 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
-from sklearn.preprocessing import normalize
 from snowballstemmer import stemmer as snowball_stemmer
 
 from .semantic import DIMENSIONS
+from .stop_words import ENGLISH_STOP_WORDS
 
 # Tuned on the "tune" half of benchmarks/eval (figures in docs/benchmarks.md, "Ranking quality").
 TITLE_WEIGHT = 2  # a term in the title counts this many times one in the abstract
 BM25_K1, BM25_B = 2.0, 0.75  # papers' term weights: BM25's tf saturation and length normalisation, times IDF
+# A word of an interest that no candidate holds is what sets the interest apart ("interferometer" in "signal processing
+# for interferometer noise"): it weighs twice the IDF of a word in no paper, so the other, generic words alone never
+# make "most of the interest" (the off-topic profiles of benchmarks/eval: one padded paper before, none now).
+UNSEEN_WEIGHT = 2.0
 SEMANTIC_SHARE, SEMANTIC_BASE = 0.1, 0.3  # hybrid (tuned on the "tune" half): embedding weight; cosine taken as unrelated
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
@@ -83,8 +87,41 @@ def readable_forms(texts: Sequence[str]) -> dict[str, str]:
     return {root: form for root, (_, form) in best.items()}
 
 
-def _identity(tokens: list[str]) -> list[str]:
-    return tokens
+class Vocabulary:
+    """The candidates' terms (sorted, as scikit-learn numbers them) with their smoothed IDF, log((1 + n) / (1 + df)) + 1,
+    and the count and sublinear TF-IDF rows of analysed texts over them: what TfidfVectorizer(sublinear_tf=True,
+    norm=None) and CountVectorizer did here, in scipy, because importing scikit-learn cost about 2 s of every
+    `digest rank` (tests/test_rank_text.py checks the rows against scikit-learn's)."""
+
+    def __init__(self, docs: Sequence[list[str]]):
+        self.features = sorted({t for d in docs for t in d})
+        self.index = {t: n for n, t in enumerate(self.features)}
+        df = np.bincount(self.counts(docs).indices, minlength=len(self.features)).astype(np.float32)
+        self.idf = (np.log(np.float32(len(docs) + 1) / (df + 1)) + 1).astype(np.float32)
+
+    def counts(self, docs: Sequence[list[str]]) -> sp.csr_matrix:
+        """Term counts (docs x terms, float32); terms not in the vocabulary are left out."""
+        index, indices, indptr = self.index, [], [0]
+        for doc in docs:
+            indices.extend(index[t] for t in doc if t in index)
+            indptr.append(len(indices))
+        counts = sp.csr_matrix((np.ones(len(indices), np.float32), np.array(indices, dtype=np.intp), np.array(indptr, dtype=np.intp)), shape=(len(docs), len(self.features)))
+        counts.sum_duplicates()
+        return counts
+
+    def tfidf(self, docs: Sequence[list[str]]) -> sp.csr_matrix:
+        """(1 + log tf) x IDF, not normalised."""
+        rows = self.counts(docs)
+        rows.data = (np.log(rows.data) + 1) * self.idf[rows.indices]
+        return rows
+
+
+def l2_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row over its Euclidean length (rows of zeros stay zeros), float32 CSR."""
+    rows = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
+    rows.data /= np.repeat(np.where(norms > 0, norms, 1), np.diff(rows.indptr)).astype(np.float32)
+    return rows
 
 
 class Corpus:
@@ -96,19 +133,17 @@ class Corpus:
         self.size = len(pool)
         titles = [analyse(c.paper.title or "") for c in pool]
         abstracts = [analyse(c.paper.abstract or "") for c in pool]
-        self.vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, norm=None, dtype=np.float32)
+        self.vectorizer: Vocabulary | None = None
         if any(titles) or any(abstracts):
-            self.vectorizer.fit([t + a for t, a in zip(titles, abstracts)])
-            self.counter = CountVectorizer(analyzer=_identity, vocabulary=self.vectorizer.vocabulary_, dtype=np.float32)
+            self.vectorizer = Vocabulary([t + a for t, a in zip(titles, abstracts)])
             self.avgdl: float | None = None
             self.docs = self._papers(titles, abstracts)
             forms = readable_forms([f"{c.paper.title or ''} {c.paper.abstract or ''}" for c in pool])
-            self.terms = np.array([forms.get(t, t) for t in self.vectorizer.get_feature_names_out()], dtype=object)
+            self.terms = np.array([forms.get(t, t) for t in self.vectorizer.features], dtype=object)
         else:  # no candidates, or none with a word: nothing can match
-            self.vectorizer = None
             self.docs = sp.csr_matrix((self.size, 1), dtype=np.float32)
             self.terms = np.array([""], dtype=object)
-        self.term_words = [tuple(t.split(" ")) for t in (self.vectorizer.get_feature_names_out() if self.vectorizer is not None else self.terms)]
+        self.term_words = [tuple(t.split(" ")) for t in (self.vectorizer.features if self.vectorizer is not None else self.terms)]
         self.docs_t = self.docs.T.tocsr()
         self.presence_t = (self.docs_t > 0).astype(np.float32).tocsr()  # which terms each candidate holds
         self.gram = (self.docs @ self.docs_t).toarray().astype(np.float32)
@@ -129,14 +164,14 @@ class Corpus:
 
     def _papers(self, titles: list[list[str]], abstracts: list[list[str]]) -> sp.csr_matrix:
         """BM25's saturating, length-normalised tf (title tokens counted TITLE_WEIGHT times) x IDF, L2-normalised."""
-        counts = self.counter.transform([t * TITLE_WEIGHT + a for t, a in zip(titles, abstracts)]).astype(np.float32).tocsr()
+        counts = self.vectorizer.counts([t * TITLE_WEIGHT + a for t, a in zip(titles, abstracts)])
         lengths = np.asarray(counts.sum(axis=1)).ravel()
         if self.avgdl is None:  # the candidates set the average length; profile papers are measured against it
             self.avgdl = float(max(lengths.mean(), 1.0))
         rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
         tf = counts.data
         counts.data = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * lengths[rows] / self.avgdl))
-        return normalize(counts @ sp.diags(self.vectorizer.idf_.astype(np.float32))).astype(np.float32).tocsr()
+        return l2_rows(counts @ sp.diags(self.vectorizer.idf))
 
     def vectorise(self, interests: list[str], papers: list[tuple[str, str]]) -> sp.csr_matrix:
         """Rows for interest texts, then for (title, abstract) papers, in the candidates' vocabulary."""
@@ -145,7 +180,7 @@ class Corpus:
             return sp.csr_matrix((len(interests) + len(papers), width), dtype=np.float32)
         blocks = []
         if interests:
-            blocks.append(normalize(self.vectorizer.transform([analyse(t) for t in interests]).astype(np.float32)))
+            blocks.append(l2_rows(self.vectorizer.tfidf([analyse(t) for t in interests])))
         if papers:
             blocks.append(self._papers([analyse(t) for t, _ in papers], [analyse(a) for _, a in papers]))
         return sp.vstack(blocks, format="csr", dtype=np.float32) if blocks else sp.csr_matrix((0, width), dtype=np.float32)
@@ -153,13 +188,13 @@ class Corpus:
     def evidence_terms(self, interests: list[str]) -> sp.csr_matrix:
         """One row per interest: the IDF share of each of its words (unigram stems) among the candidates' terms, so
         that `evidence_terms @ presence_t` is the share of the interest a paper holds. A word no candidate holds
-        keeps its (highest) IDF in the total: "quantum error correction" is not two-thirds present in a paper that
-        says "error" and "correction". Rare words weigh more than generic ones, as in the ranking itself."""
+        counts UNSEEN_WEIGHT x the highest IDF in the total: "quantum error correction" is not two-thirds present in a
+        paper that says "error" and "correction". Rare words weigh more than generic ones, as in the ranking itself."""
         width = self.docs.shape[1]
         if self.vectorizer is None or not interests:
             return sp.csr_matrix((len(interests), width), dtype=np.float32)
-        vocabulary, idf = self.vectorizer.vocabulary_, self.vectorizer.idf_
-        unseen = float(np.log(1.0 + self.size) + 1.0)  # scikit-learn's smoothed IDF of a term in no document
+        vocabulary, idf = self.vectorizer.index, self.vectorizer.idf
+        unseen = UNSEEN_WEIGHT * float(np.log(1.0 + self.size) + 1.0)  # scikit-learn's smoothed IDF of a term in no document
         rows, cols, vals = [], [], []
         for n, text in enumerate(interests):
             words = list(dict.fromkeys(stem(w) for w in words_of(text)))

@@ -1,0 +1,42 @@
+"""digest.rank.text without scikit-learn: its stop words and TF-IDF rows are scikit-learn's, which the ranking
+was tuned with (scikit-learn stays a test dependency for these checks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+from digest.rank.stop_words import ENGLISH_STOP_WORDS as OURS
+from digest.rank.text import Vocabulary, analyse, l2_rows
+
+TEXTS = [
+    "Sparse autoencoders find interpretable features in language models",
+    "Dictionary learning of sparse features: autoencoders and interpretability",
+    "Weather forecasting with neural operators beats numerical weather prediction",
+    "",
+    "Robots robots robots walk",
+]
+
+
+def _identity(tokens: list[str]) -> list[str]:
+    return tokens
+
+
+def test_stop_words_are_scikit_learns():
+    assert OURS == frozenset(ENGLISH_STOP_WORDS)
+
+
+@pytest.mark.parametrize("queries", [["sparse autoencoders", "weather robots", "nothing known here"]], ids=["queries"])
+def test_vocabulary_rows_are_scikit_learns(queries):
+    docs = [analyse(t) for t in TEXTS]
+    ours = Vocabulary(docs)
+    theirs = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, norm=None, dtype=np.float32).fit(docs)
+    assert ours.features == list(theirs.get_feature_names_out())
+    np.testing.assert_allclose(ours.idf, theirs.idf_, rtol=1e-6)
+    counts = CountVectorizer(analyzer=_identity, vocabulary=theirs.vocabulary_, dtype=np.float32).transform(docs)
+    np.testing.assert_array_equal(ours.counts(docs).toarray(), counts.toarray())
+    asked = [analyse(q) for q in queries]
+    np.testing.assert_allclose(ours.tfidf(asked).toarray(), theirs.transform(asked).toarray(), rtol=1e-6)
+    np.testing.assert_allclose(l2_rows(ours.tfidf(asked)).toarray(), normalize(theirs.transform(asked)).toarray(), rtol=1e-6, atol=1e-7)
