@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # The one weekday table: datetime.weekday() order (Monday = 0). Frequencies ("weekly:fri"), crontab day names
-# (digest.pipeline.fetching), arXiv's announcement days (digest.pipeline.health) and the emails' dates come from it.
+# (digest.schedule), arXiv's announcement days (digest.health) and the emails' dates come from it.
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 WEEKDAYS = tuple(name[:3].lower() for name in DAY_NAMES)  # mon ... sun
 

@@ -1,9 +1,10 @@
 """The `digest serve` daemon: APScheduler 3.x around the one job that `digest run` also uses.
 
-Two jobs share one single-thread executor (so they never overlap inside the daemon) and the run lock
-(so they never overlap with cron, the timer or a person at the terminal): the fetch at fetch_cron in
-fetch_tz, and a check every tick that sends whatever is due. It must not fetch, rank or send by itself:
-the job (digest.pipeline.run_job) does that; this module only decides when to call it.
+One interval job, the tick (every --tick-seconds), asks two questions and runs the job: "fetch now?" (fetch_due:
+the fetch_cron time, a fetch missed while the daemon was down, the retry of a failed or locked-out fetch) and
+"who is due?" (the planner's due_subscribers, asked inside the job). There is no other path to a fetch. The tick
+shares the run lock with cron, the timer and a person at the terminal, so they never overlap. It must not fetch,
+rank or send by itself: the job (digest.pipeline.job.run_job) does that; this module only decides when.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from .log import log_event
 
 log = logging.getLogger(__name__)
 
-FETCH_GRACE_SECONDS = 3 * 3600  # a fetch up to 3 hours late (suspend, busy machine) still runs, once
-LOCKED_RETRY_SECONDS = 60  # a fetch that found the lock taken tries again this much later
 FETCH_RETRY_MINUTES = 10  # a failed fetch is tried again at most this often (cron's 15-minute runs each retry)
 CRON_WEEKDAYS = WEEKDAYS[6:] + WEEKDAYS[:6]  # sun ... sat: cron numbers them 0-6 (and 7 = sun)
 
@@ -134,50 +133,64 @@ def fetch_overdue(trigger, last_fetch: datetime | None, now: datetime) -> bool:
     return bool(upcoming) and upcoming[0] <= now
 
 
-def fetch_due(engine, settings: Settings, now: datetime) -> bool:
-    """Whether a run at `now` should fetch: a fetch_cron time has passed since the sources' last success.
+def fetch_decision(trigger, *, last_try: datetime | None, live: bool, oldest_success: datetime | None, now: datetime) -> bool:
+    """Fetch now? The one rule, pure, over the fetched sources' state.
 
-    A source that failed is tried again at most every FETCH_RETRY_MINUTES, until it has failed ERROR_LIMIT
-    times in a row (then `digest status --check` reports it and it waits for the schedule like the rest).
+    `last_try`: the newest fetch of any enabled source; `live`: some source failed fewer than ERROR_LIMIT times
+    in a row; `oldest_success`: the oldest last success among the live ones (None when one never succeeded).
+    Yes when a fetch_cron time has passed since `last_try` (or nothing was ever fetched): the schedule, and the
+    fetch missed while the daemon was down, for every source, broken ones included. Yes also when a live source
+    has not succeeded since the last fetch_cron time and `last_try` is FETCH_RETRY_MINUTES old: the retry of a
+    failed fetch. A fetch that never began (another run held the lock) moved nothing, so the next tick fetches.
     """
+    if fetch_overdue(trigger, last_try, now):
+        return True
+    assert last_try is not None  # fetch_overdue(None) is True
+    return live and fetch_overdue(trigger, oldest_success, now) and now - last_try >= timedelta(minutes=FETCH_RETRY_MINUTES)
+
+
+def fetch_due(engine, settings: Settings, now: datetime) -> bool:
+    """Whether a run at `now` should fetch: fetch_decision over the stored sources, for `digest run --fetch due`
+    and every tick of the daemon. False when no enabled source is fetched at all (imported files never are)."""
     from .health import ERROR_LIMIT
     from .store.status import newest_fetch_at, oldest_success_at
 
-    any_source, oldest = oldest_success_at(engine, error_limit=ERROR_LIMIT)
-    trigger = fetch_trigger(settings)
-    if not any_source or not fetch_overdue(trigger, oldest, now):
-        return False
     last_try = newest_fetch_at(engine)
-    return last_try is None or fetch_overdue(trigger, last_try, now) or now - last_try >= timedelta(minutes=FETCH_RETRY_MINUTES)
+    live, oldest = oldest_success_at(engine, error_limit=ERROR_LIMIT)
+    if last_try is None and not live:  # no fetched source (a broken one has been tried, so last_try is set)
+        return False
+    return fetch_decision(fetch_trigger(settings), last_try=last_try, live=live, oldest_success=oldest, now=now)
 
 
 # --- the daemon ---------------------------------------------------------------------------------------
 
 
 class Ticker:
-    """What each scheduled tick runs: the job, with a lock held elsewhere logged and skipped, never fatal."""
+    """What each tick runs: "fetch now?" (`fetch_due(now)`), then the job, which sends whoever is due.
 
-    def __init__(self, job: Job, stop_event: threading.Event, clock: Callable[[], datetime]) -> None:
-        self.job, self.stop_event, self.clock = job, stop_event, clock
-        self.scheduler = None  # set by build_scheduler, for retrying a fetch that met the lock
+    Never fatal: a lock held elsewhere is logged and skipped (the next tick asks again), a failing job or
+    decision is logged, and the next tick runs.
+    """
 
-    def __call__(self, fetch: bool) -> None:
-        kind = "fetch" if fetch else "send"
+    def __init__(self, job: Job, stop_event: threading.Event, clock: Callable[[], datetime], fetch_due: Callable[[datetime], bool]) -> None:
+        self.job, self.stop_event, self.clock, self.fetch_due = job, stop_event, clock, fetch_due
+
+    def __call__(self) -> None:
         try:
-            self._tick(fetch, kind)
-        except Exception:  # noqa: BLE001 - a bug in one tick (its job, its clock, its own bookkeeping) must not stop the daemon
-            log.exception("event=tick-crashed tick=%s", kind)
+            self._tick()
+        except Exception as exc:  # noqa: BLE001 - a bug in one tick (its job, its clock, its own bookkeeping) must not stop the daemon
+            log_event(log, "tick-crashed", logging.ERROR, exc_info=exc)
 
-    def _tick(self, fetch: bool, kind: str) -> None:
+    def _tick(self) -> None:
         if self.stop_event.is_set():
             return
         now = self.clock()
+        fetch = self._should_fetch(now)
+        kind = "fetch" if fetch else "send"
         try:
             report = self.job(now=now, fetch=fetch, stop_event=self.stop_event)
-        except LockedError:
+        except LockedError:  # a fetch still due is still due at the next tick
             log_event(log, "tick-skipped", tick=kind, reason="another run holds the lock")
-            if fetch and self.scheduler is not None and not self.stop_event.is_set():
-                self.scheduler.add_job(self, "date", args=(True,), id="fetch-retry", replace_existing=True, run_date=now + timedelta(seconds=LOCKED_RETRY_SECONDS), misfire_grace_time=None)
             return
         except DigestError as exc:  # the server down, the database locked: the next tick tries again
             log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc))
@@ -190,33 +203,33 @@ class Ticker:
             fields["fetch_error"] = report.fetch_error
         log_event(log, "tick-done", logging.INFO if fetch or fields.get("due") or "fetch_error" in fields else logging.DEBUG, tick=kind, **fields)
 
+    def _should_fetch(self, now: datetime) -> bool:
+        try:
+            return self.fetch_due(now)
+        except Exception as exc:  # noqa: BLE001 - not knowing whether to fetch must not stop the send
+            # A DigestError says what is wrong; anything else (a row it cannot read, a bug) keeps its traceback.
+            log_event(log, "fetch-check-failed", logging.ERROR, error=str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}",
+                      note="sending without fetching", exc_info=exc)
+            return False
 
-def build_scheduler(settings: Settings, ticker: Ticker, now: datetime, *, tick_seconds: int = 60, fetch_now: bool = False, scheduler_cls=None):
-    """A scheduler (not started) with the fetch and send jobs; `fetch_now` adds a catch-up fetch at `now`.
 
-    The send check runs at `now` (a due-check at start) unless a catch-up fetch does: then it fetches first.
-    """
+def build_scheduler(ticker: Ticker, now: datetime, *, tick_seconds: int = 60, scheduler_cls=None):
+    """A scheduler (not started) with the one job: the tick, every `tick_seconds`, first at `now` (so a fetch
+    missed while the daemon was down, and whatever is due, are done at start)."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
     if tick_seconds < 1:
-        raise ConfigError(f"the send check interval must be at least 1 second, not {tick_seconds}")
+        raise ConfigError(f"the tick interval must be at least 1 second, not {tick_seconds}")
     scheduler = (scheduler_cls or BlockingScheduler)(
         timezone=timezone.utc,
-        # One worker: a fetch and a send check queue behind each other instead of meeting at the lock.
-        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        executors={"default": ThreadPoolExecutor(max_workers=1)},  # one tick at a time
         job_defaults={"coalesce": True, "max_instances": 1},
     )
-    ticker.scheduler = scheduler
     logging.getLogger("apscheduler.scheduler").addFilter(_expected_skips)
-    scheduler.add_job(ticker, fetch_trigger(settings), args=(True,), id="fetch", name="fetch sources, then send what is due",
-                      coalesce=True, max_instances=1, misfire_grace_time=FETCH_GRACE_SECONDS)
-    first_send = now + timedelta(seconds=tick_seconds) if fetch_now else now
-    scheduler.add_job(ticker, IntervalTrigger(seconds=tick_seconds, timezone=timezone.utc), args=(False,), id="send", name="send what is due",
-                      coalesce=True, max_instances=1, misfire_grace_time=max(tick_seconds, 30), next_run_time=first_send)
-    if fetch_now:
-        scheduler.add_job(ticker, "date", args=(True,), id="catch-up", name="catch up a missed fetch, then send", run_date=now, misfire_grace_time=None)
+    scheduler.add_job(ticker, IntervalTrigger(seconds=tick_seconds, timezone=timezone.utc), id="tick", name="fetch if due, then send what is due",
+                      coalesce=True, max_instances=1, misfire_grace_time=max(tick_seconds, 30), next_run_time=now)
     return scheduler
 
 
@@ -225,15 +238,14 @@ def _expected_skips(record: logging.LogRecord) -> bool:
     return "maximum number of running instances reached" not in record.getMessage()
 
 
-def serve(settings: Settings, job: Job, *, last_fetch: datetime | None, tick_seconds: int = 60, clock: Callable[[], datetime] | None = None) -> int:
+def serve(settings: Settings, job: Job, fetch_due: Callable[[datetime], bool], *, tick_seconds: int = 60,
+          clock: Callable[[], datetime] | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT; the job in flight finishes its message first. Returns 0."""
     clock = clock or (lambda: datetime.now(timezone.utc))
     stop_event = threading.Event()
-    ticker = Ticker(job, stop_event, clock)
     now = clock()
     trigger = fetch_trigger(settings)
-    overdue = fetch_overdue(trigger, last_fetch, now)
-    scheduler = build_scheduler(settings, ticker, now, tick_seconds=tick_seconds, fetch_now=overdue)
+    scheduler = build_scheduler(Ticker(job, stop_event, clock, fetch_due), now, tick_seconds=tick_seconds)
 
     def request_stop(signum: int, _frame: Any) -> None:
         if stop_event.is_set():
@@ -246,7 +258,7 @@ def serve(settings: Settings, job: Job, *, last_fetch: datetime | None, tick_sec
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     upcoming = next_fire_times(trigger, now, 1)
     log_event(log, "serving", fetch_cron=settings.fetch_cron, fetch_tz=settings.fetch_tz, tick_seconds=tick_seconds,
-              next_fetch=upcoming[0].isoformat() if upcoming else "never", catch_up_fetch=overdue)
+              next_fetch=upcoming[0].isoformat() if upcoming else "never")
     try:
         if not stop_event.is_set():
             scheduler.start()
@@ -271,17 +283,11 @@ def _shutdown(scheduler) -> None:
 
 
 def pipeline_job(engine, settings: Settings) -> Job:
-    """The job the daemon runs: digest.pipeline.run_job, the same function as `digest run`."""
+    """The job the daemon runs: digest.pipeline.job.run_job, the same function as `digest run`."""
     from .pipeline.job import run_job
 
     def job(*, now: datetime, fetch: bool, stop_event: threading.Event):
-        # A send tick also retries a fetch that failed at its scheduled time (see fetch_due).
-        if not fetch:
-            try:
-                fetch = fetch_due(engine, settings, now)
-            except Exception as exc:  # noqa: BLE001 - not knowing whether to fetch must not stop the send
-                log.error("event=fetch-check-failed error=%s note=sending without fetching", exc if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}",
-                          exc_info=None if isinstance(exc, DigestError) else exc)
         return run_job(engine, settings, now, fetch=fetch, stop_event=stop_event)
 
     return job
+

@@ -1,5 +1,5 @@
-"""The scheduler from fixed clocks (cron fire times across DST, job options, ticks with a lock held elsewhere,
-a catch-up after downtime through the real pipeline), and as real processes: two `digest run` at once send
+"""The scheduler from fixed clocks (cron fire times across DST, the one "fetch now?" rule, the one tick job, ticks
+with a lock held elsewhere, a catch-up after downtime through the real pipeline), and as real processes: two `digest run` at once send
 once, and `digest serve` delivers to a local SMTP server and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.config import load_settings
 from digest.errors import ConfigError, LockedError, StoreError
-from digest.schedule import FETCH_GRACE_SECONDS, LOCKED_RETRY_SECONDS, Ticker, build_scheduler, cron_weekdays, fetch_overdue, fetch_trigger, next_fire_times, pipeline_job
+from digest.schedule import FETCH_RETRY_MINUTES, Ticker, build_scheduler, cron_weekdays, fetch_decision, fetch_due, fetch_overdue, fetch_trigger, next_fire_times, pipeline_job
 
 sys.path.insert(0, str(Path(__file__).parent))
 from smtp_server import start_smtp_server  # noqa: E402
@@ -99,38 +99,45 @@ def test_fetch_overdue_after_a_missed_fire_time(home):
     assert fetch_overdue(trigger, None, utc(2025, 6, 15, 12, 0))  # never fetched
 
 
-# --- the scheduler's jobs ------------------------------------------------------------------------------
+@pytest.mark.parametrize("last_try, live, oldest_success, now, fetch", [
+    (None, True, None, utc(2025, 6, 15, 12, 0), True),  # never fetched
+    (utc(2025, 6, 9, 0, 31), True, utc(2025, 6, 9, 0, 31), utc(2025, 6, 9, 12, 0), False),  # fetched at Sunday's time
+    (utc(2025, 6, 9, 0, 31), True, utc(2025, 6, 9, 0, 31), utc(2025, 6, 10, 0, 30), True),  # Monday's time has come
+    (utc(2025, 6, 12, 0, 31), True, utc(2025, 6, 12, 0, 31), utc(2025, 6, 16, 9, 0), True),  # down since Wednesday: catch up
+    (utc(2025, 6, 12, 0, 31), False, None, utc(2025, 6, 16, 9, 0), True),  # broken sources too wait for the schedule, not less
+    (utc(2025, 6, 16, 0, 31), True, utc(2025, 6, 12, 0, 31), utc(2025, 6, 16, 0, 31) + timedelta(minutes=FETCH_RETRY_MINUTES), True),  # retry
+    (utc(2025, 6, 16, 0, 31), True, utc(2025, 6, 12, 0, 31), utc(2025, 6, 16, 0, 31) + timedelta(minutes=FETCH_RETRY_MINUTES - 1), False),  # too soon
+    (utc(2025, 6, 16, 0, 31), False, None, utc(2025, 6, 16, 12, 0), False),  # broken: no retry
+], ids=["never", "done", "scheduled", "catch-up", "broken-scheduled", "retry", "retry-too-soon", "broken-no-retry"])
+def test_fetch_decision_covers_schedule_catch_up_and_retry(home, last_try, live, oldest_success, now, fetch):
+    trigger = fetch_trigger(settings_with(home))
+    assert fetch_decision(trigger, last_try=last_try, live=live, oldest_success=oldest_success, now=now) is fetch
 
 
-def test_build_scheduler_jobs_coalesce_one_instance_with_grace(home):
+# --- the scheduler's one job ---------------------------------------------------------------------------
+
+
+def never(now):
+    return False
+
+
+def test_build_scheduler_has_one_tick_that_coalesces_one_instance(home):
     now = utc(2025, 6, 15, 12, 0)
-    ticker = Ticker(lambda **kw: None, threading.Event(), lambda: now)
-    scheduler = build_scheduler(settings_with(home), ticker, now, tick_seconds=30, scheduler_cls=BackgroundScheduler)
-    jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"fetch", "send"}
-    for job in jobs.values():
-        assert job.coalesce is True and job.max_instances == 1
-    assert isinstance(jobs["fetch"].trigger, CronTrigger) and jobs["fetch"].args == (True,)
-    assert str(jobs["fetch"].trigger.timezone) == NY
-    assert jobs["fetch"].misfire_grace_time == FETCH_GRACE_SECONDS
-    assert isinstance(jobs["send"].trigger, IntervalTrigger) and jobs["send"].trigger.interval == timedelta(seconds=30)
-    assert jobs["send"].args == (False,) and jobs["send"].misfire_grace_time == 30
-    assert jobs["send"].next_run_time == now  # the due-check at start
-    assert scheduler._executors["default"]._pool._max_workers == 1  # fetch and send never overlap in the daemon
-
-
-def test_build_scheduler_catch_up_fetch_runs_before_the_first_send(home):
-    now = utc(2025, 6, 15, 12, 0)
-    ticker = Ticker(lambda **kw: None, threading.Event(), lambda: now)
-    scheduler = build_scheduler(settings_with(home), ticker, now, tick_seconds=60, fetch_now=True, scheduler_cls=BackgroundScheduler)
-    jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert jobs["catch-up"].args == (True,) and jobs["catch-up"].trigger.run_date == now
-    assert jobs["send"].next_run_time == now + timedelta(seconds=60)
+    ticker = Ticker(lambda **kw: None, threading.Event(), lambda: now, never)
+    scheduler = build_scheduler(ticker, now, tick_seconds=30, scheduler_cls=BackgroundScheduler)
+    jobs = scheduler.get_jobs()
+    assert [job.id for job in jobs] == ["tick"]  # no second path to a fetch: no cron job, no catch-up or retry job
+    tick = jobs[0]
+    assert tick.coalesce is True and tick.max_instances == 1 and tick.args == ()
+    assert isinstance(tick.trigger, IntervalTrigger) and tick.trigger.interval == timedelta(seconds=30)
+    assert tick.misfire_grace_time == 30
+    assert tick.next_run_time == now  # the first tick at start: a missed fetch and whatever is due, at once
+    assert scheduler._executors["default"]._pool._max_workers == 1  # one tick at a time
 
 
 def test_build_scheduler_rejects_a_zero_tick(home):
     with pytest.raises(ConfigError, match="at least 1 second"):
-        build_scheduler(settings_with(home), Ticker(lambda **kw: None, threading.Event(), lambda: None), utc(2025, 6, 15), tick_seconds=0, scheduler_cls=BackgroundScheduler)
+        build_scheduler(Ticker(lambda **kw: None, threading.Event(), lambda: None, never), utc(2025, 6, 15), tick_seconds=0, scheduler_cls=BackgroundScheduler)
 
 
 # --- ticks -----------------------------------------------------------------------------------------------
@@ -140,30 +147,40 @@ class FakeReport:
     due, sent, skipped, failed, deferred = 2, 2, 0, 0, 0
 
 
-def test_ticker_skips_a_locked_tick_and_retries_the_fetch(home, caplog):
-    now = utc(2025, 6, 15, 12, 0)
+def add_fetched_source(engine, last_fetch_at: datetime) -> None:
+    from digest.models import Source
+    from digest.store import session_scope
+
+    with session_scope(engine) as session:
+        session.add(Source(name="cs.SD", kind="arxiv-rss", url="https://example.org/cs.SD", created_at=last_fetch_at,
+                           last_fetch_at=last_fetch_at, last_success_at=last_fetch_at))
+
+
+def test_ticker_skips_a_locked_tick_and_the_next_tick_fetches(home, sqlite_engine, caplog):
+    settings = settings_with(home)
+    add_fetched_source(sqlite_engine, utc(2025, 6, 12, 0, 31))  # Wednesday's fetch; Thursday's and Sunday's missed
+    now = [utc(2025, 6, 15, 12, 0)]
     calls = []
 
-    def locked(**kw):
+    def job(**kw):
         calls.append(kw)
-        raise LockedError("another digest run holds the lock")
+        if len(calls) == 1:
+            raise LockedError("another digest run holds the lock")
+        return FakeReport()
 
-    ticker = Ticker(locked, threading.Event(), lambda: now)
-    scheduler = build_scheduler(settings_with(home), ticker, now, scheduler_cls=BackgroundScheduler)
+    ticker = Ticker(job, threading.Event(), lambda: now[0], lambda at: fetch_due(sqlite_engine, settings, at))
     with caplog.at_level(logging.INFO, logger="digest.schedule"):
-        ticker(False)  # a send tick: skipped, nothing rescheduled
-        assert scheduler.get_job("fetch-retry") is None
-        ticker(True)  # a fetch tick: skipped, retried a minute later
-    retry = scheduler.get_job("fetch-retry")
-    assert retry is not None and retry.args == (True,)
-    assert retry.trigger.run_date == now + timedelta(seconds=LOCKED_RETRY_SECONDS)
-    assert [c["fetch"] for c in calls] == [False, True] and all(c["now"] == now for c in calls)
-    assert [r.digest_fields["tick"] for r in caplog.records if getattr(r, "digest_event", "") == "tick-skipped"] == ["send", "fetch"]
+        ticker()  # the fetch is due, but another run holds the lock: skipped
+        now[0] += timedelta(seconds=60)
+        ticker()  # the next tick asks again: still due, so it fetches
+    assert [(c["now"], c["fetch"]) for c in calls] == [(utc(2025, 6, 15, 12, 0), True), (utc(2025, 6, 15, 12, 1), True)]
+    assert [r.digest_fields["tick"] for r in caplog.records if getattr(r, "digest_event", "") == "tick-skipped"] == ["fetch"]
 
 
 def test_ticker_survives_errors_and_does_nothing_once_stopping(caplog):
     stop = threading.Event()
     results = iter([StoreError("the database is locked"), RuntimeError("bug"), FakeReport()])
+    decisions = iter([False, False, True])
     calls = []
 
     def job(**kw):
@@ -173,16 +190,17 @@ def test_ticker_survives_errors_and_does_nothing_once_stopping(caplog):
             raise result
         return result
 
-    ticker = Ticker(job, stop, lambda: utc(2025, 6, 15))
+    ticker = Ticker(job, stop, lambda: utc(2025, 6, 15), lambda now: next(decisions))
     with caplog.at_level(logging.DEBUG, logger="digest.schedule"):
-        ticker(False)
-        ticker(False)
-        ticker(True)
+        ticker()
+        ticker()
+        ticker()
         stop.set()
-        ticker(False)
+        ticker()
     assert len(calls) == 3 and calls[0]["stop_event"] is stop
-    events = [getattr(r, "digest_event", r.getMessage().split()[0]) for r in caplog.records]
-    assert events == ["tick-failed", "event=tick-crashed", "tick-done"]
+    assert [c["fetch"] for c in calls] == [False, False, True]
+    events = [r.digest_event for r in caplog.records]
+    assert events == ["tick-failed", "tick-crashed", "tick-done"]
     assert caplog.records[-1].digest_fields == {"tick": "fetch", "due": 2, "sent": 2, "skipped": 0, "failed": 0, "deferred": 0}
 
 
@@ -206,6 +224,11 @@ def prepare_home(home: Path, subscribers: list[tuple[str, str, str]], now: datet
     engine.dispose()
 
 
+def daemon_ticker(engine, settings, clock) -> Ticker:
+    """The daemon's tick over the real pipeline, as `digest serve` builds it."""
+    return Ticker(pipeline_job(engine, settings), threading.Event(), clock, lambda now: fetch_due(engine, settings, now))
+
+
 def ledger_states(home: Path) -> list[tuple[str, str]]:
     import sqlalchemy as sa
 
@@ -224,13 +247,13 @@ def test_ticker_catch_up_after_two_days_down_sends_today_once(home):
     settings = load_settings(home, env={})
     engine = open_engine(settings.database_url)
     clock = [utc(2025, 6, 12, 1, 30)]
-    ticker = Ticker(pipeline_job(engine, settings), threading.Event(), lambda: clock[0])
-    ticker(False)  # the 12th's edition, at 07:00 IST
+    ticker = daemon_ticker(engine, settings, lambda: clock[0])
+    ticker()  # the 12th's edition, at 07:00 IST
     assert ledger_states(home) == [("sent", "2025-06-12")]
     # Back on the 15th at 06:00 IST (00:30 UTC): before Ada's send time, nothing is due, not even the missed days.
     for minute in range(0, 120):  # ticks every minute from 06:00 to 07:59 IST
         clock[0] = utc(2025, 6, 15, 0, 30) + timedelta(minutes=minute)
-        ticker(False)
+        ticker()
     engine.dispose()
     assert ledger_states(home) == [("sent", "2025-06-12"), ("sent", "2025-06-15")]
     assert len(list(Path(settings.outbox_dir).glob("*.eml"))) == 2
@@ -362,9 +385,9 @@ def test_ticker_sends_while_a_source_cannot_be_stored_then_fetches_once_it_can(h
     settings = load_settings(home, env={})
     engine = open_engine(settings.database_url)
     clock = [day]
-    ticker = Ticker(pipeline_job(engine, settings), threading.Event(), lambda: clock[0])
+    ticker = daemon_ticker(engine, settings, lambda: clock[0])
     with caplog.at_level(logging.INFO):
-        ticker(False)  # never fetched: the send tick fetches first, and the fetch fails
+        ticker()  # never fetched: the tick fetches first, and the fetch fails
     assert ledger_states(home) == [("sent", "2025-06-16")]  # the day's email went out all the same
     assert len(list(Path(settings.outbox_dir).glob("*.eml"))) == 1
     failed = [r for r in caplog.records if getattr(r, "digest_event", "") == "fetch-failed"]
@@ -373,7 +396,7 @@ def test_ticker_sends_while_a_source_cannot_be_stored_then_fetches_once_it_can(h
     assert done[-1].digest_fields["sent"] == 1 and "read-only" in done[-1].digest_fields["fetch_error"]
     execute(home, "DROP TRIGGER source_read_only")
     clock[0] = day + timedelta(minutes=1)
-    ticker(False)  # the next tick fetches again, and now it is stored
+    ticker()  # the next tick fetches again, and now it is stored
     engine.dispose()
     assert source_state(home)[0] is not None and source_state(home)[1] > 0
 
@@ -387,12 +410,12 @@ def test_ticker_sends_when_deciding_whether_to_fetch_raises(home, caplog):
     execute(home, "UPDATE source SET last_success_at = 'not a date'")  # a row fetch_due cannot read
     settings = load_settings(home, env={})
     engine = open_engine(settings.database_url)
-    ticker = Ticker(pipeline_job(engine, settings), threading.Event(), lambda: day)
+    ticker = daemon_ticker(engine, settings, lambda: day)
     with caplog.at_level(logging.INFO):
-        ticker(False)
+        ticker()
     engine.dispose()
     assert ledger_states(home) == [("sent", "2025-06-16")]
-    check = [r for r in caplog.records if "event=fetch-check-failed" in r.getMessage()]
+    check = [r for r in caplog.records if getattr(r, "digest_event", "") == "fetch-check-failed"]
     assert len(check) == 1 and check[0].exc_info is not None  # an unexpected error: logged with its traceback
 
 
@@ -409,9 +432,9 @@ def test_ticker_survives_its_own_clock_failing_and_logs_the_traceback(home, caps
             raise value
         return value
 
-    ticker = Ticker(lambda **kw: calls.append(kw) or FakeReport(), threading.Event(), clock)
-    ticker(False)
-    ticker(False)
+    ticker = Ticker(lambda **kw: calls.append(kw) or FakeReport(), threading.Event(), clock, never)
+    ticker()
+    ticker()
     err = capsys.readouterr().err
     assert len(calls) == 1 and calls[0]["now"] == utc(2025, 6, 15)
     crashed = next(line for line in err.splitlines() if "event=tick-crashed" in line)

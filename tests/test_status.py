@@ -151,7 +151,7 @@ def test_status_rejects_a_bad_fetch_cron(cli, sqlite_engine):
     assert "invalid fetch_cron" in result.output and "funday" in result.output
 
 
-# --- when `digest run` and the daemon's send tick fetch ------------------------------------------------
+# --- when `digest run` and the daemon's tick fetch ------------------------------------------------
 
 SUN_FETCH = datetime(2025, 6, 16, 0, 31, tzinfo=UTC)  # just after Sunday's 20:30 EDT fetch time
 
@@ -166,8 +166,9 @@ SUN_FETCH = datetime(2025, 6, 16, 0, 31, tzinfo=UTC)  # just after Sunday's 20:3
     ([("arxiv-rss", {"last_fetch_at": datetime(2025, 6, 16, 11, 55, tzinfo=UTC), "last_success_at": MON_EVENING, "consecutive_errors": 2})], False),
     ([("arxiv-rss", {"last_fetch_at": SUN_FETCH, "last_success_at": MON_EVENING, "consecutive_errors": 3}),
       ("feed", {"last_fetch_at": SUN_FETCH, "last_success_at": SUN_FETCH})], False),
+    ([("arxiv-rss", {"last_fetch_at": MON_EVENING, "last_success_at": MON_EVENING, "consecutive_errors": 3})], True),
 ], ids=["no-sources", "files-only", "fetched-after-schedule", "schedule-passed", "never-fetched", "failed-retry",
-        "failed-retried-5-min-ago", "broken-source-waits"])
+        "failed-retried-5-min-ago", "broken-source-waits", "broken-source-on-schedule"])
 def test_fetch_due_follows_schedule_and_retries_failures(sqlite_engine, sources, due):
     from digest.config import load_settings
     from digest.schedule import fetch_due

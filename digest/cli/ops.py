@@ -17,24 +17,24 @@ EDITIONS_SHOWN = 7
 
 @main.command()
 @click.option("--tick-seconds", type=click.IntRange(min=1), default=60, show_default=True, metavar="N",
-              help="Check every N seconds for subscribers whose send time has come.")
+              help="Every N seconds: fetch if a fetch is due, then send to subscribers whose send time has come.")
 @pass_app
 def serve(app: AppContext, tick_seconds: int) -> None:
     """Run the scheduler: fetch at fetch_cron (in fetch_tz), send each edition when it is due.
 
-    Checks what is due at start, and fetches at once if a scheduled fetch was missed while it was down.
-    Shares `digest run`'s job and lock, so cron or a person running `digest run` never causes a double
-    send. SIGTERM or SIGINT lets the message in flight finish, then exits 0.
+    Every tick (at start, then every N seconds) fetches if a fetch_cron time has passed since the last fetch
+    (so a fetch missed while it was down runs at start) or a failed fetch is due a retry, then sends whatever
+    is due. Shares `digest run`'s job and lock, so cron or a person running `digest run` never causes a
+    double send. SIGTERM or SIGINT lets the message in flight finish, then exits 0.
     """
     from ..log import enable_event_logging
-    from ..schedule import fetch_trigger, pipeline_job, serve as serve_forever
-    from ..store.status import newest_fetch_at
+    from ..schedule import fetch_due, fetch_trigger, pipeline_job, serve as serve_forever
 
     enable_event_logging()
     settings = app.settings
     fetch_trigger(settings)  # a bad fetch_cron is reported before anything starts
     engine = app.engine
-    code = serve_forever(settings, pipeline_job(engine, settings), last_fetch=newest_fetch_at(engine), tick_seconds=tick_seconds)
+    code = serve_forever(settings, pipeline_job(engine, settings), lambda now: fetch_due(engine, settings, now), tick_seconds=tick_seconds)
     click.get_current_context().exit(code)
 
 
