@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from .children import die_with_parent
 from .errors import DigestError, FeedError, InputError, NotFoundError, RefusedError
+from .log import log_event
 from .models import Source
 from .sources import ParsedPaper, ParseResult
 from .sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
@@ -110,7 +111,7 @@ def fetch_sources(
     try:
         for source in chosen:
             report = _fetch_one(engine, settings, now, source, client, sleep)
-            log.info("fetched source=%s status=%s new=%d updated=%d error=%s", report.name, report.status, report.new, report.updated, report.error)
+            log_event(log, "fetched", source=report.name, status=report.status, new=report.new, updated=report.updated, error=report.error)
             reports.append(report)
             if progress is not None:
                 progress(report)
@@ -159,7 +160,7 @@ def _fetch_one(engine: Engine, settings: Any, now: datetime, source: Any, client
 def _refused(name: str, upserted: UpsertReport, papers: int) -> list[str]:
     """The warnings for the entries the database refused, each logged naming the source; RefusedError if all were."""
     for entry in upserted.skipped:
-        log.warning("event=entry-skipped source=%s entry=%s", name, entry)
+        log_event(log, "entry-skipped", logging.WARNING, source=name, entry=entry)
     if papers and not upserted.stored:
         raise RefusedError(f"no entry could be stored: the database refused all {papers} ({upserted.skipped[0]})")
     return [f"entry {entry}, skipped" for entry in upserted.skipped]
@@ -169,7 +170,7 @@ def _error_text(name: str, exc: Exception) -> str:
     """What a failed fetch records: a DigestError's own line; anything else is a bug, logged with its traceback."""
     if isinstance(exc, DigestError):
         return str(exc)
-    log.error("event=source-failed source=%s error=%s", name, type(exc).__name__, exc_info=exc)
+    log_event(log, "source-failed", logging.ERROR, source=name, exc_info=exc)
     return f"unexpected {type(exc).__name__}: {str(exc)[:300]} (a bug in digest: `digest -v fetch` logs the traceback)"
 
 
@@ -206,7 +207,7 @@ def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport
     except DigestError:
         raise
     except Exception as exc:  # noqa: BLE001 - the wall around one file, as around one fetched source
-        log.error("event=import-failed file=%s error=%s", path, type(exc).__name__, exc_info=exc)
+        log_event(log, "import-failed", logging.ERROR, file=str(path), exc_info=exc)
         raise FeedError(f"{path}: unexpected {type(exc).__name__}: {str(exc)[:300]}",
                         "a bug in digest: `digest -v import FILE` logs the traceback") from None
 

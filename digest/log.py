@@ -1,7 +1,8 @@
 """Logging for every command: one line per event on stderr, key=value text (journald, cron mail) or JSON lines.
 
-`log_event(logger, "fetched", source="arxiv")` is the way to log an event; plain `logger.info("event=x k=%s", v)`
-messages are understood too. Every configured secret value is masked before a line is written.
+`log_event(logger, "fetched", source="arxiv")` is the one way digest logs an event; a record from a library
+(waitress, APScheduler) is written with its message as `msg`. Every configured secret value is masked before a line
+is written.
 It must not decide what is logged, only how: the steps log their own events.
 """
 
@@ -21,9 +22,7 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 SECRET_KEYS = re.compile(r"password|secret|token|api_key", re.IGNORECASE)
 # Libraries whose INFO lines are noise here (APScheduler logs every tick, httpx every request, alembic every check).
 QUIET_LOGGERS = ("apscheduler", "httpx", "httpcore", "alembic")
-_PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w.-]*)=(\"(?:[^\"\\]|\\.)*\"|.*?)(?=\s+[A-Za-z_][\w.-]*=|$)")
 _BARE = re.compile(r"^[^\s\"=\\]+$")
-_NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?$")  # counts and seconds become JSON numbers
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, *, exc_info: BaseException | None = None, **fields: Any) -> None:
@@ -41,18 +40,6 @@ def format_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def parse_pairs(message: str) -> tuple[dict[str, str], str]:
-    """key=value pairs of a logfmt-style message and the text before the first pair (for JSON output)."""
-    first = _PAIR.search(message)
-    if first is None:
-        return {}, message
-    pairs = {}
-    for match in _PAIR.finditer(message):
-        raw = match.group(2)
-        pairs[match.group(1)] = json.loads(raw) if _NUMBER.match(raw) or (raw.startswith('"') and raw.endswith('"') and len(raw) > 1) else raw
-    return pairs, message[: first.start()].strip()
-
-
 class EventFormatter(logging.Formatter):
     """Renders a record as `ts level=... logger=... event=... k=v` or as one JSON object."""
 
@@ -68,13 +55,12 @@ class EventFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
+        given: dict[str, Any] = {}
         if hasattr(record, "digest_fields"):
             out["event"] = record.digest_event
             given = record.digest_fields
-        else:
-            given, text = parse_pairs(record.getMessage())
-            if text and "event" not in given:
-                out["event" if _BARE.match(text) else "msg"] = text
+        else:  # a library's own line: its message as it wrote it
+            out["msg"] = record.getMessage()
         for key, value in given.items():
             out[key] = REDACTED if SECRET_KEYS.search(key) and value else value
         if record.exc_info and record.exc_info[1] is not None:
@@ -176,15 +162,8 @@ def _install(handler: logging.Handler, level: int) -> logging.Handler:
     return handler
 
 
-def configure_logging(settings: Settings) -> logging.Handler:
-    """Send every log line to stderr in settings.log_format at settings.log_level (replacing an earlier setup)."""
-    handler = _StderrHandler()
-    handler.setFormatter(EventFormatter(settings.log_format, secret_values(settings)))
-    handler.setLevel(LEVELS[settings.log_level])
-    return _install(handler, LEVELS[settings.log_level])
-
-
 def configure_logging_lazily(load_settings: Callable[[], Settings], log_format: str | None = None, log_level: str | None = None) -> logging.Handler:
-    """Like configure_logging, but the settings are loaded on the first log line (the CLI's entry point)."""
+    """Send every log line to stderr in settings.log_format at settings.log_level (replacing an earlier setup); the
+    settings are loaded on the first log line, so `--help` never loads them (the CLI's entry point)."""
     # The root logger lets DEBUG through; the handler filters at the configured level once it knows it.
     return _install(LazyHandler(load_settings, log_format, log_level), logging.DEBUG)

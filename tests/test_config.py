@@ -248,18 +248,19 @@ def test_log_lines_never_show_a_database_password(home, capsys):
     import logging
 
     from digest.config import url_secrets
-    from digest.log import configure_logging
+    from digest.log import configure_logging_lazily, log_event
 
     from sqlalchemy.engine import make_url
 
     for url in BAD_URLS.values():
-        configure_logging(load_settings(home, env={"DIGEST_DATABASE_URL": url}))
+        settings = load_settings(home, env={"DIGEST_DATABASE_URL": url})
+        configure_logging_lazily(lambda: settings)
         for piece in (url, *url_secrets(url)):  # the URL, and each form of what may be its password
-            logging.getLogger("digest.test").error("event=store-failed url=%s", piece)
+            log_event(logging.getLogger("digest.test"), "store-failed", logging.ERROR, url=piece)
         try:
             make_url(url).render_as_string(hide_password=False)
         except Exception as exc:  # SQLAlchemy's own message quotes what it could not read
-            logging.getLogger("digest.test").error("event=store-failed", exc_info=exc)
+            log_event(logging.getLogger("digest.test"), "store-failed", logging.ERROR, exc_info=exc)
     assert_no_password(capsys.readouterr().err)
 
 

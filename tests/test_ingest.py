@@ -136,6 +136,11 @@ def refuse_poison(engine) -> None:
             conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON paper FOR EACH ROW EXECUTE FUNCTION refuse()")
 
 
+def skipped_entries(caplog) -> list[dict]:
+    """The fields of each entry-skipped event logged."""
+    return [r.digest_fields for r in caplog.records if getattr(r, "digest_event", "") == "entry-skipped"]
+
+
 def test_import_file_skips_only_the_entry_the_database_refuses(engine, tmp_path, mode, caplog):
     refuse_poison(engine)  # pieces before and after it are stored; its own batch too, but for it
     path = tmp_path / "poison.jsonl"
@@ -146,7 +151,7 @@ def test_import_file_skips_only_the_entry_the_database_refuses(engine, tmp_path,
     papers, links, source = stored(engine)
     assert len(papers) == len(links) == 41 and "Poison" not in {p[5] for p in papers}
     assert source == [("file:poison.jsonl", 41, 41)]
-    assert "event=entry-skipped source=file:poison.jsonl entry=x: the database refused it (poison refused)" in caplog.text
+    assert {"source": "file:poison.jsonl", "entry": "x: the database refused it (poison refused)"} in skipped_entries(caplog)
 
 
 def test_import_file_refused_whole_writes_nothing(engine, tmp_path):
@@ -305,7 +310,7 @@ def test_fetch_sources_skips_the_entry_the_database_refuses(engine, settings, fe
     three, only = ingest.fetch_sources(engine, settings, NOW)
     assert (three.status, three.new, three.skipped) == ("new", 2, 1)
     assert three.warnings == ["entry https://example.org/1: the database refused it (poison refused), skipped"]
-    assert "event=entry-skipped source=three entry=https://example.org/1: the database refused it (poison refused)" in caplog.text
+    assert {"source": "three", "entry": "https://example.org/1: the database refused it (poison refused)"} in skipped_entries(caplog)
     assert source_state(engine, "three") == (0, None, 2, 1)
     assert only.status == "error" and only.error.startswith("no entry could be stored: the database refused all 1 (Poison: ")
     assert source_state(engine, "only-poison")[:3] == (1, only.error, 0)

@@ -420,9 +420,11 @@ def test_ticker_sends_when_deciding_whether_to_fetch_raises(home, caplog):
 
 
 def test_ticker_survives_its_own_clock_failing_and_logs_the_traceback(home, capsys):
-    from digest.log import configure_logging
+    from digest.log import configure_logging_lazily, enable_event_logging
 
-    configure_logging(settings_with(home, log_level="info"))  # info, not debug: the traceback is still there
+    settings = settings_with(home, log_level="info")  # info, not debug: the traceback is still there
+    configure_logging_lazily(lambda: settings)
+    enable_event_logging()
     instants = iter([OverflowError("the clock broke"), utc(2025, 6, 15)])
     calls = []
 

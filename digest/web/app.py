@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from .. import templates_dir
 from ..config import Settings, require
 from ..errors import DigestError, NotFoundError, StoreError, TokenError
+from ..log import log_event
 from ..tokens import make_token
 from .cache import Recent
 from .context import LinkGone, WebContext, message_page
@@ -72,7 +73,7 @@ def _install_error_pages(app: Flask) -> None:
 
     @app.errorhandler(StoreError)
     def store_error(exc: StoreError):
-        log.error("database error on %s %s: %s", request.method, request.path, exc)
+        log_event(log, "request-failed", logging.ERROR, method=request.method, path=request.path, error=str(exc))
         return message_page("Please try again", "The service is busy or briefly unavailable. Please try again in a minute.", 503)
 
     @app.errorhandler(HTTPException)
@@ -89,7 +90,7 @@ def _install_error_pages(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         if isinstance(exc, DigestError):
-            log.error("%s %s: %s", request.method, request.path, exc)
+            log_event(log, "request-failed", logging.ERROR, method=request.method, path=request.path, error=str(exc))
         else:
-            log.exception("unexpected error on %s %s", request.method, request.path)
+            log_event(log, "request-crashed", logging.ERROR, method=request.method, path=request.path, exc_info=exc)
         return message_page("Something went wrong", "Something went wrong on our side. Please try again later.", 500)

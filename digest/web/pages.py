@@ -20,6 +20,7 @@ from werkzeug.exceptions import TooManyRequests
 from ..delivery.message import check_address
 from ..editions import WEEKDAYS
 from ..errors import DigestError, InputError, TokenError
+from ..log import log_event
 from ..models import Subscriber
 from ..render import long_date
 from ..store import check_database, schema_is_current, session_scope
@@ -97,7 +98,7 @@ def subscribe():
     ctx.csrf.check()
     form = request.form
     if form.get(HONEYPOT):
-        log.info("subscribe: honeypot filled, nothing sent")
+        log_event(log, "subscribe-ignored", reason="honeypot filled", note="nothing sent")
         return _check_inbox()
     seeds = _ticked_seeds()
     try:
@@ -119,7 +120,7 @@ def subscribe():
         sub = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
         message = compose_confirmation(settings, sub.email, ctx.make_token("confirm", sub), now) if sub is not None else None
     if sub is None:
-        log.info("subscribe: this address had its confirmation emails for now, nothing sent")
+        log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
         return _check_inbox()
     try:
         ctx.send(message, address)
@@ -128,7 +129,7 @@ def subscribe():
             release_confirmation(session, sub.id, now)
         if not isinstance(exc, DigestError):
             raise
-        log.error("subscribe: the confirmation email could not be sent: %s", exc)
+        log_event(log, "confirmation-failed", logging.ERROR, error=str(exc), note="nothing sent")
         return message_page("Please try again later", "We could not send the confirmation email just now. Please try again in a few minutes.", 503)
     return _check_inbox()
 
@@ -344,7 +345,7 @@ def healthz():
         check_database(ctx.engine)
         current = schema_is_current(ctx.engine)
     except DigestError as exc:
-        log.error("healthz: %s", exc)
+        log_event(log, "healthz-failed", logging.ERROR, error=str(exc))
         return jsonify(status="error", database="unavailable"), 503
     if not current:
         return jsonify(status="error", database="ok", schema="outdated"), 503

@@ -32,6 +32,7 @@ from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from ..config import Settings
+from ..log import log_event
 
 log = logging.getLogger("digest.web")
 # Files besides the connections: the database, an SMTP connection, the log, the listening socket,
@@ -133,8 +134,8 @@ def create_server(app: Any, settings: Settings, *, host: str, port: int, threads
     sharing one socket map and one pool of worker threads, as waitress.create_server does."""
     limit = fit_open_files(settings.web_connection_limit)
     if limit < settings.web_connection_limit:
-        log.warning("event=web-connection-limit wanted=%d usable=%d reason=open-files-limit hint=raise LimitNOFILE (ulimit -n)",
-                    settings.web_connection_limit, limit)
+        log_event(log, "web-connection-limit", logging.WARNING, wanted=settings.web_connection_limit, usable=limit, reason="open-files-limit",
+                  hint="raise LimitNOFILE (ulimit -n)")
     adj = Adjustments(**server_options(settings, host=host, port=port, threads=threads, connection_limit=limit, trusted_proxy=trusted_proxy,
                                        url_prefix=url_prefix, ident=ident))
     dispatcher = ThreadedTaskDispatcher()
