@@ -34,7 +34,7 @@ from .children import die_with_parent
 from .errors import DigestError, FeedError, InputError, NotFoundError, RefusedError
 from .log import log_event
 from .models import Source
-from .sources import ParsedPaper, ParseResult
+from .sources import FILE_KIND, ParsedPaper, ParseResult
 from .sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
 from .sources.jsonl import PIECE_BYTES, JsonlReader, read_jsonl_pieces
 from .sources.parse import dedupe_papers, parse_file, parse_source
@@ -48,7 +48,6 @@ DATA_DIR = Path(__file__).parent / "data"
 # The bundled real sample the demo imports: 237 papers (JSON Lines), one day of arXiv cs.CL (RSS 2.0) and one
 # day of Hugging Face daily papers (JSON, with upvotes: the "trending today" section).
 SAMPLE_FILES = (DATA_DIR / "sample-papers.jsonl", DATA_DIR / "sample-arxiv-cs.CL.xml", DATA_DIR / "hugging-face-2026-08-21.json")
-PARSE_KIND = {"arxiv-rss": "arxiv-rss", "arxiv-api": "arxiv-api", "hf-daily": "hf-daily", "feed": "feed"}
 
 
 @dataclass
@@ -97,10 +96,10 @@ def fetch_sources(
     names = [only] if isinstance(only, str) else list(only) if only is not None else None
     with session_scope(engine) as session:
         every = list_sources(session)
-    chosen = [s for s in every if s.kind != "file" and (s.name in names if names is not None else s.enabled)]
+    chosen = [s for s in every if s.kind != FILE_KIND and (s.name in names if names is not None else s.enabled)]
     if names is not None:
         missing = sorted(set(names) - {s.name for s in chosen})
-        files = [name for name in missing if any(s.name == name and s.kind == "file" for s in every)]
+        files = [name for name in missing if any(s.name == name and s.kind == FILE_KIND for s in every)]
         if files:
             raise InputError(f"{files[0]} is an imported file, not a source that is fetched", "import the file again: `digest import FILE`")
         if missing:
@@ -137,7 +136,7 @@ def _fetch_one(engine: Engine, settings: Any, now: datetime, source: Any, client
                 with session_scope(engine) as session:
                     record_fetch_success(session, session.get(Source, source_id), now, count=None, url=fetched.url)
                 return SourceReport(name, "unchanged", not_modified=True)
-            result = parse_source(PARSE_KIND[kind], fetched.body, source_url=fetched.url)
+            result = parse_source(kind, fetched.body, source_url=fetched.url)
         with session_scope(engine) as session:
             upserted = upsert_papers(session, source_id, result.papers, now)
             refused = _refused(name, upserted, len(result.papers))
@@ -262,7 +261,7 @@ def _store_batches(engine: Engine, path: Path, now: datetime, batches: Iterable[
     name = f"file:{path.name}"
     upserted = UpsertReport()
     with session_scope(engine) as session:
-        source = ensure_source(session, name, "file", str(path.resolve()), now)
+        source = ensure_source(session, name, FILE_KIND, str(path.resolve()), now)
         for papers in batches:
             upserted.add(upsert_papers(session, source.id, papers, now))
         count, warnings, skipped = ending()

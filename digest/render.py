@@ -28,6 +28,7 @@ from . import templates_dir
 from .editions import DAY_NAMES
 from .errors import ConfigError
 from .rank import Candidate, RankResult
+from .sources.clean import one_line
 
 SUBJECT_MAX = 120  # characters; longer subjects are cut by most clients anyway
 SNIPPET_MAX = 300  # characters of abstract: two or three lines at 600 px
@@ -58,15 +59,9 @@ class RenderedEmail:
 
 # --- hostile text -------------------------------------------------------------------------------------
 
-# C0/C1 controls (CR, LF, NUL...), line/paragraph separators, zero-width and bidi-override characters.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]+")
-_SPACES = re.compile(r"\s+")
-
-
-def clean_text(value: object) -> str:
-    """Feed text made safe to show and to put in a header: control characters become spaces, runs of white
-    space one space. (Also what keeps the \\x00 slot markers below unambiguous.)"""
-    return _SPACES.sub(" ", _CONTROL.sub(" ", str(value or ""))).strip()
+# Feed text made safe to show and to put in a header: control and invisible characters (digest.sources.clean's one
+# table) become spaces, runs of white space one space. (Also what keeps the \x00 slot markers below unambiguous.)
+clean_text = one_line
 
 
 def truncate_words(text: str, limit: int) -> str:
@@ -84,7 +79,7 @@ def web_url(value: object) -> str | None:
     """`value` if it is an absolute http(s) URL without white space or control characters, else None
     (a feed's `javascript:` link must not become a button)."""
     url = str(value or "").strip()
-    if not url or _CONTROL.search(url) or " " in url:
+    if not url or " " in url or one_line(url) != url:  # white space, control or invisible characters
         return None
     parts = urlsplit(url)
     return url if parts.scheme in ("http", "https") and parts.netloc else None

@@ -3,6 +3,7 @@ HTTP server on 127.0.0.1 (tests/feed_server.py)."""
 
 from __future__ import annotations
 
+import html
 import json
 import sqlite3
 from pathlib import Path
@@ -187,6 +188,31 @@ def test_import_hostile_markup_never_reaches_the_store(cli, home, tmp_path):
     stored = (title + abstract).lower()
     assert "<" not in stored and "alert" not in stored and "onerror" not in stored and "steal" not in stored
     assert "Real text" in abstract and "Safe" in title
+
+
+WORDS_ABOUT_MARKUP = 'We show how "javascript: URLs" and onload="x" handlers slip past browser extension filters.'
+
+
+def test_import_keeps_words_about_markup_verbatim_and_the_email_escapes_them(cli, home, tmp_path):
+    # Tags are removed at the source; the words of an abstract are stored as the source wrote them.
+    feed = tmp_path / "words.xml"
+    feed.write_text(f"""<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item>
+      <title>Cross-site scripting through browser extension filters</title><link>https://example.org/p1</link>
+      <description>{html.escape(WORDS_ABOUT_MARKUP)}</description>
+    </item></channel></rss>""")
+    assert cli("import", str(feed)).exit_code == 0
+    with sqlite3.connect(home / "digest.db") as conn:
+        ((abstract,),) = conn.execute("SELECT abstract FROM paper").fetchall()
+    assert abstract == WORDS_ABOUT_MARKUP
+    (home / "digest.toml").write_text('secret_key = "test-secret-key-test-secret-key"\nfrom_address = "digest@example.org"\n')
+    assert cli("subscribers", "add", "ada@example.org", "--interests", "browser extension filters", "--send-at", "00:00").exit_code == 0
+    out = tmp_path / "ada.html"
+    result = cli("preview", "ada@example.org", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert 'onload="x"' not in page and "onload=&#34;x&#34;" in page  # escaped by the template
+    assert 'We show how &#34;javascript: URLs&#34; and onload=&#34;x&#34; handlers' in page
+    assert 'href="javascript:' not in page
 
 
 def test_import_feed_without_usable_entries_is_refused(cli, home):

@@ -341,3 +341,15 @@ def test_recent_asks_for_the_version_at_most_once_per_ttl():
     moment[0] += 1.0  # a second later: asked again (a fetch shows on the pages within a second)
     assert recent.get(load) == 2 and len(loads) == 2
     assert [Recent(0).get(load) for _ in range(2)] == [3, 4]  # ttl 0: every time (the tests' web server)
+
+
+def test_front_page_escapes_an_abstract_about_markup_stored_verbatim(site):
+    words = 'We show how "javascript: URLs" and onload="x" handlers slip past filters.'
+    store(site, [paper(1, "Cross-site scripting <b>in</b> extensions", words)])
+    with session_scope(site.engine) as session:
+        from digest.store.papers import get_paper_by_ident
+
+        assert get_paper_by_ident(session, "2608.00001").abstract == words  # stored as the source wrote it
+    page = site.client.get("/").text
+    assert 'onload="x"' not in page and "<b>in</b>" not in page
+    assert unescape(re.search(r'<p class="abstract">(.*?)</p>', page, re.S).group(1)) == words

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import click
 
+from ..sources import FETCHED_KINDS
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 
@@ -23,7 +24,7 @@ def sources() -> None:
 @sources.command("add")
 @click.argument("spec")
 @click.option("--name", help="Name to refer to the source by (default: the spec, or host/path of a URL).")
-@click.option("--kind", type=click.Choice(["arxiv-rss", "arxiv-api", "hf-daily", "feed"]),
+@click.option("--kind", type=click.Choice(FETCHED_KINDS),
               help="How to read an http(s) URL (default: feed), e.g. arxiv-rss for a mirror of an arXiv listing.")
 @pass_app
 def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) -> None:

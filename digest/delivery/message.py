@@ -22,12 +22,12 @@ from ..addresses import ascii_address
 from ..config import Settings
 from ..errors import ConfigError, InputError
 from ..render import RenderedEmail
+from ..sources.clean import one_line
 
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
-# Control characters (and Unicode line breaks some clients honour) would end a header early: a title
-# carrying "\r\nBcc: x" must stay one line of text.
-_UNSAFE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]+")
+# Control characters (and Unicode line breaks some clients honour) would end a header early: a title carrying
+# "\r\nBcc: x" must stay one line of text (digest.sources.clean.one_line, the one cleaner of shown text).
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
 _STYLE = re.compile(r"<style.*?(?:</style|\Z)", re.IGNORECASE | re.DOTALL)  # a <style> element, to its end tag or the end
 
@@ -35,9 +35,7 @@ _STYLE = re.compile(r"<style.*?(?:</style|\Z)", re.IGNORECASE | re.DOTALL)  # a 
 # --- headers ----------------------------------------------------------------------------------------
 
 
-def clean_header_text(value: str) -> str:
-    """`value` on one line: control characters and line breaks become a single space."""
-    return " ".join(_UNSAFE.sub(" ", value or "").split())
+clean_header_text = one_line  # `value` on one line: control characters and line breaks become a single space
 
 
 @lru_cache(maxsize=4096)  # subjects repeat across subscribers (the same top pick): encoded once

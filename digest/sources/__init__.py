@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# The one list of source kinds. A fetched source is parsed by its kind (digest.sources.parse.parse_source); an
+# imported file is stored as a source of kind "file" and never fetched.
+FETCHED_KINDS = ("arxiv-rss", "arxiv-api", "hf-daily", "feed")
+FILE_KIND = "file"
+
 
 @dataclass
 class ParsedPaper:

@@ -10,7 +10,6 @@ import re
 
 import feedparser
 
-from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.clean import (
     arxiv_id_in,
@@ -29,7 +28,6 @@ from digest.sources.feed import (
     feed_title,
     paper_from_entry,
     papers_from_entries,
-    read_feed,
 )
 
 # rss.arxiv.org descriptions open with "arXiv:2608.11232v1 Announce Type: new \nAbstract: ".
@@ -186,16 +184,3 @@ def api_result(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseR
         total_results=total_results, skipped=skipped,
     )
 
-
-def parse_arxiv_listing(data: bytes, *, source_url: str = "") -> ParseResult:
-    """An rss.arxiv.org listing (RSS 2.0 or Atom) or a legacy RSS 1.0/RDF one."""
-    parsed, warnings = read_feed(data, source_url)
-    return listing_result(parsed, warnings)
-
-
-def parse_arxiv_api(data: bytes, *, source_url: str = "") -> ParseResult:
-    """One page of export.arxiv.org/api/query; an error answer raises FeedError with arXiv's message."""
-    parsed, warnings = read_feed(data, source_url)
-    if parsed.entries and not is_arxiv_api(parsed):
-        raise FeedError("not an arXiv API answer (no opensearch:totalResults)")
-    return api_result(parsed, warnings)

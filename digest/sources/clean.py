@@ -30,10 +30,24 @@ _BLOCK_TAGS = frozenset(
     "p br div li ul ol h1 h2 h3 h4 h5 h6 tr td th table blockquote section article hr dd dt dl pre "
     "header footer title body html head figure figcaption".split()
 )
-# Last line of defence for text that only became markup-like after entity decoding: plain text is stored,
-# so breaking these sequences costs nothing and keeps "<script", "javascript:" and "onload=" out for good.
-_HOSTILE = re.compile(r"<(?=\s*+(?:/\s*+)?script)|(?<=javascript)\s*+:|\b(on[a-z]{3,}+)\s*+=(?=\s*+[\"'])", re.I)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Tags are removed, text is kept as the source wrote it: an abstract that says `javascript:` or `onload="x"` in
+# words is stored so. Every template escapes what it shows (Jinja2 autoescape), and links pass render's URL check.
+
+# --- characters that are not text ------------------------------------------------------------------------
+# The one table, for stored text (collapse_space, the sources' error lines) and for what is shown or put in a mail
+# header (one_line: render, delivery). C0 and C1 controls: NUL, ESC, CR, LF, NEL... (PostgreSQL refuses NUL, a
+# terminal obeys an escape, a header ends at a line break). Invisible ones: zero-width and bidi-control characters,
+# Unicode line and paragraph separators and the BOM, which can hide or reorder what a reader sees.
+CONTROL_CHARS = "\x00-\x1f\x7f-\x9f"
+INVISIBLE_CHARS = "\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
+_NOT_ONE_LINE = re.compile(f"[{CONTROL_CHARS}{INVISIBLE_CHARS}\\s]+")
+
+
+def one_line(value: object) -> str:
+    """`value` as one line of text to show or to put in a header: each run of white space, control and invisible
+    characters becomes one space; trimmed. (Render's \\x00 slot markers rely on it: no NUL survives.)"""
+    return _NOT_ONE_LINE.sub(" ", str(value or "")).strip()
 
 
 def _tag_space(match: re.Match) -> str:
@@ -43,7 +57,7 @@ def _tag_space(match: re.Match) -> str:
 
 def _drop_scripts(value: str) -> str:
     """Each <script>/<style> element, up to its closing tag (or the end), becomes one space; an opening tag that never
-    ends with ">" is left for _HOSTILE to defuse."""
+    ends with ">" is not a tag, and stays as text."""
     pieces, start, end = [], 0, len(value)
     while (found := _SCRIPT_STYLE_OPEN.search(value, start)) is not None:
         opened = value.find(">", found.end())
@@ -73,10 +87,6 @@ def _strip_markup(value: str) -> str:
     return _TAG.sub(_tag_space, value)
 
 
-def _defuse(match: re.Match) -> str:
-    return f"{match.group(1)} " if match.group(1) else ""
-
-
 def collapse_space(value: str) -> str:
     """Every run of whitespace (CR/LF included) becomes one space; control characters go."""
     # isprintable() is False for every whitespace but " " and for control characters: the common case is one cheap scan.
@@ -104,11 +114,6 @@ def html_to_text(value: str | None) -> str:
         value = html.unescape(_strip_markup(value))
         if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
             value = _strip_markup(value)
-        if "=" in value or "script" in value.lower():
-            value = _HOSTILE.sub(_defuse, value)
-    elif ":" in value and "javascript" in value.lower():  # str scans first: the regex costs ~50 us per abstract
-        # Without "<" there is no tag, so an event handler is inert text; a "javascript:" URL is still defused.
-        value = _HOSTILE.sub(_defuse, value)
     return collapse_space(value)
 
 

@@ -294,8 +294,3 @@ def papers_from_feed(parsed: feedparser.FeedParserDict, warnings: list[str]) -> 
     return ParseResult(papers=papers, kind=parsed.get("version") or "feed", title=feed_title(parsed),
                        warnings=warnings + problems, skipped=skipped)
 
-
-def parse_feed(data: bytes, *, source_url: str = "") -> ParseResult:
-    """Any RSS 0.9x/1.0/2.0 or Atom 0.3/1.0 feed; kind is feedparser's version (rss10, rss20, atom10...)."""
-    parsed, warnings = read_feed(data, source_url)
-    return papers_from_feed(parsed, warnings)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 
 from digest.errors import FeedError
-from digest.sources import ParseResult
+from digest.sources import FETCHED_KINDS, ParseResult
 from digest.sources.arxiv import api_result, is_arxiv_api, is_arxiv_listing, listing_result
 from digest.sources.feed import papers_from_feed, read_feed
 from digest.sources.hf import parse_hf_daily
 from digest.sources.jsonl import parse_jsonl
 from digest.sources.shape import check_json
 
-SOURCE_KINDS = ("arxiv-rss", "arxiv-api", "hf-daily", "feed", "jsonl")
+SOURCE_KINDS = (*FETCHED_KINDS, "jsonl")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.txt")
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 

@@ -14,8 +14,10 @@ from sqlmodel import Session
 
 from ..errors import InputError, NotFoundError
 from ..models import Source
+from ..sources import FETCHED_KINDS, FILE_KIND
+from ..sources.clean import CONTROL_CHARS
 
-KINDS = ("arxiv-rss", "arxiv-api", "hf-daily", "feed", "file")
+KINDS = (*FETCHED_KINDS, FILE_KIND)
 ERROR_TEXT_MAX = 1_000
 
 
@@ -49,7 +51,7 @@ def list_sources(session: Session, *, enabled_only: bool = False, include_files:
     if enabled_only:
         query = query.where(Source.enabled.is_(True))
     if not include_files:
-        query = query.where(Source.kind != "file")
+        query = query.where(Source.kind != FILE_KIND)
     return list(session.execute(query).scalars())
 
 
@@ -112,7 +114,7 @@ def record_fetch_error(session: Session, source: Source, now: datetime, error: s
 
 # An error may quote the feed (an arXiv error entry's id, an entry's guid): control characters go, as PostgreSQL
 # refuses NUL and a terminal would obey an escape sequence; a lone surrogate (no UTF-8) becomes U+FFFD.
-_NOT_PRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_PRINTABLE = re.compile(f"[{CONTROL_CHARS}\ud800-\udfff]")
 
 
 def error_text(error: str) -> str:

@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..models import Source, Subscriber
+from ..sources import FILE_KIND
 from . import read_rows
 
-FETCHED_KINDS_EXCLUDE = ("file",)  # imported files are never fetched: no fetch health to report
+FETCHED_KINDS_EXCLUDE = (FILE_KIND,)  # imported files are never fetched: no fetch health to report
 
 _source = Source.__table__
 _subscriber = Subscriber.__table__
