@@ -33,7 +33,6 @@ from sqlalchemy.engine import Engine
 from .children import die_with_parent
 from .errors import DigestError, FeedError, InputError, NotFoundError, RefusedError
 from .log import log_event
-from .models import Source
 from .sources import FILE_KIND, ParsedPaper, ParseResult
 from .sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
 from .sources.jsonl import PIECE_BYTES, JsonlReader, read_jsonl_pieces
@@ -134,14 +133,14 @@ def _fetch_one(engine: Engine, settings: Any, now: datetime, source: Any, client
                 return _record_error(engine, source_id, name, now, f"gone (HTTP 410): source disabled, {url} no longer exists", disable=True)
             if fetched.status == "not_modified":
                 with session_scope(engine) as session:
-                    record_fetch_success(session, session.get(Source, source_id), now, count=None, url=fetched.url)
+                    record_fetch_success(session, source_id, now, count=None, url=fetched.url)
                 return SourceReport(name, "unchanged", not_modified=True)
             result = parse_source(kind, fetched.body, source_url=fetched.url)
         with session_scope(engine) as session:
             upserted = upsert_papers(session, source_id, result.papers, now)
             refused = _refused(name, upserted, len(result.papers))
             record_fetch_success(
-                session, session.get(Source, source_id), now, count=upserted.stored, new_papers=upserted.linked,
+                session, source_id, now, count=upserted.stored, new_papers=upserted.linked,
                 skipped=result.skipped + len(upserted.skipped),
                 etag=fetched.etag if fetched else None, last_modified=fetched.last_modified if fetched else None,
                 url=fetched.url if fetched else None,
@@ -177,7 +176,7 @@ def _record_error(engine: Engine, source_id: int, name: str, now: datetime, erro
     """Record a failed fetch. A StoreError here means the database cannot be used at all: it stops the run."""
     error = error_text(error)  # it may quote the feed: no control character reaches the database or the terminal
     with session_scope(engine) as session:
-        record_fetch_error(session, session.get(Source, source_id), now, error, disable=disable)
+        record_fetch_error(session, source_id, now, error, disable=disable)
     return SourceReport(name, "error", error=error)
 
 

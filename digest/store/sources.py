@@ -71,9 +71,13 @@ def ensure_source(session: Session, name: str, kind: str, url: str, now: datetim
     return source
 
 
+def _row(session: Session, source: Source | int) -> Source:
+    return session.get(Source, source) if isinstance(source, int) else source
+
+
 def record_fetch_success(
     session: Session,
-    source: Source,
+    source: Source | int,
     now: datetime,
     *,
     count: int | None,
@@ -86,7 +90,8 @@ def record_fetch_success(
     """A fetch that worked. `count` (papers stored) None means the server said "not modified" (the last count and
     `skipped` stay); `new_papers` adds to papers_seen (papers this source carried for the first time); `skipped` is
     how many entries were refused (by the record check or the database); `url` is the new address after a permanent
-    redirect."""
+    redirect. `source`: the row or its id."""
+    source = _row(session, source)
     source.last_fetch_at = source.last_success_at = now
     source.consecutive_errors = 0
     source.last_error = None
@@ -100,8 +105,9 @@ def record_fetch_success(
     session.add(source)
 
 
-def record_fetch_error(session: Session, source: Source, now: datetime, error: str, *, disable: bool = False) -> None:
-    """A fetch that failed; `disable` (HTTP 410 Gone) turns the source off and says why."""
+def record_fetch_error(session: Session, source: Source | int, now: datetime, error: str, *, disable: bool = False) -> None:
+    """A fetch that failed; `disable` (HTTP 410 Gone) turns the source off and says why. `source`: the row or its id."""
+    source = _row(session, source)
     error = error_text(error)
     source.last_fetch_at = source.last_error_at = now
     source.last_error = error
