@@ -40,6 +40,7 @@ from .sources.parse import dedupe_papers, parse_file, parse_source
 from .store import session_scope
 from .store.papers import UpsertReport, upsert_papers
 from .store.sources import ensure_source, error_text, list_sources, record_fetch_error, record_fetch_success
+from .taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 
 log = logging.getLogger(__name__)
 
@@ -399,8 +400,6 @@ SPEC_HELP = "arxiv:CAT[+CAT...], arxiv-api:QUERY, hf-daily, or an http(s) URL"
 def _arxiv_category(value: str) -> str:
     """A category of an arxiv: spec as arXiv writes it; a typo or a name is refused with a guess (the feed of a
     category that does not exist is empty, every day, without an error)."""
-    from .taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
-
     code = canonical_category(value)
     if code is None:
         guesses = suggest_categories(value)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol
 
 from .config import Settings
 from .editions import WEEKDAYS, parse_zone
 from .errors import ConfigError, DigestError, LockedError
+from .health import ERROR_LIMIT
 from .log import log_event
+from .store.status import newest_fetch_at, oldest_success_at
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +155,6 @@ def fetch_decision(trigger, *, last_try: datetime | None, live: bool, oldest_suc
 def fetch_due(engine, settings: Settings, now: datetime) -> bool:
     """Whether a run at `now` should fetch: fetch_decision over the stored sources, for `digest run --fetch due`
     and every tick of the daemon. False when no enabled source is fetched at all (imported files never are)."""
-    from .health import ERROR_LIMIT
-    from .store.status import newest_fetch_at, oldest_success_at
-
     last_try = newest_fetch_at(engine)
     live, oldest = oldest_success_at(engine, error_limit=ERROR_LIMIT)
     if last_try is None and not live:  # no fetched source (a broken one has been tried, so last_try is set)
@@ -270,8 +270,6 @@ def serve(settings: Settings, job: Job, fetch_due: Callable[[datetime], bool], *
 
 
 def _shutdown(scheduler) -> None:
-    import time
-
     from apscheduler.schedulers import SchedulerNotRunningError
 
     for _ in range(100):  # a signal that came just before start(): wait (at most 5 s) for it to begin

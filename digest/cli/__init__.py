@@ -5,8 +5,11 @@ Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
+import secrets
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -19,6 +22,8 @@ import click
 from .. import __version__
 from ..config import Settings, load_settings, mask_secrets, render_config_file, url_secrets
 from ..errors import ConfigError, DigestError
+from ..log import configure_logging_lazily, secret_values
+from ..store import describe, ensure_ready, init_db, open_engine
 
 EXIT_ERROR = 1
 
@@ -40,8 +45,6 @@ class AppContext:
     def secrets(self) -> tuple[str, ...]:
         """What must never be printed: the configured secrets, or, when the settings cannot be loaded,
         whatever may be a password in a database URL given by flag or environment."""
-        from ..log import secret_values
-
         try:
             return secret_values(self.settings)
         except Exception:  # noqa: BLE001 - a broken config is what is being reported
@@ -50,8 +53,6 @@ class AppContext:
 
     @cached_property
     def engine(self):
-        from ..store import ensure_ready, open_engine
-
         engine = open_engine(self.settings.database_url)
         ensure_ready(engine)
         return engine
@@ -126,7 +127,6 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, database
     if verbose:
         overrides["log_level"] = "debug"
     ctx.obj = AppContext(home, config_file, verbose, overrides)
-    from ..log import configure_logging_lazily  # one key=value (or JSON) line per event on stderr
 
     configure_logging_lazily(lambda: ctx.obj.settings, log_format, overrides.get("log_level"))
 
@@ -135,8 +135,6 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, database
 @pass_app
 def init(app: AppContext) -> None:
     """Create DIGEST_HOME, the database and a commented digest.toml with a random secret_key (safe to run twice)."""
-    from ..store import describe, init_db, open_engine
-
     explicit = app.config_file or os.environ.get("DIGEST_CONFIG")  # the file in effect, if not DIGEST_HOME's
     made = None
     if explicit:  # written first: loading the settings needs the file named
@@ -167,8 +165,6 @@ def _write_config(path: Path) -> bool | None:
     """Write the commented config file, readable only by its owner, unless it exists (None). True when it holds a
     new random secret_key: a first `preview` or `send` must not fail for want of one. None is made when the
     environment already provides the key (DIGEST_SECRET_KEY or DIGEST_SECRET_KEY_FILE): it would be ignored."""
-    import secrets
-
     if path.exists():
         return None
     key = None if {"DIGEST_SECRET_KEY", "DIGEST_SECRET_KEY_FILE"} & set(os.environ) else secrets.token_urlsafe(32)
@@ -203,9 +199,6 @@ def config_cmd(app: AppContext, as_json: bool) -> None:
 
 def _register() -> None:
     """Attach the command modules; each adds its commands to `main`."""
-    import importlib
-    import pkgutil
-
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{module}")
 

@@ -11,12 +11,18 @@ import signal
 import sys
 import tempfile
 import threading
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
 import click
 
+from ..config import load_settings
 from ..errors import DigestError, InputError
+from ..schedule import fetch_due, fetch_trigger, next_fire_times
+from ..store import ensure_ready, open_engine, session_scope
+from ..store.sources import list_sources
+from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber, list_subscribers
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 DEMO_CONFIG = """# written by `digest demo`: an offline demo, mail goes to the outbox directory
@@ -125,11 +131,6 @@ def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: 
 
 def _nothing_due(app: AppContext) -> str:
     """The empty state of send and run: nobody to send to (and who is there instead), or everyone served."""
-    from collections import Counter
-
-    from ..store import session_scope
-    from ..store.subscribers import list_subscribers
-
     with session_scope(app.engine) as session:
         statuses = Counter(s.status for s in list_subscribers(session))
     if statuses["active"]:
@@ -155,9 +156,6 @@ def send(app: AppContext, dry_run: bool, only: str | None, edition: str | None) 
 
 
 def _has_sources(app: AppContext) -> bool:
-    from ..store import session_scope
-    from ..store.sources import list_sources
-
     with session_scope(app.engine) as session:
         return any(list_sources(session, enabled_only=True, include_files=False))
 
@@ -178,8 +176,6 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
         click.echo("no sources to fetch: add one with `digest sources add` (the papers already stored are sent)")
         fetch = False
     elif fetch_mode == "due":
-        from ..schedule import fetch_due, fetch_trigger, next_fire_times
-
         now = app.now()
         fetch = fetch_due(app.engine, app.settings, now)
         if not fetch:
@@ -228,11 +224,8 @@ def demo(app: AppContext, demo_home: str | None) -> None:
 
     Needs no network, no mail server and no configuration; DIGEST_HOME and DIGEST_* settings are ignored.
     """
-    from ..config import load_settings
     from ..ingest import SAMPLE_FILES, import_file
     from ..pipeline.job import run_job
-    from ..store import ensure_ready, open_engine, session_scope
-    from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber
 
     home = Path(demo_home).expanduser().resolve() if demo_home else Path(tempfile.mkdtemp(prefix="digest-demo-"))
     config = home / "digest.toml"

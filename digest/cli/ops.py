@@ -10,6 +10,12 @@ from datetime import datetime, timezone
 
 import click
 
+from ..health import edition_problems, source_note, source_problems
+from ..log import enable_event_logging
+from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job, serve as serve_forever
+from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
+from ..store.status import active_schedules, source_health
+
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 EDITIONS_SHOWN = 7
@@ -27,9 +33,6 @@ def serve(app: AppContext, tick_seconds: int) -> None:
     is due. Shares `digest run`'s job and lock, so cron or a person running `digest run` never causes a
     double send. SIGTERM or SIGINT lets the message in flight finish, then exits 0.
     """
-    from ..log import enable_event_logging
-    from ..schedule import fetch_due, fetch_trigger, pipeline_job, serve as serve_forever
-
     enable_event_logging()
     settings = app.settings
     fetch_trigger(settings)  # a bad fetch_cron is reported before anything starts
@@ -56,11 +59,6 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     than an hour ago is not finished for an active subscriber, or deliveries have been 'sending' for over
     an hour (the run that sent them died); otherwise prints "ok: ...".
     """
-    from ..health import edition_problems, source_note, source_problems
-    from ..schedule import fetch_trigger, next_fire_times
-    from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
-    from ..store.status import active_schedules, source_health
-
     now = app.now()
     sources = source_health(app.engine)
     editions = editions_summary(app.engine, limit=EDITIONS_SHOWN)
@@ -89,8 +87,6 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
 
 
 def _print_status(sources, editions, problems, next_fetch, settings) -> None:
-    from ..health import source_note
-
     if not sources:
         click.echo("sources: none (add one with `digest sources add`)")
     else:

@@ -7,6 +7,9 @@ from datetime import datetime, timezone
 
 import click
 
+from ..store import session_scope
+from ..store.papers import count_papers, papers_since, source_names_of
+from ..store.sources import get_source
 from . import AppContext, main, pass_app
 
 
@@ -23,10 +26,6 @@ def papers() -> None:
 @pass_app
 def papers_list(app: AppContext, since: datetime | None, source: str | None, limit: int, as_json: bool) -> None:
     """List stored papers, newest first, each with its ident (arXiv id, DOI or imported id)."""
-    from ..store import session_scope
-    from ..store.papers import count_papers, papers_since, source_names_of
-    from ..store.sources import get_source
-
     with session_scope(app.engine) as session:
         if source is not None:
             get_source(session, source)  # an unknown name is an error, not an empty list

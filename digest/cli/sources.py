@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import click
 
+from ..errors import InputError
 from ..sources import FETCHED_KINDS
+from ..store import session_scope
+from ..store.sources import add_source, list_sources, remove_source
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 
@@ -30,8 +34,6 @@ def sources() -> None:
 def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) -> None:
     """Add a source. SPEC is arxiv:CAT[+CAT...] (e.g. arxiv:cs.LG+cs.CL), arxiv-api:QUERY, hf-daily, or an http(s) URL."""
     from ..ingest import resolve_spec
-    from ..store import session_scope
-    from ..store.sources import add_source
 
     resolved_kind, url, default_name = resolve_spec(spec, kind)
     with session_scope(app.engine) as session:
@@ -44,9 +46,6 @@ def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) 
 @pass_app
 def sources_list(app: AppContext, as_json: bool) -> None:
     """Show each source: kind, URL, last success, last error, consecutive errors, entries skipped, papers seen."""
-    from ..store import session_scope
-    from ..store.sources import list_sources
-
     with session_scope(app.engine) as session:
         found = list_sources(session)
     if as_json:
@@ -73,9 +72,6 @@ def sources_list(app: AppContext, as_json: bool) -> None:
 @pass_app
 def sources_remove(app: AppContext, name: str) -> None:
     """Remove a source (the papers it brought stay)."""
-    from ..store import session_scope
-    from ..store.sources import remove_source
-
     with session_scope(app.engine) as session:
         remove_source(session, name)
     click.echo(f"removed {name}")
@@ -87,8 +83,6 @@ def sources_remove(app: AppContext, name: str) -> None:
 def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
     """Fetch every enabled source and store the new papers: one line per source, exit 1 if any failed."""
     from ..ingest import fetch_sources
-    from ..store import session_scope
-    from ..store.sources import list_sources
 
     engine, settings = app.engine, app.settings
     with session_scope(engine) as session:
@@ -113,9 +107,6 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
 def import_cmd(app: AppContext, file: str) -> None:
     """Import papers from a local FILE; the format is detected: RSS 1.0/2.0, Atom, arXiv API Atom,
     Hugging Face daily-papers JSON or JSON Lines (id, title, abstract per line)."""
-    from pathlib import Path
-
-    from ..errors import InputError
     from ..ingest import import_file
 
     if Path(file).is_dir():  # as "no such file": the operator's input, one line and exit 1, not a usage error

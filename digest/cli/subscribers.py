@@ -8,6 +8,23 @@ import sys
 import click
 
 from ..models import Subscriber
+from ..store import session_scope
+from ..store.subscribers import (
+    LIST_FIELDS,
+    SubscriberInput,
+    add_subscriber,
+    export_csv,
+    feedback_for,
+    get_subscriber,
+    import_csv,
+    list_subscribers,
+    record_feedback,
+    remove_feedback,
+    remove_subscriber,
+    resolve_papers,
+    set_status,
+    update_subscriber,
+)
 from . import AppContext, main, pass_app
 
 
@@ -32,16 +49,12 @@ def _profile_options(command):
 
 
 def _input(options: dict):
-    from ..store.subscribers import LIST_FIELDS, SubscriberInput
-
     # A repeatable option left out arrives as (); that means "not given", not "empty the list".
     given = {k: (list(v) if v else None) if k in LIST_FIELDS else v for k, v in options.items()}
     return SubscriberInput(**given)
 
 
 def _record(session, sub: Subscriber) -> dict:
-    from ..store.subscribers import feedback_for
-
     liked, disliked = feedback_for(session, sub)
     stamp = lambda value: value.isoformat() if value else None  # noqa: E731
     return {
@@ -70,9 +83,6 @@ def subscribers() -> None:
 @pass_app
 def add(app: AppContext, email: str, **options) -> None:
     """Add an active subscriber (the administrator vouches for the address)."""
-    from ..store import session_scope
-    from ..store.subscribers import add_subscriber
-
     with session_scope(app.engine) as session:
         sub = add_subscriber(session, email, _input(options), now=app.now())
         click.echo(f"added {_summary(sub)}")
@@ -84,9 +94,6 @@ def add(app: AppContext, email: str, **options) -> None:
 @pass_app
 def list_cmd(app: AppContext, status: str | None, as_json: bool) -> None:
     """List subscribers by address."""
-    from ..store import session_scope
-    from ..store.subscribers import list_subscribers
-
     with session_scope(app.engine) as session:
         subs = list_subscribers(session, status)
         if as_json:
@@ -104,9 +111,6 @@ def list_cmd(app: AppContext, status: str | None, as_json: bool) -> None:
 @pass_app
 def show(app: AppContext, email: str, as_json: bool) -> None:
     """Show one subscriber's profile, status and feedback."""
-    from ..store import session_scope
-    from ..store.subscribers import get_subscriber
-
     with session_scope(app.engine) as session:
         record = _record(session, get_subscriber(session, email))
     if as_json:
@@ -128,9 +132,6 @@ def show(app: AppContext, email: str, as_json: bool) -> None:
 @pass_app
 def update(app: AppContext, email: str, add_interests: tuple, remove_interests: tuple, **options) -> None:
     """Change a subscriber's profile; a list option given replaces that whole list."""
-    from ..store import session_scope
-    from ..store.subscribers import get_subscriber, update_subscriber
-
     with session_scope(app.engine) as session:
         sub = get_subscriber(session, email)
         update_subscriber(session, sub, _input(options), add_interests, remove_interests, now=app.now())
@@ -142,9 +143,6 @@ def _status_command(name: str, status: str, doc: str) -> None:
     @click.argument("email")
     @pass_app
     def command(app: AppContext, email: str) -> None:
-        from ..store import session_scope
-        from ..store.subscribers import get_subscriber, set_status
-
         with session_scope(app.engine) as session:
             sub = set_status(session, get_subscriber(session, email), status, app.now())
             click.echo(f"{sub.email} is now {sub.status}")
@@ -160,9 +158,6 @@ _status_command("resume", "active", "Send to a paused (or pending, or unsubscrib
 @pass_app
 def remove(app: AppContext, email: str, yes: bool) -> None:
     """Delete a subscriber and all their data: feedback, deliveries, papers sent."""
-    from ..store import session_scope
-    from ..store.subscribers import get_subscriber, remove_subscriber
-
     with session_scope(app.engine) as session:
         sub = get_subscriber(session, email)
         if not yes:
@@ -176,9 +171,6 @@ def remove(app: AppContext, email: str, yes: bool) -> None:
 @pass_app
 def import_cmd(app: AppContext, path: str) -> None:
     """Add or update subscribers from a CSV file; nothing is written if any line is wrong."""
-    from ..store import session_scope
-    from ..store.subscribers import import_csv
-
     with session_scope(app.engine) as session:
         report = import_csv(session, path, app.now())
     click.echo(f"imported {path}: {report.added} added, {report.updated} updated")
@@ -189,9 +181,6 @@ def import_cmd(app: AppContext, path: str) -> None:
 @pass_app
 def export(app: AppContext, path: str) -> None:
     """Write every subscriber to a CSV file (- for standard output) that `import` reads back."""
-    from ..store import session_scope
-    from ..store.subscribers import export_csv
-
     with session_scope(app.engine) as session:
         count = export_csv(session, sys.stdout if path == "-" else path)
     if path != "-":
@@ -206,9 +195,6 @@ def export(app: AppContext, path: str) -> None:
 @pass_app
 def feedback(app: AppContext, email: str, like: tuple, dislike: tuple, clear: tuple) -> None:
     """Record likes and dislikes (arXiv ids, DOIs or imported ids); the next ranking uses them."""
-    from ..store import session_scope
-    from ..store.subscribers import get_subscriber, record_feedback, remove_feedback, resolve_papers
-
     if not (like or dislike or clear):
         raise click.UsageError("give --like, --dislike or --clear")
     now = app.now()
