@@ -11,7 +11,7 @@ from digest.models import SentPaper
 from digest.sources import ParsedPaper
 from digest.store import init_db, open_engine, session_scope
 from digest.rank import build_profile
-from digest.store.candidates import candidate_papers, candidate_window, profile_rows, sent_among
+from digest.store.candidates import candidate_papers, profile_rows, sent_among
 from digest.store.papers import upsert_papers
 from digest.store.sources import ensure_source
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, record_feedback
@@ -150,13 +150,6 @@ def test_rank_cmd_unknown_subscriber_is_one_line_and_exit_1(cli, store):
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
     assert "no subscriber nobody@example.org" in result.output
-
-
-def test_candidate_window_starts_at_last_digest_but_no_earlier_than_the_window():
-    now = datetime(2025, 3, 10, 7, tzinfo=timezone.utc)
-    assert candidate_window(None, now, 3) == (now - timedelta(days=3), now)
-    assert candidate_window(now - timedelta(days=1), now, 3) == (now - timedelta(days=1), now)
-    assert candidate_window(now - timedelta(days=30), now, 3) == (now - timedelta(days=3), now)
 
 
 def test_candidate_papers_are_those_first_seen_inside_the_window(store):

@@ -8,7 +8,7 @@ digest.rank.build_profile turns ProfileRows into a Profile (the store sits below
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterable, Sequence
 
 from sqlmodel import Session, select
@@ -34,13 +34,6 @@ class ProfileRows:
     liked: list[Paper]
     disliked: list[Paper]
     sent_ids: set[int]
-
-
-def candidate_window(last_digest_at: datetime | None, now: datetime, window_days: int) -> tuple[datetime, datetime]:
-    """(since, until): papers first seen after the last digest, but never more than window_days back."""
-    floor = now - timedelta(days=window_days)
-    since = max(last_digest_at, floor) if last_digest_at is not None else floor
-    return since, now
 
 
 def candidate_papers(session: Session, since: datetime, until: datetime) -> list[StoredPaper]:
