@@ -48,6 +48,7 @@ class Links:
     preferences: str
     like: dict[int, str]  # paper id -> URL
     dislike: dict[int, str]
+    edition: str | None = None  # "view in your browser": this email on the web (/edition/<token>)
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ class DigestRenderer:
 
     def render(self, result: RankResult, *, name: str, email: str, edition: date, links: Links, site_name: str = "Paper digest", interests: Sequence[str] = ()) -> RenderedEmail:
         picks = result.picks
-        for url in (links.unsubscribe, links.preferences, *(links.like.get(r.paper.id) for r in picks), *(links.dislike.get(r.paper.id) for r in picks)):
+        for url in (links.unsubscribe, links.preferences, *((links.edition,) if links.edition is not None else ()), *(links.like.get(r.paper.id) for r in picks), *(links.dislike.get(r.paper.id) for r in picks)):
             if not _is_absolute(url):
                 raise ConfigError(f"a link in the email is missing or not absolute: {url!r}", "set base_url to an absolute https URL, and make like/dislike links for every pick")
         cards_html, cards_text = [], []
@@ -327,7 +328,7 @@ class DigestRenderer:
         context = {
             "subject": subject, "preheader": preheader, "site_name": site, "date_long": long_date(edition), "intro": intro,
             "matched": bool(result.matched and picks), "email": clean_text(email), "interests_line": interests_line,
-            "preferences_url": links.preferences, "unsubscribe_url": links.unsubscribe,
+            "preferences_url": links.preferences, "unsubscribe_url": links.unsubscribe, "edition_url": links.edition,
         }
         html = self._shell_html.render(context, cards=cards_html, trending=[Markup("".join(parts)) for parts, _ in trending])
         if not self.inline_once:

@@ -53,7 +53,7 @@ NORMALISE: list[tuple[re.Pattern[str], str]] = [
     # "Fri 27 Nov" in subjects, "Friday 27 November 2026" in the email's header line
     (re.compile(r"\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]* \d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*(?: \d{4})?\b"), "<day>"),
     # signed tokens in links carry the time they were made
-    (re.compile(r"/(confirm|unsubscribe|preferences|feedback)/[\w.-]+"), r"/\1/<token>"),
+    (re.compile(r"/(confirm|unsubscribe|preferences|feedback|edition)/[\w.-]+"), r"/\1/<token>"),
     (re.compile(r"\b[\d,]+ bytes\b"), "<n> bytes"),
     # column padding: a longer name elsewhere in a table (a new setting, a longer path) widens every row
     (re.compile(r"(?<=\S) {2,}"), "  "),

@@ -55,7 +55,7 @@ def populate(home: Path, subscribers: int = 3) -> list[str]:
 
 
 def no_tokens(text: str) -> str:
-    return re.sub(r"/(unsubscribe|preferences|feedback)/[A-Za-z0-9._-]+", r"/\1/<token>", text)
+    return re.sub(r"/(unsubscribe|preferences|feedback|edition)/[A-Za-z0-9._-]+", r"/\1/<token>", text)
 
 
 def smtp_env(server, connections: int = 1) -> dict[str, str]:

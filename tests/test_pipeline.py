@@ -111,7 +111,20 @@ def test_run_job_delivers_each_due_subscriber_once_and_records_it(world, smtp_se
         assert {r.subscriber_id: set(r.papers) for r in rows} == sent_among(session, [r.subscriber_id for r in rows], [p for r in rows for p in r.papers])
     ada = received["ada@example.org"]
     assert "Sparse autoencoders" in str(ada["Subject"])
+    assert_contents_recorded(engine, rows)
     assert again(engine, settings, smtp_server) == 0  # a second run the same day has nothing due
+
+
+def assert_contents_recorded(engine, rows) -> None:
+    """Each 'sent' row keeps how its email showed the papers (the edition's web page reads it): the picks, with
+    their reasons, then the trending papers, together the papers it carried."""
+    from digest.store.editions import sent_edition
+
+    for row in rows:
+        sent = sent_edition(engine, row.subscriber_id, row.edition)
+        assert sent is not None and sent.picks is not None and sent.trending is not None
+        assert [pid for pid, _ in sent.picks] + sent.trending == row.papers
+        assert any(reasons for _, reasons in sent.picks) or not sent.picks
 
 
 def again(engine, settings, server, now=NOW) -> int:
@@ -352,6 +365,7 @@ def test_run_job_renders_a_big_edition_in_worker_processes(world, monkeypatch: p
     assert [r for r, _ in transport.sent] == ["ada@example.org", "bob@example.org", "cy@example.org"]  # in order
     assert all(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in m for _, m in transport.sent)
     assert report.timings["render"] > 0 and {d.state for d in ledger.deliveries_for(engine)} == {"sent"}
+    assert_contents_recorded(engine, ledger.deliveries_for(engine))  # the picks' reasons came back from the workers
 
 
 def test_run_job_uses_the_outbox_without_smtp_host(world) -> None:

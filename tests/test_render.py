@@ -48,6 +48,7 @@ def links_for(subscriber_id: int, paper_ids, signed: bool = False) -> Links:
         unsubscribe=url("unsubscribe"), preferences=url("preferences"),
         like={pid: url("feedback", paper_id=pid, value=1) for pid in paper_ids},
         dislike={pid: url("feedback", paper_id=pid, value=-1) for pid in paper_ids},
+        edition=url("edition", edition=EDITION.isoformat()),
     )
 
 
@@ -218,16 +219,19 @@ def test_render_digest_links_are_absolute(renderer):
     assert len(links) >= 15
     assert all(link.startswith("https://") for link in links), [link for link in links if not link.startswith("https://")]
     assert "https://blog.example.com/posts/small-models" in links and "https://arxiv.org/pdf/2511.00001" in links
-    for url in re.findall(r"(?:Abstract|PDF|More like this|Less like this|Preferences|Unsubscribe): (\S+)", email.text):
+    assert "View in your browser: https://digest.example.org/edition/" in email.text
+    for url in re.findall(r"(?:Abstract|PDF|More like this|Less like this|Preferences|Unsubscribe|View in your browser): (\S+)", email.text):
         assert url.startswith("https://")
 
 
-@pytest.mark.parametrize("bad", ["relative", "missing-like"])
+@pytest.mark.parametrize("bad", ["relative", "missing-like", "relative-edition"])
 def test_render_digest_rejects_links_that_would_not_work(renderer, bad):
     result = fixed_edition()
     links = links_for(7, [1, 2, 3])
     if bad == "relative":
         links = Links("/unsubscribe/x", links.preferences, links.like, links.dislike)
+    elif bad == "relative-edition":
+        links = Links(links.unsubscribe, links.preferences, links.like, links.dislike, edition="/edition/x")
     else:
         links = Links(links.unsubscribe, links.preferences, {}, links.dislike)
     with pytest.raises(ConfigError, match="not absolute"):

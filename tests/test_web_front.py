@@ -323,8 +323,13 @@ def test_edition_page_shows_the_picks_of_a_real_sent_email(home, smtp_server, tm
         html = received.parsed.get_body(("html",)).get_content()
         emailed = [unescape(t) for t in re.findall(r'class="title"[^>]*>([^<]+)</(?:a|span)>', html)]
         assert emailed and all(TOPICS["sae"][0] in t for t in emailed)
-        page = site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-13"))
+        link = unescape(re.search(r'<a class="browser-link" href="([^"]+)"', html).group(1))  # "View in your browser"
+        assert read_token(SECRET, "edition", link.rsplit("/", 1)[1]).edition == "2026-08-13"
+        text = received.parsed.get_body(("plain",)).get_content()
+        assert f"View in your browser: {link}" in text
+        page = site.client.get(link)
         assert page.status_code == 200
+        assert "Picked for you" in page.text  # the contents were recorded with 'sent'
         assert titles_on(page.text)[: len(emailed)] == emailed  # the email's picks, in the email's order
         [delivery] = ledger.deliveries_for(site.engine)
         assert len(titles_on(page.text)) == len(delivery.papers)  # and after them the email's trending papers

@@ -25,7 +25,7 @@ from digest.store import session_scope
 from digest.store.papers import upsert_papers
 from digest.store.sources import add_source
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber
-from digest.tokens import edition_url
+from digest.tokens import read_token
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = Path(__file__).parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
@@ -170,8 +170,9 @@ def test_browser_front_page_reads_and_subscribes_without_javascript(home, browse
         context.close()
 
 
-def sent_edition(site, smtp_server, tmp_path) -> tuple[str, list[str]]:
-    """A real edition sent with run_job over SMTP: the URL of its web page and the titles of the email's picks."""
+def sent_edition(site, smtp_server, tmp_path) -> tuple[str, list[str], str]:
+    """A real edition sent with run_job over SMTP: the "view in your browser" URL the email carries, the titles of
+    the email's picks and the email's HTML."""
     import_file(site.engine, write_papers(tmp_path / "day.jsonl", "d1"), NOW - timedelta(hours=1))
     with session_scope(site.engine) as session:
         sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["sparse autoencoders interpretability"]), now=NOW - timedelta(days=3))
@@ -179,19 +180,37 @@ def sent_edition(site, smtp_server, tmp_path) -> tuple[str, list[str]]:
     [received] = smtp_server.messages
     html = received.parsed.get_body(("html",)).get_content()
     picks = [unescape(t) for t in re.findall(r'class="title"[^>]*>([^<]+)</(?:a|span)>', html)]
-    return edition_url(site.base_url, SECRET, sub.id, sub.token_version, NOW.date().isoformat()), picks
+    url = unescape(re.search(r'<a class="browser-link" href="([^"]+)"', html).group(1))
+    claim = read_token(SECRET, "edition", url.removeprefix(f"{site.base_url}/edition/"))  # signed now: compare what it says
+    assert (claim.subscriber_id, claim.version, claim.edition) == (sub.id, sub.token_version, NOW.date().isoformat())
+    return url, picks, html
 
 
 def test_browser_edition_page_shows_the_picks_of_the_email(home, browser, smtp_server, tmp_path):  # noqa: F811
+    from digest.models import Feedback
+    from sqlmodel import select
+
     with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none", from_address="digest@example.org") as site:
         site.clock.now = NOW
-        url, picks = sent_edition(site, smtp_server, tmp_path)
+        url, picks, html = sent_edition(site, smtp_server, tmp_path)
         assert len(picks) >= 3
         page = browser.new_context(viewport=PHONE).new_page()
-        page.goto(url)
+        page.goto(url)  # the link in the email, as the reader clicks it
+        assert page.locator("h2#picks-heading").text_content() == "Picked for you"  # the sections the email had, as recorded
         assert page.locator("article h3").all_inner_texts()[: len(picks)] == picks
-        assert page.locator("article a:has-text('More like this')").count() >= 1
+        emailed_reasons = [" ".join(unescape(r).split()) for r in re.findall(r'class="reason"[^>]*>(.*?)</div>', html, re.S)]
+        shown_reasons = [" ".join(r.split()) for r in page.locator("article p.reason").all_inner_texts()]
+        assert emailed_reasons and shown_reasons[: len(emailed_reasons)] == [re.sub(r"<[^>]+>", "", r) for r in emailed_reasons]
         shoot(page, "06-edition-phone")
+        # A vote on the page works like the email's: the same feedback page, recorded by its button.
+        first = page.locator("article").first
+        first.locator("a:has-text('More like this')").click()
+        page.click("button:has-text('More like this')")
+        page.wait_for_selector("text=Thank you")
+        with session_scope(site.engine) as session:
+            votes = [(f.paper_id, f.value) for f in session.exec(select(Feedback))]
+        assert len(votes) == 1 and votes[0][1] == 1
+        assert page.locator(".paper").first.inner_text() == picks[0]
 
 
 def axe_violations(page) -> list[dict]:
@@ -206,7 +225,7 @@ def axe_violations(page) -> list[dict]:
 def test_browser_pages_pass_axe_core(home, browser, smtp_server, tmp_path):  # noqa: F811
     with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none", from_address="digest@example.org") as site:
         site.clock.now = NOW
-        edition, _ = sent_edition(site, smtp_server, tmp_path)
+        edition, _, _ = sent_edition(site, smtp_server, tmp_path)
         store_papers(site, NOW - timedelta(hours=3))
         paths = ["/", f"/day/{NOW.date()}", "/search?q=sparse+autoencoders", "/search?q=nothing+matches+this", edition.removeprefix(site.base_url)]
         found = {}

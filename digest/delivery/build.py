@@ -26,17 +26,18 @@ from ..errors import InputError
 from ..models import Subscriber
 from ..rank import RankResult
 from ..render import Links, RenderedEmail, render_digest
-from ..tokens import action_url, make_token, vote_url
+from ..tokens import action_url, edition_url, make_token, vote_url
 from .message import build_message
-from .work import Built, Letter, Unbuilt
+from .work import Built, Contents, Letter, Unbuilt, contents_of
 
 POOL_FROM = 1000  # letters from which rendering is spread over worker processes
 MAX_WORKERS = 4
 
 
-def make_links(settings: Settings, subscriber: Subscriber, paper_ids: Sequence[int]) -> Links:
+def make_links(settings: Settings, subscriber: Subscriber, paper_ids: Sequence[int], edition: str | None = None) -> Links:
     """The reader's signed links under base_url (ConfigError when secret_key is missing): three signatures per
-    email (unsubscribe, preferences, and one "vote" token shared by every like and dislike link)."""
+    email (unsubscribe, preferences, and one "vote" token shared by every like and dislike link), and a fourth with
+    `edition` (YYYY-MM-DD): the "view in your browser" link of that edition."""
     key, base, version = settings.secret_key, settings.base_url, subscriber.token_version
     sub_id = subscriber.id or 0
     vote = make_token(key, "vote", sub_id, version)
@@ -45,6 +46,7 @@ def make_links(settings: Settings, subscriber: Subscriber, paper_ids: Sequence[i
         preferences=action_url(base, "preferences", make_token(key, "preferences", sub_id, version)),
         like={p: vote_url(base, vote, p, 1) for p in paper_ids},
         dislike={p: vote_url(base, vote, p, -1) for p in paper_ids},
+        edition=edition_url(base, key, sub_id, version, edition) if edition is not None else None,
     )
 
 
@@ -61,7 +63,7 @@ class Composed:
 def compose(settings: Settings, subscriber: Subscriber, edition: str, result: RankResult, *, message_id: str, date_: datetime) -> Composed:
     """The rendered email of `result` for `subscriber` and its bytes (also what `digest preview` shows)."""
     started = time.perf_counter()
-    links = make_links(settings, subscriber, [r.paper.id for r in result.picks if r.paper.id is not None])
+    links = make_links(settings, subscriber, [r.paper.id for r in result.picks if r.paper.id is not None], edition)
     rendered = render_digest(result, name=subscriber.name, email=subscriber.email, edition=date.fromisoformat(edition), links=links,
                              site_name=settings.from_name, interests=subscriber.interests or ())
     built = time.perf_counter()
@@ -79,7 +81,7 @@ def build_letter(settings: Settings, letter: Letter, date_: datetime) -> Built:
     except Exception as exc:  # noqa: BLE001 - a wall: whatever one subscriber's email raises is their failed delivery
         text = " ".join(f"cannot build the edition: {type(exc).__name__}: {exc}".split())[:500]
         return Built(letter, None, Unbuilt(text, traceback.format_exc()))
-    return Built(letter, composed.message, None, composed.render_seconds, composed.build_seconds)
+    return Built(letter, composed.message, None, composed.render_seconds, composed.build_seconds, contents_of(letter.result))
 
 
 class Builder(Protocol):
@@ -117,6 +119,7 @@ class _Product:
     problem: Unbuilt | None
     render_seconds: float
     build_seconds: float
+    contents: Contents | None  # the picks' reasons come back too: the parent would have to explain them again
 
 
 _JOB: tuple[Settings, Sequence[Letter], datetime] | None = None  # what forked workers inherit instead of receiving it
@@ -126,7 +129,7 @@ def _build_at(index: int) -> _Product:
     assert _JOB is not None, "set before the workers are forked"
     settings, letters, date_ = _JOB
     built = build_letter(settings, letters[index], date_)
-    return _Product(index, built.message, built.problem, built.render_seconds, built.build_seconds)
+    return _Product(index, built.message, built.problem, built.render_seconds, built.build_seconds, built.contents)
 
 
 class ForkedBuilder:
@@ -154,7 +157,7 @@ class ForkedBuilder:
             return iter(())
         chunk = max(1, len(letters) // (4 * self.workers))  # small: the first message of a batch comes quickly
         products = self.pool.imap(_build_at, [self.index[letter.delivery_id] for letter in letters], chunksize=chunk)
-        return (Built(letter, p.message, p.problem, p.render_seconds, p.build_seconds) for letter, p in zip(letters, products))
+        return (Built(letter, p.message, p.problem, p.render_seconds, p.build_seconds, p.contents) for letter, p in zip(letters, products))
 
     def close(self) -> None:
         global _JOB

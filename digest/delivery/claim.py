@@ -18,7 +18,17 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import DigestError, StoreError
 from ..store import deliveries as ledger
-from .work import Letter, Outcome, Settlement
+from ..store.editions import record_edition_contents, record_edition_contents_many
+from .work import Contents, Letter, Outcome, Settlement, contents_of
+
+
+def record_sent_letter(conn: Connection, delivery_id: int, subscriber_id: int, paper_ids: Sequence[int], contents: Contents, attempts: int,
+                       now: datetime, covered_until: datetime) -> None:
+    """'sent' (ledger.record_sent) and how the email showed its papers (the edition's web page reads it), in the
+    caller's transaction: a sent edition always has its contents."""
+    ledger.record_sent(conn, delivery_id, subscriber_id, paper_ids, attempts, now, covered_until)
+    picks, trending = contents
+    record_edition_contents(conn, delivery_id, picks, trending)
 
 
 class Claimer(Protocol):
@@ -76,11 +86,13 @@ class LedgerClaimer:
         now = self.clock()
         writes = [self._write_of(outcome, now) for outcome in outcomes]
         sent = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.letter.paper_ids, o.attempts) for o in outcomes if o.state == "sent"]
+        contents = [(o.letter.delivery_id, *(o.contents or contents_of(o.letter.result))) for o in outcomes if o.state == "sent"]
         others = [(k, write) for k, (outcome, write) in enumerate(zip(outcomes, writes)) if outcome.state != "sent"]
         until = self.covered_until
 
         def work(conn: Connection) -> list[int]:
             ledger.record_sent_many(conn, sent, now, until)
+            record_edition_contents_many(conn, contents)  # a sent edition always has its contents (the web page's)
             bounces = [0] * len(outcomes)
             for k, write in others:
                 bounces[k] = int(write(conn) or 0)  # type: ignore[call-overload]
@@ -99,8 +111,8 @@ class LedgerClaimer:
         letter, attempts, error = outcome.letter, outcome.attempts, outcome.error or ""
         row, sub = letter.delivery_id, letter.subscriber.id or 0
         if outcome.state == "sent":
-            papers, until = letter.paper_ids, self.covered_until
-            return lambda conn: ledger.record_sent(conn, row, sub, papers, attempts, now, until)
+            papers, until, contents = letter.paper_ids, self.covered_until, outcome.contents or contents_of(letter.result)
+            return lambda conn: record_sent_letter(conn, row, sub, papers, contents, attempts, now, until)
         if outcome.state == "deferred":
             return lambda conn: ledger.record_deferred(conn, row, error, attempts, now)
         bounce = outcome.bounce

@@ -38,7 +38,7 @@ def hand_over(transport: Transport, built: Built, sender: str) -> Handed:
     assert built.message is not None
     try:
         transport.send(built.message, sender=sender, recipient=letter.subscriber.email)
-        outcome = Outcome(letter, "sent", attempts=1)
+        outcome = Outcome(letter, "sent", attempts=1, contents=built.contents)
     except TransientDeliveryError as exc:
         outcome = Outcome(letter, "deferred", attempts=1, error=str(exc))
     except PermanentDeliveryError as exc:

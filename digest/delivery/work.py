@@ -37,6 +37,17 @@ def papers_carried(result: RankResult) -> tuple[int, ...]:
     return tuple(dict.fromkeys(p for p in shown if p is not None))
 
 
+Contents = tuple[tuple[tuple[int, tuple[str, ...]], ...], tuple[int, ...]]  # (picks with their reasons, trending ids)
+
+
+def contents_of(result: RankResult) -> Contents:
+    """How an email of `result` shows its papers: the picks in order with their reasons, then the trending ids (what
+    the ledger keeps for the edition's web page, digest.store.editions). Reads the reasons: call it where the email
+    is rendered, where they are made anyway."""
+    picks = tuple((r.paper.id, tuple(r.reasons)) for r in result.picks if r.paper.id is not None)
+    return picks, tuple(r.paper.id for r in result.trending if r.paper.id is not None)
+
+
 @dataclass(frozen=True)
 class Unbuilt:
     """Why one subscriber's email could not be built (a plain value: it crosses from a worker process)."""
@@ -54,6 +65,7 @@ class Built:
     problem: Unbuilt | None = None
     render_seconds: float = 0.0
     build_seconds: float = 0.0
+    contents: Contents | None = None  # how the message shows its papers (contents_of), made while rendering it
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class Outcome:
     attempts: int
     error: str | None = None
     bounce: bool = False  # a hard bounce: counts towards marking the subscriber 'bounced'
+    contents: Contents | None = None  # of a 'sent' letter: recorded with it (contents_of its result when None)
 
 
 @dataclass(frozen=True)

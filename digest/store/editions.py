@@ -51,6 +51,13 @@ def record_edition_contents(conn: Connection, delivery_id: int, picks: Sequence[
     conn.execute(_CONTENTS, {"delivery_id_": delivery_id, "contents_": edition_contents(picks, trending)})
 
 
+def record_edition_contents_many(conn: Connection, rows: Sequence[tuple[int, Sequence[tuple[int, Sequence[str]]], Sequence[int]]]) -> None:
+    """record_edition_contents for several (delivery id, picks, trending) in one statement with many parameter sets
+    (the deliveries record_sent_many marks sent, in its transaction)."""
+    if rows:
+        conn.execute(_CONTENTS, [{"delivery_id_": delivery_id, "contents_": edition_contents(picks, trending)} for delivery_id, picks, trending in rows])
+
+
 def sent_edition(engine: Engine, subscriber_id: int, edition: str) -> SentEdition | None:
     """The subscriber's edition `edition` if the mail server accepted it ('sent'), else None."""
     query = (sa.select(_delivery.c.id, _delivery.c.papers, _delivery.c.contents, _delivery.c.sent_at)
