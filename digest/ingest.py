@@ -45,9 +45,12 @@ from .taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data"
-# The bundled real sample the demo imports: 237 papers (JSON Lines), one day of arXiv cs.CL (RSS 2.0) and one
-# day of Hugging Face daily papers (JSON, with upvotes: the "trending today" section).
+# The bundled real sample: 237 papers from a trending-papers page (JSON Lines: title and abstract only, no links
+# or authors), one day of arXiv cs.CL (RSS 2.0) and one day of Hugging Face daily papers (JSON, with upvotes).
 SAMPLE_FILES = (DATA_DIR / "sample-papers.jsonl", DATA_DIR / "sample-arxiv-cs.CL.xml", DATA_DIR / "hugging-face-2026-08-21.json")
+# What `digest demo` imports: the two days whose every paper has its authors and its arXiv abstract and PDF links,
+# so each paper of every demo email links to it (the Hugging Face upvotes make the "Trending today" section).
+DEMO_FILES = SAMPLE_FILES[1:]
 
 
 @dataclass

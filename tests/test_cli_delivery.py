@@ -85,24 +85,42 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
 
 
 def test_demo_runs_offline_and_writes_emails(cli, tmp_path: Path, no_network: list) -> None:
+    from digest.web import create_app
+
     target = tmp_path / "demo"
     result = cli("demo", "--home", str(target))
     assert result.exit_code == 0, result.output
     assert "sent 3, skipped 0, failed 0, deferred 0 in" in result.output
+    assert result.output.startswith(f"demo home: {target}\n") and result.output.endswith(f"remove the demo: rm -r {target}\n")
     emls = sorted((target / "outbox").glob("*.eml"))
     assert len(emls) == 3
     messages = [parse(p.read_bytes()) for p in emls]
     assert sorted(m["To"].addresses[0].addr_spec for m in messages) == ["ada@example.org", "alan@example.org", "grace@example.org"]
     assert all(m.get_content_type() == "multipart/alternative" for m in messages)
-    for m in messages:  # every sample is used: picks from the papers, trending from the Hugging Face day
-        text = m.get_body(("plain",)).get_content()
+    settings = load_settings(target, env={})
+    site = create_app(settings, open_engine(settings.database_url)).test_client()
+    for m in messages:  # picks from the arXiv day, trending from the Hugging Face day: every paper linked, with authors
+        text, html = m.get_body(("plain",)).get_content(), m.get_body(("html",)).get_content()
         assert "TRENDING TODAY" in text and "upvotes" in text
-    html_line = next(line for line in result.output.splitlines() if line.startswith("open in a browser: "))
-    assert Path(html_line.split(": ", 1)[1]).read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
-    assert str(target / "outbox") in result.output
+        titles = re.findall(r'<(a|span) class="(?:trend-)?title"', html)
+        assert len(titles) >= 8 and set(titles) == {"a"}, titles
+        assert html.count('class="authors"') == len(titles)
+        # one HTML file per subscriber, the email as sent
+        page = target / f"{m['To'].addresses[0].username}.html"
+        assert page.read_bytes().decode("utf-8") == html and str(page) in result.output
+        # "View in your browser" shows the same picks on the demo's own web pages
+        link = unescape(re.search(r'class="browser-link" href="([^"]+)"', html).group(1))
+        assert link.startswith(settings.base_url.rstrip("/") + "/edition/")
+        web = site.get(link.removeprefix(settings.base_url.rstrip("/"))).get_data(as_text=True)
+        picks = [unescape(t) for t in re.findall(r'<a class="title" href="[^"]*"[^>]*>([^<]+)</a>', html)]
+        assert [unescape(t) for t in re.findall(r'<h3 id="paper-\d+-title"><a href="[^"]*">([^<]+)', web)][: len(picks)] == picks
+    # the "try:" lines name the front page and Ada's email on the web, and both are there
+    tried = [line.split()[0] for line in result.output.splitlines() if line.startswith("  http")]
+    assert [site.get(url.removeprefix(settings.base_url.rstrip("/")) or "/").status_code for url in tried] == [200, 200]
+    assert "/edition/" in tried[1] and f"try: digest --home {target} web" in result.output
     assert no_network == []
     again = cli("demo", "--home", str(target))  # a demo home can be used again
-    assert again.exit_code == 0 and "sent 0, skipped 0" in again.output
+    assert again.exit_code == 0 and "sent 0, skipped 0" in again.output and "/edition/" in again.output
 
 
 def test_demo_refuses_a_real_home(cli, home: Path) -> None:

@@ -31,7 +31,7 @@ from_address = "digest@example.org"
 from_name = "Paper digest (demo)"
 """
 DEMO_SUBSCRIBERS = (
-    ("ada@example.org", "Ada", ["sparse autoencoders", "mechanistic interpretability", "steering language models"]),
+    ("ada@example.org", "Ada", ["coding agents", "mechanistic interpretability", "language model benchmarks"]),
     ("grace@example.org", "Grace", ["speech recognition", "text to speech", "audio language models"]),
     ("alan@example.org", "Alan", ["robot learning", "reinforcement learning", "embodied agents"]),
 )
@@ -220,12 +220,17 @@ def _is_demo_config(config: Path) -> bool:
 @click.option("--home", "demo_home", type=click.Path(file_okay=False), metavar="DIR", help="Keep the demo in DIR (default: a new temporary directory).")
 @pass_app
 def demo(app: AppContext, demo_home: str | None) -> None:
-    """Offline demo on the bundled real sample: 3 subscribers, the whole run, emails in an outbox.
+    """Offline demo on bundled real papers: 3 subscribers, the whole run, emails in an outbox.
 
-    Needs no network, no mail server and no configuration; DIGEST_HOME and DIGEST_* settings are ignored.
+    Imports a day of arXiv cs.CL and a day of Hugging Face daily papers, adds three subscribers, sends their
+    editions to an outbox, writes each email as an HTML file and tells how to see the front page and the emails
+    on the web. Needs no network, no mail server and no configuration; DIGEST_HOME and DIGEST_* settings are
+    ignored. Remove the demo by removing its directory.
     """
-    from ..ingest import SAMPLE_FILES, import_file
+    from ..ingest import DEMO_FILES, import_file
     from ..pipeline.job import run_job
+    from ..store import deliveries as ledger
+    from ..tokens import edition_url
 
     home = Path(demo_home).expanduser().resolve() if demo_home else Path(tempfile.mkdtemp(prefix="digest-demo-"))
     config = home / "digest.toml"
@@ -241,12 +246,15 @@ def demo(app: AppContext, demo_home: str | None) -> None:
     ensure_ready(engine)
     now = app.now()
     click.echo(f"demo home: {home}")
-    for path in SAMPLE_FILES:
+    for path in DEMO_FILES:
         click.echo("imported " + import_file(engine, path, now).line())
+    readers = []  # (address, subscriber id, token version)
     with session_scope(engine) as session:
         for address, name, interests in DEMO_SUBSCRIBERS:
-            if find_subscriber(session, address) is None:
-                add_subscriber(session, address, SubscriberInput(name=name, interests=interests, send_at="00:00", tz="UTC"), now=now)
+            sub = find_subscriber(session, address)
+            if sub is None:
+                sub = add_subscriber(session, address, SubscriberInput(name=name, interests=interests, send_at="00:00", tz="UTC"), now=now)
+            readers.append((address, sub.id or 0, sub.token_version))
             click.echo(f"subscriber {address}: {'; '.join(interests)}")
     report = run_job(engine, settings, now, fetch=False)
     click.echo(report.summary())
@@ -257,11 +265,26 @@ def demo(app: AppContext, demo_home: str | None) -> None:
     click.echo(f"emails (.eml, one per subscriber) in the outbox {outbox}:")
     for path in files:
         click.echo(f"  {path.name}")
-    if files:
-        first = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
-        html_path = home / f"{first['To'].addresses[0].username}.html"
-        html_path.write_text(first.get_body(("html",)).get_content(), encoding="utf-8")
-        click.echo(f"open in a browser: {html_path}")
-    click.echo(f"try: digest --home {home} preview {DEMO_SUBSCRIBERS[0][0]} --text")
-    click.echo(f"front page: digest --home {home} web, then open {settings.base_url.rstrip('/')}/")
+    newest: dict[str, email.message.EmailMessage] = {}  # recipient -> their latest email (file names sort by time)
+    for path in files:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        newest[message["To"].addresses[0].addr_spec] = message
+    pages = []
+    for address, _, _ in readers:
+        if address in newest:
+            html_path = home / f"{address.split('@')[0]}.html"
+            html_path.write_text(newest[address].get_body(("html",)).get_content(), encoding="utf-8")
+            pages.append(html_path)
+    if pages:
+        click.echo("open in a browser, one email per subscriber:")
+        for html_path in pages:
+            click.echo(f"  {html_path}")
+    base = settings.base_url.rstrip("/")
+    click.echo(f"try: digest --home {home} web, then open")
+    click.echo(f"  {base}/  the front page: today's papers and the Subscribe box")
+    address, sub_id, version = readers[0]
+    sent = [row for row in ledger.deliveries_for(engine, subscriber_id=sub_id) if row.state == "sent"]
+    if sent:
+        click.echo(f"  {edition_url(base, settings.secret_key, sub_id, version, sent[-1].edition)}  {address.split('@')[0].title()}'s email on the web")
+    click.echo(f"remove the demo: rm -r {home}")
     engine.dispose()
