@@ -106,3 +106,30 @@ def _print_status(sources, editions, problems, next_fetch, settings) -> None:
     click.echo(f"next fetch: {zone_time} (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")
     for problem in problems:
         click.echo(f"problem: {problem}")
+
+
+@main.command()
+@click.option("--to", "to", metavar="ADDRESS", help="Also send a test email to ADDRESS through the configured transport.")
+@pass_app
+def doctor(app: AppContext, to: str | None) -> None:
+    """Check a live setup end to end, without sending to any subscriber.
+
+    One line per check, ok or FAIL with what to do: the config, secret_key and from_address; the database and
+    its migrations (nothing is created or upgraded); each enabled source, fetched once and parsed (nothing is
+    stored); the SMTP server (connect, TLS, login); base_url's /healthz from this machine; and with --to, a test
+    email to ADDRESS. Exits 1 when a check fails.
+    """
+    from ..config import load_settings
+    from ..doctor import run_checks
+
+    def load(problems):
+        return load_settings(app.home, app.config_file, overrides=app.overrides, problems=problems)
+
+    failed = 0
+    for check in run_checks(load, to=to, now=app.now()):
+        click.echo(check.line())
+        failed += check.ok is False
+    if failed:
+        click.echo(f"{failed} problem{'s' if failed != 1 else ''}: fix {'them' if failed != 1 else 'it'} and run `digest doctor` again")
+        click.get_current_context().exit(EXIT_ERROR)
+    click.echo("all checks passed" + ("" if to else " (no test email: --to ADDRESS sends one)"))

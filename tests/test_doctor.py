@@ -1,0 +1,156 @@
+"""`digest doctor` against real local servers: an SMTP server with STARTTLS and AUTH (aiosmtpd), a feed server for
+the sources, `digest web`'s own server for base_url, a SQLite file. A live setup passes every check and the test
+email arrives; each broken part is the one FAIL line, with what to do, and the exit status is 1."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from smtp_server import start_smtp_server
+from web_server import serve_web
+
+SENDER = "papers@digest-lab.net"
+KEY = "a-long-random-secret-key-for-the-doctor-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lines_of(output: str) -> dict[str, str]:
+    """{check name: its line} for the doctor's one line per check."""
+    found = {}
+    for line in output.splitlines():
+        word, _, rest = line.partition(" ")
+        if word in ("ok", "FAIL", "skip"):
+            name = rest.strip().split(": ", 1)[0]
+            found[name] = f"{word} {rest.strip()}"
+    return found
+
+
+@pytest.fixture
+def live(cli, home: Path, feed_server, smtp_tls_server, monkeypatch: pytest.MonkeyPatch):
+    """A working setup: digest web on a free port (base_url), two sources on the feed server, SMTP with STARTTLS and
+    a login; returns (env for the CLI, the site, the SMTP server)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_tls_server.cert_path))  # trust the test server's own certificate
+    with serve_web(home) as site:  # also puts a migrated SQLite file in home
+        env = {
+            "DIGEST_SECRET_KEY": KEY, "DIGEST_FROM_ADDRESS": SENDER, "DIGEST_BASE_URL": site.base_url,
+            "DIGEST_SMTP_HOST": smtp_tls_server.host, "DIGEST_SMTP_PORT": str(smtp_tls_server.port),
+            "DIGEST_SMTP_SECURITY": "starttls", "DIGEST_SMTP_USER": "user", "DIGEST_SMTP_PASSWORD": "secret-pass",
+        }
+        assert cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd", env=env).exit_code == 0
+        assert cli("sources", "add", feed_server.url("files/real/hf-daily/daily_papers-date-2026-08-21-reindented.json"), "--kind", "hf-daily", "--name", "hf", env=env).exit_code == 0
+        yield env, site, smtp_tls_server
+
+
+def test_doctor_passes_a_live_setup_and_sends_the_test_email(cli, live) -> None:
+    env, site, smtp = live
+    result = cli("doctor", "--to", "me@digest-lab.net", env=env)
+    assert result.exit_code == 0, result.output
+    checks = lines_of(result.output)
+    assert list(checks) == ["config", "secret_key", "from_address", "database", "source sd", "source hf", "smtp connect", "smtp tls",
+                            "smtp login", "base_url", "test email"]
+    assert all(line.startswith("ok ") for line in checks.values()), result.output
+    assert checks["source sd"].startswith("ok source sd: HTTP 200, 23 entries")
+    assert "STARTTLS, TLSv1." in checks["smtp tls"] and checks["smtp login"] == "ok smtp login: logged in as user"
+    assert checks["base_url"] == f"ok base_url: {site.base_url}/healthz answered ok"
+    assert result.output.endswith("all checks passed\n")
+    [received] = smtp.messages  # the test email, and nothing else: no subscriber is sent anything
+    assert received.rcpt_tos == ["me@digest-lab.net"] and received.mail_from == SENDER
+    assert "digest doctor" in str(received.parsed["Subject"])
+    assert "secret-pass" not in result.output and KEY not in result.output
+    # Nothing was written: the sources were fetched, not stored.
+    status = cli("status", "--json", env=env)
+    assert '"last_success_at": null' in status.output
+
+
+def test_doctor_without_to_skips_the_test_email_and_sends_nothing(cli, live) -> None:
+    env, _, smtp = live
+    result = cli("doctor", env=env)
+    assert result.exit_code == 0, result.output
+    assert lines_of(result.output)["test email"].startswith("skip test email: give --to ADDRESS")
+    assert smtp.messages == [] and smtp.logins == ["user"]
+
+
+@pytest.mark.parametrize("broken", ["password", "no-starttls", "refused", "source-404", "base-url-down", "placeholder-sender", "short-key"])
+def test_doctor_names_the_broken_part_and_what_to_do(cli, live, broken: str, feed_server) -> None:
+    env, _, _ = live
+    expected = {
+        "password": ("smtp login", "refused the login of 'user': 535", "check smtp_user and smtp_password"),
+        "no-starttls": ("smtp tls", "does not offer STARTTLS", 'smtp_security = "tls"'),
+        "refused": ("smtp connect", "connection refused", "check smtp_host and smtp_port"),
+        "source-404": ("source gone-feed", "HTTP 404", "check the URL"),
+        "base-url-down": ("base_url", "cannot reach", "start `digest web`"),
+        "placeholder-sender": ("from_address", "digest@example.org is a placeholder", "your own domain"),
+        "short-key": ("secret_key", "only 8 characters", "32 or more"),
+    }[broken]
+    plain = None
+    if broken == "password":
+        env["DIGEST_SMTP_PASSWORD"] = "wrong"
+    elif broken == "no-starttls":
+        plain = start_smtp_server()
+        server = plain.__enter__()
+        env.update(DIGEST_SMTP_PORT=str(server.port))
+    elif broken == "refused":
+        env["DIGEST_SMTP_PORT"] = str(free_port())
+    elif broken == "source-404":
+        assert cli("sources", "add", feed_server.url("files/no-such-feed.xml"), "--name", "gone-feed", env=env).exit_code == 0
+    elif broken == "base-url-down":
+        env["DIGEST_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
+    elif broken == "placeholder-sender":
+        env["DIGEST_FROM_ADDRESS"] = "digest@example.org"
+    elif broken == "short-key":
+        env["DIGEST_SECRET_KEY"] = "12345678"
+    try:
+        result = cli("doctor", "--to", "me@digest-lab.net", env=env)
+    finally:
+        if plain is not None:
+            plain.__exit__(None, None, None)
+    assert result.exit_code == 1, result.output
+    checks = lines_of(result.output)
+    name, what, fix = expected
+    failed = {n: line for n, line in checks.items() if line.startswith("FAIL")}
+    assert name in failed, result.output
+    assert what in failed[name] and fix in failed[name], failed[name]
+    others = set(failed) - {name, "test email"}  # a broken SMTP server fails the test email too
+    assert others == set(), result.output
+    assert result.output.splitlines()[-1].startswith(f"{len(failed)} problem")
+    assert "secret-pass" not in result.output and "wrong" not in result.output
+
+
+def test_doctor_on_a_home_without_a_database_creates_nothing(cli, home: Path) -> None:
+    result = cli("doctor", env={"DIGEST_SECRET_KEY": KEY, "DIGEST_FROM_ADDRESS": SENDER, "DIGEST_BASE_URL": f"http://127.0.0.1:{free_port()}"})
+    assert result.exit_code == 1
+    checks = lines_of(result.output)
+    assert checks["database"].startswith(f"FAIL database: {home / 'digest.db'} does not exist (run `digest init`")
+    assert checks["sources"] == "skip sources: the database cannot be read"
+    assert checks["smtp"].startswith("FAIL smtp: smtp_host is not set: emails are written to the outbox")
+    assert sorted(p.name for p in home.iterdir()) == []  # no database, no outbox made by looking
+
+
+def test_doctor_with_a_bad_config_stops_after_saying_what_is_wrong(cli, home: Path) -> None:
+    (home / "digest.toml").write_text('smtp_prot = 587\nsend_rate = "fast"\n', encoding="utf-8")
+    result = cli("doctor")
+    assert result.exit_code == 1
+    assert [line.split(":")[0] for line in result.output.splitlines()] == ["FAIL  config", "FAIL  config", "2 problems"]
+    assert "did you mean smtp_port?" in result.output
+
+
+def test_doctor_finds_an_outdated_schema_and_a_readable_secret_file(cli, home: Path) -> None:
+    import sqlite3
+
+    assert cli("init").exit_code == 0
+    (home / "digest.toml").chmod(0o644)
+    with sqlite3.connect(home / "digest.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0004_embeddings'")
+    result = cli("doctor", env={"DIGEST_FROM_ADDRESS": SENDER})
+    checks = lines_of(result.output)
+    assert checks["secret_key"].startswith(f"FAIL secret_key: {home / 'digest.toml'} holds it and others can read that file (chmod 600")
+    assert checks["database"].endswith("the schema is not at this version's migrations (run `digest init`: it upgrades in place)")
+    with sqlite3.connect(home / "digest.db") as conn:  # and doctor did not upgrade it
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004_embeddings",)
