@@ -22,6 +22,8 @@ ARXIV_TZ = ZoneInfo("America/New_York")
 ANNOUNCE_HOUR = 20  # arXiv's announcements go out at 20:00 US/Eastern
 ANNOUNCE_WEEKDAYS = tuple(WEEKDAYS.index(day) for day in ("sun", "mon", "tue", "wed", "thu"))  # as datetime.weekday() numbers them
 ERROR_LIMIT = 3  # failed fetches in a row that make a source broken
+# A source added this long ago and never fetched means nothing fetches: a daily fetch_cron would have run by now.
+NEVER_FETCHED_AFTER = timedelta(hours=26)
 
 
 def after_announcement(instant: datetime) -> bool:
@@ -33,6 +35,11 @@ def after_announcement(instant: datetime) -> bool:
 
 def is_arxiv(source: SourceHealth) -> bool:
     return source.kind.startswith("arxiv")
+
+
+def never_fetched_too_long(source: SourceHealth, now: datetime) -> bool:
+    return (source.last_fetch_at is None and source.last_success_at is None and not source.consecutive_errors
+            and source.created_at is not None and now - source.created_at > NEVER_FETCHED_AFTER)
 
 
 def source_note(source: SourceHealth) -> str:
@@ -51,12 +58,17 @@ def source_note(source: SourceHealth) -> str:
     return f"{skipped} in the last fetch (`digest -v fetch` names them)" if skipped else ""
 
 
-def source_problems(sources: Sequence[SourceHealth]) -> list[str]:
+def source_problems(sources: Sequence[SourceHealth], now: datetime | None = None) -> list[str]:
     """One line per broken enabled source: its last fetch failed (3 failures in a row say so), it stored nothing
-    because every entry was refused, or an arXiv announcement brought nothing."""
+    because every entry was refused, an arXiv announcement brought nothing, or (given `now`) it was added more than
+    NEVER_FETCHED_AFTER ago and never fetched (no timer or daemon is running `digest run` / `digest serve`)."""
     problems = []
     for source in sources:
         if not source.enabled:
+            continue
+        if now is not None and never_fetched_too_long(source, now):
+            added = source.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if source.created_at else "?"
+            problems.append(f"source {source.name} was added {added} and has never been fetched: is the timer (`digest run`) or `digest serve` running?")
             continue
         if source.consecutive_errors >= ERROR_LIMIT:
             problems.append(f"source {source.name} failed {source.consecutive_errors} times in a row (last error: {source.last_error or 'unknown'})")

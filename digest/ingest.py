@@ -76,7 +76,7 @@ class SourceReport:
             return f"{self.name}: unchanged (not modified since the last fetch)"
         counts = f"{self.new} new, {self.updated} updated, {self.unchanged} unchanged"
         warned = f"; {len(self.warnings)} warning{'s' if len(self.warnings) != 1 else ''}" if self.warnings else ""
-        return f"{self.name}: {self.status}: {self.entries} entries, {counts}{warned}"
+        return f"{self.name}: {self.status}: {self.entries} entr{'y' if self.entries == 1 else 'ies'}, {counts}{warned}"
 
 
 def _status_of(report: UpsertReport) -> str:

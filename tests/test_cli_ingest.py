@@ -84,7 +84,7 @@ def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home
     assert lines[1].startswith("gone: error: gone (HTTP 410): source disabled")
     assert lines[2].startswith("slow: error: no answer from") and "within 2 s" in lines[2]
     assert lines[3].startswith("hf: new: 13 entries, 13 new")
-    assert lines[4].startswith("biorxiv: new: 1 entries, 1 new")
+    assert lines[4].startswith("biorxiv: new: 1 entry, 1 new")
     assert lines[5].startswith("api: new: 10 entries, 10 new")
     assert len(lines) == 6
     state = sources_json(cli)
@@ -137,11 +137,12 @@ def test_fetch_an_imported_file_says_it_is_imported_not_fetched(cli, home, tmp_p
 def test_import_each_format_and_twice_changes_nothing(cli, home, path, entries):
     first = cli("import", str(path))
     assert first.exit_code == 0
-    assert first.output.startswith(f"file:{path.name}: new: {entries} entries, {entries} new, 0 updated, 0 unchanged")
+    noun = "entry" if entries == 1 else "entries"
+    assert first.output.startswith(f"file:{path.name}: new: {entries} {noun}, {entries} new, 0 updated, 0 unchanged")
     with sqlite3.connect(home / "digest.db") as conn:
         before = conn.execute("SELECT key, title, abstract, version, upvotes, first_seen FROM paper ORDER BY key").fetchall()
     second = cli("import", str(path))
-    assert second.output.startswith(f"file:{path.name}: unchanged: {entries} entries, 0 new, 0 updated, {entries} unchanged")
+    assert second.output.startswith(f"file:{path.name}: unchanged: {entries} {noun}, 0 new, 0 updated, {entries} unchanged")
     with sqlite3.connect(home / "digest.db") as conn:
         assert conn.execute("SELECT key, title, abstract, version, upvotes, first_seen FROM paper ORDER BY key").fetchall() == before
     assert count(home, "paper") == entries and count(home, "paper_source") == entries
@@ -302,7 +303,7 @@ def test_fetch_with_hostile_values_stores_the_rest_and_status_tells(cli, home, f
     assert lines[1] == "published: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 1 warning"
     assert lines[2] == "types: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 4 warnings"
     assert lines[3] == "nested: error: JSON nested too deeply (the feed is not valid RSS, Atom or JSON; check the URL in a browser)"
-    assert lines[4] == "version: new: 1 entries, 1 new, 0 updated, 0 unchanged; 1 warning"
+    assert lines[4] == "version: new: 1 entry, 1 new, 0 updated, 0 unchanged; 1 warning"
     state = sources_json(cli)
     assert state["nested"]["consecutive_errors"] == 1 and state["types"]["consecutive_errors"] == 0
     with sqlite3.connect(home / "digest.db") as conn:
@@ -331,3 +332,11 @@ def test_fetch_prints_an_unexpected_failure_as_that_sources_error(cli, home, fee
         assert sources_json(cli)["hf"]["consecutive_errors"] == attempt
     check = cli("status", "--check")
     assert check.exit_code == 1 and check.output.startswith("fail: source hf failed 3 times in a row (last error: unexpected RecursionError")
+
+
+def test_import_of_one_paper_says_one_entry(cli, home, tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"id": "p1", "title": "A single paper", "abstract": "Just one."}\n', encoding="utf-8")
+    result = cli("import", str(one))
+    assert result.exit_code == 0, result.output
+    assert result.output == "file:one.jsonl: new: 1 entry, 1 new, 0 updated, 0 unchanged\n"

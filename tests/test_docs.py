@@ -36,6 +36,15 @@ def test_command_has_help_text(name, command):
     assert not missing, f"`digest {name}` options without help: {missing}"
 
 
+@pytest.mark.parametrize("name, command", COMMANDS, ids=[name for name, _ in COMMANDS])
+def test_command_summary_is_one_whole_line(name, command):
+    # The CLI reference and `digest --help` list each command by its docstring's first line: a sentence cut at the
+    # line break reads as truncated ("Import papers from a local FILE; the format is detected: RSS 1.0/2.0, ...").
+    first, *rest = (command.help or "").strip().split("\n\n")[0].splitlines()
+    assert not rest, f"`digest {name}`: the first paragraph of its help runs over {len(rest) + 1} lines; make its first line a summary"
+    assert first.rstrip().endswith((".", ")")), f"`digest {name}`: the summary line does not end a sentence: {first!r}"
+
+
 @pytest.mark.parametrize("name", [name for name, _ in COMMANDS])
 def test_command_is_in_readme(name):
     assert re.search(rf"\bdigest {re.escape(name)}(?![\w-])", README), f"`digest {name}` does not appear in README.md"

@@ -97,6 +97,29 @@ def test_status_check_exit_code_and_one_line(cli, sqlite_engine, state, code, li
     assert result.output == line + "\n"
 
 
+def test_status_check_on_a_source_never_fetched_says_so_and_fails_only_after_a_day(cli, sqlite_engine):
+    add_source(sqlite_engine, "arxiv:cs.LG")  # added at NOW, never fetched
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+        fresh = cli("status", "--check")
+    assert fresh.exit_code == 0
+    assert fresh.output == ("ok: 1 source enabled, not fetched yet: the next fetch is 2025-06-17 00:30 UTC, or `digest fetch` now "
+                            "(a problem only if a day passes)\n")
+    add_source(sqlite_engine, "feed", kind="feed", last_fetch_at=NOW, last_success_at=NOW, last_fetch_count=3)
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+        mixed = cli("status", "--check")
+    assert mixed.output.startswith("ok: 2 sources enabled, last success 2025-06-16 12:00 UTC, 1 not fetched yet: the next fetch is ")
+    with time_machine.travel(NOW + timedelta(days=2), tick=False):
+        stale = cli("status", "--check")
+    assert stale.exit_code == 1
+    assert stale.output == ("fail: source arxiv:cs.LG was added 2025-06-16 12:00 UTC and has never been fetched: "
+                            "is the timer (`digest run`) or `digest serve` running?\n")
+
+
+def test_status_check_with_no_sources_says_how_to_add_one(cli, sqlite_engine):
+    result = cli("status", "--check")
+    assert (result.exit_code, result.output) == (0, "ok: 0 sources enabled (add one with `digest sources add`)\n")
+
+
 def test_status_check_lists_every_problem_one_per_line(cli, sqlite_engine):
     add_source(sqlite_engine, "a", kind="feed", consecutive_errors=5, last_error="DNS")
     add_source(sqlite_engine, "b", kind="feed", consecutive_errors=1, last_error="TLS")

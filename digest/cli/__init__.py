@@ -179,8 +179,10 @@ def _write_config(path: Path) -> bool | None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def config_cmd(app: AppContext, as_json: bool) -> None:
-    """Show the effective settings and where each came from; secrets are redacted. A bad setting is shown as the
-    error the other commands report (exit 1), with everything else in effect."""
+    """Show the effective settings and where each came from; secrets are redacted.
+
+    A bad setting is shown as the error the other commands report (exit 1), with everything else in effect.
+    """
     problems: list[ConfigError] = []
     settings = load_settings(app.home, app.config_file, overrides=app.overrides, problems=problems)
     values = settings.redacted()

@@ -62,7 +62,7 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     now = app.now()
     sources = source_health(app.engine)
     editions = editions_summary(app.engine, limit=EDITIONS_SHOWN)
-    problems = source_problems(sources) + edition_problems(active_schedules(app.engine), finished_editions(app.engine), unfinished_deliveries(app.engine), now)
+    problems = source_problems(sources, now) + edition_problems(active_schedules(app.engine), finished_editions(app.engine), unfinished_deliveries(app.engine), now)
     upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
     next_fetch = upcoming[0] if upcoming else None
     if as_json:
@@ -77,13 +77,29 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
         for problem in problems:
             click.echo(f"fail: {problem}")
         if not problems:
-            enabled = sum(s.enabled for s in sources)
-            last = max((s.last_success_at for s in sources if s.last_success_at), default=None)
-            click.echo(f"ok: {enabled} source{'s' if enabled != 1 else ''} enabled, last success {_when(last)}")
+            click.echo(_ok_line(sources, next_fetch))
     else:
         _print_status(sources, editions, problems, next_fetch, app.settings)
     if check and problems:
         click.get_current_context().exit(EXIT_ERROR)
+
+
+def _ok_line(sources, next_fetch: datetime | None) -> str:
+    """`status --check`'s line when nothing is wrong; a source not fetched yet is said so, with when it will be."""
+    enabled = [s for s in sources if s.enabled]
+    line = f"ok: {len(enabled)} source{'s' if len(enabled) != 1 else ''} enabled"
+    if not enabled:
+        return line + " (add one with `digest sources add`)"
+    fetched = [s for s in enabled if s.last_fetch_at is not None]
+    last = max((s.last_success_at for s in fetched if s.last_success_at), default=None)
+    if fetched:
+        line += f", last success {_when(last)}"
+    waiting = len(enabled) - len(fetched)
+    if waiting:
+        which = f"{waiting} not fetched yet" if fetched else "not fetched yet"
+        when = f"the next fetch is {_when(next_fetch)}" if next_fetch else "no fetch is scheduled (fetch_cron)"
+        line += f"{', ' if fetched else ', '}{which}: {when}, or `digest fetch` now (a problem only if a day passes)"
+    return line
 
 
 def _print_status(sources, editions, problems, next_fetch, settings) -> None:

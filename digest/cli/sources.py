@@ -105,8 +105,10 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
 @click.argument("file", type=click.Path(path_type=str))
 @pass_app
 def import_cmd(app: AppContext, file: str) -> None:
-    """Import papers from a local FILE; the format is detected: RSS 1.0/2.0, Atom, arXiv API Atom,
-    Hugging Face daily-papers JSON or JSON Lines (id, title, abstract per line)."""
+    """Import papers from a local FILE, its format detected.
+
+    RSS 1.0/2.0, Atom, arXiv API Atom, Hugging Face daily-papers JSON or JSON Lines (id, title, abstract per line).
+    """
     from ..ingest import import_file
 
     if Path(file).is_dir():  # as "no such file": the operator's input, one line and exit 1, not a usage error

@@ -19,8 +19,11 @@ from . import AppContext, main, pass_app
 @click.option("--trusted-proxy", metavar="ADDR", help="A reverse proxy whose X-Forwarded-For/-Proto to believe (the rate limit counts the real client).")
 @pass_app
 def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, trusted_proxy: str | None) -> None:
-    """Serve the front page (trending papers, search, Atom feed) and the subscribe, confirm, unsubscribe,
-    preferences, feedback and edition pages (and /healthz)."""
+    """Serve the web pages: the front page, subscribing, preferences, feedback and each edition.
+
+    The front page (trending papers, search, Atom feed) and the subscribe, confirm, unsubscribe, preferences,
+    feedback and edition pages (and /healthz).
+    """
     # Imported here, not at the top: Flask and waitress load only for `digest web`, not for every command.
     from ..web import create_app
     from ..web.serve import create_server, listening_on

@@ -35,6 +35,7 @@ class SourceHealth:
     consecutive_errors: int
     last_error: str | None
     disabled_reason: str | None
+    created_at: datetime | None = None
 
 
 def source_health(engine: Engine) -> list[SourceHealth]:
