@@ -65,6 +65,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("web_port", 8080, "port `digest web` listens on", "int", minimum=1, maximum=65535),
     Option("subscribe_limit", 10, "subscribe attempts allowed per client address in each subscribe_window", "int", minimum=1),
     Option("subscribe_window", 600.0, "seconds of the subscribe rate-limit window", "float", minimum=1),
+    Option("web_rate_limit_storage", "memory://", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI "
+           "shared by every `digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations share it)",
+           secret=True),
     Option("confirm_interval", 600.0, "least seconds between two confirmation emails to one address, whoever asks for them", "float", minimum=0),
     Option("confirm_daily_limit", 3, "most confirmation emails one address gets in 24 hours, whoever asks for them", "int", minimum=1),
     Option("web_connection_limit", 1000, "connections `digest web` holds open at once; at the limit the longest idle are closed (it raises its open-files limit to fit)", "int", minimum=10),
@@ -116,7 +119,7 @@ class Settings:
         for opt in OPTIONS:
             value = self.values[opt.name]
             if opt.secret and value:
-                value = redact_url(value) if opt.name == "database_url" else REDACTED
+                value = redact_url(value) if opt.name in ("database_url", "web_rate_limit_storage") else REDACTED
             out[opt.name] = str(value) if isinstance(value, Path) else value
         return out
 

@@ -26,7 +26,7 @@ from .cache import Recent
 from .context import LinkGone, WebContext, message_page
 from .front import front
 from .pages import pages
-from .security import Csrf, SlidingWindowLimiter, csp_nonce, set_security_headers
+from .security import Csrf, csp_nonce, make_limiter, set_security_headers
 
 log = logging.getLogger("digest.web")
 MAX_FORM_BYTES = 64 * 1024
@@ -47,7 +47,7 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
         settings=settings,
         engine=engine,
         now=now or (lambda: datetime.now(timezone.utc)),
-        limiter=SlidingWindowLimiter(settings.subscribe_limit, settings.subscribe_window),
+        limiter=make_limiter(settings.web_rate_limit_storage, settings.subscribe_limit, settings.subscribe_window),
         csrf=csrf,
         transport=transport,
         version=Recent(version_ttl),

@@ -20,7 +20,7 @@ from ..errors import TokenError
 from ..store.days import PapersVersion, papers_version
 from ..tokens import Claim, make_token, read_token
 from .cache import PageCache, Recent
-from .security import Csrf, SlidingWindowLimiter
+from .security import Csrf, SharedLimiter, SlidingWindowLimiter
 
 
 class LinkGone(TokenError):
@@ -34,7 +34,7 @@ class WebContext:
     settings: Settings
     engine: Any
     now: Callable[[], datetime]
-    limiter: SlidingWindowLimiter
+    limiter: SlidingWindowLimiter | SharedLimiter
     csrf: Csrf
     transport: Any = None
     send_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -51,6 +51,7 @@ from ..tokens import VOTES, Claim, action_url, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
+from .security import StorageDown
 
 log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
@@ -93,8 +94,12 @@ def subscribe():
         return render_template("page_subscribe.html", form={}, errors={}, zones=zone_names())
     ctx = web_context()
     client, moment = request.remote_addr or "unknown", ctx.now().timestamp()
-    if not ctx.limiter.allow(client, moment):
-        raise TooManyRequests("Too many attempts from your address. Please wait a few minutes and try again.", retry_after=ctx.limiter.retry_after(client, moment))
+    try:
+        if not ctx.limiter.allow(client, moment):
+            raise TooManyRequests("Too many attempts from your address. Please wait a few minutes and try again.", retry_after=ctx.limiter.retry_after(client, moment))
+    except StorageDown as exc:  # the shared count cannot be kept: no form is taken rather than an unlimited one
+        log.error("subscribe: %s", exc)
+        return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
     ctx.csrf.check()
     form = request.form
     if form.get(HONEYPOT):

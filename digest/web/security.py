@@ -1,5 +1,6 @@
 """The web front's defences: security headers with a per-request CSP nonce, CSRF tokens, and the
-per-address sliding-window rate limit of the subscribe form.
+per-address sliding-window rate limit of the subscribe form (in this process's memory, or in a storage every
+`digest web` process and host shares: Redis and the other stores of the `limits` library).
 
 It must not know about pages, subscribers or the database; digest.web.app wires it into the Flask app.
 
@@ -19,6 +20,9 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from ..config import redact_url
+from ..errors import ConfigError
 
 CSRF_COOKIE = "digest_csrf"
 CSRF_FIELD = "csrf_token"
@@ -122,3 +126,79 @@ class SlidingWindowLimiter:
             if not events:
                 return 0
             return max(1, int(events[0] + self.window - now + 0.999))
+
+
+class SharedLimiter:
+    """The same limit (at most `limit` events per `window` seconds per key) kept in a storage every `digest web`
+    process and host shares, through `limits` (the storage-and-strategy layer of Flask-Limiter): the moving-window
+    strategy on storage_uri (redis://host:6379/0, rediss://, memcached://, mongodb://...). A `key_prefix`
+    query parameter names this installation's keys (default "digest"), for several installations on one Redis.
+
+    The storage keeps its own clock: `now` is not used. A storage that cannot be reached raises StorageDown."""
+
+    def __init__(self, storage_uri: str, limit: int, window: float, *, scope: str = "subscribe"):
+        from limits import RateLimitItemPerSecond
+        from limits.storage import storage_from_string
+        from limits.strategies import MovingWindowRateLimiter
+
+        uri, options = _storage_options(storage_uri)
+        try:
+            self.storage = storage_from_string(uri, wrap_exceptions=True, **options)
+        except Exception as exc:  # noqa: BLE001 - a bad URI or a missing driver: said at start, as a setting's error
+            said = str(exc).replace(storage_uri, redact_url(storage_uri)).replace(uri, redact_url(uri))[:200]
+            raise StorageDown(f"web_rate_limit_storage {redact_url(storage_uri)} cannot be used: {type(exc).__name__}: {said}") from None
+        self.item = RateLimitItemPerSecond(limit, max(1, int(round(window))))
+        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.scope = scope
+
+    def check(self) -> bool:
+        """True when the storage answers."""
+        try:
+            return bool(self.storage.check())
+        except Exception:  # noqa: BLE001 - whatever the driver raises, the answer is no
+            return False
+
+    def allow(self, key: str, now: float) -> bool:
+        try:
+            return self.strategy.hit(self.item, self.scope, key)
+        except Exception as exc:  # noqa: BLE001 - limits.errors.StorageError wraps the driver's errors
+            raise StorageDown(f"the rate-limit storage did not answer: {type(exc).__name__}") from None
+
+    def retry_after(self, key: str, now: float) -> int:
+        import time
+
+        try:
+            stats = self.strategy.get_window_stats(self.item, self.scope, key)
+        except Exception as exc:  # noqa: BLE001
+            raise StorageDown(f"the rate-limit storage did not answer: {type(exc).__name__}") from None
+        return max(1, int(stats.reset_time - time.time() + 0.999))
+
+
+class StorageDown(Exception):
+    """The shared rate-limit storage cannot be used (the subscribe form answers 503 until it can)."""
+
+
+def _storage_options(storage_uri: str) -> tuple[str, dict[str, str]]:
+    """(the URI without key_prefix, the storage's options): key_prefix from the query, "digest" by default."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(storage_uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for name, value in query if name == "key_prefix"), "digest")
+    rest = urlencode([(name, value) for name, value in query if name != "key_prefix"])
+    uri = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+    return uri, ({"key_prefix": prefix} if parts.scheme.startswith("redis") else {})
+
+
+def make_limiter(storage_uri: str, limit: int, window: float) -> "SlidingWindowLimiter | SharedLimiter":
+    """This process's memory for memory:// (or nothing set), else the shared storage, checked now: a storage
+    that does not answer is a ConfigError before `digest web` serves anything."""
+    if not storage_uri or storage_uri.startswith("memory:"):
+        return SlidingWindowLimiter(limit, window)
+    try:
+        limiter = SharedLimiter(storage_uri, limit, window)
+    except StorageDown as exc:
+        raise ConfigError(str(exc), "web_rate_limit_storage is memory:// or a storage URI such as redis://127.0.0.1:6379/0 (pip install redis for Redis)") from None
+    if not limiter.check():
+        raise ConfigError("web_rate_limit_storage does not answer", "start the storage (Redis) or fix web_rate_limit_storage; memory:// for one process")
+    return limiter

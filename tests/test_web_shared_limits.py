@@ -1,0 +1,127 @@
+"""Several `digest web` processes share the subscribe rate limit through web_rate_limit_storage (Redis at
+127.0.0.1:6379, skipped without it) and the per-recipient confirmation caps through the database: two real
+processes on two ports, one SQLite database, each test with its own Redis key prefix."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from contextlib import ExitStack, contextmanager
+from typing import Iterator
+
+import httpx
+import pytest
+from web_server import SECRET
+
+REDIS = ("127.0.0.1", 6379)
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(REDIS, timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_uri() -> Iterator[str]:
+    """redis://127.0.0.1:6379/0 with a key prefix of this test's own; its keys are deleted afterwards."""
+    if not redis_answers():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    redis = pytest.importorskip("redis")
+    prefix = f"digest-test-{uuid.uuid4().hex[:12]}"
+    yield f"redis://{REDIS[0]}:{REDIS[1]}/0?key_prefix={prefix}"
+    client = redis.Redis(*REDIS)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def redis_keys(uri: str) -> list[bytes]:
+    import redis
+
+    prefix = uri.rsplit("key_prefix=", 1)[1]
+    with redis.Redis(*REDIS) as client:
+        return list(client.scan_iter(f"{prefix}*"))
+
+
+@contextmanager
+def digest_web(home, **settings: object) -> Iterator[str]:
+    """A real `digest web --port 0` process; yields its URL."""
+    env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1",
+           **{f"DIGEST_{k.upper()}": str(v) for k, v in settings.items()}}
+    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, line + proc.stderr.read()
+        yield url.group(0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextmanager
+def two_webs(cli, home, **settings: object) -> Iterator[list[str]]:
+    assert cli("init").exit_code == 0  # migrated once, before the two start
+    with ExitStack() as stack:
+        yield [stack.enter_context(digest_web(home, **settings)) for _ in range(2)]
+
+
+def subscribe(client: httpx.Client, url: str, address: str) -> int:
+    token = CSRF_INPUT.search(client.get(f"{url}/subscribe").text).group(1)
+    return client.post(f"{url}/subscribe", data={"csrf_token": token, "email": address, "interests": "sparse autoencoders"}).status_code
+
+
+@pytest.mark.parametrize("storage", ["redis", "memory"])
+def test_the_per_client_limit_holds_across_two_processes_sharing_redis(cli, home, redis_uri, storage) -> None:
+    uri = redis_uri if storage == "redis" else "memory://"
+    with two_webs(cli, home, web_rate_limit_storage=uri, subscribe_limit=3) as (a, b), httpx.Client(timeout=30) as client:
+        codes = [subscribe(client, url, f"reader{i}@example.org") for i, url in enumerate([a, b, a, b, a])]
+        if storage == "memory":  # each process counts only what it saw: 3 + 2 pass, the limit does not hold
+            assert codes == [200, 200, 200, 200, 200]
+            return
+        assert codes == [200, 200, 200, 429, 429]  # three in all, whichever process took them
+        assert redis_keys(redis_uri)  # kept under this test's prefix
+        limited = client.post(f"{b}/subscribe", data={"email": "x@example.org"})
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0 and "Too many attempts" in limited.text
+
+
+def test_the_confirmation_cap_holds_across_two_processes(cli, home, redis_uri) -> None:
+    with two_webs(cli, home, web_rate_limit_storage=redis_uri, subscribe_limit=100) as webs:
+        codes = []
+        for n in range(2, 10):  # eight browsers at 127.0.0.2..9, alternating between the two processes
+            transport = httpx.HTTPTransport(local_address=f"127.0.0.{n}")
+            with httpx.Client(timeout=30, transport=transport) as client:
+                codes.append(subscribe(client, webs[n % 2], "victim@example.org"))
+        assert codes == [200] * 8  # the same page whether sent or capped: it reveals nothing
+        sent = list((home / "outbox").glob("*.eml"))
+        assert len(sent) == 1  # confirm_interval (600 s): one confirmation email, whichever process was asked
+
+
+def test_digest_web_refuses_to_start_when_the_shared_storage_does_not_answer(cli, home) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    assert cli("init").exit_code == 0
+    env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET,
+           "DIGEST_WEB_RATE_LIMIT_STORAGE": f"redis://:hunter2@127.0.0.1:{port}/0"}
+    proc = subprocess.run([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: web_rate_limit_storage does not answer")
+    assert "hunter2" not in proc.stderr + proc.stdout
