@@ -129,7 +129,6 @@ def check_database(settings: Settings) -> tuple[Check, Any]:
 
 def check_sources(engine: Any, settings: Settings, client: httpx.Client | None = None) -> Iterator[Check]:
     """Each enabled source fetched once (conditional: its stored ETag and Last-Modified) and parsed; nothing stored."""
-    from .ingest import PARSE_KIND
     from .sources.fetch import fetch_feed
     from .sources.parse import parse_source
     from .store import session_scope
@@ -149,7 +148,7 @@ def check_sources(engine: Any, settings: Settings, client: httpx.Client | None =
             if fetched.status == "not_modified":
                 yield Check(f"source {name}", True, f"reachable, not modified since the last fetch (HTTP 304) ({url})")
                 continue
-            result = parse_source(PARSE_KIND.get(kind, "feed"), fetched.body, source_url=fetched.url)
+            result = parse_source(kind, fetched.body, source_url=fetched.url)
         except DigestError as exc:
             yield Check(f"source {name}", False, str(exc))
             continue

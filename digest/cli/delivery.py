@@ -20,9 +20,11 @@ import click
 from ..config import load_settings
 from ..errors import DigestError, InputError
 from ..schedule import fetch_due, fetch_trigger, next_fire_times
+from ..store import deliveries as ledger
 from ..store import ensure_ready, open_engine, session_scope
 from ..store.sources import list_sources
 from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber, list_subscribers
+from ..tokens import edition_url
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 DEMO_CONFIG = """# written by `digest demo`: an offline demo, mail goes to the outbox directory
@@ -229,8 +231,6 @@ def demo(app: AppContext, demo_home: str | None) -> None:
     """
     from ..ingest import DEMO_FILES, import_file
     from ..pipeline.job import run_job
-    from ..store import deliveries as ledger
-    from ..tokens import edition_url
 
     home = Path(demo_home).expanduser().resolve() if demo_home else Path(tempfile.mkdtemp(prefix="digest-demo-"))
     config = home / "digest.toml"
