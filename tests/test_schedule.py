@@ -307,7 +307,9 @@ def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
     prepare_home(home, [(a, "00:00", "UTC") for a in addresses], datetime.now(UTC) - timedelta(minutes=5))
     log_path = tmp_path / "serve.log"
     with start_smtp_server() as server:
-        env = digest_env(home, DIGEST_SMTP_HOST=server.host, DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_SECURITY="none")
+        # One SMTP connection: with several, all six are on the wire before SIGTERM and the first round has nothing left.
+        env = digest_env(home, DIGEST_SMTP_HOST=server.host, DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_SECURITY="none",
+                         DIGEST_SMTP_CONNECTIONS="1")
         server.data_delay = 0.3  # slow enough that SIGTERM arrives with messages still to send
         daemon = start_daemon(home, env, log_path)
         try:
@@ -331,6 +333,8 @@ def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
         try:
             wait_until(lambda: len(server.messages) >= len(addresses) or daemon.poll() is not None)
             wait_until(lambda: ledger_states(home).count(("sent", datetime.now(UTC).date().isoformat())) >= len(addresses) or daemon.poll() is not None)
+            # SIGTERM before the daemon is serving would meet Python's default handler, not the daemon's.
+            wait_until(lambda: log_path.read_text().count("event=serving") >= 2 or daemon.poll() is not None)
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(timeout=60)
         finally:
