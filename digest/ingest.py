@@ -31,6 +31,7 @@ from urllib.parse import urlencode, urlsplit
 from sqlalchemy.engine import Engine
 
 from .children import die_with_parent
+from .config import Settings
 from .errors import DigestError, FeedError, InputError, NotFoundError, RefusedError
 from .log import log_event
 from .sources import FILE_KIND, ParsedPaper, ParseResult
@@ -85,7 +86,7 @@ def _status_of(report: UpsertReport) -> str:
 
 def fetch_sources(
     engine: Engine,
-    settings: Any,
+    settings: Settings,
     now: datetime,
     *,
     only: str | Iterable[str] | None = None,
@@ -123,7 +124,7 @@ def fetch_sources(
     return reports
 
 
-def _fetch_one(engine: Engine, settings: Any, now: datetime, source: Any, client: Any, sleep: Callable[[float], None]) -> SourceReport:
+def _fetch_one(engine: Engine, settings: Settings, now: datetime, source: Any, client: Any, sleep: Callable[[float], None]) -> SourceReport:
     source_id, name, kind, url = source.id, source.name, source.kind, source.url
     try:
         if kind == "arxiv-api":

@@ -147,8 +147,8 @@ def enable_event_logging() -> None:
 def secret_values(settings: Settings) -> tuple[str, ...]:
     """Every configured secret (passwords, keys, whatever may be a password inside database_url, typo or
     not: see config.url_secrets), to be masked in logs."""
-    out = [str(settings.values[o.name]) for o in OPTIONS if o.secret and settings.values.get(o.name)]
-    return tuple(out) + url_secrets(str(settings.values.get("database_url") or ""))
+    out = [str(getattr(settings, o.name)) for o in OPTIONS if o.secret and getattr(settings, o.name)]
+    return tuple(out) + url_secrets(settings.database_url or "")
 
 
 def _install(handler: logging.Handler, level: int) -> logging.Handler:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -26,6 +27,29 @@ def test_load_settings_secret_from_file_is_redacted(tmp_path):
     shown = settings.redacted()
     assert "hunter2" not in str(shown) and "pw123" not in str(shown)
     assert shown["smtp_password"] == "********"
+
+
+
+def test_load_settings_every_value_has_its_fields_type(tmp_path):
+    """Settings is typed: each field holds a value of its annotated type, from the defaults or from strings."""
+    import typing
+    from pathlib import Path
+
+    from digest.config import Settings
+
+    hints = typing.get_type_hints(Settings)
+    env = {f"DIGEST_{name.upper()}": value for name, value in {"smtp_port": "2525", "send_rate": "1.5", "skip_empty": "no",
+                                                               "outbox_dir": "~/out", "rank_model": "hybrid"}.items()}
+    for settings in (load_settings(tmp_path, env={}), load_settings(tmp_path, env=env)):
+        for opt in OPTIONS:
+            value, hint = getattr(settings, opt.name), hints[opt.name]
+            if typing.get_origin(hint) is typing.Literal:
+                assert value in typing.get_args(hint), opt.name
+            else:
+                assert type(value) is hint or hint is Path and isinstance(value, Path), opt.name
+    assert (settings.smtp_port, settings.send_rate, settings.skip_empty, settings.rank_model) == (2525, 1.5, False, "hybrid")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.smtp_port = 25  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

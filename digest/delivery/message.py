@@ -93,7 +93,7 @@ def check_sender_settings(settings: Settings) -> None:
     Checked before a run records anything: found while building, it failed every subscriber's edition."""
     hint = "set it in digest.toml or DIGEST_{} (`digest config` shows what is in effect)"
     for name in ("from_address", "reply_to"):
-        value = settings.values[name]
+        value = getattr(settings, name)
         if value or name == "from_address":
             try:
                 ascii_address(value or "", bare_host=True)

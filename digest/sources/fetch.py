@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from ..config import Settings
 from ..errors import SourceError
 
 PERMANENT = (301, 308)
@@ -39,7 +40,7 @@ class FetchResult:
 def fetch_feed(
     url: str,
     *,
-    settings: Any,
+    settings: Settings,
     etag: str | None = None,
     last_modified: str | None = None,
     client: httpx.Client | None = None,
@@ -61,13 +62,13 @@ def fetch_feed(
             client.close()
 
 
-def make_client(settings: Any, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+def make_client(settings: Settings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """An httpx client with the timeouts and User-Agent from settings; redirects are followed by hand."""
     timeout = httpx.Timeout(settings.fetch_timeout)
     return httpx.Client(timeout=timeout, follow_redirects=False, transport=transport, headers={"User-Agent": settings.user_agent})
 
 
-def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Any, sleep: Callable[[float], None]) -> FetchResult:
+def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Settings, sleep: Callable[[float], None]) -> FetchResult:
     stored_url, current, permanent_so_far = url, url, True
     requests = redirects = tries = 0
     while True:
@@ -182,7 +183,7 @@ _ENTRY = re.compile(rb"<(?:\w+:)?entry[\s>]")
 def fetch_arxiv_pages(
     url: str,
     *,
-    settings: Any,
+    settings: Settings,
     page_size: int = 100,
     max_pages: int = 5,
     client: httpx.Client | None = None,
