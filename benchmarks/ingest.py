@@ -150,8 +150,8 @@ def bench_feeds(directory: Path, feeds: int, entries: int) -> None:
     parse_s = store_s = wall = 0.0
     total = 0
     for source_id, body in zip(ids, bodies):
-        result, w1, c1 = timed(lambda: parse_source("arxiv-rss", body))
-        _, w2, c2 = timed(lambda: upsert_papers(engine, source_id, result.papers, NOW))
+        result, w1, c1 = timed(lambda body=body: parse_source("arxiv-rss", body))
+        _, w2, c2 = timed(lambda source_id=source_id, result=result: upsert_papers(engine, source_id, result.papers, NOW))
         parse_s, store_s, wall = parse_s + c1, store_s + c2, wall + w1 + w2
         total += len(result.papers)
     print(f"arXiv RSS feeds: {feeds} x {entries:,} entries ({sum(map(len, bodies)) / 1e6:.1f} MB): {total:,} papers in {wall:.2f} s "

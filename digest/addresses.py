@@ -33,6 +33,8 @@ def ascii_address(address: str, *, bare_host: bool = False) -> str:
 
 def _checked(text: str) -> str:
     try:
-        return validate_email(text, check_deliverability=False, allow_smtputf8=False).ascii_email
+        valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    assert valid.ascii_email is not None  # allow_smtputf8=False: an address needing SMTPUTF8 was refused above
+    return valid.ascii_email

@@ -10,8 +10,8 @@ over 2,000 papers takes a while on a CPU; SQLite writers must not wait that long
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 from sqlalchemy.engine import Engine
 

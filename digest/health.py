@@ -10,8 +10,8 @@ and never reads the database or the clock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from .editions import WEEKDAYS, due_edition, local_day, publishes_on, send_instant

@@ -12,8 +12,9 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from .config import OPTIONS, REDACTED, Settings, url_secrets
 from .errors import DigestError
@@ -57,7 +58,7 @@ class EventFormatter(logging.Formatter):
         }
         given: dict[str, Any] = {}
         if hasattr(record, "digest_fields"):
-            out["event"] = record.digest_event
+            out["event"] = vars(record)["digest_event"]  # set by log_event with the fields
             given = record.digest_fields
         else:  # a library's own line: its message as it wrote it
             out["msg"] = record.getMessage()
@@ -92,7 +93,7 @@ class _StderrHandler(logging.StreamHandler):
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):  # noqa: ANN201
         return sys.stderr
 

@@ -2,6 +2,8 @@
 
 Lists (authors, interests...) are JSON columns so SQLite and PostgreSQL store them alike.
 Times are timezone-aware UTC in Python and stored as UTC.
+Primary keys and NOT NULL times are typed as every stored row has them (int, datetime): on a new object they are
+None only until the code that makes it sets them or the session flushes it.
 Every change to these classes needs an Alembic revision in digest/migrations/versions.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -38,6 +40,13 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a model class, for bulk statements (SQLModel sets __table__ but does not declare it)."""
+    table = sa.inspect(model).local_table
+    assert isinstance(table, sa.Table)
+    return table
+
+
 def _ts(nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
@@ -49,51 +58,51 @@ def _json(default: Any = list) -> Any:
 class Paper(SQLModel, table=True):
     """One row per paper, whatever the source: `key` is the canonical dedupe key."""
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     # TEXT, not VARCHAR(n), for identifiers: PostgreSQL enforces a VARCHAR's length (SQLite does not), so one long
     # guid or DOI stopped a whole fetch there only. Lengths are bounded by digest.sources.check instead, and the key
     # by paper_key (at most 512 characters, small enough for the unique btree index).
     key: str = Field(sa_column=Column(sa.Text, nullable=False, unique=True))
     ident: str = Field(sa_column=Column(sa.Text, nullable=False, index=True))  # id as the source gave it
-    arxiv_id: Optional[str] = Field(default=None, sa_column=Column(sa.Text, index=True))
-    version: Optional[int] = None
-    doi: Optional[str] = Field(default=None, sa_column=Column(sa.Text, index=True))
+    arxiv_id: str | None = Field(default=None, sa_column=Column(sa.Text, index=True))
+    version: int | None = None
+    doi: str | None = Field(default=None, sa_column=Column(sa.Text, index=True))
     title: str = Field(sa_column=Column(sa.Text, nullable=False))
     abstract: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
     authors: list = _json()
     categories: list = _json()
-    url: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
-    pdf_url: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
-    announce_type: Optional[str] = Field(default=None, sa_column=Column(sa.String(32)))
+    url: str | None = Field(default=None, sa_column=Column(sa.Text))
+    pdf_url: str | None = Field(default=None, sa_column=Column(sa.Text))
+    announce_type: str | None = Field(default=None, sa_column=Column(sa.String(32)))
     upvotes: int = 0
-    ai_summary: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
-    github_repo: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
-    published: Optional[datetime] = _ts()
-    updated: Optional[datetime] = _ts()
-    first_seen: Optional[datetime] = _ts(nullable=False, index=True)
-    last_seen: Optional[datetime] = _ts(nullable=False)
+    ai_summary: str | None = Field(default=None, sa_column=Column(sa.Text))
+    github_repo: str | None = Field(default=None, sa_column=Column(sa.Text))
+    published: datetime | None = _ts()
+    updated: datetime | None = _ts()
+    first_seen: datetime = _ts(nullable=False, index=True)
+    last_seen: datetime = _ts(nullable=False)
 
 
 class Source(SQLModel, table=True):
     """A place papers come from, and its polite-fetching state."""
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(sa.Text, nullable=False, unique=True))  # "file:" + a file name may pass 255
     kind: str = Field(sa_column=Column(sa.String(32), nullable=False))  # arxiv-rss, arxiv-api, hf-daily, feed, file
     url: str = Field(sa_column=Column(sa.Text, nullable=False))
     enabled: bool = True
-    etag: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
-    last_modified: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
-    created_at: Optional[datetime] = _ts(nullable=False)
-    last_fetch_at: Optional[datetime] = _ts()
-    last_success_at: Optional[datetime] = _ts()
-    last_error_at: Optional[datetime] = _ts()
-    last_error: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    etag: str | None = Field(default=None, sa_column=Column(sa.Text))
+    last_modified: str | None = Field(default=None, sa_column=Column(sa.Text))
+    created_at: datetime = _ts(nullable=False)
+    last_fetch_at: datetime | None = _ts()
+    last_success_at: datetime | None = _ts()
+    last_error_at: datetime | None = _ts()
+    last_error: str | None = Field(default=None, sa_column=Column(sa.Text))
     consecutive_errors: int = 0
     last_fetch_count: int = 0  # papers stored by the last successful fetch (0 on a quiet day)
     last_fetch_skipped: int = Field(default=0, sa_column=Column(sa.Integer, nullable=False, server_default="0"))  # entries it refused
     papers_seen: int = 0
-    disabled_reason: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
+    disabled_reason: str | None = Field(default=None, sa_column=Column(sa.Text))
 
 
 class PaperSource(SQLModel, table=True):
@@ -101,15 +110,15 @@ class PaperSource(SQLModel, table=True):
 
     __tablename__ = "paper_source"
     __table_args__ = (sa.UniqueConstraint("paper_id", "source_id", name="uq_paper_source"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False, index=True))
     source_id: int = Field(sa_column=Column(sa.ForeignKey("source.id", ondelete="CASCADE"), nullable=False, index=True))
-    item_id: Optional[str] = Field(default=None, sa_column=Column(sa.Text))  # guid / id inside that source
-    first_seen: Optional[datetime] = _ts(nullable=False)
+    item_id: str | None = Field(default=None, sa_column=Column(sa.Text))  # guid / id inside that source
+    first_seen: datetime = _ts(nullable=False)
 
 
 class Subscriber(SQLModel, table=True):
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     email: str = Field(sa_column=Column(sa.String(320), nullable=False, unique=True))  # stored lower-cased
     name: str = ""
     status: str = Field(default="active", sa_column=Column(sa.String(16), nullable=False, index=True))
@@ -127,10 +136,10 @@ class Subscriber(SQLModel, table=True):
     # Bumped to revoke outstanding links (confirm is usable once). It starts random because SQLite may give a
     # deleted subscriber's id to a new one: old links (id + version) must not act for the newcomer.
     token_version: int = Field(default_factory=lambda: secrets.randbelow(2**31))
-    created_at: Optional[datetime] = _ts(nullable=False)
-    confirmed_at: Optional[datetime] = _ts()
-    unsubscribed_at: Optional[datetime] = _ts()
-    last_digest_at: Optional[datetime] = _ts()
+    created_at: datetime = _ts(nullable=False)
+    confirmed_at: datetime | None = _ts()
+    unsubscribed_at: datetime | None = _ts()
+    last_digest_at: datetime | None = _ts()
     # The per-address cap on confirmation emails (digest.store.subscribers.request_confirmation): when those of
     # the last 24 hours went out (ISO times), and a counter bumped with each change for a compare-and-set.
     confirm_emails: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
@@ -139,32 +148,32 @@ class Subscriber(SQLModel, table=True):
 
 class Feedback(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("subscriber_id", "paper_id", name="uq_feedback"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
     paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
     value: int = 1  # +1 like, -1 dislike
-    created_at: Optional[datetime] = _ts(nullable=False)
+    created_at: datetime = _ts(nullable=False)
 
 
 class Delivery(SQLModel, table=True):
     """The ledger: one row per (subscriber, edition). An edition is the subscriber's local date."""
 
     __table_args__ = (sa.UniqueConstraint("subscriber_id", "edition", name="uq_delivery"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
     edition: str = Field(sa_column=Column(sa.String(10), nullable=False, index=True))  # YYYY-MM-DD
     state: str = Field(default="pending", sa_column=Column(sa.String(16), nullable=False, index=True))
     # pending -> sending -> sent | failed | skipped ; deferred = 4xx, retried next run
     attempts: int = 0
-    last_error: Optional[str] = Field(default=None, sa_column=Column(sa.Text))
-    message_id: Optional[str] = Field(default=None, sa_column=Column(sa.String(255)))
+    last_error: str | None = Field(default=None, sa_column=Column(sa.Text))
+    message_id: str | None = Field(default=None, sa_column=Column(sa.String(255)))
     papers: list = _json()  # paper ids carried, in order
     # How the email showed them (digest.store.editions): {"picks": [[id, [reason, ...]], ...], "trending": [id, ...]};
     # NULL when not recorded. /edition/<token> shows the edition from here, not from a new ranking.
-    contents: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
-    created_at: Optional[datetime] = _ts(nullable=False)
-    updated_at: Optional[datetime] = _ts()
-    sent_at: Optional[datetime] = _ts()
+    contents: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
 
 
 class SentPaper(SQLModel, table=True):
@@ -172,20 +181,20 @@ class SentPaper(SQLModel, table=True):
 
     __tablename__ = "sent_paper"
     __table_args__ = (sa.UniqueConstraint("subscriber_id", "paper_id", name="uq_sent_paper"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
     paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
-    delivery_id: Optional[int] = Field(default=None, sa_column=Column(sa.ForeignKey("delivery.id", ondelete="SET NULL")))
-    sent_at: Optional[datetime] = _ts(nullable=False)
+    delivery_id: int | None = Field(default=None, sa_column=Column(sa.ForeignKey("delivery.id", ondelete="SET NULL")))
+    sent_at: datetime = _ts(nullable=False)
 
 
 class UsedToken(SQLModel, table=True):
     """Single-use tokens (confirmation links) already spent, by their signature digest."""
 
     __tablename__ = "used_token"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     digest: str = Field(sa_column=Column(sa.String(128), nullable=False, unique=True))
-    used_at: Optional[datetime] = _ts(nullable=False)
+    used_at: datetime = _ts(nullable=False)
 
 
 class PaperEmbedding(SQLModel, table=True):
@@ -194,12 +203,12 @@ class PaperEmbedding(SQLModel, table=True):
 
     __tablename__ = "paper_embedding"
     __table_args__ = (sa.UniqueConstraint("paper_id", "model", name="uq_paper_embedding"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
     model: str = Field(sa_column=Column(sa.Text, nullable=False))
     text_hash: str = Field(sa_column=Column(sa.String(64), nullable=False))
     vector: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))  # little-endian float32
-    created_at: Optional[datetime] = _ts(nullable=False)
+    created_at: datetime = _ts(nullable=False)
 
 
 class InterestEmbedding(SQLModel, table=True):
@@ -208,9 +217,9 @@ class InterestEmbedding(SQLModel, table=True):
 
     __tablename__ = "interest_embedding"
     __table_args__ = (sa.UniqueConstraint("subscriber_id", "model", name="uq_interest_embedding"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False))
     model: str = Field(sa_column=Column(sa.Text, nullable=False))
     interests_hash: str = Field(sa_column=Column(sa.String(64), nullable=False))
     vectors: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))  # little-endian float32, interests x dimensions
-    created_at: Optional[datetime] = _ts(nullable=False)
+    created_at: datetime = _ts(nullable=False)

@@ -13,11 +13,12 @@ import logging
 import re
 import textwrap
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import premailer
@@ -265,8 +266,9 @@ class DigestRenderer:
         self.cache_size = cache_size if inline_once else 0
         self._shell_html = env.get_template("digest.html")
         self._shell_text = env.get_template("digest.txt")
-        self._cards_html = env.get_template("digest_card.html").module
-        self._cards_text = env.get_template("digest_card.txt").module
+        # Each template's macros (card, trend), attributes that exist only once the template is loaded.
+        self._cards_html: Any = env.get_template("digest_card.html").module
+        self._cards_text: Any = env.get_template("digest_card.txt").module
         self._cache: OrderedDict[tuple, tuple[tuple[str, ...], tuple[str, ...]]] = OrderedDict()
         self._keys: dict[int, tuple[Candidate, tuple]] = {}
 

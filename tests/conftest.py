@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+
 # The real servers every test module may use as fixtures: tests/feed_server.py (HTTP) and tests/smtp_server.py (SMTP).
 pytest_plugins = ("feed_server", "smtp_server")
 

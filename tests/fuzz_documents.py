@@ -131,7 +131,7 @@ def hf_documents(draw) -> Case:
 @st.composite
 def jsonl_documents(draw) -> Case:
     lines = []
-    for number in range(draw(st.integers(1, 6))):
+    for _ in range(draw(st.integers(1, 6))):
         record = {
             "id": draw(hostile(st.one_of(arxiv_ids, st.text(max_size=10), st.integers()))), "title": draw(hostile(text)),
             "abstract": draw(hostile(text)), "authors": draw(hostile(st.one_of(text, st.lists(text, max_size=4)))),

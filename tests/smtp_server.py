@@ -28,10 +28,10 @@ import email.policy
 import ipaddress
 import ssl
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-from html import unescape
 import json
 import os
 import re
@@ -16,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from html import unescape
 from pathlib import Path
 
 import pytest

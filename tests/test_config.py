@@ -271,10 +271,10 @@ def test_redact_url_keeps_what_is_not_secret():
 def test_log_lines_never_show_a_database_password(home, capsys):
     import logging
 
+    from sqlalchemy.engine import make_url
+
     from digest.config import url_secrets
     from digest.log import configure_logging_lazily, log_event
-
-    from sqlalchemy.engine import make_url
 
     for url in BAD_URLS.values():
         settings = load_settings(home, env={"DIGEST_DATABASE_URL": url})

@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from smtp_server import start_smtp_server
 
 from digest.config import load_settings
 from digest.delivery.message import build_message, encode_html, encode_words, make_message_id
 from digest.delivery.transport import OutboxTransport, SMTPTransport, transport_for
 from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from digest.render import RenderedEmail
-from smtp_server import start_smtp_server
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"

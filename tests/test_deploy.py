@@ -74,8 +74,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
 
 def test_crontab_example_runs_every_quarter_hour():
-    lines = [l for l in (DEPLOY / "crontab.example").read_text().splitlines() if l and not l.startswith("#") and "=" not in l.split()[0]]
-    schedules = {" ".join(l.split()[:5]): " ".join(l.split()[5:]) for l in lines}
+    lines = [line for line in (DEPLOY / "crontab.example").read_text().splitlines() if line and not line.startswith("#") and "=" not in line.split()[0]]
+    schedules = {" ".join(line.split()[:5]): " ".join(line.split()[5:]) for line in lines}
     assert schedules["*/15 * * * *"].startswith(f"{INSTALLED} run")
     assert any("status --check" in command for command in schedules.values())
 

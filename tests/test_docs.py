@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import click
 import pytest
+from docs_examples import PAGES, ROOT, failures, parse_page, run_page, update_page
 
 from digest.cli import main
-from docs_examples import PAGES, ROOT, failures, parse_page, run_page, update_page
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 CLI_PAGE = ROOT / "docs" / "cli.md"

@@ -10,6 +10,7 @@ A fixed seed (derandomize) and a bounded count keep this to about a minute; benc
 from __future__ import annotations
 
 import pytest
+from fuzz_documents import DOCUMENTS, NOW, is_bug, parse_problems, snapshot, stored_problems
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,6 @@ from digest.ingest import fetch_sources, import_file
 from digest.sources.fetch import make_client
 from digest.store import session_scope
 from digest.store.sources import add_source
-from fuzz_documents import DOCUMENTS, NOW, is_bug, parse_problems, snapshot, stored_problems
 
 FUZZ = settings(derandomize=True, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,

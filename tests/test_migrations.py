@@ -17,8 +17,8 @@ from digest.sources.clean import MAX_KEY, paper_key
 from digest.sources.parse import parse_source
 from digest.store import _alembic_config, init_db, open_engine
 from digest.store.editions import sent_edition
-from digest.store.search import PAPER_TRIGGERS, include_name, search_papers
 from digest.store.papers import upsert_papers
+from digest.store.search import PAPER_TRIGGERS, include_name, search_papers
 
 NOW = datetime(2026, 8, 13, 21, 0, tzinfo=timezone.utc)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_settings
+from digest.delivery.loop import RETRY_DELAYS
 from digest.errors import ConfigError, DeliveryError, LockedError, ServerDownError
 from digest.ingest import import_file
-from digest.delivery.loop import RETRY_DELAYS
 from digest.pipeline.job import preview_email, run_job, run_lock
 from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
@@ -425,7 +425,7 @@ def test_record_sent_writes_sent_papers_in_the_same_transaction(engine, subscrib
         assert sent_among(session, [a], papers) == {a: set(papers)}
     assert [(d.edition, d.state) for d in ledger.deliveries_for(engine, subscriber_id=a)] == [("2024-05-02", "sent")]
     assert ledger.finished_editions(engine) == {a: "2024-05-02"}
-    with pytest.raises(Exception):
+    with pytest.raises(ZeroDivisionError):
         ledger.write(engine, lambda conn: (ledger.record_sent(conn, row.id, a, [], 1, NOW, NOW), 1 / 0))
     assert ledger.deliveries_for(engine)[0].attempts == 2  # the failed transaction left nothing
 
@@ -435,7 +435,7 @@ def test_record_failed_counts_bounces_and_marks_bounced_at_three(engine, subscri
     counts = []
     for day in ("2024-05-01", "2024-05-02", "2024-05-03"):
         row = ledger.open_deliveries(engine, [(a, day)], NOW, lambda s, e: f"<{e}@x>")[(a, day)]
-        counts.append(ledger.write(engine, lambda conn: ledger.record_failed(conn, row.id, a, "550 no", 1, NOW, bounce=True)))
+        counts.append(ledger.write(engine, lambda conn, row=row: ledger.record_failed(conn, row.id, a, "550 no", 1, NOW, bounce=True)))
     assert counts == [1, 2, 3]
     with session_scope(engine) as session:
         assert get_subscriber(session, a).status == "bounced"

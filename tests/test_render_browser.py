@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_render import DigestRenderer, RankResult, fixed_edition, make_paper, pick, render_fixed
 
 CHROMIUM = Path("/usr/bin/chromium")

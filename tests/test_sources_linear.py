@@ -15,7 +15,8 @@ import time
 from xml.sax.saxutils import escape
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from digest.errors import DigestError
 from digest.sources import clean

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from digest.errors import FeedError
-from digest.sources.shape import MAX_ATTRIBUTES, MAX_DEPTH, MAX_JSON_CONTAINERS, MAX_REFERENCES, MAX_TAGS, check_json, check_markup
 from digest.sources.parse import parse_file, parse_source
+from digest.sources.shape import (
+    MAX_ATTRIBUTES,
+    MAX_DEPTH,
+    MAX_JSON_CONTAINERS,
+    MAX_REFERENCES,
+    MAX_TAGS,
+    check_json,
+    check_markup,
+)
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 HEAD = b'<?xml version="1.0"?><rss version="2.0"><channel><title>J</title>'

@@ -138,8 +138,8 @@ def test_status_text_tells_weekend_from_broken(cli, sqlite_engine):
         result = cli("status")
     assert result.exit_code == 0  # without --check, status reports and succeeds
     lines = result.output.splitlines()
-    assert "quiet: no arXiv announcement (weekend)" in next(l for l in lines if l.startswith("arxiv:cs.CL"))
-    assert "EMPTY after an announcement" in next(l for l in lines if l.startswith("arxiv:cs.LG"))
+    assert "quiet: no arXiv announcement (weekend)" in next(line for line in lines if line.startswith("arxiv:cs.CL"))
+    assert "EMPTY after an announcement" in next(line for line in lines if line.startswith("arxiv:cs.LG"))
     # The next fetch is Sunday 20:30 in New York, already on daylight time.
     assert 'next fetch: 2025-03-09 20:30 EDT (fetch_cron "30 20 * * sun-thu" in America/New_York)' in lines
     assert lines[-1].startswith("problem: source arxiv:cs.LG brought 0 papers")

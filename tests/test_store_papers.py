@@ -11,8 +11,22 @@ from digest.errors import InputError, NotFoundError
 from digest.models import Paper, PaperSource, Source
 from digest.sources import ParsedPaper
 from digest.store import session_scope
-from digest.store.papers import best_abstract, count_papers, get_paper_by_ident, papers_since, source_names_of, upsert_papers
-from digest.store.sources import add_source, get_source, list_sources, record_fetch_error, record_fetch_success, remove_source
+from digest.store.papers import (
+    best_abstract,
+    count_papers,
+    get_paper_by_ident,
+    papers_since,
+    source_names_of,
+    upsert_papers,
+)
+from digest.store.sources import (
+    add_source,
+    get_source,
+    list_sources,
+    record_fetch_error,
+    record_fetch_success,
+    remove_source,
+)
 
 NOW = datetime(2026, 8, 13, 21, 0, tzinfo=timezone.utc)
 LATER = NOW + timedelta(days=1)

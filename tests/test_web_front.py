@@ -13,8 +13,8 @@ import pytest
 from web_server import SECRET, serve_web
 
 from digest.sources import ParsedPaper
-from digest.store import session_scope
 from digest.store import deliveries as ledger
+from digest.store import session_scope
 from digest.store.editions import record_edition_contents
 from digest.store.papers import upsert_papers
 from digest.store.sources import add_source, find_source

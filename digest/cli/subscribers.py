@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -50,7 +51,7 @@ def _profile_options(command):
 
 def _input(options: dict):
     # A repeatable option left out arrives as (); that means "not given", not "empty the list".
-    given = {k: (list(v) if v else None) if k in LIST_FIELDS else v for k, v in options.items()}
+    given: dict[str, Any] = {k: (list(v) if v else None) if k in LIST_FIELDS else v for k, v in options.items()}
     return SubscriberInput(**given)
 
 

@@ -16,9 +16,10 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 from ..children import die_with_parent
 from ..config import Settings

@@ -11,8 +11,9 @@ replace it without touching the loop. It must not build or send messages.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from sqlalchemy.engine import Connection, Engine
 

@@ -15,8 +15,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import DigestError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
 from ..log import log_event
@@ -178,7 +179,7 @@ def _unbuilt(built: Built) -> Outcome:
     assert built.problem is not None
     letter, problem = built.letter, built.problem
     # A problem with a traceback is a bug or a row edited by hand: keep the traceback in the log.
-    fields = {"traceback": json.dumps(problem.trace)} if problem.trace else {}
+    fields: dict[str, Any] = {"traceback": json.dumps(problem.trace)} if problem.trace else {}
     log_event(log, "failed", logging.WARNING, subscriber=letter.subscriber.email, edition=letter.edition, error=problem.error, **fields)
     return Outcome(letter, "failed", attempts=0, error=problem.error)
 
@@ -202,7 +203,7 @@ def _count(outcome: Outcome, bounces: int, tally: _Tally, retry: Built | None) -
     """Log and count one recorded outcome; True when it makes SERVER_DOWN_AFTER failures in a row."""
     letter = outcome.letter
     tally.to_retry.pop(letter.delivery_id, None)
-    who = {"subscriber": letter.subscriber.email, "edition": letter.edition}
+    who: dict[str, Any] = {"subscriber": letter.subscriber.email, "edition": letter.edition}
     if outcome.state == "sent":
         log_event(log, "sent", logging.DEBUG, **who, message_id=letter.message_id)
         tally.streak.clear()

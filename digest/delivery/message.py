@@ -48,7 +48,9 @@ def encode_words(text: str, used: int = 0) -> str:
     text = clean_header_text(text)
     if text.isascii() and "=?" not in text:
         return _fold_words(text.split(" "), used)
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for char in text:  # whole characters per word: 39 bytes of UTF-8 -> a 64-character encoded word
         width = len(char.encode("utf-8"))
         if size + width > 39:

@@ -18,8 +18,9 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..config import Settings
 from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
@@ -87,7 +88,7 @@ class SMTPTransport:
     def describe(self) -> str:
         return f"smtp://{self.where} ({self.security}{', as ' + self.user if self.user else ''})"
 
-    def __enter__(self) -> "SMTPTransport":
+    def __enter__(self) -> SMTPTransport:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -219,7 +220,7 @@ class OutboxTransport:
     def describe(self) -> str:
         return f"outbox {self.directory}"
 
-    def __enter__(self) -> "OutboxTransport":
+    def __enter__(self) -> OutboxTransport:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,9 +13,9 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 from sqlalchemy.engine import Connection, Engine

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
 from ..config import Settings
-from ..editions import is_weekly, local_day, due_edition, parse_frequency, publishes_on
+from ..editions import due_edition, is_weekly, local_day, parse_frequency, publishes_on
 from ..errors import DigestError, InputError
 from ..log import log_event
 from ..models import Subscriber

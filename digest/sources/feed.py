@@ -15,7 +15,6 @@ import feedparser
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.check import check_paper, unexpected
-from digest.sources.shape import check_markup
 from digest.sources.clean import (
     arxiv_id_in,
     arxiv_urls,
@@ -26,6 +25,7 @@ from digest.sources.clean import (
     time_from_struct,
     whole_number,
 )
+from digest.sources.shape import check_markup
 
 # python-feedgen mirrors of HF daily papers (huangboming) put authors, upvotes and the abstract in the description.
 # The authors and summary are cut out with str.find (a lazy regex retried at every "<b>Authors:</b>" was quadratic).

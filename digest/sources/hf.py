@@ -11,8 +11,8 @@ import json
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.check import check_paper, unexpected
-from digest.sources.shape import check_json
 from digest.sources.clean import arxiv_id_in, arxiv_urls, clean_name, html_to_text, paper_key, parse_time
+from digest.sources.shape import check_json
 
 _MAX_WARNINGS = 20
 
@@ -28,7 +28,8 @@ def _text(container: dict, field: str, problems: list[str]) -> str | None:
 
 def _item_paper(item: dict, problems: list[str]) -> ParsedPaper:
     """One list item ({paper: {...}, title, summary...}) or one bare paper record. Raises ValueError."""
-    paper = item.get("paper") if isinstance(item.get("paper"), dict) else item
+    nested = item.get("paper")
+    paper = nested if isinstance(nested, dict) else item
     ident = paper.get("id")
     if not isinstance(ident, str) or not ident.strip():
         raise ValueError("no paper id")

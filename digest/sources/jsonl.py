@@ -9,9 +9,9 @@ line, no feedparser): an import of 100,000 lines must not wait on the parser. Js
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterable, Iterator
 from json import JSONDecoder, loads
 from json.scanner import make_scanner
-from typing import Iterable, Iterator
 
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
@@ -33,7 +33,7 @@ from digest.sources.clean import (
 _MAX_WARNINGS = 20
 # The scanner json.loads runs, called straight: a line that is one JSON value and nothing else (nearly all) skips
 # loads' wrappers; any other line goes through loads itself, for its error message.
-_scan_json = make_scanner(JSONDecoder())
+_scan_json = make_scanner(JSONDecoder())  # type: ignore[arg-type]  # typeshed types the C scanner's argument as itself
 PIECE_BYTES = 1 << 21  # what a streamed import reads at a time: ~1,600 papers of 1.3 kB
 
 
@@ -158,7 +158,7 @@ class JsonlReader:
         papers: list[ParsedPaper] = []
         warnings: list[str] = []
         number = self._number
-        for number, line in enumerate(lines, number + 1):
+        for number, line in enumerate(lines, self._number + 1):
             if not line or line.isspace():
                 continue
             self.lines += 1

@@ -91,7 +91,9 @@ def _tag_end(data: bytes, start: int) -> tuple[int, int]:
         quote = stop.group()
         if quote == b">":
             return stop.start(), attributes
-        end = _QUOTED[quote].match(data, stop.end()).end()
+        value = _QUOTED[quote].match(data, stop.end())
+        assert value is not None  # the patterns match the empty string
+        end = value.end()
         if end >= len(data):
             break
         if data[end:end + 1] == b"<":

@@ -7,8 +7,8 @@ Nothing here knows about feeds, ranking, email or the web.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -46,7 +46,7 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             parsed = parsed.set(database=_sqlite_path(database, shown))
-            database = parsed.database
+            database = parsed.database or ""
         if database and database != ":memory:" and create_dir:
             try:
                 folder = Path(database).expanduser().parent

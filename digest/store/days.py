@@ -8,18 +8,18 @@ the sources, whichever source brought it first. It must not rank or render: dige
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..models import Paper, PaperSource, Source
+from ..models import Paper, PaperSource, Source, table_of
 from . import read_rows
 from .candidates import StoredPaper
 
-PAPER, PAPER_SOURCE, SOURCE = Paper.__table__, PaperSource.__table__, Source.__table__
+PAPER, PAPER_SOURCE, SOURCE = table_of(Paper), table_of(PaperSource), table_of(Source)
 
 
 @dataclass(frozen=True)

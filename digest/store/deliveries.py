@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..log import log_event
-from ..models import Delivery, SentPaper, Subscriber
+from ..models import Delivery, SentPaper, Subscriber, table_of
 from . import is_locked, read_rows, wrap_db_error
 
 log = logging.getLogger("digest.store")
@@ -32,9 +32,9 @@ DONE_STATES = ("sent", "skipped", "failed")  # the edition is finished for this 
 OPEN_STATES = ("pending", "sending", "deferred")  # a run (re)sends these
 BOUNCE_LIMIT = 3  # hard bounces in a row before a subscriber is marked 'bounced'
 
-_delivery = Delivery.__table__
-_sent = SentPaper.__table__
-_subscriber = Subscriber.__table__
+_delivery = table_of(Delivery)
+_sent = table_of(SentPaper)
+_subscriber = table_of(Subscriber)
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,17 @@ reads it back. It must not rank, render or send.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..models import Delivery
+from ..models import Delivery, table_of
 from . import read_rows
 
-_delivery = Delivery.__table__
+_delivery = table_of(Delivery)
 
 
 @dataclass(frozen=True)

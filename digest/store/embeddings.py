@@ -7,12 +7,12 @@ digest.rank.semantic, and passes the vectors to digest.rank.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Iterable, Sequence
 
 import numpy as np
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ..models import InterestEmbedding, PaperEmbedding
 
@@ -34,7 +34,7 @@ def paper_vectors(session: Session, paper_ids: Iterable[int], model: str) -> dic
     out: dict[int, tuple[str, np.ndarray]] = {}
     for start in range(0, len(ids), BATCH):
         query = select(PaperEmbedding.paper_id, PaperEmbedding.text_hash, PaperEmbedding.vector).where(
-            PaperEmbedding.model == model, PaperEmbedding.paper_id.in_(ids[start : start + BATCH]))
+            col(PaperEmbedding.model) == model, col(PaperEmbedding.paper_id).in_(ids[start : start + BATCH]))
         for paper_id, text_hash, blob in session.exec(query):
             out[paper_id] = (text_hash, _vector(blob))
     return out
@@ -44,7 +44,7 @@ def save_paper_vectors(session: Session, rows: Sequence[tuple[int, str, np.ndarr
     """Store (paper id, text hash, vector) rows for `model`, replacing what a paper had for it."""
     ids = [paper_id for paper_id, _, _ in rows]
     for start in range(0, len(ids), BATCH):
-        session.execute(sa.delete(PaperEmbedding).where(PaperEmbedding.model == model, PaperEmbedding.paper_id.in_(ids[start : start + BATCH])))
+        session.execute(sa.delete(PaperEmbedding).where(col(PaperEmbedding.model) == model, col(PaperEmbedding.paper_id).in_(ids[start : start + BATCH])))
     session.add_all(PaperEmbedding(paper_id=paper_id, model=model, text_hash=text_hash, vector=_blob(vector), created_at=now) for paper_id, text_hash, vector in rows)
     session.flush()
 
@@ -55,7 +55,7 @@ def interest_vectors(session: Session, subscriber_ids: Iterable[int], model: str
     out: dict[int, tuple[str, np.ndarray]] = {}
     for start in range(0, len(ids), BATCH):
         query = select(InterestEmbedding.subscriber_id, InterestEmbedding.interests_hash, InterestEmbedding.vectors).where(
-            InterestEmbedding.model == model, InterestEmbedding.subscriber_id.in_(ids[start : start + BATCH]))
+            col(InterestEmbedding.model) == model, col(InterestEmbedding.subscriber_id).in_(ids[start : start + BATCH]))
         for subscriber_id, interests_hash, blob in session.exec(query):
             out[subscriber_id] = (interests_hash, _vector(blob, dimensions))
     return out
@@ -65,7 +65,7 @@ def save_interest_vectors(session: Session, rows: Sequence[tuple[int, str, np.nd
     """Store (subscriber id, interests hash, vectors) rows for `model`, replacing what a subscriber had for it."""
     ids = [subscriber_id for subscriber_id, _, _ in rows]
     for start in range(0, len(ids), BATCH):
-        session.execute(sa.delete(InterestEmbedding).where(InterestEmbedding.model == model, InterestEmbedding.subscriber_id.in_(ids[start : start + BATCH])))
+        session.execute(sa.delete(InterestEmbedding).where(col(InterestEmbedding.model) == model, col(InterestEmbedding.subscriber_id).in_(ids[start : start + BATCH])))
     session.add_all(InterestEmbedding(subscriber_id=subscriber_id, model=model, interests_hash=interests_hash, vectors=_blob(vectors), created_at=now)
                     for subscriber_id, interests_hash, vectors in rows)
     session.flush()

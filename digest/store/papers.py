@@ -11,24 +11,25 @@ from __future__ import annotations
 import functools
 import gc
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from ..models import Paper, PaperSource, Source, UTCDateTime
+from ..models import Paper, PaperSource, Source, UTCDateTime, table_of
 from ..sources import ParsedPaper
 from . import wrap_db_error
 from .search import note_changed_text
 
 BATCH_SIZE = 2_000  # rows per statement: well under SQLite's 32,766 bound parameters for the key prefetch
-PAPER = Paper.__table__
-PAPER_SOURCE = PaperSource.__table__
+PAPER = table_of(Paper)
+PAPER_SOURCE = table_of(PaperSource)
 # Columns the merge may change; first_seen never moves and last_seen only records the sighting.
 CONTENT = (
     "ident", "arxiv_id", "version", "doi", "title", "abstract", "authors", "categories", "url", "pdf_url",
@@ -45,7 +46,7 @@ class UpsertReport:
     linked: int = 0  # papers this source had not carried before (new or already stored from another source)
     skipped: list[str] = field(default_factory=list)  # "IDENT: why", one per paper the database refused
 
-    def add(self, other: "UpsertReport") -> None:
+    def add(self, other: UpsertReport) -> None:
         self.new += other.new
         self.updated += other.updated
         self.unchanged += other.unchanged
@@ -116,7 +117,8 @@ def _begin_sqlite_transaction(conn: Connection) -> None:
     """Open SQLite's transaction now, if the driver has not yet. sqlite3 (pysqlite) opens it only before the first
     write, and a SAVEPOINT issued outside one makes its own transaction, which RELEASE commits: the caller's rollback
     would then undo nothing. IMMEDIATE takes the write lock at once (waiting busy_timeout), as the upsert writes."""
-    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+    dbapi = conn.connection.dbapi_connection
+    if conn.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -187,7 +189,7 @@ _IDS_BY_KEY = sa.select(PAPER.c.key, PAPER.c.id).where(PAPER.c.key.in_(sa.bindpa
 
 
 @functools.lru_cache(maxsize=8)
-def _statements(dialect: Any) -> tuple["_BulkStatement", "_BulkStatement"]:
+def _statements(dialect: Any) -> tuple[_BulkStatement, _BulkStatement]:
     """The two writes of a batch, compiled once per database dialect (an import upserts batch after batch)."""
     insert = _dialect_insert(dialect)
     stmt = insert(PAPER)
@@ -257,14 +259,16 @@ class _BulkStatement:
         return max(conn.exec_driver_sql(self.sql, params).rowcount, 0)
 
 
-def _dialect_insert(dialect: Any):
+def _dialect_insert(dialect: Any) -> Callable[..., Any]:
     if dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only the two supported backends
-        raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {dialect.name}")
-    return insert
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    if dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert
+    raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {dialect.name}")  # pragma: no cover
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -295,8 +299,8 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     both = old["version"] is not None and new["version"] is not None
     newer, older = both and new["version"] > old["version"], both and new["version"] < old["version"]
     merged = dict(old)
-    for col in ("ident", "arxiv_id", "doi", "url", "pdf_url", "announce_type", "published"):
-        merged[col] = old[col] if old[col] is not None else new[col]
+    for column in ("ident", "arxiv_id", "doi", "url", "pdf_url", "announce_type", "published"):
+        merged[column] = old[column] if old[column] is not None else new[column]
     if new["published"] is not None and old["published"] is not None:
         merged["published"] = min(old["published"], new["published"])
     merged["version"] = max(filter(None, (old["version"], new["version"])), default=None)
@@ -344,10 +348,10 @@ def papers_since(session: Session, since: datetime | None = None, source: str | 
     """Papers first stored at or after `since` (all when None), newest first, optionally only those `source` carries."""
     query = sa.select(Paper)
     if since is not None:
-        query = query.where(Paper.first_seen >= since)
+        query = query.where(col(Paper.first_seen) >= since)
     if source is not None:
-        query = query.where(Paper.id.in_(_ids_in_source(source)))
-    query = query.order_by(Paper.first_seen.desc(), Paper.id.desc())
+        query = query.where(col(Paper.id).in_(_ids_in_source(source)))
+    query = query.order_by(col(Paper.first_seen).desc(), col(Paper.id).desc())
     if limit is not None:
         query = query.limit(limit)
     return list(_run(session, query).scalars())
@@ -366,8 +370,8 @@ def sources_of(session: Session, paper_ids: Iterable[int]) -> dict[int, list[tup
     out: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
     for chunk in _chunks(ids, BATCH_SIZE):
         query = (
-            sa.select(PAPER_SOURCE.c.paper_id, Source.name, Source.kind)
-            .join(Source, Source.id == PAPER_SOURCE.c.source_id)
+            sa.select(PAPER_SOURCE.c.paper_id, col(Source.name), col(Source.kind))
+            .join(Source, col(Source.id) == PAPER_SOURCE.c.source_id)
             .where(PAPER_SOURCE.c.paper_id.in_(chunk))
             .order_by(PAPER_SOURCE.c.first_seen, PAPER_SOURCE.c.id)
         )
@@ -393,23 +397,23 @@ def get_paper_by_ident(session: Session, ident: str) -> Paper | None:
         return None
     found = _ARXIV_IDENT.match(text)
     if found:
-        paper = _first(session, sa.select(Paper).where(Paper.arxiv_id == found.group(1)))
+        paper = _first(session, sa.select(Paper).where(col(Paper.arxiv_id) == found.group(1)))
         if paper is not None:
             return paper
     doi = re.sub(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)", "", text, flags=re.I).lower()
     if doi.startswith("10."):
-        paper = _first(session, sa.select(Paper).where(Paper.doi == doi))
+        paper = _first(session, sa.select(Paper).where(col(Paper.doi) == doi))
         if paper is not None:
             return paper
-    paper = _first(session, sa.select(Paper).where(Paper.ident == text).order_by(Paper.id))
+    paper = _first(session, sa.select(Paper).where(col(Paper.ident) == text).order_by(col(Paper.id)))
     if paper is not None:
         return paper
     by_item = sa.select(PAPER_SOURCE.c.paper_id).where(PAPER_SOURCE.c.item_id == text)
-    return _first(session, sa.select(Paper).where(Paper.id.in_(by_item)).order_by(Paper.id))
+    return _first(session, sa.select(Paper).where(col(Paper.id).in_(by_item)).order_by(col(Paper.id)))
 
 
 def _ids_in_source(name: str):
-    return sa.select(PAPER_SOURCE.c.paper_id).join(Source, Source.id == PAPER_SOURCE.c.source_id).where(Source.name == name)
+    return sa.select(PAPER_SOURCE.c.paper_id).join(Source, col(Source.id) == PAPER_SOURCE.c.source_id).where(col(Source.name) == name)
 
 
 def _first(session: Session, query) -> Paper | None:

@@ -14,8 +14,9 @@ It must not rank, page or render anything beyond the query's own order (best mat
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -40,7 +41,7 @@ _WORD = re.compile(r"\w+")
 _PG_VECTOR = "(setweight(to_tsvector('english'::regconfig, paper.title), 'A') || setweight(to_tsvector('english'::regconfig, paper.abstract), 'B'))"
 
 
-def include_name(name: str | None, type_: str, parent_names: dict) -> bool:
+def include_name(name: str | None, type_: str, parent_names: Mapping[Any, Any]) -> bool:
     """Alembic's include_name hook: the search objects are not models, so autogenerate must not drop them."""
     return name not in SEARCH_OBJECTS
 

@@ -11,13 +11,16 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass, fields as dc_fields, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from dataclasses import fields as dc_fields
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO, Any, cast
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlalchemy.engine import CursorResult
+from sqlmodel import Session, col, select
 
 from ..addresses import ascii_address
 from ..editions import parse_frequency, parse_send_at, parse_zone
@@ -316,7 +319,7 @@ def remove_subscriber(session: Session, sub: Subscriber) -> None:
     """Delete the subscriber and all their personal data (feedback, deliveries, papers sent)."""
     # The foreign keys cascade, but a database opened without them (an old SQLite file) must not keep orphans.
     for table in (SentPaper, Feedback, Delivery):
-        session.execute(sa.delete(table).where(table.subscriber_id == sub.id))
+        session.execute(sa.delete(table).where(col(table.subscriber_id) == sub.id))
     session.delete(sub)
     session.flush()
 
@@ -390,7 +393,8 @@ def _lock_for_write(session: Session) -> None:
     busy_timeout says); BEGIN IMMEDIATE waits its turn instead. PostgreSQL needs nothing: the
     compare-and-set and the UNIQUE email decide there."""
     connection = session.connection()
-    if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+    dbapi = connection.connection.dbapi_connection
+    if connection.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -429,12 +433,12 @@ def release_confirmation(session: Session, subscriber_id: int, sent_at: datetime
 
 
 def _set_confirm_emails(session: Session, sub: Subscriber, version: int, times: list[datetime]) -> bool:
-    result = session.execute(
+    result = cast(CursorResult[Any], session.execute(
         sa.update(Subscriber)
-        .where(Subscriber.id == sub.id, Subscriber.confirm_version == version)
+        .where(col(Subscriber.id) == sub.id, col(Subscriber.confirm_version) == version)
         .values(confirm_emails=[t.isoformat() for t in sorted(times)], confirm_version=version + 1)
         .execution_options(synchronize_session=False)
-    )
+    ))
     session.expire(sub, ["confirm_emails", "confirm_version"])  # the loaded values are stale either way
     return result.rowcount == 1
 
@@ -463,6 +467,7 @@ def record_feedback(session: Session, sub: Subscriber, paper: Paper, value: int,
                 session.add(row)
         except sa.exc.IntegrityError:
             row = _feedback_row(session, sub, paper)
+            assert row is not None  # the concurrent click's row, which made this insert fail
     row.value, row.created_at = value, now
     session.add(row)
     session.flush()
@@ -470,7 +475,7 @@ def record_feedback(session: Session, sub: Subscriber, paper: Paper, value: int,
 
 
 def _feedback_row(session: Session, sub: Subscriber, paper: Paper) -> Feedback | None:
-    return session.exec(select(Feedback).where(Feedback.subscriber_id == sub.id, Feedback.paper_id == paper.id)).first()
+    return session.exec(select(Feedback).where(col(Feedback.subscriber_id) == sub.id, col(Feedback.paper_id) == paper.id)).first()
 
 
 def feedback_value(session: Session, sub: Subscriber, paper: Paper) -> int | None:
@@ -481,15 +486,16 @@ def feedback_value(session: Session, sub: Subscriber, paper: Paper) -> int | Non
 
 def remove_feedback(session: Session, sub: Subscriber, paper: Paper) -> bool:
     """Forget the subscriber's opinion of a paper (the web's undo); False when there was none."""
-    result = session.execute(sa.delete(Feedback).where(Feedback.subscriber_id == sub.id, Feedback.paper_id == paper.id))
+    result = cast(CursorResult[Any], session.execute(
+        sa.delete(Feedback).where(col(Feedback.subscriber_id) == sub.id, col(Feedback.paper_id) == paper.id)))
     return bool(result.rowcount)
 
 
 def feedback_for(session: Session, sub: Subscriber) -> tuple[list[Paper], list[Paper]]:
     """(liked papers, disliked papers), oldest opinion first."""
     rows = session.exec(
-        select(Feedback.value, Paper).join(Paper, Paper.id == Feedback.paper_id)
-        .where(Feedback.subscriber_id == sub.id).order_by(Feedback.created_at, Feedback.id)
+        select(col(Feedback.value), Paper).join(Paper, col(Paper.id) == col(Feedback.paper_id))
+        .where(col(Feedback.subscriber_id) == sub.id).order_by(col(Feedback.created_at), col(Feedback.id))
     ).all()
     return [p for v, p in rows if v > 0], [p for v, p in rows if v < 0]
 
@@ -512,7 +518,9 @@ def import_csv(session: Session, path_or_text: str | Path, now: datetime) -> Imp
         what = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column"
         raise InputError(f"{name} line 1: {what}", f"columns: {', '.join(CSV_COLUMNS)}")
     reader.fieldnames = header
-    rows, seen, line = [], {}, 1
+    rows: list[tuple[str, SubscriberInput, str | None]] = []
+    seen: dict[str, int] = {}
+    line = 1
     for record in reader:
         start, line = line + 1, reader.line_num
         if None in record:
@@ -578,11 +586,11 @@ def _parse_row(session: Session, record: dict, seen: dict[str, int], line: int) 
 def export_csv(session: Session, path_or_stream: str | Path | IO[str]) -> int:
     """Write every subscriber, by address, in the columns import_csv reads; returns how many."""
     subs = list_subscribers(session)
-    if hasattr(path_or_stream, "write"):
-        _write_csv(path_or_stream, subs)
-    else:
+    if isinstance(path_or_stream, (str, Path)):
         with open(path_or_stream, "w", encoding="utf-8", newline="") as out:
             _write_csv(out, subs)
+    else:
+        _write_csv(path_or_stream, subs)
     return len(subs)
 
 

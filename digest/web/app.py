@@ -10,12 +10,13 @@ No page ever shows a traceback or says whether an address is subscribed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from flask import Flask, request
 from itsdangerous import SignatureExpired
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .. import templates_dir
 from ..config import Settings, require
@@ -81,10 +82,11 @@ def _install_error_pages(app: Flask) -> None:
         titles = {404: "Page not found", 405: "Not allowed", 413: "Too much data", 429: "Too many attempts"}
         title = titles.get(exc.code or 500, exc.name)
         page = message_page(title, exc.description or exc.name, exc.code or 500)
-        if exc.code == 405 and exc.valid_methods:
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             return (*page, {"Allow": ", ".join(exc.valid_methods)})
-        if getattr(exc, "retry_after", None):
-            return (*page, {"Retry-After": str(exc.retry_after)})
+        retry_after = getattr(exc, "retry_after", None)  # TooManyRequests, ServiceUnavailable
+        if retry_after:
+            return (*page, {"Retry-After": str(retry_after)})
         return page
 
     @app.errorhandler(Exception)

@@ -14,8 +14,9 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from flask import Response, render_template, request
 from werkzeug.http import is_resource_modified

@@ -8,9 +8,10 @@ the page modules read it with web_context().
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from flask import current_app, render_template
 

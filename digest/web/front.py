@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Sequence
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, request

@@ -36,8 +36,8 @@ from ..store.subscribers import (
     find_subscriber_by_id,
     get_subscriber,
     record_feedback,
-    remove_feedback,
     release_confirmation,
+    remove_feedback,
     remove_subscriber,
     request_confirmation,
     set_status,
@@ -306,6 +306,7 @@ def _feedback(load: Any):
         paper = get_paper(session, claim.paper_id)
         if paper is None:
             raise LinkGone("this paper is no longer in the digest's store")
+        assert claim.value is not None  # make_token signs a value into every feedback token
         if action == "record":
             record_feedback(session, sub, paper, claim.value, ctx.now())
         elif action == "undo":

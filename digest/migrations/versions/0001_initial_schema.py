@@ -6,7 +6,7 @@ Create Date: 2026-11-27 07:17:59.561723
 """
 from alembic import op
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 import digest.models
 
 
