@@ -29,8 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 import digest.rank.text  # noqa: E402,F401 - import scipy and the stemmer before the clock starts
 from digest.models import Paper  # noqa: E402
-from digest.rank import Profile, ProfilePaper, default_threads, rank_many  # noqa: E402
-from digest.rank import Candidate  # noqa: E402
+from digest.rank import (  # noqa: E402
+    Candidate,  # noqa: E402
+    Profile,
+    ProfilePaper,
+    default_threads,
+    rank_many,
+)
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

@@ -15,9 +15,8 @@ import time
 from datetime import date
 
 from digest.models import Paper
-from digest.rank import RankedPaper, RankResult
+from digest.rank import Candidate, RankedPaper, RankResult
 from digest.render import DigestRenderer, Links
-from digest.rank import Candidate
 
 WORDS = "model learning neural attention diffusion graph language training data robust sparse efficient transformer agent reward policy benchmark".split()
 

@@ -1,6 +1,7 @@
 """digest: a self-hosted daily email of the new research papers that matter to each subscriber."""
 
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 try:  # the version lives in pyproject.toml only
     __version__ = version("digest")
@@ -8,10 +9,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 
-def templates_dir():
+def templates_dir() -> Path:
     """The Jinja2 templates: digest/templates once installed, templates/ at the top of a source tree."""
-    from pathlib import Path
-
     here = Path(__file__).resolve().parent
     installed = here / "templates"  # setuptools maps templates/ to the package digest.templates
     return installed if installed.is_dir() else here.parent / "templates"

@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
+from . import __version__
 from .errors import ConfigError
 
 REDACTED = "********"
@@ -118,8 +120,6 @@ class Settings:
 
     @property
     def user_agent(self) -> str:
-        from . import __version__
-
         contact = f"; mailto:{self.contact_email}" if self.contact_email else ""
         return f"digest/{__version__} (+https://pypi.org/project/digest/{contact})"
 
@@ -191,8 +191,6 @@ def url_secrets(url: str) -> tuple[str, ...]:
     """Every part of a database URL that may be a password, as typed, percent-decoded and re-encoded:
     the password after user:, the value of ?password= (or sslpassword, ...), and a 'port' that is not a
     number when there is no '@' (user:password typed without its host)."""
-    from urllib.parse import parse_qsl, quote, quote_plus, unquote
-
     _, userinfo, host, _, query = _url_parts(url or "")
     found = []
     if userinfo:

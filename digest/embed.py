@@ -13,8 +13,8 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy.engine import Engine
-
 
 from .models import Subscriber
 from .rank import semantic as rank_semantic
@@ -35,7 +35,7 @@ def embeddings_for(engine: Engine, papers: Iterable[tuple[int, str, str]], subsc
         stored_interests = interest_vectors(session, wanted, model, DIMENSIONS)
     vectors = {pid: stored[pid][1] for pid, text in texts.items() if pid in stored and stored[pid][0] == text_hash(text)}
     missing = [pid for pid in texts if pid not in vectors]
-    interests: dict[str, object] = {}
+    interests: dict[str, np.ndarray] = {}
     stale: list[int] = []
     for sid, keys in wanted.items():
         digest = text_hash(json.dumps(keys))

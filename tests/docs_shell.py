@@ -21,9 +21,9 @@ def serve(path: str) -> None:
     import signal
     import time
 
-    from digest.cli import main
     # the heavy imports, once: scikit-learn (ranking), premailer (rendering), SQLAlchemy and Alembic (the store)
-    import digest.cli.delivery, digest.delivery.loop, digest.ingest, digest.pipeline.job, digest.rank.text, digest.render, digest.store  # noqa: F401,E401
+    import digest.cli.delivery  # noqa: F401,E401
+    from digest.cli import main
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel; they report through the socket
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -17,8 +17,7 @@ from digest.delivery.loop import RETRY_DELAYS, SERVER_DOWN_AFTER, DeliveryReport
 from digest.delivery.work import Letter, Outcome, Settlement
 from digest.errors import DeliveryError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
 from digest.models import Paper, Subscriber
-from digest.rank import RankedPaper, RankResult
-from digest.rank import Candidate
+from digest.rank import Candidate, RankedPaper, RankResult
 
 NOW = datetime(2025, 6, 13, 9, 0, tzinfo=timezone.utc)
 

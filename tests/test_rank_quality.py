@@ -89,9 +89,8 @@ def test_off_topic_subscriber_gets_the_honest_quiet_day_email():
     # "quantum error correction" shares "error" and "correction" with machine-learning papers: no evidence, so no
     # picks; the email says nothing matched and shows what is trending, and does not dress near misses up as picks.
     from digest.models import Paper
-    from digest.rank import Profile, rank_papers
+    from digest.rank import Candidate, Profile, rank_papers
     from digest.render import Links, render_digest
-    from digest.rank import Candidate
 
     module = _run_module()
     papers = module.load_corpus(CORPUS)

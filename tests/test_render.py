@@ -16,9 +16,18 @@ import pytest
 
 from digest.errors import ConfigError
 from digest.models import Paper
-from digest.rank import RankedPaper, RankResult
-from digest.render import DigestRenderer, Links, RenderedEmail, abstract_url, author_line, render_digest, source_badges, subject_line, truncate_words
-from digest.rank import Candidate
+from digest.rank import Candidate, RankedPaper, RankResult
+from digest.render import (
+    DigestRenderer,
+    Links,
+    RenderedEmail,
+    abstract_url,
+    author_line,
+    render_digest,
+    source_badges,
+    subject_line,
+    truncate_words,
+)
 from digest.tokens import action_url, make_token
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -79,8 +79,7 @@ def digest_rankings(corpus: list[dict], profiles: list[dict], k: int = 10, model
     seed paper and its `hide` papers are excluded, as papers already sent are. `votes` maps a profile's name to
     {"liked": [ids], "disliked": [ids]} (the feedback benchmark's day 1)."""
     from digest.models import Paper
-    from digest.rank import Profile, ProfilePaper, rank_many
-    from digest.rank import Candidate
+    from digest.rank import Candidate, Profile, ProfilePaper, rank_many
 
     everything = {d["id"]: d for d in load_corpus()} | {d["id"]: d for d in corpus}
     text = lambda i: ProfilePaper(i, everything[i]["title"], everything[i]["abstract"])  # noqa: E731

@@ -5,9 +5,10 @@ them from the store's rows (digest.store.candidates), and rank never reads the s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from ..models import Paper
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,15 +54,18 @@ class RankedPaper:
 
     __slots__ = ("candidate", "score", "relevance", "trending", "in_digest", "_reasons")
 
-    def __init__(self, candidate: Candidate, score: float, relevance: float, trending: float, reasons: "tuple[str, ...] | _Pending" = (), in_digest: bool = False):
+    def __init__(self, candidate: Candidate, score: float, relevance: float, trending: float, reasons: tuple[str, ...] | _Pending = (), in_digest: bool = False):
         self.candidate, self.score, self.relevance, self.trending, self.in_digest = candidate, score, relevance, trending, in_digest
         self._reasons = reasons
 
     @property
     def reasons(self) -> tuple[str, ...]:
-        if type(self._reasons) is _Pending:
-            self._reasons.explain()
-        return self._reasons
+        reasons = self._reasons
+        if type(reasons) is _Pending:
+            reasons.explain()  # sets _reasons of every paper of its batch
+            reasons = self._reasons
+        assert not isinstance(reasons, _Pending)
+        return reasons
 
     @property
     def paper(self) -> Paper:
@@ -96,14 +100,14 @@ class RankResult:
         return [r for r in self.ranked if r.in_digest]
 
 
-def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, model: str = "tfidf", embeddings: "Embeddings | None" = None) -> RankResult:
+def rank_papers(candidates: Sequence[Candidate], profile: Profile, now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, model: str = "tfidf", embeddings: Embeddings | None = None) -> RankResult:
     """Rank `candidates` for one profile: `limit` papers at most (default: the digest's own size), the papers with
     evidence first (at most profile.max_papers of them in the digest), then near misses. Deterministic: the same
     inputs give the same output."""
     return rank_many(candidates, [profile], now, limit=limit, relevance_floor=relevance_floor, trending_count=trending_count, model=model, embeddings=embeddings)[0]
 
 
-def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None, model: str = "tfidf", embeddings: "Embeddings | None" = None) -> list[RankResult]:
+def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now: datetime, *, limit: int | None = None, relevance_floor: float = 0.05, trending_count: int = 5, chunk_size: int = CHUNK, threads: int | None = None, model: str = "tfidf", embeddings: Embeddings | None = None) -> list[RankResult]:
     """Rank every profile at once (one sparse matrix product per chunk of profiles); same results as rank_papers.
     Reasons are made when first read, EXPLAIN_BLOCK results at a time. `model`: "tfidf", or "hybrid" (TF-IDF
     blended with sentence embeddings, which the caller passes as `embeddings`: see digest.rank.semantic.Embeddings,
@@ -184,7 +188,7 @@ def _trending_for(excluded: np.ndarray, corpus, shared_trending, trending_count:
     return [shared_trending[d] for d in order[~excluded[order]][:trending_count].tolist()]
 
 
-def _result(profile: Profile, index: int, pool, corpus, picks: list[int], scores: list[float], relevances: list[float], digest: int, trending: list[RankedPaper], explainer: "_Explainer") -> RankResult:
+def _result(profile: Profile, index: int, pool, corpus, picks: list[int], scores: list[float], relevances: list[float], digest: int, trending: list[RankedPaper], explainer: _Explainer) -> RankResult:
     """The first `digest` picks may enter the digest (at most max_papers of them do); the others are near misses."""
     if not picks:
         return RankResult(profile.subscriber_id, [], list(trending), matched=False)
@@ -200,7 +204,7 @@ class _Pending:
 
     __slots__ = ("explainer", "entry")
 
-    def __init__(self, explainer: "_Explainer", entry: int):
+    def __init__(self, explainer: _Explainer, entry: int):
         self.explainer, self.entry = explainer, entry
 
     def explain(self) -> None:
@@ -349,10 +353,10 @@ class _Excluder:
         for term in profile.muted_terms:
             if term.strip():
                 pattern = re.compile(r"(?<!\w)" + re.escape(term.strip()) + r"(?:s|es)?(?!\w)", re.I)
-                parts.append(self._cached(("term", term.strip().lower()), lambda n, c: pattern.search(self.texts[n]) is not None))
+                parts.append(self._cached(("term", term.strip().lower()), lambda n, c, pattern=pattern: pattern.search(self.texts[n]) is not None))
         for name in profile.muted_authors:
             if name.strip():
-                parts.append(self._cached(("author", name.strip().lower()), lambda n, c: any(author_matches(name, a) for a in c.paper.authors or ())))
+                parts.append(self._cached(("author", name.strip().lower()), lambda n, c, name=name: any(author_matches(name, a) for a in c.paper.authors or ())))
         if profile.categories:
             key = ("categories", *sorted(c.strip().lower() for c in profile.categories))
             parts.append(self._cached(key, lambda n, c: not in_categories(profile.categories, c.paper.categories or ())))

@@ -6,13 +6,13 @@ clock, no network. The text model is digest.rank.text's, the vote model digest.r
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from .semantic import interest_key
 from . import text as rank_text
+from .semantic import interest_key
 from .text import Corpus, shifted
 from .votes import fit_votes
 
@@ -71,6 +71,7 @@ class ProfileRows:
         self.evidence = corpus.evidence_terms(list(interests))
         self.query_embeddings: np.ndarray | None = None
         if embeddings is not None:
+            assert corpus.embeddings is not None  # the hybrid embeds the candidates and the profiles alike
             vectors = [embeddings.of_text(t) for t in interests] + [embeddings.of_paper(paper_ids[key], *key) for key in papers]
             self.query_embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, corpus.embeddings.shape[1]), np.float32)
         # The text relevance: a Rocchio centroid of the interests and positive papers, and the best single one.
@@ -125,7 +126,8 @@ class ProfileRows:
         sims = np.empty((len(rows), n), np.float32)
         sims[have] = np.take(self.shared_sims, at[have], axis=0)
         sims[~have] = self._sims(rows[~have])
-        semantic = (self.query_embeddings[rows] @ corpus.embeddings.T).astype(np.float32) if self.query_embeddings is not None else None
+        embedded, docs_embedded = self.query_embeddings, corpus.embeddings
+        semantic = (embedded[rows] @ docs_embedded.T).astype(np.float32) if embedded is not None and docs_embedded is not None else None
         relevance = self._relevance(chunk, sims, local, self.centroid_norm)
         if semantic is not None:
             share = rank_text.SEMANTIC_SHARE
@@ -135,8 +137,8 @@ class ProfileRows:
         if voted:
             liking = self._liking([chunk[k] for k in voted], sims, semantic, local)
             votes = np.array([len(self.pos[chunk[k]]) + len(self.neg[chunk[k]]) for k in voted], dtype=np.float32)
-            share = np.where([bool(self.interest_rows[chunk[k]]) for k in voted], votes / (votes + VOTE_HALF), 1.0).astype(np.float32)[:, None]
-            relevance[voted] = (1 - share) * relevance[voted] + share * VOTE_SCALE * liking
+            vote_share = np.where([bool(self.interest_rows[chunk[k]]) for k in voted], votes / (votes + VOTE_HALF), 1.0).astype(np.float32)[:, None]
+            relevance[voted] = (1 - vote_share) * relevance[voted] + vote_share * VOTE_SCALE * liking
             evidence[voted] |= liking >= (VOTE_EVIDENCE if semantic is None else VOTE_EVIDENCE_HYBRID)
         empty = np.array([self.profiles[i].is_empty for i in chunk])
         relevance[empty] = 0.0
@@ -189,10 +191,10 @@ class ProfileRows:
         among = (q @ q.T).toarray().astype(np.float64)
         to_candidates = sims[index].astype(np.float64)
         mean_sims, mean_self = corpus.mean_sims.astype(np.float64), corpus.mean_self
-        if semantic is not None:
-            e = self.query_embeddings[np.array(paper_rows, dtype=np.intp)].astype(np.float64)
+        if semantic is not None and self.query_embeddings is not None:
+            vectors = self.query_embeddings[np.array(paper_rows, dtype=np.intp)].astype(np.float64)
             s = VOTE_EMBEDDING_SHARE
-            among = (1 - s) * among + s * (e @ e.T)
+            among = (1 - s) * among + s * (vectors @ vectors.T)
             to_candidates = (1 - s) * to_candidates + s * semantic[index]
             mean_sims = (1 - s) * mean_sims + s * corpus.mean_embedding_sims
             mean_self = (1 - s) * mean_self + s * corpus.mean_embedding_self
@@ -280,9 +282,10 @@ class ProfileRows:
         docs = sorted({d for _, _, picks in spans for d in picks})
         # one small product: the block's profile papers x the block's picks
         sims = (self.queries[rows] @ self.corpus.docs[docs].T).toarray().astype(np.float32, copy=False)
-        if self.query_embeddings is not None:
+        embedded, docs_embedded = self.query_embeddings, self.corpus.embeddings
+        if embedded is not None and docs_embedded is not None:
             s = VOTE_EMBEDDING_SHARE
-            sims = (1 - s) * sims + s * (self.query_embeddings[rows] @ self.corpus.embeddings[docs].T)
+            sims = (1 - s) * sims + s * (embedded[rows] @ docs_embedded[docs].T)
         for k, r_list, picks in spans:
             block = sims[np.ix_(np.searchsorted(rows, r_list), np.searchsorted(docs, picks))]
             best = block.argmax(axis=0).tolist()

@@ -17,9 +17,18 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..models import Paper, PaperSource, Source, table_of
 from . import read_rows
-from .candidates import StoredPaper
 
 PAPER, PAPER_SOURCE, SOURCE = table_of(Paper), table_of(PaperSource), table_of(Source)
+
+
+@dataclass(frozen=True)
+class StoredPaper:
+    """A stored paper with the names of the sources carrying it, and their kinds (arxiv-rss, arxiv-api, hf-daily,
+    feed, file), in the same order."""
+
+    paper: Paper
+    sources: tuple[str, ...] = ()
+    source_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

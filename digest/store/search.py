@@ -23,8 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from . import wrap_db_error
-from .candidates import StoredPaper
-from .days import papers_by_ids
+from .days import StoredPaper, papers_by_ids
 
 # Tables, triggers and indexes the models do not declare (autogenerate and the schema test leave them alone).
 SEARCH_OBJECTS = frozenset({
