@@ -19,11 +19,12 @@ URL scheme, under base_url:
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 
 from .errors import ConfigError, TokenError
@@ -63,7 +64,7 @@ class _Serializer(URLSafeTimedSerializer):
 
     signer = _Signer
 
-    def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
         if salt is not None and salt != self.salt:
             return super().make_signer(salt)
         signer = self.__dict__.get("_signer")
@@ -72,10 +73,10 @@ class _Serializer(URLSafeTimedSerializer):
         return signer
 
     def dump_payload(self, obj: object) -> bytes:
-        json = self.serializer.dumps(obj, separators=(",", ":"))
-        if len(json) > 64:  # longer payloads may compress: itsdangerous's own way
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))  # as itsdangerous's compact JSON writes it
+        if len(text) > 64:  # longer payloads may compress: itsdangerous's own way
             return super().dump_payload(obj)
-        return base64_encode(json.encode("utf-8"))
+        return base64_encode(text.encode("utf-8"))
 
 
 @lru_cache(maxsize=64)  # a digest run makes 3 tokens per email: build each serializer once

@@ -8,17 +8,17 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from smtp_server import start_smtp_server
+from sqlmodel import select
+from test_pipeline import NOW, world  # noqa: F401 - the fixture
 
 from digest.delivery.senders import InlineSender, ThreadedSender, sender_for
+from digest.models import Subscriber
 from digest.pipeline.job import run_job
 from digest.store import deliveries as ledger
-from digest.models import Subscriber
 from digest.store import session_scope
 from digest.store.candidates import sent_among
-from sqlmodel import select
 from digest.store.subscribers import SubscriberInput, add_subscriber
-from smtp_server import start_smtp_server
-from test_pipeline import NOW, world  # noqa: F401 - the fixture
 
 READERS = 12
 

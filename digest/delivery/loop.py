@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DigestError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
+from ..errors import DigestError, ServerDownError
 from ..log import log_event
 from ..store.deliveries import BOUNCE_LIMIT
 from .build import Builder
@@ -73,7 +73,7 @@ def deliver_edition(
     *,
     claimer: Claimer,
     builder: Builder,
-    transport: Transport | Sender,
+    transport: Transport | InlineSender | ThreadedSender,
     sender: str,
     stop_event: threading.Event,
     sleep: Callable[[float], None] = time.sleep,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..config import Settings
 from ..errors import PermanentDeliveryError, TransientDeliveryError
@@ -52,7 +53,11 @@ class Sender(Protocol):
     """Takes messages while it has a free connection; gives back each one's Handed once the server answered."""
 
     connections: int
-    in_flight: int  # submitted, not yet collected
+
+    @property
+    def in_flight(self) -> int:
+        """Submitted, not yet collected."""
+        ...
 
     def submit(self, built: Built) -> None:
         """Start handing `built` over (only while in_flight < connections)."""
