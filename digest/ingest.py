@@ -19,13 +19,14 @@ import os
 import pickle
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import partial
 from itertools import chain
-from pathlib import Path
 from operator import attrgetter
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy.engine import Engine

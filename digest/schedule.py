@@ -13,8 +13,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .config import Settings
 from .editions import WEEKDAYS, parse_zone

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from digest.models import SentPaper
+from digest.rank import build_profile
 from digest.sources import ParsedPaper
 from digest.store import init_db, open_engine, session_scope
-from digest.rank import build_profile
 from digest.store.candidates import candidate_papers, profile_rows, sent_among
 from digest.store.papers import upsert_papers
 from digest.store.sources import ensure_source

@@ -278,7 +278,7 @@ def test_log_lines_never_show_a_database_password(home, capsys):
 
     for url in BAD_URLS.values():
         settings = load_settings(home, env={"DIGEST_DATABASE_URL": url})
-        configure_logging_lazily(lambda: settings)
+        configure_logging_lazily(lambda settings=settings: settings)
         for piece in (url, *url_secrets(url)):  # the URL, and each form of what may be its password
             log_event(logging.getLogger("digest.test"), "store-failed", logging.ERROR, url=piece)
         try:

@@ -21,7 +21,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.config import load_settings
 from digest.errors import ConfigError, LockedError, StoreError
-from digest.schedule import FETCH_RETRY_MINUTES, Ticker, build_scheduler, cron_weekdays, fetch_decision, fetch_due, fetch_overdue, fetch_trigger, next_fire_times, pipeline_job
+from digest.schedule import (
+    FETCH_RETRY_MINUTES,
+    Ticker,
+    build_scheduler,
+    cron_weekdays,
+    fetch_decision,
+    fetch_due,
+    fetch_overdue,
+    fetch_trigger,
+    next_fire_times,
+    pipeline_job,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from smtp_server import start_smtp_server  # noqa: E402

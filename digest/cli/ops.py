@@ -12,10 +12,10 @@ import click
 
 from ..health import edition_problems, source_note, source_problems
 from ..log import enable_event_logging
-from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job, serve as serve_forever
+from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job
+from ..schedule import serve as serve_forever
 from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
 from ..store.status import active_schedules, source_health
-
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 EDITIONS_SHOWN = 7

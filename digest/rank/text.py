@@ -101,7 +101,8 @@ class Vocabulary:
 
     def counts(self, docs: Sequence[list[str]]) -> sp.csr_matrix:
         """Term counts (docs x terms, float32); terms not in the vocabulary are left out."""
-        index, indices, indptr = self.index, [], [0]
+        index, indptr = self.index, [0]
+        indices: list[int] = []
         for doc in docs:
             indices.extend(index[t] for t in doc if t in index)
             indptr.append(len(indices))
@@ -164,14 +165,16 @@ class Corpus:
 
     def _papers(self, titles: list[list[str]], abstracts: list[list[str]]) -> sp.csr_matrix:
         """BM25's saturating, length-normalised tf (title tokens counted TITLE_WEIGHT times) x IDF, L2-normalised."""
-        counts = self.vectorizer.counts([t * TITLE_WEIGHT + a for t, a in zip(titles, abstracts)])
+        vectorizer = self.vectorizer
+        assert vectorizer is not None  # only called when the candidates have words
+        counts = vectorizer.counts([t * TITLE_WEIGHT + a for t, a in zip(titles, abstracts)])
         lengths = np.asarray(counts.sum(axis=1)).ravel()
         if self.avgdl is None:  # the candidates set the average length; profile papers are measured against it
             self.avgdl = float(max(lengths.mean(), 1.0))
         rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
         tf = counts.data
         counts.data = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * lengths[rows] / self.avgdl))
-        return l2_rows(counts @ sp.diags(self.vectorizer.idf))
+        return l2_rows(counts @ sp.diags(vectorizer.idf))
 
     def vectorise(self, interests: list[str], papers: list[tuple[str, str]]) -> sp.csr_matrix:
         """Rows for interest texts, then for (title, abstract) papers, in the candidates' vocabulary."""

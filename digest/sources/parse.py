@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from digest.errors import FeedError
-from digest.sources import FETCHED_KINDS, ParseResult
+from digest.sources import FETCHED_KINDS, ParsedPaper, ParseResult
 from digest.sources.arxiv import api_result, is_arxiv_api, is_arxiv_listing, listing_result
 from digest.sources.feed import papers_from_feed, read_feed
 from digest.sources.hf import parse_hf_daily
@@ -95,7 +95,7 @@ def dedupe_papers(result: ParseResult) -> ParseResult:
     """One paper per key, so a batch upsert never meets the same key twice (PostgreSQL refuses that):
     the highest version wins, else the first seen."""
     seen: dict[str, int] = {}
-    papers = []
+    papers: list[ParsedPaper] = []
     for paper in result.papers:
         index = seen.get(paper.key)
         if index is None:

@@ -7,23 +7,16 @@ digest.rank.build_profile turns ProfileRows into a Profile (the store sits below
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from ..models import Paper, SentPaper, Subscriber
-
-
-@dataclass(frozen=True)
-class StoredPaper:
-    """A stored paper with the names of the sources carrying it, and their kinds (arxiv-rss, arxiv-api, hf-daily,
-    feed, file), in the same order."""
-
-    paper: Paper
-    sources: tuple[str, ...] = ()
-    source_kinds: tuple[str, ...] = ()
+from ..models import Feedback, Paper, SentPaper, Subscriber
+from .days import StoredPaper
+from .papers import get_paper_by_ident, sources_of
+from .subscribers import normalise_ident
 
 
 @dataclass(frozen=True)
@@ -38,9 +31,7 @@ class ProfileRows:
 
 def candidate_papers(session: Session, since: datetime, until: datetime) -> list[StoredPaper]:
     """Papers first seen in (since, until], by id, each with the names of its sources."""
-    from .papers import sources_of
-
-    papers = list(session.exec(select(Paper).where(Paper.first_seen > since, Paper.first_seen <= until).order_by(Paper.id)))
+    papers = list(session.exec(select(Paper).where(col(Paper.first_seen) > since, col(col(Paper.first_seen)) <= until).order_by(col(Paper.id))))
     carried = sources_of(session, [p.id for p in papers])
     return [StoredPaper(p, tuple(name for name, _ in carried[p.id]), tuple(kind for _, kind in carried[p.id])) for p in papers]
 
@@ -55,7 +46,7 @@ def sent_among(session: Session, subscriber_ids: Iterable[int], paper_ids: Itera
     subs, papers = list(subscriber_ids), set(paper_ids)
     out: dict[int, set[int]] = {s: set() for s in subs}
     for start in range(0, len(subs), 500):
-        rows = session.exec(select(SentPaper.subscriber_id, SentPaper.paper_id).where(SentPaper.subscriber_id.in_(subs[start : start + 500])))
+        rows = session.exec(select(col(SentPaper.subscriber_id), col(SentPaper.paper_id)).where(col(SentPaper.subscriber_id).in_(subs[start : start + 500])))
         for sub_id, paper_id in rows:
             if paper_id in papers:
                 out[sub_id].add(paper_id)
@@ -73,22 +64,19 @@ def profile_rows_for(session: Session, subscribers: Sequence[Subscriber]) -> dic
     the daily run asks for those in bulk with sent_among). A seed id named by several subscribers is looked
     up once; one no longer in the store is skipped (it was checked when the subscriber named it; papers can
     be pruned since)."""
-    from ..models import Feedback
-    from .papers import get_paper_by_ident
-    from .subscribers import normalise_ident
-
     out = {sub.id: ProfileRows([], [], [], set()) for sub in subscribers}
     seeds: dict[str, Paper | None] = {}
     for sub in subscribers:
         for ident in sub.seed_papers or ():
             if ident not in seeds:
                 seeds[ident] = get_paper_by_ident(session, normalise_ident(ident))
-            if seeds[ident] is not None:
-                out[sub.id].seed_papers.append(seeds[ident])
+            seed = seeds[ident]
+            if seed is not None:
+                out[sub.id].seed_papers.append(seed)
     ids = list(out)
     for start in range(0, len(ids), 500):  # bounded IN lists
-        query = (select(Feedback.subscriber_id, Feedback.value, Paper).join(Paper, Paper.id == Feedback.paper_id)
-                 .where(Feedback.subscriber_id.in_(ids[start : start + 500])).order_by(Feedback.created_at, Feedback.id))
+        query = (select(Feedback.subscriber_id, col(Feedback.value), Paper).join(Paper, col(Paper.id) == col(Feedback.paper_id))
+                 .where(col(Feedback.subscriber_id).in_(ids[start : start + 500])).order_by(col(Feedback.created_at), col(col(Feedback.id))))
         for sub_id, value, paper in session.exec(query):
             (out[sub_id].liked if value > 0 else out[sub_id].disliked).append(paper)
     return out

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..errors import InputError, NotFoundError
 from ..models import Source
@@ -36,7 +36,7 @@ def add_source(session: Session, name: str, kind: str, url: str, now: datetime) 
 
 
 def find_source(session: Session, name: str) -> Source | None:
-    return session.execute(sa.select(Source).where(Source.name == name)).scalars().first()
+    return session.execute(sa.select(Source).where(col(Source.name) == name)).scalars().first()
 
 
 def get_source(session: Session, name: str) -> Source:
@@ -47,11 +47,11 @@ def get_source(session: Session, name: str) -> Source:
 
 
 def list_sources(session: Session, *, enabled_only: bool = False, include_files: bool = True) -> list[Source]:
-    query = sa.select(Source).order_by(Source.id)
+    query = sa.select(Source).order_by(col(Source.id))
     if enabled_only:
-        query = query.where(Source.enabled.is_(True))
+        query = query.where(col(Source.enabled).is_(True))
     if not include_files:
-        query = query.where(Source.kind != FILE_KIND)
+        query = query.where(col(Source.kind) != FILE_KIND)
     return list(session.execute(query).scalars())
 
 
@@ -72,7 +72,12 @@ def ensure_source(session: Session, name: str, kind: str, url: str, now: datetim
 
 
 def _row(session: Session, source: Source | int) -> Source:
-    return session.get(Source, source) if isinstance(source, int) else source
+    if not isinstance(source, int):
+        return source
+    row = session.get(Source, source)
+    if row is None:  # removed while its fetch ran
+        raise NotFoundError(f"no source with id {source}")
+    return row
 
 
 def record_fetch_success(

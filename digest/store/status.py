@@ -13,14 +13,14 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..models import Source, Subscriber
+from ..models import Source, Subscriber, table_of
 from ..sources import FILE_KIND
 from . import read_rows
 
 FETCHED_KINDS_EXCLUDE = (FILE_KIND,)  # imported files are never fetched: no fetch health to report
 
-_source = Source.__table__
-_subscriber = Subscriber.__table__
+_source = table_of(Source)
+_subscriber = table_of(Subscriber)
 
 
 @dataclass(frozen=True)
