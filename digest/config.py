@@ -92,6 +92,10 @@ class Settings:
     subscribe_limit: int = setting(10, "subscribe attempts allowed per client address in each subscribe_window",
                                    minimum=1)
     subscribe_window: float = setting(600.0, "seconds of the subscribe rate-limit window", minimum=1)
+    web_rate_limit_storage: str = setting(
+        "memory://", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI shared by "
+        "every `digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations "
+        "share it)", secret=True)
     confirm_interval: float = setting(
         600.0, "least seconds between two confirmation emails to one address, whoever asks for them", minimum=0)
     confirm_daily_limit: int = setting(
@@ -104,10 +108,6 @@ class Settings:
     web_request_timeout: int = setting(
         30, "seconds a client has to send a whole request once it began; a slower one (slow loris) is disconnected",
         minimum=1)
-    web_rate_limit_storage: str = setting(
-        "memory://", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI shared by "
-        "every `digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations "
-        "share it)", secret=True)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)  # setting -> where its value came from
 
     @property

@@ -14,11 +14,12 @@ import socket
 import ssl
 import stat
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -102,7 +103,8 @@ def check_database(settings: Settings) -> tuple[Check, Any]:
     A SQLite file that does not exist is not created."""
     from sqlalchemy.engine import make_url
 
-    from .store import check_database as ping, describe, open_engine, schema_is_current
+    from .store import check_database as ping
+    from .store import describe, open_engine, schema_is_current
 
     url = settings.database_url
     try:
@@ -181,7 +183,7 @@ def check_smtp(settings: Settings, *, ssl_context: ssl.SSLContext | None = None)
             yield Check("smtp connect", True, f"{where} accepts connections")
             yield Check("smtp tls", False, f"TLS with {where} failed: {exc.reason or exc} (smtp_security tls is for port 465, starttls for 587; check the server's certificate)")
             return
-        except (ConnectionRefusedError, socket.timeout, TimeoutError) as exc:
+        except (ConnectionRefusedError, TimeoutError) as exc:
             why = "connection refused" if isinstance(exc, ConnectionRefusedError) else f"no answer within {timeout:g} s"
             yield Check("smtp connect", False, f"cannot connect to {where}: {why} (check smtp_host and smtp_port, and that the server is running and not firewalled)")
             return
@@ -213,7 +215,7 @@ def check_smtp(settings: Settings, *, ssl_context: ssl.SSLContext | None = None)
         elif _is_loopback(host):
             yield Check("smtp tls", True, "none: a relay on this machine (smtp_security = \"none\")")
         else:
-            yield Check("smtp tls", False, f"smtp_security is \"none\": the password and every email cross the network in clear (set smtp_security = \"starttls\" for 587 or \"tls\" for 465)")
+            yield Check("smtp tls", False, "smtp_security is \"none\": the password and every email cross the network in clear (set smtp_security = \"starttls\" for 587 or \"tls\" for 465)")
         if not settings.smtp_user:
             yield Check("smtp login", None, "no smtp_user: the server must accept mail from this machine without a login")
             return

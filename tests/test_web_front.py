@@ -317,7 +317,7 @@ def test_edition_page_shows_the_picks_of_a_real_sent_email(home, smtp_server, tm
         site.clock.now = NOW
         import_file(site.engine, write_papers(tmp_path / "day.jsonl", "d1"), NOW - timedelta(hours=1))
         with session_scope(site.engine) as session:
-            sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["sparse autoencoders interpretability"]), now=NOW - timedelta(days=3))
+            add_subscriber(session, "ada@example.org", SubscriberInput(interests=["sparse autoencoders interpretability"]), now=NOW - timedelta(days=3))
         assert run_job(site.engine, site.settings, NOW, fetch=False).sent == 1
         [received] = smtp_server.messages
         html = received.parsed.get_body(("html",)).get_content()

@@ -187,8 +187,9 @@ def sent_edition(site, smtp_server, tmp_path) -> tuple[str, list[str], str]:
 
 
 def test_browser_edition_page_shows_the_picks_of_the_email(home, browser, smtp_server, tmp_path):  # noqa: F811
-    from digest.models import Feedback
     from sqlmodel import select
+
+    from digest.models import Feedback
 
     with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none", from_address="digest@example.org") as site:
         site.clock.now = NOW

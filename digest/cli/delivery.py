@@ -14,11 +14,12 @@ import threading
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..config import load_settings
-from ..errors import DigestError, InputError
+from ..errors import InputError
 from ..schedule import fetch_due, fetch_trigger, next_fire_times
 from ..store import deliveries as ledger
 from ..store import ensure_ready, open_engine, session_scope
@@ -26,6 +27,9 @@ from ..store.sources import list_sources
 from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber, list_subscribers
 from ..tokens import edition_url
 from . import EXIT_ERROR, AppContext, main, pass_app
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 DEMO_CONFIG = """# written by `digest demo`: an offline demo, mail goes to the outbox directory
 secret_key = "demo-only-secret-key-not-for-real-use"
@@ -52,7 +56,7 @@ class _Progress:
     """A click progress bar on a terminal (stderr), fed from the sending thread; nothing otherwise."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: ProgressBar[int] | None = None
         self.lock = threading.Lock()
         self.enabled = sys.stderr.isatty()
 
@@ -81,7 +85,7 @@ class _Interruption:
         self.sending = False
         self.previous: dict = {}
 
-    def __enter__(self) -> "_Interruption":
+    def __enter__(self) -> _Interruption:
         if threading.current_thread() is threading.main_thread():
             self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
@@ -273,7 +277,9 @@ def demo(app: AppContext, demo_home: str | None) -> None:
     for address, _, _ in readers:
         if address in newest:
             html_path = home / f"{address.split('@')[0]}.html"
-            html_path.write_text(newest[address].get_body(("html",)).get_content(), encoding="utf-8")
+            body = newest[address].get_body(("html",))
+            assert body is not None  # every digest has its HTML part
+            html_path.write_text(body.get_content(), encoding="utf-8")
             pages.append(html_path)
     if pages:
         click.echo("open in a browser, one email per subscriber:")

@@ -190,7 +190,7 @@ def _storage_options(storage_uri: str) -> tuple[str, dict[str, str]]:
     return uri, ({"key_prefix": prefix} if parts.scheme.startswith("redis") else {})
 
 
-def make_limiter(storage_uri: str, limit: int, window: float) -> "SlidingWindowLimiter | SharedLimiter":
+def make_limiter(storage_uri: str, limit: int, window: float) -> SlidingWindowLimiter | SharedLimiter:
     """This process's memory for memory:// (or nothing set), else the shared storage, checked now: a storage
     that does not answer is a ConfigError before `digest web` serves anything."""
     if not storage_uri or storage_uri.startswith("memory:"):
