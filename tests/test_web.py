@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from html import unescape
 from pathlib import Path
@@ -647,6 +648,8 @@ def test_web_command_on_a_port_in_use_names_the_address_in_one_line(cli):
         result = cli("web", "--port", str(port), env={"DIGEST_SECRET_KEY": "web-test-secret-key-0123456789"})
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use (")
+    # The server that could not listen leaves no worker threads behind (they stopped the forked parser of later imports).
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("waitress")]
 
 
 

@@ -150,6 +150,7 @@ def create_server(app: Any, settings: Settings, *, host: str, port: int, threads
     except BaseException:
         for server in servers:  # one address bound, the next refused: free the first port too
             server.close()
+        dispatcher.shutdown(cancel_pending=True, timeout=5)  # and its worker threads (a later fork must not copy them)
         raise
     if len(servers) == 1:
         return servers[0]
