@@ -72,7 +72,13 @@ class Settings:
     smtp_connections: int = setting(
         32, "SMTP connections a sending process keeps open and uses at once (1: one message at a time)", minimum=1,
         maximum=200)
-    send_rate: float = setting(0.0, "messages per second; 0 = unlimited", minimum=0)
+    send_rate: float = setting(0.0, "messages per second, across every worker and host sharing the database (PostgreSQL, "
+                                    "or Redis when redis_url is set); 0 = unlimited", minimum=0)
+    lease_seconds: float = setting(
+        60.0, "PostgreSQL: how long a worker's claim on a delivery lasts without its heartbeat (renewed every third of "
+        "it); a dead worker's deliveries are taken over after this", minimum=1)
+    redis_url: str = setting("", "Redis (redis://host:6379/0) keeping send_rate across workers and hosts; empty: the "
+                                 "database does", secret=True)
     from_address: str = setting("digest@localhost", "From address of every digest")
     from_name: str = setting("Paper digest", "From display name")
     reply_to: str = setting("", "optional Reply-To address")

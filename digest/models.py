@@ -158,7 +158,12 @@ class Feedback(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     """The ledger: one row per (subscriber, edition). An edition is the subscriber's local date."""
 
-    __table_args__ = (sa.UniqueConstraint("subscriber_id", "edition", name="uq_delivery"),)
+    __table_args__ = (
+        sa.UniqueConstraint("subscriber_id", "edition", name="uq_delivery"),
+        # The rows a worker may still claim, in claim order: finished rows (nearly all, after a while) are not scanned.
+        sa.Index("ix_delivery_open", "edition", "id", postgresql_where=sa.text("state IN ('pending', 'sending', 'deferred')"),
+                 sqlite_where=sa.text("state IN ('pending', 'sending', 'deferred')")),
+    )
     id: int = Field(default=None, primary_key=True)
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
     edition: str = Field(sa_column=Column(sa.String(10), nullable=False, index=True))  # YYYY-MM-DD
@@ -174,6 +179,20 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime | None = _ts()
     sent_at: datetime | None = _ts()
+    # On PostgreSQL, the worker that claimed the row and until when (the database's clock) its claim holds; its
+    # heartbeat moves lease_expires_at on while it sends, and another worker takes the row over once it has passed.
+    # NULL when no worker holds it (always on SQLite, where the run lock is a file).
+    worker: str | None = Field(default=None, sa_column=Column(sa.String(128), nullable=True))
+    lease_expires_at: datetime | None = _ts()
+
+
+class SendPace(SQLModel, table=True):
+    """A send_rate shared by every worker on every host (PostgreSQL): the earliest instant, on the database's clock,
+    at which the next message may be handed over. Each worker moves it on by its reservation in one statement."""
+
+    __tablename__ = "send_pace"
+    name: str = Field(sa_column=Column(sa.String(64), primary_key=True))
+    next_at: datetime = _ts(nullable=False)
 
 
 class SentPaper(SQLModel, table=True):

@@ -28,6 +28,7 @@ import email.policy
 import ipaddress
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -42,6 +43,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    at: float = field(default_factory=time.monotonic)  # when the server accepted it (the send_rate tests measure it)
 
     @property
     def parsed(self) -> EmailMessage:

@@ -12,7 +12,7 @@ import pytest
 from digest.config import OPTIONS, render_config_file
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = ("digest.service", "digest.timer", "digest-serve.service", "digest-web.service")
+UNITS = ("digest.service", "digest.timer", "digest-serve.service", "digest-web.service", "digest-worker@.service", "digest-worker@.timer")
 SERVICES = [u for u in UNITS if u.endswith(".service")]
 INSTALLED = "/usr/local/bin/digest"
 HARDENING = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
@@ -84,3 +84,10 @@ def test_env_example_names_the_secrets_without_values():
     text = (DEPLOY / "digest.env.example").read_text()
     assert "\nDIGEST_SMTP_PASSWORD=\n" in text and "\nDIGEST_SECRET_KEY=\n" in text
     assert "EnvironmentFile=-/etc/digest/digest.env" in (DEPLOY / "digest-serve.service").read_text()
+
+
+def test_worker_units_run_digest_worker_per_instance():
+    service = (DEPLOY / "digest-worker@.service").read_text()
+    assert "ExecStart=/usr/local/bin/digest worker\n" in service and "\nType=oneshot\n" in service
+    timer = (DEPLOY / "digest-worker@.timer").read_text()
+    assert "\nUnit=digest-worker@%i.service\n" in timer and "\nPersistent=true\n" in timer

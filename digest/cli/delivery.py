@@ -1,4 +1,4 @@
-"""`digest preview`, `digest send`, `digest run` and `digest demo`: thin commands over digest.pipeline.
+"""`digest preview`, `digest send`, `digest run`, `digest worker` and `digest demo`: thin commands over digest.pipeline.
 
 They print and exit; deciding who is due, what they get and how it is delivered is the pipeline's job.
 """
@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,9 +102,11 @@ class _Interruption:
         click.echo(f"{signal.Signals(signum).name}: stopping after the message in flight (again to abort at once)", err=True)
 
 
-def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: bool = False, edition: str | None = None) -> None:
+def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | None = None, dry_run: bool = False, edition: str | None = None,
+             follow: bool = False) -> None:
     # Imported here, not at the top: the job loads ranking and rendering (numpy, scipy, premailer), which
     # `digest --help` and the other commands must not wait for.
+    from ..pipeline.follow import run_until_done
     from ..pipeline.job import run_job
 
     progress = _Progress()
@@ -115,8 +118,11 @@ def _deliver(app: AppContext, *, fetch: bool, only: str | None = None, dry_run: 
 
     try:
         with interruption:
-            report = run_job(app.engine, app.settings, app.now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition,
-                             progress=progress.step, on_plan=plan, stop_event=interruption.stop)
+            if follow:
+                report = run_until_done(app.engine, app.settings, app.now, fetch=fetch, on_plan=plan, stop_event=interruption.stop)
+            else:
+                report = run_job(app.engine, app.settings, app.now(), fetch=fetch, only=only, dry_run=dry_run, edition=edition,
+                                 progress=progress.step, on_plan=plan, stop_event=interruption.stop)
     finally:
         progress.close()
     for source in report.fetched:
@@ -177,18 +183,40 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
     day), not on every run; a lock keeps two runs from overlapping, and the ledger keeps an edition from
     going out twice.
     """
-    fetch = fetch_mode == "always"
-    if fetch_mode != "never" and not _has_sources(app):
+    _deliver(app, fetch=_fetch_wanted(app, fetch_mode))
+
+
+def _fetch_wanted(app: AppContext, fetch_mode: str) -> bool | Callable[[], bool]:
+    """Whether the run fetches: --fetch always or never; for due, a question the job asks again under its fetch
+    lock (on PostgreSQL another host may have fetched meanwhile)."""
+    if fetch_mode == "never":
+        return False
+    if not _has_sources(app):
         click.echo("no sources to fetch: add one with `digest sources add` (the papers already stored are sent)")
-        fetch = False
-    elif fetch_mode == "due":
-        now = app.now()
-        fetch = fetch_due(app.engine, app.settings, now)
-        if not fetch:
-            upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
-            when = upcoming[0].strftime("%Y-%m-%d %H:%M %Z") if upcoming else "never"
-            click.echo(f"fetch not due (next: {when}; `digest run --fetch always` fetches now)")
-    _deliver(app, fetch=fetch)
+        return False
+    if fetch_mode == "always":
+        return True
+    now = app.now()
+    if not fetch_due(app.engine, app.settings, now):
+        upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
+        when = upcoming[0].strftime("%Y-%m-%d %H:%M %Z") if upcoming else "never"
+        click.echo(f"fetch not due (next: {when}; `digest run --fetch always` fetches now)")
+        return False
+    return lambda: fetch_due(app.engine, app.settings, now)
+
+
+@main.command()
+@click.option("--fetch", "fetch_mode", type=click.Choice(["due", "always", "never"]), default="due", show_default=True,
+              help="Fetch the sources when a fetch_cron time has passed since the last fetch (due), every time, or never.")
+@pass_app
+def worker(app: AppContext, fetch_mode: str) -> None:
+    """Like run, then keep claiming until every due edition is finished: one of a fleet on one PostgreSQL database.
+
+    Start any number, on any number of hosts: each delivery is claimed by one worker under a lease, one worker
+    fetches while the others wait, and a worker that dies has its deliveries taken over once its lease
+    (lease_seconds) has passed. Ends when nothing due is pending or held by another worker. On SQLite it is `run`.
+    """
+    _deliver(app, fetch=_fetch_wanted(app, fetch_mode), follow=True)
 
 
 @main.command()

@@ -3,13 +3,20 @@ exactly-once guarantee. A letter is claimed ('sending', committed) before its me
 is recorded ('sent' with the papers it carried, 'deferred', 'failed') right after; letters claimed but never handed
 over are released (back to 'pending').
 
-Claimer is the seam: LedgerClaimer is today's single host (the edition's letters in order, marked 'sending' in
-chunks); a database-backed claimer with leases (worker id, lease expiry, heartbeat, FOR UPDATE SKIP LOCKED) can
-replace it without touching the loop. It must not build or send messages.
+Claimer is the seam: LedgerClaimer is the single host (SQLite, under the run lock: the edition's letters in order,
+marked 'sending' in chunks); LeaseClaimer is any number of workers on one PostgreSQL database (rows claimed FOR
+UPDATE SKIP LOCKED under a lease that a heartbeat thread keeps; digest.store.fleet). It must not build or send
+messages.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -18,7 +25,9 @@ from typing import Protocol
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import DigestError, StoreError
+from ..log import log_event
 from ..store import deliveries as ledger
+from ..store import fleet
 from ..store.editions import record_edition_contents, record_edition_contents_many
 from .work import Contents, Letter, Outcome, Settlement, contents_of
 
@@ -30,6 +39,8 @@ def record_sent_letter(conn: Connection, delivery_id: int, subscriber_id: int, p
     ledger.record_sent(conn, delivery_id, subscriber_id, paper_ids, attempts, now, covered_until)
     picks, trending = contents
     record_edition_contents(conn, delivery_id, picks, trending)
+
+log = logging.getLogger("digest.delivery")
 
 
 class Claimer(Protocol):
@@ -74,13 +85,17 @@ class LedgerClaimer:
 
     def record(self, outcome: Outcome) -> int:
         write = self._write_of(outcome, self.clock())
-        if self.conn is None:
-            self.conn = self.engine.connect()
         try:
-            return int(ledger.write(self.conn, write) or 0)
+            return int(self._write(write) or 0)  # type: ignore[call-overload]
         except StoreError:
             self.unrecorded.append((outcome, write))
             raise
+
+    def _write(self, work: Callable[[Connection], object]) -> object:
+        """work(conn) in one transaction on the connection kept for the run."""
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        return ledger.write(self.conn, work)
 
     def record_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Several outcomes in one transaction (the answers several connections brought back meanwhile)."""
@@ -99,10 +114,8 @@ class LedgerClaimer:
                 bounces[k] = int(write(conn) or 0)  # type: ignore[call-overload]
             return bounces
 
-        if self.conn is None:
-            self.conn = self.engine.connect()
         try:
-            return list(ledger.write(self.conn, work))  # type: ignore[call-overload]
+            return list(self._write(work))  # type: ignore[call-overload]
         except StoreError:
             self.unrecorded.extend(zip(outcomes, writes))
             raise
@@ -129,3 +142,142 @@ class LedgerClaimer:
         except DigestError as exc:
             return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
         return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded))
+
+
+def worker_name() -> str:
+    """This worker's name in the ledger: host, process and a few random characters (a pid is reused)."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class LeaseLostError(StoreError):
+    """The heartbeat could not renew this worker's leases before they ran out: another worker may take its rows."""
+
+
+class _Heartbeat:
+    """A thread that renews the worker's leases every `lease / 3` seconds on a connection of its own. When renewing
+    has failed for as long as a lease lasts, `lost` is set: the worker must stop handing messages over."""
+
+    def __init__(self, engine: Engine, editions: Sequence[str], worker: str, lease: float) -> None:
+        self.engine, self.editions, self.worker, self.lease = engine, list(editions), worker, lease
+        self.lost = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="digest-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        renewed = time.monotonic()
+        conn: Connection | None = None
+        while not self.stopping.wait(self.lease / 3):
+            if time.monotonic() - renewed >= self.lease:  # the process was frozen (SIGSTOP, a paused VM) past its lease
+                self.lost.set()
+            try:
+                if conn is None:
+                    conn = self.engine.connect()
+                fleet.renew_leases(conn, self.editions, self.worker, self.lease)
+                renewed = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - a wall: the heartbeat tries again with a new connection
+                log_event(log, "heartbeat-failed", logging.WARNING, worker=self.worker, error=str(exc))
+                if conn is not None:
+                    conn.invalidate()
+                    conn.close()
+                    conn = None
+                if time.monotonic() - renewed >= self.lease:
+                    self.lost.set()
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+class LeaseClaimer(LedgerClaimer):
+    """The edition's letters claimed in the shared ledger (PostgreSQL) by `worker`, `n` at a time, in id order,
+    each under a lease of `lease` seconds that a heartbeat renews: several workers on several hosts share the
+    edition, none waits for another, and a dead worker's rows are taken over once its lease has passed.
+
+    The letters are those this worker planned and ranked; a row of the editions it did not plan (another worker saw
+    that subscriber due, this one did not) is left to the others. A connection terminated under it (a restarted
+    database, pg_terminate_backend) is opened again once per write; outcomes are recorded as LedgerClaimer does."""
+
+    def __init__(self, engine: Engine, letters: Sequence[Letter], *, clock: Callable[[], datetime], covered_until: datetime,
+                 worker: str, lease: float) -> None:
+        super().__init__(engine, letters, clock=clock, covered_until=covered_until)
+        self.worker, self.lease = worker, lease
+        self.by_id = {letter.delivery_id: letter for letter in letters}
+        self.mine = frozenset(self.by_id)
+        self.editions = sorted({letter.edition for letter in letters})
+        self.claimed: set[int] = set()
+        self.foreign: list[int] = []
+        self.exhausted = False
+        self.heartbeat: _Heartbeat | None = None
+
+    def _write(self, work: Callable[[Connection], object]) -> object:
+        return self._on_connection(lambda conn: ledger.write(conn, work))
+
+    def _on_connection(self, work: Callable[[Connection], object]) -> object:
+        """work(conn) on the kept connection; once more on a new one when the database dropped it."""
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = self.engine.connect()
+            try:
+                return work(self.conn)
+            except StoreError:
+                if attempt == 2 or not (self.conn.invalidated or self.conn.closed):
+                    raise
+                log_event(log, "database-reconnect", logging.WARNING, worker=self.worker, note="the connection was dropped; opening a new one")
+                self.conn.close()
+                self.conn = None
+        raise AssertionError("unreachable")
+
+    def _check_lease(self) -> None:
+        if self.heartbeat is not None and self.heartbeat.lost.is_set():
+            raise LeaseLostError(f"worker {self.worker} could not renew its leases for {self.lease:.0f}s", "check the connection to the database; the rows go to the other workers")
+
+    def claim(self, n: int) -> list[Letter]:
+        self._check_lease()
+        if self.exhausted or not self.editions:
+            return []
+        if self.heartbeat is None:
+            self.heartbeat = _Heartbeat(self.engine, self.editions, self.worker, self.lease)
+        while True:
+            ours, foreign = self._on_connection(lambda conn: fleet.claim_deliveries(conn, self.editions, self.worker, self.lease, n, self.clock(), skip=self.foreign, mine=self.mine))  # type: ignore[misc]
+            self.foreign.extend(foreign)
+            if ours or not foreign:
+                break
+        if not ours:
+            self.exhausted = True  # nothing claimable left: what remains is another worker's, or finished
+        resumed = [c.delivery_id for c in ours if c.was != "pending"]
+        if resumed:
+            log_event(log, "takeover", logging.WARNING, worker=self.worker, deliveries=len(resumed),
+                      note="rows whose worker died or stopped: a message it had in flight may arrive twice")
+        self.claimed.update(c.delivery_id for c in ours)
+        return [self.by_id[c.delivery_id] for c in ours]
+
+    # The lease is checked after each record: what was handed over is recorded, whoever holds the row now.
+    def record(self, outcome: Outcome) -> int:
+        bounces = super().record(outcome)
+        self._check_lease()
+        return bounces
+
+    def record_many(self, outcomes: Sequence[Outcome]) -> list[int]:
+        bounces = super().record_many(outcomes)
+        self._check_lease()
+        return bounces
+
+    def release(self, letters: Sequence[Letter]) -> Settlement:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        unrecorded, self.unrecorded = self.unrecorded, []
+        try:
+            fleet.end_leases(self.engine, self.editions, self.worker, [letter.delivery_id for letter in letters], [write for _, write in unrecorded], self.clock())
+        except DigestError as exc:
+            return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
+        try:
+            elsewhere = fleet.handled_elsewhere(self.engine, [i for i in self.by_id if i not in self.claimed], self.worker)
+        except DigestError:
+            elsewhere = 0  # only a count in the report: everything this worker did is recorded
+        return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded), elsewhere=elsewhere)

@@ -46,6 +46,7 @@ class DeliveryReport:
     deferred: int = 0
     not_attempted: int = 0
     left_sending: int = 0
+    elsewhere: int = 0  # letters other workers finished or hold (several workers on one PostgreSQL database)
     stopped: bool = False
     workers: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
@@ -117,8 +118,8 @@ def deliver_edition(
         log_event(log, "ledger-unsettled", logging.ERROR, sending=settlement.left_sending, error=str(settlement.error),
                   note="the next run sends them (those handed over may arrive twice)")
     return DeliveryReport(
-        sent=tally.sent, failed=tally.failed, deferred=tally.deferred, not_attempted=len(held) + len(letters) - tally.claimed,
-        left_sending=settlement.left_sending, stopped=stop_event.is_set(), workers=builder.workers,
+        sent=tally.sent, failed=tally.failed, deferred=tally.deferred, not_attempted=len(held) + len(letters) - tally.claimed - settlement.elsewhere,
+        left_sending=settlement.left_sending, elsewhere=settlement.elsewhere, stopped=stop_event.is_set(), workers=builder.workers,
         timings={"render": tally.render, "build": tally.build, "send": tally.send}, error=error or settlement.error,
     )
 

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ..config import Settings
 from ..errors import PermanentDeliveryError, TransientDeliveryError
+from .pace import SharedPace
 from .transport import Pace, SMTPTransport, Transport, transport_for
 from .work import Built, Outcome
 
@@ -142,10 +143,11 @@ class ThreadedSender:
             thread.join()
 
 
-def sender_for(settings: Settings, transport: Transport | None, letters: int) -> InlineSender | ThreadedSender:
+def sender_for(settings: Settings, transport: Transport | None, letters: int, *, pace: Pace | SharedPace | None = None) -> InlineSender | ThreadedSender:
     """`transport` when the caller gives one (in the calling thread); else smtp_connections SMTP connections (no more
-    than there are letters) sharing one send_rate, or the outbox, or one connection, in the calling thread."""
+    than there are letters) sharing one send_rate, or the outbox, or one connection, in the calling thread. `pace`:
+    send_rate shared with other workers (digest.delivery.pace); by default this process paces itself."""
+    pace = pace or Pace(settings.send_rate)
     if transport is None and settings.smtp_host and min(settings.smtp_connections, letters) > 1:
-        pace = Pace(settings.send_rate)
         return ThreadedSender(lambda: SMTPTransport(settings, pace=pace), settings.from_address, min(settings.smtp_connections, letters))
-    return InlineSender(transport or transport_for(settings), settings.from_address)
+    return InlineSender(transport or transport_for(settings, pace=pace), settings.from_address)

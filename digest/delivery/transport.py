@@ -258,8 +258,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def transport_for(settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> SMTPTransport | OutboxTransport:
-    """SMTP when smtp_host is set, else the outbox directory."""
+def transport_for(settings: Settings, *, ssl_context: ssl.SSLContext | None = None, pace: Pace | None = None) -> SMTPTransport | OutboxTransport:
+    """SMTP when smtp_host is set (paced by `pace`, or by send_rate in this process), else the outbox directory."""
     if settings.smtp_host:
-        return SMTPTransport(settings, ssl_context=ssl_context)
+        return SMTPTransport(settings, ssl_context=ssl_context, pace=pace)
     return OutboxTransport(settings.outbox_dir)

@@ -89,3 +89,4 @@ class Settlement:
     recorded_late: tuple[Outcome, ...] = ()
     left_sending: int = 0
     error: DigestError | None = None
+    elsewhere: int = 0  # letters this worker never claimed because other workers finished or hold them (PostgreSQL)

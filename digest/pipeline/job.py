@@ -1,5 +1,10 @@
-"""The daily job, shared by `digest run`, `digest send`, `digest serve` and `digest demo`: fetch (optional) -> plan ->
-rank -> deliver, under one lock, each step's result handed to the next.
+"""The daily job, shared by `digest run`, `digest send`, `digest worker`, `digest serve` and `digest demo`: fetch
+(optional) -> plan -> rank -> deliver, each step's result handed to the next.
+
+On SQLite one run at a time holds the lock file in DIGEST_HOME. On PostgreSQL any number of runs on any number of
+hosts share the work through the database (digest.store.fleet): one fetches while the others wait on an advisory
+lock (and then find the fetch done), every one plans (the ledger keeps one row per subscriber and edition) and each
+delivery is claimed by one worker under a lease (digest.delivery.claim.LeaseClaimer).
 
 Exactly-once as far as SMTP allows: digest.delivery claims a letter 'sending' (committed) before its message is
 handed over and records 'sent' right after the server accepted it, so a rerun or a run after SIGKILL sends only what
@@ -22,7 +27,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..config import Settings
 from ..delivery.build import builder_for, compose, make_links
-from ..delivery.claim import LedgerClaimer
+from ..delivery.claim import LeaseClaimer, LedgerClaimer, worker_name
+from ..delivery.pace import SharedPace
 from ..delivery.loop import DeliveryReport, deliver_edition
 from ..delivery.message import check_sender_settings, make_message_id
 from ..delivery.senders import InlineSender, sender_for
@@ -34,6 +40,8 @@ from ..log import log_event
 from ..rank import RankResult
 from ..render import RenderedEmail
 from ..store import deliveries as ledger
+from ..store import fleet
+from ..store.pace import RedisPace, reserve_slots_postgres
 from .plan import EditionPlan, Unplanned, due_subscribers, one_line, plan_editions, plan_for, rank_plans
 
 log = logging.getLogger("digest.pipeline")
@@ -51,6 +59,7 @@ class RunReport:
     due: int = 0
     not_attempted: int = 0  # due but left for the next run (stopped, server down)
     left_sending: int = 0  # left 'sending' because the ledger could not be put right (the database stayed locked)
+    elsewhere: int = 0  # due, but finished or being sent by other workers (PostgreSQL)
     dry_run: bool = False
     stopped: bool = False
     workers: int = 0  # processes that rendered the emails (0: the calling thread did)
@@ -71,7 +80,8 @@ class RunReport:
             return f"dry run: would send {self.sent}, skip {self.skipped} (nothing sent or recorded) in {self.seconds:.1f}s"
         left = f", not attempted {self.not_attempted}" if self.not_attempted else ""
         stuck = f", left 'sending' {self.left_sending}" if self.left_sending else ""
-        return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left}{stuck} in {self.seconds:.1f}s"
+        others = f", {self.elsewhere} by other workers" if self.elsewhere else ""
+        return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left}{stuck}{others} in {self.seconds:.1f}s"
 
 
 # --- the lock ---------------------------------------------------------------------------------------
@@ -94,6 +104,28 @@ def run_lock(settings: Settings) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def _one_at_a_time(engine: Engine, settings: Settings) -> Iterator[None]:
+    """The run lock file on SQLite (one host); nothing on PostgreSQL, where the ledger's leases share the work."""
+    if fleet.is_shared(engine):
+        yield
+        return
+    with run_lock(settings):
+        yield
+
+
+def pace_for(engine: Engine, settings: Settings) -> SharedPace | None:
+    """send_rate across every worker: in Redis when redis_url is set, else in PostgreSQL; None on SQLite alone
+    (the transport paces its own process)."""
+    if not settings.send_rate:
+        return None
+    if settings.redis_url:
+        return SharedPace(settings.send_rate, RedisPace(settings.redis_url, "smtp").reserve)
+    if fleet.is_shared(engine):
+        return SharedPace(settings.send_rate, lambda count, interval: reserve_slots_postgres(engine, "smtp", count, interval))
+    return None
 
 
 # --- preview ----------------------------------------------------------------------------------------
@@ -127,7 +159,7 @@ def run_job(
     settings: Settings,
     now: datetime,
     *,
-    fetch: bool = True,
+    fetch: bool | Callable[[], bool] = True,
     only: str | None = None,
     dry_run: bool = False,
     transport: Transport | None = None,
@@ -137,6 +169,7 @@ def run_job(
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
+    worker: str | None = None,
 ) -> RunReport:
     """Do whatever is due at `now`: fetch (optional), then plan, rank, render and deliver each due edition.
 
@@ -144,6 +177,8 @@ def run_job(
     DigestError when today's candidates cannot be ranked for anyone: each before anything is recorded. What stops
     the delivery once begun (ServerDownError, a DeliveryError, a StoreError) is the report's `error`.
     `on_plan(n)` is told how many subscribers are due before ranking starts, `progress(k)` as each k more are done.
+    `fetch` may be a question (is a fetch still due?), asked once the fetch lock is held: on PostgreSQL the hosts
+    that waited for another's fetch then find it done. `worker` names this run in the ledger's leases (PostgreSQL).
     """
     started = time.monotonic()
     stop_event = stop_event or threading.Event()
@@ -152,8 +187,8 @@ def run_job(
     def clock() -> datetime:  # the run's instant, moved on by the time it has taken
         return now + timedelta(seconds=time.monotonic() - started)
 
-    with run_lock(settings):
-        fetched, fetch_error = _fetch(engine, settings, now, client, timings) if fetch else ([], None)
+    with _one_at_a_time(engine, settings):
+        fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings)
         mark = time.perf_counter()
         dues = due_subscribers(engine, settings, now, only=only, edition=edition)
         if on_plan is not None:
@@ -168,10 +203,11 @@ def run_job(
         if dry_run:
             delivered = _rehearse(settings, now, planned, results, timings, progress)
         else:
-            delivered = _deliver(engine, settings, now, planned, results, clock=clock, transport=transport, stop_event=stop_event, sleep=sleep, progress=progress)
+            delivered = _deliver(engine, settings, now, planned, results, clock=clock, transport=transport, stop_event=stop_event, sleep=sleep, progress=progress,
+                                 worker=worker or worker_name())
     report = RunReport(
         sent=delivered.sent, skipped=delivered.skipped, failed=delivered.failed, deferred=delivered.deferred, due=len(dues),
-        not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, dry_run=dry_run, stopped=stop_event.is_set(),
+        not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, elsewhere=delivered.elsewhere, dry_run=dry_run, stopped=stop_event.is_set(),
         workers=delivered.workers, seconds=time.monotonic() - started, timings={**timings, **delivered.timings},
         editions=sorted({d.edition for d in dues}), fetched=fetched, fetch_error=fetch_error, error=delivered.error,
     )
@@ -185,6 +221,20 @@ def _stage(timings: dict[str, float], name: str, since: float) -> float:
     now = time.perf_counter()
     timings[name] = timings.get(name, 0.0) + now - since
     return now
+
+
+def _fetch_once(engine: Engine, settings: Settings, now: datetime, fetch: bool | Callable[[], bool], client: object | None,
+                timings: dict[str, float]) -> tuple[list[SourceReport], str | None]:
+    """The fetch, when asked for: on PostgreSQL under an advisory lock, so one host fetches while the others wait,
+    and a question (`fetch` callable) is asked only once the lock is held (the others then find the fetch done)."""
+    if not fetch:
+        return [], None
+    lock = fleet.advisory_lock(engine, "fetch") if fleet.is_shared(engine) else contextlib.nullcontext()
+    with lock:
+        if callable(fetch) and not fetch():
+            log_event(log, "fetch-skipped", logging.DEBUG, note="no longer due: another run fetched")
+            return [], None
+        return _fetch(engine, settings, now, client, timings)
 
 
 def _fetch(engine: Engine, settings: Settings, now: datetime, client: object | None, timings: dict[str, float]) -> tuple[list[SourceReport], str | None]:
@@ -219,22 +269,24 @@ class _Delivered:
     workers: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
     error: DigestError | None = None
+    elsewhere: int = 0
 
     @classmethod
     def of(cls, report: DeliveryReport, skipped: int, unbuildable: int) -> _Delivered:
         return cls(report.sent, skipped, report.failed + unbuildable, report.deferred, report.not_attempted, report.left_sending,
-                   report.workers, report.timings, report.error)
+                   report.workers, report.timings, report.error, report.elsewhere)
 
 
 def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequence[EditionPlan | Unplanned], results: Sequence[RankResult | Exception], *,
              clock: Callable[[], datetime], transport: Transport | None, stop_event: threading.Event, sleep: Callable[[float], None],
-             progress: Callable[[int], None] | None) -> _Delivered:
+             progress: Callable[[int], None] | None, worker: str) -> _Delivered:
     """Open each edition's ledger row, record the skipped and the unbuildable ones, and deliver the rest."""
     if not planned:
         return _Delivered()
     rows = ledger.open_deliveries(engine, [(p.subscriber.id or 0, p.edition) for p in planned], clock(), lambda sub, ed: make_message_id(settings.from_address, sub, ed))
+    shared = fleet.is_shared(engine)
     resumed = sum(row.state == "sending" for row in rows.values())
-    if resumed:
+    if resumed and not shared:  # on PostgreSQL other workers are sending: the claimer logs the rows it takes over
         log_event(log, "resume", logging.WARNING, deliveries=resumed, note="a message in flight when the last run died may arrive twice")
     letters: list[Letter] = []
     skipped: list[int] = []
@@ -251,10 +303,13 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
     _record_unbuildable(engine, unbuildable, clock())
     if progress is not None and (skipped or unbuildable):
         progress(len(skipped) + len(unbuildable))
+    pace = pace_for(engine, settings)
     builder = builder_for(settings, letters, clock())  # before the sender's threads start: it may fork
-    out = sender_for(settings, transport, len(letters))
+    out = sender_for(settings, transport, len(letters), pace=pace)
+    claimer = (LeaseClaimer(engine, letters, clock=clock, covered_until=now, worker=worker, lease=settings.lease_seconds) if shared
+               else LedgerClaimer(engine, letters, clock=clock, covered_until=now))
     try:
-        report = deliver_edition(letters, claimer=LedgerClaimer(engine, letters, clock=clock, covered_until=now), builder=builder, transport=out,
+        report = deliver_edition(letters, claimer=claimer, builder=builder, transport=out,
                                  sender=settings.from_address, stop_event=stop_event, sleep=sleep, progress=progress)
     finally:
         builder.close()

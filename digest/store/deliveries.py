@@ -155,12 +155,16 @@ def open_deliveries(engine: Engine, wanted: Sequence[tuple[int, str]], now: date
         existing = _rows(conn, editions)
         missing = [(sub, ed) for sub, ed in wanted if (sub, ed) not in existing]
         if missing:
+            # ON CONFLICT DO NOTHING: another worker planning the same edition at the same instant (several hosts on
+            # one PostgreSQL database) may insert a row between the read above and this insert; its row stands.
             conn.execute(
-                sa.insert(_delivery),
+                _insert(conn).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"]),
                 [dict(subscriber_id=sub, edition=ed, state="pending", attempts=0, papers=[], message_id=make_message_id(sub, ed), created_at=now, updated_at=now) for sub, ed in missing],
             )
             existing = _rows(conn, editions)
-        stale = conn.execute(sa.select(_delivery.c.id, _delivery.c.subscriber_id, _delivery.c.edition).where(_delivery.c.state.in_(OPEN_STATES), _delivery.c.edition < editions[-1]))
+        # A row another worker holds under a live lease is left to it (it is sending that edition right now).
+        unleased = sa.or_(_delivery.c.lease_expires_at.is_(None), _delivery.c.lease_expires_at < now)
+        stale = conn.execute(sa.select(_delivery.c.id, _delivery.c.subscriber_id, _delivery.c.edition).where(_delivery.c.state.in_(OPEN_STATES), _delivery.c.edition < editions[-1], unleased))
         superseded = [row.id for row in stale if row.subscriber_id in by_subscriber and row.edition < by_subscriber[row.subscriber_id]]
         if superseded:
             conn.execute(
@@ -225,15 +229,20 @@ _BOUNCED = sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscr
 _SENT_PAPER: dict[str, object] = {}
 
 
+def _insert(conn: Connection, table: sa.Table = _delivery):
+    """The dialect's INSERT, which can say ON CONFLICT DO NOTHING (SQLite and PostgreSQL both can)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
 def _sent_paper_insert(conn: Connection):
-    """INSERT that skips rows already there (SQLite and PostgreSQL both say ON CONFLICT DO NOTHING)."""
+    """INSERT that skips rows already there, built once per dialect."""
     name = conn.dialect.name
     if name not in _SENT_PAPER:
-        if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        _SENT_PAPER[name] = insert(_sent).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
+        _SENT_PAPER[name] = _insert(conn, _sent).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
     return _SENT_PAPER[name]
 
 
@@ -276,5 +285,8 @@ def record_failed(conn: Connection, delivery_id: int, subscriber_id: int, error:
 
 
 def record_skipped(engine: Engine, delivery_ids: Sequence[int], reason: str, now: datetime) -> None:
+    """'skipped', for the rows still open and held by no other worker (another may have sent one meanwhile)."""
     if delivery_ids:
-        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids))).values(state="skipped", last_error=reason, updated_at=now)))
+        unleased = sa.or_(_delivery.c.lease_expires_at.is_(None), _delivery.c.lease_expires_at < now)
+        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids)), _delivery.c.state.in_(OPEN_STATES), unleased)
+                                                .values(state="skipped", last_error=reason, updated_at=now)))

@@ -1,0 +1,163 @@
+"""Several workers on one PostgreSQL database: the deliveries they claim under a lease, the heartbeat that keeps a
+lease, and the advisory lock that lets one host fetch while the others wait.
+
+A claim is one short transaction: the open rows of the editions, in id order, locked FOR UPDATE SKIP LOCKED (two
+workers never wait for or take the same row) and marked 'sending' with the worker's name and a lease that ends
+`lease` later on the database's clock (the hosts' clocks never have to agree). While the worker sends, its
+heartbeat moves its leases on; a worker that dies stops renewing, and once its lease has passed its rows are
+claimable again: at most the messages it had in flight are sent twice. PostgreSQL only (SQLite keeps the run lock
+file of digest.pipeline.job). It must not send mail, rank or render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..models import Delivery
+from . import wrap_db_error
+from .deliveries import DONE_STATES, OPEN_STATES, SETTLE_PATIENCE, write
+
+_delivery = Delivery.__table__
+_d = _delivery.c
+_LEASE = sa.bindparam("lease_", type_=sa.Interval())
+
+
+def is_shared(engine: Engine) -> bool:
+    """True when the database coordinates several workers (PostgreSQL): leases and advisory locks, no lock file."""
+    return engine.dialect.name == "postgresql"
+
+
+def _claimable():
+    """A row this worker may take: pending, or sending or deferred with no live lease (its worker died, or ended
+    without settling it). The first condition lets PostgreSQL use the partial index of the open rows."""
+    unleased = sa.or_(_d.lease_expires_at.is_(None), _d.lease_expires_at < sa.func.now())
+    return sa.and_(_d.state.in_(OPEN_STATES), sa.or_(_d.state == "pending", unleased))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    was: str  # its state before: 'sending' or 'deferred' means a takeover (a message may already have gone out)
+
+
+def claim_deliveries(conn: Connection, editions: Sequence[str], worker: str, lease: float, n: int, now: datetime, *, skip: Sequence[int] = (), mine: frozenset[int] | None = None) -> tuple[list[Claimed], list[int]]:
+    """Up to `n` claimable rows of `editions`, in id order, committed 'sending' under `worker`'s lease. Rows
+    outside `mine` (planned by a worker that saw other subscribers due) are left alone and returned apart, so the
+    caller skips them next time. One transaction; the caller commits nothing itself."""
+    picked = sa.select(_d.id, _d.state).where(_d.edition.in_(list(editions)), _claimable()).order_by(_d.id).limit(n).with_for_update(skip_locked=True)
+    if skip:
+        picked = picked.where(_d.id.notin_(list(skip)))
+
+    def work(conn: Connection) -> list:
+        rows = conn.execute(picked).all()
+        ours = [Claimed(row.id, row.state) for row in rows if mine is None or row.id in mine]
+        if ours:
+            conn.execute(
+                sa.update(_delivery).where(_d.id.in_([c.delivery_id for c in ours]))
+                .values(state="sending", worker=worker, lease_expires_at=sa.func.now() + _LEASE, updated_at=now),
+                {"lease_": timedelta(seconds=lease)},
+            )
+        return [ours, [row.id for row in rows if mine is not None and row.id not in mine]]
+
+    ours, foreign = write(conn, work)  # type: ignore[misc]
+    return ours, foreign
+
+
+def renew_leases(conn: Connection, editions: Sequence[str], worker: str, lease: float) -> int:
+    """The heartbeat: every row `worker` holds ('sending', or 'deferred' awaiting its retry) leased `lease` from now.
+    Returns how many rows it still holds."""
+    statement = (sa.update(_delivery).where(_d.edition.in_(list(editions)), _d.state.in_(("sending", "deferred")), _d.worker == worker)
+                 .values(lease_expires_at=sa.func.now() + _LEASE))
+    return int(write(conn, lambda c: c.execute(statement, {"lease_": timedelta(seconds=lease)}).rowcount))  # type: ignore[arg-type]
+
+
+def end_leases(engine: Engine, editions: Sequence[str], worker: str, never_sent: Sequence[int], outcomes: Sequence[Callable[[Connection], object]], now: datetime) -> None:
+    """When the worker stops, in one transaction: the rows it claimed but never handed over back to 'pending', the
+    `outcomes` whose record failed written now (see deliveries.settle), and the leases of its deferred rows ended,
+    so the next run (any worker's) retries them. StoreError when even that fails: the leases then run out."""
+
+    def work(conn: Connection) -> None:
+        if never_sent:
+            conn.execute(sa.update(_delivery).where(_d.id.in_(list(never_sent)), _d.state == "sending", _d.worker == worker)
+                         .values(state="pending", worker=None, lease_expires_at=None, updated_at=now))
+        for outcome in outcomes:
+            outcome(conn)
+        conn.execute(sa.update(_delivery).where(_d.edition.in_(list(editions)), _d.state == "deferred", _d.worker == worker).values(lease_expires_at=None))
+
+    write(engine, work, patience=SETTLE_PATIENCE)
+
+
+def handled_elsewhere(engine: Engine, delivery_ids: Sequence[int], worker: str) -> int:
+    """How many of `delivery_ids` another worker finished or holds under a live lease (not this run's to count)."""
+    if not delivery_ids:
+        return 0
+    held = sa.and_(_d.state.in_(("sending", "deferred")), _d.worker != worker, _d.lease_expires_at >= sa.func.now())
+    # One array parameter, not one per id: an edition of 100,000 would pass PostgreSQL's 65,535 parameters.
+    ids = sa.bindparam("ids_", type_=ARRAY(sa.Integer()))
+    query = sa.select(sa.func.count()).where(_d.id == sa.any_(ids), sa.or_(_d.state.in_(DONE_STATES), held))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(query, {"ids_": list(delivery_ids)}).scalar_one())
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """The rows of some editions not finished yet: `claimable` now, `held` under another worker's live lease."""
+
+    claimable: int
+    held: int
+
+
+def open_work(engine: Engine, editions: Sequence[str]) -> OpenWork:
+    """What is left of `editions` for a worker that keeps claiming until they are done ('deferred' rows wait for
+    the next run, as on one host: they do not keep a worker waiting)."""
+    if not editions:
+        return OpenWork(0, 0)
+    live = sa.and_(_d.state == "sending", _d.lease_expires_at >= sa.func.now())
+    pending = sa.or_(_d.state == "pending", sa.and_(_d.state == "sending", sa.not_(live)))
+    query = sa.select(sa.func.count().filter(pending), sa.func.count().filter(live)).where(_d.edition.in_(list(editions)), _d.state.in_(("pending", "sending")))
+    try:
+        with engine.connect() as conn:
+            claimable, held = conn.execute(query).one()
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+    return OpenWork(int(claimable), int(held))
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for `name` (the same on every host and Python version)."""
+    return int.from_bytes(hashlib.sha256(f"digest:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def advisory_lock(engine: Engine, name: str) -> Iterator[None]:
+    """Held by one session on the whole database at a time: the others wait here until it is released. PostgreSQL
+    releases it when the holder's connection ends, so a host that dies while holding it blocks nobody."""
+    key = _lock_key(name)
+    try:
+        conn = engine.connect()
+        conn.execute(sa.select(sa.func.pg_advisory_lock(key)))
+        conn.commit()
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+    try:
+        yield
+    finally:
+        try:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+            conn.commit()
+        except SQLAlchemyError:
+            conn.invalidate()  # the connection is gone: so is the lock
+        finally:
+            conn.close()

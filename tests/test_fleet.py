@@ -1,0 +1,251 @@
+"""Several hosts on one PostgreSQL database, with real processes: two DIGEST_HOMEs running `digest send` or
+`digest worker` against one database and one SMTP server on 127.0.0.1 (tests/fleet_world.py). Every recipient gets
+their edition exactly once whatever the start offsets; a worker killed mid-send has its deliveries taken over once
+its lease has passed; a worker whose database connection is terminated reconnects or stops cleanly; send_rate
+holds across workers. Skipped without DIGEST_TEST_POSTGRES_URL.
+
+Size: FLEET_SIZE subscribers (2,000) for the offsets, fewer where the test only needs a send in progress. About
+70 s on 2 busy cores, most of it the two processes' ranking and rendering.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import POSTGRES_URL
+from fleet_world import FleetWorld
+from smtp_server import start_smtp_server
+
+# Real processes on a shared machine: a busy CI host may take minutes where an idle one takes seconds.
+pytestmark = pytest.mark.timeout(900)
+
+FLEET_SIZE = int(os.environ.get("DIGEST_TEST_FLEET_SIZE", "2000"))
+SMALL = 300  # where the test needs a send in progress, not a big edition
+LEASE = "3"  # seconds: a dead worker's rows are taken over this long after its last heartbeat
+CONNECTIONS = 4  # SMTP connections per worker: a crash may send the message in flight on each twice
+
+
+@pytest.fixture
+def sink():
+    with start_smtp_server() as server:
+        yield server
+
+
+class Templates:
+    """Databases made ready once per module (papers and subscribers imported through the CLI); each test gets a
+    copy (CREATE DATABASE ... TEMPLATE), dropped afterwards."""
+
+    def __init__(self, root: Path) -> None:
+        if not POSTGRES_URL:
+            pytest.skip("DIGEST_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        self.root, self.made, self.copies = root, {}, []
+        self.admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+    def _url(self, name: str) -> str:
+        return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+    def _create(self, name: str, template: str | None = None) -> str:
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+        return self._url(name)
+
+    def copy(self, subscribers: int) -> str:
+        if subscribers not in self.made:
+            name = f"digest_fleet_{uuid.uuid4().hex[:10]}_t{subscribers}"
+            url = self._create(name)
+            self.made[subscribers] = name
+            with start_smtp_server() as server:  # the settings need one; nothing is sent
+                FleetWorld.create(url, self.root / name, server, subscribers=subscribers)
+        name = f"digest_fleet_{uuid.uuid4().hex[:10]}"
+        self.copies.append(name)
+        return self._create(name, self.made[subscribers])
+
+    def drop(self) -> None:
+        with self.admin.connect() as conn:
+            for name in [*self.copies, *self.made.values()]:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory):
+    made = Templates(tmp_path_factory.mktemp("fleet-templates"))
+    yield made
+    made.drop()
+
+
+def fleet(templates: Templates, tmp_path: Path, sink, subscribers: int, **settings: str) -> FleetWorld:
+    return FleetWorld.create(templates.copy(subscribers), tmp_path, sink, subscribers=subscribers, ready=True, **settings)
+
+
+def ledger_states(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT state, count(*) FROM delivery GROUP BY state")).all())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("offset", [0, 0.5, 1, 3], ids=["together", "0.5s-later", "1s-later", "3s-later"])
+def test_two_hosts_send_every_recipient_exactly_once(templates, tmp_path: Path, sink, offset: float) -> None:
+    world = fleet(templates, tmp_path, sink, FLEET_SIZE, lease_seconds=LEASE)
+    a = world.start("send", "a")
+    time.sleep(offset)
+    b = world.start("send", "b")
+    codes = world.wait(a, b)
+    assert codes == {"a": 0, "b": 0}, a.output() + b.output()
+    counts = world.counts()
+    assert set(counts) == world.emails()
+    assert world.duplicates() == 0, [r for r, n in counts.items() if n > 1][:10]
+    assert ledger_states(world.url) == {"sent": FLEET_SIZE}
+    # Each host says what it sent and that the rest went through the other one.
+    lines = [w.out.read_text().strip().splitlines()[-1] for w in (a, b)]
+    assert sum(int(line.split()[1].rstrip(",")) for line in lines) == FLEET_SIZE, lines
+
+
+def test_a_worker_killed_mid_send_has_its_deliveries_taken_over_after_its_lease(templates, tmp_path: Path, sink) -> None:
+    size = SMALL
+    world = fleet(templates, tmp_path, sink, size, lease_seconds=LEASE, smtp_connections=str(CONNECTIONS))
+    sink.data_delay = 0.01  # a slower server: the send is well under way when the kill comes
+    a, b = world.start("worker", "a"), world.start("worker", "b")
+    world.wait_for_messages(size // 4)
+    a.process.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    codes = world.wait(b)
+    assert codes == {"b": 0}, b.output()
+    assert a.process.wait() == -signal.SIGKILL
+    counts = world.counts()
+    assert set(counts) == world.emails()  # every recipient, including those the dead worker held
+    assert world.duplicates() <= CONNECTIONS  # at most the message in flight on each of its connections
+    assert ledger_states(world.url) == {"sent": size}
+    print(f"takeover: last message {max(m.at for m in sink.messages) - killed:.1f}s after SIGKILL (lease {LEASE}s, {CONNECTIONS} connections), duplicates {world.duplicates()}")
+
+
+def test_a_worker_whose_connection_is_terminated_reconnects_or_stops_cleanly(templates, tmp_path: Path, sink) -> None:
+    size = SMALL
+    world = fleet(templates, tmp_path, sink, size, lease_seconds=LEASE, smtp_connections=str(CONNECTIONS))
+    sink.data_delay = 0.01
+    a, b = world.start("worker", "a"), world.start("worker", "b")
+    world.wait_for_messages(size // 4)
+    admin = sa.create_engine(world.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            ended = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'digest-fleet-a'")).scalar_one()
+    finally:
+        admin.dispose()
+    assert ended >= 1
+    codes = world.wait(a, b)
+    assert codes["b"] == 0, b.output()
+    assert codes["a"] in (0, 1) and "Traceback" not in a.output(), a.output()  # one clear line at worst
+    counts = world.counts()
+    assert set(counts) == world.emails()
+    assert world.duplicates() <= CONNECTIONS
+    assert ledger_states(world.url) == {"sent": size}
+
+
+@pytest.mark.parametrize("store", ["postgres", "redis"])
+def test_send_rate_holds_across_two_workers(templates, tmp_path: Path, sink, store: str) -> None:
+    settings = {"send_rate": "50", "lease_seconds": LEASE}
+    if store == "redis":
+        redis = pytest.importorskip("redis")
+        url = f"redis://127.0.0.1:6379/{os.getpid() % 16}"
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        except redis.RedisError as exc:
+            pytest.skip(f"no Redis at 127.0.0.1:6379: {exc}")
+        settings["redis_url"] = url
+    world = fleet(templates, tmp_path, sink, SMALL, **settings)
+    a, b = world.start("send", "a"), world.start("send", "b")
+    assert world.wait(a, b) == {"a": 0, "b": 0}, a.output() + b.output()
+    assert set(world.counts()) == world.emails()
+    times = sorted(m.at for m in sink.messages)[10:]  # after the first booking (a worker books 10 slots at a time)
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    print(f"send_rate 50 over two workers ({store}): {rate:.1f} messages/s overall, at most {busiest} in any one second")
+    # The slots are 1/50 s apart on the shared clock; what the server sees also carries each message's own delay
+    # (a busy host hands one over a little late, the next on time): a small tolerance, never a second burst.
+    assert rate <= 50 * 1.1
+    assert busiest <= 55
+
+
+# --- the pieces, in one process ---------------------------------------------------------------------
+
+
+def test_shared_pace_books_slots_in_batches_and_spaces_them() -> None:
+    from digest.delivery.pace import SharedPace
+
+    clock, booked = [100.0], []
+
+    def reserve(count: int, interval: float) -> float:
+        booked.append(count)
+        return 0.5 if len(booked) > 1 else 0.0  # the second booking waits behind another worker's slots
+
+    pace = SharedPace(50, reserve, clock=lambda: clock[0])
+    delays = []
+    for _ in range(12):
+        delays.append(round(pace.wait(), 6))
+        clock[0] += delays[-1]  # the caller sleeps that long
+    assert booked == [10, 10]
+    assert delays[:10] == [0.0] + [0.02] * 9 and delays[10] == 0.5 and delays[11] == 0.02
+
+
+def test_reserve_slots_postgres_spaces_every_caller_on_the_database_clock(postgres_url) -> None:
+    from digest.store import init_db, open_engine
+    from digest.store.pace import reserve_slots_postgres
+
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    waits = [reserve_slots_postgres(engine, "smtp", 10, 0.1) for _ in range(3)]
+    engine.dispose()
+    assert waits[0] <= 0.01  # the first booking starts now
+    assert 0.9 <= waits[1] <= 1.01 and 1.9 <= waits[2] <= 2.01  # each behind the one before, however fast asked
+
+
+def test_claim_deliveries_two_workers_never_share_a_row_and_an_expired_lease_is_taken_over(postgres_url) -> None:
+    from datetime import datetime, timezone
+
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        ids = [add_subscriber(session, f"s{k}@example.org", SubscriberInput(interests=["x"]), now=now).id for k in range(6)]
+    wanted = [(i, "2026-01-01") for i in ids]
+    rows = ledger.open_deliveries(engine, wanted, now, lambda s, e: f"<{s}.{e}@example.org>")
+    assert ledger.open_deliveries(engine, wanted, now, lambda s, e: "<again@example.org>") == rows  # planned once
+    with engine.connect() as one, engine.connect() as two:
+        a, _ = shared.claim_deliveries(one, ["2026-01-01"], "a", 60, 4, now)
+        b, _ = shared.claim_deliveries(two, ["2026-01-01"], "b", 0.2, 4, now)
+        assert [c.delivery_id for c in a] + [c.delivery_id for c in b] == sorted(r.id for r in rows.values())
+        assert shared.claim_deliveries(one, ["2026-01-01"], "a", 60, 4, now)[0] == []  # b's lease still holds
+        time.sleep(0.3)  # b died: its lease passes
+        taken, _ = shared.claim_deliveries(one, ["2026-01-01"], "a", 60, 4, now)
+        assert [(c.delivery_id, c.was) for c in taken] == [(c.delivery_id, "sending") for c in b]
+        assert shared.open_work(engine, ["2026-01-01"]) == shared.OpenWork(claimable=0, held=6)
+        assert shared.renew_leases(one, ["2026-01-01"], "a", 60) == 6
+        assert shared.handled_elsewhere(engine, [r.id for r in rows.values()], "b") == 6  # all a's, none b's to count
+        # A row this worker did not plan is left alone and named, so the next claim skips it.
+        mine = frozenset(c.delivery_id for c in a[:1])
+        shared.end_leases(engine, ["2026-01-01"], "a", [c.delivery_id for c in a[:2]], [], now)
+        ours, foreign = shared.claim_deliveries(two, ["2026-01-01"], "b", 60, 4, now, mine=mine)
+        assert ([c.delivery_id for c in ours], foreign) == ([a[0].delivery_id], [a[1].delivery_id])
+    engine.dispose()
+
+
+def test_worker_on_sqlite_is_one_run_under_the_lock(cli) -> None:
+    result = cli("worker", "--fetch", "never")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-2:][0].startswith("nothing due: no active subscribers")
+    assert result.output.splitlines()[-1].startswith("sent 0, skipped 0, failed 0, deferred 0 in ")
