@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import sqlalchemy as sa  # noqa: E402
-
 from fleet_world import FleetWorld  # noqa: E402
 from smtp_server import start_smtp_server  # noqa: E402
 

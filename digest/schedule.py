@@ -286,11 +286,12 @@ def pipeline_job(engine, settings: Settings) -> Job:
     from .pipeline.job import run_job
 
     def job(*, now: datetime, fetch: bool, stop_event: threading.Event):
+        ask: bool | Callable[[], bool] = fetch
         if fetch and engine.dialect.name == "postgresql":
             # Every host's daemon decides to fetch at the same fetch time: the first to take the fetch lock fetches,
             # the others then find the fetch done (the sources' recorded fetch times) and only send.
-            fetch = lambda: fetch_due(engine, settings, now)  # noqa: E731
-        return run_job(engine, settings, now, fetch=fetch, stop_event=stop_event)
+            ask = lambda: fetch_due(engine, settings, now)  # noqa: E731
+        return run_job(engine, settings, now, fetch=ask, stop_event=stop_event)
 
     return job
 

@@ -48,7 +48,7 @@ class FleetWorld:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, url: str, root: Path, server, *, subscribers: int, ready: bool = False, **settings: str) -> "FleetWorld":
+    def create(cls, url: str, root: Path, server, *, subscribers: int, ready: bool = False, **settings: str) -> FleetWorld:
         """The database made ready through the CLI (as an operator would): 9 papers, `subscribers` subscribers
         due now (send_at 00:00 UTC). `ready`: it already is (a copy of a template made so)."""
         world = cls(url, root, server, subscribers, {f"DIGEST_{k.upper()}": str(v) for k, v in settings.items()})

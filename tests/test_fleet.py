@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import POSTGRES_URL
 from fleet_world import FleetWorld
 from smtp_server import start_smtp_server
@@ -212,9 +211,9 @@ def test_reserve_slots_postgres_spaces_every_caller_on_the_database_clock(postgr
 def test_claim_deliveries_two_workers_never_share_a_row_and_an_expired_lease_is_taken_over(postgres_url) -> None:
     from datetime import datetime, timezone
 
-    from digest.store import init_db, open_engine, session_scope
     from digest.store import deliveries as ledger
     from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
     from digest.store.subscribers import SubscriberInput, add_subscriber
 
     now = datetime.now(timezone.utc)

@@ -42,6 +42,12 @@ class Transport(Protocol):
 _DROPPED = (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError, socket.timeout, ssl.SSLError)
 
 
+class PaceLike(Protocol):
+    def wait(self) -> float:
+        """Seconds to sleep before the next message may go (its slot taken): Pace, or digest.delivery.pace.SharedPace."""
+        ...
+
+
 class Pace:
     """send_rate for one process: the next free slot, shared by every connection (thread-safe). The sleeping is
     done by the caller, outside the lock, so the other connections keep taking their own slots."""
@@ -68,7 +74,7 @@ class SMTPTransport:
     `pace` shared by several transports paces them together)."""
 
     def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 pace: Pace | None = None):
+                 pace: PaceLike | None = None):
         self.host, self.port = settings.smtp_host, int(settings.smtp_port)
         self.security, self.user, self._password = settings.smtp_security, settings.smtp_user, settings.smtp_password
         self.timeout = float(settings.smtp_timeout)
@@ -258,7 +264,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def transport_for(settings: Settings, *, ssl_context: ssl.SSLContext | None = None, pace: Pace | None = None) -> SMTPTransport | OutboxTransport:
+def transport_for(settings: Settings, *, ssl_context: ssl.SSLContext | None = None, pace: PaceLike | None = None) -> SMTPTransport | OutboxTransport:
     """SMTP when smtp_host is set (paced by `pace`, or by send_rate in this process), else the outbox directory."""
     if settings.smtp_host:
         return SMTPTransport(settings, ssl_context=ssl_context, pace=pace)

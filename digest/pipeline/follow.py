@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from sqlalchemy.engine import Engine
 
@@ -53,7 +53,7 @@ def run_until_done(engine: Engine, settings: Settings, clock: Callable[[], datet
             stop_event.wait(poll)
     done = sum(counts.values())
     return RunReport(
-        **counts, due=first.due, not_attempted=last.not_attempted, left_sending=last.left_sending,
+        sent=counts["sent"], skipped=counts["skipped"], failed=counts["failed"], deferred=counts["deferred"], due=first.due, not_attempted=last.not_attempted, left_sending=last.left_sending,
         elsewhere=max(0, first.due - done - last.not_attempted), stopped=stop_event.is_set(), workers=first.workers,
         seconds=time.monotonic() - started, timings=first.timings, editions=sorted(editions), fetched=first.fetched,
         fetch_error=first.fetch_error, error=last.error,

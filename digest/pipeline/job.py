@@ -28,9 +28,9 @@ from sqlalchemy.engine import Connection, Engine
 from ..config import Settings
 from ..delivery.build import builder_for, compose, make_links
 from ..delivery.claim import LeaseClaimer, LedgerClaimer, worker_name
-from ..delivery.pace import SharedPace
 from ..delivery.loop import DeliveryReport, deliver_edition
 from ..delivery.message import check_sender_settings, make_message_id
+from ..delivery.pace import SharedPace
 from ..delivery.senders import InlineSender, sender_for
 from ..delivery.transport import Transport
 from ..delivery.work import Letter

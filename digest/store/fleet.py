@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..models import Delivery
+from ..models import Delivery, table_of
 from . import wrap_db_error
 from .deliveries import DONE_STATES, OPEN_STATES, SETTLE_PATIENCE, write
 
-_delivery = Delivery.__table__
+_delivery = table_of(Delivery)
 _d = _delivery.c
 _LEASE = sa.bindparam("lease_", type_=sa.Interval())
 
@@ -57,7 +57,7 @@ def claim_deliveries(conn: Connection, editions: Sequence[str], worker: str, lea
     if skip:
         picked = picked.where(_d.id.notin_(list(skip)))
 
-    def work(conn: Connection) -> list:
+    def work(conn: Connection) -> list[list]:
         rows = conn.execute(picked).all()
         ours = [Claimed(row.id, row.state) for row in rows if mine is None or row.id in mine]
         if ours:
@@ -68,8 +68,8 @@ def claim_deliveries(conn: Connection, editions: Sequence[str], worker: str, lea
             )
         return [ours, [row.id for row in rows if mine is not None and row.id not in mine]]
 
-    ours, foreign = write(conn, work)  # type: ignore[misc]
-    return ours, foreign
+    found: list[list] = write(conn, work)  # type: ignore[assignment]
+    return found[0], found[1]
 
 
 def renew_leases(conn: Connection, editions: Sequence[str], worker: str, lease: float) -> int:
@@ -77,7 +77,7 @@ def renew_leases(conn: Connection, editions: Sequence[str], worker: str, lease: 
     Returns how many rows it still holds."""
     statement = (sa.update(_delivery).where(_d.edition.in_(list(editions)), _d.state.in_(("sending", "deferred")), _d.worker == worker)
                  .values(lease_expires_at=sa.func.now() + _LEASE))
-    return int(write(conn, lambda c: c.execute(statement, {"lease_": timedelta(seconds=lease)}).rowcount))  # type: ignore[arg-type]
+    return int(write(conn, lambda c: c.execute(statement, {"lease_": timedelta(seconds=lease)}).rowcount))  # type: ignore[call-overload]
 
 
 def end_leases(engine: Engine, editions: Sequence[str], worker: str, never_sent: Sequence[int], outcomes: Sequence[Callable[[Connection], object]], now: datetime) -> None:

@@ -12,10 +12,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
-from ..models import SendPace
+from ..models import SendPace, table_of
 from . import wrap_db_error
 
-_pace = SendPace.__table__
+_pace = table_of(SendPace)
 
 # Moves the row on by k intervals from the later of its instant and now; answers how far the first booked slot is.
 _RESERVE = sa.text(
