@@ -5,20 +5,17 @@ while /healthz keeps answering within a second."""
 from __future__ import annotations
 
 import os
-import re
 import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from web_server import SECRET, serve_web
+from web_server import SECRET, digest_web, serve_web
 
 HEALTHZ_SECONDS = 1.0  # the promise: /healthz answers within a second whatever the other clients do
 
@@ -30,28 +27,6 @@ def need_open_files(count: int) -> None:
         pytest.skip(f"the open-files hard limit ({hard}) is below the {count} this test needs")
     if soft != resource.RLIM_INFINITY and soft < count:
         resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
-
-
-@contextmanager
-def digest_web(home, *, files: tuple[int, int] | None = None, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real `digest web --port 0` process; `files` sets its (soft, hard) open-files limit before it starts."""
-    env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1",
-           **{f"DIGEST_{k.upper()}": str(v) for k, v in settings.items()}}
-    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, files)) if files else None
-    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
-    try:
-        line = proc.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert url, line + proc.stderr.read()
-        yield url.group(0), proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def open_idle(url: str, count: int) -> list[socket.socket]:

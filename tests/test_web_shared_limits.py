@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 
 import httpx
 import pytest
-from web_server import SECRET
+from web_server import SECRET, digest_web
 
 REDIS = ("127.0.0.1", 6379)
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -55,31 +54,10 @@ def redis_keys(uri: str) -> list[bytes]:
 
 
 @contextmanager
-def digest_web(home, **settings: object) -> Iterator[str]:
-    """A real `digest web --port 0` process; yields its URL."""
-    env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1",
-           **{f"DIGEST_{k.upper()}": str(v) for k, v in settings.items()}}
-    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert url, line + proc.stderr.read()
-        yield url.group(0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@contextmanager
 def two_webs(cli, home, **settings: object) -> Iterator[list[str]]:
     assert cli("init").exit_code == 0  # migrated once, before the two start
     with ExitStack() as stack:
-        yield [stack.enter_context(digest_web(home, **settings)) for _ in range(2)]
+        yield [stack.enter_context(digest_web(home, **settings))[0] for _ in range(2)]
 
 
 def subscribe(client: httpx.Client, url: str, address: str) -> int:

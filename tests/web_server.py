@@ -11,8 +11,13 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import os
 import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -129,3 +134,25 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
         thread.join(5)
         if own_engine:
             engine.dispose()
+
+
+@contextlib.contextmanager
+def digest_web(home, *, files: tuple[int, int] | None = None, **settings: object) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `digest web --port 0` process; `files` sets its (soft, hard) open-files limit before it starts."""
+    env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1",
+           **{f"DIGEST_{k.upper()}": str(v) for k, v in settings.items()}}
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, files)) if files else None
+    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, line + proc.stderr.read()
+        yield url.group(0), proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
