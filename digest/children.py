@@ -25,7 +25,14 @@ def die_with_parent(parent_pid: int) -> None:
     Linux: prctl(PR_SET_PDEATHSIG, SIGKILL), then a check that the parent is still `parent_pid`, since it may
     have died between the fork and the prctl (the child was then re-parented and no signal will come).
     Elsewhere: a daemon thread that polls getppid() and exits the child when the parent is gone. The parent
-    must fork from the thread that lives as long as it does (PR_SET_PDEATHSIG follows the forking thread)."""
+    must fork from the thread that lives as long as it does (PR_SET_PDEATHSIG follows the forking thread).
+
+    The parent's Python signal handlers are dropped too: a forked copy of `digest send`'s graceful-stop handler
+    would make the child ignore the SIGTERM with which multiprocessing's Pool.terminate() ends its workers, and
+    the parent would wait for it forever. SIGINT is ignored: Ctrl-C reaches the whole process group, and the
+    parent stops its children itself once it has finished what was in flight."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not _set_pdeathsig():
         threading.Thread(target=_watch_parent, args=(parent_pid,), name="digest-watch-parent", daemon=True).start()
     if os.getppid() != parent_pid:

@@ -187,3 +187,48 @@ def test_die_with_parent_exits_a_child_whose_parent_already_died():
     rest = os.read(read, 100)
     os.close(read)
     assert rest == b""
+
+
+# The hang of `digest send` in CI: its graceful-stop SIGTERM handler, copied into the forked render workers, made
+# them ignore the SIGTERM with which Pool.terminate() ends a worker that was busy when the edition ended; the parent
+# then waited in join() forever. Four one-second tasks on two workers, ended after 0.3 s, under such a handler.
+CLOSE_BUSY_WORKERS = """
+import signal, time
+from digest.delivery.build import ForkedBuilder
+signal.signal(signal.SIGTERM, lambda *args: None)  # as `digest send` does: SIGTERM is a graceful stop
+builder = ForkedBuilder(None, [], None, 2)
+for _ in range(4):
+    builder.pool.apply_async(time.sleep, (1,))
+time.sleep(0.3)
+builder.close()
+print("closed")
+"""
+
+
+def test_forked_builder_close_ends_busy_workers_under_a_sigterm_handler() -> None:
+    process = subprocess.Popen([sys.executable, "-c", CLOSE_BUSY_WORKERS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        stuck = descendants(process.pid)
+        process.kill()  # SIGKILL: the handler would ignore SIGTERM; its workers die with it (PR_SET_PDEATHSIG)
+        process.communicate()
+        pytest.fail(f"ForkedBuilder.close() still waiting after 60 s for its workers {sorted(stuck)}")
+    assert process.returncode == 0 and out.strip() == "closed", out
+
+
+def test_die_with_parent_restores_sigterm_and_ignores_sigint_in_the_child() -> None:
+    script = """
+import os, signal
+signal.signal(signal.SIGTERM, lambda *args: None)
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    from digest.children import die_with_parent
+    die_with_parent(parent)
+    ok = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    os._exit(0 if ok else 3)
+print(os.waitpid(child, 0)[1] >> 8)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "0", done.stdout + done.stderr
