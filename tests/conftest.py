@@ -5,6 +5,7 @@ test modules of that area or in tests/servers.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -18,6 +19,21 @@ pytest_plugins = ("feed_server", "smtp_server")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_it_was():
+    """Each in-process CLI run installs digest's stderr handler on the root logger and lets DEBUG through it, as
+    the real command does for its one run. In the test process that lasted for every later test: the SMTP test
+    server then logged each line at DEBUG, which slowed it enough to skew the send_rate test. Restored after each
+    test: the root logger's level, and no handler of digest's left on it."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and type(handler).__module__.startswith("digest."):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
