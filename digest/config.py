@@ -77,8 +77,9 @@ class Settings:
     lease_seconds: float = setting(
         60.0, "PostgreSQL: how long a worker's claim on a delivery lasts without its heartbeat (renewed every third of "
         "it); a dead worker's deliveries are taken over after this", minimum=1)
-    redis_url: str = setting("", "Redis (redis://host:6379/0) keeping send_rate across workers and hosts; empty: the "
-                                 "database does", secret=True)
+    redis_url: str = setting("", "Redis (redis://host:6379/0) keeping send_rate across workers and hosts, and `digest "
+                                 "web`'s rate limits unless web_rate_limit_storage says otherwise; empty: the database "
+                                 "keeps send_rate, each web process its own limits", secret=True)
     from_address: str = setting("digest@localhost", "From address of every digest")
     from_name: str = setting("Paper digest", "From display name")
     reply_to: str = setting("", "optional Reply-To address")
@@ -99,9 +100,9 @@ class Settings:
                                    minimum=1)
     subscribe_window: float = setting(600.0, "seconds of the subscribe rate-limit window", minimum=1)
     web_rate_limit_storage: str = setting(
-        "memory://", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI shared by "
-        "every `digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations "
-        "share it)", secret=True)
+        "", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI shared by every "
+        "`digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations share it); "
+        "empty: redis_url when that is set, else memory://", secret=True)
     confirm_interval: float = setting(
         600.0, "least seconds between two confirmation emails to one address, whoever asks for them", minimum=0)
     confirm_daily_limit: int = setting(

@@ -65,10 +65,13 @@ def subscribe(client: httpx.Client, url: str, address: str) -> int:
     return client.post(f"{url}/subscribe", data={"csrf_token": token, "email": address, "interests": "sparse autoencoders"}).status_code
 
 
-@pytest.mark.parametrize("storage", ["redis", "memory"])
+@pytest.mark.parametrize("storage", ["redis", "redis_url", "memory"])
 def test_the_per_client_limit_holds_across_two_processes_sharing_redis(cli, home, redis_uri, storage) -> None:
-    uri = redis_uri if storage == "redis" else "memory://"
-    with two_webs(cli, home, web_rate_limit_storage=uri, subscribe_limit=3) as (a, b), httpx.Client(timeout=30) as client:
+    # redis_url alone (the Redis the senders keep send_rate in) is where the limits go when web_rate_limit_storage is
+    # not set; memory:// set explicitly keeps each process's own count even then.
+    settings = {"redis": {"web_rate_limit_storage": redis_uri}, "redis_url": {"redis_url": redis_uri},
+                "memory": {"web_rate_limit_storage": "memory://", "redis_url": redis_uri}}[storage]
+    with two_webs(cli, home, subscribe_limit=3, **settings) as (a, b), httpx.Client(timeout=30) as client:
         codes = [subscribe(client, url, f"reader{i}@example.org") for i, url in enumerate([a, b, a, b, a])]
         if storage == "memory":  # each process counts only what it saw: 3 + 2 pass, the limit does not hold
             assert codes == [200, 200, 200, 200, 200]
@@ -102,4 +105,11 @@ def test_digest_web_refuses_to_start_when_the_shared_storage_does_not_answer(cli
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: web_rate_limit_storage does not answer")
+    assert "hunter2" not in proc.stderr + proc.stdout
+    # The same Redis named by redis_url alone: the error names the setting it came from.
+    env = {**{k: v for k, v in env.items() if k != "DIGEST_WEB_RATE_LIMIT_STORAGE"}, "DIGEST_REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"}
+    proc = subprocess.run([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: redis_url does not answer"), proc.stderr
     assert "hunter2" not in proc.stderr + proc.stdout

@@ -27,7 +27,7 @@ from .cache import Recent
 from .context import LinkGone, WebContext, message_page
 from .front import front
 from .pages import pages
-from .security import Csrf, csp_nonce, make_limiter, set_security_headers
+from .security import Csrf, csp_nonce, limit_storage, make_limiter, set_security_headers
 
 log = logging.getLogger("digest.web")
 MAX_FORM_BYTES = 64 * 1024
@@ -44,11 +44,12 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
     app.jinja_env.globals.update(csp_nonce=csp_nonce, site_name=settings.from_name or "Paper digest")
     csrf = Csrf(settings.secret_key, settings.base_url)
     csrf.install(app)
+    storage, named_by = limit_storage(settings)
     app.extensions["digest"] = WebContext(
         settings=settings,
         engine=engine,
         now=now or (lambda: datetime.now(timezone.utc)),
-        limiter=make_limiter(settings.web_rate_limit_storage, settings.subscribe_limit, settings.subscribe_window),
+        limiter=make_limiter(storage, settings.subscribe_limit, settings.subscribe_window, setting=named_by),
         csrf=csrf,
         transport=transport,
         version=Recent(version_ttl),

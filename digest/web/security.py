@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ..config import redact_url
+from ..config import Settings, redact_url
 from ..errors import ConfigError
 
 CSRF_COOKIE = "digest_csrf"
@@ -136,7 +136,7 @@ class SharedLimiter:
 
     The storage keeps its own clock: `now` is not used. A storage that cannot be reached raises StorageDown."""
 
-    def __init__(self, storage_uri: str, limit: int, window: float, *, scope: str = "subscribe"):
+    def __init__(self, storage_uri: str, limit: int, window: float, *, scope: str = "subscribe", setting: str = "web_rate_limit_storage"):
         from limits import RateLimitItemPerSecond
         from limits.storage import storage_from_string
         from limits.strategies import MovingWindowRateLimiter
@@ -146,7 +146,7 @@ class SharedLimiter:
             self.storage = storage_from_string(uri, wrap_exceptions=True, **options)
         except Exception as exc:  # noqa: BLE001 - a bad URI or a missing driver: said at start, as a setting's error
             said = str(exc).replace(storage_uri, redact_url(storage_uri)).replace(uri, redact_url(uri))[:200]
-            raise StorageDown(f"web_rate_limit_storage {redact_url(storage_uri)} cannot be used: {type(exc).__name__}: {said}") from None
+            raise StorageDown(f"{setting} {redact_url(storage_uri)} cannot be used: {type(exc).__name__}: {said}") from None
         self.item = RateLimitItemPerSecond(limit, max(1, int(round(window))))
         self.strategy = MovingWindowRateLimiter(self.storage)
         self.scope = scope
@@ -190,15 +190,25 @@ def _storage_options(storage_uri: str) -> tuple[str, dict[str, str]]:
     return uri, ({"key_prefix": prefix} if parts.scheme.startswith("redis") else {})
 
 
-def make_limiter(storage_uri: str, limit: int, window: float) -> SlidingWindowLimiter | SharedLimiter:
+def limit_storage(settings: Settings) -> tuple[str, str]:
+    """Where the rate limits are kept, and the setting that says so: web_rate_limit_storage, else redis_url (the
+    Redis that already keeps send_rate for the senders), else this process's memory."""
+    if settings.web_rate_limit_storage:
+        return settings.web_rate_limit_storage, "web_rate_limit_storage"
+    if settings.redis_url:
+        return settings.redis_url, "redis_url"
+    return "memory://", "web_rate_limit_storage"
+
+
+def make_limiter(storage_uri: str, limit: int, window: float, *, setting: str = "web_rate_limit_storage") -> SlidingWindowLimiter | SharedLimiter:
     """This process's memory for memory:// (or nothing set), else the shared storage, checked now: a storage
-    that does not answer is a ConfigError before `digest web` serves anything."""
+    that does not answer is a ConfigError (naming `setting`, where the URI came from) before `digest web` serves."""
     if not storage_uri or storage_uri.startswith("memory:"):
         return SlidingWindowLimiter(limit, window)
     try:
-        limiter = SharedLimiter(storage_uri, limit, window)
+        limiter = SharedLimiter(storage_uri, limit, window, setting=setting)
     except StorageDown as exc:
-        raise ConfigError(str(exc), "web_rate_limit_storage is memory:// or a storage URI such as redis://127.0.0.1:6379/0 (pip install redis for Redis)") from None
+        raise ConfigError(str(exc), f"{setting} is memory:// or a storage URI such as redis://127.0.0.1:6379/0 (pip install redis for Redis)") from None
     if not limiter.check():
-        raise ConfigError("web_rate_limit_storage does not answer", "start the storage (Redis) or fix web_rate_limit_storage; memory:// for one process")
+        raise ConfigError(f"{setting} does not answer", f"start the storage (Redis) or fix {setting}; web_rate_limit_storage = \"memory://\" for one process")
     return limiter
