@@ -4,12 +4,15 @@ is dropped, cut or refused with a warning naming the entry, never raised, and wh
 from __future__ import annotations
 
 import json
+from copy import deepcopy
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from digest.errors import FeedError
-from digest.sources import ParsedPaper
+from digest.sources import ParsedPaper, check
 from digest.sources.check import MAX_AUTHORS, MAX_INT, MAX_TITLE, check_paper
 from digest.sources.clean import MAX_KEY, paper_key
 from digest.sources.parse import parse_file, parse_source
@@ -206,3 +209,66 @@ def test_parse_survives_a_character_reference_to_no_character(reference):
     data = rss(f"<title>Caf{reference}</title><author><name>{reference}</name></author>")
     result = parse("feed", data.replace(b"</rss>", b"</rss"))  # broken XML: the lenient parser reads it
     assert result.papers[0].title in ("Caf\ufffd", "Caf")
+
+
+# check_paper's one-pass path for ordinary records (digest.sources.check._ordinary) must agree with the full check on
+# any record: same record after, same problems, same refusal. Values drawn near every limit and of every odd type.
+
+
+
+_plain = st.text(st.sampled_from(["a", " ", "é", "Z", "1", "-"]), min_size=1, max_size=6).filter(str.strip)
+_odd_text = st.sampled_from(["", " ", "\n", "a\tb", "\x00", "a\x1f", "\x7f", "\ud800", "\u2028", "\xad", "é\n"])
+_odd_type = st.sampled_from([None, 0, 3, True, ["x"], b"x"])
+_limits = {"key": MAX_KEY, "ident": check.MAX_IDENTIFIER, "title": MAX_TITLE, "abstract": check.MAX_ABSTRACT,
+           **dict(check._OPTIONAL_LIMITS)}
+
+
+def _odd(field: str):
+    """A value of `field` the one-pass path must step aside for (or may take: the full check decides)."""
+    if field in _limits:
+        limit = _limits[field]
+        return st.one_of(_odd_text, _odd_type, st.integers(limit - 1, limit + 1).map(lambda n: "a" * n))
+    if field in ("authors", "categories"):
+        most = check.MAX_AUTHORS if field == "authors" else check.MAX_CATEGORIES
+        each = check.MAX_AUTHOR if field == "authors" else check.MAX_CATEGORY
+        return st.one_of(_odd_type, st.just("a, b"), st.lists(st.one_of(_odd_text, _odd_type, st.just("a" * (each + 1))), min_size=1, max_size=3),
+                         st.just(["a"] * (most + 1)))
+    if field in ("version", "upvotes"):
+        return st.one_of(st.integers(-2, 0), st.just(MAX_INT), st.just(MAX_INT + 1), st.just(True), st.just("3"), st.just(1.0))
+    return st.one_of(st.datetimes(timezones=st.just(UTC)), st.datetimes(), st.just("2024-01-01"))  # published, updated
+
+
+_valid = {"key": _plain, "ident": _plain, "title": _plain, "abstract": _plain, "authors": st.lists(_plain, max_size=3),
+          "categories": st.lists(_plain, max_size=3), "version": st.none() | st.integers(1, 1000), "upvotes": st.none() | st.integers(0, 1000),
+          "published": st.none() | st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)),
+          **{name: st.none() | _plain for name, _ in check._OPTIONAL_LIMITS}}
+_valid["updated"] = _valid["published"]
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_check_paper_fast_path_agrees_with_the_full_check(data):
+    """A valid record with none, one or two fields made odd: check_paper (the one-pass path when it applies) and the
+    full check leave the same record, report the same problems, refuse the same way."""
+    odd = data.draw(st.lists(st.sampled_from(sorted(_valid)), max_size=2, unique=True))
+    values = {name: data.draw(_odd(name) if name in odd else strategy) for name, strategy in _valid.items()}
+    paper = ParsedPaper(**values)
+    fast, full = deepcopy(paper), deepcopy(paper)
+
+    def outcome(run, record):
+        try:
+            return run(record), record
+        except ValueError as exc:
+            return f"refused: {exc}", None
+
+    assert outcome(check.check_paper, fast) == outcome(check._check_in_full, full)
+    ORDINARY.append(check._ordinary(deepcopy(paper)))
+
+
+ORDINARY: list[bool] = []
+
+
+def test_check_paper_fast_path_is_taken_and_refused_in_the_property_above():
+    if not ORDINARY:
+        test_check_paper_fast_path_agrees_with_the_full_check()
+    assert 0.05 < sum(ORDINARY) / len(ORDINARY) < 0.95, f"{sum(ORDINARY)} of {len(ORDINARY)} records ordinary"
