@@ -10,12 +10,13 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
 from digest.models import Paper
 from digest.sources.clean import MAX_KEY, paper_key
 from digest.sources.parse import parse_source
-from digest.store import _alembic_config, init_db, open_engine
+from digest.store import SCHEMA_REVISION, _alembic_config, ensure_ready, init_db, open_engine, schema_is_current
 from digest.store.editions import sent_edition
 from digest.store.papers import upsert_papers
 from digest.store.search import PAPER_TRIGGERS, include_name, search_papers
@@ -36,6 +37,21 @@ def test_init_db_builds_the_tables_of_the_models(bare_engine):
         # The search index (an FTS5 table, a GIN index on an expression) has no model: see digest.store.search.
         context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
         assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_schema_revision_is_alembics_one_head(bare_engine):
+    heads = ScriptDirectory.from_config(_alembic_config(bare_engine)).get_heads()
+    assert heads == [SCHEMA_REVISION], "a new migration: set digest.store.SCHEMA_REVISION to its revision"
+
+
+def test_schema_is_current_only_at_the_newest_revision(bare_engine):
+    assert not schema_is_current(bare_engine)  # no schema at all
+    command.upgrade(_alembic_config(bare_engine), "0005")
+    assert not schema_is_current(bare_engine)
+    ensure_ready(bare_engine)  # what every command does first
+    assert schema_is_current(bare_engine)
+    with bare_engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_heads() == (SCHEMA_REVISION,)
 
 
 def _insert_at_0001(conn, long_key: str | None) -> None:

@@ -3,13 +3,19 @@ was tuned with (scikit-learn stays a test dependency for these checks)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
+from snowballstemmer.english_stemmer import EnglishStemmer
 
 from digest.rank.stop_words import ENGLISH_STOP_WORDS as OURS
-from digest.rank.text import Vocabulary, analyse, l2_rows
+from digest.rank.text import Vocabulary, analyse, l2_rows, stem, stem_words, words_of
+
+SAMPLE = Path(__file__).resolve().parent.parent / "digest" / "data" / "sample-papers.jsonl"
 
 TEXTS = [
     "Sparse autoencoders find interpretable features in language models",
@@ -40,3 +46,14 @@ def test_vocabulary_rows_are_scikit_learns(queries):
     asked = [analyse(q) for q in queries]
     np.testing.assert_allclose(ours.tfidf(asked).toarray(), theirs.transform(asked).toarray(), rtol=1e-6)
     np.testing.assert_allclose(l2_rows(ours.tfidf(asked)).toarray(), normalize(theirs.transform(asked)).toarray(), rtol=1e-6, atol=1e-7)
+
+
+def test_stem_words_are_the_pure_python_snowball_stems():
+    """The C stemmer (PyStemmer) stems as snowballstemmer's own English stemmer, which the ranking was tuned with."""
+    papers = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    words = sorted({w for p in papers for w in words_of(f"{p['title']} {p['abstract']}")})
+    reference = EnglishStemmer()
+    stems = stem_words(words)
+    assert len(words) > 3000
+    assert stems == {w: reference.stemWord(w) for w in words}
+    assert [stem(w) for w in words[:50]] == [reference.stemWord(w) for w in words[:50]]

@@ -242,7 +242,7 @@ class ProfileRows:
             top = masked.argmax(axis=1)
             valid = (masked[everyone, top] >= max(floor, 1e-9)).astype(np.float32)[:, None]
             masked[everyone, top] = -np.inf
-            part = np.take(gram, top, axis=0)
+            part = np.take(gram(top), top, axis=0)
             part *= valid
             lifted += part
             valid_count += valid
@@ -336,8 +336,9 @@ def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarra
     return out
 
 
-def _mmr(score: np.ndarray, gram: np.ndarray, length: int, lam: float) -> np.ndarray:
-    """Maximal marginal relevance over each row's best candidates: picks (rows x length), -1 where none is left."""
+def _mmr(score: np.ndarray, gram, length: int, lam: float) -> np.ndarray:
+    """Maximal marginal relevance over each row's best candidates: picks (rows x length), -1 where none is left;
+    gram(rows) is the candidates' similarity matrix with those rows filled in (Corpus.gram)."""
     rows, n = score.shape
     picks = np.full((rows, length), -1, dtype=np.int64)
     if length == 0 or n == 0:
@@ -347,7 +348,7 @@ def _mmr(score: np.ndarray, gram: np.ndarray, length: int, lam: float) -> np.nda
     pooled = np.take_along_axis(score, pool, axis=1)
     order = np.lexsort((pool, -pooled), axis=1)  # best first, ties by paper id
     pool, pooled = np.take_along_axis(pool, order, axis=1), np.take_along_axis(pooled, order, axis=1)
-    near = np.take(gram.ravel(), pool[:, :, None] * n + pool[:, None, :])
+    near = np.take(gram(pool).ravel(), pool[:, :, None] * n + pool[:, None, :])
     available = np.isfinite(pooled)
     closest = np.zeros_like(pooled)
     everyone = np.arange(rows)
