@@ -180,6 +180,20 @@ def test_smtp_transport_reuses_one_connection(tmp_path: Path, smtp_server) -> No
     assert msg.get_body(("plain",)).get_content().splitlines()[-1] == ".starts with a dot"  # dot-stuffing undone
 
 
+@pytest.mark.parametrize("message", [
+    b".first line\r\n.\r\n..two dots\r\nmiddle.\r\n\r\n.\r\nend\r\n",
+    b"no line end at the end\r\n.",
+    b"x" * 900 + b"\r\n." + b"y" * 900 + b"\r\n" + b".\r\n" * 50,
+], ids=["dots-at-line-starts", "no-final-crlf", "many-lines"])
+def test_smtp_transport_dot_stuffing_arrives_byte_for_byte(tmp_path: Path, smtp_server, message: bytes) -> None:
+    settings = smtp_settings(tmp_path, smtp_server)
+    with SMTPTransport(settings) as transport:
+        transport.send(message, sender=settings.from_address, recipient="ada@example.org")
+        transport.send(message, sender=settings.from_address, recipient="bob@example.org")  # the connection is still in step
+    expected = message if message.endswith(b"\r\n") else message + b"\r\n"  # SMTP ends the data with CRLF "." CRLF
+    assert [m.data for m in smtp_server.messages] == [expected, expected]
+
+
 def test_smtp_transport_starttls_and_auth(tmp_path: Path, smtp_tls_server) -> None:
     settings = smtp_settings(tmp_path, smtp_tls_server, smtp_security="starttls", smtp_user="user", smtp_password="secret-pass")
     with SMTPTransport(settings, ssl_context=smtp_tls_server.client_context()) as transport:

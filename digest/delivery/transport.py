@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import Settings
 from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from ..log import log_event
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger("digest.delivery")
 
@@ -40,6 +43,33 @@ class Transport(Protocol):
 # Exceptions that mean "the connection is gone": smtplib raises OSError subclasses for a peer that
 # resets, a timeout, or a read on a closed socket.
 _DROPPED = (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError, socket.timeout, ssl.SSLError)
+
+
+def quote_periods(data: bytes) -> bytes:
+    """SMTP dot-stuffing (RFC 5321 4.5.2: a line that starts with "." gets another): what smtplib does with a
+    multiline regex, which tries every position of a 40 KB message (a fifth of a millisecond per message, a
+    tenth of an edition's CPU), done with two C-level scans instead."""
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..")
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib.SMTP whose DATA stuffs dots with quote_periods and sends the message and its end in one write."""
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        if not isinstance(msg, bytes):
+            return super().data(msg)
+        self.putcmd("data")
+        code, reply = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        self.send(b"".join((quote_periods(msg), b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n")))
+        return self.getreply()
+
+
+class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's name
+    """smtplib.SMTP_SSL with _SMTP's DATA."""
 
 
 class PaceLike(Protocol):
@@ -108,9 +138,9 @@ class SMTPTransport:
         smtp: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
-                smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context())
+                smtp = _SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context())
             else:
-                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                smtp = _SMTP(self.host, self.port, timeout=self.timeout)
             if self.security == "starttls":
                 smtp.ehlo()
                 if not smtp.has_extn("starttls"):
