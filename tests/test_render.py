@@ -7,7 +7,9 @@ DIGEST_UPDATE_GOLDEN=1 rewrites tests/golden/ from the current output (review th
 from __future__ import annotations
 
 import os
+import random
 import re
+import textwrap
 from datetime import date
 from pathlib import Path
 
@@ -18,9 +20,11 @@ from digest.errors import ConfigError
 from digest.models import Paper
 from digest.rank import Candidate, RankedPaper, RankResult
 from digest.render import (
+    TEXT_WIDTH,
     DigestRenderer,
     Links,
     RenderedEmail,
+    _wrap,
     abstract_url,
     author_line,
     render_digest,
@@ -329,3 +333,17 @@ def test_source_badges_name_arxiv_hugging_face_and_feeds():
 ], ids=["own-url", "javascript-url", "doi", "nothing-usable"])
 def test_abstract_url_prefers_a_safe_web_url(fields, expected):
     assert abstract_url(make_paper(1, "x", **fields)) == expected
+
+
+@pytest.mark.parametrize("indents", [("  ", "  "), ("- ", "  "), ("  Why: ", "       "), ("", "")], ids=["body", "title", "reason", "footer"])
+def test_wrap_is_textwrap_fill_word_for_word(indents: tuple[str, str]) -> None:
+    """render._wrap's greedy fill gives textwrap's lines: words at, under and over the width, non-breaking and other
+    white space (handed to textwrap), double spaces, leading and trailing ones, the empty text."""
+    rng = random.Random(11)
+    first, rest = indents
+    for _ in range(3000):
+        words = ["".join(rng.choice("ab-\u00e9.,\u00a0\u2003") for _ in range(rng.choice([1, 2, 5, 13, 40, 70, 76, 77, 78, 79, 90]))) for _ in range(rng.randint(0, 25))]
+        text = "".join(word + rng.choice([" ", " ", " ", "  ", "\t", "\n"]) for word in words)
+        text = text.strip() if rng.random() < 0.7 else text
+        expected = textwrap.fill(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
+        assert _wrap(text, first, rest) == expected, text
