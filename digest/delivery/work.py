@@ -7,6 +7,7 @@ Plain frozen values, no behaviour: the loop, the builders and the claimers pass 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from ..errors import DigestError
@@ -25,7 +26,7 @@ class Letter:
     message_id: str
     result: RankResult
 
-    @property
+    @cached_property  # read when the letter's outcome is bound and when it is recorded
     def paper_ids(self) -> tuple[int, ...]:
         """Every paper the email shows (picks, then trending), each once, in order: what 'sent' records."""
         return papers_carried(self.result)
