@@ -125,8 +125,11 @@ def test_build_message_display_names_round_trip(tmp_path: Path, name: str) -> No
         ("<p>Caf\u00e9</p>", "7bit"),
         ("<style>p::before{content:'\u2192'}</style><p>x</p>", "base64"),
         ("<p>" + "x" * 1200 + "</p>", "base64"),
+        ("<STYLE>p{}</Style><p>\u00e9</p><style>a{}</style><p>\u00e8</p>", "7bit"),
+        ("<style>p{}</style><p>x</p><StYlE>a::after{content:'\u2192'}</style>", "base64"),
+        ("<p>\u00e9</p><style>p{content:'\u2192'}", "base64"),
     ],
-    ids=["ascii", "non-ascii-text", "non-ascii-style", "long-line"],
+    ids=["ascii", "non-ascii-text", "non-ascii-style", "long-line", "non-ascii-between-styles", "non-ascii-second-style", "unclosed-style"],
 )
 def test_encode_html_picks_the_transfer_encoding(tmp_path: Path, html: str, encoding: str) -> None:
     assert encode_html(html)[0] == encoding
@@ -136,6 +139,10 @@ def test_encode_html_picks_the_transfer_encoding(tmp_path: Path, html: str, enco
     import html as html_module
 
     assert html_module.unescape(part.get_content().replace("\r\n", "\n")) == html_module.unescape(html)
+
+
+def test_encode_html_line_ends_become_crlf_and_non_ascii_references() -> None:
+    assert encode_html("<p>Caf\u00e9</p>\r\n<p>two</p>\r<p>three</p>\n") == ("7bit", b"<p>Caf&#233;</p>\r\n<p>two</p>\r\n<p>three</p>\r\n")
 
 
 def test_build_message_rejects_non_ascii_address(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
 # Control characters (and Unicode line breaks some clients honour) would end a header early: a title carrying
 # "\r\nBcc: x" must stay one line of text (digest.sources.clean.one_line, the one cleaner of shown text).
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
-_STYLE = re.compile(r"<style.*?(?:</style|\Z)", re.IGNORECASE | re.DOTALL)  # a <style> element, to its end tag or the end
+_STYLE_START = re.compile("<style", re.IGNORECASE)  # a <style> element, to its end tag or the end
+_STYLE_END = re.compile("</style", re.IGNORECASE)
 
 
 # --- headers ----------------------------------------------------------------------------------------
@@ -170,11 +171,12 @@ def encode_html(html: str) -> tuple[str, bytes]:
     nothing to encode and a third fewer bytes on the wire than base64. Not inside <style>, where
     references are not decoded: such a page goes base64.
     """
-    if not html.isascii():
-        if not _styles_are_ascii(html):
-            return "base64", encode_base64(html)
-        html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
-    body = _crlf(html)
+    if not html.isascii() and not _styles_are_ascii(html):
+        return "base64", encode_base64(html)
+    body = html.encode("ascii", "xmlcharrefreplace")  # the references, and the bytes, in one pass
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    body = body.replace(b"\n", b"\r\n")  # what _crlf does, on the bytes
     if _too_long(body):
         return "base64", encode_base64(html)
     return "7bit", body
@@ -196,8 +198,17 @@ def encode_text(text: str) -> tuple[str, bytes]:
 
 
 def _styles_are_ascii(html: str) -> bool:
-    # One case-insensitive scan (not a lower-cased copy of the whole email, which cost more than the rest of the check).
-    return all(style.group(0).isascii() for style in _STYLE.finditer(html))
+    """Each <style> element, to its end tag or the end, is ASCII. Found by two case-insensitive searches per element
+    (a lazy `<style.*?</style` pattern stepped through the 30 KB page character by character: 39 -> 15 us)."""
+    position = 0
+    while (start := _STYLE_START.search(html, position)) is not None:
+        end = _STYLE_END.search(html, start.end())
+        if not html[start.start() : end.start() if end is not None else len(html)].isascii():
+            return False
+        if end is None:
+            return True
+        position = end.end()
+    return True
 
 
 def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Settings, message_id: str, unsubscribe_url: str, date: datetime) -> bytes:
