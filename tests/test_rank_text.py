@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 from snowballstemmer.english_stemmer import EnglishStemmer
 
 from digest.rank.stop_words import ENGLISH_STOP_WORDS as OURS
-from digest.rank.text import Vocabulary, analyse, l2_rows, stem, stem_words, words_of
+from digest.rank.text import Vocabulary, analyse, l2_rows, row_norms, stem, stem_words, words_of
 
 SAMPLE = Path(__file__).resolve().parent.parent / "digest" / "data" / "sample-papers.jsonl"
 
@@ -57,3 +58,11 @@ def test_stem_words_are_the_pure_python_snowball_stems():
     assert len(words) > 3000
     assert stems == {w: reference.stemWord(w) for w in words}
     assert [stem(w) for w in words[:50]] == [reference.stemWord(w) for w in words[:50]]
+
+
+def test_row_norms_are_the_rows_euclidean_lengths_empty_rows_included():
+    """Rows of zeros at the start, in the middle and at the end have length 0 (np.add.reduceat would sum past them)."""
+    dense = np.array([[0, 0, 0], [3, 4, 0], [0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 0]], dtype=np.float32)
+    matrix = sp.csr_matrix(dense)
+    np.testing.assert_allclose(row_norms(matrix), [0, 5, 0, 1, 2, 0], rtol=1e-6)
+    assert row_norms(sp.csr_matrix((2, 3), dtype=np.float32)).tolist() == [0.0, 0.0]

@@ -53,20 +53,35 @@ class ProfileRows:
         self.pos: list[list[int]] = []  # rows of seed and liked papers
         self.neg: list[list[int]] = []  # rows of disliked papers
         self.labels: list[list[tuple]] = []  # (kind, ProfilePaper) of each pos row, in pos order
+        # Interests are numbered first (rows 0..), then papers (rows after the last interest): two passes, so that
+        # no row number is shifted afterwards. An interest text written alike by many is normalised once.
+        rows_of: dict[str, int] = {}  # an interest as written -> its row
         for p in profiles:
-            i_rows = list(dict.fromkeys(interests.setdefault(interest_key(t), len(interests)) for t in p.interests if t.strip()))
+            i_rows = []
+            for t in p.interests:
+                row = rows_of.get(t)
+                if row is None:
+                    if not t.strip():
+                        continue
+                    row = rows_of[t] = interests.setdefault(interest_key(t), len(interests))
+                if row not in i_rows:
+                    i_rows.append(row)
+            self.interest_rows.append(i_rows)
+        offset = self.interest_count = len(interests)
+        for p in profiles:
+            if not (p.seed_texts or p.liked_texts or p.disliked_texts):
+                self.pos.append([])
+                self.neg.append([])
+                self.labels.append([])
+                continue
             pairs = [("seed", x) for x in p.seed_texts] + [("liked", x) for x in p.liked_texts[-MAX_VOTES:]]
-            pos = [papers.setdefault((x.title, x.abstract), len(papers)) for _, x in pairs]
-            neg = [papers.setdefault((x.title, x.abstract), len(papers)) for x in p.disliked_texts[-MAX_VOTES:]]
+            pos = [offset + papers.setdefault((x.title, x.abstract), len(papers)) for _, x in pairs]
+            neg = [offset + papers.setdefault((x.title, x.abstract), len(papers)) for x in p.disliked_texts[-MAX_VOTES:]]
             for x in (*(x for _, x in pairs), *p.disliked_texts[-MAX_VOTES:]):
                 paper_ids.setdefault((x.title, x.abstract), x.paper_id)
-            self.interest_rows.append(i_rows)
             self.pos.append(pos)
             self.neg.append(neg)
             self.labels.append(pairs)
-        offset = self.interest_count = len(interests)
-        self.pos = [[offset + r for r in rows] for rows in self.pos]
-        self.neg = [[offset + r for r in rows] for rows in self.neg]
         self.queries = corpus.vectorise(list(interests), list(papers))
         self.evidence = corpus.evidence_terms(list(interests))
         self.query_embeddings: np.ndarray | None = None
@@ -85,17 +100,23 @@ class ProfileRows:
         columns = np.array(w_cols, dtype=np.intp)
         weights = sp.csr_matrix((np.array(w_vals, dtype=np.float32), (np.array(w_rows, dtype=np.intp), columns)), shape=(len(profiles), self.queries.shape[0]))
         self.weights = weights
-        uses = np.bincount(np.array([r for i in range(len(profiles)) for r in self.interest_rows[i] + self.pos[i] + self.neg[i]], dtype=np.intp), minlength=self.queries.shape[0])
+        used_rows = [r for rows in (self.interest_rows, self.pos, self.neg) for mine in rows for r in mine]
+        uses = np.bincount(np.array(used_rows, dtype=np.intp), minlength=self.queries.shape[0])
         self._share_sims(uses)
-        centroid = (weights @ self.queries).tocsr()
-        norms = np.sqrt(np.asarray(centroid.multiply(centroid).sum(axis=1)).ravel()).astype(np.float32)
-        self.centroid_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        # The profiles' centroids (weights @ queries) are made a chunk at a time where they are needed, in the
+        # scoring threads and for the reasons: all 100,000 at once were 1.5 s of serial work and hundreds of MB.
         if self.query_embeddings is not None:
             norms = np.linalg.norm(np.asarray(weights @ self.query_embeddings), axis=1).astype(np.float32)
             self.embedding_norm = np.where(norms > 0, norms, 1.0).astype(np.float32)
-        centroid.data = np.maximum(centroid.data, 0)  # what the reasons look at: the profile's positive terms
-        centroid.eliminate_zeros()
-        self.centroid_pos = centroid
+
+    def _centroids(self, profiles) -> sp.csr_matrix:
+        """The Rocchio centroids of `profiles` (indexes), one row each: the same rows whichever profiles are asked
+        together (each row of a sparse product is computed on its own)."""
+        return (self.weights[profiles] @ self.queries).tocsr()
+
+    def _centroid_norms(self, profiles) -> np.ndarray:
+        norms = rank_text.row_norms(self._centroids(profiles))
+        return np.where(norms > 0, norms, 1.0).astype(np.float32)
 
     def _share_sims(self, uses: np.ndarray) -> None:
         """Cosines of the rows several profiles use (an interest many share, a popular seed paper), computed once
@@ -128,10 +149,10 @@ class ProfileRows:
         sims[~have] = self._sims(rows[~have])
         embedded, docs_embedded = self.query_embeddings, corpus.embeddings
         semantic = (embedded[rows] @ docs_embedded.T).astype(np.float32) if embedded is not None and docs_embedded is not None else None
-        relevance = self._relevance(chunk, sims, local, self.centroid_norm)
+        relevance = self._relevance(chunk, sims, local, self._centroid_norms(chunk))
         if semantic is not None:
             share = rank_text.SEMANTIC_SHARE
-            relevance = (1 - share) * relevance + share * self._relevance(chunk, shifted(semantic), local, self.embedding_norm)
+            relevance = (1 - share) * relevance + share * self._relevance(chunk, shifted(semantic), local, self.embedding_norm[chunk])
         evidence = self._interest_evidence(chunk, rows, semantic)
         voted = [k for k, i in enumerate(chunk) if self.pos[i] or self.neg[i]]
         if voted:
@@ -157,9 +178,9 @@ class ProfileRows:
 
     def _relevance(self, chunk: list[int], sims: np.ndarray, local: dict[int, int], norms: np.ndarray) -> np.ndarray:
         """CENTROID_SHARE x the cosine to the profile's Rocchio centroid + the rest x the best single interest or
-        positive paper; `sims` holds the chunk's rows (in `local` order)."""
+        positive paper; `sims` holds the chunk's rows (in `local` order), `norms` the chunk's centroid lengths."""
         n = self.corpus.size
-        centroid = np.asarray(self.weights[chunk][:, list(local)] @ sims) / norms[chunk, None] if local else np.zeros((len(chunk), n), np.float32)
+        centroid = np.asarray(self.weights[chunk][:, list(local)] @ sims) / norms[:, None] if local else np.zeros((len(chunk), n), np.float32)
         best = _segment_max(sims, [[local[r] for r in self.interest_rows[i] + self.pos[i]] for i in chunk], n)
         return (CENTROID_SHARE * centroid + (1 - CENTROID_SHARE) * best).astype(np.float32)
 
@@ -255,7 +276,10 @@ class ProfileRows:
         docs = np.array([d for c in chosen for d in c], dtype=np.intp)
         if not len(docs):
             return [[] for _ in chunk]
-        overlap = self.corpus.docs[docs].multiply(self.centroid_pos[owners]).tocsr()
+        centroids = self._centroids(owners)
+        centroids.data = np.maximum(centroids.data, 0)  # what the reasons look at: the profile's positive terms
+        centroids.eliminate_zeros()
+        overlap = self.corpus.docs[docs].multiply(centroids).tocsr()
         overlap.eliminate_zeros()
         rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
         # One stable sort: row first, then the larger contribution (1 / (2 + x) falls as x grows, stays in (0, 0.5]).
