@@ -14,7 +14,17 @@ from sklearn.preprocessing import normalize
 from snowballstemmer.english_stemmer import EnglishStemmer
 
 from digest.rank.stop_words import ENGLISH_STOP_WORDS as OURS
-from digest.rank.text import Vocabulary, analyse, l2_rows, row_norms, stem, stem_words, words_of
+from digest.rank.text import (
+    ReadableTerms,
+    Vocabulary,
+    analyse,
+    forms_of_words,
+    l2_rows,
+    row_norms,
+    stem,
+    stem_words,
+    words_of,
+)
 
 SAMPLE = Path(__file__).resolve().parent.parent / "digest" / "data" / "sample-papers.jsonl"
 
@@ -66,3 +76,15 @@ def test_row_norms_are_the_rows_euclidean_lengths_empty_rows_included():
     matrix = sp.csr_matrix(dense)
     np.testing.assert_allclose(row_norms(matrix), [0, 5, 0, 1, 2, 0], rtol=1e-6)
     assert row_norms(sp.csr_matrix((2, 3), dtype=np.float32)).tolist() == [0.0, 0.0]
+
+
+def test_readable_terms_are_the_forms_of_every_term():
+    """Worked out term by term when a reason shows one, the forms are those of the whole corpus counted at once."""
+    papers = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    texts = [words_of(f"{p['title']} {p['abstract']}") for p in papers]
+    forms = forms_of_words(texts)
+    features = sorted(forms)
+    terms = ReadableTerms(features, texts)
+    assert len(features) > 10_000 and any(" " in f and forms[f] != f for f in features)
+    assert [terms[n] for n in range(len(features))] == [forms[f] for f in features]
+    assert terms[len(features) - 1] == forms[features[-1]]  # the second look-up answers from what the first kept

@@ -318,7 +318,7 @@ class ProfileRows:
         return out
 
 
-def _readable(terms: tuple[int, ...], names, words: list[tuple[str, ...]], cache: dict, size: int = 3) -> list[str]:
+def _readable(terms: tuple[int, ...], names, words, cache: dict, size: int = 3) -> list[str]:
     """The first `size` terms, a bigram hiding the words it is made of (shown before or after it); `cache` keeps
     the answers, as the same overlaps recur across subscribers."""
     if terms in cache:

@@ -130,6 +130,57 @@ def forms_of_words(texts: Sequence[list[str]]) -> dict[str, str]:
     return {root: form for root, (_, form) in best.items()}
 
 
+class ReadableTerms:
+    """The words a reason shows for each term of a vocabulary, as forms_of_words gives them (the most frequent
+    plural-stripped form among the texts, ties alphabetically first), worked out for a term when a reason first
+    shows it: a ranking shows a few hundred of its tens of thousands of terms. A bigram's forms are the pairs of its
+    two stems' words, looked up among the texts' word pairs, so each term costs a few dictionary look-ups."""
+
+    def __init__(self, features: Sequence[str], texts: Sequence[list[str]]):
+        self.features = features
+        self.singles: Counter[str] = Counter()
+        self.pairs: Counter[tuple[str, str]] = Counter()
+        for words in texts:
+            self.singles.update(words)
+            self.pairs.update(zip(words, words[1:]))
+        stems = stem_words(self.singles)
+        self.words_of_stem: dict[str, list[str]] = {}
+        for word in self.singles:
+            self.words_of_stem.setdefault(stems[word], []).append(word)
+        self.shown: dict[int, str] = {}
+
+    def __getitem__(self, term: int) -> str:
+        found = self.shown.get(term)
+        if found is None:
+            found = self.shown[term] = self._form(self.features[term])
+        return found
+
+    def _form(self, root: str) -> str:
+        counts: Counter[str] = Counter()
+        parts = root.split(" ")
+        if len(parts) == 1:
+            for word in self.words_of_stem.get(root, ()):
+                counts[plural(word)] += self.singles[word]
+        else:
+            first, second = parts
+            for a in self.words_of_stem.get(first, ()):
+                for b in self.words_of_stem.get(second, ()):
+                    n = self.pairs.get((a, b))
+                    if n:
+                        counts[f"{plural(a)} {plural(b)}"] += n
+        return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else root
+
+
+class TermWords:
+    """The words of each term of a vocabulary (a bigram's two), split when a reason asks for them."""
+
+    def __init__(self, features: Sequence[str]):
+        self.features = features
+
+    def __getitem__(self, term: int) -> tuple[str, ...]:
+        return tuple(self.features[term].split(" "))
+
+
 class Vocabulary:
     """The candidates' terms (sorted, as scikit-learn numbers them) with their smoothed IDF, log((1 + n) / (1 + df)) + 1,
     and the count and sublinear TF-IDF rows of analysed texts over them: what TfidfVectorizer(sublinear_tf=True,
@@ -220,12 +271,12 @@ class Corpus:
             self.vectorizer, title_counts, abstract_counts = Vocabulary.fit(titles, abstracts)
             self.avgdl: float | None = None
             self.docs = self._bm25(TITLE_WEIGHT * title_counts + abstract_counts)
-            forms = forms_of_words([title + abstract for title, abstract in words])
-            self.terms = np.array([forms.get(t, t) for t in self.vectorizer.features], dtype=object)
+            self.terms: ReadableTerms | list[str] = ReadableTerms(self.vectorizer.features, [title + abstract for title, abstract in words])
+            self.term_words: TermWords | list[tuple[str, ...]] = TermWords(self.vectorizer.features)
         else:  # no candidates, or none with a word: nothing can match
             self.docs = sp.csr_matrix((self.size, 1), dtype=np.float32)
-            self.terms = np.array([""], dtype=object)
-        self.term_words = [tuple(t.split(" ")) for t in (self.vectorizer.features if self.vectorizer is not None else self.terms)]
+            self.terms = [""]
+            self.term_words = [("",)]
         self.docs_t = self.docs.T.tocsr()
         self.presence_t = (self.docs_t > 0).astype(np.float32).tocsr()  # which terms each candidate holds
         # The day's average paper (a negative example of every vote model): its products with each candidate and itself.
