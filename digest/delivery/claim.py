@@ -28,7 +28,7 @@ from ..errors import DigestError, StoreError
 from ..log import log_event
 from ..store import deliveries as ledger
 from ..store import fleet
-from ..store.editions import record_edition_contents, record_edition_contents_many
+from ..store.editions import edition_contents, record_edition_contents
 from .work import Contents, Letter, Outcome, Settlement, contents_of
 
 
@@ -102,13 +102,12 @@ class LedgerClaimer:
         now = self.clock()
         writes = [self._write_of(outcome, now) for outcome in outcomes]
         sent = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.letter.paper_ids, o.attempts) for o in outcomes if o.state == "sent"]
-        contents = [(o.letter.delivery_id, *(o.contents or contents_of(o.letter.result))) for o in outcomes if o.state == "sent"]
+        contents = [edition_contents(*(o.contents or contents_of(o.letter.result))) for o in outcomes if o.state == "sent"]  # the web page's
         others = [(k, write) for k, (outcome, write) in enumerate(zip(outcomes, writes)) if outcome.state != "sent"]
         until = self.covered_until
 
         def work(conn: Connection) -> list[int]:
-            ledger.record_sent_many(conn, sent, now, until)
-            record_edition_contents_many(conn, contents)  # a sent edition always has its contents (the web page's)
+            ledger.record_sent_many(conn, sent, now, until, contents=contents)  # a sent edition always has its contents
             bounces = [0] * len(outcomes)
             for k, write in others:
                 bounces[k] = int(write(conn) or 0)  # type: ignore[call-overload]

@@ -255,15 +255,19 @@ def record_sent(conn: Connection, delivery_id: int, subscriber_id: int, paper_id
     conn.execute(_COVERED, {"subscriber_id_": subscriber_id, "until_": covered_until})
 
 
-def record_sent_many(conn: Connection, sent: Sequence[tuple[int, int, Sequence[int], int]], now: datetime, covered_until: datetime) -> None:
-    """record_sent for several (delivery id, subscriber id, paper ids, attempts) at once: three statements with many
-    parameter sets instead of three per message (the answers several SMTP connections brought back meanwhile).
-    The instants are converted for the driver once (_driver_value), not once per parameter set: a sent email's
-    dozen sent_paper rows each had its own conversion, a third of the CPU of recording it."""
+def record_sent_many(conn: Connection, sent: Sequence[tuple[int, int, Sequence[int], int]], now: datetime, covered_until: datetime, *,
+                     contents: Sequence[object]) -> None:
+    """record_sent for several (delivery id, subscriber id, paper ids, attempts) at once, with each one's `contents`
+    (digest.store.editions.edition_contents, in the same order): three statements with many parameter sets instead
+    of four per message (the answers several SMTP connections brought back meanwhile). Every value is converted for
+    the driver once per value, the instants once for all (_driver_value), and the sets go to the driver's
+    executemany (_execute_converted): SQLAlchemy's processing of each set was most of the CPU of recording."""
     if not sent:
         return
     at, until = _driver_value(conn, _delivery.c.sent_at, now), _driver_value(conn, _subscriber.c.last_digest_at, covered_until)
-    conn.execute(_SENT_MANY, [{"delivery_id_": row, "tries_": attempts, "papers_": list(papers), "at_": at} for row, _, papers, attempts in sent])
+    as_json = _processor(conn, _delivery.c.papers)
+    _execute_converted(conn, _SENT_MANY, [{"delivery_id_": row, "tries_": attempts, "papers_": as_json(list(papers)), "contents_": as_json(shown), "at_": at}
+                                          for (row, _, papers, attempts), shown in zip(sent, contents, strict=True)])
     carried = [{"sub_": sub, "paper_": p, "row_": row, "at_": at} for row, sub, papers, _ in sent for p in dict.fromkeys(papers)]
     if carried:
         _execute_converted(conn, _sent_paper_insert_many(conn), carried)
@@ -286,10 +290,15 @@ def _execute_converted(conn: Connection, statement: sa.Executable, rows: list[di
     conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows] if order is not None else rows)  # type: ignore[arg-type]
 
 
+def _processor(conn: Connection, column: sa.Column) -> Callable[[object], object]:
+    """What `column`'s type does to a value before this connection's driver gets it."""
+    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return process if process is not None else (lambda value: value)
+
+
 def _driver_value(conn: Connection, column: sa.Column, value: object) -> object:
     """`value` as `column`'s type hands it to this connection's driver (for a _converted parameter)."""
-    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    return process(value) if process is not None else value
+    return _processor(conn, column)(value)
 
 
 class _Converted(sa.types.TypeDecorator):
@@ -308,12 +317,14 @@ def _converted(name: str) -> sa.BindParameter:
     return sa.bindparam(name, type_=_Converted())
 
 
+# Every value of these is a parameter of the set or SQL: _execute_converted hands the sets to the driver as they are.
 _SENT_MANY = (
     sa.update(_delivery)
     .where(_delivery.c.id == sa.bindparam("delivery_id_"))
-    .values(state="sent", attempts=_delivery.c.attempts + sa.bindparam("tries_"), papers=_bind("papers_", _delivery.c.papers), last_error=None, sent_at=_converted("at_"), updated_at=_converted("at_"))
+    .values(state=sa.literal_column("'sent'"), attempts=_delivery.c.attempts + sa.bindparam("tries_"), papers=_bind("papers_", _delivery.c.papers),
+            contents=_bind("contents_", _delivery.c.contents), last_error=sa.null(), sent_at=_converted("at_"), updated_at=_converted("at_"))
 )
-_COVERED_MANY = (  # every value a parameter of the set or SQL: _execute_converted hands the sets to the driver as they are
+_COVERED_MANY = (
     sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_")).values(last_digest_at=_converted("until_"), consecutive_bounces=sa.literal_column("0"))
 )
 _SENT_PAPER_MANY: dict[str, object] = {}

@@ -2,8 +2,8 @@
 showed it (the picks with their reasons, then the trending papers), so the page stays the same whatever the
 ranking does later.
 
-record_edition_contents is written by the delivery loop next to record_sent (same transaction); sent_edition
-reads it back. It must not rank, render or send.
+record_edition_contents is written by the delivery loop next to record_sent (same transaction; for several sent
+emails at once, record_sent_many writes edition_contents with them); sent_edition reads it back. It must not rank, render or send.
 """
 
 from __future__ import annotations
@@ -49,13 +49,6 @@ _CONTENTS = sa.update(_delivery).where(_delivery.c.id == sa.bindparam("delivery_
 def record_edition_contents(conn: Connection, delivery_id: int, picks: Sequence[tuple[int, Sequence[str]]], trending: Sequence[int]) -> None:
     """Record how delivery `delivery_id` showed its papers; call it with record_sent, in the same transaction."""
     conn.execute(_CONTENTS, {"delivery_id_": delivery_id, "contents_": edition_contents(picks, trending)})
-
-
-def record_edition_contents_many(conn: Connection, rows: Sequence[tuple[int, Sequence[tuple[int, Sequence[str]]], Sequence[int]]]) -> None:
-    """record_edition_contents for several (delivery id, picks, trending) in one statement with many parameter sets
-    (the deliveries record_sent_many marks sent, in its transaction)."""
-    if rows:
-        conn.execute(_CONTENTS, [{"delivery_id_": delivery_id, "contents_": edition_contents(picks, trending)} for delivery_id, picks, trending in rows])
 
 
 def sent_edition(engine: Engine, subscriber_id: int, edition: str) -> SentEdition | None:
