@@ -4,9 +4,10 @@ Prints p50 / p95 / p99 / max milliseconds and requests per second for each load,
 assertions (figures, not timed tests). Targets (issue 13): `/` under 50 ms at p95; 500 concurrent clients keep
 p95 under 500 ms.
 
-    python benchmarks/web_front.py [--papers 2000] [--seconds 10] [--threads 4]
+    python benchmarks/web_front.py [--papers 2000] [--seconds 10] [--threads 4] [--processes 1]
 
-Loads, each bounded by --seconds: a few clients (4, as many as waitress threads) on `/`; 500 concurrent clients on
+`--processes N` serves with `digest web --processes N` (N forked servers on one port). Loads, each bounded by
+--seconds: a few clients (4, as many as waitress threads) on `/`; 500 concurrent clients on
 `/`; 500 on `/day/<today>`; 500 on `/feed.xml`. Every wrk request is a new visitor's (no cookie): the page is
 served from the in-memory render and gets a fresh CSRF cookie and token, the costliest case after the render itself.
 The first request after each change of the data (a fetch) renders the page: timed apart ("cold").
@@ -70,9 +71,9 @@ def build_home(home: Path, papers: int) -> None:
     engine.dispose()
 
 
-def start_web(home: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def start_web(home: Path, threads: int, processes: int) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "DIGEST_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "web", "--port", "0", "--threads", str(threads)], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "web", "--port", "0", "--threads", str(threads), "--processes", str(processes)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:\d+", line)
@@ -107,7 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--papers", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--threads", type=int, default=4, help="waitress threads of `digest web`")
+    parser.add_argument("--threads", type=int, default=4, help="waitress threads of `digest web` (of each process)")
+    parser.add_argument("--processes", type=int, default=1, help="server processes of `digest web`")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -119,10 +121,10 @@ def main() -> None:
         build_home(home, args.papers)
         script = home / "report.lua"
         script.write_text(LUA, encoding="utf-8")
-        proc, base = start_web(home, args.threads)
+        proc, base = start_web(home, args.threads, args.processes)
         today = datetime.now(timezone.utc).date().isoformat()
         try:
-            print(f"{args.papers} papers over 3 days; digest web --threads {args.threads}; wrk runs of {args.seconds} s")
+            print(f"{args.papers} papers over 3 days; digest web --threads {args.threads} --processes {args.processes}; wrk runs of {args.seconds} s")
             for path in ("/", f"/day/{today}", "/feed.xml"):
                 print(f"{'cold ' + path:<34} {cold(base + path):7.1f} ms (first request: queries and render)")
             print(f"load average: {open('/proc/loadavg').read().strip()}")

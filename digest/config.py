@@ -100,9 +100,10 @@ class Settings:
                                    minimum=1)
     subscribe_window: float = setting(600.0, "seconds of the subscribe rate-limit window", minimum=1)
     web_rate_limit_storage: str = setting(
-        "", "where `digest web` counts subscribe attempts: memory:// (one process) or a storage URI shared by every "
-        "`digest web` process and host, e.g. redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations share it); "
-        "empty: redis_url when that is set, else memory://", secret=True)
+        "", "where `digest web` counts subscribe attempts: memory:// (each process alone, each of `digest web "
+        "--processes N` too) or a storage URI shared by every `digest web` process and host, e.g. "
+        "redis://127.0.0.1:6379/0 (?key_prefix=NAME when installations share it); empty: redis_url when that is set, "
+        "else memory://", secret=True)
     confirm_interval: float = setting(
         600.0, "least seconds between two confirmation emails to one address, whoever asks for them", minimum=0)
     confirm_daily_limit: int = setting(

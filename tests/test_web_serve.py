@@ -166,3 +166,88 @@ def test_digest_web_warns_when_base_url_does_not_reach_it(home, matching):
         assert warnings == [f"warning: base_url http://127.0.0.1:8080 does not reach this server: it listens on port {port} "
                             f"(every link in emails and pages leads there: set base_url to http://127.0.0.1:{port}, "
                             f"e.g. DIGEST_BASE_URL=http://127.0.0.1:{port}, or use --port 8080)"]
+
+
+@pytest.mark.parametrize(("limit", "accepted"), [(100, 30), (10, 8)], ids=["all-waiting", "up-to-the-connection-limit"])
+def test_one_turn_of_the_loop_accepts_every_waiting_connection(home, limit, accepted):
+    from digest.config import load_settings
+    from digest.web.serve import create_server
+
+    settings = load_settings(home, env={}, overrides={"secret_key": SECRET, "web_connection_limit": limit})
+    server = create_server(lambda environ, start_response: [], settings, host="127.0.0.1", port=0, threads=1)
+    clients = [socket.create_connection(("127.0.0.1", int(server.effective_port)), timeout=5) for _ in range(30)]
+    try:  # the 30 handshakes are done: all wait in the kernel's queue for accept()
+        server.handle_accept()  # what one turn of waitress's loop does when the listening socket is readable
+        assert len(server.active_channels) == accepted  # waitress alone: 1; the map also holds the server and its trigger
+    finally:
+        for sock in clients:
+            sock.close()
+        for channel in list(server._map.values()):
+            channel.close()
+        server.task_dispatcher.shutdown()
+
+
+def _threaded_server(home, app):
+    import threading
+
+    from digest.config import load_settings
+    from digest.web.serve import create_server
+
+    settings = load_settings(home, env={}, overrides={"secret_key": SECRET})
+    server = create_server(app, settings, host="127.0.0.1", port=0, threads=2)
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    return server, loop
+
+
+def test_a_connection_a_worker_answers_on_is_not_polled_for_writing(home):
+    from digest.config import load_settings
+    from digest.web.serve import create_server
+
+    settings = load_settings(home, env={}, overrides={"secret_key": SECRET})
+    server = create_server(lambda environ, start_response: [], settings, host="127.0.0.1", port=0, threads=1)
+    client = socket.create_connection(("127.0.0.1", int(server.effective_port)), timeout=5)
+    try:
+        server.handle_accept()
+        (channel,) = server.active_channels.values()
+        channel.total_outbufs_len = 10  # output waiting to be sent
+        assert channel.writable()  # the loop sends it
+        channel.requests = [object()]  # a worker is answering: it sends, the loop would only spin on its lock
+        assert not channel.writable()
+        channel.will_close = True  # but a connection to close is closed by the loop
+        assert channel.writable()
+    finally:
+        client.close()
+        for each in list(server._map.values()):
+            each.close()
+        server.task_dispatcher.shutdown()
+
+
+def test_output_left_when_the_worker_is_done_is_sent_by_the_loop(home):
+    # What the socket did not take during the worker's write goes out once the worker is done and the client reads.
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB: more than the socket buffers hold
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    server, loop = _threaded_server(home, app)
+    try:
+        with socket.create_connection(("127.0.0.1", int(server.effective_port)), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)  # not reading yet: the worker's write fills the buffers and the worker finishes
+            data = b""
+            while True:
+                chunk = client.recv(1 << 16)  # socket.timeout (a failure) if the rest never comes
+                if not chunk:
+                    break
+                data += chunk
+                head, sep, rest = data.partition(b"\r\n\r\n")
+                if sep and len(rest) >= len(body):
+                    break
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and rest == body
+    finally:
+        server.task_dispatcher.shutdown()
+        server.trigger.pull_trigger(lambda: [c.close() for c in list(server._map.values()) if c is not server.trigger])
+        loop.join(5)

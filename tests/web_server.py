@@ -137,12 +137,12 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
 
 
 @contextlib.contextmanager
-def digest_web(home, *, files: tuple[int, int] | None = None, **settings: object) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real `digest web --port 0` process; `files` sets its (soft, hard) open-files limit before it starts."""
+def digest_web(home, *, files: tuple[int, int] | None = None, args: tuple[str, ...] = (), **settings: object) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `digest web --port 0 ARGS...` process; `files` sets its (soft, hard) open-files limit before it starts."""
     env = {**os.environ, "DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1",
            **{f"DIGEST_{k.upper()}": str(v) for k, v in settings.items()}}
     limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, files)) if files else None
-    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0"], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", "from digest.cli import main; main()", "web", "--port", "0", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
     try:
         line = proc.stdout.readline()

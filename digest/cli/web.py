@@ -8,17 +8,19 @@ from urllib.parse import urlsplit
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DigestError
 from . import AppContext, main, pass_app
 
 
 @main.command("web")
 @click.option("--host", metavar="ADDR", help="Address to listen on (default: web_host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on (default: web_port, 8080).")
-@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Worker threads.")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Worker threads (of each process).")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes sharing the port (one core each); the memory:// rate limit is then per process.")
 @click.option("--trusted-proxy", metavar="ADDR", help="A reverse proxy whose X-Forwarded-For/-Proto to believe (the rate limit counts the real client).")
 @pass_app
-def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, trusted_proxy: str | None) -> None:
+def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, processes: int, trusted_proxy: str | None) -> None:
     """Serve the web pages: the front page, subscribing, preferences, feedback and each edition.
 
     The front page (trending papers, search, Atom feed) and the subscribe, confirm, unsubscribe, preferences,
@@ -26,28 +28,49 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, t
     """
     # Imported here, not at the top: Flask and waitress load only for `digest web`, not for every command.
     from ..web import create_app
-    from ..web.serve import create_server, listening_on
+    from ..web.processes import serve_in_processes
+    from ..web.security import limit_storage
+    from ..web.serve import bind_listeners, create_server, listening_on
 
     settings = app.settings
-    wsgi = create_app(settings, app.engine)
+    engine = app.engine
+    wsgi = create_app(settings, engine)  # in the parent too: a bad secret_key or rate-limit storage stops it here
     address, port = host or settings.web_host, settings.web_port if port is None else port
     prefix = urlsplit(settings.base_url).path.rstrip("/")  # base_url https://example.org/digest: the pages live under /digest
     try:
-        server = create_server(wsgi, settings, host=address, port=port, threads=threads, trusted_proxy=trusted_proxy, url_prefix=prefix)
+        sockets = bind_listeners(address, port)
     except (OSError, ValueError) as exc:  # ValueError: waitress cannot resolve the host
         raise ConfigError(f"cannot listen on {address}:{port}: {getattr(exc, 'strerror', None) or exc}",
                           "pick another --port or --host (web_port, web_host), or stop what is using it") from None
-    where = ", ".join(f"http://{_host(h)}:{p}{prefix}/" for h, p in listening_on(server))
-    problem = base_url_problem(settings.base_url, listening_on(server))
+
+    def serve() -> None:
+        if processes > 1:  # a forked child: the parent's pooled database connections are not this process's to use
+            engine.dispose(close=False)
+        server = create_server(wsgi, settings, host=address, port=port, threads=threads, trusted_proxy=trusted_proxy, url_prefix=prefix,
+                               sockets=sockets)
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
+
+    listening = listening_on(sockets)
+    where = ", ".join(f"http://{_host(h)}:{p}{prefix}/" for h, p in listening)
+    problem = base_url_problem(settings.base_url, listening)
     if problem:  # a local trial on another port: every confirmation link it sends would be dead
-        click.echo(f"warning: {problem} ({_fix(settings.base_url, listening_on(server))})", err=True)
-    click.echo(f"serving the web pages on {where} (links use base_url {settings.base_url})")
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+        click.echo(f"warning: {problem} ({_fix(settings.base_url, listening)})", err=True)
+    if processes > 1 and limit_storage(settings)[0].startswith("memory:"):
+        click.echo(f"warning: {processes} processes each count the subscribe rate limit alone (it is kept in memory): a client may post "
+                   f"up to {processes} x subscribe_limit per subscribe_window (set redis_url or web_rate_limit_storage to a shared "
+                   "storage, e.g. redis://127.0.0.1:6379/0, to share it)", err=True)
+    how = f"; {processes} processes of {threads} threads" if processes > 1 else ""
+    click.echo(f"serving the web pages on {where} (links use base_url {settings.base_url}{how})")
+    if processes == 1:
+        serve()
+        return
+    if serve_in_processes(processes, serve):
+        raise DigestError("a web process ended as it started", "its error is printed above")
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain")

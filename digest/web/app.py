@@ -25,6 +25,7 @@ from ..log import log_event
 from ..tokens import make_token
 from .cache import Recent
 from .context import LinkGone, WebContext, message_page
+from .fast import FrontFromMemory
 from .front import front
 from .pages import pages
 from .security import Csrf, csp_nonce, limit_storage, make_limiter, set_security_headers
@@ -45,7 +46,7 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
     csrf = Csrf(settings.secret_key, settings.base_url)
     csrf.install(app)
     storage, named_by = limit_storage(settings)
-    app.extensions["digest"] = WebContext(
+    ctx = app.extensions["digest"] = WebContext(
         settings=settings,
         engine=engine,
         now=now or (lambda: datetime.now(timezone.utc)),
@@ -55,6 +56,7 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
         version=Recent(version_ttl),
     )
     app.register_blueprint(front)
+    app.wsgi_app = FrontFromMemory(app.wsgi_app, ctx)  # type: ignore[method-assign]  # `/` once rendered: digest.web.fast
     app.register_blueprint(pages)
     app.after_request(set_security_headers)
     _install_error_pages(app)

@@ -63,12 +63,18 @@ class PageCache:
         self._pages: OrderedDict[tuple, tuple[bytes, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def page(self, key: tuple, render: Callable[[], str]) -> tuple[bytes, ...]:
+    def get(self, key: tuple) -> tuple[bytes, ...] | None:
+        """The page `key` if it is rendered already."""
         with self._lock:
             pieces = self._pages.get(key)
             if pieces is not None:
                 self._pages.move_to_end(key)
-                return pieces
+            return pieces
+
+    def page(self, key: tuple, render: Callable[[], str]) -> tuple[bytes, ...]:
+        pieces = self.get(key)
+        if pieces is not None:
+            return pieces
         pieces = split_slots(render())  # outside the lock: two threads may render one page once each, never wait
         with self._lock:
             self._pages[key] = pieces
@@ -86,29 +92,40 @@ def render_with_slots(template: str, **context) -> str:
     return render_template(template, csp_nonce=lambda: NONCE_SLOT, csrf_token=lambda: CSRF_SLOT, **context)
 
 
+def page_etag(key: tuple, cookie: str | None = None) -> str:
+    """The ETag of page `key`; a page with a form names the browser's CSRF `cookie` too (a new visitor gets a new
+    cookie, so a new ETag)."""
+    parts = [repr(key)] if cookie is None else [repr(key), cookie]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def cache_headers(with_form: bool) -> dict[str, str]:
+    return {"Cache-Control": PRIVATE, "Vary": "Cookie"} if with_form else {"Cache-Control": PUBLIC}
+
+
+def fill_slots(pieces: tuple[bytes, ...], nonce: str, csrf_token: Callable[[], str]) -> bytes:
+    """The page's bytes with this request's nonce and (only if the page has a form) CSRF token in its slots."""
+    values = {b"nonce": nonce.encode()}
+    if b"csrf" in pieces[1::2]:
+        values[b"csrf"] = csrf_token().encode()
+    return b"".join(values[p] if i % 2 else p for i, p in enumerate(pieces))
+
+
 def cached_page(cache: PageCache | None, csrf: Csrf, key: tuple, last_modified: datetime, render: Callable[[], str], *,
                 mimetype: str = "text/html", with_form: bool = False) -> Response:
     """The page `key` (which must name everything it shows: page, arguments, day, data version), or 304 when the
     browser's copy is current. `render` makes it (with render_with_slots) when `cache` has not got it (None: keep
-    nothing in memory, only the browser's copy counts)."""
-    parts = [repr(key)]
-    if with_form:
-        parts.append(csrf.cookie_value())  # a new visitor gets a new cookie, so a new ETag
-    etag = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    nothing in memory, only the browser's copy counts). digest.web.fast answers `/` the same way without Flask."""
+    etag = page_etag(key, csrf.cookie_value() if with_form else None)
     last_modified = last_modified.replace(microsecond=0)
-    headers = {"Cache-Control": PRIVATE if with_form else PUBLIC}
-    if with_form:
-        headers["Vary"] = "Cookie"
+    headers = cache_headers(with_form)
     # A page with a form answers 304 to its ETag only: If-Modified-Since alone cannot tell whether the browser's copy
     # carries a token for the cookie it sends now.
     if not is_resource_modified(request.environ, etag=etag, last_modified=None if with_form else last_modified):
         response = Response(status=304, headers=headers)
     else:
         pieces = cache.page(key, render) if cache is not None else split_slots(render())
-        values = {b"nonce": csp_nonce().encode()}
-        if b"csrf" in pieces[1::2]:
-            values[b"csrf"] = csrf.token().encode()
-        body = b"".join(values[p] if i % 2 else p for i, p in enumerate(pieces))
+        body = fill_slots(pieces, csp_nonce(), csrf.token)
         response = Response(body, mimetype=mimetype, headers=headers)
     response.set_etag(etag)
     response.last_modified = last_modified

@@ -127,11 +127,17 @@ def _last_modified(changed_at: datetime | None, today: date) -> datetime:
 # --- pages --------------------------------------------------------------------------------------------
 
 
+def front_page_key(ctx) -> tuple[tuple, date, datetime]:
+    """(the cache key of `/` now, today, its Last-Modified): for index() and digest.web.fast alike."""
+    today = day_of(ctx.now())
+    version = ctx.papers_version()
+    return ("front", today, version.tag), today, _last_modified(version.changed_at, today)
+
+
 @front.get("/")
 def index():
     ctx = web_context()
-    today = day_of(ctx.now())
-    version = ctx.papers_version()
+    key, today, last_modified = front_page_key(ctx)
 
     def render() -> str:
         sections = front_sections(ctx.engine, today)
@@ -141,7 +147,7 @@ def index():
         return render_with_slots("page_front.html", sections=sections, today=today, today_long=long_date(today), last_day=quiet_since,
                                  last_day_long=long_date(quiet_since) if quiet_since else "")
 
-    return cached_page(ctx.page_cache, ctx.csrf, ("front", today, version.tag), _last_modified(version.changed_at, today), render, with_form=True)
+    return cached_page(ctx.page_cache, ctx.csrf, key, last_modified, render, with_form=True)
 
 
 @front.get("/day/<day>")

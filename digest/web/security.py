@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.http import dump_cookie
 
 from ..config import Settings, redact_url
 from ..errors import ConfigError
@@ -36,16 +37,21 @@ def csp_nonce() -> str:
     return g.csp_nonce
 
 
+def security_headers(nonce: str) -> list[tuple[str, str]]:
+    """The headers every response carries, for the CSP nonce `nonce`."""
+    return [
+        ("Content-Security-Policy", f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; "
+                                    "base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),  # the tokens are in the URLs
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+
+
 def set_security_headers(response: Response) -> Response:
-    nonce = csp_nonce()
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; "
-        "base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
-    )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"  # the tokens are in the URLs
-    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    for name, value in security_headers(csp_nonce()):
+        response.headers[name] = value
     if "Cache-Control" not in response.headers:  # the public pages say how they may be cached (digest.web.front)
         response.headers["Cache-Control"] = "no-store"  # every other page may show personal data reached by a token
     return response
@@ -65,7 +71,15 @@ class Csrf:
 
     def token(self) -> str:
         """The value for this form's hidden field (the cookie is set with the response when new)."""
-        return self._serializer.dumps(self.cookie_value())
+        return self.token_for(self.cookie_value())
+
+    def token_for(self, cookie: str) -> str:
+        """The form token that matches the CSRF cookie `cookie`."""
+        return self._serializer.dumps(cookie)
+
+    def cookie_header(self, value: str, path: str) -> str:
+        """The Set-Cookie value of a new CSRF cookie `value` for the pages under `path`."""
+        return dump_cookie(CSRF_COOKIE, value, httponly=True, samesite="Lax", secure=self._secure, path=path)
 
     def cookie_value(self) -> str:
         """This browser's CSRF cookie, or a new one that the response sets: a page cached per browser (the
@@ -89,7 +103,7 @@ class Csrf:
 
     def _set_cookie(self, response: Response) -> Response:
         if g.get("csrf_new"):
-            response.set_cookie(CSRF_COOKIE, g.csrf_new, httponly=True, samesite="Lax", secure=self._secure, path=request.script_root or "/")
+            response.headers.add("Set-Cookie", self.cookie_header(g.csrf_new, request.script_root or "/"))
         return response
 
 

@@ -12,13 +12,20 @@ never holds a worker; what it can hold is a connection. Hence:
 - web_idle_timeout: a connection with no request in progress is closed after this many seconds.
 - web_request_timeout: a request must arrive whole (headers and body) within this many seconds of its
   first byte; a client that trickles it (slow loris) is disconnected even though it is never idle.
+- Waiting connections are accepted many at a time (ACCEPT_BATCH), so a crowd connecting at once is not let in
+  one per turn of the loop.
+
+The listening sockets are bound by bind_listeners, apart from the server, so that `digest web --processes N`
+(digest.web.processes) binds them once and each forked process serves them with its own waitress.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -42,6 +49,25 @@ SPARE_FILES = 64
 MAX_HEADER_BYTES = 64 * 1024  # waitress's default is 256 KiB; our requests carry one small cookie
 MAX_BODY_BYTES = 256 * 1024  # the app refuses forms above 64 KiB with its own page; waitress stops the absurd (default 1 GB)
 BACKLOG = 1024  # connections the kernel queues while waitress is busy (capped by net.core.somaxconn)
+ACCEPT_BATCH = 64  # connections accepted per turn of the loop (waitress: one)
+QUEUE_LOG_SECONDS = 60.0  # waitress's "Task queue depth is N", at most once a minute
+
+
+class QueueLog:
+    """waitress's queue logger, with its warning let through at most every `seconds`. waitress warns "Task queue
+    depth is N" for each request that waits for a worker thread: with 500 clients that is a log line per request
+    and a twentieth of the server's time (py-spy), so the clock is read before any record is made."""
+
+    def __init__(self, logger: logging.Logger, seconds: float = QUEUE_LOG_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.seconds, self.clock = logger, seconds, clock
+        self.last: float | None = None
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.seconds:
+            return
+        self.last = now
+        self.logger.warning(message + f" (logged at most every {self.seconds:g} s)", *args)
 
 
 class DeadlineChannel(HTTPChannel):
@@ -57,6 +83,19 @@ class DeadlineChannel(HTTPChannel):
         elif self.request is not before:
             self.request_started = time.time()  # waitress's own clock (last_activity)
         return result
+
+    def writable(self) -> bool:
+        """Not while a worker thread is answering on this connection (unless it must close, or its output passed
+        the high watermark): the worker sends what the socket takes and wakes the loop when it is done.
+
+        waitress asks to write whenever output is waiting, and then only tries the lock the worker holds while it
+        sends. The worker waits for the GIL, which the I/O thread holds while its loop spins on the ready socket
+        without sending anything: with 500 clients `digest web` fell to 23-400 requests/s for whole seconds,
+        98% of the GIL spent rebuilding the poll set (py-spy)."""
+        if self.requests and not (self.will_close or self.close_when_flushed
+                                  or self.total_outbufs_len > self.adj.outbuf_high_watermark):
+            return False
+        return bool(super().writable())
 
 
 class GuardedServer(TcpWSGIServer):
@@ -77,6 +116,18 @@ class GuardedServer(TcpWSGIServer):
         if self.accepting and len(self._map) >= self.adj.connection_limit:
             self.drain_idle()
         return super().readable()
+
+    def handle_accept(self) -> None:
+        """Accept up to ACCEPT_BATCH waiting connections, not one. waitress accepts one per turn of its loop, and a
+        turn looks at every open connection: when 500 clients connect at once, the last ones waited seconds in the
+        kernel's queue (p95 of `/` 7 s at 500 clients, benchmarks/web_front.py) while the first were served."""
+        for _ in range(ACCEPT_BATCH):
+            held = len(self._map)
+            if held >= self.adj.connection_limit:
+                return
+            super().handle_accept()
+            if len(self._map) == held:  # none waiting (or one refused): the next turn looks again
+                return
 
     def drain_idle(self) -> None:
         """Close the connections idle longest, enough to accept again with some headroom."""
@@ -126,30 +177,59 @@ def server_options(settings: Settings, *, host: str, port: int, threads: int, co
     return options
 
 
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address `host` resolves to (`localhost` may give 127.0.0.1 and ::1), as waitress
+    binds them; OSError or ValueError (waitress cannot resolve the host) when one cannot be bound."""
+    listen = Adjustments(host=host, port=port).listen
+    sockets: list[socket.socket] = []
+    try:
+        for family, socktype, proto, address in listen:
+            sock = socket.socket(family, socktype, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+    except BaseException:
+        for sock in sockets:  # one address bound, the next refused: free the first port too
+            sock.close()
+        raise
+    return sockets
+
+
 def create_server(app: Any, settings: Settings, *, host: str, port: int, threads: int, trusted_proxy: str | None = None,
-                  url_prefix: str = "", ident: str = "digest") -> GuardedServer | MultiSocketServer:
+                  url_prefix: str = "", ident: str = "digest", sockets: list[socket.socket] | None = None) -> GuardedServer | MultiSocketServer:
     """A waitress server for `app`, bound and listening (run() serves); OSError or ValueError when it cannot bind.
 
-    One GuardedServer per address the host resolves to (`localhost` may give 127.0.0.1 and ::1),
-    sharing one socket map and one pool of worker threads, as waitress.create_server does."""
+    It serves `sockets` (from bind_listeners, perhaps in the parent of this process), or binds host:port.
+    One GuardedServer per listening socket, sharing one socket map and one pool of worker threads, as
+    waitress.create_server does."""
     limit = fit_open_files(settings.web_connection_limit)
     if limit < settings.web_connection_limit:
         log_event(log, "web-connection-limit", logging.WARNING, wanted=settings.web_connection_limit, usable=limit, reason="open-files-limit",
                   hint="raise LimitNOFILE (ulimit -n)")
     adj = Adjustments(**server_options(settings, host=host, port=port, threads=threads, connection_limit=limit, trusted_proxy=trusted_proxy,
                                        url_prefix=url_prefix, ident=ident))
+    own = sockets is None
+    listeners = bind_listeners(host, port) if sockets is None else sockets
     dispatcher = ThreadedTaskDispatcher()
+    dispatcher.queue_logger = QueueLog(dispatcher.queue_logger)
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
     servers: list[GuardedServer] = []
     try:
-        for sockinfo in adj.listen:
-            server = GuardedServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
+        for sock in listeners:
+            sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
+            server = GuardedServer(app, socket_map, _sock=sock, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo, bind_socket=False)
             server.request_timeout = settings.web_request_timeout
             servers.append(server)
     except BaseException:
-        for server in servers:  # one address bound, the next refused: free the first port too
+        for server in servers:
             server.close()
+        if own:
+            for sock in listeners:
+                sock.close()
         dispatcher.shutdown(cancel_pending=True, timeout=5)  # and its worker threads (a later fork must not copy them)
         raise
     if len(servers) == 1:
@@ -157,8 +237,10 @@ def create_server(app: Any, settings: Settings, *, host: str, port: int, threads
     return MultiSocketServer(socket_map, adj, [(s.effective_host, s.effective_port) for s in servers], dispatcher, log.info)
 
 
-def listening_on(server: GuardedServer | MultiSocketServer) -> list[tuple[str, int]]:
-    """The (host, port) pairs the server listens on."""
-    if isinstance(server, MultiSocketServer):
-        return list(server.effective_listen)
-    return [(server.effective_host, server.effective_port)]
+def listening_on(sockets: list[socket.socket]) -> list[tuple[str, int]]:
+    """The (host, port) pairs the sockets listen on, numeric (as waitress names them)."""
+    out = []
+    for sock in sockets:
+        host, port = socket.getnameinfo(sock.getsockname(), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+        out.append((host, int(port)))
+    return out
