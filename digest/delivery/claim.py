@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -240,7 +240,8 @@ class LeaseClaimer(LedgerClaimer):
         if self.heartbeat is None:
             self.heartbeat = _Heartbeat(self.engine, self.editions, self.worker, self.lease)
         while True:
-            ours, foreign = self._on_connection(lambda conn: fleet.claim_deliveries(conn, self.editions, self.worker, self.lease, n, self.clock(), skip=self.foreign, mine=self.mine))  # type: ignore[misc]
+            found = self._on_connection(lambda conn: fleet.claim_deliveries(conn, self.editions, self.worker, self.lease, n, self.clock(), skip=self.foreign, mine=self.mine))
+            ours, foreign = cast(tuple[list[fleet.Claimed], list[int]], found)
             self.foreign.extend(foreign)
             if ours or not foreign:
                 break

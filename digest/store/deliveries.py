@@ -14,10 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from ..log import log_event
 from ..models import Delivery, SentPaper, Subscriber, table_of
@@ -232,10 +236,8 @@ _SENT_PAPER: dict[str, object] = {}
 def _insert(conn: Connection, table: sa.Table = _delivery):
     """The dialect's INSERT, which can say ON CONFLICT DO NOTHING (SQLite and PostgreSQL both can)."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        return postgresql_insert(table)
+    return sqlite_insert(table)
 
 
 def _sent_paper_insert(conn: Connection):
@@ -277,17 +279,17 @@ def record_sent_many(conn: Connection, sent: Sequence[tuple[int, int, Sequence[i
 _DRIVER_SQL: dict[tuple[int, str], tuple[str, tuple[str, ...] | None]] = {}
 
 
-def _execute_converted(conn: Connection, statement: sa.Executable, rows: list[dict[str, object]]) -> None:
+def _execute_converted(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, object]]) -> None:
     """`statement` (a module-level one) with many parameter sets whose values the driver takes as they are (integers,
     _driver_value's instants), handed to the driver's executemany in the dialect's own SQL: SQLAlchemy's processing
     of each set (a dozen sent_paper rows per email) was two thirds of the CPU of recording a sent email."""
     key = (id(statement), conn.dialect.name)
     entry = _DRIVER_SQL.get(key)
     if entry is None:
-        compiled = statement.compile(dialect=conn.dialect)
+        compiled = cast(SQLCompiler, statement.compile(dialect=conn.dialect))
         entry = _DRIVER_SQL[key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
     sql, order = entry
-    conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows] if order is not None else rows)  # type: ignore[arg-type]
+    conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows] if order is not None else rows)
 
 
 def _processor(conn: Connection, column: sa.Column) -> Callable[[object], object]:
