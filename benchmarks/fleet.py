@@ -4,7 +4,11 @@ own process. Prints, per number of workers: emails/s, CPU per email, peak memory
 scaling ratio against one worker; no assertions (figures, not timed tests).
 
     DIGEST_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test python benchmarks/fleet.py \
-        [--subscribers 100000] [--papers 2000] [--workers 1,2,4] [--command worker]
+        [--subscribers 100000] [--papers 2000] [--workers 1,2,4] [--command worker] [--pin]
+
+`--pin` gives each worker one core of its own (worker k on core k mod the cores; Linux sched_setaffinity), as if
+each were a one-core host: on one 2-core machine an unpinned worker already uses both cores (its forked render
+workers), so two unpinned workers cannot show how the fleet scales across hosts.
 
 Each run gets a database of its own (created and dropped on the server). `--command` is the digest command each
 worker runs: `worker` (a claiming worker, issue 11 item 5) when the CLI has it, else `send`, which before PostgreSQL
@@ -72,7 +76,7 @@ def prepare(url: str, subscribers: int, papers: int) -> None:
     engine.dispose()
 
 
-def run_fleet(url: str, workers: int, command: str, port: int) -> dict:
+def run_fleet(url: str, workers: int, command: str, port: int, pin: bool = False) -> dict:
     """`workers` processes of `digest COMMAND`, each with its own home; their wall time, CPU and peak memory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env.update(DIGEST_DATABASE_URL=url, DIGEST_SECRET_KEY=SECRET, DIGEST_FROM_ADDRESS="digest@example.org", DIGEST_BASE_URL="https://digest.example.org",
@@ -83,7 +87,10 @@ def run_fleet(url: str, workers: int, command: str, port: int) -> dict:
     for n in range(workers):
         home = tempfile.mkdtemp(prefix=f"digest-bench-fleet-{n}-")
         with open(Path(home) / "output.txt", "wb") as out:  # a file, not a pipe: nobody reads a pipe while the workers run
-            proc = subprocess.Popen([sys.executable, "-m", "digest", command], env={**env, "DIGEST_HOME": home}, stdout=out, stderr=subprocess.STDOUT)
+            core = sorted(os.sched_getaffinity(0))[n % len(os.sched_getaffinity(0))] if pin else None
+            pinned = (lambda core=core: os.sched_setaffinity(0, {core})) if pin else None
+            proc = subprocess.Popen([sys.executable, "-m", "digest", command], env={**env, "DIGEST_HOME": home}, stdout=out, stderr=subprocess.STDOUT,
+                                    preexec_fn=pinned)
         procs.append((proc, Path(home) / "output.txt"))
     cpu, peak, lines = 0.0, 0.0, []
     for proc, output in procs:
@@ -101,6 +108,7 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=2_000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--command", default=None, help="worker (default when `digest worker` exists) or send")
+    parser.add_argument("--pin", action="store_true", help="each worker on one core of its own, as if on one-core hosts")
     args = parser.parse_args()
     url = os.environ.get("DIGEST_BENCH_POSTGRES_URL")
     if not url:
@@ -117,13 +125,13 @@ def main() -> None:
             prepare(server_url(url, name), args.subscribers, args.papers)
             print(f"setup: {args.papers} papers, {args.subscribers} subscribers in {time.perf_counter() - setup:.0f}s (not counted)")
             sink = single.Server(None)
-            run = run_fleet(server_url(url, name), workers, command, sink.port)
+            run = run_fleet(server_url(url, name), workers, command, sink.port, pin=args.pin)
             stats = sink.close()
         finally:
             create_database(url, name, drop=True)
         unique = min(stats["messages"], args.subscribers)
         rates[workers] = unique / run["wall"]
-        print(f"{workers} x `digest {command}`: {stats['messages']} messages ({stats['messages'] - unique} duplicates) in {run['wall']:.1f}s -> {rates[workers]:.0f} emails/s;"
+        print(f"{workers} x `digest {command}`{' (one core each)' if args.pin else ''}: {stats['messages']} messages ({stats['messages'] - unique} duplicates) in {run['wall']:.1f}s -> {rates[workers]:.0f} emails/s;"
               f" CPU per email {run['cpu'] / max(stats['messages'], 1) * 1e3:.2f} ms; peak memory per worker {run['peak']:.0f} MB;"
               f" load average {' '.join(f'{x:.1f}' for x in run['load'])} at the start")
         for line in run["lines"]:

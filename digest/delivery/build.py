@@ -169,10 +169,19 @@ class ForkedBuilder:
             self.pool = None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, systemd's CPUAffinity=, a container's cpuset), not the machine's:
+    a worker confined to one core that forked a renderer per core of the machine would only add switching."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (not Linux)
+        return os.cpu_count() or 1
+
+
 def builder_for(settings: Settings, letters: Sequence[Letter], date_: datetime) -> InlineBuilder | ForkedBuilder:
-    """Forked workers for an edition of POOL_FROM letters or more, on a machine with more than one core, from a
-    process with no other thread (a daemon has its scheduler's); the calling thread otherwise."""
-    workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    """Forked workers for an edition of POOL_FROM letters or more, in a process that may use more than one core,
+    from a process with no other thread (a daemon has its scheduler's); the calling thread otherwise."""
+    workers = min(usable_cores(), MAX_WORKERS)
     if len(letters) >= POOL_FROM and workers > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         return ForkedBuilder(settings, letters, date_, workers)
     return InlineBuilder(settings, date_)
