@@ -220,7 +220,7 @@ _plain = st.text(st.sampled_from(["a", " ", "é", "Z", "1", "-"]), min_size=1, m
 _odd_text = st.sampled_from(["", " ", "\n", "a\tb", "\x00", "a\x1f", "\x7f", "\ud800", "\u2028", "\xad", "é\n"])
 _odd_type = st.sampled_from([None, 0, 3, True, ["x"], b"x"])
 _limits = {"key": MAX_KEY, "ident": check.MAX_IDENTIFIER, "title": MAX_TITLE, "abstract": check.MAX_ABSTRACT,
-           **dict(check._OPTIONAL_LIMITS)}
+           **{field: limit for field, _, limit, _ in check._OPTIONAL_TEXTS}}
 
 
 def _odd(field: str):
@@ -241,7 +241,7 @@ def _odd(field: str):
 _valid = {"key": _plain, "ident": _plain, "title": _plain, "abstract": _plain, "authors": st.lists(_plain, max_size=3),
           "categories": st.lists(_plain, max_size=3), "version": st.none() | st.integers(1, 1000), "upvotes": st.none() | st.integers(0, 1000),
           "published": st.none() | st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)),
-          **{name: st.none() | _plain for name, _ in check._OPTIONAL_LIMITS}}
+          **{field: st.none() | _plain for field, _, _, _ in check._OPTIONAL_TEXTS}}
 _valid["updated"] = _valid["published"]
 
 

@@ -118,10 +118,12 @@ def _moment(value, name: str, problems: list[str]) -> datetime | None:
     return value
 
 
-# The optional text fields with their limits: a value is a non-empty str within its limit, or None.
-_OPTIONAL_LIMITS = (("arxiv_id", MAX_ARXIV_ID), ("doi", MAX_DOI), ("url", MAX_URL), ("pdf_url", MAX_URL),
-                    ("announce_type", MAX_ANNOUNCE_TYPE), ("ai_summary", MAX_AI_SUMMARY), ("github_repo", MAX_URL),
-                    ("item_id", MAX_IDENTIFIER))
+# The optional text fields: (field, name in a problem, limit, cut when longer rather than dropped). Both the one-pass
+# check of an ordinary record and the full check read them here, so the two cannot disagree on a limit.
+_OPTIONAL_TEXTS = (("arxiv_id", "arXiv id", MAX_ARXIV_ID, False), ("doi", "DOI", MAX_DOI, False), ("url", "link", MAX_URL, False),
+                   ("pdf_url", "PDF link", MAX_URL, False), ("announce_type", "announce type", MAX_ANNOUNCE_TYPE, False),
+                   ("ai_summary", "AI summary", MAX_AI_SUMMARY, True), ("github_repo", "GitHub link", MAX_URL, False),
+                   ("item_id", "item id", MAX_IDENTIFIER, True))
 
 
 def _ordinary(paper: ParsedPaper) -> bool:
@@ -144,7 +146,7 @@ def _ordinary(paper: ParsedPaper) -> bool:
                 if type(name) is not str or len(name) > each or not name.strip():
                     return False
             texts += names
-    for field, limit in _OPTIONAL_LIMITS:
+    for field, _, limit, _ in _OPTIONAL_TEXTS:
         value = getattr(paper, field)
         if value is not None:
             if type(value) is not str or not 0 < len(value) <= limit:
@@ -181,18 +183,12 @@ def _check_in_full(paper: ParsedPaper) -> list[str]:
         paper.authors = _names(paper.authors, "authors", MAX_AUTHOR, MAX_AUTHORS, problems)
     if paper.categories:
         paper.categories = _names(paper.categories, "categories", MAX_CATEGORY, MAX_CATEGORIES, problems)
-    paper.arxiv_id = _optional_text(paper.arxiv_id, "arXiv id", MAX_ARXIV_ID, problems, cut=False)
+    for field, name, limit, cut in _OPTIONAL_TEXTS:
+        setattr(paper, field, _optional_text(getattr(paper, field), name, limit, problems, cut=cut))
     paper.version = _count(paper.version, "version", 1, problems)
-    paper.doi = _optional_text(paper.doi, "DOI", MAX_DOI, problems, cut=False)
-    paper.url = _optional_text(paper.url, "link", MAX_URL, problems, cut=False)
-    paper.pdf_url = _optional_text(paper.pdf_url, "PDF link", MAX_URL, problems, cut=False)
-    paper.announce_type = _optional_text(paper.announce_type, "announce type", MAX_ANNOUNCE_TYPE, problems, cut=False)
+    paper.upvotes = _count(paper.upvotes, "upvotes", 0, problems)
     paper.published = _moment(paper.published, "publication date", problems)
     paper.updated = _moment(paper.updated, "update date", problems)
-    paper.upvotes = _count(paper.upvotes, "upvotes", 0, problems)
-    paper.ai_summary = _optional_text(paper.ai_summary, "AI summary", MAX_AI_SUMMARY, problems, cut=True)
-    paper.github_repo = _optional_text(paper.github_repo, "GitHub link", MAX_URL, problems, cut=False)
-    paper.item_id = _optional_text(paper.item_id, "item id", MAX_IDENTIFIER, problems, cut=True)
     return problems
 
 
