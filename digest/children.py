@@ -1,5 +1,6 @@
 """Forked helper processes (the JSON Lines parser of `digest import`, the render workers of `digest send`) die
-with the process that forked them, even when it is killed with SIGKILL and has no chance to clean up.
+with the process that forked them, even when it is killed with SIGKILL and has no chance to clean up; and how many
+helpers (processes or threads) the cores this process may use can keep busy (usable_cores).
 
 Without this, such a child outlives its parent: blocked forever on a pipe whose other end it holds itself,
 keeping the database and its WAL open. It must not fork anything itself; the modules that fork call
@@ -37,6 +38,16 @@ def die_with_parent(parent_pid: int) -> None:
         threading.Thread(target=_watch_parent, args=(parent_pid,), name="digest-watch-parent", daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, systemd's CPUAffinity=, a container's cpuset), not the machine's:
+    what sizes the render workers and the ranking threads. A process confined to one core that started one per core
+    of the machine would only add switching."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (not Linux)
+        return os.cpu_count() or 1
 
 
 def _set_pdeathsig() -> bool:

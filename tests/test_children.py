@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.children import die_with_parent
+from digest.children import die_with_parent, usable_cores
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
 
@@ -224,7 +224,7 @@ signal.signal(signal.SIGTERM, lambda *args: None)
 parent = os.getpid()
 child = os.fork()
 if child == 0:
-    from digest.children import die_with_parent
+    from digest.children import die_with_parent, usable_cores
     die_with_parent(parent)
     ok = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     os._exit(0 if ok else 3)
@@ -232,3 +232,14 @@ print(os.waitpid(child, 0)[1] >> 8)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "0", done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs Linux and two cores to confine to one")
+def test_usable_cores_counts_the_cores_the_process_is_confined_to() -> None:
+    everything = os.sched_getaffinity(0)
+    assert usable_cores() == len(everything)
+    os.sched_setaffinity(0, {min(everything)})  # as taskset or systemd's CPUAffinity= would
+    try:
+        assert usable_cores() == 1  # one renderer per core of the machine would fork two here
+    finally:
+        os.sched_setaffinity(0, everything)

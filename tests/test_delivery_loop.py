@@ -5,7 +5,6 @@ tests/test_pipeline.py; here, what the loop promises any claimer."""
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_settings
-from digest.delivery.build import InlineBuilder, builder_for, usable_cores
+from digest.delivery.build import InlineBuilder, builder_for
 from digest.delivery.loop import RETRY_DELAYS, SERVER_DOWN_AFTER, DeliveryReport, deliver_edition
 from digest.delivery.work import Letter, Outcome, Settlement
 from digest.errors import DeliveryError, PermanentDeliveryError, ServerDownError, TransientDeliveryError
@@ -172,13 +171,3 @@ def test_builder_for_forks_only_for_a_big_edition_in_a_one_thread_process(settin
         blocker.set()
         thread.join()
 
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs Linux and two cores to confine to one")
-def test_usable_cores_counts_the_cores_the_process_is_confined_to() -> None:
-    everything = os.sched_getaffinity(0)
-    assert usable_cores() == len(everything)
-    os.sched_setaffinity(0, {min(everything)})  # as taskset or systemd's CPUAffinity= would
-    try:
-        assert usable_cores() == 1  # one renderer per core of the machine would fork two here
-    finally:
-        os.sched_setaffinity(0, everything)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
-from ..children import die_with_parent
+from ..children import die_with_parent, usable_cores
 from ..config import Settings
 from ..errors import InputError
 from ..models import Subscriber
@@ -167,15 +167,6 @@ class ForkedBuilder:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (taskset, systemd's CPUAffinity=, a container's cpuset), not the machine's:
-    a worker confined to one core that forked a renderer per core of the machine would only add switching."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (not Linux)
-        return os.cpu_count() or 1
 
 
 def builder_for(settings: Settings, letters: Sequence[Letter], date_: datetime) -> InlineBuilder | ForkedBuilder:

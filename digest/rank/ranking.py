@@ -23,7 +23,6 @@ same computation for one profile. Ties break by paper id, so the same inputs giv
 
 from __future__ import annotations
 
-import os
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..children import usable_cores
 from ..models import Paper
 from .candidate import Candidate, Profile
 
@@ -163,8 +163,8 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
 
 
 def default_threads() -> int:
-    """Threads that score chunks: two at most (memory grows with each chunk in flight)."""
-    return min(2, os.cpu_count() or 1)
+    """Threads that score chunks: two at most (memory grows with each chunk in flight), no more than usable cores."""
+    return min(2, usable_cores())
 
 
 def _in_order(executor: ThreadPoolExecutor, fn, items, ahead: int):
