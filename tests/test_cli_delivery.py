@@ -155,6 +155,31 @@ def test_preview_writes_html_and_eml_without_sending_or_recording(cli, home: Pat
     assert ledger.deliveries_for(engine) == [] and not list((home / "outbox").glob("*"))
 
 
+@pytest.mark.parametrize("interests, picks", [("coding agents", 7), ("sparse autoencoders", 0)], ids=["a-pick-trends", "nothing-matched"])
+def test_preview_counts_the_trending_papers_the_email_shows(cli, home: Path, interests: str, picks: int) -> None:
+    # The README's first edition: the bundled arXiv and Hugging Face days. A pick that also trends is shown once, and
+    # the trending section still lists five upvoted papers, each linked; preview's count is what the email shows.
+    assert cli("init").exit_code == 0
+    for name in ("sample-arxiv-cs.CL.xml", "hugging-face-2026-08-21.json"):
+        assert cli("import", str(Path("digest/data") / name)).exit_code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--interests", interests).exit_code == 0
+    result = cli("preview", "ada@example.org", "--out", str(home / "ada.html"))
+    assert result.exit_code == 0, result.output
+    assert f"\n{picks} picks, 5 trending; " in result.output
+    html = (home / "ada.html").read_text(encoding="utf-8")
+    trending = html[html.index("Trending today"):]
+    assert len(re.findall(r'<a class="trend-title" href="https://arxiv.org/abs/', trending)) == 5
+    assert trending.count('class="votes"') == 5
+
+
+def test_preview_without_trending_papers_has_no_trending_section(cli, home: Path) -> None:
+    # JSON Lines rows carry no upvotes and each paper one source: nothing trends, and the email says nothing of it.
+    populate(home)
+    result = cli("preview", "reader00@example.org", "--text")
+    assert "TRENDING" not in result.output.upper()
+    assert ", 0 trending; " in cli("preview", "reader00@example.org").output
+
+
 def test_preview_unknown_subscriber_is_one_line_error(cli, home: Path) -> None:
     populate(home)
     result = cli("preview", "nobody@example.org")

@@ -302,13 +302,26 @@ def test_run_job_without_skip_empty_sends_the_quiet_day_email(world, smtp_server
     assert "quiet day" in smtp_server.messages[-1].parsed.get_body(("plain",)).get_content()
 
 
-def test_run_job_no_match_still_gets_trending(world, smtp_server) -> None:
+def test_run_job_no_match_still_gets_trending(world, smtp_server, tmp_path: Path) -> None:
     settings, engine = world
+    upvoted = tmp_path / "hf.jsonl"
+    upvoted.write_text(json.dumps({"id": "hf-1", "title": "Weather forecasting with neural operators", "abstract": "Global forecasts.", "upvotes": 40}) + "\n", encoding="utf-8")
+    import_file(engine, upvoted, NOW - timedelta(hours=1))
     with session_scope(engine) as session:
         add_subscriber(session, "dee@example.org", SubscriberInput(interests=["underwater basket weaving"]), now=NOW - timedelta(days=1))
     report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, only="dee@example.org")
     assert report.sent == 1
-    assert len(ledger.deliveries_for(engine)[0].papers) > 0
+    [delivery] = ledger.deliveries_for(engine)
+    assert len(delivery.papers) == 1  # the one paper that trends (upvotes), not the day's other papers
+
+
+def test_run_job_no_match_and_nothing_trending_is_a_quiet_day(world, smtp_server) -> None:
+    # No paper of the day has upvotes or a second source: nothing trends, so there is nothing to send.
+    settings, engine = world
+    with session_scope(engine) as session:
+        add_subscriber(session, "dee@example.org", SubscriberInput(interests=["underwater basket weaving"]), now=NOW - timedelta(days=1))
+    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, only="dee@example.org")
+    assert (report.sent, report.skipped) == (0, 1) and smtp_server.messages == []
 
 
 def test_run_job_only_a_paused_subscriber_is_an_input_error(world, smtp_server) -> None:
@@ -594,7 +607,7 @@ def crowd(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import_file(engine, write_papers(tmp_path / "day1.jsonl", "d1"), NOW - timedelta(hours=1))
     with session_scope(engine) as session:
         for i in range(300):
-            add_subscriber(session, f"reader{i:03d}@example.org", SubscriberInput(interests=[list(TOPICS)[i % 3]]), now=NOW - timedelta(days=10))
+            add_subscriber(session, f"reader{i:03d}@example.org", SubscriberInput(interests=[("sparse autoencoders", "speech recognition", "robot manipulation")[i % 3]]), now=NOW - timedelta(days=10))
     yield settings, engine, home / "digest.db"
     engine.dispose()
 

@@ -485,3 +485,21 @@ def test_trending_section_prefers_todays_papers():
     candidates = [Candidate(c.paper.model_copy(update={"first_seen": older}), c.sources) if c.paper.id == 7 else c for c in candidates]
     result = rank_papers(candidates, profile(interests=("medieval poetry",)), NOW, trending_count=2)
     assert [r.paper.id for r in result.trending] == [2, 7]  # a few more upvotes two days ago trend less than today's
+
+
+def test_trending_section_leaves_out_papers_without_a_trending_signal():
+    # No upvotes and one source each: nothing trends, so "Trending today" must not list the lowest ids as if it did.
+    assert rank_papers(corpus(), profile(interests=("medieval poetry",)), NOW).trending == []
+    some = rank_papers(corpus({7: {"upvotes": 9}, 3: {"sources": ("arxiv", "hf-daily")}}), profile(interests=("medieval poetry",)), NOW)
+    assert [r.paper.id for r in some.trending] == [7, 3]
+
+
+def test_trending_section_leaves_out_the_subscribers_picks_and_fills_up():
+    # The email shows a pick once; its trending section still has trending_count other papers (the count that
+    # `digest preview` reports is the one the email shows).
+    candidates = corpus({1: {"upvotes": 90}, 7: {"upvotes": 60}, 2: {"upvotes": 50}, 11: {"upvotes": 5}})
+    result = rank_papers(candidates, profile(interests=("sparse autoencoders",)), NOW, trending_count=3)
+    assert 1 in digest(result)
+    assert [r.paper.id for r in result.trending] == [7, 2, 11]
+    together = rank_many(candidates, [profile(interests=("sparse autoencoders",)), profile(subscriber_id=2, interests=("medieval poetry",))], NOW, trending_count=3)
+    assert [[r.paper.id for r in got.trending] for got in together] == [[7, 2, 11], [1, 7, 2]]

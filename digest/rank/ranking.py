@@ -130,7 +130,11 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     explainer = _Explainer(rows, profiles, pool, corpus, trend_reasons)
     # The day's trending list is the same for everyone but what they must not get: one object per paper, shared.
     shared_trending = [RankedPaper(c, t, 0.0, t, tuple(trend_reasons[d] or ["among today's papers"]), False) for d, (c, t) in enumerate(zip(pool, corpus.trending_rounded))]
-    everyones_trending = [shared_trending[d] for d in corpus.trending_order[:trending_count].tolist()]
+    # Only papers with a trending signal (upvotes, a second source) trend: without one the order is the papers' ids.
+    # Each list runs long enough to leave out the subscriber's own picks and still fill trending_count (_result).
+    trending_order = corpus.trending_order[corpus.trending[corpus.trending_order] > 0]
+    reach = trending_count + max(limit if limit is not None else p.max_papers for p in profiles)
+    everyones_trending = [shared_trending[d] for d in trending_order[:reach].tolist()]
     no_exclusion = np.zeros(0, dtype=np.intp)
 
     def score(start: int) -> tuple:
@@ -149,7 +153,7 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
         relevances = np.round(np.take_along_axis(relevance, at, axis=1).astype(np.float64), 6).tolist()
         digests = (np.take_along_axis(digestable, at, axis=1) & (picks >= 0)).sum(axis=1).tolist()  # the digest's papers come first
         chosen = [p[: min(length, count)] for p, length, count in zip(picks.tolist(), lengths, (picks >= 0).sum(axis=1).tolist())]
-        trending = {k: _trending_for(excluded[k], corpus, shared_trending, trending_count) for k in np.flatnonzero(excluded.any(axis=1)).tolist()}
+        trending = {k: _trending_for(excluded[k], trending_order, shared_trending, reach) for k in np.flatnonzero(excluded.any(axis=1)).tolist()}
         return chunk, chosen, scores, relevances, digests, trending
 
     results: list[RankResult] = []
@@ -158,7 +162,7 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     with ThreadPoolExecutor(max_workers=workers) as executor:
         for chunk, chosen, scores, relevances, digests, trending in _in_order(executor, score, range(0, len(profiles), chunk_size), workers + 1):
             for k, i in enumerate(chunk):
-                results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], digests[k], trending.get(k, everyones_trending), explainer))
+                results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], digests[k], trending.get(k, everyones_trending), trending_count, explainer))
     return results
 
 
@@ -183,20 +187,21 @@ def _seen_by(candidate: Candidate, now: datetime) -> bool:
     return seen is None or seen <= now
 
 
-def _trending_for(excluded: np.ndarray, corpus, shared_trending, trending_count: int) -> list[RankedPaper]:
-    order = corpus.trending_order
-    return [shared_trending[d] for d in order[~excluded[order]][:trending_count].tolist()]
+def _trending_for(excluded: np.ndarray, order: np.ndarray, shared_trending, reach: int) -> list[RankedPaper]:
+    return [shared_trending[d] for d in order[~excluded[order]][:reach].tolist()]
 
 
-def _result(profile: Profile, index: int, pool, corpus, picks: list[int], scores: list[float], relevances: list[float], digest: int, trending: list[RankedPaper], explainer: _Explainer) -> RankResult:
-    """The first `digest` picks may enter the digest (at most max_papers of them do); the others are near misses."""
+def _result(profile: Profile, index: int, pool, corpus, picks: list[int], scores: list[float], relevances: list[float], digest: int, trending: list[RankedPaper], trending_count: int, explainer: _Explainer) -> RankResult:
+    """The first `digest` picks may enter the digest (at most max_papers of them do); the others are near misses.
+    The trending list leaves out the digest's own papers, so the email shows (and `preview` counts) trending_count."""
     if not picks:
-        return RankResult(profile.subscriber_id, [], list(trending), matched=False)
+        return RankResult(profile.subscriber_id, [], trending[:trending_count], matched=False)
     trend, in_digest = corpus.trending_rounded, min(digest, profile.max_papers)
     pending = _Pending(explainer, len(explainer.entries))
     ranked = [RankedPaper(pool[d], scores[n], relevances[n], trend[d], pending, n < in_digest) for n, d in enumerate(picks)]
     explainer.entries.append((index, picks, ranked))
-    return RankResult(profile.subscriber_id, ranked, list(trending), matched=in_digest > 0)
+    shown = {id(pool[d]) for d in picks[:in_digest]}
+    return RankResult(profile.subscriber_id, ranked, [t for t in trending if id(t.candidate) not in shown][:trending_count], matched=in_digest > 0)
 
 
 class _Pending:
