@@ -55,6 +55,8 @@ class Settings:
     database_url: str = setting(None, "SQLAlchemy URL; default: a SQLite file digest.db in DIGEST_HOME", secret=True)
     contact_email: str = setting("", "your address, sent in the User-Agent so feed owners can reach you")
     fetch_timeout: float = setting(20.0, "seconds before a feed request gives up", minimum=0.1)
+    fetch_deadline: float = setting(
+        300.0, "seconds one feed request may take in all, body included (a server trickling bytes is cut off)", minimum=0.1)
     max_feed_bytes: int = setting(20_000_000, "largest feed body accepted, in bytes", minimum=1024)
     retry_after_max: float = setting(60.0, "longest wait honoured from a Retry-After header, in seconds", minimum=0)
     fetch_retries: int = setting(2, "extra tries after a 429 or 503", minimum=0)

@@ -8,6 +8,8 @@ Paths (FILE is relative to tests/fixtures):
   /api?...                      arXiv API paging: the page file for `start` (see ARXIV_PAGES), 404 past the last
   /gone  410       /status/CODE  that status       /hang  answers nothing until the test ends
   /big?bytes=N&length=1         N bytes (length=0: no Content-Length, so only the streamed cap can stop it)
+  /trickle?every=S&head=1       one byte every S seconds until the test ends, each well within any read timeout:
+                                of the body after the headers (head=0: of the status line and headers)
   /doc/NAME                     the bytes a test put in `server.documents[NAME]` (hostile documents made in the test)
 Every request is logged (method, path with query, headers) in `server.log`.
 """
@@ -135,6 +137,24 @@ def _handler(server: FeedServer):
 
         def route_hang(self, _rest: str, _query: dict) -> None:
             server.release.wait(30)
+
+        def route_trickle(self, _rest: str, query: dict) -> None:
+            every = float(query.get("every", "0.2"))
+            if query.get("head", "1") == "1":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/rss+xml")
+                self.end_headers()
+                opening = b'<?xml version="1.0"?><rss version="2.0"><channel><title>Slow</title><!-- '
+            else:
+                opening = b"HTTP/1.1 200 OK\r\nX-Slow: "
+            try:
+                self.wfile.write(opening)
+                self.wfile.flush()
+                while not server.release.wait(every):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
         def route_big(self, _rest: str, query: dict) -> None:
             size = int(query.get("bytes", "100000"))

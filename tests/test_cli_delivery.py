@@ -404,3 +404,47 @@ def test_two_sends_started_together_never_both_send(home: Path, smtp_server) -> 
     errors = [err for run, (out, err) in zip(runs, outputs) if run.returncode == 1]
     assert errors[0].startswith("error: another digest run holds the lock")
     assert Counter(smtp_server.recipients()) == Counter(emails)  # each exactly once
+
+
+@pytest.mark.timeout(300)  # before fetch_deadline the trickling source held `digest run` until the test ended
+def test_run_sends_the_days_email_whatever_hostile_sources_send(cli, home: Path, smtp_server, feed_server) -> None:
+    """Issue 9 through `digest run` over HTTP and SMTP: sources sending the values that stopped all mail (upvotes
+    10^30, a year-10000 date, wrong JSON types, JSON nested 100,000 deep, a 20-digit arXiv version, a 671-character
+    link and a 308-character DOI) and one trickling a byte every 0.2 s. The good source and the hostile values are
+    stored, every subscriber gets the day's email, and the run's lines and `status --check` say what failed."""
+    emails = populate(home)
+    hf = lambda **fields: json.dumps([{"paper": {"id": "2401.11111", "title": "Sparse autoencoders, hostile item", "summary": "About it.", **fields}},  # noqa: E731
+                                      {"paper": {"id": "2401.22222", "title": "Speech recognition, plain item", "summary": "About it.", "upvotes": 2}}])
+    long_link, long_doi = "https://example.org/articles/" + "a" * 642, "10.1234/" + "d" * 300
+    documents = {
+        "upvotes.json": hf(upvotes=10**30),
+        "published.json": hf(publishedAt="9999-12-31T23:59:59-01:00"),
+        "types.json": hf(authors=5, ai_summary=5, summary={"x": 1}, title=["x"]),
+        "nested.json": "[" * 100_000 + "]" * 100_000,
+        "version.xml": ('<rss version="2.0"><channel><title>cs.LG updates on arXiv.org</title><item><title>Robot learning, long version</title>'
+                        "<link>https://arxiv.org/abs/2401.44444v99999999999999999999</link></item></channel></rss>"),
+        "long.xml": ('<rss version="2.0" xmlns:prism="http://prismstandard.org/namespaces/basic/2.0/"><channel><title>J</title>'
+                     f"<item><title>Sparse autoencoders, long link</title><link>{long_link}</link></item>"
+                     f"<item><title>Sparse autoencoders, long DOI</title><link>https://example.org/b</link><prism:doi>{long_doi}</prism:doi></item>"
+                     "</channel></rss>"),
+    }
+    for name, body in documents.items():
+        feed_server.documents[name] = body.encode()
+        kind = "hf-daily" if name.endswith(".json") else "arxiv-rss" if name == "version.xml" else "feed"
+        assert cli("sources", "add", feed_server.url(f"doc/{name}"), "--kind", kind, "--name", name.split(".")[0]).exit_code == 0
+    assert cli("sources", "add", feed_server.url("trickle?every=0.2"), "--kind", "feed", "--name", "slow").exit_code == 0
+    assert cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "cs.SD").exit_code == 0
+    result = cli("run", env={**smtp_env(smtp_server), "DIGEST_FETCH_TIMEOUT": "2", "DIGEST_FETCH_DEADLINE": "2", "DIGEST_FETCH_RETRIES": "0"})
+    # A source's error is that source's (its line here, `status --check` below); the run did its job: exit 0.
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    lines = result.output.splitlines()
+    assert [line.split(":")[0] for line in lines[:8]] == ["upvotes", "published", "types", "nested", "version", "long", "slow", "cs.SD"]
+    assert lines[3].startswith("nested: error: JSON nested too deeply") and lines[6].startswith("slow: error: ") and "fetch_deadline" in lines[6]
+    assert all(": error: " not in line for i, line in enumerate(lines[:8]) if i not in (3, 6)), lines
+    assert "sent 3, skipped 0, failed 0, deferred 0 in " in result.output
+    assert sorted(smtp_server.recipients()) == sorted(emails)
+    stored = {row["title"] for row in json.loads(cli("papers", "list", "--json", "--limit", "0").output)}
+    assert {"Sparse autoencoders, hostile item", "Robot learning, long version", "Sparse autoencoders, long link", "Sparse autoencoders, long DOI"} <= stored
+    check = cli("status", "--check")
+    assert check.exit_code == 1
+    assert sorted(line.split(":")[1].strip().split()[1] for line in check.output.splitlines()) == ["nested", "slow"], check.output

@@ -158,3 +158,13 @@ def test_fetch_arxiv_pages_keeps_pages_read_before_a_failure(feed_server, settin
 def test_fetch_arxiv_pages_first_page_failure_raises(feed_server, settings):
     with pytest.raises(SourceError, match="HTTP 404"):
         fetch_arxiv_pages(feed_server.url("status/404"), settings=settings, sleep=Sleeps())
+
+
+@pytest.mark.timeout(120)  # before fetch_deadline this never returned: the server trickles until the test ends
+@pytest.mark.parametrize("head", ["1", "0"], ids=["body", "headers"])
+def test_fetch_feed_cuts_off_a_server_that_trickles_bytes(feed_server, home, head):
+    """A hostile or broken server sending one byte every 0.2 s never trips fetch_timeout (2 s per read): without a
+    deadline on the whole request a 20 MB body at that pace takes 46 days, and `digest run` never reaches sending."""
+    settings = load_settings(env={"DIGEST_FETCH_TIMEOUT": "2", "DIGEST_FETCH_DEADLINE": "1"}, home=home)
+    with pytest.raises(SourceError, match=r"/trickle\?every=0.2&head=\d took more than fetch_deadline \(1 s\).*raise fetch_deadline"):
+        fetch_feed(feed_server.url(f"trickle?every=0.2&head={head}"), settings=settings)

@@ -2,18 +2,25 @@
 
 It never parses entries and never touches the database: the caller stores the validators, the new URL after a
 301/308 and the "gone" verdict. The httpx client (its transport is the seam for tests) and `sleep` are injectable.
+
+Every request has a deadline as a whole (fetch_deadline), not only a timeout per read (fetch_timeout): a server
+that trickles a byte every few seconds never trips the second, and would hold `digest run` (and so everybody's
+email) for days.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+import httpcore
 import httpx
 
 from ..config import Settings
@@ -63,9 +70,88 @@ def fetch_feed(
 
 
 def make_client(settings: Settings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """An httpx client with the timeouts and User-Agent from settings; redirects are followed by hand."""
+    """An httpx client with the timeouts and User-Agent from settings; redirects are followed by hand. Its own
+    transports (the direct one and any proxy's from the environment) keep fetch_deadline on every socket."""
     timeout = httpx.Timeout(settings.fetch_timeout)
-    return httpx.Client(timeout=timeout, follow_redirects=False, transport=transport, headers={"User-Agent": settings.user_agent})
+    client = httpx.Client(timeout=timeout, follow_redirects=False, transport=transport, headers={"User-Agent": settings.user_agent})
+    if transport is None:
+        _keep_deadlines([client._transport, *client._mounts.values()])  # noqa: SLF001 - see _keep_deadlines
+    return client
+
+
+# The instant (time.monotonic()) the request being made must be done by; None outside fetch_feed.
+_deadline: ContextVar[float | None] = ContextVar("digest_fetch_deadline", default=None)
+
+
+@contextmanager
+def _request_deadline(deadline: float) -> Iterator[None]:
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _within(timeout: float | None, late: type[Exception]) -> float | None:
+    """A socket operation's timeout, shortened to what is left of the request's deadline; `late` once it passed."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise late("past fetch_deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket whose every read and write waits at most until the request's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _within(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _within(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:  # noqa: ANN001
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, _within(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str):  # noqa: ANN201
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend, with every connection's socket a _DeadlineStream."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable | None = None) -> httpcore.NetworkStream:
+        timeout = _within(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Iterable | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._backend.connect_unix_socket(path, _within(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _keep_deadlines(transports: Iterable[object]) -> None:
+    """Put _DeadlineBackend under each httpx transport's connection pool. httpx has no deadline per request and
+    does not take a network backend, so this reaches into its pool (httpcore's documented NetworkBackend seam);
+    tests/test_fetch.py's trickling server fails if an httpx upgrade moves it."""
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is not None and not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]  # noqa: SLF001
 
 
 def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Settings, sleep: Callable[[float], None]) -> FetchResult:
@@ -73,8 +159,9 @@ def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Se
     requests = redirects = tries = 0
     while True:
         requests += 1
+        deadline = time.monotonic() + settings.fetch_deadline
         try:
-            with client.stream("GET", current, headers=headers) as response:
+            with _request_deadline(deadline), client.stream("GET", current, headers=headers) as response:
                 status = response.status_code
                 if status in PERMANENT + TEMPORARY and "location" in response.headers:
                     redirects += 1
@@ -106,9 +193,22 @@ def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Se
                     http_status=status, requests=requests,
                 )
         except httpx.TimeoutException:
+            if _past(deadline):
+                raise _too_slow(current, settings) from None
             raise SourceError(f"no answer from {current} within {settings.fetch_timeout:g} s", "the server may be down or slow; raise fetch_timeout if it is just slow") from None
         except httpx.HTTPError as exc:
             raise SourceError(f"cannot reach {current}: {exc or type(exc).__name__}", NETWORK_HINT) from None
+
+
+def _past(deadline: float) -> bool:
+    """Whether `deadline` (time.monotonic()) has come: a timeout then was the deadline's, not fetch_timeout's.
+    (A socket timeout is rounded up to the millisecond, so it never ends before the deadline it was cut to.)"""
+    return time.monotonic() >= deadline
+
+
+def _too_slow(url: str, settings: Settings) -> SourceError:
+    return SourceError(f"{url} took more than fetch_deadline ({settings.fetch_deadline:g} s) to send the feed; stopped reading",
+                       "the server is very slow or trickling bytes; raise fetch_deadline if it is just slow")
 
 
 def _read_capped(response: httpx.Response, cap: int, url: str) -> bytes:
