@@ -14,6 +14,10 @@ docs honest. The convention (also described in docs/development.md):
 - A block that cannot run offline, or that starts a server, is preceded by `<!-- console: skip REASON -->` and is
   not run; the test reports it as skipped with that reason.
 - `<!-- console: setup` ... `-->` holds hidden `$ ` commands run before the page's first block (unchecked).
+- A block preceded by `<!-- console: background -->` holds one server command (`digest web ...`): it runs the
+  installed `digest` in the background, its output is compared once it has printed the documented number of
+  lines, and it keeps running for the blocks after it (`curl` from "another terminal") until the page's next
+  background command or the page's end, when it gets SIGTERM.
 
 DIGEST_UPDATE_DOCS=1 rewrites the documented output of every command whose output does not match with what it
 printed (review the diff, as with the golden emails). This module only reads and (in update mode) writes the docs.
@@ -38,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP = re.compile(r"^<!--\s*console:\s*skip\s+(?P<reason>.+?)\s*-->\s*$")
 SETUP_OPEN = re.compile(r"^<!--\s*console:\s*setup\s*$")
+BACKGROUND = re.compile(r"^<!--\s*console:\s*background\s*-->\s*$")
+BACKGROUND_WAIT = 60  # seconds a background command has to print its documented lines
 EXIT = re.compile(r"#.*\bexit (?:status )?(\d+)\s*$")
 ELLIPSIS = "..."
 PAGE_TIMEOUT = 600
@@ -75,6 +81,7 @@ class Block:
     line: int
     commands: list[Command]
     skip: str | None = None
+    background: bool = False
 
 
 @dataclass
@@ -107,7 +114,11 @@ def parse_page(path: Path) -> Page:
             while i < len(lines) and lines[i].strip() != "```":
                 body.append(i)
                 i += 1
-            blocks.append(Block(path, start + 1, _commands(lines, body), skip))
+            background = bool(start and BACKGROUND.match(lines[start - 1]))
+            block = Block(path, start + 1, _commands(lines, body), skip, background)
+            if background and len(block.commands) != 1:
+                raise ValueError(f"{path.name}:{start + 1}: a background block holds exactly one command")
+            blocks.append(block)
         i += 1
     return Page(path, blocks, setup)
 
@@ -207,9 +218,38 @@ def run_page(page: Page) -> list[Result]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+# A background command runs the installed `digest` (not the warm fork, which is no child of the shell) in a
+# process group of its own, stopped before the next one starts and when the page ends; the groups are also
+# listed in $HOME/.background, which run_page kills should the shell itself be killed (a timeout).
+BACKGROUND_SHELL = f"""
+__bg_pid=
+__bg_stop() {{ if [ -n "$__bg_pid" ]; then {{ kill -TERM -- -$__bg_pid; wait $__bg_pid; }} 2>/dev/null; __bg_pid=; fi; }}
+trap __bg_stop EXIT
+__bg_start() {{  # COMMAND OUTFILE LINES
+    : >"$2"; rm -f "$2.status"
+    set -m; ( unset -f digest; eval "$1"; echo $? >"$2.status" ) >"$2" 2>&1 & __bg_pid=$!; set +m
+    echo $__bg_pid >>"$HOME/.background"
+    local i=0
+    while [ $i -lt {BACKGROUND_WAIT * 10} ] && [ "$(wc -l <"$2")" -lt "$3" ] && [ ! -e "$2.status" ]; do sleep 0.1; i=$((i + 1)); done
+    sleep 0.2  # a command that dies right after its last line has written its status by then
+    cat "$2"
+    if [ -e "$2.status" ]; then __bg_pid=; return "$(cat "$2.status")"; fi
+}}
+"""
+
+
+def _background(command: Command, n: int) -> str:
+    """The shell lines that start one background command and print what it printed so far."""
+    import shlex
+
+    lines = sum(1 for line in command.expected if line != ELLIPSIS)
+    return f'__bg_stop; __bg_start {shlex.quote(command.text)} "$HOME/.background-{n}.out" {lines}'
+
+
 def _run_in(page: Page, home: Path, work: Path) -> list[Result]:
+    background = {id(c) for b in page.blocks if not b.skip and b.background for c in b.commands}
     commands = [c for b in page.blocks if not b.skip for c in b.commands]
-    script = ["exec 2>&1", "exec </dev/null"]
+    script = ["exec 2>&1", "exec </dev/null", BACKGROUND_SHELL]
     server = None
     if not os.environ.get("DIGEST_DOCS_REAL_DIGEST"):  # a warm `digest` (tests/docs_shell.py): the same main, forked
         sock = Path(tempfile.mkdtemp(prefix="digest-docs-")) / "digest.sock"
@@ -222,11 +262,13 @@ def _run_in(page: Page, home: Path, work: Path) -> list[Result]:
         script.append(f'digest() {{ "{sys.executable}" "{shell}" run "{sock}" "$@"; }}')
     script += [f"{line} >/dev/null 2>&1 || echo 'setup failed: {line}'" for line in page.setup]
     for n, command in enumerate(commands):
-        script += [f"printf '\\n@@@begin {n}@@@\\n'", command.text, f"printf '\\n@@@end {n} %d@@@\\n' $?"]
+        text = _background(command, n) if id(command) in background else command.text
+        script += [f"printf '\\n@@@begin {n}@@@\\n'", text, f"printf '\\n@@@end {n} %d@@@\\n' $?"]
     try:
         done = subprocess.run(["bash", "--noprofile", "--norc", "-c", "\n".join(script)], cwd=work, env=page_env(home),
                               capture_output=True, text=True, timeout=PAGE_TIMEOUT)
     finally:
+        _kill_background(home)
         if server is not None:
             os.killpg(server.pid, signal.SIGKILL)  # the server and any command of it still running
             server.wait()
@@ -240,6 +282,18 @@ def _run_in(page: Page, home: Path, work: Path) -> list[Result]:
             raise AssertionError(f"{page.name}:{command.line}: the example did not finish:\n{out[-2000:]}")
         results.append(Result(command, m.group(1).split("\n"), int(m.group(2))))
     return results
+
+
+def _kill_background(home: Path) -> None:
+    try:
+        groups = (home / ".background").read_text().split()
+    except FileNotFoundError:
+        return
+    for pid in groups:
+        try:
+            os.killpg(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
 
 
 def failures(page: Page, results: list[Result]) -> list[str]:

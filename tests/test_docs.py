@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import click
 import pytest
@@ -160,3 +161,34 @@ def test_run_page_catches_wrong_output_and_exit_status(tmp_path):
     assert [r.command.text.split()[0] for r in results] == ["echo", "cat", "cat", "digest", "echo", "false"]
     bad = failures(parsed, results)
     assert len(bad) == 1 and "$ false" in bad[0] and "exit status 1, expected 0" in bad[0]
+
+
+def test_run_page_keeps_a_background_server_for_the_blocks_after_it(tmp_path):
+    """A `console: background` block: its command keeps running while the next blocks talk to it, its output is
+    compared, and it is stopped when the page ends (and before the next background command starts)."""
+    from docs_examples import parse_page as parse
+
+    page = tmp_path / "page.md"
+    page.write_text("\n".join([
+        "<!-- console: background -->", "```console", "$ sh -c 'echo started > pipe.txt; echo serving $$; exec sleep 300'", "serving 1", "```",
+        "From another terminal:", "```console", "$ cat pipe.txt", "started", "```",
+        "<!-- console: background -->", "```console", "$ sh -c 'echo second $$; exec sleep 300'", "second 1", "```",
+        "<!-- console: background -->", "```console", "$ sh -c 'echo dies; exit 3'    # exit 3", "dies", "```",
+    ]) + "\n", encoding="utf-8")
+    parsed = parse(page)
+    assert [b.background for b in parsed.blocks] == [True, False, True, True]
+    results = run_page(parsed)
+    assert [(r.output[:1], r.exit) for r in results][1:] == [(["started"], 0), (results[2].output[:1], 0), (["dies"], 3)], [(r.output, r.exit) for r in results]
+    assert results[0].output[0].startswith("serving ") and results[2].output[0].startswith("second "), [r.output for r in results]
+    pids = [int(results[0].output[0].split()[1]), int(results[2].output[0].split()[1])]
+    for pid in pids:  # both servers are gone (or going: a process killed a moment ago may not be reaped yet)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"background process {pid} still runs")
+    bad = failures(parsed, results)
+    assert len(bad) == 2 and all("documented:" in b for b in bad)  # "serving 1" and "second 1": the pids differ
