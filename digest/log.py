@@ -146,10 +146,12 @@ def enable_event_logging() -> None:
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
-    """Every configured secret (passwords, keys, whatever may be a password inside database_url, typo or
-    not: see config.url_secrets), to be masked in logs."""
+    """Every configured secret (passwords, keys, whatever may be a password inside database_url, redis_url or
+    web_rate_limit_storage, typo or not: see config.url_secrets), to be masked in logs."""
     out = [str(getattr(settings, o.name)) for o in OPTIONS if o.secret and getattr(settings, o.name)]
-    return tuple(out) + url_secrets(settings.database_url or "")
+    for url in (settings.database_url, settings.redis_url, settings.web_rate_limit_storage):
+        out.extend(url_secrets(url or ""))
+    return tuple(out)
 
 
 def _install(handler: logging.Handler, level: int) -> logging.Handler:

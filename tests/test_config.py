@@ -1,5 +1,7 @@
 import dataclasses
 import json
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -313,3 +315,46 @@ def test_cli_config_errors_are_one_line(cli, home, tmp_path, env, toml, message)
     result = cli("status", env=env)
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
     assert message in result.output and "secret" not in result.output.replace("DIGEST_SMTP_PASSWORD_FILE", "")
+
+
+REDIS_URLS = {
+    "bad-port": "redis://:s3cret%20pw%2Fx@127.0.0.1:notaport/0",
+    "missing-at": "redis://digest:s3cret%20pw%2Fx/0",  # the password is read as a port, and quoted back
+    "unknown-scheme": "rediss+nope://digest:s3cret%20pw%2Fx@127.0.0.1:1/0",
+}
+
+
+@pytest.mark.parametrize("url", REDIS_URLS.values(), ids=REDIS_URLS.keys())
+def test_cli_never_prints_a_redis_password_and_a_bad_redis_url_is_one_line(cli, home, url):
+    """Found auditing issue 9: `digest send` with send_rate kept in Redis printed a ValueError traceback without -v
+    for a malformed redis_url, quoting the password when it was read as a port; `digest web` quoted it too."""
+    assert cli("init").exit_code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--interests", "speech recognition").exit_code == 0
+    assert cli("import", str(Path(__file__).parent / "fixtures" / "real" / "arxiv-rss" / "rss-cs.SD-2026-06-12.xml")).exit_code == 0
+    env = {"DIGEST_REDIS_URL": url, "DIGEST_SEND_RATE": "5"}
+    today = datetime.now(timezone.utc).date().isoformat()
+    sent = cli("send", "--date", today, env=env)
+    assert sent.exit_code == 1 and "Traceback" not in sent.output, sent.output
+    assert sent.output.splitlines()[-1].startswith("error: redis_url ")
+    assert_no_password(sent.output)
+    assert_no_password(cli("-v", "send", "--date", today, env=env).output)
+    assert_no_password(cli("config", env=env).output)
+    web = cli("web", "--port", "0", env=env)  # the rate limits default to redis_url: refused before serving
+    assert web.exit_code == 1 and web.output.startswith("error: redis_url ") and web.output.count("\n") == 1, web.output
+    assert_no_password(web.output)
+
+
+def test_cli_an_unexpected_error_shows_its_traceback_without_a_secret(cli, home, monkeypatch):
+    """A bug's exception may quote a secret (a driver's message, a URL): its traceback is printed masked, then one
+    error line, exit 1 (before: Python's own traceback, unmasked)."""
+    import digest.cli.ops as ops
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("cannot use redis://:s3cret%20pw%2Fx@127.0.0.1:1/0 with s3cret pw/x")
+
+    monkeypatch.setattr(ops, "source_health", broken)
+    assert cli("init").exit_code == 0
+    result = cli("status", env={"DIGEST_REDIS_URL": "redis://:s3cret%20pw%2Fx@127.0.0.1:1/0", "DIGEST_SMTP_PASSWORD": "s3cret pw/x"})
+    assert result.exit_code == 1 and "Traceback (most recent call last)" in result.output
+    assert result.output.splitlines()[-1].startswith("error: unexpected ValueError: cannot use ******** with ******** (a bug in digest")
+    assert_no_password(result.output)

@@ -48,7 +48,8 @@ class AppContext:
         try:
             return secret_values(self.settings)
         except Exception:  # noqa: BLE001 - a broken config is what is being reported
-            urls = [self.overrides.get("database_url"), os.environ.get("DIGEST_DATABASE_URL")]
+            urls = [self.overrides.get("database_url"), os.environ.get("DIGEST_DATABASE_URL"), os.environ.get("DIGEST_REDIS_URL"),
+                    os.environ.get("DIGEST_WEB_RATE_LIMIT_STORAGE")]
             return tuple(secret for url in urls if url for secret in url_secrets(url))
 
     @cached_property
@@ -103,6 +104,15 @@ class DigestGroup(click.Group):
             ctx.exit(0)
         except OSError as exc:
             _fail(ctx, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: its traceback is shown, never a secret it quotes
+            app = ctx.find_object(AppContext)
+            secrets = app.secrets() if app is not None else ()
+            click.echo(mask_secrets(traceback.format_exc(), secrets), err=True, nl=False)
+            said = mask_secrets(str(exc), secrets).splitlines()[0][:300] if str(exc) else ""
+            click.echo(f"error: unexpected {type(exc).__name__}: {said} (a bug in digest: the traceback above says where)", err=True)
+            ctx.exit(EXIT_ERROR)
 
 
 def _fail(ctx: click.Context, message: str) -> None:

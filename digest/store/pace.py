@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import StoreError
+from ..config import mask_secrets, redact_url, url_secrets
+from ..errors import ConfigError, StoreError
 from ..models import SendPace, table_of
 from . import wrap_db_error
 
@@ -54,7 +55,11 @@ class RedisPace:
         except ImportError:
             raise StoreError("redis_url is set but the redis package is not installed", "pip install 'digest[redis]'") from None
         self.url, self.key = url, f"digest:pace:{name}"
-        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        except ValueError as exc:  # a bad port or scheme; the message may quote a password read as a port
+            raise ConfigError(f"redis_url {redact_url(url)} is not a Redis URL redis can read: {mask_secrets(str(exc), url_secrets(url))}",
+                              "redis_url looks like redis://:PASSWORD@HOST:6379/0 (percent-encode / @ : in the password)") from None
         self.script = self.client.register_script(_REDIS_RESERVE)
         self.errors = redis.RedisError
 

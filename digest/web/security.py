@@ -22,7 +22,7 @@ from flask import Flask, Response, abort, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.http import dump_cookie
 
-from ..config import Settings, redact_url
+from ..config import Settings, mask_secrets, redact_url, url_secrets
 from ..errors import ConfigError
 
 CSRF_COOKIE = "digest_csrf"
@@ -159,7 +159,8 @@ class SharedLimiter:
         try:
             self.storage = storage_from_string(uri, wrap_exceptions=True, **options)
         except Exception as exc:  # noqa: BLE001 - a bad URI or a missing driver: said at start, as a setting's error
-            said = str(exc).replace(storage_uri, redact_url(storage_uri)).replace(uri, redact_url(uri))[:200]
+            said = str(exc).replace(storage_uri, redact_url(storage_uri)).replace(uri, redact_url(uri))
+            said = mask_secrets(said, url_secrets(storage_uri) + url_secrets(uri))[:200]
             raise StorageDown(f"{setting} {redact_url(storage_uri)} cannot be used: {type(exc).__name__}: {said}") from None
         self.item = RateLimitItemPerSecond(limit, max(1, int(round(window))))
         self.strategy = MovingWindowRateLimiter(self.storage)
