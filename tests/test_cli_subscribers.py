@@ -166,6 +166,10 @@ def test_remove_asks_first_and_deletes_feedback_and_deliveries(cli, sqlite_engin
         session.commit()
     declined = cli("subscribers", "remove", "ada@example.org", input="n\n")
     assert declined.exit_code == 1 and count(sqlite_engine, Subscriber) == 1
+    assert "error: ada@example.org not removed (answer y, or pass --yes)" in declined.output.splitlines()
+    unasked = cli("subscribers", "remove", "ada@example.org")  # no terminal to answer (cron, a script): click said "Aborted!"
+    assert unasked.exit_code == 1 and count(sqlite_engine, Subscriber) == 1
+    assert "error: ada@example.org not removed (answer y, or pass --yes)" in unasked.output.splitlines() and "Aborted" not in unasked.output
     assert ok(cli("subscribers", "remove", "ada@example.org", "--yes")) == "removed ada@example.org and their data\n"
     assert [count(sqlite_engine, t) for t in (Subscriber, Feedback, Delivery, SentPaper, Paper)] == [0, 0, 0, 0, 3]
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..errors import InputError
 from ..models import Subscriber
 from ..store import session_scope
 from ..store.subscribers import (
@@ -162,7 +163,13 @@ def remove(app: AppContext, email: str, yes: bool) -> None:
     with session_scope(app.engine) as session:
         sub = get_subscriber(session, email)
         if not yes:
-            click.confirm(f"delete {sub.email} and all their data?", abort=True)
+            try:
+                agreed = click.confirm(f"delete {sub.email} and all their data?")
+            except click.Abort:  # no answer (end of input: cron, a script) is a no, said like every other error
+                click.echo()  # end the prompt's line
+                agreed = False
+            if not agreed:
+                raise InputError(f"{sub.email} not removed", "answer y, or pass --yes")
         remove_subscriber(session, sub)
         click.echo(f"removed {sub.email} and their data")
 
