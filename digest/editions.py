@@ -36,7 +36,11 @@ def parse_frequency(value: str) -> str:
     value = value.strip().lower()
     if value == "daily" or (value.startswith("weekly:") and value[7:] in WEEKDAYS):
         return value
-    raise ValueError(f"{value!r} is not daily or weekly:mon ... weekly:sun")
+    if value == "weekly":  # the word a newcomer types first: which day is the question
+        raise ValueError(f"{value!r} names no day: weekly:mon ... weekly:sun (did you mean weekly:mon?)")
+    day = value.partition(":")[2].strip()[:3]
+    guess = f" (did you mean weekly:{day}?)" if value.startswith("weekly") and day in WEEKDAYS else ""
+    raise ValueError(f"{value!r} is not daily or weekly:mon ... weekly:sun{guess}")
 
 
 def send_instant(day: date, send_at: str, tz: str) -> datetime:

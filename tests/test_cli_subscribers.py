@@ -92,8 +92,10 @@ def test_add_invalid_address_fails_with_one_line(cli, sqlite_engine, address):
     "option, value, message",
     [("--tz", "Mars/Base", "tz: unknown time zone 'Mars/Base'"), ("--send-at", "7pm", "send_at: send time '7pm' is not HH:MM"),
      ("--frequency", "monthly", "frequency: 'monthly' is not daily or weekly:mon ... weekly:sun"), ("--max-papers", "500", "max_papers: 500 is not between 1 and 100"),
-     ("--trending-weight", "2", "trending_weight: '2' is not between 0 and 1"), ("--seed-paper", "2499.99999", "seed_papers: no paper '2499.99999' in the store")],
-    ids=["bad-tz", "bad-send-at", "bad-frequency", "too-many-papers", "weight-above-one", "unknown-seed-paper"],
+     ("--trending-weight", "2", "trending_weight: '2' is not between 0 and 1"), ("--seed-paper", "2499.99999", "seed_papers: no paper '2499.99999' in the store"),
+     ("--frequency", "weekly", "frequency: 'weekly' names no day: weekly:mon ... weekly:sun (did you mean weekly:mon?)"),
+     ("--frequency", "Weekly:Friday", "frequency: 'weekly:friday' is not daily or weekly:mon ... weekly:sun (did you mean weekly:fri?)")],
+    ids=["bad-tz", "bad-send-at", "bad-frequency", "too-many-papers", "weight-above-one", "unknown-seed-paper", "weekly-without-a-day", "weekly-day-in-full"],
 )
 def test_add_bad_option_fails_and_writes_nothing(cli, sqlite_engine, option, value, message):
     assert failed(cli("subscribers", "add", "ada@example.org", option, value)).startswith(f"error: {message}")
