@@ -107,6 +107,9 @@ def nested(levels: int, inside_item: bool) -> bytes:
     return RSS_HEAD + body + b"<item><title>t</title></item>" + RSS_TAIL
 
 
+ATTRIBUTES_99 = b" ".join(bytes([97 + j % 26]) * (1 + j // 26) + b"=''" for j in range(99))  # a='' b='' ... uuuu=''
+
+
 def shapes(size: int) -> dict[str, object]:
     """20 MB feeds of different shapes, each about `size` bytes: name -> a function making the bytes (made one at a
     time, so this process stays small and its children start small)."""
@@ -145,6 +148,13 @@ def shapes(size: int) -> dict[str, object]:
         "at the limits: 499,000 references + 499,000 tags": lambda: (
             RSS_HEAD + b"<item><title>t</title><description>" + b"&amp;<x/>" * 499_000
             + b"</description></item>" + RSS_TAIL),
+        "at the limits: 499,000 references + 499,000 tags of one attribute": lambda: (
+            RSS_HEAD + b"<item><title>t</title><description>" + b"&amp;<x a=''/>" * 499_000
+            + b"</description></item>" + RSS_TAIL),
+        "at the limits: 5,000 entries x 99 attributes (loose parser)": lambda: (
+            RSS_HEAD + b"".join(b"<item><title>t%d &</title><x %s/></item>" % (i, ATTRIBUTES_99) for i in range(5_000)) + RSS_TAIL),
+        "99 attributes on a tag of every entry (loose parser)": lambda: (
+            RSS_HEAD + b"".join(b"<item><title>t%d &</title><x %s/></item>" % (i, ATTRIBUTES_99) for i in range(size // 680)) + RSS_TAIL),
         "at the limits: 99,000 JSON items": lambda: (
             b"[" + b",".join(b'{"paper":{"id":"2401.%05d","title":"A title %d","summary":"An abstract."}}' % (i % 100_000, i)
                              for i in range(99_000)) + b"]"),

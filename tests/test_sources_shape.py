@@ -13,6 +13,7 @@ import pytest
 from digest.errors import FeedError
 from digest.sources.parse import parse_file, parse_source
 from digest.sources.shape import (
+    MAX_ALL_ATTRIBUTES,
     MAX_ATTRIBUTES,
     MAX_DEPTH,
     MAX_JSON_CONTAINERS,
@@ -26,6 +27,7 @@ REAL = Path(__file__).parent / "fixtures" / "real"
 HEAD = b'<?xml version="1.0"?><rss version="2.0"><channel><title>J</title>'
 ITEM = b"<item><title>A paper</title><link>https://example.org/p</link></item>"
 TAIL = b"</channel></rss>"
+ATTRIBUTES_99 = b" ".join(bytes([97 + j % 26]) * (1 + j // 26) + b"=''" for j in range(99))  # a='' b='' ... uuuu=''
 
 
 def nested(levels: int, open_tag: bytes = b"<x>", close_tag: bytes = b"</x>") -> bytes:
@@ -104,6 +106,11 @@ print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).sp
     pytest.param(lambda size: (b'<!DOCTYPE rss [<!ENTITY big "' + b"x" * 100_000 + b'">]>' + HEAD[21:]
                                + b"<item><title>t</title><description>" + b"&big;" * (size // 5) + b"</description></item>" + TAIL),
                  id="entity-amplification"),
+    # Found auditing issue 9: 99 attributes on a tag of every entry (each tag within MAX_ATTRIBUTES, 2.9 million in
+    # all), with a stray "&" that sends feedparser to its loose parser: 419 MB to parse, 386 MB through `digest fetch`
+    # without the "&".
+    pytest.param(lambda size: HEAD + b"".join(b"<item><title>t%d &</title><x %s/></item>" % (i, ATTRIBUTES_99) for i in range(size // 680)) + TAIL,
+                 id="99-attributes-per-entry"),
 ])
 def test_parse_of_a_20_mb_hostile_feed_stays_in_bounded_memory(tmp_path, make):
     """The worst shapes of benchmarks/hostile.py at max_feed_bytes, parsed in a fresh process: refused in one line,
@@ -112,7 +119,8 @@ def test_parse_of_a_20_mb_hostile_feed_stays_in_bounded_memory(tmp_path, make):
     path.write_bytes(make(20_000_000))
     done = subprocess.run([sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, timeout=120, check=True)
     message, peak_mb = done.stdout.splitlines()
-    assert message.startswith(("too many tags", "elements nested more than", "too many entity references", "too many JSON"))
+    assert message.startswith(("too many tags", "elements nested more than", "too many entity references", "too many JSON",
+                               "too many attributes"))
     assert int(peak_mb) < 400
 
 
@@ -135,6 +143,15 @@ def test_check_markup_refuses_a_tag_with_too_many_attributes():
     url = b"https://example.org/?" + b"&".join(b"k%d=v" % i for i in range(500))
     check_markup(HEAD + b"<item><title>t</title><link href='" + url + b"'/>" + b"<y z='=' />" * 10_000 + b"</item>" + TAIL)
 
+
+
+def test_check_markup_refuses_too_many_attributes_in_all():
+    entries = HEAD + b"".join(b"<item><title>t%d</title><x %s/></item>" % (i, ATTRIBUTES_99) for i in range(MAX_ALL_ATTRIBUTES // 99 + 1)) + TAIL
+    with pytest.raises(FeedError, match=f"too many attributes \\(500,0..; a feed may have {MAX_ALL_ATTRIBUTES:,}\\)"):
+        check_markup(entries)
+    check_markup(HEAD + b"".join(b"<item><title>t%d</title><x %s/></item>" % (i, ATTRIBUTES_99) for i in range(MAX_ALL_ATTRIBUTES // 99)) + TAIL)
+    atom = REAL / "arxiv-atom" / "api-2026-04-search-all-testing-page1-start0.xml"
+    check_markup(atom.read_bytes() * 20)  # attributes on every link and category of real API pages
 
 
 def test_read_feed_breaks_long_runs_in_authors_only():
