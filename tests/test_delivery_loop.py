@@ -93,7 +93,7 @@ def test_deliver_edition_claims_before_sending_and_records_each_outcome(settings
     assert (report.sent, report.failed, report.deferred, report.not_attempted, report.error) == (3, 0, 0, 0, None)
     assert transport.sent == ["reader0@example.org", "reader1@example.org", "reader2@example.org"]
     assert claimer.calls == [("claim", [1000, 1001, 1002]), ("claim", []), ("record", 1000, "sent"), ("record", 1001, "sent"), ("record", 1002, "sent"), ("release", [])]
-    assert sum(done) == 3 and set(report.timings) == {"render", "build", "send"} and report.workers == 0
+    assert sum(done) == 3 and set(report.timings) == {"rank", "render", "build", "send"} and report.workers == 0
 
 
 def test_deliver_edition_retries_a_4xx_then_gives_up_and_a_5xx_is_a_bounce(settings) -> None:

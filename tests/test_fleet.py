@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 import uuid
@@ -109,6 +110,21 @@ def test_two_hosts_send_every_recipient_exactly_once(templates, tmp_path: Path, 
     # Each host says what it sent and that the rest went through the other one.
     lines = [w.out.read_text().strip().splitlines()[-1] for w in (a, b)]
     assert sum(int(line.split()[1].rstrip(",")) for line in lines) == FLEET_SIZE, lines
+
+
+def test_two_workers_each_rank_only_the_deliveries_they_claimed(templates, tmp_path: Path, sink) -> None:
+    """Issue 11: a worker ranks the batches it claims, not every due subscriber, so two workers share the ranking
+    as they share the sending. Each rank is a debug event (`event=ranked letters=N`) in the worker's log: every
+    worker ranked at least what it finished, so the sums being equal to the edition means no one was ranked twice."""
+    world = fleet(templates, tmp_path, sink, FLEET_SIZE, lease_seconds=LEASE)
+    a, b = world.start("-v", "a", "worker"), world.start("-v", "b", "worker")  # `digest -v worker`: debug events too
+    codes = world.wait(a, b)
+    assert codes == {"a": 0, "b": 0}, a.output()[-2000:] + b.output()[-2000:]
+    assert set(world.counts()) == world.emails() and world.duplicates() == 0
+    ranked = {w.name: sum(int(m) for m in re.findall(r"event=ranked letters=(\d+)", w.output())) for w in (a, b)}
+    sent = {w.name: int(w.out.read_text().strip().splitlines()[-1].split()[1].rstrip(",")) for w in (a, b)}
+    assert sum(ranked.values()) == FLEET_SIZE, (ranked, sent)
+    assert ranked == sent and min(sent.values()) > 0, (ranked, sent)
 
 
 def test_a_worker_killed_mid_send_has_its_deliveries_taken_over_after_its_lease(templates, tmp_path: Path, sink) -> None:

@@ -485,14 +485,14 @@ def test_run_job_ranks_with_the_configured_rank_model(world, monkeypatch) -> Non
 
     settings, engine = world
     seen: list[str] = []
-    real = digest.pipeline.plan.rank_many
+    real = digest.pipeline.plan.Ranking
 
-    def recording_rank_many(*args, **kwargs):
+    def recording_ranking(*args, **kwargs):
         seen.append(kwargs.get("model", "tfidf"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(digest.rank.semantic, "embed", fake_embed)  # the hybrid's extra may not be installed here
-    monkeypatch.setattr(digest.pipeline.plan, "rank_many", recording_rank_many)
+    monkeypatch.setattr(digest.pipeline.plan, "Ranking", recording_ranking)
     report = run_job(engine, settings.replace(rank_model="hybrid"), NOW, fetch=False, transport=Recorder())
     assert report.sent == 3 and seen == ["hybrid"]
 
@@ -523,7 +523,9 @@ def test_run_job_a_subscriber_who_cannot_be_ranked_is_their_failed_delivery(worl
     assert rows[bob].state == "failed" and rows[bob].last_error.startswith("cannot build the edition: ")
     assert [d.state for i, d in rows.items() if i != bob] == ["sent", "sent"]
     failed = [r for r in caplog.records if getattr(r, "digest_event", "") == "failed"]
-    assert len(failed) == 1 and failed[0].digest_fields["subscriber"] == "bob@example.org" and failed[0].exc_info  # the traceback is kept
+    # The traceback is kept: in the record, or (ranked with its batch, once claimed) in the event's traceback field.
+    assert len(failed) == 1 and failed[0].digest_fields["subscriber"] == "bob@example.org"
+    assert failed[0].exc_info or (column != "interests" and "Error" in failed[0].digest_fields["traceback"])
     assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False).due == 0  # bob's edition is finished, not retried all day
 
 
@@ -610,6 +612,45 @@ def crowd(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             add_subscriber(session, f"reader{i:03d}@example.org", SubscriberInput(interests=[("sparse autoencoders", "speech recognition", "robot manipulation")[i % 3]]), now=NOW - timedelta(days=10))
     yield settings, engine, home / "digest.db"
     engine.dispose()
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["ranked-in-process", "ranked-by-forked-workers"])
+def test_run_job_ranks_each_claimed_batch_and_never_holds_every_result(crowd, monkeypatch, forked) -> None:
+    """Issue 11: a worker ranks the batch it has claimed, not every due subscriber up front, so the results it holds
+    do not grow with the edition: at most two batches (the one sent, the one claimed ahead). Forked render workers
+    rank their own share: the parent then ranks and holds none."""
+    import gc
+
+    from digest.delivery.loop import CHUNK
+    from digest.pipeline.plan import PlansRanking
+    from digest.rank import RankResult
+
+    settings, engine, _ = crowd
+    batches: list[int] = []
+    real = PlansRanking.rank
+
+    def recording(self, plans):
+        batches.append(len(plans))
+        return real(self, plans)
+
+    alive: list[int] = []
+
+    def count_results(sent: int) -> None:
+        if sent % 20 == 0:
+            alive.append(sum(type(o) is RankResult for o in gc.get_objects()))
+
+    monkeypatch.setattr(PlansRanking, "rank", recording)
+    if forked:
+        monkeypatch.setattr("digest.delivery.build.POOL_FROM", 2)
+        monkeypatch.setattr("digest.delivery.build.usable_cores", lambda: 2)
+    report = run_job(engine, settings, NOW, fetch=False, transport=Recorder(on_send=count_results))
+    assert (report.sent, report.workers) == (300, 2 if forked else 0)
+    assert len(alive) == 15
+    if forked:
+        assert batches == [] and max(alive) == 0  # the workers ranked them all (their calls are counted in their copy)
+    else:
+        assert sum(batches) == 300 and max(batches) <= CHUNK  # each subscriber ranked once, a claimed batch at a time
+        assert max(alive) <= 2 * CHUNK < 300
 
 
 def hold_write_lock(path: Path, server, after_messages: int, seconds: float) -> threading.Thread:

@@ -1,7 +1,10 @@
-"""Building each letter's message: the reader's signed links, the rendered email (digest.render) and its bytes
+"""Building each letter's message: its ranking when it has none yet (the claimed batch ranked together by the
+`rank` the pipeline passes), the reader's signed links, the rendered email (digest.render) and its bytes
 (digest.delivery.message). Two strategies behind one Builder interface: in the calling thread (InlineBuilder), or,
-for a big edition in a process with no other thread, in forked worker processes that inherit the ranked results,
-so rendering uses every core while this process sends (ForkedBuilder). builder_for picks one.
+for a big edition in a process with no other thread, in forked worker processes that inherit the letters and the
+prepared ranking, so ranking and rendering use every core while this process sends (ForkedBuilder). builder_for
+picks one. Either way a batch is ranked only once claimed, so a worker holds the results of its batches in hand,
+never those of every due subscriber.
 
 It must not send, write the ledger or decide who gets what. Whatever building one letter raises is that letter's
 Unbuilt problem (a wall), never the edition's.
@@ -9,21 +12,24 @@ Unbuilt problem (a wall), never the edition's.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import logging
 import multiprocessing
 import multiprocessing.pool
 import os
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
 from ..children import die_with_parent, usable_cores
 from ..config import Settings
-from ..errors import InputError
+from ..errors import DigestError, InputError
+from ..log import log_event
 from ..models import Subscriber
 from ..rank import RankResult
 from ..render import Links, RenderedEmail, render_digest
@@ -31,8 +37,18 @@ from ..tokens import action_url, edition_url, make_token, vote_url
 from .message import build_message
 from .work import Built, Contents, Letter, Unbuilt, contents_of
 
+log = logging.getLogger("digest.delivery")
+
 POOL_FROM = 1000  # letters from which rendering is spread over worker processes
 MAX_WORKERS = 4
+SKIPPED_REASON = "nothing new for this subscriber"
+
+Rank = Callable[[Sequence[Letter]], Sequence[RankResult | Exception]]  # each letter's result, or why it has none
+
+
+def is_empty(result: RankResult) -> bool:
+    """Nothing to show: no pick and no trending paper (only then does skip_empty skip)."""
+    return not result.picks and not result.trending
 
 
 def make_links(settings: Settings, subscriber: Subscriber, paper_ids: Sequence[int], edition: str | None = None) -> Links:
@@ -75,6 +91,7 @@ def compose(settings: Settings, subscriber: Subscriber, edition: str, result: Ra
 def build_letter(settings: Settings, letter: Letter, date_: datetime) -> Built:
     """The letter's message, or its problem: InputError is the subscriber's data (the address), anything else a bug
     or a row edited by hand, kept with its traceback for the log."""
+    assert letter.result is not None, "ranked first (build_letters)"
     try:
         composed = compose(settings, letter.subscriber, letter.edition, letter.result, message_id=letter.message_id, date_=date_)
     except InputError as exc:
@@ -83,6 +100,43 @@ def build_letter(settings: Settings, letter: Letter, date_: datetime) -> Built:
         text = " ".join(f"cannot build the edition: {type(exc).__name__}: {exc}".split())[:500]
         return Built(letter, None, Unbuilt(text, traceback.format_exc()))
     return Built(letter, composed.message, None, composed.render_seconds, composed.build_seconds, contents_of(letter.result))
+
+
+def build_letters(settings: Settings, letters: Sequence[Letter], date_: datetime, rank: Rank | None) -> Iterator[Built]:
+    """Each letter built in order; those without a result first ranked together by `rank` (at the first letter
+    asked for). A ranked letter with nothing to show is skipped when skip_empty is set; one whose ranking raised is
+    its failed delivery (a wall), as is every letter of the batch when the batch's ranking raised as a whole."""
+    todo = [letter for letter in letters if letter.result is None]
+    ranked: dict[int, RankResult | Exception] = {}
+    seconds = 0.0
+    if todo:
+        assert rank is not None, "letters without a result need a rank"
+        started = time.perf_counter()
+        try:
+            results: Sequence[RankResult | Exception] = list(rank(todo))
+        except Exception as exc:  # noqa: BLE001 - a wall: the batch's subscribers fail, the edition goes on
+            results = [exc] * len(todo)
+        seconds = (time.perf_counter() - started) / len(todo)
+        log_event(log, "ranked", logging.DEBUG, letters=len(todo), first=todo[0].delivery_id, last=todo[-1].delivery_id)
+        ranked = {letter.delivery_id: result for letter, result in zip(todo, results, strict=True)}
+    for letter in letters:
+        result = ranked.get(letter.delivery_id)
+        if result is None:
+            yield build_letter(settings, letter, date_)
+        elif isinstance(result, Exception):
+            yield Built(letter, None, _unranked(result), rank_seconds=seconds)
+        elif settings.skip_empty and is_empty(result):
+            yield Built(letter, None, skipped=True, rank_seconds=seconds)
+        else:
+            built = build_letter(settings, dataclasses.replace(letter, result=result), date_)
+            yield dataclasses.replace(built, rank_seconds=seconds)
+
+
+def _unranked(exc: Exception) -> Unbuilt:
+    """Why a letter could not be ranked: a DigestError says what is wrong; anything else keeps its traceback."""
+    text = str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
+    trace = None if isinstance(exc, DigestError) else "".join(traceback.format_exception(exc))
+    return Unbuilt(" ".join(f"cannot build the edition: {text}".split())[:500], trace)
 
 
 class Builder(Protocol):
@@ -96,15 +150,15 @@ class Builder(Protocol):
 
 
 class InlineBuilder:
-    """Each letter built when its message is asked for, in the calling thread."""
+    """Each letter built when its message is asked for, in the calling thread (a batch ranked at its first)."""
 
     workers = 0
 
-    def __init__(self, settings: Settings, date_: datetime) -> None:
-        self.settings, self.date = settings, date_
+    def __init__(self, settings: Settings, date_: datetime, rank: Rank | None = None) -> None:
+        self.settings, self.date, self.rank = settings, date_, rank
 
     def build(self, letters: Sequence[Letter]) -> Iterator[Built]:
-        return (build_letter(self.settings, letter, self.date) for letter in letters)
+        return build_letters(self.settings, letters, self.date, self.rank)
 
     def close(self) -> None:
         pass
@@ -113,37 +167,42 @@ class InlineBuilder:
 @dataclass(frozen=True)
 class _Product:
     """What a worker process sends back for one letter: its index, and the Built without the letter (the parent
-    has it; pickling the ranked results back would cost more than rendering them)."""
+    has it, unranked; pickling the ranked results back would cost more than ranking and rendering them)."""
 
     index: int
     message: bytes | None
     problem: Unbuilt | None
     render_seconds: float
     build_seconds: float
-    contents: Contents | None  # the picks' reasons come back too: the parent would have to explain them again
+    contents: Contents | None  # the picks' reasons come back too: the parent records them and the papers they name
+    skipped: bool
+    rank_seconds: float
 
 
-_JOB: tuple[Settings, Sequence[Letter], datetime] | None = None  # what forked workers inherit instead of receiving it
+_JOB: tuple[Settings, Sequence[Letter], datetime, Rank | None] | None = None  # what forked workers inherit instead of receiving it
 
 
-def _build_at(index: int) -> _Product:
+def _build_chunk(indexes: Sequence[int]) -> list[_Product]:
+    """A worker's share of a batch: ranked together (when not yet ranked), then built letter by letter."""
     assert _JOB is not None, "set before the workers are forked"
-    settings, letters, date_ = _JOB
-    built = build_letter(settings, letters[index], date_)
-    return _Product(index, built.message, built.problem, built.render_seconds, built.build_seconds, built.contents)
+    settings, letters, date_, rank = _JOB
+    built = build_letters(settings, [letters[k] for k in indexes], date_, rank)
+    return [_Product(k, b.message, b.problem, b.render_seconds, b.build_seconds, b.contents, b.skipped, b.rank_seconds) for k, b in zip(indexes, built)]
 
 
 class ForkedBuilder:
-    """Letters built by forked worker processes, which inherit the edition's letters (no pickling of the ranked
-    results): build() hands them indexes and starts at once, so a batch renders while the one before is sent.
+    """Letters built by forked worker processes, which inherit the edition's letters and `rank` (the prepared
+    ranking: no pickling of ranked results either way): build() hands them a batch's indexes in chunks, each chunk
+    ranked and rendered by one worker, and starts at once, so a batch is ranked and rendered while the one before is
+    sent.
     Fork only from a process with one thread (builder_for checks): a forked copy of a lock another thread holds
     would deadlock the worker."""
 
-    def __init__(self, settings: Settings, letters: Sequence[Letter], date_: datetime, workers: int) -> None:
+    def __init__(self, settings: Settings, letters: Sequence[Letter], date_: datetime, workers: int, rank: Rank | None = None) -> None:
         global _JOB
         self.workers = workers
         self.index = {letter.delivery_id: k for k, letter in enumerate(letters)}
-        _JOB = (settings, letters, date_)
+        _JOB = (settings, letters, date_, rank)
         # Each worker dies with this process, even by SIGKILL (it would wait on the task queue forever). gc.freeze():
         # the workers' collector never walks (and so never copies, page by page) the objects they inherit.
         gc.freeze()
@@ -157,8 +216,10 @@ class ForkedBuilder:
         if not letters:
             return iter(())
         chunk = max(1, len(letters) // (4 * self.workers))  # small: the first message of a batch comes quickly
-        products = self.pool.imap(_build_at, [self.index[letter.delivery_id] for letter in letters], chunksize=chunk)
-        return (Built(letter, p.message, p.problem, p.render_seconds, p.build_seconds, p.contents) for letter, p in zip(letters, products))
+        indexes = [self.index[letter.delivery_id] for letter in letters]
+        chunks = self.pool.imap(_build_chunk, [indexes[k : k + chunk] for k in range(0, len(indexes), chunk)])
+        products = (p for chunk_products in chunks for p in chunk_products)
+        return (Built(letter, p.message, p.problem, p.render_seconds, p.build_seconds, p.contents, p.skipped, p.rank_seconds) for letter, p in zip(letters, products))
 
     def close(self) -> None:
         global _JOB
@@ -169,10 +230,11 @@ class ForkedBuilder:
             self.pool = None
 
 
-def builder_for(settings: Settings, letters: Sequence[Letter], date_: datetime) -> InlineBuilder | ForkedBuilder:
+def builder_for(settings: Settings, letters: Sequence[Letter], date_: datetime, rank: Rank | None = None) -> InlineBuilder | ForkedBuilder:
     """Forked workers for an edition of POOL_FROM letters or more, in a process that may use more than one core,
-    from a process with no other thread (a daemon has its scheduler's); the calling thread otherwise."""
+    from a process with no other thread (a daemon has its scheduler's); the calling thread otherwise. `rank` ranks
+    the letters that have no result yet, batch by batch, in whichever process builds them."""
     workers = min(usable_cores(), MAX_WORKERS)
     if len(letters) >= POOL_FROM and workers > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return ForkedBuilder(settings, letters, date_, workers)
-    return InlineBuilder(settings, date_)
+        return ForkedBuilder(settings, letters, date_, workers, rank)
+    return InlineBuilder(settings, date_, rank)

@@ -29,7 +29,7 @@ from ..log import log_event
 from ..store import deliveries as ledger
 from ..store import fleet
 from ..store.editions import edition_contents, record_edition_contents
-from .work import Contents, Letter, Outcome, Settlement, contents_of
+from .work import Contents, Letter, Outcome, Settlement
 
 
 def record_sent_letter(conn: Connection, delivery_id: int, subscriber_id: int, paper_ids: Sequence[int], contents: Contents, attempts: int,
@@ -101,8 +101,8 @@ class LedgerClaimer:
         """Several outcomes in one transaction (the answers several connections brought back meanwhile)."""
         now = self.clock()
         writes = [self._write_of(outcome, now) for outcome in outcomes]
-        sent = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.letter.paper_ids, o.attempts) for o in outcomes if o.state == "sent"]
-        contents = [edition_contents(*(o.contents or contents_of(o.letter.result))) for o in outcomes if o.state == "sent"]  # the web page's
+        sent = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.paper_ids, o.attempts) for o in outcomes if o.state == "sent"]
+        contents = [edition_contents(*o.shown) for o in outcomes if o.state == "sent"]  # the web page's
         others = [(k, write) for k, (outcome, write) in enumerate(zip(outcomes, writes)) if outcome.state != "sent"]
         until = self.covered_until
 
@@ -124,8 +124,10 @@ class LedgerClaimer:
         letter, attempts, error = outcome.letter, outcome.attempts, outcome.error or ""
         row, sub = letter.delivery_id, letter.subscriber.id or 0
         if outcome.state == "sent":
-            papers, until, contents = letter.paper_ids, self.covered_until, outcome.contents or contents_of(letter.result)
+            papers, until, contents = outcome.paper_ids, self.covered_until, outcome.shown
             return lambda conn: record_sent_letter(conn, row, sub, papers, contents, attempts, now, until)
+        if outcome.state == "skipped":
+            return lambda conn: ledger.record_skipped_row(conn, row, error, now)
         if outcome.state == "deferred":
             return lambda conn: ledger.record_deferred(conn, row, error, attempts, now)
         bounce = outcome.bounce

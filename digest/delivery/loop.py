@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import DigestError, ServerDownError
 from ..log import log_event
 from ..store.deliveries import BOUNCE_LIMIT
-from .build import Builder
+from .build import SKIPPED_REASON, Builder
 from .claim import Claimer
 from .senders import Handed, InlineSender, Sender, ThreadedSender
 from .transport import Transport
@@ -39,11 +39,13 @@ SERVER_DOWN_AFTER = 10  # failed deliveries in a row, to different recipients, t
 class DeliveryReport:
     """What one delivery loop did. `not_attempted`: letters never handed over (stopped, server down, a ledger that
     could not be written), back to 'pending'; `left_sending`: rows left 'sending' because even releasing them failed.
-    `timings`: render and build summed over the workers that built, send the time spent handing over and recording."""
+    `timings`: rank, render and build summed over the workers that built, send the time spent handing over and
+    recording."""
 
     sent: int = 0
     failed: int = 0
     deferred: int = 0
+    skipped: int = 0  # ranked here with nothing to show (skip_empty): recorded 'skipped', no message
     not_attempted: int = 0
     left_sending: int = 0
     elsewhere: int = 0  # letters other workers finished or hold (several workers on one PostgreSQL database)
@@ -57,8 +59,8 @@ class _Tally:
     """The loop's own counts while it runs (one thread; frozen into the DeliveryReport at the end)."""
 
     def __init__(self, progress: Callable[[int], None] | None) -> None:
-        self.sent = self.failed = self.deferred = self.claimed = 0
-        self.render = self.build = self.send = 0.0
+        self.sent = self.failed = self.deferred = self.skipped = self.claimed = 0
+        self.rank = self.render = self.build = self.send = 0.0
         self.streak: set[str] = set()  # recipients of the failures in a row
         self.to_retry: dict[int, Built] = {}  # deferred by a 4xx, not yet given up on: their delivery id -> message
         self.progress = progress
@@ -92,9 +94,9 @@ def deliver_edition(
         for built in _claimed_and_built(claimer, builder, tally, held, stop_event):
             if stop_event.is_set():
                 break
-            if built.message is None:  # it could not be built: the subscriber's failed delivery
+            if built.message is None:  # nothing to show (skipped), or it could not be built: the subscriber's failed delivery
                 del held[built.letter.delivery_id]
-                _record(claimer, [_unbuilt(built)], tally)
+                _record(claimer, [Outcome(built.letter, "skipped", attempts=0, error=SKIPPED_REASON) if built.skipped else _unbuilt(built)], tally)
                 continue
             while out.in_flight >= out.connections:  # every connection busy: record what they finished first
                 _settle(claimer, out.collect(wait=True), tally, held)
@@ -118,9 +120,9 @@ def deliver_edition(
         log_event(log, "ledger-unsettled", logging.ERROR, sending=settlement.left_sending, error=str(settlement.error),
                   note="the next run sends them (those handed over may arrive twice)")
     return DeliveryReport(
-        sent=tally.sent, failed=tally.failed, deferred=tally.deferred, not_attempted=len(held) + len(letters) - tally.claimed - settlement.elsewhere,
+        sent=tally.sent, failed=tally.failed, deferred=tally.deferred, skipped=tally.skipped, not_attempted=len(held) + len(letters) - tally.claimed - settlement.elsewhere,
         left_sending=settlement.left_sending, elsewhere=settlement.elsewhere, stopped=stop_event.is_set(), workers=builder.workers,
-        timings={"render": tally.render, "build": tally.build, "send": tally.send}, error=error or settlement.error,
+        timings={"rank": tally.rank, "render": tally.render, "build": tally.build, "send": tally.send}, error=error or settlement.error,
     )
 
 
@@ -140,6 +142,7 @@ def _claimed_and_built(claimer: Claimer, builder: Builder, tally: _Tally, held: 
         upcoming = claim()
         upcoming_built = builder.build(upcoming)
         for item in built:
+            tally.rank += item.rank_seconds
             tally.render += item.render_seconds
             tally.build += item.build_seconds
             yield item
@@ -209,6 +212,9 @@ def _count(outcome: Outcome, bounces: int, tally: _Tally, retry: Built | None) -
         log_event(log, "sent", logging.DEBUG, **who, message_id=letter.message_id)
         tally.streak.clear()
         tally.finished("sent")
+        return False
+    if outcome.state == "skipped":  # never handed over: says nothing of the server
+        tally.finished("skipped")
         return False
     if not outcome.attempts:  # it could not be built (logged when found): not the server's doing
         tally.finished("failed")

@@ -18,17 +18,19 @@ from ..rank import RankResult
 @dataclass(frozen=True)
 class Letter:
     """One subscriber's edition to deliver: its ledger row, who gets it, which edition, its Message-ID (kept by the
-    ledger so a resend reuses it) and what it shows."""
+    ledger so a resend reuses it) and what it shows: `result`, or None until the builder ranks it (a worker ranks
+    only the letters it has claimed, batch after batch; digest.delivery.build)."""
 
     delivery_id: int
     subscriber: Subscriber
     edition: str
     message_id: str
-    result: RankResult
+    result: RankResult | None
 
     @cached_property  # read when the letter's outcome is bound and when it is recorded
     def paper_ids(self) -> tuple[int, ...]:
         """Every paper the email shows (picks, then trending), each once, in order: what 'sent' records."""
+        assert self.result is not None, "a letter not ranked: its outcome's contents say what it carried"
         return papers_carried(self.result)
 
 
@@ -39,6 +41,12 @@ def papers_carried(result: RankResult) -> tuple[int, ...]:
 
 
 Contents = tuple[tuple[tuple[int, tuple[str, ...]], ...], tuple[int, ...]]  # (picks with their reasons, trending ids)
+
+
+def papers_shown(contents: Contents) -> tuple[int, ...]:
+    """papers_carried, read from an email's contents (the same ids in the same order)."""
+    picks, trending = contents
+    return tuple(dict.fromkeys([p for p, _ in picks] + list(trending)))
 
 
 def contents_of(result: RankResult) -> Contents:
@@ -67,19 +75,35 @@ class Built:
     render_seconds: float = 0.0
     build_seconds: float = 0.0
     contents: Contents | None = None  # how the message shows its papers (contents_of), made while rendering it
+    skipped: bool = False  # ranked with nothing to show and skip_empty set: no message, recorded 'skipped'
+    rank_seconds: float = 0.0  # its share of its batch's ranking
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What became of one letter: 'sent' (the server accepted it), 'deferred' (a 4xx: tried again later) or
-    'failed' (a 5xx, a bounce; or it could not be built). `attempts`: hand-overs it adds to the ledger row."""
+    'failed' (a 5xx, a bounce; or it could not be built); 'skipped' (nothing to show, never handed over).
+    `attempts`: hand-overs it adds to the ledger row."""
 
     letter: Letter
-    state: Literal["sent", "deferred", "failed"]
+    state: Literal["sent", "deferred", "failed", "skipped"]
     attempts: int
     error: str | None = None
     bounce: bool = False  # a hard bounce: counts towards marking the subscriber 'bounced'
     contents: Contents | None = None  # of a 'sent' letter: recorded with it (contents_of its result when None)
+
+    @property
+    def paper_ids(self) -> tuple[int, ...]:
+        """The papers a 'sent' letter carried: from its contents, else from its letter's result."""
+        return papers_shown(self.contents) if self.contents is not None else self.letter.paper_ids
+
+    @property
+    def shown(self) -> Contents:
+        """How a 'sent' letter showed its papers: its contents, else contents_of its letter's result."""
+        if self.contents is not None:
+            return self.contents
+        assert self.letter.result is not None, "a letter ranked by a worker process comes back with its contents"
+        return contents_of(self.letter.result)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from filelock import FileLock, Timeout
 from sqlalchemy.engine import Connection, Engine
 
 from ..config import Settings
-from ..delivery.build import builder_for, compose, make_links
+from ..delivery.build import builder_for, compose, is_empty, make_links
 from ..delivery.claim import LeaseClaimer, LedgerClaimer, worker_name
 from ..delivery.loop import DeliveryReport, deliver_edition
 from ..delivery.message import check_sender_settings, make_message_id
@@ -42,7 +42,7 @@ from ..render import RenderedEmail
 from ..store import deliveries as ledger
 from ..store import fleet
 from ..store.pace import RedisPace, reserve_slots_postgres
-from .plan import EditionPlan, Unplanned, due_subscribers, one_line, plan_editions, plan_for, rank_plans
+from .plan import EditionPlan, PlansRanking, Unplanned, due_subscribers, one_line, plan_editions, plan_for, rank_plans
 
 log = logging.getLogger("digest.pipeline")
 
@@ -146,11 +146,6 @@ def preview_email(engine: Engine, settings: Settings, now: datetime, email: str,
     return composed.rendered, composed.message, result
 
 
-def is_empty(result: RankResult) -> bool:
-    """Nothing to show: no pick and no trending paper (only then does skip_empty skip)."""
-    return not result.picks and not result.trending
-
-
 # --- the job ----------------------------------------------------------------------------------------
 
 
@@ -198,17 +193,21 @@ def run_job(
             check_sender_settings(settings)  # nor with a From, Reply-To or base_url no message can carry
         planned = plan_editions(engine, settings, now, dues)
         mark = _stage(timings, "plan", mark)
-        results = _rank(engine, planned, settings, now) if planned else []
-        _stage(timings, "rank", mark)
+        plans = [p for p in planned if isinstance(p, EditionPlan)]
+        ranking = PlansRanking(plans, settings, now, engine=engine) if plans else None  # DigestError here: nothing recorded yet
+        mark = _stage(timings, "rank", mark)
         if dry_run:
+            results = _rank(planned, ranking)
+            _stage(timings, "rank", mark)
             delivered = _rehearse(settings, now, planned, results, timings, progress)
         else:
-            delivered = _deliver(engine, settings, now, planned, results, clock=clock, transport=transport, stop_event=stop_event, sleep=sleep, progress=progress,
+            delivered = _deliver(engine, settings, now, planned, ranking, clock=clock, transport=transport, stop_event=stop_event, sleep=sleep, progress=progress,
                                  worker=worker or worker_name())
     report = RunReport(
         sent=delivered.sent, skipped=delivered.skipped, failed=delivered.failed, deferred=delivered.deferred, due=len(dues),
         not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, elsewhere=delivered.elsewhere, dry_run=dry_run, stopped=stop_event.is_set(),
-        workers=delivered.workers, seconds=time.monotonic() - started, timings={**timings, **delivered.timings},
+        workers=delivered.workers, seconds=time.monotonic() - started,
+        timings={**timings, **delivered.timings, "rank": timings.get("rank", 0.0) + delivered.timings.get("rank", 0.0)},
         editions=sorted({d.edition for d in dues}), fetched=fetched, fetch_error=fetch_error, error=delivered.error,
     )
     # A daemon checks every minute: a run that had nothing due is a debug line, not an info line a minute.
@@ -250,9 +249,9 @@ def _fetch(engine: Engine, settings: Settings, now: datetime, client: object | N
         _stage(timings, "fetch", mark)
 
 
-def _rank(engine: Engine, planned: Sequence[EditionPlan | Unplanned], settings: Settings, now: datetime) -> list[RankResult | Exception]:
-    """Each plan's ranking, in order; an unplanned subscriber's error in their place."""
-    ranked = iter(rank_plans([p for p in planned if isinstance(p, EditionPlan)], settings, now, engine=engine))
+def _rank(planned: Sequence[EditionPlan | Unplanned], ranking: PlansRanking | None) -> list[RankResult | Exception]:
+    """Each plan's ranking, in order; an unplanned subscriber's error in their place (a dry run ranks them all)."""
+    ranked = iter(ranking.rank([p for p in planned if isinstance(p, EditionPlan)]) if ranking is not None else [])
     return [p.error if isinstance(p, Unplanned) else next(ranked) for p in planned]
 
 
@@ -277,10 +276,12 @@ class _Delivered:
                    report.workers, report.timings, report.error, report.elsewhere)
 
 
-def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequence[EditionPlan | Unplanned], results: Sequence[RankResult | Exception], *,
+def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequence[EditionPlan | Unplanned], ranking: PlansRanking | None, *,
              clock: Callable[[], datetime], transport: Transport | None, stop_event: threading.Event, sleep: Callable[[float], None],
              progress: Callable[[int], None] | None, worker: str) -> _Delivered:
-    """Open each edition's ledger row, record the skipped and the unbuildable ones, and deliver the rest."""
+    """Open each edition's ledger row, record the unplanned ones, and deliver the rest: each batch of letters is
+    ranked once claimed (by the builder, with `ranking`), so this worker ranks only what it sends and holds the
+    results of the batches in hand, not those of every due subscriber (issue 11)."""
     if not planned:
         return _Delivered()
     rows = ledger.open_deliveries(engine, [(p.subscriber.id or 0, p.edition) for p in planned], clock(), lambda sub, ed: make_message_id(settings.from_address, sub, ed))
@@ -289,22 +290,25 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
     if resumed and not shared:  # on PostgreSQL other workers are sending: the claimer logs the rows it takes over
         log_event(log, "resume", logging.WARNING, deliveries=resumed, note="a message in flight when the last run died may arrive twice")
     letters: list[Letter] = []
-    skipped: list[int] = []
+    plan_of: dict[int, EditionPlan] = {}  # delivery id -> its plan, ranked when claimed
     unbuildable: list[tuple[EditionPlan | Unplanned, int, Exception]] = []
-    for plan, result in zip(planned, results):
+    for plan in planned:
         row = rows[(plan.subscriber.id or 0, plan.edition)]
-        if isinstance(result, Exception):
-            unbuildable.append((plan, row.id, result))
-        elif settings.skip_empty and is_empty(result):
-            skipped.append(row.id)
+        if isinstance(plan, Unplanned):
+            unbuildable.append((plan, row.id, plan.error))
         else:
-            letters.append(Letter(row.id, plan.subscriber, plan.edition, row.message_id or make_message_id(settings.from_address, plan.subscriber.id or 0, plan.edition), result))
-    ledger.record_skipped(engine, skipped, "nothing new for this subscriber", clock())
+            plan_of[row.id] = plan
+            letters.append(Letter(row.id, plan.subscriber, plan.edition, row.message_id or make_message_id(settings.from_address, plan.subscriber.id or 0, plan.edition), None))
     _record_unbuildable(engine, unbuildable, clock())
-    if progress is not None and (skipped or unbuildable):
-        progress(len(skipped) + len(unbuildable))
+    if progress is not None and unbuildable:
+        progress(len(unbuildable))
+
+    def rank(batch: Sequence[Letter]) -> list[RankResult | Exception]:
+        assert ranking is not None, "letters come from plans, and plans have a ranking"
+        return ranking.rank([plan_of[letter.delivery_id] for letter in batch])
+
     pace = pace_for(engine, settings)
-    builder = builder_for(settings, letters, clock())  # before the sender's threads start: it may fork
+    builder = builder_for(settings, letters, clock(), rank)  # before the sender's threads start: it may fork
     out = sender_for(settings, transport, len(letters), pace=pace)
     claimer = (LeaseClaimer(engine, letters, clock=clock, covered_until=now, worker=worker, lease=settings.lease_seconds) if shared
                else LedgerClaimer(engine, letters, clock=clock, covered_until=now))
@@ -316,7 +320,7 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
         out.close()
         if transport is None and isinstance(out, InlineSender):
             out.transport.close()
-    return _Delivered.of(report, len(skipped), len(unbuildable))
+    return _Delivered.of(report, report.skipped, len(unbuildable))
 
 
 def _rehearse(settings: Settings, now: datetime, planned: Sequence[EditionPlan | Unplanned], results: Sequence[RankResult | Exception],

@@ -4,7 +4,7 @@ the rules (the window above all) exist once.
 
 The window of an edition: papers first seen in (since, until], until being the run's instant and since the
 later of the subscriber's last digest and 7 days back for a weekly subscriber (window_days back otherwise).
-It must not send, render or write: it reads the store and ranks (rank_plans), nothing else.
+It must not send, render or write: it reads the store and ranks (rank_plans, PlansRanking), nothing else.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..editions import due_edition, is_weekly, local_day, parse_frequency, publi
 from ..errors import DigestError, InputError
 from ..log import log_event
 from ..models import Subscriber
-from ..rank import Candidate, Profile, RankResult, build_profile, rank_many
+from ..rank import Candidate, Profile, Ranking, RankResult, build_profile
 from ..rank.semantic import embed_for  # light: it imports the embedding model (torch) only when asked to embed
 from ..store import deliveries as ledger
 from ..store import session_scope
@@ -171,39 +171,59 @@ def plan_for(engine: Engine, email: str, now: datetime, settings: Settings, *, e
 
 
 def rank_plans(plans: Sequence[EditionPlan], settings: Settings, now: datetime, *, limit: int | None = None, engine: Engine | None = None) -> list[RankResult | Exception]:
-    """Every plan ranked at once over one pool (the widest window's candidates: every window ends at `now`, so it
-    holds the others'), each excluding what was first seen before its own window and what it was already sent.
-
-    A subscriber whose ranking raises (a row edited by hand, a bug) gets the exception in place of a result, and
-    the others are ranked (see rank_isolating). When even an empty profile cannot be ranked, the candidates are the
-    problem, not a subscriber: DigestError, so nobody's edition is spent on it. With rank_model = "hybrid", the
-    embeddings are `engine`'s stored ones (digest.embed: only what is new is embedded), or computed here without it."""
+    """Every plan ranked at once over one pool (PlansRanking: the widest window's candidates, every window ends at
+    `now`, so it holds the others'), each excluding what was first seen before its own window and what it was already
+    sent. A subscriber whose ranking raises gets the exception in place of a result; DigestError when even an empty
+    profile cannot be ranked (see PlansRanking)."""
     if not plans:
         return []
-    pool = min(plans, key=lambda p: p.since).candidates
-    pool_ids = frozenset(c.paper.id for c in pool)
-    too_old: dict[datetime, frozenset[int]] = {}
-    profiles = []
-    for plan in plans:
-        if plan.since not in too_old:
-            too_old[plan.since] = pool_ids - {c.paper.id for c in plan.candidates}
-        extra = too_old[plan.since]
-        profiles.append(dataclasses.replace(plan.profile, exclude_paper_ids=plan.profile.exclude_paper_ids | extra) if extra else plan.profile)
+    return PlansRanking(plans, settings, now, limit=limit, engine=engine).rank(plans)
 
-    embeddings = None
-    if settings.rank_model == "hybrid" and engine is not None:
-        from ..embed import embeddings_for
 
-        papers = [(c.paper.id, c.paper.title, c.paper.abstract) for c in pool]
-        papers += [(x.paper_id, x.title, x.abstract) for p in profiles for x in (*p.seed_texts, *p.liked_texts, *p.disliked_texts) if x.paper_id is not None]
-        embeddings = embeddings_for(engine, papers, [plan.subscriber for plan in plans], now)
-    elif settings.rank_model == "hybrid":
-        embeddings = embed_for([c.paper for c in pool], profiles)
+class PlansRanking:
+    """The ranking of a run's plans, prepared once over one pool (the widest window's candidates) and then applied
+    to any of those plans, batch after batch: a sending worker ranks only the deliveries it has claimed, so it never
+    holds every due subscriber's results (issue 11), and forked render workers inherit it to rank their share.
 
-    def rank(batch: Sequence[Profile]) -> list[RankResult]:
-        return rank_many(pool, batch, now, limit=limit, relevance_floor=settings.relevance_floor, model=settings.rank_model, embeddings=embeddings)
+    Built before anything is recorded: when even an empty profile cannot be ranked, the candidates are the problem,
+    not a subscriber: DigestError, so nobody's edition is spent on it. A subscriber whose ranking raises (a row edited
+    by hand, a bug) gets the exception in place of a result, and the others are ranked (see rank_isolating). With
+    rank_model = "hybrid", the embeddings are `engine`'s stored ones (digest.embed: only what is new is embedded), or
+    computed here without it."""
 
-    return rank_isolating(rank, profiles)
+    def __init__(self, plans: Sequence[EditionPlan], settings: Settings, now: datetime, *, limit: int | None = None, engine: Engine | None = None) -> None:
+        self.limit, self.relevance_floor = limit, settings.relevance_floor
+        pool = min(plans, key=lambda p: p.since).candidates if plans else ()
+        self.pool_ids = frozenset(c.paper.id for c in pool)
+        self.too_old: dict[datetime, frozenset[int]] = {}
+        embeddings = None
+        if settings.rank_model == "hybrid" and engine is not None:
+            from ..embed import embeddings_for
+
+            papers = [(c.paper.id, c.paper.title, c.paper.abstract) for c in pool]
+            papers += [(x.paper_id, x.title, x.abstract) for p in plans for x in (*p.profile.seed_texts, *p.profile.liked_texts, *p.profile.disliked_texts) if x.paper_id is not None]
+            embeddings = embeddings_for(engine, papers, [plan.subscriber for plan in plans], now)
+        elif settings.rank_model == "hybrid":
+            embeddings = embed_for([c.paper for c in pool], [self.profile_of(p) for p in plans])
+        try:
+            self.ranking = Ranking(pool, now, model=settings.rank_model, embeddings=embeddings)
+            self._rank([Profile(subscriber_id=0)])
+        except Exception as exc:  # noqa: BLE001 - whose fault: the candidates', since no one can be ranked
+            raise DigestError(f"cannot rank today's candidates for anyone: {one_line(exc)}", "a candidate paper the ranking cannot read? `digest -v send --dry-run` shows the traceback") from exc
+
+    def profile_of(self, plan: EditionPlan) -> Profile:
+        """The plan's profile, also excluding what the pool holds from before its own window."""
+        if plan.since not in self.too_old:
+            self.too_old[plan.since] = self.pool_ids - {c.paper.id for c in plan.candidates}
+        extra = self.too_old[plan.since]
+        return dataclasses.replace(plan.profile, exclude_paper_ids=plan.profile.exclude_paper_ids | extra) if extra else plan.profile
+
+    def _rank(self, profiles: Sequence[Profile]) -> list[RankResult]:
+        return self.ranking.rank(profiles, limit=self.limit, relevance_floor=self.relevance_floor)
+
+    def rank(self, plans: Sequence[EditionPlan]) -> list[RankResult | Exception]:
+        """Each plan's result (or the exception its ranking raised), in order."""
+        return rank_isolating(self._rank, [self.profile_of(plan) for plan in plans])
 
 
 def rank_isolating(rank: Callable[[Sequence[Profile]], list[RankResult]], profiles: Sequence[Profile]) -> list[RankResult | Exception]:

@@ -17,12 +17,14 @@ digest.rank.score, the vote models in digest.rank.votes; this module decides who
 - score = (1 - trending_weight) * relevance / the day's best relevance + trending_weight * trending;
 - MMR picks in order, so a near-duplicate of a pick loses ground and one topic cannot fill the email.
 
-Every subscriber is ranked at once (rank_many) in chunks of one sparse float32 product each; rank_papers is the
-same computation for one profile. Ties break by paper id, so the same inputs give the same output.
+Every subscriber is ranked at once (rank_many) in chunks of one sparse float32 product each, or batch after batch
+against one Ranking (the candidates' side built once); rank_papers is the same computation for one profile. Ties
+break by paper id, so the same inputs give the same output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -112,58 +114,89 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     Reasons are made when first read, EXPLAIN_BLOCK results at a time. `model`: "tfidf", or "hybrid" (TF-IDF
     blended with sentence embeddings, which the caller passes as `embeddings`: see digest.rank.semantic.Embeddings,
     digest.embed for stored ones, digest.rank.semantic.embed_for to compute them in place)."""
-    from .score import ProfileRows
-    from .semantic import check_model
-    from .text import Corpus
-
-    check_model(model)
-    if model == "hybrid" and embeddings is None:
-        raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles (digest.embed, or digest.rank.semantic.embed_for)")
-
-    pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
     if not profiles:
+        from .semantic import check_model
+
+        check_model(model)
+        if model == "hybrid" and embeddings is None:
+            raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles")
         return []
-    corpus = Corpus(pool, pool_trending(pool), embeddings if model == "hybrid" else None)
-    rows = ProfileRows(corpus, profiles, embeddings if model == "hybrid" else None)
-    excluder = _Excluder(pool)
-    trend_reasons = [_trending_reasons(c) for c in pool]
-    explainer = _Explainer(rows, profiles, pool, corpus, trend_reasons)
-    # The day's trending list is the same for everyone but what they must not get: one object per paper, shared.
-    shared_trending = [RankedPaper(c, t, 0.0, t, tuple(trend_reasons[d] or ["among today's papers"]), False) for d, (c, t) in enumerate(zip(pool, corpus.trending_rounded))]
-    # Only papers with a trending signal (upvotes, a second source) trend: without one the order is the papers' ids.
-    # Each list runs long enough to leave out the subscriber's own picks and still fill trending_count (_result).
-    trending_order = corpus.trending_order[corpus.trending[corpus.trending_order] > 0]
-    reach = trending_count + max(limit if limit is not None else p.max_papers for p in profiles)
-    everyones_trending = [shared_trending[d] for d in trending_order[:reach].tolist()]
-    no_exclusion = np.zeros(0, dtype=np.intp)
+    ranking = Ranking(candidates, now, model=model, embeddings=embeddings, trending_count=trending_count)
+    return ranking.rank(profiles, limit=limit, relevance_floor=relevance_floor, chunk_size=chunk_size, threads=threads)
 
-    def score(start: int) -> tuple:
-        """One chunk's picks with their rounded scores, and the exclusions of those who have any."""
-        chunk = range(start, min(start + chunk_size, len(profiles)))
-        lengths = [limit if limit is not None else profiles[i].max_papers for i in chunk]
-        excluded = np.zeros((len(chunk), len(pool)), dtype=bool)
-        for k, i in enumerate(chunk):
-            out = excluder.excluded(profiles[i]) if profiles[i].excludes_anything else no_exclusion
-            excluded[k, out] = True
-        picks, score, relevance, digestable = rows.score_chunk(list(chunk), excluded, relevance_floor, lengths, MMR_LAMBDA)
-        if not picks.shape[1] or not len(pool):
-            return chunk, [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), {}
-        at = np.maximum(picks, 0)
-        scores = np.round(np.take_along_axis(score, at, axis=1).astype(np.float64), 6).tolist()
-        relevances = np.round(np.take_along_axis(relevance, at, axis=1).astype(np.float64), 6).tolist()
-        digests = (np.take_along_axis(digestable, at, axis=1) & (picks >= 0)).sum(axis=1).tolist()  # the digest's papers come first
-        chosen = [p[: min(length, count)] for p, length, count in zip(picks.tolist(), lengths, (picks >= 0).sum(axis=1).tolist())]
-        trending = {k: _trending_for(excluded[k], trending_order, shared_trending, reach) for k in np.flatnonzero(excluded.any(axis=1)).tolist()}
-        return chunk, chosen, scores, relevances, digests, trending
 
-    results: list[RankResult] = []
-    # Chunks are scored in worker threads (numpy and scipy let go of the GIL) while this thread builds the results.
-    workers = max(1, threads or default_threads())
-    with ThreadPoolExecutor(max_workers=workers) as executor:
-        for chunk, chosen, scores, relevances, digests, trending in _in_order(executor, score, range(0, len(profiles), chunk_size), workers + 1):
+class Ranking:
+    """The candidates' side of a ranking, built once (the text model, the trending list, the exclusion lookups):
+    rank() then ranks any number of profiles against it, batch after batch. A sending worker ranks each batch of
+    deliveries it has claimed, so it holds the results of that batch only; forked render workers inherit one
+    Ranking and rank their own share. Read-only once built (rank() may run in several threads or processes)."""
+
+    def __init__(self, candidates: Sequence[Candidate], now: datetime, *, model: str = "tfidf", embeddings: Embeddings | None = None, trending_count: int = 5):
+        from .semantic import check_model
+        from .text import Corpus
+
+        check_model(model)
+        if model == "hybrid" and embeddings is None:
+            raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles (digest.embed, or digest.rank.semantic.embed_for)")
+        self.embeddings = embeddings if model == "hybrid" else None
+        self.pool = pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
+        self.corpus = corpus = Corpus(pool, pool_trending(pool), self.embeddings)
+        self.excluder = _Excluder(pool)
+        self.trend_reasons = [_trending_reasons(c) for c in pool]
+        self.trending_count = trending_count
+        # The day's trending list is the same for everyone but what they must not get: one object per paper, shared.
+        self.shared_trending = [RankedPaper(c, t, 0.0, t, tuple(self.trend_reasons[d] or ["among today's papers"]), False) for d, (c, t) in enumerate(zip(pool, corpus.trending_rounded))]
+        # Only papers with a trending signal (upvotes, a second source) trend: without one the order is the papers' ids.
+        self.trending_order = corpus.trending_order[corpus.trending[corpus.trending_order] > 0]
+
+    def rank(self, profiles: Sequence[Profile], *, limit: int | None = None, relevance_floor: float = 0.05, chunk_size: int = CHUNK, threads: int | None = None) -> list[RankResult]:
+        """Each profile's RankResult, in order (see rank_many)."""
+        from .score import ProfileRows
+
+        if not profiles:
+            return []
+        pool, corpus, excluder, trending_count = self.pool, self.corpus, self.excluder, self.trending_count
+        shared_trending, trending_order = self.shared_trending, self.trending_order
+        # Each list runs long enough to leave out the subscriber's own picks and still fill trending_count (_result).
+        reach = trending_count + max(limit if limit is not None else p.max_papers for p in profiles)
+        everyones_trending = [shared_trending[d] for d in trending_order[:reach].tolist()]
+        rows = ProfileRows(corpus, profiles, self.embeddings)
+        explainer = _Explainer(rows, profiles, pool, corpus, self.trend_reasons)
+        no_exclusion = np.zeros(0, dtype=np.intp)
+
+        def score(start: int) -> tuple:
+            """One chunk's picks with their rounded scores, and the exclusions of those who have any."""
+            chunk = range(start, min(start + chunk_size, len(profiles)))
+            lengths = [limit if limit is not None else profiles[i].max_papers for i in chunk]
+            excluded = np.zeros((len(chunk), len(pool)), dtype=bool)
             for k, i in enumerate(chunk):
-                results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], digests[k], trending.get(k, everyones_trending), trending_count, explainer))
-    return results
+                out = excluder.excluded(profiles[i]) if profiles[i].excludes_anything else no_exclusion
+                excluded[k, out] = True
+            picks, score, relevance, digestable = rows.score_chunk(list(chunk), excluded, relevance_floor, lengths, MMR_LAMBDA)
+            if not picks.shape[1] or not len(pool):
+                return chunk, [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), [[]] * len(chunk), {}
+            at = np.maximum(picks, 0)
+            scores = np.round(np.take_along_axis(score, at, axis=1).astype(np.float64), 6).tolist()
+            relevances = np.round(np.take_along_axis(relevance, at, axis=1).astype(np.float64), 6).tolist()
+            digests = (np.take_along_axis(digestable, at, axis=1) & (picks >= 0)).sum(axis=1).tolist()  # the digest's papers come first
+            chosen = [p[: min(length, count)] for p, length, count in zip(picks.tolist(), lengths, (picks >= 0).sum(axis=1).tolist())]
+            trending = {k: _trending_for(excluded[k], trending_order, shared_trending, reach) for k in np.flatnonzero(excluded.any(axis=1)).tolist()}
+            return chunk, chosen, scores, relevances, digests, trending
+
+        results: list[RankResult] = []
+        starts = range(0, len(profiles), chunk_size)
+        # Chunks are scored in worker threads (numpy and scipy let go of the GIL) while this thread builds the results;
+        # one chunk (a claimed batch) is scored in this thread.
+        workers = min(max(1, threads or default_threads()), len(starts))
+        chunks = map(score, starts) if workers == 1 else None
+        with contextlib.ExitStack() as stack:
+            if chunks is None:
+                executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+                chunks = _in_order(executor, score, starts, workers + 1)
+            for chunk, chosen, scores, relevances, digests, trending in chunks:
+                for k, i in enumerate(chunk):
+                    results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], digests[k], trending.get(k, everyones_trending), trending_count, explainer))
+        return results
 
 
 def default_threads() -> int:

@@ -358,6 +358,11 @@ def record_failed(conn: Connection, delivery_id: int, subscriber_id: int, error:
     return bounces
 
 
+def record_skipped_row(conn: Connection, delivery_id: int, reason: str, now: datetime) -> None:
+    """'skipped', for one row this worker has claimed (ranked, it had nothing to show: no message was handed over)."""
+    conn.execute(_UNSENT, {"delivery_id_": delivery_id, "state_": "skipped", "tries_": 0, "error_": reason, "at_": now})
+
+
 def record_skipped(engine: Engine, delivery_ids: Sequence[int], reason: str, now: datetime) -> None:
     """'skipped', for the rows still open and held by no other worker (another may have sent one meanwhile)."""
     if delivery_ids:
