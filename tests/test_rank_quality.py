@@ -15,9 +15,9 @@ RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "eval" / "run.py"
 CORPUS = Path(__file__).resolve().parent.parent / "digest" / "data" / "sample-papers.jsonl"  # the 237 real seed papers
 MARGIN = 0.02
 REACHED = {  # split: (nDCG@10, P@5) measured when the ranking was last tuned (15 profiles: 6 tune, 9 held out)
-    "all": (0.860, 0.893),
+    "all": (0.860, 0.880),
     "tune": (0.909, 0.967),
-    "heldout": (0.828, 0.844),
+    "heldout": (0.828, 0.822),
 }
 REACHED_HYBRID = {  # the same for rank_model = "hybrid"
     "all": (0.887, 0.960),
@@ -26,10 +26,10 @@ REACHED_HYBRID = {  # the same for rank_model = "hybrid"
 }
 OFF_TOPIC = {"digest": 0, "digest-hybrid": 0}  # papers in the 4 off-topic profiles' digests (see docs/ranking.md)
 FEEDBACK = {  # (model, protocol): (mean gain of nDCG@10 from the votes, the worst profile's change)
-    ("tfidf", "residual"): (0.060, -0.429),
-    ("tfidf", "next-day"): (0.013, -0.165),
-    ("hybrid", "residual"): (0.122, -0.130),
-    ("hybrid", "next-day"): (-0.037, -0.179),
+    ("tfidf", "residual"): (0.112, -0.028),
+    ("tfidf", "next-day"): (0.022, -0.121),
+    ("hybrid", "residual"): (0.107, -0.130),
+    ("hybrid", "next-day"): (-0.036, -0.179),
 }
 
 
@@ -83,6 +83,14 @@ def test_feedback_votes_help_the_next_digest(protocol):
     assert len(result["profiles"]) >= 10
     assert result["with"] - result["without"] >= gain - MARGIN
     assert result["worst"] >= worst - MARGIN
+
+
+def test_feedback_meets_the_issue_targets_on_the_residual_collection():
+    # Issue 12's targets for the default ranking: 3 likes and 3 dislikes lift the next digest's mean nDCG@10 by at
+    # least 0.10, and no profile loses more than 0.05 (tune and held-out profiles alike).
+    result = _run_module().feedback(CORPUS, "tfidf", "residual")
+    assert result["with"] - result["without"] >= 0.10
+    assert result["worst"] >= -0.05
 
 
 def test_off_topic_subscriber_gets_the_honest_quiet_day_email():
