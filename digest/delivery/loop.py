@@ -1,7 +1,7 @@
-"""The delivery loop: claim -> build -> send -> record, letter after letter, then the retry rounds for what a 4xx
+"""The delivery loop: claim -> build -> send -> record, batch after batch, then the retry rounds for what a 4xx
 deferred; one DeliveryReport returned. The claimer (digest.delivery.claim) owns the ledger writes that make the
-exactly-once guarantee, the builder (digest.delivery.build) renders, the transport (digest.delivery.transport) hands
-messages over; this module only puts them in order and counts.
+exactly-once guarantee, the builder (digest.delivery.build) ranks each claimed batch and renders it, the transport
+(digest.delivery.transport) hands messages over; this module only puts them in order and counts.
 
 A recipient's refusal is their outcome; 10 failures in a row to different recipients mean the server is down
 (ServerDownError); a server that cannot be used at all (DeliveryError) or a ledger that cannot be written
