@@ -86,7 +86,9 @@ def test_a_421_mid_run_reconnects_and_the_message_is_sent_in_the_retry_round(cro
         server.rcpt_replies["reader04@example.org"] = ["421 4.3.2 closing, try again"]  # once, then accepted
         report = run_job(engine, on(settings, server, 4), NOW, fetch=False, sleep=slept.append)
     everyone_once(report, server, engine)
-    assert len(slept) == 1 and server.connections == 5  # the 421 closed one connection; a new one took its place
+    # The 421 closed one connection. A new one takes its place when its thread still has letters to send; when the
+    # other three have already taken the rest (about 1 run in 30 here), the retry round goes over one of them.
+    assert len(slept) == 1 and server.connections in (4, 5)
     [retried] = [d for d in ledger.deliveries_for(engine) if d.attempts == 2]
     assert retried.subscriber_id is not None
 
