@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from click.testing import CliRunner
 pytest_plugins = ("feed_server", "smtp_server")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Tests stop `digest web`, `serve` and `send` processes with SIGINT (Ctrl-C) as a user does. A test run started in
+# the background by a shell without job control (`(pytest &)`) inherits SIGINT ignored, and so would every process
+# it starts: each would outlive its test. Handled here (as an interactive Python does), so children start with
+# SIGINT at its default, whatever started the run.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
 
 
