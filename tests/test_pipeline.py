@@ -621,10 +621,11 @@ def test_run_job_ranks_each_claimed_batch_and_never_holds_every_result(crowd, mo
     rank their own share: the parent then ranks and holds none."""
     import gc
 
-    from digest.delivery.loop import CHUNK
     from digest.pipeline.plan import PlansRanking
     from digest.rank import RankResult
 
+    CHUNK = 50  # claimed batches much smaller than the edition of 300, so holding every result would show
+    monkeypatch.setattr("digest.delivery.loop.CHUNK", CHUNK)
     settings, engine, _ = crowd
     batches: list[int] = []
     real = PlansRanking.rank
