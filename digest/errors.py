@@ -86,3 +86,10 @@ class LockedError(DigestError):
 
 class TokenError(DigestError):
     hint = "ask for a new link"
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, at most 500 characters (the ledger's last_error, a log field); a DigestError's
+    own text, which already says what is wrong."""
+    text = str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from ..children import die_with_parent, usable_cores
 from ..config import Settings
-from ..errors import DigestError, InputError
+from ..errors import DigestError, InputError, one_line
 from ..log import log_event
 from ..models import Subscriber
 from ..rank import RankResult
@@ -97,8 +97,7 @@ def build_letter(settings: Settings, letter: Letter, date_: datetime) -> Built:
     except InputError as exc:
         return Built(letter, None, Unbuilt(str(exc)))
     except Exception as exc:  # noqa: BLE001 - a wall: whatever one subscriber's email raises is their failed delivery
-        text = " ".join(f"cannot build the edition: {type(exc).__name__}: {exc}".split())[:500]
-        return Built(letter, None, Unbuilt(text, traceback.format_exc()))
+        return Built(letter, None, _unbuilt(exc))
     return Built(letter, composed.message, None, composed.render_seconds, composed.build_seconds, contents_of(letter.result))
 
 
@@ -124,7 +123,7 @@ def build_letters(settings: Settings, letters: Sequence[Letter], date_: datetime
         if result is None:
             yield build_letter(settings, letter, date_)
         elif isinstance(result, Exception):
-            yield Built(letter, None, _unranked(result), rank_seconds=seconds)
+            yield Built(letter, None, _unbuilt(result), rank_seconds=seconds)
         elif settings.skip_empty and is_empty(result):
             yield Built(letter, None, skipped=True, rank_seconds=seconds)
         else:
@@ -132,11 +131,10 @@ def build_letters(settings: Settings, letters: Sequence[Letter], date_: datetime
             yield dataclasses.replace(built, rank_seconds=seconds)
 
 
-def _unranked(exc: Exception) -> Unbuilt:
-    """Why a letter could not be ranked: a DigestError says what is wrong; anything else keeps its traceback."""
-    text = str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
+def _unbuilt(exc: Exception) -> Unbuilt:
+    """Why a letter could not be ranked or built: a DigestError says what is wrong; anything else keeps its traceback."""
     trace = None if isinstance(exc, DigestError) else "".join(traceback.format_exception(exc))
-    return Unbuilt(" ".join(f"cannot build the edition: {text}".split())[:500], trace)
+    return Unbuilt(f"cannot build the edition: {one_line(exc)}"[:500], trace)
 
 
 class Builder(Protocol):

@@ -34,7 +34,7 @@ from ..delivery.pace import SharedPace
 from ..delivery.senders import InlineSender, sender_for
 from ..delivery.transport import Transport
 from ..delivery.work import Letter
-from ..errors import DigestError, LockedError
+from ..errors import DigestError, LockedError, one_line
 from ..ingest import SourceReport, fetch_sources
 from ..log import log_event
 from ..rank import RankResult
@@ -42,7 +42,7 @@ from ..render import RenderedEmail
 from ..store import deliveries as ledger
 from ..store import fleet
 from ..store.pace import RedisPace, reserve_slots_postgres
-from .plan import EditionPlan, PlansRanking, Unplanned, due_subscribers, one_line, plan_editions, plan_for, rank_plans
+from .plan import EditionPlan, PlansRanking, Unplanned, due_subscribers, plan_editions, plan_for, rank_plans
 
 log = logging.getLogger("digest.pipeline")
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from ..config import Settings
 from ..editions import due_edition, is_weekly, local_day, parse_frequency, publishes_on
-from ..errors import DigestError, InputError
+from ..errors import DigestError, InputError, one_line
 from ..log import log_event
 from ..models import Subscriber
 from ..rank import Candidate, Profile, Ranking, RankResult, build_profile
@@ -209,7 +209,7 @@ class PlansRanking:
             self.ranking = Ranking(pool, now, model=settings.rank_model, embeddings=embeddings)
             self._rank([Profile(subscriber_id=0)])
         except Exception as exc:  # noqa: BLE001 - whose fault: the candidates', since no one can be ranked
-            raise DigestError(f"cannot rank today's candidates for anyone: {one_line(exc)}", "a candidate paper the ranking cannot read? `digest -v send --dry-run` shows the traceback") from exc
+            raise _candidates_unreadable(exc) from exc
 
     def profile_of(self, plan: EditionPlan) -> Profile:
         """The plan's profile, also excluding what the pool holds from before its own window."""
@@ -239,8 +239,13 @@ def rank_isolating(rank: Callable[[Sequence[Profile]], list[RankResult]], profil
     try:
         rank([Profile(subscriber_id=0)])
     except Exception as exc:  # noqa: BLE001
-        raise DigestError(f"cannot rank today's candidates for anyone: {one_line(exc)}", "a candidate paper the ranking cannot read? `digest -v send --dry-run` shows the traceback") from exc
+        raise _candidates_unreadable(exc) from exc
     return _bisect(rank, list(profiles), first)
+
+
+def _candidates_unreadable(exc: Exception) -> DigestError:
+    """When even an empty profile cannot be ranked: the candidates are the problem, not a subscriber."""
+    return DigestError(f"cannot rank today's candidates for anyone: {one_line(exc)}", "a candidate paper the ranking cannot read? `digest -v send --dry-run` shows the traceback")
 
 
 def _bisect(rank: Callable[[Sequence[Profile]], list[RankResult]], profiles: list[Profile], error: Exception) -> list[RankResult | Exception]:
@@ -256,8 +261,3 @@ def _bisect(rank: Callable[[Sequence[Profile]], list[RankResult]], profiles: lis
             out.extend(_bisect(rank, half, exc))
     return out
 
-
-def one_line(exc: BaseException) -> str:
-    """`Type: message` on one line (the ledger's last_error, a log field); a DigestError's own text."""
-    text = str(exc) if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:500]
