@@ -458,7 +458,7 @@ def test_editions_summary_counts_states_per_edition(engine, subscribers) -> None
     a, b, c = subscribers
     rows = ledger.open_deliveries(engine, [(a, "2024-05-02"), (b, "2024-05-02"), (c, "2024-05-02")], NOW, lambda s, e: f"<{s}@x>")
     ledger.write(engine, lambda conn: ledger.record_sent(conn, rows[(a, "2024-05-02")].id, a, [], 1, NOW, NOW))
-    ledger.record_skipped(engine, [rows[(b, "2024-05-02")].id], "nothing new", NOW)
+    ledger.write(engine, lambda conn: ledger.record_skipped_row(conn, rows[(b, "2024-05-02")].id, "nothing new", NOW))
     ledger.mark_sending(engine, [rows[(c, "2024-05-02")].id], NOW)
     assert ledger.editions_summary(engine) == [ledger.EditionSummary("2024-05-02", sent=1, skipped=1, pending=1)]
     ledger.settle(engine, [rows[(c, "2024-05-02")].id], [], NOW)  # never handed over: back to 'pending'

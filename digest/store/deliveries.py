@@ -362,10 +362,3 @@ def record_skipped_row(conn: Connection, delivery_id: int, reason: str, now: dat
     """'skipped', for one row this worker has claimed (ranked, it had nothing to show: no message was handed over)."""
     conn.execute(_UNSENT, {"delivery_id_": delivery_id, "state_": "skipped", "tries_": 0, "error_": reason, "at_": now})
 
-
-def record_skipped(engine: Engine, delivery_ids: Sequence[int], reason: str, now: datetime) -> None:
-    """'skipped', for the rows still open and held by no other worker (another may have sent one meanwhile)."""
-    if delivery_ids:
-        unleased = sa.or_(_delivery.c.lease_expires_at.is_(None), _delivery.c.lease_expires_at < now)
-        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids)), _delivery.c.state.in_(OPEN_STATES), unleased)
-                                                .values(state="skipped", last_error=reason, updated_at=now)))
