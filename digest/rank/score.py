@@ -69,7 +69,6 @@ class ProfileRows:
         self.pos: list[list[int]] = []  # rows of seed and liked papers
         self.neg: list[list[int]] = []  # rows of disliked papers
         self.labels: list[list[tuple]] = []  # (kind, ProfilePaper) of each pos row, in pos order
-        self.seeds: list[int] = []  # how many of each profile's pos rows are seeds (they come first)
         # Interests are numbered first (rows 0..), then papers (rows after the last interest): two passes, so that
         # no row number is shifted afterwards. An interest text written alike by many is normalised once.
         rows_of: dict[str, int] = {}  # an interest as written -> its row
@@ -90,7 +89,6 @@ class ProfileRows:
                 self.pos.append([])
                 self.neg.append([])
                 self.labels.append([])
-                self.seeds.append(0)
                 continue
             pairs = [("seed", x) for x in p.seed_texts] + [("liked", x) for x in p.liked_texts[-MAX_VOTES:]]
             pos = [offset + papers.setdefault((x.title, x.abstract), len(papers)) for _, x in pairs]
@@ -100,7 +98,6 @@ class ProfileRows:
             self.pos.append(pos)
             self.neg.append(neg)
             self.labels.append(pairs)
-            self.seeds.append(len(p.seed_texts))
         self.queries = corpus.vectorise(list(interests), list(papers))
         self.evidence = corpus.evidence_terms(list(interests))
         self.query_embeddings: np.ndarray | None = None
@@ -110,7 +107,8 @@ class ProfileRows:
             self.query_embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, corpus.embeddings.shape[1]), np.float32)
         # The text relevance: a Rocchio centroid of the interests and positive papers, and the best single one.
         w_rows, w_cols, w_vals = [], [], []
-        for n, (i_rows, pos, seeds) in enumerate(zip(self.interest_rows, self.pos, self.seeds)):
+        for n, (i_rows, pos, labels) in enumerate(zip(self.interest_rows, self.pos, self.labels)):
+            seeds = sum(kind == "seed" for kind, _ in labels)  # the seeds come first
             for rows, weight in ((i_rows, INTEREST_WEIGHT), (pos[:seeds], PAPER_WEIGHT), (pos[seeds:], self.tuning.like_weight)):
                 for r in rows:
                     w_rows.append(n)
