@@ -115,11 +115,7 @@ def rank_many(candidates: Sequence[Candidate], profiles: Sequence[Profile], now:
     blended with sentence embeddings, which the caller passes as `embeddings`: see digest.rank.semantic.Embeddings,
     digest.embed for stored ones, digest.rank.semantic.embed_for to compute them in place)."""
     if not profiles:
-        from .semantic import check_model
-
-        check_model(model)
-        if model == "hybrid" and embeddings is None:
-            raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles")
+        _check_model(model, embeddings)
         return []
     ranking = Ranking(candidates, now, model=model, embeddings=embeddings, trending_count=trending_count)
     return ranking.rank(profiles, limit=limit, relevance_floor=relevance_floor, chunk_size=chunk_size, threads=threads)
@@ -132,12 +128,9 @@ class Ranking:
     Ranking and rank their own share. Read-only once built (rank() may run in several threads or processes)."""
 
     def __init__(self, candidates: Sequence[Candidate], now: datetime, *, model: str = "tfidf", embeddings: Embeddings | None = None, trending_count: int = 5):
-        from .semantic import check_model
         from .text import Corpus
 
-        check_model(model)
-        if model == "hybrid" and embeddings is None:
-            raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles (digest.embed, or digest.rank.semantic.embed_for)")
+        _check_model(model, embeddings)
         self.embeddings = embeddings if model == "hybrid" else None
         self.pool = pool = sorted((c for c in candidates if _seen_by(c, now)), key=lambda c: (c.paper.id if c.paper.id is not None else -1, c.paper.ident))
         self.corpus = corpus = Corpus(pool, pool_trending(pool), self.embeddings)
@@ -197,6 +190,14 @@ class Ranking:
                 for k, i in enumerate(chunk):
                     results.append(_result(profiles[i], i, pool, corpus, chosen[k], scores[k], relevances[k], digests[k], trending.get(k, everyones_trending), trending_count, explainer))
         return results
+
+
+def _check_model(model: str, embeddings: Embeddings | None) -> None:
+    from .semantic import check_model
+
+    check_model(model)
+    if model == "hybrid" and embeddings is None:
+        raise ValueError("rank_model = \"hybrid\" needs the embeddings of the candidates and profiles (digest.embed, or digest.rank.semantic.embed_for)")
 
 
 def default_threads() -> int:
