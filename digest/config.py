@@ -197,6 +197,9 @@ def _url_parts(url: str) -> tuple[str, str, str, str, str]:
     return scheme, userinfo + ("@" if at >= 0 else ""), host, path, qmark + query
 
 
+URL_SETTINGS = ("database_url", "redis_url", "web_rate_limit_storage")  # URLs that may carry a password (url_secrets)
+
+
 def url_secrets(url: str) -> tuple[str, ...]:
     """Every part of a database URL that may be a password, as typed, percent-decoded and re-encoded:
     the password after user:, the value of ?password= (or sslpassword, ...), and a 'port' that is not a

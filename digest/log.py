@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from .config import OPTIONS, REDACTED, Settings, url_secrets
+from .config import OPTIONS, REDACTED, URL_SETTINGS, Settings, url_secrets
 from .errors import DigestError
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -149,8 +149,8 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
     """Every configured secret (passwords, keys, whatever may be a password inside database_url, redis_url or
     web_rate_limit_storage, typo or not: see config.url_secrets), to be masked in logs."""
     out = [str(getattr(settings, o.name)) for o in OPTIONS if o.secret and getattr(settings, o.name)]
-    for url in (settings.database_url, settings.redis_url, settings.web_rate_limit_storage):
-        out.extend(url_secrets(url or ""))
+    for name in URL_SETTINGS:
+        out.extend(url_secrets(getattr(settings, name) or ""))
     return tuple(out)
 
 

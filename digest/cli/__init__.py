@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import Settings, load_settings, mask_secrets, render_config_file, url_secrets
+from ..config import URL_SETTINGS, Settings, load_settings, mask_secrets, render_config_file, url_secrets
 from ..errors import ConfigError, DigestError
 from ..log import configure_logging_lazily, secret_values
 from ..store import describe, ensure_ready, init_db, open_engine
@@ -48,8 +48,7 @@ class AppContext:
         try:
             return secret_values(self.settings)
         except Exception:  # noqa: BLE001 - a broken config is what is being reported
-            urls = [self.overrides.get("database_url"), os.environ.get("DIGEST_DATABASE_URL"), os.environ.get("DIGEST_REDIS_URL"),
-                    os.environ.get("DIGEST_WEB_RATE_LIMIT_STORAGE")]
+            urls = [url for name in URL_SETTINGS for url in (self.overrides.get(name), os.environ.get(f"DIGEST_{name.upper()}"))]
             return tuple(secret for url in urls if url for secret in url_secrets(url))
 
     @cached_property
