@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from jinja2 import DictLoader, Environment
 
 from digest.errors import ConfigError
 from digest.models import Paper
@@ -24,6 +25,7 @@ from digest.render import (
     DigestRenderer,
     Links,
     RenderedEmail,
+    SplitShell,
     _wrap,
     abstract_url,
     author_line,
@@ -274,6 +276,52 @@ def test_render_digest_inline_once_gives_the_same_email_as_premailer_per_email()
     fast, naive = render_fixed(DigestRenderer()), render_fixed(DigestRenderer(inline_once=False))
     assert element_tree(fast.html) == element_tree(naive.html)
     assert fast.text == naive.text and fast.subject == naive.subject
+
+
+def shapes() -> dict[str, tuple[RankResult, dict]]:
+    """An email of each shape the shells know (which optional blocks show), and hostile reader text."""
+    trending = [pick(make_paper(11, "Trending <b>One</b>", upvotes=50), ("hf-daily",))]
+    return {
+        "picks": (fixed_edition(), {}),
+        "one-pick": (RankResult(7, [pick(make_paper(1, "Only one"))]), {}),
+        "no-match-trending": (RankResult(7, [], trending=trending, matched=False), {}),
+        "empty": (RankResult(7, matched=False), {}),
+        "no-edition-link": (fixed_edition(), {"edition": None}),
+        "hostile-reader": (fixed_edition(), {"name": "<b>Ada</b> & \"Co\" 'x'", "email": "a&b@example.org", "interests": ["<i>x</i>", "a & b"], "site_name": "Site <script>"}),
+        "no-name-no-interests": (fixed_edition(), {"name": "", "interests": []}),
+    }
+
+
+def render_shape(renderer: DigestRenderer, result: RankResult, changes: dict) -> RenderedEmail:
+    links = links_for(7, [r.paper.id for r in result.ranked])
+    if "edition" in changes:
+        links = Links(links.unsubscribe, links.preferences, links.like, links.dislike, changes["edition"])
+    return render_digest(result, name=changes.get("name", "Ada"), email=changes.get("email", "ada@example.org"), edition=EDITION, links=links,
+                         site_name=changes.get("site_name", "Paper digest"), interests=changes.get("interests", ["diffusion models"]), renderer=renderer)
+
+
+def test_render_digest_split_shells_give_the_bytes_of_a_jinja_pass(monkeypatch):
+    split = DigestRenderer()
+    emails = {name: render_shape(split, *case) for name, case in shapes().items()}
+    emails_again = {name: render_shape(split, *case) for name, case in shapes().items()}  # from the shapes' splits
+    assert emails_again == emails
+    for shell in (split._split_html, split._split_text):
+        assert shell._shapes and None not in shell._shapes.values(), "a shape fell back to Jinja"
+    monkeypatch.setattr("digest.render.SplitShell.render", lambda self, **context: self._jinja(context))
+    jinja = DigestRenderer()
+    assert {name: render_shape(jinja, *case) for name, case in shapes().items()} == emails
+    assert "Hi &lt;b&gt;Ada&lt;/b&gt; &amp; &#34;Co&#34; &#39;x&#39;," in emails["hostile-reader"].html
+
+
+def test_split_shell_keeps_jinja_for_a_template_that_transforms_a_value():
+    env = Environment(loader=DictLoader({"t.html": "<p>{{ name|upper }}</p>{% for c in cards %}{{ loop.index }}{{ c }}{% endfor %}", "u.html": "<p>{{ name }}</p>"}), autoescape=True)
+    upper = SplitShell(env.get_template("t.html"), html=True)
+    assert upper.render(name="<ada>", cards=["<hr>", "<br>"]) == "<p>&lt;ADA&gt;</p>1<hr>2<br>"
+    assert upper.render(name="bob", cards=["x"]) == "<p>BOB</p>1x"
+    assert set(upper._shapes.values()) == {None}
+    plain = SplitShell(env.get_template("u.html"), html=True)
+    assert plain.render(name="<ada>") == "<p>&lt;ada&gt;</p>" and plain.render(name="bob") == "<p>bob</p>"
+    assert None not in plain._shapes.values()
 
 
 def test_render_digest_card_cache_is_bounded():
