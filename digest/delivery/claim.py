@@ -98,16 +98,18 @@ class LedgerClaimer:
         return ledger.write(self.conn, work)
 
     def record_many(self, outcomes: Sequence[Outcome]) -> list[int]:
-        """Several outcomes in one transaction (the answers several connections brought back meanwhile)."""
+        """Several outcomes in one transaction (the answers several connections brought back meanwhile). The 'sent'
+        ones go to record_sent_many as plain rows; each outcome's own transaction (_write_of) is made only for the
+        others, and for all of them when the write fails (release() writes them)."""
         now = self.clock()
-        writes = [self._write_of(outcome, now) for outcome in outcomes]
-        sent = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.paper_ids, o.attempts) for o in outcomes if o.state == "sent"]
-        contents = [edition_contents(*o.shown) for o in outcomes if o.state == "sent"]  # the web page's
-        others = [(k, write) for k, (outcome, write) in enumerate(zip(outcomes, writes)) if outcome.state != "sent"]
+        sent = [o for o in outcomes if o.state == "sent"]
+        rows = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.paper_ids, o.attempts) for o in sent]
+        contents = [edition_contents(*o.shown) for o in sent]  # the web page's
+        others = [(k, self._write_of(outcome, now)) for k, outcome in enumerate(outcomes) if outcome.state != "sent"]
         until = self.covered_until
 
         def work(conn: Connection) -> list[int]:
-            ledger.record_sent_many(conn, sent, now, until, contents=contents)  # a sent edition always has its contents
+            ledger.record_sent_many(conn, rows, now, until, contents=contents)  # a sent edition always has its contents
             bounces = [0] * len(outcomes)
             for k, write in others:
                 bounces[k] = int(write(conn) or 0)  # type: ignore[call-overload]
@@ -116,7 +118,7 @@ class LedgerClaimer:
         try:
             return list(self._write(work))  # type: ignore[call-overload]
         except StoreError:
-            self.unrecorded.extend(zip(outcomes, writes))
+            self.unrecorded.extend((outcome, self._write_of(outcome, now)) for outcome in outcomes)
             raise
 
     def _write_of(self, outcome: Outcome, now: datetime) -> Callable[[Connection], object]:

@@ -102,10 +102,12 @@ def deliver_edition(
                 del held[built.letter.delivery_id]
                 _record(claimer, [Outcome(built.letter, "skipped", attempts=0, error=SKIPPED_REASON) if built.skipped else _unbuilt(built)], tally)
                 continue
-            while out.in_flight >= out.connections:  # every connection busy: record what they finished first
+            # Every connection busy: record what they finished first. Answers are collected only then (and at the
+            # end), so they are recorded many to a transaction; the messages answered but not yet recorded are
+            # still counted in flight, so a crash sends at most one message per connection twice, as before.
+            while out.in_flight >= out.connections:
                 _settle(claimer, out.collect(wait=True), tally, held)
             out.submit(built)
-            _settle(claimer, out.collect(wait=False), tally, held)
         _drain(claimer, out, tally, held)
         _retry_rounds(claimer, out, tally, held, stop_event, sleep)
     except DigestError as exc:  # the server down or unusable, the ledger unwritable: the rest stays for the next run
@@ -251,5 +253,4 @@ def _retry_rounds(claimer: Claimer, out: Sender, tally: _Tally, held: dict[int, 
             while out.in_flight >= out.connections:
                 _settle(claimer, out.collect(wait=True), tally, held, final=last)
             out.submit(built)
-            _settle(claimer, out.collect(wait=False), tally, held, final=last)
         _drain(claimer, out, tally, held, final=last)

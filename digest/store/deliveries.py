@@ -10,6 +10,7 @@ of a millisecond: the ledger is written twice per message.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -263,33 +264,43 @@ def record_sent_many(conn: Connection, sent: Sequence[tuple[int, int, Sequence[i
     (digest.store.editions.edition_contents, in the same order): three statements with many parameter sets instead
     of four per message (the answers several SMTP connections brought back meanwhile). Every value is converted for
     the driver once per value, the instants once for all (_driver_value), and the sets go to the driver's
-    executemany (_execute_converted): SQLAlchemy's processing of each set was most of the CPU of recording."""
+    executemany as tuples (_execute_converted): SQLAlchemy's processing of each set, then building a dict per set
+    and a tuple from it, were most of the CPU of recording."""
     if not sent:
         return
     at, until = _driver_value(conn, _delivery.c.sent_at, now), _driver_value(conn, _subscriber.c.last_digest_at, covered_until)
     as_json = _processor(conn, _delivery.c.papers)
-    _execute_converted(conn, _SENT_MANY, [{"delivery_id_": row, "tries_": attempts, "papers_": as_json(list(papers)), "contents_": as_json(shown), "at_": at}
-                                          for (row, _, papers, attempts), shown in zip(sent, contents, strict=True)])
-    carried = [{"sub_": sub, "paper_": p, "row_": row, "at_": at} for row, sub, papers, _ in sent for p in dict.fromkeys(papers)]
+    _execute_converted(conn, _SENT_MANY, ("tries_", "papers_", "contents_", "at_", "at_", "delivery_id_"),
+                       [(attempts, as_json(papers), as_json(shown), at, at, row) for (row, _, papers, attempts), shown in zip(sent, contents, strict=True)])
+    carried = [(sub, p, row, at) for row, sub, papers, _ in sent for p in dict.fromkeys(papers)]
     if carried:
-        _execute_converted(conn, _sent_paper_insert_many(conn), carried)
-    _execute_converted(conn, _COVERED_MANY, [{"subscriber_id_": sub, "until_": until} for _, sub, _, _ in sent])
+        _execute_converted(conn, _sent_paper_insert_many(conn), ("sub_", "paper_", "row_", "at_"), carried)
+    _execute_converted(conn, _COVERED_MANY, ("until_", "subscriber_id_"), [(until, sub) for _, sub, _, _ in sent])
 
 
-_DRIVER_SQL: dict[tuple[int, str], tuple[str, tuple[str, ...] | None]] = {}
+_DRIVER_SQL: dict[tuple[int, str, tuple[str, ...]], tuple[str, Callable[[tuple], tuple] | None, tuple[str, ...] | None]] = {}
 
 
-def _execute_converted(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, object]]) -> None:
-    """`statement` (a module-level one) with many parameter sets whose values the driver takes as they are (integers,
-    _driver_value's instants), handed to the driver's executemany in the dialect's own SQL: SQLAlchemy's processing
-    of each set (a dozen sent_paper rows per email) was two thirds of the CPU of recording a sent email."""
-    key = (id(statement), conn.dialect.name)
+def _execute_converted(conn: Connection, statement: sa.ClauseElement, names: tuple[str, ...], rows: list[tuple]) -> None:
+    """`statement` (a module-level one) with many parameter sets, each a tuple of the values of `names`, which the
+    driver takes as they are (integers, JSON text, _driver_value's instants), handed to the driver's executemany in
+    the dialect's own SQL. A positional driver (SQLite's) gets the tuples themselves when `names` is in the order of
+    the SQL's placeholders, else reordered in C (itemgetter); a named one (psycopg's) a dict per set."""
+    key = (id(statement), conn.dialect.name, names)
     entry = _DRIVER_SQL.get(key)
     if entry is None:
         compiled = cast(SQLCompiler, statement.compile(dialect=conn.dialect))
-        entry = _DRIVER_SQL[key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
-    sql, order = entry
-    conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows] if order is not None else rows)
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        reorder: Callable[[tuple], tuple] | None = None
+        if order is not None and order != names:
+            picks = [names.index(name) for name in order]
+            reorder = (lambda row, k=picks[0]: (row[k],)) if len(picks) == 1 else operator.itemgetter(*picks)
+        entry = _DRIVER_SQL[key] = (str(compiled), reorder, None if order is not None else names)
+    sql, reorder, named = entry
+    if named is not None:
+        conn.exec_driver_sql(sql, [dict(zip(named, row)) for row in rows])
+    else:
+        conn.exec_driver_sql(sql, rows if reorder is None else [reorder(row) for row in rows])
 
 
 def _processor(conn: Connection, column: sa.Column) -> Callable[[object], object]:

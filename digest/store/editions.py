@@ -39,8 +39,9 @@ def edition_contents(picks: Sequence[tuple[int, Sequence[str]]], trending: Seque
     """The JSON kept in delivery.contents: the picks in order with their reasons, then the trending papers not
     among the picks (as the email shows them)."""
     shown = {pid for pid, _ in picks}
-    return {"picks": [[int(pid), [str(r) for r in reasons]] for pid, reasons in picks],
-            "trending": [int(pid) for pid in dict.fromkeys(trending) if pid not in shown]}
+    # Typed ints and strs already (the JSON is the same from a tuple as from a list): no conversion per value, for
+    # this is made for every email sent.
+    return {"picks": [[pid, list(reasons)] for pid, reasons in picks], "trending": [pid for pid in dict.fromkeys(trending) if pid not in shown]}
 
 
 _CONTENTS = sa.update(_delivery).where(_delivery.c.id == sa.bindparam("delivery_id_")).values(contents=sa.bindparam("contents_", type_=_delivery.c.contents.type))
