@@ -3,19 +3,23 @@ server on 127.0.0.1 (tests/smtp_server.py)."""
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 import logging
 import os
+import quopri
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from smtp_server import start_smtp_server
 
 from digest.config import load_settings
-from digest.delivery.message import build_message, encode_html, encode_words, make_message_id
+from digest.delivery.message import _too_long, build_message, encode_html, encode_qp, encode_words, make_message_id
 from digest.delivery.transport import OutboxTransport, SMTPTransport, transport_for
 from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from digest.render import RenderedEmail
@@ -139,6 +143,42 @@ def test_encode_html_picks_the_transfer_encoding(tmp_path: Path, html: str, enco
     import html as html_module
 
     assert html_module.unescape(part.get_content().replace("\r\n", "\n")) == html_module.unescape(html)
+
+
+QP_TEXTS = [
+    "",
+    "one line, no end",
+    "Caf\u00e9 \u00b7 " + "long words " * 20 + "\nnext\n",
+    "trailing space \nand tab\t\n\t\n \n",
+    "equals = sign, =?utf-8?b?x?= and a dot line\n.\n..\n",
+    "https://digest.example.org/feedback/" + "A" * 90 + "/like\r\nCR only\rend \u2026",
+    "x" * 75 + "\u00e9\n" + "y" * 76 + "\n" + "z" * 77 + " \n",
+]
+
+
+@pytest.mark.parametrize("text", QP_TEXTS, ids=["empty", "no-newline", "non-ascii-long", "trailing-white", "equals-dots", "url-and-cr", "boundaries"])
+def test_encode_qp_line_by_line_gives_the_bytes_of_b2a_qp_over_the_whole_text(text: str) -> None:
+    crlf = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode("utf-8")
+    assert encode_qp(text) == binascii.b2a_qp(crlf, quotetabs=False, istext=True, header=False)
+    assert encode_qp(text) == encode_qp(text)  # the lines now come from the cache
+    assert quopri.decodestring(encode_qp(text)) == crlf
+
+
+@given(st.lists(st.text(st.sampled_from("ab =.\t\u00e9\u2026\r\n"), max_size=120), max_size=6))
+def test_encode_qp_matches_b2a_qp_for_any_text(lines: list[str]) -> None:
+    text = "\n".join(lines)
+    crlf = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode("utf-8")
+    assert encode_qp(text) == binascii.b2a_qp(crlf, quotetabs=False, istext=True, header=False)
+
+
+@given(st.lists(st.integers(0, 1100) | st.sampled_from([997, 998, 999]), max_size=8))
+@example([998]).via("the longest line allowed")
+@example([999])
+@example([998, 998, 0, 998])
+@example([0, 999, 0])
+def test_too_long_finds_a_line_over_998_octets(sizes: list[int]) -> None:
+    body = b"\r\n".join(b"x" * n for n in sizes)
+    assert _too_long(body) == any(n > 998 for n in sizes)
 
 
 def test_encode_html_line_ends_become_crlf_and_non_ascii_references() -> None:

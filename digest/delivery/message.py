@@ -153,8 +153,20 @@ def _crlf(text: str) -> bytes:
 
 
 def encode_qp(text: str) -> bytes:
-    """Quoted-printable for the text part: readable as source, lines kept under 76 characters."""
-    return binascii.b2a_qp(_crlf(text), quotetabs=False, istext=True, header=False)
+    """Quoted-printable for the text part: readable as source, lines kept under 76 characters.
+
+    Encoded line by line: quoted-printable is line-local (soft breaks and the trailing-space rule restart at each
+    line end), and most lines of a digest are its cards', the same in every email of the edition that shows the
+    paper, so each distinct line is encoded once (b2a_qp over a whole 10 KB text part: 87 us; its lines looked up: 42)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return b"\r\n".join(map(_qp_line, text.split("\n")))
+
+
+@lru_cache(maxsize=32768)  # an edition's cards have ~15,000 distinct lines; each email adds ~25 of its own (its links)
+def _qp_line(line: str) -> bytes:
+    # With its CRLF, so that b2a_qp writes its soft breaks as "=\r\n" (it copies the data's first line end).
+    return binascii.b2a_qp(line.encode("utf-8") + b"\r\n", quotetabs=False, istext=True, header=False)[:-2]
 
 
 def encode_base64(text: str) -> bytes:
@@ -183,8 +195,15 @@ def encode_html(html: str) -> tuple[str, bytes]:
 
 
 def _too_long(body: bytes) -> bool:
-    """A line longer than RFC 5322's 998 octets (a regex for it backtracks over every long line: 100 times slower)."""
-    return len(body) > 998 and max(map(len, body.split(b"\r\n"))) > 998
+    """A line longer than RFC 5322's 998 octets, line ends not counted. Each step jumps to the last line end within the
+    next 999 octets; none there is a long line. About 40 steps for a 40 KB part, not a split into its 800 lines (37 ->
+    12 us), nor a regex (it backtracks over every line: 10 times slower still)."""
+    size, end = len(body), -1  # end: where the last line checked ends
+    while size - end - 1 > 998:
+        end = body.rfind(b"\n", end + 1, end + 1001)  # a line end within 998 octets and its CR
+        if end < 0:
+            return True
+    return False
 
 
 def encode_text(text: str) -> tuple[str, bytes]:
