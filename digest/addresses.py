@@ -9,6 +9,7 @@ subscribers, settings or messages.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -31,7 +32,28 @@ def ascii_address(address: str, *, bare_host: bool = False) -> str:
     return _checked(text)
 
 
+# A local part of letters, digits and _ + - in dot-separated runs: what nearly every address has, and what
+# email-validator accepts and keeps as it is. Such an address has only its domain checked by email-validator, once per
+# domain: the whole check cost 23 us an address, most of it on the domain (IDNA, UTS 46), for every message sent.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+
+
 def _checked(text: str) -> str:
+    local, at, domain = text.rpartition("@")
+    if at and _PLAIN_LOCAL.fullmatch(local):
+        address = f"{local}@{_checked_domain(domain)}"
+        if len(address) <= 254:  # else the whole check says by how much it is too long
+            return address
+    return _validated(text)
+
+
+@lru_cache(maxsize=4096)  # a failure is not cached: it raises
+def _checked_domain(domain: str) -> str:
+    """`domain` in its IDNA form, checked by email-validator behind a local part it accepts as it is."""
+    return _validated(f"a@{domain}").rpartition("@")[2]
+
+
+def _validated(text: str) -> str:
     try:
         valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:

@@ -4,8 +4,12 @@ validate_email and delivery's check_address: they accept and refuse the same add
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError
+from email_validator import validate_email as email_validator
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from digest.addresses import ascii_address
+from digest.addresses import _validated, ascii_address
 from digest.delivery.message import check_address
 from digest.errors import InputError
 from digest.store.subscribers import validate_email
@@ -39,3 +43,32 @@ def test_the_operators_own_address_may_be_on_a_bare_host_name() -> None:
     for bad in ("dig est@localhost", "digest@-localhost", "\u00e4@localhost"):
         with pytest.raises(ValueError):
             ascii_address(bad, bare_host=True)
+
+
+def whole_check(address: str) -> str | Exception:
+    try:
+        return email_validator(address, check_deliverability=False, allow_smtputf8=False).ascii_email or ""
+    except EmailNotValidError as exc:
+        return ValueError(str(exc))
+
+
+@given(st.text(st.sampled_from("aZ09._+-@\"( \u00e4"), max_size=80), st.sampled_from(["example.org", "Example.ORG", "ex\u00e4mple.org", "x.test", "localhost", "a..b.org", "-x.org",
+                                                                                      "xn--abc.org", "a_b.org", "1.2.3.4", "example.org.", "l" * 64 + ".org", ""]))
+@example("a" * 64, "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".org").via("254 characters: the longest address")
+@example("a" * 64, "b" * 63 + "." + "c" * 63 + "." + "d" * 58 + ".org").via("255 characters")
+@example("a" * 65, "example.org")
+@example("a.", "example.org")
+@example(".a", "example.org")
+@example("a..b", "example.org")
+def test_ascii_address_gives_what_the_whole_check_gives(local: str, domain: str) -> None:
+    """Plain local parts have only their domain checked by email-validator: the same answers as the whole address."""
+    address = f"{local}@{domain}"
+    expected = whole_check(address.strip())  # ascii_address strips what it is given
+    try:
+        got: str | Exception = ascii_address(address)
+    except ValueError as exc:
+        got = exc
+    if isinstance(expected, Exception):
+        assert isinstance(got, ValueError) and str(got) == str(expected)
+    else:
+        assert got == expected == _validated(address.strip())
