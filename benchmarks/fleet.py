@@ -5,6 +5,12 @@ scaling ratio against one worker; no assertions (figures, not timed tests).
 
     DIGEST_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test python benchmarks/fleet.py \
         [--subscribers 100000] [--papers 2000] [--workers 1,2,4] [--command worker] [--pin]
+        [--relay 0.05 --connections 8]
+
+`--relay SECONDS` sends to tests/smtp_server.py's aiosmtpd server answering every command SECONDS late (a relay
+across the internet, as in benchmarks/send.py) instead of the sink, and `--connections N` sets each worker's
+`smtp_connections`: there the workers wait on the relay rather than on the CPU, so the scaling ratio shows whether
+the coordination through PostgreSQL (claims, leases, the ledger) lets a second host add its connections' worth.
 
 `--pin` gives each worker one core of its own (worker k on core k mod the cores; Linux sched_setaffinity), as if
 each were a one-core host: on one 2-core machine an unpinned worker already uses both cores (its forked render
@@ -76,11 +82,13 @@ def prepare(url: str, subscribers: int, papers: int) -> None:
     engine.dispose()
 
 
-def run_fleet(url: str, workers: int, command: str, port: int, pin: bool = False) -> dict:
+def run_fleet(url: str, workers: int, command: str, port: int, pin: bool = False, connections: int | None = None) -> dict:
     """`workers` processes of `digest COMMAND`, each with its own home; their wall time, CPU and peak memory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env.update(DIGEST_DATABASE_URL=url, DIGEST_SECRET_KEY=SECRET, DIGEST_FROM_ADDRESS="digest@example.org", DIGEST_BASE_URL="https://digest.example.org",
                DIGEST_SMTP_HOST="127.0.0.1", DIGEST_SMTP_PORT=str(port), DIGEST_SMTP_SECURITY="none")
+    if connections:
+        env["DIGEST_SMTP_CONNECTIONS"] = str(connections)
     load = os.getloadavg()
     started = time.perf_counter()
     procs = []
@@ -89,7 +97,8 @@ def run_fleet(url: str, workers: int, command: str, port: int, pin: bool = False
         with open(Path(home) / "output.txt", "wb") as out:  # a file, not a pipe: nobody reads a pipe while the workers run
             core = sorted(os.sched_getaffinity(0))[n % len(os.sched_getaffinity(0))] if pin else None
             pinned = (lambda core=core: os.sched_setaffinity(0, {core})) if pin else None
-            proc = subprocess.Popen([sys.executable, "-m", "digest", command], env={**env, "DIGEST_HOME": home}, stdout=out, stderr=subprocess.STDOUT,
+            argv = [command, "--fetch", "never"] if command == "worker" else [command]  # no fetch: the papers are in; no DNS wait
+            proc = subprocess.Popen([sys.executable, "-m", "digest", *argv], env={**env, "DIGEST_HOME": home}, stdout=out, stderr=subprocess.STDOUT,
                                     preexec_fn=pinned)
         procs.append((proc, Path(home) / "output.txt"))
     cpu, peak, lines = 0.0, 0.0, []
@@ -109,6 +118,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--command", default=None, help="worker (default when `digest worker` exists) or send")
     parser.add_argument("--pin", action="store_true", help="each worker on one core of its own, as if on one-core hosts")
+    parser.add_argument("--relay", type=float, default=None, metavar="SECONDS", help="send through an aiosmtpd relay answering every command this late")
+    parser.add_argument("--connections", type=int, default=None, help="smtp_connections of each worker (default: the setting's default)")
     args = parser.parse_args()
     url = os.environ.get("DIGEST_BENCH_POSTGRES_URL")
     if not url:
@@ -124,14 +135,16 @@ def main() -> None:
             setup = time.perf_counter()
             prepare(server_url(url, name), args.subscribers, args.papers)
             print(f"setup: {args.papers} papers, {args.subscribers} subscribers in {time.perf_counter() - setup:.0f}s (not counted)")
-            sink = single.Server(None)
-            run = run_fleet(server_url(url, name), workers, command, sink.port, pin=args.pin)
+            sink = single.Server(args.relay)
+            run = run_fleet(server_url(url, name), workers, command, sink.port, pin=args.pin, connections=args.connections)
             stats = sink.close()
         finally:
             create_database(url, name, drop=True)
         unique = min(stats["messages"], args.subscribers)
         rates[workers] = unique / run["wall"]
-        print(f"{workers} x `digest {command}`{' (one core each)' if args.pin else ''}: {stats['messages']} messages ({stats['messages'] - unique} duplicates) in {run['wall']:.1f}s -> {rates[workers]:.0f} emails/s;"
+        where = f" via a {args.relay * 1e3:.0f} ms relay" if args.relay is not None else ""
+        conns = f", {args.connections} connections each" if args.connections else ""
+        print(f"{workers} x `digest {command}`{' (one core each)' if args.pin else ''}{where}{conns}: {stats['messages']} messages ({stats['messages'] - unique} duplicates) in {run['wall']:.1f}s -> {rates[workers]:.0f} emails/s;"
               f" CPU per email {run['cpu'] / max(stats['messages'], 1) * 1e3:.2f} ms; peak memory per worker {run['peak']:.0f} MB;"
               f" load average {' '.join(f'{x:.1f}' for x in run['load'])} at the start")
         for line in run["lines"]:
