@@ -143,7 +143,7 @@ def subject_line(result: RankResult, edition: date) -> str:
     prefix = f"Papers for {DAY_NAMES[edition.weekday()][:3]} {edition.day} {MONTHS[edition.month - 1][:3]}: "
     picks, suffix = result.picks, ""
     if picks:
-        topic = clean_text(picks[0].paper.title) or "(untitled)"
+        topic = _clean_repeated(picks[0].paper.title) or "(untitled)"
         suffix = f" (+{len(picks) - 1} more)" if len(picks) > 1 else ""
     elif result.trending:
         topic = "no match today; trending: " + (clean_text(result.trending[0].paper.title) or "(untitled)")
@@ -180,9 +180,14 @@ def _wrap(text: str, first: str = "  ", rest: str = "  ") -> str:
     return "\n".join(lines)
 
 
+# Titles and single reasons ("matched terms: ...", "trending: ...") repeat across an edition's emails, in new
+# combinations: each is cleaned once.
+_clean_repeated = lru_cache(maxsize=16384)(clean_text)
+
+
 def reason_line(reasons: Sequence[str]) -> str:
     """A pick's reasons as the email's "why" line (and the web edition page's): cleaned, joined, cut."""
-    return truncate_words(" \u00b7 ".join(r for r in (clean_text(r) for r in reasons) if r), REASON_MAX)
+    return truncate_words(" \u00b7 ".join(r for r in map(_clean_repeated, reasons) if r), REASON_MAX)
 
 
 @lru_cache(maxsize=8192)  # reasons repeat across subscribers ("Matches your interest ...")
@@ -391,18 +396,21 @@ class DigestRenderer:
 
     def render(self, result: RankResult, *, name: str, email: str, edition: date, links: Links, site_name: str = "Paper digest", interests: Sequence[str] = ()) -> RenderedEmail:
         picks = result.picks
-        for url in (links.unsubscribe, links.preferences, *((links.edition,) if links.edition is not None else ()), *(links.like.get(r.paper.id) for r in picks), *(links.dislike.get(r.paper.id) for r in picks)):
+        titles = [r.candidate.paper.title for r in picks]  # each ORM attribute read once: they cost ~0.2 us a read
+        ids = [r.candidate.paper.id for r in picks]
+        likes, dislikes = [links.like.get(i) for i in ids], [links.dislike.get(i) for i in ids]
+        for url in (links.unsubscribe, links.preferences, *((links.edition,) if links.edition is not None else ()), *likes, *dislikes):
             if not _is_absolute(url):
                 raise ConfigError(f"a link in the email is missing or not absolute: {url!r}", "set base_url to an absolute https URL, and make like/dislike links for every pick")
         cards_html, cards_text = [], []
-        for ranked in picks:
-            html_parts, text_parts = self._card("card", ranked.candidate, bool(ranked.reasons))
-            reason_html, reason_text = _reason_text(ranked.reasons) if ranked.reasons else ("", "")
-            like, dislike = links.like[ranked.paper.id], links.dislike[ranked.paper.id]
+        for ranked, like, dislike in zip(picks, likes, dislikes):
+            reasons = ranked.reasons
+            html_parts, text_parts = self._card("card", ranked.candidate, bool(reasons))
+            reason_html, reason_text = _reason_text(reasons) if reasons else ("", "")
             cards_html.append(_fill(html_parts, {"reason": reason_html, "like": escape(like), "dislike": escape(dislike)}))
             cards_text.append(_fill(text_parts, {"reason": reason_text, "like": like, "dislike": dislike}))
-        shown = {r.paper.id for r in picks}
-        trending = [self._card("trend", r.candidate) for r in result.trending if r.paper.id not in shown]
+        shown = set(ids)
+        trending = [self._card("trend", r.candidate) for r in result.trending if r.candidate.paper.id not in shown]
 
         subject = subject_line(result, edition)
         site, greeting = clean_text(site_name) or "Paper digest", f"Hi {clean_text(name)}," if clean_text(name) else "Hi,"
@@ -410,7 +418,7 @@ class DigestRenderer:
         interests_line = truncate_words(f"your interests: {', '.join(interest_names)}.", 300) if interest_names else "you have not listed any interests yet."
         if picks:
             intro = f"{greeting} {len(picks)} new paper{'s' if len(picks) != 1 else ''} matched your interests today."
-            preheader = truncate_words(" \u00b7 ".join(clean_text(r.paper.title) for r in picks[:3]), 150)
+            preheader = truncate_words(" \u00b7 ".join(map(_clean_repeated, titles[:3])), 150)
         else:
             intro = f"{greeting} a quiet day for your interests."
             preheader = "Nothing new matched your interests today." + (" Here is what is trending." if trending else "")
