@@ -6,6 +6,8 @@ rank_model = "hybrid" is guarded too when the semantic extra is installed (it em
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -83,6 +85,24 @@ def test_feedback_votes_help_the_next_digest(protocol):
     assert len(result["profiles"]) >= 10
     assert result["with"] - result["without"] >= gain - MARGIN
     assert result["worst"] >= worst - MARGIN
+
+
+def test_run_tune_only_shows_no_held_out_profile():
+    # While tuning, the held-out profiles stay unseen: --tune-only prints the tune split alone, per profile too.
+    out = subprocess.run([sys.executable, str(RUN), "--tune-only", "--no-hybrid", "--profiles"], capture_output=True, text=True, check=True, timeout=600).stdout
+    tune = {p["name"] for p in _run_module().load_set()[0] if p["split"] == "tune"}
+    shown = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    assert shown == tune
+    assert [line.split()[1] for line in out.splitlines()[1:] if line.startswith(("digest ", "bm25 "))] == ["tune", "tune"]
+
+
+def test_feedback_of_one_split_keeps_each_profiles_figures():
+    # Ranking the tune profiles alone changes none of their figures (the IDF comes from the candidates alone).
+    module = _run_module()
+    everyone, tune = module.feedback(CORPUS, "tfidf", "residual"), module.feedback(CORPUS, "tfidf", "residual", split="tune")
+    names = {p["name"] for p in module.load_set()[0] if p["split"] == "tune"}
+    assert tune["profiles"] and set(tune["profiles"]) <= names
+    assert tune["profiles"] == {name: r for name, r in everyone["profiles"].items() if name in names}
 
 
 def test_feedback_meets_the_issue_targets_on_the_residual_collection():

@@ -1,11 +1,13 @@
 """Ranking quality: nDCG@10 and P@5 of digest's ranking against hand-made judgments, next to a plain BM25 baseline.
 
-    python benchmarks/eval/run.py [--corpus digest/data/sample-papers.jsonl]
+    python benchmarks/eval/run.py [--corpus digest/data/sample-papers.jsonl] [--profiles] [--no-hybrid] [--tune-only]
 
 profiles.json: interest profiles (free-text interests, optionally a seed paper), split into "tune" (the
 ranking's constants were tuned on) and "heldout" (never looked at while tuning). judgments.json: graded relevance
 (2 on topic, 1 related, unjudged 0) made by reading titles and abstracts, not from any ranker's output.
 A profile's seed paper is left out of its candidates. tests/test_rank_quality.py runs `evaluate` and guards the figures.
+While tuning, `--tune-only` prints the tune profiles' figures alone (the feedback benchmark too), so the held-out
+ones stay unseen until a design is chosen; then run without it, once per design.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def split_days(corpus: list[dict]) -> tuple[list[dict], list[dict]]:
     return corpus[0::2], corpus[1::2]
 
 
-def feedback(corpus_path: Path = CORPUS, model: str = "tfidf", protocol: str = "residual") -> dict:
+def feedback(corpus_path: Path = CORPUS, model: str = "tfidf", protocol: str = "residual", split: str | None = None) -> dict:
     """A simulated reader of each on-topic profile gets day 1's digest, likes up to VOTES of its relevant papers (on
     topic before related, each in the digest's order) and dislikes up to VOTES irrelevant ones; day 2 is ranked with
     and without those votes and scored by nDCG@10 against the judgments of its papers. The day 1 digest and day 2
@@ -162,11 +164,13 @@ def feedback(corpus_path: Path = CORPUS, model: str = "tfidf", protocol: str = "
     - "residual" (the issue's): day 1 ranks all the papers; day 2 ranks the papers day 1's digest did not show;
     - "next-day": day 1 and day 2 are the two halves of split_days, as a daily digest meets new papers each day.
     {"profiles": {name: {"votes": (likes, dislikes), "without": x, "with": y}}, "without": mean, "with": mean,
-    "worst": the largest drop (negative) or smallest gain}; profiles with nothing relevant on day 2 are left out."""
+    "worst": the largest drop (negative) or smallest gain}; profiles with nothing relevant on day 2 are left out, and
+    with `split` ("tune" or "heldout") those of the other split (each profile's figures are the same either way: the
+    IDF comes from the candidates alone)."""
     corpus = load_corpus(corpus_path)
     day1, day2 = split_days(corpus) if protocol == "next-day" else (corpus, corpus)
     profiles, judgments = load_set()
-    on_topic = [p for p in profiles if not p.get("off_topic")]
+    on_topic = [p for p in profiles if not p.get("off_topic") and split in (None, p["split"])]
     shown = digest_rankings(day1, on_topic, model=model)
     votes, hide = {}, {}
     for p in on_topic:
@@ -197,23 +201,26 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--profiles", action="store_true", help="also print each profile's figures")
     parser.add_argument("--no-hybrid", action="store_true", help="skip rank_model = hybrid even when the semantic extra is installed")
+    parser.add_argument("--tune-only", action="store_true", help="print the tune profiles' figures only (while tuning: the held-out ones stay unseen)")
     args = parser.parse_args()
     hybrid = semantic_available() and not args.no_hybrid
     report = evaluate(args.corpus, hybrid=hybrid)
     systems = [s for s in ("digest", "digest-hybrid", "bm25") if s in report]
+    splits = ("tune",) if args.tune_only else ("all", "tune", "heldout")
+    shown = {p["name"] for p in load_set()[0] if not args.tune_only or p["split"] == "tune"}
     print(f"{'system':<14} {'split':<8} {'nDCG@10':>8} {'P@5':>6} {'off-topic':>9}")
     for system in systems:
-        for split in ("all", "tune", "heldout"):
+        for split in splits:
             r = report[system][split]
             off = f"{r['off-topic']:9d}" if system != "bm25" else f"{'-':>9}"
             print(f"{system:<14} {split:<8} {r['ndcg@10']:8.3f} {r['p@5']:6.3f} {off}")
     if args.profiles:
-        for name in report["digest"]["profiles"]:
+        for name in (n for n in report["digest"]["profiles"] if n in shown):
             print(f"  {name:<20}" + "".join(f"   {s} {report[s]['profiles'][name]['ndcg@10']:.3f} / {report[s]['profiles'][name]['p@5']:.2f} / {report[s]['profiles'][name]['digest']}" for s in systems))
     print("\nfeedback: day 2 nDCG@10 without -> with the votes on day 1's digest (3 likes, 3 dislikes at most)")
     for model in ("tfidf", "hybrid") if hybrid else ("tfidf",):
         for protocol in PROTOCOLS:
-            result = feedback(args.corpus, model, protocol)
+            result = feedback(args.corpus, model, protocol, split="tune" if args.tune_only else None)
             print(f"{model:<7} {protocol:<9} mean {result['without']:.3f} -> {result['with']:.3f} ({result['with'] - result['without']:+.3f}); worst profile {result['worst']:+.3f}")
             if args.profiles:
                 for name, r in result["profiles"].items():
