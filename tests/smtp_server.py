@@ -14,6 +14,7 @@ Use the fixtures (`smtp_server`, `smtp_tls_server`) or `start_smtp_server(...)` 
         server.data_delay = 0.2         # seconds before answering each DATA (a slow server)
         start_smtp_server(reply_delay=0.05)  # every reply 50 ms late: a relay across the internet (benchmarks/send.py)
         start_smtp_server(keep=False)        # count messages (server.accepted, server.bytes) without keeping them
+        start_smtp_server(pipelining=False)  # no PIPELINING in the EHLO reply (offered by default, as most relays do)
 
 Other test modules reuse it with `from smtp_server import start_smtp_server, smtp_server  # noqa: F401`.
 """
@@ -69,6 +70,7 @@ class SMTPServer:
     data_delay: float = 0.0
     reply_delay: float = 0.0  # seconds before every reply, the greeting included
     keep: bool = True  # keep each message in `messages`; False: only count them (a 10,000-message benchmark)
+    pipelining: bool = True  # offer PIPELINING (RFC 2920) after EHLO: aiosmtpd reads commands in order either way
     accepted: int = 0
     bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,6 +84,10 @@ class SMTPServer:
         return [r for m in self.messages for r in m.rcpt_tos]
 
     # -- aiosmtpd handler hooks --
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        session.host_name = hostname  # this hook's duty when it is defined
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
         with self.lock:
@@ -174,9 +180,9 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, auth: tuple[str, str] | None = None, cert_dir: Path | None = None,
-                      reply_delay: float = 0.0, keep: bool = True) -> Iterator[SMTPServer]:
+                      reply_delay: float = 0.0, keep: bool = True, pipelining: bool = True) -> Iterator[SMTPServer]:
     """Run an SMTP server on 127.0.0.1 (a free port) in a thread for the duration of the block."""
-    state = SMTPServer(auth=auth, reply_delay=reply_delay, keep=keep)
+    state = SMTPServer(auth=auth, reply_delay=reply_delay, keep=keep, pipelining=pipelining)
     tls_context = None
     if starttls or implicit_tls:
         import tempfile

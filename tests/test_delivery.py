@@ -10,6 +10,8 @@ import logging
 import os
 import quopri
 import re
+import socket
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -292,16 +294,69 @@ def test_smtp_transport_connection_refused_names_host_and_port(tmp_path: Path) -
     [("451 4.7.1 greylisted, try later", TransientDeliveryError), ("421 4.3.2 closing", TransientDeliveryError), ("550 5.1.1 no such user", PermanentDeliveryError), ("552 5.2.2 mailbox full", PermanentDeliveryError)],
     ids=["451", "421", "550", "552"],
 )
-def test_smtp_transport_maps_recipient_replies(tmp_path: Path, smtp_server, reply: str, error: type) -> None:
-    smtp_server.rcpt_replies["bad@example.org"] = reply
-    settings = smtp_settings(tmp_path, smtp_server)
-    with SMTPTransport(settings) as transport:
-        with pytest.raises(error, match=reply.split()[0]) as info:
-            transport.send(build(settings, to="bad@example.org"), sender=settings.from_address, recipient="bad@example.org")
-        assert type(info.value) is error
-        transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")  # still usable
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_smtp_transport_maps_recipient_replies(tmp_path: Path, reply: str, error: type, pipelining: bool) -> None:
+    with start_smtp_server(pipelining=pipelining) as smtp_server:
+        smtp_server.rcpt_replies["bad@example.org"] = reply
+        settings = smtp_settings(tmp_path, smtp_server)
+        with SMTPTransport(settings) as transport:
+            with pytest.raises(error, match=reply.split()[0]) as info:
+                transport.send(build(settings, to="bad@example.org"), sender=settings.from_address, recipient="bad@example.org")
+            assert type(info.value) is error
+            transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")  # still usable
     assert smtp_server.recipients() == ["ada@example.org"]
     assert smtp_server.connections == (2 if reply.startswith("421") else 1)
+
+
+@pytest.mark.parametrize("replies, error", [
+    ((b"250 ok", b"250 ok", b"354 go"), None),
+    ((b"451 4.3.0 sender deferred", b"503 5.5.1 no sender", b"503 5.5.1 no recipients"), TransientDeliveryError),
+    ((b"250 ok", b"550 5.1.1 no such user", b"554 5.5.1 no valid recipients"), PermanentDeliveryError),
+    ((b"250 ok", b"550 5.1.1 no such user", b"354 go"), PermanentDeliveryError),  # DATA taken all the same: ended empty
+    ((b"250 ok", b"250 ok", b"421 4.3.2 closing"), TransientDeliveryError),
+], ids=["accepted", "mail-451", "rcpt-550", "rcpt-550-data-354", "data-421"])
+def test_smtp_transport_pipelines_mail_rcpt_and_data_when_offered(tmp_path: Path, replies: tuple[bytes, ...], error: type | None) -> None:
+    """A server that offers PIPELINING gets MAIL, RCPT and DATA before it answers any of them (this one answers
+    nothing until it has all three: a client that waited for each reply would time out), and its three replies
+    map as smtplib's one by one do."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: dict[str, object] = {}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.settimeout(5)
+            conn.sendall(b"220 test ESMTP\r\n")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-test\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n")
+            seen["commands"] = [lines.readline() for _ in range(3)]
+            conn.sendall(b"".join(reply + b"\r\n" for reply in replies))
+            if replies[2].startswith(b"354"):
+                body = [lines.readline()]
+                while body[-1] not in (b".\r\n", b""):
+                    body.append(lines.readline())
+                seen["body"] = b"".join(body)
+                conn.sendall(b"250 queued\r\n")
+            while line := lines.readline():  # RSET, QUIT: whatever comes, until the client closes
+                conn.sendall(b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    settings = make_settings(tmp_path, smtp_host="127.0.0.1", smtp_port=listener.getsockname()[1], smtp_security="none", smtp_timeout=3)
+    message = b"Subject: x\r\n\r\n.one line\r\n"
+    with SMTPTransport(settings) as transport:
+        if error is None:
+            transport.send(message, sender="digest@example.org", recipient="ada@example.org")
+        else:
+            with pytest.raises(error, match=replies[2 if b"421" in replies[2] else 0 if not replies[0].startswith(b"250") else 1].split()[0].decode()):
+                transport.send(message, sender="digest@example.org", recipient="ada@example.org")
+    server.join(5)
+    listener.close()
+    assert seen["commands"] == [f"MAIL FROM:<digest@example.org> SIZE={len(message)}\r\n".encode(), b"RCPT TO:<ada@example.org>\r\n", b"DATA\r\n"]
+    if error is None:
+        assert seen["body"] == b"Subject: x\r\n\r\n..one line\r\n.\r\n"
+    elif replies[2].startswith(b"354"):
+        assert seen["body"] == b".\r\n"  # the message was never sent
 
 
 def test_smtp_transport_data_refusal_5xx_is_permanent(tmp_path: Path, smtp_server) -> None:

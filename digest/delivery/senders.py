@@ -3,8 +3,8 @@ each owned by its own thread and reused for many messages (ThreadedSender, `smtp
 became of each message as a typed Handed value, in the order the server answered; they never touch the ledger.
 
 A relay across the internet answers each SMTP command in tens of milliseconds and a message takes four commands
-(MAIL, RCPT, DATA, the body), so one connection moves at most a few messages a second whatever the CPU: the
-threads wait on the network, not on the GIL. It must not build messages, record outcomes or decide who is due.
+(MAIL, RCPT, DATA, the body; two round trips with PIPELINING), so one connection moves at most a few messages a
+second whatever the CPU: the threads wait on the network, not on the GIL. It must not build messages, record outcomes or decide who is due.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ _STOP = None  # on the job queue: the thread closes its connection and ends
 
 class ThreadedSender:
     """`connections` threads, each with its own transport (one SMTP connection, reopened when dropped) taking
-    messages from one queue. The loop submits no more than `connections` at a time and records each answer before
-    submitting more, so at most one accepted message per connection is unrecorded at any instant: a crash sends at
-    most that many twice."""
+    messages from one queue. The loop has no more than `connections` submitted and not yet collected, and records
+    what it collects before submitting more, so at most `connections` accepted messages are unrecorded at any
+    instant: a crash sends at most that many twice."""
 
     def __init__(self, make_transport: Callable[[], Transport], sender: str, connections: int) -> None:
         self.connections, self.sender, self.in_flight = connections, sender, 0

@@ -8,6 +8,7 @@ It must not build messages, know about subscribers or touch the database, and it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,7 +28,7 @@ from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryErr
 from ..log import log_event
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
+    from _typeshed import ReadableBuffer, SizedBuffer
 
 log = logging.getLogger("digest.delivery")
 
@@ -55,7 +56,8 @@ def quote_periods(data: bytes) -> bytes:
 
 
 class _SMTP(smtplib.SMTP):
-    """smtplib.SMTP whose DATA stuffs dots with quote_periods and sends the message and its end in one write."""
+    """smtplib.SMTP whose DATA stuffs dots with quote_periods and sends the message and its end in one write, and
+    whose sendmail pipelines MAIL, RCPT and DATA when the server offers PIPELINING."""
 
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         if not isinstance(msg, bytes):
@@ -64,8 +66,65 @@ class _SMTP(smtplib.SMTP):
         code, reply = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
+        return self._body(msg)
+
+    def _body(self, msg: bytes) -> tuple[int, bytes]:
+        """The message after a 354, dot-stuffed, with its end, in one write; the server's reply."""
         self.send(b"".join((quote_periods(msg), b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n")))
         return self.getreply()
+
+    def _reset(self) -> None:
+        """RSET after a refusal, a connection already gone ignored (as smtplib's sendmail does)."""
+        with contextlib.suppress(smtplib.SMTPServerDisconnected):
+            self.rset()
+
+    def sendmail(self, from_addr: str, to_addrs: str | Sequence[str], msg: SizedBuffer | str, mail_options: Sequence[str] = (),
+                 rcpt_options: Sequence[str] = ()) -> dict[str, tuple[int, bytes]]:
+        """smtplib's sendmail; for one recipient on a server that offers PIPELINING (RFC 2920), MAIL, RCPT and DATA
+        go in one write and their three replies are read together: two round trips per message instead of four,
+        half the waits (and wake-ups of the sending thread) per message, and half the time a distant relay takes.
+        The same exceptions as smtplib's in the same cases, the connection closed after a 421 and reset after any
+        other refusal."""
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        self.ehlo_or_helo_if_needed()
+        if not isinstance(msg, bytes) or len(recipients) != 1 or mail_options or rcpt_options or not self.has_extn("pipelining"):
+            return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        recipient = recipients[0]
+        size = f" SIZE={len(msg)}" if self.has_extn("size") else ""
+        self.send(f"MAIL FROM:{smtplib.quoteaddr(from_addr)}{size}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+        mail = self.getreply()
+        if mail[0] == 421:  # closing the channel: the other replies will not come
+            self.close()
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_addr)
+        rcpt = self.getreply()
+        if rcpt[0] == 421:
+            self.close()
+            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+        data = self.getreply()
+        if data[0] == 421:
+            self.close()
+            raise smtplib.SMTPDataError(*data)
+        refused = mail[0] != 250 or rcpt[0] not in (250, 251)
+        if refused and data[0] == 354:  # DATA taken without a sender or recipient (RFC 2920 says it is not): end it empty
+            self.send(b".\r\n")
+            self.getreply()
+        if mail[0] != 250:
+            self._reset()
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_addr)
+        if rcpt[0] not in (250, 251):
+            self._reset()
+            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+        if data[0] != 354:
+            self._reset()
+            raise smtplib.SMTPDataError(*data)
+        code, reply = self._body(msg)
+        if code != 250:
+            if code == 421:
+                self.close()
+            else:
+                self._reset()
+            raise smtplib.SMTPDataError(code, reply)
+        return {}
 
 
 class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's name
