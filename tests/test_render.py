@@ -289,6 +289,7 @@ def shapes() -> dict[str, tuple[RankResult, dict]]:
         "no-edition-link": (fixed_edition(), {"edition": None}),
         "hostile-reader": (fixed_edition(), {"name": "<b>Ada</b> & \"Co\" 'x'", "email": "a&b@example.org", "interests": ["<i>x</i>", "a & b"], "site_name": "Site <script>"}),
         "no-name-no-interests": (fixed_edition(), {"name": "", "interests": []}),
+        "non-ascii-reader": (fixed_edition(), {"name": "Ad\u00e0 \u00b7 \U0001d6c2", "interests": ["r\u00e9seaux"], "site_name": "R\u00e9sum\u00e9s"}),
     }
 
 
@@ -311,6 +312,11 @@ def test_render_digest_split_shells_give_the_bytes_of_a_jinja_pass(monkeypatch):
     jinja = DigestRenderer()
     assert {name: render_shape(jinja, *case) for name, case in shapes().items()} == emails
     assert "Hi &lt;b&gt;Ada&lt;/b&gt; &amp; &#34;Co&#34; &#39;x&#39;," in emails["hostile-reader"].html
+    # The HTML is ASCII: the message's HTML part is its bytes, and a reader sees each reference as its character.
+    assert all(e.html.isascii() for e in emails.values())
+    doc = lxml.html.document_fromstring(emails["non-ascii-reader"].html)
+    assert doc.find_class("intro")[0].text_content().startswith("Hi Ad\u00e0 \u00b7 \U0001d6c2, 3 new papers")
+    assert doc.find_class("site")[0].text_content() == "R\u00e9sum\u00e9s" and "\u2026" in doc.find_class("snippet")[0].text_content()
 
 
 def test_split_shell_keeps_jinja_for_a_template_that_transforms_a_value():
