@@ -15,7 +15,10 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from jinja2 import DictLoader, Environment
+from markupsafe import Markup, escape
 
 from digest.errors import ConfigError
 from digest.models import Paper
@@ -29,6 +32,7 @@ from digest.render import (
     _wrap,
     abstract_url,
     author_line,
+    html_text,
     render_digest,
     source_badges,
     subject_line,
@@ -401,3 +405,11 @@ def test_wrap_is_textwrap_fill_word_for_word(indents: tuple[str, str]) -> None:
         text = text.strip() if rng.random() < 0.7 else text
         expected = textwrap.fill(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
         assert _wrap(text, first, rest) == expected, text
+
+
+@given(st.one_of(st.text(), st.text().map(Markup), st.integers()))
+@example("<a href=\"x\">'&' \u00e9\U0001d6c2</a>")
+def test_html_text_is_markupsafe_escape_in_ascii(value: object) -> None:
+    expected = str(escape(value))
+    assert html_text(value) == expected.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    assert html_text(value).isascii()
