@@ -1,0 +1,45 @@
+"""Tests for digest.tokens: the tokens are itsdangerous's own (read by it, made the same), scoped and tamper-proof."""
+
+from __future__ import annotations
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from digest.errors import TokenError
+from digest.tokens import _serializer, _Signer, make_token, read_token
+
+SECRET = "test-secret-key-0123456789"
+CASES = [
+    ("unsubscribe", 7, 0, {}),
+    ("preferences", 123456, 3, {}),
+    ("vote", 42, 1, {}),
+    ("feedback", 42, 1, {"paper_id": 99, "value": -1}),
+    ("edition", 8, 2, {"edition": "2026-11-27"}),
+    ("confirm", 98765, 12, {}),
+]
+
+
+@pytest.mark.parametrize(("action", "subscriber_id", "version", "extra"), CASES, ids=[c[0] for c in CASES])
+def test_make_token_is_itsdangerous_url_safe_timed_token(monkeypatch, action, subscriber_id, version, extra) -> None:
+    monkeypatch.setattr("time.time", lambda: 1_764_000_000.5)  # the same second for both
+    token = make_token(SECRET, action, subscriber_id, version, **extra)
+    payload = [subscriber_id, version, *((extra["paper_id"], extra["value"]) if "paper_id" in extra else ()), *((extra["edition"],) if "edition" in extra else ())]
+    assert token == URLSafeTimedSerializer(SECRET, salt=f"digest.{action}").dumps(payload)
+    claim = read_token(SECRET, action, token)
+    assert (claim.action, claim.subscriber_id, claim.version) == (action, subscriber_id, version)
+
+
+def test_make_token_signs_with_digests_signer() -> None:
+    make_token(SECRET, "vote", 1)
+    assert isinstance(_serializer(SECRET, "vote").make_signer(), _Signer)
+
+
+def test_read_token_refuses_a_changed_signature_and_another_action() -> None:
+    token = make_token(SECRET, "unsubscribe", 7)
+    head, signature = token.rsplit(".", 1)
+    flipped = head + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
+    for action, bad in (("unsubscribe", flipped), ("preferences", token), ("unsubscribe", token[:-1])):
+        with pytest.raises(TokenError):
+            read_token(SECRET, action, bad)
+    with pytest.raises(TokenError):
+        read_token(SECRET + "x", "unsubscribe", token)
