@@ -173,6 +173,8 @@ def _wrap(text: str, first: str = "  ", rest: str = "  ") -> str:
     textwrap."""
     if not text or _NOT_PLAIN.search(text):
         return textwrap.fill(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
+    if len(first) + len(text) <= TEXT_WIDTH:  # one line (most reason lines): no word to place
+        return first + text
     lines: list[str] = []
     indent, room = first, TEXT_WIDTH - len(first)
     line: list[str] = []

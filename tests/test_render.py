@@ -405,6 +405,9 @@ def test_wrap_is_textwrap_fill_word_for_word(indents: tuple[str, str]) -> None:
         text = text.strip() if rng.random() < 0.7 else text
         expected = textwrap.fill(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
         assert _wrap(text, first, rest) == expected, text
+    for total in (TEXT_WIDTH - 1, TEXT_WIDTH, TEXT_WIDTH + 1):  # one line, exactly full, one character over
+        text = "x" * (total - len(first) - 2) + " y"
+        assert _wrap(text, first, rest) == textwrap.fill(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
 
 
 @given(st.one_of(st.text(), st.text().map(Markup), st.integers()))
