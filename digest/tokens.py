@@ -18,6 +18,7 @@ URL scheme, under base_url:
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import json
@@ -26,7 +27,7 @@ from datetime import date
 from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.encoding import int_to_bytes, want_bytes
 from itsdangerous.signer import HMACAlgorithm
 
 from .errors import ConfigError, TokenError
@@ -48,9 +49,22 @@ class Claim:
     edition: str | None = None  # YYYY-MM-DD, for "edition"
 
 
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _base64(data: bytes) -> bytes:
+    """itsdangerous's base64_encode (URL-safe alphabet, no padding) in three C calls instead of its Python helpers."""
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
+
+
 class _Signer(TimestampSigner):
-    """itsdangerous's signer with its derived key kept (it derived it again, one more HMAC, for every token) and each
-    signature one call of hmac.digest into OpenSSL, not an hmac object per token (3.2 -> 0.8 us; the same bytes)."""
+    """itsdangerous's signer with its derived key kept (it derived it again, one more HMAC, for every token), each
+    signature one call of hmac.digest into OpenSSL, not an hmac object per token (3.2 -> 0.8 us), and sign() without
+    the Python helpers around it: the same bytes (make_token 7.3 -> 5.9 us with the two above)."""
+
+    def sign(self, value: str | bytes) -> bytes:
+        value = want_bytes(value) + self.sep + _base64(int_to_bytes(self.get_timestamp()))
+        return value + self.sep + self.get_signature(value)
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
         if secret_key is not None:
@@ -66,7 +80,7 @@ class _Signer(TimestampSigner):
         name = self.__dict__.get("_digest_name")
         if name is None:
             name = self._digest_name = self.algorithm.digest_method().name  # "sha1", itsdangerous's default
-        return base64_encode(hmac.digest(self.derive_key(), want_bytes(value), name))
+        return _base64(hmac.digest(self.derive_key(), want_bytes(value), name))
 
 
 class _Serializer(URLSafeTimedSerializer):
@@ -90,7 +104,12 @@ class _Serializer(URLSafeTimedSerializer):
         text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))  # as itsdangerous's compact JSON writes it
         if len(text) > 64:  # longer payloads may compress: itsdangerous's own way
             return super().dump_payload(obj)
-        return base64_encode(text.encode("utf-8"))
+        return _base64(text.encode("utf-8"))
+
+    def dumps(self, obj: object, salt: str | bytes | None = None) -> str:
+        if salt is not None and salt != self.salt:
+            return super().dumps(obj, salt)
+        return self.make_signer().sign(self.dump_payload(obj)).decode("ascii")
 
 
 @lru_cache(maxsize=64)  # a digest run makes 3 tokens per email: build each serializer once
