@@ -10,6 +10,7 @@ import logging
 import os
 import quopri
 import re
+import smtplib
 import socket
 import threading
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ from smtp_server import start_smtp_server
 
 from digest.config import load_settings
 from digest.delivery.message import _too_long, build_message, encode_html, encode_qp, encode_words, make_message_id
-from digest.delivery.transport import OutboxTransport, SMTPTransport, transport_for
+from digest.delivery.transport import OutboxTransport, SMTPTransport, quote_address, transport_for
 from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from digest.render import RenderedEmail
 
@@ -306,6 +307,16 @@ def test_smtp_transport_maps_recipient_replies(tmp_path: Path, reply: str, error
             transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")  # still usable
     assert smtp_server.recipients() == ["ada@example.org"]
     assert smtp_server.connections == (2 if reply.startswith("421") else 1)
+
+
+@pytest.mark.parametrize("address", [
+    "ann@example.org", "first.last+tag@mail.example.co.uk", "o'brien{x}@example.ie", "a@b",
+    "Ann <ann@example.org>", '"two words"@example.org', "a..b@example.org", ".a@example.org", "ann@[127.0.0.1]",
+    "\u00e4nn@example.org", "ann@example.org ", "<ann@example.org>", "a(comment)@example.org", "",
+], ids=lambda a: repr(a))
+def test_quote_address_is_smtplibs_quoteaddr(address: str) -> None:
+    """The dot-atom fast path gives what smtplib.quoteaddr gives; other forms go through quoteaddr itself."""
+    assert quote_address(address) == smtplib.quoteaddr(address)
 
 
 @pytest.mark.parametrize("replies, error", [

@@ -55,6 +55,18 @@ def quote_periods(data: bytes) -> bytes:
     return data.replace(b"\n.", b"\n..")
 
 
+# A dot-atom address (RFC 5322 3.2.3), what email-validator lets through for a subscriber: smtplib.quoteaddr parses
+# it back into itself with email.utils.parseaddr, character by character in Python (two addresses per message were
+# half of the CPU of handing a 40 KB message to a local server); any other form still goes through quoteaddr.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def quote_address(address: str) -> str:
+    """smtplib.quoteaddr(address) ("<address>" for a plain one), without parsing a dot-atom address."""
+    return f"<{address}>" if _DOT_ATOM_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
+
+
 class _SMTP(smtplib.SMTP):
     """smtplib.SMTP whose DATA stuffs dots with quote_periods and sends the message and its end in one write, and
     whose sendmail pipelines MAIL, RCPT and DATA when the server offers PIPELINING."""
@@ -91,7 +103,7 @@ class _SMTP(smtplib.SMTP):
             return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
         recipient = recipients[0]
         size = f" SIZE={len(msg)}" if self.has_extn("size") else ""
-        self.send(f"MAIL FROM:{smtplib.quoteaddr(from_addr)}{size}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+        self.send(f"MAIL FROM:{quote_address(from_addr)}{size}\r\nRCPT TO:{quote_address(recipient)}\r\nDATA\r\n")
         mail = self.getreply()
         if mail[0] == 421:  # closing the channel: the other replies will not come
             self.close()
