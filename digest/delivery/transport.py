@@ -46,12 +46,19 @@ class Transport(Protocol):
 _DROPPED = (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError, socket.timeout, ssl.SSLError)
 
 
+_LINE_STARTS_WITH_PERIOD = re.compile(rb"\n\.")
+
+
 def quote_periods(data: bytes) -> bytes:
     """SMTP dot-stuffing (RFC 5321 4.5.2: a line that starts with "." gets another): what smtplib does with a
     multiline regex, which tries every position of a 40 KB message (a fifth of a millisecond per message, a
-    tenth of an edition's CPU), done with two C-level scans instead."""
+    tenth of an edition's CPU), done with C-level scans instead. Most messages have no such line: a search for one
+    first, as bytes.replace's own search through text with a "." and a line end every few bytes took 40 us for a
+    44 KB message, the regular expression's literal search 15 us."""
     if data.startswith(b"."):
         data = b"." + data
+    if _LINE_STARTS_WITH_PERIOD.search(data) is None:
+        return data
     return data.replace(b"\n.", b"\n..")
 
 
