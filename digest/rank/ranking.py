@@ -250,7 +250,11 @@ class _Pending:
         self.explainer.explain(self.entry)
 
 
-EXPLAIN_BLOCK = 16  # results explained together: one vectorised pass each (the pipeline renders 16 per worker task)
+# Results explained together, in one vectorised pass: a render worker's share of a claimed batch (25 of its 200 with
+# two workers) or a whole batch rendered in place is one pass. A pass costs about as much again in sparse set-up as
+# in work: blocks of 16 split a share of 25 in two passes, 0.099 and 0.150 ms of CPU per email against 0.078 and
+# 0.101 in one (docs/benchmarks.md). The same reasons either way: each pick's are computed on their own.
+EXPLAIN_BLOCK = 200
 
 
 class _Explainer:
