@@ -515,10 +515,8 @@ def test_trending_section_leaves_out_the_subscribers_picks_and_fills_up():
     assert [[r.paper.id for r in got.trending] for got in together] == [[7, 2, 11], [1, 7, 2]]
 
 
-def test_ranking_reasons_are_the_same_whatever_the_explain_block(monkeypatch):
-    """A claimed batch's share is explained in one pass (EXPLAIN_BLOCK); each pick's reasons must not depend on which
-    other results share the pass. On the 237 real sample papers, for profiles drawn from their titles (with seeds and
-    votes), the reasons made one result at a time are those made all together."""
+def sample_batch() -> tuple[list[Candidate], list[Profile]]:
+    """The 237 real sample papers as candidates, and 60 profiles drawn from their titles (with seeds and votes)."""
     import json
     from pathlib import Path
 
@@ -539,6 +537,13 @@ def test_ranking_reasons_are_the_same_whatever_the_explain_block(monkeypatch):
                         seed_texts=(paper_of(rng.randrange(len(rows))),) if k % 4 == 0 else (), liked_texts=(paper_of(rng.randrange(len(rows))),) if k % 3 == 0 else (),
                         disliked_texts=(paper_of(rng.randrange(len(rows))),) if k % 6 == 0 else ())
                 for k in range(60)]
+    return candidates, profiles
+
+
+def test_ranking_reasons_are_the_same_whatever_the_explain_block(monkeypatch):
+    """A claimed batch's share is explained in one pass (EXPLAIN_BLOCK); each pick's reasons must not depend on which
+    other results share the pass: made one result at a time, they are those made all together."""
+    candidates, profiles = sample_batch()
     ranking = rank.Ranking(candidates, NOW)
 
     def reasons(block: int) -> list:
@@ -550,3 +555,21 @@ def test_ranking_reasons_are_the_same_whatever_the_explain_block(monkeypatch):
     assert one_by_one == together
     assert sum(any(reason.startswith("matched terms") for _, rs in result for reason in rs) for result in together) > 30
     assert any(reason.startswith(("similar to your seed", "like ")) for result in together for _, rs in result for reason in rs)
+
+
+def test_interest_evidence_is_each_interests_share_or_ed_per_profile():
+    """The evidence rule straightforwardly: a paper holds one of the profile's interests when the IDF-weighted
+    share of that interest's words it holds passes EVIDENCE_SHARE. The ranking or-s the interests of a batch
+    together in one dense pass; on the real sample papers both agree for every profile and paper."""
+    import numpy as np
+
+    candidates, profiles = sample_batch()
+    ranking = rank.Ranking(candidates, NOW)
+    rows = rank_score.ProfileRows(ranking.corpus, profiles)
+    chunk = list(range(len(profiles)))
+    used = np.array(sorted({r for i in chunk for r in rows.interest_rows[i] + rows.pos[i] + rows.neg[i]}), dtype=np.intp)
+    got = rows._interest_evidence(chunk, used, None)
+    shares = (rows.evidence @ ranking.corpus.presence_t).toarray()
+    expected = np.array([np.any([shares[r] > rank_score.EVIDENCE_SHARE for r in rows.interest_rows[i]], axis=0) if rows.interest_rows[i] else np.zeros(ranking.corpus.size, bool) for i in chunk])
+    assert got.shape == expected.shape and (got == expected).all()
+    assert 0 < got.sum() < got.size and not got[[i for i in chunk if not rows.interest_rows[i]]].any()

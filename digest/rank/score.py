@@ -211,11 +211,8 @@ class ProfileRows:
         held.data = (held.data > EVIDENCE_SHARE).astype(np.float32)
         if semantic is not None:
             held = held.maximum(sp.csr_matrix(semantic[mine] >= SEMANTIC_EVIDENCE, dtype=np.float32))
-        held.eliminate_zeros()
         at = {r: k for k, r in enumerate(rows[mine].tolist())}
-        owners = [(k, at[r]) for k, i in enumerate(chunk) for r in self.interest_rows[i]]
-        member = sp.csr_matrix((np.ones(len(owners), np.float32), ([k for k, _ in owners], [a for _, a in owners])), shape=(len(chunk), len(mine)))
-        return (member @ held).toarray() > 0
+        return _segment_any(held.toarray() > 0, [[at[r] for r in self.interest_rows[i]] for i in chunk], self.corpus.size)
 
     def _liking(self, profiles: list[int], sims: np.ndarray, semantic: np.ndarray | None, local: dict[int, int]) -> np.ndarray:
         """How much each of `profiles` would like every candidate (profiles x candidates), by its vote model: its
@@ -358,6 +355,22 @@ def _readable(terms: tuple[int, ...], names, words, cache: dict, size: int = 3) 
         cache.clear()
     cache[terms] = found = [names[t] for t in chosen]
     return found
+
+
+def _segment_any(held: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
+    """Per group of rows of the boolean `held`, are any of them true (False for an empty group): _segment_max's
+    padded groups, or-ed column by column."""
+    filled = [k for k, g in enumerate(groups) if g]
+    out = np.zeros((len(groups), n), dtype=bool)
+    if not filled:
+        return out
+    width = max(len(groups[k]) for k in filled)
+    index = np.array([groups[k] + [groups[k][0]] * (width - len(groups[k])) for k in filled], dtype=np.intp)
+    block = np.take(held, index[:, 0], axis=0)
+    for j in range(1, width):
+        block |= np.take(held, index[:, j], axis=0)
+    out[filled] = block
+    return out
 
 
 def _segment_max(sims: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
