@@ -269,12 +269,14 @@ def run_edition(settings, delay: float | None, connections: int | None) -> dict:
     smtp_settings = settings.replace(**changes)
     load = load_average()
     started, own, children = time.perf_counter(), _own_cpu(), _children_cpu()
+    own_system = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     report = run_job(engine, smtp_settings, NOW, fetch=False)
     wall, own = time.perf_counter() - started, _own_cpu() - own
+    own_system = resource.getrusage(resource.RUSAGE_SELF).ru_stime - own_system
     stats = server.close()
     children = _children_cpu() - children - stats["cpu"]  # the server is a child too: its CPU is not the sender's
     engine.dispose()
-    return {"report": report, "wall": wall, "own": own, "children": children, "stats": stats, "load": load, "connections": smtp_settings.smtp_connections}
+    return {"report": report, "wall": wall, "own": own, "own_system": own_system, "children": children, "stats": stats, "load": load, "connections": smtp_settings.smtp_connections}
 
 
 def print_edition(run: dict) -> None:
@@ -288,7 +290,8 @@ def print_edition(run: dict) -> None:
         print(f"  {stage:<7} {seconds:7.2f}s   {seconds / sent * 1e3:7.3f} ms per email (wall, summed over threads and workers)")
     print(f"server: {stats['messages']} messages, {stats['bytes'] / max(stats['messages'], 1) / 1024:.1f} KB each on average, {stats['connections']} SMTP connection(s)")
     print(f"peak memory (RSS): {peak_mb():.0f} MB; rendering: {report.workers or 'no'} worker processes")
-    print(f"CPU per email: {cpu / sent * 1e3:.2f} ms (digest {run['own']:.1f} s, its render workers {run['children']:.1f} s; server {stats['cpu']:.1f} s not counted)")
+    print(f"CPU per email: {cpu / sent * 1e3:.2f} ms (digest {run['own']:.1f} s, of which system {run['own_system']:.1f} s; its render workers {run['children']:.1f} s;"
+          f" server {stats['cpu']:.1f} s not counted)")
     print(f"{run['load']} at the start (2 cores: above ~2, other work slows the figures)")
 
 

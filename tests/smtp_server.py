@@ -44,6 +44,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)  # MAIL FROM's parameters (SIZE=..., BODY=8BITMIME)
     at: float = field(default_factory=time.monotonic)  # when the server accepted it (the send_rate tests measure it)
 
     @property
@@ -71,6 +72,7 @@ class SMTPServer:
     reply_delay: float = 0.0  # seconds before every reply, the greeting included
     keep: bool = True  # keep each message in `messages`; False: only count them (a 10,000-message benchmark)
     pipelining: bool = True  # offer PIPELINING (RFC 2920) after EHLO: aiosmtpd reads commands in order either way
+    eightbitmime: bool = True  # offer 8BITMIME (RFC 6152), as aiosmtpd does; False: a server that takes only 7bit data
     accepted: int = 0
     bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,6 +89,8 @@ class SMTPServer:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
         session.host_name = hostname  # this hook's duty when it is defined
+        if not self.eightbitmime:
+            responses = [r for r in responses[:-1] if r != "250-8BITMIME"] + responses[-1:]
         return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
@@ -114,7 +118,7 @@ class SMTPServer:
             self.accepted += 1
             self.bytes += len(envelope.content)
             if self.keep:
-                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content), list(envelope.mail_options)))
             session.accepted = getattr(session, "accepted", 0) + 1
             close = self.max_per_connection and session.accepted % self.max_per_connection == 0
         if close:
@@ -180,9 +184,9 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, auth: tuple[str, str] | None = None, cert_dir: Path | None = None,
-                      reply_delay: float = 0.0, keep: bool = True, pipelining: bool = True) -> Iterator[SMTPServer]:
+                      reply_delay: float = 0.0, keep: bool = True, pipelining: bool = True, eightbitmime: bool = True) -> Iterator[SMTPServer]:
     """Run an SMTP server on 127.0.0.1 (a free port) in a thread for the duration of the block."""
-    state = SMTPServer(auth=auth, reply_delay=reply_delay, keep=keep, pipelining=pipelining)
+    state = SMTPServer(auth=auth, reply_delay=reply_delay, keep=keep, pipelining=pipelining, eightbitmime=eightbitmime)
     tls_context = None
     if starttls or implicit_tls:
         import tempfile

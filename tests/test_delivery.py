@@ -22,7 +22,16 @@ from hypothesis import strategies as st
 from smtp_server import start_smtp_server
 
 from digest.config import load_settings
-from digest.delivery.message import _too_long, build_message, encode_html, encode_qp, encode_words, make_message_id
+from digest.delivery.message import (
+    _too_long,
+    build_message,
+    encode_html,
+    encode_qp,
+    encode_text,
+    encode_words,
+    make_message_id,
+    seven_bit,
+)
 from digest.delivery.transport import OutboxTransport, SMTPTransport, quote_address, transport_for
 from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from digest.render import RenderedEmail
@@ -185,6 +194,70 @@ def test_too_long_finds_a_line_over_998_octets(sizes: list[int]) -> None:
 
 def test_encode_html_line_ends_become_crlf_and_non_ascii_references() -> None:
     assert encode_html("<p>Caf\u00e9</p>\r\n<p>two</p>\r<p>three</p>\n") == ("7bit", b"<p>Caf&#233;</p>\r\n<p>two</p>\r\n<p>three</p>\r\n")
+
+
+@pytest.mark.parametrize(
+    "text, encoding",
+    [
+        ("plain ascii\n", "7bit"),
+        ("Paper digest \u00b7 Friday\nCaf\u00e9 \u2026\n", "8bit"),
+        ("x" * 997 + "\u00e9\n", "quoted-printable"),  # 999 octets: over RFC 5322's 998
+        ("x" * 996 + "\u00e9\n", "8bit"),  # 998 octets
+        ("nul \x00 byte \u00e9\n", "quoted-printable"),
+        ("nul \x00 byte\n", "quoted-printable"),
+    ],
+    ids=["ascii", "non-ascii", "long-line", "longest-line", "nul-non-ascii", "nul-ascii"],
+)
+def test_encode_text_picks_the_transfer_encoding(tmp_path: Path, text: str, encoding: str) -> None:
+    assert encode_text(text)[0] == encoding
+    msg = parse(build(make_settings(tmp_path), rendered=rendered(text=text)))
+    part = msg.get_body(("plain",))
+    assert part["Content-Transfer-Encoding"] == encoding
+    assert part.get_content().replace("\r\n", "\n") == text
+
+
+@given(st.lists(st.text(st.sampled_from("ab =.\t\u00e9\u2026\r\n-"), max_size=120), max_size=6))
+@example(["--=_digest_ in the text", "\u00e9"])
+def test_seven_bit_gives_the_bytes_of_a_quoted_printable_build(lines: list[str]) -> None:
+    """seven_bit, for a server without 8BITMIME, turns an 8bit message into the one build_message makes with
+    encode_qp: the same bytes but for the text part's encoding, all ASCII, the same text when parsed."""
+    text = "\n".join(lines)
+    settings = make_settings(Path("/nonexistent"))
+    data = build(settings, rendered=rendered(text=text))
+    encoding, body = encode_text(text)
+    downgraded = seven_bit(data)
+    assert downgraded.isascii()
+    if encoding == "8bit":
+        assert downgraded == data.replace(b"Content-Transfer-Encoding: 8bit\r\n\r\n" + body, b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + encode_qp(text), 1)
+    else:
+        assert downgraded == data
+    part = parse(downgraded).get_body(("plain",))
+    assert part.get_content().replace("\r\n", "\n") == text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def test_seven_bit_refuses_what_it_cannot_take_apart() -> None:
+    with pytest.raises(ValueError, match="not a multipart message"):
+        seven_bit("Subject: caf\u00e9\r\n\r\nbody\r\n".encode())
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
+@pytest.mark.parametrize("eightbitmime", [True, False], ids=["8bitmime", "7bit-only-server"])
+def test_smtp_transport_sends_8bit_only_to_a_server_that_offers_8bitmime(tmp_path: Path, pipelining: bool, eightbitmime: bool) -> None:
+    """RFC 6152: an 8bit text part goes with BODY=8BITMIME to a server that offers 8BITMIME; to one that does not,
+    as quoted-printable (seven_bit). An ASCII message goes as it is, without BODY, either way."""
+    with start_smtp_server(pipelining=pipelining, eightbitmime=eightbitmime) as server:
+        settings = smtp_settings(tmp_path, server)
+        eight = build(settings)
+        ascii_only = build(settings, rendered=rendered(text="plain\n", html="<p>plain</p>"))
+        with SMTPTransport(settings) as transport:
+            transport.send(eight, sender=settings.from_address, recipient="ada@example.org")
+            transport.send(ascii_only, sender=settings.from_address, recipient="bob@example.org")
+    first, second = server.messages
+    assert ("BODY=8BITMIME" in first.mail_options) == eightbitmime
+    assert first.data == (eight if eightbitmime else seven_bit(eight))
+    assert first.parsed.get_body(("plain",))["Content-Transfer-Encoding"] == ("8bit" if eightbitmime else "quoted-printable")
+    assert first.parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered().text
+    assert "BODY=8BITMIME" not in second.mail_options and second.data == ascii_only
 
 
 def test_build_message_rejects_non_ascii_address(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ send_rate) and the outbox directory (one .eml file per message, written atomical
 the settings. A Transport says accepted (returns), "try later" (TransientDeliveryError), "not this recipient"
 (PermanentDeliveryError) or "cannot be used" (DeliveryError with a hint).
 
-It must not build messages, know about subscribers or touch the database, and it never logs a password.
+It must not build messages (it only re-encodes an 8bit part for a server without 8BITMIME), know about subscribers
+or touch the database, and it never logs a password.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import Settings
 from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from ..log import log_event
+from .message import seven_bit
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, SizedBuffer
@@ -106,11 +108,17 @@ class _SMTP(smtplib.SMTP):
         other refusal."""
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         self.ehlo_or_helo_if_needed()
-        if not isinstance(msg, bytes) or len(recipients) != 1 or mail_options or rcpt_options or not self.has_extn("pipelining"):
+        body = ""
+        if isinstance(msg, bytes) and not msg.isascii():  # an 8bit part (digest.delivery.message.encode_text)
+            if self.has_extn("8bitmime"):
+                body, mail_options = " BODY=8BITMIME", [*mail_options, "BODY=8BITMIME"]
+            else:  # RFC 6152: no 8bit data to a server that did not offer it
+                msg = seven_bit(msg)
+        if not isinstance(msg, bytes) or len(recipients) != 1 or rcpt_options or len(mail_options) > bool(body) or not self.has_extn("pipelining"):
             return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
         recipient = recipients[0]
         size = f" SIZE={len(msg)}" if self.has_extn("size") else ""
-        self.send(f"MAIL FROM:{quote_address(from_addr)}{size}\r\nRCPT TO:{quote_address(recipient)}\r\nDATA\r\n")
+        self.send(f"MAIL FROM:{quote_address(from_addr)}{size}{body}\r\nRCPT TO:{quote_address(recipient)}\r\nDATA\r\n")
         mail = self.getreply()
         if mail[0] == 421:  # closing the channel: the other replies will not come
             self.close()
