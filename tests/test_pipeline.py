@@ -644,14 +644,18 @@ def test_run_job_ranks_each_claimed_batch_and_never_holds_every_result(crowd, mo
     if forked:
         monkeypatch.setattr("digest.delivery.build.POOL_FROM", 2)
         monkeypatch.setattr("digest.delivery.build.usable_cores", lambda: 2)
+    gc.collect()
+    # What the process held before the run (an earlier test of this worker process may keep a result or two
+    # reachable, e.g. in a cache: CI saw 2 under pytest-xdist): the run must add none, or at most two batches.
+    before = sum(type(o) is RankResult for o in gc.get_objects())
     report = run_job(engine, settings, NOW, fetch=False, transport=Recorder(on_send=count_results))
     assert (report.sent, report.workers) == (300, 2 if forked else 0)
     assert len(alive) == 15
     if forked:
-        assert batches == [] and max(alive) == 0  # the workers ranked them all (their calls are counted in their copy)
+        assert batches == [] and max(alive) <= before  # the workers ranked them all (their calls are counted in their copy)
     else:
         assert sum(batches) == 300 and max(batches) <= CHUNK  # each subscriber ranked once, a claimed batch at a time
-        assert max(alive) <= 2 * CHUNK < 300
+        assert max(alive) - before <= 2 * CHUNK < 300
 
 
 def hold_write_lock(path: Path, server, after_messages: int, seconds: float) -> threading.Thread:
