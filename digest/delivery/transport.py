@@ -20,7 +20,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,7 +30,7 @@ from ..log import log_event
 from .message import seven_bit
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, SizedBuffer
+    from _typeshed import SizedBuffer
 
 log = logging.getLogger("digest.delivery")
 
@@ -76,23 +76,73 @@ def quote_address(address: str) -> str:
     return f"<{address}>" if _DOT_ATOM_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
 
 
+# One message over an open connection as a generator: each value it yields is written (b"": nothing) and answered with
+# the server's next reply, (code, text). _SMTP.sendmail drives it with blocking reads, one thread per connection;
+# digest.delivery.multiplex drives many from one thread. It returns when the message is accepted and raises
+# smtplib's exceptions in smtplib's cases; the driver closes the connection after a 421 and resets it (RSET) after
+# any other refusal (`refusal_code`).
+Exchange = Generator[bytes, tuple[int, bytes], None]
+
+
+def exchange(smtp: smtplib.SMTP, from_addr: str, recipient: str, msg: bytes) -> Exchange:
+    """Send `msg` from `from_addr` to `recipient` (EHLO done). With PIPELINING (RFC 2920), MAIL, RCPT and DATA go in
+    one write and their three replies are read together: two round trips per message instead of four, half the
+    waits (and wake-ups) per message, and half the time a distant relay takes. An 8bit message goes with
+    BODY=8BITMIME (RFC 6152) when the server offers 8BITMIME, else quoted-printable (seven_bit)."""
+    msg, body = _for_server(smtp, msg)
+    size = f" SIZE={len(msg)}" if smtp.has_extn("size") else ""
+    mail_command = f"MAIL FROM:{quote_address(from_addr)}{size}{body}\r\n".encode("ascii")
+    rcpt_command = f"RCPT TO:{quote_address(recipient)}\r\n".encode("ascii")
+    if smtp.has_extn("pipelining"):
+        mail = yield mail_command + rcpt_command + b"DATA\r\n"
+        if mail[0] == 421:  # closing the channel: the other replies will not come
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_addr)
+        rcpt = yield b""
+        if rcpt[0] == 421:
+            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+        data = yield b""
+        if data[0] == 421:
+            raise smtplib.SMTPDataError(*data)
+        if (mail[0] != 250 or rcpt[0] not in (250, 251)) and data[0] == 354:
+            yield b".\r\n"  # DATA taken without a sender or recipient (RFC 2920 says it is not): end it empty
+    else:  # one command at a time, as smtplib's sendmail
+        mail = yield mail_command
+        if mail[0] == 250:
+            rcpt = yield rcpt_command
+            if rcpt[0] in (250, 251):
+                data = yield b"DATA\r\n"
+    if mail[0] != 250:
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_addr)
+    if rcpt[0] not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    if data[0] != 354:
+        raise smtplib.SMTPDataError(*data)
+    code, reply = yield b"".join((quote_periods(msg), b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n"))
+    if code != 250:
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _for_server(smtp: smtplib.SMTP, msg: bytes) -> tuple[bytes, str]:
+    """The message as this server may take it, and MAIL's BODY parameter: an 8bit part
+    (digest.delivery.message.encode_text) goes as it is with BODY=8BITMIME when the server offers 8BITMIME, else
+    quoted-printable (RFC 6152: no 8bit data to a server that did not offer it)."""
+    if msg.isascii():
+        return msg, ""
+    if smtp.has_extn("8bitmime"):
+        return msg, " BODY=8BITMIME"
+    return seven_bit(msg), ""
+
+
+def refusal_code(exc: smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused) -> int:
+    """The reply code of a refusal (421: the server is closing the connection)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return next(iter(exc.recipients.values()))[0]
+    return exc.smtp_code
+
+
 class _SMTP(smtplib.SMTP):
-    """smtplib.SMTP whose DATA stuffs dots with quote_periods and sends the message and its end in one write, and
-    whose sendmail pipelines MAIL, RCPT and DATA when the server offers PIPELINING."""
-
-    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        if not isinstance(msg, bytes):
-            return super().data(msg)
-        self.putcmd("data")
-        code, reply = self.getreply()
-        if code != 354:
-            raise smtplib.SMTPDataError(code, reply)
-        return self._body(msg)
-
-    def _body(self, msg: bytes) -> tuple[int, bytes]:
-        """The message after a 354, dot-stuffed, with its end, in one write; the server's reply."""
-        self.send(b"".join((quote_periods(msg), b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n")))
-        return self.getreply()
+    """smtplib.SMTP whose sendmail to one recipient is `exchange` (pipelined when the server offers PIPELINING; the
+    message dot-stuffed by quote_periods and sent with its end in one write)."""
 
     def _reset(self) -> None:
         """RSET after a refusal, a connection already gone ignored (as smtplib's sendmail does)."""
@@ -101,57 +151,30 @@ class _SMTP(smtplib.SMTP):
 
     def sendmail(self, from_addr: str, to_addrs: str | Sequence[str], msg: SizedBuffer | str, mail_options: Sequence[str] = (),
                  rcpt_options: Sequence[str] = ()) -> dict[str, tuple[int, bytes]]:
-        """smtplib's sendmail; for one recipient on a server that offers PIPELINING (RFC 2920), MAIL, RCPT and DATA
-        go in one write and their three replies are read together: two round trips per message instead of four,
-        half the waits (and wake-ups of the sending thread) per message, and half the time a distant relay takes.
-        The same exceptions as smtplib's in the same cases, the connection closed after a 421 and reset after any
-        other refusal."""
+        """`exchange` for one recipient and a bytes message; smtplib's sendmail for anything else. The connection is
+        closed after a 421 and reset after any other refusal."""
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         self.ehlo_or_helo_if_needed()
-        body = ""
-        if isinstance(msg, bytes) and not msg.isascii():  # an 8bit part (digest.delivery.message.encode_text)
-            if self.has_extn("8bitmime"):
-                body, mail_options = " BODY=8BITMIME", [*mail_options, "BODY=8BITMIME"]
-            else:  # RFC 6152: no 8bit data to a server that did not offer it
-                msg = seven_bit(msg)
-        if not isinstance(msg, bytes) or len(recipients) != 1 or rcpt_options or len(mail_options) > bool(body) or not self.has_extn("pipelining"):
+        if not isinstance(msg, bytes) or len(recipients) != 1 or mail_options or rcpt_options:
+            if isinstance(msg, bytes):
+                msg, body = _for_server(self, msg)
+                mail_options = [*mail_options, body.strip()] if body else mail_options
             return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
-        recipient = recipients[0]
-        size = f" SIZE={len(msg)}" if self.has_extn("size") else ""
-        self.send(f"MAIL FROM:{quote_address(from_addr)}{size}{body}\r\nRCPT TO:{quote_address(recipient)}\r\nDATA\r\n")
-        mail = self.getreply()
-        if mail[0] == 421:  # closing the channel: the other replies will not come
-            self.close()
-            raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_addr)
-        rcpt = self.getreply()
-        if rcpt[0] == 421:
-            self.close()
-            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
-        data = self.getreply()
-        if data[0] == 421:
-            self.close()
-            raise smtplib.SMTPDataError(*data)
-        refused = mail[0] != 250 or rcpt[0] not in (250, 251)
-        if refused and data[0] == 354:  # DATA taken without a sender or recipient (RFC 2920 says it is not): end it empty
-            self.send(b".\r\n")
-            self.getreply()
-        if mail[0] != 250:
-            self._reset()
-            raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_addr)
-        if rcpt[0] not in (250, 251):
-            self._reset()
-            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
-        if data[0] != 354:
-            self._reset()
-            raise smtplib.SMTPDataError(*data)
-        code, reply = self._body(msg)
-        if code != 250:
-            if code == 421:
+        steps = exchange(self, from_addr, recipients[0], msg)
+        try:
+            command = next(steps)
+            while True:
+                if command:
+                    self.send(command)
+                command = steps.send(self.getreply())
+        except StopIteration:
+            return {}
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPResponseException) as exc:
+            if refusal_code(exc) == 421:
                 self.close()
             else:
                 self._reset()
-            raise smtplib.SMTPDataError(code, reply)
-        return {}
+            raise
 
 
 class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's name
@@ -265,6 +288,14 @@ class SMTPTransport:
         self.connections += 1
         log_event(log, "smtp-connected", logging.DEBUG, server=self.where, security=self.security)
 
+    def open(self) -> smtplib.SMTP:
+        """connect() and EHLO: the open connection, for a caller that runs `exchange` over it itself
+        (digest.delivery.multiplex); `drop` forgets it."""
+        self.connect()
+        assert self._smtp is not None
+        self._smtp.ehlo_or_helo_if_needed()
+        return self._smtp
+
     def send(self, message: bytes, *, sender: str, recipient: str) -> None:
         """Hand one message over: TransientDeliveryError (try later), PermanentDeliveryError (this recipient)."""
         self._pace()
@@ -275,25 +306,33 @@ class SMTPTransport:
             try:
                 self._smtp.sendmail(sender, [recipient], message)  # type: ignore[union-attr]
                 return
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, text = exc.recipients.get(recipient) or next(iter(exc.recipients.values()))
-                raise self._refused(code, text, f"refused {recipient}") from None
-            except smtplib.SMTPSenderRefused as exc:
-                if exc.smtp_code >= 500:
-                    raise DeliveryError(f"{self.where} refuses to send as {sender}: {exc.smtp_code} {_text(exc.smtp_error)}", "check from_address: the server must accept it as a sender") from None
-                raise self._refused(exc.smtp_code, exc.smtp_error, f"deferred the message to {recipient}") from None
-            except smtplib.SMTPResponseException as exc:  # DATA refused, or any other reply
-                raise self._refused(exc.smtp_code, exc.smtp_error, f"refused the message to {recipient}") from None
+            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPResponseException) as exc:
+                if refusal_code(exc) == 421:  # "service not available, closing channel": smtplib has closed it
+                    self.drop()
+                raise self.refusal(exc, sender=sender, recipient=recipient) from None
             except (*_DROPPED, OSError) as exc:
-                self._drop()
+                self.drop()
                 # A server may close an idle or busy connection between messages: reopen once, at once.
                 if fresh or attempt == 2:
-                    raise TransientDeliveryError(f"{self.where} dropped the connection while sending to {recipient}: {exc or type(exc).__name__}") from None
+                    raise self.dropped(exc, recipient) from None
                 log_event(log, "smtp-reconnect", logging.DEBUG, server=self.where)
 
+    def refusal(self, exc: smtplib.SMTPRecipientsRefused | smtplib.SMTPResponseException, *, sender: str, recipient: str) -> DeliveryError:
+        """What `send` raises for a refusal of `exchange`: the sender refused for good means the settings are wrong."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, text = exc.recipients.get(recipient) or next(iter(exc.recipients.values()))
+            return self._refused(code, text, f"refused {recipient}")
+        if isinstance(exc, smtplib.SMTPSenderRefused):
+            if exc.smtp_code >= 500:
+                return DeliveryError(f"{self.where} refuses to send as {sender}: {exc.smtp_code} {_text(exc.smtp_error)}", "check from_address: the server must accept it as a sender")
+            return self._refused(exc.smtp_code, exc.smtp_error, f"deferred the message to {recipient}")
+        return self._refused(exc.smtp_code, exc.smtp_error, f"refused the message to {recipient}")  # DATA refused, or any other reply
+
+    def dropped(self, exc: BaseException, recipient: str) -> TransientDeliveryError:
+        """What `send` raises when the connection went away during a message and reopening it did not help."""
+        return TransientDeliveryError(f"{self.where} dropped the connection while sending to {recipient}: {exc or type(exc).__name__}")
+
     def _refused(self, code: int, text: bytes | str, what: str) -> DeliveryError:
-        if code == 421:  # "service not available, closing channel": smtplib may already have closed it
-            self._drop()
         message = f"{self.where} {what}: {code} {_text(text)}"
         return PermanentDeliveryError(message) if code >= 500 else TransientDeliveryError(message)
 
@@ -302,7 +341,8 @@ class SMTPTransport:
         if delay > 0:
             self._sleep(delay)
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """Close the connection without a QUIT (it is gone, or closing)."""
         _quietly_close(self._smtp, polite=False)
         self._smtp = None
 
