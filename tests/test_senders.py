@@ -12,7 +12,7 @@ from smtp_server import start_smtp_server
 from sqlmodel import select
 from test_pipeline import NOW, world  # noqa: F401 - the fixture
 
-from digest.delivery.senders import InlineSender, ThreadedSender, sender_for
+from digest.delivery.senders import InlineSender, MultiplexedSender, sender_for
 from digest.models import Subscriber
 from digest.pipeline.job import run_job
 from digest.store import deliveries as ledger
@@ -52,7 +52,7 @@ def everyone_once(report, server, engine) -> None:
 def test_sender_for_keeps_smtp_connections_but_no_more_than_letters(crowd) -> None:
     settings, _ = crowd
     smtp = settings.replace(smtp_host="127.0.0.1", smtp_port=2525, smtp_connections=4)
-    for letters, kind, connections in ((10, ThreadedSender, 4), (2, ThreadedSender, 2), (1, InlineSender, 1)):
+    for letters, kind, connections in ((10, MultiplexedSender, 4), (2, MultiplexedSender, 2), (1, InlineSender, 1)):
         out = sender_for(smtp, None, letters)
         try:
             assert (type(out), out.connections) == (kind, connections)

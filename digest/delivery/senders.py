@@ -18,8 +18,9 @@ from typing import Protocol
 
 from ..config import Settings
 from ..errors import PermanentDeliveryError, TransientDeliveryError
+from .multiplex import Multiplexer
 from .pace import SharedPace
-from .transport import Pace, SMTPTransport, Transport, transport_for
+from .transport import Pace, PaceLike, SMTPTransport, Transport, transport_for
 from .work import Built, Outcome
 
 
@@ -36,18 +37,26 @@ class Handed:
 
 def hand_over(transport: Transport, built: Built, sender: str) -> Handed:
     """Send one message: the outcome of a 2xx, 4xx or 5xx. Any other error means it was not handed over."""
-    letter, started = built.letter, time.perf_counter()
+    started = time.perf_counter()
     assert built.message is not None
     try:
-        transport.send(built.message, sender=sender, recipient=letter.subscriber.email)
-        outcome = Outcome(letter, "sent", attempts=1, contents=built.contents)
-    except TransientDeliveryError as exc:
-        outcome = Outcome(letter, "deferred", attempts=1, error=str(exc))
-    except PermanentDeliveryError as exc:
-        outcome = Outcome(letter, "failed", attempts=1, error=str(exc), bounce=True)
+        transport.send(built.message, sender=sender, recipient=built.letter.subscriber.email)
     except BaseException as exc:  # noqa: BLE001 - returned, not raised: the loop decides (it may come from a thread)
-        return Handed(built, None, exc, time.perf_counter() - started)
-    return Handed(built, outcome, None, time.perf_counter() - started)
+        return handed(built, exc, time.perf_counter() - started)
+    return handed(built, None, time.perf_counter() - started)
+
+
+def handed(built: Built, error: BaseException | None, seconds: float) -> Handed:
+    """What became of a message whose hand-over raised `error` (None: accepted): 2xx sent, 4xx deferred
+    (TransientDeliveryError), 5xx failed (PermanentDeliveryError); anything else was not handed over."""
+    letter = built.letter
+    if error is None:
+        return Handed(built, Outcome(letter, "sent", attempts=1, contents=built.contents), None, seconds)
+    if isinstance(error, TransientDeliveryError):
+        return Handed(built, Outcome(letter, "deferred", attempts=1, error=str(error)), None, seconds)
+    if isinstance(error, PermanentDeliveryError):
+        return Handed(built, Outcome(letter, "failed", attempts=1, error=str(error), bounce=True), None, seconds)
+    return Handed(built, None, error, seconds)
 
 
 class Sender(Protocol):
@@ -143,11 +152,31 @@ class ThreadedSender:
             thread.join()
 
 
+class MultiplexedSender(ThreadedSender):
+    """`connections` SMTP connections driven from one I/O thread (digest.delivery.multiplex: non-blocking sockets,
+    one selectors loop) instead of a thread each: the same bound on messages in flight, the same Handed values
+    through the same done queue (so the loop knows it as a ThreadedSender), without 32 threads taking the GIL in
+    turn after every reply. send_rate's slot is taken at submit; the wait for it is the I/O thread's timer."""
+
+    def __init__(self, make_transport: Callable[[], SMTPTransport], sender: str, connections: int, pace: PaceLike) -> None:
+        self.connections, self.sender, self.in_flight, self.pace = connections, sender, 0, pace
+        self.done = queue.SimpleQueue()
+        self.mux: Multiplexer[Built] = Multiplexer(make_transport, connections, lambda built, error, seconds: self.done.put(handed(built, error, seconds)))
+
+    def submit(self, built: Built) -> None:
+        assert built.message is not None
+        self.in_flight += 1
+        self.mux.submit(built, built.message, sender=self.sender, recipient=built.letter.subscriber.email, delay=self.pace.wait())
+
+    def close(self) -> None:
+        self.mux.close()
+
+
 def sender_for(settings: Settings, transport: Transport | None, letters: int, *, pace: Pace | SharedPace | None = None) -> InlineSender | ThreadedSender:
     """`transport` when the caller gives one (in the calling thread); else smtp_connections SMTP connections (no more
     than there are letters) sharing one send_rate, or the outbox, or one connection, in the calling thread. `pace`:
     send_rate shared with other workers (digest.delivery.pace); by default this process paces itself."""
     pace = pace or Pace(settings.send_rate)
     if transport is None and settings.smtp_host and min(settings.smtp_connections, letters) > 1:
-        return ThreadedSender(lambda: SMTPTransport(settings, pace=pace), settings.from_address, min(settings.smtp_connections, letters))
+        return MultiplexedSender(lambda: SMTPTransport(settings, pace=pace), settings.from_address, min(settings.smtp_connections, letters), pace)
     return InlineSender(transport or transport_for(settings, pace=pace), settings.from_address)

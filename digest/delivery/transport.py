@@ -288,6 +288,11 @@ class SMTPTransport:
         self.connections += 1
         log_event(log, "smtp-connected", logging.DEBUG, server=self.where, security=self.security)
 
+    @property
+    def smtp(self) -> smtplib.SMTP | None:
+        """The open connection, if any."""
+        return self._smtp
+
     def open(self) -> smtplib.SMTP:
         """connect() and EHLO: the open connection, for a caller that runs `exchange` over it itself
         (digest.delivery.multiplex); `drop` forgets it."""
