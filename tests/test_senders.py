@@ -99,7 +99,9 @@ def test_a_connection_dropped_mid_run_is_reopened_and_the_message_sent_once(crow
         server.drop_data = 2  # two bodies arrive and the connection is cut before the reply: nothing stored
         report = run_job(engine, on(settings, server, 4), NOW, fetch=False, sleep=lambda s: None)
     everyone_once(report, server, engine)
-    assert server.connections >= 5
+    # Two connections dropped (each on its first message: deferred, sent in the retry round) and at least one more
+    # opened after them; the one-thread sender opens one only when a message finds no open connection idle.
+    assert server.connections >= 3
 
 
 def test_a_server_that_answers_late_gets_everything_on_every_connection(crowd) -> None:

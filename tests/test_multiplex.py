@@ -1,0 +1,213 @@
+"""Every SMTP connection from one I/O thread (digest.delivery.multiplex, behind senders.MultiplexedSender) against a
+real aiosmtpd server on 127.0.0.1: many messages over a few connections, a 421, a drop mid-DATA, a server closing
+idle connections, STARTTLS and implicit TLS with AUTH, refusals, send_rate, 8BITMIME or not, PIPELINING or not,
+smtp_timeout. Each message's Handed is what hand_over over a blocking SMTPTransport gives in the same case."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from smtp_server import smtp_server, smtp_tls_server, start_smtp_server  # noqa: F401 - the fixtures
+from test_delivery import build, make_settings, smtp_settings
+
+from digest.delivery.message import seven_bit
+from digest.delivery.senders import Handed, MultiplexedSender, hand_over
+from digest.delivery.transport import Pace, SMTPTransport
+from digest.delivery.work import Built, Letter
+from digest.errors import DeliveryError
+from digest.models import Subscriber
+
+
+def letters(settings, count: int, *, size: int = 0) -> list[Built]:
+    """`count` built messages to r000@example.org...; `size` pads the text part (large writes, TLS records)."""
+    out = []
+    for n in range(count):
+        email = f"r{n:03d}@example.org"
+        message = build(settings, to=email) if not size else build(settings, to=email, rendered=_padded(size))
+        out.append(Built(Letter(n + 1, Subscriber(id=n + 1, email=email), "2024-05-02", f"<{n}@example.org>", None), message))
+    return out
+
+
+def _padded(size: int):
+    from test_delivery import rendered
+
+    line = "A line of the digest, with a period. And a caf\u00e9.\n"
+    return rendered(text=line * (size // len(line)))
+
+
+def send_all(settings, built: list[Built], connections: int, *, before: Callable[[int], None] = lambda n: None) -> list[Handed]:
+    """The loop's pattern (digest.delivery.loop): submit while a connection is free, else collect; then drain.
+    `before(n)` runs just before the n-th message is submitted (to program the server)."""
+    sender = MultiplexedSender(lambda: SMTPTransport(settings), settings.from_address, connections, Pace(settings.send_rate))
+    handed: list[Handed] = []
+    try:
+        for n, one in enumerate(built):
+            while sender.in_flight >= sender.connections:
+                handed += sender.collect(wait=True)
+            before(n)
+            assert sender.in_flight < connections
+            sender.submit(one)
+        while sender.in_flight:
+            handed += sender.collect(wait=True)
+    finally:
+        sender.close()
+    assert sorted(h.built.letter.delivery_id for h in handed) == [b.letter.delivery_id for b in built]  # each once
+    return handed
+
+
+def states(handed: list[Handed]) -> dict[str, str]:
+    return {h.built.letter.subscriber.email: (h.outcome.state if h.outcome else f"error: {h.error}") for h in handed}
+
+
+def test_multiplexed_sender_many_messages_over_a_few_connections_each_once(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    settings = smtp_settings(tmp_path, smtp_server)
+    handed = send_all(settings, letters(settings, 120), 5)
+    assert set(states(handed).values()) == {"sent"} and all(h.outcome and h.outcome.contents is None for h in handed)
+    received = Counter(smtp_server.recipients())
+    assert len(received) == 120 and set(received.values()) == {1}
+    assert smtp_server.connections <= 5
+
+
+def test_multiplexed_sender_large_messages_over_starttls_with_auth(tmp_path: Path, smtp_tls_server, monkeypatch) -> None:  # noqa: F811
+    """400 KB messages: writes the kernel takes in parts, TLS records the selector never sees (pending())."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtp_tls_server.cert_path))
+    settings = smtp_settings(tmp_path, smtp_tls_server, smtp_security="starttls", smtp_user="user", smtp_password="secret-pass")
+    built = letters(settings, 12, size=400_000)
+    handed = send_all(settings, built, 3)
+    assert set(states(handed).values()) == {"sent"}
+    assert smtp_tls_server.logins == ["user"] * smtp_tls_server.connections and smtp_tls_server.connections <= 3
+    assert sorted(m.data for m in smtp_tls_server.messages) == sorted(b.message for b in built)
+
+
+def test_multiplexed_sender_over_implicit_tls(tmp_path: Path, tmp_path_factory, monkeypatch) -> None:
+    with start_smtp_server(implicit_tls=True, cert_dir=tmp_path_factory.getbasetemp() / "smtp-cert") as server:
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.cert_path))
+        settings = smtp_settings(tmp_path, server, smtp_security="tls")
+        handed = send_all(settings, letters(settings, 20, size=100_000), 4)
+    assert set(states(handed).values()) == {"sent"} and len(server.messages) == 20
+
+
+def test_multiplexed_sender_a_421_closes_that_connection_and_defers_only_its_letter(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    smtp_server.rcpt_replies["r007@example.org"] = ["421 4.3.2 closing, try again"]
+    settings = smtp_settings(tmp_path, smtp_server)
+    handed = send_all(settings, letters(settings, 30), 3)
+    assert {e: s for e, s in states(handed).items() if s != "sent"} == {"r007@example.org": "deferred"}
+    [deferred] = [h for h in handed if h.outcome and h.outcome.state == "deferred"]
+    assert "421 4.3.2 closing, try again" in (deferred.outcome.error or "")  # type: ignore[union-attr]
+    # The closed connection is opened again when a message finds the other two busy (most runs, not all).
+    assert len(smtp_server.messages) == 29 and smtp_server.connections in (3, 4)
+
+
+@pytest.mark.parametrize(("at", "state", "connections"), [(0, "deferred", 2), (3, "sent", 2)], ids=["on-a-new-connection", "on-a-used-connection"])
+def test_multiplexed_sender_a_drop_mid_data(tmp_path: Path, smtp_server, at: int, state: str, connections: int) -> None:  # noqa: F811
+    """SMTPTransport.send's rule: a connection that carried messages before is reopened at once and the message sent
+    again (the server stored nothing); a new connection that drops makes the message deferred."""
+    settings = smtp_settings(tmp_path, smtp_server)
+    built = letters(settings, 5)
+
+    def drop(n: int) -> None:
+        if n == at:  # with one connection, the messages before it are answered
+            smtp_server.drop_data = 1
+
+    handed = send_all(settings, built, 1, before=drop)
+    email = built[at].letter.subscriber.email
+    assert states(handed) == {b.letter.subscriber.email: state if b is built[at] else "sent" for b in built}
+    if state == "deferred":
+        [dropped] = [h for h in handed if h.built is built[at]]
+        assert f"dropped the connection while sending to {email}" in (dropped.outcome.error or "")  # type: ignore[union-attr]
+    assert smtp_server.connections == connections
+    assert Counter(smtp_server.recipients()) == Counter(b.letter.subscriber.email for b in built if b is not built[at] or state == "sent")
+
+
+def test_multiplexed_sender_drops_mid_data_among_many_connections(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    settings = smtp_settings(tmp_path, smtp_server)
+    built = letters(settings, 40)
+
+    def drop(n: int) -> None:
+        if n == 20:
+            smtp_server.drop_data = 2
+
+    handed = send_all(settings, built, 4, before=drop)
+    assert set(states(handed).values()) == {"sent"}
+    assert Counter(smtp_server.recipients()) == Counter(b.letter.subscriber.email for b in built)
+    assert smtp_server.connections >= 5
+
+
+def test_multiplexed_sender_reopens_connections_the_server_closes_when_idle(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    smtp_server.max_per_connection = 2
+    settings = smtp_settings(tmp_path, smtp_server)
+    handed = send_all(settings, letters(settings, 5), 1)
+    assert set(states(handed).values()) == {"sent"}
+    assert smtp_server.recipients() == [f"r{n:03d}@example.org" for n in range(5)]
+    assert smtp_server.connections == 3
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-command-at-a-time"])
+def test_multiplexed_sender_maps_refusals_as_hand_over_does(tmp_path: Path, pipelining: bool) -> None:
+    with start_smtp_server(pipelining=pipelining) as server:
+        server.rcpt_replies["r001@example.org"] = "451 4.7.1 try later"
+        server.rcpt_replies["r002@example.org"] = "550 5.1.1 no such user"
+        settings = smtp_settings(tmp_path, server)
+        built = letters(settings, 6)
+        handed = send_all(settings, built, 1)
+        assert server.connections == 1  # reset after each refusal, and reused
+        with SMTPTransport(settings) as transport:  # the same letters, one blocking connection
+            blocking = [hand_over(transport, b, settings.from_address) for b in built]
+    assert states(handed) == {"r000@example.org": "sent", "r001@example.org": "deferred", "r002@example.org": "failed",
+                              "r003@example.org": "sent", "r004@example.org": "sent", "r005@example.org": "sent"}
+    assert sorted((h.built.letter.delivery_id, h.outcome) for h in handed) == [(h.built.letter.delivery_id, h.outcome) for h in blocking]  # type: ignore[type-var]
+    [deferred] = [h for h in handed if h.built is built[1]]
+    assert "451 4.7.1 try later" in (deferred.outcome.error or "")  # type: ignore[union-attr]
+
+
+def test_multiplexed_sender_a_refused_data_is_permanent(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    smtp_server.data_reply = "554 5.6.0 message rejected"
+    settings = smtp_settings(tmp_path, smtp_server)
+    handed = send_all(settings, letters(settings, 3), 2)
+    assert set(states(handed).values()) == {"failed"} and all("554" in (h.outcome.error or "") for h in handed if h.outcome)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
+@pytest.mark.parametrize("eightbitmime", [True, False], ids=["8bitmime", "7bit-only-server"])
+def test_multiplexed_sender_sends_8bit_only_to_a_server_that_offers_8bitmime(tmp_path: Path, pipelining: bool, eightbitmime: bool) -> None:
+    with start_smtp_server(pipelining=pipelining, eightbitmime=eightbitmime) as server:
+        settings = smtp_settings(tmp_path, server)
+        built = letters(settings, 4)
+        assert not built[0].message.isascii()  # type: ignore[union-attr]
+        handed = send_all(settings, built, 2)
+    assert set(states(handed).values()) == {"sent"}
+    for message in server.messages:
+        [original] = [b.message for b in built if b.letter.subscriber.email == message.rcpt_tos[0]]
+        assert ("BODY=8BITMIME" in message.mail_options) == eightbitmime
+        assert message.data == (original if eightbitmime else seven_bit(original))  # type: ignore[arg-type]
+
+
+def test_multiplexed_sender_keeps_send_rate(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    settings = smtp_settings(tmp_path, smtp_server, send_rate=20)
+    started = time.monotonic()
+    handed = send_all(settings, letters(settings, 8), 4)
+    assert set(states(handed).values()) == {"sent"}
+    accepted = sorted(m.at for m in smtp_server.messages)
+    assert accepted[-1] - started >= 7 * 0.05 - 0.01
+    assert all(b - a >= 0.05 - 0.02 for a, b in zip(accepted, accepted[1:]))
+
+
+def test_multiplexed_sender_a_reply_later_than_smtp_timeout_defers_the_message(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    smtp_server.data_delay = 3.0
+    settings = smtp_settings(tmp_path, smtp_server, smtp_timeout=1)
+    started = time.monotonic()
+    handed = send_all(settings, letters(settings, 2), 2)
+    assert time.monotonic() - started < 2.5
+    assert set(states(handed).values()) == {"deferred"} and all("timed out" in (h.outcome.error or "") for h in handed if h.outcome)
+
+
+def test_multiplexed_sender_a_refused_connection_is_each_message_s_error(tmp_path: Path) -> None:
+    with start_smtp_server() as server:
+        port = server.port
+    settings = make_settings(tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_security="none", smtp_timeout=5)
+    handed = send_all(settings, letters(settings, 5), 2)
+    assert all(h.outcome is None and isinstance(h.error, DeliveryError) and "connection refused" in str(h.error) for h in handed)
