@@ -108,7 +108,7 @@ class Multiplexer(Generic[T]):
             self._woken = True
             try:
                 self._wake_out.send(b"\0")
-            except BlockingIOError:  # full: it is awake already
+            except OSError:  # full: it is awake already; closed: the thread has ended
                 pass
 
     # -- the I/O thread --

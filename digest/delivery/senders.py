@@ -1,10 +1,12 @@
-"""Handing built messages over: one connection in the calling thread (InlineSender), or several SMTP connections,
-each owned by its own thread and reused for many messages (ThreadedSender, `smtp_connections`). Both return what
-became of each message as a typed Handed value, in the order the server answered; they never touch the ledger.
+"""Handing built messages over: one connection in the calling thread (InlineSender), or several SMTP connections
+reused for many messages (`smtp_connections`), all driven from one I/O thread (MultiplexedSender, the default; see
+digest.delivery.multiplex) or each owned by a thread of its own (ThreadedSender). Each returns what became of each
+message as a typed Handed value, in the order the server answered; they never touch the ledger.
 
 A relay across the internet answers each SMTP command in tens of milliseconds and a message takes four commands
 (MAIL, RCPT, DATA, the body; two round trips with PIPELINING), so one connection moves at most a few messages a
-second whatever the CPU: the threads wait on the network, not on the GIL. It must not build messages, record outcomes or decide who is due.
+second whatever the CPU: the connections wait on the network, not on the CPU. It must not build messages, record
+outcomes or decide who is due.
 """
 
 from __future__ import annotations
