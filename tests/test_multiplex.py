@@ -15,7 +15,7 @@ from smtp_server import smtp_server, smtp_tls_server, start_smtp_server  # noqa:
 from test_delivery import build, make_settings, smtp_settings
 
 from digest.delivery.message import seven_bit
-from digest.delivery.senders import Handed, MultiplexedSender, hand_over
+from digest.delivery.senders import Handed, MultiplexedSender, ThreadedSender, hand_over
 from digest.delivery.transport import Pace, SMTPTransport
 from digest.delivery.work import Built, Letter
 from digest.errors import DeliveryError
@@ -39,10 +39,12 @@ def _padded(size: int):
     return rendered(text=line * (size // len(line)))
 
 
-def send_all(settings, built: list[Built], connections: int, *, before: Callable[[int], None] = lambda n: None) -> list[Handed]:
+def send_all(settings, built: list[Built], connections: int, *, before: Callable[[int], None] = lambda n: None, threads: bool = False) -> list[Handed]:
     """The loop's pattern (digest.delivery.loop): submit while a connection is free, else collect; then drain.
-    `before(n)` runs just before the n-th message is submitted (to program the server)."""
-    sender = MultiplexedSender(lambda: SMTPTransport(settings), settings.from_address, connections, Pace(settings.send_rate))
+    `before(n)` runs just before the n-th message is submitted (to program the server); `threads`: a ThreadedSender."""
+    pace = Pace(settings.send_rate)
+    sender = (ThreadedSender(lambda: SMTPTransport(settings, pace=pace), settings.from_address, connections) if threads
+              else MultiplexedSender(lambda: SMTPTransport(settings), settings.from_address, connections, pace))
     handed: list[Handed] = []
     try:
         for n, one in enumerate(built):
@@ -63,9 +65,10 @@ def states(handed: list[Handed]) -> dict[str, str]:
     return {h.built.letter.subscriber.email: (h.outcome.state if h.outcome else f"error: {h.error}") for h in handed}
 
 
-def test_multiplexed_sender_many_messages_over_a_few_connections_each_once(tmp_path: Path, smtp_server) -> None:  # noqa: F811
+@pytest.mark.parametrize("threads", [False, True], ids=["one-thread", "a-thread-each"])
+def test_multiplexed_sender_many_messages_over_a_few_connections_each_once(tmp_path: Path, smtp_server, threads: bool) -> None:  # noqa: F811
     settings = smtp_settings(tmp_path, smtp_server)
-    handed = send_all(settings, letters(settings, 120), 5)
+    handed = send_all(settings, letters(settings, 120), 5, threads=threads)
     assert set(states(handed).values()) == {"sent"} and all(h.outcome and h.outcome.contents is None for h in handed)
     received = Counter(smtp_server.recipients())
     assert len(received) == 120 and set(received.values()) == {1}
