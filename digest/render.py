@@ -458,7 +458,8 @@ class DigestRenderer:
         trending = [self._card("trend", r.candidate) for r in result.trending if r.candidate.paper.id not in shown]
 
         subject = subject_line(result, edition)
-        site, greeting = clean_text(site_name) or "Paper digest", f"Hi {clean_text(name)}," if clean_text(name) else "Hi,"
+        site, shown_name = clean_text(site_name) or "Paper digest", clean_text(name)
+        greeting = f"Hi {shown_name}," if shown_name else "Hi,"
         interest_names = [i for i in (clean_text(i) for i in interests) if i]
         interests_line = truncate_words(f"your interests: {', '.join(interest_names)}.", 300) if interest_names else "you have not listed any interests yet."
         if picks:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from digest.sources.clean import (
+    _NOT_ONE_LINE,
+    one_line,
     arxiv_id_in,
     clean_name,
     html_to_text,
@@ -192,3 +196,30 @@ def test_parse_time_gives_aware_utc(value, moment):
 def test_parse_time_refuses_non_dates():
     with pytest.raises(ValueError, match="not a date"):
         parse_time("last Tuesday")
+
+
+@pytest.mark.parametrize(
+    "value, line",
+    [
+        ("Ada Lovelace", "Ada Lovelace"),
+        ("  two  spaces ", "two spaces"),
+        ("tab\there", "tab here"),
+        ("line\r\nBcc: x@example.org", "line Bcc: x@example.org"),
+        ("nul\x00inside", "nul inside"),
+        ("zero\u200bwidth", "zero width"),
+        ("unit\x1fseparator", "unit separator"),
+        ("", ""),
+        (None, ""),
+        (42, "42"),
+    ],
+    ids=["plain", "spaces", "tab", "header-injection", "nul", "zero-width", "unit-separator", "empty", "none", "number"],
+)
+def test_one_line_collapses_space_control_and_invisible_characters(value, line):
+    assert one_line(value) == line
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x2100)) | st.text(alphabet=" \t\n\r\x0b\x0c\x1c\x1fab~"))
+def test_one_line_fast_path_gives_what_the_regex_gives(value):
+    """Printable ASCII is returned as it is (no regex pass): the same line the regex and strip() make."""
+    assert one_line(value) == _NOT_ONE_LINE.sub(" ", value).strip()

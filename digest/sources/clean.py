@@ -46,7 +46,12 @@ _NOT_ONE_LINE = re.compile(f"[{CONTROL_CHARS}{INVISIBLE_CHARS}\\s]+")
 
 def one_line(value: object) -> str:
     """`value` as one line of text to show or to put in a header: each run of white space, control and invisible
-    characters becomes one space; trimmed. (Render's \\x00 slot markers rely on it: no NUL survives.)"""
+    characters becomes one space; trimmed. (Render's \\x00 slot markers rely on it: no NUL survives.)
+
+    Printable ASCII with single inner spaces (a name, an address, a URL, most titles) is already that: returned as
+    it is after three C scans, not a regex pass and a copy (about ten values per email, 1.5 -> 0.3 us each)."""
+    if type(value) is str and value.isascii() and value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value
     return _NOT_ONE_LINE.sub(" ", str(value or "")).strip()
 
 
