@@ -12,7 +12,6 @@ HTTP in digest.sources.fetch, SQL in digest.store.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -32,6 +31,7 @@ from urllib.parse import urlencode, urlsplit
 from sqlalchemy.engine import Engine
 
 from .children import die_with_parent
+from .collector import paused_collector
 from .config import Settings
 from .errors import DigestError, FeedError, InputError, NotFoundError, RefusedError
 from .log import log_event
@@ -293,9 +293,7 @@ class _Restart(Exception):
 
 def _import_jsonl(engine: Engine, path: Path, head: bytes, stream: BinaryIO, now: datetime) -> SourceReport:
     # Nothing built during an import holds a cycle: the cyclic collector would only re-scan live rows, again and again.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_collector():
         # Forked before the database is opened; not from a process with threads (a forked copy of a lock another
         # thread holds would never be released).
         ending: list[tuple[int, list[str], int]] = []  # (papers kept, warnings, lines skipped) once the whole file is read
@@ -305,9 +303,6 @@ def _import_jsonl(engine: Engine, path: Path, head: bytes, stream: BinaryIO, now
             batches = _deduped_batches(path, head, stream, ending)
         with contextlib.closing(batches):  # an error while storing ends the parsing at once
             return _store_batches(engine, path, now, batches, lambda: ending[0])
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _deduped_batches(path: Path, head: bytes, stream: BinaryIO, ending: list) -> Iterator[list[ParsedPaper]]:

@@ -101,7 +101,10 @@ class _Serializer(URLSafeTimedSerializer):
         return signer
 
     def dump_payload(self, obj: object) -> bytes:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))  # as itsdangerous's compact JSON writes it
+        if type(obj) is list and all(type(item) is int for item in obj):  # [subscriber, version]: what json.dumps writes
+            text = "[" + ",".join(map(str, obj)) + "]"
+        else:
+            text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))  # as itsdangerous's compact JSON writes it
         if len(text) > 64:  # longer payloads may compress: itsdangerous's own way
             return super().dump_payload(obj)
         return _base64(text.encode("utf-8"))

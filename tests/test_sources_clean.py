@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from digest.sources.clean import (
     _NOT_ONE_LINE,
-    one_line,
     arxiv_id_in,
     clean_name,
     html_to_text,
     normalise_doi,
     normalise_title,
+    one_line,
     paper_key,
     parse_time,
     split_authors,

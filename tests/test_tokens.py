@@ -43,3 +43,20 @@ def test_read_token_refuses_a_changed_signature_and_another_action() -> None:
             read_token(SECRET, action, bad)
     with pytest.raises(TokenError):
         read_token(SECRET + "x", "unsubscribe", token)
+
+
+@pytest.mark.parametrize("base", ["https://digest.example.org", "https://example.org/digest/", "http://localhost:8025"])
+def test_make_links_like_and_dislike_are_vote_urls_of_one_token(base) -> None:
+    """make_links builds the vote links from one prefix per email: the same URLs as vote_url, and the token reads back."""
+    from digest.config import load_settings
+    from digest.delivery.build import make_links
+    from digest.models import Subscriber
+    from digest.tokens import vote_url
+
+    settings = load_settings(None, env={}, overrides={"secret_key": SECRET, "base_url": base})
+    links = make_links(settings, Subscriber(id=42, email="a@example.org", token_version=3), [5, 1234567])
+    token = links.like[5].split("/feedback/")[1].split("/")[0]
+    assert links.like == {5: vote_url(base, token, 5, 1), 1234567: vote_url(base, token, 1234567, 1)}
+    assert links.dislike == {5: vote_url(base, token, 5, -1), 1234567: vote_url(base, token, 1234567, -1)}
+    claim = read_token(SECRET, "vote", token)
+    assert (claim.subscriber_id, claim.version) == (42, 3)

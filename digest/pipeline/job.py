@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from filelock import FileLock, Timeout
 from sqlalchemy.engine import Connection, Engine
 
+from ..collector import paused_collector
 from ..config import Settings
 from ..delivery.build import builder_for, compose, is_empty, make_links
 from ..delivery.claim import LeaseClaimer, LedgerClaimer, worker_name
@@ -185,17 +186,18 @@ def run_job(
     with _one_at_a_time(engine, settings):
         fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings)
         mark = time.perf_counter()
-        dues = due_subscribers(engine, settings, now, only=only, edition=edition)
-        if on_plan is not None:
-            on_plan(len(dues))
-        if dues:
-            make_links(settings, dues[0].subscriber, [])  # no secret_key: fail before anything is recorded
-            check_sender_settings(settings)  # nor with a From, Reply-To or base_url no message can carry
-        planned = plan_editions(engine, settings, now, dues)
-        mark = _stage(timings, "plan", mark)
-        plans = [p for p in planned if isinstance(p, EditionPlan)]
-        ranking = PlansRanking(plans, settings, now, engine=engine) if plans else None  # DigestError here: nothing recorded yet
-        mark = _stage(timings, "rank", mark)
+        with paused_collector():  # loading and planning every due subscriber makes no cycle for the collector to find
+            dues = due_subscribers(engine, settings, now, only=only, edition=edition)
+            if on_plan is not None:
+                on_plan(len(dues))
+            if dues:
+                make_links(settings, dues[0].subscriber, [])  # no secret_key: fail before anything is recorded
+                check_sender_settings(settings)  # nor with a From, Reply-To or base_url no message can carry
+            planned = plan_editions(engine, settings, now, dues)
+            mark = _stage(timings, "plan", mark)
+            plans = [p for p in planned if isinstance(p, EditionPlan)]
+            ranking = PlansRanking(plans, settings, now, engine=engine) if plans else None  # DigestError here: nothing recorded yet
+            mark = _stage(timings, "rank", mark)
         if dry_run:
             results = _rank(planned, ranking)
             _stage(timings, "rank", mark)

@@ -8,11 +8,11 @@ line, no feedparser): an import of 100,000 lines must not wait on the parser. Js
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable, Iterator
 from json import JSONDecoder, loads
 from json.scanner import make_scanner
 
+from digest.collector import paused_collector
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.check import check_paper, unexpected
@@ -231,11 +231,6 @@ def parse_jsonl(data: bytes, *, source_url: str = "") -> ParseResult:
     reader = JsonlReader()
     # The cyclic collector would re-scan every record built so far, again and again, as 100,000 of them pile
     # up (none holds a cycle): pausing it halves the time of a big import.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_collector():
         papers = reader.feed(data)
-    finally:
-        if collecting:
-            gc.enable()
     return ParseResult(papers=papers, kind="jsonl", warnings=reader.finish(), skipped=reader.skipped_count)

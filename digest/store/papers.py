@@ -9,7 +9,6 @@ This module knows nothing about feeds or the network.
 from __future__ import annotations
 
 import functools
-import gc
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
+from ..collector import paused_collector
 from ..models import Paper, PaperSource, Source, UTCDateTime, table_of
 from ..sources import ParsedPaper
 from . import wrap_db_error
@@ -66,19 +66,15 @@ def upsert_papers(target: Engine | Session | Connection, source_id: int, parsed:
     """
     # A bulk upsert allocates a few objects per row and frees them all at the end: the cyclic collector
     # would re-scan every live row dozens of times (a third of a 100,000-paper import), so it waits.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        if isinstance(target, Engine):
-            with target.begin() as conn:
-                return _upsert(conn, source_id, parsed, now)
-        conn = target.connection() if isinstance(target, Session) else target
-        return _upsert(conn, source_id, parsed, now)
-    except SQLAlchemyError as exc:
-        raise wrap_db_error(exc) from None
-    finally:
-        if collecting:
-            gc.enable()
+    with paused_collector():
+        try:
+            if isinstance(target, Engine):
+                with target.begin() as conn:
+                    return _upsert(conn, source_id, parsed, now)
+            conn = target.connection() if isinstance(target, Session) else target
+            return _upsert(conn, source_id, parsed, now)
+        except SQLAlchemyError as exc:
+            raise wrap_db_error(exc) from None
 
 
 def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: datetime) -> UpsertReport:
