@@ -213,12 +213,15 @@ class ForkedBuilder:
         self.index = {letter.delivery_id: k for k, letter in enumerate(letters)}
         _JOB = (settings, letters, date_, rank)
         # Each worker dies with this process, even by SIGKILL (it would wait on the task queue forever). gc.freeze():
-        # the workers' collector never walks (and so never copies, page by page) the objects they inherit.
+        # the workers' collector never walks (and so never copies, page by page) the objects they inherit; nor, until
+        # close(), does this process's: a full collection while sending walked the edition's subscribers and plans
+        # again to free nothing (0.16 s per 10,000 emails).
         gc.freeze()
         try:
             self.pool: multiprocessing.pool.Pool | None = _QuietPool(workers, initializer=die_with_parent, initargs=(os.getpid(),), context=multiprocessing.get_context("fork"))
-        finally:
+        except BaseException:
             gc.unfreeze()
+            raise
 
     def build(self, letters: Sequence[Letter]) -> Iterator[Built]:
         assert self.pool is not None, "build() after close()"
@@ -240,6 +243,7 @@ class ForkedBuilder:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
+            gc.unfreeze()
 
 
 def builder_for(settings: Settings, letters: Sequence[Letter], date_: datetime, rank: Rank | None = None) -> InlineBuilder | ForkedBuilder:

@@ -286,7 +286,8 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
     results of the batches in hand, not those of every due subscriber (issue 11)."""
     if not planned:
         return _Delivered()
-    rows = ledger.open_deliveries(engine, [(p.subscriber.id or 0, p.edition) for p in planned], clock(), lambda sub, ed: make_message_id(settings.from_address, sub, ed))
+    with paused_collector():  # a ledger row per due subscriber: nothing cyclic, and the collector would walk them all
+        rows = ledger.open_deliveries(engine, [(p.subscriber.id or 0, p.edition) for p in planned], clock(), lambda sub, ed: make_message_id(settings.from_address, sub, ed))
     shared = fleet.is_shared(engine)
     resumed = sum(row.state == "sending" for row in rows.values())
     if resumed and not shared:  # on PostgreSQL other workers are sending: the claimer logs the rows it takes over
