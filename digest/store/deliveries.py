@@ -162,10 +162,9 @@ def open_deliveries(engine: Engine, wanted: Sequence[tuple[int, str]], now: date
         if missing:
             # ON CONFLICT DO NOTHING: another worker planning the same edition at the same instant (several hosts on
             # one PostgreSQL database) may insert a row between the read above and this insert; its row stands.
-            conn.execute(
-                _insert(conn).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"]),
-                [dict(subscriber_id=sub, edition=ed, state="pending", attempts=0, papers=[], message_id=make_message_id(sub, ed), created_at=now, updated_at=now) for sub, ed in missing],
-            )
+            at, no_papers = _driver_value(conn, _delivery.c.created_at, now), _processor(conn, _delivery.c.papers)([])
+            _execute_converted(conn, _open_insert_many(conn), ("sub_", "edition_", "papers_", "message_id_", "at_", "at_"),
+                               [(sub, ed, no_papers, make_message_id(sub, ed), at, at) for sub, ed in missing])
             existing = _rows(conn, editions)
         # A row another worker holds under a live lease is left to it (it is sending that edition right now).
         unleased = sa.or_(_delivery.c.lease_expires_at.is_(None), _delivery.c.lease_expires_at < now)
@@ -341,6 +340,20 @@ _COVERED_MANY = (
     sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_")).values(last_digest_at=_converted("until_"), consecutive_bounces=sa.literal_column("0"))
 )
 _SENT_PAPER_MANY: dict[str, object] = {}
+
+
+_OPEN_MANY: dict[str, object] = {}
+
+
+def _open_insert_many(conn: Connection):
+    """open_deliveries' INSERT of 'pending' rows, its values converted once for all (_execute_converted): SQLAlchemy's
+    processing of a dict per row was 0.39 s of the sending process for 10,000 rows. Built once per dialect."""
+    name = conn.dialect.name
+    if name not in _OPEN_MANY:
+        values = {"subscriber_id": sa.bindparam("sub_"), "edition": sa.bindparam("edition_"), "state": sa.literal_column("'pending'"), "attempts": sa.literal_column("0"),
+                  "papers": _bind("papers_", _delivery.c.papers), "message_id": sa.bindparam("message_id_"), "created_at": _converted("at_"), "updated_at": _converted("at_")}
+        _OPEN_MANY[name] = _insert(conn).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+    return _OPEN_MANY[name]
 
 
 def _sent_paper_insert_many(conn: Connection):
