@@ -10,6 +10,7 @@ It must not send, render or write: it reads the store and ranks (rank_plans, Pla
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,9 +104,12 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
             return edition if sub.id not in done and publishes_on(parse_frequency(sub.frequency), day) else None
     else:
         finished = ledger.finished_editions(engine)
+        # Subscribers share schedules (send_at, tz, frequency, last edition): each is worked out once per call, not once
+        # per subscriber (zoneinfo arithmetic: 0.06-0.1 s for 10,000).
+        edition_due = functools.lru_cache(maxsize=None)(due_edition)
 
         def wanted(sub: Subscriber) -> str | None:
-            return due_edition(now, sub.send_at, sub.tz, sub.frequency, finished.get(sub.id or 0))
+            return edition_due(now, sub.send_at, sub.tz, sub.frequency, finished.get(sub.id or 0))
 
     out = []
     for sub in subs:
