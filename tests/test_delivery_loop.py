@@ -198,3 +198,21 @@ def test_forked_builder_pool_sleeps_while_messages_wait_in_its_result_pipe(setti
     assert [b.letter.delivery_id for b in built] == [x.delivery_id for x in letters]
     assert all(b.message is not None and b.problem is None for b in built)
     assert len(wakeups) <= 3, f"the worker handler woke {len(wakeups)} times building 400 letters"
+
+
+def test_forked_builder_keeps_the_collector_frozen_until_close(settings):
+    """The sending process's collector does not walk the edition's objects while it sends (they were frozen for the
+    fork), and walks everything again once the builder is closed."""
+    import gc
+
+    from digest.delivery.build import ForkedBuilder
+
+    assert gc.get_freeze_count() == 0
+    letters = [letter(n) for n in range(20)]
+    builder = ForkedBuilder(settings, letters, NOW, 2)
+    try:
+        assert gc.get_freeze_count() > 0
+        assert all(b.message is not None for b in builder.build(letters))
+    finally:
+        builder.close()
+    assert gc.get_freeze_count() == 0

@@ -312,17 +312,19 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
 
     pace = pace_for(engine, settings)
     builder = builder_for(settings, letters, clock(), rank)  # before the sender's threads start: it may fork
-    out = sender_for(settings, transport, len(letters), pace=pace)
-    claimer = (LeaseClaimer(engine, letters, clock=clock, covered_until=now, worker=worker, lease=settings.lease_seconds) if shared
-               else LedgerClaimer(engine, letters, clock=clock, covered_until=now))
-    try:
-        report = deliver_edition(letters, claimer=claimer, builder=builder, transport=out,
-                                 sender=settings.from_address, stop_event=stop_event, sleep=sleep, progress=progress)
+    try:  # closed whatever happens next: its workers end, and the collector it froze runs again
+        out = sender_for(settings, transport, len(letters), pace=pace)
+        try:
+            claimer = (LeaseClaimer(engine, letters, clock=clock, covered_until=now, worker=worker, lease=settings.lease_seconds) if shared
+                       else LedgerClaimer(engine, letters, clock=clock, covered_until=now))
+            report = deliver_edition(letters, claimer=claimer, builder=builder, transport=out,
+                                     sender=settings.from_address, stop_event=stop_event, sleep=sleep, progress=progress)
+        finally:
+            out.close()
+            if transport is None and isinstance(out, InlineSender):
+                out.transport.close()
     finally:
         builder.close()
-        out.close()
-        if transport is None and isinstance(out, InlineSender):
-            out.transport.close()
     return _Delivered.of(report, report.skipped, len(unbuildable))
 
 
