@@ -33,7 +33,7 @@ from ..log import log_event
 from ..models import Subscriber
 from ..rank import RankResult
 from ..render import Links, RenderedEmail, default_renderer, render_digest
-from ..tokens import action_url, edition_url, make_token, vote_url
+from ..tokens import action_url, edition_url, make_token, vote_urls
 from .message import build_message
 from .work import Built, Contents, Letter, Unbuilt, contents_of
 
@@ -57,12 +57,12 @@ def make_links(settings: Settings, subscriber: Subscriber, paper_ids: Sequence[i
     `edition` (YYYY-MM-DD): the "view in your browser" link of that edition."""
     key, base, version = settings.secret_key, settings.base_url, subscriber.token_version
     sub_id = subscriber.id or 0
-    vote = vote_url(base, make_token(key, "vote", sub_id, version), 0, 1).removesuffix("/0/like")  # each link's start
+    like, dislike = vote_urls(base, make_token(key, "vote", sub_id, version), paper_ids)
     return Links(
         unsubscribe=action_url(base, "unsubscribe", make_token(key, "unsubscribe", sub_id, version)),
         preferences=action_url(base, "preferences", make_token(key, "preferences", sub_id, version)),
-        like={p: f"{vote}/{int(p)}/like" for p in paper_ids},  # vote_url's links, its prefix made once per email
-        dislike={p: f"{vote}/{int(p)}/dislike" for p in paper_ids},
+        like=like,
+        dislike=dislike,
         edition=edition_url(base, key, sub_id, version, edition) if edition is not None else None,
     )
 
