@@ -106,7 +106,7 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
         finished = ledger.finished_editions(engine)
         # Subscribers share schedules (send_at, tz, frequency, last edition): each is worked out once per call, not once
         # per subscriber (zoneinfo arithmetic: 0.06-0.1 s for 10,000).
-        edition_due = functools.lru_cache(maxsize=None)(due_edition)
+        edition_due = functools.cache(due_edition)
 
         def wanted(sub: Subscriber) -> str | None:
             return edition_due(now, sub.send_at, sub.tz, sub.frequency, finished.get(sub.id or 0))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import cast
 
 import sqlalchemy as sa
@@ -163,7 +164,7 @@ def open_deliveries(engine: Engine, wanted: Sequence[tuple[int, str]], now: date
             # ON CONFLICT DO NOTHING: another worker planning the same edition at the same instant (several hosts on
             # one PostgreSQL database) may insert a row between the read above and this insert; its row stands.
             at, no_papers = _driver_value(conn, _delivery.c.created_at, now), _processor(conn, _delivery.c.papers)([])
-            _execute_converted(conn, _open_insert_many(conn), ("sub_", "edition_", "papers_", "message_id_", "at_", "at_"),
+            _execute_converted(conn, _open_insert_many(conn.dialect.name), ("sub_", "edition_", "papers_", "message_id_", "at_", "at_"),
                                [(sub, ed, no_papers, make_message_id(sub, ed), at, at) for sub, ed in missing])
             existing = _rows(conn, editions)
         # A row another worker holds under a live lease is left to it (it is sending that edition right now).
@@ -230,22 +231,20 @@ _UNSENT = (
 _BOUNCE = sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_")).values(consecutive_bounces=_subscriber.c.consecutive_bounces + 1)
 _BOUNCES = sa.select(_subscriber.c.consecutive_bounces).where(_subscriber.c.id == sa.bindparam("subscriber_id_"))
 _BOUNCED = sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_"), _subscriber.c.status == "active").values(status="bounced")
-_SENT_PAPER: dict[str, object] = {}
 
 
-def _insert(conn: Connection, table: sa.Table = _delivery):
+def _insert(dialect: str, table: sa.Table = _delivery):
     """The dialect's INSERT, which can say ON CONFLICT DO NOTHING (SQLite and PostgreSQL both can)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql_insert(table)
-    return sqlite_insert(table)
+    return postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
 
 
-def _sent_paper_insert(conn: Connection):
-    """INSERT that skips rows already there, built once per dialect."""
-    name = conn.dialect.name
-    if name not in _SENT_PAPER:
-        _SENT_PAPER[name] = _insert(conn, _sent).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
-    return _SENT_PAPER[name]
+# The INSERTs below are built once per dialect (the argument: the connection's dialect name).
+
+
+@cache
+def _sent_paper_insert(dialect: str):
+    """INSERT that skips rows already there."""
+    return _insert(dialect, _sent).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
 
 
 def record_sent(conn: Connection, delivery_id: int, subscriber_id: int, paper_ids: Sequence[int], attempts: int, now: datetime, covered_until: datetime) -> None:
@@ -253,7 +252,7 @@ def record_sent(conn: Connection, delivery_id: int, subscriber_id: int, paper_id
     `covered_until` (the run's instant: the next edition's candidates start there). One transaction."""
     conn.execute(_SENT, {"delivery_id_": delivery_id, "tries_": attempts, "papers_": list(paper_ids), "at_": now})
     if paper_ids:
-        conn.execute(_sent_paper_insert(conn), [{"subscriber_id": subscriber_id, "paper_id": p, "delivery_id": delivery_id, "sent_at": now} for p in dict.fromkeys(paper_ids)])
+        conn.execute(_sent_paper_insert(conn.dialect.name), [{"subscriber_id": subscriber_id, "paper_id": p, "delivery_id": delivery_id, "sent_at": now} for p in dict.fromkeys(paper_ids)])
     conn.execute(_COVERED, {"subscriber_id_": subscriber_id, "until_": covered_until})
 
 
@@ -273,7 +272,7 @@ def record_sent_many(conn: Connection, sent: Sequence[tuple[int, int, Sequence[i
                        [(attempts, as_json(papers), as_json(shown), at, at, row) for (row, _, papers, attempts), shown in zip(sent, contents, strict=True)])
     carried = [(sub, p, row, at) for row, sub, papers, _ in sent for p in dict.fromkeys(papers)]
     if carried:
-        _execute_converted(conn, _sent_paper_insert_many(conn), ("sub_", "paper_", "row_", "at_"), carried)
+        _execute_converted(conn, _sent_paper_insert_many(conn.dialect.name), ("sub_", "paper_", "row_", "at_"), carried)
     _execute_converted(conn, _COVERED_MANY, ("until_", "subscriber_id_"), [(until, sub) for _, sub, _, _ in sent])
 
 
@@ -339,30 +338,22 @@ _SENT_MANY = (
 _COVERED_MANY = (
     sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_")).values(last_digest_at=_converted("until_"), consecutive_bounces=sa.literal_column("0"))
 )
-_SENT_PAPER_MANY: dict[str, object] = {}
 
 
-_OPEN_MANY: dict[str, object] = {}
-
-
-def _open_insert_many(conn: Connection):
+@cache
+def _open_insert_many(dialect: str):
     """open_deliveries' INSERT of 'pending' rows, its values converted once for all (_execute_converted): SQLAlchemy's
-    processing of a dict per row was 0.39 s of the sending process for 10,000 rows. Built once per dialect."""
-    name = conn.dialect.name
-    if name not in _OPEN_MANY:
-        values = {"subscriber_id": sa.bindparam("sub_"), "edition": sa.bindparam("edition_"), "state": sa.literal_column("'pending'"), "attempts": sa.literal_column("0"),
-                  "papers": _bind("papers_", _delivery.c.papers), "message_id": sa.bindparam("message_id_"), "created_at": _converted("at_"), "updated_at": _converted("at_")}
-        _OPEN_MANY[name] = _insert(conn).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
-    return _OPEN_MANY[name]
+    processing of a dict per row was 0.39 s of the sending process for 10,000 rows."""
+    values = {"subscriber_id": sa.bindparam("sub_"), "edition": sa.bindparam("edition_"), "state": sa.literal_column("'pending'"), "attempts": sa.literal_column("0"),
+              "papers": _bind("papers_", _delivery.c.papers), "message_id": sa.bindparam("message_id_"), "created_at": _converted("at_"), "updated_at": _converted("at_")}
+    return _insert(dialect).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
 
 
-def _sent_paper_insert_many(conn: Connection):
-    """_sent_paper_insert with its instant already converted (record_sent_many), built once per dialect."""
-    name = conn.dialect.name
-    if name not in _SENT_PAPER_MANY:
-        values = {"subscriber_id": sa.bindparam("sub_"), "paper_id": sa.bindparam("paper_"), "delivery_id": sa.bindparam("row_"), "sent_at": _converted("at_")}
-        _SENT_PAPER_MANY[name] = _insert(conn, _sent).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
-    return _SENT_PAPER_MANY[name]
+@cache
+def _sent_paper_insert_many(dialect: str):
+    """_sent_paper_insert with its instant already converted (record_sent_many)."""
+    values = {"subscriber_id": sa.bindparam("sub_"), "paper_id": sa.bindparam("paper_"), "delivery_id": sa.bindparam("row_"), "sent_at": _converted("at_")}
+    return _insert(dialect, _sent).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
 
 
 def record_deferred(conn: Connection, delivery_id: int, error: str, attempts: int, now: datetime) -> None:
