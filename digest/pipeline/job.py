@@ -311,8 +311,9 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
         return ranking.rank([plan_of[letter.delivery_id] for letter in batch])
 
     pace = pace_for(engine, settings)
-    builder = builder_for(settings, letters, clock(), rank)  # before the sender's threads start: it may fork
-    try:  # closed whatever happens next: its workers end, and the collector it froze runs again
+    # The builder before the sender's threads start (it may fork), and closed whatever happens next: its workers end,
+    # and the collector it froze runs again.
+    with contextlib.closing(builder_for(settings, letters, clock(), rank)) as builder:
         out = sender_for(settings, transport, len(letters), pace=pace)
         try:
             claimer = (LeaseClaimer(engine, letters, clock=clock, covered_until=now, worker=worker, lease=settings.lease_seconds) if shared
@@ -323,8 +324,6 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
             out.close()
             if transport is None and isinstance(out, InlineSender):
                 out.transport.close()
-    finally:
-        builder.close()
     return _Delivered.of(report, report.skipped, len(unbuildable))
 
 
