@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+import send  # noqa: E402 - benchmarks/send.py: its database, its sink, its ledger rows
+
 
 def _counting(on: bool) -> None:
     if os.environ.get("DIGEST_CALLGRIND"):
@@ -40,9 +42,7 @@ def _counting(on: bool) -> None:
 
 
 def _edition():  # noqa: ANN202
-    """The prepared 10,000 x 1,000 database of benchmarks/send.py, planned: (settings, engine, plans)."""
-    import send  # benchmarks/send.py
-
+    """The prepared 10,000 x 1,000 database of benchmarks/send.py, planned: (settings, engine, plans, now)."""
     from digest.pipeline.plan import due_subscribers, plan_editions
 
     settings = send.prepare(argparse.Namespace(subscribers=10000, papers=1000))
@@ -55,15 +55,11 @@ def worker(args: argparse.Namespace) -> int:
     import gc
 
     from digest.delivery import build
-    from digest.delivery.message import make_message_id
-    from digest.delivery.work import Letter
     from digest.pipeline.plan import PlansRanking
-    from digest.store import deliveries as ledger
 
     settings, engine, planned, now = _edition()
     ranking = PlansRanking(planned, settings, now, engine=engine)
-    rows = ledger.open_deliveries(engine, [(p.subscriber.id, p.edition) for p in planned], now, lambda s, e: make_message_id(settings.from_address, s, e))
-    letters = [Letter(rows[(p.subscriber.id, p.edition)].id, p.subscriber, p.edition, rows[(p.subscriber.id, p.edition)].message_id, None) for p in planned]
+    letters = send.open_letters(settings, engine, planned)
     plan_of = {letter.delivery_id: plan for letter, plan in zip(letters, planned)}
     build._JOB = (settings, letters, now, lambda batch: ranking.rank([plan_of[letter.delivery_id] for letter in batch]))
     gc.freeze()  # as the forked workers are
@@ -81,10 +77,10 @@ def worker(args: argparse.Namespace) -> int:
 
 def ledger_work(args: argparse.Namespace) -> int:
     """The sending process's ledger work for the whole edition (digest.delivery.claim.LedgerClaimer)."""
+    import gc
+
     from digest.delivery.claim import LedgerClaimer
-    from digest.delivery.message import make_message_id
-    from digest.delivery.work import Letter, Outcome
-    from digest.store import deliveries as ledger
+    from digest.delivery.work import Outcome
 
     settings, engine, planned, now = _edition()
     rng, ids = random.Random(3), list(range(1, 1001))
@@ -94,9 +90,9 @@ def ledger_work(args: argparse.Namespace) -> int:
         return tuple((p, ("matched terms: generation, diffusion", "trending: 159 upvotes on Hugging Face")) for p in picks[:10]), tuple(picks[10:])
 
     shown = [contents() for _ in planned]
+    gc.freeze()  # as the sending process's collector is from the fork of its render workers (ForkedBuilder)
     _counting(True)
-    rows = ledger.open_deliveries(engine, [(p.subscriber.id, p.edition) for p in planned], now, lambda s, e: make_message_id(settings.from_address, s, e))
-    letters = [Letter(rows[(p.subscriber.id, p.edition)].id, p.subscriber, p.edition, rows[(p.subscriber.id, p.edition)].message_id, None) for p in planned]
+    letters = send.open_letters(settings, engine, planned)
     claimer = LedgerClaimer(engine, letters, clock=lambda: now, covered_until=now)
     done = 0
     while batch := claimer.claim(200):

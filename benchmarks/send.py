@@ -295,6 +295,17 @@ def print_edition(run: dict) -> None:
     print(f"{run['load']} at the start (2 cores: above ~2, other work slows the figures)")
 
 
+def open_letters(settings, engine, planned, results=None) -> list:  # noqa: ANN001
+    """The ledger rows of `planned` opened ('pending'), as the edition's letters (with `results`, else unranked)."""
+    from digest.delivery.message import make_message_id
+    from digest.delivery.work import Letter
+    from digest.store import deliveries as ledger
+
+    rows = ledger.open_deliveries(engine, [(p.subscriber.id, p.edition) for p in planned], NOW, lambda s, e: make_message_id(settings.from_address, s, e))
+    results = results if results is not None else [None] * len(planned)
+    return [Letter(rows[(p.subscriber.id, p.edition)].id, p.subscriber, p.edition, rows[(p.subscriber.id, p.edition)].message_id, r) for p, r in zip(planned, results)]
+
+
 def breakdown(settings, count: int) -> None:  # noqa: ANN001
     """CPU per email of each step, measured with thread_time in one thread (no workers, no overlap): plan and rank
     over the whole edition, the rest over the first `count` letters sent to the sink one by one."""
@@ -302,12 +313,11 @@ def breakdown(settings, count: int) -> None:  # noqa: ANN001
 
     from digest.delivery.build import make_links
     from digest.delivery.claim import LedgerClaimer
-    from digest.delivery.message import build_message, make_message_id
+    from digest.delivery.message import build_message
     from digest.delivery.transport import SMTPTransport
-    from digest.delivery.work import Letter, Outcome
+    from digest.delivery.work import Outcome
     from digest.pipeline.plan import due_subscribers, plan_editions, rank_plans
     from digest.render import render_digest
-    from digest.store import deliveries as ledger
 
     settings, engine = fresh_copy(settings)
     server = Server(None)
@@ -326,8 +336,7 @@ def breakdown(settings, count: int) -> None:  # noqa: ANN001
     # As in the edition's render workers (digest/delivery/build.py forks them with the ranked results frozen): the
     # collector's passes over 10,000 ranked results would otherwise land in the steps measured below.
     gc.freeze()
-    rows = ledger.open_deliveries(engine, [(p.subscriber.id, p.edition) for p in planned], NOW, lambda s, e: make_message_id(settings.from_address, s, e))
-    letters = [Letter(rows[(p.subscriber.id, p.edition)].id, p.subscriber, p.edition, rows[(p.subscriber.id, p.edition)].message_id, r) for p, r in zip(planned, results)]
+    letters = open_letters(settings, engine, planned, results)
     claimer = LedgerClaimer(engine, letters, clock=lambda: NOW, covered_until=NOW)
     transport = SMTPTransport(settings.replace(smtp_host="127.0.0.1", smtp_port=server.port, smtp_security="none"))
     done, outcomes, per_commit = 0, [], settings.smtp_connections

@@ -3,7 +3,7 @@
 Each table's unique constraint (uq_delivery on subscriber_id, edition; uq_sent_paper on subscriber_id, paper_id)
 already leads with subscriber_id, so its index answers every lookup and cascade by subscriber; the second index only
 cost a B-tree write per row: 14 sent_paper rows and one delivery row per email sent (issue 11, sixth pass: the
-ledger's instructions per email 1.033 M -> 0.964 M with both gone).
+ledger's instructions per email 1.076 M -> 1.006 M with both gone, benchmarks/instructions.py ledger).
 
 Revision ID: 0007
 Revises: 0006
