@@ -185,10 +185,10 @@ def _rows(conn: Connection, editions: Sequence[str]) -> dict[tuple[int, str], Le
     return {(r.subscriber_id, r.edition): LedgerRow(r.id, r.subscriber_id, r.edition, r.state, r.attempts, r.message_id) for r in conn.execute(query)}
 
 
-def mark_sending(engine: Engine, delivery_ids: Sequence[int], now: datetime) -> None:
+def mark_sending(target: Engine | Connection, delivery_ids: Sequence[int], now: datetime) -> None:
     """Committed before the messages are handed over: a row left 'sending' may have reached the server."""
     if delivery_ids:
-        write(engine, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids))).values(state="sending", updated_at=now)))
+        write(target, lambda conn: conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids))).values(state="sending", updated_at=now)))
 
 
 def _unmark(conn: Connection, delivery_ids: Sequence[int], now: datetime) -> None:
