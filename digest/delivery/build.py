@@ -80,7 +80,7 @@ class Composed:
 def compose(settings: Settings, subscriber: Subscriber, edition: str, result: RankResult, *, message_id: str, date_: datetime) -> Composed:
     """The rendered email of `result` for `subscriber` and its bytes (also what `digest preview` shows)."""
     started = time.perf_counter()
-    links = make_links(settings, subscriber, [r.paper.id for r in result.picks if r.paper.id is not None], edition)
+    links = make_links(settings, subscriber, [pid for r in result.picks if (pid := r.candidate.paper_id) is not None], edition)
     rendered = render_digest(result, name=subscriber.name, email=subscriber.email, edition=date.fromisoformat(edition), links=links,
                              site_name=settings.from_name, interests=subscriber.interests or ())
     built = time.perf_counter()

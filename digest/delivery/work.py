@@ -36,7 +36,7 @@ class Letter:
 
 def papers_carried(result: RankResult) -> tuple[int, ...]:
     """Ids of every paper an email of `result` shows (picks, then trending), each once, in order."""
-    shown = [r.paper.id for r in result.picks] + [r.paper.id for r in result.trending]
+    shown = [r.candidate.paper_id for r in result.picks] + [r.candidate.paper_id for r in result.trending]
     return tuple(dict.fromkeys(p for p in shown if p is not None))
 
 
@@ -53,8 +53,8 @@ def contents_of(result: RankResult) -> Contents:
     """How an email of `result` shows its papers: the picks in order with their reasons, then the trending ids (what
     the ledger keeps for the edition's web page, digest.store.editions). Reads the reasons: call it where the email
     is rendered, where they are made anyway."""
-    picks = tuple((r.paper.id, tuple(r.reasons)) for r in result.picks if r.paper.id is not None)
-    return picks, tuple(r.paper.id for r in result.trending if r.paper.id is not None)
+    picks = tuple((pid, tuple(r.reasons)) for r in result.picks if (pid := r.candidate.paper_id) is not None)
+    return picks, tuple(pid for r in result.trending if (pid := r.candidate.paper_id) is not None)
 
 
 @dataclass(frozen=True)
