@@ -442,7 +442,7 @@ class DigestRenderer:
     def render(self, result: RankResult, *, name: str, email: str, edition: date, links: Links, site_name: str = "Paper digest", interests: Sequence[str] = ()) -> RenderedEmail:
         picks = result.picks
         ids = [r.candidate.paper_id for r in picks]  # read from the row once per candidate (Candidate.paper_id)
-        likes, dislikes = [links.like.get(i) for i in ids], [links.dislike.get(i) for i in ids]
+        likes, dislikes = [links.like.get(i) if i is not None else None for i in ids], [links.dislike.get(i) if i is not None else None for i in ids]
         for url in (links.unsubscribe, links.preferences, *((links.edition,) if links.edition is not None else ()), *likes, *dislikes):
             if not _is_absolute(url):
                 raise ConfigError(f"a link in the email is missing or not absolute: {url!r}", "set base_url to an absolute https URL, and make like/dislike links for every pick")
