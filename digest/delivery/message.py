@@ -153,9 +153,12 @@ def date_header(date: datetime) -> str:
 
 
 def _crlf(text: str) -> bytes:
-    if "\r" in text:  # rare (templates write \n): a 40 KB email is not copied twice more for nothing
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.replace("\n", "\r\n").encode("utf-8")
+    """`text` in UTF-8 with CRLF line ends. On the bytes, not the string: a text part with one character above U+00FF
+    (an ellipsis) is a two-byte string, over which the replace cost twice as much (14 -> 9 us for a 10 KB part)."""
+    body = text.encode("utf-8")
+    if b"\r" in body:  # rare (templates write \n): a 40 KB email is not copied twice more for nothing
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body.replace(b"\n", b"\r\n")
 
 
 def encode_qp(text: str) -> bytes:
@@ -210,7 +213,7 @@ def encode_text(text: str) -> tuple[str, bytes]:
     Quoted-printable for every message was 80 us of the edition's ~1.4 ms per email; nearly every relay offers
     8BITMIME, and the SMTP transport turns the part into quoted-printable (seven_bit) for one that does not."""
     body = _crlf(text)
-    if not _too_long(body) and "\x00" not in text:  # 8bit data has no NUL either (RFC 6152, RFC 5322 2.3)
+    if not _too_long(body) and b"\x00" not in body:  # 8bit data has no NUL either (RFC 6152, RFC 5322 2.3); memchr on the bytes (5 us on a two-byte string)
         return ("7bit" if text.isascii() else "8bit"), body
     return "quoted-printable", encode_qp(text)
 
