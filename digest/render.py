@@ -229,6 +229,16 @@ def html_text(value: object) -> str:
     return ascii_html(text)
 
 
+def _html_texts(values: list) -> list:
+    """html_text of each of `values` (an email's like or dislike links): the values themselves when, all together, they
+    hold no character to escape and none beyond ASCII (signed links never do), found by six scans of their join rather
+    than a call per link (20 an email, ~0.7 us each)."""
+    joined = "".join(values)
+    if joined.isascii() and not ("&" in joined or "<" in joined or ">" in joined or "'" in joined or '"' in joined):
+        return values
+    return [html_text(value) for value in values]
+
+
 @pass_eval_context
 def _finalize(eval_ctx: EvalContext, value: object) -> object:
     """What each {{ value }} of the email's templates writes: in HTML, html_text; in text, the value as it is."""
@@ -447,11 +457,11 @@ class DigestRenderer:
             if not _is_absolute(url):
                 raise ConfigError(f"a link in the email is missing or not absolute: {url!r}", "set base_url to an absolute https URL, and make like/dislike links for every pick")
         cards_html, cards_text = [], []
-        for ranked, like, dislike in zip(picks, likes, dislikes):
+        for ranked, like, dislike, like_html, dislike_html in zip(picks, likes, dislikes, _html_texts(likes), _html_texts(dislikes)):
             reasons = ranked.reasons
             html_parts, text_parts = self._card("card", ranked.candidate, bool(reasons))
             reason_html, reason_text = _reason_text(reasons) if reasons else ("", "")
-            cards_html.append(_fill(html_parts, {"reason": reason_html, "like": html_text(like), "dislike": html_text(dislike)}))
+            cards_html.append(_fill(html_parts, {"reason": reason_html, "like": like_html, "dislike": dislike_html}))
             cards_text.append(_fill(text_parts, {"reason": reason_text, "like": like, "dislike": dislike}))
         shown = set(ids)
         trending = [self._card("trend", r.candidate) for r in result.trending if r.candidate.paper_id not in shown]

@@ -416,3 +416,16 @@ def test_html_text_is_markupsafe_escape_in_ascii(value: object) -> None:
     expected = str(escape(value))
     assert html_text(value) == expected.encode("ascii", "xmlcharrefreplace").decode("ascii")
     assert html_text(value).isascii()
+
+
+@pytest.mark.parametrize("odd", ["&", "'", "\u00e9"], ids=["ampersand", "quote", "non-ascii"])
+def test_render_digest_escapes_vote_links_that_need_it(renderer, odd):
+    """The like and dislike links go into the HTML as they are only when none of them holds a character to escape
+    or beyond ASCII (render._html_texts); one such link, and each is escaped as autoescape would."""
+    result = fixed_edition()
+    links = links_for(7, [1, 2, 3])
+    like = {**links.like, 2: links.like[2] + f"?a=1{odd}b=2"}
+    email = render_digest(result, name="Ada", email="ada@example.org", edition=EDITION, links=Links(links.unsubscribe, links.preferences, like, links.dislike, links.edition), renderer=renderer)
+    shown = html_text(like[2])
+    assert shown != like[2] and f'href="{shown}"' in email.html
+    assert f'href="{html_text(links.like[1])}"' in email.html and f'href="{links.dislike[3]}"' in email.html
