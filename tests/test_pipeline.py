@@ -443,6 +443,35 @@ def test_record_sent_writes_sent_papers_in_the_same_transaction(engine, subscrib
     assert ledger.deliveries_for(engine)[0].attempts == 2  # the failed transaction left nothing
 
 
+def test_record_sent_many_writes_each_papers_row_from_the_deliveries(engine, subscribers, tmp_path: Path) -> None:
+    """record_sent_many's sent_paper rows are made by the database from the delivery rows it has just marked 'sent'
+    (their papers and sent_at): one row per (subscriber, paper), a paper already sent to that reader kept as it was,
+    a delivery that carried nothing adding none; on SQLite (json_each) and PostgreSQL (json_array_elements_text)."""
+    a, b, c = subscribers
+    import_file(engine, write_papers(tmp_path / "p.jsonl", "p", per_topic=2), NOW)
+    with session_scope(engine) as session:
+        from digest.store.candidates import candidate_papers
+
+        papers = sorted(c_.paper.id for c_ in candidate_papers(session, NOW - timedelta(days=1), NOW))
+    earlier, later = NOW - timedelta(days=1), NOW
+    first = ledger.open_deliveries(engine, [(a, "2024-05-01")], earlier, lambda s, e: f"<{s}.{e}@x>")[(a, "2024-05-01")]
+    ledger.write(engine, lambda conn: ledger.record_sent(conn, first.id, a, papers[:2], 1, earlier, earlier))
+    rows = ledger.open_deliveries(engine, [(a, "2024-05-02"), (b, "2024-05-02"), (c, "2024-05-02")], later, lambda s, e: f"<{s}.{e}@x>")
+    ra, rb, rc = (rows[(s, "2024-05-02")].id for s in (a, b, c))
+    sent = [(ra, a, papers[1:4], 1), (rb, b, papers[:3], 2), (rc, c, [], 1)]
+    contents = [{"picks": [[p, ["why"]] for p in ps], "trending": []} for _, _, ps, _ in sent]
+    ledger.write(engine, lambda conn: ledger.record_sent_many(conn, sent, later, later, contents=contents))
+    with session_scope(engine) as session:
+        from sqlmodel import select
+
+        from digest.models import SentPaper
+
+        got = sorted((r.subscriber_id, r.paper_id, r.delivery_id, r.sent_at) for r in session.exec(select(SentPaper)))
+    assert got == [(a, papers[0], first.id, earlier), (a, papers[1], first.id, earlier), (a, papers[2], ra, later), (a, papers[3], ra, later),
+                   (b, papers[0], rb, later), (b, papers[1], rb, later), (b, papers[2], rb, later)]
+    assert [(d.subscriber_id, d.state) for d in ledger.deliveries_for(engine) if d.edition == "2024-05-02"] == [(a, "sent"), (b, "sent"), (c, "sent")]
+
+
 def test_record_failed_counts_bounces_and_marks_bounced_at_three(engine, subscribers) -> None:
     a = subscribers[0]
     counts = []
