@@ -417,7 +417,9 @@ class DigestRenderer:
         self._cards_html: Any = env.get_template("digest_card.html").module
         self._cards_text: Any = env.get_template("digest_card.txt").module
         self._cache: OrderedDict[tuple, tuple[tuple[str, ...], tuple[str, ...]]] = OrderedDict()
-        self._keys: dict[int, tuple[Candidate, tuple]] = {}
+        self._keys: dict[int, tuple[Candidate, int]] = {}  # id(candidate) -> (candidate, the number of what it shows)
+        self._shown: dict[tuple, int] = {}
+        self._numbered = 0
 
     def _card(self, kind: str, candidate: Candidate, has_reason: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The HTML and text of one paper's card (kind "card") or trending row, split on its slots."""
@@ -426,7 +428,15 @@ class DigestRenderer:
         seen = self._keys.get(id(candidate))
         if seen is None or seen[0] is not candidate:
             p = candidate.paper
-            seen = (candidate, (p.id, p.version, p.title, p.abstract, tuple(p.authors or ()), p.url, p.pdf_url, p.arxiv_id, p.doi, p.upvotes, candidate.sources, candidate.source_kinds))
+            shown = (p.id, p.version, p.title, p.abstract, tuple(p.authors or ()), p.url, p.pdf_url, p.arxiv_id, p.doi, p.upvotes, candidate.sources, candidate.source_kinds)
+            # What is shown, numbered (never twice the same number): the card cache's key is three small values,
+            # hashed per card and email, not this tuple of twelve.
+            number = self._shown.get(shown)
+            if number is None:
+                if len(self._shown) > 4 * max(self.cache_size, 1024):
+                    self._shown.clear()  # those cards leave the cache as it fills: their numbers are not given again
+                number = self._shown[shown] = self._numbered = self._numbered + 1
+            seen = (candidate, number)
             self._keys[id(candidate)] = seen  # holds the candidate: its id() cannot be reused while the entry lives
             if len(self._keys) > 4 * max(self.cache_size, 1024):
                 self._keys.clear()

@@ -429,3 +429,16 @@ def test_render_digest_escapes_vote_links_that_need_it(renderer, odd):
     shown = html_text(like[2])
     assert shown != like[2] and f'href="{shown}"' in email.html
     assert f'href="{html_text(links.like[1])}"' in email.html and f'href="{links.dislike[3]}"' in email.html
+
+
+def test_render_digest_card_cache_follows_what_a_paper_shows():
+    """A card is cached by what it shows (numbered once per distinct content): a paper whose upvotes or title changed
+    during the day gets a new card, also after the table of numbers was emptied (past 4,096 contents), and never
+    another paper's card."""
+    small = DigestRenderer(cache_size=1)
+    for n in range(4200):
+        paper = make_paper(1, f"Title number {n}", upvotes=n % 7)
+        email = render_fixed(small, RankResult(7, [pick(paper)]))
+        assert f"Title number {n}<" in email.html and f"Title number {n}\n" in email.text
+        assert (f"{n % 7} upvotes" in email.text) == bool(n % 7)
+    assert len(small._shown) < 4200 and small._numbered == 4200

@@ -88,17 +88,17 @@ def compose(settings: Settings, subscriber: Subscriber, edition: str, result: Ra
     return Composed(rendered, message, built - started, time.perf_counter() - built)
 
 
-def build_letter(settings: Settings, letter: Letter, date_: datetime) -> Built:
+def build_letter(settings: Settings, letter: Letter, date_: datetime, rank_seconds: float = 0.0) -> Built:
     """The letter's message, or its problem: InputError is the subscriber's data (the address), anything else a bug
     or a row edited by hand, kept with its traceback for the log."""
     assert letter.result is not None, "ranked first (build_letters)"
     try:
         composed = compose(settings, letter.subscriber, letter.edition, letter.result, message_id=letter.message_id, date_=date_)
     except InputError as exc:
-        return Built(letter, None, Unbuilt(str(exc)))
+        return Built(letter, None, Unbuilt(str(exc)), rank_seconds=rank_seconds)
     except Exception as exc:  # noqa: BLE001 - a wall: whatever one subscriber's email raises is their failed delivery
-        return Built(letter, None, _unbuilt(exc))
-    return Built(letter, composed.message, None, composed.render_seconds, composed.build_seconds, contents_of(letter.result))
+        return Built(letter, None, _unbuilt(exc), rank_seconds=rank_seconds)
+    return Built(letter, composed.message, None, composed.render_seconds, composed.build_seconds, contents_of(letter.result), rank_seconds=rank_seconds)
 
 
 def build_letters(settings: Settings, letters: Sequence[Letter], date_: datetime, rank: Rank | None) -> Iterator[Built]:
@@ -127,8 +127,7 @@ def build_letters(settings: Settings, letters: Sequence[Letter], date_: datetime
         elif settings.skip_empty and is_empty(result):
             yield Built(letter, None, skipped=True, rank_seconds=seconds)
         else:
-            built = build_letter(settings, dataclasses.replace(letter, result=result), date_)
-            yield dataclasses.replace(built, rank_seconds=seconds)
+            yield build_letter(settings, dataclasses.replace(letter, result=result), date_, seconds)
 
 
 def _unbuilt(exc: Exception) -> Unbuilt:
