@@ -20,6 +20,7 @@ from digest.rank.text import (
     analyse,
     forms_of_words,
     l2_rows,
+    readable_forms,
     row_norms,
     stem,
     stem_words,
@@ -88,3 +89,30 @@ def test_readable_terms_are_the_forms_of_every_term():
     assert len(features) > 10_000 and any(" " in f and forms[f] != f for f in features)
     assert [terms[n] for n in range(len(features))] == [forms[f] for f in features]
     assert terms[len(features) - 1] == forms[features[-1]]  # the second look-up answers from what the first kept
+
+
+def test_readable_forms_summed_per_text_are_those_of_the_texts_counted_at_once():
+    """readable_forms keeps each text's counts and sums them: the forms are those of all the texts counted together
+    (a form frequent in one text and rare in another, ties broken alphabetically), whichever texts are combined."""
+    papers = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()][:60]
+    titles = [p["title"] for p in papers] + ["Sparse autoencoders", "sparse autoencoder features", "A sparse autoencoder"]
+    for k in range(0, len(titles), 3):
+        group = titles[k : k + 7]
+        assert readable_forms(group) == forms_of_words([words_of(t) for t in group]) == _counted_at_once(group)
+    assert readable_forms(["sparse autoencoders", "sparse autoencoder features", "a sparse autoencoder"])["spars autoencod"] == "sparse autoencoder"
+
+
+def _counted_at_once(texts: list[str]) -> dict[str, str]:
+    """The forms by their definition: every (stem, plural-stripped form) of the texts counted in one pass."""
+    from collections import Counter
+
+    from digest.rank.text import plural, stem
+
+    counts: Counter[tuple[str, str]] = Counter()
+    for words in (words_of(t) for t in texts):
+        counts.update((stem(w), plural(w)) for w in words)
+        counts.update((f"{stem(a)} {stem(b)}", f"{plural(a)} {plural(b)}") for a, b in zip(words, words[1:]))
+    best: dict[str, tuple[int, str]] = {}
+    for (root, form), n in sorted(counts.items(), key=lambda item: (-item[1], item[0][1])):
+        best.setdefault(root, (n, form))
+    return {root: form for root, (_, form) in best.items()}

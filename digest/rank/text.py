@@ -102,13 +102,29 @@ def analyse(text: str) -> list[str]:
 
 def readable_forms(texts: Sequence[str]) -> dict[str, str]:
     """For every stemmed unigram and bigram of `texts`, the words a reason shows: its most frequent plural-stripped
-    form (ties: the alphabetically first), so a reason says "mechanistic interpretability", not the stems."""
-    return forms_of_words([words_of(text) for text in texts])
+    form (ties: the alphabetically first), so a reason says "mechanistic interpretability", not the stems. Each
+    text's counts are made once (an edition asks this of every subscriber's interests, which recur across
+    subscribers in new combinations) and summed."""
+    counts: dict[tuple[str, str], int] = {}
+    for text in texts:
+        for key, n in _text_form_counts(text):
+            counts[key] = counts.get(key, 0) + n
+    return _best_forms(counts)
 
 
 def forms_of_words(texts: Sequence[list[str]]) -> dict[str, str]:
-    """readable_forms of texts already split by words_of: words and word pairs are counted first (Counter counts
-    in C), then each distinct one is stemmed and plural-stripped once."""
+    """readable_forms of texts already split by words_of."""
+    return _best_forms(_form_counts(texts))
+
+
+@lru_cache(maxsize=16384)
+def _text_form_counts(text: str) -> tuple[tuple[tuple[str, str], int], ...]:
+    return tuple(_form_counts([words_of(text)]).items())
+
+
+def _form_counts(texts: Sequence[list[str]]) -> dict[tuple[str, str], int]:
+    """How often each (stemmed term, plural-stripped form) occurs in `texts`: words and word pairs are counted first
+    (Counter counts in C), then each distinct one is stemmed and plural-stripped once."""
     singles: Counter[str] = Counter()
     pairs: Counter[tuple[str, str]] = Counter()
     for words in texts:
@@ -123,6 +139,10 @@ def forms_of_words(texts: Sequence[list[str]]) -> dict[str, str]:
     for (a, b), n in pairs.items():
         key = (stems[a] + " " + stems[b], forms[a] + " " + forms[b])
         counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def _best_forms(counts: dict[tuple[str, str], int]) -> dict[str, str]:
     best: dict[str, tuple[int, str]] = {}
     for (root, form), n in counts.items():
         if root not in best or (-n, form) < (-best[root][0], best[root][1]):
