@@ -42,3 +42,21 @@ def test_open_engine_keeps_in_memory_sqlite(url):
 
 def test_absolute_sqlite_path_is_unchanged(tmp_path):
     assert Path(open_engine(f"sqlite:///{tmp_path}/a.db").url.database) == tmp_path / "a.db"
+
+
+def test_json_columns_load_empty_lists_fresh_and_the_rest_as_json(engine) -> None:
+    """The engine decodes JSON columns with json.loads, "[]" without it: each load a new list (a caller may append
+    to it), on SQLite and PostgreSQL."""
+    from datetime import datetime, timezone
+
+    from digest.store import session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber, list_subscribers
+
+    now = datetime(2025, 1, 6, tzinfo=timezone.utc)
+    with session_scope(engine) as session:
+        add_subscriber(session, "a@example.org", SubscriberInput(interests=["graph neural networks", "\u00e9t\u00e9 \"quoted\""]), now=now)
+        add_subscriber(session, "b@example.org", SubscriberInput(), now=now)
+    with session_scope(engine) as session:
+        a, b = sorted(list_subscribers(session), key=lambda s: s.email)
+        assert a.interests == ["graph neural networks", "\u00e9t\u00e9 \"quoted\""] and b.interests == [] and b.muted_terms == []
+        assert b.interests is not b.muted_terms and b.interests is not b.categories

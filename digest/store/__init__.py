@@ -7,6 +7,7 @@ Nothing here knows about feeds, ranking, email or the web.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
         # postgres:// (Heroku, Render, Fly.io) and a bare postgresql:// would ask SQLAlchemy for psycopg2, which
         # digest does not install: the same server, through the driver of the `postgres` extra.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    kwargs: dict = {"future": True}
+    kwargs: dict = {"future": True, "json_deserializer": _json_loads}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -80,6 +81,12 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
 
 
 POSTGRES_SCHEMES = ("postgres", "postgresql")
+
+
+def _json_loads(text: str) -> object:
+    """json.loads, with an empty list (most of a subscriber's six JSON columns) made without it: loading 10,000
+    subscribers decoded 60,000 values, 50,000 of them "[]" (1.3 us each through json.loads, 0.1 here)."""
+    return [] if text == "[]" else json.loads(text)
 
 
 def _sqlite_path(database: str, shown: str) -> str:
