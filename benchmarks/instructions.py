@@ -1,7 +1,7 @@
 """Instructions per email, counted by valgrind's callgrind: figures that do not move with the machine's load, so a
 change of 1% shows (the whole edition's CPU time moves by 10-15% from run to run on a shared 2-core machine).
 
-    python benchmarks/instructions.py worker [--share 100] [--letters 400] [--warm 3000]
+    python benchmarks/instructions.py worker [--share 100] [--letters 400] [--warm 3000] [--until rank|links|render|mime]
     python benchmarks/instructions.py ledger
 
 `worker`: what a render worker does per letter of the 10,000 x 1,000 edition of benchmarks/send.py: rank its share
@@ -66,7 +66,33 @@ def worker(args: argparse.Namespace) -> int:
 
     def run(start: int, stop: int) -> None:
         for k in range(start, stop, args.share):
-            pickle.dumps(build._build_chunk(list(range(k, min(stop, k + args.share)))), pickle.HIGHEST_PROTOCOL)
+            if args.until:
+                staged(k, min(stop, k + args.share))
+            else:
+                pickle.dumps(build._build_chunk(list(range(k, min(stop, k + args.share)))), pickle.HIGHEST_PROTOCOL)
+
+    def staged(start: int, stop: int) -> None:
+        """The worker's steps up to `--until` only (rank: ranking and the reasons; links; render; mime): subtracting
+        the counts of two stops gives a step's share."""
+        from datetime import date
+
+        from digest.delivery.message import build_message
+        from digest.delivery.work import contents_of
+        from digest.render import render_digest
+
+        batch = letters[start:stop]
+        for letter, result in zip(batch, ranking.rank([plan_of[letter.delivery_id] for letter in batch])):
+            contents_of(result)
+            if args.until == "rank":
+                continue
+            sub = letter.subscriber
+            links = build.make_links(settings, sub, [r.candidate.paper_id for r in result.picks], letter.edition)
+            if args.until == "links":
+                continue
+            rendered = render_digest(result, name=sub.name, email=sub.email, edition=date.fromisoformat(letter.edition), links=links, site_name=settings.from_name, interests=sub.interests or ())
+            if args.until == "render":
+                continue
+            build_message(rendered, to=sub.email, name=sub.name, settings=settings, message_id=letter.message_id, unsubscribe_url=links.unsubscribe, date=now)
 
     run(0, args.warm)
     _counting(True)
@@ -112,6 +138,7 @@ def main() -> None:
     parser.add_argument("--letters", type=int, default=400, help="letters counted")
     parser.add_argument("--warm", type=int, default=3000, help="letters built first, not counted")
     parser.add_argument("--keep", action="store_true", help="keep callgrind's output file (callgrind_annotate reads it)")
+    parser.add_argument("--until", choices=("rank", "links", "render", "mime"), help="worker: count its steps up to this one only")
     args = parser.parse_args()
     if os.environ.get("DIGEST_CALLGRIND"):  # the run under valgrind
         counted = worker(args) if args.what == "worker" else ledger_work(args)
@@ -128,7 +155,7 @@ def main() -> None:
         sys.exit(f"the run under valgrind failed (exit {run.returncode}): {run.stderr[-2000:]}")
     per = int(collected.group(1)) / int(counted.group(1)) / 1e6
     unit = "letter" if args.what == "worker" else "email"
-    detail = f"share {args.share}, {args.letters} letters after {args.warm}" if args.what == "worker" else "10,000 opened, claimed 200 at a time, recorded 18 at a time"
+    detail = f"share {args.share}, {args.letters} letters after {args.warm}" + (f", steps up to {args.until}" if args.until else "") if args.what == "worker" else "10,000 opened, claimed 200 at a time, recorded 18 at a time"
     print(f"{args.what}: {per:.3f} M instructions per {unit} ({detail})" + (f"; callgrind output {out}" if args.keep else ""))
     if not args.keep:
         shutil.rmtree(out.parent, ignore_errors=True)
