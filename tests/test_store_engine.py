@@ -60,3 +60,26 @@ def test_json_columns_load_empty_lists_fresh_and_the_rest_as_json(engine) -> Non
         a, b = sorted(list_subscribers(session), key=lambda s: s.email)
         assert a.interests == ["graph neural networks", "\u00e9t\u00e9 \"quoted\""] and b.interests == [] and b.muted_terms == []
         assert b.interests is not b.muted_terms and b.interests is not b.categories
+
+
+@pytest.mark.parametrize("feature", [0, 1], ids=["json", "fts5"])
+def test_init_db_names_a_sqlite_feature_it_lacks(tmp_path, monkeypatch, feature) -> None:
+    """A SQLite library without JSON functions or FTS5 is refused before any table is made, with what is missing and
+    what to do (a probe that fails stands in for such a library); nothing is half-written."""
+    import digest.store
+    from digest.store import check_sqlite_features, init_db
+
+    check_sqlite_features(open_engine(f"sqlite:///{tmp_path / 'fine.db'}"))  # this SQLite (and CI's) has both
+    features = list(digest.store.SQLITE_FEATURES)
+    name, _ = features[feature]
+    features[feature] = (name, "SELECT no_such_function_here()")
+    monkeypatch.setattr(digest.store, "SQLITE_FEATURES", tuple(features))
+    engine = open_engine(f"sqlite:///{tmp_path / 'digest.db'}")
+    with pytest.raises(StoreError, match=rf"has no {name.split(' (')[0]}") as raised:
+        init_db(engine)
+    assert "3.38" in (raised.value.hint or "")
+    import sqlalchemy as sa
+
+    assert sa.inspect(engine).get_table_names() == []
+    engine.dispose()
+

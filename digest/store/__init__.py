@@ -120,10 +120,39 @@ def init_db(engine: Engine) -> None:
     """Create or upgrade the schema to the newest migration; safe to run any number of times."""
     from alembic import command
 
+    check_sqlite_features(engine)
     try:
         command.upgrade(_alembic_config(engine), "head")
     except SQLAlchemyError as exc:
         raise wrap_db_error(exc, engine) from None
+
+
+# What digest asks of the SQLite library Python was built with: the search index (migration 0005) and the ledger's
+# INSERT ... SELECT over each email's papers (digest.store.deliveries). Both are in SQLite's default build since 3.38
+# and in every common Python's; an old system library may lack them.
+SQLITE_FEATURES = (
+    ("JSON functions (json_each)", "SELECT count(*) FROM json_each('[1]')"),
+    ("full-text search (FTS5)", "CREATE VIRTUAL TABLE temp.digest_fts5_probe USING fts5(a); DROP TABLE temp.digest_fts5_probe"),
+)
+
+
+def check_sqlite_features(engine: Engine) -> None:
+    """StoreError naming the first SQLite feature digest needs that this SQLite library lacks (nothing for PostgreSQL):
+    found before the schema is made, not in the middle of an edition."""
+    if engine.dialect.name != "sqlite":
+        return
+    import sqlite3
+
+    for feature, probe in SQLITE_FEATURES:
+        try:
+            with engine.connect() as conn:
+                for statement in probe.split("; "):
+                    conn.exec_driver_sql(statement)
+        except SQLAlchemyError as exc:
+            if is_locked(exc):
+                raise wrap_db_error(exc, engine) from None
+            raise StoreError(f"the SQLite library Python uses ({sqlite3.sqlite_version}) has no {feature}: {getattr(exc, 'orig', exc)}",
+                             "use a Python built with SQLite 3.38 or newer (python.org's and most distributions' are), or PostgreSQL") from None
 
 
 # The newest migration (tests/test_migrations.py checks that it is alembic's one head: a new migration changes it).
