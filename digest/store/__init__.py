@@ -83,6 +83,19 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
 POSTGRES_SCHEMES = ("postgres", "postgresql")
 
 
+def dialect_insert(dialect: str):  # noqa: ANN201 - SQLAlchemy's insert() of the dialect
+    """The dialect's own insert(), which can say ON CONFLICT (DO NOTHING / DO UPDATE): SQLite's or PostgreSQL's."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert
+    raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {dialect}")  # pragma: no cover
+
+
 def _json_loads(text: str) -> object:
     """json.loads, with an empty list (most of a subscriber's six JSON columns) made without it: loading 10,000
     subscribers decoded 60,000 values, 50,000 of them "[]" (1.3 us each through json.loads, 0.1 here)."""

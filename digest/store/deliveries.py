@@ -20,15 +20,13 @@ from functools import cache
 from typing import cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from ..log import log_event
-from ..models import Delivery, SentPaper, Subscriber, table_of
-from . import is_locked, read_rows, wrap_db_error
+from ..models import Delivery, Subscriber, table_of
+from . import dialect_insert, is_locked, read_rows, wrap_db_error
 
 log = logging.getLogger("digest.store")
 
@@ -40,7 +38,6 @@ OPEN_STATES = ("pending", "sending", "deferred")  # a run (re)sends these
 BOUNCE_LIMIT = 3  # hard bounces in a row before a subscriber is marked 'bounced'
 
 _delivery = table_of(Delivery)
-_sent = table_of(SentPaper)
 _subscriber = table_of(Subscriber)
 
 
@@ -234,26 +231,12 @@ _BOUNCES = sa.select(_subscriber.c.consecutive_bounces).where(_subscriber.c.id =
 _BOUNCED = sa.update(_subscriber).where(_subscriber.c.id == sa.bindparam("subscriber_id_"), _subscriber.c.status == "active").values(status="bounced")
 
 
-def _insert(dialect: str, table: sa.Table = _delivery):
-    """The dialect's INSERT, which can say ON CONFLICT DO NOTHING (SQLite and PostgreSQL both can)."""
-    return postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
-
-
-# The INSERTs below are built once per dialect (the argument: the connection's dialect name).
-
-
-@cache
-def _sent_paper_insert(dialect: str):
-    """INSERT that skips rows already there."""
-    return _insert(dialect, _sent).on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
-
-
 def record_sent(conn: Connection, delivery_id: int, subscriber_id: int, paper_ids: Sequence[int], attempts: int, now: datetime, covered_until: datetime) -> None:
     """'sent', the papers carried, the subscriber's bounce counter reset and last_digest_at moved to
     `covered_until` (the run's instant: the next edition's candidates start there). One transaction."""
     conn.execute(_SENT, {"delivery_id_": delivery_id, "tries_": attempts, "papers_": list(paper_ids), "at_": now})
     if paper_ids:
-        conn.execute(_sent_paper_insert(conn.dialect.name), [{"subscriber_id": subscriber_id, "paper_id": p, "delivery_id": delivery_id, "sent_at": now} for p in dict.fromkeys(paper_ids)])
+        _record_papers_carried(conn, [delivery_id])
     conn.execute(_COVERED, {"subscriber_id_": subscriber_id, "until_": covered_until})
 
 
@@ -272,27 +255,30 @@ def record_sent_many(conn: Connection, sent: Sequence[tuple[int, int, Sequence[i
     _execute_converted(conn, _SENT_MANY, ("tries_", "papers_", "contents_", "at_", "at_", "delivery_id_"),
                        [(attempts, as_json(papers), as_json(shown), at, at, row) for (row, _, papers, attempts), shown in zip(sent, contents, strict=True)])
     if any(papers for _, _, papers, _ in sent):
-        rows = [row for row, _, _, _ in sent]
-        conn.exec_driver_sql(_SENT_PAPERS_OF_ROWS[conn.dialect.name], (json.dumps(rows) if conn.dialect.name == "sqlite" else rows,))
+        _record_papers_carried(conn, [row for row, _, _, _ in sent])
     _execute_converted(conn, _COVERED_MANY, ("until_", "subscriber_id_"), [(until, sub) for _, sub, _, _ in sent])
 
 
 _DRIVER_SQL: dict[tuple[int, str, tuple[str, ...]], tuple[str, Callable[[tuple], tuple] | None, tuple[str, ...] | None]] = {}
 
 
-# The papers each email carried, one sent_paper row per (subscriber, paper), made by the database from the delivery
-# rows _SENT_MANY has just written (their papers and sent_at): no parameter set per paper to build and bind. A row per
-# paper bound from Python (14 an email, with executemany) was a third of the ledger's instructions: the ledger 0.900 ->
-# 0.759 M instructions per email (benchmarks/instructions.py ledger). The parameter is the rows' ids, as JSON (SQLite)
-# or an array (PostgreSQL).
-_SENT_PAPERS_OF_ROWS = {
-    "sqlite": "INSERT INTO sent_paper (subscriber_id, paper_id, delivery_id, sent_at) SELECT d.subscriber_id, j.value, d.id, d.sent_at"
-              " FROM delivery AS d, json_each(d.papers) AS j WHERE d.id IN (SELECT value FROM json_each(?))"
-              " ON CONFLICT (subscriber_id, paper_id) DO NOTHING",
-    "postgresql": "INSERT INTO sent_paper (subscriber_id, paper_id, delivery_id, sent_at) SELECT d.subscriber_id, j.value::integer, d.id, d.sent_at"
-                  " FROM delivery AS d CROSS JOIN LATERAL json_array_elements_text(d.papers::json) AS j(value) WHERE d.id = ANY(%s)"
-                  " ON CONFLICT (subscriber_id, paper_id) DO NOTHING",
-}
+def _record_papers_carried(conn: Connection, delivery_ids: list[int]) -> None:
+    """One sent_paper row per (subscriber, paper) of these deliveries, made by the database from the rows just marked
+    'sent' (their papers and sent_at); a paper already sent to that reader keeps its row. No parameter set per paper to
+    build and bind: 14 an email, bound from Python with executemany, were a third of the ledger's instructions (the
+    ledger 0.900 -> 0.759 M instructions per email, benchmarks/instructions.py ledger)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(_PAPERS_CARRIED_SQLITE, (json.dumps(delivery_ids),))
+    else:
+        conn.exec_driver_sql(_PAPERS_CARRIED_POSTGRESQL, (delivery_ids,))
+
+
+_PAPERS_CARRIED_SQLITE = ("INSERT INTO sent_paper (subscriber_id, paper_id, delivery_id, sent_at) SELECT d.subscriber_id, j.value, d.id, d.sent_at"
+                          " FROM delivery AS d, json_each(d.papers) AS j WHERE d.id IN (SELECT value FROM json_each(?))"
+                          " ON CONFLICT (subscriber_id, paper_id) DO NOTHING")
+_PAPERS_CARRIED_POSTGRESQL = ("INSERT INTO sent_paper (subscriber_id, paper_id, delivery_id, sent_at) SELECT d.subscriber_id, j.value::integer, d.id, d.sent_at"
+                              " FROM delivery AS d CROSS JOIN LATERAL json_array_elements_text(d.papers::json) AS j(value) WHERE d.id = ANY(%s)"
+                              " ON CONFLICT (subscriber_id, paper_id) DO NOTHING")
 
 
 def _execute_converted(conn: Connection, statement: sa.ClauseElement, names: tuple[str, ...], rows: list[tuple]) -> None:
@@ -362,7 +348,7 @@ def _open_insert_many(dialect: str):
     processing of a dict per row was 0.39 s of the sending process for 10,000 rows."""
     values = {"subscriber_id": sa.bindparam("sub_"), "edition": sa.bindparam("edition_"), "state": sa.literal_column("'pending'"), "attempts": sa.literal_column("0"),
               "papers": _bind("papers_", _delivery.c.papers), "message_id": sa.bindparam("message_id_"), "created_at": _converted("at_"), "updated_at": _converted("at_")}
-    return _insert(dialect).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+    return dialect_insert(dialect)(_delivery).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
 
 
 def record_deferred(conn: Connection, delivery_id: int, error: str, attempts: int, now: datetime) -> None:

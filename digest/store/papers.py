@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii
@@ -24,7 +24,7 @@ from sqlmodel import Session, col
 from ..collector import paused_collector
 from ..models import Paper, PaperSource, Source, UTCDateTime, table_of
 from ..sources import ParsedPaper
-from . import wrap_db_error
+from . import dialect_insert, wrap_db_error
 from .search import note_changed_text
 
 BATCH_SIZE = 2_000  # rows per statement: well under SQLite's 32,766 bound parameters for the key prefetch
@@ -187,7 +187,7 @@ _IDS_BY_KEY = sa.select(PAPER.c.key, PAPER.c.id).where(PAPER.c.key.in_(sa.bindpa
 @functools.lru_cache(maxsize=8)
 def _statements(dialect: Any) -> tuple[_BulkStatement, _BulkStatement]:
     """The two writes of a batch, compiled once per database dialect (an import upserts batch after batch)."""
-    insert = _dialect_insert(dialect)
+    insert = dialect_insert(dialect.name)
     stmt = insert(PAPER)
     # The UNIQUE key settles a concurrent insert of the same paper: the row is updated, not doubled.
     stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={c: stmt.excluded[c] for c in (*CONTENT, "last_seen")})
@@ -253,18 +253,6 @@ class _BulkStatement:
             columns = {c: self._column(c, rows) for c in self.columns}
             params = [dict(zip(columns, values)) for values in zip(*columns.values())]
         return max(conn.exec_driver_sql(self.sql, params).rowcount, 0)
-
-
-def _dialect_insert(dialect: Any) -> Callable[..., Any]:
-    if dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert
-    if dialect.name == "sqlite":
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert
-    raise NotImplementedError(f"upserts need SQLite or PostgreSQL, not {dialect.name}")  # pragma: no cover
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
