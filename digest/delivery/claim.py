@@ -228,15 +228,14 @@ class LeaseClaimer(LedgerClaimer):
     def _on_connection(self, work: Callable[[Connection], object]) -> object:
         """work(conn) on the kept connection; once more on a new one when the database dropped it."""
         for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = self.engine.connect()
+            conn = self._connection()
             try:
-                return work(self.conn)
+                return work(conn)
             except StoreError:
-                if attempt == 2 or not (self.conn.invalidated or self.conn.closed):
+                if attempt == 2 or not (conn.invalidated or conn.closed):
                     raise
                 log_event(log, "database-reconnect", logging.WARNING, worker=self.worker, note="the connection was dropped; opening a new one")
-                self.conn.close()
+                conn.close()
                 self.conn = None
         raise AssertionError("unreachable")
 
