@@ -18,7 +18,6 @@ from digest.rank.text import (
     ReadableTerms,
     Vocabulary,
     analyse,
-    forms_of_words,
     l2_rows,
     readable_forms,
     row_norms,
@@ -83,7 +82,7 @@ def test_readable_terms_are_the_forms_of_every_term():
     """Worked out term by term when a reason shows one, the forms are those of the whole corpus counted at once."""
     papers = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
     texts = [words_of(f"{p['title']} {p['abstract']}") for p in papers]
-    forms = forms_of_words(texts)
+    forms = readable_forms([f"{p['title']} {p['abstract']}" for p in papers])
     features = sorted(forms)
     terms = ReadableTerms(features, texts)
     assert len(features) > 10_000 and any(" " in f and forms[f] != f for f in features)
@@ -98,7 +97,7 @@ def test_readable_forms_summed_per_text_are_those_of_the_texts_counted_at_once()
     titles = [p["title"] for p in papers] + ["Sparse autoencoders", "sparse autoencoder features", "A sparse autoencoder"]
     for k in range(0, len(titles), 3):
         group = titles[k : k + 7]
-        assert readable_forms(group) == forms_of_words([words_of(t) for t in group]) == _counted_at_once(group)
+        assert readable_forms(group) == _counted_at_once(group)
     assert readable_forms(["sparse autoencoders", "sparse autoencoder features", "a sparse autoencoder"])["spars autoencod"] == "sparse autoencoder"
 
 

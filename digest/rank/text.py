@@ -107,29 +107,22 @@ def readable_forms(texts: Sequence[str]) -> dict[str, str]:
     subscribers in new combinations) and summed."""
     counts: dict[tuple[str, str], int] = {}
     for text in texts:
-        for key, n in _text_form_counts(text):
+        for key, n in _form_counts(text):
             counts[key] = counts.get(key, 0) + n
-    return _best_forms(counts)
-
-
-def forms_of_words(texts: Sequence[list[str]]) -> dict[str, str]:
-    """readable_forms of texts already split by words_of."""
-    return _best_forms(_form_counts(texts))
+    best: dict[str, tuple[int, str]] = {}
+    for (root, form), n in counts.items():
+        if root not in best or (-n, form) < (-best[root][0], best[root][1]):
+            best[root] = (n, form)
+    return {root: form for root, (_, form) in best.items()}
 
 
 @lru_cache(maxsize=16384)
-def _text_form_counts(text: str) -> tuple[tuple[tuple[str, str], int], ...]:
-    return tuple(_form_counts([words_of(text)]).items())
-
-
-def _form_counts(texts: Sequence[list[str]]) -> dict[tuple[str, str], int]:
-    """How often each (stemmed term, plural-stripped form) occurs in `texts`: words and word pairs are counted first
+def _form_counts(text: str) -> tuple[tuple[tuple[str, str], int], ...]:
+    """How often each (stemmed term, plural-stripped form) occurs in `text`: words and word pairs are counted first
     (Counter counts in C), then each distinct one is stemmed and plural-stripped once."""
-    singles: Counter[str] = Counter()
-    pairs: Counter[tuple[str, str]] = Counter()
-    for words in texts:
-        singles.update(words)
-        pairs.update(zip(words, words[1:]))
+    words = words_of(text)
+    singles = Counter(words)
+    pairs = Counter(zip(words, words[1:]))
     stems = stem_words(singles)
     forms = {w: plural(w) for w in singles}
     counts: dict[tuple[str, str], int] = {}
@@ -139,19 +132,11 @@ def _form_counts(texts: Sequence[list[str]]) -> dict[tuple[str, str], int]:
     for (a, b), n in pairs.items():
         key = (stems[a] + " " + stems[b], forms[a] + " " + forms[b])
         counts[key] = counts.get(key, 0) + n
-    return counts
-
-
-def _best_forms(counts: dict[tuple[str, str], int]) -> dict[str, str]:
-    best: dict[str, tuple[int, str]] = {}
-    for (root, form), n in counts.items():
-        if root not in best or (-n, form) < (-best[root][0], best[root][1]):
-            best[root] = (n, form)
-    return {root: form for root, (_, form) in best.items()}
+    return tuple(counts.items())
 
 
 class ReadableTerms:
-    """The words a reason shows for each term of a vocabulary, as forms_of_words gives them (the most frequent
+    """The words a reason shows for each term of a vocabulary, as readable_forms gives them (the most frequent
     plural-stripped form among the texts, ties alphabetically first), worked out for a term when a reason first
     shows it: a ranking shows a few hundred of its tens of thousands of terms. A bigram's forms are the pairs of its
     two stems' words, looked up among the texts' word pairs, so each term costs a few dictionary look-ups."""
