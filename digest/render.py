@@ -172,10 +172,12 @@ def _wrap(text: str, first: str = "  ", rest: str = "  ") -> str:
     space within the width (one rfind per line, not a step per word: the reason lines and the footer are wrapped anew
     for every email, 1.7 -> 0.6 us a reason line), or after a word longer than the width. Anything else goes to
     textwrap."""
+    if not text:
+        return ""
     # A printable text has no white space but " " (str.isprintable is false for every other space, line break and
     # control character), which two C scans tell; the regular expression (1.1 us a reason line) only for the rest.
-    plain = text.isprintable() and "  " not in text and text[0] != " " and text[-1] != " " if text else False
-    if not plain and (not text or _NOT_PLAIN.search(text)):
+    plain = text.isprintable() and "  " not in text and text[0] != " " and text[-1] != " "
+    if not plain and _NOT_PLAIN.search(text):
         return textwrap.fill(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
     room = TEXT_WIDTH - len(first)
     if len(text) <= room:  # one line (most reason lines)

@@ -72,7 +72,7 @@ def test_init_db_names_a_sqlite_feature_it_lacks(tmp_path, monkeypatch, feature)
     check_sqlite_features(open_engine(f"sqlite:///{tmp_path / 'fine.db'}"))  # this SQLite (and CI's) has both
     features = list(digest.store.SQLITE_FEATURES)
     name, _ = features[feature]
-    features[feature] = (name, "SELECT no_such_function_here()")
+    features[feature] = (name, ("SELECT no_such_function_here()",))
     monkeypatch.setattr(digest.store, "SQLITE_FEATURES", tuple(features))
     engine = open_engine(f"sqlite:///{tmp_path / 'digest.db'}")
     with pytest.raises(StoreError, match=rf"has no {name.split(' (')[0]}") as raised:

@@ -144,8 +144,8 @@ def init_db(engine: Engine) -> None:
 # INSERT ... SELECT over each email's papers (digest.store.deliveries). Both are in SQLite's default build since 3.38
 # and in every common Python's; an old system library may lack them.
 SQLITE_FEATURES = (
-    ("JSON functions (json_each)", "SELECT count(*) FROM json_each('[1]')"),
-    ("full-text search (FTS5)", "CREATE VIRTUAL TABLE temp.digest_fts5_probe USING fts5(a); DROP TABLE temp.digest_fts5_probe"),
+    ("JSON functions (json_each)", ("SELECT count(*) FROM json_each('[1]')",)),
+    ("full-text search (FTS5)", ("CREATE VIRTUAL TABLE temp.digest_fts5_probe USING fts5(a)", "DROP TABLE temp.digest_fts5_probe")),
 )
 
 
@@ -159,7 +159,7 @@ def check_sqlite_features(engine: Engine) -> None:
     for feature, probe in SQLITE_FEATURES:
         try:
             with engine.connect() as conn:
-                for statement in probe.split("; "):
+                for statement in probe:
                     conn.exec_driver_sql(statement)
         except SQLAlchemyError as exc:
             if is_locked(exc):
