@@ -16,23 +16,29 @@ import pytest
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "eval" / "run.py"
 CORPUS = Path(__file__).resolve().parent.parent / "digest" / "data" / "sample-papers.jsonl"  # the 237 real seed papers
 MARGIN = 0.02
-REACHED = {  # split: (nDCG@10, P@5) measured when the ranking was last tuned (27 profiles: 18 tune, 9 held out)
-    "all": (0.846, 0.844),
+REACHED = {  # split: (nDCG@10, P@5) as last measured (36 profiles: 18 tune, 18 held out: 9 of batch 1, 9 of batch 2)
+    "all": (0.831, 0.783),
     "tune": (0.855, 0.856),
-    "heldout": (0.828, 0.822),
+    "heldout": (0.807, 0.711),
+    "heldout-1": (0.828, 0.822),
+    "heldout-2": (0.786, 0.600),
 }
 REACHED_HYBRID = {  # the same for rank_model = "hybrid"
-    "all": (0.862, 0.881),
-    "tune": (0.866, 0.856),
-    "heldout": (0.854, 0.933),
+    "all": (0.852, 0.822),
+    "tune": (0.865, 0.856),
+    "heldout": (0.838, 0.789),
+    "heldout-1": (0.854, 0.933),
+    "heldout-2": (0.823, 0.644),
 }
-OFF_TOPIC = {"digest": 0, "digest-hybrid": 0}  # papers in the 6 off-topic profiles' digests (see docs/ranking.md)
-FEEDBACK = {  # (model, protocol): (mean gain of nDCG@10 from the votes, the worst profile's change), 27 profiles
-    ("tfidf", "residual"): (0.095, -0.236),
-    ("tfidf", "next-day"): (0.024, -0.153),
-    ("hybrid", "residual"): (0.094, -0.164),
-    ("hybrid", "next-day"): (0.004, -0.121),
+OFF_TOPIC = {"digest": 0, "digest-hybrid": 0}  # papers in the 8 off-topic profiles' digests (see docs/ranking.md)
+FEEDBACK = {  # (model, protocol): (mean gain of nDCG@10 from the votes, the worst profile's change), 36 profiles
+    ("tfidf", "residual"): (0.093, -0.236),
+    ("tfidf", "next-day"): (0.029, -0.153),
+    ("hybrid", "residual"): (0.125, -0.164),
+    ("hybrid", "next-day"): (0.008, -0.121),
 }
+BEHIND_BM25 = pytest.mark.xfail(strict=True, reason="the nine held-out profiles judged last (batch 2): digest 0.786, BM25 0.788 "
+                                "(generic phrases such as 'self-supervised' outweigh an interest's rarer words); docs/benchmarks.md")
 
 
 def _run_module():
@@ -62,7 +68,7 @@ def test_evaluate_digest_keeps_its_figures(report, split):
     assert report["digest"][split]["p@5"] >= p5 - MARGIN
 
 
-@pytest.mark.parametrize("split", list(REACHED))
+@pytest.mark.parametrize("split", [pytest.param(s, marks=BEHIND_BM25) if s == "heldout-2" else s for s in REACHED])
 def test_evaluate_digest_beats_bm25_on_ndcg(report, split):
     assert report["digest"][split]["ndcg@10"] > report["bm25"][split]["ndcg@10"]
 
@@ -70,7 +76,7 @@ def test_evaluate_digest_beats_bm25_on_ndcg(report, split):
 def test_evaluate_set_is_large_enough(report):
     profiles = _run_module().load_set()[0]
     assert len([p for p in profiles if not p.get("off_topic")]) >= 10
-    assert len([p for p in profiles if p["split"] == "heldout" and not p.get("off_topic")]) >= 9
+    assert len([p for p in profiles if p["split"] == "heldout" and not p.get("off_topic")]) >= 18
     assert len([p for p in profiles if p["split"] == "tune" and not p.get("off_topic")]) >= 18
     assert len([p for p in profiles if p.get("off_topic")]) >= 3
 
@@ -92,7 +98,8 @@ def test_run_tune_only_shows_no_held_out_profile():
     # While tuning, the held-out profiles stay unseen: --tune-only prints the tune split alone, per profile too.
     out = subprocess.run([sys.executable, str(RUN), "--tune-only", "--no-hybrid", "--profiles"], capture_output=True, text=True, check=True, timeout=600).stdout
     tune = {p["name"] for p in _run_module().load_set()[0] if p["split"] == "tune"}
-    shown = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    margins = ("  digest - ", "  digest-hybrid - ", "        gain ")  # intervals; every other indented line names a profile
+    shown = {line.split()[0] for line in out.splitlines() if line.startswith("  ") and not line.startswith(margins)}
     assert shown == tune
     assert [line.split()[1] for line in out.splitlines()[1:] if line.startswith(("digest ", "bm25 "))] == ["tune", "tune"]
 
@@ -106,7 +113,7 @@ def test_feedback_of_one_split_keeps_each_profiles_figures():
     assert tune["profiles"] == {name: r for name, r in everyone["profiles"].items() if name in names}
 
 
-@pytest.mark.xfail(strict=True, reason="not met on the 27-profile set: mean gain +0.095, worst profile -0.236 "
+@pytest.mark.xfail(strict=True, reason="not met on the 36-profile set: mean gain +0.093, worst profile -0.236 "
                    "(diffusion-features); met on the first 15 profiles (+0.112, -0.028); see docs/benchmarks.md")
 def test_feedback_meets_the_issue_targets_on_the_residual_collection():
     # Issue 12's targets for the default ranking: 3 likes and 3 dislikes lift the next digest's mean nDCG@10 by at
@@ -158,3 +165,57 @@ def test_feedback_hybrid_keeps_its_figures(protocol):
     result = module.feedback(CORPUS, "hybrid", protocol)
     assert result["with"] - result["without"] >= gain - MARGIN
     assert result["worst"] >= worst - MARGIN
+
+
+def test_paired_interval_collapses_on_equal_differences_and_is_seeded():
+    module = _run_module()
+    assert module.paired_interval([0.05] * 9) == pytest.approx((0.05, 0.05, 0.05))
+    spread = [0.3, -0.1, 0.0, 0.2, 0.05, -0.05, 0.1, 0.0, 0.15]
+    mean, low, high = module.paired_interval(spread)
+    assert mean == pytest.approx(sum(spread) / len(spread))
+    assert low < mean < high and high - low > 0.05  # nine scattered profiles: an interval of several hundredths
+    assert module.paired_interval(spread) == (mean, low, high)
+
+
+def test_paired_interval_narrows_with_more_profiles_and_excludes_zero_for_a_clear_gain():
+    module = _run_module()
+    few = [0.1, 0.0, 0.2, 0.05, 0.15]
+    _, low_few, high_few = module.paired_interval(few)
+    _, low_many, high_many = module.paired_interval(few * 8)
+    assert high_many - low_many < (high_few - low_few) / 2
+    assert low_many > 0
+
+
+def test_margin_line_counts_profiles_up_down_and_level():
+    line = _run_module().margin_line("digest - bm25", [0.1, -0.2, 0.0, 0.3])
+    assert line.startswith("digest - bm25 +0.050 (95% interval ")
+    assert line.endswith("; 2 up, 1 down, 1 level)")
+
+
+def test_run_prints_the_margins_with_their_intervals():
+    out = subprocess.run([sys.executable, str(RUN), "--tune-only", "--no-hybrid"], capture_output=True, text=True, check=True, timeout=600).stdout
+    margins = [line for line in out.splitlines() if line.startswith("  digest - bm25")]
+    assert len(margins) == 1 and "tune" in margins[0] and "95% interval" in margins[0]
+    assert sum("        gain" in line and "down by more than 0.05" in line for line in out.splitlines()) == 2
+
+
+def test_in_split_divides_the_held_out_profiles_into_their_batches():
+    module = _run_module()
+    profiles = module.load_set()[0]
+    held = {p["name"] for p in profiles if module.in_split(p, "heldout")}
+    first, second = ({p["name"] for p in profiles if module.in_split(p, f"heldout-{n}")} for n in (1, 2))
+    assert first and second and first | second == held and not first & second
+    assert "ssm" in first and "mutual-info" in second
+    assert all(module.in_split(p, "all") and module.in_split(p, None) for p in profiles)
+    assert not any(module.in_split(p, "tune") for p in profiles if p["name"] in held)
+
+
+def test_judgments_cover_every_profile_and_never_grade_its_seed():
+    profiles, judgments = _run_module().load_set()
+    corpus = {d["id"] for d in _run_module().load_corpus(CORPUS)}
+    assert set(judgments) == {p["name"] for p in profiles}
+    for p in profiles:
+        grades = judgments[p["name"]]
+        assert set(grades.values()) <= {1, 2} and set(grades) <= corpus
+        assert p.get("seed") not in grades
+        assert bool(grades) != bool(p.get("off_topic")), p["name"]

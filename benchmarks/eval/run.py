@@ -3,7 +3,9 @@
     python benchmarks/eval/run.py [--corpus digest/data/sample-papers.jsonl] [--profiles] [--no-hybrid] [--tune-only]
 
 profiles.json: interest profiles (free-text interests, optionally a seed paper), split into "tune" (the
-ranking's constants were tuned on) and "heldout" (never looked at while tuning). judgments.json: graded relevance
+ranking's constants were tuned on) and "heldout" (never looked at while tuning: "heldout-1" the first nine, judged
+with the tune profiles; "heldout-2", batch 2, nine added after the constants were chosen and judged by two
+assessors, the lower grade kept). judgments.json: graded relevance
 (2 on topic, 1 related, unjudged 0) made by reading titles and abstracts, not from any ranker's output.
 A profile's seed paper is left out of its candidates. tests/test_rank_quality.py runs `evaluate` and guards the figures.
 While tuning, `--tune-only` prints the tune profiles' figures alone (the feedback benchmark too), so the held-out
@@ -30,6 +32,18 @@ def load_corpus(path: Path = CORPUS) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+SPLITS = ("all", "tune", "heldout", "heldout-1", "heldout-2")
+
+
+def in_split(profile: dict, split: str | None) -> bool:
+    """Is the profile in the split? None and "all" hold every profile; "heldout-1" and "heldout-2" the held-out
+    profiles of each batch (profiles.json's "batch", 1 when absent)."""
+    if split in (None, "all"):
+        return True
+    name, _, batch = split.partition("-")
+    return profile["split"] == name and (not batch or profile.get("batch", 1) == int(batch))
+
+
 def load_set() -> tuple[list[dict], dict[str, dict[str, int]]]:
     profiles = json.loads((HERE / "profiles.json").read_text(encoding="utf-8"))
     judgments = {k: v for k, v in json.loads((HERE / "judgments.json").read_text(encoding="utf-8")).items() if not k.startswith("_")}
@@ -45,6 +59,31 @@ def ndcg_at(ranking: list[str], grades: dict[str, int], k: int = 10) -> float:
 
 def precision_at(ranking: list[str], grades: dict[str, int], k: int = 5) -> float:
     return sum(1 for pid in ranking[:k] if grades.get(pid, 0) > 0) / k
+
+
+BOOTSTRAP_ROUNDS = 10_000
+
+
+def paired_interval(differences: list[float], level: float = 0.95, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 12) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-profile differences between two rankings and its percentile bootstrap
+    interval, the profiles resampled with replacement (a paired test: each profile is compared with itself). With
+    9 to 27 profiles a margin's interval is several hundredths wide, which is what a target of "+0.08" has to be
+    read against. Seeded: the same differences always give the same interval."""
+    import numpy as np
+
+    values = np.asarray(differences, dtype=np.float64)
+    if values.size == 0:
+        return 0.0, 0.0, 0.0
+    means = values[np.random.default_rng(seed).integers(0, values.size, size=(rounds, values.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(values.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def margin_line(label: str, differences: list[float]) -> str:
+    """One printed line: the mean difference, its 95% bootstrap interval, and how many profiles went up / down."""
+    mean, low, high = paired_interval(differences)
+    up, down = sum(d > 1e-9 for d in differences), sum(d < -1e-9 for d in differences)
+    return f"{label} {mean:+.3f} (95% interval {low:+.3f} to {high:+.3f}; {up} up, {down} down, {len(differences) - up - down} level)"
 
 
 # --- the baseline: Okapi BM25 (as rank_bm25's BM25Okapi, with a non-negative idf) ------------------------
@@ -120,7 +159,7 @@ def semantic_available() -> bool:
 
 
 def evaluate(corpus_path: Path = CORPUS, hybrid: bool = False) -> dict[str, dict[str, dict[str, float]]]:
-    """{system: {split: {"ndcg@10": x, "p@5": y, "off-topic": z}}} for split in all / tune / heldout; per profile
+    """{system: {split: {"ndcg@10": x, "p@5": y, "off-topic": z}}} for each split of SPLITS; per profile
     under "profiles". nDCG@10 and P@5 are means over the on-topic profiles of the split; "off-topic" counts the
     papers the digests of its off-topic profiles hold (interests absent from the corpus: every paper is padding).
     Systems: digest (the default, TF-IDF), bm25, and with `hybrid` digest-hybrid (needs the semantic extra)."""
@@ -132,7 +171,7 @@ def evaluate(corpus_path: Path = CORPUS, hybrid: bool = False) -> dict[str, dict
         systems.insert(1, ("digest-hybrid", digest_rankings(corpus, profiles, model="hybrid")))
     for system, rankings in systems:
         per = {p["name"]: (ndcg_at(rankings[p["name"]]["ranked"], judgments[p["name"]]), precision_at(rankings[p["name"]]["ranked"], judgments[p["name"]])) for p in profiles}
-        splits = {"all": profiles, "tune": [p for p in profiles if p["split"] == "tune"], "heldout": [p for p in profiles if p["split"] == "heldout"]}
+        splits = {split: [p for p in profiles if in_split(p, split)] for split in SPLITS}
         report[system] = {}
         for name, group in splits.items():
             judged = [p for p in group if not p.get("off_topic")]
@@ -165,12 +204,12 @@ def feedback(corpus_path: Path = CORPUS, model: str = "tfidf", protocol: str = "
     - "next-day": day 1 and day 2 are the two halves of split_days, as a daily digest meets new papers each day.
     {"profiles": {name: {"votes": (likes, dislikes), "without": x, "with": y}}, "without": mean, "with": mean,
     "worst": the largest drop (negative) or smallest gain}; profiles with nothing relevant on day 2 are left out, and
-    with `split` ("tune" or "heldout") those of the other split (each profile's figures are the same either way: the
+    with `split` (one of SPLITS) those of the others (each profile's figures are the same either way: the
     IDF comes from the candidates alone)."""
     corpus = load_corpus(corpus_path)
     day1, day2 = split_days(corpus) if protocol == "next-day" else (corpus, corpus)
     profiles, judgments = load_set()
-    on_topic = [p for p in profiles if not p.get("off_topic") and split in (None, p["split"])]
+    on_topic = [p for p in profiles if not p.get("off_topic") and in_split(p, split)]
     shown = digest_rankings(day1, on_topic, model=model)
     votes, hide = {}, {}
     for p in on_topic:
@@ -206,22 +245,32 @@ def main() -> None:
     hybrid = semantic_available() and not args.no_hybrid
     report = evaluate(args.corpus, hybrid=hybrid)
     systems = [s for s in ("digest", "digest-hybrid", "bm25") if s in report]
-    splits = ("tune",) if args.tune_only else ("all", "tune", "heldout")
+    splits = ("tune",) if args.tune_only else SPLITS
     shown = {p["name"] for p in load_set()[0] if not args.tune_only or p["split"] == "tune"}
-    print(f"{'system':<14} {'split':<8} {'nDCG@10':>8} {'P@5':>6} {'off-topic':>9}")
+    print(f"{'system':<14} {'split':<9} {'nDCG@10':>8} {'P@5':>6} {'off-topic':>9}")
     for system in systems:
         for split in splits:
             r = report[system][split]
             off = f"{r['off-topic']:9d}" if system != "bm25" else f"{'-':>9}"
-            print(f"{system:<14} {split:<8} {r['ndcg@10']:8.3f} {r['p@5']:6.3f} {off}")
+            print(f"{system:<14} {split:<9} {r['ndcg@10']:8.3f} {r['p@5']:6.3f} {off}")
     if args.profiles:
         for name in (n for n in report["digest"]["profiles"] if n in shown):
             print(f"  {name:<20}" + "".join(f"   {s} {report[s]['profiles'][name]['ndcg@10']:.3f} / {report[s]['profiles'][name]['p@5']:.2f} / {report[s]['profiles'][name]['digest']}" for s in systems))
+    print("\nmargins: mean nDCG@10 difference per profile, paired bootstrap over the profiles")
+    profiles = load_set()[0]
+    pairs = [("digest", "bm25")] + ([("digest-hybrid", "digest")] if hybrid else [])
+    for split in splits:
+        judged = [p["name"] for p in profiles if not p.get("off_topic") and in_split(p, split)]
+        for better, base in pairs:
+            differences = [report[better]["profiles"][n]["ndcg@10"] - report[base]["profiles"][n]["ndcg@10"] for n in judged]
+            print(margin_line(f"  {better} - {base:<7} {split:<9}", differences))
     print("\nfeedback: day 2 nDCG@10 without -> with the votes on day 1's digest (3 likes, 3 dislikes at most)")
     for model in ("tfidf", "hybrid") if hybrid else ("tfidf",):
         for protocol in PROTOCOLS:
             result = feedback(args.corpus, model, protocol, split="tune" if args.tune_only else None)
             print(f"{model:<7} {protocol:<9} mean {result['without']:.3f} -> {result['with']:.3f} ({result['with'] - result['without']:+.3f}); worst profile {result['worst']:+.3f}")
+            changes = [r["with"] - r["without"] for r in result["profiles"].values()]
+            print(margin_line("        gain", changes) + f"; {sum(c < -0.05 for c in changes)} down by more than 0.05")
             if args.profiles:
                 for name, r in result["profiles"].items():
                     print(f"  {name:<20} votes {r['votes'][0]}+/{r['votes'][1]}-  {r['without']:.3f} -> {r['with']:.3f}")
