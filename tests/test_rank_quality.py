@@ -16,26 +16,28 @@ import pytest
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "eval" / "run.py"
 CORPUS = Path(__file__).resolve().parent.parent / "digest" / "data" / "sample-papers.jsonl"  # the 237 real seed papers
 MARGIN = 0.02
-REACHED = {  # split: (nDCG@10, P@5) as last measured (36 profiles: 18 tune, 18 held out: 9 of batch 1, 9 of batch 2)
-    "all": (0.831, 0.783),
+REACHED = {  # split: (nDCG@10, P@5) as last measured (45 profiles: 18 tune, 27 held out in three batches of 9)
+    "all": (0.843, 0.720),
     "tune": (0.855, 0.856),
-    "heldout": (0.807, 0.711),
+    "heldout": (0.835, 0.630),
     "heldout-1": (0.828, 0.822),
     "heldout-2": (0.786, 0.600),
+    "heldout-3": (0.891, 0.467),
 }
 REACHED_HYBRID = {  # the same for rank_model = "hybrid"
-    "all": (0.852, 0.822),
+    "all": (0.865, 0.756),
     "tune": (0.865, 0.856),
-    "heldout": (0.838, 0.789),
+    "heldout": (0.865, 0.689),
     "heldout-1": (0.854, 0.933),
     "heldout-2": (0.823, 0.644),
+    "heldout-3": (0.917, 0.489),
 }
-OFF_TOPIC = {"digest": 0, "digest-hybrid": 0}  # papers in the 8 off-topic profiles' digests (see docs/ranking.md)
-FEEDBACK = {  # (model, protocol): (mean gain of nDCG@10 from the votes, the worst profile's change), 36 profiles
-    ("tfidf", "residual"): (0.093, -0.236),
-    ("tfidf", "next-day"): (0.029, -0.153),
-    ("hybrid", "residual"): (0.125, -0.164),
-    ("hybrid", "next-day"): (0.008, -0.121),
+OFF_TOPIC = {"digest": 0, "digest-hybrid": 0}  # papers in the 9 off-topic profiles' digests (see docs/ranking.md)
+FEEDBACK = {  # (model, protocol): (mean gain of nDCG@10 from the votes, the worst profile's change), 45 profiles
+    ("tfidf", "residual"): (0.082, -0.236),
+    ("tfidf", "next-day"): (0.022, -0.153),
+    ("hybrid", "residual"): (0.112, -0.164),
+    ("hybrid", "next-day"): (0.007, -0.121),
 }
 BEHIND_BM25 = pytest.mark.xfail(strict=True, reason="the nine held-out profiles judged last (batch 2): digest 0.786, BM25 0.788 "
                                 "(generic phrases such as 'self-supervised' outweigh an interest's rarer words); docs/benchmarks.md")
@@ -76,7 +78,7 @@ def test_evaluate_digest_beats_bm25_on_ndcg(report, split):
 def test_evaluate_set_is_large_enough(report):
     profiles = _run_module().load_set()[0]
     assert len([p for p in profiles if not p.get("off_topic")]) >= 10
-    assert len([p for p in profiles if p["split"] == "heldout" and not p.get("off_topic")]) >= 18
+    assert len([p for p in profiles if p["split"] == "heldout" and not p.get("off_topic")]) >= 27
     assert len([p for p in profiles if p["split"] == "tune" and not p.get("off_topic")]) >= 18
     assert len([p for p in profiles if p.get("off_topic")]) >= 3
 
@@ -113,7 +115,7 @@ def test_feedback_of_one_split_keeps_each_profiles_figures():
     assert tune["profiles"] == {name: r for name, r in everyone["profiles"].items() if name in names}
 
 
-@pytest.mark.xfail(strict=True, reason="not met on the 36-profile set: mean gain +0.093, worst profile -0.236 "
+@pytest.mark.xfail(strict=True, reason="not met on the 45-profile set: mean gain +0.082, worst profile -0.236 "
                    "(diffusion-features); met on the first 15 profiles (+0.112, -0.028); see docs/benchmarks.md")
 def test_feedback_meets_the_issue_targets_on_the_residual_collection():
     # Issue 12's targets for the default ranking: 3 likes and 3 dislikes lift the next digest's mean nDCG@10 by at
@@ -203,9 +205,9 @@ def test_in_split_divides_the_held_out_profiles_into_their_batches():
     module = _run_module()
     profiles = module.load_set()[0]
     held = {p["name"] for p in profiles if module.in_split(p, "heldout")}
-    first, second = ({p["name"] for p in profiles if module.in_split(p, f"heldout-{n}")} for n in (1, 2))
-    assert first and second and first | second == held and not first & second
-    assert "ssm" in first and "mutual-info" in second
+    first, second, third = ({p["name"] for p in profiles if module.in_split(p, f"heldout-{n}")} for n in (1, 2, 3))
+    assert first and second and third and first | second | third == held and not (first & second or second & third or first & third)
+    assert "ssm" in first and "mutual-info" in second and "few-shot" in third
     assert all(module.in_split(p, "all") and module.in_split(p, None) for p in profiles)
     assert not any(module.in_split(p, "tune") for p in profiles if p["name"] in held)
 
