@@ -263,6 +263,56 @@ def test_claim_deliveries_two_workers_never_share_a_row_and_an_expired_lease_is_
     engine.dispose()
 
 
+@pytest.mark.parametrize("other", ["commits", "rolls-back"])
+def test_lease_claimer_waits_for_another_workers_claim_in_flight(postgres_url, other: str) -> None:
+    """Another worker's claim holds the rows FOR UPDATE for the instant of its transaction, and SKIP LOCKED passes
+    over them: this worker must not stop there and count them 'not attempted' (a `digest send` that exits 1 while
+    the other host sends them: a CI run saw it). It waits for that claim to settle: committed, the rows are the
+    other worker's (counted elsewhere); rolled back (that worker died mid-claim), they are this worker's to send."""
+    import threading
+    from datetime import datetime, timezone
+
+    from digest.delivery.claim import LeaseClaimer
+    from digest.delivery.work import Letter
+    from digest.store import deliveries as ledger
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        ids = [add_subscriber(session, f"s{k}@example.org", SubscriberInput(interests=["x"]), now=now).id for k in range(3)]
+    rows = ledger.open_deliveries(engine, [(i, "2026-01-01") for i in ids], now, lambda s, e: f"<{s}.{e}@example.org>")
+    letters = [Letter(row.id, None, "2026-01-01", f"<{row.id}@example.org>", None) for row in rows.values()]  # type: ignore[arg-type]
+    claiming = engine.connect()
+    transaction = claiming.begin()
+    claiming.execute(sa.text("SELECT id FROM delivery WHERE state = 'pending' ORDER BY id FOR UPDATE"))  # the other claim, in flight
+
+    def settle() -> None:
+        time.sleep(0.3)
+        if other == "commits":
+            claiming.execute(sa.text("UPDATE delivery SET state = 'sending', worker = 'a', lease_expires_at = now() + interval '60 seconds'"))
+            transaction.commit()
+        else:
+            transaction.rollback()
+
+    settler = threading.Thread(target=settle)
+    settler.start()
+    try:
+        claimer = LeaseClaimer(engine, letters, clock=lambda: now, covered_until=now, worker="b", lease=60)
+        got = claimer.claim(10)
+        settlement = claimer.release(got)  # at once, as the delivery loop does when the claim comes back empty
+        if other == "commits":
+            assert got == [] and settlement.elsewhere == 3
+        else:
+            assert sorted(letter.delivery_id for letter in got) == sorted(row.id for row in rows.values())
+    finally:
+        settler.join()
+        claiming.close()
+        engine.dispose()
+
+
 def test_worker_on_sqlite_is_one_run_under_the_lock(cli) -> None:
     result = cli("worker", "--fetch", "never")
     assert result.exit_code == 0, result.output

@@ -41,6 +41,9 @@ def record_sent_letter(conn: Connection, delivery_id: int, subscriber_id: int, p
     record_edition_contents(conn, delivery_id, picks, trending)
 
 log = logging.getLogger("digest.delivery")
+# A claim that came back empty while rows of this worker's edition were neither finished nor leased: another worker's
+# claim held them (its transaction lasts milliseconds). Ask again this often, for at most this long.
+CLAIM_SETTLE_POLL, CLAIM_SETTLE_SECONDS = 0.05, 3.0
 
 
 class Claimer(Protocol):
@@ -239,6 +242,14 @@ class LeaseClaimer(LedgerClaimer):
                 self.conn = None
         raise AssertionError("unreachable")
 
+    def _unsettled(self) -> int:
+        """This worker's planned rows that it has not claimed and no one has finished or holds under a lease."""
+        unclaimed = [i for i in self.by_id if i not in self.claimed]
+        try:
+            return len(unclaimed) - fleet.handled_elsewhere(self.engine, unclaimed, self.worker)
+        except DigestError:
+            return 0  # the database is failing: the claim's own errors say so, and the report counts what is left
+
     def _check_lease(self) -> None:
         if self.heartbeat is not None and self.heartbeat.lost.is_set():
             raise LeaseLostError(f"worker {self.worker} could not renew its leases for {self.lease:.0f}s", "check the connection to the database; the rows go to the other workers")
@@ -249,12 +260,22 @@ class LeaseClaimer(LedgerClaimer):
             return []
         if self.heartbeat is None:
             self.heartbeat = _Heartbeat(self.engine, self.editions, self.worker, self.lease)
+        settle_by = time.monotonic() + CLAIM_SETTLE_SECONDS
         while True:
             found = self._on_connection(lambda conn: fleet.claim_deliveries(conn, self.editions, self.worker, self.lease, n, self.clock(), skip=self.foreign, mine=self.mine))
             ours, foreign = cast(tuple[list[fleet.Claimed], list[int]], found)
             self.foreign.extend(foreign)
-            if ours or not foreign:
+            if ours:
                 break
+            if foreign:
+                continue
+            # Nothing claimable. SKIP LOCKED also passes over rows another worker's claim holds for the instant of its
+            # transaction: still 'pending', neither finished nor leased. Counted 'not attempted', they made a host
+            # exit 1 while the other sent them; wait for that claim to commit (the rows are the other's) or roll back
+            # (its worker died: they are this one's), and give up only on a claim that stays open for seconds.
+            if not self._unsettled() or time.monotonic() >= settle_by:
+                break
+            time.sleep(CLAIM_SETTLE_POLL)
         if not ours:
             self.exhausted = True  # nothing claimable left: what remains is another worker's, or finished
         resumed = [c.delivery_id for c in ours if c.was != "pending"]
