@@ -155,7 +155,7 @@ def test_preview_writes_html_and_eml_without_sending_or_recording(cli, home: Pat
     assert ledger.deliveries_for(engine) == [] and not list((home / "outbox").glob("*"))
 
 
-@pytest.mark.parametrize("interests, picks", [("coding agents", 7), ("sparse autoencoders", 0)], ids=["a-pick-trends", "nothing-matched"])
+@pytest.mark.parametrize("interests, picks", [("coding agents", 5), ("sparse autoencoders", 0)], ids=["a-pick-trends", "nothing-matched"])
 def test_preview_counts_the_trending_papers_the_email_shows(cli, home: Path, interests: str, picks: int) -> None:
     # The README's first edition: the bundled arXiv and Hugging Face days. A pick that also trends is shown once, and
     # the trending section still lists five upvoted papers, each linked; preview's count is what the email shows.

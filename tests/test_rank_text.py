@@ -51,9 +51,14 @@ def test_vocabulary_rows_are_scikit_learns(queries):
     ours = Vocabulary(docs)
     theirs = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, norm=None, dtype=np.float32).fit(docs)
     assert ours.features == list(theirs.get_feature_names_out())
-    np.testing.assert_allclose(ours.idf, theirs.idf_, rtol=1e-6)
     counts = CountVectorizer(analyzer=_identity, vocabulary=theirs.vocabulary_, dtype=np.float32).transform(docs)
     np.testing.assert_array_equal(ours.counts(docs).toarray(), counts.toarray())
+    # The IDF is BM25's, log(1 + (n - df + 0.5) / (df + 0.5)), not scikit-learn's smoothed one; the rest is theirs.
+    df = (counts.toarray() > 0).sum(axis=0)
+    bm25 = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+    np.testing.assert_allclose(ours.idf, bm25, rtol=1e-6)
+    assert not np.allclose(ours.idf, theirs.idf_)
+    theirs.idf_ = bm25
     asked = [analyse(q) for q in queries]
     np.testing.assert_allclose(ours.tfidf(asked).toarray(), theirs.transform(asked).toarray(), rtol=1e-6)
     np.testing.assert_allclose(l2_rows(ours.tfidf(asked)).toarray(), normalize(theirs.transform(asked)).toarray(), rtol=1e-6, atol=1e-7)
