@@ -16,32 +16,34 @@ import pytest
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "eval" / "run.py"
 CORPUS = Path(__file__).resolve().parent.parent / "digest" / "data" / "sample-papers.jsonl"  # the 237 real seed papers
 MARGIN = 0.02
-REACHED = {  # split: (nDCG@10, P@5) as last measured (63 profiles: 18 tune, 45 held out in five batches of 9)
-    "all": (0.835, 0.654),
+REACHED = {  # split: (nDCG@10, P@5) as last measured (72 profiles: 18 tune, 54 held out in six batches of 9)
+    "all": (0.832, 0.644),
     "tune": (0.863, 0.833),
-    "heldout": (0.824, 0.582),
+    "heldout": (0.822, 0.581),
     "heldout-1": (0.821, 0.822),
     "heldout-2": (0.814, 0.644),
     "heldout-3": (0.898, 0.467),
     "heldout-4": (0.796, 0.511),
     "heldout-5": (0.790, 0.467),
+    "heldout-6": (0.812, 0.578),
 }
 REACHED_HYBRID = {  # the same for rank_model = "hybrid"
-    "all": (0.859, 0.689),
+    "all": (0.854, 0.675),
     "tune": (0.864, 0.856),
-    "heldout": (0.856, 0.622),
+    "heldout": (0.851, 0.615),
     "heldout-1": (0.853, 0.889),
     "heldout-2": (0.836, 0.689),
     "heldout-3": (0.919, 0.489),
     "heldout-4": (0.832, 0.533),
     "heldout-5": (0.842, 0.511),
+    "heldout-6": (0.826, 0.578),
 }
-OFF_TOPIC = {"digest": 0, "digest-hybrid": 0}  # papers in the 11 off-topic profiles' digests (see docs/ranking.md)
-FEEDBACK = {  # (model, protocol): (mean gain of nDCG@10 from the votes, the worst profile's change), 63 profiles
-    ("tfidf", "residual"): (0.072, -0.110),
-    ("tfidf", "next-day"): (0.015, -0.144),
-    ("hybrid", "residual"): (0.050, -0.329),
-    ("hybrid", "next-day"): (0.004, -0.306),
+OFF_TOPIC = {"digest": 0, "digest-hybrid": 0}  # papers in the 12 off-topic profiles' digests (see docs/ranking.md)
+FEEDBACK = {  # (model, protocol): (mean gain of nDCG@10 from the votes, the worst profile's change), 72 profiles
+    ("tfidf", "residual"): (0.065, -0.110),
+    ("tfidf", "next-day"): (0.016, -0.144),
+    ("hybrid", "residual"): (0.048, -0.329),
+    ("hybrid", "next-day"): (0.003, -0.306),
 }
 BEHIND_BM25 = {  # held-out batches where the default is behind plain BM25 (strict: the mark goes once it is ahead)
     "heldout-4": "batch 4: digest 0.796, BM25 0.816",
@@ -85,7 +87,7 @@ def test_evaluate_digest_beats_bm25_on_ndcg(report, split):
 def test_evaluate_set_is_large_enough(report):
     profiles = _run_module().load_set()[0]
     assert len([p for p in profiles if not p.get("off_topic")]) >= 10
-    assert len([p for p in profiles if p["split"] == "heldout" and not p.get("off_topic")]) >= 45
+    assert len([p for p in profiles if p["split"] == "heldout" and not p.get("off_topic")]) >= 54
     assert len([p for p in profiles if p["split"] == "tune" and not p.get("off_topic")]) >= 18
     assert len([p for p in profiles if p.get("off_topic")]) >= 3
 
@@ -122,7 +124,7 @@ def test_feedback_of_one_split_keeps_each_profiles_figures():
     assert tune["profiles"] == {name: r for name, r in everyone["profiles"].items() if name in names}
 
 
-@pytest.mark.xfail(strict=True, reason="not met on the 63-profile set: mean gain +0.072, worst profile -0.110, "
+@pytest.mark.xfail(strict=True, reason="not met on the 72-profile set: mean gain +0.065, worst profile -0.110, "
                    "two profiles down by more than 0.05; met on the first 15 profiles in 2026-11; see docs/benchmarks.md")
 def test_feedback_meets_the_issue_targets_on_the_residual_collection():
     # Issue 12's targets for the default ranking: 3 likes and 3 dislikes lift the next digest's mean nDCG@10 by at
@@ -215,7 +217,7 @@ def test_in_split_divides_the_held_out_profiles_into_their_batches():
     module = _run_module()
     profiles = module.load_set()[0]
     held = {p["name"] for p in profiles if module.in_split(p, "heldout")}
-    batches = [{p["name"] for p in profiles if module.in_split(p, f"heldout-{n}")} for n in (1, 2, 3, 4, 5)]
+    batches = [{p["name"] for p in profiles if module.in_split(p, f"heldout-{n}")} for n in (1, 2, 3, 4, 5, 6)]
     assert all(batches) and set().union(*batches) == held and sum(map(len, batches)) == len(held)
     assert "ssm" in batches[0] and "mutual-info" in batches[1] and "few-shot" in batches[2] and "reid" in batches[4]
     assert all(module.in_split(p, "all") and module.in_split(p, None) for p in profiles)

@@ -4,7 +4,7 @@
 
 profiles.json: interest profiles (free-text interests, optionally a seed paper), split into "tune" (the
 ranking's constants were tuned on) and "heldout" (never looked at while tuning: "heldout-1" the first nine, judged
-with the tune profiles; "heldout-2" to "heldout-5", batches 2 to 5, nine each added after the constants were
+with the tune profiles; "heldout-2" to "heldout-6", batches 2 to 6, nine each added after the constants were
 chosen and judged by two assessors, the lower grade kept). judgments.json: graded relevance
 (2 on topic, 1 related, unjudged 0) made by reading titles and abstracts, not from any ranker's output.
 A profile's seed paper is left out of its candidates. tests/test_rank_quality.py runs `evaluate` and guards the figures.
@@ -32,7 +32,7 @@ def load_corpus(path: Path = CORPUS) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-SPLITS = ("all", "tune", "heldout", "heldout-1", "heldout-2", "heldout-3", "heldout-4", "heldout-5")
+SPLITS = ("all", "tune", "heldout", "heldout-1", "heldout-2", "heldout-3", "heldout-4", "heldout-5", "heldout-6")
 
 
 def in_split(profile: dict, split: str | None) -> bool:
