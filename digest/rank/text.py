@@ -196,8 +196,9 @@ class Vocabulary:
     Why not scikit-learn's smoothed IDF, log((1 + n) / (1 + df)) + 1, used until 2026-11-29: its "+ 1" narrows the gap
     between a rare word and a common one (1.8 to 1 for words in 3 and 40 of 237 papers; BM25's 2.4 to 1), so an
     interest's common phrase ("self-supervised") outweighed its rare words ("audio") where BM25 alone did not. On the
-    hand-judged set (benchmarks/eval) BM25's IDF raised nDCG@10 on the tune profiles (0.855 -> 0.863) and on both
-    batches of held-out profiles judged after the change was chosen (docs/benchmarks.md)."""
+    hand-judged set (benchmarks/eval) BM25's IDF raised nDCG@10 on the tune profiles (0.855 -> 0.863) and on the two
+    batches of held-out profiles that were first run to decide it, the default's and the hybrid's alike
+    (docs/benchmarks.md)."""
 
     def __init__(self, docs: Sequence[list[str]]):
         self._number_terms(docs)
