@@ -217,7 +217,8 @@ def test_in_split_divides_the_held_out_profiles_into_their_batches():
     module = _run_module()
     profiles = module.load_set()[0]
     held = {p["name"] for p in profiles if module.in_split(p, "heldout")}
-    batches = [{p["name"] for p in profiles if module.in_split(p, f"heldout-{n}")} for n in (1, 2, 3, 4, 5, 6)]
+    assert module.splits_of(profiles)[3:] == tuple(f"heldout-{n}" for n in range(1, 7))
+    batches = [{p["name"] for p in profiles if module.in_split(p, split)} for split in module.splits_of(profiles)[3:]]
     assert all(batches) and set().union(*batches) == held and sum(map(len, batches)) == len(held)
     assert "ssm" in batches[0] and "mutual-info" in batches[1] and "few-shot" in batches[2] and "reid" in batches[4]
     assert all(module.in_split(p, "all") and module.in_split(p, None) for p in profiles)

@@ -32,7 +32,10 @@ def load_corpus(path: Path = CORPUS) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-SPLITS = ("all", "tune", "heldout", "heldout-1", "heldout-2", "heldout-3", "heldout-4", "heldout-5", "heldout-6")
+def splits_of(profiles: list[dict]) -> tuple[str, ...]:
+    """The splits a report gives: all, tune, heldout, then "heldout-N" for each batch of held-out profiles."""
+    batches = sorted({p.get("batch", 1) for p in profiles if p["split"] == "heldout"})
+    return ("all", "tune", "heldout", *(f"heldout-{n}" for n in batches))
 
 
 def in_split(profile: dict, split: str | None) -> bool:
@@ -67,7 +70,7 @@ BOOTSTRAP_ROUNDS = 10_000
 def paired_interval(differences: list[float], level: float = 0.95, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 12) -> tuple[float, float, float]:
     """(mean, low, high): the mean of per-profile differences between two rankings and its percentile bootstrap
     interval, the profiles resampled with replacement (a paired test: each profile is compared with itself). With
-    9 to 27 profiles a margin's interval is several hundredths wide, which is what a target of "+0.08" has to be
+    9 to 54 profiles a margin's interval is several hundredths wide, which is what a target of "+0.08" has to be
     read against. Seeded: the same differences always give the same interval."""
     import numpy as np
 
@@ -159,7 +162,7 @@ def semantic_available() -> bool:
 
 
 def evaluate(corpus_path: Path = CORPUS, hybrid: bool = False) -> dict[str, dict[str, dict[str, float]]]:
-    """{system: {split: {"ndcg@10": x, "p@5": y, "off-topic": z}}} for each split of SPLITS; per profile
+    """{system: {split: {"ndcg@10": x, "p@5": y, "off-topic": z}}} for each split of splits_of; per profile
     under "profiles". nDCG@10 and P@5 are means over the on-topic profiles of the split; "off-topic" counts the
     papers the digests of its off-topic profiles hold (interests absent from the corpus: every paper is padding).
     Systems: digest (the default, TF-IDF), bm25, and with `hybrid` digest-hybrid (needs the semantic extra)."""
@@ -171,7 +174,7 @@ def evaluate(corpus_path: Path = CORPUS, hybrid: bool = False) -> dict[str, dict
         systems.insert(1, ("digest-hybrid", digest_rankings(corpus, profiles, model="hybrid")))
     for system, rankings in systems:
         per = {p["name"]: (ndcg_at(rankings[p["name"]]["ranked"], judgments[p["name"]]), precision_at(rankings[p["name"]]["ranked"], judgments[p["name"]])) for p in profiles}
-        splits = {split: [p for p in profiles if in_split(p, split)] for split in SPLITS}
+        splits = {split: [p for p in profiles if in_split(p, split)] for split in splits_of(profiles)}
         report[system] = {}
         for name, group in splits.items():
             judged = [p for p in group if not p.get("off_topic")]
@@ -204,7 +207,7 @@ def feedback(corpus_path: Path = CORPUS, model: str = "tfidf", protocol: str = "
     - "next-day": day 1 and day 2 are the two halves of split_days, as a daily digest meets new papers each day.
     {"profiles": {name: {"votes": (likes, dislikes), "without": x, "with": y}}, "without": mean, "with": mean,
     "worst": the largest drop (negative) or smallest gain}; profiles with nothing relevant on day 2 are left out, and
-    with `split` (one of SPLITS) those of the others (each profile's figures are the same either way: the
+    with `split` (one of splits_of) those of the others (each profile's figures are the same either way: the
     IDF comes from the candidates alone)."""
     corpus = load_corpus(corpus_path)
     day1, day2 = split_days(corpus) if protocol == "next-day" else (corpus, corpus)
@@ -245,8 +248,9 @@ def main() -> None:
     hybrid = semantic_available() and not args.no_hybrid
     report = evaluate(args.corpus, hybrid=hybrid)
     systems = [s for s in ("digest", "digest-hybrid", "bm25") if s in report]
-    splits = ("tune",) if args.tune_only else SPLITS
-    shown = {p["name"] for p in load_set()[0] if not args.tune_only or p["split"] == "tune"}
+    profiles = load_set()[0]
+    splits = ("tune",) if args.tune_only else splits_of(profiles)
+    shown = {p["name"] for p in profiles if not args.tune_only or p["split"] == "tune"}
     print(f"{'system':<14} {'split':<9} {'nDCG@10':>8} {'P@5':>6} {'off-topic':>9}")
     for system in systems:
         for split in splits:
@@ -257,7 +261,6 @@ def main() -> None:
         for name in (n for n in report["digest"]["profiles"] if n in shown):
             print(f"  {name:<20}" + "".join(f"   {s} {report[s]['profiles'][name]['ndcg@10']:.3f} / {report[s]['profiles'][name]['p@5']:.2f} / {report[s]['profiles'][name]['digest']}" for s in systems))
     print("\nmargins: mean nDCG@10 difference per profile, paired bootstrap over the profiles")
-    profiles = load_set()[0]
     pairs = [("digest", "bm25")] + ([("digest-hybrid", "digest")] if hybrid else [])
     for split in splits:
         judged = [p["name"] for p in profiles if not p.get("off_topic") and in_split(p, split)]

@@ -242,9 +242,13 @@ class LeaseClaimer(LedgerClaimer):
                 self.conn = None
         raise AssertionError("unreachable")
 
+    def _unclaimed(self) -> list[int]:
+        """The rows this worker planned and has not claimed (yet)."""
+        return [i for i in self.by_id if i not in self.claimed]
+
     def _unsettled(self) -> int:
         """This worker's planned rows that it has not claimed and no one has finished or holds under a lease."""
-        unclaimed = [i for i in self.by_id if i not in self.claimed]
+        unclaimed = self._unclaimed()
         try:
             return len(unclaimed) - fleet.handled_elsewhere(self.engine, unclaimed, self.worker)
         except DigestError:
@@ -308,7 +312,7 @@ class LeaseClaimer(LedgerClaimer):
         except DigestError as exc:
             return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
         try:
-            elsewhere = fleet.handled_elsewhere(self.engine, [i for i in self.by_id if i not in self.claimed], self.worker)
+            elsewhere = fleet.handled_elsewhere(self.engine, self._unclaimed(), self.worker)
         except DigestError:
             elsewhere = 0  # only a count in the report: everything this worker did is recorded
         return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded), elsewhere=elsewhere)
