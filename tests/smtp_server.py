@@ -75,6 +75,7 @@ class SMTPServer:
     eightbitmime: bool = True  # offer 8BITMIME (RFC 6152), as aiosmtpd does; False: a server that takes only 7bit data
     accepted: int = 0
     bytes: int = 0
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (monotonic at its end, seconds): the loop ran late
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client_context(self) -> ssl.SSLContext:
@@ -182,10 +183,22 @@ def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+async def _heartbeat(state: SMTPServer, tick: float = 0.01) -> None:
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(tick)
+        late = time.monotonic() - before - tick
+        if late > 0.02:
+            state.stalls.append((time.monotonic(), late))
+
+
 @contextlib.contextmanager
 def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, auth: tuple[str, str] | None = None, cert_dir: Path | None = None,
-                      reply_delay: float = 0.0, keep: bool = True, pipelining: bool = True, eightbitmime: bool = True) -> Iterator[SMTPServer]:
-    """Run an SMTP server on 127.0.0.1 (a free port) in a thread for the duration of the block."""
+                      reply_delay: float = 0.0, keep: bool = True, pipelining: bool = True, eightbitmime: bool = True,
+                      watch_stalls: bool = False) -> Iterator[SMTPServer]:
+    """Run an SMTP server on 127.0.0.1 (a free port) in a thread for the duration of the block. `watch_stalls`: a
+    10 ms heartbeat in the server's loop records in `stalls` each time it ran more than 20 ms late (the test process
+    descheduled or its GIL held): messages the clients sent meanwhile are stamped together when it resumes."""
     state = SMTPServer(auth=auth, reply_delay=reply_delay, keep=keep, pipelining=pipelining, eightbitmime=eightbitmime)
     tls_context = None
     if starttls or implicit_tls:
@@ -211,6 +224,8 @@ def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, aut
         )
         holder["server"] = server
         state.port = server.sockets[0].getsockname()[1]
+        if watch_stalls:
+            holder["heartbeat"] = loop.create_task(_heartbeat(state))
         ready.set()
         loop.run_forever()
         server.close()

@@ -35,7 +35,7 @@ CONNECTIONS = 4  # SMTP connections per worker: a crash may send the message in 
 
 @pytest.fixture
 def sink():
-    with start_smtp_server() as server:
+    with start_smtp_server(watch_stalls=True) as server:
         yield server
 
 
@@ -185,14 +185,21 @@ def test_send_rate_holds_across_two_workers(templates, tmp_path: Path, sink, sto
     assert set(world.counts()) == world.emails()
     times = sorted(m.at for m in sink.messages)[10:]  # after the first booking (a worker books 10 slots at a time)
     rate = (len(times) - 1) / (times[-1] - times[0])
-    # Arrival times at the sink jitter with the machine's load (in a full run the sink's DEBUG logging, left on by
-    # earlier tests, made it stamp 69 messages in one second while the overall rate was 50.9/s): two-second windows.
-    busiest = max(sum(1 for t in times[i:] if t < start + 2.0) for i, start in enumerate(times))
-    print(f"send_rate 50 over two workers ({store}): {rate:.1f} messages/s overall, at most {busiest} in any two seconds")
+    # The sink stamps a message when its loop gets to it: while this (test) process is descheduled on a busy host,
+    # the workers' messages wait in its sockets and are stamped together after (in one CI run 126 in two seconds, the
+    # overall rate 50.0/s). Its heartbeat records those stalls; a window may hold 50/s of the stalls that ended in it
+    # (or just before: its first message may be stamped before the heartbeat wakes) more.
+    # A stall of a worker is the product's: its late messages take new slots (digest.delivery.multiplex).
+    windows = [(sum(1 for t in times[i:] if t < start + 2.0), sum(late for end, late in sink.stalls if start - 0.25 <= end < start + 2.0))
+               for i, start in enumerate(times)]
+    busiest, stalled = max(windows)
+    over = [(count, round(stall, 2)) for count, stall in windows if count > 110 + 50 * stall]
+    print(f"send_rate 50 over two workers ({store}): {rate:.1f} messages/s overall, at most {busiest} in any two seconds "
+          f"(the sink stalled {stalled:.2f}s in that window, {sum(late for _, late in sink.stalls):.2f}s in all)")
     # The slots are 1/50 s apart on the shared clock; what the server sees also carries each message's own delay
     # (a busy host hands one over a little late, the next on time): a small tolerance, never a second burst.
     assert rate <= 50 * 1.1
-    assert busiest <= 110
+    assert not over, over
 
 
 # --- the pieces, in one process ---------------------------------------------------------------------

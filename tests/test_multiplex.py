@@ -15,6 +15,7 @@ from smtp_server import smtp_server, smtp_tls_server, start_smtp_server  # noqa:
 from test_delivery import build, make_settings, smtp_settings
 
 from digest.delivery.message import seven_bit
+from digest.delivery.multiplex import Multiplexer
 from digest.delivery.senders import Handed, MultiplexedSender, ThreadedSender, hand_over
 from digest.delivery.transport import Pace, SMTPTransport
 from digest.delivery.work import Built, Letter
@@ -214,3 +215,33 @@ def test_multiplexed_sender_a_refused_connection_is_each_message_s_error(tmp_pat
     settings = make_settings(tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_security="none", smtp_timeout=5)
     handed = send_all(settings, letters(settings, 5), 2)
     assert all(h.outcome is None and isinstance(h.error, DeliveryError) and "connection refused" in str(h.error) for h in handed)
+
+
+@pytest.mark.parametrize("repace", [True, False], ids=["new-slots", "old-slots"])
+def test_multiplexer_messages_whose_slots_passed_in_a_stall_take_new_ones(tmp_path: Path, smtp_server, repace: bool) -> None:  # noqa: F811
+    """The I/O thread stalls for half a second (here: the first message's report blocks it, as GC or a busy host
+    would) while nine messages' slots, 50 ms apart, pass. Given the pace, they go 50 ms apart after it; without it,
+    all nine at once (what the relay would have seen before: a burst after every stall)."""
+    settings = smtp_settings(tmp_path, smtp_server, send_rate=20)
+    pace = Pace(settings.send_rate)
+    reports: list[BaseException | None] = []
+
+    def finished(token: int, error: BaseException | None, seconds: float) -> None:
+        if not reports:
+            time.sleep(0.5)
+        reports.append(error)
+
+    mux: Multiplexer[int] = Multiplexer(lambda: SMTPTransport(settings), 4, finished, pace=pace if repace else None)
+    try:
+        for n, one in enumerate(letters(settings, 10)):
+            assert one.message is not None
+            mux.submit(n, one.message, sender=settings.from_address, recipient=f"r{n:03d}@example.org", delay=pace.wait())
+    finally:
+        mux.close()
+    assert reports == [None] * 10
+    accepted = sorted(m.at for m in smtp_server.messages)
+    gaps = [round(b - a, 3) for a, b in zip(accepted[1:], accepted[2:])]  # the nine after the stall
+    if repace:
+        assert min(gaps) >= 0.05 - 0.02, gaps
+    else:
+        assert sum(gap < 0.01 for gap in gaps) >= 6, gaps

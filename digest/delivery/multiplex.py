@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ..log import log_event
-from .transport import Exchange, SMTPTransport, exchange, refusal_code
+from .transport import Exchange, PaceLike, SMTPTransport, exchange, refusal_code
 
 log = logging.getLogger("digest.delivery")
 
@@ -32,6 +32,7 @@ Finished = Callable[[T, BaseException | None, float], None]
 
 _MAX_REPLY = 64 * 1024  # a reply without its end past this is not SMTP (smtplib allows 8 KB a line)
 _TIMEOUT_CHECK = 0.25  # seconds between looks for a connection past smtp_timeout
+_LATE = 0.05  # seconds past its send_rate slot (the process stalled) after which a message takes a new slot
 
 
 @dataclass
@@ -41,6 +42,7 @@ class _Job(Generic[T]):
     sender: str
     recipient: str
     submitted: float  # perf_counter
+    repaced: bool = False  # its slot passed while the process stalled; it took a new one (once)
     refusal: BaseException | None = None  # reported once the RSET after it is answered
 
 
@@ -64,10 +66,16 @@ class _Connection(Generic[T]):
 class Multiplexer(Generic[T]):
     """`connections` SMTP connections (one transport each, made by `make_transport`) and one I/O thread. `submit`
     from any thread; `finished(token, error, seconds)` is called in the I/O thread once the message is accepted
-    (error None) or not (what SMTPTransport.send raises). Connections are opened when a message finds none idle."""
+    (error None) or not (what SMTPTransport.send raises). Connections are opened when a message finds none idle.
+    `pace`: the send_rate whose slots the submitted delays are; a message found more than a slot (at least _LATE)
+    past its own, because this process stalled, takes a new slot from it instead of going at once with every other
+    late one (a burst the relay would count)."""
 
-    def __init__(self, make_transport: Callable[[], SMTPTransport], connections: int, finished: Finished[T]) -> None:
+    def __init__(self, make_transport: Callable[[], SMTPTransport], connections: int, finished: Finished[T], *,
+                 pace: PaceLike | None = None) -> None:
         self._finished = finished
+        self._pace = pace if pace is not None and pace.interval else None
+        self._late = max(_LATE, self._pace.interval) if self._pace is not None else 0.0
         self._connections: list[_Connection[T]] = [_Connection(make_transport()) for _ in range(connections)]
         self._timeout = self._connections[0].transport.timeout
         self._selector = selectors.DefaultSelector()
@@ -138,7 +146,8 @@ class Multiplexer(Generic[T]):
                         self._on_ready(key.data)
                 now = time.monotonic()
                 while self._paced and self._paced[0][0] <= now:
-                    self._dispatch(heapq.heappop(self._paced)[2])
+                    at, _, job = heapq.heappop(self._paced)
+                    self._release(job, at, now)
                 if now >= next_check:
                     next_check = now + _TIMEOUT_CHECK
                     for connection in self._connections:
@@ -170,10 +179,11 @@ class Multiplexer(Generic[T]):
             kind, what, extra = self._inbox.popleft()
             if kind == "job":
                 assert isinstance(what, _Job) and isinstance(extra, float)
-                if extra > time.monotonic():
+                now = time.monotonic()
+                if extra > now:
                     heapq.heappush(self._paced, (extra, next(self._order), what))
                 else:
-                    self._dispatch(what)
+                    self._release(what, extra, now)
             elif kind == "connected":
                 assert isinstance(what, _Connection)
                 self._connected(what, extra)
@@ -189,6 +199,21 @@ class Multiplexer(Generic[T]):
                 connection.state = "quitting"
                 self._write(connection, b"QUIT\r\n")
         return all(c.state == "closed" for c in self._connections)
+
+    def _release(self, job: _Job[T], at: float, now: float) -> None:
+        """A job whose slot `at` has come: dispatched, or, found well past it (this process stalled: GC, a busy
+        host), given a new slot once, so the late ones go a slot apart instead of all at once."""
+        if self._pace is not None and not job.repaced and now - at > self._late:
+            job.repaced = True
+            try:
+                delay = self._pace.wait()
+            except Exception as exc:  # noqa: BLE001 - the shared pace unreachable (digest.store.pace): send on the old slot
+                log_event(log, "smtp-pace-failed", logging.WARNING, error=str(exc))
+                delay = 0.0
+            if delay > 0:
+                heapq.heappush(self._paced, (now + delay, next(self._order), job))
+                return
+        self._dispatch(job)
 
     def _dispatch(self, job: _Job[T]) -> None:
         """The job to an idle connection, else to one not open yet (opened for it), else it waits for one."""

@@ -158,12 +158,14 @@ class MultiplexedSender(ThreadedSender):
     """`connections` SMTP connections driven from one I/O thread (digest.delivery.multiplex: non-blocking sockets,
     one selectors loop) instead of a thread each: the same bound on messages in flight, the same Handed values
     through the same done queue (so the loop knows it as a ThreadedSender), without 32 threads taking the GIL in
-    turn after every reply. send_rate's slot is taken at submit; the wait for it is the I/O thread's timer."""
+    turn after every reply. send_rate's slot is taken at submit; the wait for it is the I/O thread's timer (a slot missed
+    while the process stalled is taken again, digest.delivery.multiplex)."""
 
     def __init__(self, make_transport: Callable[[], SMTPTransport], sender: str, connections: int, pace: PaceLike) -> None:
         self.connections, self.sender, self.in_flight, self.pace = connections, sender, 0, pace
         self.done = queue.SimpleQueue()
-        self.mux: Multiplexer[Built] = Multiplexer(make_transport, connections, lambda built, error, seconds: self.done.put(handed(built, error, seconds)))
+        self.mux: Multiplexer[Built] = Multiplexer(make_transport, connections, lambda built, error, seconds: self.done.put(handed(built, error, seconds)),
+                                                   pace=pace)
 
     def submit(self, built: Built) -> None:
         assert built.message is not None

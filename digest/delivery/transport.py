@@ -182,6 +182,8 @@ class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's name
 
 
 class PaceLike(Protocol):
+    interval: float  # seconds between two slots; 0: no send_rate
+
     def wait(self) -> float:
         """Seconds to sleep before the next message may go (its slot taken): Pace, or digest.delivery.pace.SharedPace."""
         ...
