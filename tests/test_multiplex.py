@@ -136,8 +136,13 @@ def test_multiplexed_sender_drops_mid_data_among_many_connections(tmp_path: Path
             smtp_server.drop_data = 2
 
     handed = send_all(settings, built, 4, before=drop)
-    assert set(states(handed).values()) == {"sent"}
-    assert Counter(smtp_server.recipients()) == Counter(b.letter.subscriber.email for b in built)
+    # Each dropped message is retried once on a new connection. Which DATA the second drop hits is the host's timing:
+    # most often another reused connection's (retried, sent); under load sometimes the first one's retry, on the
+    # fresh connection (SMTPTransport.send's rule: not retried again, deferred to the next run). Never more.
+    found = states(handed)
+    deferred = {email for email, state in found.items() if state == "deferred"}
+    assert set(found.values()) - {"deferred"} == {"sent"} and len(deferred) <= 1, found
+    assert Counter(smtp_server.recipients()) == Counter(b.letter.subscriber.email for b in built if b.letter.subscriber.email not in deferred)
     assert smtp_server.connections >= 5
 
 
