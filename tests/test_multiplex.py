@@ -240,7 +240,7 @@ def test_multiplexer_messages_whose_slots_passed_in_a_stall_take_new_ones(tmp_pa
     try:
         for n, one in enumerate(letters(settings, 10)):
             assert one.message is not None
-            mux.submit(n, one.message, sender=settings.from_address, recipient=f"r{n:03d}@example.org", delay=pace.wait())
+            mux.submit(n, one.message, sender=settings.from_address, recipient=one.letter.subscriber.email, delay=pace.wait())
     finally:
         mux.close()
     assert reports == [None] * 10

@@ -172,9 +172,9 @@ def evaluate(corpus_path: Path = CORPUS, hybrid: bool = False) -> dict[str, dict
     systems = [("digest", digest_rankings(corpus, profiles)), ("bm25", {name: {"ranked": ranked, "digest": []} for name, ranked in bm25_rankings(corpus, profiles).items()})]
     if hybrid:
         systems.insert(1, ("digest-hybrid", digest_rankings(corpus, profiles, model="hybrid")))
+    splits = {split: [p for p in profiles if in_split(p, split)] for split in splits_of(profiles)}
     for system, rankings in systems:
         per = {p["name"]: (ndcg_at(rankings[p["name"]]["ranked"], judgments[p["name"]]), precision_at(rankings[p["name"]]["ranked"], judgments[p["name"]])) for p in profiles}
-        splits = {split: [p for p in profiles if in_split(p, split)] for split in splits_of(profiles)}
         report[system] = {}
         for name, group in splits.items():
             judged = [p for p in group if not p.get("off_topic")]
@@ -249,8 +249,9 @@ def main() -> None:
     report = evaluate(args.corpus, hybrid=hybrid)
     systems = [s for s in ("digest", "digest-hybrid", "bm25") if s in report]
     profiles = load_set()[0]
+    scope = "tune" if args.tune_only else None  # while tuning, the held-out profiles stay unseen
     splits = ("tune",) if args.tune_only else splits_of(profiles)
-    shown = {p["name"] for p in profiles if not args.tune_only or p["split"] == "tune"}
+    shown = {p["name"] for p in profiles if in_split(p, scope)}
     print(f"{'system':<14} {'split':<9} {'nDCG@10':>8} {'P@5':>6} {'off-topic':>9}")
     for system in systems:
         for split in splits:
@@ -270,7 +271,7 @@ def main() -> None:
     print("\nfeedback: day 2 nDCG@10 without -> with the votes on day 1's digest (3 likes, 3 dislikes at most)")
     for model in ("tfidf", "hybrid") if hybrid else ("tfidf",):
         for protocol in PROTOCOLS:
-            result = feedback(args.corpus, model, protocol, split="tune" if args.tune_only else None)
+            result = feedback(args.corpus, model, protocol, split=scope)
             print(f"{model:<7} {protocol:<9} mean {result['without']:.3f} -> {result['with']:.3f} ({result['with'] - result['without']:+.3f}); worst profile {result['worst']:+.3f}")
             changes = [r["with"] - r["without"] for r in result["profiles"].values()]
             print(margin_line("        gain", changes) + f"; {sum(c < -0.05 for c in changes)} down by more than 0.05")
