@@ -71,6 +71,9 @@ class Settings:
     smtp_user: str = setting("", "SMTP login; empty: no AUTH")
     smtp_password: str = setting("", "SMTP password (or DIGEST_SMTP_PASSWORD_FILE)", secret=True)
     smtp_timeout: float = setting(30.0, "seconds before an SMTP command gives up", minimum=0.1)
+    smtp_data_timeout: float = setting(600.0, "seconds to wait for the server's answer once a whole message is sent (RFC "
+                                              "5321 advises 10 minutes: a relay may scan it first); past it the message is "
+                                              "deferred to the next run, as it may have been accepted", minimum=0.1)
     smtp_connections: int = setting(
         32, "SMTP connections a sending process keeps open and uses at once (1: one message at a time)", minimum=1,
         maximum=200)

@@ -12,6 +12,7 @@ It must not import anything from the rest of the package: every module raises th
      |    +-- NotFoundError  an unknown subscriber, source or paper
      +-- DeliveryError       the mail server refused or dropped us
      |    +-- TransientDeliveryError   4xx or a dropped connection: try again later
+     |    |    +-- UnconfirmedDeliveryError  the whole message went, its answer never came: the next run
      |    +-- PermanentDeliveryError   5xx for one recipient
      |    +-- ServerDownError          too many failures in a row: the server, not the recipients
      +-- LockedError         another run holds the lock
@@ -70,6 +71,14 @@ class DeliveryError(DigestError):
 
 class TransientDeliveryError(DeliveryError):
     hint = "the server asked us to try later; the next run retries"
+
+
+class UnconfirmedDeliveryError(TransientDeliveryError):
+    """The whole message was sent and the connection went (or smtp_data_timeout passed) before the server answered:
+    it may have been accepted. Sent again by the next run, never at once (RFC 5321 leaves the message the client's
+    until the answer; resending at once is how a recipient gets the same email several times)."""
+
+    hint = "the server may have accepted it: the next run sends it again, and it may arrive twice"
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -10,8 +10,10 @@ Use the fixtures (`smtp_server`, `smtp_tls_server`) or `start_smtp_server(...)` 
         server.rcpt_replies["eve@example.org"] = "550 5.1.1 no such user"   # a string: every time
         server.default_rcpt_reply = "421 4.3.2 shutting down"              # for every recipient
         server.drop_data = 1   # drop the connection after the next message body, before replying
+        server.drop_stored = 1 # store the next message, then drop the connection instead of replying
         server.max_per_connection = 2   # close the connection after every 2nd accepted message
         server.data_delay = 0.2         # seconds before answering each DATA (a slow server)
+        server.rcpt_delay = 0.2         # seconds before answering each RCPT
         start_smtp_server(reply_delay=0.05)  # every reply 50 ms late: a relay across the internet (benchmarks/send.py)
         start_smtp_server(keep=False)        # count messages (server.accepted, server.bytes) without keeping them
         start_smtp_server(pipelining=False)  # no PIPELINING in the EHLO reply (offered by default, as most relays do)
@@ -67,8 +69,10 @@ class SMTPServer:
     default_rcpt_reply: str | None = None
     data_reply: str | None = None
     drop_data: int = 0
+    drop_stored: int = 0
     max_per_connection: int = 0
     data_delay: float = 0.0
+    rcpt_delay: float = 0.0
     reply_delay: float = 0.0  # seconds before every reply, the greeting included
     keep: bool = True  # keep each message in `messages`; False: only count them (a 10,000-message benchmark)
     pipelining: bool = True  # offer PIPELINING (RFC 2920) after EHLO: aiosmtpd reads commands in order either way
@@ -95,6 +99,8 @@ class SMTPServer:
         return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        if self.rcpt_delay:
+            await asyncio.sleep(self.rcpt_delay)
         with self.lock:
             reply = self.rcpt_replies.get(address, self.default_rcpt_reply)
             if isinstance(reply, list):
@@ -120,6 +126,10 @@ class SMTPServer:
             self.bytes += len(envelope.content)
             if self.keep:
                 self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content), list(envelope.mail_options)))
+            if self.drop_stored > 0:  # stored, and the answer lost: the client cannot know which
+                self.drop_stored -= 1
+                server.transport.abort()
+                return "250 never heard"
             session.accepted = getattr(session, "accepted", 0) + 1
             close = self.max_per_connection and session.accepted % self.max_per_connection == 0
         if close:

@@ -33,7 +33,13 @@ from digest.delivery.message import (
     seven_bit,
 )
 from digest.delivery.transport import OutboxTransport, SMTPTransport, quote_address, transport_for
-from digest.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
+from digest.errors import (
+    DeliveryError,
+    InputError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UnconfirmedDeliveryError,
+)
 from digest.render import RenderedEmail
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -459,6 +465,40 @@ def test_smtp_transport_drop_mid_data_is_transient_then_reconnects(tmp_path: Pat
         transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
     assert smtp_server.recipients() == ["ada@example.org"]
     assert smtp_server.connections == 2
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["on-a-new-connection", "on-a-used-connection"])
+def test_smtp_transport_a_drop_after_the_whole_message_is_not_sent_again_at_once(tmp_path: Path, smtp_server, first: bool) -> None:
+    """The server stored the message and the connection went before its answer: the client cannot tell that from a
+    message lost, so it is deferred (the next run sends it) and not sent again over a new connection at once, which
+    gave the recipient two copies within a second (and two more in the retry rounds)."""
+    settings = smtp_settings(tmp_path, smtp_server)
+    with SMTPTransport(settings) as transport:
+        if not first:
+            transport.send(build(settings, to="bob@example.org"), sender=settings.from_address, recipient="bob@example.org")
+        smtp_server.drop_stored = 1
+        with pytest.raises(UnconfirmedDeliveryError, match="dropped the connection .* after the whole message to ada@example.org was sent; it may have been accepted"):
+            transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+        transport.send(build(settings, to="cy@example.org"), sender=settings.from_address, recipient="cy@example.org")  # a new connection
+    assert smtp_server.recipients() == ([] if first else ["bob@example.org"]) + ["ada@example.org", "cy@example.org"]
+    assert smtp_server.connections == 2
+
+
+@pytest.mark.parametrize(("data_timeout", "sent"), [(600.0, True), (1.0, False)], ids=["within-smtp_data_timeout", "past-smtp_data_timeout"])
+def test_smtp_transport_waits_smtp_data_timeout_for_the_answer_to_a_whole_message(tmp_path: Path, smtp_server, data_timeout: float, sent: bool) -> None:
+    """A relay that scans a message before answering takes longer than a command's smtp_timeout: its answer is
+    waited for up to smtp_data_timeout (RFC 5321 4.5.3.2.6), and past that the message is unconfirmed, not resent."""
+    smtp_server.data_delay = 2.5
+    settings = smtp_settings(tmp_path, smtp_server, smtp_timeout=1, smtp_data_timeout=data_timeout)
+    with SMTPTransport(settings) as transport:
+        if sent:
+            transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+        else:
+            with pytest.raises(UnconfirmedDeliveryError, match=r"gave no answer within smtp_data_timeout \(1s\) after the whole message"):
+                transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+    # Past the timeout the client hangs up (aiosmtpd then drops the message; a real relay may deliver it): never resent.
+    assert smtp_server.recipients() == (["ada@example.org"] if sent else [])
+    assert smtp_server.connections == 1
 
 
 def test_smtp_transport_reconnects_when_server_closes_between_messages(tmp_path: Path, smtp_server) -> None:

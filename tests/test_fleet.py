@@ -270,6 +270,35 @@ def test_claim_deliveries_two_workers_never_share_a_row_and_an_expired_lease_is_
     engine.dispose()
 
 
+def test_end_leases_keeps_the_lease_of_a_deferral_that_may_have_arrived(postgres_url) -> None:
+    """A 4xx deferral's lease ends with its worker's run, so any worker's next run retries it; an unconfirmed one (the
+    whole message went, its answer never came) keeps its lease until it runs out, so another worker still sending
+    this edition does not send it again at once."""
+    from datetime import datetime, timezone
+
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        ids = [add_subscriber(session, f"u{k}@example.org", SubscriberInput(interests=["x"]), now=now).id for k in range(2)]
+    ledger.open_deliveries(engine, [(i, "2026-01-02") for i in ids], now, lambda s, e: f"<{s}.{e}@example.org>")
+    with engine.connect() as one, engine.connect() as two:
+        claimed, _ = shared.claim_deliveries(one, ["2026-01-02"], "a", 0.5, 2, now)
+        later, unconfirmed = (c.delivery_id for c in claimed)
+        for row in (later, unconfirmed):
+            shared.write(one, lambda conn, row=row: ledger.record_deferred(conn, row, "deferred", 1, now))
+        shared.end_leases(engine, ["2026-01-02"], "a", [], [], now, keep=[unconfirmed])
+        assert [c.delivery_id for c in shared.claim_deliveries(two, ["2026-01-02"], "b", 60, 2, now)[0]] == [later]
+        time.sleep(0.6)  # the kept lease runs out: then any worker may retry it
+        assert [(c.delivery_id, c.was) for c in shared.claim_deliveries(two, ["2026-01-02"], "b", 60, 2, now)[0]] == [(unconfirmed, "deferred")]
+    engine.dispose()
+
+
 @pytest.mark.parametrize("other", ["commits", "rolls-back"])
 def test_lease_claimer_waits_for_another_workers_claim_in_flight(postgres_url, other: str) -> None:
     """Another worker's claim holds the rows FOR UPDATE for the instant of its transaction, and SKIP LOCKED passes

@@ -224,6 +224,7 @@ class LeaseClaimer(LedgerClaimer):
         self.foreign: list[int] = []
         self.exhausted = False
         self.heartbeat: _Heartbeat | None = None
+        self.unconfirmed: set[int] = set()  # deferred rows whose message may have arrived: their lease is kept
 
     def _write(self, work: Callable[[Connection], object]) -> object:
         return self._on_connection(lambda conn: ledger.write(conn, work))
@@ -291,14 +292,19 @@ class LeaseClaimer(LedgerClaimer):
 
     # The lease is checked after each record: what was handed over is recorded, whoever holds the row now.
     def record(self, outcome: Outcome) -> int:
+        self._note_unconfirmed([outcome])  # first: an outcome whose record fails is written at release
         bounces = super().record(outcome)
         self._check_lease()
         return bounces
 
     def record_many(self, outcomes: Sequence[Outcome]) -> list[int]:
+        self._note_unconfirmed(outcomes)
         bounces = super().record_many(outcomes)
         self._check_lease()
         return bounces
+
+    def _note_unconfirmed(self, outcomes: Sequence[Outcome]) -> None:
+        self.unconfirmed.update(o.letter.delivery_id for o in outcomes if o.unconfirmed)
 
     def release(self, letters: Sequence[Letter]) -> Settlement:
         if self.heartbeat is not None:
@@ -308,7 +314,8 @@ class LeaseClaimer(LedgerClaimer):
             self.conn = None
         unrecorded, self.unrecorded = self.unrecorded, []
         try:
-            fleet.end_leases(self.engine, self.editions, self.worker, [letter.delivery_id for letter in letters], [write for _, write in unrecorded], self.clock())
+            fleet.end_leases(self.engine, self.editions, self.worker, [letter.delivery_id for letter in letters], [write for _, write in unrecorded], self.clock(),
+                             keep=sorted(self.unconfirmed))
         except DigestError as exc:
             return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
         try:

@@ -168,7 +168,9 @@ def _settle(claimer: Claimer, handed: Sequence[Handed], tally: _Tally, held: dic
         held.pop(item.built.letter.delivery_id, None)  # a retry round's letter is no longer held: it was recorded before
         outcomes.append(item.outcome)
     if outcomes:
-        _record(claimer, outcomes, tally, retry={} if final else {h.built.letter.delivery_id: h.built for h in handed})
+        # An unconfirmed deferral may have arrived: the next run sends it again, not this run's retry rounds.
+        retry = {} if final else {h.built.letter.delivery_id: h.built for h in handed if h.outcome is not None and not h.outcome.unconfirmed}
+        _record(claimer, outcomes, tally, retry=retry)
     if failure is not None:
         raise failure
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ..log import log_event
-from .transport import Exchange, PaceLike, SMTPTransport, exchange, refusal_code
+from .transport import Exchange, MessageEnd, PaceLike, SMTPTransport, exchange, refusal_code
 
 log = logging.getLogger("digest.delivery")
 
@@ -57,6 +57,8 @@ class _Connection(Generic[T]):
     job: _Job[T] | None = None
     steps: Exchange | None = None
     fresh: bool = False  # opened for the message it carries: a drop is not retried (SMTPTransport.send's rule)
+    ending: bool = False  # writing the message's end (MessageEnd)
+    answering: bool = False  # all of it written, its answer awaited: a drop now leaves the outcome unknown
     out: memoryview = field(default_factory=lambda: memoryview(b""))
     received: bytearray = field(default_factory=bytearray)
     deadline: float = 0.0
@@ -78,6 +80,7 @@ class Multiplexer(Generic[T]):
         self._late = max(_LATE, self._pace.interval) if self._pace is not None else 0.0
         self._connections: list[_Connection[T]] = [_Connection(make_transport()) for _ in range(connections)]
         self._timeout = self._connections[0].transport.timeout
+        self._data_timeout = self._connections[0].transport.data_timeout
         self._selector = selectors.DefaultSelector()
         self._wake_in, self._wake_out = socket.socketpair()
         self._wake_in.setblocking(False)
@@ -307,11 +310,12 @@ class Multiplexer(Generic[T]):
             raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
         if len(connection.received) > _MAX_REPLY:
             raise smtplib.SMTPServerDisconnected("a reply without an end")
-        connection.deadline = time.monotonic() + self._timeout
+        connection.deadline = time.monotonic() + (self._data_timeout if connection.answering else self._timeout)
         return data
 
     def _write(self, connection: _Connection[T], data: bytes) -> None:
         connection.deadline = time.monotonic() + self._timeout
+        connection.ending = type(data) is MessageEnd
         if data:
             connection.out = memoryview(data)
             try:
@@ -328,6 +332,9 @@ class Multiplexer(Generic[T]):
                 break
             connection.out = connection.out[sent:]
             connection.deadline = time.monotonic() + self._timeout
+        if connection.ending and not connection.out:  # the whole message is with the server: wait for its answer
+            connection.ending, connection.answering = False, True
+            connection.deadline = time.monotonic() + self._data_timeout
         self._watch(connection, write=bool(connection.out))
 
     def _watch(self, connection: _Connection[T], *, write: bool) -> None:
@@ -338,6 +345,7 @@ class Multiplexer(Generic[T]):
 
     def _on_reply(self, connection: _Connection[T], reply: tuple[int, bytes]) -> None:
         job = connection.job
+        connection.answering = False
         if connection.state == "quitting":
             self._close(connection)
             return
@@ -369,14 +377,17 @@ class Multiplexer(Generic[T]):
         self._write(connection, command)
 
     def _dropped(self, connection: _Connection[T], exc: BaseException) -> None:
-        """The connection is gone (EOF, reset, TLS error, smtp_timeout): SMTPTransport.send's rule, a message on a
-        connection that had carried others is sent again at once over a new one, once."""
-        job, state = connection.job, connection.state
+        """The connection is gone (EOF, reset, TLS error, smtp_timeout; smtp_data_timeout awaiting a message's
+        answer): SMTPTransport.send's rule, a message on a connection that had carried others is sent again at once
+        over a new one, once, unless all of it had gone (then it may have been accepted: not sent again in this run)."""
+        job, state, answering = connection.job, connection.state, connection.answering
         self._close(connection)
         if job is None or state == "closed":
             return
         if state == "resetting":
             self._finish(connection, job.refusal)
+        elif answering:
+            self._finish(connection, connection.transport.unanswered(exc, job.recipient))
         elif connection.fresh:
             self._finish(connection, connection.transport.dropped(exc, job.recipient))
         else:
@@ -394,6 +405,7 @@ class Multiplexer(Generic[T]):
         connection.transport.drop()
         connection.smtp, connection.state, connection.steps = None, "closed", None
         connection.out, connection.received = memoryview(b""), bytearray()
+        connection.ending = connection.answering = False
 
     def _finish(self, connection: _Connection[T], error: BaseException | None) -> None:
         job = connection.job

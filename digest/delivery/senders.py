@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import Settings
-from ..errors import PermanentDeliveryError, TransientDeliveryError
+from ..errors import PermanentDeliveryError, TransientDeliveryError, UnconfirmedDeliveryError
 from .multiplex import Multiplexer
 from .pace import SharedPace
 from .transport import Pace, PaceLike, SMTPTransport, Transport, transport_for
@@ -50,12 +50,13 @@ def hand_over(transport: Transport, built: Built, sender: str) -> Handed:
 
 def handed(built: Built, error: BaseException | None, seconds: float) -> Handed:
     """What became of a message whose hand-over raised `error` (None: accepted): 2xx sent, 4xx deferred
-    (TransientDeliveryError), 5xx failed (PermanentDeliveryError); anything else was not handed over."""
+    (TransientDeliveryError; unconfirmed when the whole message went unanswered), 5xx failed (PermanentDeliveryError); anything else was not handed over."""
     letter = built.letter
     if error is None:
         return Handed(built, Outcome(letter, "sent", attempts=1, contents=built.contents), None, seconds)
     if isinstance(error, TransientDeliveryError):
-        return Handed(built, Outcome(letter, "deferred", attempts=1, error=str(error)), None, seconds)
+        unconfirmed = isinstance(error, UnconfirmedDeliveryError)
+        return Handed(built, Outcome(letter, "deferred", attempts=1, error=str(error), unconfirmed=unconfirmed), None, seconds)
     if isinstance(error, PermanentDeliveryError):
         return Handed(built, Outcome(letter, "failed", attempts=1, error=str(error), bounce=True), None, seconds)
     return Handed(built, None, error, seconds)

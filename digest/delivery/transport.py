@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import Settings
-from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from ..errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError, UnconfirmedDeliveryError
 from ..log import log_event
 from .message import seven_bit
 
@@ -117,9 +117,19 @@ def exchange(smtp: smtplib.SMTP, from_addr: str, recipient: str, msg: bytes) -> 
         raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
     if data[0] != 354:
         raise smtplib.SMTPDataError(*data)
-    code, reply = yield b"".join((quote_periods(msg), b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n"))
+    code, reply = yield MessageEnd(b"".join((quote_periods(msg), b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n")))
     if code != 250:
         raise smtplib.SMTPDataError(code, reply)
+
+
+class MessageEnd(bytes):
+    """What `exchange` yields last: the message and its end (CRLF.CRLF). Once all of it is written the server may have
+    taken the message, so its answer is waited for up to smtp_data_timeout (RFC 5321 4.5.3.2.6: 10 minutes), and a
+    connection lost before it leaves the outcome unknown: the message is not sent again at once (Unanswered)."""
+
+
+class Unanswered(smtplib.SMTPServerDisconnected):
+    """The connection went (or smtp_data_timeout passed) after a whole message was written, before its answer."""
 
 
 def _for_server(smtp: smtplib.SMTP, msg: bytes) -> tuple[bytes, str]:
@@ -166,7 +176,7 @@ class _SMTP(smtplib.SMTP):
             while True:
                 if command:
                     self.send(command)
-                command = steps.send(self.getreply())
+                command = steps.send(self._answer_to_end() if type(command) is MessageEnd else self.getreply())
         except StopIteration:
             return {}
         except (smtplib.SMTPRecipientsRefused, smtplib.SMTPResponseException) as exc:
@@ -175,6 +185,22 @@ class _SMTP(smtplib.SMTP):
             else:
                 self._reset()
             raise
+
+
+    def _answer_to_end(self) -> tuple[int, bytes]:
+        """The reply to a whole message, waited for up to data_timeout; Unanswered if the connection goes first."""
+        sock = self.sock
+        if sock is not None:
+            sock.settimeout(self.data_timeout)
+        try:
+            return self.getreply()
+        except OSError as exc:  # smtplib has closed the connection
+            raise Unanswered(str(exc)) from None
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.timeout)
+
+    data_timeout: float = 600.0  # SMTPTransport sets smtp_data_timeout
 
 
 class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's name
@@ -219,6 +245,7 @@ class SMTPTransport:
         self.host, self.port = settings.smtp_host, int(settings.smtp_port)
         self.security, self.user, self._password = settings.smtp_security, settings.smtp_user, settings.smtp_password
         self.timeout = float(settings.smtp_timeout)
+        self.data_timeout = max(float(settings.smtp_data_timeout), self.timeout)
         self.pace = pace or Pace(settings.send_rate, clock)
         self._ssl_context = ssl_context
         self._sleep = sleep
@@ -286,6 +313,7 @@ class SMTPTransport:
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             _quietly_close(smtp)
             raise TransientDeliveryError(f"{self.where} dropped the connection while connecting: {exc or type(exc).__name__}") from None
+        smtp.data_timeout = self.data_timeout
         self._smtp = smtp
         self.connections += 1
         log_event(log, "smtp-connected", logging.DEBUG, server=self.where, security=self.security)
@@ -317,9 +345,13 @@ class SMTPTransport:
                 if refusal_code(exc) == 421:  # "service not available, closing channel": smtplib has closed it
                     self.drop()
                 raise self.refusal(exc, sender=sender, recipient=recipient) from None
+            except Unanswered as exc:
+                self.drop()
+                raise self.unanswered(exc, recipient) from None
             except (*_DROPPED, OSError) as exc:
                 self.drop()
-                # A server may close an idle or busy connection between messages: reopen once, at once.
+                # A server may close an idle or busy connection between messages: reopen once, at once (the message
+                # had not all gone: a connection lost after it is Unanswered, above).
                 if fresh or attempt == 2:
                     raise self.dropped(exc, recipient) from None
                 log_event(log, "smtp-reconnect", logging.DEBUG, server=self.where)
@@ -338,6 +370,11 @@ class SMTPTransport:
     def dropped(self, exc: BaseException, recipient: str) -> TransientDeliveryError:
         """What `send` raises when the connection went away during a message and reopening it did not help."""
         return TransientDeliveryError(f"{self.where} dropped the connection while sending to {recipient}: {exc or type(exc).__name__}")
+
+    def unanswered(self, exc: BaseException, recipient: str) -> UnconfirmedDeliveryError:
+        """What `send` raises when the whole message went and its answer never came: not sent again in this run."""
+        why = f"gave no answer within smtp_data_timeout ({self.data_timeout:g}s)" if "timed out" in str(exc) else f"dropped the connection ({exc or type(exc).__name__})"
+        return UnconfirmedDeliveryError(f"{self.where} {why} after the whole message to {recipient} was sent; it may have been accepted")
 
     def _refused(self, code: int, text: bytes | str, what: str) -> DeliveryError:
         message = f"{self.where} {what}: {code} {_text(text)}"

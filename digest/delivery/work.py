@@ -90,6 +90,7 @@ class Outcome:
     attempts: int
     error: str | None = None
     bounce: bool = False  # a hard bounce: counts towards marking the subscriber 'bounced'
+    unconfirmed: bool = False  # a deferral whose whole message went unanswered: it may have arrived, no retry this run
     contents: Contents | None = None  # of a 'sent' letter: recorded with it (contents_of its result when None)
 
     @property

@@ -80,10 +80,12 @@ def renew_leases(conn: Connection, editions: Sequence[str], worker: str, lease: 
     return int(write(conn, lambda c: c.execute(statement, {"lease_": timedelta(seconds=lease)}).rowcount))  # type: ignore[call-overload]
 
 
-def end_leases(engine: Engine, editions: Sequence[str], worker: str, never_sent: Sequence[int], outcomes: Sequence[Callable[[Connection], object]], now: datetime) -> None:
+def end_leases(engine: Engine, editions: Sequence[str], worker: str, never_sent: Sequence[int], outcomes: Sequence[Callable[[Connection], object]], now: datetime, *, keep: Sequence[int] = ()) -> None:
     """When the worker stops, in one transaction: the rows it claimed but never handed over back to 'pending', the
     `outcomes` whose record failed written now (see deliveries.settle), and the leases of its deferred rows ended,
-    so the next run (any worker's) retries them. StoreError when even that fails: the leases then run out."""
+    so the next run (any worker's) retries them; those in `keep` (whose message went unanswered and may have
+    arrived) keep theirs until it runs out, so that no other worker still sending sends them again at once.
+    StoreError when even that fails: the leases then run out."""
 
     def work(conn: Connection) -> None:
         if never_sent:
@@ -91,7 +93,10 @@ def end_leases(engine: Engine, editions: Sequence[str], worker: str, never_sent:
                          .values(state="pending", worker=None, lease_expires_at=None, updated_at=now))
         for outcome in outcomes:
             outcome(conn)
-        conn.execute(sa.update(_delivery).where(_d.edition.in_(list(editions)), _d.state == "deferred", _d.worker == worker).values(lease_expires_at=None))
+        deferred = sa.and_(_d.edition.in_(list(editions)), _d.state == "deferred", _d.worker == worker)
+        if keep:
+            deferred = sa.and_(deferred, _d.id.not_in(list(keep)))
+        conn.execute(sa.update(_delivery).where(deferred).values(lease_expires_at=None))
 
     write(engine, work, patience=SETTLE_PATIENCE)
 
