@@ -122,6 +122,7 @@ class Settings:
         30, "seconds a client has to send a whole request once it began; a slower one (slow loris) is disconnected",
         minimum=1)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)  # setting -> where its value came from
+    files: Mapping[str, Path] = field(default_factory=dict, compare=False)  # setting -> the file it was read from
 
     @property
     def config_path(self) -> Path:
@@ -144,7 +145,8 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` checked and converted as a setting from the command line is."""
         values = {key: _coerce(OPTION_BY_NAME[key], raw, "override") for key, raw in changes.items()}
-        return dataclasses.replace(self, **values, origins={**self.origins, **dict.fromkeys(changes, "override")})
+        files = {name: path for name, path in self.files.items() if name not in changes}
+        return dataclasses.replace(self, **values, origins={**self.origins, **dict.fromkeys(changes, "override")}, files=files)
 
     def redacted(self) -> dict[str, Any]:
         out: dict[str, Any] = {"home": str(self.home)}
@@ -258,6 +260,25 @@ def mask_secrets(text: str, secrets: tuple[str, ...] | list[str]) -> str:
         text = text.replace(secret, REDACTED)
     return text
 
+# RFC 2919: a list-id is a dot-atom (RFC 5322's atext in dot-separated parts), a label and a namespace (a domain
+# or "localhost"), so at least one dot; 255 characters at most. Written bare (papers.example.org) or in its <>.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LIST_ID = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})+")
+
+
+def _check_list_id(value: str) -> str:
+    bare = value[1:-1] if value.startswith("<") and value.endswith(">") else value
+    if bare and (len(bare) > 255 or not _LIST_ID.fullmatch(bare)):
+        raise ValueError("expected a list id such as papers.example.org (RFC 2919: letters, digits and "
+                         "!#$%&'*+/=?^_`{|}~- in two or more dot-separated parts, no spaces or <>)")
+    return bare
+
+
+# Rules a setting's value must follow beyond its type: a function that returns the value to keep or raises
+# ValueError saying what was expected.
+_VALUE_RULES: dict[str, Any] = {"list_id": _check_list_id}
+
+
 def _coerce(opt: Option, raw: Any, where: str) -> Any:
     def bad(why: str) -> ConfigError:
         shown = REDACTED if opt.secret else repr(raw)  # a numeric password left unquoted must not be printed
@@ -301,6 +322,11 @@ def _coerce(opt: Option, raw: Any, where: str) -> Any:
         raise bad(f"must be at least {opt.minimum:g}")
     if opt.maximum is not None and value > opt.maximum:
         raise bad(f"must be at most {opt.maximum:g}")
+    if opt.name in _VALUE_RULES:
+        try:
+            value = _VALUE_RULES[opt.name](value)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
     return value
 
 def load_settings(
@@ -320,18 +346,24 @@ def load_settings(
     home_path = _expand(home or env.get("DIGEST_HOME") or default_home(), "DIGEST_HOME (--home)").absolute()
     values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
     origins = {o.name: "default" for o in OPTIONS}
+    files: dict[str, Path] = {}
 
     def fail(error: ConfigError) -> None:
         if problems is None:
             raise error
         problems.append(error)
 
-    def take(opt: Option, raw: Any, where: str, origin: str) -> None:
+    def take(opt: Option, raw: Any, where: str, origin: str, file: Path | None = None) -> None:
         try:
             values[opt.name] = _coerce(opt, raw, where)
             origins[opt.name] = origin
         except ConfigError as exc:
             fail(exc)
+            return
+        if file is None:
+            files.pop(opt.name, None)
+        else:
+            files[opt.name] = file.absolute()
 
     explicit = config_file or env.get("DIGEST_CONFIG")
     path = _expand(explicit, "--config" if config_file else "DIGEST_CONFIG") if explicit else home_path / "digest.toml"
@@ -349,7 +381,7 @@ def load_settings(
             meant = f"did you mean {close[0]}? " if close else ""
             fail(ConfigError(f"unknown setting {key!r} in {path}", f"{meant}`digest config` lists the known ones"))
             continue
-        take(OPTION_BY_NAME[key], raw, str(path), str(path))
+        take(OPTION_BY_NAME[key], raw, str(path), str(path), path)
 
     for opt in OPTIONS:
         var = f"DIGEST_{opt.name.upper()}"
@@ -363,7 +395,10 @@ def load_settings(
             except UnicodeDecodeError:
                 fail(ConfigError(f"cannot read {var}_FILE={file}: not UTF-8 text"))
                 continue
-            take(opt, raw, f"{var}_FILE", f"{var}_FILE")
+            if not raw:  # a file named on purpose: empty is a mistake (a failed write, a wrong path), never "unset"
+                fail(ConfigError(f"{var}_FILE={file} is empty", f"write the {opt.name} into it, or unset {var}_FILE"))
+                continue
+            take(opt, raw, f"{var}_FILE", f"{var}_FILE", file)
         elif var in env:
             take(opt, env[var], var, var)
 
@@ -378,7 +413,7 @@ def load_settings(
     if not values["list_id"]:
         domain = values["from_address"].rpartition("@")[2] or "localhost"
         values["list_id"] = f"digest.{domain}"
-    return Settings(home=home_path, origins=origins, **values)
+    return Settings(home=home_path, origins=origins, files=files, **values)
 
 def _expand(value: str | Path, where: str) -> Path:
     """A path from a flag or the environment, with ~ expanded; ConfigError naming `where` when it cannot be."""

@@ -25,10 +25,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from .config import Settings
-from .errors import ConfigError, DigestError
-from .tokens import MIN_SECRET_LENGTH
+from .errors import DigestError
+from .tokens import DEMO_SECRET, SECRET_KEY_HINT, secret_key_problem
 
-DEMO_SECRET = "demo-only-secret-key-not-for-real-use"
 CHECK_TIMEOUT = 10.0  # seconds for base_url; sources and SMTP use fetch_timeout and smtp_timeout
 
 
@@ -58,23 +57,22 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_settings(settings: Settings) -> Iterator[Check]:
-    """The secret key (set, long enough, not the demo's, its file private) and the sender address."""
+    """The secret key (the rule the commands that sign links apply, not the demo's, the file holding it private)
+    and the sender address."""
     origins = getattr(settings, "origins", {}) or {}
     key = settings.secret_key or ""
     origin = origins.get("secret_key", "")
-    if not key:
-        yield Check("secret_key", False, "not set: the links in emails cannot be signed (`digest init` writes one; or set DIGEST_SECRET_KEY_FILE)")
-    elif len(key) < MIN_SECRET_LENGTH:
-        yield Check("secret_key", False, f"only {len(key)} characters (set a random one of 32 or more: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    problem = secret_key_problem(key)
+    file = (getattr(settings, "files", {}) or {}).get("secret_key")
+    if problem:
+        yield Check("secret_key", False, f"{problem} ({SECRET_KEY_HINT})")
     elif key == DEMO_SECRET:
         yield Check("secret_key", False, "the demo's key, known to everyone (set a random one; every link signed with it stops working)")
+    elif file is not None and (private := _private_file_problem(file, origin)):
+        yield Check("secret_key", False, private)
     else:
         where = origin if origin and origin != "default" else "settings"
-        private = _private_file_problem(Path(origin)) if origin.endswith(".toml") else None
-        if private:
-            yield Check("secret_key", False, private)
-        else:
-            yield Check("secret_key", True, f"{len(key)} characters, from {where}")
+        yield Check("secret_key", True, f"{len(key)} characters, from {where}")
     sender = (settings.from_address or "").strip()
     domain = sender.rpartition("@")[2].lower()
     if not sender or "@" not in sender:
@@ -85,13 +83,17 @@ def check_settings(settings: Settings) -> Iterator[Check]:
         yield Check("from_address", True, sender)
 
 
-def _private_file_problem(path: Path) -> str | None:
+def _private_file_problem(path: Path, origin: str) -> str | None:
+    """What is wrong when users other than its owner may read the file the key came from (digest.toml or
+    DIGEST_SECRET_KEY_FILE's), or None."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return None
     if mode & (stat.S_IRGRP | stat.S_IROTH):
-        return f"{path} holds it and others can read that file (chmod 600 {path}, or move the key to DIGEST_SECRET_KEY_FILE)"
+        if origin.endswith(".toml"):
+            return f"{path} holds it and others can read that file (chmod 600 {path}, or move the key to DIGEST_SECRET_KEY_FILE)"
+        return f"{path} ({origin}) holds it and others can read that file (chmod 600 {path})"
     return None
 
 
@@ -101,20 +103,13 @@ def _private_file_problem(path: Path) -> str | None:
 def check_database(settings: Settings) -> tuple[Check, Any]:
     """Reachable, and its schema at this version's newest migration; the engine when reachable (else None).
     A SQLite file that does not exist is not created."""
-    from sqlalchemy.engine import make_url
-
     from .store import check_database as ping
-    from .store import describe, open_engine, schema_is_current
+    from .store import describe, open_engine, schema_is_current, sqlite_file
 
     url = settings.database_url
-    try:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-            path = Path(parsed.database).expanduser()
-            if path.is_absolute() and not path.exists():
-                return Check("database", False, f"{path} does not exist (run `digest init`, or check database_url and DIGEST_HOME)"), None
-    except Exception:  # noqa: BLE001 - open_engine below says what is wrong with the URL
-        pass
+    path = sqlite_file(url)  # None for a URL open_engine refuses: it says why below
+    if path is not None and not path.exists():
+        return Check("database", False, f"{path} does not exist (run `digest init`, or check database_url and DIGEST_HOME)"), None
     try:
         engine = open_engine(url, create_dir=False)
         ping(engine)
@@ -313,11 +308,11 @@ def send_test_email(settings: Settings, to: str, now: datetime, *, ssl_context: 
 # --- all of it ----------------------------------------------------------------------------------------
 
 
-def run_checks(load: Callable[[list[ConfigError]], Settings], *, to: str | None, now: datetime, ssl_context: ssl.SSLContext | None = None,
+def run_checks(load: Callable[[list[DigestError]], Settings], *, to: str | None, now: datetime, ssl_context: ssl.SSLContext | None = None,
                http: httpx.Client | None = None) -> Iterator[Check]:
     """Every check in order, each yielded as it finishes. `load(problems)` loads the settings, appending each bad
     setting to `problems` (one FAIL line each); nothing else runs on settings that did not load."""
-    problems: list[ConfigError] = []
+    problems: list[DigestError] = []
     try:
         settings = load(problems)
     except DigestError as exc:

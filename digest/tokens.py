@@ -38,6 +38,24 @@ ACTIONS = ("confirm", "unsubscribe", "preferences", "feedback", "edition", "vote
 VOTES = {"like": 1, "dislike": -1}  # the last segment of a vote link
 MAX_AGE = {"confirm": 7 * 24 * 3600}  # seconds; actions not listed never expire
 MIN_SECRET_LENGTH = 16
+# Keys printed in digest's own documentation and examples: whoever read them can sign links for any subscriber.
+PLACEHOLDER_SECRETS = frozenset({"change-me-to-a-long-random-string"})
+# `digest demo`'s key, in the digest.toml of a demo home: the demo signs its links with it; `digest doctor` refuses it.
+DEMO_SECRET = "demo-only-secret-key-not-for-real-use"
+SECRET_KEY_HINT = ("set DIGEST_SECRET_KEY_FILE to a file only digest can read, holding a random key: "
+                   "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+
+
+def secret_key_problem(secret_key: str) -> str | None:
+    """Why `secret_key` cannot sign links (it is not set, too short, or a placeholder from the docs), or None.
+    The one rule: the commands that sign links refuse such a key with it, and `digest doctor` fails on it."""
+    if not secret_key:
+        return "not set, and the links in emails and pages need it"
+    if len(secret_key) < MIN_SECRET_LENGTH:
+        return f"too short: {len(secret_key)} characters, at least {MIN_SECRET_LENGTH}"
+    if secret_key in PLACEHOLDER_SECRETS:
+        return "the placeholder from digest's documentation, known to everyone"
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,10 +150,9 @@ class _Serializer(URLSafeTimedSerializer):
 
 @lru_cache(maxsize=64)  # a digest run makes 3 tokens per email: build each serializer once
 def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
-    if not secret_key:
-        raise ConfigError("secret_key is not set but links in emails and pages need it", "set DIGEST_SECRET_KEY (or DIGEST_SECRET_KEY_FILE) to a long random string")
-    if len(secret_key) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"secret_key is too short ({len(secret_key)} characters); use at least {MIN_SECRET_LENGTH}")
+    problem = secret_key_problem(secret_key)
+    if problem:
+        raise ConfigError(f"secret_key is {problem}", SECRET_KEY_HINT)
     if action not in ACTIONS:
         raise ValueError(f"unknown token action {action!r}")
     # The salt scopes a token to its action: an unsubscribe token cannot confirm anyone.

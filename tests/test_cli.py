@@ -59,3 +59,43 @@ def test_usage_errors_are_one_line_with_the_help_to_read(cli, home, args, line):
     result = cli(*args)
     assert result.exit_code == 2  # the command line itself is wrong (click's convention, kept for scripts)
     assert result.output == line + "\n"
+
+
+READ_ONLY = [("status",), ("status", "--check"), ("status", "--json"), ("papers", "list"), ("sources", "list"),
+             ("subscribers", "list"), ("subscribers", "show", "ada@example.org"), ("subscribers", "export", "-"),
+             ("rank", "ada@example.org"), ("preview", "ada@example.org")]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=[" ".join(args) for args in READ_ONLY])
+def test_read_only_commands_create_no_home_and_no_database(cli, home, tmp_path, args):
+    missing = tmp_path / "new"
+    result = cli("--home", str(missing), *args)
+    assert result.exit_code == 1
+    assert result.output == f"error: no digest home at {missing} (run `digest init` to make one, or give --home (DIGEST_HOME) the one you made)\n"
+    assert not missing.exists()
+    result = cli(*args)  # the home exists, its database does not
+    assert result.exit_code == 1 and result.output.startswith(f"error: no database at {home / 'digest.db'} (run `digest init`")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = cli("--database-url", f"sqlite:///{empty}", *args)  # a file that holds no digest tables gets none
+    assert result.exit_code == 1 and result.output.startswith(f"error: the database sqlite:///{empty} holds no digest tables (run `digest init`")
+    assert list(home.iterdir()) == []
+
+
+def test_commands_that_store_create_the_home_as_documented(cli, tmp_path):
+    new = tmp_path / "new"
+    assert cli("--home", str(new), "subscribers", "add", "ada@example.org").exit_code == 0
+    assert (new / "digest.db").exists()
+    assert cli("--home", str(new), "status").exit_code == 0
+
+
+def test_demo_takes_the_global_home_and_refuses_two_different_ones(cli, tmp_path):
+    target = tmp_path / "demo"
+    result = cli("--home", str(target), "demo")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"demo home: {target}\n") and f"try: digest --home {target} web" in result.output
+    assert cli("--home", str(target), "demo", "--home", str(target)).exit_code == 0  # the same one twice is one home
+    other = tmp_path / "other"
+    result = cli("--home", str(target), "demo", "--home", str(other))
+    assert result.exit_code == 2 and result.output.startswith(f"error: two homes given, {target} (digest --home) and {other} (demo --home)")
+    assert not other.exists()

@@ -246,11 +246,23 @@ def assert_no_password(text: str) -> None:
     assert not [form for form in PASSWORD_FORMS if form in text], text
 
 
+def refused_unopened(url: str) -> bool:
+    from digest.errors import StoreError
+    from digest.store import open_engine
+
+    try:
+        open_engine(url, create_dir=False).dispose()
+    except StoreError:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
 def test_cli_never_prints_a_database_password(cli, home, url):
     for how in ({"env": {"DIGEST_DATABASE_URL": url}, "args": []}, {"env": None, "args": ["--database-url", url]}):
         shown = cli(*how["args"], "config", env=how["env"])
-        assert shown.exit_code == 0 and "database_url" in shown.output
+        # config ends with the error every command gives a URL the store refuses unopened; others fail on connecting
+        assert shown.exit_code == (1 if refused_unopened(url) else 0) and "database_url" in shown.output
         assert_no_password(shown.output)
         assert_no_password(cli(*how["args"], "config", "--json", env=how["env"]).output)
         failed = cli(*how["args"], "status", env=how["env"])  # the engine cannot open: one line, never a traceback
@@ -358,3 +370,67 @@ def test_cli_an_unexpected_error_shows_its_traceback_without_a_secret(cli, home,
     assert result.exit_code == 1 and "Traceback (most recent call last)" in result.output
     assert result.output.splitlines()[-1].startswith("error: unexpected ValueError: cannot use ******** with ******** (a bug in digest")
     assert_no_password(result.output)
+
+
+@pytest.mark.parametrize("content", ["", "  \n"], ids=["empty", "whitespace"])
+@pytest.mark.parametrize("own_config", [False, True], ids=["home", "config-file"])
+def test_cli_init_refuses_an_empty_secret_key_file_and_writes_nothing(cli, home, tmp_path, content, own_config):
+    key_file = tmp_path / "empty.key"
+    key_file.write_text(content)
+    target = tmp_path / "etc" / "digest" / "digest.toml"
+    args = ["--config", str(target)] if own_config else []
+    result = cli(*args, "init", env={"DIGEST_SECRET_KEY_FILE": str(key_file)})
+    assert result.exit_code == 1
+    assert result.output == f"error: DIGEST_SECRET_KEY_FILE={key_file} is empty (write the secret_key into it, or unset DIGEST_SECRET_KEY_FILE)\n"
+    assert list(home.iterdir()) == [] and not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize("env", [{"DIGEST_SECRET_KEY": ""}, {"DIGEST_SECRET_KEY": "short"},
+                                 {"DIGEST_SECRET_KEY": "change-me-to-a-long-random-string"}], ids=["empty", "short", "placeholder"])
+def test_cli_init_refuses_a_secret_key_from_the_environment_no_command_could_use(cli, home, env):
+    result = cli("init", env=env)
+    assert result.exit_code == 1 and result.output.startswith("error: secret_key from DIGEST_SECRET_KEY is ")
+    assert result.output.count("\n") == 1 and list(home.iterdir()) == []
+
+
+@pytest.mark.parametrize("line, error", [
+    ('database_url = "sqlite:///relative.db"', "error: database_url sqlite:///relative.db is a path relative to the current directory"),
+    ('fetch_cron = "bogus"', "error: invalid fetch_cron 'bogus': expected 5 fields"),
+    ('fetch_tz = "Mars/Base"', "error: invalid fetch_tz: unknown time zone 'Mars/Base'"),
+    ('base_url = "not a url"', "error: base_url 'not a url' is not an absolute http(s) URL"),
+    ('from_address = "bad address"', "error: from_address 'bad address' is not a plain ASCII email address"),
+    ('reply_to = "nobody"', "error: reply_to 'nobody' is not a plain ASCII email address"),
+    ('list_id = "a b<>"', "error: invalid list_id = 'a b<>' in "),
+], ids=["relative-sqlite", "fetch-cron", "fetch-tz", "base-url", "from-address", "reply-to", "list-id"])
+def test_cli_config_ends_with_the_error_a_command_using_the_setting_gives(cli, home, line, error):
+    (home / "digest.toml").write_text(line + "\n")
+    result = cli("config")
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("home ") and any(row.startswith("web_request_timeout ") for row in lines)
+    assert [row for row in lines if row.startswith("error: ")] == [lines[-1]] and lines[-1].startswith(error), result.output
+
+
+def test_cli_config_lists_every_problem_one_line_each(cli, home):
+    (home / "digest.toml").write_text('fetch_cron = "bogus"\nfetch_tz = "Mars/Base"\nbase_url = "x"\nfrom_address = "y"\nsmtp_port = "z"\n')
+    errors = [row for row in cli("config").output.splitlines() if row.startswith("error: ")]
+    assert [row.split()[1:3] for row in errors] == [
+        ["invalid", "smtp_port"], ["invalid", "fetch_tz:"], ["invalid", "fetch_cron"], ["from_address", "'y'"], ["base_url", "'x'"]]
+
+
+@pytest.mark.parametrize("value, kept", [
+    ("papers.example.org", "papers.example.org"),
+    ("<papers.example.org>", "papers.example.org"),
+    ("weekly+digest.lab.localhost", "weekly+digest.lab.localhost"),
+    ("", "digest.example.org"),  # not set: digest.<the From domain>
+], ids=["bare", "in-angle-brackets", "atext", "default"])
+def test_load_settings_keeps_an_rfc_2919_list_id(tmp_path, value, kept):
+    settings = load_settings(tmp_path, env={"DIGEST_LIST_ID": value, "DIGEST_FROM_ADDRESS": "digest@example.org"})
+    assert settings.list_id == kept
+
+
+@pytest.mark.parametrize("value", ["a b<>", "papers", "papers..example.org", ".papers.example.org", "papers.example.org.",
+                                   "<papers.example.org", "pap\u00e9rs.example.org", "a(b).example.org", "x." * 130 + "org"])
+def test_load_settings_refuses_a_list_id_that_is_not_rfc_2919(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"^invalid list_id = .* in DIGEST_LIST_ID: expected a list id such as papers\.example\.org"):
+        load_settings(tmp_path, env={"DIGEST_LIST_ID": value})

@@ -153,7 +153,7 @@ def test_run_page_catches_wrong_output_and_exit_status(tmp_path):
         "```console", "$ echo $GREETING > note.txt", "$ cat note.txt", "hello", "```",
         "<!-- console: skip needs the moon -->", "```console", "$ false", "```",
         "```console", "$ cat note.txt; exit_with() { return $1; }; exit_with 3    # exit 3", "hello",
-        "$ digest subscribers list", "...", "$ echo $HOME", "/home/you", "$ false", "```",
+        "$ digest config", "...", "$ echo $HOME", "/home/you", "$ false", "```",
     ]) + "\n", encoding="utf-8")
     parsed = parse(page)
     assert [b.skip for b in parsed.blocks] == [None, "needs the moon", None]

@@ -87,7 +87,7 @@ def test_doctor_names_the_broken_part_and_what_to_do(cli, live, broken: str, fee
         "source-404": ("source gone-feed", "HTTP 404", "check the URL"),
         "base-url-down": ("base_url", "cannot reach", "start `digest web`"),
         "placeholder-sender": ("from_address", "digest@example.org is a placeholder", "your own domain"),
-        "short-key": ("secret_key", "only 8 characters", "32 or more"),
+        "short-key": ("secret_key", "too short: 8 characters, at least 16", "DIGEST_SECRET_KEY_FILE"),
     }[broken]
     plain = None
     if broken == "password":
@@ -154,3 +154,38 @@ def test_doctor_finds_an_outdated_schema_and_a_readable_secret_file(cli, home: P
     assert checks["database"].endswith("the schema is not at this version's migrations (run `digest init`: it upgrades in place)")
     with sqlite3.connect(home / "digest.db") as conn:  # and doctor did not upgrade it
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004_embeddings",)
+
+
+@pytest.mark.parametrize("mode, ok", [(0o644, False), (0o640, False), (0o600, True)], ids=["world-readable", "group-readable", "private"])
+def test_doctor_checks_the_permissions_of_the_secret_key_file(cli, home: Path, tmp_path: Path, mode: int, ok: bool) -> None:
+    key_file = tmp_path / "long.key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(mode)
+    result = cli("doctor", env={"DIGEST_SECRET_KEY_FILE": str(key_file), "DIGEST_FROM_ADDRESS": SENDER})
+    line = lines_of(result.output)["secret_key"]
+    if ok:
+        assert line == f"ok secret_key: {len(KEY)} characters, from DIGEST_SECRET_KEY_FILE"
+    else:  # as a digest.toml holding the key: a FAIL, with the chmod to run
+        assert line == f"FAIL secret_key: {key_file} (DIGEST_SECRET_KEY_FILE) holds it and others can read that file (chmod 600 {key_file})"
+
+
+@pytest.mark.parametrize("key, problem", [
+    ("short", "too short: 5 characters, at least 16"),
+    ("change-me-to-a-long-random-string", "the placeholder from digest's documentation, known to everyone"),
+], ids=["short", "docs-placeholder"])
+def test_doctor_and_the_commands_that_sign_links_refuse_a_key_by_one_rule(cli, home: Path, key: str, problem: str) -> None:
+    assert cli("subscribers", "add", "ada@example.org", "--interests", "speech").exit_code == 0
+    checks = lines_of(cli("doctor", env={"DIGEST_SECRET_KEY": key, "DIGEST_FROM_ADDRESS": SENDER}).output)
+    assert checks["secret_key"].startswith(f"FAIL secret_key: {problem} (set DIGEST_SECRET_KEY_FILE")
+    preview = cli("preview", "ada@example.org", env={"DIGEST_SECRET_KEY": key})
+    assert preview.exit_code == 1 and preview.output.startswith(f"error: secret_key is {problem} (set DIGEST_SECRET_KEY_FILE")
+    assert preview.output.count("\n") == 1
+
+
+def test_doctor_reports_each_setting_a_command_would_refuse(cli, home: Path) -> None:
+    (home / "digest.toml").write_text('fetch_cron = "bogus"\nbase_url = "not a url"\nfrom_address = "bad address"\n')
+    result = cli("doctor", env={"DIGEST_SECRET_KEY": KEY})
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["FAIL  config"] * 3 + ["3 problems"], result.output
+    assert "invalid fetch_cron 'bogus'" in lines[0] and "base_url 'not a url'" in result.output and "from_address 'bad address'" in result.output

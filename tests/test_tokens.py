@@ -60,3 +60,18 @@ def test_make_links_like_and_dislike_are_vote_urls_of_one_token(base) -> None:
     assert links.dislike == {5: vote_url(base, token, 5, -1), 1234567: vote_url(base, token, 1234567, -1)}
     claim = read_token(SECRET, "vote", token)
     assert (claim.subscriber_id, claim.version) == (42, 3)
+
+
+def test_every_secret_key_the_docs_show_is_refused():
+    """A key printed in the docs or the deploy examples is known to everyone: no command may sign links with it."""
+    import re
+    from pathlib import Path
+
+    from digest.tokens import secret_key_problem
+
+    root = Path(__file__).resolve().parent.parent
+    shown = set()
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "deploy").iterdir())]:
+        text = path.read_text(encoding="utf-8")
+        shown |= set(re.findall(r"DIGEST_SECRET_KEY=([^\s$(`'\"]+)", text)) | set(re.findall(r'secret_key = "([^"{]+)"', text))
+    assert {key for key in shown if secret_key_problem(key) is None} == set()

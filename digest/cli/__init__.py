@@ -5,6 +5,8 @@ Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -20,10 +22,19 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import URL_SETTINGS, Settings, load_settings, mask_secrets, render_config_file, url_secrets
-from ..errors import ConfigError, DigestError
+from ..config import (
+    OPTION_BY_NAME,
+    URL_SETTINGS,
+    Settings,
+    load_settings,
+    mask_secrets,
+    render_config_file,
+    url_secrets,
+)
+from ..errors import ConfigError, DigestError, StoreError
 from ..log import configure_logging_lazily, secret_values
-from ..store import describe, ensure_ready, init_db, open_engine
+from ..store import describe, ensure_ready, has_schema, init_db, open_engine, sqlite_file
+from ..tokens import SECRET_KEY_HINT, secret_key_problem
 
 EXIT_ERROR = 1
 
@@ -31,8 +42,9 @@ EXIT_ERROR = 1
 class AppContext:
     """What every command needs: settings (loaded once) and the engine (opened on first use)."""
 
-    def __init__(self, home: str | None, config_file: str | None, verbose: bool, overrides: dict[str, Any]):
+    def __init__(self, home: str | None, config_file: str | None, verbose: bool, overrides: dict[str, Any], *, home_given: bool = False):
         self.home, self.config_file, self.verbose, self.overrides = home, config_file, verbose, overrides
+        self.home_given = home_given  # --home on the command line, not DIGEST_HOME (which `digest demo` ignores)
 
     @cached_property
     def settings(self) -> Settings:
@@ -53,7 +65,25 @@ class AppContext:
 
     @cached_property
     def engine(self):
+        """The engine of the commands that write: the SQLite file (and DIGEST_HOME) and the schema made if missing."""
         engine = open_engine(self.settings.database_url)
+        ensure_ready(engine)
+        return engine
+
+    @cached_property
+    def existing_engine(self):
+        """The engine of the commands that only read: a missing DIGEST_HOME, SQLite file or schema is an error, never
+        made (an older schema is upgraded in place, as every command does)."""
+        settings = self.settings
+        path = sqlite_file(settings.database_url)
+        if path is not None and not path.exists():
+            if not settings.home.exists() and settings.home in path.parents:
+                raise StoreError(f"no digest home at {settings.home}", "run `digest init` to make one, or give --home (DIGEST_HOME) the one you made")
+            raise StoreError(f"no database at {path}", "run `digest init` to make it, or check database_url and DIGEST_HOME")
+        engine = open_engine(settings.database_url, create_dir=False)
+        if not has_schema(engine):
+            engine.dispose()
+            raise StoreError(f"the database {describe(engine)} holds no digest tables", "run `digest init` to make them, or check database_url")
         ensure_ready(engine)
         return engine
 
@@ -135,7 +165,8 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, database
     overrides = {"database_url": database_url, "log_format": log_format}
     if verbose:
         overrides["log_level"] = "debug"
-    ctx.obj = AppContext(home, config_file, verbose, overrides)
+    home_given = ctx.get_parameter_source("home") == click.core.ParameterSource.COMMANDLINE
+    ctx.obj = AppContext(home, config_file, verbose, overrides, home_given=home_given)
 
     configure_logging_lazily(lambda: ctx.obj.settings, log_format, overrides.get("log_level"))
 
@@ -145,22 +176,30 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, database
 def init(app: AppContext) -> None:
     """Create DIGEST_HOME, the database and a commented digest.toml with a random secret_key (safe to run twice)."""
     explicit = app.config_file or os.environ.get("DIGEST_CONFIG")  # the file in effect, if not DIGEST_HOME's
-    made = None
+    made, new_dirs = None, []
     if explicit:  # written first: loading the settings needs the file named
         path = Path(explicit).expanduser()
         if not path.exists():
+            new_dirs = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
             path.parent.mkdir(parents=True, exist_ok=True)
         made = _write_config(path)
     try:
         settings = app.settings
+        origin = settings.origins.get("secret_key", "")
+        if origin.startswith("DIGEST_SECRET_KEY") and (problem := secret_key_problem(settings.secret_key)):
+            # The environment's key is the one in effect (init writes none then): refused now, not at the first send.
+            raise ConfigError(f"secret_key from {origin} is {problem}", SECRET_KEY_HINT)
         try:
             settings.home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create DIGEST_HOME {settings.home}: {exc.strerror or exc}", "set DIGEST_HOME (or --home) to a directory you can write") from None
         engine = open_engine(settings.database_url)  # a database_url that cannot be used is refused before any file is written
     except DigestError:
-        if made is not None:  # nothing half-done: the file this run wrote goes with it
+        if made is not None:  # nothing half-done: the file this run wrote goes with it, and the folders it made
             path.unlink(missing_ok=True)
+            for folder in new_dirs:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         raise
     if not explicit:
         path = settings.config_path
@@ -192,8 +231,9 @@ def config_cmd(app: AppContext, as_json: bool) -> None:
 
     A bad setting is shown as the error the other commands report (exit 1), with everything else in effect.
     """
-    problems: list[ConfigError] = []
-    settings = load_settings(app.home, app.config_file, overrides=app.overrides, problems=problems)
+    bad_values: list[ConfigError] = []
+    settings = load_settings(app.home, app.config_file, overrides=app.overrides, problems=bad_values)
+    problems = [*bad_values, *settings_problems(settings)]
     values = settings.redacted()
     if as_json:
         click.echo(json.dumps(values, indent=2, default=str))
@@ -202,10 +242,36 @@ def config_cmd(app: AppContext, as_json: bool) -> None:
         for key, value in values.items():
             origin = settings.origins.get(key, "DIGEST_HOME" if key == "home" else "")
             click.echo(f"{key:<{width}}  {value!s:<40}  {origin}".rstrip())
+    # Each message already shows a URL with its password cut out (redact_url): mask the passwords, not whole URLs.
+    hidden = tuple(secret for secret in app.secrets() if secret not in {getattr(settings, name) for name in URL_SETTINGS})
     for problem in problems:
-        click.echo(f"error: {mask_secrets(str(problem), app.secrets())}", err=True)
+        click.echo(f"error: {mask_secrets(str(problem), hidden)}", err=True)
     if problems:
         click.get_current_context().exit(EXIT_ERROR)
+
+
+def settings_problems(settings: Settings) -> list[DigestError]:
+    """What the commands that use a setting refuse in it, each found by the code that uses it (the rule lives there
+    once): database_url (the store), fetch_cron and fetch_tz (the scheduler), from_address, reply_to and base_url
+    (the messages). For `digest config` and `digest doctor`, which report every problem rather than the first:
+    each setting is checked with the others of its check at their defaults."""
+    from ..delivery.message import check_sender_settings
+    from ..schedule import fetch_trigger
+
+    def engine_check(checked: Settings) -> None:
+        open_engine(checked.database_url, create_dir=False).dispose()  # parses the URL; connects to nothing
+
+    groups = ((engine_check, ("database_url",)), (fetch_trigger, ("fetch_tz", "fetch_cron")),
+              (check_sender_settings, ("from_address", "reply_to", "base_url")))
+    problems: list[DigestError] = []
+    for check, names in groups:
+        for name in names:
+            alone = dataclasses.replace(settings, **{other: OPTION_BY_NAME[other].default for other in names if other != name})
+            try:
+                check(alone)
+            except DigestError as exc:
+                problems.append(exc)
+    return problems
 
 
 def _register() -> None:

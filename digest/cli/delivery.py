@@ -26,14 +26,14 @@ from ..store import deliveries as ledger
 from ..store import ensure_ready, open_engine, session_scope
 from ..store.sources import list_sources
 from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber, list_subscribers
-from ..tokens import edition_url
+from ..tokens import DEMO_SECRET, edition_url
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
-DEMO_CONFIG = """# written by `digest demo`: an offline demo, mail goes to the outbox directory
-secret_key = "demo-only-secret-key-not-for-real-use"
+DEMO_CONFIG = f"""# written by `digest demo`: an offline demo, mail goes to the outbox directory
+secret_key = "{DEMO_SECRET}"
 from_address = "digest@example.org"
 from_name = "Paper digest (demo)"
 """
@@ -230,7 +230,7 @@ def preview(app: AppContext, email: str, html_out: str | None, show_text: bool, 
     """Exactly the email EMAIL's next edition would be, without sending or recording anything."""
     from ..pipeline.job import preview_email
 
-    rendered, message, result = preview_email(app.engine, app.settings, app.now(), email, edition=_edition(edition))
+    rendered, message, result = preview_email(app.existing_engine, app.settings, app.now(), email, edition=_edition(edition))
     if show_text:
         click.echo(rendered.text, nl=False)
     else:
@@ -251,7 +251,8 @@ def _is_demo_config(config: Path) -> bool:
 
 
 @main.command()
-@click.option("--home", "demo_home", type=click.Path(file_okay=False), metavar="DIR", help="Keep the demo in DIR (default: a new temporary directory).")
+@click.option("--home", "demo_home", type=click.Path(file_okay=False), metavar="DIR",
+              help="Keep the demo in DIR (default: a new temporary directory); `digest --home DIR demo` does the same.")
 @pass_app
 def demo(app: AppContext, demo_home: str | None) -> None:
     """Offline demo on bundled real papers: 3 subscribers, the whole run, emails in an outbox.
@@ -259,12 +260,15 @@ def demo(app: AppContext, demo_home: str | None) -> None:
     Imports a day of arXiv cs.CL and a day of Hugging Face daily papers, adds three subscribers, sends their
     editions to an outbox, writes each email as an HTML file and tells how to see the front page and the emails
     on the web. Needs no network, no mail server and no configuration; DIGEST_HOME and DIGEST_* settings are
-    ignored. Remove the demo by removing its directory.
+    ignored (`digest --home DIR demo` is not: it is the demo's --home). Remove the demo by removing its directory.
     """
     from ..ingest import DEMO_FILES, import_file
     from ..pipeline.job import run_job
 
-    home = Path(demo_home).expanduser().resolve() if demo_home else Path(tempfile.mkdtemp(prefix="digest-demo-"))
+    given = [Path(where).expanduser().resolve() for where in (demo_home, app.home if app.home_given else None) if where]
+    if len(set(given)) > 1:
+        raise click.UsageError(f"two homes given, {given[1]} (digest --home) and {given[0]} (demo --home): give one")
+    home = given[0] if given else Path(tempfile.mkdtemp(prefix="digest-demo-"))
     config = home / "digest.toml"
     if home.is_dir() and any(home.iterdir()) and not _is_demo_config(config):
         # A real DIGEST_HOME: the demo would add its subscribers there and spend everyone's edition on the outbox.

@@ -16,7 +16,7 @@ from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job
 from ..schedule import serve as serve_forever
 from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
 from ..store.status import active_schedules, source_health
-from . import EXIT_ERROR, AppContext, main, pass_app
+from . import EXIT_ERROR, AppContext, main, pass_app, settings_problems
 
 EDITIONS_SHOWN = 7
 
@@ -60,9 +60,10 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     an hour (the run that sent them died); otherwise prints "ok: ...".
     """
     now = app.now()
-    sources = source_health(app.engine)
-    editions = editions_summary(app.engine, limit=EDITIONS_SHOWN)
-    problems = source_problems(sources, now) + edition_problems(active_schedules(app.engine), finished_editions(app.engine), unfinished_deliveries(app.engine), now)
+    engine = app.existing_engine  # a status of nothing: no home or database is made by looking
+    sources = source_health(engine)
+    editions = editions_summary(engine, limit=EDITIONS_SHOWN)
+    problems = source_problems(sources, now) + edition_problems(active_schedules(engine), finished_editions(engine), unfinished_deliveries(engine), now)
     upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
     next_fetch = upcoming[0] if upcoming else None
     if as_json:
@@ -135,11 +136,15 @@ def doctor(app: AppContext, to: str | None) -> None:
     stored); the SMTP server (connect, TLS, login); base_url's /healthz from this machine; and with --to, a test
     email to ADDRESS. Exits 1 when a check fails.
     """
-    from ..config import load_settings
+    from ..config import Settings, load_settings
     from ..doctor import run_checks
+    from ..errors import ConfigError, DigestError
 
-    def load(problems):
-        return load_settings(app.home, app.config_file, overrides=app.overrides, problems=problems)
+    def load(problems: list[DigestError]) -> Settings:
+        bad_values: list[ConfigError] = []
+        settings = load_settings(app.home, app.config_file, overrides=app.overrides, problems=bad_values)
+        problems += [*bad_values, *settings_problems(settings)]  # and what the commands that use them refuse
+        return settings
 
     failed = 0
     for check in run_checks(load, to=to, now=app.now()):

@@ -26,7 +26,7 @@ def papers() -> None:
 @pass_app
 def papers_list(app: AppContext, since: datetime | None, source: str | None, limit: int, as_json: bool) -> None:
     """List stored papers, newest first, each with its ident (arXiv id, DOI or imported id)."""
-    with session_scope(app.engine) as session:
+    with session_scope(app.existing_engine) as session:
         if source is not None:
             get_source(session, source)  # an unknown name is an error, not an empty list
         found = papers_since(session, since.replace(tzinfo=timezone.utc) if since else None, source, limit or None)

@@ -44,8 +44,8 @@ def rank_cmd(app: AppContext, email: str, limit: int, as_json: bool) -> None:
     from ..pipeline.plan import plan_for, rank_plans
 
     now = app.now()
-    plan = plan_for(app.engine, email, now, app.settings)
-    result = rank_plans([plan], app.settings, now, limit=max(limit, plan.subscriber.max_papers), engine=app.engine)[0]
+    plan = plan_for(app.existing_engine, email, now, app.settings)
+    result = rank_plans([plan], app.settings, now, limit=max(limit, plan.subscriber.max_papers), engine=app.existing_engine)[0]
     if isinstance(result, Exception):
         raise result
     address, since, candidates = plan.subscriber.email, plan.since, len(plan.candidates)

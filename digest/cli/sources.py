@@ -46,7 +46,7 @@ def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) 
 @pass_app
 def sources_list(app: AppContext, as_json: bool) -> None:
     """Show each source: kind, URL, last success, last error, consecutive errors, entries skipped, papers seen."""
-    with session_scope(app.engine) as session:
+    with session_scope(app.existing_engine) as session:
         found = list_sources(session)
     if as_json:
         keys = ("name", "kind", "url", "enabled", "disabled_reason", "last_fetch_at", "last_success_at", "last_error",

@@ -96,7 +96,7 @@ def add(app: AppContext, email: str, **options) -> None:
 @pass_app
 def list_cmd(app: AppContext, status: str | None, as_json: bool) -> None:
     """List subscribers by address."""
-    with session_scope(app.engine) as session:
+    with session_scope(app.existing_engine) as session:
         subs = list_subscribers(session, status)
         if as_json:
             click.echo(json.dumps([_record(session, s) for s in subs], indent=2, ensure_ascii=False))
@@ -113,7 +113,7 @@ def list_cmd(app: AppContext, status: str | None, as_json: bool) -> None:
 @pass_app
 def show(app: AppContext, email: str, as_json: bool) -> None:
     """Show one subscriber's profile, status and feedback."""
-    with session_scope(app.engine) as session:
+    with session_scope(app.existing_engine) as session:
         record = _record(session, get_subscriber(session, email))
     if as_json:
         click.echo(json.dumps(record, indent=2, ensure_ascii=False))
@@ -189,7 +189,7 @@ def import_cmd(app: AppContext, path: str) -> None:
 @pass_app
 def export(app: AppContext, path: str) -> None:
     """Write every subscriber to a CSV file (- for standard output) that `import` reads back."""
-    with session_scope(app.engine) as session:
+    with session_scope(app.existing_engine) as session:
         count = export_csv(session, sys.stdout if path == "-" else path)
     if path != "-":
         click.echo(f"exported {count} subscriber{'s' if count != 1 else ''} to {path}")

@@ -115,6 +115,19 @@ def _sqlite_path(database: str, shown: str) -> str:
     return str(path)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of the file a SQLite URL names; None for another database, one in memory, a file: URI or a
+    URL open_engine refuses (it says why). Whether the database exists, without creating it."""
+    try:
+        parsed = make_url(url)
+        database = parsed.database or ""
+        if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(_sqlite_path(database, redact_url(url)))
+    except (ArgumentError, ValueError, TypeError, StoreError):
+        return None
+
+
 def describe(engine: Engine) -> str:
     """The engine's URL for people and logs: no password, in the user info or in the query string."""
     return redact_url(engine.url.render_as_string(hide_password=False))
@@ -184,6 +197,15 @@ def schema_is_current(engine: Engine) -> bool:
     except SQLAlchemyError as exc:
         raise wrap_db_error(exc, engine) from None
     return current == {SCHEMA_REVISION}
+
+
+def has_schema(engine: Engine) -> bool:
+    """True when the database holds digest's tables, at any migration (False: empty, never initialised)."""
+    try:
+        with engine.connect() as conn:
+            return sa.inspect(conn).has_table("alembic_version")
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
 
 
 def ensure_ready(engine: Engine) -> None:
