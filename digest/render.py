@@ -468,7 +468,7 @@ class DigestRenderer:
         likes, dislikes = [links.like.get(i) if i is not None else None for i in ids], [links.dislike.get(i) if i is not None else None for i in ids]
         for url in (links.unsubscribe, links.preferences, *((links.edition,) if links.edition is not None else ()), *likes, *dislikes):
             if not _is_absolute(url):
-                raise ConfigError(f"a link in the email is missing or not absolute: {url!r}", "set base_url to an absolute https URL, and make like/dislike links for every pick")
+                raise ConfigError(f"a link in the email is missing or not absolute: {url!r}", "set base_url to the absolute https:// address of `digest web`, such as https://example.org/digest")
         cards_html, cards_text = [], []
         for ranked, like, dislike, like_html, dislike_html in zip(picks, likes, dislikes, _html_texts(likes), _html_texts(dislikes)):
             reasons = ranked.reasons

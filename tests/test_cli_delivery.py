@@ -180,6 +180,20 @@ def test_preview_without_trending_papers_has_no_trending_section(cli, home: Path
     assert ", 0 trending; " in cli("preview", "reader00@example.org").output
 
 
+@pytest.mark.parametrize(("variable", "value", "error"), [
+    ("DIGEST_FROM_ADDRESS", "bad address", "error: from_address 'bad address' is not a usable email address such as digest@example.org"),
+    ("DIGEST_REPLY_TO", "nope", "error: reply_to 'nope' is not a usable email address"),
+    ("DIGEST_BASE_URL", "not a url", "error: base_url 'not a url' is not an absolute http(s) URL"),
+], ids=["from_address", "reply_to", "base_url"])
+def test_preview_names_the_sender_setting_it_cannot_use(cli, home: Path, variable: str, value: str, error: str) -> None:
+    """As `send` does: a bad From, Reply-To or base_url is the setting's error (preview said "cannot send to 'bad
+    address'", as if the recipient were wrong, and for base_url spoke of like/dislike links)."""
+    populate(home)
+    result = cli("preview", "reader00@example.org", env={variable: value})
+    assert result.exit_code == 1 and result.output.startswith(error), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_preview_unknown_subscriber_is_one_line_error(cli, home: Path) -> None:
     populate(home)
     result = cli("preview", "nobody@example.org")

@@ -398,8 +398,8 @@ def test_cli_init_refuses_a_secret_key_from_the_environment_no_command_could_use
     ('fetch_cron = "bogus"', "error: invalid fetch_cron 'bogus': expected 5 fields"),
     ('fetch_tz = "Mars/Base"', "error: invalid fetch_tz: unknown time zone 'Mars/Base'"),
     ('base_url = "not a url"', "error: base_url 'not a url' is not an absolute http(s) URL"),
-    ('from_address = "bad address"', "error: from_address 'bad address' is not a plain ASCII email address"),
-    ('reply_to = "nobody"', "error: reply_to 'nobody' is not a plain ASCII email address"),
+    ('from_address = "bad address"', "error: from_address 'bad address' is not a usable email address"),
+    ('reply_to = "nobody"', "error: reply_to 'nobody' is not a usable email address"),
     ('list_id = "a b<>"', "error: invalid list_id = 'a b<>' in "),
 ], ids=["relative-sqlite", "fetch-cron", "fetch-tz", "base-url", "from-address", "reply-to", "list-id"])
 def test_cli_config_ends_with_the_error_a_command_using_the_setting_gives(cli, home, line, error):

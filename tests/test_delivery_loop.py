@@ -155,7 +155,7 @@ def test_deliver_edition_a_letter_that_cannot_be_built_is_its_failed_delivery_al
     report = deliver(settings, letters, claimer, Transport())
     assert (report.sent, report.failed) == (2, 1)
     failed = [o for o in claimer.recorded if o.state == "failed"]
-    assert failed[0].attempts == 0 and "not a plain ASCII address" in failed[0].error and not failed[0].bounce
+    assert failed[0].attempts == 0 and "cannot send to 'not an address': An email address must have an @-sign" in failed[0].error and not failed[0].bounce
 
 
 def test_builder_for_forks_only_for_a_big_edition_in_a_one_thread_process(settings, monkeypatch) -> None:

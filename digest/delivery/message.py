@@ -88,7 +88,7 @@ def check_address(address: str, *, bare_host: bool = False) -> str:
     try:
         return ascii_address(address, bare_host=bare_host)
     except ValueError as exc:
-        raise InputError(f"cannot send to {address!r}: not a plain ASCII address: {exc}", "digest does not use SMTPUTF8; check the address") from None
+        raise InputError(f"cannot send to {address!r}: {exc}", "check the address; digest sends to ASCII addresses only (no SMTPUTF8)") from None
 
 
 def check_sender_settings(settings: Settings) -> None:
@@ -101,7 +101,7 @@ def check_sender_settings(settings: Settings) -> None:
             try:
                 ascii_address(value or "", bare_host=True)
             except ValueError as exc:
-                raise ConfigError(f"{name} {value!r} is not a plain ASCII email address such as digest@example.org: {exc}", hint.format(name.upper())) from None
+                raise ConfigError(f"{name} {value!r} is not a usable email address such as digest@example.org: {exc}", hint.format(name.upper())) from None
     base = urlsplit(settings.base_url)
     if base.scheme not in ("http", "https") or not base.netloc:
         raise ConfigError(f"base_url {settings.base_url!r} is not an absolute http(s) URL such as https://example.org/digest", hint.format("BASE_URL"))

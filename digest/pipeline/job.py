@@ -134,6 +134,7 @@ def pace_for(engine: Engine, settings: Settings) -> SharedPace | None:
 
 def preview_email(engine: Engine, settings: Settings, now: datetime, email: str, *, edition: str | None = None) -> tuple[RenderedEmail, bytes, RankResult]:
     """Exactly the email the next run would send to `email`, whatever their schedule; nothing sent or recorded."""
+    check_sender_settings(settings)  # as a run does: a bad From or base_url named as the setting, not as a recipient
     plan = plan_for(engine, email, now, settings, edition=edition)
     try:
         result = rank_plans([plan], settings, now, engine=engine)[0]
