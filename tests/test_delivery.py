@@ -84,7 +84,7 @@ def test_build_message_has_every_header_and_both_parts(tmp_path: Path) -> None:
     assert msg["Date"].datetime == DATE
     assert re.fullmatch(r"<digest\.2024-05-02\.7\.[0-9a-f]{12}@example\.org>", msg["Message-ID"])
     assert msg["List-Id"] == "Paper digest <digest.example.org>"
-    assert msg["List-Unsubscribe"] == "<https://digest.example.org/unsubscribe/TOKEN.abc>, <mailto:digest@example.org?subject=unsubscribe>"
+    assert msg["List-Unsubscribe"] == "<https://digest.example.org/unsubscribe/TOKEN.abc>"  # no mailto: nothing reads that mailbox
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]

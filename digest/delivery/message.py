@@ -132,15 +132,15 @@ def make_message_id(from_address: str, subscriber_id: int, edition: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _fixed_headers(from_address: str, from_name: str, reply_to: str, list_id: str) -> tuple[str, str, str]:
-    """(From + Reply-To lines, List-Id line, unsubscribe mailto): the same for every message of a run."""
+def _fixed_headers(from_address: str, from_name: str, reply_to: str, list_id: str) -> tuple[str, str]:
+    """(From + Reply-To lines, List-Id line): the same for every message of a run."""
     lines = [f"From: {format_address(from_name, from_address, bare_host=True)}"]
     if reply_to:
         lines.append(f"Reply-To: {check_address(reply_to, bare_host=True)}")
     list_id = clean_header_text(list_id).strip("<>")
     phrase = format_phrase(from_name)
     list_line = f"List-Id: {phrase} <{list_id}>" if phrase else f"List-Id: <{list_id}>"
-    return CRLF.join(lines), list_line, f"mailto:{check_address(from_address, bare_host=True)}?subject=unsubscribe"
+    return CRLF.join(lines), list_line
 
 
 # --- bodies -----------------------------------------------------------------------------------------
@@ -263,10 +263,12 @@ def _styles_are_ascii(html: str) -> bool:
 def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Settings, message_id: str, unsubscribe_url: str, date: datetime) -> bytes:
     """The digest as RFC 5322 bytes with CRLF line ends: multipart/alternative, text then HTML.
 
-    List-Unsubscribe carries the https link and a mailto; List-Unsubscribe-Post makes the link
-    one-click (RFC 8058). Every header value from outside is cleaned and encoded, never trusted.
+    List-Unsubscribe carries the https link, which List-Unsubscribe-Post makes one-click (RFC 8058). No mailto:
+    nothing reads that mailbox, and a mail client that chose it told the reader they were unsubscribed while the
+    digests kept coming (listmonk sends the link alone too). Every header value from outside is cleaned and
+    encoded, never trusted.
     """
-    sender, list_line, mailto = _fixed_headers(settings.from_address, settings.from_name, settings.reply_to, settings.list_id)
+    sender, list_line = _fixed_headers(settings.from_address, settings.from_name, settings.reply_to, settings.list_id)
     url = clean_header_text(unsubscribe_url).replace(" ", "%20")
     return _alternative(
         [
@@ -276,7 +278,7 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
             f"Date: {date_header(date)}",
             f"Message-ID: {clean_header_text(message_id)}",
             list_line,
-            f"List-Unsubscribe: <{url}>,{CRLF} <{mailto}>",
+            f"List-Unsubscribe: <{url}>",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
         ],
         rendered.text,
