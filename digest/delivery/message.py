@@ -289,7 +289,7 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
 def build_confirmation(settings: Settings, *, to: str, subject: str, text: str, html: str, date: datetime) -> bytes:
     """The double opt-in's confirmation email (its text and HTML rendered by the web front) as RFC 5322 bytes: the
     same From, Reply-To and encoders as a digest; no List-Unsubscribe (the reader is not on the list yet)."""
-    sender, _, _ = _fixed_headers(settings.from_address, settings.from_name, settings.reply_to, settings.list_id)
+    sender, _ = _fixed_headers(settings.from_address, settings.from_name, settings.reply_to, settings.list_id)
     return _alternative(
         [
             sender,
