@@ -314,6 +314,43 @@ def test_fetch_with_hostile_values_stores_the_rest_and_status_tells(cli, home, f
     assert check.output == "fail: source nested: the last fetch failed (JSON nested too deeply (the feed is not valid RSS, Atom or JSON; check the URL in a browser))\n"
 
 
+def test_fetch_names_what_a_source_sent_instead_of_a_feed(cli, home, feed_server):
+    """The walkthrough's three wrong causes: an HTML page was "undefined entity at line 3", random bytes were "elements
+    nested more than 256 deep", Hugging Face's JSON added as a feed was "expected RSS or Atom, got JSON (the feed is not
+    valid RSS, Atom or JSON...)". Each is now named, recorded as that source's error and shown by `sources list` and
+    `status --check`; the good source is stored all the same."""
+    feed_server.documents["page.html"] = (b"<!DOCTYPE html>\n<html><head><title>Lab</title></head>\n"
+                                          b"<body><p>Papers&nbsp;of the week &copy; 2026</p></body></html>\n")
+    feed_server.documents["noise.bin"] = bytes((i * 7919 + 13) * 104729 % 251 for i in range(100_000))
+    feed_server.documents["daily.json"] = (REAL / "hf-daily" / "daily_papers-date-2024-05-27-reindented.json").read_bytes()
+    for name in ("page.html", "noise.bin", "daily.json"):
+        assert cli("sources", "add", feed_server.url(f"doc/{name}"), "--name", name.split(".")[0]).exit_code == 0
+    assert cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--name", "sd").exit_code == 0
+    result = cli("fetch", env=FAST)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    hf_url = feed_server.url("doc/daily.json")
+    expected = {
+        "page": "an HTML page, not a feed (is the URL the feed's own address? A site's page links to its RSS or Atom feed: use that link)",
+        "noise": "binary data, not RSS, Atom or JSON (check the URL in a browser: it should show the feed itself)",
+        "daily": ("Hugging Face daily papers (JSON), not an RSS or Atom feed (this source needs --kind hf-daily: "
+                  f"`digest sources remove` it, then `digest sources add {hf_url} --kind hf-daily`)"),
+    }
+    assert result.output.splitlines() == [*(f"{name}: error: {error}" for name, error in expected.items()),
+                                          "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged"]
+    state = sources_json(cli)
+    assert {name: state[name]["last_error"] for name in expected} == expected
+    listed = cli("sources", "list").output
+    assert all(f"(1 in a row): {error}\n" in listed for error in expected.values())
+    check = cli("status", "--check")
+    assert check.exit_code == 1
+    assert sorted(check.output.splitlines()) == [f"fail: source {name}: the last fetch failed ({error})" for name, error in sorted(expected.items())]
+
+    # Following the hint reads the same URL.
+    assert cli("sources", "remove", "daily").exit_code == 0
+    assert cli("sources", "add", hf_url, "--kind", "hf-daily", "--name", "daily").exit_code == 0
+    assert cli("fetch", "--source", "daily", env=FAST).output.startswith("daily: new: 13 entries")
+
+
 def test_fetch_prints_an_unexpected_failure_as_that_sources_error(cli, home, feed_server, monkeypatch):
     import digest.ingest as ingest
 
