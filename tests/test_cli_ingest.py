@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -402,3 +407,64 @@ def test_import_jsonl_with_a_hostile_value_stores_the_paper(cli, home, tmp_path,
     assert result.stdout.splitlines()[0].startswith("file:hostile.jsonl: new: 2 entries, 2 new"), result.output
     assert warning is None or warning in result.output, result.output
     assert count(home, "paper") == 2
+
+
+# ---- Ctrl-C ----------------------------------------------------------------------------------------
+
+def digest_process(home: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(FAST, DIGEST_HOME=str(home))
+    code = "import sys; from digest.cli import main; sys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def interrupt(process: subprocess.Popen) -> tuple[str, str, float]:
+    """Ctrl-C as a terminal sends it; (stdout, stderr, seconds from the signal to the exit)."""
+    assert process.poll() is None, "the command ended before it could be interrupted"
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    return out, err, time.monotonic() - started
+
+
+def test_import_interrupted_says_nothing_was_stored_and_stops_at_once(cli, home, tmp_path):
+    """Ctrl-C while a big JSON Lines file is being stored: one line saying what is true (the file's one transaction
+    was rolled back), exit 1 as `send` exits when interrupted, and within a moment: the forked parser held its own
+    copy of the pipe's reading end, so it blocked on a full pipe and the import waited 5 s before killing it."""
+    records = [json.loads(line) for line in SAMPLE_FILES[0].read_text().splitlines()]
+    big = tmp_path / "big.jsonl"
+    with big.open("w") as out:
+        for n in range(60_000):
+            record = records[n % len(records)]
+            out.write(json.dumps({**record, "id": f"{record['id']}-{n}", "title": f"{record['title']} ({n})"}) + "\n")
+    assert cli("init").exit_code == 0
+    wal = home / "digest.db-wal"
+    process = digest_process(home, "import", str(big))
+    wait_for(lambda: (wal.exists() and wal.stat().st_size > 4_000_000) or process.poll() is not None)  # storing, uncommitted
+    out, err, seconds = interrupt(process)
+    assert (process.returncode, out, err) == (1, "", "error: interrupted: nothing of this import was stored\n")
+    assert seconds < 3, f"took {seconds:.1f} s to stop"
+    assert count(home, "paper") == 0 and count(home, "source") == 0
+
+
+def test_fetch_interrupted_says_which_sources_were_stored(cli, home, feed_server):
+    """Each source commits alone: Ctrl-C during the second source keeps the first and says so; the interrupted
+    source gets no error (the operator stopped it, the feed did nothing wrong)."""
+    assert cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--name", "sd").exit_code == 0
+    assert cli("sources", "add", feed_server.url("hang"), "--name", "slow").exit_code == 0
+    process = digest_process(home, "fetch")
+    wait_for(lambda: feed_server.requests_to("/hang") or process.poll() is not None)
+    out, err, seconds = interrupt(process)
+    assert process.returncode == 1 and out == "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged\n"
+    assert err == "error: interrupted while fetching slow: nothing of it was stored; the 1 source fetched before it is stored\n"
+    assert seconds < 3, f"took {seconds:.1f} s to stop"
+    state = sources_json(cli)
+    assert state["sd"]["papers_seen"] == 23 and count(home, "paper") == 23
+    assert state["slow"]["consecutive_errors"] == 0 and state["slow"]["last_error"] is None
