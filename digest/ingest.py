@@ -104,7 +104,10 @@ def fetch_sources(
 ) -> list[SourceReport]:
     """Fetch every enabled source (or only the named ones, enabled or not) and store what each brought.
     Any failure of one source becomes that source's error report; only a database where that error cannot even be
-    recorded stops the run (StoreError)."""
+    recorded stops the run (StoreError).
+
+    Each source is one event=fetched, at info, or at warning when it failed: alerting on the daemon's log level
+    must see a broken source."""
     names = [only] if isinstance(only, str) else list(only) if only is not None else None
     with session_scope(engine) as session:
         every = list_sources(session)
@@ -125,7 +128,8 @@ def fetch_sources(
                 report = _fetch_one(engine, settings, now, source, client, sleep)
             except KeyboardInterrupt:
                 raise Interrupted(_fetch_interrupted(engine, source.name, now, reports)) from None
-            log_event(log, "fetched", source=report.name, status=report.status, new=report.new, updated=report.updated, error=report.error)
+            level = logging.WARNING if report.status == "error" else logging.INFO
+            log_event(log, "fetched", level, source=report.name, status=report.status, new=report.new, updated=report.updated, error=report.error)
             reports.append(report)
             if progress is not None:
                 progress(report)
