@@ -38,6 +38,22 @@ def ascii_address(address: str, *, bare_host: bool = False) -> str:
 _PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
 
 
+def _misread(text: str) -> str | None:
+    """The problem with an address that email-validator would explain wrongly, or None. Its parser reads a quote
+    as the start of a quoted local part and an angle bracket as the start of "Name <address>", so a"b@example.org
+    was "must have an @-sign" and a<b>@example.org "anything after the email address"; neither is allowed here (no
+    quoted local parts, no display names), so the character itself is named."""
+    if not text:
+        return "The email address is empty."
+    if '"' in text:
+        return 'The email address contains a quote character ("), which is not allowed here.'
+    if "<" in text or ">" in text:
+        return "The email address contains an angle bracket (< or >): give the bare address, without a name or brackets."
+    if text.count("@") > 1:
+        return f"The email address has {text.count('@')} @-signs; it must have one."
+    return None
+
+
 def _checked(text: str) -> str:
     local, at, domain = text.rpartition("@")
     if at and _PLAIN_LOCAL.fullmatch(local):
@@ -54,6 +70,9 @@ def _checked_domain(domain: str) -> str:
 
 
 def _validated(text: str) -> str:
+    problem = _misread(text)
+    if problem:
+        raise ValueError(problem)
     try:
         valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:

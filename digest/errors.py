@@ -17,6 +17,10 @@ It must not import anything from the rest of the package: every module raises th
      |    +-- ServerDownError          too many failures in a row: the server, not the recipients
      +-- LockedError         another run holds the lock
      +-- TokenError          a link's token is tampered, expired or replayed
+
+    KeyboardInterrupt
+     +-- Interrupted         Ctrl-C, saying what was kept: not a DigestError, so no wall that turns an Exception
+                             into one source's or one stage's error (`except Exception`) can swallow it
 """
 
 from __future__ import annotations
@@ -95,6 +99,11 @@ class LockedError(DigestError):
 
 class TokenError(DigestError):
     hint = "ask for a new link"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a command, with what of its work was kept: "interrupted: nothing of this import was
+    stored". The CLI prints it as one `error:` line."""
 
 
 def one_line(exc: BaseException) -> str:

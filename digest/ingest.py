@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import partial
 from itertools import chain
 from operator import attrgetter
@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from .children import die_with_parent
 from .collector import paused_collector
 from .config import Settings
-from .errors import DigestError, FeedError, InputError, NotFoundError, RefusedError
+from .errors import DigestError, FeedError, InputError, Interrupted, NotFoundError, RefusedError
 from .log import log_event
 from .sources import FILE_KIND, ParsedPaper, ParseResult
 from .sources.fetch import fetch_arxiv_pages, fetch_feed, make_client
@@ -41,7 +41,14 @@ from .sources.jsonl import PIECE_BYTES, JsonlReader, read_jsonl_pieces
 from .sources.parse import dedupe_papers, parse_file, parse_source
 from .store import session_scope
 from .store.papers import UpsertReport, upsert_papers
-from .store.sources import ensure_source, error_text, list_sources, record_fetch_error, record_fetch_success
+from .store.sources import (
+    ensure_source,
+    error_text,
+    find_source,
+    list_sources,
+    record_fetch_error,
+    record_fetch_success,
+)
 from .taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 
 log = logging.getLogger(__name__)
@@ -97,7 +104,10 @@ def fetch_sources(
 ) -> list[SourceReport]:
     """Fetch every enabled source (or only the named ones, enabled or not) and store what each brought.
     Any failure of one source becomes that source's error report; only a database where that error cannot even be
-    recorded stops the run (StoreError)."""
+    recorded stops the run (StoreError).
+
+    Each source is one event=fetched, at info, or at warning when it failed: alerting on the daemon's log level
+    must see a broken source."""
     names = [only] if isinstance(only, str) else list(only) if only is not None else None
     with session_scope(engine) as session:
         every = list_sources(session)
@@ -111,11 +121,15 @@ def fetch_sources(
             raise NotFoundError(f"no source named {missing[0]!r} to fetch", "`digest sources list` shows the names")
     own = client is None
     client = client or make_client(settings)
-    reports = []
+    reports: list[SourceReport] = []
     try:
         for source in chosen:
-            report = _fetch_one(engine, settings, now, source, client, sleep)
-            log_event(log, "fetched", source=report.name, status=report.status, new=report.new, updated=report.updated, error=report.error)
+            try:
+                report = _fetch_one(engine, settings, now, source, client, sleep)
+            except KeyboardInterrupt:
+                raise Interrupted(_fetch_interrupted(engine, source.name, now, reports)) from None
+            level = logging.WARNING if report.status == "error" else logging.INFO
+            log_event(log, "fetched", level, source=report.name, status=report.status, new=report.new, updated=report.updated, error=report.error)
             reports.append(report)
             if progress is not None:
                 progress(report)
@@ -123,6 +137,26 @@ def fetch_sources(
         if own:
             client.close()
     return reports
+
+
+def _fetch_interrupted(engine: Engine, name: str, now: datetime, done: list[SourceReport]) -> str:
+    """What Ctrl-C during one source's fetch kept: each source commits alone, so those before it are stored and it
+    is not, unless the interrupt came in the instant after its commit (its state then says this run's success)."""
+    before = len(done)
+    kept = f"; the {before} source{'s' if before != 1 else ''} fetched before it {'are' if before != 1 else 'is'} stored" if before else ""
+    if _stored_now(engine, name, now):
+        return f"interrupted after {name} was fetched and stored{kept}"
+    return f"interrupted while fetching {name}: nothing of it was stored{kept}"
+
+
+def _stored_now(engine: Engine, name: str, now: datetime) -> bool:
+    """Whether source `name`'s last success is this run's (`now`): its transaction committed."""
+    with session_scope(engine) as session:
+        source = find_source(session, name)
+        when = source.last_success_at if source is not None else None
+    if when is None:
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)) >= now
 
 
 def _fetch_one(engine: Engine, settings: Settings, now: datetime, source: Any, client: Any, sleep: Callable[[float], None]) -> SourceReport:
@@ -208,6 +242,10 @@ def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport
     path = Path(path)
     try:
         return _import(engine, path, now)
+    except KeyboardInterrupt:  # Ctrl-C: the one transaction was rolled back, unless it came just after the commit
+        if _stored_now(engine, f"file:{path.name}", now):
+            raise Interrupted(f"interrupted after {path} was imported: all of it is stored") from None
+        raise Interrupted("interrupted: nothing of this import was stored") from None
     except DigestError:
         raise
     except Exception as exc:  # noqa: BLE001 - the wall around one file, as around one fetched source
@@ -340,7 +378,7 @@ class _ParsingProcess:
         self.path, self.ending = path, ending
         context = multiprocessing.get_context("fork")
         self.receiving, sending = context.Pipe(duplex=False)
-        self.child = context.Process(target=_send_batches, args=(path, head, stream, sending, os.getpid()), daemon=True)
+        self.child = context.Process(target=_send_batches, args=(path, head, stream, self.receiving, sending, os.getpid()), daemon=True)
         self.child.start()
         sending.close()
 
@@ -367,8 +405,11 @@ class _ParsingProcess:
             self.child.join()
 
 
-def _send_batches(path: Path, head: bytes, stream: BinaryIO, sending: Any, parent_pid: int) -> None:
+def _send_batches(path: Path, head: bytes, stream: BinaryIO, receiving: Any, sending: Any, parent_pid: int) -> None:
     die_with_parent(parent_pid)  # a SIGKILLed `digest import` must not leave this process blocked on the pipe
+    # The fork copied the pipe's reading end too. Held open here, it kept a send to a parent that stopped listening
+    # (Ctrl-C) blocked on a full pipe instead of failing at once, and close() waited its 5 s before killing this.
+    receiving.close()
     ending: list = []
     try:
         for batch in _deduped_batches(path, head, stream, ending):

@@ -106,7 +106,8 @@ class LazyHandler(_StderrHandler):
     """Configures itself from the settings on the first record, so `--help` never loads a broken config.
 
     Until a command calls enable_event_logging(), only warnings and errors pass (or everything with -v):
-    at a terminal, `digest fetch` prints its own lines and info events would only repeat them.
+    at a terminal, `digest fetch` prints its own lines and info events would only repeat them. The events a command
+    prints a line for itself (echo_events) are left out too, warnings included, unless -v.
     """
 
     def __init__(self, load_settings: Callable[[], Settings], fallback_format: str | None, fallback_level: str | None) -> None:
@@ -115,6 +116,7 @@ class LazyHandler(_StderrHandler):
         self.fallback = (fallback_format or "text", fallback_level or "info")
         self.resolved = False
         self.floor = logging.DEBUG if fallback_level == "debug" else logging.WARNING
+        self.echoed: set[str] = set()
 
     def resolve(self) -> None:
         if self.resolved:
@@ -133,6 +135,8 @@ class LazyHandler(_StderrHandler):
         self.resolve()
         if record.levelno < self.level:  # the logger checked the level before it was known
             return False
+        if self.floor > logging.DEBUG and getattr(record, "digest_event", None) in self.echoed:
+            return False
         return super().handle(record)
 
 
@@ -143,6 +147,15 @@ def enable_event_logging() -> None:
             handler.floor = logging.DEBUG
             handler.resolved = False  # recompute the level on the next record...
             handler.setLevel(logging.NOTSET)  # ...which the logger must let through to the handler first
+
+
+def echo_events(*events: str) -> None:
+    """The command prints a line of its own for each of these events (`digest fetch` and `digest run` one per
+    source, its error included): they are not logged at the terminal too, where a failed source's warning would
+    repeat its `error:` line. The daemon, which prints nothing, logs them; -v shows them anyway."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LazyHandler):
+            handler.echoed.update(events)
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -316,6 +321,43 @@ def test_fetch_with_hostile_values_stores_the_rest_and_status_tells(cli, home, f
     assert check.output == "fail: source nested: the last fetch failed (JSON nested too deeply (the feed is not valid RSS, Atom or JSON; check the URL in a browser))\n"
 
 
+def test_fetch_names_what_a_source_sent_instead_of_a_feed(cli, home, feed_server):
+    """The walkthrough's three wrong causes: an HTML page was "undefined entity at line 3", random bytes were "elements
+    nested more than 256 deep", Hugging Face's JSON added as a feed was "expected RSS or Atom, got JSON (the feed is not
+    valid RSS, Atom or JSON...)". Each is now named, recorded as that source's error and shown by `sources list` and
+    `status --check`; the good source is stored all the same."""
+    feed_server.documents["page.html"] = (b"<!DOCTYPE html>\n<html><head><title>Lab</title></head>\n"
+                                          b"<body><p>Papers&nbsp;of the week &copy; 2026</p></body></html>\n")
+    feed_server.documents["noise.bin"] = bytes((i * 7919 + 13) * 104729 % 251 for i in range(100_000))
+    feed_server.documents["daily.json"] = (REAL / "hf-daily" / "daily_papers-date-2024-05-27-reindented.json").read_bytes()
+    for name in ("page.html", "noise.bin", "daily.json"):
+        assert cli("sources", "add", feed_server.url(f"doc/{name}"), "--name", name.split(".")[0]).exit_code == 0
+    assert cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--name", "sd").exit_code == 0
+    result = cli("fetch", env=FAST)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    hf_url = feed_server.url("doc/daily.json")
+    expected = {
+        "page": "an HTML page, not a feed (is the URL the feed's own address? A site's page links to its RSS or Atom feed: use that link)",
+        "noise": "binary data, not RSS, Atom or JSON (check the URL in a browser: it should show the feed itself)",
+        "daily": ("Hugging Face daily papers (JSON), not an RSS or Atom feed (this source needs --kind hf-daily: "
+                  f"`digest sources remove` it, then `digest sources add {hf_url} --kind hf-daily`)"),
+    }
+    assert result.output.splitlines() == [*(f"{name}: error: {error}" for name, error in expected.items()),
+                                          "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged"]
+    state = sources_json(cli)
+    assert {name: state[name]["last_error"] for name in expected} == expected
+    listed = cli("sources", "list").output
+    assert all(f"(1 in a row): {error}\n" in listed for error in expected.values())
+    check = cli("status", "--check")
+    assert check.exit_code == 1
+    assert sorted(check.output.splitlines()) == [f"fail: source {name}: the last fetch failed ({error})" for name, error in sorted(expected.items())]
+
+    # Following the hint reads the same URL.
+    assert cli("sources", "remove", "daily").exit_code == 0
+    assert cli("sources", "add", hf_url, "--kind", "hf-daily", "--name", "daily").exit_code == 0
+    assert cli("fetch", "--source", "daily", env=FAST).output.startswith("daily: new: 13 entries")
+
+
 def test_fetch_prints_an_unexpected_failure_as_that_sources_error(cli, home, feed_server, monkeypatch):
     import digest.ingest as ingest
 
@@ -367,3 +409,64 @@ def test_import_jsonl_with_a_hostile_value_stores_the_paper(cli, home, tmp_path,
     assert result.stdout.splitlines()[0].startswith("file:hostile.jsonl: new: 2 entries, 2 new"), result.output
     assert warning is None or warning in result.output, result.output
     assert count(home, "paper") == 2
+
+
+# ---- Ctrl-C ----------------------------------------------------------------------------------------
+
+def digest_process(home: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(FAST, DIGEST_HOME=str(home))
+    code = "import sys; from digest.cli import main; sys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def interrupt(process: subprocess.Popen) -> tuple[str, str, float]:
+    """Ctrl-C as a terminal sends it; (stdout, stderr, seconds from the signal to the exit)."""
+    assert process.poll() is None, "the command ended before it could be interrupted"
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    return out, err, time.monotonic() - started
+
+
+def test_import_interrupted_says_nothing_was_stored_and_stops_at_once(cli, home, tmp_path):
+    """Ctrl-C while a big JSON Lines file is being stored: one line saying what is true (the file's one transaction
+    was rolled back), exit 1 as `send` exits when interrupted, and within a moment: the forked parser held its own
+    copy of the pipe's reading end, so it blocked on a full pipe and the import waited 5 s before killing it."""
+    records = [json.loads(line) for line in SAMPLE_FILES[0].read_text().splitlines()]
+    big = tmp_path / "big.jsonl"
+    with big.open("w") as out:
+        for n in range(60_000):
+            record = records[n % len(records)]
+            out.write(json.dumps({**record, "id": f"{record['id']}-{n}", "title": f"{record['title']} ({n})"}) + "\n")
+    assert cli("init").exit_code == 0
+    wal = home / "digest.db-wal"
+    process = digest_process(home, "import", str(big))
+    wait_for(lambda: (wal.exists() and wal.stat().st_size > 4_000_000) or process.poll() is not None)  # storing, uncommitted
+    out, err, seconds = interrupt(process)
+    assert (process.returncode, out, err) == (1, "", "error: interrupted: nothing of this import was stored\n")
+    assert seconds < 3, f"took {seconds:.1f} s to stop"
+    assert count(home, "paper") == 0 and count(home, "source") == 0
+
+
+def test_fetch_interrupted_says_which_sources_were_stored(cli, home, feed_server):
+    """Each source commits alone: Ctrl-C during the second source keeps the first and says so; the interrupted
+    source gets no error (the operator stopped it, the feed did nothing wrong)."""
+    assert cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--name", "sd").exit_code == 0
+    assert cli("sources", "add", feed_server.url("hang"), "--name", "slow").exit_code == 0
+    process = digest_process(home, "fetch")
+    wait_for(lambda: feed_server.requests_to("/hang") or process.poll() is not None)
+    out, err, seconds = interrupt(process)
+    assert process.returncode == 1 and out == "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged\n"
+    assert err == "error: interrupted while fetching slow: nothing of it was stored; the 1 source fetched before it is stored\n"
+    assert seconds < 3, f"took {seconds:.1f} s to stop"
+    state = sources_json(cli)
+    assert state["sd"]["papers_seen"] == 23 and count(home, "paper") == 23
+    assert state["slow"]["consecutive_errors"] == 0 and state["slow"]["last_error"] is None

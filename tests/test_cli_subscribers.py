@@ -88,6 +88,15 @@ def test_add_invalid_address_fails_with_one_line(cli, sqlite_engine, address):
     assert count(sqlite_engine, Subscriber) == 0
 
 
+def test_add_address_with_a_quote_names_the_quote(cli, sqlite_engine):
+    # email-validator said "An email address must have an @-sign." of an address that has one.
+    result = cli("subscribers", "add", 'a"b@example.org')
+    assert result.exit_code == 1
+    assert result.output == ("error: invalid email address 'a\"b@example.org': The email address contains a quote character (\"), "
+                             "which is not allowed here. (give an address such as ada@example.org)\n")
+    assert count(sqlite_engine, Subscriber) == 0
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [("--tz", "Mars/Base", "tz: unknown time zone 'Mars/Base'"), ("--send-at", "7pm", "send_at: send time '7pm' is not HH:MM"),

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from digest.config import load_settings
-from digest.log import _StderrHandler, configure_logging_lazily, enable_event_logging, log_event
+from digest.log import _StderrHandler, configure_logging_lazily, echo_events, enable_event_logging, log_event
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +91,20 @@ def test_lazy_logging_waits_for_enable_and_survives_a_bad_config(home, capsys):
     enable_event_logging()
     log_event(log, "now-shown")
     assert [json.loads(line)["event"] for line in lines_of(capsys)] == ["shown", "now-shown"]
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["terminal", "verbose"])
+def test_an_event_the_command_prints_itself_is_not_logged_twice(home, capsys, verbose):
+    """`digest fetch` prints `NAME: error: ...` for a failed source; its warning (for the daemon's alerting) would
+    repeat it at the terminal. Other warnings still pass, and -v shows everything."""
+    settings = load_settings(home, env={})
+    configure_logging_lazily(lambda: settings, "text", "debug" if verbose else None)
+    echo_events("fetched")
+    log = logging.getLogger("digest.test")
+    log_event(log, "fetched", logging.WARNING, source="broken", status="error")
+    log_event(log, "entry-skipped", logging.WARNING, source="broken")
+    shown = [line.split("event=")[1].split()[0] for line in lines_of(capsys)]
+    assert shown == (["fetched", "entry-skipped"] if verbose else ["entry-skipped"])
 
 
 def test_cli_help_does_not_load_a_broken_config(cli, home):

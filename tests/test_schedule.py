@@ -356,6 +356,37 @@ def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
     assert "test-secret-key" not in log_path.read_text()
 
 
+def test_serve_logs_a_failed_source_at_warning(home, tmp_path, feed_server):
+    """Alerting on a log's level must see a source that failed: its event=fetched line is a warning (it was info,
+    like a source that worked); same event and fields."""
+    from digest.store import open_engine, session_scope
+    from digest.store.sources import ensure_source
+
+    now = datetime.now(UTC)
+    prepare_home(home, [], now - timedelta(minutes=5))
+    engine = open_engine(f"sqlite:///{home / 'digest.db'}")
+    with session_scope(engine) as session:
+        ensure_source(session, "good", "arxiv-rss", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), now)
+        ensure_source(session, "broken", "feed", feed_server.url("status/404"), now)
+    engine.dispose()
+    log_path = tmp_path / "serve.log"
+    daemon = start_daemon(home, digest_env(home, DIGEST_FETCH_TIMEOUT="5"), log_path)
+    try:
+        wait_until(lambda: log_path.read_text().count("event=fetched") >= 2 or daemon.poll() is not None)
+        wait_until(lambda: "event=serving" in log_path.read_text() or daemon.poll() is not None)
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = log_path.read_text()
+    assert code == 0, log
+    fetched = {line.split(" source=")[1].split()[0]: line.split(" ", 1)[1] for line in log.splitlines() if " event=fetched " in line}
+    assert fetched["broken"].startswith("level=warning logger=digest.ingest event=fetched source=broken status=error new=0 updated=0 error=")
+    assert "HTTP 404" in fetched["broken"]
+    assert fetched["good"].startswith("level=info logger=digest.ingest event=fetched source=good status=new new=23 updated=0")
+
+
 # --- a tick never dies --------------------------------------------------------------------------------
 
 READ_ONLY_SOURCE = "CREATE TRIGGER source_read_only BEFORE UPDATE ON source BEGIN SELECT RAISE(ABORT, 'source rows are read-only today'); END"

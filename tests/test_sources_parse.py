@@ -427,13 +427,70 @@ def test_parse_source_feed_never_opens_a_path_or_url():
     [
         pytest.param(b"", "empty document", id="empty"),
         pytest.param(b"   \n", "empty document", id="blank"),
-        pytest.param(b"<html><body>Service unavailable</body></html>", "not an RSS or Atom feed", id="html-page"),
-        pytest.param(b'{"items": []}', "expected RSS or Atom, got JSON", id="json"),
+        pytest.param(b"<html><body>Service unavailable</body></html>", "an HTML page, not a feed", id="html-page"),
+        pytest.param(b'{"items": []}', "JSON, not an RSS or Atom feed", id="json"),
     ],
 )
 def test_parse_source_feed_refuses_what_is_not_a_feed(data, message):
     with pytest.raises(FeedError, match=message):
         parse_source("feed", data)
+
+
+RANDOM_BYTES = bytes((i * 7919 + 13) * 104729 % 251 for i in range(100_000))  # fixed noise: 400 "<", an unclosed nest
+HTML_PAGE = b"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Lab papers</title>
+<link rel="alternate" type="application/rss+xml" title="Papers" href="/papers/feed.xml"></head>
+<body><p>Welcome&nbsp;to our papers &mdash; &copy; 2026</p></body></html>
+"""
+
+
+@pytest.mark.parametrize(("kind", "data", "message", "hint"), [
+    pytest.param("feed", HTML_PAGE, "an HTML page, not a feed",
+                 "is the URL the feed's own address? The page names its feed: https://lab.example.org/papers/feed.xml",
+                 id="html-page-naming-its-feed"),
+    pytest.param("feed", HTML_PAGE.replace(b"<link", b"<meta"), "an HTML page, not a feed",
+                 "is the URL the feed's own address? A site's page links to its RSS or Atom feed: use that link",
+                 id="html-page"),
+    pytest.param("feed", b'<?xml version="1.0"?>\n<!-- a CMS -->\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "x">'
+                 b'<html xmlns="http://www.w3.org/1999/xhtml"><body>Login</body></html>', "an HTML page, not a feed", None, id="xhtml"),
+    pytest.param("feed", b"Warning: session_start() in /var/www/index.php on line 3\n<html><body>&nbsp;</body></html>",
+                 "an HTML page, not a feed", None, id="html-after-junk"),
+    pytest.param("hf-daily", HTML_PAGE, "an HTML page, not a feed", None, id="html-as-hf-daily"),
+    pytest.param("feed", RANDOM_BYTES, "binary data, not RSS, Atom or JSON", "check the URL in a browser: it should show the feed itself",
+                 id="random-bytes"),
+    pytest.param("hf-daily", RANDOM_BYTES, "binary data, not RSS, Atom or JSON", None, id="random-bytes-as-hf-daily"),
+    pytest.param("feed", b"\x1f\x8b\x08\x00" + RANDOM_BYTES[:500], "gzip-compressed data, not RSS, Atom or JSON", None, id="gzip"),
+    pytest.param("feed", b"404 page not found\n", 'plain text ("404 page not found"), not RSS, Atom or JSON', None, id="plain-text"),
+    pytest.param("feed", read("hf-daily/daily_papers-date-2024-05-27-reindented.json"),
+                 "Hugging Face daily papers (JSON), not an RSS or Atom feed",
+                 "this source needs --kind hf-daily: `digest sources remove` it, then "
+                 "`digest sources add https://lab.example.org/papers --kind hf-daily`", id="hf-daily-as-feed"),
+    pytest.param("arxiv-rss", read("hf-daily/api-papers-2605.15320-detail.json"),
+                 "Hugging Face daily papers (JSON), not an RSS or Atom feed", None, id="hf-paper-as-arxiv-rss"),
+    pytest.param("feed", b'{"version": "https://jsonfeed.org/version/1.1", "title": "Blog", "items": []}',
+                 "a JSON Feed (jsonfeed.org), not an RSS or Atom feed", None, id="json-feed"),
+    pytest.param("feed", read("other-feeds/pubmed-esearch.json"), "JSON, not an RSS or Atom feed",
+                 "check the URL in a browser; a source of kind feed reads RSS or Atom, and Hugging Face daily papers need --kind hf-daily",
+                 id="other-json"),
+])
+def test_parse_source_names_what_a_document_that_is_not_a_feed_is(kind, data, message, hint):
+    """What the document is, not what a parser tripped on first in it ("undefined entity" in an HTML page, "nested
+    more than 256 deep" for random bytes, "got JSON" with a hint saying JSON is fine); the hint never contradicts it."""
+    with pytest.raises(FeedError) as caught:
+        parse_source(kind, data, source_url="https://lab.example.org/papers")
+    assert caught.value.args[0] == message
+    if hint is not None:
+        assert caught.value.hint == hint
+    assert "not valid RSS, Atom or JSON" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("junk", [
+    pytest.param(b"Warning: session_start() in /var/www/feed.php on line 3\n", id="php-warning"),
+    pytest.param(b"\n\n   ", id="blank-lines"),
+    pytest.param(b"\xef\xbb\xbf", id="bom"),
+])
+def test_parse_source_reads_a_feed_after_junk(junk):
+    assert len(parse_source("feed", junk + read("arxiv-rss/rss-cs.SD-2026-06-12.xml")).papers) > 0
 
 
 def test_parse_source_unknown_kind_is_refused():

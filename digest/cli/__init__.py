@@ -1,6 +1,7 @@
 """The `digest` command: thin click commands over the library. Each noun group lives in its own module.
 
-Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds the traceback.
+Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds the traceback. Ctrl-C is one line
+too (`error: interrupted...`) and exit 1, as `send` exits 1 when stopped with the rest of an edition unsent.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class DigestGroup(click.Group):
             _fail(ctx, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C: one line (an Interrupted says what was kept), not click's "Aborted!"
+            _fail(ctx, str(exc) or "interrupted")
         except Exception as exc:  # noqa: BLE001 - a bug: its traceback is shown, never a secret it quotes
             app = ctx.find_object(AppContext)
             secrets = app.secrets() if app is not None else ()

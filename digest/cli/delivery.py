@@ -21,6 +21,7 @@ import click
 
 from ..config import load_settings
 from ..errors import InputError
+from ..log import echo_events
 from ..schedule import fetch_due, fetch_trigger, next_fire_times
 from ..store import deliveries as ledger
 from ..store import ensure_ready, open_engine, session_scope
@@ -109,6 +110,7 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
     from ..pipeline.follow import run_until_done
     from ..pipeline.job import run_job
 
+    echo_events("fetched")  # the run prints each fetched source's line below
     progress = _Progress()
     interruption = _Interruption()
 

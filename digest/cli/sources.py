@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..log import echo_events
 from ..sources import FETCHED_KINDS
 from ..store import session_scope
 from ..store.sources import add_source, list_sources, remove_source
@@ -84,6 +85,7 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
     """Fetch every enabled source and store the new papers: one line per source, exit 1 if any failed."""
     from ..ingest import fetch_sources
 
+    echo_events("fetched")  # each source's line is printed below, a failure's `error:` too
     engine, settings = app.engine, app.settings
     with session_scope(engine) as session:
         count = len(names) or sum(1 for s in list_sources(session, enabled_only=True, include_files=False))

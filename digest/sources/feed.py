@@ -26,6 +26,7 @@ from digest.sources.clean import (
     whole_number,
 )
 from digest.sources.shape import check_markup
+from digest.sources.sniff import html_page, mentions_html, refuse_non_feed
 
 # python-feedgen mirrors of HF daily papers (huangboming) put authors, upvotes and the abstract in the description.
 # The authors and summary are cut out with str.find (a lazy regex retried at every "<b>Authors:</b>" was quadratic).
@@ -85,11 +86,13 @@ def _reason(exc: BaseException | None) -> str:
 def read_feed(data: bytes, source_url: str = "") -> tuple[feedparser.FeedParserDict, list[str]]:
     """feedparser's reading of the bytes, with the recovered problems as warnings.
 
-    Raises FeedError when nothing can be recovered: no bytes, not a feed, broken XML with no entries, or a shape
-    (too many tags, too deep) that would take feedparser gigabytes (digest.sources.shape).
+    Raises FeedError when nothing can be recovered: no bytes, not a feed (an HTML page, binary data or plain text
+    is named as such: digest.sources.sniff), broken XML with no entries, or a shape (too many tags, too deep) that
+    would take feedparser gigabytes (digest.sources.shape).
     An entry cut off by a truncated download is dropped (with a warning) rather than kept half-read."""
     if not data or not data.strip():
         raise FeedError("empty document")
+    refuse_non_feed(data, source_url)  # before the shape check: random bytes are "binary data", not "nested too deep"
     check_markup(data)  # a shape that would take feedparser gigabytes is refused before it starts
     if b"&#" in data:
         data = _CHARACTER_REFERENCE.sub(_storable_reference, data)
@@ -109,9 +112,13 @@ def read_feed(data: bytes, source_url: str = "") -> tuple[feedparser.FeedParserD
             del parsed.entries[closed:]
             warnings.append("the last entry was cut off and is dropped")
         if not parsed.entries:
+            if mentions_html(data):  # an HTML page is rarely XML: its first &nbsp; breaks it
+                raise html_page(data, source_url)
             raise FeedError(f"not well-formed XML: {broken}")
         warnings.append(f"not well-formed XML ({broken}): kept the {len(parsed.entries)} entries read before it")
     elif not parsed.entries and not parsed.get("version"):
+        if mentions_html(data):
+            raise html_page(data, source_url)
         raise FeedError("not an RSS or Atom feed")
     elif parsed.get("bozo"):
         warnings.append(f"encoding: {parsed.get('bozo_exception')}")

@@ -17,6 +17,7 @@ from digest.sources.feed import papers_from_feed, read_feed
 from digest.sources.hf import parse_hf_daily
 from digest.sources.jsonl import parse_jsonl
 from digest.sources.shape import check_json
+from digest.sources.sniff import refuse_json
 
 SOURCE_KINDS = (*FETCHED_KINDS, "jsonl")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.txt")
@@ -30,11 +31,11 @@ def parse_source(kind: str, data: bytes, *, source_url: str = "") -> ParseResult
         raise FeedError(f"unknown source kind {kind!r} (known: {', '.join(SOURCE_KINDS)})")
     if kind == "jsonl":
         return dedupe_papers(parse_jsonl(data, source_url=source_url))
-    if kind == "hf-daily" and _first_byte(data) != b"<":
-        return dedupe_papers(parse_hf_daily(data, source_url=source_url))
-    if kind != "hf-daily" and _first_byte(data) in (b"[", b"{"):
-        raise FeedError("expected RSS or Atom, got JSON")
-    return dedupe_papers(_parse_xml(data, source_url))
+    if _first_byte(data) in (b"[", b"{"):
+        if kind == "hf-daily":
+            return dedupe_papers(parse_hf_daily(data, source_url=source_url))
+        raise refuse_json(data, source_url)  # names the kind that reads it, when it is Hugging Face's
+    return dedupe_papers(_parse_xml(data, source_url))  # any kind: an HTML page or junk is named as such there
 
 
 def parse_file(data: bytes, filename: str = "") -> ParseResult:
