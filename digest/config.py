@@ -400,6 +400,12 @@ def load_settings(
                 continue
             take(opt, raw, f"{var}_FILE", f"{var}_FILE", file)
         elif var in env:
+            if opt.secret and not env[var].strip() and values[opt.name] and origins[opt.name] != "default":
+                # An empty secret left in an environment file (a template's `DIGEST_SECRET_KEY=`) must not silently
+                # replace the one the config file holds: every link and login would then fail far from the cause.
+                fail(ConfigError(f"{var} is set but empty, and would override {opt.name} from {origins[opt.name]}",
+                                 f"remove the empty {var} from the environment (e.g. /etc/digest/digest.env), or give it a value"))
+                continue
             take(opt, env[var], var, var)
 
     for key, raw in (overrides or {}).items():

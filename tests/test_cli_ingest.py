@@ -92,6 +92,9 @@ def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home
     assert lines[4].startswith("biorxiv: new: 1 entry, 1 new")
     assert lines[5].startswith("api: new: 10 entries, 10 new")
     assert len(lines) == 6
+    # A failed source's line goes to stderr, which reaches cron's MAILTO when stdout goes to /dev/null.
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["gone", "slow"]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["sd", "hf", "biorxiv", "api"]
     state = sources_json(cli)
     assert state["sd"]["papers_seen"] == 23 and state["sd"]["last_success_at"] and state["sd"]["consecutive_errors"] == 0
     assert state["gone"]["enabled"] is False and "410" in state["gone"]["disabled_reason"]
@@ -369,9 +372,9 @@ def test_fetch_prints_an_unexpected_failure_as_that_sources_error(cli, home, fee
     for attempt in (1, 2, 3):
         result = cli("fetch", env=FAST)
         assert result.exit_code == 1
-        assert result.stdout.splitlines()[0] == ("hf: error: unexpected RecursionError: maximum recursion depth exceeded "
-                                                 "(a bug in digest: `digest -v fetch` logs the traceback)")
-        assert result.stdout.splitlines()[1].startswith("sd: ")
+        assert ("hf: error: unexpected RecursionError: maximum recursion depth exceeded "
+                "(a bug in digest: `digest -v fetch` logs the traceback)") in result.stderr.splitlines()
+        assert result.stdout.splitlines()[0].startswith("sd: ")
         assert "event=source-failed source=hf" in result.stderr and "Traceback (most recent call last)" in result.stderr
         assert sources_json(cli)["hf"]["consecutive_errors"] == attempt
     check = cli("status", "--check")

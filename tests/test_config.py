@@ -418,6 +418,25 @@ def test_cli_config_lists_every_problem_one_line_each(cli, home):
         ["invalid", "smtp_port"], ["invalid", "fetch_tz:"], ["invalid", "fetch_cron"], ["from_address", "'y'"], ["base_url", "'x'"]]
 
 
+@pytest.mark.parametrize(("env", "error"), [
+    ({"DIGEST_SECRET_KEY": "k3y-x"}, "error: secret_key is too short: 5 characters, at least 16"),
+    ({"DIGEST_SECRET_KEY": ""}, "error: DIGEST_SECRET_KEY is set but empty, and would override secret_key from "),
+], ids=["too-short", "empty-over-the-file"])
+def test_cli_config_reports_a_secret_key_the_commands_refuse(cli, home, env, error):
+    """An admin's `digest config` said nothing of a key every command refuses (an empty DIGEST_SECRET_KEY left in
+    /etc/digest/digest.env silently replaced digest.toml's key: preview then said "not set")."""
+    (home / "digest.toml").write_text('secret_key = "a-key-of-at-least-sixteen-characters"\n')
+    result = cli("config", env=env)
+    assert result.exit_code == 1
+    assert [row for row in result.output.splitlines() if row.startswith("error: ")][0].startswith(error), result.output
+
+
+def test_cli_serve_refuses_to_start_without_a_usable_secret_key(cli, home):
+    """The daemon started and then failed on every tick once someone was due (event=tick-failed ... not set)."""
+    result = cli("serve", "--tick-seconds", "1", env={"DIGEST_SECRET_KEY": "k3y-x"})
+    assert result.exit_code == 1 and result.output.startswith("error: secret_key is too short"), result.output
+
+
 @pytest.mark.parametrize("value, kept", [
     ("papers.example.org", "papers.example.org"),
     ("<papers.example.org>", "papers.example.org"),

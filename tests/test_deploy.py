@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import OPTIONS, render_config_file
+from digest.config import OPTIONS, load_settings, render_config_file
+from digest.errors import ConfigError
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 UNITS = ("digest.service", "digest.timer", "digest-serve.service", "digest-web.service", "digest-worker@.service", "digest-worker@.timer")
@@ -80,9 +81,17 @@ def test_crontab_example_runs_every_quarter_hour():
     assert any("status --check" in command for command in schedules.values())
 
 
-def test_env_example_names_the_secrets_without_values():
+def test_env_example_names_the_secrets_without_setting_them(tmp_path: Path):
+    """Installed as shipped, the file sets nothing: an active `DIGEST_SECRET_KEY=` line overrode digest.toml's key
+    with an empty one (every link then failed); now such a line is an error, and the example has none."""
     text = (DEPLOY / "digest.env.example").read_text()
-    assert "\nDIGEST_SMTP_PASSWORD=\n" in text and "\nDIGEST_SECRET_KEY=\n" in text
+    assert "\n# DIGEST_SMTP_PASSWORD=\n" in text and "\n# DIGEST_SECRET_KEY=\n" in text
+    active = dict(line.split("=", 1) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    assert active == {}
+    (tmp_path / "digest.toml").write_text('secret_key = "a-key-of-at-least-sixteen-characters"\n')
+    with pytest.raises(ConfigError, match=r"DIGEST_SECRET_KEY is set but empty, and would override secret_key from .*digest.toml"):
+        load_settings(str(tmp_path), env={"DIGEST_SECRET_KEY": ""})
+    assert load_settings(str(tmp_path), env={"DIGEST_SMTP_PASSWORD": ""}).smtp_password == ""  # nothing overridden: allowed
     assert "EnvironmentFile=-/etc/digest/digest.env" in (DEPLOY / "digest-serve.service").read_text()
 
 

@@ -237,6 +237,8 @@ def config_cmd(app: AppContext, as_json: bool) -> None:
     bad_values: list[ConfigError] = []
     settings = load_settings(app.home, app.config_file, overrides=app.overrides, problems=bad_values)
     problems = [*bad_values, *settings_problems(settings)]
+    if settings.secret_key and (key := secret_key_problem(settings.secret_key)):  # a key given that every command refuses
+        problems.append(ConfigError(f"secret_key is {key}", SECRET_KEY_HINT))  # (none at all: `digest doctor` says so)
     values = settings.redacted()
     if as_json:
         click.echo(json.dumps(values, indent=2, default=str))

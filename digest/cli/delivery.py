@@ -128,7 +128,7 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
     finally:
         progress.close()
     for source in report.fetched:
-        click.echo(source.line())
+        click.echo(source.line(), err=source.status == "error")  # a failed source reaches cron's MAILTO (stderr)
     if report.fetch_error:
         click.echo(f"error: the fetch failed, so only papers already stored were sent: {report.fetch_error}", err=True)
     if report.error is not None:  # the server down, the database locked: how far it got, then the error

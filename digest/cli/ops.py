@@ -10,12 +10,14 @@ from datetime import datetime, timezone
 
 import click
 
+from ..errors import ConfigError
 from ..health import edition_problems, source_note, source_problems
 from ..log import enable_event_logging
 from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job
 from ..schedule import serve as serve_forever
 from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
 from ..store.status import active_schedules, source_health
+from ..tokens import SECRET_KEY_HINT, secret_key_problem
 from . import EXIT_ERROR, AppContext, main, pass_app, settings_problems
 
 EDITIONS_SHOWN = 7
@@ -36,6 +38,8 @@ def serve(app: AppContext, tick_seconds: int) -> None:
     enable_event_logging()
     settings = app.settings
     fetch_trigger(settings)  # a bad fetch_cron is reported before anything starts
+    if problem := secret_key_problem(settings.secret_key):  # not at the first due subscriber, on every tick after it
+        raise ConfigError(f"secret_key is {problem}", SECRET_KEY_HINT)
     engine = app.engine
     code = serve_forever(settings, pipeline_job(engine, settings), lambda now: fetch_due(engine, settings, now), tick_seconds=tick_seconds)
     click.get_current_context().exit(code)
@@ -138,7 +142,7 @@ def doctor(app: AppContext, to: str | None) -> None:
     """
     from ..config import Settings, load_settings
     from ..doctor import run_checks
-    from ..errors import ConfigError, DigestError
+    from ..errors import DigestError
 
     def load(problems: list[DigestError]) -> Settings:
         bad_values: list[ConfigError] = []

@@ -85,7 +85,7 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
     """Fetch every enabled source and store the new papers: one line per source, exit 1 if any failed."""
     from ..ingest import fetch_sources
 
-    echo_events("fetched")  # each source's line is printed below, a failure's `error:` too
+    echo_events("fetched")  # each source's line is printed below, a failure's `error:` too (on stderr, for cron's MAILTO)
     engine, settings = app.engine, app.settings
     with session_scope(engine) as session:
         count = len(names) or sum(1 for s in list_sources(session, enabled_only=True, include_files=False))
@@ -96,9 +96,9 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
         with click.progressbar(length=count, label="fetching", show_pos=True) as bar:
             reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda _r: bar.update(1))
         for report in reports:
-            click.echo(report.line())
+            click.echo(report.line(), err=report.status == "error")
     else:
-        reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda r: click.echo(r.line()))
+        reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda r: click.echo(r.line(), err=r.status == "error"))
     if any(r.status == "error" for r in reports):
         sys.exit(EXIT_ERROR)
 
