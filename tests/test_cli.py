@@ -82,6 +82,23 @@ def test_read_only_commands_create_no_home_and_no_database(cli, home, tmp_path, 
     assert list(home.iterdir()) == []
 
 
+WRITERS = [("run",), ("send",), ("fetch",), ("subscribers", "add", "bob@example.org"), ("import", "digest/data/sample-arxiv-cs.CL.xml")]
+
+
+@pytest.mark.parametrize("args", WRITERS, ids=[" ".join(args[:2]) for args in WRITERS])
+def test_commands_that_store_refuse_a_home_whose_database_has_gone(cli, home, args):
+    """`digest send` in a home whose digest.db was moved made a new empty one, said "nothing due" (exit 0), and
+    `status --check` then said ok: the subscribers were silently gone."""
+    assert cli("init").exit_code == 0
+    assert cli("subscribers", "add", "ada@example.org").exit_code == 0
+    (home / "digest.db").rename(home / "digest.db.bak")
+    result = cli(*args)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: no database at {home / 'digest.db'}, though {home / 'digest.toml'} is there: was it moved or deleted?")
+    assert not (home / "digest.db").exists()
+    assert cli("init").exit_code == 0 and (home / "digest.db").exists()  # init makes a new, empty one on purpose
+
+
 def test_commands_that_store_create_the_home_as_documented(cli, tmp_path):
     new = tmp_path / "new"
     assert cli("--home", str(new), "subscribers", "add", "ada@example.org").exit_code == 0

@@ -66,8 +66,15 @@ class AppContext:
 
     @cached_property
     def engine(self):
-        """The engine of the commands that write: the SQLite file (and DIGEST_HOME) and the schema made if missing."""
-        engine = open_engine(self.settings.database_url)
+        """The engine of the commands that write: the SQLite file (and DIGEST_HOME) and the schema made if missing,
+        but not in a home `digest init` made whose database file has gone (moved, deleted, a wrong volume mounted):
+        a new empty one would stand in for it, send nothing and look healthy to `status --check`."""
+        settings = self.settings
+        path = sqlite_file(settings.database_url)
+        if path is not None and not path.exists() and settings.config_path.exists() and path.parent == settings.home:
+            raise StoreError(f"no database at {path}, though {settings.config_path} is there: was it moved or deleted?",
+                             "put it back (or check DIGEST_HOME and database_url); `digest init` makes a new, empty one")
+        engine = open_engine(settings.database_url)
         ensure_ready(engine)
         return engine
 
