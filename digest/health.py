@@ -149,7 +149,7 @@ def edition_problems(schedules: Sequence[Schedule], finished: Mapping[int, str],
     for edition, rows in sorted(stuck.items()):
         since = min(row.since for row in rows).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         problems.append(f"{_count(len(rows), 'delivery', 'deliveries')} of edition {edition} 'sending' since {since}, over {_span(SENDING_STUCK_AFTER)} "
-                        f"(the run sending them was killed, or could not record them): {_names([row.email for row in rows])}")
+                        f"(the run sending them was killed, or could not record them; the next run sends them, and one handed over before it died may arrive twice): {_names([row.email for row in rows])}")
     return problems
 
 

@@ -102,12 +102,15 @@ def test_status_check_on_a_source_never_fetched_says_so_and_fails_only_after_a_d
     with time_machine.travel(NOW + timedelta(hours=2), tick=False):
         fresh = cli("status", "--check")
     assert fresh.exit_code == 0
-    assert fresh.output == ("ok: 1 source enabled, not fetched yet: the next fetch is 2025-06-17 00:30 UTC, or `digest fetch` now "
+    # Never fetched, so the next run or tick fetches it (it said "the next fetch is" the next fetch_cron time).
+    assert fresh.output == ("ok: 1 source enabled, not fetched yet: the next `digest run` or daemon tick fetches, or `digest fetch` now "
                             "(a problem only if a day passes)\n")
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+        assert "next fetch: due now, at the next `digest run` or daemon tick" in cli("status").output
     add_source(sqlite_engine, "feed", kind="feed", last_fetch_at=NOW, last_success_at=NOW, last_fetch_count=3)
     with time_machine.travel(NOW + timedelta(hours=2), tick=False):
         mixed = cli("status", "--check")
-    assert mixed.output.startswith("ok: 2 sources enabled, last success 2025-06-16 12:00 UTC, 1 not fetched yet: the next fetch is ")
+    assert mixed.output.startswith("ok: 2 sources enabled, last success 2025-06-16 12:00 UTC, 1 not fetched yet: the next `digest run` or daemon tick fetches")
     with time_machine.travel(NOW + timedelta(days=2), tick=False):
         stale = cli("status", "--check")
     assert stale.exit_code == 1
@@ -240,7 +243,7 @@ def at(hour: int, minute: int = 0, day: int = 16) -> datetime:
      "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 451 4.7.1 greylisted): ada@example.org"),
     (schedule(), {}, [row("sending", at(7, 55))], at(8, 30), None),  # a run at work
     (schedule(), {}, [row("sending", at(7, 5))], at(8, 30),
-     "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them): ada@example.org"),
+     "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them; the next run sends them, and one handed over before it died may arrive twice): ada@example.org"),
     (schedule(tz="Mars/Olympus"), {}, [], at(12, 0), "subscriber ada@example.org gets no email: unknown time zone 'Mars/Olympus'"),
 ], ids=["missed", "in-grace", "sent", "before-send-time", "yesterday-missed", "joined-after-send-time", "joined-after-send-time-missed",
         "joined-late-yesterday", "other-zone", "weekly-missed", "weekly-sent", "deferred", "sending-now", "stuck-sending", "bad-zone"])
@@ -260,7 +263,7 @@ def test_edition_problems_group_subscribers_per_edition_and_reason():
         "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 452 mailbox full): r6@example.org",
         "edition 2025-06-16 not sent to 6 due subscribers more than 1 hour after their send time (no delivery recorded: no run since their send time?): "
         "r0@example.org, r1@example.org, r2@example.org, r3@example.org, r4@example.org and 1 more",
-        "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 06:00 UTC, over 1 hour (the run sending them was killed, or could not record them): r7@example.org",
+        "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 06:00 UTC, over 1 hour (the run sending them was killed, or could not record them; the next run sends them, and one handed over before it died may arrive twice): r7@example.org",
     ]
 
 
@@ -311,7 +314,7 @@ def test_status_check_tells_an_edition_that_did_not_go_out(cli, home, sqlite_eng
         "fail: edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: "
         f"{smtp_server.host}:{smtp_server.port} refused bob@example.org: 451 4.7.1 greylisted (the server asked us to try later; the next run retries)): bob@example.org",
         "fail: edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (no delivery recorded: no run since their send time?): dee@example.org",
-        "fail: 1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them): cy@example.org",
+        "fail: 1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them; the next run sends them, and one handed over before it died may arrive twice): cy@example.org",
     ]
     assert data["ok"] is False and data["problems"] == [line.removeprefix("fail: ") for line in lines]
 

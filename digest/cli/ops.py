@@ -69,7 +69,9 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     editions = editions_summary(engine, limit=EDITIONS_SHOWN)
     problems = source_problems(sources, now) + edition_problems(active_schedules(engine), finished_editions(engine), unfinished_deliveries(engine), now)
     upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
-    next_fetch = upcoming[0] if upcoming else None
+    # A source never fetched, a missed fetch_cron time or a failed fetch's retry: the next run or tick fetches.
+    due_now = fetch_due(engine, app.settings, now)
+    next_fetch = now if due_now else upcoming[0] if upcoming else None
     if as_json:
         click.echo(json.dumps({
             "ok": not problems,
@@ -82,14 +84,14 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
         for problem in problems:
             click.echo(f"fail: {problem}")
         if not problems:
-            click.echo(_ok_line(sources, next_fetch))
+            click.echo(_ok_line(sources, next_fetch, due_now))
     else:
-        _print_status(sources, editions, problems, next_fetch, app.settings)
+        _print_status(sources, editions, problems, next_fetch, app.settings, due_now)
     if check and problems:
         click.get_current_context().exit(EXIT_ERROR)
 
 
-def _ok_line(sources, next_fetch: datetime | None) -> str:
+def _ok_line(sources, next_fetch: datetime | None, due_now: bool = False) -> str:
     """`status --check`'s line when nothing is wrong; a source not fetched yet is said so, with when it will be."""
     enabled = [s for s in sources if s.enabled]
     line = f"ok: {len(enabled)} source{'s' if len(enabled) != 1 else ''} enabled"
@@ -102,16 +104,17 @@ def _ok_line(sources, next_fetch: datetime | None) -> str:
     waiting = len(enabled) - len(fetched)
     if waiting:
         which = f"{waiting} not fetched yet" if fetched else "not fetched yet"
-        when = f"the next fetch is {_when(next_fetch)}" if next_fetch else "no fetch is scheduled (fetch_cron)"
+        when = ("the next `digest run` or daemon tick fetches" if due_now else f"the next fetch is {_when(next_fetch)}" if next_fetch
+                else "no fetch is scheduled (fetch_cron)")
         line += f"{', ' if fetched else ', '}{which}: {when}, or `digest fetch` now (a problem only if a day passes)"
     return line
 
 
-def _print_status(sources, editions, problems, next_fetch, settings) -> None:
+def _print_status(sources, editions, problems, next_fetch, settings, due_now: bool = False) -> None:
     if not sources:
         click.echo("sources: none (add one with `digest sources add`)")
     else:
-        width = max(len(s.name) for s in sources)
+        width = max(len("SOURCE"), *(len(s.name) for s in sources))
         click.echo(f"{'SOURCE':<{width}}  {'KIND':<9}  {'LAST SUCCESS':<20}  {'PAPERS':>6}  {'ERRORS':>6}  NOTE")
         for s in sources:
             click.echo(f"{s.name:<{width}}  {s.kind:<9}  {_when(s.last_success_at):<20}  {s.last_fetch_count:>6}  {s.consecutive_errors:>6}  {source_note(s)}".rstrip())
@@ -123,8 +126,11 @@ def _print_status(sources, editions, problems, next_fetch, settings) -> None:
         for e in editions:
             click.echo(f"{e.edition:<10}  {e.sent:>5}  {e.skipped:>7}  {e.failed:>6}  {e.deferred:>8}  {e.pending:>7}")
     click.echo("")
-    zone_time = next_fetch.strftime("%Y-%m-%d %H:%M %Z") if next_fetch else "never"
-    click.echo(f"next fetch: {zone_time} (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")
+    if due_now:
+        click.echo(f"next fetch: due now, at the next `digest run` or daemon tick (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")
+    else:
+        zone_time = next_fetch.strftime("%Y-%m-%d %H:%M %Z") if next_fetch else "never"
+        click.echo(f"next fetch: {zone_time} (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")
     for problem in problems:
         click.echo(f"problem: {problem}")
 
