@@ -104,6 +104,43 @@ def test_subscribe_same_page_for_new_and_existing_address(site):
     assert [m["To"] for m in site.outbox_messages()] == ["new@example.org", "old@example.org", "new@example.org"]
 
 
+@pytest.mark.parametrize("status", ["unsubscribed", "bounced", "pending"])
+def test_subscribe_by_a_stranger_changes_no_stored_profile_until_confirmed(site, status):
+    """Someone who knows grace's address fills in the form: her stored profile and status stay as they were (also a
+    pending one, past the cap's interval), and only the link of the stranger's own email would apply the request."""
+    add_active(site, "grace@example.org", interests=["quantum error correction"], send_at="08:00", tz="Europe/Oslo")
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "grace@example.org").status = status
+    before = load(site, "grace@example.org")
+    stranger = site.new_client()
+    response = subscribe(site, "grace@example.org", "cheap watches", client=stranger, send_at="03:00", tz="Pacific/Kiritimati")
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    after = load(site, "grace@example.org")
+    assert (after.status, after.interests, after.send_at, after.tz) == (status, ["quantum error correction"], "08:00", "Europe/Oslo")
+    assert after.token_version == before.token_version
+    [message] = site.outbox_messages()
+    path = confirm_path(message, site.base_url)
+    page = site.client.get(path)  # what the button would apply is on the page: grace can tell it is not hers
+    assert page.status_code == 200 and "cheap watches" in page.text and "Pacific/Kiritimati" in page.text
+    assert load(site, "grace@example.org").status == status
+
+
+def test_confirm_link_applies_its_own_request_not_a_later_one(site):
+    add_active(site, "grace@example.org", interests=["old topic"])
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "grace@example.org").status = "unsubscribed"
+    subscribe(site, "grace@example.org", "quantum error correction", send_at="08:00", tz="Europe/Oslo")
+    site.clock.now += timedelta(seconds=site.settings.confirm_interval + 1)  # past the cap: the stranger's email goes out
+    subscribe(site, "grace@example.org", "cheap watches", client=site.new_client(), send_at="03:00", tz="Pacific/Kiritimati")
+    first, second = (confirm_path(m, site.base_url) for m in site.outbox_messages())
+    assert "cheap watches" not in site.client.get(first).text
+    assert site.client.post(first, data={"csrf_token": site.csrf(first)}).status_code == 200
+    sub = load(site, "grace@example.org")
+    assert (sub.status, sub.interests, sub.send_at, sub.tz) == ("active", ["quantum error correction"], "08:00", "Europe/Oslo")
+    assert site.client.post(second, data={"csrf_token": site.csrf("/subscribe")}).status_code == 410  # the stranger's link died
+    assert load(site, "grace@example.org").interests == ["quantum error correction"]
+
+
 def test_subscribe_over_smtp_delivers_confirmation(home, smtp_server):  # noqa: F811
     with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none") as site:
         assert subscribe(site, "grace@example.org").status_code == 200
@@ -244,7 +281,7 @@ def test_confirm_activates_once(site):
         assert again.status_code == 410 and ("already been used" in again.text or "no longer valid" in again.text)
 
 
-def test_confirm_second_link_of_active_subscriber_is_single_use(site):
+def test_confirm_second_link_of_active_subscriber_changes_nothing(site):
     add_active(site)
     path = confirm_link(site)  # an active subscriber asked again: the link works once and changes nothing
     assert site.client.post(path, data={"csrf_token": site.csrf(path)}).status_code == 200

@@ -35,6 +35,7 @@ from ..store.subscribers import (
     feedback_value,
     find_subscriber_by_id,
     get_subscriber,
+    pending_profile,
     record_feedback,
     release_confirmation,
     remove_feedback,
@@ -122,11 +123,14 @@ def subscribe():
     now, settings = ctx.now(), ctx.settings
     with session_scope(ctx.engine) as session:
         # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb.
-        sub = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
-        message = compose_confirmation(settings, sub.email, ctx.make_token("confirm", sub), now) if sub is not None else None
-    if sub is None:
-        log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
-        return _check_inbox()
+        asked = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
+        if asked is None:
+            log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
+            return _check_inbox()
+        sub = asked.subscriber
+        # The link names this request: it applies this form's profile, never an earlier or a later one.
+        link = make_token(settings.secret_key, "confirm", sub.id, sub.token_version, request=asked.request)
+        message = compose_confirmation(settings, sub.email, link, now)
     try:
         ctx.send(message, address)
     except Exception as exc:
@@ -161,12 +165,14 @@ def confirm(token: str):
         claim, sub = _load(session, "confirm", token)
         if token_used(session, claim.digest):
             raise LinkGone("this link has already been used")
+        asked = pending_profile(session, sub, claim.request)
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
-            return render_template("page_confirm.html", email=sub.email)
+            # The page shows what the button applies: the form may have been filled in by someone else.
+            return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"))
         ctx.csrf.check()
         _spend_token(session, claim, ctx.now())
-        sub = confirm_subscriber(session, sub, ctx.now())
+        sub = confirm_subscriber(session, sub, ctx.now(), claim.request)
         preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
     return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
 
