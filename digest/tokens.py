@@ -9,7 +9,7 @@ URL scheme, under base_url:
                                                   (a digest.models.PendingProfile id), absent in links sent before migration 0008
     /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails)
     /preferences/<token>    action "preferences"  no expiry
-    /feedback/<token>       action "feedback"     carries paper id and +1 / -1 (the web edition page's links)
+    /feedback/<token>       action "feedback"     carries paper id and +1 / -1 (links of older emails and web edition pages)
     /feedback/<token>/<paper id>/like|dislike
                             action "vote"         one token per email for all its like and dislike links: the paper
                                                   and the vote are in the path, outside the signature (whoever holds

@@ -266,16 +266,25 @@ def test_edition_page_shows_the_recorded_picks_with_reasons_then_trending(site):
     url = edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-13")
     page = site.client.get(url)
     assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
-    assert "Your papers of Thursday 13 August 2026" in page.text and "sent to ada@example.org" in page.text
+    assert "Your papers of Thursday 13 August 2026" in page.text
     assert titles_on(page.text) == ["Pick two", "Pick one", "Trending one"]
     assert page.text.index("Picked for you") < page.text.index("Pick two") < page.text.index("Trending today") < page.text.index("Trending one")
     assert '<p class="reason">matched terms: autoencoders</p>' in page.text and page.text.count('class="reason"') == 1
-    votes = re.findall(r'href="([^"]+/feedback/[^"]+)">(More|Less) like this', page.text)
-    assert len(votes) == 4  # like and dislike for each pick, none for trending papers (as in the email)
-    claim = read_token(SECRET, "feedback", votes[0][0].rsplit("/", 1)[1])
-    assert (claim.subscriber_id, claim.paper_id, claim.value) == (sub.id, 2, 1)
-    liked = site.client.post(votes[0][0], data={"csrf_token": csrf_of(site.client.get(votes[0][0]).text), "action": "record"})
-    assert liked.status_code == 200 and "Thank you" in liked.text  # the vote works as from the email
+
+
+def test_edition_page_grants_nothing_to_whoever_has_it(site):
+    """People share the "view in your browser" page: it carries no link that acts for the subscriber (preferences,
+    unsubscribe, votes) and not their address; it says the controls are in the email."""
+    store(site, [paper(1, "Pick one"), paper(2, "Trending one")])
+    sub, row = sent_delivery(site, [1, 2])
+    ledger.write(site.engine, lambda conn: record_edition_contents(conn, row.id, [(1, ("matched terms: autoencoders",))], [2]))
+    page = site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-13"))
+    assert page.status_code == 200 and titles_on(page.text) == ["Pick one", "Trending one"]
+    for path in ("/preferences/", "/unsubscribe/", "/feedback/", "/confirm/", "/edition/"):
+        assert path not in page.text, path
+    assert "More like this" not in page.text and "Less like this" not in page.text
+    assert "ada@example.org" not in page.text
+    assert "in the email" in page.text  # where the controls are
 
 
 def test_edition_page_of_an_email_sent_before_contents_were_recorded_lists_its_papers(site):

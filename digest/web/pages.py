@@ -48,7 +48,7 @@ from ..store.subscribers import (
     validate_email,
     validate_profile,
 )
-from ..tokens import VOTES, Claim, action_url, make_token
+from ..tokens import VOTES, Claim, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
@@ -324,12 +324,13 @@ def _feedback(load: Any):
 @pages.get("/edition/<token>")
 def edition(token: str):
     """A sent email on the web: its papers as the ledger recorded them (digest.store.editions), so it stays the
-    same whatever the ranking does later; like and dislike links to the same feedback pages as the email's."""
+    same whatever the ranking does later. People share this page, so it is a view that grants nothing: no
+    preferences, unsubscribe or vote links (they act for the subscriber and never expire) and not the address;
+    the page says they are in the email."""
     ctx = web_context()
     with session_scope(ctx.engine) as session:
         claim, sub = _load(session, "edition", token)
-        subscriber_id, version, email = sub.id, sub.token_version, sub.email
-        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
+        subscriber_id = sub.id
     sent = sent_edition(ctx.engine, subscriber_id, claim.edition or "")
     if sent is None:
         return message_page("This edition was not sent", "There is no email of this date for this address. It may not have been sent yet.", 404)
@@ -340,14 +341,8 @@ def edition(token: str):
     papers = {c.paper.id: c for c in papers_by_ids(ctx.engine, [pid for pid, _ in picks] + list(trending))}
     cards = [paper_card(papers[pid], reasons) for pid, reasons in picks if pid in papers]
     trend_cards = [paper_card(papers[pid]) for pid in trending if pid in papers]
-    key, base = ctx.settings.secret_key, ctx.settings.base_url
-
-    def vote(paper_id: int, value: int) -> str:
-        return action_url(base, "feedback", make_token(key, "feedback", subscriber_id, version, paper_id=paper_id, value=value))
-
-    votes = {card["id"]: (vote(card["id"], 1), vote(card["id"], -1)) for card in cards}
     return render_template("page_edition.html", day_long=long_date(date.fromisoformat(sent.edition)), cards=cards, trending=trend_cards,
-                           votes=votes, email=email, preferences=preferences, recorded=sent.picks is not None)
+                           recorded=sent.picks is not None)
 
 
 @pages.get("/healthz")
