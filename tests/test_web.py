@@ -513,6 +513,29 @@ def test_vote_link_refuses_another_action_or_vote_word(site):
     assert feedback_rows(site) == []
 
 
+@pytest.mark.parametrize("paper_id", ["99999999999999999999999", "9223372036854775808", "-1", "1e3", "abc"])
+def test_vote_link_with_an_impossible_paper_id_is_a_bad_link(site, paper_id):
+    sub = add_active(site)
+    for method in ("GET", "POST"):
+        response = site.client.request(method, f"/feedback/{token(sub, 'vote')}/{paper_id}/like")
+        assert response.status_code in (400, 404), (method, response.status_code)
+        assert "Something went wrong" not in response.text and not any(w in response.text for w in TRACEBACK_WORDS)
+    assert feedback_rows(site) == []
+
+
+def test_every_int_in_a_url_path_fits_the_database(site):
+    """An int path parameter reaches SQL: beyond a signed 64-bit integer SQLite raises OverflowError (a 500)."""
+    from werkzeug.routing import IntegerConverter
+
+    from digest.web import create_app
+
+    app = create_app(site.settings, site.engine)
+    ints = [(rule.rule, name, conv) for rule in app.url_map.iter_rules() for name, conv in rule._converters.items() if isinstance(conv, IntegerConverter)]
+    assert ints, "the vote route has an int paper id"
+    for rule, name, conv in ints:
+        assert conv.max is not None and conv.max <= 2**63 - 1 and conv.min is not None and conv.min >= 0, (rule, name)
+
+
 def test_feedback_unknown_action_refused(site):
     paper = add_paper(site, "2401.00004", "P")
     sub = add_active(site)

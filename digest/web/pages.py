@@ -61,6 +61,9 @@ FREQUENCIES = ("daily", *(f"weekly:{d}" for d in WEEKDAYS))
 PROFILE_FIELDS = ("interests", "seed_papers", "max_papers", "send_at", "tz", "frequency", "trending_weight")
 SEED_FIELD = "seed"  # the front page's "More like this" ticks, one value per paper
 MAX_SEEDS = 20
+# Every int in a URL path is bounded by this: SQLite's INTEGER is signed 64-bit, and a larger number reached SQL as an
+# OverflowError (a 500). Beyond it the route does not match: the 404 of any malformed link.
+MAX_ROW_ID = 2**63 - 1
 
 
 @lru_cache(maxsize=1)
@@ -284,7 +287,7 @@ def feedback(token: str):
     return _feedback(lambda session: _load(session, "feedback", token))
 
 
-@pages.route("/feedback/<token>/<int:paper_id>/<vote>", methods=["GET", "POST"])
+@pages.route(f"/feedback/<token>/<int(min=1, max={MAX_ROW_ID}):paper_id>/<vote>", methods=["GET", "POST"])
 def vote(token: str, paper_id: int, vote: str):
     """A like or dislike link of an email: the email's one "vote" token, the paper and the vote in the path."""
     if vote not in VOTES:
