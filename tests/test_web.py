@@ -368,8 +368,9 @@ def test_unsubscribe_revoked_link_refused(site):
 
 
 def preferences_form(site, path: str, **changes) -> dict:
-    data = {"csrf_token": site.csrf(path), "action": "save", "interests": "sparse autoencoders", "seed_papers": "", "max_papers": "10",
-            "send_at": "07:00", "tz": "UTC", "frequency": "daily", "trending_weight": "0.2"}
+    data = {"csrf_token": site.csrf(path), "action": "save", "name": "", "interests": "sparse autoencoders", "seed_papers": "",
+            "muted_terms": "", "muted_authors": "", "categories": "", "max_papers": "10", "send_at": "07:00", "tz": "UTC",
+            "frequency": "daily", "trending_weight": "0.2"}
     return {**data, **changes}
 
 
@@ -386,6 +387,34 @@ def test_preferences_update_changes_profile(site):
     after = load(site, "ada@example.org")
     assert after.interests == ["protein folding", "robot learning"] and after.seed_papers == ["2406.04093"]
     assert (after.max_papers, after.send_at, after.tz, after.frequency, after.trending_weight) == (5, "18:45", "Asia/Tokyo", "weekly:fri", 0.6)
+
+
+def test_preferences_show_and_change_name_muted_terms_authors_and_categories(site):
+    sub = add_active(site, name="Ada", interests=["probing"], muted_terms=["survey"], muted_authors=["J. Doe"], categories=["cs.LG"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    page = site.client.get(path).text
+    for shown in ('value="Ada"', ">survey</textarea>", ">J. Doe</textarea>", ">cs.LG</textarea>"):
+        assert shown in page, shown
+    data = preferences_form(site, path, name="  Ada   Lovelace ", muted_terms="survey\nbenchmark, a new one", muted_authors="J. Doe\nR. Roe",
+                            categories="cs.cl\nstat.ML")
+    saved = site.client.post(path, data=data)
+    assert saved.status_code == 200 and "Saved" in saved.text
+    after = load(site, "ada@example.org")
+    assert after.name == "Ada Lovelace" and after.muted_terms == ["survey", "benchmark, a new one"]
+    assert after.muted_authors == ["J. Doe", "R. Roe"] and after.categories == ["cs.CL", "stat.ML"]
+    cleared = site.client.post(path, data=preferences_form(site, path, name="", muted_terms="", muted_authors="", categories=""))
+    assert cleared.status_code == 200
+    after = load(site, "ada@example.org")
+    assert (after.name, after.muted_terms, after.muted_authors, after.categories) == ("", [], [], [])
+
+
+def test_preferences_refuse_an_unknown_category_with_a_guess(site):
+    sub = add_active(site, categories=["cs.LG"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data=preferences_form(site, path, categories="machine learning"))
+    assert response.status_code == 400 and "is not an arXiv category" in response.text and "cs.LG" in response.text
+    assert 'id="categories-error"' in response.text and ">machine learning</textarea>" in response.text  # what was typed is kept
+    assert load(site, "ada@example.org").categories == ["cs.LG"]
 
 
 @pytest.mark.parametrize(

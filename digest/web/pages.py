@@ -58,7 +58,9 @@ log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
 HONEYPOT = "website"  # hidden from people by CSS; bots fill every field
 FREQUENCIES = ("daily", *(f"weekly:{d}" for d in WEEKDAYS))
-PROFILE_FIELDS = ("interests", "seed_papers", "max_papers", "send_at", "tz", "frequency", "trending_weight")
+PROFILE_FIELDS = ("name", "interests", "seed_papers", "muted_terms", "muted_authors", "categories", "max_papers", "send_at", "tz",
+                  "frequency", "trending_weight")
+LINE_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "categories")  # textareas, one entry per line
 SEED_FIELD = "seed"  # the front page's "More like this" ticks, one value per paper
 MAX_SEEDS = 20
 # Every int in a URL path is bounded by this: SQLite's INTEGER is signed 64-bit, and a larger number reached SQL as an
@@ -197,15 +199,10 @@ def unsubscribe(token: str):
 
 
 def _profile_form(sub: Subscriber) -> dict[str, str]:
-    return {
-        "interests": "\n".join(sub.interests),
-        "seed_papers": "\n".join(sub.seed_papers),
-        "max_papers": str(sub.max_papers),
-        "send_at": sub.send_at,
-        "tz": sub.tz,
-        "frequency": sub.frequency,
-        "trending_weight": f"{sub.trending_weight:g}",
-    }
+    """The whole profile as the preferences form shows it (docs/subscribers.md's table; the lists one per line)."""
+    form = {name: "\n".join(getattr(sub, name)) for name in LINE_FIELDS}
+    return {**form, "name": sub.name, "max_papers": str(sub.max_papers), "send_at": sub.send_at, "tz": sub.tz, "frequency": sub.frequency,
+            "trending_weight": f"{sub.trending_weight:g}"}
 
 
 def _preferences_page(sub: Subscriber, form: dict, errors: dict, notice: str = "", status: int = 200):
@@ -242,7 +239,7 @@ def preferences(token: str):
             page = _preferences_page(sub, _profile_form(sub), {}, notice)
     except FieldError as exc:
         form = {k: request.form.get(k, "") for k in PROFILE_FIELDS}
-        return _preferences_error(before, form, {exc.field: exc.reason})
+        return _preferences_error(before, form, {exc.field: f"{exc.reason} ({exc.hint})" if exc.hint else exc.reason})
     except InputError as exc:
         return _preferences_error(before, None, {"status": exc.args[0]})
     return page
@@ -257,16 +254,11 @@ def _preferences_error(before: tuple[str, str], form: dict | None, errors: dict)
 
 
 def _fields_from_form() -> SubscriberInput:
+    """The profile the form sent, checked by validate_profile as the CLI's are; a field the form did not send (a
+    page rendered before the field existed) is left as it is."""
     form = request.form
-    return SubscriberInput(
-        interests=_lines(form.get("interests", "")),
-        seed_papers=_lines(form.get("seed_papers", "")),
-        max_papers=form.get("max_papers", ""),
-        trending_weight=form.get("trending_weight", ""),
-        send_at=form.get("send_at", ""),
-        tz=form.get("tz", ""),
-        frequency=form.get("frequency", ""),
-    )
+    given: dict[str, Any] = {name: _lines(form[name]) if name in LINE_FIELDS else form[name] for name in PROFILE_FIELDS if name in form}
+    return SubscriberInput(**given)
 
 
 def _delete_data(token: str):
