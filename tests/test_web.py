@@ -277,15 +277,29 @@ def test_confirm_activates_once(site):
     assert done.status_code == 200 and "You are subscribed" in done.text and "/preferences/" in done.text
     sub = load(site, "ada@example.org")
     assert sub.status == "active" and sub.confirmed_at is not None
-    for again in (site.client.get(path), site.client.post(path, data={"csrf_token": site.csrf("/subscribe")})):
-        assert again.status_code == 410 and ("already been used" in again.text or "no longer valid" in again.text)
+    # A replay or a double click: the subscription stands, and the page says so.
+    for again in (site.client.get(path), site.client.post(path, data={"csrf_token": site.csrf("/subscribe")}), site.new_client().get(path)):
+        assert again.status_code == 200 and "already subscribed" in again.text, again.text
+        assert "/preferences/" not in again.text  # an old link hands out no new one
+    assert load(site, "ada@example.org").confirmed_at == sub.confirmed_at
+
+
+def test_confirm_link_used_then_unsubscribed_is_gone_with_a_way_to_subscribe(site):
+    path = confirm_link(site)
+    site.client.post(path, data={"csrf_token": site.csrf(path)})
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "ada@example.org").status = "unsubscribed"
+    again = site.client.get(path)
+    assert again.status_code == 410 and 'href="/subscribe"' in again.text
+    assert load(site, "ada@example.org").status == "unsubscribed"
 
 
 def test_confirm_second_link_of_active_subscriber_changes_nothing(site):
     add_active(site)
     path = confirm_link(site)  # an active subscriber asked again: the link works once and changes nothing
     assert site.client.post(path, data={"csrf_token": site.csrf(path)}).status_code == 200
-    assert site.client.get(path).status_code == 410
+    again = site.client.get(path)
+    assert again.status_code == 200 and "already subscribed" in again.text
     assert load(site, "ada@example.org").status == "active"
 
 
@@ -295,7 +309,7 @@ def test_confirm_expired_link_refused(site):
     with time_machine.travel(datetime.now(timezone.utc) - timedelta(days=7, minutes=1)):
         old = token(sub, "confirm")
     response = site.client.get(f"/confirm/{old}")
-    assert response.status_code == 410 and "expired" in response.text
+    assert response.status_code == 410 and "expired" in response.text and 'href="/subscribe"' in response.text
     with time_machine.travel(datetime.now(timezone.utc) - timedelta(days=6, hours=23)):
         fresh = token(sub, "confirm")
     assert site.client.get(f"/confirm/{fresh}").status_code == 200
@@ -315,7 +329,7 @@ def test_confirm_tampered_link_refused(site, mangle):
     response = site.client.get(f"/confirm/{quote(bad, safe='')}")
     assert response.status_code in (400, 404) and "<script>alert" not in response.text
     if response.status_code == 400:
-        assert "not valid" in response.text
+        assert "not valid" in response.text and 'href="/subscribe"' in response.text
     assert site.client.post(f"/confirm/{quote(bad, safe='')}", data={"csrf_token": site.csrf("/subscribe")}).status_code in (400, 404)
     assert load(site, "ada@example.org").status == "pending"
 

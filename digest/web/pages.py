@@ -88,12 +88,6 @@ def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
     return claim, sub
 
 
-def _spend_token(session: Any, claim: Claim, now: Any) -> None:
-    """Mark a single-use token used; LinkGone if it already was (also when two clicks race)."""
-    if not spend_token(session, claim.digest, now):
-        raise LinkGone("this link has already been used")
-
-
 @pages.route("/subscribe", methods=["GET", "POST"])
 def subscribe():
     if request.method != "POST":  # GET or HEAD
@@ -167,19 +161,37 @@ def _subscribe_form_error(field: str, reason: str):
 def confirm(token: str):
     ctx = web_context()
     with session_scope(ctx.engine) as session:
+        if _confirmed_by(session, ctx.read_claim("confirm", token)):
+            return _already_subscribed()
         claim, sub = _load(session, "confirm", token)
-        if token_used(session, claim.digest):
-            raise LinkGone("this link has already been used")
         asked = pending_profile(session, sub, claim.request)
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
             # The page shows what the button applies: the form may have been filled in by someone else.
             return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"))
         ctx.csrf.check()
-        _spend_token(session, claim, ctx.now())
+        if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
+            if sub.status in ("active", "paused"):
+                return _already_subscribed()
+            raise LinkGone("this link has already been used")
         sub = confirm_subscriber(session, sub, ctx.now(), claim.request)
         preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
     return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
+
+
+def _confirmed_by(session: Any, claim: Claim) -> bool:
+    """Whether this link was already used and its subscriber is still subscribed: a replay or a second click, which
+    shows "already subscribed" and changes nothing (the confirmation bumped the token version, so _load refuses it)."""
+    if not token_used(session, claim.digest):
+        return False
+    sub = find_subscriber_by_id(session, claim.subscriber_id)
+    return sub is not None and sub.status in ("active", "paused")
+
+
+def _already_subscribed():
+    # No preferences link: an old link hands out no new one (the preferences link is in every digest).
+    return message_page("You're already subscribed", "This address is already subscribed, so nothing changed. "
+                        "Your preferences and the unsubscribe link are at the bottom of every digest.")
 
 
 @pages.route("/unsubscribe/<token>", methods=["GET", "POST"])
