@@ -139,10 +139,28 @@ def test_subscribe_box_refuses_an_unknown_paper_and_keeps_the_ticks(site):
     store(site, [paper(1, "Sparse autoencoders")])
     response = subscribe_from_front(site, seed=["2608.00001", "9999.99999"])
     assert response.status_code == 400 and "no paper &#39;9999.99999&#39; in the store" in response.text
-    assert response.text.count('type="hidden" name="seed"') == 2 and "2 papers ticked" in response.text
+    assert ticked_on(response.text) == ["2608.00001", "9999.99999"] and "2 papers ticked" in response.text
     assert pending(site) is None and site.outbox_messages() == []
-    too_many = subscribe_from_front(site, seed=[f"2608.{n:05d}" for n in range(30)])
+
+
+def ticked_on(html: str) -> list[str]:
+    """The seed papers a subscribe page sends again: its ticked "seed" checkboxes."""
+    return re.findall(r'<input type="checkbox" name="seed" value="([^"]+)" id="seed-\d+" checked', html)
+
+
+def test_subscribe_box_with_too_many_ticks_lets_the_reader_untick(site):
+    store(site, [paper(n, f"Paper number {n}") for n in range(1, 26)])
+    ticks = [f"2608.{n:05d}" for n in range(1, 26)]
+    too_many = subscribe_from_front(site, seed=ticks)
     assert too_many.status_code == 400 and "Tick at most 20 papers" in too_many.text and pending(site) is None
+    assert ticked_on(too_many.text) == ticks and "Paper number 25" in too_many.text  # each one a checkbox, with its title
+    assert 'type="hidden" name="seed"' not in too_many.text
+    assert 'aria-describedby="seed_papers-error"' in too_many.text
+    kept = ticks[:20]  # the reader unticks five and sends the page again
+    again = site.client.post("/subscribe", data={"csrf_token": csrf_of(too_many.text), "email": "ada@example.org", "interests": "",
+                                                 "tz": "Europe/Paris", "seed": kept})
+    assert again.status_code == 200 and "Check your inbox" in again.text
+    assert pending(site).seed_papers == kept
 
 
 def test_subscribe_box_checks_csrf_and_shares_the_subscribe_pages_limits(home):

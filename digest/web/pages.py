@@ -26,7 +26,7 @@ from ..render import long_date
 from ..store import check_database, schema_is_current, session_scope
 from ..store.days import papers_by_ids
 from ..store.editions import sent_edition
-from ..store.papers import get_paper
+from ..store.papers import get_paper, get_paper_by_ident
 from ..store.subscribers import (
     FieldError,
     SubscriberInput,
@@ -35,6 +35,7 @@ from ..store.subscribers import (
     feedback_value,
     find_subscriber_by_id,
     get_subscriber,
+    normalise_ident,
     pending_profile,
     record_feedback,
     release_confirmation,
@@ -63,6 +64,7 @@ PROFILE_FIELDS = ("name", "interests", "seed_papers", "muted_terms", "muted_auth
 LINE_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "categories")  # textareas, one entry per line
 SEED_FIELD = "seed"  # the front page's "More like this" ticks, one value per paper
 MAX_SEEDS = 20
+MAX_TICKS_SHOWN = 100  # ticks shown again on an error page (the front page shows 60 papers; a form may send anything)
 # Every int in a URL path is bounded by this: SQLite's INTEGER is signed 64-bit, and a larger number reached SQL as an
 # OverflowError (a 500). Beyond it the route does not match: the 404 of any malformed link.
 MAX_ROW_ID = 2**63 - 1
@@ -111,7 +113,7 @@ def subscribe():
         fields = validate_profile(SubscriberInput(interests=_lines(form.get("interests", "")), seed_papers=seeds or None,
                                                   send_at=form.get("send_at") or None, tz=form.get("tz") or None))
         if len(seeds) > MAX_SEEDS:
-            raise FieldError("seed_papers", f"Tick at most {MAX_SEEDS} papers; {len(seeds)} are ticked.")
+            raise FieldError("seed_papers", f"Tick at most {MAX_SEEDS} papers; {len(seeds)} are ticked. Untick some above.")
         if fields.seed_papers:
             with session_scope(ctx.engine) as session:  # each ticked paper must be stored (a form can send anything)
                 fields = replace(fields, seed_papers=check_seed_papers(session, fields.seed_papers))
@@ -153,8 +155,18 @@ def _ticked_seeds() -> list[str]:
 
 def _subscribe_form_error(field: str, reason: str):
     form: dict[str, Any] = {k: request.form.get(k, "") for k in ("email", "interests", "send_at", "tz")}
-    form["seeds"] = _ticked_seeds()[:MAX_SEEDS * 2]  # kept as hidden fields: a typo in the address loses no tick
+    form["seeds"] = _seed_choices(_ticked_seeds()[:MAX_TICKS_SHOWN])
     return render_template("page_subscribe.html", form=form, errors={field: reason}, zones=zone_names()), 400
+
+
+def _seed_choices(ticked: list[str]) -> list[tuple[str, str]]:
+    """The ticked papers as (value, label) for ticked checkboxes: a typo in the address loses no tick, and a reader
+    with too many ticks can untick some (hidden fields kept them all, and every resubmission failed again). The label
+    is the stored paper's title, or the value as sent when no paper has it (its error says so)."""
+    ctx = web_context()
+    with session_scope(ctx.engine) as session:
+        papers = [get_paper_by_ident(session, normalise_ident(value)) for value in ticked]
+        return [(value, paper.title if paper is not None else value) for value, paper in zip(ticked, papers, strict=True)]
 
 
 @pages.route("/confirm/<token>", methods=["GET", "POST"])
