@@ -168,6 +168,24 @@ def test_subscribe_invalid_input_shows_form_error(site, field, value, words):
     assert load(site, "ada@example.org") is None and site.outbox_messages() == []
 
 
+@pytest.mark.parametrize(
+    "interests, words",
+    [("a;b;c\nd, e", "its own line"), ("x" * 60_000, "200 characters"), ("\n".join(f"topic {n}" for n in range(1800)), "at most 20")],
+    ids=["semicolons", "one-huge-interest", "1800-lines"],
+)
+def test_subscribe_interests_are_lines_within_limits(site, interests, words):
+    response = subscribe(site, "ada@example.org", interests)
+    assert response.status_code == 400 and words in response.text
+    assert 'aria-describedby="interests-error"' in response.text and 'id="interests-error"' in response.text
+    assert f">{interests}</textarea>" in unescape(response.text)  # what was typed is kept
+    assert load(site, "ada@example.org") is None and site.outbox_messages() == []
+
+
+def test_subscribe_interest_lines_keep_commas(site):
+    assert subscribe(site, "ada@example.org", "graph neural networks, for chemistry\n\n  protein   folding ").status_code == 200
+    assert load(site, "ada@example.org").interests == ["graph neural networks, for chemistry", "protein folding"]
+
+
 def test_subscribe_honeypot_pretends_success_and_sends_nothing(site):
     response = subscribe(site, "bot@example.org", website="http://spam.example")
     assert response.status_code == 200 and "Check your inbox" in response.text
@@ -429,6 +447,16 @@ def test_preferences_refuse_an_unknown_category_with_a_guess(site):
     assert response.status_code == 400 and "is not an arXiv category" in response.text and "cs.LG" in response.text
     assert 'id="categories-error"' in response.text and ">machine learning</textarea>" in response.text  # what was typed is kept
     assert load(site, "ada@example.org").categories == ["cs.LG"]
+
+
+def test_preferences_interests_are_lines_within_limits(site):
+    sub = add_active(site, interests=["kept"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    for typed, words in (("a;b", "its own line"), ("y" * 201, "200 characters"), ("\n".join(map(str, range(21))), "at most 20")):
+        response = site.client.post(path, data=preferences_form(site, path, interests=typed))
+        assert response.status_code == 400 and words in response.text and 'id="interests-error"' in response.text
+        assert f">{typed}</textarea>" in unescape(response.text)
+    assert load(site, "ada@example.org").interests == ["kept"]
 
 
 @pytest.mark.parametrize(

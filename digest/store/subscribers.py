@@ -35,6 +35,9 @@ LIST_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "cate
 CSV_COLUMNS = ("email", "name", *LIST_FIELDS, "max_papers", "trending_weight", "send_at", "tz", "frequency", "status")
 LIST_SEPARATOR = ";"  # inside one CSV cell; an entry given with ';' in it becomes several entries
 MAX_PAPERS_RANGE = (1, 100)
+# The free-text lists' limits, one rule for the CLI, CSV import and the web pages: (entries, characters per entry). An
+# interest is a few keywords or a sentence; thousands of them (or one of 60,000 characters) only slow every ranking.
+LIST_LIMITS = {"interests": (20, 200), "muted_terms": (100, 200), "muted_authors": (100, 200)}
 LIST_HINT = "`digest subscribers list` shows who is subscribed"
 
 
@@ -90,7 +93,7 @@ def validate_profile(fields: SubscriberInput) -> SubscriberInput:
     for name in LIST_FIELDS:
         entries = getattr(fields, name)
         if entries is not None:
-            values[name] = _clean_list(entries)
+            values[name] = _check_limits(name, _clean_list(entries))
     if values.get("categories"):
         values["categories"] = list(dict.fromkeys(_category(c) for c in values["categories"]))
     if fields.max_papers is not None:
@@ -118,6 +121,20 @@ def _clean_list(entries: Iterable[str]) -> list[str]:
                 kept.append(part)
                 seen.add(part.lower())
     return kept
+
+
+def _check_limits(field: str, entries: list[str]) -> list[str]:
+    """`entries` when within LIST_LIMITS; FieldError saying which limit and by how much otherwise."""
+    if field not in LIST_LIMITS:
+        return entries
+    most, longest = LIST_LIMITS[field]
+    noun = field.replace("_", " ")
+    if len(entries) > most:
+        raise FieldError(field, f"give at most {most} {noun} ({len(entries):,} given)")
+    for entry in entries:
+        if len(entry) > longest:
+            raise FieldError(field, f"keep each of the {noun} to {longest} characters at most ({entry[:20]!r}... has {len(entry):,})")
+    return entries
 
 
 def _category(value: str) -> str:
@@ -266,7 +283,7 @@ def update_subscriber(
         if not match:
             raise FieldError("interests", f"{gone!r} is not one of {sub.email}'s interests")
         interests.remove(match[0])
-    sub.interests = _clean_list([*interests, *add_interests])
+    sub.interests = _check_limits("interests", _clean_list([*interests, *add_interests]))
     session.add(sub)
     session.flush()
     return sub

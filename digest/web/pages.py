@@ -28,6 +28,7 @@ from ..store.days import papers_by_ids
 from ..store.editions import sent_edition
 from ..store.papers import get_paper, get_paper_by_ident
 from ..store.subscribers import (
+    LIST_SEPARATOR,
     FieldError,
     SubscriberInput,
     check_seed_papers,
@@ -75,9 +76,14 @@ def zone_names() -> tuple[str, ...]:
     return tuple(sorted(z for z in available_timezones() if not z.startswith(("posix/", "right/")) and z != "localtime"))
 
 
-def _lines(text: str) -> list[str]:
-    """One entry per line of a textarea (commas stay: an interest may be a sentence)."""
-    return [line for line in (text or "").splitlines() if line.strip()]
+def _lines(field: str, text: str) -> list[str]:
+    """One entry per line of a textarea (commas stay: an interest may be a sentence). The store would split an entry
+    at ';' (the CLI's and CSV's separator, which also joins the lists when they are listed or exported), so a line
+    holding one is refused rather than quietly split into entries the reader did not write."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if any(LIST_SEPARATOR in line for line in lines):
+        raise FieldError(field, "Put each one on its own line: a ';' cannot be part of one.")
+    return lines
 
 
 def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
@@ -110,7 +116,7 @@ def subscribe():
     seeds = _ticked_seeds()
     try:
         address = check_address(validate_email(form.get("email", "")))  # the envelope is plain ASCII
-        fields = validate_profile(SubscriberInput(interests=_lines(form.get("interests", "")), seed_papers=seeds or None,
+        fields = validate_profile(SubscriberInput(interests=_lines("interests", form.get("interests", "")), seed_papers=seeds or None,
                                                   send_at=form.get("send_at") or None, tz=form.get("tz") or None))
         if len(seeds) > MAX_SEEDS:
             raise FieldError("seed_papers", f"Tick at most {MAX_SEEDS} papers; {len(seeds)} are ticked. Untick some above.")
@@ -281,7 +287,7 @@ def _fields_from_form() -> SubscriberInput:
     """The profile the form sent, checked by validate_profile as the CLI's are; a field the form did not send (a
     page rendered before the field existed) is left as it is."""
     form = request.form
-    given: dict[str, Any] = {name: _lines(form[name]) if name in LINE_FIELDS else form[name] for name in PROFILE_FIELDS if name in form}
+    given: dict[str, Any] = {name: _lines(name, form[name]) if name in LINE_FIELDS else form[name] for name in PROFILE_FIELDS if name in form}
     return SubscriberInput(**given)
 
 
