@@ -156,15 +156,18 @@ def test_subscribe_over_smtp_delivers_confirmation(home, smtp_server):  # noqa: 
     [
         ("email", "not-an-address", "valid email address"),
         ("email", "", "valid email address"),
-        ("tz", "Mars/Olympus_Mons", "unknown time zone"),
-        ("send_at", "25:99", "send time"),
+        ("tz", "Mars/Olympus_Mons", "Choose a time zone from the list"),
+        ("send_at", "25:99", "Enter a time such as 07:00"),
+        ("send_at", "7pm", "Enter a time such as 07:00"),
     ],
-    ids=["bad-email", "no-email", "bad-zone", "bad-time"],
+    ids=["bad-email", "no-email", "bad-zone", "bad-time", "7pm"],
 )
 def test_subscribe_invalid_input_shows_form_error(site, field, value, words):
     data = {"csrf_token": site.csrf("/subscribe"), "email": "ada@example.org", "interests": "x", "tz": "UTC", field: value}
     response = site.client.post("/subscribe", data=data)
     assert response.status_code == 400 and words in response.text and 'aria-invalid="true"' in response.text
+    assert f'aria-describedby="{field}-error"' in response.text and f'<p class="error" id="{field}-error">' in response.text
+    assert not re.search(r"is not HH:MM|not a whole number|unknown time zone '", response.text)  # no words for developers
     assert load(site, "ada@example.org") is None and site.outbox_messages() == []
 
 
@@ -274,8 +277,12 @@ def test_subscribe_refuses_bad_csrf(site, case):
     if case != "missing":
         data["csrf_token"] = good if case in ("other-cookie", "no-cookie") else good[:-4] + "AAAA"
     response = client.post("/subscribe", data=data)
-    assert response.status_code == 400 and "reload the page" in response.text
-    assert load(site, "ada@example.org") is None
+    assert response.status_code == 400 and "nothing was sent" in response.text and "Subscribe again" not in response.text
+    assert 'value="ada@example.org"' in response.text and ">x</textarea>" in response.text  # the form again, as typed
+    assert load(site, "ada@example.org") is None and site.outbox_messages() == []
+    if case != "missing":  # the form shown again carries a good token: sending it as it is now works
+        again = client.post("/subscribe", data={**data, "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', response.text).group(1)})
+        assert again.status_code == 200 and "Check your inbox" in again.text
 
 
 # --- confirm ------------------------------------------------------------------------------------------
@@ -374,6 +381,15 @@ def test_unsubscribe_one_click_post_needs_nothing_else(site):
     assert second.status_code == 200 and load(site, "ada@example.org").unsubscribed_at == gone.unsubscribed_at
 
 
+def test_unsubscribe_page_of_someone_already_unsubscribed_says_so(site):
+    sub = add_active(site)
+    path = f"/unsubscribe/{token(sub, 'unsubscribe')}"
+    site.new_client().post(path, **ONE_CLICK)
+    page = site.client.get(path)
+    assert page.status_code == 200 and "already unsubscribed" in page.text and "<button" not in page.text
+    assert "/preferences/" in page.text  # where to resume
+
+
 def test_links_opened_with_head_change_nothing(site):
     paper = add_paper(site, "2401.00009", "P")
     sub = add_active(site)
@@ -462,22 +478,23 @@ def test_preferences_interests_are_lines_within_limits(site):
 @pytest.mark.parametrize(
     "field, value, words",
     [
-        ("max_papers", "0", "between 1 and 100"),
-        ("max_papers", "many", "not a whole number"),
-        ("trending_weight", "2", "between 0 and 1"),
-        ("tz", "Mars/Olympus_Mons", "unknown time zone"),
-        ("send_at", "7 o'clock", "not HH:MM"),
-        ("frequency", "hourly", "is not daily or weekly:mon"),
-        ("seed_papers", "2999.99999", "no paper"),
+        ("max_papers", "0", "Enter a number of papers from 1 to 100, such as 10"),
+        ("max_papers", "", "Enter a number of papers from 1 to 100, such as 10"),
+        ("max_papers", "many", "Enter a number of papers from 1 to 100, such as 10"),
+        ("trending_weight", "2", "Enter a number from 0 to 1, such as 0.2"),
+        ("tz", "Mars/Olympus_Mons", "Choose a time zone from the list"),
+        ("send_at", "7 o'clock", "Enter a time such as 07:00"),
+        ("frequency", "hourly", "Choose every day or one day of the week"),
+        ("seed_papers", "2999.99999", "No paper &#39;2999.99999&#39; is known here"),
     ],
-    ids=["zero-papers", "word-papers", "weight", "zone", "time", "frequency", "unknown-seed"],
+    ids=["zero-papers", "no-papers", "word-papers", "weight", "zone", "time", "frequency", "unknown-seed"],
 )
 def test_preferences_invalid_value_shows_form_error(site, field, value, words):
     sub = add_active(site, interests=["kept"])
     path = f"/preferences/{token(sub, 'preferences')}"
     response = site.client.post(path, data=preferences_form(site, path, interests="changed", **{field: value}))
     assert response.status_code == 400 and words in response.text and "Nothing was saved" in response.text
-    assert not any(w in response.text for w in TRACEBACK_WORDS)
+    assert not any(w in response.text for w in TRACEBACK_WORDS) and "digest fetch" not in response.text  # no operator's hint
     assert load(site, "ada@example.org").interests == ["kept"]  # all or nothing
 
 
@@ -495,7 +512,12 @@ def test_preferences_refuses_bad_csrf(site):
     path = f"/preferences/{token(sub, 'preferences')}"
     data = preferences_form(site, path, interests="changed")
     data["csrf_token"] = "forged"
-    assert site.client.post(path, data=data).status_code == 400
+    expired = site.client.post(path, data=data)
+    assert expired.status_code == 400 and "nothing was saved" in expired.text and ">changed</textarea>" in expired.text  # as typed
+    again = site.client.post(path, data={**data, "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', expired.text).group(1)})
+    assert again.status_code == 200 and load(site, "ada@example.org").interests == ["changed"]  # sent again: saved
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "ada@example.org").interests = ["kept"]
     assert site.new_client().post(path, data={**data, "csrf_token": site.csrf(path)}).status_code == 400  # no cookie
     assert load(site, "ada@example.org").interests == ["kept"]
 
@@ -561,7 +583,10 @@ def test_feedback_records_on_button_and_undo_removes(site, value, word):
     assert site.client.post(path, data={"action": "undo"}).status_code == 400
     undone = press(site, path, "undo")
     assert undone.status_code == 200 and "Feedback removed" in undone.text
+    assert f'href="{path}"' in undone.text and 'href="/"' in undone.text  # a way back: vote again, or the front page
     assert feedback_rows(site) == []
+    words = "more papers like this one" if value > 0 else "fewer papers like this one"
+    assert words in page.text and words in thanks.text  # the question and the thanks say it alike
 
 
 @pytest.mark.parametrize("value, word", [(1, "liked"), (-1, "disliked")])

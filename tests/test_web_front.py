@@ -138,7 +138,7 @@ def test_subscribe_box_turns_ticked_papers_into_seed_papers(site):
 def test_subscribe_box_refuses_an_unknown_paper_and_keeps_the_ticks(site):
     store(site, [paper(1, "Sparse autoencoders")])
     response = subscribe_from_front(site, seed=["2608.00001", "9999.99999"])
-    assert response.status_code == 400 and "no paper &#39;9999.99999&#39; in the store" in response.text
+    assert response.status_code == 400 and "No paper &#39;9999.99999&#39; is known here" in response.text
     assert ticked_on(response.text) == ["2608.00001", "9999.99999"] and "2 papers ticked" in response.text
     assert pending(site) is None and site.outbox_messages() == []
 

@@ -96,6 +96,30 @@ def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
     return claim, sub
 
 
+# The store's reasons name the value for an operator ("send time '7pm' is not HH:MM"); a reader gets what to enter.
+READER_ERRORS = {
+    "max_papers": "Enter a number of papers from 1 to 100, such as 10.",
+    "trending_weight": "Enter a number from 0 to 1, such as 0.2.",
+    "send_at": "Enter a time such as 07:00.",
+    "tz": "Choose a time zone from the list, such as Europe/London.",
+    "frequency": "Choose every day or one day of the week.",
+}
+EXPIRED_FORM = "This form had expired (or was opened in another browser), so {what}. Check it and press the button again."
+
+
+def _reader_error(exc: FieldError) -> str:
+    """A field's error as a sentence for the reader: what to enter, or the store's reason made one (a category's guess
+    kept, the operator's hints left out)."""
+    if exc.field in READER_ERRORS:
+        return READER_ERRORS[exc.field]
+    reason = exc.reason
+    if exc.field == "seed_papers":
+        reason = reason.replace(" in the store", " is known here: give the arXiv id or DOI of a paper on this site")
+    elif exc.field == "categories" and exc.hint:
+        reason = f"{reason}: {exc.hint}"
+    return f"{reason[:1].upper()}{reason[1:]}" + ("" if reason.endswith(".") else ".")
+
+
 @pages.route("/subscribe", methods=["GET", "POST"])
 def subscribe():
     if request.method != "POST":  # GET or HEAD
@@ -108,7 +132,8 @@ def subscribe():
     except StorageDown as exc:  # the shared count cannot be kept: no form is taken rather than an unlimited one
         log.error("subscribe: %s", exc)
         return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
-    ctx.csrf.check()
+    if not ctx.csrf.valid():  # an old tab or a lost cookie: the form again as typed, with a fresh token
+        return _subscribe_form(notice=EXPIRED_FORM.format(what="nothing was sent"))
     form = request.form
     if form.get(HONEYPOT):
         log_event(log, "subscribe-ignored", reason="honeypot filled", note="nothing sent")
@@ -124,9 +149,9 @@ def subscribe():
             with session_scope(ctx.engine) as session:  # each ticked paper must be stored (a form can send anything)
                 fields = replace(fields, seed_papers=check_seed_papers(session, fields.seed_papers))
     except FieldError as exc:
-        return _subscribe_form_error(exc.field, exc.reason)
+        return _subscribe_form({exc.field: _reader_error(exc)})
     except InputError:
-        return _subscribe_form_error("email", "Please enter a valid email address, such as ada@example.org.")
+        return _subscribe_form({"email": "Please enter a valid email address, such as ada@example.org."})
     now, settings = ctx.now(), ctx.settings
     with session_scope(ctx.engine) as session:
         # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb.
@@ -159,10 +184,11 @@ def _ticked_seeds() -> list[str]:
     return [value.strip() for value in request.form.getlist(SEED_FIELD) if value.strip()]
 
 
-def _subscribe_form_error(field: str, reason: str):
+def _subscribe_form(errors: dict[str, str] | None = None, notice: str = ""):
+    """The subscribe page again (400) with what was typed and ticked, and the error beside its field or a notice."""
     form: dict[str, Any] = {k: request.form.get(k, "") for k in ("email", "interests", "send_at", "tz")}
     form["seeds"] = _seed_choices(_ticked_seeds()[:MAX_TICKS_SHOWN])
-    return render_template("page_subscribe.html", form=form, errors={field: reason}, zones=zone_names()), 400
+    return render_template("page_subscribe.html", form=form, errors=errors or {}, notice=notice, zones=zone_names()), 400
 
 
 def _seed_choices(ticked: list[str]) -> list[tuple[str, str]]:
@@ -218,6 +244,10 @@ def unsubscribe(token: str):
     with session_scope(ctx.engine) as session:
         _, sub = _load(session, "unsubscribe", token)
         if request.method != "POST":
+            if sub.status == "unsubscribed":  # nothing to ask
+                preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
+                return message_page("You're already unsubscribed", f"No digests go to {sub.email}. Changed your mind? You can resume from your preferences.",
+                                    link=(preferences, "Preferences"))
             # Link scanners follow every URL with GET (or HEAD): only the button's POST unsubscribes.
             return render_template("page_unsubscribe.html", email=sub.email)
         # RFC 8058 one-click: mail providers POST `List-Unsubscribe=One-Click` with no cookie and no
@@ -248,8 +278,12 @@ def preferences(token: str):
     action = request.form.get("action", "save") if request.method == "POST" else "view"
     if action not in ("view", "save", "pause", "resume", "delete"):
         return message_page("Not allowed", "This form sent an unknown action.", 400)
-    if request.method == "POST":
-        ctx.csrf.check()
+    if request.method == "POST" and not ctx.csrf.valid():  # the page again, as typed, with a fresh token
+        with session_scope(ctx.engine) as session:
+            _, sub = _load(session, "preferences", token)
+            stored = _profile_form(sub)
+            typed = {k: request.form.get(k, stored[k]) for k in PROFILE_FIELDS} if action == "save" else stored
+            return _preferences_page(sub, typed, {}, EXPIRED_FORM.format(what="nothing was saved"), status=400)
     if action == "delete":
         return _delete_data(token)
     notice = ""
@@ -269,7 +303,7 @@ def preferences(token: str):
             page = _preferences_page(sub, _profile_form(sub), {}, notice)
     except FieldError as exc:
         form = {k: request.form.get(k, "") for k in PROFILE_FIELDS}
-        return _preferences_error(before, form, {exc.field: f"{exc.reason} ({exc.hint})" if exc.hint else exc.reason})
+        return _preferences_error(before, form, {exc.field: _reader_error(exc)})
     except InputError as exc:
         return _preferences_error(before, None, {"status": exc.args[0]})
     return page
