@@ -209,6 +209,18 @@ class SentPaper(SQLModel, table=True):
     sent_at: datetime = _ts(nullable=False)
 
 
+class PendingProfile(SQLModel, table=True):
+    """A profile asked for on the subscribe page, kept apart until its confirmation link is clicked: one row per
+    confirmation email sent (the caps bound them), named by that email's link, so a request from a stranger never
+    rewrites a stored profile and an earlier link never applies a later request (digest.store.subscribers)."""
+
+    __tablename__ = "pending_profile"
+    id: int = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
+    fields: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # SubscriberInput's given fields, validated
+    created_at: datetime = _ts(nullable=False)
+
+
 class UsedToken(SQLModel, table=True):
     """Single-use tokens (confirmation links) already spent, by their signature digest."""
 

@@ -5,10 +5,11 @@ the subscriber's `token_version`, so bumping that column revokes every outstandi
 never touches the database: checking the version and single use is the caller's job.
 
 URL scheme, under base_url:
-    /confirm/<token>        action "confirm"      valid 7 days, usable once
+    /confirm/<token>        action "confirm"      valid 7 days, usable once; carries the subscribe request it confirms
+                                                  (a digest.models.PendingProfile id), absent in links sent before migration 0008
     /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails)
     /preferences/<token>    action "preferences"  no expiry
-    /feedback/<token>       action "feedback"     carries paper id and +1 / -1 (the web edition page's links)
+    /feedback/<token>       action "feedback"     carries paper id and +1 / -1 (links of older emails and web edition pages)
     /feedback/<token>/<paper id>/like|dislike
                             action "vote"         one token per email for all its like and dislike links: the paper
                                                   and the vote are in the path, outside the signature (whoever holds
@@ -67,6 +68,7 @@ class Claim:
     value: int | None = None  # +1 like, -1 dislike
     digest: str = ""  # stable fingerprint of the token, for single-use bookkeeping
     edition: str | None = None  # YYYY-MM-DD, for "edition"
+    request: int | None = None  # for "confirm": the subscribe request (PendingProfile) the link applies
 
 
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
@@ -160,8 +162,10 @@ def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
 
 
 def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 0, *, paper_id: int | None = None, value: int | None = None,
-               edition: str | None = None) -> str:
+               edition: str | None = None, request: int | None = None) -> str:
     payload: list = [subscriber_id, version]
+    if action == "confirm" and request is not None:
+        payload.append(int(request))
     if action == "feedback":
         if paper_id is None or value not in (1, -1):
             raise ValueError("a feedback token needs paper_id and value +1 or -1")
@@ -185,6 +189,8 @@ def read_token(secret_key: str, action: str, token: str) -> Claim:
         fingerprint = hashlib.sha256(token.encode()).hexdigest()
         if action == "edition":
             claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, edition=date.fromisoformat(rest[0]).isoformat())
+        elif action == "confirm":
+            claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, request=int(rest[0]) if rest else None)
         else:
             paper_id, value = (rest + [None, None])[:2]
             claim = Claim(action, int(subscriber_id), int(version), paper_id, value, fingerprint)

@@ -153,6 +153,16 @@ def test_update_replaces_given_options_and_edits_interests(cli, sqlite_engine):
     assert (record["categories"], record["muted_terms"], record["name"]) == (["cs.CL"], ["survey"], "Ada")
 
 
+def test_interests_have_the_stores_limits(cli, sqlite_engine):
+    """One rule in the store for the CLI and the web pages: at most 20 interests of at most 200 characters."""
+    assert "200 characters" in failed(cli("subscribers", "add", "ada@example.org", "--interests", "x" * 201))
+    many = [arg for n in range(21) for arg in ("--interests", f"topic {n}")]
+    assert "at most 20" in failed(cli("subscribers", "add", "ada@example.org", *many))
+    assert count(sqlite_engine, Subscriber) == 0
+    ok(cli("subscribers", "add", "ada@example.org", *many[:40]))
+    assert "at most 20" in failed(cli("subscribers", "update", "ada@example.org", "--add-interests", "one more"))
+
+
 def test_update_unknown_subscriber_fails(cli, sqlite_engine):
     assert failed(cli("subscribers", "update", "nobody@example.org", "--max-papers", "5")).startswith("error: no subscriber nobody@example.org")
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from digest.errors import InputError, NotFoundError
-from digest.models import Delivery, Feedback, Paper, SentPaper, Subscriber
+from digest.models import Delivery, Feedback, Paper, PendingProfile, SentPaper, Subscriber
 from digest.store import session_scope
 from digest.store.subscribers import (
     SubscriberInput,
@@ -23,6 +23,7 @@ from digest.store.subscribers import (
     get_subscriber,
     import_csv,
     list_subscribers,
+    pending_profile,
     record_feedback,
     release_confirmation,
     remove_feedback,
@@ -305,34 +306,56 @@ def test_remove_subscriber_deletes_their_personal_data(engine, papers):
 # --- double opt-in ---------------------------------------------------------------------------------------
 
 
-def test_subscribe_pending_creates_pending_then_updates_it(engine):
+def test_subscribe_pending_creates_pending_then_keeps_each_request_apart(engine):
     with session_scope(engine) as session:
-        sub = subscribe_pending(session, "Ada@example.org", SubscriberInput(interests=["probing"]), NOW)
-        assert (sub.status, sub.confirmed_at) == ("pending", None)
+        first = subscribe_pending(session, "Ada@example.org", SubscriberInput(interests=["probing"]), NOW)
+        sub = first.subscriber
+        assert (sub.status, sub.confirmed_at, sub.interests) == ("pending", None, ["probing"])
         again = subscribe_pending(session, "ada@example.org", SubscriberInput(interests=["steering"]), LATER)
-        assert (again.id, again.interests) == (sub.id, ["steering"])
+        assert (again.subscriber.id, again.subscriber.interests) == (sub.id, ["probing"])  # a request changes no stored profile
+        assert first.request != again.request
+        assert pending_profile(session, sub, first.request).interests == ["probing"]
+        assert pending_profile(session, sub, again.request).interests == ["steering"]
     assert count(engine, Subscriber) == 1
 
 
-@pytest.mark.parametrize("status, expected", [("active", "active"), ("paused", "paused"), ("unsubscribed", "pending"), ("bounced", "pending")],
-                         ids=["active-unchanged", "paused-unchanged", "unsubscribed-back-to-pending", "bounced-back-to-pending"])
-def test_subscribe_pending_on_existing_subscriber(engine, status, expected):
+@pytest.mark.parametrize("status", ["active", "paused", "unsubscribed", "bounced"])
+def test_subscribe_pending_on_existing_subscriber_changes_nothing_until_confirmed(engine, status):
     with session_scope(engine) as session:
         sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["probing"]), now=NOW)
         sub.status = status
-        again = subscribe_pending(session, "ada@example.org", SubscriberInput(interests=["steering"]), LATER)
-        assert (again.id, again.status) == (sub.id, expected)
-        assert again.interests == (["probing"] if expected != "pending" else ["steering"])
+        asked = subscribe_pending(session, "ada@example.org", SubscriberInput(interests=["steering"], tz="Asia/Tokyo"), LATER)
+        assert (asked.subscriber.id, asked.subscriber.status, asked.subscriber.interests, asked.subscriber.tz) == (sub.id, status, ["probing"], "UTC")
+        assert (asked.request is None) == (status in ("active", "paused"))  # nothing to apply to an active subscriber
+        confirm_subscriber(session, sub, LATER, asked.request)
+        expected = ("active", ["steering"], "Asia/Tokyo") if asked.request else (status, ["probing"], "UTC")
+        assert (sub.status, sub.interests, sub.tz) == expected
     assert count(engine, Subscriber) == 1
+
+
+def test_confirm_subscriber_applies_only_its_own_request(engine):
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["probing"]), status="unsubscribed", now=NOW)
+        mine = subscribe_pending(session, "ada@example.org", SubscriberInput(interests=["steering"]), NOW).request
+        theirs = subscribe_pending(session, "ada@example.org", SubscriberInput(interests=["cheap watches"]), LATER).request
+        other = add_subscriber(session, "bob@example.org", SubscriberInput(), status="unsubscribed", now=NOW)
+        with pytest.raises(NotFoundError):
+            confirm_subscriber(session, other, LATER, mine)  # a request of another subscriber
+        confirm_subscriber(session, sub, LATER, mine)
+        assert (sub.status, sub.interests) == ("active", ["steering"])
+        with pytest.raises(NotFoundError):
+            pending_profile(session, sub, theirs)  # the later request is forgotten with the confirmation
+        assert count(engine, PendingProfile) == 0
 
 
 CAPS = {"interval": 600, "daily_limit": 3}  # the defaults: one per 10 minutes, 3 a day
 
 
 def ask(engine, at: datetime, email: str = "ada@example.org", interests: tuple[str, ...] = ("probing",), **caps) -> Subscriber | None:
-    """One subscribe request in its own transaction, as the web page makes it."""
+    """One subscribe request in its own transaction, as the web page makes it: the subscriber to send to, or None."""
     with session_scope(engine) as session:
-        return request_confirmation(session, email, SubscriberInput(interests=list(interests)), at, **{**CAPS, **caps})
+        asked = request_confirmation(session, email, SubscriberInput(interests=list(interests)), at, **{**CAPS, **caps})
+        return asked.subscriber if asked is not None else None
 
 
 @pytest.mark.parametrize(
@@ -430,9 +453,9 @@ def test_confirmation_caps_migration_upgrades_a_database_in_place(db_url):
 
 def test_confirm_subscriber_activates_once_and_revokes_the_link(engine):
     with session_scope(engine) as session:
-        sub = subscribe_pending(session, "ada@example.org", SubscriberInput(), NOW)
-        version = sub.token_version
-        confirm_subscriber(session, sub, LATER)
+        asked = subscribe_pending(session, "ada@example.org", SubscriberInput(), NOW)
+        sub, version = asked.subscriber, asked.subscriber.token_version
+        confirm_subscriber(session, sub, LATER, asked.request)
         assert (sub.status, sub.confirmed_at, sub.token_version) == ("active", LATER, version + 1)
         confirm_subscriber(session, sub, LATER + timedelta(hours=1))
         assert (sub.confirmed_at, sub.token_version) == (LATER, version + 1)

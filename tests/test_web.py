@@ -104,6 +104,43 @@ def test_subscribe_same_page_for_new_and_existing_address(site):
     assert [m["To"] for m in site.outbox_messages()] == ["new@example.org", "old@example.org", "new@example.org"]
 
 
+@pytest.mark.parametrize("status", ["unsubscribed", "bounced", "pending"])
+def test_subscribe_by_a_stranger_changes_no_stored_profile_until_confirmed(site, status):
+    """Someone who knows grace's address fills in the form: her stored profile and status stay as they were (also a
+    pending one, past the cap's interval), and only the link of the stranger's own email would apply the request."""
+    add_active(site, "grace@example.org", interests=["quantum error correction"], send_at="08:00", tz="Europe/Oslo")
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "grace@example.org").status = status
+    before = load(site, "grace@example.org")
+    stranger = site.new_client()
+    response = subscribe(site, "grace@example.org", "cheap watches", client=stranger, send_at="03:00", tz="Pacific/Kiritimati")
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    after = load(site, "grace@example.org")
+    assert (after.status, after.interests, after.send_at, after.tz) == (status, ["quantum error correction"], "08:00", "Europe/Oslo")
+    assert after.token_version == before.token_version
+    [message] = site.outbox_messages()
+    path = confirm_path(message, site.base_url)
+    page = site.client.get(path)  # what the button would apply is on the page: grace can tell it is not hers
+    assert page.status_code == 200 and "cheap watches" in page.text and "Pacific/Kiritimati" in page.text
+    assert load(site, "grace@example.org").status == status
+
+
+def test_confirm_link_applies_its_own_request_not_a_later_one(site):
+    add_active(site, "grace@example.org", interests=["old topic"])
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "grace@example.org").status = "unsubscribed"
+    subscribe(site, "grace@example.org", "quantum error correction", send_at="08:00", tz="Europe/Oslo")
+    site.clock.now += timedelta(seconds=site.settings.confirm_interval + 1)  # past the cap: the stranger's email goes out
+    subscribe(site, "grace@example.org", "cheap watches", client=site.new_client(), send_at="03:00", tz="Pacific/Kiritimati")
+    first, second = (confirm_path(m, site.base_url) for m in site.outbox_messages())
+    assert "cheap watches" not in site.client.get(first).text
+    assert site.client.post(first, data={"csrf_token": site.csrf(first)}).status_code == 200
+    sub = load(site, "grace@example.org")
+    assert (sub.status, sub.interests, sub.send_at, sub.tz) == ("active", ["quantum error correction"], "08:00", "Europe/Oslo")
+    assert site.client.post(second, data={"csrf_token": site.csrf("/subscribe")}).status_code == 410  # the stranger's link died
+    assert load(site, "grace@example.org").interests == ["quantum error correction"]
+
+
 def test_subscribe_over_smtp_delivers_confirmation(home, smtp_server):  # noqa: F811
     with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none") as site:
         assert subscribe(site, "grace@example.org").status_code == 200
@@ -119,16 +156,37 @@ def test_subscribe_over_smtp_delivers_confirmation(home, smtp_server):  # noqa: 
     [
         ("email", "not-an-address", "valid email address"),
         ("email", "", "valid email address"),
-        ("tz", "Mars/Olympus_Mons", "unknown time zone"),
-        ("send_at", "25:99", "send time"),
+        ("tz", "Mars/Olympus_Mons", "Choose a time zone from the list"),
+        ("send_at", "25:99", "Enter a time such as 07:00"),
+        ("send_at", "7pm", "Enter a time such as 07:00"),
     ],
-    ids=["bad-email", "no-email", "bad-zone", "bad-time"],
+    ids=["bad-email", "no-email", "bad-zone", "bad-time", "7pm"],
 )
 def test_subscribe_invalid_input_shows_form_error(site, field, value, words):
     data = {"csrf_token": site.csrf("/subscribe"), "email": "ada@example.org", "interests": "x", "tz": "UTC", field: value}
     response = site.client.post("/subscribe", data=data)
     assert response.status_code == 400 and words in response.text and 'aria-invalid="true"' in response.text
+    assert f'aria-describedby="{field}-error"' in response.text and f'<p class="error" id="{field}-error">' in response.text
+    assert not re.search(r"is not HH:MM|not a whole number|unknown time zone '", response.text)  # no words for developers
     assert load(site, "ada@example.org") is None and site.outbox_messages() == []
+
+
+@pytest.mark.parametrize(
+    "interests, words",
+    [("a;b;c\nd, e", "its own line"), ("x" * 60_000, "200 characters"), ("\n".join(f"topic {n}" for n in range(1800)), "at most 20")],
+    ids=["semicolons", "one-huge-interest", "1800-lines"],
+)
+def test_subscribe_interests_are_lines_within_limits(site, interests, words):
+    response = subscribe(site, "ada@example.org", interests)
+    assert response.status_code == 400 and words in response.text
+    assert 'aria-describedby="interests-error"' in response.text and 'id="interests-error"' in response.text
+    assert f">{interests}</textarea>" in unescape(response.text)  # what was typed is kept
+    assert load(site, "ada@example.org") is None and site.outbox_messages() == []
+
+
+def test_subscribe_interest_lines_keep_commas(site):
+    assert subscribe(site, "ada@example.org", "graph neural networks, for chemistry\n\n  protein   folding ").status_code == 200
+    assert load(site, "ada@example.org").interests == ["graph neural networks, for chemistry", "protein folding"]
 
 
 def test_subscribe_honeypot_pretends_success_and_sends_nothing(site):
@@ -219,8 +277,12 @@ def test_subscribe_refuses_bad_csrf(site, case):
     if case != "missing":
         data["csrf_token"] = good if case in ("other-cookie", "no-cookie") else good[:-4] + "AAAA"
     response = client.post("/subscribe", data=data)
-    assert response.status_code == 400 and "reload the page" in response.text
-    assert load(site, "ada@example.org") is None
+    assert response.status_code == 400 and "nothing was sent" in response.text and "Subscribe again" not in response.text
+    assert 'value="ada@example.org"' in response.text and ">x</textarea>" in response.text  # the form again, as typed
+    assert load(site, "ada@example.org") is None and site.outbox_messages() == []
+    if case != "missing":  # the form shown again carries a good token: sending it as it is now works
+        again = client.post("/subscribe", data={**data, "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', response.text).group(1)})
+        assert again.status_code == 200 and "Check your inbox" in again.text
 
 
 # --- confirm ------------------------------------------------------------------------------------------
@@ -240,15 +302,29 @@ def test_confirm_activates_once(site):
     assert done.status_code == 200 and "You are subscribed" in done.text and "/preferences/" in done.text
     sub = load(site, "ada@example.org")
     assert sub.status == "active" and sub.confirmed_at is not None
-    for again in (site.client.get(path), site.client.post(path, data={"csrf_token": site.csrf("/subscribe")})):
-        assert again.status_code == 410 and ("already been used" in again.text or "no longer valid" in again.text)
+    # A replay or a double click: the subscription stands, and the page says so.
+    for again in (site.client.get(path), site.client.post(path, data={"csrf_token": site.csrf("/subscribe")}), site.new_client().get(path)):
+        assert again.status_code == 200 and "already subscribed" in again.text, again.text
+        assert "/preferences/" not in again.text  # an old link hands out no new one
+    assert load(site, "ada@example.org").confirmed_at == sub.confirmed_at
 
 
-def test_confirm_second_link_of_active_subscriber_is_single_use(site):
+def test_confirm_link_used_then_unsubscribed_is_gone_with_a_way_to_subscribe(site):
+    path = confirm_link(site)
+    site.client.post(path, data={"csrf_token": site.csrf(path)})
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "ada@example.org").status = "unsubscribed"
+    again = site.client.get(path)
+    assert again.status_code == 410 and 'href="/subscribe"' in again.text
+    assert load(site, "ada@example.org").status == "unsubscribed"
+
+
+def test_confirm_second_link_of_active_subscriber_changes_nothing(site):
     add_active(site)
     path = confirm_link(site)  # an active subscriber asked again: the link works once and changes nothing
     assert site.client.post(path, data={"csrf_token": site.csrf(path)}).status_code == 200
-    assert site.client.get(path).status_code == 410
+    again = site.client.get(path)
+    assert again.status_code == 200 and "already subscribed" in again.text
     assert load(site, "ada@example.org").status == "active"
 
 
@@ -258,7 +334,7 @@ def test_confirm_expired_link_refused(site):
     with time_machine.travel(datetime.now(timezone.utc) - timedelta(days=7, minutes=1)):
         old = token(sub, "confirm")
     response = site.client.get(f"/confirm/{old}")
-    assert response.status_code == 410 and "expired" in response.text
+    assert response.status_code == 410 and "expired" in response.text and 'href="/subscribe"' in response.text
     with time_machine.travel(datetime.now(timezone.utc) - timedelta(days=6, hours=23)):
         fresh = token(sub, "confirm")
     assert site.client.get(f"/confirm/{fresh}").status_code == 200
@@ -278,7 +354,7 @@ def test_confirm_tampered_link_refused(site, mangle):
     response = site.client.get(f"/confirm/{quote(bad, safe='')}")
     assert response.status_code in (400, 404) and "<script>alert" not in response.text
     if response.status_code == 400:
-        assert "not valid" in response.text
+        assert "not valid" in response.text and 'href="/subscribe"' in response.text
     assert site.client.post(f"/confirm/{quote(bad, safe='')}", data={"csrf_token": site.csrf("/subscribe")}).status_code in (400, 404)
     assert load(site, "ada@example.org").status == "pending"
 
@@ -303,6 +379,15 @@ def test_unsubscribe_one_click_post_needs_nothing_else(site):
     assert gone.status == "unsubscribed" and gone.unsubscribed_at is not None
     second = provider.post(path, **ONE_CLICK)  # twice is fine
     assert second.status_code == 200 and load(site, "ada@example.org").unsubscribed_at == gone.unsubscribed_at
+
+
+def test_unsubscribe_page_of_someone_already_unsubscribed_says_so(site):
+    sub = add_active(site)
+    path = f"/unsubscribe/{token(sub, 'unsubscribe')}"
+    site.new_client().post(path, **ONE_CLICK)
+    page = site.client.get(path)
+    assert page.status_code == 200 and "already unsubscribed" in page.text and "<button" not in page.text
+    assert "/preferences/" in page.text  # where to resume
 
 
 def test_links_opened_with_head_change_nothing(site):
@@ -331,8 +416,9 @@ def test_unsubscribe_revoked_link_refused(site):
 
 
 def preferences_form(site, path: str, **changes) -> dict:
-    data = {"csrf_token": site.csrf(path), "action": "save", "interests": "sparse autoencoders", "seed_papers": "", "max_papers": "10",
-            "send_at": "07:00", "tz": "UTC", "frequency": "daily", "trending_weight": "0.2"}
+    data = {"csrf_token": site.csrf(path), "action": "save", "name": "", "interests": "sparse autoencoders", "seed_papers": "",
+            "muted_terms": "", "muted_authors": "", "categories": "", "max_papers": "10", "send_at": "07:00", "tz": "UTC",
+            "frequency": "daily", "trending_weight": "0.2"}
     return {**data, **changes}
 
 
@@ -351,25 +437,64 @@ def test_preferences_update_changes_profile(site):
     assert (after.max_papers, after.send_at, after.tz, after.frequency, after.trending_weight) == (5, "18:45", "Asia/Tokyo", "weekly:fri", 0.6)
 
 
+def test_preferences_show_and_change_name_muted_terms_authors_and_categories(site):
+    sub = add_active(site, name="Ada", interests=["probing"], muted_terms=["survey"], muted_authors=["J. Doe"], categories=["cs.LG"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    page = site.client.get(path).text
+    for shown in ('value="Ada"', ">survey</textarea>", ">J. Doe</textarea>", ">cs.LG</textarea>"):
+        assert shown in page, shown
+    data = preferences_form(site, path, name="  Ada   Lovelace ", muted_terms="survey\nbenchmark, a new one", muted_authors="J. Doe\nR. Roe",
+                            categories="cs.cl\nstat.ML")
+    saved = site.client.post(path, data=data)
+    assert saved.status_code == 200 and "Saved" in saved.text
+    after = load(site, "ada@example.org")
+    assert after.name == "Ada Lovelace" and after.muted_terms == ["survey", "benchmark, a new one"]
+    assert after.muted_authors == ["J. Doe", "R. Roe"] and after.categories == ["cs.CL", "stat.ML"]
+    cleared = site.client.post(path, data=preferences_form(site, path, name="", muted_terms="", muted_authors="", categories=""))
+    assert cleared.status_code == 200
+    after = load(site, "ada@example.org")
+    assert (after.name, after.muted_terms, after.muted_authors, after.categories) == ("", [], [], [])
+
+
+def test_preferences_refuse_an_unknown_category_with_a_guess(site):
+    sub = add_active(site, categories=["cs.LG"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data=preferences_form(site, path, categories="machine learning"))
+    assert response.status_code == 400 and "is not an arXiv category" in response.text and "cs.LG" in response.text
+    assert 'id="categories-error"' in response.text and ">machine learning</textarea>" in response.text  # what was typed is kept
+    assert load(site, "ada@example.org").categories == ["cs.LG"]
+
+
+def test_preferences_interests_are_lines_within_limits(site):
+    sub = add_active(site, interests=["kept"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    for typed, words in (("a;b", "its own line"), ("y" * 201, "200 characters"), ("\n".join(map(str, range(21))), "at most 20")):
+        response = site.client.post(path, data=preferences_form(site, path, interests=typed))
+        assert response.status_code == 400 and words in response.text and 'id="interests-error"' in response.text
+        assert f">{typed}</textarea>" in unescape(response.text)
+    assert load(site, "ada@example.org").interests == ["kept"]
+
+
 @pytest.mark.parametrize(
     "field, value, words",
     [
-        ("max_papers", "0", "between 1 and 100"),
-        ("max_papers", "many", "not a whole number"),
-        ("trending_weight", "2", "between 0 and 1"),
-        ("tz", "Mars/Olympus_Mons", "unknown time zone"),
-        ("send_at", "7 o'clock", "not HH:MM"),
-        ("frequency", "hourly", "is not daily or weekly:mon"),
-        ("seed_papers", "2999.99999", "no paper"),
+        ("max_papers", "0", "Enter a number of papers from 1 to 100, such as 10"),
+        ("max_papers", "", "Enter a number of papers from 1 to 100, such as 10"),
+        ("max_papers", "many", "Enter a number of papers from 1 to 100, such as 10"),
+        ("trending_weight", "2", "Enter a number from 0 to 1, such as 0.2"),
+        ("tz", "Mars/Olympus_Mons", "Choose a time zone from the list"),
+        ("send_at", "7 o'clock", "Enter a time such as 07:00"),
+        ("frequency", "hourly", "Choose every day or one day of the week"),
+        ("seed_papers", "2999.99999", "No paper &#39;2999.99999&#39; is known here"),
     ],
-    ids=["zero-papers", "word-papers", "weight", "zone", "time", "frequency", "unknown-seed"],
+    ids=["zero-papers", "no-papers", "word-papers", "weight", "zone", "time", "frequency", "unknown-seed"],
 )
 def test_preferences_invalid_value_shows_form_error(site, field, value, words):
     sub = add_active(site, interests=["kept"])
     path = f"/preferences/{token(sub, 'preferences')}"
     response = site.client.post(path, data=preferences_form(site, path, interests="changed", **{field: value}))
     assert response.status_code == 400 and words in response.text and "Nothing was saved" in response.text
-    assert not any(w in response.text for w in TRACEBACK_WORDS)
+    assert not any(w in response.text for w in TRACEBACK_WORDS) and "digest fetch" not in response.text  # no operator's hint
     assert load(site, "ada@example.org").interests == ["kept"]  # all or nothing
 
 
@@ -387,7 +512,12 @@ def test_preferences_refuses_bad_csrf(site):
     path = f"/preferences/{token(sub, 'preferences')}"
     data = preferences_form(site, path, interests="changed")
     data["csrf_token"] = "forged"
-    assert site.client.post(path, data=data).status_code == 400
+    expired = site.client.post(path, data=data)
+    assert expired.status_code == 400 and "nothing was saved" in expired.text and ">changed</textarea>" in expired.text  # as typed
+    again = site.client.post(path, data={**data, "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', expired.text).group(1)})
+    assert again.status_code == 200 and load(site, "ada@example.org").interests == ["changed"]  # sent again: saved
+    with session_scope(site.engine) as session:
+        get_subscriber(session, "ada@example.org").interests = ["kept"]
     assert site.new_client().post(path, data={**data, "csrf_token": site.csrf(path)}).status_code == 400  # no cookie
     assert load(site, "ada@example.org").interests == ["kept"]
 
@@ -453,7 +583,10 @@ def test_feedback_records_on_button_and_undo_removes(site, value, word):
     assert site.client.post(path, data={"action": "undo"}).status_code == 400
     undone = press(site, path, "undo")
     assert undone.status_code == 200 and "Feedback removed" in undone.text
+    assert f'href="{path}"' in undone.text and 'href="/"' in undone.text  # a way back: vote again, or the front page
     assert feedback_rows(site) == []
+    words = "more papers like this one" if value > 0 else "fewer papers like this one"
+    assert words in page.text and words in thanks.text  # the question and the thanks say it alike
 
 
 @pytest.mark.parametrize("value, word", [(1, "liked"), (-1, "disliked")])
@@ -474,6 +607,29 @@ def test_vote_link_refuses_another_action_or_vote_word(site):
     assert site.client.get(f"/feedback/{token(sub, 'unsubscribe')}/{paper.id}/like").status_code == 400  # scoped: not a vote token
     assert site.client.get(f"/feedback/{token(sub, 'vote')}").status_code == 400  # a vote token is not a one-paper feedback token
     assert feedback_rows(site) == []
+
+
+@pytest.mark.parametrize("paper_id", ["99999999999999999999999", "9223372036854775808", "-1", "1e3", "abc"])
+def test_vote_link_with_an_impossible_paper_id_is_a_bad_link(site, paper_id):
+    sub = add_active(site)
+    for method in ("GET", "POST"):
+        response = site.client.request(method, f"/feedback/{token(sub, 'vote')}/{paper_id}/like")
+        assert response.status_code in (400, 404), (method, response.status_code)
+        assert "Something went wrong" not in response.text and not any(w in response.text for w in TRACEBACK_WORDS)
+    assert feedback_rows(site) == []
+
+
+def test_every_int_in_a_url_path_fits_the_database(site):
+    """An int path parameter reaches SQL: beyond a signed 64-bit integer SQLite raises OverflowError (a 500)."""
+    from werkzeug.routing import IntegerConverter
+
+    from digest.web import create_app
+
+    app = create_app(site.settings, site.engine)
+    ints = [(rule.rule, name, conv) for rule in app.url_map.iter_rules() for name, conv in rule._converters.items() if isinstance(conv, IntegerConverter)]
+    assert ints, "the vote route has an int paper id"
+    for rule, name, conv in ints:
+        assert conv.max is not None and conv.max <= 2**63 - 1 and conv.min is not None and conv.min >= 0, (rule, name)
 
 
 def test_feedback_unknown_action_refused(site):

@@ -138,11 +138,29 @@ def test_subscribe_box_turns_ticked_papers_into_seed_papers(site):
 def test_subscribe_box_refuses_an_unknown_paper_and_keeps_the_ticks(site):
     store(site, [paper(1, "Sparse autoencoders")])
     response = subscribe_from_front(site, seed=["2608.00001", "9999.99999"])
-    assert response.status_code == 400 and "no paper &#39;9999.99999&#39; in the store" in response.text
-    assert response.text.count('type="hidden" name="seed"') == 2 and "2 papers ticked" in response.text
+    assert response.status_code == 400 and "No paper &#39;9999.99999&#39; is known here" in response.text
+    assert ticked_on(response.text) == ["2608.00001", "9999.99999"] and "2 papers ticked" in response.text
     assert pending(site) is None and site.outbox_messages() == []
-    too_many = subscribe_from_front(site, seed=[f"2608.{n:05d}" for n in range(30)])
+
+
+def ticked_on(html: str) -> list[str]:
+    """The seed papers a subscribe page sends again: its ticked "seed" checkboxes."""
+    return re.findall(r'<input type="checkbox" name="seed" value="([^"]+)" id="seed-\d+" checked', html)
+
+
+def test_subscribe_box_with_too_many_ticks_lets_the_reader_untick(site):
+    store(site, [paper(n, f"Paper number {n}") for n in range(1, 26)])
+    ticks = [f"2608.{n:05d}" for n in range(1, 26)]
+    too_many = subscribe_from_front(site, seed=ticks)
     assert too_many.status_code == 400 and "Tick at most 20 papers" in too_many.text and pending(site) is None
+    assert ticked_on(too_many.text) == ticks and "Paper number 25" in too_many.text  # each one a checkbox, with its title
+    assert 'type="hidden" name="seed"' not in too_many.text
+    assert 'aria-describedby="seed_papers-error"' in too_many.text
+    kept = ticks[:20]  # the reader unticks five and sends the page again
+    again = site.client.post("/subscribe", data={"csrf_token": csrf_of(too_many.text), "email": "ada@example.org", "interests": "",
+                                                 "tz": "Europe/Paris", "seed": kept})
+    assert again.status_code == 200 and "Check your inbox" in again.text
+    assert pending(site).seed_papers == kept
 
 
 def test_subscribe_box_checks_csrf_and_shares_the_subscribe_pages_limits(home):
@@ -266,16 +284,25 @@ def test_edition_page_shows_the_recorded_picks_with_reasons_then_trending(site):
     url = edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-13")
     page = site.client.get(url)
     assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
-    assert "Your papers of Thursday 13 August 2026" in page.text and "sent to ada@example.org" in page.text
+    assert "Your papers of Thursday 13 August 2026" in page.text
     assert titles_on(page.text) == ["Pick two", "Pick one", "Trending one"]
     assert page.text.index("Picked for you") < page.text.index("Pick two") < page.text.index("Trending today") < page.text.index("Trending one")
     assert '<p class="reason">matched terms: autoencoders</p>' in page.text and page.text.count('class="reason"') == 1
-    votes = re.findall(r'href="([^"]+/feedback/[^"]+)">(More|Less) like this', page.text)
-    assert len(votes) == 4  # like and dislike for each pick, none for trending papers (as in the email)
-    claim = read_token(SECRET, "feedback", votes[0][0].rsplit("/", 1)[1])
-    assert (claim.subscriber_id, claim.paper_id, claim.value) == (sub.id, 2, 1)
-    liked = site.client.post(votes[0][0], data={"csrf_token": csrf_of(site.client.get(votes[0][0]).text), "action": "record"})
-    assert liked.status_code == 200 and "Thank you" in liked.text  # the vote works as from the email
+
+
+def test_edition_page_grants_nothing_to_whoever_has_it(site):
+    """People share the "view in your browser" page: it carries no link that acts for the subscriber (preferences,
+    unsubscribe, votes) and not their address; it says the controls are in the email."""
+    store(site, [paper(1, "Pick one"), paper(2, "Trending one")])
+    sub, row = sent_delivery(site, [1, 2])
+    ledger.write(site.engine, lambda conn: record_edition_contents(conn, row.id, [(1, ("matched terms: autoencoders",))], [2]))
+    page = site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-13"))
+    assert page.status_code == 200 and titles_on(page.text) == ["Pick one", "Trending one"]
+    for path in ("/preferences/", "/unsubscribe/", "/feedback/", "/confirm/", "/edition/"):
+        assert path not in page.text, path
+    assert "More like this" not in page.text and "Less like this" not in page.text
+    assert "ada@example.org" not in page.text
+    assert "in the email" in page.text  # where the controls are
 
 
 def test_edition_page_of_an_email_sent_before_contents_were_recorded_lists_its_papers(site):

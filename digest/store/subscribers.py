@@ -25,8 +25,9 @@ from sqlmodel import Session, col, select
 from ..addresses import ascii_address
 from ..editions import parse_frequency, parse_send_at, parse_zone
 from ..errors import InputError, NotFoundError
-from ..models import Delivery, Feedback, Paper, SentPaper, Subscriber, UsedToken
+from ..models import Delivery, Feedback, Paper, PendingProfile, SentPaper, Subscriber, UsedToken
 from ..taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
+from ..tokens import MAX_AGE
 from .papers import get_paper_by_ident
 
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
@@ -34,6 +35,9 @@ LIST_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "cate
 CSV_COLUMNS = ("email", "name", *LIST_FIELDS, "max_papers", "trending_weight", "send_at", "tz", "frequency", "status")
 LIST_SEPARATOR = ";"  # inside one CSV cell; an entry given with ';' in it becomes several entries
 MAX_PAPERS_RANGE = (1, 100)
+# The free-text lists' limits, one rule for the CLI, CSV import and the web pages: (entries, characters per entry). An
+# interest is a few keywords or a sentence; thousands of them (or one of 60,000 characters) only slow every ranking.
+LIST_LIMITS = {"interests": (20, 200), "muted_terms": (100, 200), "muted_authors": (100, 200)}
 LIST_HINT = "`digest subscribers list` shows who is subscribed"
 
 
@@ -89,7 +93,7 @@ def validate_profile(fields: SubscriberInput) -> SubscriberInput:
     for name in LIST_FIELDS:
         entries = getattr(fields, name)
         if entries is not None:
-            values[name] = _clean_list(entries)
+            values[name] = _check_limits(name, _clean_list(entries))
     if values.get("categories"):
         values["categories"] = list(dict.fromkeys(_category(c) for c in values["categories"]))
     if fields.max_papers is not None:
@@ -117,6 +121,20 @@ def _clean_list(entries: Iterable[str]) -> list[str]:
                 kept.append(part)
                 seen.add(part.lower())
     return kept
+
+
+def _check_limits(field: str, entries: list[str]) -> list[str]:
+    """`entries` when within LIST_LIMITS; FieldError saying which limit and by how much otherwise."""
+    if field not in LIST_LIMITS:
+        return entries
+    most, longest = LIST_LIMITS[field]
+    noun = field.replace("_", " ")
+    if len(entries) > most:
+        raise FieldError(field, f"give at most {most} {noun} ({len(entries):,} given)")
+    for entry in entries:
+        if len(entry) > longest:
+            raise FieldError(field, f"keep each of the {noun} to {longest} characters at most ({entry[:20]!r}... has {len(entry):,})")
+    return entries
 
 
 def _category(value: str) -> str:
@@ -265,7 +283,7 @@ def update_subscriber(
         if not match:
             raise FieldError("interests", f"{gone!r} is not one of {sub.email}'s interests")
         interests.remove(match[0])
-    sub.interests = _clean_list([*interests, *add_interests])
+    sub.interests = _check_limits("interests", _clean_list([*interests, *add_interests]))
     session.add(sub)
     session.flush()
     return sub
@@ -318,7 +336,7 @@ def set_status(session: Session, sub: Subscriber, status: str, now: datetime) ->
 def remove_subscriber(session: Session, sub: Subscriber) -> None:
     """Delete the subscriber and all their personal data (feedback, deliveries, papers sent)."""
     # The foreign keys cascade, but a database opened without them (an old SQLite file) must not keep orphans.
-    for table in (SentPaper, Feedback, Delivery):
+    for table in (SentPaper, Feedback, Delivery, PendingProfile):
         session.execute(sa.delete(table).where(col(table.subscriber_id) == sub.id))
     session.delete(sub)
     session.flush()
@@ -353,28 +371,63 @@ def bump_token_version(session: Session, sub: Subscriber) -> int:
 # --- double opt-in (the web's subscribe page) -------------------------------------------------------
 
 
-def subscribe_pending(session: Session, email: str, fields: SubscriberInput, now: datetime) -> Subscriber:
-    """Start (or restart) a double opt-in; never creates a second subscriber for one address.
+@dataclass(frozen=True)
+class ConfirmationRequest:
+    """Whom to send a confirmation email and which request its link applies: a PendingProfile id, or None for an
+    active or paused subscriber (their link changes nothing)."""
 
-    new -> pending; pending -> updated; active or paused -> unchanged; unsubscribed or bounced -> pending again.
+    subscriber: Subscriber
+    request: int | None
+
+
+# A request waits as long as its link works (the confirm token's max age); older ones are dropped as new ones come.
+PENDING_LIFETIME = timedelta(seconds=MAX_AGE["confirm"])
+
+
+def subscribe_pending(session: Session, email: str, fields: SubscriberInput, now: datetime) -> ConfirmationRequest:
+    """Start (or restart) a double opt-in; never creates a second subscriber for one address, and never changes a
+    stored subscriber: whoever fills in the form may not be the address's owner.
+
+    A new address becomes a pending subscriber with the requested profile. Every request of a pending, unsubscribed
+    or bounced subscriber (and a new one's) is kept as a PendingProfile row, which only the link of its own
+    confirmation email applies (confirm_subscriber); an active or paused subscriber's request keeps nothing.
     """
     address = validate_email(email)
     sub = find_subscriber(session, address)
     if sub is None:
-        return add_subscriber(session, address, fields, status="pending", now=now)
+        sub = add_subscriber(session, address, fields, status="pending", now=now)
     if sub.status in ("active", "paused"):
-        return sub
-    sub.status = "pending"
-    return update_subscriber(session, sub, fields, now=now)
+        return ConfirmationRequest(sub, None)
+    checked = validate_profile(fields)
+    if checked.seed_papers is not None:
+        checked = replace(checked, seed_papers=_checked_seeds(session, checked.seed_papers))
+    given = {f.name: (list(v) if f.name in LIST_FIELDS else v) for f in dc_fields(SubscriberInput) for v in [getattr(checked, f.name)] if v is not None}
+    session.execute(sa.delete(PendingProfile).where(col(PendingProfile.subscriber_id) == sub.id, col(PendingProfile.created_at) < now - PENDING_LIFETIME))
+    row = PendingProfile(subscriber_id=sub.id, fields=given, created_at=now)
+    session.add(row)
+    session.flush()
+    return ConfirmationRequest(sub, row.id)
+
+
+def pending_profile(session: Session, sub: Subscriber, request: int | None) -> SubscriberInput | None:
+    """The profile a confirmation link would apply (None: the link applies none), for the confirm page to show;
+    NotFoundError when the request is not this subscriber's or is gone (confirmed or expired)."""
+    if request is None:
+        return None
+    row = session.get(PendingProfile, request)
+    if row is None or row.subscriber_id != sub.id:
+        raise NotFoundError("this confirmation request is no longer waiting", "subscribe again for a new link")
+    return SubscriberInput(**row.fields)
 
 
 CONFIRM_WINDOW = timedelta(days=1)  # confirm_daily_limit counts the emails of the last 24 hours
 
 
-def request_confirmation(session: Session, email: str, fields: SubscriberInput, now: datetime, *, interval: float, daily_limit: int) -> Subscriber | None:
-    """The subscriber to send a confirmation email to now, after subscribe_pending; None when the address
-    is capped (an email less than `interval` seconds ago, or `daily_limit` in the last 24 hours), and then
-    nothing changes: a stranger cannot rewrite a pending profile either.
+def request_confirmation(session: Session, email: str, fields: SubscriberInput, now: datetime, *, interval: float,
+                         daily_limit: int) -> ConfirmationRequest | None:
+    """Whom to send a confirmation email now and the request it confirms (subscribe_pending); None when the
+    address is capped (an email less than `interval` seconds ago, or `daily_limit` in the last 24 hours), and then
+    nothing is kept.
 
     Whoever asks, from however many client addresses: the count lives on the subscriber row, so several
     web processes or hosts sharing the database share it. Never a second row for one address, also
@@ -443,10 +496,21 @@ def _set_confirm_emails(session: Session, sub: Subscriber, version: int, times: 
     return result.rowcount == 1
 
 
-def confirm_subscriber(session: Session, sub: Subscriber, now: datetime) -> Subscriber:
-    """pending -> active; bumps the token version so the confirmation link works once. Others unchanged."""
-    if sub.status != "pending":
+def confirm_subscriber(session: Session, sub: Subscriber, now: datetime, request: int | None = None) -> Subscriber:
+    """Apply the confirmed request's profile and make the subscriber active; bumps the token version so the link
+    works once, and forgets the other waiting requests (their links die with the version). An active or paused
+    subscriber is left as they are. A link without a request (sent before requests were kept) activates a pending
+    subscriber as they are stored."""
+    if sub.status in ("active", "paused"):
         return sub
+    fields = pending_profile(session, sub, request)
+    if fields is None and sub.status != "pending":
+        return sub
+    if fields is not None:
+        if fields.seed_papers:  # a paper removed from the store since the request is left out, not an error
+            fields = replace(fields, seed_papers=[p for p in fields.seed_papers if get_paper_by_ident(session, p) is not None])
+        _apply(session, sub, validate_profile(fields))
+    session.execute(sa.delete(PendingProfile).where(col(PendingProfile.subscriber_id) == sub.id))
     sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.consecutive_bounces = "active", now, None, 0
     bump_token_version(session, sub)
     return sub

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, request, url_for
 from itsdangerous import SignatureExpired
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -69,11 +69,19 @@ def _install_error_pages(app: Flask) -> None:
         # Tampered (bad signature) -> 400; expired or no longer usable -> 410 Gone.
         gone = isinstance(exc, LinkGone) or isinstance(exc.__context__, SignatureExpired)
         message = exc.args[0] if exc.args else "this link is not valid"
-        return message_page("This link does not work", f"{message[:1].upper()}{message[1:]}.", 410 if gone else 400, hint=exc.hint)
+        return _link_page(f"{message[:1].upper()}{message[1:]}.", 410 if gone else 400)
 
     @app.errorhandler(NotFoundError)
     def not_found(exc: NotFoundError):
-        return message_page("This link does not work", "This link is no longer valid.", 410, hint=TokenError.hint)
+        return _link_page("This link is no longer valid.", 410)
+
+    def _link_page(message: str, status: int):
+        """A link that does not work, and how to get one that does: a confirmation link from the subscribe page,
+        the others from the newest email."""
+        if request.path.startswith("/confirm/"):
+            return message_page("This link does not work", message, status, hint="subscribe again for a new confirmation link",
+                                link=(url_for("pages.subscribe"), "Subscribe again"))
+        return message_page("This link does not work", message, status, hint="use the links in your latest digest email")
 
     @app.errorhandler(StoreError)
     def store_error(exc: StoreError):

@@ -26,8 +26,9 @@ from ..render import long_date
 from ..store import check_database, schema_is_current, session_scope
 from ..store.days import papers_by_ids
 from ..store.editions import sent_edition
-from ..store.papers import get_paper
+from ..store.papers import get_paper, get_paper_by_ident
 from ..store.subscribers import (
+    LIST_SEPARATOR,
     FieldError,
     SubscriberInput,
     check_seed_papers,
@@ -35,6 +36,8 @@ from ..store.subscribers import (
     feedback_value,
     find_subscriber_by_id,
     get_subscriber,
+    normalise_ident,
+    pending_profile,
     record_feedback,
     release_confirmation,
     remove_feedback,
@@ -47,7 +50,7 @@ from ..store.subscribers import (
     validate_email,
     validate_profile,
 )
-from ..tokens import VOTES, Claim, action_url, make_token
+from ..tokens import VOTES, Claim, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
@@ -57,9 +60,15 @@ log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
 HONEYPOT = "website"  # hidden from people by CSS; bots fill every field
 FREQUENCIES = ("daily", *(f"weekly:{d}" for d in WEEKDAYS))
-PROFILE_FIELDS = ("interests", "seed_papers", "max_papers", "send_at", "tz", "frequency", "trending_weight")
+PROFILE_FIELDS = ("name", "interests", "seed_papers", "muted_terms", "muted_authors", "categories", "max_papers", "send_at", "tz",
+                  "frequency", "trending_weight")
+LINE_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "categories")  # textareas, one entry per line
 SEED_FIELD = "seed"  # the front page's "More like this" ticks, one value per paper
 MAX_SEEDS = 20
+MAX_TICKS_SHOWN = 100  # ticks shown again on an error page (the front page shows 60 papers; a form may send anything)
+# Every int in a URL path is bounded by this: SQLite's INTEGER is signed 64-bit, and a larger number reached SQL as an
+# OverflowError (a 500). Beyond it the route does not match: the 404 of any malformed link.
+MAX_ROW_ID = 2**63 - 1
 
 
 @lru_cache(maxsize=1)
@@ -67,9 +76,14 @@ def zone_names() -> tuple[str, ...]:
     return tuple(sorted(z for z in available_timezones() if not z.startswith(("posix/", "right/")) and z != "localtime"))
 
 
-def _lines(text: str) -> list[str]:
-    """One entry per line of a textarea (commas stay: an interest may be a sentence)."""
-    return [line for line in (text or "").splitlines() if line.strip()]
+def _lines(field: str, text: str) -> list[str]:
+    """One entry per line of a textarea (commas stay: an interest may be a sentence). The store would split an entry
+    at ';' (the CLI's and CSV's separator, which also joins the lists when they are listed or exported), so a line
+    holding one is refused rather than quietly split into entries the reader did not write."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if any(LIST_SEPARATOR in line for line in lines):
+        raise FieldError(field, "Put each one on its own line: a ';' cannot be part of one.")
+    return lines
 
 
 def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
@@ -82,10 +96,28 @@ def _load(session: Any, action: str, token: str) -> tuple[Claim, Subscriber]:
     return claim, sub
 
 
-def _spend_token(session: Any, claim: Claim, now: Any) -> None:
-    """Mark a single-use token used; LinkGone if it already was (also when two clicks race)."""
-    if not spend_token(session, claim.digest, now):
-        raise LinkGone("this link has already been used")
+# The store's reasons name the value for an operator ("send time '7pm' is not HH:MM"); a reader gets what to enter.
+READER_ERRORS = {
+    "max_papers": "Enter a number of papers from 1 to 100, such as 10.",
+    "trending_weight": "Enter a number from 0 to 1, such as 0.2.",
+    "send_at": "Enter a time such as 07:00.",
+    "tz": "Choose a time zone from the list, such as Europe/London.",
+    "frequency": "Choose every day or one day of the week.",
+}
+EXPIRED_FORM = "This form had expired (or was opened in another browser), so {what}. Check it and press the button again."
+
+
+def _reader_error(exc: FieldError) -> str:
+    """A field's error as a sentence for the reader: what to enter, or the store's reason made one (a category's guess
+    kept, the operator's hints left out)."""
+    if exc.field in READER_ERRORS:
+        return READER_ERRORS[exc.field]
+    reason = exc.reason
+    if exc.field == "seed_papers":
+        reason = reason.replace(" in the store", " is known here: give the arXiv id or DOI of a paper on this site")
+    elif exc.field == "categories" and exc.hint:
+        reason = f"{reason}: {exc.hint}"
+    return f"{reason[:1].upper()}{reason[1:]}" + ("" if reason.endswith(".") else ".")
 
 
 @pages.route("/subscribe", methods=["GET", "POST"])
@@ -100,7 +132,8 @@ def subscribe():
     except StorageDown as exc:  # the shared count cannot be kept: no form is taken rather than an unlimited one
         log.error("subscribe: %s", exc)
         return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
-    ctx.csrf.check()
+    if not ctx.csrf.valid():  # an old tab or a lost cookie: the form again as typed, with a fresh token
+        return _subscribe_form(notice=EXPIRED_FORM.format(what="nothing was sent"))
     form = request.form
     if form.get(HONEYPOT):
         log_event(log, "subscribe-ignored", reason="honeypot filled", note="nothing sent")
@@ -108,25 +141,28 @@ def subscribe():
     seeds = _ticked_seeds()
     try:
         address = check_address(validate_email(form.get("email", "")))  # the envelope is plain ASCII
-        fields = validate_profile(SubscriberInput(interests=_lines(form.get("interests", "")), seed_papers=seeds or None,
+        fields = validate_profile(SubscriberInput(interests=_lines("interests", form.get("interests", "")), seed_papers=seeds or None,
                                                   send_at=form.get("send_at") or None, tz=form.get("tz") or None))
         if len(seeds) > MAX_SEEDS:
-            raise FieldError("seed_papers", f"Tick at most {MAX_SEEDS} papers; {len(seeds)} are ticked.")
+            raise FieldError("seed_papers", f"Tick at most {MAX_SEEDS} papers; {len(seeds)} are ticked. Untick some above.")
         if fields.seed_papers:
             with session_scope(ctx.engine) as session:  # each ticked paper must be stored (a form can send anything)
                 fields = replace(fields, seed_papers=check_seed_papers(session, fields.seed_papers))
     except FieldError as exc:
-        return _subscribe_form_error(exc.field, exc.reason)
+        return _subscribe_form({exc.field: _reader_error(exc)})
     except InputError:
-        return _subscribe_form_error("email", "Please enter a valid email address, such as ada@example.org.")
+        return _subscribe_form({"email": "Please enter a valid email address, such as ada@example.org."})
     now, settings = ctx.now(), ctx.settings
     with session_scope(ctx.engine) as session:
         # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb.
-        sub = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
-        message = compose_confirmation(settings, sub.email, ctx.make_token("confirm", sub), now) if sub is not None else None
-    if sub is None:
-        log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
-        return _check_inbox()
+        asked = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
+        if asked is None:
+            log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
+            return _check_inbox()
+        sub = asked.subscriber
+        # The link names this request: it applies this form's profile, never an earlier or a later one.
+        link = make_token(settings.secret_key, "confirm", sub.id, sub.token_version, request=asked.request)
+        message = compose_confirmation(settings, sub.email, link, now)
     try:
         ctx.send(message, address)
     except Exception as exc:
@@ -148,27 +184,58 @@ def _ticked_seeds() -> list[str]:
     return [value.strip() for value in request.form.getlist(SEED_FIELD) if value.strip()]
 
 
-def _subscribe_form_error(field: str, reason: str):
+def _subscribe_form(errors: dict[str, str] | None = None, notice: str = ""):
+    """The subscribe page again (400) with what was typed and ticked, and the error beside its field or a notice."""
     form: dict[str, Any] = {k: request.form.get(k, "") for k in ("email", "interests", "send_at", "tz")}
-    form["seeds"] = _ticked_seeds()[:MAX_SEEDS * 2]  # kept as hidden fields: a typo in the address loses no tick
-    return render_template("page_subscribe.html", form=form, errors={field: reason}, zones=zone_names()), 400
+    form["seeds"] = _seed_choices(_ticked_seeds()[:MAX_TICKS_SHOWN])
+    return render_template("page_subscribe.html", form=form, errors=errors or {}, notice=notice, zones=zone_names()), 400
+
+
+def _seed_choices(ticked: list[str]) -> list[tuple[str, str]]:
+    """The ticked papers as (value, label) for ticked checkboxes: a typo in the address loses no tick, and a reader
+    with too many ticks can untick some (hidden fields kept them all, and every resubmission failed again). The label
+    is the stored paper's title, or the value as sent when no paper has it (its error says so)."""
+    ctx = web_context()
+    with session_scope(ctx.engine) as session:
+        papers = [get_paper_by_ident(session, normalise_ident(value)) for value in ticked]
+        return [(value, paper.title if paper is not None else value) for value, paper in zip(ticked, papers, strict=True)]
 
 
 @pages.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str):
     ctx = web_context()
     with session_scope(ctx.engine) as session:
+        if _confirmed_by(session, ctx.read_claim("confirm", token)):
+            return _already_subscribed()
         claim, sub = _load(session, "confirm", token)
-        if token_used(session, claim.digest):
-            raise LinkGone("this link has already been used")
+        asked = pending_profile(session, sub, claim.request)
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
-            return render_template("page_confirm.html", email=sub.email)
+            # The page shows what the button applies: the form may have been filled in by someone else.
+            return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"))
         ctx.csrf.check()
-        _spend_token(session, claim, ctx.now())
-        sub = confirm_subscriber(session, sub, ctx.now())
+        if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
+            if sub.status in ("active", "paused"):
+                return _already_subscribed()
+            raise LinkGone("this link has already been used")
+        sub = confirm_subscriber(session, sub, ctx.now(), claim.request)
         preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
     return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
+
+
+def _confirmed_by(session: Any, claim: Claim) -> bool:
+    """Whether this link was already used and its subscriber is still subscribed: a replay or a second click, which
+    shows "already subscribed" and changes nothing (the confirmation bumped the token version, so _load refuses it)."""
+    if not token_used(session, claim.digest):
+        return False
+    sub = find_subscriber_by_id(session, claim.subscriber_id)
+    return sub is not None and sub.status in ("active", "paused")
+
+
+def _already_subscribed():
+    # No preferences link: an old link hands out no new one (the preferences link is in every digest).
+    return message_page("You're already subscribed", "This address is already subscribed, so nothing changed. "
+                        "Your preferences and the unsubscribe link are at the bottom of every digest.")
 
 
 @pages.route("/unsubscribe/<token>", methods=["GET", "POST"])
@@ -177,6 +244,10 @@ def unsubscribe(token: str):
     with session_scope(ctx.engine) as session:
         _, sub = _load(session, "unsubscribe", token)
         if request.method != "POST":
+            if sub.status == "unsubscribed":  # nothing to ask
+                preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
+                return message_page("You're already unsubscribed", f"No digests go to {sub.email}. Changed your mind? You can resume from your preferences.",
+                                    link=(preferences, "Preferences"))
             # Link scanners follow every URL with GET (or HEAD): only the button's POST unsubscribes.
             return render_template("page_unsubscribe.html", email=sub.email)
         # RFC 8058 one-click: mail providers POST `List-Unsubscribe=One-Click` with no cookie and no
@@ -188,15 +259,10 @@ def unsubscribe(token: str):
 
 
 def _profile_form(sub: Subscriber) -> dict[str, str]:
-    return {
-        "interests": "\n".join(sub.interests),
-        "seed_papers": "\n".join(sub.seed_papers),
-        "max_papers": str(sub.max_papers),
-        "send_at": sub.send_at,
-        "tz": sub.tz,
-        "frequency": sub.frequency,
-        "trending_weight": f"{sub.trending_weight:g}",
-    }
+    """The whole profile as the preferences form shows it (docs/subscribers.md's table; the lists one per line)."""
+    form = {name: "\n".join(getattr(sub, name)) for name in LINE_FIELDS}
+    return {**form, "name": sub.name, "max_papers": str(sub.max_papers), "send_at": sub.send_at, "tz": sub.tz, "frequency": sub.frequency,
+            "trending_weight": f"{sub.trending_weight:g}"}
 
 
 def _preferences_page(sub: Subscriber, form: dict, errors: dict, notice: str = "", status: int = 200):
@@ -212,8 +278,12 @@ def preferences(token: str):
     action = request.form.get("action", "save") if request.method == "POST" else "view"
     if action not in ("view", "save", "pause", "resume", "delete"):
         return message_page("Not allowed", "This form sent an unknown action.", 400)
-    if request.method == "POST":
-        ctx.csrf.check()
+    if request.method == "POST" and not ctx.csrf.valid():  # the page again, as typed, with a fresh token
+        with session_scope(ctx.engine) as session:
+            _, sub = _load(session, "preferences", token)
+            stored = _profile_form(sub)
+            typed = {k: request.form.get(k, stored[k]) for k in PROFILE_FIELDS} if action == "save" else stored
+            return _preferences_page(sub, typed, {}, EXPIRED_FORM.format(what="nothing was saved"), status=400)
     if action == "delete":
         return _delete_data(token)
     notice = ""
@@ -233,7 +303,7 @@ def preferences(token: str):
             page = _preferences_page(sub, _profile_form(sub), {}, notice)
     except FieldError as exc:
         form = {k: request.form.get(k, "") for k in PROFILE_FIELDS}
-        return _preferences_error(before, form, {exc.field: exc.reason})
+        return _preferences_error(before, form, {exc.field: _reader_error(exc)})
     except InputError as exc:
         return _preferences_error(before, None, {"status": exc.args[0]})
     return page
@@ -248,16 +318,11 @@ def _preferences_error(before: tuple[str, str], form: dict | None, errors: dict)
 
 
 def _fields_from_form() -> SubscriberInput:
+    """The profile the form sent, checked by validate_profile as the CLI's are; a field the form did not send (a
+    page rendered before the field existed) is left as it is."""
     form = request.form
-    return SubscriberInput(
-        interests=_lines(form.get("interests", "")),
-        seed_papers=_lines(form.get("seed_papers", "")),
-        max_papers=form.get("max_papers", ""),
-        trending_weight=form.get("trending_weight", ""),
-        send_at=form.get("send_at", ""),
-        tz=form.get("tz", ""),
-        frequency=form.get("frequency", ""),
-    )
+    given: dict[str, Any] = {name: _lines(name, form[name]) if name in LINE_FIELDS else form[name] for name in PROFILE_FIELDS if name in form}
+    return SubscriberInput(**given)
 
 
 def _delete_data(token: str):
@@ -278,7 +343,7 @@ def feedback(token: str):
     return _feedback(lambda session: _load(session, "feedback", token))
 
 
-@pages.route("/feedback/<token>/<int:paper_id>/<vote>", methods=["GET", "POST"])
+@pages.route(f"/feedback/<token>/<int(min=1, max={MAX_ROW_ID}):paper_id>/<vote>", methods=["GET", "POST"])
 def vote(token: str, paper_id: int, vote: str):
     """A like or dislike link of an email: the email's one "vote" token, the paper and the vote in the path."""
     if vote not in VOTES:
@@ -318,12 +383,13 @@ def _feedback(load: Any):
 @pages.get("/edition/<token>")
 def edition(token: str):
     """A sent email on the web: its papers as the ledger recorded them (digest.store.editions), so it stays the
-    same whatever the ranking does later; like and dislike links to the same feedback pages as the email's."""
+    same whatever the ranking does later. People share this page, so it is a view that grants nothing: no
+    preferences, unsubscribe or vote links (they act for the subscriber and never expire) and not the address;
+    the page says they are in the email."""
     ctx = web_context()
     with session_scope(ctx.engine) as session:
         claim, sub = _load(session, "edition", token)
-        subscriber_id, version, email = sub.id, sub.token_version, sub.email
-        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
+        subscriber_id = sub.id
     sent = sent_edition(ctx.engine, subscriber_id, claim.edition or "")
     if sent is None:
         return message_page("This edition was not sent", "There is no email of this date for this address. It may not have been sent yet.", 404)
@@ -334,14 +400,8 @@ def edition(token: str):
     papers = {c.paper.id: c for c in papers_by_ids(ctx.engine, [pid for pid, _ in picks] + list(trending))}
     cards = [paper_card(papers[pid], reasons) for pid, reasons in picks if pid in papers]
     trend_cards = [paper_card(papers[pid]) for pid in trending if pid in papers]
-    key, base = ctx.settings.secret_key, ctx.settings.base_url
-
-    def vote(paper_id: int, value: int) -> str:
-        return action_url(base, "feedback", make_token(key, "feedback", subscriber_id, version, paper_id=paper_id, value=value))
-
-    votes = {card["id"]: (vote(card["id"], 1), vote(card["id"], -1)) for card in cards}
     return render_template("page_edition.html", day_long=long_date(date.fromisoformat(sent.edition)), cards=cards, trending=trend_cards,
-                           votes=votes, email=email, preferences=preferences, recorded=sent.picks is not None)
+                           recorded=sent.picks is not None)
 
 
 @pages.get("/healthz")

@@ -92,14 +92,19 @@ class Csrf:
 
     def check(self) -> None:
         """Abort with 400 unless the form's token is signed by us and matches the cookie."""
+        if not self.valid():
+            abort(400, description="This form has expired or did not come from this site. Please go back, reload the page and try again.")
+
+    def valid(self) -> bool:
+        """Whether the form's token is signed by us, not expired, and matches the cookie. A page that can show its form
+        again with what was typed (and a fresh token) asks this instead of check()."""
         cookie = request.cookies.get(CSRF_COOKIE, "")
         sent = request.form.get(CSRF_FIELD, "")
         try:
             value = self._serializer.loads(sent, max_age=CSRF_MAX_AGE) if sent else None
         except BadSignature:
             value = None
-        if not cookie or not isinstance(value, str) or not hmac.compare_digest(value, cookie):
-            abort(400, description="This form has expired or did not come from this site. Please go back, reload the page and try again.")
+        return bool(cookie) and isinstance(value, str) and hmac.compare_digest(value, cookie)
 
     def _set_cookie(self, response: Response) -> Response:
         if g.get("csrf_new"):
