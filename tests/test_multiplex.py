@@ -245,11 +245,18 @@ def test_multiplexed_sender_a_refused_connection_is_each_message_s_error(tmp_pat
 
 
 @pytest.mark.parametrize("repace", [True, False], ids=["new-slots", "old-slots"])
-def test_multiplexer_messages_whose_slots_passed_in_a_stall_take_new_ones(tmp_path: Path, smtp_server, repace: bool) -> None:  # noqa: F811
+def test_multiplexer_messages_whose_slots_passed_in_a_stall_take_new_ones(tmp_path: Path, repace: bool) -> None:
     """The I/O thread stalls for half a second (here: the first message's report blocks it, as GC or a busy host
     would) while nine messages' slots, 50 ms apart, pass. Given the pace, they go 50 ms apart after it; without it,
-    all nine at once (what the relay would have seen before: a burst after every stall)."""
-    settings = smtp_settings(tmp_path, smtp_server, send_rate=20)
+    all nine at once (what the relay would have seen before: a burst after every stall). The sink stamps a message
+    when it reads it: a sink that stalled itself (the test process descheduled on a loaded host; CI saw a 1 ms gap)
+    stamps two messages together however far apart they came, so a short gap counts only where it did not stall."""
+    with start_smtp_server(watch_stalls=True) as sink:
+        _stall_and_send(tmp_path, sink, repace)
+
+
+def _stall_and_send(tmp_path: Path, sink, repace: bool) -> None:
+    settings = smtp_settings(tmp_path, sink, send_rate=20)
     pace = Pace(settings.send_rate)
     reports: list[BaseException | None] = []
 
@@ -266,9 +273,11 @@ def test_multiplexer_messages_whose_slots_passed_in_a_stall_take_new_ones(tmp_pa
     finally:
         mux.close()
     assert reports == [None] * 10
-    accepted = sorted(m.at for m in smtp_server.messages)
+    accepted = sorted(m.at for m in sink.messages)
     gaps = [round(b - a, 3) for a, b in zip(accepted[1:], accepted[2:])]  # the nine after the stall
     if repace:
-        assert min(gaps) >= 0.05 - 0.02, gaps
+        sink_stalled = [any(a - 0.05 <= end <= b + 0.02 for end, _ in sink.stalls) for a, b in zip(accepted[1:], accepted[2:])]
+        assert all(gap >= 0.05 - 0.02 or stalled for gap, stalled in zip(gaps, sink_stalled)), (gaps, sink.stalls)
+        assert sum(gap >= 0.05 - 0.02 for gap in gaps) >= 4, (gaps, sink.stalls)  # and most are measured as paced
     else:
         assert sum(gap < 0.025 for gap in gaps) >= 5, gaps
