@@ -271,6 +271,28 @@ def test_send_bad_date_is_a_usage_error(cli, home: Path) -> None:
     assert result.exit_code == 2 and "is not a date YYYY-MM-DD" in result.output
 
 
+def test_send_refuses_an_edition_in_the_future_and_the_daily_edition_still_goes(cli, home: Path, smtp_server) -> None:
+    """The walkthrough: `send --only bob --date 2027-01-05` said `sent 1`, and every daily send then said `nothing due
+    for bob` until 2027. Now: one error line, exit 1, nothing recorded, and today's edition goes as usual."""
+    populate(home, subscribers=1)
+    address = "reader00@example.org"
+    today = datetime.now(timezone.utc).date()
+    future = (today + timedelta(days=2)).isoformat()
+    for args in (("send", "--only", address, "--date", future), ("send", "--date", future)):
+        refused = cli(*args, env=smtp_env(smtp_server))
+        assert refused.exit_code == 1, refused.output
+        assert refused.output.splitlines() == [f"error: edition {future} is in the future for {address} (their local date is {today.isoformat()}): sent now, "
+                                               f"it would stop their daily editions until that day (send it on its day; `digest preview EMAIL --date {future}` "
+                                               "shows it now without sending or recording anything)"]
+    engine = open_engine(load_settings(home, env={}).database_url)
+    assert ledger.deliveries_for(engine) == [] and smtp_server.messages == []
+    engine.dispose()
+    assert cli("preview", address, "--date", future).exit_code == 0  # records nothing: any date
+    daily = cli("send", env=smtp_env(smtp_server))
+    assert daily.exit_code == 0 and "sent 1," in daily.output, daily.output
+    assert smtp_server.recipients() == [address]
+
+
 def test_send_while_locked_says_so(cli, home: Path, smtp_server) -> None:
     populate(home)
     with run_lock(load_settings(home, env={})):
