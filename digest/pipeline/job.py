@@ -185,7 +185,10 @@ def run_job(
         return now + timedelta(seconds=time.monotonic() - started)
 
     with _one_at_a_time(engine, settings):
-        fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings)
+        fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings, stop_event)
+        if stop_event.is_set():  # stopped while fetching (the daemon's SIGTERM): nothing planned, nothing left pending
+            log_event(log, "run-stopped", logging.INFO, note="stopped before sending; what is due stays due for the next run")
+            return RunReport(stopped=True, seconds=time.monotonic() - started, timings=timings, fetched=fetched, fetch_error=fetch_error)
         mark = time.perf_counter()
         with paused_collector():  # loading and planning every due subscriber makes no cycle for the collector to find
             dues = due_subscribers(engine, settings, now, only=only, edition=edition)
@@ -226,7 +229,7 @@ def _stage(timings: dict[str, float], name: str, since: float) -> float:
 
 
 def _fetch_once(engine: Engine, settings: Settings, now: datetime, fetch: bool | Callable[[], bool], client: object | None,
-                timings: dict[str, float]) -> tuple[list[SourceReport], str | None]:
+                timings: dict[str, float], stop_event: threading.Event | None = None) -> tuple[list[SourceReport], str | None]:
     """The fetch, when asked for: on PostgreSQL under an advisory lock, so one host fetches while the others wait,
     and a question (`fetch` callable) is asked only once the lock is held (the others then find the fetch done)."""
     if not fetch:
@@ -236,14 +239,16 @@ def _fetch_once(engine: Engine, settings: Settings, now: datetime, fetch: bool |
         if callable(fetch) and not fetch():
             log_event(log, "fetch-skipped", logging.DEBUG, note="no longer due: another run fetched")
             return [], None
-        return _fetch(engine, settings, now, client, timings)
+        return _fetch(engine, settings, now, client, timings, stop_event)
 
 
-def _fetch(engine: Engine, settings: Settings, now: datetime, client: object | None, timings: dict[str, float]) -> tuple[list[SourceReport], str | None]:
-    """Every source fetched, or the error of a fetch that failed as a whole (what is stored is still sent)."""
+def _fetch(engine: Engine, settings: Settings, now: datetime, client: object | None, timings: dict[str, float],
+           stop_event: threading.Event | None) -> tuple[list[SourceReport], str | None]:
+    """Every source fetched (until a stop request), or the error of a fetch that failed as a whole (what is stored is
+    still sent)."""
     mark = time.perf_counter()
     try:
-        return fetch_sources(engine, settings, now, client=client), None
+        return fetch_sources(engine, settings, now, client=client, stop_event=stop_event), None
     except Exception as exc:  # noqa: BLE001 - a wall: a fetch that breaks must not also stop the day's email
         error = one_line(exc)
         log_event(log, "fetch-failed", logging.ERROR, error=error, note="sending what is already stored", exc_info=None if isinstance(exc, DigestError) else exc)
