@@ -1,6 +1,7 @@
 """The `digest` command: thin click commands over the library. Each noun group lives in its own module.
 
-Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds the traceback. Ctrl-C is one line
+Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds the traceback. Another run holding
+the lock is not an error: one line on stdout, exit 75 (EXIT_LOCKED). Ctrl-C is one line
 too (`error: interrupted...`) and exit 1, as `send` exits 1 when stopped with the rest of an edition unsent.
 """
 
@@ -32,12 +33,13 @@ from ..config import (
     render_config_file,
     url_secrets,
 )
-from ..errors import ConfigError, DigestError, StoreError
+from ..errors import ConfigError, DigestError, LockedError, StoreError
 from ..log import configure_logging_lazily, secret_values
 from ..store import describe, ensure_ready, has_schema, init_db, open_engine, sqlite_file
 from ..tokens import SECRET_KEY_HINT, secret_key_problem
 
 EXIT_ERROR = 1
+EXIT_LOCKED = 75  # EX_TEMPFAIL (sysexits.h): another run holds the lock, nothing done (the units' SuccessExitStatus=)
 
 
 class AppContext:
@@ -126,6 +128,9 @@ class DigestGroup(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:
             raise one_line_usage(exc) from None
+        except LockedError as exc:  # not a failure: on stdout, so cron (stdout to /dev/null) mails nothing
+            click.echo(str(exc))
+            ctx.exit(EXIT_LOCKED)
         except DigestError as exc:
             _fail(ctx, str(exc))
         except BrokenPipeError:
