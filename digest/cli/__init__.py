@@ -170,6 +170,10 @@ def _fail(ctx: click.Context, message: str) -> None:
 @click.pass_context
 def main(ctx: click.Context, home: str | None, config_file: str | None, database_url: str | None, log_format: str | None, verbose: bool) -> None:
     """digest: the new research papers that matter to each subscriber, by email, once a day."""
+    # What digest creates (DIGEST_HOME, the database and its -wal/-shm, the outbox and its emails, the lock) is for its
+    # owner alone, whatever umask cron or a root shell gives (022: the subscribers' addresses readable by every user):
+    # the same as the units' UMask=0077. A stricter umask is kept.
+    os.umask(os.umask(0o077) | 0o077)
     overrides = {"database_url": database_url, "log_format": log_format}
     if verbose:
         overrides["log_level"] = "debug"
