@@ -94,7 +94,11 @@ class ServerDownError(DeliveryError):
 
 
 class LockedError(DigestError):
-    hint = "another digest run is in progress; wait for it or remove a stale lock file"
+    """Not a failure: another run is doing the work. The CLI prints it on stdout and exits 75 (EX_TEMPFAIL), which
+    the systemd units count as success and cron's MAILTO never sees."""
+
+    hint = ("it is in progress (cron, the timer, `digest serve` or a terminal) and the next run does what is left; "
+            "the lock goes when that process ends, even by a crash, so never delete the file")
 
 
 class TokenError(DigestError):

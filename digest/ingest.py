@@ -101,13 +101,19 @@ def fetch_sources(
     client: Any = None,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[SourceReport], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> list[SourceReport]:
     """Fetch every enabled source (or only the named ones, enabled or not) and store what each brought.
     Any failure of one source becomes that source's error report; only a database where that error cannot even be
     recorded stops the run (StoreError).
 
     Each source is one event=fetched, at info, or at warning when it failed: alerting on the daemon's log level
-    must see a broken source."""
+    must see a broken source.
+
+    `stop_event` (the daemon's SIGTERM): once set, the fetch ends at once, even in the middle of a source's slow
+    request (fetch_deadline may be minutes, systemd's stop timeout is 2): that source is given up, nothing of it is
+    stored or recorded, the sources not reached are not fetched (event=fetch-stopped), and the reports of the sources
+    fetched before are returned."""
     names = [only] if isinstance(only, str) else list(only) if only is not None else None
     with session_scope(engine) as session:
         every = list_sources(session)
@@ -122,12 +128,22 @@ def fetch_sources(
     own = client is None
     client = client or make_client(settings)
     reports: list[SourceReport] = []
+    download: Callable[[Callable[[], Any]], Any] = _download_here
+    if stop_event is not None:
+        download, sleep = partial(_download_until_stopped, stop_event), _sleep_until_stopped(stop_event, sleep)
     try:
-        for source in chosen:
+        for position, source in enumerate(chosen):
             try:
-                report = _fetch_one(engine, settings, now, source, client, sleep)
+                if stop_event is not None and stop_event.is_set():
+                    raise _Stopped
+                report = _fetch_one(engine, settings, now, source, client, sleep, download)
             except KeyboardInterrupt:
                 raise Interrupted(_fetch_interrupted(engine, source.name, now, reports)) from None
+            except _Stopped:
+                left = len(chosen) - position
+                log_event(log, "fetch-stopped", logging.WARNING, source=source.name, not_fetched=left,
+                          note=f"stop requested: nothing of {source.name} stored; {left} source{'s' if left != 1 else ''} left for the next fetch")
+                break
             level = logging.WARNING if report.status == "error" else logging.INFO
             log_event(log, "fetched", level, source=report.name, status=report.status, new=report.new, updated=report.updated, error=report.error)
             reports.append(report)
@@ -137,6 +153,53 @@ def fetch_sources(
         if own:
             client.close()
     return reports
+
+
+class _Stopped(Exception):  # noqa: N818 - not an error: a stop request ended the fetch of this source
+    """A stop request (stop_event) came while a source was being fetched, or before it was."""
+
+
+def _download_here(download: Callable[[], Any]) -> Any:
+    return download()
+
+
+def _download_until_stopped(stop_event: threading.Event, download: Callable[[], Any]) -> Any:
+    """download() (the network part of one source's fetch), or _Stopped as soon as `stop_event` is set. It runs in a
+    daemon thread, so a stop never waits for a slow server: that thread is abandoned (its request ends at the
+    fetch deadline, or with the process) and what it brings is dropped; storing is done here, after it returned."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = download()
+        except BaseException as exc:  # noqa: BLE001 - handed over to the fetching thread, which raises it
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="digest-download", daemon=True).start()
+    while not done.wait(0.1):
+        if stop_event.is_set():
+            raise _Stopped
+    if stop_event.is_set():
+        raise _Stopped
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _sleep_until_stopped(stop_event: threading.Event, sleep: Callable[[float], None]) -> Callable[[float], None]:
+    """A wait between retries (Retry-After, arXiv's paging delay) that a stop request cuts short."""
+    def wait(seconds: float) -> None:
+        if sleep is time.sleep:
+            stop_event.wait(seconds)
+        else:  # a test's clock
+            sleep(seconds)
+        if stop_event.is_set():
+            raise _Stopped
+
+    return wait
 
 
 def _fetch_interrupted(engine: Engine, name: str, now: datetime, done: list[SourceReport]) -> str:
@@ -159,16 +222,19 @@ def _stored_now(engine: Engine, name: str, now: datetime) -> bool:
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)) >= now
 
 
-def _fetch_one(engine: Engine, settings: Settings, now: datetime, source: Any, client: Any, sleep: Callable[[float], None]) -> SourceReport:
+def _fetch_one(engine: Engine, settings: Settings, now: datetime, source: Any, client: Any, sleep: Callable[[float], None],
+               download: Callable[[Callable[[], Any]], Any] = _download_here) -> SourceReport:
+    """One source fetched, parsed and stored; `download` runs its network part (_download_until_stopped: a stop
+    request gives it up, _Stopped, and nothing of it is stored)."""
     source_id, name, kind, url = source.id, source.name, source.kind, source.url
     try:
         if kind == "arxiv-api":
-            pages, paging_warnings = fetch_arxiv_pages(url, settings=settings, client=client, sleep=sleep)
+            pages, paging_warnings = download(lambda: fetch_arxiv_pages(url, settings=settings, client=client, sleep=sleep))
             result = _merge_pages([parse_source("arxiv-api", page, source_url=url) for page in pages])
             result.warnings.extend(paging_warnings)
             fetched = None
         else:
-            fetched = fetch_feed(url, settings=settings, etag=source.etag, last_modified=source.last_modified, client=client, sleep=sleep)
+            fetched = download(lambda: fetch_feed(url, settings=settings, etag=source.etag, last_modified=source.last_modified, client=client, sleep=sleep))
             if fetched.status == "gone":
                 return _record_error(engine, source_id, name, now, f"gone (HTTP 410): source disabled, {url} no longer exists", disable=True)
             if fetched.status == "not_modified":
@@ -185,6 +251,8 @@ def _fetch_one(engine: Engine, settings: Settings, now: datetime, source: Any, c
                 etag=fetched.etag if fetched else None, last_modified=fetched.last_modified if fetched else None,
                 url=fetched.url if fetched else None,
             )
+    except _Stopped:
+        raise
     except Exception as exc:  # noqa: BLE001 - the wall around one source: any failure is this source's error
         return _record_error(engine, source_id, name, now, _error_text(name, exc))
     report = SourceReport(name, _status_of(upserted), upserted.new, upserted.updated, upserted.unchanged,

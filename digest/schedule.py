@@ -241,7 +241,8 @@ def _expected_skips(record: logging.LogRecord) -> bool:
 
 def serve(settings: Settings, job: Job, fetch_due: Callable[[datetime], bool], *, tick_seconds: int = 60,
           clock: Callable[[], datetime] | None = None) -> int:
-    """Run the daemon until SIGTERM or SIGINT; the job in flight finishes its message first. Returns 0."""
+    """Run the daemon until SIGTERM or SIGINT; the job in flight finishes its message first (a fetch in flight is
+    given up at once: digest.ingest.fetch_sources). Returns 0."""
     clock = clock or (lambda: datetime.now(timezone.utc))
     stop_event = threading.Event()
     now = clock()
@@ -251,7 +252,7 @@ def serve(settings: Settings, job: Job, fetch_due: Callable[[datetime], bool], *
     def request_stop(signum: int, _frame: Any) -> None:
         if stop_event.is_set():
             return
-        stop_event.set()  # run_job stops after the message in flight
+        stop_event.set()  # run_job stops after the message in flight, or gives up the source it is fetching
         log_event(log, "stopping", signal=signal.Signals(signum).name)
         # shutdown(wait=True) joins the worker: not from inside a signal handler, which may hold scheduler locks.
         threading.Thread(target=_shutdown, args=(scheduler,), name="digest-shutdown").start()

@@ -44,6 +44,16 @@ def _root_logger_as_it_was():
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def _umask_as_it_was():
+    """Each in-process CLI run tightens the process umask (to 077, as the command does for its one run): restored
+    after each test, so a test's files do not depend on which test ran before it."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield
+    os.umask(previous)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty DIGEST_HOME; no DIGEST_* variable of the developer's shell leaks into a test."""

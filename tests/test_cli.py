@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -116,3 +117,51 @@ def test_demo_takes_the_global_home_and_refuses_two_different_ones(cli, tmp_path
     result = cli("--home", str(target), "demo", "--home", str(other))
     assert result.exit_code == 2 and result.output.startswith(f"error: two homes given, {target} (digest --home) and {other} (demo --home)")
     assert not other.exists()
+
+
+def mode(path) -> str:
+    return oct(path.stat().st_mode & 0o777)
+
+
+@pytest.mark.parametrize("first", [["init"], ["subscribers", "add", "ada@example.org", "--interests", "language models"]], ids=["init", "subscribers-add"])
+def test_what_digest_creates_is_for_its_owner_alone_under_umask_022(tmp_path, first):
+    """Cron as root has umask 022: the home, the database (which holds the subscribers' addresses), its -wal and -shm,
+    the outbox and its emails were readable by every user of the machine. As under the units' UMask=0077, whichever
+    command creates them."""
+    home = tmp_path / "var" / "digest"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")} | {"DIGEST_HOME": str(home), "DIGEST_SECRET_KEY": "umask-test-secret-key-0123456789"}
+
+    def digest(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-c", "import os; os.umask(0o022); from digest.cli import main; main()", *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done
+
+    digest(*first)
+    if first[0] == "init":
+        digest("subscribers", "add", "ada@example.org", "--interests", "language models", "--send-at", "00:00")
+    digest("import", str(SAMPLE_FILES[0]))
+    digest("send", "--date", "2026-01-05")
+    emails = list((home / "outbox").glob("*.eml"))
+    assert len(emails) == 1
+    created = [home, home / "digest.db", home / "outbox", *emails, home / "digest.lock"]
+    # The -wal and -shm files exist while a connection is open; SQLite gives them the database file's mode, whatever
+    # the umask of the process that opens it (here this one, at 022).
+    previous = os.umask(0o022)
+    connection = sqlite3.connect(home / "digest.db")
+    try:
+        connection.execute("SELECT count(*) FROM subscriber").fetchone()
+        created += [home / "digest.db-wal", home / "digest.db-shm"]
+        assert {str(path.relative_to(tmp_path)): mode(path) for path in created} == {
+            str(path.relative_to(tmp_path)): "0o700" if path.is_dir() else "0o600" for path in created}
+    finally:
+        connection.close()
+        os.umask(previous)
+
+
+def test_a_stricter_umask_is_kept(tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")} | {"DIGEST_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-c", "import os; os.umask(0o277); from digest.cli import main; main()", "subscribers", "add", "ada@example.org"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done
+    assert mode(home / "digest.db") == "0o400"

@@ -271,12 +271,65 @@ def test_send_bad_date_is_a_usage_error(cli, home: Path) -> None:
     assert result.exit_code == 2 and "is not a date YYYY-MM-DD" in result.output
 
 
-def test_send_while_locked_says_so(cli, home: Path, smtp_server) -> None:
+def test_send_refuses_an_edition_in_the_future_and_the_daily_edition_still_goes(cli, home: Path, smtp_server) -> None:
+    """The walkthrough: `send --only bob --date 2027-01-05` said `sent 1`, and every daily send then said `nothing due
+    for bob` until 2027. Now: one error line, exit 1, nothing recorded, and today's edition goes as usual."""
+    populate(home, subscribers=1)
+    address = "reader00@example.org"
+    today = datetime.now(timezone.utc).date()
+    future = (today + timedelta(days=2)).isoformat()
+    for args in (("send", "--only", address, "--date", future), ("send", "--date", future)):
+        refused = cli(*args, env=smtp_env(smtp_server))
+        assert refused.exit_code == 1, refused.output
+        assert refused.output.splitlines() == [f"error: edition {future} is in the future for {address} (their local date is {today.isoformat()}): sent now, "
+                                               f"it would stop their daily editions until that day (send it on its day; `digest preview EMAIL --date {future}` "
+                                               "shows it now without sending or recording anything)"]
+    engine = open_engine(load_settings(home, env={}).database_url)
+    assert ledger.deliveries_for(engine) == [] and smtp_server.messages == []
+    engine.dispose()
+    assert cli("preview", address, "--date", future).exit_code == 0  # records nothing: any date
+    daily = cli("send", env=smtp_env(smtp_server))
+    assert daily.exit_code == 0 and "sent 1," in daily.output, daily.output
+    assert smtp_server.recipients() == [address]
+
+
+def test_send_while_locked_says_so_and_exits_75(cli, home: Path, smtp_server) -> None:
+    """Another run doing the work is not a failure: one line on stdout (cron mails nothing) and EX_TEMPFAIL, which
+    the units count as success; the hint never says to delete the lock file (it is never stale)."""
     populate(home)
-    with run_lock(load_settings(home, env={})):
+    settings = load_settings(home, env={})
+    with run_lock(settings):
         result = cli("send", env=smtp_env(smtp_server))
-    assert result.exit_code == 1 and result.output.startswith("error: another digest run holds the lock")
+    assert result.exit_code == 75, result.output
+    assert result.stderr == "" and result.output.splitlines() == [
+        f"another digest run holds the lock {settings.lock_path}: nothing done (it is in progress (cron, the timer, `digest serve` or a terminal) "
+        "and the next run does what is left; the lock goes when that process ends, even by a crash, so never delete the file)"]
     assert smtp_server.messages == []
+
+
+def test_send_while_locked_and_the_lock_file_deleted_is_still_locked(cli, home: Path, smtp_server) -> None:
+    """An admin who took the lock file for a stale one and deleted it during a run let the next `send` lock a new file
+    of the same name and run alongside."""
+    populate(home)
+    settings = load_settings(home, env={})
+    with run_lock(settings):
+        settings.lock_path.unlink()
+        result = cli("send", env=smtp_env(smtp_server))
+        assert result.exit_code == 75 and "another digest run holds the lock" in result.output, result.output
+    assert smtp_server.messages == []
+    after = cli("send", env=smtp_env(smtp_server))
+    assert after.exit_code == 0 and "sent 3," in after.output, after.output
+
+
+def test_run_as_in_the_crontab_while_locked_prints_nothing_cron_would_mail(home: Path) -> None:
+    """deploy/crontab.example sends `digest run`'s stdout to /dev/null, and cron mails whatever is left: a run that
+    meets the lock writes nothing to stderr."""
+    populate(home, subscribers=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")} | {"DIGEST_HOME": str(home)}
+    with run_lock(load_settings(home, env={})):
+        done = subprocess.run([sys.executable, "-c", "from digest.cli import main; main()", "run"], env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (75, ""), done
+    assert "another digest run holds the lock" in done.stdout
 
 
 def test_send_with_server_down_prints_summary_and_error(cli, home: Path) -> None:
@@ -416,9 +469,9 @@ def test_two_sends_started_together_never_both_send(home: Path, smtp_server) -> 
     runs = [digest_process(home, smtp_server, "send") for _ in range(2)]
     outputs = [run.communicate(timeout=180) for run in runs]
     codes = sorted(run.returncode for run in runs)
-    assert codes == [0, 1], outputs
-    errors = [err for run, (out, err) in zip(runs, outputs) if run.returncode == 1]
-    assert errors[0].startswith("error: another digest run holds the lock")
+    assert codes == [0, 75], outputs
+    [(out, err)] = [output for run, output in zip(runs, outputs) if run.returncode == 75]
+    assert out.startswith("another digest run holds the lock") and err == ""
     assert Counter(smtp_server.recipients()) == Counter(emails)  # each exactly once
 
 

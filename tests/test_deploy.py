@@ -100,3 +100,19 @@ def test_worker_units_run_digest_worker_per_instance():
     assert "ExecStart=/usr/local/bin/digest worker\n" in service and "\nType=oneshot\n" in service
     timer = (DEPLOY / "digest-worker@.timer").read_text()
     assert "\nUnit=digest-worker@%i.service\n" in timer and "\nPersistent=true\n" in timer
+
+
+@pytest.mark.parametrize("unit", ["digest.service", "digest-worker@.service"])
+def test_one_shot_units_count_the_lock_taken_as_success(unit):
+    """A timer's run that meets the daemon (or another worker on SQLite) exits EXIT_LOCKED having done nothing:
+    not a failed unit."""
+    from digest.cli import EXIT_LOCKED
+
+    assert EXIT_LOCKED == 75  # EX_TEMPFAIL, documented in docs/deployment.md and docs/troubleshooting.md
+    assert f"SuccessExitStatus={EXIT_LOCKED}" in (DEPLOY / unit).read_text().splitlines()
+
+
+def test_crontab_example_sends_the_runs_stdout_nowhere():
+    """The lock-taken line is on stdout: cron, which mails whatever a job prints, must not see it."""
+    run = [line for line in (DEPLOY / "crontab.example").read_text().splitlines() if f"{INSTALLED} run" in line and not line.startswith("#")]
+    assert run and all(line.rstrip().endswith(">/dev/null") for line in run)

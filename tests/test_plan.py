@@ -172,3 +172,39 @@ def test_plan_editions_a_profile_that_cannot_be_built_is_that_subscriber_alone(s
     assert plan_editions(engine, settings, FRIDAY, []) == []
     with pytest.raises(TypeError):
         plan_edition(engine, plans[0].subscriber, FRIDAY, settings)
+
+
+# --- an edition is never sent before its day ---------------------------------------------------------------
+
+
+def add_in(engine, email: str, tz: str) -> None:
+    with session_scope(engine) as session:
+        add_subscriber(session, email, SubscriberInput(interests=[TOPIC], send_at="07:00", tz=tz), now=FRIDAY - timedelta(days=20))
+
+
+def test_due_subscribers_by_date_leaves_out_those_whose_day_has_not_come(store, tmp_path, caplog) -> None:
+    """Friday 12:00 UTC is already Saturday in Kiritimati (UTC+14): Saturday's edition is theirs to have, not the
+    others'; sent early, it would have been their newest and stopped their daily editions until then."""
+    settings, engine = store
+    noon = FRIDAY.replace(hour=12)
+    add_in(engine, "utc@example.org", "UTC")
+    add_in(engine, "kiri@example.org", "Pacific/Kiritimati")
+    saturday = (FRIDAY + timedelta(days=1)).date().isoformat()
+    with caplog.at_level("WARNING", logger="digest.pipeline"):
+        dues = due_subscribers(engine, settings, noon, edition=saturday)
+    assert [(d.subscriber.email, d.edition) for d in dues] == [("kiri@example.org", saturday)]
+    [warning] = [r.digest_fields for r in caplog.records if getattr(r, "digest_event", "") == "edition-not-begun"]
+    assert warning["subscribers"] == 1 and "utc@example.org" in warning["note"]
+    assert [d.subscriber.email for d in due_subscribers(engine, settings, noon, edition="2025-06-13")] == ["utc@example.org", "kiri@example.org"]
+
+
+@pytest.mark.parametrize("only", [None, "utc@example.org"], ids=["everyone", "only"])
+def test_due_subscribers_by_date_refuses_a_day_that_has_come_for_nobody(store, only) -> None:
+    from digest.errors import InputError
+
+    settings, engine = store
+    add_in(engine, "utc@example.org", "UTC")
+    add_in(engine, "ny@example.org", "America/New_York")
+    with pytest.raises(InputError, match=r"edition 2025-06-14 is in the future for .*2025-06-13"):
+        due_subscribers(engine, settings, FRIDAY, only=only, edition="2025-06-14")
+    assert ledger.deliveries_for(engine, edition="2025-06-14") == []

@@ -292,11 +292,11 @@ def test_two_runs_started_together_send_once(home):
     emails = sorted((home / "outbox").glob("*.eml"))
     assert len(emails) == len(addresses), outputs
     assert sorted(state for state, _ in ledger_states(home)) == ["sent"] * len(addresses)
-    # One run sent everything; the other found the lock taken (exit 1) or nothing left to do (exit 0).
+    # One run sent everything; the other found the lock taken (exit 75) or nothing left to do (exit 0).
     sent_lines = [out for out, _ in outputs if f"sent {len(addresses)}," in out]
     assert len(sent_lines) == 1, outputs
     for code, (out, err) in zip(codes, outputs):
-        assert code == 0 or "another digest run holds the lock" in err, (code, out, err)
+        assert code == 0 or (code == 75 and "another digest run holds the lock" in out), (code, out, err)
 
 
 def wait_until(condition, timeout: float = 60.0) -> None:
@@ -514,3 +514,76 @@ def test_serve_keeps_ticking_through_failing_fetches_and_recovers(home, tmp_path
     assert "source rows are read-only today" in log and "event=stopped" in log
     assert sorted(state for state, _ in ledger_states(home)) == ["sent", "sent"]
     assert source_state(home)[1] > 0
+
+
+def add_sources(home: Path, urls: dict[str, str], now: datetime) -> None:
+    from digest.store import open_engine, session_scope
+    from digest.store.sources import ensure_source
+
+    engine = open_engine(f"sqlite:///{home / 'digest.db'}")
+    with session_scope(engine) as session:
+        for name, url in urls.items():
+            ensure_source(session, name, "feed", url, now)
+    engine.dispose()
+
+
+def fetched_sources(home: Path) -> list[tuple]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{home / 'digest.db'}")
+    with engine.connect() as conn:
+        rows = [tuple(row) for row in conn.execute(sa.text("SELECT name, last_fetch_at, last_success_at, consecutive_errors FROM source WHERE kind = 'feed' ORDER BY name"))]
+    engine.dispose()
+    return rows
+
+
+def test_fetch_sources_gives_up_a_slow_source_at_once_on_a_stop_request(home, feed_server, caplog):
+    """A stop request in the middle of a source's request ends the fetch then, not when the server answers (or at
+    fetch_deadline): nothing of that source is recorded, and the sources after it are not fetched."""
+    from digest.ingest import fetch_sources
+    from digest.store import open_engine
+
+    now = datetime.now(UTC)
+    prepare_home(home, [], now - timedelta(minutes=5))
+    add_sources(home, {"a-good": feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "b-slow": feed_server.url("hang"),
+                       "c-slow": feed_server.url("hang")}, now - timedelta(minutes=5))
+    settings = load_settings(home, env={}, overrides={"fetch_timeout": 25})
+    engine = open_engine(settings.database_url)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (wait_until(lambda: len(feed_server.requests_to("/hang")) >= 1), stop.set()), daemon=True).start()
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="digest.ingest"):
+        reports = fetch_sources(engine, settings, now, stop_event=stop)
+    seconds = time.monotonic() - started
+    engine.dispose()
+    assert seconds < 15, seconds  # the slow source would hold it 25 s (fetch_timeout), twice
+    assert [(r.name, r.status) for r in reports] == [("a-good", "new")]
+    [stopped] = [r.digest_fields for r in caplog.records if getattr(r, "digest_event", "") == "fetch-stopped"]
+    assert stopped["source"] == "b-slow" and stopped["not_fetched"] == 2
+    assert [row[0] for row in fetched_sources(home) if row[1] is not None] == ["a-good"]  # b and c: nothing recorded
+    assert len(feed_server.requests_to("/hang")) == 1
+
+
+def test_serve_stops_promptly_on_sigterm_in_the_middle_of_a_fetch(home, tmp_path, feed_server):
+    """The walkthrough: 4 slow sources, SIGTERM during the fetch; the daemon fetched all four before it stopped,
+    past systemd's TimeoutStopSec. Now it gives up the source in flight and exits 0, storing nothing of it."""
+    now = datetime.now(UTC)
+    prepare_home(home, [], now - timedelta(minutes=5))
+    add_sources(home, {f"slow{i}": feed_server.url(f"hang?n={i}") for i in range(4)}, now - timedelta(minutes=5))
+    log_path = tmp_path / "serve.log"
+    daemon = start_daemon(home, digest_env(home, DIGEST_FETCH_TIMEOUT="25"), log_path)
+    try:
+        wait_until(lambda: ("event=serving" in log_path.read_text() and feed_server.requests_to("/hang")) or daemon.poll() is not None)
+        daemon.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = daemon.wait(timeout=20)  # fetching the four would take 4 x 25 s
+        seconds = time.monotonic() - signalled
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = log_path.read_text()
+    assert code == 0, log
+    assert seconds < 20 and "event=stopping" in log and "event=fetch-stopped" in log and "event=stopped" in log, log
+    assert "event=fetched" not in log
+    assert all(row[1] is None for row in fetched_sources(home))  # no source recorded as fetched, failed or not
+    assert len(feed_server.requests_to("/hang")) == 1

@@ -1,6 +1,7 @@
 """The `digest` command: thin click commands over the library. Each noun group lives in its own module.
 
-Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds the traceback. Ctrl-C is one line
+Errors: a DigestError prints one line (`error: ...`) and exits 1; --verbose adds the traceback. Another run holding
+the lock is not an error: one line on stdout, exit 75 (EXIT_LOCKED). Ctrl-C is one line
 too (`error: interrupted...`) and exit 1, as `send` exits 1 when stopped with the rest of an edition unsent.
 """
 
@@ -32,12 +33,13 @@ from ..config import (
     render_config_file,
     url_secrets,
 )
-from ..errors import ConfigError, DigestError, StoreError
+from ..errors import ConfigError, DigestError, LockedError, StoreError
 from ..log import configure_logging_lazily, secret_values
 from ..store import describe, ensure_ready, has_schema, init_db, open_engine, sqlite_file
 from ..tokens import SECRET_KEY_HINT, secret_key_problem
 
 EXIT_ERROR = 1
+EXIT_LOCKED = 75  # EX_TEMPFAIL (sysexits.h): another run holds the lock, nothing done (the units' SuccessExitStatus=)
 
 
 class AppContext:
@@ -133,6 +135,9 @@ class DigestGroup(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:
             raise one_line_usage(exc) from None
+        except LockedError as exc:  # not a failure: on stdout, so cron (stdout to /dev/null) mails nothing
+            click.echo(str(exc))
+            ctx.exit(EXIT_LOCKED)
         except DigestError as exc:
             _fail(ctx, str(exc))
         except BrokenPipeError:
@@ -172,6 +177,10 @@ def _fail(ctx: click.Context, message: str) -> None:
 @click.pass_context
 def main(ctx: click.Context, home: str | None, config_file: str | None, database_url: str | None, log_format: str | None, verbose: bool) -> None:
     """digest: the new research papers that matter to each subscriber, by email, once a day."""
+    # What digest creates (DIGEST_HOME, the database and its -wal/-shm, the outbox and its emails, the lock) is for its
+    # owner alone, whatever umask cron or a root shell gives (022: the subscribers' addresses readable by every user):
+    # the same as the units' UMask=0077. A stricter umask is kept.
+    os.umask(os.umask(0o077) | 0o077)
     overrides = {"database_url": database_url, "log_format": log_format}
     if verbose:
         overrides["log_level"] = "debug"

@@ -158,7 +158,7 @@ def _nothing_due(app: AppContext) -> str:
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Rank, render and build every email, but send and record nothing.")
 @click.option("--only", metavar="EMAIL", help="Only this subscriber (if their edition is due).")
-@click.option("--date", "edition", metavar="YYYY-MM-DD", help="Send this edition to every subscriber who has not had it, whatever their send time.")
+@click.option("--date", "edition", metavar="YYYY-MM-DD", help="Send this edition to every subscriber who has not had it, whatever their send time (never before that day has come in their time zone).")
 @pass_app
 def send(app: AppContext, dry_run: bool, only: str | None, edition: str | None) -> None:
     """Render and deliver today's edition to every due subscriber (no fetching).

@@ -33,7 +33,7 @@ def serve(app: AppContext, tick_seconds: int) -> None:
     Every tick (at start, then every N seconds) fetches if a fetch_cron time has passed since the last fetch
     (so a fetch missed while it was down runs at start) or a failed fetch is due a retry, then sends whatever
     is due. Shares `digest run`'s job and lock, so cron or a person running `digest run` never causes a
-    double send. SIGTERM or SIGINT lets the message in flight finish, then exits 0.
+    double send. SIGTERM or SIGINT lets the message in flight finish (a fetch is given up at once), then exits 0.
     """
     enable_event_logging()
     settings = app.settings

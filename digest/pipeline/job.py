@@ -15,14 +15,16 @@ speak SMTP itself: those are the other steps.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from filelock import FileLock, Timeout
 from sqlalchemy.engine import Connection, Engine
 
 from ..collector import paused_collector
@@ -88,23 +90,38 @@ class RunReport:
 # --- the lock ---------------------------------------------------------------------------------------
 
 
+# The errors of a file system that cannot flock(2) a directory (NFS emulates flock with fcntl locks, which a
+# descriptor opened read-only cannot take): the lock file alone guards the run there.
+_NO_DIRECTORY_LOCK = {errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP}
+
+
 @contextlib.contextmanager
 def run_lock(settings: Settings) -> Iterator[None]:
-    """One run at a time across cron, the timer, the daemon and the terminal; never waits.
+    """One run at a time across cron, the timer, the daemon and the terminal; never waits (LockedError).
 
-    flock(2) on settings.lock_path: the kernel grants it to one process and drops it when that process
-    dies, even by SIGKILL, so a stale lock file never blocks the next run.
+    flock(2), which the kernel grants to one process and drops when that process dies, even by SIGKILL: the lock is
+    never stale and its file must never be deleted. It is taken on settings.lock_path, as earlier versions take it (a
+    daemon not yet restarted after an upgrade still excludes this run), and on DIGEST_HOME itself: a lock file deleted
+    during a run (taken for a stale one) let the next run lock a new file of the same name and run alongside; the
+    directory cannot be replaced under a run.
     """
     settings.home.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(settings.lock_path), thread_local=False)
+    held: list[int] = []
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise LockedError(f"another digest run holds the lock {settings.lock_path}") from None
-    try:
+        for path, flags in ((settings.lock_path, os.O_RDWR | os.O_CREAT), (settings.home, os.O_RDONLY | os.O_DIRECTORY)):
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+            held.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(f"another digest run holds the lock {settings.lock_path}: nothing done") from None
+            except OSError as exc:
+                if path != settings.home or exc.errno not in _NO_DIRECTORY_LOCK:
+                    raise
         yield
     finally:
-        lock.release()
+        for fd in reversed(held):
+            os.close(fd)  # closing the descriptor drops its flock
 
 
 @contextlib.contextmanager
@@ -185,7 +202,10 @@ def run_job(
         return now + timedelta(seconds=time.monotonic() - started)
 
     with _one_at_a_time(engine, settings):
-        fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings)
+        fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings, stop_event)
+        if stop_event.is_set():  # stopped while fetching (the daemon's SIGTERM): nothing planned, nothing left pending
+            log_event(log, "run-stopped", logging.INFO, note="stopped before sending; what is due stays due for the next run")
+            return RunReport(stopped=True, seconds=time.monotonic() - started, timings=timings, fetched=fetched, fetch_error=fetch_error)
         mark = time.perf_counter()
         with paused_collector():  # loading and planning every due subscriber makes no cycle for the collector to find
             dues = due_subscribers(engine, settings, now, only=only, edition=edition)
@@ -226,7 +246,7 @@ def _stage(timings: dict[str, float], name: str, since: float) -> float:
 
 
 def _fetch_once(engine: Engine, settings: Settings, now: datetime, fetch: bool | Callable[[], bool], client: object | None,
-                timings: dict[str, float]) -> tuple[list[SourceReport], str | None]:
+                timings: dict[str, float], stop_event: threading.Event | None = None) -> tuple[list[SourceReport], str | None]:
     """The fetch, when asked for: on PostgreSQL under an advisory lock, so one host fetches while the others wait,
     and a question (`fetch` callable) is asked only once the lock is held (the others then find the fetch done)."""
     if not fetch:
@@ -236,14 +256,16 @@ def _fetch_once(engine: Engine, settings: Settings, now: datetime, fetch: bool |
         if callable(fetch) and not fetch():
             log_event(log, "fetch-skipped", logging.DEBUG, note="no longer due: another run fetched")
             return [], None
-        return _fetch(engine, settings, now, client, timings)
+        return _fetch(engine, settings, now, client, timings, stop_event)
 
 
-def _fetch(engine: Engine, settings: Settings, now: datetime, client: object | None, timings: dict[str, float]) -> tuple[list[SourceReport], str | None]:
-    """Every source fetched, or the error of a fetch that failed as a whole (what is stored is still sent)."""
+def _fetch(engine: Engine, settings: Settings, now: datetime, client: object | None, timings: dict[str, float],
+           stop_event: threading.Event | None) -> tuple[list[SourceReport], str | None]:
+    """Every source fetched (until a stop request), or the error of a fetch that failed as a whole (what is stored is
+    still sent)."""
     mark = time.perf_counter()
     try:
-        return fetch_sources(engine, settings, now, client=client), None
+        return fetch_sources(engine, settings, now, client=client, stop_event=stop_event), None
     except Exception as exc:  # noqa: BLE001 - a wall: a fetch that breaks must not also stop the day's email
         error = one_line(exc)
         log_event(log, "fetch-failed", logging.ERROR, error=error, note="sending what is already stored", exc_info=None if isinstance(exc, DigestError) else exc)

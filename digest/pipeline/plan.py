@@ -4,6 +4,7 @@ the rules (the window above all) exist once.
 
 The window of an edition: papers first seen in (since, until], until being the run's instant and since the
 later of the subscriber's last digest and 7 days back for a weekly subscriber (window_days back otherwise).
+An edition asked for by date is never due before its day has come in the subscriber's own time zone.
 It must not send, render or write: it reads the store and ranks (rank_plans, PlansRanking), nothing else.
 """
 
@@ -98,6 +99,7 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
     wanted: Callable[[Subscriber], str | None]
     if edition is not None:
         day = date.fromisoformat(edition)
+        subs = _edition_begun(subs, day, now)
         done = {d.subscriber_id for d in ledger.deliveries_for(engine, edition=edition) if d.state in ledger.DONE_STATES}
 
         def wanted(sub: Subscriber) -> str | None:
@@ -121,6 +123,32 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
         if due is not None:
             out.append(Due(sub, due))
     return out
+
+
+def _edition_begun(subs: list[Subscriber], day: date, now: datetime) -> list[Subscriber]:
+    """The subscribers whose own local date at `now` is `day` or later: an edition is never sent before its day.
+    Sent early, it would count as their newest (due_edition), and their every daily edition until that day would
+    be "not due". InputError when the day has come for none of them; the others are logged (a warning: the CLI
+    prints it) and left out, not due."""
+    begun: list[Subscriber] = []
+    waiting: list[Subscriber] = []
+    for sub in subs:
+        try:
+            today = local_day(now, sub.tz)
+        except ValueError:
+            begun.append(sub)  # a bad time zone is reported as the bad schedule it is, below
+            continue
+        (begun if today >= day else waiting).append(sub)
+    if waiting and not begun:
+        latest = max(local_day(now, sub.tz) for sub in waiting).isoformat()
+        whose = f"{waiting[0].email} (their local date is {latest})" if len(waiting) == 1 else f"every active subscriber (their local dates are {latest} at the latest)"
+        raise InputError(f"edition {day.isoformat()} is in the future for {whose}: sent now, it would stop their daily editions until that day",
+                         f"send it on its day; `digest preview EMAIL --date {day.isoformat()}` shows it now without sending or recording anything")
+    if waiting:
+        names = ", ".join(sub.email for sub in waiting[:5]) + (f" and {len(waiting) - 5} more" if len(waiting) > 5 else "")
+        log_event(log, "edition-not-begun", logging.WARNING, edition=day.isoformat(), subscribers=len(waiting),
+                  note=f"not due: their local date is still before it: {names}")
+    return begun
 
 
 # --- the plans ------------------------------------------------------------------------------------------
