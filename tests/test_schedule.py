@@ -4,6 +4,7 @@ once, and `digest serve` delivers to a local SMTP server and stops cleanly on SI
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -313,6 +315,17 @@ def start_daemon(home: Path, env: dict, log_path: Path) -> subprocess.Popen:
         return subprocess.Popen([*digest_command(), "serve", "--tick-seconds", "1"], env=env, stdout=log, stderr=log)
 
 
+@contextlib.contextmanager
+def daemon_running(home: Path, env: dict, log_path: Path) -> Iterator[subprocess.Popen]:
+    """`digest serve` for the block, killed after it if the block did not stop it (a failed test never leaves one)."""
+    daemon = start_daemon(home, env, log_path)
+    try:
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+
 def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
     addresses = [f"reader{i}@example.org" for i in range(6)]
     prepare_home(home, [(a, "00:00", "UTC") for a in addresses], datetime.now(UTC) - timedelta(minutes=5))
@@ -322,14 +335,10 @@ def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
         env = digest_env(home, DIGEST_SMTP_HOST=server.host, DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_SECURITY="none",
                          DIGEST_SMTP_CONNECTIONS="1")
         server.data_delay = 0.3  # slow enough that SIGTERM arrives with messages still to send
-        daemon = start_daemon(home, env, log_path)
-        try:
+        with daemon_running(home, env, log_path) as daemon:
             wait_until(lambda: len(server.messages) >= 1 or daemon.poll() is not None)
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(timeout=60)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
         log = log_path.read_text()
         assert code == 0, log
         assert "event=serving" in log and "event=stopping" in log and "signal=SIGTERM" in log and "event=stopped" in log
@@ -340,17 +349,13 @@ def test_serve_delivers_over_smtp_and_stops_cleanly_on_sigterm(home, tmp_path):
 
         # Started again, it checks what is due at once and sends the rest: each reader exactly once.
         server.data_delay = 0
-        daemon = start_daemon(home, env, log_path)
-        try:
+        with daemon_running(home, env, log_path) as daemon:
             wait_until(lambda: len(server.messages) >= len(addresses) or daemon.poll() is not None)
             wait_until(lambda: ledger_states(home).count(("sent", datetime.now(UTC).date().isoformat())) >= len(addresses) or daemon.poll() is not None)
             # SIGTERM before the daemon is serving would meet Python's default handler, not the daemon's.
             wait_until(lambda: log_path.read_text().count("event=serving") >= 2 or daemon.poll() is not None)
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(timeout=60)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
     assert code == 0, log_path.read_text()
     assert sorted(server.recipients()) == sorted(addresses), f"first round: {first_round}"
     assert "test-secret-key" not in log_path.read_text()
@@ -370,15 +375,11 @@ def test_serve_logs_a_failed_source_at_warning(home, tmp_path, feed_server):
         ensure_source(session, "broken", "feed", feed_server.url("status/404"), now)
     engine.dispose()
     log_path = tmp_path / "serve.log"
-    daemon = start_daemon(home, digest_env(home, DIGEST_FETCH_TIMEOUT="5"), log_path)
-    try:
+    with daemon_running(home, digest_env(home, DIGEST_FETCH_TIMEOUT="5"), log_path) as daemon:
         wait_until(lambda: log_path.read_text().count("event=fetched") >= 2 or daemon.poll() is not None)
         wait_until(lambda: "event=serving" in log_path.read_text() or daemon.poll() is not None)
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
     log = log_path.read_text()
     assert code == 0, log
     fetched = {line.split(" source=")[1].split()[0]: line.split(" ", 1)[1] for line in log.splitlines() if " event=fetched " in line}
@@ -494,8 +495,7 @@ def test_serve_keeps_ticking_through_failing_fetches_and_recovers(home, tmp_path
     add_feed_source(home, feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), datetime.now(UTC) - timedelta(minutes=5))
     execute(home, READ_ONLY_SOURCE)
     log_path = tmp_path / "serve.log"
-    daemon = start_daemon(home, digest_env(home), log_path)
-    try:
+    with daemon_running(home, digest_env(home), log_path) as daemon:
         # The first ticks: every fetch fails (at start, then on each 1-second send tick); the emails go out anyway.
         wait_until(lambda: log_path.read_text().count("event=fetch-failed") >= 3 or daemon.poll() is not None)
         assert daemon.poll() is None, log_path.read_text()
@@ -506,9 +506,6 @@ def test_serve_keeps_ticking_through_failing_fetches_and_recovers(home, tmp_path
         assert daemon.poll() is None, log_path.read_text()
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
     log = log_path.read_text()
     assert code == 0, log
     assert "source rows are read-only today" in log and "event=stopped" in log
@@ -571,16 +568,12 @@ def test_serve_stops_promptly_on_sigterm_in_the_middle_of_a_fetch(home, tmp_path
     prepare_home(home, [], now - timedelta(minutes=5))
     add_sources(home, {f"slow{i}": feed_server.url(f"hang?n={i}") for i in range(4)}, now - timedelta(minutes=5))
     log_path = tmp_path / "serve.log"
-    daemon = start_daemon(home, digest_env(home, DIGEST_FETCH_TIMEOUT="25"), log_path)
-    try:
+    with daemon_running(home, digest_env(home, DIGEST_FETCH_TIMEOUT="25"), log_path) as daemon:
         wait_until(lambda: ("event=serving" in log_path.read_text() and feed_server.requests_to("/hang")) or daemon.poll() is not None)
         daemon.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         code = daemon.wait(timeout=20)  # fetching the four would take 4 x 25 s
         seconds = time.monotonic() - signalled
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
     log = log_path.read_text()
     assert code == 0, log
     assert seconds < 20 and "event=stopping" in log and "event=fetch-stopped" in log and "event=stopped" in log, log
