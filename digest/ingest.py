@@ -145,7 +145,8 @@ def fetch_sources(
                           note=f"stop requested: nothing of {source.name} stored; {left} source{'s' if left != 1 else ''} left for the next fetch")
                 break
             level = logging.WARNING if report.status == "error" else logging.INFO
-            log_event(log, "fetched", level, source=report.name, status=report.status, new=report.new, updated=report.updated, error=report.error)
+            failed = {"error": report.error} if report.error else {}  # a source that worked has no error= field
+            log_event(log, "fetched", level, source=report.name, status=report.status, new=report.new, updated=report.updated, **failed)
             reports.append(report)
             if progress is not None:
                 progress(report)

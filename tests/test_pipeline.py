@@ -94,13 +94,16 @@ def states(engine, edition: str = "2024-05-02") -> dict[int, str]:
 # --- the whole run over SMTP --------------------------------------------------------------------------
 
 
-def test_run_job_delivers_each_due_subscriber_once_and_records_it(world, smtp_server) -> None:
+def test_run_job_delivers_each_due_subscriber_once_and_records_it(world, smtp_server, caplog) -> None:
     settings, engine = world
+    caplog.set_level("INFO", logger="digest.pipeline")
     report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
     assert (report.sent, report.skipped, report.failed, report.deferred, report.unserved) == (3, 0, 0, 0, 0)
     assert sorted(smtp_server.recipients()) == ["ada@example.org", "bob@example.org", "cy@example.org"]
     assert smtp_server.connections == 1
     assert set(report.timings) >= {"plan", "rank", "render", "build", "send"}
+    done = events(caplog)["run-done"]
+    assert (done["sent"], type(done["seconds"])) == (3, float)  # a number in JSON logs (it was the string "0.1")
     rows = ledger.deliveries_for(engine)
     assert [r.state for r in rows] == ["sent"] * 3 and all(r.attempts == 1 and r.papers for r in rows)
     received = {m.rcpt_tos[0]: m.parsed for m in smtp_server.messages}

@@ -235,7 +235,7 @@ def run_job(
     )
     # A daemon checks every minute: a run that had nothing due is a debug line, not an info line a minute.
     log_event(log, "run-done", logging.INFO if report.due or report.fetched else logging.DEBUG, sent=report.sent, skipped=report.skipped,
-              failed=report.failed, deferred=report.deferred, not_attempted=report.not_attempted, seconds=f"{report.seconds:.1f}")
+              failed=report.failed, deferred=report.deferred, not_attempted=report.not_attempted, seconds=round(report.seconds, 1))  # a number in JSON logs
     return report
 
 
