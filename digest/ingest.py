@@ -145,8 +145,10 @@ def fetch_sources(
                           note=f"stop requested: nothing of {source.name} stored; {left} source{'s' if left != 1 else ''} left for the next fetch")
                 break
             level = logging.WARNING if report.status == "error" else logging.INFO
-            failed = {"error": report.error} if report.error else {}  # a source that worked has no error= field
-            log_event(log, "fetched", level, source=report.name, status=report.status, new=report.new, updated=report.updated, **failed)
+            fields: dict[str, Any] = {"source": report.name, "status": report.status, "new": report.new, "updated": report.updated}
+            if report.error:  # a source that worked has no error= field (it showed error=None)
+                fields["error"] = report.error
+            log_event(log, "fetched", level, **fields)
             reports.append(report)
             if progress is not None:
                 progress(report)
