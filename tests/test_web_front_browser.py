@@ -2,7 +2,7 @@
 folded abstract on the front page, ticks two papers, subscribes, confirms from the email at a local SMTP server,
 and `digest rank --json` explains picks by the ticked papers; a real edition sent over SMTP is the same on the web;
 axe-core (npm, installed by .ci/run into tests/node) finds no serious or critical accessibility violation on the
-front, day, search and edition pages, in light and dark mode. Screenshots go to tests/artifacts/front/.
+front, day, search, edition, subscribe, preferences and unsubscribe pages, in light and dark mode. Screenshots go to tests/artifacts/front/.
 """
 
 from __future__ import annotations
@@ -220,15 +220,19 @@ def axe_violations(page) -> list[dict]:
 def test_browser_pages_pass_axe_core(home, browser, smtp_server, tmp_path):  # noqa: F811
     with serve_web(home, smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none", from_address="digest@example.org") as site:
         site.clock.now = NOW
-        edition, _, _ = sent_edition(site, smtp_server, tmp_path)
+        edition, _, html = sent_edition(site, smtp_server, tmp_path)
         store_papers(site, NOW - timedelta(hours=3))
-        paths = ["/", f"/day/{NOW.date()}", "/search?q=sparse+autoencoders", "/search?q=nothing+matches+this", edition.removeprefix(site.base_url)]
+        # The subscriber's own pages too, by the links of the email: preferences and unsubscribe.
+        own = [unescape(re.search(rf'href="{re.escape(site.base_url)}(/{kind}/[^"]+)"', html).group(1)) for kind in ("preferences", "unsubscribe")]
+        paths = ["/", f"/day/{NOW.date()}", "/search?q=sparse+autoencoders", "/search?q=nothing+matches+this", edition.removeprefix(site.base_url),
+                 "/subscribe", *own]
         found = {}
         for scheme in ("light", "dark"):
             # The pages' CSP lets only their own nonce run scripts; the test's injected axe-core needs the bypass.
             page = browser.new_context(viewport=PHONE, color_scheme=scheme, bypass_csp=True).new_page()
             for path in paths:
-                page.goto(site.base_url + path)
+                response = page.goto(site.base_url + path)
+                assert response is not None and response.ok, path  # the page itself, not an error page
                 if path == "/":
                     page.locator("details.abstract summary").first.click()  # an open disclosure is checked too
                 found[f"{scheme} {path.split('?')[0][:20]}"] = axe_violations(page)
