@@ -301,6 +301,11 @@ def _merge_pages(results: list[ParseResult]) -> ParseResult:
     return dedupe_papers(merged)
 
 
+def file_source_name(path: Path) -> str:
+    """The source an imported file's papers are stored under: "file:<its name>"."""
+    return f"file:{path.name}"
+
+
 def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport:
     """Import a local file of papers (format detected) as the source "file:<name>". A missing or unreadable file
     is an InputError; a file nothing can be read from is a FeedError naming it. Nothing is written unless all is.
@@ -314,7 +319,7 @@ def import_file(engine: Engine, path: str | Path, now: datetime) -> SourceReport
     try:
         return _import(engine, path, now)
     except KeyboardInterrupt:  # Ctrl-C: the one transaction was rolled back, unless it came just after the commit
-        if _stored_now(engine, f"file:{path.name}", now):
+        if _stored_now(engine, file_source_name(path), now):
             raise Interrupted(f"interrupted after {path} was imported: all of it is stored") from None
         raise Interrupted("interrupted: nothing of this import was stored") from None
     except DigestError:
@@ -372,7 +377,7 @@ def _store_batches(engine: Engine, path: Path, now: datetime, batches: Iterable[
                    ending: Callable[[], tuple[int, list[str], int]]) -> SourceReport:
     """Store each batch of papers as the source "file:<name>", all in one transaction; `ending`, called after the
     last batch, says how many papers the file held, its warnings and how many entries its parser skipped."""
-    name = f"file:{path.name}"
+    name = file_source_name(path)
     upserted = UpsertReport()
     with session_scope(engine) as session:
         source = ensure_source(session, name, FILE_KIND, str(path.resolve()), now)
