@@ -121,6 +121,42 @@ def check_database(settings: Settings) -> tuple[Check, Any]:
     return Check("database", True, f"{describe(engine)}, migrations current"), engine
 
 
+def _readable_by_others(path: Path) -> bool:
+    """Whether users other than the owner can read `path`: group or others may read it and enter every directory
+    above it (a 0644 file in a 0700 directory is private)."""
+    try:
+        if not path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            return False
+        return all(parent.stat().st_mode & (stat.S_IXGRP | stat.S_IXOTH) for parent in path.absolute().parents)
+    except OSError:
+        return False
+
+
+def check_files(settings: Settings) -> Check:
+    """The database file (with its -wal and -shm) and the outbox's emails readable by their owner alone: the
+    database holds the subscribers' addresses, each email links that sign in as its subscriber. Files made before
+    digest set its own modes (or copied in by hand) keep whatever the umask gave them."""
+    from .store import sqlite_file
+
+    database = sqlite_file(settings.database_url)
+    candidates = [Path(f"{database}{suffix}") for suffix in ("", "-wal", "-shm")] if database is not None else []
+    outbox = settings.outbox_dir
+    emails = sorted(outbox.glob("*.eml")) if outbox is not None and outbox.is_dir() else []
+    # the -wal and -shm count as the database (SQLite gives them its mode, and removes them with the last connection)
+    exposed = [database.name] if database is not None and any(p.exists() and _readable_by_others(p) for p in candidates) else []
+    exposed_emails = sum(1 for path in emails if _readable_by_others(path))
+    if exposed_emails:
+        exposed.append(f"{exposed_emails} of the outbox's emails")
+    if not exposed:
+        present = (["the database"] if database is not None and database.exists() else []) + ([f"the outbox's {len(emails)} emails"] if emails else [])
+        if not present:
+            return Check("files", None, "no SQLite database or outbox emails on this machine")
+        return Check("files", True, f"{' and '.join(present)} readable by their owner alone")
+    dirs = {p.parent for p in candidates if p.exists()} | ({outbox} if exposed_emails else set())
+    fix = " && ".join(f"chmod -R go= {d}" for d in sorted(dirs) if not any(other in d.parents for other in dirs))
+    return Check("files", False, f"other users can read {', '.join(exposed)} (subscribers' addresses and their signed links): {fix}")
+
+
 # --- sources ------------------------------------------------------------------------------------------
 
 
@@ -331,6 +367,7 @@ def run_checks(load: Callable[[list[DigestError]], Settings], *, to: str | None,
     yield from check_settings(settings)
     database, engine = check_database(settings)
     yield database
+    yield check_files(settings)
     if engine is not None:
         try:
             yield from check_sources(engine, settings, http)

@@ -4,7 +4,10 @@ email arrives; each broken part is the one FAIL line, with what to do, and the e
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,7 +56,7 @@ def test_doctor_passes_a_live_setup_and_sends_the_test_email(cli, live) -> None:
     result = cli("doctor", "--to", "me@digest-lab.net", env=env)
     assert result.exit_code == 0, result.output
     checks = lines_of(result.output)
-    assert list(checks) == ["config", "secret_key", "from_address", "database", "source sd", "source hf", "smtp connect", "smtp tls",
+    assert list(checks) == ["config", "secret_key", "from_address", "database", "files", "source sd", "source hf", "smtp connect", "smtp tls",
                             "smtp login", "base_url", "test email"]
     assert all(line.startswith("ok ") for line in checks.values()), result.output
     assert checks["source sd"].startswith("ok source sd: HTTP 200, 23 entries")
@@ -189,3 +192,31 @@ def test_doctor_reports_each_setting_a_command_would_refuse(cli, home: Path) -> 
     lines = result.output.splitlines()
     assert [line.split(":")[0] for line in lines] == ["FAIL  config"] * 3 + ["3 problems"], result.output
     assert "invalid fetch_cron 'bogus'" in lines[0] and "base_url 'not a url'" in result.output and "from_address 'bad address'" in result.output
+
+
+@pytest.mark.parametrize("home_mode, file_mode, ok", [
+    (0o755, 0o644, False), (0o750, 0o640, False), (0o700, 0o644, True), (0o755, 0o600, True),
+], ids=["world-readable", "group-readable", "readable-files-in-a-private-home", "private-files"])
+def test_doctor_finds_a_database_and_emails_other_users_can_read(cli, home: Path, home_mode: int, file_mode: int, ok: bool) -> None:
+    # An install made before digest set its own modes: a 0755 home under /tmp (tmp_path's own directories are
+    # 0700 and would hide every file below them), its database and emails as a 022 umask made them.
+    exposed = Path(tempfile.mkdtemp(prefix="digest-doctor-"))
+    try:
+        assert cli("--home", str(exposed), "demo").exit_code == 0
+        emails = sorted((exposed / "outbox").glob("*.eml"))
+        assert emails
+        for path in [exposed / "digest.db", *emails]:
+            path.chmod(file_mode)
+        for directory in (exposed, exposed / "outbox"):
+            directory.chmod(home_mode)
+        env = {"DIGEST_HOME": str(exposed), "DIGEST_SECRET_KEY": KEY, "DIGEST_FROM_ADDRESS": SENDER}
+        line = lines_of(cli("doctor", env=env).output)["files"]
+        if ok:
+            assert line == f"ok files: the database and the outbox's {len(emails)} emails readable by their owner alone"
+            return
+        assert line == (f"FAIL files: other users can read digest.db, {len(emails)} of the outbox's emails (subscribers' addresses "
+                        f"and their signed links): chmod -R go= {exposed}")
+        subprocess.run(["chmod", "-R", "go=", str(exposed)], check=True)  # the fix it names
+        assert lines_of(cli("doctor", env=env).output)["files"].startswith("ok files: ")
+    finally:
+        shutil.rmtree(exposed)
