@@ -3,8 +3,10 @@ config is exactly what `digest init` writes, and the cron and env examples say w
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,19 @@ def test_crontab_example_sends_the_runs_stdout_nowhere():
     """The lock-taken line is on stdout: cron, which mails whatever a job prints, must not see it."""
     run = [line for line in (DEPLOY / "crontab.example").read_text().splitlines() if f"{INSTALLED} run" in line and not line.startswith("#")]
     assert run and all(line.rstrip().endswith(">/dev/null") for line in run)
+
+
+def test_crontab_example_backs_up_each_night_and_prints_nothing_cron_would_mail(tmp_path: Path) -> None:
+    """The backup line, run as cron would (sh, the installed digest, its own directory): one private copy, nothing on
+    stdout or stderr, and the pruning after it keeps the copy."""
+    [line] = [line for line in (DEPLOY / "crontab.example").read_text().splitlines() if " backup " in line and not line.startswith("#")]
+    assert line.split()[:5] == ["30", "3", "*", "*", "*"]
+    home, backups = tmp_path / "home", tmp_path / "backups"
+    backups.mkdir()
+    env = {**os.environ, "DIGEST_HOME": str(home)}
+    subprocess.run([str(Path(sys.executable).parent / "digest"), "init"], env=env, check=True, capture_output=True)
+    command = " ".join(line.split()[5:]).replace(INSTALLED, str(Path(sys.executable).parent / "digest")).replace("/var/backups/digest", str(backups))
+    result = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    [copy] = backups.iterdir()
+    assert copy.name.startswith("digest-") and copy.stat().st_mode & 0o077 == 0
