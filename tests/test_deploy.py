@@ -15,7 +15,8 @@ from digest.config import OPTIONS, load_settings, render_config_file
 from digest.errors import ConfigError
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = ("digest.service", "digest.timer", "digest-serve.service", "digest-web.service", "digest-worker@.service", "digest-worker@.timer")
+UNITS = ("digest.service", "digest.timer", "digest-serve.service", "digest-web.service", "digest-worker@.service", "digest-worker@.timer",
+         "digest-backup.service", "digest-backup.timer")
 SERVICES = [u for u in UNITS if u.endswith(".service")]
 INSTALLED = "/usr/local/bin/digest"
 HARDENING = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
@@ -134,3 +135,12 @@ def test_crontab_example_backs_up_each_night_and_prints_nothing_cron_would_mail(
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     [copy] = backups.iterdir()
     assert copy.name.startswith("digest-") and copy.stat().st_mode & 0o077 == 0
+
+
+def test_backup_units_copy_into_their_own_state_directory_each_night():
+    service = (DEPLOY / "digest-backup.service").read_text()
+    assert "\nExecStart=/usr/local/bin/digest backup /var/lib/digest-backups\n" in service
+    assert "\nStateDirectory=digest digest-backups\n" in service and "\nUser=digest\n" in service  # the database's owner
+    assert "\nExecStartPost=/usr/bin/find /var/lib/digest-backups -name digest-*.db -mtime +14 -delete\n" in service
+    timer = (DEPLOY / "digest-backup.timer").read_text()
+    assert "\nOnCalendar=*-*-* 03:30:00\n" in timer and "\nPersistent=true\n" in timer and "\nUnit=digest-backup.service\n" in timer
