@@ -1,13 +1,19 @@
-"""`digest backup` on real SQLite files: a copy that digest can use as its database, taken while another connection
-holds uncheckpointed commits in the WAL; refusals that leave every file as it was."""
+"""`digest backup` and `digest restore` on real SQLite files: a copy that digest can use as its database, taken while
+another connection holds uncheckpointed commits in the WAL; a restore under a connection that stays open, as the web
+pages' do; refusals that leave every file as it was."""
 
 from __future__ import annotations
 
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
+
+from digest.pipeline.job import run_lock
+from digest.store import SCHEMA_REVISION, _alembic_config, open_engine
 
 
 @pytest.fixture
@@ -97,10 +103,105 @@ def test_backup_refuses_with_one_line_and_writes_nothing(cli, home: Path, tmp_pa
         "missing-directory": f"cannot write {target}: {target.parent} is not a directory",
         "not-a-digest-database": "not a digest database: no such table: paper",
         "no-database": f"no database at {home / 'digest.db'}",
-        "postgresql": "digest backup copies a SQLite file, and database_url is postgresql+psycopg://digest:***@db.internal/digest "
-                      "(back up PostgreSQL with pg_dump",
+        "postgresql": "digest backup works on a SQLite file, and database_url is postgresql+psycopg://digest:***@db.internal/digest "
+                      "(on PostgreSQL use pg_dump and pg_restore",
     }[case]
     assert expected in result.output and "hunter2" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no copy, no partial file
     if case == "no-database":
         assert list(home.iterdir()) == []  # and no database made by looking
+
+
+def names(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {email for (email,) in db.execute("SELECT email FROM subscriber")}
+
+
+def test_restore_puts_the_backup_back_under_an_open_connection_and_keeps_what_it_replaced(cli, demo_home: Path, tmp_path: Path) -> None:
+    database = demo_home / "digest.db"
+    before = names(database)
+    assert cli("backup", str(tmp_path / "copy.db")).exit_code == 0
+    assert cli("subscribers", "remove", "ada@example.org", "--yes").exit_code == 0  # the mistake the backup undoes
+    removed = names(database)
+    assert removed != before
+    web = sqlite3.connect(database)  # a connection that stays open across the restore, as the web pages' pool does
+    try:
+        result = cli("restore", str(tmp_path / "copy.db"))
+        assert result.exit_code == 0, result.output
+        [kept] = demo_home.glob("digest.db.before-restore-*")
+        assert result.output == (f"restored {tmp_path / 'copy.db'} to {database}: {counts(database)[0]:,} papers, {len(before)} subscribers; "
+                                 f"the database it replaced is kept as {kept}\n")
+        assert {email for (email,) in web.execute("SELECT email FROM subscriber")} == before  # the open connection sees it
+    finally:
+        web.close()
+    assert names(kept) == removed and stat.S_IMODE(kept.stat().st_mode) == 0o600
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert cli("subscribers", "list").output.count("@") == len(before)
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["over-a-database", "on-a-new-machine"])
+def test_restore_upgrades_a_backup_from_an_older_version(cli, home: Path, tmp_path: Path, existing: bool) -> None:
+    old = tmp_path / "old.db"
+    engine = open_engine(f"sqlite:///{old}")
+    command.upgrade(_alembic_config(engine), "0004")  # a database as version 0004's digest left it
+    engine.dispose()
+    if existing:
+        assert cli("init").exit_code == 0
+    result = cli("restore", str(old))
+    assert result.exit_code == 0, result.output
+    upgraded = f"restored {old} to {home / 'digest.db'}: 0 papers, 0 subscribers, upgraded from migration 0004 to {SCHEMA_REVISION}"
+    if existing:
+        assert result.output.startswith(f"{upgraded}; the database it replaced is kept as {home}/digest.db.before-restore-")
+    else:
+        assert result.output == f"{upgraded}\n"
+        assert stat.S_IMODE((home / "digest.db").stat().st_mode) == 0o600
+    with sqlite3.connect(home / "digest.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (SCHEMA_REVISION,)
+
+
+@pytest.mark.parametrize("case", ["newer-version", "not-a-database", "missing", "run-in-progress"])
+def test_restore_refuses_with_one_line_and_leaves_the_database_as_it_was(cli, demo_home: Path, tmp_path: Path, case: str) -> None:
+    database = demo_home / "digest.db"
+    copy = tmp_path / "copy.db"
+    assert cli("backup", str(copy)).exit_code == 0
+    if case == "newer-version":
+        with sqlite3.connect(copy) as db:
+            db.execute("UPDATE alembic_version SET version_num = '9999'")
+    elif case == "not-a-database":
+        copy.write_bytes(b"not a database, though named like one" * 200)
+    elif case == "missing":
+        copy.unlink()
+    original = database.read_bytes()
+    listed = cli("subscribers", "list").output
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:  # another run (the daemon's tick, cron's) in progress
+        from digest.config import load_settings
+
+        with run_lock(load_settings(str(demo_home))):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    if case == "run-in-progress":
+        holder.start()
+        assert held.wait(10)
+    try:
+        result = cli("restore", str(copy))
+    finally:
+        release.set()
+        if holder.is_alive():
+            holder.join()
+    assert result.exit_code == (75 if case == "run-in-progress" else 1)
+    expected = {
+        "newer-version": f"error: {copy} was made by a newer digest (migration 9999; this one knows up to {SCHEMA_REVISION})",
+        "not-a-database": f"error: cannot restore {copy}: file is not a database",
+        "missing": f"no backup at {copy}",
+        "run-in-progress": "another digest run holds the lock",
+    }[case]
+    assert expected in result.output and result.output.count("\n") == 1, result.output
+    assert list(demo_home.glob("digest.db.before-restore-*")) == []  # nothing kept: nothing was replaced
+    assert cli("subscribers", "list").output == listed
+    assert database.read_bytes() == original or case == "run-in-progress"

@@ -1,10 +1,15 @@
-"""`digest backup`: a consistent copy of the SQLite database, taken while the daemon, the web pages or a run use it.
+"""`digest backup` and `digest restore`: a consistent copy of the SQLite database, taken while the daemon, the web
+pages or a run use it, and put back the same way.
 
 SQLite's online backup API (sqlite3.Connection.backup) copies the database as one read transaction: under WAL the
 writers go on, and the copy is the database at one instant, never a mix of before and after a run's commit (which a
 `cp` of digest.db and its -wal can be). The copy is written beside the target under a temporary name, checked
 (PRAGMA integrity_check), synced, and only then renamed over the target, for its owner alone. PostgreSQL databases
-are pg_dump's job. It must not change the database it copies.
+are pg_dump's job. A backup must not change the database it copies.
+
+A restore writes the copy into the live database through the same API (the destination locked for writing while it
+is written; the web pages' open connections see the restored database at their next transaction, and no stale -wal
+is left to replay over it), after keeping the database it replaces as a backup beside it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from pathlib import Path
 
 from ..errors import InputError, StoreError
 
-PG_DUMP_HINT = "back up PostgreSQL with pg_dump: `pg_dump --format=custom --file=digest.dump DBNAME`; see docs/deployment.md#backups"
+PG_DUMP_HINT = "on PostgreSQL use pg_dump and pg_restore: `pg_dump --format=custom --file=digest.dump DBNAME`; see docs/deployment.md#backups"
+
+
+KNOWN_REVISIONS_HINT = "upgrade digest to the version that made the backup (or a newer one), then restore"
 
 
 @dataclass(frozen=True)
@@ -85,3 +93,44 @@ def _contents(db: sqlite3.Connection) -> tuple[int, int, str]:
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"not a digest database: {exc}", "check database_url") from None
     return papers, subscribers, revision[0] if revision else "none"
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What `restore_sqlite` put in place, and where the database it replaced was kept (None: there was none)."""
+
+    papers: int
+    subscribers: int
+    revision: str
+    kept: Backup | None
+
+
+def restore_sqlite(copy: Path, database: Path, *, newest_revision: str, now: datetime) -> Restored:
+    """Put the backup `copy` in place of the SQLite database `database`, keeping the database it replaces beside it
+    (digest.db.before-restore-YYYYmmdd-HHMMSS). The caller holds the run lock (no run writes meanwhile) and upgrades
+    the schema afterwards when the copy is older. A copy made by a newer digest (a migration this one does not know)
+    is refused before anything is written."""
+    if not copy.is_file():
+        raise InputError(f"no backup at {copy}", "give a file `digest backup` wrote")
+    if database.exists() and copy.resolve() == database.resolve():
+        raise InputError(f"{copy} is the database itself", "give a backup file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{copy.resolve().as_uri()}?mode=ro", uri=True)) as src:
+            problems = [row[0] for row in src.execute("PRAGMA integrity_check")]
+            if problems != ["ok"]:
+                raise StoreError(f"{copy} fails SQLite's integrity check: {problems[0]}", "restore another backup")
+            papers, subscribers, revision = _contents(src)
+            if not revision.isdigit() or revision > newest_revision:
+                raise StoreError(f"{copy} was made by a newer digest (migration {revision}; this one knows up to {newest_revision})",
+                                 KNOWN_REVISIONS_HINT)
+            kept = None
+            if database.exists():
+                kept = backup_sqlite(database, database.with_name(f"{database.name}.before-restore-{now:%Y%m%d-%H%M%S}"))
+            with contextlib.closing(sqlite3.connect(database, timeout=30)) as live:
+                src.backup(live)
+                if [row[0] for row in live.execute("PRAGMA integrity_check")] != ["ok"]:
+                    raise StoreError(f"{database} fails SQLite's integrity check after the restore",
+                                     f"the database it replaced is kept as {kept.path if kept else 'nothing'}")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot restore {copy}: {exc}", "give a file `digest backup` wrote") from None
+    return Restored(papers, subscribers, revision, kept)
