@@ -170,3 +170,20 @@ def test_record_returned_edition_on_each_database(engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT status FROM subscriber")).scalar_one() == "bounced"
         assert conn.execute(sa.text("SELECT state, last_error FROM delivery")).one() == ("failed", "bounced after the relay accepted it: 5.1.1 no such user")
+
+
+def test_bounces_read_on_a_terminal_asks_for_a_path_rather_than_waiting(home: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    primary, secondary = os.openpty()  # standard input a terminal, as when typed without a pipe
+    try:
+        result = subprocess.run([str(Path(sys.executable).parent / "digest"), "bounces", "read"], stdin=secondary, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "DIGEST_HOME": str(home)})
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert result.returncode == 2
+    assert "give a PATH (a message, an mbox or a Maildir), or pipe one message in" in result.stderr
+    assert list(home.iterdir()) == []  # nothing made

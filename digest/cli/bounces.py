@@ -3,6 +3,7 @@ digest.delivery.bounces (reading) and digest.store.bounces (the ledger)."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import click
@@ -29,6 +30,8 @@ def bounces_read(app: AppContext, paths: tuple[str, ...]) -> None:
     marks its subscriber bounced at once, other permanent failures after three editions in a row. Delays and other
     messages (auto-replies) change nothing.
     """
+    if not paths and sys.stdin.isatty():  # nothing piped in: say so rather than wait for a message typed by hand
+        raise click.UsageError("give a PATH (a message, an mbox or a Maildir), or pipe one message in")
     engine = app.engine
     tally: Counter[str] = Counter()
     for where, raw, box, key in (message for path in (paths or ("-",)) for message in read_messages(path)):
