@@ -212,8 +212,9 @@ def confirm(token: str):
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
             # The page shows what the button applies: the form may have been filled in by someone else.
-            return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"))
-        ctx.csrf.check()
+            return _confirm_page(sub, asked)
+        if not ctx.csrf.valid():  # a tab left open for a day, or another browser: the page again, with a fresh token
+            return _confirm_page(sub, asked, notice=EXPIRED_FORM.format(what="you are not subscribed yet"), status=400)
         if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
             if sub.status in ("active", "paused"):
                 return _already_subscribed()
@@ -221,6 +222,11 @@ def confirm(token: str):
         sub = confirm_subscriber(session, sub, ctx.now(), claim.request)
         preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
     return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
+
+
+def _confirm_page(sub: Subscriber, asked: SubscriberInput | None, notice: str = "", status: int = 200):
+    return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"),
+                           notice=notice), status
 
 
 def _confirmed_by(session: Any, claim: Claim) -> bool:
@@ -364,8 +370,9 @@ def _feedback(load: Any):
     action = request.form.get("action", "") if request.method == "POST" else "view"
     if action not in ("view", "record", "undo"):
         return message_page("Not allowed", "This form sent an unknown action.", 400)
-    if request.method == "POST":
-        ctx.csrf.check()
+    notice = ""
+    if request.method == "POST" and not ctx.csrf.valid():  # an old tab or another browser: the page again, fresh token
+        action, notice = "view", EXPIRED_FORM.format(what="nothing was recorded" if action == "record" else "your vote stands")
     with session_scope(ctx.engine) as session:
         claim, sub = load(session)
         paper = get_paper(session, claim.paper_id)
@@ -377,7 +384,8 @@ def _feedback(load: Any):
         elif action == "undo":
             remove_feedback(session, sub, paper)
         state = "undone" if action == "undo" else "recorded" if feedback_value(session, sub, paper) == claim.value else "ask"
-        return render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state)
+        page = render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state, notice=notice)
+    return page, 400 if notice else 200
 
 
 @pages.get("/edition/<token>")

@@ -1,0 +1,79 @@
+"""The web front probed as an attacker and a careful subscriber would: old forms, hostile input, client addresses,
+what the logs keep. Real HTTP (waitress on 127.0.0.1, httpx), a real SQLite file (and PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+import time_machine
+from test_web import add_active, add_paper, confirm_link, feedback_rows, load, token
+from web_server import SECRET, serve_web
+
+from digest.web.security import CSRF_COOKIE, Csrf
+
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def site(home):
+    with serve_web(home) as running:
+        yield running
+
+
+def day_old_csrf(site, path: str, client: httpx.Client | None = None) -> str:
+    """The form token a tab opened 25 hours ago holds: signed for this browser's cookie, but a day old."""
+    client = client or site.client
+    client.get(path)  # the browser's CSRF cookie
+    with time_machine.travel(datetime.now(timezone.utc) - timedelta(hours=25)):
+        return Csrf(SECRET, site.base_url).token_for(client.cookies[CSRF_COOKIE])
+
+
+def fresh_csrf(response: httpx.Response) -> str:
+    match = CSRF_INPUT.search(response.text)
+    assert match, f"no form on the page ({response.status_code})"
+    return match.group(1)
+
+
+# --- a form left open for a day -------------------------------------------------------------------------
+
+
+def test_confirm_button_of_a_day_old_page_shows_the_page_again(site):
+    path = confirm_link(site)
+    stale = site.client.post(path, data={"csrf_token": day_old_csrf(site, path)})
+    assert stale.status_code == 400 and "<h1>Confirm your subscription</h1>" in stale.text and "Yes, confirm" in stale.text
+    assert "This form had expired" in stale.text and "not subscribed yet" in stale.text and 'role="alert"' in stale.text
+    assert load(site, "ada@example.org").status == "pending"
+    again = site.client.post(path, data={"csrf_token": fresh_csrf(stale)})  # the button of the page shown again
+    assert again.status_code == 200 and "You are subscribed" in again.text
+    assert load(site, "ada@example.org").status == "active"
+
+
+@pytest.mark.parametrize("value, word", [(1, "liked"), (-1, "disliked")])
+def test_feedback_buttons_of_a_day_old_page_show_the_page_again(site, value, word):
+    paper = add_paper(site, "2401.00021", "Old tabs")
+    sub = add_active(site)
+    path = f"/feedback/{token(sub, 'vote')}/{paper.id}/{'like' if value > 0 else 'dislike'}"
+    stale = site.client.post(path, data={"csrf_token": day_old_csrf(site, path), "action": "record"})
+    assert stale.status_code == 400 and "Old tabs" in stale.text and 'name="action" value="record"' in stale.text
+    assert "This form had expired" in stale.text and "nothing was recorded" in stale.text
+    assert feedback_rows(site) == []
+    recorded = site.client.post(path, data={"csrf_token": fresh_csrf(stale), "action": "record"})
+    assert recorded.status_code == 200 and f"You {word}" in recorded.text and feedback_rows(site) == [(paper.id, value)]
+    stale_undo = site.client.post(path, data={"csrf_token": day_old_csrf(site, path), "action": "undo"})
+    assert stale_undo.status_code == 400 and "This form had expired" in stale_undo.text and 'name="action" value="undo"' in stale_undo.text
+    assert feedback_rows(site) == [(paper.id, value)]  # the vote stands: the Undo button was a day old
+    undone = site.client.post(path, data={"csrf_token": fresh_csrf(stale_undo), "action": "undo"})
+    assert undone.status_code == 200 and "Feedback removed" in undone.text and feedback_rows(site) == []
+
+
+def test_feedback_button_from_another_browser_shows_the_page_again(site):
+    paper = add_paper(site, "2401.00022", "Two browsers")
+    sub = add_active(site)
+    path = f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}"
+    other = site.new_client()  # the page was opened in one browser, the form sent from another (no cookie)
+    response = other.post(path, data={"csrf_token": site.csrf(path), "action": "record"})
+    assert response.status_code == 400 and "This form had expired" in response.text and "Two browsers" in response.text
+    assert feedback_rows(site) == []
