@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 import time_machine
-from test_web import add_active, add_paper, confirm_link, feedback_rows, load, token
+from test_web import add_active, add_paper, confirm_link, feedback_rows, load, preferences_form, subscribe, token
 from web_server import SECRET, serve_web
 
 from digest.web.security import CSRF_COOKIE, Csrf
@@ -77,3 +77,49 @@ def test_feedback_button_from_another_browser_shows_the_page_again(site):
     response = other.post(path, data={"csrf_token": site.csrf(path), "action": "record"})
     assert response.status_code == 400 and "This form had expired" in response.text and "Two browsers" in response.text
     assert feedback_rows(site) == []
+
+
+# --- hostile form input -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def any_db_site(home, engine):
+    """The pages on a SQLite file and, when DIGEST_TEST_POSTGRES_URL is set, on PostgreSQL (which refuses NUL)."""
+    with serve_web(home, engine=engine) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("name", "Ada\x00Lovelace", "invisible control character"),
+        ("interests", "sparse\x00autoencoders", "invisible control character"),
+        ("muted_authors", "J. Doe\x1b[31m", "invisible control character"),
+        ("seed_papers", "2401.00031\x00", "invisible control character"),
+        ("name", "A" * 201, "200 characters"),
+    ],
+    ids=["nul-name", "nul-interest", "escape-author", "nul-seed", "long-name"],
+)
+def test_preferences_refuse_control_characters_and_a_huge_name(any_db_site, field, value, words):
+    site = any_db_site
+    add_paper(site, "2401.00031", "A seed")
+    sub = add_active(site, name="Ada", interests=["kept"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data={**preferences_form(site, path, name="Ada", interests="changed"), field: value})
+    assert response.status_code == 400 and words in response.text and f'id="{field}-error"' in response.text
+    assert "Nothing was saved" in response.text and "try again" not in response.text.lower()
+    after = load(site, "ada@example.org")
+    assert (after.name, after.interests) == ("Ada", ["kept"])  # nothing stored, on any database
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [({"interests": "sparse\x00autoencoders"}, "interests"), ({"seed": "2401.00032\x00"}, "seed_papers"), ({"tz": "UTC\x00"}, "tz")],
+    ids=["nul-interest", "nul-seed", "nul-zone"],
+)
+def test_subscribe_refuses_control_characters_beside_the_field(any_db_site, extra, field):
+    site = any_db_site
+    add_paper(site, "2401.00032", "A seed")
+    response = subscribe(site, "ada@example.org", **extra)
+    assert response.status_code == 400 and f'id="{field}-error"' in response.text and "try again" not in response.text.lower()
+    assert load(site, "ada@example.org") is None and site.outbox_messages() == []

@@ -8,6 +8,7 @@ Pages never say whether an address is subscribed, and every form but the RFC 805
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from datetime import date
 from functools import lru_cache
@@ -71,9 +72,22 @@ MAX_TICKS_SHOWN = 100  # ticks shown again on an error page (the front page show
 MAX_ROW_ID = 2**63 - 1
 
 
+# C0 and C1 control characters, but the tab and line breaks a textarea sends. PostgreSQL refuses NUL in text (the
+# form answered "Please try again" for ever; SQLite stored it), and no name, interest or paper id holds an escape.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+CONTROL_REASON = "this holds an invisible control character (such as NUL), which cannot be kept: remove it"
+
+
 @lru_cache(maxsize=1)
 def zone_names() -> tuple[str, ...]:
     return tuple(sorted(z for z in available_timezones() if not z.startswith(("posix/", "right/")) and z != "localtime"))
+
+
+def _refuse_control_characters(fields: dict[str, str]) -> None:
+    """FieldError for the first form field (form name -> profile field) whose value holds a control character."""
+    for name, field in fields.items():
+        if any(CONTROL_CHARACTER.search(value) for value in request.form.getlist(name)):
+            raise FieldError(field, CONTROL_REASON)
 
 
 def _lines(field: str, text: str) -> list[str]:
@@ -140,6 +154,7 @@ def subscribe():
         return _check_inbox()
     seeds = _ticked_seeds()
     try:
+        _refuse_control_characters({"email": "email", "interests": "interests", "send_at": "send_at", "tz": "tz", SEED_FIELD: "seed_papers"})
         address = check_address(validate_email(form.get("email", "")))  # the envelope is plain ASCII
         fields = validate_profile(SubscriberInput(interests=_lines("interests", form.get("interests", "")), seed_papers=seeds or None,
                                                   send_at=form.get("send_at") or None, tz=form.get("tz") or None))
@@ -197,7 +212,8 @@ def _seed_choices(ticked: list[str]) -> list[tuple[str, str]]:
     is the stored paper's title, or the value as sent when no paper has it (its error says so)."""
     ctx = web_context()
     with session_scope(ctx.engine) as session:
-        papers = [get_paper_by_ident(session, normalise_ident(value)) for value in ticked]
+        # A value with a control character is not looked up (PostgreSQL refuses NUL): its error says so.
+        papers = [None if CONTROL_CHARACTER.search(value) else get_paper_by_ident(session, normalise_ident(value)) for value in ticked]
         return [(value, paper.title if paper is not None else value) for value, paper in zip(ticked, papers, strict=True)]
 
 
@@ -327,6 +343,7 @@ def _fields_from_form() -> SubscriberInput:
     """The profile the form sent, checked by validate_profile as the CLI's are; a field the form did not send (a
     page rendered before the field existed) is left as it is."""
     form = request.form
+    _refuse_control_characters({name: name for name in PROFILE_FIELDS})
     given: dict[str, Any] = {name: _lines(name, form[name]) if name in LINE_FIELDS else form[name] for name in PROFILE_FIELDS if name in form}
     return SubscriberInput(**given)
 
