@@ -3,6 +3,7 @@ what the logs keep. Real HTTP (waitress on 127.0.0.1, httpx), a real SQLite file
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -12,6 +13,7 @@ import time_machine
 from test_web import add_active, add_paper, confirm_link, feedback_rows, load, preferences_form, subscribe, token
 from web_server import SECRET, serve_web
 
+from digest.models import Subscriber
 from digest.web.security import CSRF_COOKIE, Csrf
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -123,3 +125,22 @@ def test_subscribe_refuses_control_characters_beside_the_field(any_db_site, extr
     response = subscribe(site, "ada@example.org", **extra)
     assert response.status_code == 400 and f'id="{field}-error"' in response.text and "try again" not in response.text.lower()
     assert load(site, "ada@example.org") is None and site.outbox_messages() == []
+
+
+# --- what the logs keep -------------------------------------------------------------------------------------
+
+
+def test_a_failed_request_is_logged_without_the_token_of_its_link(home, caplog):
+    """A link's token acts for its subscriber for ever: the log line of a request that failed names the page, not the
+    token (logs are kept, shipped and read by more people than the links' owners)."""
+    from digest.log import EventFormatter
+    from digest.store import open_engine
+
+    down = open_engine(f"sqlite:///{home / 'missing-dir' / 'x.db'}", create_dir=False)
+    secret = token(Subscriber(id=7, email="ada@example.org", token_version=12345), "preferences")
+    with caplog.at_level(logging.ERROR, logger="digest.web"), serve_web(home, engine=down) as site:
+        response = site.client.get(f"/preferences/{secret}")
+    assert response.status_code == 503
+    lines = [EventFormatter().format(r) for r in caplog.records if r.name == "digest.web"]
+    assert any("event=request-failed" in line and "path=/preferences/<token>" in line for line in lines), lines
+    assert not [line for line in lines if secret in line or secret.split(".")[-1] in line]
