@@ -144,3 +144,25 @@ def test_a_failed_request_is_logged_without_the_token_of_its_link(home, caplog):
     lines = [EventFormatter().format(r) for r in caplog.records if r.name == "digest.web"]
     assert any("event=request-failed" in line and "path=/preferences/<token>" in line for line in lines), lines
     assert not [line for line in lines if secret in line or secret.split(".")[-1] in line]
+
+
+# --- the subscribe rate limit's client ----------------------------------------------------------------------
+
+
+def from_client(site, address: str, email: str) -> httpx.Response:
+    """A subscribe POST from `address`, as the trusted reverse proxy forwards it."""
+    client = httpx.Client(base_url=site.base_url, timeout=10, headers={"X-Forwarded-For": address})
+    with client:
+        return subscribe(site, email, client=client)
+
+
+def test_subscribe_rate_limit_counts_an_ipv6_client_by_its_64_network(home):
+    """One IPv6 subscriber line (a home, a VPS) is given a /64: 2**64 addresses. Counted address by address, one machine
+    had no limit at all: each request from a new address of its /64 passed."""
+    with serve_web(home, subscribe_limit=2, trusted_proxy="127.0.0.1") as site:
+        statuses = [from_client(site, f"2001:db8:1:2::{n:x}", f"u{n}@example.org").status_code for n in range(1, 5)]
+        assert statuses == [200, 200, 429, 429]
+        assert from_client(site, "2001:db8:1:3::1", "other@example.org").status_code == 200  # the next /64: another client
+        assert from_client(site, "::ffff:192.0.2.7", "v4a@example.org").status_code == 200  # IPv4 (mapped) stays per address
+        assert from_client(site, "::ffff:192.0.2.8", "v4b@example.org").status_code == 200
+        assert [m["To"] for m in site.outbox_messages()] == ["u1@example.org", "u2@example.org", "other@example.org", "v4a@example.org", "v4b@example.org"]

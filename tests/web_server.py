@@ -100,8 +100,10 @@ def _migrated_database() -> Path:
 
 
 @contextlib.contextmanager
-def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads: int = 2, **overrides: Any) -> Iterator[Site]:
-    """The pages on a free port, under the same waitress server (limits and timeouts) as `digest web`."""
+def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads: int = 2, trusted_proxy: str | None = None,
+              **overrides: Any) -> Iterator[Site]:
+    """The pages on a free port, under the same waitress server (limits and timeouts) as `digest web`; `trusted_proxy`
+    as `digest web --trusted-proxy` (127.0.0.1: the test's X-Forwarded-For is the client's address)."""
     from digest.config import load_settings
     from digest.store import open_engine
     from digest.web import create_app
@@ -113,7 +115,8 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
         return holder["app"](environ, start_response)
 
     values = {"secret_key": SECRET, "subscribe_limit": 1000, **overrides}
-    server = create_server(dispatch, load_settings(home, env={}, overrides=values), host="127.0.0.1", port=0, threads=threads, ident="digest-test")
+    server = create_server(dispatch, load_settings(home, env={}, overrides=values), host="127.0.0.1", port=0, threads=threads, ident="digest-test",
+                           trusted_proxy=trusted_proxy)
     base_url = f"http://127.0.0.1:{server.effective_port}"
     settings = load_settings(home, env={}, overrides={**values, "base_url": base_url})
     own_engine = engine is None

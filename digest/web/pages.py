@@ -55,7 +55,7 @@ from ..tokens import VOTES, Claim, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
-from .security import StorageDown
+from .security import StorageDown, client_key
 
 log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
@@ -139,7 +139,7 @@ def subscribe():
     if request.method != "POST":  # GET or HEAD
         return render_template("page_subscribe.html", form={}, errors={}, zones=zone_names())
     ctx = web_context()
-    client, moment = request.remote_addr or "unknown", ctx.now().timestamp()
+    client, moment = client_key(request.remote_addr), ctx.now().timestamp()
     try:
         if not ctx.limiter.allow(client, moment):
             raise TooManyRequests("Too many attempts from your address. Please wait a few minutes and try again.", retry_after=ctx.limiter.retry_after(client, moment))
