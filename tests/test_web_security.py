@@ -166,3 +166,16 @@ def test_subscribe_rate_limit_counts_an_ipv6_client_by_its_64_network(home):
         assert from_client(site, "::ffff:192.0.2.7", "v4a@example.org").status_code == 200  # IPv4 (mapped) stays per address
         assert from_client(site, "::ffff:192.0.2.8", "v4b@example.org").status_code == 200
         assert [m["To"] for m in site.outbox_messages()] == ["u1@example.org", "u2@example.org", "other@example.org", "v4a@example.org", "v4b@example.org"]
+
+
+# --- what a crafted link shows -------------------------------------------------------------------------------
+
+
+def test_search_query_cannot_turn_the_page_around_or_carry_control_characters(site):
+    """/search?q= is shown back on the page: a right-to-left override in it (U+202E) reversed the rest of the
+    sentence ("No paper matches ...") for whoever opened a crafted link, and a NUL byte was written into the page."""
+    page = site.client.get("/search", params={"q": "\u202enoisuffid\x00 \x1b[2J \u2067x"}).text
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\u202a-\u202e\u2066-\u2069]", page)
+    assert "<title>noisuffid [2J x: search" in page and "&ldquo;<bdi>noisuffid [2J x</bdi>&rdquo;" in page
+    arabic = site.client.get("/search", params={"q": "\u0634\u0628\u0643\u0629 graph"}).text  # a right-to-left word stays
+    assert "&ldquo;<bdi>\u0634\u0628\u0643\u0629 graph</bdi>&rdquo;" in arabic  # isolated from the sentence around it
