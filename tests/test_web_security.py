@@ -11,7 +11,7 @@ import httpx
 import pytest
 import time_machine
 from test_web import add_active, add_paper, confirm_link, feedback_rows, load, preferences_form, subscribe, token
-from web_server import SECRET, serve_web
+from web_server import SECRET, confirm_path, serve_web
 
 from digest.models import Subscriber
 from digest.web.security import CSRF_COOKIE, Csrf
@@ -179,3 +179,24 @@ def test_search_query_cannot_turn_the_page_around_or_carry_control_characters(si
     assert "<title>noisuffid [2J x: search" in page and "&ldquo;<bdi>noisuffid [2J x</bdi>&rdquo;" in page
     arabic = site.client.get("/search", params={"q": "\u0634\u0628\u0643\u0629 graph"}).text  # a right-to-left word stays
     assert "&ldquo;<bdi>\u0634\u0628\u0643\u0629 graph</bdi>&rdquo;" in arabic  # isolated from the sentence around it
+
+
+def test_confirm_page_isolates_each_interest_a_stranger_typed(site):
+    """The confirm page shows the interests of the request, typed by whoever filled in the form: a right-to-left
+    override in one reversed the others and the text after them for the address's owner."""
+    subscribe(site, "ada@example.org", "\u202etnemyap deen\nprotein folding")
+    page = site.client.get(confirm_path(site.outbox_messages()[-1], site.base_url)).text
+    assert "Interests: <bdi>\u202etnemyap deen</bdi>; <bdi>protein folding</bdi></li>" in page
+    subscribe(site, "bob@example.org", "")
+    assert "Interests: none</li>" in site.client.get(confirm_path(site.outbox_messages()[-1], site.base_url)).text
+
+
+def test_links_in_the_confirmation_email_use_base_url_whatever_the_host_header(site):
+    """A forged Host (or X-Forwarded-Host) must not send the victim's confirmation link to the attacker's site."""
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+    client = httpx.Client(base_url=site.base_url, timeout=10, headers=forged)
+    with client:
+        assert subscribe(site, "ada@example.org", client=client).status_code == 200
+    [message] = site.outbox_messages()
+    body = message.get_body(preferencelist=("plain",)).get_content() + message.get_body(preferencelist=("html",)).get_content()
+    assert "evil.example" not in body and f"{site.base_url}/confirm/" in body
