@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime, timedelta, timezone
+from html import unescape
 
 import httpx
 import pytest
@@ -216,3 +217,28 @@ def test_a_used_confirmation_link_spelled_otherwise_is_still_the_used_link(site)
     assert len(verified) == 4 and all(r.status_code == 200 and "already subscribed" in r.text for r in verified.values()), \
         {char: r.status_code for char, r in verified.items()}
     assert load(site, "ada@example.org").status == "active"
+
+
+# --- under a path prefix ---------------------------------------------------------------------------------------
+
+
+def local_links(html: str) -> list[str]:
+    """Every link and form target of a page that stays on this site (not data: or another host)."""
+    return [unescape(u) for u in re.findall(r'(?:href|action)="(/[^"]*)"', html)]
+
+
+def test_pages_under_a_path_prefix_link_under_it(home):
+    """base_url https://example.org/digest: every page lives under /digest, and so must every link a page gives (the
+    "vote again" link of the feedback page after Undo led to /feedback/..., outside the prefix: a 404 at the proxy)."""
+    with serve_web(home, url_prefix="/digest") as site:
+        paper = add_paper(site, "2401.00041", "Prefixed")
+        sub = add_active(site)
+        vote = f"/feedback/{token(sub, 'vote')}/{paper.id}/like"
+        pages = [site.client.get("/subscribe"), site.client.get(confirm_link(site, "bob@example.org")), site.client.get(vote)]
+        pages.append(site.client.post(vote, data={"csrf_token": fresh_csrf(pages[-1]), "action": "record"}))
+        pages.append(site.client.post(vote, data={"csrf_token": fresh_csrf(pages[-1]), "action": "undo"}))
+        assert "Feedback removed" in pages[-1].text
+        links = [link for page in pages for link in local_links(page.text)]
+        assert links and [link for link in links if not link.startswith("/digest/")] == []
+        again = [link for link in local_links(pages[-1].text) if "/feedback/" in link]
+        assert again == [f"/digest{vote}"] and site.client.get(again[0].removeprefix("/digest")).status_code == 200
