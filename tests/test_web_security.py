@@ -242,3 +242,17 @@ def test_pages_under_a_path_prefix_link_under_it(home):
         assert links and [link for link in links if not link.startswith("/digest/")] == []
         again = [link for link in local_links(pages[-1].text) if "/feedback/" in link]
         assert again == [f"/digest{vote}"] and site.client.get(again[0].removeprefix("/digest")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "action, words, status",
+    [("pause", "the digest was not paused", "active"), ("delete", "nothing was deleted", "active"), ("save", "nothing was saved", "active")],
+)
+def test_preferences_buttons_of_a_day_old_page_say_what_did_not_happen(site, action, words, status):
+    sub = add_active(site, interests=["kept"])
+    path = f"/preferences/{token(sub, 'preferences')}"
+    data = {**preferences_form(site, path, interests="changed"), "action": action, "confirm_delete": "yes", "csrf_token": day_old_csrf(site, path)}
+    response = site.client.post(path, data=data)
+    assert response.status_code == 400 and f"This form had expired (or was opened in another browser), so {words}." in response.text
+    after = load(site, "ada@example.org")
+    assert after is not None and (after.status, after.interests) == (status, ["kept"])

@@ -305,7 +305,8 @@ def preferences(token: str):
             _, sub = _load(session, "preferences", token)
             stored = _profile_form(sub)
             typed = {k: request.form.get(k, stored[k]) for k in PROFILE_FIELDS} if action == "save" else stored
-            return _preferences_page(sub, typed, {}, EXPIRED_FORM.format(what="nothing was saved"), status=400)
+            undone = {"pause": "the digest was not paused", "resume": "the digest was not resumed", "delete": "nothing was deleted"}
+            return _preferences_page(sub, typed, {}, EXPIRED_FORM.format(what=undone.get(action, "nothing was saved")), status=400)
     if action == "delete":
         return _delete_data(token)
     notice = ""
