@@ -76,9 +76,12 @@ def test_feedback_button_from_another_browser_shows_the_page_again(site):
     paper = add_paper(site, "2401.00022", "Two browsers")
     sub = add_active(site)
     path = f"/feedback/{token(sub, 'feedback', paper_id=paper.id, value=1)}"
-    other = site.new_client()  # the page was opened in one browser, the form sent from another (no cookie)
+    other = site.new_client()  # the page was opened in one browser, the form sent from another
+    other.get("/subscribe")  # which has a cookie of its own
     response = other.post(path, data={"csrf_token": site.csrf(path), "action": "record"})
     assert response.status_code == 400 and "This form had expired" in response.text and "Two browsers" in response.text
+    blocked = site.new_client().post(path, data={"csrf_token": site.csrf(path), "action": "record"})  # no cookie at all
+    assert blocked.status_code == 400 and "allow cookies for this site" in blocked.text and "nothing was recorded" in blocked.text
     assert feedback_rows(site) == []
 
 
@@ -256,3 +259,14 @@ def test_preferences_buttons_of_a_day_old_page_say_what_did_not_happen(site, act
     assert response.status_code == 400 and f"This form had expired (or was opened in another browser), so {words}." in response.text
     after = load(site, "ada@example.org")
     assert after is not None and (after.status, after.interests) == (status, ["kept"])
+
+
+def test_a_form_sent_without_the_cookie_says_cookies_are_needed(site):
+    """A browser that keeps no cookies got "this form had expired" after every press: it was told to press again, for
+    ever. The page now says what is missing."""
+    blocked = site.new_client()
+    token_only = fresh_csrf(site.client.get("/subscribe"))  # the page's token; this browser keeps no cookie
+    response = blocked.post("/subscribe", data={"csrf_token": token_only, "email": "ada@example.org", "interests": "x"})
+    assert response.status_code == 400 and "nothing was sent" in response.text and "allow cookies for this site" in response.text
+    expired = site.client.post("/subscribe", data={"csrf_token": day_old_csrf(site, "/subscribe"), "email": "ada@example.org"})
+    assert "This form had expired" in expired.text and "cookies" not in expired.text  # the cookie came: it is the age

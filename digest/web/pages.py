@@ -55,7 +55,7 @@ from ..tokens import VOTES, Claim, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
-from .security import StorageDown, client_key
+from .security import CSRF_COOKIE, StorageDown, client_key
 
 log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
@@ -119,6 +119,14 @@ READER_ERRORS = {
     "frequency": "Choose every day or one day of the week.",
 }
 EXPIRED_FORM = "This form had expired (or was opened in another browser), so {what}. Check it and press the button again."
+NO_COOKIE_FORM = ("Your browser did not send back the cookie this form needs, so {what}. Please allow cookies for this site (it "
+                  "keeps only this one, for the form), then press the button again.")
+
+
+def _stale_form(what: str) -> str:
+    """What a page shown again after a form's CSRF check failed says: the cookie did not come (a browser that keeps no
+    cookies, which "press again" alone would send round for ever), or the form was old or from another browser."""
+    return (EXPIRED_FORM if request.cookies.get(CSRF_COOKIE) else NO_COOKIE_FORM).format(what=what)
 
 
 def _reader_error(exc: FieldError) -> str:
@@ -147,7 +155,7 @@ def subscribe():
         log.error("subscribe: %s", exc)
         return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
     if not ctx.csrf.valid():  # an old tab or a lost cookie: the form again as typed, with a fresh token
-        return _subscribe_form(notice=EXPIRED_FORM.format(what="nothing was sent"))
+        return _subscribe_form(notice=_stale_form("nothing was sent"))
     form = request.form
     if form.get(HONEYPOT):
         log_event(log, "subscribe-ignored", reason="honeypot filled", note="nothing sent")
@@ -230,7 +238,7 @@ def confirm(token: str):
             # The page shows what the button applies: the form may have been filled in by someone else.
             return _confirm_page(sub, asked)
         if not ctx.csrf.valid():  # a tab left open for a day, or another browser: the page again, with a fresh token
-            return _confirm_page(sub, asked, notice=EXPIRED_FORM.format(what="you are not subscribed yet"), status=400)
+            return _confirm_page(sub, asked, notice=_stale_form("you are not subscribed yet"), status=400)
         if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
             if sub.status in ("active", "paused"):
                 return _already_subscribed()
@@ -306,7 +314,7 @@ def preferences(token: str):
             stored = _profile_form(sub)
             typed = {k: request.form.get(k, stored[k]) for k in PROFILE_FIELDS} if action == "save" else stored
             undone = {"pause": "the digest was not paused", "resume": "the digest was not resumed", "delete": "nothing was deleted"}
-            return _preferences_page(sub, typed, {}, EXPIRED_FORM.format(what=undone.get(action, "nothing was saved")), status=400)
+            return _preferences_page(sub, typed, {}, _stale_form(undone.get(action, "nothing was saved")), status=400)
     if action == "delete":
         return _delete_data(token)
     notice = ""
@@ -390,7 +398,7 @@ def _feedback(load: Any):
         return message_page("Not allowed", "This form sent an unknown action.", 400)
     notice = ""
     if request.method == "POST" and not ctx.csrf.valid():  # an old tab or another browser: the page again, fresh token
-        action, notice = "view", EXPIRED_FORM.format(what="nothing was recorded" if action == "record" else "your vote stands")
+        action, notice = "view", _stale_form("nothing was recorded" if action == "record" else "your vote stands")
     with session_scope(ctx.engine) as session:
         claim, sub = load(session)
         paper = get_paper(session, claim.paper_id)
