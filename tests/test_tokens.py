@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
@@ -75,3 +77,29 @@ def test_every_secret_key_the_docs_show_is_refused():
         text = path.read_text(encoding="utf-8")
         shown |= set(re.findall(r"DIGEST_SECRET_KEY=([^\s$(`'\"]+)", text)) | set(re.findall(r'secret_key = "([^"{]+)"', text))
     assert {key for key in shown if secret_key_problem(key) is None} == set()
+
+
+def signature_spellings(token: str) -> list[str]:
+    """The same token with the last character of its signature changed in the bits base64 does not use: every
+    spelling itsdangerous accepts (the 27th character of a 20-byte signature carries 2 bits, 4 are padding)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spellings = []
+    for char in alphabet:
+        try:
+            read_token(SECRET, "confirm", token[:-1] + char)
+        except TokenError:
+            continue
+        spellings.append(token[:-1] + char)
+    return spellings
+
+
+def test_read_token_fingerprint_is_the_same_for_every_spelling_of_one_token() -> None:
+    """A single-use link is remembered by its fingerprint: another spelling of the same signature must not pass as a
+    new link."""
+    token = make_token(SECRET, "confirm", 5, 77, request=3)
+    spellings = signature_spellings(token)
+    assert len(spellings) == 4 and token in spellings  # itsdangerous reads all four
+    assert {read_token(SECRET, "confirm", spelled).digest for spelled in spellings} == {read_token(SECRET, "confirm", token).digest}
+    assert read_token(SECRET, "confirm", make_token(SECRET, "confirm", 5, 77, request=4)).digest != read_token(SECRET, "confirm", token).digest
+    # The links already spent keep their fingerprint: a token as we write it is fingerprinted as it was.
+    assert read_token(SECRET, "confirm", token).digest == hashlib.sha256(token.encode()).hexdigest()

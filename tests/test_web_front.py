@@ -198,11 +198,11 @@ def test_day_page_links_the_days_before_and_after_and_pages(site):
 def test_search_page_finds_stemmed_words_and_pages(site):
     store(site, [paper(n, f"Sparse autoencoder study {n}") for n in range(SEARCH_PAGE + 5)] + [paper(99, "Protein folding", "Proteins fold.")])
     first = site.client.get("/search", params={"q": "autoencoders"}).text
-    assert f"{SEARCH_PAGE + 5} papers match &ldquo;autoencoders&rdquo;: 1 to {SEARCH_PAGE}" in first
+    assert f"{SEARCH_PAGE + 5} papers match &ldquo;<bdi>autoencoders</bdi>&rdquo;: 1 to {SEARCH_PAGE}" in first
     assert len(titles_on(first)) == SEARCH_PAGE and "Protein" not in first and 'href="/search?q=autoencoders&amp;page=2"' in first
     assert len(titles_on(site.client.get("/search", params={"q": "autoencoders", "page": 2}).text)) == 5
     none = site.client.get("/search", params={"q": "<script>alert(1)</script>"}).text
-    assert "No paper matches &ldquo;&lt;script&gt;alert(1)&lt;/script&gt;&rdquo;." in none and "<script>alert" not in none
+    assert "No paper matches &ldquo;<bdi>&lt;script&gt;alert(1)&lt;/script&gt;</bdi>&rdquo;." in none and "<script>alert" not in none
     assert site.client.get("/search", params={"q": "autoencoders", "page": 3}).status_code == 404
     assert "Every word must match" in site.client.get("/search").text
 

@@ -100,8 +100,11 @@ def _migrated_database() -> Path:
 
 
 @contextlib.contextmanager
-def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads: int = 2, **overrides: Any) -> Iterator[Site]:
-    """The pages on a free port, under the same waitress server (limits and timeouts) as `digest web`."""
+def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads: int = 2, trusted_proxy: str | None = None,
+              url_prefix: str = "", **overrides: Any) -> Iterator[Site]:
+    """The pages on a free port, under the same waitress server (limits and timeouts) as `digest web`; `trusted_proxy`
+    as `digest web --trusted-proxy` (127.0.0.1: the test's X-Forwarded-For is the client's address); `url_prefix`
+    ("/digest") as a base_url with a path (the site's client then asks under it)."""
     from digest.config import load_settings
     from digest.store import open_engine
     from digest.web import create_app
@@ -113,8 +116,9 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
         return holder["app"](environ, start_response)
 
     values = {"secret_key": SECRET, "subscribe_limit": 1000, **overrides}
-    server = create_server(dispatch, load_settings(home, env={}, overrides=values), host="127.0.0.1", port=0, threads=threads, ident="digest-test")
-    base_url = f"http://127.0.0.1:{server.effective_port}"
+    server = create_server(dispatch, load_settings(home, env={}, overrides=values), host="127.0.0.1", port=0, threads=threads, ident="digest-test",
+                           trusted_proxy=trusted_proxy, url_prefix=url_prefix)
+    base_url = f"http://127.0.0.1:{server.effective_port}{url_prefix}"
     settings = load_settings(home, env={}, overrides={**values, "base_url": base_url})
     own_engine = engine is None
     if own_engine:

@@ -38,6 +38,7 @@ MAX_PAPERS_RANGE = (1, 100)
 # The free-text lists' limits, one rule for the CLI, CSV import and the web pages: (entries, characters per entry). An
 # interest is a few keywords or a sentence; thousands of them (or one of 60,000 characters) only slow every ranking.
 LIST_LIMITS = {"interests": (20, 200), "muted_terms": (100, 200), "muted_authors": (100, 200)}
+NAME_LIMIT = 200  # characters of a display name (the To line's); the longest interest may be as long
 LIST_HINT = "`digest subscribers list` shows who is subscribed"
 
 
@@ -90,6 +91,8 @@ def validate_profile(fields: SubscriberInput) -> SubscriberInput:
     values: dict = {}
     if fields.name is not None:
         values["name"] = " ".join(str(fields.name).split())
+        if len(values["name"]) > NAME_LIMIT:
+            raise FieldError("name", f"keep the name to {NAME_LIMIT} characters at most ({len(values['name']):,} given)")
     for name in LIST_FIELDS:
         entries = getattr(fields, name)
         if entries is not None:

@@ -63,6 +63,13 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
     return app
 
 
+def logged_path() -> str:
+    """This request's path for a log line, its link's token replaced by <token>: a token acts for its subscriber (most
+    never expire), and logs are kept, shipped and read by more people than the links' owners."""
+    token = (request.view_args or {}).get("token")
+    return request.path.replace(token, "<token>") if token else request.path
+
+
 def _install_error_pages(app: Flask) -> None:
     @app.errorhandler(TokenError)
     def token_error(exc: TokenError):
@@ -85,7 +92,7 @@ def _install_error_pages(app: Flask) -> None:
 
     @app.errorhandler(StoreError)
     def store_error(exc: StoreError):
-        log_event(log, "request-failed", logging.ERROR, method=request.method, path=request.path, error=str(exc))
+        log_event(log, "request-failed", logging.ERROR, method=request.method, path=logged_path(), error=str(exc))
         return message_page("Please try again", "The service is busy or briefly unavailable. Please try again in a minute.", 503)
 
     @app.errorhandler(HTTPException)
@@ -103,7 +110,7 @@ def _install_error_pages(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         if isinstance(exc, DigestError):
-            log_event(log, "request-failed", logging.ERROR, method=request.method, path=request.path, error=str(exc))
+            log_event(log, "request-failed", logging.ERROR, method=request.method, path=logged_path(), error=str(exc))
         else:
-            log_event(log, "request-crashed", logging.ERROR, method=request.method, path=request.path, exc_info=exc)
+            log_event(log, "request-crashed", logging.ERROR, method=request.method, path=logged_path(), exc_info=exc)
         return message_page("Something went wrong", "Something went wrong on our side. Please try again later.", 500)

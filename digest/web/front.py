@@ -38,6 +38,10 @@ MAX_PAGE = 1_000  # ?page= beyond this is refused (no one pages that far; OFFSET
 FOLD_AT = 320  # characters of abstract shown before "more"
 AUTHORS_IN_FEED = 50
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+# Dropped from a search query, which the page shows back: control characters (a NUL was written into the page) and
+# the bidi embeddings, overrides and isolates (U+202E in a crafted link reversed the sentence around the query). No
+# title or abstract is found by them; a right-to-left word is kept, and the page isolates the query in <bdi>.
+_QUERY_NOISE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def day(day: str):
 
 @front.get("/search")
 def search():
-    query = " ".join(request.args.get("q", "").split())[:SEARCH_MAX]
+    query = " ".join(_QUERY_NOISE.sub(" ", request.args.get("q", "")).split())[:SEARCH_MAX]
     page = _page_number()
     ctx = web_context()
     today = day_of(ctx.now())

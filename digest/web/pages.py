@@ -8,6 +8,7 @@ Pages never say whether an address is subscribed, and every form but the RFC 805
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from datetime import date
 from functools import lru_cache
@@ -54,7 +55,7 @@ from ..tokens import VOTES, Claim, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
-from .security import StorageDown
+from .security import CSRF_COOKIE, StorageDown, client_key
 
 log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
@@ -71,9 +72,22 @@ MAX_TICKS_SHOWN = 100  # ticks shown again on an error page (the front page show
 MAX_ROW_ID = 2**63 - 1
 
 
+# C0 and C1 control characters, but the tab and line breaks a textarea sends. PostgreSQL refuses NUL in text (the
+# form answered "Please try again" for ever; SQLite stored it), and no name, interest or paper id holds an escape.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+CONTROL_REASON = "this holds an invisible control character (such as NUL), which cannot be kept: remove it"
+
+
 @lru_cache(maxsize=1)
 def zone_names() -> tuple[str, ...]:
     return tuple(sorted(z for z in available_timezones() if not z.startswith(("posix/", "right/")) and z != "localtime"))
+
+
+def _refuse_control_characters(fields: dict[str, str]) -> None:
+    """FieldError for the first form field (form name -> profile field) whose value holds a control character."""
+    for name, field in fields.items():
+        if any(CONTROL_CHARACTER.search(value) for value in request.form.getlist(name)):
+            raise FieldError(field, CONTROL_REASON)
 
 
 def _lines(field: str, text: str) -> list[str]:
@@ -105,6 +119,14 @@ READER_ERRORS = {
     "frequency": "Choose every day or one day of the week.",
 }
 EXPIRED_FORM = "This form had expired (or was opened in another browser), so {what}. Check it and press the button again."
+NO_COOKIE_FORM = ("Your browser did not send back the cookie this form needs, so {what}. Please allow cookies for this site (it "
+                  "keeps only this one, for the form), then press the button again.")
+
+
+def _stale_form(what: str) -> str:
+    """What a page shown again after a form's CSRF check failed says: the cookie did not come (a browser that keeps no
+    cookies, which "press again" alone would send round for ever), or the form was old or from another browser."""
+    return (EXPIRED_FORM if request.cookies.get(CSRF_COOKIE) else NO_COOKIE_FORM).format(what=what)
 
 
 def _reader_error(exc: FieldError) -> str:
@@ -125,7 +147,7 @@ def subscribe():
     if request.method != "POST":  # GET or HEAD
         return render_template("page_subscribe.html", form={}, errors={}, zones=zone_names())
     ctx = web_context()
-    client, moment = request.remote_addr or "unknown", ctx.now().timestamp()
+    client, moment = client_key(request.remote_addr), ctx.now().timestamp()
     try:
         if not ctx.limiter.allow(client, moment):
             raise TooManyRequests("Too many attempts from your address. Please wait a few minutes and try again.", retry_after=ctx.limiter.retry_after(client, moment))
@@ -133,13 +155,14 @@ def subscribe():
         log.error("subscribe: %s", exc)
         return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
     if not ctx.csrf.valid():  # an old tab or a lost cookie: the form again as typed, with a fresh token
-        return _subscribe_form(notice=EXPIRED_FORM.format(what="nothing was sent"))
+        return _subscribe_form(notice=_stale_form("nothing was sent"))
     form = request.form
     if form.get(HONEYPOT):
         log_event(log, "subscribe-ignored", reason="honeypot filled", note="nothing sent")
         return _check_inbox()
     seeds = _ticked_seeds()
     try:
+        _refuse_control_characters({"email": "email", "interests": "interests", "send_at": "send_at", "tz": "tz", SEED_FIELD: "seed_papers"})
         address = check_address(validate_email(form.get("email", "")))  # the envelope is plain ASCII
         fields = validate_profile(SubscriberInput(interests=_lines("interests", form.get("interests", "")), seed_papers=seeds or None,
                                                   send_at=form.get("send_at") or None, tz=form.get("tz") or None))
@@ -197,7 +220,8 @@ def _seed_choices(ticked: list[str]) -> list[tuple[str, str]]:
     is the stored paper's title, or the value as sent when no paper has it (its error says so)."""
     ctx = web_context()
     with session_scope(ctx.engine) as session:
-        papers = [get_paper_by_ident(session, normalise_ident(value)) for value in ticked]
+        # A value with a control character is not looked up (PostgreSQL refuses NUL): its error says so.
+        papers = [None if CONTROL_CHARACTER.search(value) else get_paper_by_ident(session, normalise_ident(value)) for value in ticked]
         return [(value, paper.title if paper is not None else value) for value, paper in zip(ticked, papers, strict=True)]
 
 
@@ -212,8 +236,9 @@ def confirm(token: str):
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
             # The page shows what the button applies: the form may have been filled in by someone else.
-            return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"))
-        ctx.csrf.check()
+            return _confirm_page(sub, asked)
+        if not ctx.csrf.valid():  # a tab left open for a day, or another browser: the page again, with a fresh token
+            return _confirm_page(sub, asked, notice=_stale_form("you are not subscribed yet"), status=400)
         if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
             if sub.status in ("active", "paused"):
                 return _already_subscribed()
@@ -221,6 +246,11 @@ def confirm(token: str):
         sub = confirm_subscriber(session, sub, ctx.now(), claim.request)
         preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
     return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
+
+
+def _confirm_page(sub: Subscriber, asked: SubscriberInput | None, notice: str = "", status: int = 200):
+    return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"),
+                           notice=notice), status
 
 
 def _confirmed_by(session: Any, claim: Claim) -> bool:
@@ -283,7 +313,8 @@ def preferences(token: str):
             _, sub = _load(session, "preferences", token)
             stored = _profile_form(sub)
             typed = {k: request.form.get(k, stored[k]) for k in PROFILE_FIELDS} if action == "save" else stored
-            return _preferences_page(sub, typed, {}, EXPIRED_FORM.format(what="nothing was saved"), status=400)
+            undone = {"pause": "the digest was not paused", "resume": "the digest was not resumed", "delete": "nothing was deleted"}
+            return _preferences_page(sub, typed, {}, _stale_form(undone.get(action, "nothing was saved")), status=400)
     if action == "delete":
         return _delete_data(token)
     notice = ""
@@ -321,6 +352,7 @@ def _fields_from_form() -> SubscriberInput:
     """The profile the form sent, checked by validate_profile as the CLI's are; a field the form did not send (a
     page rendered before the field existed) is left as it is."""
     form = request.form
+    _refuse_control_characters({name: name for name in PROFILE_FIELDS})
     given: dict[str, Any] = {name: _lines(name, form[name]) if name in LINE_FIELDS else form[name] for name in PROFILE_FIELDS if name in form}
     return SubscriberInput(**given)
 
@@ -364,8 +396,9 @@ def _feedback(load: Any):
     action = request.form.get("action", "") if request.method == "POST" else "view"
     if action not in ("view", "record", "undo"):
         return message_page("Not allowed", "This form sent an unknown action.", 400)
-    if request.method == "POST":
-        ctx.csrf.check()
+    notice = ""
+    if request.method == "POST" and not ctx.csrf.valid():  # an old tab or another browser: the page again, fresh token
+        action, notice = "view", _stale_form("nothing was recorded" if action == "record" else "your vote stands")
     with session_scope(ctx.engine) as session:
         claim, sub = load(session)
         paper = get_paper(session, claim.paper_id)
@@ -377,7 +410,8 @@ def _feedback(load: Any):
         elif action == "undo":
             remove_feedback(session, sub, paper)
         state = "undone" if action == "undo" else "recorded" if feedback_value(session, sub, paper) == claim.value else "ask"
-        return render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state)
+        page = render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state, notice=notice)
+    return page, 400 if notice else 200
 
 
 @pages.get("/edition/<token>")

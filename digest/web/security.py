@@ -13,6 +13,7 @@ exempt: mail providers send it without any cookie or form token.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import threading
 from collections import OrderedDict, deque
@@ -110,6 +111,21 @@ class Csrf:
         if g.get("csrf_new"):
             response.headers.add("Set-Cookie", self.cookie_header(g.csrf_new, request.script_root or "/"))
         return response
+
+
+def client_key(address: str | None) -> str:
+    """The rate limit's key for a client address: an IPv4 address as it is (an IPv4-mapped IPv6 one as IPv4), an IPv6
+    address by its /64 network. One subscriber line or server is given a whole /64 (RFC 6177): counted address by
+    address, one machine had 2**64 tries. Anything else (a Unix socket's empty name) as it is."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
+    return str(ip)
 
 
 class SlidingWindowLimiter:
