@@ -280,6 +280,10 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
             list_line,
             f"List-Unsubscribe: <{url}>",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            # No vacation or out-of-office replies to a newsletter: RFC 3834's header, and Precedence: bulk, which the
+            # autoresponders that predate it honour.
+            "Auto-Submitted: auto-generated",
+            "Precedence: bulk",
         ],
         rendered.text,
         rendered.html,
@@ -315,7 +319,8 @@ def _alternative(headers: list[str], text: str, html: str) -> bytes:
         (
             *headers,
             "MIME-Version: 1.0",
-            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            "Content-Type: multipart/alternative;",  # folded: with the boundary, 80 characters (RFC 5322 2.1.1: 78)
+            f' boundary="{boundary}"',
             "",
             f"--{boundary}",
             'Content-Type: text/plain; charset="utf-8"',
