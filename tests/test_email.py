@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import lxml.html
@@ -231,3 +232,25 @@ def test_email_every_kind_arrives_byte_for_byte_over_smtp(messages, smtp_server,
             transport.send(messages[kind], sender=settings.from_address, recipient="ada@example.org")
     assert [m.data.replace(b"\r\n", b"\n") for m in smtp_server.messages] == [messages[k].replace(b"\r\n", b"\n") for k in KINDS]
     assert all(not m.parsed.defects and "BODY=8BITMIME" in m.mail_options for m in smtp_server.messages if not m.data.isascii())
+
+
+@pytest.mark.parametrize("name", ["word " * 300, "x" * 1500, "Zo\u00eb " * 300, "a,b " * 300, "Dr. Ada Augusta King, Countess of Lovelace (n\u00e9e Byron)"],
+                         ids=["long-atoms", "one-long-word", "long-non-ascii", "long-quoted", "a-real-long-name"])
+def test_email_a_name_of_any_length_stays_within_998_octets(tmp_path, name):
+    """Nothing limits the name a reader types: a 1,500-character ASCII name made a 1,522-octet To: line (RFC 5322
+    2.1.1: lines MUST be no longer than 998), as a single atom or quoted string cannot fold where it has no space."""
+    settings = settings_for(tmp_path)
+    rendered = render_digest(fixed_edition(), name=name, email="ada@example.org", edition=EDITION, links=links_for(7, [1, 2, 3, 11]), renderer=RENDERER)
+    data = build_message(rendered, to="ada@example.org", name=name, settings=settings, message_id=make_message_id(settings.from_address, 7, "2026-11-27"),
+                         unsubscribe_url="https://digest.example.org/unsubscribe/T", date=DATE)
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78 + len(b" <ada@example.org>")
+    msg = parse(data)
+    assert not msg.defects and not msg["To"].defects
+    [address] = msg["To"].addresses
+    assert address.addr_spec == "ada@example.org"
+    raw = re.search(rb"^To: (.*?) <ada@example\.org>\r\n", head, re.M | re.S).group(1).replace(b"\r\n", b"").decode("ascii")
+    if "=?" in raw:  # RFC 2047 6.2: white space between encoded words is dropped (Python's address parser keeps it)
+        assert str(make_header(decode_header(raw))) == " ".join(name.split())
+    else:
+        assert address.display_name == " ".join(name.split())

@@ -26,6 +26,7 @@ from ..sources.clean import one_line
 
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
+PHRASE_MAX = 64  # characters of a display name written as it is; a longer one goes as encoded words, which fold
 # Control characters (and Unicode line breaks some clients honour) would end a header early: a title carrying
 # "\r\nBcc: x" must stay one line of text (digest.sources.clean.one_line, the one cleaner of shown text).
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
@@ -49,6 +50,11 @@ def encode_words(text: str, used: int = 0) -> str:
     text = clean_header_text(text)
     if text.isascii() and "=?" not in text:
         return _fold_words(text.split(" "), used)
+    return _encoded_words(text, used)
+
+
+def _encoded_words(text: str, used: int) -> str:
+    """`text` as RFC 2047 base64 words of at most 39 bytes of UTF-8 each, folded (every line within MAX_LINE)."""
     words: list[str] = []
     chunk: list[str] = []
     size = 0
@@ -111,7 +117,16 @@ def format_phrase(name: str) -> str:
     """A display name as an RFC 5322 phrase: bare atoms, a quoted string, or RFC 2047 words."""
     name = clean_header_text(name)
     if name.isascii() and "=?" not in name:
-        return name if _ATOM.fullmatch(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        phrase = name if _ATOM.fullmatch(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if len(phrase) <= PHRASE_MAX:
+            return phrase
+        # A name as long as a paragraph (nothing limits what a reader types) made a To: line past RFC 5322's 998
+        # octets (2.1.1, a MUST): folded at its spaces (folding white space may go between atoms and inside a quoted
+        # string), or, with a word too long for a line, as encoded words, which fold anywhere.
+        words = phrase.split(" ")
+        if max(map(len, words)) <= MAX_LINE - len("List-Id: "):
+            return _fold_words(words, len("List-Id: "))
+        return _encoded_words(name, len("List-Id: "))
     return encode_words(name, 0)
 
 
