@@ -254,3 +254,12 @@ def test_email_a_name_of_any_length_stays_within_998_octets(tmp_path, name):
         assert str(make_header(decode_header(raw))) == " ".join(name.split())
     else:
         assert address.display_name == " ".join(name.split())
+
+
+@pytest.mark.parametrize("kind", ["hostile", "most-picks", "quiet-day"])
+def test_email_titles_and_abstracts_take_their_own_direction(messages, kind):
+    """An Arabic or Hebrew title inside the left-to-right page read in the page's direction: its words and
+    punctuation out of order. dir="auto" gives each title and abstract the direction of its first strong letter."""
+    doc = lxml.html.document_fromstring(parse(messages[kind]).get_body(("html",)).get_content())
+    shown = [el for name in ("title", "trend-title", "brief-title", "snippet") for el in doc.find_class(name)]
+    assert shown and all(el.get("dir") == "auto" for el in shown)
