@@ -234,6 +234,15 @@ def test_render_digest_stays_under_gmail_clip_with_the_most_picks(renderer, coun
     assert email.text.count("More like this: ") == count
 
 
+def test_render_digest_past_the_budget_without_an_edition_link_still_fits(renderer):
+    links = links_for(7, range(1, 101))
+    email = render_digest(RankResult(7, long_picks(100), []), name="Ada", email="ada@example.org", edition=EDITION,
+                          links=Links(links.unsubscribe, links.preferences, links.like, links.dislike, edition=None), renderer=renderer)
+    doc = lxml.html.document_fromstring(email.html)
+    assert len(email.html) <= HTML_BUDGET and len(doc.find_class("card")) + len(doc.find_class("brief")) == 100
+    assert not list(doc.find_class("more")[0].iter("a"))  # no page to link to: the line only says what it shows
+
+
 def test_render_digest_within_budget_has_no_brief_rows(renderer):
     email = render_fixed(renderer, RankResult(7, long_picks(10), []))
     assert len(email.html) < HTML_BUDGET
