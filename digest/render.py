@@ -523,14 +523,12 @@ class DigestRenderer:
         every card."""
         briefs = ["".join(self._card("brief", r.candidate)[0]) for r in picks]
         # Each card of the shell's loop is followed by a line end (digest.html); the shell is what remains.
-        room = HTML_BUDGET - (size - sum(len(c) + 1 for c in cards))
-        rest = sum(len(b) + 1 for b in briefs)
+        # The line before the brief rows is measured once, with the most digits its count can have.
+        room = HTML_BUDGET - (size - sum(len(c) + 1 for c in cards)) - len(str(self._cards_html.more(len(cards), edition_url)))
+        used = sum(len(b) + 1 for b in briefs)  # every pick brief, then one card at a time in place of its brief row
         whole = 0
-        while whole < len(cards):
-            heading = len(str(self._cards_html.more(len(cards) - whole - 1, edition_url)))
-            if rest - len(briefs[whole]) - 1 + heading + sum(len(c) + 1 for c in cards[: whole + 1]) > room:
-                break
-            rest -= len(briefs[whole]) + 1
+        while whole < len(cards) and used - len(briefs[whole]) + len(cards[whole]) <= room:
+            used += len(cards[whole]) - len(briefs[whole])
             whole += 1
         if whole == len(cards):
             return cards
