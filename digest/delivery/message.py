@@ -26,7 +26,7 @@ from ..sources.clean import one_line
 
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
-PHRASE_MAX = 64  # characters of a display name written as it is; a longer one goes as encoded words, which fold
+PHRASE_MAX = 64  # characters of an ASCII display name written on one line; a longer one is folded (format_phrase)
 # Control characters (and Unicode line breaks some clients honour) would end a header early: a title carrying
 # "\r\nBcc: x" must stay one line of text (digest.sources.clean.one_line, the one cleaner of shown text).
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
