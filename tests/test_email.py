@@ -263,3 +263,17 @@ def test_email_titles_and_abstracts_take_their_own_direction(messages, kind):
     doc = lxml.html.document_fromstring(parse(messages[kind]).get_body(("html",)).get_content())
     shown = [el for name in ("title", "trend-title", "brief-title", "snippet") for el in doc.find_class(name)]
     assert shown and all(el.get("dir") == "auto" for el in shown)
+
+
+def test_email_a_sender_on_an_internationalised_domain_builds_ascii_headers(tmp_path):
+    """from_address on an internationalised domain is sent in its IDNA form (From), but the Message-ID and the
+    default List-Id (digest.<from domain>) kept its Unicode form: every digest and confirmation failed to build
+    (UnicodeEncodeError: a header is ASCII), each subscriber's delivery "cannot build the edition"."""
+    settings = settings_for(tmp_path, from_address="digest@b\u00fccher.example")
+    for data in (build_edition(settings, "edition"), build_confirmation_email(settings)):
+        head = data.split(b"\r\n\r\n", 1)[0]
+        assert head.isascii()
+        msg = parse(data)
+        assert msg["From"].addresses[0].addr_spec == "digest@xn--bcher-kva.example"
+        assert msg["Message-ID"].endswith("@xn--bcher-kva.example>")
+    assert parse(build_edition(settings, "edition"))["List-Id"] == "Paper digest <digest.xn--bcher-kva.example>"

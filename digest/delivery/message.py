@@ -137,8 +137,28 @@ def format_address(name: str, address: str, *, bare_host: bool = False) -> str:
     return f"{phrase} <{address}>" if phrase else address
 
 
+@lru_cache(maxsize=16)
 def address_domain(address: str) -> str:
+    """The domain of `address` as it goes into a header: in its IDNA form (digest@b\u00fccher.example ->
+    xn--bcher-kva.example), as in From. Its Unicode form in a Message-ID made every message of such a sender fail to
+    build (a header is ASCII)."""
+    try:
+        address = ascii_address(address, bare_host=True)
+    except ValueError:  # not an address check_sender_settings lets through: as it is
+        pass
     return address.rpartition("@")[2].strip().lower() or "localhost"
+
+
+def ascii_list_id(list_id: str) -> str:
+    """`list_id` without its angle brackets, its domain labels in IDNA form: the default list_id is digest.<from
+    domain>, which may be an internationalised one (RFC 2919: the list id is ASCII)."""
+    list_id = clean_header_text(list_id).strip("<>")
+    if list_id.isascii():
+        return list_id
+    try:
+        return ascii_address(f"list@{list_id}").rpartition("@")[2]
+    except ValueError as exc:
+        raise ConfigError(f"list_id {list_id!r} is not a usable list id such as papers.example.org: {exc}", "set list_id in digest.toml or DIGEST_LIST_ID") from None
 
 
 def make_message_id(from_address: str, subscriber_id: int, edition: str) -> str:
@@ -152,7 +172,7 @@ def _fixed_headers(from_address: str, from_name: str, reply_to: str, list_id: st
     lines = [f"From: {format_address(from_name, from_address, bare_host=True)}"]
     if reply_to:
         lines.append(f"Reply-To: {check_address(reply_to, bare_host=True)}")
-    list_id = clean_header_text(list_id).strip("<>")
+    list_id = ascii_list_id(list_id)
     phrase = format_phrase(from_name)
     list_line = f"List-Id: {phrase} <{list_id}>" if phrase else f"List-Id: <{list_id}>"
     return CRLF.join(lines), list_line
