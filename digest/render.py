@@ -45,6 +45,7 @@ from .sources.clean import one_line
 
 SUBJECT_MAX = 120  # characters; longer subjects are cut by most clients anyway
 SNIPPET_MAX = 300  # characters of abstract: two or three lines at 600 px
+HTML_BUDGET = 90_000  # bytes of HTML: Gmail clips past ~102 KB, hiding the rest (the unsubscribe link too); room for the relay's additions
 TITLE_MAX = 250  # a title longer than this is a feed bug; it would crowd the email past Gmail's 102 KB clip
 REASON_MAX = 200
 AUTHORS_SHOWN = 3
@@ -453,6 +454,8 @@ class DigestRenderer:
             reason = _SLOTS["reason"] if has_reason else ""
             html = self._cards_html.card(view, reason, _SLOTS["like"], _SLOTS["dislike"])
             text = self._cards_text.card(view, reason, _SLOTS["like"], _SLOTS["dislike"])
+        elif kind == "brief":  # HTML only: the text part keeps every card (see _fit_budget)
+            html, text = self._cards_html.brief(view), ""
         else:
             html, text = self._cards_html.trend(view), self._cards_text.trend(view)
         value = (tuple(_SLOT.split(str(html))), tuple(_SLOT.split(str(text).strip("\n"))))
@@ -497,13 +500,39 @@ class DigestRenderer:
         }
         footer = _wrap(f"You get this because you subscribed to {site} with {context['email']}; {interests_line}", "", "")
         trending_html, trending_text = ["".join(parts) for parts, _ in trending], ["".join(parts) for _, parts in trending]
+        html = self._html(context, cards_html, trending_html)
+        if len(html) > HTML_BUDGET:  # the HTML is ASCII (ascii_html): its length is its size in bytes
+            html = self._html(context, self._fit_budget(picks, cards_html, len(html), links.edition), trending_html)
         if self.inline_once:
-            html = self._split_html.render(**context, cards=cards_html, trending=trending_html)
             text = self._split_text.render(**context, cards=cards_text, trending=trending_text, footer=footer, rule="-" * TEXT_WIDTH)
-        else:  # the naive way: Jinja over each shell, premailer over each email
-            html = inline_css(self._shell_html.render(context, cards=[Markup(c) for c in cards_html], trending=[Markup(c) for c in trending_html]))
+        else:
             text = self._shell_text.render(context, cards=cards_text, trending=trending_text, footer=footer, rule="-" * TEXT_WIDTH)
         return RenderedEmail(subject, html, text)
+
+    def _html(self, context: dict, cards: list[str], trending: list[str]) -> str:
+        if self.inline_once:
+            return self._split_html.render(**context, cards=cards, trending=trending)
+        # the naive way: Jinja over the shell, premailer over each email
+        return inline_css(self._shell_html.render(context, cards=[Markup(c) for c in cards], trending=[Markup(c) for c in trending]))
+
+    def _fit_budget(self, picks: Sequence, cards: list[str], size: int, edition_url: str | None) -> list[str]:
+        """The cards of an email whose HTML would pass HTML_BUDGET: the first ones whole, the rest as brief rows
+        (title and authors, ~0.5 KB where a card is ~2.4 KB), introduced by a line that links to the edition on the
+        web. Gmail cuts an HTML part past ~102 KB and hides the rest behind a "[Message clipped]" link, the footer's
+        unsubscribe link included: at 100 picks (max_papers allows that) the HTML was 244 KB. The text part keeps
+        every card."""
+        briefs = ["".join(self._card("brief", r.candidate)[0]) for r in picks]
+        # Each card of the shell's loop is followed by a line end (digest.html); the shell is what remains.
+        # The line before the brief rows is measured once, with the most digits its count can have.
+        room = HTML_BUDGET - (size - sum(len(c) + 1 for c in cards)) - len(str(self._cards_html.more(len(cards), edition_url)))
+        used = sum(len(b) + 1 for b in briefs)  # every pick brief, then one card at a time in place of its brief row
+        whole = 0
+        while whole < len(cards) and used - len(briefs[whole]) + len(cards[whole]) <= room:
+            used += len(cards[whole]) - len(briefs[whole])
+            whole += 1
+        if whole == len(cards):
+            return cards
+        return [*cards[:whole], str(self._cards_html.more(len(cards) - whole, edition_url)) + briefs[whole], *briefs[whole + 1 :]]
 
 
 _default: list[DigestRenderer] = []

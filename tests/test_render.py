@@ -24,7 +24,9 @@ from digest.errors import ConfigError
 from digest.models import Paper
 from digest.rank import Candidate, RankedPaper, RankResult
 from digest.render import (
+    HTML_BUDGET,
     TEXT_WIDTH,
+    TITLE_MAX,
     DigestRenderer,
     Links,
     RenderedEmail,
@@ -202,18 +204,49 @@ def test_render_digest_trending_skips_papers_already_picked(renderer):
     assert len(doc.find_class("card")) == 3  # the paper ranked but not in_digest is not a pick
 
 
-def test_render_digest_stays_under_gmail_clip_with_30_long_picks(renderer):
+def long_picks(count: int) -> list[RankedPaper]:
     long_abstract = "Transformers " * 2000
-    picks = [pick(make_paper(i, f"Paper {i}: " + "an extremely long and detailed title " * 6, abstract=long_abstract,
-                             authors=[f"Author Number {k}" for k in range(40)], upvotes=999),
-                  ("arxiv-cs.LG", "hf-daily", "Some Feed With A Long Name"), ("Matches your interest \"transformers\"", "Similar to a paper you liked", "Trending on Hugging Face"))
-             for i in range(1, 31)]
-    trending = [pick(make_paper(100 + i, "Trending " * 20, authors=["A", "B", "C", "D"]), ("hf-daily",)) for i in range(5)]
-    email = render_fixed(renderer, RankResult(7, picks, trending), signed=True)
+    return [pick(make_paper(i, f"Paper {i}: " + "an extremely long and detailed title " * 6, abstract=long_abstract,
+                            authors=[f"Author Number {k}" for k in range(40)], upvotes=999),
+                 ("arxiv-cs.LG", "hf-daily", "Some Feed With A Long Name"), ("Matches your interest \"transformers\"", "Similar to a paper you liked", "Trending on Hugging Face"))
+            for i in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("count", [30, 100])  # 100: the most max_papers allows
+def test_render_digest_stays_under_gmail_clip_with_the_most_picks(renderer, count):
+    """Gmail clips an HTML part past ~102 KB and hides the rest, the footer's unsubscribe link with it (100 picks of
+    real papers made 244 KB): the first picks are whole cards, the rest brief rows, every pick still linked."""
+    trending = [pick(make_paper(1000 + i, "Trending " * 20, authors=["A", "B", "C", "D"]), ("hf-daily",)) for i in range(5)]
+    email = render_fixed(renderer, RankResult(7, long_picks(count), trending), signed=True)
+    size = len(email.html.encode())
+    assert size <= HTML_BUDGET < 102 * 1000, f"{size} bytes: Gmail clips at 102 KB"
     doc = lxml.html.document_fromstring(email.html)
-    assert len(doc.find_class("card")) == 30 and len(doc.find_class("trend")) == 5
-    assert len(email.html.encode()) < 102 * 1000, f"{len(email.html.encode())} bytes: Gmail clips at 102 KB"
+    cards, briefs = doc.find_class("card"), doc.find_class("brief")
+    assert len(cards) >= 3 and len(cards) + len(briefs) == count and len(doc.find_class("trend")) == 5
+    titles = [el.text_content() for el in doc.find_class("title") + doc.find_class("brief-title")]
+    assert titles == [truncate_words((f"Paper {i}: " + "an extremely long and detailed title " * 6).strip(), TITLE_MAX) for i in range(1, count + 1)]
+    more = doc.find_class("more")[0]
+    assert more.text_content().strip().startswith(f"{len(briefs)} more papers, by title only")
+    assert [a.get("href") for a in more.iter("a")] == [doc.find_class("browser-link")[0].get("href")]  # the edition on the web
+    assert "Unsubscribe" in doc.find_class("footer")[0].text_content()
     assert all(len(el.text_content()) <= 300 for el in doc.find_class("snippet"))
+    assert email.text.count("\n- Paper ") == count  # the text part keeps every card, its vote links too
+    assert email.text.count("More like this: ") == count
+
+
+def test_render_digest_past_the_budget_without_an_edition_link_still_fits(renderer):
+    links = links_for(7, range(1, 101))
+    email = render_digest(RankResult(7, long_picks(100), []), name="Ada", email="ada@example.org", edition=EDITION,
+                          links=Links(links.unsubscribe, links.preferences, links.like, links.dislike, edition=None), renderer=renderer)
+    doc = lxml.html.document_fromstring(email.html)
+    assert len(email.html) <= HTML_BUDGET and len(doc.find_class("card")) + len(doc.find_class("brief")) == 100
+    assert not list(doc.find_class("more")[0].iter("a"))  # no page to link to: the line only says what it shows
+
+
+def test_render_digest_within_budget_has_no_brief_rows(renderer):
+    email = render_fixed(renderer, RankResult(7, long_picks(10), []))
+    assert len(email.html) < HTML_BUDGET
+    assert 'class="brief' not in email.html and 'class="more' not in email.html
 
 
 def test_render_digest_inlines_styles_on_elements(renderer):

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_render import DigestRenderer, RankResult, fixed_edition, make_paper, pick, render_fixed
+from test_email import hostile_edition
+from test_render import DigestRenderer, RankResult, fixed_edition, long_picks, make_paper, pick, render_fixed
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -24,7 +25,8 @@ OVERFLOW_JS = """() => {
     const r = el.getBoundingClientRect();
     if (r.width && r.right > width + 0.5) wide.push(`${el.tagName}.${el.className} right=${Math.round(r.right)}`);
   }
-  return {scrollWidth: document.documentElement.scrollWidth, width, wide};
+  const injected = document.body.querySelectorAll('script, img, b, iframe, [onerror]').length;  // a feed's markup must show as text
+  return {scrollWidth: document.documentElement.scrollWidth, width, wide, injected};
 }"""
 
 
@@ -44,6 +46,8 @@ def emails() -> dict[str, str]:
                                        pick(make_paper(12, "A Benchmark for Long-Horizon Agents", authors=["Frances Allen"]), ("hf-daily",))], matched=False)
     edition = render_fixed(renderer, fixed_edition()).html
     return {"edition": edition, "no-match": render_fixed(renderer, no_match).html,
+            # LaTeX, markup, long URLs and words, CJK, emoji, RTL and combining marks in titles; 100 picks past the HTML budget
+            "hostile": render_fixed(renderer, hostile_edition()).html, "most-picks": render_fixed(renderer, RankResult(7, long_picks(100), [])).html,
             # a client that strips <style>: only the inlined styles remain
             "no-style": edition[: edition.index("<style")] + edition[edition.index("</style>") + len("</style>"):]}
 
@@ -58,6 +62,7 @@ def open_page(browser, html: str, width: int, scheme: str):
 
 CASES = [(name, width, scheme) for name in ("edition", "no-match", "no-style") for width in (600, 375) for scheme in ("light", "dark")
          if not (name == "no-style" and scheme == "dark")]  # without <style> there is no dark mode
+CASES += [(name, width, scheme) for name in ("hostile", "most-picks") for width in (375, 1200) for scheme in ("light", "dark")]
 
 
 @pytest.mark.parametrize(("name", "width", "scheme"), CASES, ids=[f"{n}-{w}px-{s}" for n, w, s in CASES])
@@ -69,6 +74,7 @@ def test_render_digest_fits_the_viewport(browser, emails, name, width, scheme):
         layout = page.evaluate(OVERFLOW_JS)
         assert layout["scrollWidth"] <= width, layout
         assert not layout["wide"], layout["wide"][:5]
+        assert layout["injected"] == 0
         if name != "no-match":
             card = page.locator(".card").first
             assert card.bounding_box()["width"] <= min(width, 600)

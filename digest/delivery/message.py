@@ -26,6 +26,7 @@ from ..sources.clean import one_line
 
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
+PHRASE_MAX = 64  # characters of an ASCII display name written on one line; a longer one is folded (format_phrase)
 # Control characters (and Unicode line breaks some clients honour) would end a header early: a title carrying
 # "\r\nBcc: x" must stay one line of text (digest.sources.clean.one_line, the one cleaner of shown text).
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
@@ -49,6 +50,11 @@ def encode_words(text: str, used: int = 0) -> str:
     text = clean_header_text(text)
     if text.isascii() and "=?" not in text:
         return _fold_words(text.split(" "), used)
+    return _encoded_words(text, used)
+
+
+def _encoded_words(text: str, used: int) -> str:
+    """`text` as RFC 2047 base64 words of at most 39 bytes of UTF-8 each, folded (every line within MAX_LINE)."""
     words: list[str] = []
     chunk: list[str] = []
     size = 0
@@ -111,7 +117,16 @@ def format_phrase(name: str) -> str:
     """A display name as an RFC 5322 phrase: bare atoms, a quoted string, or RFC 2047 words."""
     name = clean_header_text(name)
     if name.isascii() and "=?" not in name:
-        return name if _ATOM.fullmatch(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        phrase = name if _ATOM.fullmatch(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if len(phrase) <= PHRASE_MAX:
+            return phrase
+        # A name as long as a paragraph (nothing limits what a reader types) made a To: line past RFC 5322's 998
+        # octets (2.1.1, a MUST): folded at its spaces (folding white space may go between atoms and inside a quoted
+        # string), or, with a word too long for a line, as encoded words, which fold anywhere.
+        words = phrase.split(" ")
+        if max(map(len, words)) <= MAX_LINE - len("List-Id: "):
+            return _fold_words(words, len("List-Id: "))
+        return _encoded_words(name, len("List-Id: "))
     return encode_words(name, 0)
 
 
@@ -122,8 +137,28 @@ def format_address(name: str, address: str, *, bare_host: bool = False) -> str:
     return f"{phrase} <{address}>" if phrase else address
 
 
+@lru_cache(maxsize=16)
 def address_domain(address: str) -> str:
+    """The domain of `address` as it goes into a header: in its IDNA form (digest@b\u00fccher.example ->
+    xn--bcher-kva.example), as in From. Its Unicode form in a Message-ID made every message of such a sender fail to
+    build (a header is ASCII)."""
+    try:
+        address = ascii_address(address, bare_host=True)
+    except ValueError:  # not an address check_sender_settings lets through: as it is
+        pass
     return address.rpartition("@")[2].strip().lower() or "localhost"
+
+
+def ascii_list_id(list_id: str) -> str:
+    """`list_id` without its angle brackets, its domain labels in IDNA form: the default list_id is digest.<from
+    domain>, which may be an internationalised one (RFC 2919: the list id is ASCII)."""
+    list_id = clean_header_text(list_id).strip("<>")
+    if list_id.isascii():
+        return list_id
+    try:
+        return ascii_address(f"list@{list_id}").rpartition("@")[2]
+    except ValueError as exc:
+        raise ConfigError(f"list_id {list_id!r} is not a usable list id such as papers.example.org: {exc}", "set list_id in digest.toml or DIGEST_LIST_ID") from None
 
 
 def make_message_id(from_address: str, subscriber_id: int, edition: str) -> str:
@@ -137,7 +172,7 @@ def _fixed_headers(from_address: str, from_name: str, reply_to: str, list_id: st
     lines = [f"From: {format_address(from_name, from_address, bare_host=True)}"]
     if reply_to:
         lines.append(f"Reply-To: {check_address(reply_to, bare_host=True)}")
-    list_id = clean_header_text(list_id).strip("<>")
+    list_id = ascii_list_id(list_id)
     phrase = format_phrase(from_name)
     list_line = f"List-Id: {phrase} <{list_id}>" if phrase else f"List-Id: <{list_id}>"
     return CRLF.join(lines), list_line
@@ -280,6 +315,10 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
             list_line,
             f"List-Unsubscribe: <{url}>",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            # No vacation or out-of-office replies to a newsletter: RFC 3834's header, and Precedence: bulk, which the
+            # autoresponders that predate it honour.
+            "Auto-Submitted: auto-generated",
+            "Precedence: bulk",
         ],
         rendered.text,
         rendered.html,
@@ -315,7 +354,8 @@ def _alternative(headers: list[str], text: str, html: str) -> bytes:
         (
             *headers,
             "MIME-Version: 1.0",
-            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            "Content-Type: multipart/alternative;",  # folded: with the boundary, 80 characters (RFC 5322 2.1.1: 78)
+            f' boundary="{boundary}"',
             "",
             f"--{boundary}",
             'Content-Type: text/plain; charset="utf-8"',
