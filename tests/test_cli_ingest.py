@@ -118,6 +118,26 @@ def test_fetch_follows_permanent_redirect_and_stores_new_url(cli, home, feed_ser
     assert sources_json(cli)["sd"]["url"] == feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml")
 
 
+def test_fetch_prints_each_sources_warnings_not_only_their_count(cli, home, feed_server, caplog):
+    # `digest fetch` said "; 1 warning" and nothing else: the 301's new URL and a cut feed's lost entry were never
+    # shown, at the terminal or in the log.
+    cli("sources", "add", feed_server.url("moved/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd")
+    cli("sources", "add", feed_server.url("files/real/malformed/arxiv-atom-cs.AI-2025-08-20-truncated.xml"), "--kind", "arxiv-rss", "--name", "ai")
+    with caplog.at_level("INFO", logger="digest.ingest"):
+        result = cli("fetch")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged; 1 warning",
+        f"  warning: moved permanently: the source now points at {feed_server.url('files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml')}",
+        "ai: new: 86 entries, 86 new, 0 updated, 0 unchanged; 2 warnings",
+        "  warning: the last entry was cut off and is dropped",
+        "  warning: not well-formed XML (no element found at line 1233, column 84): kept the 86 entries read before it",
+    ]
+    logged = {r.digest_fields["source"]: r.digest_fields for r in caplog.records if getattr(r, "digest_event", None) == "fetched"}
+    assert logged["sd"]["warnings"] == 1 and logged["sd"]["warning"].startswith("moved permanently: the source now points at http")
+    assert logged["ai"]["warnings"] == 2 and logged["ai"]["warning"] == "the last entry was cut off and is dropped"
+
+
 def test_fetch_with_no_sources_says_so(cli, home):
     result = cli("fetch")
     assert result.exit_code == 0 and "no sources to fetch" in result.output
@@ -308,7 +328,8 @@ def test_fetch_with_hostile_values_stores_the_rest_and_status_tells(cli, home, f
         assert cli("sources", "add", feed_server.url(f"doc/{name}"), "--kind", kind, "--name", name.split(".")[0]).exit_code == 0
     result = cli("fetch", env=FAST)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    lines = result.output.splitlines()
+    lines = [line for line in result.output.splitlines() if not line.startswith("  warning: ")]
+    assert "  warning: item 1: upvotes a number of more than 12 digits is out of range (0 to 2,147,483,647), dropped" in result.output.splitlines()
     assert lines[0] == "upvotes: new: 2 entries, 2 new, 0 updated, 0 unchanged; 1 warning"
     assert lines[1] == "published: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 1 warning"
     assert lines[2] == "types: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 4 warnings"
