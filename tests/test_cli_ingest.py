@@ -302,6 +302,8 @@ def test_fetch_arxiv_api_error_entry_is_the_sources_error(cli, home, feed_server
     cli("sources", "add", feed_server.url("files/real/arxiv-atom/api-2026-04-error-http400-malformed-id.xml"), "--kind", "arxiv-api", "--name", "api")
     result = cli("fetch")
     assert result.exit_code == 1 and result.output.startswith("api: error: ") and "incorrect id format for abc" in result.output
+    # The answer is a valid Atom feed: the hint is about the query, not "the feed is not valid RSS, Atom or JSON".
+    assert "(fix the query: `digest sources remove` the source" in result.output and "not valid" not in result.output
     assert count(home, "paper") == 0
     assert "incorrect id format" in sources_json(cli)["api"]["last_error"]
 

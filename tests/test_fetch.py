@@ -101,10 +101,15 @@ def test_fetch_feed_caps_body_size(feed_server, home, length):
     assert len(ok.body) == 40000
 
 
-@pytest.mark.parametrize("code,words", [(404, "not there"), (500, "server failed"), (403, "refuses")])
+@pytest.mark.parametrize("code,words", [
+    (404, "not there"), (500, "server failed; the next fetch tries again"), (502, "server failed"), (403, "refuses us"),
+    (400, "refuses the request as made; check the URL"), (405, "refuses the request as made"), (451, "refuses the request as made"),
+])
 def test_fetch_feed_http_errors_raise_with_hint(feed_server, settings, code, words):
-    with pytest.raises(SourceError, match=f"HTTP {code}.*{words}"):
+    with pytest.raises(SourceError, match=f"HTTP {code}.*{words}") as raised:
         fetch_feed(feed_server.url(f"status/{code}"), settings=settings)
+    # A 4xx refuses the request itself: it was "the server failed; the next fetch tries again", which it never does.
+    assert ("tries again" in str(raised.value)) == (code >= 500)
 
 
 def test_fetch_feed_unreachable_host_raises_with_hint(settings):

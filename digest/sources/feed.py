@@ -33,6 +33,7 @@ from digest.sources.sniff import html_page, mentions_html, refuse_non_feed
 _HF_MIRROR_UPVOTES = re.compile(r"<b>Upvotes:</b>\s*+(\d+)")
 _ENTRY_CLOSE = (b"</entry>", b"</item>", b":entry>", b":item>")
 MAX_WARNINGS = 20  # warnings kept per feed; the rest are counted
+ARXIV_QUERY_HINT = "fix the query: `digest sources remove` the source and add it again with the corrected arxiv-api:QUERY"
 # feedparser's lenient parser turns "&#xD800;" into chr(0xD800).encode() and fails (a lone surrogate has no UTF-8):
 # a reference to a surrogate or past U+10FFFF stands for U+FFFD instead, and one to NUL for nothing (neither is a
 # character XML allows).
@@ -139,7 +140,8 @@ def _raise_arxiv_error(parsed: feedparser.FeedParserDict) -> None:
     for entry in parsed.entries:
         if "arxiv.org/api/errors" in entry.get("id", ""):
             message = html_to_text(entry.get("summary")) or entry.get("id", "")
-            raise FeedError(f"arXiv API error: {message}")
+            # The answer is a valid feed: the query is what is wrong, and it stays wrong until it is changed.
+            raise FeedError(f"arXiv API error: {message}", ARXIV_QUERY_HINT)
 
 
 def entry_authors(entry) -> list[str]:

@@ -271,6 +271,8 @@ def _hint_for(status: int) -> str:
         return "the feed is not there; check the URL, or `digest sources remove` it"
     if status in RETRYABLE:
         return "the server is busy or limiting us; the next fetch tries again"
+    if 400 <= status < 500:  # the request itself is refused: asking again the same way will not help
+        return "the server refuses the request as made; check the URL (an arxiv-api source: its query)"
     return "the server failed; the next fetch tries again"
 
 
