@@ -540,7 +540,8 @@ def resolve_spec(spec: str, kind: str | None = None) -> tuple[str, str, str]:
     (e.g. a local arXiv listing mirror). An unknown spec is an InputError."""
     spec = spec.strip()
     prefix, colon, rest = spec.partition(":")
-    if prefix in ("http", "https") and colon:
+    if prefix.lower() in ("http", "https") and colon:  # a scheme is case-insensitive (RFC 3986): HTTPS://... too
+        spec = prefix.lower() + colon + rest
         parts = urlsplit(spec)
         if not parts.netloc:
             raise InputError(f"{spec!r} is not a URL", f"a source is {SPEC_HELP}")

@@ -74,6 +74,26 @@ def test_sources_add_refuses_duplicate_name_and_remove_forgets(cli, home):
     assert sources_json(cli) == {}
 
 
+def test_sources_add_refuses_a_url_already_added_under_another_name(cli, home):
+    # It was added: the feed was then fetched twice a run, and its every paper "carried by 2 sources" (trending
+    # 0.25 for all 23 cs.SD papers, without an upvote).
+    assert cli("sources", "add", "https://example.org/feed.xml", "--name", "lab").exit_code == 0
+    for args in (("https://example.org/feed.xml",), ("https://example.org/feed.xml", "--name", "lab2", "--kind", "arxiv-rss"),
+                 ("HTTPS://example.org/feed.xml", "--name", "lab3")):
+        again = cli("sources", "add", *args)
+        assert again.exit_code == 1, args
+        assert again.output == ("error: https://example.org/feed.xml is already the source 'lab' "
+                                "(`digest sources remove` it first to add it under another name or kind)\n")
+    assert cli("sources", "add", "arxiv:cs.LG").exit_code == 0
+    assert cli("sources", "add", "arxiv:cs.lg", "--name", "ml").exit_code == 1
+    assert list(sources_json(cli)) == ["lab", "arxiv:cs.LG"]
+
+
+def test_sources_add_takes_a_scheme_in_capitals(cli, home):
+    result = cli("sources", "add", "HTTPS://Example.org/Feed.xml")
+    assert result.exit_code == 0 and result.output == "added Example.org/Feed.xml (feed): https://Example.org/Feed.xml\n"
+
+
 def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home, feed_server):
     add = lambda *a: cli("sources", "add", *a).exit_code  # noqa: E731
     assert add(feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd") == 0

@@ -42,7 +42,13 @@ def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) 
 
     resolved_kind, url, default_name = resolve_spec(spec, kind)
     with session_scope(app.engine) as session:
-        source = add_source(session, name or default_name, resolved_kind, url, app.now())
+        # The same feed twice is fetched twice, and each of its papers counts as "carried by 2 sources" in trending.
+        name = name or default_name
+        same = next((s for s in list_sources(session, include_files=False) if s.url == url and s.name != name), None)
+        if same is not None:  # (under the same name it is add_source's "already exists")
+            raise InputError(f"{url} is already the source {same.name!r}",
+                             "`digest sources remove` it first to add it under another name or kind")
+        source = add_source(session, name, resolved_kind, url, app.now())
     click.echo(f"added {source.name} ({source.kind}): {source.url}")
 
 
