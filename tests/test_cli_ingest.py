@@ -158,6 +158,16 @@ def test_fetch_prints_each_sources_warnings_not_only_their_count(cli, home, feed
     assert logged["ai"]["warnings"] == 2 and logged["ai"]["warning"] == "the last entry was cut off and is dropped"
 
 
+def test_fetch_names_a_skipped_entry_where_status_says_it_does(cli, home, feed_server):
+    # The real French feed has an item without a title: status said "`digest -v fetch` names them", and -v did not.
+    cli("sources", "add", feed_server.url("files/real/malformed/miniflux-rss-iso-8859-1-no-declaration-real.xml"), "--name", "psy")
+    fetched = cli("fetch")
+    assert fetched.exit_code == 0 and fetched.stdout.startswith("psy: new: 9 entries, 9 new, 0 updated, 0 unchanged; 2 warnings\n")
+    assert "  warning: entry 4: no title, skipped" in fetched.stdout.splitlines()
+    status = cli("status")
+    assert "1 entry skipped in the last fetch (`digest fetch` named each in a warning)" in status.output
+
+
 def test_fetch_with_no_sources_says_so(cli, home):
     result = cli("fetch")
     assert result.exit_code == 0 and "no sources to fetch" in result.output
