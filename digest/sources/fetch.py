@@ -166,7 +166,8 @@ def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Se
                 if status in PERMANENT + TEMPORARY and "location" in response.headers:
                     redirects += 1
                     if redirects > MAX_REDIRECTS:
-                        raise SourceError(f"more than {MAX_REDIRECTS} redirects from {url}")
+                        raise SourceError(f"more than {MAX_REDIRECTS} redirects from {url} (the last to {urljoin(current, response.headers['location'])})",
+                                          "the server redirects in a loop or too far; open the URL in a browser and add the feed's final address")
                     current = urljoin(current, response.headers["location"])
                     # Only an unbroken chain of permanent redirects moves the source (rss2email does the same).
                     permanent_so_far = permanent_so_far and status in PERMANENT
