@@ -324,6 +324,20 @@ def test_parse_source_feed_keys_on_arxiv_link_guid_or_doi():
     assert papers[3].title == "Plain Title Here"
 
 
+def test_parse_source_feed_says_when_two_entries_are_one_paper_by_their_title():
+    # Two items of a lab's feed with their own links and one title: "roundup/2: listed twice" said it was repeated.
+    data = (b'<rss version="2.0"><channel><title>Lab</title>'
+            b"<item><title>Weekly roundup</title><link>https://lab.example.org/roundup/1</link></item>"
+            b"<item><title>Weekly roundup</title><link>https://lab.example.org/roundup/2</link></item>"
+            b"<item><title>Weekly roundup</title><link>https://lab.example.org/roundup/1</link></item></channel></rss>")
+    result = parse_source("feed", data)
+    assert [p.ident for p in result.papers] == ["https://lab.example.org/roundup/1"]
+    assert result.warnings == [
+        "https://lab.example.org/roundup/2: same title as https://lab.example.org/roundup/1, taken for the same paper; one kept",
+        "https://lab.example.org/roundup/1: listed twice, one kept",
+    ]
+
+
 def test_parse_source_feed_dedupes_keys_keeping_highest_version():
     feed = b"""<rss version="2.0"><channel><title>t</title>
     <item><title>A</title><link>https://arxiv.org/abs/2401.01234v1</link></item>
