@@ -55,7 +55,8 @@ def source_note(source: SourceHealth) -> str:
         if after_announcement(source.last_success_at):
             return "EMPTY after an announcement (arXiv holiday, or a broken feed)"
         return "quiet: no arXiv announcement (weekend)"
-    return f"{skipped} in the last fetch (`digest -v fetch` names them)" if skipped else ""
+    # The parser's skips are warnings the fetch printed (`-v` adds nothing: they are never logged one by one).
+    return f"{skipped} in the last fetch (`digest fetch` named each in a warning)" if skipped else ""
 
 
 def source_problems(sources: Sequence[SourceHealth], now: datetime | None = None) -> list[str]:

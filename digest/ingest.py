@@ -87,6 +87,14 @@ class SourceReport:
         warned = f"; {len(self.warnings)} warning{'s' if len(self.warnings) != 1 else ''}" if self.warnings else ""
         return f"{self.name}: {self.status}: {self.entries} entr{'y' if self.entries == 1 else 'ies'}, {counts}{warned}"
 
+    def warning_lines(self, most: int = 5) -> list[str]:
+        """The lines printed under line(): the first `most` warnings, then how many more there are. `line()` counts
+        them ("; 2 warnings"), and a count alone never said what the warnings were (a 301's new URL, a cut feed)."""
+        lines = [f"  warning: {warning}" for warning in self.warnings[:most]]
+        if len(self.warnings) > most:
+            lines.append(f"  ... and {len(self.warnings) - most} more warnings")
+        return lines
+
 
 def _status_of(report: UpsertReport) -> str:
     return "new" if report.new else "updated" if report.updated else "unchanged"
@@ -148,6 +156,8 @@ def fetch_sources(
             fields: dict[str, Any] = {"source": report.name, "status": report.status, "new": report.new, "updated": report.updated}
             if report.error:  # a source that worked has no error= field (it showed error=None)
                 fields["error"] = report.error
+            if report.warnings:  # the daemon prints nothing else: its log must say what the warnings were
+                fields["warnings"], fields["warning"] = len(report.warnings), report.warnings[0]
             log_event(log, "fetched", level, **fields)
             reports.append(report)
             if progress is not None:
@@ -262,7 +272,7 @@ def _fetch_one(engine: Engine, settings: Settings, now: datetime, source: Any, c
                           len(result.papers), warnings=list(result.warnings) + refused,
                           skipped=result.skipped + len(upserted.skipped))
     if fetched is not None and fetched.status == "moved":
-        report.warnings.append(f"moved permanently: the source now points at {fetched.url}")
+        report.warnings.insert(0, f"moved permanently: the source now points at {fetched.url}")
     return report
 
 
@@ -530,7 +540,8 @@ def resolve_spec(spec: str, kind: str | None = None) -> tuple[str, str, str]:
     (e.g. a local arXiv listing mirror). An unknown spec is an InputError."""
     spec = spec.strip()
     prefix, colon, rest = spec.partition(":")
-    if prefix in ("http", "https") and colon:
+    if prefix.lower() in ("http", "https") and colon:  # a scheme is case-insensitive (RFC 3986): HTTPS://... too
+        spec = prefix.lower() + colon + rest
         parts = urlsplit(spec)
         if not parts.netloc:
             raise InputError(f"{spec!r} is not a URL", f"a source is {SPEC_HELP}")

@@ -3,6 +3,7 @@
 Paths (FILE is relative to tests/fixtures):
   /files/FILE                   200 with ETag and Last-Modified; 304 when the request's validators match
   /moved/FILE, /moved308/FILE   301 / 308 to /files/FILE          /temp/FILE   302 to /files/FILE
+  /loop/N                       301 to /loop/0 or /loop/1, for ever
   /flaky/FILE?fail=N&status=429&retry_after=2   N answers of `status` (Retry-After: seconds, or date:S for an
                                 HTTP date S seconds ahead, or none), then /files/FILE
   /api?...                      arXiv API paging: the page file for `start` (see ARXIV_PAGES), 404 past the last
@@ -102,6 +103,9 @@ def _handler(server: FeedServer):
 
         def route_moved308(self, name: str, _query: dict) -> None:
             self.send(308, headers={"Location": f"{server.base}/files/{name}"})
+
+        def route_loop(self, step: str, _query: dict) -> None:
+            self.send(301, headers={"Location": f"/loop/{(int(step or 0) + 1) % 2}"})
 
         def route_temp(self, name: str, _query: dict) -> None:
             self.send(302, headers={"Location": f"/files/{name}"})

@@ -74,6 +74,26 @@ def test_sources_add_refuses_duplicate_name_and_remove_forgets(cli, home):
     assert sources_json(cli) == {}
 
 
+def test_sources_add_refuses_a_url_already_added_under_another_name(cli, home):
+    # It was added: the feed was then fetched twice a run, and its every paper "carried by 2 sources" (trending
+    # 0.25 for all 23 cs.SD papers, without an upvote).
+    assert cli("sources", "add", "https://example.org/feed.xml", "--name", "lab").exit_code == 0
+    for args in (("https://example.org/feed.xml",), ("https://example.org/feed.xml", "--name", "lab2", "--kind", "arxiv-rss"),
+                 ("HTTPS://example.org/feed.xml", "--name", "lab3")):
+        again = cli("sources", "add", *args)
+        assert again.exit_code == 1, args
+        assert again.output == ("error: https://example.org/feed.xml is already the source 'lab' "
+                                "(`digest sources remove` it first to add it under another name or kind)\n")
+    assert cli("sources", "add", "arxiv:cs.LG").exit_code == 0
+    assert cli("sources", "add", "arxiv:cs.lg", "--name", "ml").exit_code == 1
+    assert list(sources_json(cli)) == ["lab", "arxiv:cs.LG"]
+
+
+def test_sources_add_takes_a_scheme_in_capitals(cli, home):
+    result = cli("sources", "add", "HTTPS://Example.org/Feed.xml")
+    assert result.exit_code == 0 and result.output == "added Example.org/Feed.xml (feed): https://Example.org/Feed.xml\n"
+
+
 def test_fetch_stores_each_source_and_one_failure_does_not_stop_others(cli, home, feed_server):
     add = lambda *a: cli("sources", "add", *a).exit_code  # noqa: E731
     assert add(feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd") == 0
@@ -116,6 +136,36 @@ def test_fetch_follows_permanent_redirect_and_stores_new_url(cli, home, feed_ser
     result = cli("fetch")
     assert result.exit_code == 0 and result.output.startswith("sd: new: 23 entries")
     assert sources_json(cli)["sd"]["url"] == feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml")
+
+
+def test_fetch_prints_each_sources_warnings_not_only_their_count(cli, home, feed_server, caplog):
+    # `digest fetch` said "; 1 warning" and nothing else: the 301's new URL and a cut feed's lost entry were never
+    # shown, at the terminal or in the log.
+    cli("sources", "add", feed_server.url("moved/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd")
+    cli("sources", "add", feed_server.url("files/real/malformed/arxiv-atom-cs.AI-2025-08-20-truncated.xml"), "--kind", "arxiv-rss", "--name", "ai")
+    with caplog.at_level("INFO", logger="digest.ingest"):
+        result = cli("fetch")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged; 1 warning",
+        f"  warning: moved permanently: the source now points at {feed_server.url('files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml')}",
+        "ai: new: 86 entries, 86 new, 0 updated, 0 unchanged; 2 warnings",
+        "  warning: the last entry was cut off and is dropped",
+        "  warning: not well-formed XML (no element found at line 1233, column 84): kept the 86 entries read before it",
+    ]
+    logged = {r.digest_fields["source"]: r.digest_fields for r in caplog.records if getattr(r, "digest_event", None) == "fetched"}
+    assert logged["sd"]["warnings"] == 1 and logged["sd"]["warning"].startswith("moved permanently: the source now points at http")
+    assert logged["ai"]["warnings"] == 2 and logged["ai"]["warning"] == "the last entry was cut off and is dropped"
+
+
+def test_fetch_names_a_skipped_entry_where_status_says_it_does(cli, home, feed_server):
+    # The real French feed has an item without a title: status said "`digest -v fetch` names them", and -v did not.
+    cli("sources", "add", feed_server.url("files/real/malformed/miniflux-rss-iso-8859-1-no-declaration-real.xml"), "--name", "psy")
+    fetched = cli("fetch")
+    assert fetched.exit_code == 0 and fetched.stdout.startswith("psy: new: 9 entries, 9 new, 0 updated, 0 unchanged; 2 warnings\n")
+    assert "  warning: entry 4: no title, skipped" in fetched.stdout.splitlines()
+    status = cli("status")
+    assert "1 entry skipped in the last fetch (`digest fetch` named each in a warning)" in status.output
 
 
 def test_fetch_with_no_sources_says_so(cli, home):
@@ -282,6 +332,8 @@ def test_fetch_arxiv_api_error_entry_is_the_sources_error(cli, home, feed_server
     cli("sources", "add", feed_server.url("files/real/arxiv-atom/api-2026-04-error-http400-malformed-id.xml"), "--kind", "arxiv-api", "--name", "api")
     result = cli("fetch")
     assert result.exit_code == 1 and result.output.startswith("api: error: ") and "incorrect id format for abc" in result.output
+    # The answer is a valid Atom feed: the hint is about the query, not "the feed is not valid RSS, Atom or JSON".
+    assert "(fix the query: `digest sources remove` the source" in result.output and "not valid" not in result.output
     assert count(home, "paper") == 0
     assert "incorrect id format" in sources_json(cli)["api"]["last_error"]
 
@@ -308,7 +360,8 @@ def test_fetch_with_hostile_values_stores_the_rest_and_status_tells(cli, home, f
         assert cli("sources", "add", feed_server.url(f"doc/{name}"), "--kind", kind, "--name", name.split(".")[0]).exit_code == 0
     result = cli("fetch", env=FAST)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    lines = result.output.splitlines()
+    lines = [line for line in result.output.splitlines() if not line.startswith("  warning: ")]
+    assert "  warning: item 1: upvotes a number of more than 12 digits is out of range (0 to 2,147,483,647), dropped" in result.output.splitlines()
     assert lines[0] == "upvotes: new: 2 entries, 2 new, 0 updated, 0 unchanged; 1 warning"
     assert lines[1] == "published: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 1 warning"
     assert lines[2] == "types: unchanged: 2 entries, 0 new, 0 updated, 2 unchanged; 4 warnings"

@@ -124,6 +124,16 @@ def test_rank_cmd_text_table_lists_papers_and_reasons(cli, store):
     assert any("matched terms:" in line for line in lines)
 
 
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_rank_cmd_says_when_the_subscriber_is_sent_nothing(cli, store, command):
+    # A paused subscriber's ranking read as "what the next digest would contain", with no word that none is sent.
+    assert cli("subscribers", command, "ada@example.org").exit_code == 0
+    lines = cli("rank", "ada@example.org").output.splitlines()
+    note = "ada@example.org is paused: no digest is sent until `digest subscribers resume ada@example.org`"
+    assert (lines[1] == note) == (command == "pause")
+    assert any(line.split()[:2] == ["1", "2501.00001"] for line in lines)
+
+
 def test_rank_cmd_says_when_the_category_filter_removed_every_paper(cli, sqlite_engine):
     from digest.ingest import SAMPLE_FILES
 

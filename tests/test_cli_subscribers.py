@@ -214,6 +214,22 @@ def test_feedback_unknown_paper_fails_and_writes_nothing(cli, sqlite_engine):
     assert count(sqlite_engine, Feedback) == 0
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--like", "2406.04093", "--dislike", "2406.04093"), "error: 2406.04093 is given to both --like and --dislike"),
+    (("--like", "s001", "--dislike", "2401.00001", "--clear", "s001"), "error: s001 is given to both --like and --clear"),
+    (("--dislike", "2406.04093v1", "--clear", "arXiv:2406.04093"), "error: arXiv:2406.04093 is given to both --dislike and --clear"),
+], ids=["like-and-dislike", "like-and-clear", "two-names-of-one-paper"])
+def test_feedback_one_paper_under_two_options_fails_and_writes_nothing(cli, sqlite_engine, args, message):
+    # `--like X --dislike X` recorded a dislike, exit 0: the last option won without a word.
+    add_papers(sqlite_engine)
+    ok(cli(*ADA))
+    ok(cli("subscribers", "feedback", "ada@example.org", "--like", "2401.00001"))
+    line = failed(cli("subscribers", "feedback", "ada@example.org", *args))
+    assert line == f"{message} (give each paper to one of them)"
+    feedback = json.loads(ok(cli("subscribers", "show", "ada@example.org", "--json")))["feedback"]
+    assert feedback == {"liked": ["2401.00001"], "disliked": []}
+
+
 def test_import_then_export_round_trips_byte_identical(cli, sqlite_engine, tmp_path):
     add_papers(sqlite_engine)
     people = tmp_path / "people.csv"

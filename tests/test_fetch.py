@@ -54,6 +54,15 @@ def test_fetch_feed_redirects_update_url_only_when_permanent(feed_server, settin
     assert result.url == (feed_server.url(f"files/{FEED}") if moves else asked)
 
 
+def test_fetch_feed_redirect_loop_is_an_error_that_says_so(feed_server, settings):
+    # It said "more than 5 redirects from URL (`digest sources list` shows each source's state)": no loop, no advice.
+    with pytest.raises(SourceError) as raised:
+        fetch_feed(feed_server.url("loop/0"), settings=settings)
+    assert str(raised.value) == (f"more than 5 redirects from {feed_server.url('loop/0')} (the last to {feed_server.url('loop/0')}) "
+                                 "(the server redirects in a loop or too far; open the URL in a browser and add the feed's final address)")
+    assert len(feed_server.requests_to("/loop/")) == 6
+
+
 def test_fetch_feed_gone_is_reported_not_raised(feed_server, settings):
     result = fetch_feed(feed_server.url("gone"), settings=settings)
     assert (result.status, result.http_status) == ("gone", 410)
@@ -101,10 +110,15 @@ def test_fetch_feed_caps_body_size(feed_server, home, length):
     assert len(ok.body) == 40000
 
 
-@pytest.mark.parametrize("code,words", [(404, "not there"), (500, "server failed"), (403, "refuses")])
+@pytest.mark.parametrize("code,words", [
+    (404, "not there"), (500, "server failed; the next fetch tries again"), (502, "server failed"), (403, "refuses us"),
+    (400, "refuses the request as made; check the URL"), (405, "refuses the request as made"), (451, "refuses the request as made"),
+])
 def test_fetch_feed_http_errors_raise_with_hint(feed_server, settings, code, words):
-    with pytest.raises(SourceError, match=f"HTTP {code}.*{words}"):
+    with pytest.raises(SourceError, match=f"HTTP {code}.*{words}") as raised:
         fetch_feed(feed_server.url(f"status/{code}"), settings=settings)
+    # A 4xx refuses the request itself: it was "the server failed; the next fetch tries again", which it never does.
+    assert ("tries again" in str(raised.value)) == (code >= 500)
 
 
 def test_fetch_feed_unreachable_host_raises_with_hint(settings):

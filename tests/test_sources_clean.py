@@ -18,6 +18,7 @@ from digest.sources.clean import (
     one_line,
     paper_key,
     parse_time,
+    plain_to_text,
     split_authors,
     tex_to_unicode,
 )
@@ -70,6 +71,33 @@ def test_html_to_text_leaves_no_hostile_markup(hostile):
 def test_html_to_text_keeps_text_as_the_source_wrote_it(raw, text):
     # Tags go; words stay: templates escape whatever they show (tests/test_render.py, tests/test_web_front.py).
     assert html_to_text(raw) == text
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        pytest.param("emits <swi> to enter and </swi> to exit", "emits <swi> to enter and </swi> to exit", id="special-tokens-kept"),
+        pytest.param("<s> and <eos>, <image>, <mask>, <think>x</think>", "<s> and <eos>, <image>, <mask>, <think>x</think>", id="more-tokens"),
+        pytest.param("&lt;think&gt; first", "<think> first", id="escaped-token"),
+        pytest.param("S<sub>N</sub>2 <I>in vivo</I><p>next</p><BR/>end", "SN2 in vivo next end", id="html-tags-go"),
+        pytest.param("<jats:p>JATS <mml:mi>x</mml:mi></jats:p>", "JATS x", id="namespaced-tags-go"),
+        pytest.param("&lt;b&gt;escaped twice&lt;/b&gt;", "escaped twice", id="double-escaped-markup"),
+        pytest.param("<bold>not html</bold>", "<bold>not html</bold>", id="a-longer-name-is-not-b"),
+        pytest.param("Tom &amp; Jerry\r\n  a\x00", "Tom & Jerry a", id="entities-space-control"),
+        pytest.param(None, "", id="none"),
+    ],
+)
+def test_plain_to_text_keeps_words_in_angle_brackets_and_drops_markup(raw, text):
+    assert plain_to_text(raw) == text
+
+
+@pytest.mark.parametrize("hostile", [
+    '<script>alert(1)</script>x', "<SCRIPT>alert(1)</SCRIPT>unclosed <script>alert(2)", '<img src=x onerror="alert(1)">',
+    "&lt;script&gt;alert(1)&lt;/script&gt;", '<a href="javascript:alert(1)">x</a>', "<!-- <script> --> tail",
+])
+def test_plain_to_text_leaves_no_hostile_markup(hostile):
+    text = plain_to_text(hostile).lower()
+    assert "<script" not in text and "onerror=" not in text and "javascript:" not in text
 
 
 @pytest.mark.parametrize(

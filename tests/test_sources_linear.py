@@ -89,6 +89,7 @@ def quietly(parse):
 
 CLEANERS = {
     "html_to_text": clean.html_to_text,
+    "plain_to_text": clean.plain_to_text,
     "split_authors": clean.split_authors,
     "clean_name": clean.clean_name,
     "tex_to_unicode": clean.tex_to_unicode,

@@ -324,6 +324,20 @@ def test_parse_source_feed_keys_on_arxiv_link_guid_or_doi():
     assert papers[3].title == "Plain Title Here"
 
 
+def test_parse_source_feed_says_when_two_entries_are_one_paper_by_their_title():
+    # Two items of a lab's feed with their own links and one title: "roundup/2: listed twice" said it was repeated.
+    data = (b'<rss version="2.0"><channel><title>Lab</title>'
+            b"<item><title>Weekly roundup</title><link>https://lab.example.org/roundup/1</link></item>"
+            b"<item><title>Weekly roundup</title><link>https://lab.example.org/roundup/2</link></item>"
+            b"<item><title>Weekly roundup</title><link>https://lab.example.org/roundup/1</link></item></channel></rss>")
+    result = parse_source("feed", data)
+    assert [p.ident for p in result.papers] == ["https://lab.example.org/roundup/1"]
+    assert result.warnings == [
+        "https://lab.example.org/roundup/2: same title as https://lab.example.org/roundup/1, taken for the same paper; one kept",
+        "https://lab.example.org/roundup/1: listed twice, one kept",
+    ]
+
+
 def test_parse_source_feed_dedupes_keys_keeping_highest_version():
     feed = b"""<rss version="2.0"><channel><title>t</title>
     <item><title>A</title><link>https://arxiv.org/abs/2401.01234v1</link></item>
@@ -404,6 +418,42 @@ def test_parse_file_real_encodings_are_decoded():
 def test_parse_file_script_in_title_is_removed():
     paper = parse_file(read("malformed/feedparser-atom03-title-script-in-cdata.xml")).papers[0]
     assert paper.title == "safe description"
+
+
+# The real sentence of 2606.13106 in Hugging Face's daily papers of 2026-06-12, its special tokens stored as
+# "The model emits to enter latent mode and to exit." before: the plain-text fields were read as HTML.
+SWI = "The model emits <swi> to enter latent mode and </swi> to exit. Findings: (i) <swi> is a sharply localised policy."
+
+
+@pytest.mark.parametrize("kind,data", [
+    pytest.param("hf-daily", json.dumps([{"paper": {"id": "2606.13106", "title": "Demystifying <swi> recurrence",
+                                                    "summary": SWI, "ai_summary": "Uses <swi> tokens."}}]).encode(), id="hf-json"),
+    pytest.param("arxiv-api", ('<feed xmlns="http://www.w3.org/2005/Atom" xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/">'
+                               "<title>arXiv Query: x</title><id>https://arxiv.org/api/x</id><opensearch:totalResults>1</opensearch:totalResults>"
+                               "<entry><id>http://arxiv.org/abs/2606.13106v1</id><title>Demystifying &lt;swi&gt; recurrence</title>"
+                               f"<summary>{SWI.replace('<', '&lt;').replace('>', '&gt;')}</summary></entry></feed>").encode(), id="arxiv-api-atom-text"),
+    pytest.param("feed", ('<feed xmlns="http://www.w3.org/2005/Atom"><title>Lab</title><entry><id>urn:x:1</id>'
+                          '<title type="text">Demystifying &lt;swi&gt; recurrence</title>'
+                          f"<summary type=\"text\">{SWI.replace('<', '&lt;').replace('>', '&gt;')}</summary></entry></feed>").encode(), id="atom-text"),
+])
+def test_parse_source_keeps_a_plain_text_fields_angle_bracket_words(kind, data):
+    paper = parse_source(kind, data).papers[0]
+    assert paper.title == "Demystifying <swi> recurrence"
+    assert paper.abstract == SWI
+    if kind == "hf-daily":
+        assert paper.ai_summary == "Uses <swi> tokens."
+
+
+def test_parse_source_still_reads_html_fields_as_html():
+    # An RSS title with a real HTML tag (Nature's S<sub>N</sub>2): the tag goes, the token stays; an HTML description
+    # is read as HTML, as before (feedparser's sanitiser has already dropped what is not HTML there).
+    data = (b'<rss version="2.0"><channel><title>j</title><item><title>An S&lt;sub&gt;N&lt;/sub&gt;2 pathway &lt;think&gt;</title>'
+            b"<description>&lt;p&gt;We &lt;i&gt;show&lt;/i&gt; it.&lt;/p&gt;&lt;script&gt;alert(1)&lt;/script&gt;</description></item></channel></rss>")
+    paper = parse_source("feed", data).papers[0]
+    assert (paper.title, paper.abstract) == ("An SN2 pathway <think>", "We show it.")
+    atom = (b'<feed xmlns="http://www.w3.org/2005/Atom"><title>j</title><entry><id>urn:x:1</id><title type="text">T</title>'
+            b'<summary type="text">&lt;jats:p&gt;Text &lt;i&gt;in&lt;/i&gt; JATS.&lt;/jats:p&gt; &lt;script&gt;alert(1)&lt;/script&gt;ok</summary></entry></feed>')
+    assert parse_source("feed", atom).papers[0].abstract == "Text in JATS. ok"
 
 
 def test_parse_source_hostile_description_leaves_no_script_or_handler():

@@ -75,6 +75,9 @@ def nothing_to_send(plan) -> str:
 
 def _print_table(address: str, entries: list[dict], candidates: int, since: datetime, matched: bool, plan) -> None:
     click.echo(f"{address}: {candidates} candidate papers first seen since {since:%Y-%m-%d %H:%M} UTC")
+    status = plan.subscriber.status
+    if status != "active":  # the ranking is shown all the same, but no email goes out: say so before it
+        click.echo(f"{address} is {status}: no digest is sent until `digest subscribers resume {address}`")
     if not entries:
         click.echo(nothing_to_send(plan))
         return

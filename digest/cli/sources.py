@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from ..sources import FETCHED_KINDS
 from ..store import session_scope
 from ..store.sources import add_source, list_sources, remove_source
 from . import EXIT_ERROR, AppContext, main, pass_app
+
+if TYPE_CHECKING:
+    from ..ingest import SourceReport
 
 
 def _when(value: datetime | None) -> str:
@@ -38,7 +42,13 @@ def sources_add(app: AppContext, spec: str, name: str | None, kind: str | None) 
 
     resolved_kind, url, default_name = resolve_spec(spec, kind)
     with session_scope(app.engine) as session:
-        source = add_source(session, name or default_name, resolved_kind, url, app.now())
+        # The same feed twice is fetched twice, and each of its papers counts as "carried by 2 sources" in trending.
+        name = name or default_name
+        same = next((s for s in list_sources(session, include_files=False) if s.url == url and s.name != name), None)
+        if same is not None:  # (under the same name it is add_source's "already exists")
+            raise InputError(f"{url} is already the source {same.name!r}",
+                             "`digest sources remove` it first to add it under another name or kind")
+        source = add_source(session, name, resolved_kind, url, app.now())
     click.echo(f"added {source.name} ({source.kind}): {source.url}")
 
 
@@ -96,9 +106,9 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
         with click.progressbar(length=count, label="fetching", show_pos=True) as bar:
             reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda _r: bar.update(1))
         for report in reports:
-            click.echo(report.line(), err=report.status == "error")
+            _echo_report(report)
     else:
-        reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda r: click.echo(r.line(), err=r.status == "error"))
+        reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=_echo_report)
     if any(r.status == "error" for r in reports):
         sys.exit(EXIT_ERROR)
 
@@ -116,9 +126,11 @@ def import_cmd(app: AppContext, file: str) -> None:
     if Path(file).is_dir():  # as "no such file": the operator's input, one line and exit 1, not a usage error
         raise InputError(f"{file}: is a directory, not a file", "give one feed or JSON Lines file; `digest import --help` lists the formats")
 
-    report = import_file(app.engine, file, app.now())
-    click.echo(report.line())
-    for warning in report.warnings[:5]:
-        click.echo(f"  warning: {warning}")
-    if len(report.warnings) > 5:
-        click.echo(f"  ... and {len(report.warnings) - 5} more warnings")
+    _echo_report(import_file(app.engine, file, app.now()))
+
+
+def _echo_report(report: SourceReport) -> None:
+    """One source's line and its first warnings; a failed source's line on stderr (cron's MAILTO reads it)."""
+    click.echo(report.line(), err=report.status == "error")
+    for line in report.warning_lines():
+        click.echo(line)

@@ -202,16 +202,25 @@ def export(app: AppContext, path: str) -> None:
 @click.option("--clear", multiple=True, metavar="ID", help="Forget the feedback on a paper (repeatable).")
 @pass_app
 def feedback(app: AppContext, email: str, like: tuple, dislike: tuple, clear: tuple) -> None:
-    """Record likes and dislikes (arXiv ids, DOIs or imported ids); the next ranking uses them."""
+    """Record likes and dislikes (arXiv ids, DOIs or imported ids); the next ranking uses them.
+
+    A paper given to two of --like, --dislike and --clear is an error, and nothing is recorded."""
     if not (like or dislike or clear):
         raise click.UsageError("give --like, --dislike or --clear")
     now = app.now()
     with session_scope(app.engine) as session:
         sub = get_subscriber(session, email)
-        for idents, value in ((like, 1), (dislike, -1)):
-            for paper in resolve_papers(session, idents):
+        liked, disliked, cleared = (resolve_papers(session, idents) for idents in (like, dislike, clear))
+        # One paper under two of the options (even by two names: 2406.04093 and its v1) was the last one's, silently.
+        seen: dict[int, str] = {}
+        for option, idents, papers in (("--like", like, liked), ("--dislike", dislike, disliked), ("--clear", clear, cleared)):
+            for given, paper in zip(idents, papers):
+                if seen.setdefault(paper.id, option) != option:
+                    raise InputError(f"{given.strip()} is given to both {seen[paper.id]} and {option}", "give each paper to one of them")
+        for papers, value in ((liked, 1), (disliked, -1)):
+            for paper in papers:
                 record_feedback(session, sub, paper, value, now)
-        for paper in resolve_papers(session, clear):
+        for paper in cleared:
             remove_feedback(session, sub, paper)
         liked, disliked = _record(session, sub)["feedback"].values()
     click.echo(f"{sub.email}: {len(liked)} liked, {len(disliked)} disliked")

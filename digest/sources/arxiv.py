@@ -15,7 +15,6 @@ from digest.sources.clean import (
     arxiv_id_in,
     arxiv_urls,
     clean_name,
-    html_to_text,
     normalise_doi,
     paper_key,
     time_from_struct,
@@ -25,6 +24,7 @@ from digest.sources.feed import (
     entry_authors,
     entry_doi,
     entry_links,
+    entry_text,
     feed_title,
     paper_from_entry,
     papers_from_entries,
@@ -88,7 +88,7 @@ def _legacy_announce_type(primary: str, marker: str | None, listed: frozenset[st
 
 def listing_paper(entry, listed: frozenset[str], feed_date) -> ParsedPaper | None:
     """One announcement; an entry with no arXiv id is read as a plain feed entry."""
-    title = html_to_text(entry.get("title"))
+    title = entry_text(entry, "title")
     if not title:
         return None
     found = None
@@ -110,7 +110,7 @@ def listing_paper(entry, listed: frozenset[str], feed_date) -> ParsedPaper | Non
         primary = suffix.group(2).strip()
         categories = categories or [primary]
         announce_type = announce_type or _legacy_announce_type(primary, suffix.group(3), listed)
-    abstract = _LISTING_PREFIX.sub("", html_to_text(entry.get("summary")), count=1)
+    abstract = _LISTING_PREFIX.sub("", entry_text(entry, "summary"), count=1)
     date = time_from_struct(dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")) or feed_date
     replacement = announce_type in ("replace", "replace-cross")
     url, pdf_url = arxiv_urls(arxiv_id)
@@ -143,7 +143,7 @@ def listing_result(parsed: feedparser.FeedParserDict, warnings: list[str]) -> Pa
 
 
 def api_paper(entry) -> ParsedPaper | None:
-    title = html_to_text(entry.get("title"))
+    title = entry_text(entry, "title")
     found = arxiv_id_in(entry.get("id"))
     if not title or found is None:
         return None
@@ -157,7 +157,7 @@ def api_paper(entry) -> ParsedPaper | None:
         key=paper_key(arxiv_id, doi, title),
         ident=arxiv_id,
         title=title,
-        abstract=html_to_text(entry.get("summary")),
+        abstract=entry_text(entry, "summary"),  # type="text": an abstract's "<think>" is a word
         authors=[name for name in (clean_name(a.get("name") or "") for a in entry.get("authors") or ()) if name],
         categories=categories,
         arxiv_id=arxiv_id,

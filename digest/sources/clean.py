@@ -83,13 +83,13 @@ def _drop_comments(value: str) -> str:
     return "".join(pieces) + value[start:] if pieces else value
 
 
-def _strip_markup(value: str) -> str:
+def _strip_markup(value: str, tag: re.Pattern = _TAG) -> str:
     if "<" not in value:
         return value
     value = _drop_scripts(value)
     if "<!--" in value:
         value = _drop_comments(value)
-    return _TAG.sub(_tag_space, value)
+    return tag.sub(_tag_space, value)
 
 
 def collapse_space(value: str) -> str:
@@ -119,6 +119,37 @@ def html_to_text(value: str | None) -> str:
         value = html.unescape(_strip_markup(value))
         if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
             value = _strip_markup(value)
+    return collapse_space(value)
+
+
+# The markup a text field may still hold by mistake: HTML's formatting and document elements, MathML, and any
+# namespaced element (jats:p, mml:mi). Any other "tag" in plain text is words: a model's special tokens
+# ("emits <swi> to enter latent mode", "<think>", "<eos>", "<s>", "<image>", "<mask>") are what the abstract says.
+_HTML_NAMES = (
+    "a abbr acronym address article aside b big blockquote body br caption center cite code col colgroup dd del dfn "
+    "div dl dt em embed figcaption figure font footer form h1 h2 h3 h4 h5 h6 head header hr html i iframe img input "
+    "ins kbd li link meta nav object ol p pre q samp script section small span strike strong style sub sup table "
+    "tbody td tfoot th thead title tr tt u ul var "
+    "math mi mn mo mrow ms mspace msqrt mroot mfrac msub msup msubsup mover munder munderover mtable mtr mtd mtext "
+    "mstyle semantics annotation svg"
+).split()
+_MARKUP_TAG = re.compile(
+    r"</?((?i:" + "|".join(sorted(_HTML_NAMES, key=len, reverse=True)) + r")(?=[\s/>])|[A-Za-z][\w.-]*+:[\w.-]++)(?:\s[^<>]*)?/?>"
+    r"|<![A-Za-z][^<>]*>|<\?[^<>]*\?>"
+)
+
+
+def plain_to_text(value: str | None) -> str:
+    """Text from a field that is plain text (Hugging Face's JSON, an Atom type="text" element, an RSS title with no
+    HTML in it): entities decoded, spaces collapsed, HTML and namespaced tags removed as by html_to_text, but any
+    other <word> kept as written (a model's <think> or <eos> token is part of the abstract)."""
+    if not value:
+        return ""
+    value = value[:MAX_RAW]
+    if "<" in value or "&" in value:
+        value = html.unescape(_strip_markup(value, _MARKUP_TAG))
+        if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
+            value = _strip_markup(value, _MARKUP_TAG)
     return collapse_space(value)
 
 

@@ -21,6 +21,7 @@ from digest.sources.clean import (
     html_to_text,
     normalise_doi,
     paper_key,
+    plain_to_text,
     split_authors,
     time_from_struct,
     whole_number,
@@ -33,6 +34,7 @@ from digest.sources.sniff import html_page, mentions_html, refuse_non_feed
 _HF_MIRROR_UPVOTES = re.compile(r"<b>Upvotes:</b>\s*+(\d+)")
 _ENTRY_CLOSE = (b"</entry>", b"</item>", b":entry>", b":item>")
 MAX_WARNINGS = 20  # warnings kept per feed; the rest are counted
+ARXIV_QUERY_HINT = "fix the query: `digest sources remove` the source and add it again with the corrected arxiv-api:QUERY"
 # feedparser's lenient parser turns "&#xD800;" into chr(0xD800).encode() and fails (a lone surrogate has no UTF-8):
 # a reference to a surrogate or past U+10FFFF stands for U+FFFD instead, and one to NUL for nothing (neither is a
 # character XML allows).
@@ -139,7 +141,8 @@ def _raise_arxiv_error(parsed: feedparser.FeedParserDict) -> None:
     for entry in parsed.entries:
         if "arxiv.org/api/errors" in entry.get("id", ""):
             message = html_to_text(entry.get("summary")) or entry.get("id", "")
-            raise FeedError(f"arXiv API error: {message}")
+            # The answer is a valid feed: the query is what is wrong, and it stays wrong until it is changed.
+            raise FeedError(f"arXiv API error: {message}", ARXIV_QUERY_HINT)
 
 
 def entry_authors(entry) -> list[str]:
@@ -174,19 +177,33 @@ def entry_doi(entry, links: list[str]) -> str | None:
     return None
 
 
-def entry_abstract(entry) -> str:
-    """The longer of summary and content, as plain text."""
+def _typed(value: str | None, kind: object) -> str:
+    """A text construct as plain text: read as HTML unless feedparser says it is text (Atom's type="text", or an RSS
+    element it found no HTML in), where a <think> or <eos> of the abstract is a word, not a tag."""
+    return plain_to_text(value) if kind == "text/plain" else html_to_text(value)
+
+
+def entry_text(entry, field: str) -> str:
+    """An entry's title or summary as plain text, read as what it is (see _typed)."""
+    detail = entry.get(f"{field}_detail")
+    return _typed(entry.get(field), detail.get("type") if hasattr(detail, "get") else None)
+
+
+def entry_abstract(entry) -> tuple[str, object]:
+    """The longer of summary and content, as given, and its type (text/html, text/plain...)."""
     summary = entry.get("summary") or ""
+    detail = entry.get("summary_detail")
+    kind = detail.get("type") if hasattr(detail, "get") else None
     for content in entry.get("content") or ():
         value = content.get("value") or ""
         if len(value) > len(summary):
-            summary = value
-    return summary
+            summary, kind = value, content.get("type")
+    return summary, kind
 
 
 def paper_from_entry(entry) -> ParsedPaper | None:
     """A generic feed entry as a paper; None when it has no title."""
-    title = html_to_text(entry.get("title"))
+    title = entry_text(entry, "title")
     if not title:
         return None
     links = entry_links(entry)
@@ -199,12 +216,12 @@ def paper_from_entry(entry) -> ParsedPaper | None:
     if found is None and doi:
         found = arxiv_id_in(doi)
     arxiv_id, version = found if found else (None, None)
-    raw_abstract = entry_abstract(entry)
+    raw_abstract, kind = entry_abstract(entry)
     authors = entry_authors(entry)
     upvotes = None
     if "<b>Summary:</b>" in raw_abstract:
         raw_abstract, mirror_authors, upvotes = _read_hf_mirror(raw_abstract)
-        authors = authors or mirror_authors
+        authors, kind = authors or mirror_authors, "text/html"
     url = entry.get("link") or None
     pdf_url = None
     if arxiv_id:
@@ -214,7 +231,7 @@ def paper_from_entry(entry) -> ParsedPaper | None:
         key=paper_key(arxiv_id, doi, title),
         ident=arxiv_id or doi or item_id or title,
         title=title,
-        abstract=html_to_text(raw_abstract),
+        abstract=_typed(raw_abstract, kind),
         authors=authors,
         categories=[tag["term"] for tag in entry.get("tags") or () if tag.get("term")],
         arxiv_id=arxiv_id,

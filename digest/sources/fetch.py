@@ -166,7 +166,8 @@ def _fetch(client: httpx.Client, url: str, headers: dict[str, str], settings: Se
                 if status in PERMANENT + TEMPORARY and "location" in response.headers:
                     redirects += 1
                     if redirects > MAX_REDIRECTS:
-                        raise SourceError(f"more than {MAX_REDIRECTS} redirects from {url}")
+                        raise SourceError(f"more than {MAX_REDIRECTS} redirects from {url} (the last to {urljoin(current, response.headers['location'])})",
+                                          "the server redirects in a loop or too far; open the URL in a browser and add the feed's final address")
                     current = urljoin(current, response.headers["location"])
                     # Only an unbroken chain of permanent redirects moves the source (rss2email does the same).
                     permanent_so_far = permanent_so_far and status in PERMANENT
@@ -271,6 +272,8 @@ def _hint_for(status: int) -> str:
         return "the feed is not there; check the URL, or `digest sources remove` it"
     if status in RETRYABLE:
         return "the server is busy or limiting us; the next fetch tries again"
+    if 400 <= status < 500:  # the request itself is refused: asking again the same way will not help
+        return "the server refuses the request as made; check the URL (an arxiv-api source: its query)"
     return "the server failed; the next fetch tries again"
 
 

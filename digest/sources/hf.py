@@ -11,7 +11,7 @@ import json
 from digest.errors import FeedError
 from digest.sources import ParsedPaper, ParseResult
 from digest.sources.check import check_paper, unexpected
-from digest.sources.clean import arxiv_id_in, arxiv_urls, clean_name, html_to_text, paper_key, parse_time
+from digest.sources.clean import arxiv_id_in, arxiv_urls, clean_name, html_to_text, paper_key, parse_time, plain_to_text
 from digest.sources.shape import check_json
 
 _MAX_WARNINGS = 20
@@ -36,7 +36,9 @@ def _item_paper(item: dict, problems: list[str]) -> ParsedPaper:
     title = paper.get("title") or item.get("title")
     if title is not None and not isinstance(title, str):
         raise ValueError("'title' is not text")
-    title = html_to_text(title)
+    # The API's text fields are plain text (the arXiv abstract as written): "emits <swi> to enter latent mode" keeps
+    # its <swi>, which html_to_text took for a tag.
+    title = plain_to_text(title)
     if not title:
         raise ValueError("no title")
     found = arxiv_id_in(ident)
@@ -70,7 +72,7 @@ def _item_paper(item: dict, problems: list[str]) -> ParsedPaper:
         key=paper_key(arxiv_id, None, title),
         ident=arxiv_id or ident.strip(),
         title=title,
-        abstract=html_to_text(_text(paper, "summary", problems) or _text(item, "summary", problems) or ""),
+        abstract=plain_to_text(_text(paper, "summary", problems) or _text(item, "summary", problems) or ""),
         authors=authors,
         arxiv_id=arxiv_id,
         version=found[1] if found else None,
@@ -78,7 +80,7 @@ def _item_paper(item: dict, problems: list[str]) -> ParsedPaper:
         pdf_url=pdf_url,
         published=published,
         upvotes=upvotes,
-        ai_summary=html_to_text(_text(paper, "ai_summary", problems)) or None,
+        ai_summary=plain_to_text(_text(paper, "ai_summary", problems)) or None,
         github_repo=github.strip() if github and github.strip() else None,
         item_id=ident.strip(),
     )

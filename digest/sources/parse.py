@@ -106,6 +106,10 @@ def dedupe_papers(result: ParseResult) -> ParseResult:
         kept = papers[index]
         if (paper.version or 0) > (kept.version or 0):
             papers[index] = paper
-        result.warnings.append(f"{paper.ident}: listed twice, one kept")
+        if paper.key.startswith("title:") and paper.ident != kept.ident:
+            # Two entries of their own (two links, two guids) taken for one paper by their title alone: say so.
+            result.warnings.append(f"{paper.ident}: same title as {kept.ident}, taken for the same paper; one kept")
+        else:
+            result.warnings.append(f"{paper.ident}: listed twice, one kept")
     result.papers = papers
     return result
