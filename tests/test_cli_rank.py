@@ -97,10 +97,22 @@ def test_rank_cmd_uses_feedback(cli, store):
     with session_scope(store) as session:
         sub = get_subscriber(session, "ada@example.org")
         papers = {c.paper.ident: c.paper for c in candidate_papers(session, utcnow() - timedelta(days=1), utcnow())}
-        record_feedback(session, sub, papers["2501.00002"], 1, utcnow())
+        record_feedback(session, sub, papers["2501.00001"], 1, utcnow())
+    entries = {e["id"]: e for e in rank_json(cli, "ada@example.org", "--limit", "10")}
+    assert any(r.startswith("like Sparse autoencoders find interpretable features") for r in entries["2501.00003"]["reasons"])
+
+
+@pytest.mark.parametrize("how", ["seed", "like", "dislike"])
+def test_rank_cmd_never_offers_a_paper_the_subscriber_named(cli, store, how):
+    """A seed paper is not news, a liked one was read, a disliked one unwanted: none is a candidate, whether an
+    email carried it or not (a seed used to come first, "similar to your seed paper" itself)."""
+    assert "2501.00001" in [e["id"] for e in rank_json(cli, "ada@example.org", "--limit", "10")]
+    if how == "seed":
+        assert cli("subscribers", "update", "ada@example.org", "--seed-paper", "2501.00001").exit_code == 0
+    else:
+        assert cli("subscribers", "feedback", "ada@example.org", f"--{how}", "2501.00001").exit_code == 0
     entries = rank_json(cli, "ada@example.org", "--limit", "10")
-    robot = [e for e in entries if e["id"] == "2501.00002"]
-    assert robot and any("you liked it" in r for r in robot[0]["reasons"])
+    assert entries and "2501.00001" not in [e["id"] for e in entries]
 
 
 def test_rank_cmd_nothing_matched_shows_trending(cli, store):

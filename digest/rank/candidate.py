@@ -52,7 +52,7 @@ class Profile:
     categories: tuple[str, ...] = ()
     max_papers: int = 10
     trending_weight: float = 0.2
-    exclude_paper_ids: frozenset[int] = frozenset()  # already sent to this subscriber
+    exclude_paper_ids: frozenset[int] = frozenset()  # already sent to this subscriber, or named by them (seeds, votes)
 
     @cached_property
     def excludes_anything(self) -> bool:
@@ -69,7 +69,11 @@ def _profile_paper(paper: Paper) -> ProfilePaper:
 
 
 def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable[Paper] = (), disliked: Iterable[Paper] = (), sent_ids: Iterable[int] = ()) -> Profile:
-    """The Profile of a Subscriber row, given the papers its seeds and feedback refer to."""
+    """The Profile of a Subscriber row, given the papers its seeds and feedback refer to. Those papers are never
+    candidates: the subscriber named them, so they know them (a seed paper is not news, a liked one was read, a
+    disliked one is unwanted), whether or not an email carried them."""
+    seed_papers, liked, disliked = tuple(seed_papers), tuple(liked), tuple(disliked)
+    known = {p.id for p in (*seed_papers, *liked, *disliked) if p.id is not None}
     return Profile(
         subscriber_id=subscriber.id,
         interests=tuple(i for i in subscriber.interests or () if i.strip()),
@@ -81,5 +85,5 @@ def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable
         categories=tuple(subscriber.categories or ()),
         max_papers=subscriber.max_papers,
         trending_weight=subscriber.trending_weight,
-        exclude_paper_ids=frozenset(sent_ids),
+        exclude_paper_ids=frozenset(sent_ids) | known,
     )
