@@ -245,6 +245,9 @@ def test_add_subscriber_keeps_seed_papers_normalised(engine, papers):
         sub = add_subscriber(session, "ada@example.org", SubscriberInput(seed_papers=["arXiv:2406.04093v2", "https://doi.org/10.1234/ABC.def"]), now=NOW)
         assert sub.seed_papers == ["2406.04093v2", "10.1234/abc.def"]
         assert [p.id for p in resolve_papers(session, sub.seed_papers)] == [papers["sae"].id, papers["doi"].id]
+        # Links to the same paper elsewhere name it too (they were "no paper ... in the store").
+        links = ["https://huggingface.co/papers/2406.04093", "https://arxiv.org/html/2406.04093v2", "https://www.alphaxiv.org/abs/2406.04093"]
+        assert [p.id for p in resolve_papers(session, links)] == [papers["sae"].id] * 3
     with pytest.raises(InputError, match="seed_papers: no paper '2499.99999' in the store"):
         with session_scope(engine) as session:
             add_subscriber(session, "bob@example.org", SubscriberInput(seed_papers=["2499.99999"]), now=NOW)

@@ -26,6 +26,7 @@ from ..addresses import ascii_address
 from ..editions import parse_frequency, parse_send_at, parse_zone
 from ..errors import InputError, NotFoundError
 from ..models import Delivery, Feedback, Paper, PendingProfile, SentPaper, Subscriber, UsedToken
+from ..sources.clean import arxiv_id_in
 from ..taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 from ..tokens import MAX_AGE
 from .papers import get_paper_by_ident
@@ -197,12 +198,16 @@ _DOI_PREFIX = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)", re.I)
 
 
 def normalise_ident(ident: str) -> str:
-    """The form an identifier is kept in: no arXiv / DOI URL prefix, DOIs lower-cased."""
+    """The form an identifier is kept in: no arXiv / DOI URL prefix, DOIs lower-cased; another link that names an
+    arXiv paper (arxiv.org/html/..., huggingface.co/papers/..., alphaxiv.org/abs/...) its arXiv id."""
     text = ident.strip()
     if _ARXIV_PREFIX.match(text):
         return _ARXIV_PREFIX.sub("", text).removesuffix(".pdf")
     if _DOI_PREFIX.match(text) or text.startswith("10."):
         return _DOI_PREFIX.sub("", text).lower()
+    if re.match(r"^https?://", text, re.I) and (found := arxiv_id_in(text)) is not None:
+        arxiv_id, version = found
+        return f"{arxiv_id}v{version}" if version else arxiv_id
     return text
 
 
