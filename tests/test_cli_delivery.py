@@ -353,6 +353,18 @@ def test_run_fetches_every_source_then_sends(cli, home: Path, smtp_server, feed_
     assert feed_server.requests_to("/files/real/arxiv-rss/rss-cs.SD")
 
 
+def test_run_prints_each_sources_warnings_as_fetch_does(cli, home: Path, smtp_server, feed_server) -> None:
+    # `digest run` (what cron and the timer call) printed "; 1 warning" alone: the 301's new URL was never shown.
+    populate(home)
+    assert cli("sources", "add", feed_server.url("moved/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd").exit_code == 0
+    result = cli("run", env=smtp_env(smtp_server))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        "sd: new: 23 entries, 23 new, 0 updated, 0 unchanged; 1 warning",
+        f"  warning: moved permanently: the source now points at {feed_server.url('files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml')}",
+    ]
+
+
 def test_run_fetches_on_the_fetch_schedule_not_on_every_run(cli, home: Path, smtp_server, feed_server) -> None:
     populate(home)
     cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "cs.SD")

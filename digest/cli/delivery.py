@@ -29,6 +29,7 @@ from ..store.sources import list_sources
 from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber, list_subscribers
 from ..tokens import DEMO_SECRET, edition_url
 from . import EXIT_ERROR, AppContext, main, pass_app
+from .sources import echo_report
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -128,7 +129,7 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
     finally:
         progress.close()
     for source in report.fetched:
-        click.echo(source.line(), err=source.status == "error")  # a failed source reaches cron's MAILTO (stderr)
+        echo_report(source)  # as `digest fetch` prints it: a failed source on stderr (cron's MAILTO), then its warnings
     if report.fetch_error:
         click.echo(f"error: the fetch failed, so only papers already stored were sent: {report.fetch_error}", err=True)
     if report.error is not None:  # the server down, the database locked: how far it got, then the error

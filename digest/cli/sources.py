@@ -106,9 +106,9 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
         with click.progressbar(length=count, label="fetching", show_pos=True) as bar:
             reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=lambda _r: bar.update(1))
         for report in reports:
-            _echo_report(report)
+            echo_report(report)
     else:
-        reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=_echo_report)
+        reports = fetch_sources(engine, settings, app.now(), only=names or None, progress=echo_report)
     if any(r.status == "error" for r in reports):
         sys.exit(EXIT_ERROR)
 
@@ -126,10 +126,10 @@ def import_cmd(app: AppContext, file: str) -> None:
     if Path(file).is_dir():  # as "no such file": the operator's input, one line and exit 1, not a usage error
         raise InputError(f"{file}: is a directory, not a file", "give one feed or JSON Lines file; `digest import --help` lists the formats")
 
-    _echo_report(import_file(app.engine, file, app.now()))
+    echo_report(import_file(app.engine, file, app.now()))
 
 
-def _echo_report(report: SourceReport) -> None:
+def echo_report(report: SourceReport) -> None:
     """One source's line and its first warnings; a failed source's line on stderr (cron's MAILTO reads it)."""
     click.echo(report.line(), err=report.status == "error")
     for line in report.warning_lines():
