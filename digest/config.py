@@ -63,6 +63,9 @@ class Settings:
     arxiv_api_delay: float = setting(3.0, "seconds between arXiv API requests (arXiv asks for at least 3)", minimum=3.0)
     window_days: int = setting(3, "how many days back a paper can still be a candidate", minimum=1)
     relevance_floor: float = setting(0.05, "similarity below which a paper is never picked", minimum=0)
+    include_replacements: bool = setting(False, "also offer papers first met in an arXiv listing's replacements (a new "
+                                                "version of an older paper; a third of a cs.CL day); a replaced paper "
+                                                "another source carries (Hugging Face's trending list) is offered anyway")
     rank_model: Literal["tfidf", "hybrid"] = setting(
         "tfidf", "tfidf, or hybrid: TF-IDF blended with MiniLM sentence embeddings (pip install 'digest[semantic]')")
     smtp_host: str = setting("", "SMTP server; empty: write messages to outbox_dir instead")

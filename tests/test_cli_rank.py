@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -54,8 +55,8 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def rank_json(cli, *args) -> list[dict]:
-    result = cli("rank", *args, "--json")
+def rank_json(cli, *args, env: dict | None = None) -> list[dict]:
+    result = cli("rank", *args, "--json", env=env)
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -196,3 +197,19 @@ def test_profile_rows_and_sent_among_read_the_store(store):
     assert profile.interests == ("sparse autoencoders", "interpretability")
     assert profile.exclude_paper_ids == frozenset({ids[1]}) and profile.max_papers == 2
     assert sent == {sub.id: set()}
+
+
+def test_rank_cmd_leaves_out_papers_first_met_as_arxiv_replacements(cli, store):
+    """A replacement announcement is a new version of an older paper, not new research: first met that way it is no
+    candidate unless include_replacements, or another kind of source (Hugging Face's daily list) carries it."""
+    now = utcnow()
+    with session_scope(store) as session:
+        arxiv_id = ensure_source(session, "arxiv-cs", "arxiv-rss", "https://rss.arxiv.org/rss/cs", now).id
+        hf_id = ensure_source(session, "hf-daily", "hf-daily", "https://huggingface.co/api/daily_papers", now).id
+    old = [("2401.00007", "Sparse autoencoders revisited for interpretability", "Sparse autoencoders and interpretability, version 3.", 0),
+           ("2401.00008", "Sparse autoencoders at scale for interpretability", "Interpretability with sparse autoencoders, version 2.", 0)]
+    upsert_papers(store, arxiv_id, [dataclasses.replace(parsed(*p), announce_type="replace") for p in old], now - timedelta(minutes=30))
+    upsert_papers(store, hf_id, [parsed(*old[1])], now - timedelta(minutes=20))  # trending on Hugging Face too
+    listed = [e["id"] for e in rank_json(cli, "ada@example.org", "--limit", "10")]
+    assert "2401.00007" not in listed and "2401.00008" in listed
+    assert "2401.00007" in [e["id"] for e in rank_json(cli, "ada@example.org", "--limit", "10", env={"DIGEST_INCLUDE_REPLACEMENTS": "true"})]
