@@ -10,6 +10,7 @@ Size: FLEET_SIZE subscribers (2,000) for the offsets, fewer where the test only 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -143,6 +144,46 @@ def test_a_worker_killed_mid_send_has_its_deliveries_taken_over_after_its_lease(
     assert world.duplicates() <= CONNECTIONS  # at most the message in flight on each of its connections
     assert ledger_states(world.url) == {"sent": size}
     print(f"takeover: last message {max(m.at for m in sink.messages) - killed:.1f}s after SIGKILL (lease {LEASE}s, {CONNECTIONS} connections), duplicates {world.duplicates()}")
+
+
+def test_rows_of_a_killed_worker_are_said_to_be_its_own_until_its_lease_passes(templates, tmp_path: Path, sink) -> None:
+    """A worker SIGKILLed mid-send holds its rows until its lease passes. Before, another host's `digest send` said
+    "268 by other workers" and `digest status` only counted them pending, as if someone were sending them. Now both
+    name the worker and say it has no session on the database, and when its lease ends; a live one is "connected"."""
+    world = fleet(templates, tmp_path, sink, SMALL, lease_seconds="60")
+    sink.data_delay = 2.0  # a stalling relay: the worker holds its rows for a while
+    a = world.start("send", "a")
+    engine = sa.create_engine(world.url)
+    try:
+        deadline = time.monotonic() + 120
+        with engine.connect() as conn:
+            while not (worker := conn.execute(sa.text("SELECT min(worker) FROM delivery WHERE state = 'sending'")).scalar_one()):
+                conn.rollback()
+                assert time.monotonic() < deadline and a.process.poll() is None, a.output()
+                time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+    def leases() -> list[dict]:
+        status = world.start("status", "c", "--json")
+        assert world.wait(status) == {"c": 0}, status.output()
+        return json.loads(status.out.read_text())["leases"]
+
+    alive = leases()
+    assert [(h["worker"], h["connected"]) for h in alive] == [(worker, True)], alive
+    a.process.send_signal(signal.SIGKILL)
+    a.process.wait()
+    dead = leases()
+    assert [(h["worker"], h["connected"]) for h in dead] == [(worker, False)], dead
+    assert 0 < dead[0]["lease_seconds_left"] <= 60 and dead[0]["deliveries"] > 0
+    b = world.start("send", "b")
+    assert world.wait(b) == {"b": 0}, b.output()
+    line = b.out.read_text().strip().splitlines()[-1]
+    assert f"{dead[0]['deliveries']} held by {worker}, which has no session on the database (it died, or is reconnecting): its lease ends in " in line, line
+    assert "by other workers" not in line, line  # the dead worker's rows were all the others
+    text = world.start("status", "c")
+    world.wait(text)
+    assert f"leased: {dead[0]['deliveries']} deliveries of " in text.output() and f"held by {worker}, which has no session" in text.output(), text.output()
 
 
 def test_a_worker_whose_connection_is_terminated_reconnects_or_stops_cleanly(templates, tmp_path: Path, sink) -> None:

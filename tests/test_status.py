@@ -325,3 +325,4 @@ def test_status_check_tells_an_edition_that_did_not_go_out(cli, home, sqlite_eng
     assert healthy.exit_code == 0 and healthy.output.startswith("ok: "), healthy.output
     with session_scope(sqlite_engine) as session:
         assert get_subscriber(session, "cy@example.org").last_digest_at is not None
+

@@ -174,18 +174,35 @@ class _Heartbeat:
         self.engine, self.editions, self.worker, self.lease = engine, list(editions), worker, lease
         self.lost = threading.Event()
         self.stopping = threading.Event()
+        try:
+            # Now, not a third of a lease later in the thread: the worker is about to hold rows, and is present from then.
+            self.conn: Connection | None = self._connect()
+        except Exception as exc:  # noqa: BLE001 - a wall: the thread tries again
+            log_event(log, "heartbeat-failed", logging.WARNING, worker=self.worker, error=str(exc))
+            self.conn = None
         self.thread = threading.Thread(target=self._run, name="digest-heartbeat", daemon=True)
         self.thread.start()
 
+    def _connect(self) -> Connection:
+        """The heartbeat's connection, which also marks this worker present while it is open (fleet.hold_worker_lock:
+        `digest status` and the other workers' reports tell its rows from a dead worker's)."""
+        conn = self.engine.connect()
+        try:
+            fleet.hold_worker_lock(conn, self.worker)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _run(self) -> None:
         renewed = time.monotonic()
-        conn: Connection | None = None
+        conn, self.conn = self.conn, None
         while not self.stopping.wait(self.lease / 3):
             if time.monotonic() - renewed >= self.lease:  # the process was frozen (SIGSTOP, a paused VM) past its lease
                 self.lost.set()
             try:
                 if conn is None:
-                    conn = self.engine.connect()
+                    conn = self._connect()
                 fleet.renew_leases(conn, self.editions, self.worker, self.lease)
                 renewed = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - a wall: the heartbeat tries again with a new connection
@@ -320,6 +337,9 @@ class LeaseClaimer(LedgerClaimer):
             return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
         try:
             elsewhere = fleet.handled_elsewhere(self.engine, self._unclaimed(), self.worker)
+            # Of those, the rows whose worker has no session on the database: a worker killed mid-send holds its rows
+            # until its lease passes, and the report must not say they are being sent.
+            gone = tuple(h for h in fleet.lease_holders(self.engine, self._unclaimed(), besides=self.worker) if not h.connected and h.seconds_left > 0) if elsewhere else ()
         except DigestError:
-            elsewhere = 0  # only a count in the report: everything this worker did is recorded
-        return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded), elsewhere=elsewhere)
+            elsewhere, gone = 0, ()  # only counts in the report: everything this worker did is recorded
+        return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded), elsewhere=elsewhere, gone=gone)
