@@ -311,6 +311,32 @@ def test_claim_deliveries_two_workers_never_share_a_row_and_an_expired_lease_is_
     engine.dispose()
 
 
+def test_a_host_whose_clock_is_ahead_does_not_supersede_rows_another_worker_holds(postgres_url) -> None:
+    """Planning a newer edition closes the older edition's open rows ('failed', superseded), except those another
+    worker holds under a live lease. That lease was compared with the planning host's clock: a host 5 minutes ahead
+    closed rows another worker was sending under a 60 s lease. Leases are on the database's clock, as claims are."""
+    from datetime import datetime, timedelta, timezone
+
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["x"]), now=now).id
+    ledger.open_deliveries(engine, [(sub, "2026-01-01")], now, lambda s, e: f"<{s}.{e}@example.org>")
+    with engine.connect() as conn:
+        held, _ = shared.claim_deliveries(conn, ["2026-01-01"], "a", 60, 1, now)
+    assert len(held) == 1
+    ahead = now + timedelta(minutes=5)  # the other host's clock
+    ledger.open_deliveries(engine, [(sub, "2026-01-02")], ahead, lambda s, e: f"<{s}.{e}@example.org>")
+    assert [(d.edition, d.state) for d in ledger.deliveries_for(engine, subscriber_id=sub)] == [("2026-01-01", "sending"), ("2026-01-02", "pending")]
+    engine.dispose()
+
+
 def test_end_leases_keeps_the_lease_of_a_deferral_that_may_have_arrived(postgres_url) -> None:
     """A 4xx deferral's lease ends with its worker's run, so any worker's next run retries it; an unconfirmed one (the
     whole message went, its answer never came) keeps its lease until it runs out, so another worker still sending

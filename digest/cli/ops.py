@@ -17,7 +17,7 @@ from ..log import enable_event_logging
 from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job
 from ..schedule import serve as serve_forever
 from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
-from ..store.fleet import LeaseHolder, is_shared, lease_holders
+from ..store.fleet import LeaseHolder, clock_offset, clock_problem, is_shared, lease_holders
 from ..store.status import active_schedules, source_health
 from ..tokens import SECRET_KEY_HINT, secret_key_problem
 from . import EXIT_ERROR, AppContext, main, pass_app, settings_problems
@@ -71,6 +71,8 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     editions = editions_summary(engine, limit=EDITIONS_SHOWN)
     problems = source_problems(sources, now) + edition_problems(active_schedules(engine), finished_editions(engine), unfinished_deliveries(engine), now)
     holders = lease_holders(engine) if is_shared(engine) else []  # PostgreSQL: who holds the deliveries being sent
+    if is_shared(engine) and (skew := clock_problem(clock_offset(engine, now))):  # one clock for a fleet: the database's
+        problems.append(skew)
     upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
     # A source never fetched, a missed fetch_cron time or a failed fetch's retry: the next run or tick fetches.
     due_now = fetch_due(engine, app.settings, now)

@@ -205,6 +205,8 @@ def run_job(
     def clock() -> datetime:  # the run's instant, moved on by the time it has taken
         return now + timedelta(seconds=time.monotonic() - started)
 
+    if fleet.is_shared(engine) and not dry_run and (skew := fleet.clock_problem(fleet.clock_offset(engine, now))):
+        log_event(log, "clock-skew", logging.WARNING, note=skew)  # the leases are safe (the database's clock); the schedule is not
     with _one_at_a_time(engine, settings):
         fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings, stop_event)
         if stop_event.is_set():  # stopped while fetching (the daemon's SIGTERM): nothing planned, nothing left pending

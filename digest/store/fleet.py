@@ -194,6 +194,29 @@ def hold_worker_lock(conn: Connection, worker: str) -> None:
     conn.commit()
 
 
+CLOCK_SKEW_LIMIT = 30.0  # seconds between a host's clock and the database's before it is a problem
+
+
+def clock_offset(engine: Engine, now: datetime) -> float:
+    """Seconds this host's clock (`now`) is ahead of the database's (negative: behind). The leases never depend on
+    it, but who is due, an edition's window and the papers' first_seen do: a host 2 hours ahead sends the next
+    day's edition 2 hours early and moves its readers' window 2 hours into the future."""
+    try:
+        with engine.connect() as conn:
+            database = conn.execute(sa.select(sa.func.now())).scalar_one()
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+    return (now - database).total_seconds()
+
+
+def clock_problem(offset: float) -> str | None:
+    """One line when `offset` (clock_offset) passes CLOCK_SKEW_LIMIT, else None."""
+    if abs(offset) <= CLOCK_SKEW_LIMIT:
+        return None
+    return (f"this host's clock is {abs(offset):.0f}s {'ahead of' if offset > 0 else 'behind'} the database's: it sends editions "
+            f"{'early' if offset > 0 else 'late'} and moves its readers' windows (run NTP: chrony or systemd-timesyncd on every host)")
+
+
 def _lock_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for `name` (the same on every host and Python version)."""
     return int.from_bytes(hashlib.sha256(f"digest:{name}".encode()).digest()[:8], "big", signed=True)
