@@ -337,6 +337,36 @@ def test_a_host_whose_clock_is_ahead_does_not_supersede_rows_another_worker_hold
     engine.dispose()
 
 
+def test_lease_holders_tell_a_worker_whose_heartbeat_runs_from_one_that_stopped(postgres_url) -> None:
+    """A worker is 'connected' while its heartbeat's session is open, and no longer once it stops, even in a process
+    that lives on (a daemon): the session-level lock must not go back to the pool with the connection."""
+    from datetime import datetime, timezone
+
+    from digest.delivery.claim import _Heartbeat
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["x"]), now=now).id
+    ledger.open_deliveries(engine, [(sub, "2026-01-01")], now, lambda s, e: f"<{s}.{e}@example.org>")
+    heartbeat = _Heartbeat(engine, ["2026-01-01"], "host:1:abc", 60)
+    with engine.connect() as conn:
+        assert len(shared.claim_deliveries(conn, ["2026-01-01"], "host:1:abc", 60, 1, now)[0]) == 1
+    [holder] = shared.lease_holders(engine)
+    assert (holder.worker, holder.rows, holder.connected, holder.editions) == ("host:1:abc", 1, True, ("2026-01-01",))
+    assert 55 < holder.seconds_left <= 60 and "connected (it renews its lease, which ends in " in holder.describe()
+    heartbeat.stop()
+    [holder] = shared.lease_holders(engine)
+    assert not holder.connected and "which has no session on the database (it died, or is reconnecting): its lease ends in " in holder.describe()
+    assert shared.lease_holders(engine, [], besides=None) == [] and shared.lease_holders(engine, besides="host:1:abc") == []
+    engine.dispose()
+
+
 def test_end_leases_keeps_the_lease_of_a_deferral_that_may_have_arrived(postgres_url) -> None:
     """A 4xx deferral's lease ends with its worker's run, so any worker's next run retries it; an unconfirmed one (the
     whole message went, its answer never came) keeps its lease until it runs out, so another worker still sending

@@ -190,6 +190,7 @@ class _Heartbeat:
         try:
             fleet.hold_worker_lock(conn, self.worker)
         except BaseException:
+            conn.invalidate()  # whatever it holds goes with it
             conn.close()
             raise
         return conn
@@ -214,6 +215,9 @@ class _Heartbeat:
                 if time.monotonic() - renewed >= self.lease:
                     self.lost.set()
         if conn is not None:
+            # Not back to the pool still marking this worker present (a session-level lock outlives the checkout): a
+            # daemon's later runs would keep it "connected" for as long as the process lives.
+            conn.invalidate()
             conn.close()
 
     def stop(self) -> None:
