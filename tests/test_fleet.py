@@ -181,6 +181,8 @@ def test_rows_of_a_killed_worker_are_said_to_be_its_own_until_its_lease_passes(t
     line = b.out.read_text().strip().splitlines()[-1]
     assert f"{dead[0]['deliveries']} held by {worker}, which has no session on the database (it died, or is reconnecting): its lease ends in " in line, line
     assert "by other workers" not in line, line  # the dead worker's rows were all the others
+    # and in its log, for a daemon, whose runs print no summary
+    assert any("event=held-by-gone-worker" in log and worker in log and f"deliveries={dead[0]['deliveries']}" in log for log in b.output().splitlines()), b.output()
     text = world.start("status", "c")
     world.wait(text)
     assert f"leased: {dead[0]['deliveries']} deliveries of " in text.output() and f"held by {worker}, which has no session" in text.output(), text.output()

@@ -242,6 +242,9 @@ def run_job(
     # A daemon checks every minute: a run that had nothing due is a debug line, not an info line a minute.
     log_event(log, "run-done", logging.INFO if report.due or report.fetched else logging.DEBUG, sent=report.sent, skipped=report.skipped,
               failed=report.failed, deferred=report.deferred, not_attempted=report.not_attempted, seconds=round(report.seconds, 1))  # a number in JSON logs
+    for holder in report.gone:  # the daemon has no summary line: its log says whose rows nobody is sending
+        log_event(log, "held-by-gone-worker", logging.WARNING, holder=holder.worker, deliveries=holder.rows, lease_ends_in=round(holder.seconds_left),
+                  note="that worker has no session on the database (it died, or is reconnecting); any run takes its rows over once its lease ends")
     return report
 
 
