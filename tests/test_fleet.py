@@ -369,6 +369,45 @@ def test_lease_holders_tell_a_worker_whose_heartbeat_runs_from_one_that_stopped(
     engine.dispose()
 
 
+def test_a_heartbeat_whose_connection_is_terminated_is_back_within_seconds(postgres_url) -> None:
+    """A live worker's heartbeat connection terminated (a failover, pg_terminate_backend): it reconnects within a
+    second or two, not a third of a lease (20 s by default) later, during which `digest status` said it had no session."""
+    from datetime import datetime, timezone
+
+    from digest.delivery.claim import _Heartbeat
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["x"]), now=now).id
+    ledger.open_deliveries(engine, [(sub, "2026-01-01")], now, lambda s, e: f"<{s}.{e}@example.org>")
+    heartbeat = _Heartbeat(engine, ["2026-01-01"], "host:2:def", 30)  # renewed every 10 s
+    try:
+        with engine.connect() as conn:
+            assert len(shared.claim_deliveries(conn, ["2026-01-01"], "host:2:def", 30, 1, now)[0]) == 1
+        admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            ended = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+                                         "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar_one()
+        admin.dispose()
+        assert ended == 1
+        time.sleep(0.2)
+        assert not shared.lease_holders(engine)[0].connected
+        started = time.monotonic()
+        while not shared.lease_holders(engine)[0].connected:
+            assert time.monotonic() - started < 15, "the heartbeat did not reconnect within 15 s"
+            time.sleep(0.1)
+        assert time.monotonic() - started < 15
+    finally:
+        heartbeat.stop()
+        engine.dispose()
+
+
 def test_end_leases_keeps_the_lease_of_a_deferral_that_may_have_arrived(postgres_url) -> None:
     """A 4xx deferral's lease ends with its worker's run, so any worker's next run retries it; an unconfirmed one (the
     whole message went, its answer never came) keeps its lease until it runs out, so another worker still sending

@@ -198,16 +198,21 @@ class _Heartbeat:
     def _run(self) -> None:
         renewed = time.monotonic()
         conn, self.conn = self.conn, None
-        while not self.stopping.wait(self.lease / 3):
+        # After a failure the next try comes within a second, not a third of a lease later: a connection terminated
+        # under a live worker (a failover, pg_terminate_backend) made it look gone, in `digest status`, for 20 s.
+        pause = self.lease / 3
+        while not self.stopping.wait(pause):
             if time.monotonic() - renewed >= self.lease:  # the process was frozen (SIGSTOP, a paused VM) past its lease
                 self.lost.set()
             try:
                 if conn is None:
                     conn = self._connect()
                 fleet.renew_leases(conn, self.editions, self.worker, self.lease)
-                renewed = time.monotonic()
+                renewed, pause = time.monotonic(), self.lease / 3
             except Exception as exc:  # noqa: BLE001 - a wall: the heartbeat tries again with a new connection
-                log_event(log, "heartbeat-failed", logging.WARNING, worker=self.worker, error=str(exc))
+                if pause == self.lease / 3:  # once per outage, not once a second
+                    log_event(log, "heartbeat-failed", logging.WARNING, worker=self.worker, error=str(exc), note="trying again every second")
+                pause = min(1.0, self.lease / 3)
                 if conn is not None:
                     conn.invalidate()
                     conn.close()

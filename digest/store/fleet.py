@@ -144,7 +144,7 @@ def open_work(engine: Engine, editions: Sequence[str]) -> OpenWork:
 class LeaseHolder:
     """A worker holding deliveries under a lease, as the database sees it: `connected` when a session of that worker
     is open (its heartbeat holds the worker's advisory lock); a worker killed or cut off has none. The database
-    cannot tell a dead worker from one whose heartbeat is reconnecting (at most a third of a lease): it says neither."""
+    cannot tell a dead worker from one whose heartbeat is reconnecting (it tries every second): it says neither."""
 
     worker: str
     rows: int
