@@ -179,7 +179,7 @@ def test_rows_of_a_killed_worker_are_said_to_be_its_own_until_its_lease_passes(t
     b = world.start("send", "b")
     assert world.wait(b) == {"b": 0}, b.output()
     line = b.out.read_text().strip().splitlines()[-1]
-    assert f"{dead[0]['deliveries']} held by {worker}, which has no session on the database (it died, or is reconnecting): its lease ends in " in line, line
+    assert f"{dead[0]['deliveries']} held by {worker}, which has no session on the database (it ended or died, or is reconnecting): its lease ends in " in line, line
     assert "by other workers" not in line, line  # the dead worker's rows were all the others
     # and in its log, for a daemon, whose runs print no summary
     assert any("event=held-by-gone-worker" in log and worker in log and f"deliveries={dead[0]['deliveries']}" in log for log in b.output().splitlines()), b.output()
@@ -364,7 +364,7 @@ def test_lease_holders_tell_a_worker_whose_heartbeat_runs_from_one_that_stopped(
     assert 55 < holder.seconds_left <= 60 and "connected (it renews its lease, which ends in " in holder.describe()
     heartbeat.stop()
     [holder] = shared.lease_holders(engine)
-    assert not holder.connected and "which has no session on the database (it died, or is reconnecting): its lease ends in " in holder.describe()
+    assert not holder.connected and "which has no session on the database (it ended or died, or is reconnecting): its lease ends in " in holder.describe()
     assert shared.lease_holders(engine, [], besides=None) == [] and shared.lease_holders(engine, besides="host:1:abc") == []
     engine.dispose()
 

@@ -244,7 +244,7 @@ def run_job(
               failed=report.failed, deferred=report.deferred, not_attempted=report.not_attempted, seconds=round(report.seconds, 1))  # a number in JSON logs
     for holder in report.gone:  # the daemon has no summary line: its log says whose rows nobody is sending
         log_event(log, "held-by-gone-worker", logging.WARNING, holder=holder.worker, deliveries=holder.rows, lease_ends_in=round(holder.seconds_left),
-                  note="that worker has no session on the database (it died, or is reconnecting); any run takes its rows over once its lease ends")
+                  note="that worker has no session on the database (it ended or died, or is reconnecting); any run takes its rows over once its lease ends")
     return report
 
 

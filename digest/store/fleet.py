@@ -156,7 +156,7 @@ class LeaseHolder:
         """A few words for people: whose rows, whether that worker is there, and when they are free."""
         if self.connected and self.seconds_left > 0:
             return f"{self.worker}, connected (it renews its lease, which ends in {self.seconds_left:.0f}s)"
-        who = f"{self.worker}, connected," if self.connected else f"{self.worker}, which has no session on the database (it died, or is reconnecting):"
+        who = f"{self.worker}, connected," if self.connected else f"{self.worker}, which has no session on the database (it ended or died, or is reconnecting):"
         if self.seconds_left > 0:
             return f"{who} its lease ends in {self.seconds_left:.0f}s, then any run takes them over"
         return f"{who} its lease ended {-self.seconds_left:.0f}s ago, so the next run takes them over"
