@@ -103,8 +103,8 @@ def _private_file_problem(path: Path, origin: str) -> str | None:
 def check_database(settings: Settings) -> tuple[Check, Any]:
     """Reachable, and its schema at this version's newest migration; the engine when reachable (else None).
     A SQLite file that does not exist is not created."""
+    from .store import SCHEMA_REVISION, describe, newer_schema, open_engine, schema_is_current, sqlite_file
     from .store import check_database as ping
-    from .store import describe, open_engine, schema_is_current, sqlite_file
 
     url = settings.database_url
     path = sqlite_file(url)  # None for a URL open_engine refuses: it says why below
@@ -114,8 +114,12 @@ def check_database(settings: Settings) -> tuple[Check, Any]:
         engine = open_engine(url, create_dir=False)
         ping(engine)
         current = schema_is_current(engine)
+        newer = None if current else newer_schema(engine)
     except DigestError as exc:
         return Check("database", False, str(exc)), None
+    if newer is not None:
+        return Check("database", False, f"{describe(engine)}: the schema is at revision {newer}, newer than this digest knows (up to {SCHEMA_REVISION}) "
+                                        "(install the digest version that upgraded it)"), engine
     if not current:
         return Check("database", False, f"{describe(engine)}: the schema is not at this version's migrations (run `digest init`: it upgrades in place)"), engine
     return Check("database", True, f"{describe(engine)}, migrations current"), engine

@@ -150,13 +150,24 @@ def test_doctor_finds_an_outdated_schema_and_a_readable_secret_file(cli, home: P
     assert cli("init").exit_code == 0
     (home / "digest.toml").chmod(0o644)
     with sqlite3.connect(home / "digest.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0004_embeddings'")
+        conn.execute("UPDATE alembic_version SET version_num = '0004'")
     result = cli("doctor", env={"DIGEST_FROM_ADDRESS": SENDER})
     checks = lines_of(result.output)
     assert checks["secret_key"].startswith(f"FAIL secret_key: {home / 'digest.toml'} holds it and others can read that file (chmod 600")
     assert checks["database"].endswith("the schema is not at this version's migrations (run `digest init`: it upgrades in place)")
     with sqlite3.connect(home / "digest.db") as conn:  # and doctor did not upgrade it
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004_embeddings",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
+
+
+def test_doctor_names_a_schema_newer_than_this_digest(cli, home: Path) -> None:
+    """A newer digest on another host upgraded the database: `digest init` cannot help, upgrading digest can."""
+    import sqlite3
+
+    assert cli("init").exit_code == 0
+    with sqlite3.connect(home / "digest.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099'")
+    checks = lines_of(cli("doctor", env={"DIGEST_FROM_ADDRESS": SENDER}).output)
+    assert checks["database"].endswith("the schema is at revision 0099, newer than this digest knows (up to 0008) (install the digest version that upgraded it)")
 
 
 @pytest.mark.parametrize("mode, ok", [(0o644, False), (0o640, False), (0o600, True)], ids=["world-readable", "group-readable", "private"])

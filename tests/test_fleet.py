@@ -10,6 +10,7 @@ Size: FLEET_SIZE subscribers (2,000) for the offsets, fewer where the test only 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -145,6 +146,48 @@ def test_a_worker_killed_mid_send_has_its_deliveries_taken_over_after_its_lease(
     print(f"takeover: last message {max(m.at for m in sink.messages) - killed:.1f}s after SIGKILL (lease {LEASE}s, {CONNECTIONS} connections), duplicates {world.duplicates()}")
 
 
+def test_rows_of_a_killed_worker_are_said_to_be_its_own_until_its_lease_passes(templates, tmp_path: Path, sink) -> None:
+    """A worker SIGKILLed mid-send holds its rows until its lease passes. Before, another host's `digest send` said
+    "268 by other workers" and `digest status` only counted them pending, as if someone were sending them. Now both
+    name the worker and say it has no session on the database, and when its lease ends; a live one is "connected"."""
+    world = fleet(templates, tmp_path, sink, SMALL, lease_seconds="60")
+    sink.data_delay = 2.0  # a stalling relay: the worker holds its rows for a while
+    a = world.start("send", "a")
+    engine = sa.create_engine(world.url)
+    try:
+        deadline = time.monotonic() + 120
+        with engine.connect() as conn:
+            while not (worker := conn.execute(sa.text("SELECT min(worker) FROM delivery WHERE state = 'sending'")).scalar_one()):
+                conn.rollback()
+                assert time.monotonic() < deadline and a.process.poll() is None, a.output()
+                time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+    def leases() -> list[dict]:
+        status = world.start("status", "c", "--json")
+        assert world.wait(status) == {"c": 0}, status.output()
+        return json.loads(status.out.read_text())["leases"]
+
+    alive = leases()
+    assert [(h["worker"], h["connected"]) for h in alive] == [(worker, True)], alive
+    a.process.send_signal(signal.SIGKILL)
+    a.process.wait()
+    dead = leases()
+    assert [(h["worker"], h["connected"]) for h in dead] == [(worker, False)], dead
+    assert 0 < dead[0]["lease_seconds_left"] <= 60 and dead[0]["deliveries"] > 0
+    b = world.start("send", "b")
+    assert world.wait(b) == {"b": 0}, b.output()
+    line = b.out.read_text().strip().splitlines()[-1]
+    assert f"{dead[0]['deliveries']} held by {worker}, which has no session on the database (it ended or died, or is reconnecting): its lease ends in " in line, line
+    assert "by other workers" not in line, line  # the dead worker's rows were all the others
+    # and in its log, for a daemon, whose runs print no summary
+    assert any("event=held-by-gone-worker" in log and worker in log and f"deliveries={dead[0]['deliveries']}" in log for log in b.output().splitlines()), b.output()
+    text = world.start("status", "c")
+    world.wait(text)
+    assert f"leased: {dead[0]['deliveries']} deliveries of " in text.output() and f"held by {worker}, which has no session" in text.output(), text.output()
+
+
 def test_a_worker_whose_connection_is_terminated_reconnects_or_stops_cleanly(templates, tmp_path: Path, sink) -> None:
     size = SMALL
     world = fleet(templates, tmp_path, sink, size, lease_seconds=LEASE, smtp_connections=str(CONNECTIONS))
@@ -268,6 +311,101 @@ def test_claim_deliveries_two_workers_never_share_a_row_and_an_expired_lease_is_
         ours, foreign = shared.claim_deliveries(two, ["2026-01-01"], "b", 60, 4, now, mine=mine)
         assert ([c.delivery_id for c in ours], foreign) == ([a[0].delivery_id], [a[1].delivery_id])
     engine.dispose()
+
+
+def test_a_host_whose_clock_is_ahead_does_not_supersede_rows_another_worker_holds(postgres_url) -> None:
+    """Planning a newer edition closes the older edition's open rows ('failed', superseded), except those another
+    worker holds under a live lease. That lease was compared with the planning host's clock: a host 5 minutes ahead
+    closed rows another worker was sending under a 60 s lease. Leases are on the database's clock, as claims are."""
+    from datetime import datetime, timedelta, timezone
+
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["x"]), now=now).id
+    ledger.open_deliveries(engine, [(sub, "2026-01-01")], now, lambda s, e: f"<{s}.{e}@example.org>")
+    with engine.connect() as conn:
+        held, _ = shared.claim_deliveries(conn, ["2026-01-01"], "a", 60, 1, now)
+    assert len(held) == 1
+    ahead = now + timedelta(minutes=5)  # the other host's clock
+    ledger.open_deliveries(engine, [(sub, "2026-01-02")], ahead, lambda s, e: f"<{s}.{e}@example.org>")
+    assert [(d.edition, d.state) for d in ledger.deliveries_for(engine, subscriber_id=sub)] == [("2026-01-01", "sending"), ("2026-01-02", "pending")]
+    engine.dispose()
+
+
+def test_lease_holders_tell_a_worker_whose_heartbeat_runs_from_one_that_stopped(postgres_url) -> None:
+    """A worker is 'connected' while its heartbeat's session is open, and no longer once it stops, even in a process
+    that lives on (a daemon): the session-level lock must not go back to the pool with the connection."""
+    from datetime import datetime, timezone
+
+    from digest.delivery.claim import _Heartbeat
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["x"]), now=now).id
+    ledger.open_deliveries(engine, [(sub, "2026-01-01")], now, lambda s, e: f"<{s}.{e}@example.org>")
+    heartbeat = _Heartbeat(engine, ["2026-01-01"], "host:1:abc", 60)
+    with engine.connect() as conn:
+        assert len(shared.claim_deliveries(conn, ["2026-01-01"], "host:1:abc", 60, 1, now)[0]) == 1
+    [holder] = shared.lease_holders(engine)
+    assert (holder.worker, holder.rows, holder.connected, holder.editions) == ("host:1:abc", 1, True, ("2026-01-01",))
+    assert 55 < holder.seconds_left <= 60 and "connected (it renews its lease, which ends in " in holder.describe()
+    heartbeat.stop()
+    [holder] = shared.lease_holders(engine)
+    assert not holder.connected and "which has no session on the database (it ended or died, or is reconnecting): its lease ends in " in holder.describe()
+    assert shared.lease_holders(engine, [], besides=None) == [] and shared.lease_holders(engine, besides="host:1:abc") == []
+    engine.dispose()
+
+
+def test_a_heartbeat_whose_connection_is_terminated_is_back_within_seconds(postgres_url) -> None:
+    """A live worker's heartbeat connection terminated (a failover, pg_terminate_backend): it reconnects within a
+    second or two, not a third of a lease (20 s by default) later, during which `digest status` said it had no session."""
+    from datetime import datetime, timezone
+
+    from digest.delivery.claim import _Heartbeat
+    from digest.store import deliveries as ledger
+    from digest.store import fleet as shared
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    now = datetime.now(timezone.utc)
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(interests=["x"]), now=now).id
+    ledger.open_deliveries(engine, [(sub, "2026-01-01")], now, lambda s, e: f"<{s}.{e}@example.org>")
+    heartbeat = _Heartbeat(engine, ["2026-01-01"], "host:2:def", 30)  # renewed every 10 s
+    try:
+        with engine.connect() as conn:
+            assert len(shared.claim_deliveries(conn, ["2026-01-01"], "host:2:def", 30, 1, now)[0]) == 1
+        admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            ended = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+                                         "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar_one()
+        admin.dispose()
+        assert ended == 1
+        time.sleep(0.2)
+        assert not shared.lease_holders(engine)[0].connected
+        started = time.monotonic()
+        while not shared.lease_holders(engine)[0].connected:
+            assert time.monotonic() - started < 15, "the heartbeat did not reconnect within 15 s"
+            time.sleep(0.1)
+        assert time.monotonic() - started < 15
+    finally:
+        heartbeat.stop()
+        engine.dispose()
 
 
 def test_end_leases_keeps_the_lease_of_a_deferral_that_may_have_arrived(postgres_url) -> None:

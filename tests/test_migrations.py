@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
+from digest.errors import StoreError
 from digest.models import Paper
 from digest.sources.clean import MAX_KEY, paper_key
 from digest.sources.parse import parse_source
@@ -161,3 +162,70 @@ def test_newest_revision_keeps_the_search_triggers_on_sqlite(sqlite_url):
         triggers = {name for (name,) in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'paper'")}
     engine.dispose()
     assert triggers == set(PAPER_TRIGGERS)
+
+
+def test_hosts_upgrading_at_once_take_turns_and_each_succeeds(postgres_url, tmp_path):
+    """Two hosts start a new version (`digest status`, which upgrades as every command does) against a database at an
+    older migration at the same instant. Before, both read the old revision, both ran migration 0006, and the second
+    exited 1 on `column "worker" of relation "delivery" already exists`. The delivery table is locked from outside
+    until both processes are waiting, so their upgrades overlap whatever the machine's speed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    engine = open_engine(postgres_url)
+    command.upgrade(_alembic_config(engine), "0005")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    holder = engine.connect()
+    try:
+        holder.execute(sa.text("LOCK TABLE delivery IN ACCESS EXCLUSIVE MODE"))
+        hosts = []
+        for host in ("a", "b"):
+            (tmp_path / host).mkdir()
+            hosts.append(subprocess.Popen([sys.executable, "-m", "digest", "status"], env={**env, "DIGEST_HOME": str(tmp_path / host), "DIGEST_DATABASE_URL": postgres_url},
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        deadline = time.monotonic() + 60
+        waiting = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        with engine.connect() as probe:
+            while probe.execute(waiting).scalar_one() < 2:
+                probe.rollback()  # pg_stat_activity is read once per transaction
+                assert time.monotonic() < deadline and all(p.poll() is None for p in hosts), [p.poll() for p in hosts]
+                time.sleep(0.05)
+        holder.rollback()  # the table free: the first upgrade goes on
+    finally:
+        holder.close()
+    outputs = [p.communicate(timeout=120)[0] for p in hosts]
+    assert [p.returncode for p in hosts] == [0, 0], outputs
+    assert sum("event=schema-upgrade-waiting" in out for out in outputs) == 1, outputs  # the second one said why it waited
+    assert schema_is_current(engine)
+    engine.dispose()
+
+
+def test_an_older_digest_refuses_a_newer_database_and_changes_nothing(bare_engine):
+    """A host still on an older digest, against a database a newer one upgraded: one clear error, not alembic's
+    "Can't locate revision" traceback reported as a bug in digest, and nothing written."""
+    init_db(bare_engine)
+    with bare_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+        before = _counts(conn)
+    with pytest.raises(StoreError) as caught:
+        ensure_ready(bare_engine)
+    assert "schema revision 0099, newer than this digest knows (up to " + SCHEMA_REVISION in str(caught.value)
+    assert "install on this host the digest version the other hosts run" in caught.value.hint
+    with bare_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0099"
+        assert _counts(conn) == before
+
+
+def test_cli_on_a_newer_database_exits_1_with_one_line(cli, sqlite_url):
+    engine = open_engine(sqlite_url)
+    init_db(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    for command_ in (("send",), ("status",), ("subscribers", "list")):
+        result = cli(*command_)
+        assert result.exit_code == 1, (command_, result.output)
+        assert "Traceback" not in result.output and "bug in digest" not in result.output
+        assert result.output.count("\n") == 1 and "schema revision 0099, newer than this digest knows" in result.output, result.output

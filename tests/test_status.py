@@ -325,3 +325,27 @@ def test_status_check_tells_an_edition_that_did_not_go_out(cli, home, sqlite_eng
     assert healthy.exit_code == 0 and healthy.output.startswith("ok: "), healthy.output
     with session_scope(sqlite_engine) as session:
         assert get_subscriber(session, "cy@example.org").last_digest_at is not None
+
+
+@pytest.mark.parametrize("shift, line", [
+    (0, None),
+    (7200, "s ahead of the database's: it sends editions early"),
+    (-600, "s behind the database's: it sends editions late"),
+], ids=["in-time", "2h-ahead", "10min-behind"])
+def test_status_check_names_a_host_clock_off_from_the_databases(cli, postgres_url, shift, line):
+    """Several hosts on one PostgreSQL database: the leases use the database's clock, but who is due and each
+    reader's window use the host's. A host whose clock is off sent editions early or late with `status --check` ok."""
+    from datetime import timedelta
+
+    from digest.store import init_db, open_engine
+
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    engine.dispose()
+    with time_machine.travel(datetime.now(timezone.utc) + timedelta(seconds=shift), tick=True):
+        result = cli("--database-url", postgres_url, "status", "--check")
+    if line is None:
+        assert "clock" not in result.output, result.output
+    else:
+        assert result.exit_code == 1 and any(out.startswith("fail: this host's clock is ") and line in out and "(run NTP" in out for out in result.output.splitlines()), result.output
+        assert abs(int(result.output.split("clock is ")[1].split("s ")[0]) - abs(shift)) <= 5, result.output

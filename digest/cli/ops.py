@@ -6,6 +6,7 @@ Thin: when to run lives in digest.schedule, what is a problem in digest.health, 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import click
@@ -16,6 +17,7 @@ from ..log import enable_event_logging
 from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job
 from ..schedule import serve as serve_forever
 from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
+from ..store.fleet import LeaseHolder, clock_offset, clock_problem, is_shared, lease_holders
 from ..store.status import active_schedules, source_health
 from ..tokens import SECRET_KEY_HINT, secret_key_problem
 from . import EXIT_ERROR, AppContext, main, pass_app, settings_problems
@@ -68,6 +70,9 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     sources = source_health(engine)
     editions = editions_summary(engine, limit=EDITIONS_SHOWN)
     problems = source_problems(sources, now) + edition_problems(active_schedules(engine), finished_editions(engine), unfinished_deliveries(engine), now)
+    holders = lease_holders(engine) if is_shared(engine) else []  # PostgreSQL: who holds the deliveries being sent
+    if is_shared(engine) and (skew := clock_problem(clock_offset(engine, now))):  # one clock for a fleet: the database's
+        problems.append(skew)
     upcoming = next_fire_times(fetch_trigger(app.settings), now, 1)
     # A source never fetched, a missed fetch_cron time or a failed fetch's retry: the next run or tick fetches.
     due_now = fetch_due(engine, app.settings, now)
@@ -78,6 +83,8 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
             "problems": problems,
             "sources": [{**{k: getattr(s, k) for k in s.__dataclass_fields__}, "note": source_note(s)} for s in sources],
             "editions": [{k: getattr(e, k) for k in ("edition", "sent", "skipped", "failed", "deferred", "pending")} for e in editions],
+            "leases": [{"worker": h.worker, "deliveries": h.rows, "editions": list(h.editions), "connected": h.connected,
+                        "lease_seconds_left": round(h.seconds_left, 1)} for h in holders],
             "next_fetch": next_fetch,
         }, indent=2, default=lambda v: v.isoformat()))
     elif check:
@@ -86,7 +93,7 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
         if not problems:
             click.echo(_ok_line(sources, next_fetch, due_now))
     else:
-        _print_status(sources, editions, problems, next_fetch, app.settings, due_now)
+        _print_status(sources, editions, problems, next_fetch, app.settings, due_now, holders)
     if check and problems:
         click.get_current_context().exit(EXIT_ERROR)
 
@@ -110,7 +117,7 @@ def _ok_line(sources, next_fetch: datetime | None, due_now: bool = False) -> str
     return line
 
 
-def _print_status(sources, editions, problems, next_fetch, settings, due_now: bool = False) -> None:
+def _print_status(sources, editions, problems, next_fetch, settings, due_now: bool = False, holders: Sequence[LeaseHolder] = ()) -> None:
     if not sources:
         click.echo("sources: none (add one with `digest sources add`)")
     else:
@@ -125,6 +132,8 @@ def _print_status(sources, editions, problems, next_fetch, settings, due_now: bo
         click.echo(f"{'EDITION':<10}  {'SENT':>5}  {'SKIPPED':>7}  {'FAILED':>6}  {'DEFERRED':>8}  {'PENDING':>7}")
         for e in editions:
             click.echo(f"{e.edition:<10}  {e.sent:>5}  {e.skipped:>7}  {e.failed:>6}  {e.deferred:>8}  {e.pending:>7}")
+    for h in holders:  # PENDING counts them; this says whose they are and whether that worker is still there
+        click.echo(f"leased: {h.rows} {'delivery' if h.rows == 1 else 'deliveries'} of {', '.join(h.editions)} held by {h.describe()}")
     click.echo("")
     if due_now:
         click.echo(f"next fetch: due now, at the next `digest run` or daemon tick (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")

@@ -174,22 +174,45 @@ class _Heartbeat:
         self.engine, self.editions, self.worker, self.lease = engine, list(editions), worker, lease
         self.lost = threading.Event()
         self.stopping = threading.Event()
+        try:
+            # Now, not a third of a lease later in the thread: the worker is about to hold rows, and is present from then.
+            self.conn: Connection | None = self._connect()
+        except Exception as exc:  # noqa: BLE001 - a wall: the thread tries again
+            log_event(log, "heartbeat-failed", logging.WARNING, worker=self.worker, error=str(exc))
+            self.conn = None
         self.thread = threading.Thread(target=self._run, name="digest-heartbeat", daemon=True)
         self.thread.start()
 
+    def _connect(self) -> Connection:
+        """The heartbeat's connection, which also marks this worker present while it is open (fleet.hold_worker_lock:
+        `digest status` and the other workers' reports tell its rows from a dead worker's)."""
+        conn = self.engine.connect()
+        try:
+            fleet.hold_worker_lock(conn, self.worker)
+        except BaseException:
+            conn.invalidate()  # whatever it holds goes with it
+            conn.close()
+            raise
+        return conn
+
     def _run(self) -> None:
         renewed = time.monotonic()
-        conn: Connection | None = None
-        while not self.stopping.wait(self.lease / 3):
+        conn, self.conn = self.conn, None
+        # After a failure the next try comes within a second, not a third of a lease later: a connection terminated
+        # under a live worker (a failover, pg_terminate_backend) made it look gone, in `digest status`, for 20 s.
+        pause = self.lease / 3
+        while not self.stopping.wait(pause):
             if time.monotonic() - renewed >= self.lease:  # the process was frozen (SIGSTOP, a paused VM) past its lease
                 self.lost.set()
             try:
                 if conn is None:
-                    conn = self.engine.connect()
+                    conn = self._connect()
                 fleet.renew_leases(conn, self.editions, self.worker, self.lease)
-                renewed = time.monotonic()
+                renewed, pause = time.monotonic(), self.lease / 3
             except Exception as exc:  # noqa: BLE001 - a wall: the heartbeat tries again with a new connection
-                log_event(log, "heartbeat-failed", logging.WARNING, worker=self.worker, error=str(exc))
+                if pause == self.lease / 3:  # once per outage, not once a second
+                    log_event(log, "heartbeat-failed", logging.WARNING, worker=self.worker, error=str(exc), note="trying again every second")
+                pause = min(1.0, self.lease / 3)
                 if conn is not None:
                     conn.invalidate()
                     conn.close()
@@ -197,6 +220,9 @@ class _Heartbeat:
                 if time.monotonic() - renewed >= self.lease:
                     self.lost.set()
         if conn is not None:
+            # Not back to the pool still marking this worker present (a session-level lock outlives the checkout): a
+            # daemon's later runs would keep it "connected" for as long as the process lives.
+            conn.invalidate()
             conn.close()
 
     def stop(self) -> None:
@@ -320,6 +346,9 @@ class LeaseClaimer(LedgerClaimer):
             return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
         try:
             elsewhere = fleet.handled_elsewhere(self.engine, self._unclaimed(), self.worker)
+            # Of those, the rows whose worker has no session on the database: a worker killed mid-send holds its rows
+            # until its lease passes, and the report must not say they are being sent.
+            gone = tuple(h for h in fleet.lease_holders(self.engine, self._unclaimed(), besides=self.worker) if not h.connected and h.seconds_left > 0) if elsewhere else ()
         except DigestError:
-            elsewhere = 0  # only a count in the report: everything this worker did is recorded
-        return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded), elsewhere=elsewhere)
+            elsewhere, gone = 0, ()  # only counts in the report: everything this worker did is recorded
+        return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded), elsewhere=elsewhere, gone=gone)

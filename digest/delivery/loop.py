@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import DigestError, ServerDownError
 from ..log import log_event
 from ..store.deliveries import BOUNCE_LIMIT
+from ..store.fleet import LeaseHolder
 from .build import SKIPPED_REASON, Builder
 from .claim import Claimer
 from .senders import Handed, InlineSender, Sender, ThreadedSender
@@ -53,6 +54,7 @@ class DeliveryReport:
     not_attempted: int = 0
     left_sending: int = 0
     elsewhere: int = 0  # letters other workers finished or hold (several workers on one PostgreSQL database)
+    gone: tuple[LeaseHolder, ...] = ()  # holders of some of those with no session on the database (died, or reconnecting)
     stopped: bool = False
     workers: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
@@ -127,7 +129,7 @@ def deliver_edition(
                   note="the next run sends them (those handed over may arrive twice)")
     return DeliveryReport(
         sent=tally.sent, failed=tally.failed, deferred=tally.deferred, skipped=tally.skipped, not_attempted=len(held) + len(letters) - tally.claimed - settlement.elsewhere,
-        left_sending=settlement.left_sending, elsewhere=settlement.elsewhere, stopped=stop_event.is_set(), workers=builder.workers,
+        left_sending=settlement.left_sending, elsewhere=settlement.elsewhere, gone=settlement.gone, stopped=stop_event.is_set(), workers=builder.workers,
         timings={"rank": tally.rank, "render": tally.render, "build": tally.build, "send": tally.send}, error=error or settlement.error,
     )
 

@@ -13,6 +13,7 @@ from typing import Literal
 from ..errors import DigestError
 from ..models import Subscriber
 from ..rank import RankResult
+from ..store.fleet import LeaseHolder
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,4 @@ class Settlement:
     left_sending: int = 0
     error: DigestError | None = None
     elsewhere: int = 0  # letters this worker never claimed because other workers finished or hold them (PostgreSQL)
+    gone: tuple[LeaseHolder, ...] = ()  # of those, the holders with no session on the database (died, or reconnecting)

@@ -54,7 +54,7 @@ def run_until_done(engine: Engine, settings: Settings, clock: Callable[[], datet
     done = sum(counts.values())
     return RunReport(
         sent=counts["sent"], skipped=counts["skipped"], failed=counts["failed"], deferred=counts["deferred"], due=first.due, not_attempted=last.not_attempted, left_sending=last.left_sending,
-        elsewhere=max(0, first.due - done - last.not_attempted), stopped=stop_event.is_set(), workers=first.workers,
+        elsewhere=max(0, first.due - done - last.not_attempted), gone=last.gone, stopped=stop_event.is_set(), workers=first.workers,
         seconds=time.monotonic() - started, timings=first.timings, editions=sorted(editions), fetched=first.fetched,
         fetch_error=first.fetch_error, error=last.error,
     )

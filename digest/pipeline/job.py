@@ -63,6 +63,7 @@ class RunReport:
     not_attempted: int = 0  # due but left for the next run (stopped, server down)
     left_sending: int = 0  # left 'sending' because the ledger could not be put right (the database stayed locked)
     elsewhere: int = 0  # due, but finished or being sent by other workers (PostgreSQL)
+    gone: tuple[fleet.LeaseHolder, ...] = ()  # workers holding some of those with no session on the database (killed, cut off)
     dry_run: bool = False
     stopped: bool = False
     workers: int = 0  # processes that rendered the emails (0: the calling thread did)
@@ -83,7 +84,10 @@ class RunReport:
             return f"dry run: would send {self.sent}, skip {self.skipped} (nothing sent or recorded) in {self.seconds:.1f}s"
         left = f", not attempted {self.not_attempted}" if self.not_attempted else ""
         stuck = f", left 'sending' {self.left_sending}" if self.left_sending else ""
-        others = f", {self.elsewhere} by other workers" if self.elsewhere else ""
+        held = sum(h.rows for h in self.gone)
+        others = f", {self.elsewhere - held} by other workers" if self.elsewhere > held else ""
+        # A worker killed mid-send holds its rows until its lease passes: they are not being sent by anyone.
+        others += "".join(f", {h.rows} held by {h.describe()}" for h in self.gone)
         return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left}{stuck}{others} in {self.seconds:.1f}s"
 
 
@@ -201,6 +205,8 @@ def run_job(
     def clock() -> datetime:  # the run's instant, moved on by the time it has taken
         return now + timedelta(seconds=time.monotonic() - started)
 
+    if fleet.is_shared(engine) and not dry_run and (skew := fleet.clock_problem(fleet.clock_offset(engine, now))):
+        log_event(log, "clock-skew", logging.WARNING, note=skew)  # the leases are safe (the database's clock); the schedule is not
     with _one_at_a_time(engine, settings):
         fetched, fetch_error = _fetch_once(engine, settings, now, fetch, client, timings, stop_event)
         if stop_event.is_set():  # stopped while fetching (the daemon's SIGTERM): nothing planned, nothing left pending
@@ -228,7 +234,7 @@ def run_job(
                                  worker=worker or worker_name())
     report = RunReport(
         sent=delivered.sent, skipped=delivered.skipped, failed=delivered.failed, deferred=delivered.deferred, due=len(dues),
-        not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, elsewhere=delivered.elsewhere, dry_run=dry_run, stopped=stop_event.is_set(),
+        not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, elsewhere=delivered.elsewhere, gone=delivered.gone, dry_run=dry_run, stopped=stop_event.is_set(),
         workers=delivered.workers, seconds=time.monotonic() - started,
         timings={**timings, **delivered.timings, "rank": timings.get("rank", 0.0) + delivered.timings.get("rank", 0.0)},
         editions=sorted({d.edition for d in dues}), fetched=fetched, fetch_error=fetch_error, error=delivered.error,
@@ -236,6 +242,9 @@ def run_job(
     # A daemon checks every minute: a run that had nothing due is a debug line, not an info line a minute.
     log_event(log, "run-done", logging.INFO if report.due or report.fetched else logging.DEBUG, sent=report.sent, skipped=report.skipped,
               failed=report.failed, deferred=report.deferred, not_attempted=report.not_attempted, seconds=round(report.seconds, 1))  # a number in JSON logs
+    for holder in report.gone:  # the daemon has no summary line: its log says whose rows nobody is sending
+        log_event(log, "held-by-gone-worker", logging.WARNING, holder=holder.worker, deliveries=holder.rows, lease_ends_in=round(holder.seconds_left),
+                  note="that worker has no session on the database (it ended or died, or is reconnecting); any run takes its rows over once its lease ends")
     return report
 
 
@@ -294,11 +303,12 @@ class _Delivered:
     timings: Mapping[str, float] = field(default_factory=dict)
     error: DigestError | None = None
     elsewhere: int = 0
+    gone: tuple[fleet.LeaseHolder, ...] = ()
 
     @classmethod
     def of(cls, report: DeliveryReport, skipped: int, unbuildable: int) -> _Delivered:
         return cls(report.sent, skipped, report.failed + unbuildable, report.deferred, report.not_attempted, report.left_sending,
-                   report.workers, report.timings, report.error, report.elsewhere)
+                   report.workers, report.timings, report.error, report.elsewhere, report.gone)
 
 
 def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequence[EditionPlan | Unplanned], ranking: PlansRanking | None, *,

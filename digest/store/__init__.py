@@ -143,14 +143,50 @@ def _alembic_config(engine: Engine):
 
 
 def init_db(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest migration; safe to run any number of times."""
+    """Create or upgrade the schema to the newest migration; safe to run any number of times, from any number of
+    hosts at once (on PostgreSQL the migrations run under a lock: the others wait, then find them done). StoreError,
+    with nothing changed, when a newer digest has already upgraded the database past what this one knows."""
     from alembic import command
+    from alembic.util import CommandError
 
     check_sqlite_features(engine)
+    check_not_newer(engine)
     try:
         command.upgrade(_alembic_config(engine), "head")
     except SQLAlchemyError as exc:
         raise wrap_db_error(exc, engine) from None
+    except CommandError:  # a revision this digest does not know, written between the check and the upgrade
+        check_not_newer(engine)
+        raise
+
+
+def _known_revisions() -> frozenset[str]:
+    """The revisions of this digest's migrations (their files are named NNNN_what.py)."""
+    versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    return frozenset(path.name.split("_", 1)[0] for path in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
+def newer_schema(engine: Engine) -> str | None:
+    """The database's schema revision when this digest does not know it (a newer digest upgraded the database, as
+    one host of several does first); None otherwise."""
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            current = set(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+    unknown = sorted(current - _known_revisions())
+    return ", ".join(unknown) or None
+
+
+def check_not_newer(engine: Engine) -> None:
+    """StoreError when the database's schema is newer than this digest: an older version must not write to it (its
+    statements would miss columns the newer one relies on), and cannot downgrade it."""
+    revision = newer_schema(engine)
+    if revision is not None:
+        raise StoreError(f"the database {describe(engine)} is at schema revision {revision}, newer than this digest knows (up to {SCHEMA_REVISION}): "
+                         "a newer digest has upgraded it", "install on this host the digest version the other hosts run; nothing was changed")
 
 
 # What digest asks of the SQLite library Python was built with: the search index (migration 0005) and the ledger's
@@ -209,7 +245,8 @@ def has_schema(engine: Engine) -> bool:
 
 
 def ensure_ready(engine: Engine) -> None:
-    """Upgrade an older database in place; commands call this so `digest init` is optional."""
+    """Upgrade an older database in place; commands call this so `digest init` is optional. StoreError for a newer
+    one (init_db)."""
     if not schema_is_current(engine):
         init_db(engine)
 

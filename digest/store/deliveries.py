@@ -165,8 +165,11 @@ def open_deliveries(engine: Engine, wanted: Sequence[tuple[int, str]], now: date
             _execute_converted(conn, _open_insert_many(conn.dialect.name), ("sub_", "edition_", "papers_", "message_id_", "at_", "at_"),
                                [(sub, ed, no_papers, make_message_id(sub, ed), at, at) for sub, ed in missing])
             existing = _rows(conn, editions)
-        # A row another worker holds under a live lease is left to it (it is sending that edition right now).
-        unleased = sa.or_(_delivery.c.lease_expires_at.is_(None), _delivery.c.lease_expires_at < now)
+        # A row another worker holds under a live lease is left to it (it is sending that edition right now). Leases
+        # are on the database's clock (digest.store.fleet): a host whose clock ran 5 minutes ahead took every lease
+        # shorter than that for passed, and closed rows another worker was sending.
+        clock = sa.func.now() if conn.dialect.name == "postgresql" else now
+        unleased = sa.or_(_delivery.c.lease_expires_at.is_(None), _delivery.c.lease_expires_at < clock)
         stale = conn.execute(sa.select(_delivery.c.id, _delivery.c.subscriber_id, _delivery.c.edition).where(_delivery.c.state.in_(OPEN_STATES), _delivery.c.edition < editions[-1], unleased))
         superseded = [row.id for row in stale if row.subscriber_id in by_subscriber and row.edition < by_subscriber[row.subscriber_id]]
         if superseded:

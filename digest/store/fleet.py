@@ -140,6 +140,83 @@ def open_work(engine: Engine, editions: Sequence[str]) -> OpenWork:
     return OpenWork(int(claimable), int(held))
 
 
+@dataclass(frozen=True)
+class LeaseHolder:
+    """A worker holding deliveries under a lease, as the database sees it: `connected` when a session of that worker
+    is open (its heartbeat holds the worker's advisory lock); a worker killed or cut off has none. The database
+    cannot tell a dead worker from one whose heartbeat is reconnecting (it tries every second): it says neither."""
+
+    worker: str
+    rows: int
+    seconds_left: float  # until its last lease ends, on the database's clock (negative: it has passed)
+    connected: bool
+    editions: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """A few words for people: whose rows, whether that worker is there, and when they are free."""
+        if self.connected and self.seconds_left > 0:
+            return f"{self.worker}, connected (it renews its lease, which ends in {self.seconds_left:.0f}s)"
+        who = f"{self.worker}, connected," if self.connected else f"{self.worker}, which has no session on the database (it ended or died, or is reconnecting):"
+        if self.seconds_left > 0:
+            return f"{who} its lease ends in {self.seconds_left:.0f}s, then any run takes them over"
+        return f"{who} its lease ended {-self.seconds_left:.0f}s ago, so the next run takes them over"
+
+
+def lease_holders(engine: Engine, delivery_ids: Sequence[int] | None = None, *, besides: str | None = None) -> list[LeaseHolder]:
+    """The workers holding open deliveries ('sending' or 'deferred' with a lease), of `delivery_ids` or all, other than
+    `besides`; most rows first. PostgreSQL only."""
+    d = _d
+    query = (sa.select(d.worker, sa.func.count(), sa.func.extract("epoch", sa.func.max(d.lease_expires_at) - sa.func.now()),
+                       sa.func.array_agg(sa.distinct(d.edition)))
+             .where(d.state.in_(("sending", "deferred")), d.worker.is_not(None), d.lease_expires_at.is_not(None)).group_by(d.worker))
+    if delivery_ids is not None:
+        query = query.where(d.id == sa.any_(sa.bindparam("ids_", list(delivery_ids), type_=ARRAY(sa.Integer()))))
+    if besides is not None:
+        query = query.where(d.worker != besides)
+    # A session-level advisory lock of a bigint key shows in pg_locks as classid (high 32 bits), objid (low), objsubid 1.
+    locks = sa.text("SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+            held = {(hi << 32) | lo for hi, lo in conn.execute(locks)} if rows else set()
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+    holders = [LeaseHolder(worker, int(n), float(left), _lock_key(f"worker:{worker}") % (1 << 64) in held, tuple(sorted(editions or ())))
+               for worker, n, left, editions in rows]
+    return sorted(holders, key=lambda h: (-h.rows, h.worker))
+
+
+def hold_worker_lock(conn: Connection, worker: str) -> None:
+    """Mark `worker` present for as long as `conn` stays open (lease_holders reads it): a session-level advisory lock
+    of its own, which PostgreSQL frees when the session ends, by a clean exit, a SIGKILL or a lost connection."""
+    conn.execute(sa.select(sa.func.pg_try_advisory_lock(_lock_key(f"worker:{worker}"))))
+    conn.commit()
+
+
+CLOCK_SKEW_LIMIT = 30.0  # seconds between a host's clock and the database's before it is a problem
+
+
+def clock_offset(engine: Engine, now: datetime) -> float:
+    """Seconds this host's clock (`now`) is ahead of the database's (negative: behind). The leases never depend on
+    it, but who is due, an edition's window and the papers' first_seen do: a host 2 hours ahead sends the next
+    day's edition 2 hours early and moves its readers' window 2 hours into the future."""
+    try:
+        with engine.connect() as conn:
+            database = conn.execute(sa.select(sa.func.now())).scalar_one()
+    except SQLAlchemyError as exc:
+        raise wrap_db_error(exc, engine) from None
+    return (now - database).total_seconds()
+
+
+def clock_problem(offset: float) -> str | None:
+    """One line when `offset` (clock_offset) passes CLOCK_SKEW_LIMIT, else None."""
+    if abs(offset) <= CLOCK_SKEW_LIMIT:
+        return None
+    return (f"this host's clock is {abs(offset):.0f}s {'ahead of' if offset > 0 else 'behind'} the database's: it sends editions "
+            f"{'early' if offset > 0 else 'late'} and moves its readers' windows (run NTP: chrony or systemd-timesyncd on every host)")
+
+
 def _lock_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for `name` (the same on every host and Python version)."""
     return int.from_bytes(hashlib.sha256(f"digest:{name}".encode()).digest()[:8], "big", signed=True)
