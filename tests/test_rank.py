@@ -404,7 +404,8 @@ def test_build_profile_resolves_a_subscriber_row():
     assert p.interests == ("robots",)
     assert p.seed_texts == (ProfilePaper(seed_row.ident, seed_row.title, seed_row.abstract, seed_row.id),)
     assert p.liked_texts[0].title == liked_row.title and p.disliked_texts == ()
-    assert (p.max_papers, p.trending_weight, p.exclude_paper_ids) == (7, 0.4, frozenset({1, 2}))
+    # excluded: the papers sent (1, 2) and those the subscriber named, their seed and the paper they liked
+    assert (p.max_papers, p.trending_weight, p.exclude_paper_ids) == (7, 0.4, frozenset({1, 2, seed_row.id, liked_row.id}))
     assert not p.is_empty and Profile(1).is_empty
 
 
