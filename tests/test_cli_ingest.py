@@ -526,3 +526,29 @@ def test_fetch_interrupted_says_which_sources_were_stored(cli, home, feed_server
     state = sources_json(cli)
     assert state["sd"]["papers_seen"] == 23 and count(home, "paper") == 23
     assert state["slow"]["consecutive_errors"] == 0 and state["slow"]["last_error"] is None
+
+
+def test_sources_disable_and_enable_by_hand_and_after_a_410(cli, home, feed_server):
+    """A source a 410 disabled could never come back (only remove and add again, losing its state); nor could one be
+    paused by hand."""
+    assert cli("sources", "add", feed_server.url("files/real/arxiv-rss/rss-cs.SD-2026-06-12.xml"), "--kind", "arxiv-rss", "--name", "sd").exit_code == 0
+    assert cli("sources", "add", feed_server.url("gone"), "--name", "gone").exit_code == 0
+    assert cli("fetch", env=FAST).exit_code == 1
+    assert sources_json(cli)["gone"]["enabled"] is False
+
+    off = cli("sources", "disable", "sd")
+    assert (off.exit_code, off.output) == (0, "disabled sd: fetches skip it until `digest sources enable sd`; its papers stay\n")
+    assert cli("sources", "disable", "sd").output == "sd is already disabled\n"
+    assert cli("fetch").output == "no sources to fetch: every source is disabled (`digest sources list` says why)\n"
+    assert sources_json(cli)["sd"]["disabled_reason"] == "disabled by hand (`digest sources enable` turns it on again)"
+
+    back = cli("sources", "enable", "gone")
+    assert (back.exit_code, back.output) == (0, "enabled gone: the next fetch reads it\n")
+    state = sources_json(cli)["gone"]
+    assert (state["enabled"], state["disabled_reason"], state["consecutive_errors"]) == (True, None, 0)
+    requests = len(feed_server.requests_to("/gone"))
+    assert cli("fetch", env=FAST).output.startswith("gone: error: gone (HTTP 410)")  # fetched again (and gone again)
+    assert len(feed_server.requests_to("/gone")) == requests + 1
+    assert cli("sources", "enable", "sd").exit_code == 0 and count(home, "paper") == 23
+    unknown = cli("sources", "enable", "nope")
+    assert unknown.exit_code == 1 and unknown.output.startswith("error: no source named 'nope'") and unknown.output.count("\n") == 1

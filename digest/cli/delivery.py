@@ -25,11 +25,10 @@ from ..log import echo_events
 from ..schedule import fetch_due, fetch_trigger, next_fire_times
 from ..store import deliveries as ledger
 from ..store import ensure_ready, open_engine, session_scope
-from ..store.sources import list_sources
 from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber, list_subscribers
 from ..tokens import DEMO_SECRET, edition_url
 from . import EXIT_ERROR, AppContext, main, pass_app
-from .sources import echo_report
+from .sources import echo_report, nothing_to_fetch
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -170,9 +169,9 @@ def send(app: AppContext, dry_run: bool, only: str | None, edition: str | None) 
     _deliver(app, fetch=False, only=only, dry_run=dry_run, edition=_edition(edition))
 
 
-def _has_sources(app: AppContext) -> bool:
+def _nothing_to_fetch(app: AppContext) -> str | None:
     with session_scope(app.engine) as session:
-        return any(list_sources(session, enabled_only=True, include_files=False))
+        return nothing_to_fetch(session)
 
 
 @main.command("run")
@@ -194,8 +193,8 @@ def _fetch_wanted(app: AppContext, fetch_mode: str) -> bool | Callable[[], bool]
     lock (on PostgreSQL another host may have fetched meanwhile)."""
     if fetch_mode == "never":
         return False
-    if not _has_sources(app):
-        click.echo("no sources to fetch: add one with `digest sources add` (the papers already stored are sent)")
+    if nothing := _nothing_to_fetch(app):
+        click.echo(f"{nothing} (the papers already stored are sent)")
         return False
     if fetch_mode == "always":
         return True

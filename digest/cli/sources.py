@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..log import echo_events
 from ..sources import FETCHED_KINDS
 from ..store import session_scope
-from ..store.sources import add_source, list_sources, remove_source
+from ..store.sources import add_source, list_sources, remove_source, set_source_enabled
 from . import EXIT_ERROR, AppContext, main, pass_app
 
 if TYPE_CHECKING:
@@ -88,6 +88,36 @@ def sources_remove(app: AppContext, name: str) -> None:
     click.echo(f"removed {name}")
 
 
+@sources.command("enable")
+@click.argument("name")
+@pass_app
+def sources_enable(app: AppContext, name: str) -> None:
+    """Fetch a source again: one disabled by hand, or by an HTTP 410 (Gone) from a feed that is back."""
+    with session_scope(app.engine) as session:
+        changed = set_source_enabled(session, name, True)
+    click.echo(f"enabled {name}: the next fetch reads it" if changed else f"{name} is already enabled")
+
+
+@sources.command("disable")
+@click.argument("name")
+@pass_app
+def sources_disable(app: AppContext, name: str) -> None:
+    """Stop fetching a source, keeping it, its state and its papers (`sources enable` turns it on again)."""
+    with session_scope(app.engine) as session:
+        changed = set_source_enabled(session, name, False)
+    click.echo(f"disabled {name}: fetches skip it until `digest sources enable {name}`; its papers stay" if changed
+               else f"{name} is already disabled")
+
+
+def nothing_to_fetch(session) -> str | None:
+    """Why a fetch has nothing to do (no source, or every source disabled), or None when a source is enabled."""
+    if any(list_sources(session, enabled_only=True, include_files=False)):
+        return None
+    if list_sources(session, include_files=False):
+        return "no sources to fetch: every source is disabled (`digest sources list` says why)"
+    return "no sources to fetch: add one with `digest sources add`"
+
+
 @main.command("fetch")
 @click.option("--source", "names", multiple=True, metavar="NAME", help="Fetch only this source (repeatable; also fetches a disabled one).")
 @pass_app
@@ -99,8 +129,9 @@ def fetch_cmd(app: AppContext, names: tuple[str, ...]) -> None:
     engine, settings = app.engine, app.settings
     with session_scope(engine) as session:
         count = len(names) or sum(1 for s in list_sources(session, enabled_only=True, include_files=False))
-    if not count:
-        click.echo("no sources to fetch: add one with `digest sources add`")
+        nothing = None if count else nothing_to_fetch(session)
+    if nothing:
+        click.echo(nothing)
         return
     if sys.stdout.isatty():
         with click.progressbar(length=count, label="fetching", show_pos=True) as bar:

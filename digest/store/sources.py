@@ -62,6 +62,20 @@ def remove_source(session: Session, name: str) -> None:
     session.flush()
 
 
+def set_source_enabled(session: Session, name: str, enabled: bool) -> bool:
+    """Turn a source on or off by hand; False when it already was. Turned on, its errors in a row start again from
+    zero (a 410 disabled it; the feed may be back); turned off, it says so in place of a reason."""
+    source = get_source(session, name)
+    if source.enabled == enabled:
+        return False
+    source.enabled = enabled
+    source.disabled_reason = None if enabled else "disabled by hand (`digest sources enable` turns it on again)"
+    if enabled:
+        source.consecutive_errors = 0
+    session.add(source)
+    return True
+
+
 def ensure_source(session: Session, name: str, kind: str, url: str, now: datetime) -> Source:
     """The source named `name`, created when missing (imported files become sources this way)."""
     source = find_source(session, name)
