@@ -132,6 +132,19 @@ def test_upsert_papers_newer_version_updates_row(engine, sources):
     assert upsert_papers(engine, sources["arxiv"], [arxiv()], LATER).unchanged == 1
 
 
+@pytest.mark.parametrize("hf_first", [False, True], ids=["hf-after-v2", "v2-after-hf"])
+def test_upsert_papers_a_revisions_text_beats_a_copy_without_version(engine, sources, hf_first):
+    """Hugging Face's copy (no version; taken from v1) had the longer abstract, so it replaced arXiv v2's rewritten one
+    while the title stayed v2's: a row mixing two versions."""
+    v2 = arxiv(version=2, title="Paper, revised", abstract="Rewritten.", announce_type="replace", item_id="oai:arXiv.org:2608.11232v2")
+    first, second = ((sources["hf"], hf()), (sources["arxiv"], v2)) if hf_first else ((sources["arxiv"], v2), (sources["hf"], hf()))
+    upsert_papers(engine, first[0], [first[1]], NOW)
+    upsert_papers(engine, second[0], [second[1]], LATER)
+    (row,) = rows(engine)
+    assert (row["version"], row["title"], row["abstract"]) == (2, "Paper, revised", "Rewritten.")
+    assert row["upvotes"] == hf().upvotes and row["ai_summary"] == hf().ai_summary  # what the copy adds stays
+
+
 def test_upsert_papers_replace_of_unknown_paper_is_marked_replace(engine, sources):
     upsert_papers(engine, sources["arxiv"], [arxiv(version=3, announce_type="replace")], NOW)
     (row,) = rows(engine)

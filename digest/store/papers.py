@@ -274,7 +274,8 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The row that results from seeing `new` after `old` (same key). Pure; the dedupe rules live here.
 
     - a newer arXiv version brings its version, updated date, title, authors and abstract;
-    - an older version only fills in what is missing; otherwise the longest real abstract wins and the first title and authors stay;
+    - an older version only fills in what is missing; a revision (v2 or later) beats a copy without a version (Hugging
+      Face's) both ways; otherwise the longest real abstract wins and the first title and authors stay;
     - upvotes only grow; Hugging Face's AI summary and GitHub repo fill in or refresh;
     - categories are united (a cross-list adds its category); identifiers fill in when missing;
     - the first announce type stays, so a paper first seen in a "replace" announcement says so.
@@ -290,6 +291,10 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged["version"] = max(filter(None, (old["version"], new["version"])), default=None)
     dates = [d for d in (old["updated"], new["updated"]) if d is not None]
     merged["updated"] = max(dates) if dates else None
+    # A revision's text (arXiv v2 or later) is newer than a copy without a version (Hugging Face's, taken from an
+    # earlier version): it replaces that copy's, and such a copy never replaces it, however long its abstract.
+    revised_after_copy = (new["version"] or 0) > 1 and old["version"] is None
+    copy_after_revision = (old["version"] or 0) > 1 and new["version"] is None
     if newer:
         merged["title"] = new["title"] or old["title"]
         merged["authors"] = new["authors"] or old["authors"]
@@ -298,6 +303,12 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         merged["pdf_url"] = new["pdf_url"] or old["pdf_url"]
         if new["updated"] is None and new["published"] is not None:
             merged["updated"] = max(filter(None, (old["updated"], new["published"])))
+    elif revised_after_copy:
+        merged["title"] = new["title"] or old["title"]
+        merged["authors"] = new["authors"] or old["authors"]
+        merged["abstract"] = new["abstract"] if _is_real(new["abstract"]) else old["abstract"]
+    elif copy_after_revision:
+        merged["abstract"] = old["abstract"] if _is_real(old["abstract"]) else new["abstract"]
     else:
         merged["title"] = old["title"] or new["title"]
         merged["authors"] = old["authors"] or new["authors"]
