@@ -91,6 +91,8 @@ class Settings:
     from_address: str = setting("digest@localhost", "From address of every digest")
     from_name: str = setting("Paper digest", "From display name")
     reply_to: str = setting("", "optional Reply-To address")
+    bounce_address: str = setting("", "envelope sender (Return-Path) of every email: where mail servers send bounce "
+                                      "reports, for `digest bounces read`; empty: from_address")
     base_url: str = setting("http://127.0.0.1:8080", "public URL of `digest web`, used in every link")
     secret_key: str = setting("", "signs the tokens in links; `digest init` writes a random one into the config file it "
                                   "creates (or DIGEST_SECRET_KEY_FILE)", secret=True)
@@ -130,6 +132,11 @@ class Settings:
     @property
     def config_path(self) -> Path:
         return self.home / "digest.toml"
+
+    @property
+    def envelope_sender(self) -> str:
+        """The SMTP MAIL FROM of every message: bounce_address, else from_address."""
+        return self.bounce_address or self.from_address
 
     @property
     def lock_path(self) -> Path:

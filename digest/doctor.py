@@ -338,7 +338,7 @@ def send_test_email(settings: Settings, to: str, now: datetime, *, ssl_context: 
                                 message_id=make_message_id(settings.from_address, 0, f"doctor-{uuid.uuid4().hex[:12]}"),
                                 unsubscribe_url=f"{settings.base_url.rstrip('/')}/", date=now)
         with transport_for(settings, ssl_context=ssl_context) as transport:
-            transport.send(message, sender=settings.from_address, recipient=address)
+            transport.send(message, sender=settings.envelope_sender, recipient=address)
             where = transport.describe()
     except DigestError as exc:
         return Check("test email", False, str(exc))

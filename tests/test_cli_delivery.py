@@ -213,6 +213,19 @@ def test_send_delivers_and_prints_the_summary(cli, home: Path, smtp_server) -> N
     assert again.exit_code == 0 and "nothing due" in again.output and len(smtp_server.messages) == 3
 
 
+@pytest.mark.parametrize("connections", [1, 4], ids=["inline", "multiplexed"])
+def test_send_uses_bounce_address_as_the_envelope_sender(cli, home: Path, smtp_server, connections: int) -> None:
+    """Bounce reports go to the envelope sender: bounce_address lets them reach a mailbox `digest bounces read` reads,
+    apart from from_address, where readers' replies go."""
+    populate(home)
+    assert cli("send", env={**smtp_env(smtp_server, connections), "DIGEST_BOUNCE_ADDRESS": "bounces@digest-lab.net"}).exit_code == 0
+    assert {m.mail_from for m in smtp_server.messages} == {"bounces@digest-lab.net"} and len(smtp_server.messages) == 3
+    assert {m.parsed["From"].addresses[0].addr_spec for m in smtp_server.messages} == {"digest@example.org"}
+    for command in ("config", "preview"):  # refused as from_address is, by the commands that check settings
+        bad = cli(command, *(["reader00@example.org"] if command == "preview" else []), env={"DIGEST_BOUNCE_ADDRESS": "bounces at digest-lab.net"})
+        assert bad.exit_code == 1 and "error: bounce_address 'bounces at digest-lab.net' is not a usable email address" in bad.output
+
+
 def test_send_with_no_subscribers_says_so_and_how_to_add_one(cli, home: Path) -> None:
     result = cli("send")
     assert result.exit_code == 0, result.output

@@ -283,7 +283,7 @@ def settings_problems(settings: Settings) -> list[DigestError]:
         open_engine(checked.database_url, create_dir=False).dispose()  # parses the URL; connects to nothing
 
     groups = ((engine_check, ("database_url",)), (fetch_trigger, ("fetch_tz", "fetch_cron")),
-              (check_sender_settings, ("from_address", "reply_to", "base_url")))
+              (check_sender_settings, ("from_address", "reply_to", "bounce_address", "base_url")))
     problems: list[DigestError] = []
     for check, names in groups:
         for name in names:

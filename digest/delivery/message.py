@@ -98,10 +98,10 @@ def check_address(address: str, *, bare_host: bool = False) -> str:
 
 
 def check_sender_settings(settings: Settings) -> None:
-    """ConfigError naming the setting when from_address, reply_to or base_url cannot go into any message.
-    Checked before a run records anything: found while building, it failed every subscriber's edition."""
+    """ConfigError naming the setting when from_address, reply_to, bounce_address or base_url cannot go into any
+    message. Checked before a run records anything: found while building, it failed every subscriber's edition."""
     hint = "set it in digest.toml or DIGEST_{} (`digest config` shows what is in effect)"
-    for name in ("from_address", "reply_to"):
+    for name in ("from_address", "reply_to", "bounce_address"):
         value = getattr(settings, name)
         if value or name == "from_address":
             try:

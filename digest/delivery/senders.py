@@ -183,5 +183,5 @@ def sender_for(settings: Settings, transport: Transport | None, letters: int, *,
     send_rate shared with other workers (digest.delivery.pace); by default this process paces itself."""
     pace = pace or Pace(settings.send_rate)
     if transport is None and settings.smtp_host and min(settings.smtp_connections, letters) > 1:
-        return MultiplexedSender(lambda: SMTPTransport(settings, pace=pace), settings.from_address, min(settings.smtp_connections, letters), pace)
-    return InlineSender(transport or transport_for(settings, pace=pace), settings.from_address)
+        return MultiplexedSender(lambda: SMTPTransport(settings, pace=pace), settings.envelope_sender, min(settings.smtp_connections, letters), pace)
+    return InlineSender(transport or transport_for(settings, pace=pace), settings.envelope_sender)

@@ -352,7 +352,7 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
             claimer = (LeaseClaimer(engine, letters, clock=clock, covered_until=now, worker=worker, lease=settings.lease_seconds) if shared
                        else LedgerClaimer(engine, letters, clock=clock, covered_until=now))
             report = deliver_edition(letters, claimer=claimer, builder=builder, transport=out,
-                                     sender=settings.from_address, stop_event=stop_event, sleep=sleep, progress=progress)
+                                     sender=settings.envelope_sender, stop_event=stop_event, sleep=sleep, progress=progress)
         finally:
             out.close()
             if transport is None and isinstance(out, InlineSender):

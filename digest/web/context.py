@@ -61,7 +61,7 @@ class WebContext:
             if self.transport is None:
                 self.transport = transport_for(self.settings)
             try:
-                self.transport.send(message, sender=self.settings.from_address, recipient=recipient)
+                self.transport.send(message, sender=self.settings.envelope_sender, recipient=recipient)
             finally:
                 self.transport.close()
 
