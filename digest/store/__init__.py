@@ -169,15 +169,20 @@ def _known_revisions() -> frozenset[str]:
 def newer_schema(engine: Engine) -> str | None:
     """The database's schema revision when this digest does not know it (a newer digest upgraded the database, as
     one host of several does first); None otherwise."""
+    current = _schema_revisions(engine)
+    unknown = sorted((current or set()) - _known_revisions())
+    return ", ".join(unknown) or None
+
+
+def _schema_revisions(engine: Engine) -> set[str] | None:
+    """The database's migration revisions (alembic_version's rows), or None when it has no schema."""
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("alembic_version"):
                 return None
-            current = set(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+            return set(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
     except SQLAlchemyError as exc:
         raise wrap_db_error(exc, engine) from None
-    unknown = sorted(current - _known_revisions())
-    return ", ".join(unknown) or None
 
 
 def check_not_newer(engine: Engine) -> None:
@@ -225,14 +230,7 @@ SCHEMA_REVISION = "0008"
 
 def schema_is_current(engine: Engine) -> bool:
     """True when the database is at the newest migration (False when it has no schema, or an older one)."""
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("alembic_version"):
-                return False
-            current = set(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
-    except SQLAlchemyError as exc:
-        raise wrap_db_error(exc, engine) from None
-    return current == {SCHEMA_REVISION}
+    return _schema_revisions(engine) == {SCHEMA_REVISION}
 
 
 def has_schema(engine: Engine) -> bool:
