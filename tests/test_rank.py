@@ -335,6 +335,17 @@ def test_rank_papers_reasons_use_the_subscribers_own_wording():
     assert "mechanistic interpretability" in matched and "interpretation" not in matched
 
 
+def test_rank_papers_reasons_show_no_bare_numbers():
+    """A number shared with the profile ("depth 11" in a seed, "11 layers" in the paper) says nothing about the topic:
+    it was shown as a matched term ("matched terms: retrieval augmented, augmented generation, 11")."""
+    pool = [make(210, "Retrieval augmented generation with 11 layers", "Retrieval augmented generation at depth 11, with 11 heads and 11 layers."),
+            make(211, "Protein folding with diffusion", "We fold proteins."), make(212, "Robot grasping", "A robot grasps objects.")]
+    result = rank_papers(pool, profile(interests=("retrieval augmented generation 11",)), NOW)
+    top = next(r for r in result.ranked if r.paper.id == 210)
+    matched = next(r for r in top.reasons if r.startswith("matched terms:"))
+    assert "retrieval" in matched and "11" not in matched.split(": ", 1)[1].replace(",", " ").split()
+
+
 def test_rank_papers_same_inputs_same_output_whatever_the_input_order():
     p = profile(interests=("transformers", "learning"), max_papers=6, trending_weight=0.3)
     candidates = corpus({4: {"upvotes": 10}, 9: {"upvotes": 10}})

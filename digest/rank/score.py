@@ -337,14 +337,16 @@ class ProfileRows:
 
 
 def _readable(terms: tuple[int, ...], names, words, cache: dict, size: int = 3) -> list[str]:
-    """The first `size` terms, a bigram hiding the words it is made of (shown before or after it); `cache` keeps
-    the answers, as the same overlaps recur across subscribers."""
+    """The first `size` terms, a bigram hiding the words it is made of (shown before or after it), numbers left out;
+    `cache` keeps the answers, as the same overlaps recur across subscribers."""
     if terms in cache:
         return cache[terms]
     chosen: list[int] = []
     covered: set[str] = set()
     for term in terms:
         mine = words[term]
+        if all(word.isdigit() for word in mine):  # "11": a number shared says nothing of the topic
+            continue
         if len(mine) == 1:
             if mine[0] in covered:
                 continue
