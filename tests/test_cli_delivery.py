@@ -145,7 +145,10 @@ def test_preview_writes_html_and_eml_without_sending_or_recording(cli, home: Pat
     assert result.exit_code == 0, result.output
     assert result.output.startswith("To: reader00@example.org\nSubject: ")
     message = parse(eml.read_bytes())
-    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # the default base_url is http: one-click (RFC 8058) needs https, so it is not claimed; with https it is
+    assert message["List-Unsubscribe"].startswith("<http://") and message["List-Unsubscribe-Post"] is None
+    assert cli("preview", "reader00@example.org", "--eml", str(eml), env={"DIGEST_BASE_URL": "https://digest.example.org"}).exit_code == 0
+    assert parse(eml.read_bytes())["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert unescape(message.get_body(("html",)).get_content().replace("\r\n", "\n")) == unescape(html.read_text(encoding="utf-8"))
     assert "Sparse Autoencoders Interpretability study" in html.read_text(encoding="utf-8")
     text = cli("preview", "reader00@example.org", "--text")

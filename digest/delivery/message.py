@@ -298,7 +298,7 @@ def _styles_are_ascii(html: str) -> bool:
 def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Settings, message_id: str, unsubscribe_url: str, date: datetime) -> bytes:
     """The digest as RFC 5322 bytes with CRLF line ends: multipart/alternative, text then HTML.
 
-    List-Unsubscribe carries the https link, which List-Unsubscribe-Post makes one-click (RFC 8058). No mailto:
+    List-Unsubscribe carries the link, which List-Unsubscribe-Post makes one-click (RFC 8058) when it is https. No mailto:
     nothing reads that mailbox, and a mail client that chose it told the reader they were unsubscribed while the
     digests kept coming (listmonk sends the link alone too). Every header value from outside is cleaned and
     encoded, never trusted.
@@ -314,7 +314,8 @@ def build_message(rendered: RenderedEmail, *, to: str, name: str, settings: Sett
             f"Message-ID: {clean_header_text(message_id)}",
             list_line,
             f"List-Unsubscribe: <{url}>",
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            # RFC 8058 3.1: one-click needs an HTTPS URI; with an http base_url (the demo, a test) it is not claimed.
+            *(["List-Unsubscribe-Post: List-Unsubscribe=One-Click"] if url.lower().startswith("https://") else []),
             # No vacation or out-of-office replies to a newsletter: RFC 3834's header, and Precedence: bulk, which the
             # autoresponders that predate it honour.
             "Auto-Submitted: auto-generated",
