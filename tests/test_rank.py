@@ -501,6 +501,21 @@ def test_trending_scores_without_upvotes_or_second_sources_are_zero():
     assert rank.trending_scores([], [], []).tolist() == []
 
 
+def test_a_cross_list_in_two_arxiv_feeds_is_one_source_for_trending():
+    """Two arXiv category feeds both list a cross-listed paper: one announcement, not two signs that people care (it
+    was "carried by 2 sources", and trended). Hugging Face's list beside arXiv is a second source."""
+    def carried(sources, kinds) -> Candidate:
+        return Candidate(make(300, "Sparse autoencoders").paper, sources, kinds)
+
+    cross = carried(("arxiv:cs.CL", "arxiv:cs.LG"), ("arxiv-rss", "arxiv-rss"))
+    api = carried(("arxiv:cs.CL", "search"), ("arxiv-rss", "arxiv-api"))
+    both = carried(("arxiv:cs.CL", "hf-daily"), ("arxiv-rss", "hf-daily"))
+    assert [c.outlets for c in (cross, api, both)] == [1, 1, 2]
+    assert rank.pool_trending([cross, api, both]).tolist()[:2] == [0.0, 0.0] and rank.pool_trending([both]).tolist()[0] > 0
+    reasons = [rank._trending_reasons(c) for c in (cross, both)]
+    assert reasons == [[], ["carried by 2 sources"]]
+
+
 def test_trending_section_prefers_todays_papers():
     older = NOW - timedelta(days=2)
     candidates = corpus({7: {"upvotes": 60}, 2: {"upvotes": 50}})

@@ -339,14 +339,14 @@ def trending_scores(upvotes: Sequence[int | None], source_counts: Sequence[int],
 
 def pool_trending(pool: Sequence[Candidate]) -> np.ndarray:
     """trending_scores of ranking candidates."""
-    return trending_scores([c.paper.upvotes for c in pool], [len(set(c.sources)) for c in pool], [c.paper.first_seen for c in pool])
+    return trending_scores([c.paper.upvotes for c in pool], [c.outlets for c in pool], [c.paper.first_seen for c in pool])
 
 
 def _trending_reasons(candidate: Candidate) -> list[str]:
     reasons = []
     if candidate.paper.upvotes:
         reasons.append(f"trending: {candidate.paper.upvotes} upvotes on Hugging Face")
-    sources = len(set(candidate.sources))
+    sources = candidate.outlets
     if sources > 1:
         reasons.append(f"carried by {sources} sources")
     return reasons
