@@ -154,17 +154,6 @@ def _edition_begun(subs: list[Subscriber], day: date, now: datetime) -> list[Sub
 # --- the plans ------------------------------------------------------------------------------------------
 
 
-# arXiv listings announce new versions of older papers as "replace" and "replace-cross": not new research. A paper
-# first met that way (versions of papers announced before it was added) is left out unless include_replacements;
-# one that another kind of source also carries (Hugging Face's daily list: trending now) stays.
-REPLACEMENTS = frozenset({"replace", "replace-cross"})
-
-
-def is_replacement(announce_type: str | None, source_kinds: Sequence[str]) -> bool:
-    """Whether a paper is only an arXiv listing's replacement announcement (no other kind of source carries it)."""
-    return announce_type in REPLACEMENTS and all(kind == "arxiv-rss" for kind in source_kinds)
-
-
 def plan_editions(engine: Engine, settings: Settings, now: datetime, dues: Sequence[Due]) -> list[EditionPlan | Unplanned]:
     """Every due edition planned over one candidate pool (one query, the widest window), in the order of `dues`."""
     if not dues:
@@ -172,8 +161,8 @@ def plan_editions(engine: Engine, settings: Settings, now: datetime, dues: Seque
     windows = [edition_window(d.subscriber, now, settings.window_days) for d in dues]
     subscribers = [d.subscriber for d in dues]
     with session_scope(engine) as session:
-        pool = [Candidate(s.paper, s.sources, s.source_kinds) for s in candidate_papers(session, min(since for since, _ in windows), now)
-                if settings.include_replacements or not is_replacement(s.paper.announce_type, s.source_kinds)]
+        pool = [c for s in candidate_papers(session, min(since for since, _ in windows), now)
+                for c in [Candidate(s.paper, s.sources, s.source_kinds)] if settings.include_replacements or not c.only_replaced]
         sent = sent_among(session, [s.id for s in subscribers], [c.paper.id for c in pool])
         rows_of = profile_rows_for(session, subscribers)
     inside: dict[datetime, tuple[Candidate, ...]] = {}  # most subscribers share a window: one tuple each

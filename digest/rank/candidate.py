@@ -12,6 +12,9 @@ from typing import NamedTuple
 
 from ..models import Paper
 
+ARXIV_KINDS = frozenset({"arxiv-rss", "arxiv-api"})  # the source kinds that are arXiv itself
+REPLACEMENTS = frozenset({"replace", "replace-cross"})  # arXiv announce types of a new version of an older paper
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -28,7 +31,13 @@ class Candidate:
         (a cross-list in two category feeds is one announcement, not two signs that people care)."""
         if len(self.source_kinds) != len(self.sources):
             return len(set(self.sources))
-        return len({"arxiv" if kind.startswith("arxiv") else name for name, kind in zip(self.sources, self.source_kinds)})
+        return len({"arxiv" if kind in ARXIV_KINDS else name for name, kind in zip(self.sources, self.source_kinds)})
+
+    @cached_property
+    def only_replaced(self) -> bool:
+        """First met in an arXiv listing's replacement announcement (a new version of an older paper) and carried by
+        arXiv alone: not new research. Another kind of source (Hugging Face's daily list) makes it news again."""
+        return self.paper.announce_type in REPLACEMENTS and all(kind in ARXIV_KINDS for kind in self.source_kinds)
 
     @cached_property
     def paper_id(self) -> int | None:
