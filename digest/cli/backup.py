@@ -44,7 +44,7 @@ def restore(app: AppContext, backup_file: Path) -> None:
     database = _sqlite_database(app, "restore")
     settings = app.settings
     with run_lock(settings):
-        done = restore_sqlite(backup_file.expanduser(), database, newest_revision=SCHEMA_REVISION, now=app.now())
+        done = restore_sqlite(backup_file.expanduser(), database, now=app.now())
         engine = open_engine(settings.database_url)
         try:
             init_db(engine)  # a backup made by an older version: its migrations, as `digest init` runs them

@@ -160,7 +160,7 @@ def init_db(engine: Engine) -> None:
         raise
 
 
-def _known_revisions() -> frozenset[str]:
+def known_revisions() -> frozenset[str]:
     """The revisions of this digest's migrations (their files are named NNNN_what.py)."""
     versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
     return frozenset(path.name.split("_", 1)[0] for path in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
@@ -170,7 +170,7 @@ def newer_schema(engine: Engine) -> str | None:
     """The database's schema revision when this digest does not know it (a newer digest upgraded the database, as
     one host of several does first); None otherwise."""
     current = _schema_revisions(engine)
-    unknown = sorted((current or set()) - _known_revisions())
+    unknown = sorted((current or set()) - known_revisions())
     return ", ".join(unknown) or None
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import InputError, StoreError
+from . import SCHEMA_REVISION, known_revisions
 
 PG_DUMP_HINT = "on PostgreSQL use pg_dump and pg_restore: `pg_dump --format=custom --file=digest.dump DBNAME`; see docs/deployment.md#backups"
 
@@ -105,7 +106,7 @@ class Restored:
     kept: Backup | None
 
 
-def restore_sqlite(copy: Path, database: Path, *, newest_revision: str, now: datetime) -> Restored:
+def restore_sqlite(copy: Path, database: Path, *, now: datetime) -> Restored:
     """Put the backup `copy` in place of the SQLite database `database`, keeping the database it replaces beside it
     (digest.db.before-restore-YYYYmmdd-HHMMSS). The caller holds the run lock (no run writes meanwhile) and upgrades
     the schema afterwards when the copy is older. A copy made by a newer digest (a migration this one does not know)
@@ -120,8 +121,8 @@ def restore_sqlite(copy: Path, database: Path, *, newest_revision: str, now: dat
             if problems != ["ok"]:
                 raise StoreError(f"{copy} fails SQLite's integrity check: {problems[0]}", "restore another backup")
             papers, subscribers, revision = _contents(src)
-            if not revision.isdigit() or revision > newest_revision:
-                raise StoreError(f"{copy} was made by a newer digest (migration {revision}; this one knows up to {newest_revision})",
+            if revision not in known_revisions():  # the rule every command applies to a database (newer_schema)
+                raise StoreError(f"{copy} was made by a newer digest (migration {revision}; this one knows up to {SCHEMA_REVISION})",
                                  KNOWN_REVISIONS_HINT)
             kept = None
             if database.exists():
