@@ -34,7 +34,7 @@ def bounces_read(app: AppContext, paths: tuple[str, ...]) -> None:
         raise click.UsageError("give a PATH (a message, an mbox or a Maildir), or pipe one message in")
     engine = app.engine
     tally: Counter[str] = Counter()
-    for where, raw, box, key in (message for path in (paths or ("-",)) for message in read_messages(path)):
+    for where, raw, unseen in (message for path in (paths or ("-",)) for message in read_messages(path)):
         returned = parse_bounce(raw)
         tally["message"] += 1
         if not returned.reports:
@@ -56,7 +56,7 @@ def bounces_read(app: AppContext, paths: tuple[str, ...]) -> None:
                 click.echo(f"{done.email}: bounced ({report.describe()}): no more mail until `digest subscribers resume`")
             else:
                 click.echo(f"{done.email}: the {done.edition} edition failed ({report.describe()}); {done.failed_in_a_row} in a row")
-        if box is not None and key is not None:
-            mark_seen(box, key)
+        if unseen is not None:
+            mark_seen(unseen)
     counts = ", ".join(f"{tally[k]} {k}" for k in ("bounced", "counted", "already", "unknown", "delayed", "other", "not a report") if tally[k])
     click.echo(f"{tally['message']} message{'s' if tally['message'] != 1 else ''} read" + (f": {counts}" if counts else ""))

@@ -133,22 +133,19 @@ def _one_line(value: str) -> str:
 # --- reading messages -------------------------------------------------------------------------------------------
 
 
-def read_messages(path: str) -> Iterator[tuple[str, bytes, mailbox.Maildir | None, str | None]]:
-    """Each message at `path`, as (where, its bytes, its Maildir, its key there): "-" is one message on standard
+def read_messages(path: str) -> Iterator[tuple[str, bytes, Path | None]]:
+    """Each message at `path`, as (where, its bytes, its file in a Maildir's new/): "-" is one message on standard
     input (an MTA's pipe); a Maildir its new messages (the caller marks each one seen once it is recorded); an
     mbox file each message in it; another file one message. Nothing is changed here."""
     if path == "-":
-        yield "standard input", sys.stdin.buffer.read(), None, None
+        yield "standard input", sys.stdin.buffer.read(), None
         return
     where = Path(path).expanduser()
     if where.is_dir():
         if not all((where / sub).is_dir() for sub in ("cur", "new", "tmp")):
             raise InputError(f"{where} is a directory but not a Maildir (no cur, new and tmp in it)", "give a Maildir, an mbox file, a message file or - for standard input")
-        box = mailbox.Maildir(where, factory=None, create=False)
-        for key in sorted(box.iterkeys()):
-            if box.get_message(key).get_subdir() == "new":
-                with box.get_file(key) as handle:
-                    yield f"{where} message {key}", handle.read(), box, key
+        for unseen in sorted(p for p in (where / "new").iterdir() if not p.name.startswith(".")):
+            yield f"{where} message {unseen.name}", unseen.read_bytes(), unseen
         return
     try:
         with open(where, "rb") as handle:
@@ -157,15 +154,13 @@ def read_messages(path: str) -> Iterator[tuple[str, bytes, mailbox.Maildir | Non
         raise InputError(f"cannot read {where}: {exc.strerror or exc}", "give a Maildir, an mbox file, a message file or - for standard input") from None
     if first == b"From ":
         for number, msg in enumerate(mailbox.mbox(where, factory=None, create=False), 1):
-            yield f"{where} message {number}", msg.as_bytes(), None, None
+            yield f"{where} message {number}", msg.as_bytes(), None
         return
-    yield str(where), where.read_bytes(), None, None
+    yield str(where), where.read_bytes(), None
 
 
-def mark_seen(box: mailbox.Maildir, key: str) -> None:
-    """Move a Maildir message from new to cur, flagged seen: read once."""
-    msg = box.get_message(key)
-    msg.set_subdir("cur")
-    msg.add_flag("S")
-    box[key] = msg
+def mark_seen(unseen: Path) -> None:
+    """Move a Maildir message from new/ to cur/, flagged seen (the Maildir rule: info ":2,S"), so it is read once;
+    a rename, as mail clients do, never a rewrite of the message."""
+    unseen.rename(unseen.parent.parent / "cur" / f"{unseen.name}:2,S")
 
