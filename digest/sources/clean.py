@@ -112,13 +112,19 @@ def html_to_text(value: str | None) -> str:
     """Plain text from HTML or text: tags, comments and scripts removed, entities decoded, spaces collapsed.
 
     LaTeX is left as written ($x^2$ stays). Only the first MAX_RAW characters are read."""
+    return _text_of(value)
+
+
+def _text_of(value: str | None, tag: re.Pattern = _TAG) -> str:
+    """html_to_text and plain_to_text: the markup `tag` matches removed (every tag by default), entities decoded,
+    spaces collapsed."""
     if not value:
         return ""
     value = value[:MAX_RAW]
     if "<" in value or "&" in value:
-        value = html.unescape(_strip_markup(value))
+        value = html.unescape(_strip_markup(value, tag))
         if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
-            value = _strip_markup(value)
+            value = _strip_markup(value, tag)
     return collapse_space(value)
 
 
@@ -143,14 +149,7 @@ def plain_to_text(value: str | None) -> str:
     """Text from a field that is plain text (Hugging Face's JSON, an Atom type="text" element, an RSS title with no
     HTML in it): entities decoded, spaces collapsed, HTML and namespaced tags removed as by html_to_text, but any
     other <word> kept as written (a model's <think> or <eos> token is part of the abstract)."""
-    if not value:
-        return ""
-    value = value[:MAX_RAW]
-    if "<" in value or "&" in value:
-        value = html.unescape(_strip_markup(value, _MARKUP_TAG))
-        if "<" in value:  # markup that was escaped twice (&lt;p&gt;) is markup all the same
-            value = _strip_markup(value, _MARKUP_TAG)
-    return collapse_space(value)
+    return _text_of(value, _MARKUP_TAG)
 
 
 # --- TeX accents in names -----------------------------------------------------------------------------
