@@ -251,3 +251,30 @@ def test_output_left_when_the_worker_is_done_is_sent_by_the_loop(home):
         server.task_dispatcher.shutdown()
         server.trigger.pull_trigger(lambda: [c.close() for c in list(server._map.values()) if c is not server.trigger])
         loop.join(5)
+
+
+def test_serve_web_stops_when_the_loop_runs_the_stop_before_the_wakeup_byte(home, monkeypatch):
+    """The helper's teardown, in the order CI once met (strace: the loop's thread closed the trigger pipe 0.7 ms
+    before the test's thread wrote its byte): the stop is queued, the loop, woken by a worker thread that has just
+    answered, runs it at once, and only then is the wake-up byte written. That write failed with EBADF while the
+    stop closed the pipe; the pipe is now closed after the loop has ended."""
+    import threading
+
+    from waitress import trigger
+
+    pull = trigger.trigger.pull_trigger
+
+    def pull_after_the_loop_ran_it(self, thunk=None):
+        with self.lock:
+            self.thunks.append(thunk)
+        os.write(self._fds[1], b"w")  # a worker thread's wake-up byte
+        for thread in threading.enumerate():
+            if thread.name == "waitress-test":
+                thread.join(5)
+                assert not thread.is_alive()
+        self._physical_pull()
+
+    monkeypatch.setattr(trigger.trigger, "pull_trigger", pull_after_the_loop_ran_it)
+    with serve_web(home) as site:
+        assert site.client.get("/subscribe").status_code == 200
+    monkeypatch.setattr(trigger.trigger, "pull_trigger", pull)

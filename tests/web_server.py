@@ -76,11 +76,19 @@ def confirm_path(message: EmailMessage, base_url: str) -> str:
 
 
 def _close_all(server: Any) -> None:
-    """Close the listener and every open connection (keep-alive clients) so the asyncore loop ends."""
+    """Close the listener and every open connection (keep-alive clients), and take the trigger out of the socket
+    map, so the asyncore loop ends. Not the trigger's pipe: this runs in the loop's thread, which can run it before
+    the thread that pulled the trigger has written its byte (the loop was awake already, woken by a worker thread
+    that had just answered). Closing the pipe here made that write fail with EBADF, or land in whatever file took
+    the descriptor's number meanwhile; serve_web closes it once the loop has ended."""
+    from waitress import wasyncore
+
     for channel in list(server._map.values()):
-        if channel is not server.trigger:
+        if channel is server:
+            wasyncore.dispatcher.close(channel)  # the listener; the server's own close() closes the trigger too
+        elif channel is not server.trigger:
             channel.close()
-    server.close()
+    server.trigger.del_channel()
 
 
 _TEMPLATE_DB: list[Path] = []
@@ -136,6 +144,7 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
         server.task_dispatcher.shutdown()
         server.trigger.pull_trigger(lambda: _close_all(server))  # inside the loop, which then ends at once
         thread.join(5)
+        server.trigger.close()  # its pipe, now that no thread writes to it (see _close_all)
         if own_engine:
             engine.dispose()
 
