@@ -1,13 +1,17 @@
 """Signed, scoped tokens for every link that acts for a reader, and the URL scheme that carries them.
 
 A token names one subscriber and one action and is signed with `secret_key` (itsdangerous). It carries
-the subscriber's `token_version`, so bumping that column revokes every outstanding link. Reading a token
-never touches the database: checking the version and single use is the caller's job.
+the subscriber's `token_version`, so bumping that column revokes every outstanding link, but for unsubscribe links,
+which must work in every email ever sent (RFC 8058): those also carry a tag of the address they were made for
+(address_tag), by which a link older than the version still finds its own subscriber and never a newcomer given
+the same id. Reading a token never touches the database: checking the version, the address and single use is the
+caller's job.
 
 URL scheme, under base_url:
     /confirm/<token>        action "confirm"      valid 7 days, usable once; carries the subscribe request it confirms
                                                   (a digest.models.PendingProfile id), absent in links sent before migration 0008
-    /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails)
+    /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails); carries the address's tag
+                                                  (absent in links sent before it did), and works whatever the version
     /preferences/<token>    action "preferences"  no expiry
     /feedback/<token>       action "feedback"     carries paper id and +1 / -1 (links of older emails and web edition pages)
     /feedback/<token>/<paper id>/like|dislike
@@ -69,6 +73,7 @@ class Claim:
     digest: str = ""  # stable fingerprint of the token, for single-use bookkeeping
     edition: str | None = None  # YYYY-MM-DD, for "edition"
     request: int | None = None  # for "confirm": the subscribe request (PendingProfile) the link applies
+    address: str | None = None  # for "unsubscribe": address_tag of the address the link was made for
 
 
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
@@ -162,10 +167,13 @@ def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
 
 
 def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 0, *, paper_id: int | None = None, value: int | None = None,
-               edition: str | None = None, request: int | None = None) -> str:
+               edition: str | None = None, request: int | None = None, address: str | None = None) -> str:
+    """A signed token for `action`; `address` (the subscriber's, for "unsubscribe") is signed into it as its tag."""
     payload: list = [subscriber_id, version]
     if action == "confirm" and request is not None:
         payload.append(int(request))
+    if action == "unsubscribe" and address is not None:
+        payload.append(address_tag(secret_key, address))
     if action == "feedback":
         if paper_id is None or value not in (1, -1):
             raise ValueError("a feedback token needs paper_id and value +1 or -1")
@@ -191,12 +199,34 @@ def read_token(secret_key: str, action: str, token: str) -> Claim:
             claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, edition=date.fromisoformat(rest[0]).isoformat())
         elif action == "confirm":
             claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, request=int(rest[0]) if rest else None)
+        elif action == "unsubscribe":
+            claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, address=str(rest[0]) if rest else None)
         else:
             paper_id, value = (rest + [None, None])[:2]
             claim = Claim(action, int(subscriber_id), int(version), paper_id, value, fingerprint)
     except (TypeError, ValueError, IndexError):
         raise TokenError("this link is not valid") from None
     return claim
+
+
+def address_tag(secret_key: str, address: str) -> str:
+    """Which address an unsubscribe link was made for, without naming it: the first 8 bytes (hex) of an HMAC-SHA256 of
+    the address, keyed by `secret_key` (a plain hash would let whoever sees the URL test a guess of the address).
+    SQLite may give a deleted subscriber's id to a newcomer, so the id alone does not say whose link it is."""
+    mac = _address_mac(secret_key).copy()
+    mac.update(address.strip().lower().encode("utf-8"))
+    return mac.hexdigest()[:16]
+
+
+@lru_cache(maxsize=8)
+def _address_mac(secret_key: str) -> hmac.HMAC:
+    """The keyed HMAC of address_tag, set up once per key and copied for each address (never updated itself)."""
+    return hmac.new(secret_key.encode("utf-8"), b"digest.address\x00", hashlib.sha256)
+
+
+def names_address(secret_key: str, claim: Claim, address: str) -> bool:
+    """Whether an unsubscribe claim was made for `address` (False for a link without a tag)."""
+    return claim.address is not None and hmac.compare_digest(claim.address, address_tag(secret_key, address))
 
 
 def _fingerprint(token: str) -> str:

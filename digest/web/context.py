@@ -19,7 +19,7 @@ from ..config import Settings
 from ..delivery.transport import transport_for
 from ..errors import TokenError
 from ..store.days import PapersVersion, papers_version
-from ..tokens import Claim, make_token, read_token
+from ..tokens import Claim, make_token, names_address, read_token
 from .cache import PageCache, Recent
 from .security import Csrf, SharedLimiter, SlidingWindowLimiter
 
@@ -48,6 +48,10 @@ class WebContext:
 
     def read_claim(self, action: str, token: str) -> Claim:
         return read_token(self.settings.secret_key, action, token)
+
+    def names_address(self, claim: Claim, address: str) -> bool:
+        """Whether an unsubscribe link was made for `address` (digest.tokens.address_tag)."""
+        return names_address(self.settings.secret_key, claim, address)
 
     def make_token(self, action: str, sub: Any) -> str:
         return make_token(self.settings.secret_key, action, sub.id, sub.token_version)

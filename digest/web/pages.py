@@ -272,20 +272,41 @@ def _already_subscribed():
 def unsubscribe(token: str):
     ctx = web_context()
     with session_scope(ctx.engine) as session:
-        _, sub = _load(session, "unsubscribe", token)
+        claim, sub = _load_unsubscribe(session, token)
+        if sub is None:  # nothing goes to the address the link was made for: what it asks, so no error (nor to one-click)
+            return message_page("You are unsubscribed", "No digests go to this address: its subscription and data were deleted.")
+        if claim.version == sub.token_version:
+            again = "You can resume from your preferences."
+            link = (url_for("pages.preferences", token=ctx.make_token("preferences", sub)), "Preferences")
+        else:  # a link older than a resubscription: it stops mail, and hands out no preferences link (those it revoked)
+            again = "You can subscribe again."
+            link = (url_for("pages.subscribe"), "Subscribe again")
         if request.method != "POST":
             if sub.status == "unsubscribed":  # nothing to ask
-                preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
-                return message_page("You're already unsubscribed", f"No digests go to {sub.email}. Changed your mind? You can resume from your preferences.",
-                                    link=(preferences, "Preferences"))
+                return message_page("You're already unsubscribed", f"No digests go to {sub.email}. Changed your mind? {again}", link=link)
             # Link scanners follow every URL with GET (or HEAD): only the button's POST unsubscribes.
             return render_template("page_unsubscribe.html", email=sub.email)
         # RFC 8058 one-click: mail providers POST `List-Unsubscribe=One-Click` with no cookie and no
         # form token, so no CSRF check here; the signed token is the authority. Twice is fine.
         if sub.status != "unsubscribed":
             set_status(session, sub, "unsubscribed", ctx.now())
-        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
-    return message_page("You are unsubscribed", "You will get no more digests. Changed your mind? You can resume from your preferences.", link=(preferences, "Preferences"))
+    return message_page("You are unsubscribed", f"You will get no more digests. Changed your mind? {again}", link=link)
+
+
+def _load_unsubscribe(session: Any, token: str) -> tuple[Claim, Subscriber | None]:
+    """The claim of an unsubscribe link and its subscriber, whatever the link's version: an unsubscribe link must work in
+    every email ever sent (RFC 8058, List-Unsubscribe), also after a resubscription bumped the version, and stopping
+    mail is safe. The subscriber is the one of the link's address (its signed tag): None when they are gone (their data
+    deleted, or SQLite gave their id to a newcomer, whose address differs). A link made before links carried the tag
+    keeps the version rule (LinkGone when older): it could not tell a newcomer given the id from its own subscriber."""
+    ctx = web_context()
+    claim = ctx.read_claim("unsubscribe", token)
+    sub = find_subscriber_by_id(session, claim.subscriber_id)
+    if sub is None or claim.address is not None:
+        return claim, sub if sub is not None and ctx.names_address(claim, sub.email) else None
+    if sub.token_version != claim.version:
+        raise LinkGone("this link is no longer valid (a newer email replaced it, or the subscription was removed)")
+    return claim, sub
 
 
 def _profile_form(sub: Subscriber) -> dict[str, str]:
