@@ -264,6 +264,49 @@ def test_confirmation_not_sent_does_not_count(home, smtp_server):  # noqa: F811
         assert smtp_server.recipients() == ["ada@example.org"]
 
 
+def test_plus_addresses_of_one_inbox_share_its_confirmation_caps(home, smtp_server):  # noqa: F811
+    """victim+1@, victim+2@... reach one inbox: asked for one after another (within the per-client limit of 10 in 10
+    minutes), they sent the victim 10 confirmations. The caps count the address with its +tag cut and lower-cased;
+    the subscription is the address as typed."""
+    with serve_web(home, **smtp_settings(smtp_server)) as site:
+        start = site.clock.now
+        pages = [subscribe(site, f"victim+{n}@example.org") for n in range(1, 10)] + [subscribe(site, "VICTIM@Example.org")]
+        assert [r.status_code for r in pages] == [200] * 10 and len({page_words(r) for r in pages}) == 1
+        assert smtp_server.recipients() == ["victim+1@example.org"]
+        assert load(site, "victim+1@example.org").status == "pending" and load(site, "victim+2@example.org") is None
+        for minutes in (11, 22, 33):  # the interval passed each time; the fourth in 24 hours is refused
+            site.clock.now = start + timedelta(minutes=minutes)
+            with client_at(site, 2 + minutes) as client:
+                assert subscribe(site, f"victim+{minutes}@example.org", client=client).status_code == 200
+        assert smtp_server.recipients() == ["victim+1@example.org", "victim+11@example.org", "victim+22@example.org"]
+        assert subscribe(site, "victimx@example.org").status_code == 200  # another address, another count
+        assert smtp_server.recipients()[-1] == "victimx@example.org"
+
+
+def test_a_confirmation_not_sent_gives_back_the_slot_of_its_inbox(home, smtp_server):  # noqa: F811
+    with serve_web(home, **smtp_settings(smtp_server)) as site:
+        smtp_server.default_rcpt_reply = "451 4.3.0 try again later"
+        assert subscribe(site, "ada+news@example.org").status_code == 503
+        smtp_server.default_rcpt_reply = None
+        assert subscribe(site, "ada+papers@example.org").status_code == 200  # at once: the failed email took no slot
+        assert smtp_server.recipients() == ["ada+papers@example.org"]
+
+
+@pytest.mark.parametrize(("typed", "counted"), [
+    ("ada@example.org", "ada@example.org"),
+    ("Ada+News@Example.ORG", "ada@example.org"),
+    ("ada+a+b@example.org", "ada@example.org"),
+    ("+tag@example.org", "+tag@example.org"),
+    ("a.d.a@example.org", "a.d.a@example.org"),
+    ("A.D.A+x@GoogleMail.com", "ada@gmail.com"),
+    ("ada-news@example.org", "ada-news@example.org"),
+], ids=["plain", "tag-and-case", "two-pluses", "only-a-tag", "dots-kept", "gmail-dots", "dash-kept"])
+def test_canonical_address_folds_the_tag_and_case(typed, counted):
+    from digest.web.security import canonical_address
+
+    assert canonical_address(typed) == counted
+
+
 @pytest.mark.parametrize("case", ["missing", "wrong", "other-cookie", "no-cookie"])
 def test_subscribe_refuses_bad_csrf(site, case):
     good = site.csrf("/subscribe")

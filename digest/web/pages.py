@@ -176,10 +176,20 @@ def subscribe():
     except InputError:
         return _subscribe_form({"email": "Please enter a valid email address, such as ada@example.org."})
     now, settings = ctx.now(), ctx.settings
+    # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb. Per inbox here
+    # (victim+1@, victim+2@... are one: digest.web.security.ConfirmCap), per address as typed in the store.
+    try:
+        capped = not ctx.confirm_cap.allow(address, now.timestamp())
+    except StorageDown as exc:
+        log.error("subscribe: %s", exc)
+        return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
+    if capped:
+        log_event(log, "subscribe-capped", reason="this address's inbox had its confirmation emails for now", note="nothing sent")
+        return _check_inbox()
     with session_scope(ctx.engine) as session:
-        # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb.
         asked = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
         if asked is None:
+            ctx.confirm_cap.release(address, now.timestamp())
             log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
             return _check_inbox()
         sub = asked.subscriber
@@ -191,6 +201,7 @@ def subscribe():
     except Exception as exc:
         with session_scope(ctx.engine) as session:  # not sent: the slot is the reader's again
             release_confirmation(session, sub.id, now)
+        ctx.confirm_cap.release(address, now.timestamp())
         if not isinstance(exc, DigestError):
             raise
         log_event(log, "confirmation-failed", logging.ERROR, error=str(exc), note="nothing sent")
