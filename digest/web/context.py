@@ -19,7 +19,7 @@ from ..config import Settings
 from ..delivery.transport import transport_for
 from ..errors import TokenError
 from ..store.days import PapersVersion, papers_version
-from ..tokens import Claim, make_token, names_address, read_token
+from ..tokens import Claim, make_token, names_address, read_token, verifying_keys
 from .cache import PageCache, Recent
 from .security import ConfirmCap, Csrf, SharedLimiter, SlidingWindowLimiter
 
@@ -48,11 +48,12 @@ class WebContext:
         return self.version.get(lambda: papers_version(self.engine))
 
     def read_claim(self, action: str, token: str) -> Claim:
-        return read_token(self.settings.secret_key, action, token)
+        """The claim of a link signed with secret_key or one of previous_secret_keys."""
+        return read_token(self.settings.secret_key, action, token, previous_keys=self.settings.previous_secret_keys)
 
     def names_address(self, claim: Claim, address: str) -> bool:
         """Whether an unsubscribe link was made for `address` (digest.tokens.address_tag)."""
-        return names_address(self.settings.secret_key, claim, address)
+        return names_address(verifying_keys(self.settings.secret_key, self.settings.previous_secret_keys), claim, address)
 
     def make_token(self, action: str, sub: Any) -> str:
         return make_token(self.settings.secret_key, action, sub.id, sub.token_version)

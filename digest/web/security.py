@@ -62,8 +62,9 @@ def set_security_headers(response: Response) -> Response:
 class Csrf:
     """Issue and check the signed double-submit token of every form but the one-click unsubscribe."""
 
-    def __init__(self, secret_key: str, base_url: str):
-        self._serializer = URLSafeTimedSerializer(secret_key, salt="digest.csrf")
+    def __init__(self, secret_keys: str | tuple[str, ...], base_url: str):
+        """`secret_keys`: secret_key, or the keys that verify (digest.tokens.verifying_keys: the last one signs)."""
+        self._serializer = URLSafeTimedSerializer(list(secret_keys) if isinstance(secret_keys, tuple) else secret_keys, salt="digest.csrf")
         self._secure = urlsplit(base_url).scheme == "https"
 
     def install(self, app: Flask) -> None:
