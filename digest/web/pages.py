@@ -55,7 +55,7 @@ from ..tokens import VOTES, Claim, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
-from .security import CSRF_COOKIE, StorageDown, client_key
+from .security import StorageDown, client_key
 
 log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
@@ -126,7 +126,7 @@ NO_COOKIE_FORM = ("Your browser did not send back the cookie this form needs, so
 def _stale_form(what: str) -> str:
     """What a page shown again after a form's CSRF check failed says: the cookie did not come (a browser that keeps no
     cookies, which "press again" alone would send round for ever), or the form was old or from another browser."""
-    return (EXPIRED_FORM if request.cookies.get(CSRF_COOKIE) else NO_COOKIE_FORM).format(what=what)
+    return (EXPIRED_FORM if request.cookies.get(web_context().csrf.cookie_name) else NO_COOKIE_FORM).format(what=what)
 
 
 def _reader_error(exc: FieldError) -> str:

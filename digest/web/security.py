@@ -7,8 +7,10 @@ It must not know about pages, subscribers or the database; digest.web.app wires 
 
 CSRF is a signed double-submit cookie (OWASP): a random value in a SameSite=Lax, HttpOnly cookie, and
 the same value signed with secret_key in each form. A cross-site page can neither read the cookie nor
-sign a value, so it cannot forge the pair. The RFC 8058 one-click unsubscribe POST is deliberately
-exempt: mail providers send it without any cookie or form token.
+sign a value, so it cannot forge the pair. With an https base_url the cookie is `__Host-digest_csrf`
+(RFC 6265bis: Secure, Path=/, no Domain), which a subdomain or a plain-http page of the host cannot set
+or overwrite: a double-submit cookie is only as good as nobody else being able to plant one. The RFC 8058
+one-click unsubscribe POST is deliberately exempt: mail providers send it without any cookie or form token.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from werkzeug.http import dump_cookie
 from ..config import Settings, mask_secrets, redact_url, url_secrets
 from ..errors import ConfigError
 
-CSRF_COOKIE = "digest_csrf"
+CSRF_COOKIE = "digest_csrf"  # with an http base_url (the demo, a trial): a __Host- cookie needs Secure
+HOST_CSRF_COOKIE = f"__Host-{CSRF_COOKIE}"  # with an https base_url
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 24 * 3600  # a form left open for a day must be reloaded
 
@@ -66,6 +69,7 @@ class Csrf:
         """`secret_keys`: secret_key, or the keys that verify (digest.tokens.verifying_keys: the last one signs)."""
         self._serializer = URLSafeTimedSerializer(list(secret_keys) if isinstance(secret_keys, tuple) else secret_keys, salt="digest.csrf")
         self._secure = urlsplit(base_url).scheme == "https"
+        self.cookie_name = HOST_CSRF_COOKIE if self._secure else CSRF_COOKIE
 
     def install(self, app: Flask) -> None:
         app.jinja_env.globals["csrf_token"] = self.token
@@ -81,13 +85,14 @@ class Csrf:
         return self._serializer.dumps(cookie)
 
     def cookie_header(self, value: str, path: str) -> str:
-        """The Set-Cookie value of a new CSRF cookie `value` for the pages under `path`."""
-        return dump_cookie(CSRF_COOKIE, value, httponly=True, samesite="Lax", secure=self._secure, path=path)
+        """The Set-Cookie value of a new CSRF cookie `value` for the pages under `path` (a __Host- cookie: for the
+        whole host, Path=/ being one of its rules, whatever path base_url has)."""
+        return dump_cookie(self.cookie_name, value, httponly=True, samesite="Lax", secure=self._secure, path="/" if self._secure else path)
 
     def cookie_value(self) -> str:
         """This browser's CSRF cookie, or a new one that the response sets: a page cached per browser (the
         front page's ETag) changes with it, since its form carries a token for it."""
-        value = request.cookies.get(CSRF_COOKIE, "")
+        value = request.cookies.get(self.cookie_name, "")
         if len(value) < 32:
             value = g.get("csrf_new") or secrets.token_urlsafe(32)
             g.csrf_new = value
@@ -101,7 +106,7 @@ class Csrf:
     def valid(self) -> bool:
         """Whether the form's token is signed by us, not expired, and matches the cookie. A page that can show its form
         again with what was typed (and a fresh token) asks this instead of check()."""
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+        cookie = request.cookies.get(self.cookie_name, "")
         sent = request.form.get(CSRF_FIELD, "")
         try:
             value = self._serializer.loads(sent, max_age=CSRF_MAX_AGE) if sent else None
