@@ -33,7 +33,7 @@ class Option:
     name: str
     default: Any
     help: str
-    kind: str = "str"  # str, int, float, bool, path, choice: from the field's type
+    kind: str = "str"  # str, int, float, bool, path, choice, list (of strings): from the field's type
     secret: bool = False
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -96,6 +96,10 @@ class Settings:
     base_url: str = setting("http://127.0.0.1:8080", "public URL of `digest web`, used in every link")
     secret_key: str = setting("", "signs the tokens in links; `digest init` writes a random one into the config file it "
                                   "creates (or DIGEST_SECRET_KEY_FILE)", secret=True)
+    previous_secret_keys: tuple[str, ...] = setting(
+        (), "older secret_keys that still verify the links and forms they signed, while every new one is signed with "
+            "secret_key: rotating the key without breaking the links already sent (docs/web.md#rotating-secret_key); a "
+            "list in the config file, comma-separated (or one per line in the _FILE) in the environment", secret=True)
     list_id: str = setting("", "List-Id header; default: digest.<from domain>")
     outbox_dir: Path = setting(None, "where the outbox transport writes .eml files; default: DIGEST_HOME/outbox")
     skip_empty: bool = setting(True, "send nothing to a subscriber on a day with nothing new")
@@ -164,14 +168,14 @@ class Settings:
             value = getattr(self, opt.name)
             if opt.secret and value:
                 value = redact_url(value) if opt.name in ("database_url", "web_rate_limit_storage") else REDACTED
-            out[opt.name] = str(value) if isinstance(value, Path) else value
+            out[opt.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         return out
 
 
 def _option(f: dataclasses.Field[Any], annotation: Any) -> Option:
     """The table row of a Settings field: the kind of value from its annotation, the rest from setting()."""
     meta = f.metadata
-    kinds: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool", Path: "path"}
+    kinds: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool", Path: "path", tuple[str, ...]: "list"}
     if typing.get_origin(annotation) is Literal:
         kind, choices = "choice", tuple(typing.get_args(annotation))
     else:
@@ -314,6 +318,11 @@ def _coerce(opt: Option, raw: Any, where: str) -> Any:
                 value = False
             else:
                 raise ValueError
+        elif opt.kind == "list":  # a TOML list, or one string (the environment) split at commas and line breaks
+            items = re.split(r"[,\n]", raw) if isinstance(raw, str) else raw
+            if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+                raise ValueError
+            value = tuple(item.strip() for item in items if item.strip())
         elif opt.kind == "path":
             if not isinstance(raw, str) or "\x00" in raw:
                 raise ValueError
@@ -325,7 +334,9 @@ def _coerce(opt: Option, raw: Any, where: str) -> Any:
     except RuntimeError:  # Path.expanduser() of ~user for a user that does not exist
         raise bad("no such user's home directory") from None
     except (TypeError, ValueError, OverflowError):
-        raise bad("expected " + {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(opt.kind, "a path" if opt.kind == "path" else "a string")) from None
+        expected = {"bool": "true or false", "int": "a whole number", "float": "a number", "path": "a path",
+                    "list": "a list of strings, or one string of comma-separated values"}
+        raise bad("expected " + expected.get(opt.kind, "a string")) from None
     if opt.choices and value not in opt.choices:
         raise bad(f"expected one of {', '.join(opt.choices)}")
     if opt.minimum is not None and value < opt.minimum:
@@ -468,6 +479,8 @@ def render_config_file(secret_key: str | None = None) -> str:
             lines.append(f"# {opt.name} =")
         elif isinstance(default, bool):
             lines.append(f"# {opt.name} = {'true' if default else 'false'}")
+        elif isinstance(default, tuple):
+            lines.append(f"# {opt.name} = []")
         elif isinstance(default, (int, float)):
             lines.append(f"# {opt.name} = {default!r}")
         else:

@@ -26,7 +26,7 @@ import httpx
 
 from .config import Settings
 from .errors import DigestError
-from .tokens import DEMO_SECRET, SECRET_KEY_HINT, secret_key_problem
+from .tokens import DEMO_SECRET, PREVIOUS_KEY_HINT, SECRET_KEY_HINT, secret_key_problem
 
 CHECK_TIMEOUT = 10.0  # seconds for base_url; sources and SMTP use fetch_timeout and smtp_timeout
 
@@ -73,6 +73,7 @@ def check_settings(settings: Settings) -> Iterator[Check]:
     else:
         where = origin if origin and origin != "default" else "settings"
         yield Check("secret_key", True, f"{len(key)} characters, from {where}")
+    yield from _check_previous_keys(tuple(getattr(settings, "previous_secret_keys", ())))
     sender = (settings.from_address or "").strip()
     domain = sender.rpartition("@")[2].lower()
     if not sender or "@" not in sender:
@@ -81,6 +82,19 @@ def check_settings(settings: Settings) -> Iterator[Check]:
         yield Check("from_address", False, f"{sender} is a placeholder (set from_address to an address on your own domain)")
     else:
         yield Check("from_address", True, sender)
+
+
+def _check_previous_keys(keys: tuple[str, ...]) -> Iterator[Check]:
+    """The older keys of a rotation, held to secret_key's rule (and not the demo's): each still verifies links. None set:
+    no line. The keys are never shown, only their place in the list."""
+    if not keys:
+        return
+    for number, key in enumerate(keys, start=1):
+        problem = secret_key_problem(key) or ("the demo's key, known to everyone" if key == DEMO_SECRET else None)
+        if problem:
+            yield Check("previous_secret_keys", False, f"key {number} of {len(keys)} is {problem} ({PREVIOUS_KEY_HINT})")
+            return
+    yield Check("previous_secret_keys", True, f"{len(keys)} older key{'s' if len(keys) > 1 else ''} still verify links and forms")
 
 
 def _private_file_problem(path: Path, origin: str) -> str | None:

@@ -161,7 +161,11 @@ def echo_events(*events: str) -> None:
 def secret_values(settings: Settings) -> tuple[str, ...]:
     """Every configured secret (passwords, keys, whatever may be a password inside database_url, redis_url or
     web_rate_limit_storage, typo or not: see config.url_secrets), to be masked in logs."""
-    out = [str(getattr(settings, o.name)) for o in OPTIONS if o.secret and getattr(settings, o.name)]
+    out: list[str] = []
+    for opt in OPTIONS:
+        value = getattr(settings, opt.name)
+        if opt.secret and value:  # a list of keys (previous_secret_keys) is masked key by key
+            out.extend(str(item) for item in (value if isinstance(value, tuple) else (value,)))
     for name in URL_SETTINGS:
         out.extend(url_secrets(getattr(settings, name) or ""))
     return tuple(out)

@@ -1,13 +1,20 @@
 """Signed, scoped tokens for every link that acts for a reader, and the URL scheme that carries them.
 
 A token names one subscriber and one action and is signed with `secret_key` (itsdangerous). It carries
-the subscriber's `token_version`, so bumping that column revokes every outstanding link. Reading a token
-never touches the database: checking the version and single use is the caller's job.
+the subscriber's `token_version`, so bumping that column revokes every outstanding link, but for unsubscribe links,
+which must work in every email ever sent (RFC 8058): those also carry a tag of the address they were made for
+(address_tag), by which a link older than the version still finds its own subscriber and never a newcomer given
+the same id. Reading a token never touches the database: checking the version, the address and single use is the
+caller's job.
+
+Rotating the key: every token is signed with `secret_key`; one signed with a key of `previous_secret_keys` still reads
+(itsdangerous's list of keys, newest last), so the links of emails already sent keep working until that key is dropped.
 
 URL scheme, under base_url:
     /confirm/<token>        action "confirm"      valid 7 days, usable once; carries the subscribe request it confirms
                                                   (a digest.models.PendingProfile id), absent in links sent before migration 0008
-    /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails)
+    /unsubscribe/<token>    action "unsubscribe"  no expiry (RFC 8058 links live in old emails); carries the address's tag
+                                                  (absent in links sent before it did), and works whatever the version
     /preferences/<token>    action "preferences"  no expiry
     /feedback/<token>       action "feedback"     carries paper id and +1 / -1 (links of older emails and web edition pages)
     /feedback/<token>/<paper id>/like|dislike
@@ -43,8 +50,15 @@ MIN_SECRET_LENGTH = 16
 PLACEHOLDER_SECRETS = frozenset({"change-me-to-a-long-random-string"})
 # `digest demo`'s key, in the digest.toml of a demo home: the demo signs its links with it; `digest doctor` refuses it.
 DEMO_SECRET = "demo-only-secret-key-not-for-real-use"
+PREVIOUS_KEY_HINT = "remove it from previous_secret_keys: the links it signed stop working, and anyone could sign links with it"
 SECRET_KEY_HINT = ("set DIGEST_SECRET_KEY_FILE to a file only digest can read, holding a random key: "
                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+
+
+def verifying_keys(secret_key: str, previous_keys: Iterable[str] = ()) -> tuple[str, ...]:
+    """The keys a token may be signed with, as itsdangerous takes them (newest last, and only the last signs): the
+    previous keys of a rotation, then secret_key."""
+    return (*(key for key in previous_keys if key != secret_key), secret_key)
 
 
 def secret_key_problem(secret_key: str) -> str | None:
@@ -69,6 +83,7 @@ class Claim:
     digest: str = ""  # stable fingerprint of the token, for single-use bookkeeping
     edition: str | None = None  # YYYY-MM-DD, for "edition"
     request: int | None = None  # for "confirm": the subscribe request (PendingProfile) the link applies
+    address: str | None = None  # for "unsubscribe": address_tag of the address the link was made for
 
 
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
@@ -151,21 +166,34 @@ class _Serializer(URLSafeTimedSerializer):
 
 
 @lru_cache(maxsize=64)  # a digest run makes 3 tokens per email: build each serializer once
-def _serializer(secret_key: str, action: str) -> URLSafeTimedSerializer:
-    problem = secret_key_problem(secret_key)
-    if problem:
-        raise ConfigError(f"secret_key is {problem}", SECRET_KEY_HINT)
+def _serializer(keys: str | tuple[str, ...], action: str) -> URLSafeTimedSerializer:
+    """The serializer of `action` that signs with `keys` (or its last key) and verifies with each of them."""
+    check_keys(keys)
     if action not in ACTIONS:
         raise ValueError(f"unknown token action {action!r}")
     # The salt scopes a token to its action: an unsubscribe token cannot confirm anyone.
-    return _Serializer(secret_key, salt=f"digest.{action}")
+    return _Serializer(list(keys) if isinstance(keys, tuple) else keys, salt=f"digest.{action}")
+
+
+def check_keys(keys: str | tuple[str, ...]) -> None:
+    """ConfigError when a key cannot sign or verify links: secret_key (the last, or only, one) or one of the previous
+    keys before it, by secret_key_problem's rule; the error never shows a key."""
+    *previous, secret_key = (keys,) if isinstance(keys, str) else keys
+    if problem := secret_key_problem(secret_key):
+        raise ConfigError(f"secret_key is {problem}", SECRET_KEY_HINT)
+    for key in previous:
+        if problem := secret_key_problem(key):
+            raise ConfigError(f"previous_secret_keys holds a key that is {problem}", PREVIOUS_KEY_HINT)
 
 
 def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 0, *, paper_id: int | None = None, value: int | None = None,
-               edition: str | None = None, request: int | None = None) -> str:
+               edition: str | None = None, request: int | None = None, address: str | None = None) -> str:
+    """A signed token for `action`; `address` (the subscriber's, for "unsubscribe") is signed into it as its tag."""
     payload: list = [subscriber_id, version]
     if action == "confirm" and request is not None:
         payload.append(int(request))
+    if action == "unsubscribe" and address is not None:
+        payload.append(address_tag(secret_key, address))
     if action == "feedback":
         if paper_id is None or value not in (1, -1):
             raise ValueError("a feedback token needs paper_id and value +1 or -1")
@@ -175,9 +203,11 @@ def make_token(secret_key: str, action: str, subscriber_id: int, version: int = 
     return _serializer(secret_key, action).dumps(payload)
 
 
-def read_token(secret_key: str, action: str, token: str) -> Claim:
-    """The claim inside `token`, or TokenError saying whether it was tampered with or expired."""
-    serializer = _serializer(secret_key, action)
+def read_token(secret_key: str, action: str, token: str, *, previous_keys: Iterable[str] = ()) -> Claim:
+    """The claim inside `token`, signed with `secret_key` or one of `previous_keys`, or TokenError saying whether it
+    was tampered with or expired."""
+    keys = verifying_keys(secret_key, previous_keys)
+    serializer = _serializer(keys if len(keys) > 1 else secret_key, action)
     try:
         payload = serializer.loads(token, max_age=MAX_AGE.get(action))
     except SignatureExpired:
@@ -191,12 +221,36 @@ def read_token(secret_key: str, action: str, token: str) -> Claim:
             claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, edition=date.fromisoformat(rest[0]).isoformat())
         elif action == "confirm":
             claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, request=int(rest[0]) if rest else None)
+        elif action == "unsubscribe":
+            claim = Claim(action, int(subscriber_id), int(version), digest=fingerprint, address=str(rest[0]) if rest else None)
         else:
             paper_id, value = (rest + [None, None])[:2]
             claim = Claim(action, int(subscriber_id), int(version), paper_id, value, fingerprint)
     except (TypeError, ValueError, IndexError):
         raise TokenError("this link is not valid") from None
     return claim
+
+
+def address_tag(secret_key: str, address: str) -> str:
+    """Which address an unsubscribe link was made for, without naming it: the first 8 bytes (hex) of an HMAC-SHA256 of
+    the address, keyed by `secret_key` (a plain hash would let whoever sees the URL test a guess of the address).
+    SQLite may give a deleted subscriber's id to a newcomer, so the id alone does not say whose link it is."""
+    mac = _address_mac(secret_key).copy()
+    mac.update(address.strip().lower().encode("utf-8"))
+    return mac.hexdigest()[:16]
+
+
+@lru_cache(maxsize=8)
+def _address_mac(secret_key: str) -> hmac.HMAC:
+    """The keyed HMAC of address_tag, set up once per key and copied for each address (never updated itself)."""
+    return hmac.new(secret_key.encode("utf-8"), b"digest.address\x00", hashlib.sha256)
+
+
+def names_address(keys: str | Iterable[str], claim: Claim, address: str) -> bool:
+    """Whether an unsubscribe claim was made for `address` (False for a link without a tag); its tag was made with the
+    key that signed it: secret_key, or one of verifying_keys'."""
+    tag = claim.address
+    return tag is not None and any(hmac.compare_digest(tag, address_tag(key, address)) for key in ((keys,) if isinstance(keys, str) else keys))
 
 
 def _fingerprint(token: str) -> str:

@@ -20,7 +20,7 @@ def _default(opt) -> str:
         return SPECIAL_DEFAULTS[opt.name]
     if isinstance(opt.default, bool):
         return f"`{str(opt.default).lower()}`"
-    if opt.default in ("", None):
+    if opt.default in ("", None, ()):
         return "empty"
     return f"`{opt.default}`"
 
@@ -28,7 +28,8 @@ def _default(opt) -> str:
 def _kind(opt) -> str:
     if opt.choices:
         return " or ".join(f"`{c}`" for c in opt.choices)
-    kind = {"str": "text", "int": "whole number", "float": "number", "bool": "true/false", "path": "path"}[opt.kind]
+    kind = {"str": "text", "int": "whole number", "float": "number", "bool": "true/false", "path": "path",
+            "list": "list of text (comma-separated in the environment)"}[opt.kind]
     if opt.minimum is not None and opt.maximum is not None:
         kind += f", {opt.minimum:g} to {opt.maximum:g}"
     elif opt.minimum is not None:

@@ -47,6 +47,8 @@ def test_load_settings_every_value_has_its_fields_type(tmp_path):
             value, hint = getattr(settings, opt.name), hints[opt.name]
             if typing.get_origin(hint) is typing.Literal:
                 assert value in typing.get_args(hint), opt.name
+            elif typing.get_origin(hint) is tuple:  # previous_secret_keys: tuple[str, ...]
+                assert type(value) is tuple and all(type(item) is str for item in value), opt.name
             else:
                 assert type(value) is hint or hint is Path and isinstance(value, Path), opt.name
     assert (settings.smtp_port, settings.send_rate, settings.skip_empty, settings.rank_model) == (2525, 1.5, False, "hybrid")

@@ -103,3 +103,50 @@ def test_read_token_fingerprint_is_the_same_for_every_spelling_of_one_token() ->
     assert read_token(SECRET, "confirm", make_token(SECRET, "confirm", 5, 77, request=4)).digest != read_token(SECRET, "confirm", token).digest
     # The links already spent keep their fingerprint: a token as we write it is fingerprinted as it was.
     assert read_token(SECRET, "confirm", token).digest == hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_unsubscribe_token_names_its_address_without_showing_it() -> None:
+    """The address is signed into an unsubscribe token as a keyed tag: it says whose link it is after the token
+    version moved on, the address cannot be read (or guessed and checked) from the URL, and an old token has none."""
+    import base64
+
+    from digest.tokens import names_address
+
+    token = make_token(SECRET, "unsubscribe", 7, 3, address="Ada@Example.org")
+    claim = read_token(SECRET, "unsubscribe", token)
+    assert (claim.subscriber_id, claim.version) == (7, 3) and claim.address is not None
+    assert names_address(SECRET, claim, "ada@example.org") and not names_address(SECRET, claim, "eve@example.org")
+    assert not names_address(SECRET + "x", claim, "ada@example.org")  # keyed: only the key tells
+    payload = base64.urlsafe_b64decode(token.split(".")[0] + "==")
+    assert b"ada" not in payload.lower() and hashlib.sha256(b"ada@example.org").hexdigest()[:16].encode() not in payload
+    old = read_token(SECRET, "unsubscribe", make_token(SECRET, "unsubscribe", 7, 3))  # made before tokens carried it
+    assert old.address is None and not names_address(SECRET, old, "ada@example.org")
+
+
+OLD = "an-older-secret-key-0123456789"
+
+
+def test_read_token_verifies_with_the_previous_keys_and_nothing_else() -> None:
+    """Rotation: a token signed with a key of previous_keys still reads; a new one is signed with secret_key alone; a key
+    in neither list reads nothing."""
+    old = make_token(OLD, "preferences", 7, 3)
+    claim = read_token(SECRET, "preferences", old, previous_keys=(OLD,))
+    assert (claim.subscriber_id, claim.version) == (7, 3)
+    with pytest.raises(TokenError):
+        read_token(SECRET, "preferences", old)  # the old key dropped from the list: its links stop working
+    with pytest.raises(TokenError):
+        read_token(SECRET, "preferences", make_token("a-third-key-in-neither-list-0123", "preferences", 7, 3), previous_keys=(OLD,))
+    new = make_token(SECRET, "preferences", 7, 3)
+    assert read_token(SECRET, "preferences", new).version == 3
+    with pytest.raises(TokenError):
+        read_token(OLD, "preferences", new)
+
+
+@pytest.mark.parametrize(("key", "words"), [("abcde", "too short: 5 characters"), ("change-me-to-a-long-random-string", "the placeholder")],
+                         ids=["short", "placeholder"])
+def test_read_token_refuses_a_previous_key_that_could_not_be_a_secret(key, words) -> None:
+    from digest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"previous_secret_keys holds a key that is {words}") as info:
+        read_token(SECRET, "preferences", make_token(SECRET, "preferences", 1), previous_keys=(OLD, key))
+    assert key not in str(info.value).replace("previous_secret_keys", "")

@@ -264,6 +264,49 @@ def test_confirmation_not_sent_does_not_count(home, smtp_server):  # noqa: F811
         assert smtp_server.recipients() == ["ada@example.org"]
 
 
+def test_plus_addresses_of_one_inbox_share_its_confirmation_caps(home, smtp_server):  # noqa: F811
+    """victim+1@, victim+2@... reach one inbox: asked for one after another (within the per-client limit of 10 in 10
+    minutes), they sent the victim 10 confirmations. The caps count the address with its +tag cut and lower-cased;
+    the subscription is the address as typed."""
+    with serve_web(home, **smtp_settings(smtp_server)) as site:
+        start = site.clock.now
+        pages = [subscribe(site, f"victim+{n}@example.org") for n in range(1, 10)] + [subscribe(site, "VICTIM@Example.org")]
+        assert [r.status_code for r in pages] == [200] * 10 and len({page_words(r) for r in pages}) == 1
+        assert smtp_server.recipients() == ["victim+1@example.org"]
+        assert load(site, "victim+1@example.org").status == "pending" and load(site, "victim+2@example.org") is None
+        for minutes in (11, 22, 33):  # the interval passed each time; the fourth in 24 hours is refused
+            site.clock.now = start + timedelta(minutes=minutes)
+            with client_at(site, 2 + minutes) as client:
+                assert subscribe(site, f"victim+{minutes}@example.org", client=client).status_code == 200
+        assert smtp_server.recipients() == ["victim+1@example.org", "victim+11@example.org", "victim+22@example.org"]
+        assert subscribe(site, "victimx@example.org").status_code == 200  # another address, another count
+        assert smtp_server.recipients()[-1] == "victimx@example.org"
+
+
+def test_a_confirmation_not_sent_gives_back_the_slot_of_its_inbox(home, smtp_server):  # noqa: F811
+    with serve_web(home, **smtp_settings(smtp_server)) as site:
+        smtp_server.default_rcpt_reply = "451 4.3.0 try again later"
+        assert subscribe(site, "ada+news@example.org").status_code == 503
+        smtp_server.default_rcpt_reply = None
+        assert subscribe(site, "ada+papers@example.org").status_code == 200  # at once: the failed email took no slot
+        assert smtp_server.recipients() == ["ada+papers@example.org"]
+
+
+@pytest.mark.parametrize(("typed", "counted"), [
+    ("ada@example.org", "ada@example.org"),
+    ("Ada+News@Example.ORG", "ada@example.org"),
+    ("ada+a+b@example.org", "ada@example.org"),
+    ("+tag@example.org", "+tag@example.org"),
+    ("a.d.a@example.org", "a.d.a@example.org"),
+    ("A.D.A+x@GoogleMail.com", "ada@gmail.com"),
+    ("ada-news@example.org", "ada-news@example.org"),
+], ids=["plain", "tag-and-case", "two-pluses", "only-a-tag", "dots-kept", "gmail-dots", "dash-kept"])
+def test_canonical_address_folds_the_tag_and_case(typed, counted):
+    from digest.web.security import canonical_address
+
+    assert canonical_address(typed) == counted
+
+
 @pytest.mark.parametrize("case", ["missing", "wrong", "other-cookie", "no-cookie"])
 def test_subscribe_refuses_bad_csrf(site, case):
     good = site.csrf("/subscribe")
@@ -402,7 +445,44 @@ def test_links_opened_with_head_change_nothing(site):
         assert session.exec(select(Feedback)).all() == []
 
 
-def test_unsubscribe_revoked_link_refused(site):
+def email_links(site, sub: Subscriber, paper: Paper, edition: str = "2026-11-27"):
+    """The links of one digest email to `sub`, made as delivery makes them (digest.delivery.build.make_links)."""
+    from digest.delivery.build import make_links
+
+    return make_links(site.settings, sub, [paper.id], edition=edition)
+
+
+def confirm_by_button(site, email: str) -> None:
+    path = confirm_link(site, email)
+    assert site.client.post(path, data={"csrf_token": site.csrf(path)}).status_code == 200
+
+
+def test_unsubscribe_link_of_an_email_before_resubscribing_still_unsubscribes(site):
+    """Resubscribing bumps the token version, which revokes the older links: their preferences, vote and edition links
+    stop working, but the unsubscribe link (and List-Unsubscribe) of every email ever sent must go on working."""
+    paper = add_paper(site, "2401.00031", "A paper")
+    confirm_by_button(site, "ada@example.org")
+    old = email_links(site, load(site, "ada@example.org"), paper)
+    provider = site.new_client()
+    assert provider.post(old.unsubscribe, **ONE_CLICK).status_code == 200
+    site.clock.now += timedelta(seconds=site.settings.confirm_interval + 1)
+    confirm_by_button(site, "ada@example.org")  # she subscribes again: a new version
+    assert load(site, "ada@example.org").status == "active"
+    page = site.new_client().get(old.unsubscribe)
+    assert page.status_code == 200 and 'method="post"' in page.text and "ada@example.org" in page.text
+    done = provider.post(old.unsubscribe, **ONE_CLICK)
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert "/preferences/" not in done.text  # an old link hands out no preferences link: the bump revoked those
+    assert load(site, "ada@example.org").status == "unsubscribed"
+    again = site.new_client().get(old.unsubscribe)
+    assert again.status_code == 200 and "already unsubscribed" in again.text and "/preferences/" not in again.text
+    for revoked in (old.preferences, old.like[paper.id], old.edition):
+        assert site.new_client().get(revoked).status_code == 410, revoked
+
+
+def test_unsubscribe_link_made_before_links_named_their_address_keeps_the_version_rule(site):
+    """A link of an email sent before unsubscribe tokens carried their address cannot tell a resubscribed reader from a
+    newcomer given the same id (SQLite): it works while its version is current, as before."""
     sub = add_active(site)
     path = f"/unsubscribe/{token(sub, 'unsubscribe')}"
     with session_scope(site.engine) as session:
@@ -410,6 +490,26 @@ def test_unsubscribe_revoked_link_refused(site):
     response = site.new_client().post(path, **ONE_CLICK)
     assert response.status_code == 410 and "no longer valid" in response.text
     assert load(site, "ada@example.org").status == "active"
+
+
+def test_unsubscribe_link_of_a_deleted_subscriber_says_no_mail_goes_and_spares_whoever_has_the_id(site):
+    """Deleted: nothing is sent to the address, which is what the link asks (200, also to a mail provider's one-click
+    POST). When SQLite gave the id to someone else, the link names another address and leaves them subscribed."""
+    paper = add_paper(site, "2401.00032", "A paper")
+    confirm_by_button(site, "first@example.org")
+    first = load(site, "first@example.org")
+    old = email_links(site, first, paper)
+    prefs = old.preferences.removeprefix(site.base_url)
+    site.client.post(prefs, data={"csrf_token": site.csrf(prefs), "action": "delete", "confirm_delete": "yes"})
+    for response in (site.new_client().get(old.unsubscribe), site.new_client().post(old.unsubscribe, **ONE_CLICK)):
+        assert response.status_code == 200 and "No digests go to this address" in response.text
+    confirm_by_button(site, "second@example.org")
+    second = load(site, "second@example.org")
+    assert second.id == first.id  # SQLite handed the id out again
+    for response in (site.new_client().get(old.unsubscribe), site.new_client().post(old.unsubscribe, **ONE_CLICK)):
+        assert response.status_code == 200 and "No digests go to this address" in response.text
+        assert "second@example.org" not in response.text and "/preferences/" not in response.text
+    assert load(site, "second@example.org").status == "active"
 
 
 # --- preferences --------------------------------------------------------------------------------------

@@ -11,7 +11,17 @@ from html import unescape
 import httpx
 import pytest
 import time_machine
-from test_web import add_active, add_paper, confirm_link, feedback_rows, load, preferences_form, subscribe, token
+from test_web import (
+    ONE_CLICK,
+    add_active,
+    add_paper,
+    confirm_link,
+    feedback_rows,
+    load,
+    preferences_form,
+    subscribe,
+    token,
+)
 from web_server import SECRET, confirm_path, serve_web
 
 from digest.models import Subscriber
@@ -270,3 +280,71 @@ def test_a_form_sent_without_the_cookie_says_cookies_are_needed(site):
     assert response.status_code == 400 and "nothing was sent" in response.text and "allow cookies for this site" in response.text
     expired = site.client.post("/subscribe", data={"csrf_token": day_old_csrf(site, "/subscribe"), "email": "ada@example.org"})
     assert "This form had expired" in expired.text and "cookies" not in expired.text  # the cookie came: it is the age
+
+
+OLD_KEY = "the-key-before-the-rotation-0123456789"
+
+
+def test_links_and_forms_signed_with_a_previous_key_work_after_rotation(home):
+    """secret_key rotated, the old one in previous_secret_keys: the links of emails sent before and a form opened before
+    still work, new links are signed with the new key, and a link signed with a key in neither list is refused."""
+    from digest.delivery.build import make_links
+    from digest.tokens import make_token, read_token
+
+    with serve_web(home, previous_secret_keys=[OLD_KEY]) as site:
+        add_paper(site, "2401.00041", "A paper")
+        sub = add_active(site)
+        before = make_links(site.settings.replace(secret_key=OLD_KEY), sub, [])  # an email of the old key
+        preferences = before.preferences.removeprefix(site.base_url)
+        page = site.client.get(preferences)
+        assert page.status_code == 200 and "ada@example.org" in page.text
+        cookie = site.client.cookies[CSRF_COOKIE]
+        old_form = Csrf(OLD_KEY, site.base_url).token_for(cookie)  # a form rendered before the rotation
+        saved = site.client.post(preferences, data={**preferences_form(site, preferences), "csrf_token": old_form, "name": "Ada"})
+        assert saved.status_code == 200 and "Saved" in saved.text
+        done = site.new_client().post(before.unsubscribe, **ONE_CLICK)
+        assert done.status_code == 200 and load(site, "ada@example.org").status == "unsubscribed"
+        handed = re.search(r'/preferences/([^"]+)"', done.text).group(1)
+        assert read_token(SECRET, "preferences", handed).subscriber_id == sub.id  # a link handed out now: the new key
+        fresh = site.csrf("/subscribe")
+        assert Csrf(SECRET, site.base_url)._serializer.loads(fresh) == site.client.cookies[CSRF_COOKIE]  # new: the new key
+        stranger = make_token("a-key-in-neither-list-0123456789", "preferences", sub.id, sub.token_version)
+        assert site.client.get(f"/preferences/{stranger}").status_code == 400
+        forged = Csrf("a-key-in-neither-list-0123456789", site.base_url).token_for(cookie)
+        assert site.client.post(preferences, data={**preferences_form(site, preferences), "csrf_token": forged}).status_code == 400
+
+
+def set_cookies(response: httpx.Response) -> list[str]:
+    return response.headers.get_list("set-cookie")
+
+
+@pytest.mark.parametrize(("public_url", "prefix"), [("https://digest.example.org", ""), ("https://example.org/digest", "/digest")],
+                         ids=["https", "https-under-a-path"])
+def test_csrf_cookie_behind_https_is_a_host_cookie(home, public_url, prefix):
+    """RFC 6265bis: a `__Host-` cookie is Secure, Path=/ and has no Domain, so no subdomain or other path of the host can
+    set or shadow it; with an https base_url, whatever path it has, the CSRF cookie is one (the Flask pages and the
+    front page served from memory alike), and forms check it."""
+    with serve_web(home, trusted_proxy="127.0.0.1", url_prefix=prefix, public_url=public_url) as site:
+        proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+        site.client.get("/")  # rendered once: the next `GET /` is answered from memory (digest.web.fast)
+        for path in ("/subscribe", "/"):
+            [cookie] = set_cookies(site.new_client().get(path, headers=proxy))
+            name, _, attributes = cookie.partition("=")
+            assert name == "__Host-digest_csrf", cookie
+            assert "; Secure" in attributes and "; Path=/;" in attributes + ";" and "Domain" not in attributes, cookie
+        browser = site.new_client()
+        page = browser.get("/subscribe", headers=proxy)
+        value = page.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+        form = {"csrf_token": CSRF_INPUT.search(page.text).group(1), "email": "ada@example.org", "interests": "speech"}
+        sent = browser.post("/subscribe", data=form, headers={**proxy, "Cookie": f"__Host-digest_csrf={value}"})
+        assert sent.status_code == 200 and "Check your inbox" in sent.text
+        plain = browser.post("/subscribe", data=form, headers={**proxy, "Cookie": f"digest_csrf={value}"})
+        assert plain.status_code == 400  # the http cookie's name is not read behind https
+
+
+def test_csrf_cookie_with_an_http_base_url_keeps_its_name_and_path(home):
+    """An http base_url (the demo, a trial): a `__Host-` cookie needs Secure, which a browser would not send back over
+    http, so the cookie stays digest_csrf, for the pages' path."""
+    with serve_web(home, url_prefix="/digest") as site:
+        [cookie] = set_cookies(site.new_client().get("/subscribe"))
+        assert cookie.startswith("digest_csrf=") and "Secure" not in cookie and "Path=/digest;" in cookie, cookie

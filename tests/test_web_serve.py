@@ -168,6 +168,25 @@ def test_digest_web_warns_when_base_url_does_not_reach_it(home, matching):
                             f"e.g. DIGEST_BASE_URL=http://127.0.0.1:{port}, or use --port 8080)"]
 
 
+PROXY_WARNING = ("warning: base_url https://digest.example.org is https, so a TLS proxy serves this plain-HTTP server, and "
+                 "without --trusted-proxy every client has the proxy's address: the subscribe rate limit counts them all as one "
+                 "(give the proxy's address, e.g. --trusted-proxy 127.0.0.1)")
+
+
+@pytest.mark.parametrize(("base_url", "args", "warned"), [
+    ("https://digest.example.org", (), True),
+    ("https://digest.example.org", ("--trusted-proxy", "127.0.0.1"), False),
+    ("http://papers.example.org", (), False),
+], ids=["https-no-proxy", "https-trusted-proxy", "http"])
+def test_digest_web_warns_of_an_https_base_url_without_a_trusted_proxy(home, base_url, args, warned):
+    """waitress speaks plain HTTP, so an https base_url means a TLS proxy in front: without --trusted-proxy every client
+    is the proxy's address to the per-client limit, and the first 10 posts in 10 minutes lock everyone out."""
+    with digest_web(home, args=args, base_url=base_url) as (url, proc):
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    warnings = [line for line in proc.stderr.read().splitlines() if line.startswith("warning: ")]
+    assert warnings == ([PROXY_WARNING] if warned else [])
+
+
 @pytest.mark.parametrize(("limit", "accepted"), [(100, 30), (10, 8)], ids=["all-waiting", "up-to-the-connection-limit"])
 def test_one_turn_of_the_loop_accepts_every_waiting_connection(home, limit, accepted):
     from digest.config import load_settings

@@ -109,10 +109,11 @@ def _migrated_database() -> Path:
 
 @contextlib.contextmanager
 def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads: int = 2, trusted_proxy: str | None = None,
-              url_prefix: str = "", **overrides: Any) -> Iterator[Site]:
+              url_prefix: str = "", public_url: str | None = None, **overrides: Any) -> Iterator[Site]:
     """The pages on a free port, under the same waitress server (limits and timeouts) as `digest web`; `trusted_proxy`
     as `digest web --trusted-proxy` (127.0.0.1: the test's X-Forwarded-For is the client's address); `url_prefix`
-    ("/digest") as a base_url with a path (the site's client then asks under it)."""
+    ("/digest") as a base_url with a path (the site's client then asks under it); `public_url` the base_url of a TLS
+    proxy in front ("https://digest.example.org"), else base_url is the server's own address."""
     from digest.config import load_settings
     from digest.store import open_engine
     from digest.web import create_app
@@ -127,7 +128,7 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
     server = create_server(dispatch, load_settings(home, env={}, overrides=values), host="127.0.0.1", port=0, threads=threads, ident="digest-test",
                            trusted_proxy=trusted_proxy, url_prefix=url_prefix)
     base_url = f"http://127.0.0.1:{server.effective_port}{url_prefix}"
-    settings = load_settings(home, env={}, overrides={**values, "base_url": base_url})
+    settings = load_settings(home, env={}, overrides={**values, "base_url": public_url or base_url})
     own_engine = engine is None
     if own_engine:
         shutil.copyfile(_migrated_database(), Path(home) / "digest.db")

@@ -60,6 +60,8 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, p
     problem = base_url_problem(settings.base_url, listening)
     if problem:  # a local trial on another port: every confirmation link it sends would be dead
         click.echo(f"warning: {problem} ({_fix(settings.base_url, listening)})", err=True)
+    if problem := proxy_problem(settings.base_url, trusted_proxy):
+        click.echo(f"warning: {problem}", err=True)
     if processes > 1 and limit_storage(settings)[0].startswith("memory:"):
         click.echo(f"warning: {processes} processes each count the subscribe rate limit alone (it is kept in memory): a client may post "
                    f"up to {processes} x subscribe_limit per subscribe_window (set redis_url or web_rate_limit_storage to a shared "
@@ -71,6 +73,16 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, p
         return
     if serve_in_processes(processes, serve):
         raise DigestError("a web process ended as it started", "its error is printed above")
+
+
+def proxy_problem(base_url: str, trusted_proxy: str | None) -> str | None:
+    """Why the per-client rate limit would count every client as one, or None: waitress speaks plain HTTP, so an https
+    base_url means a TLS proxy in front, and without --trusted-proxy every request comes from the proxy's address."""
+    if trusted_proxy or urlsplit(base_url).scheme != "https":
+        return None
+    return (f"base_url {base_url} is https, so a TLS proxy serves this plain-HTTP server, and without --trusted-proxy every "
+            "client has the proxy's address: the subscribe rate limit counts them all as one (give the proxy's address, "
+            "e.g. --trusted-proxy 127.0.0.1)")
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain")

@@ -59,7 +59,8 @@ def make_links(settings: Settings, subscriber: Subscriber, paper_ids: Sequence[i
     sub_id = subscriber.id or 0
     like, dislike = vote_urls(base, make_token(key, "vote", sub_id, version), paper_ids)
     return Links(
-        unsubscribe=action_url(base, "unsubscribe", make_token(key, "unsubscribe", sub_id, version)),
+        # The address is signed in: this link must unsubscribe them after a resubscription bumps the version.
+        unsubscribe=action_url(base, "unsubscribe", make_token(key, "unsubscribe", sub_id, version, address=subscriber.email)),
         preferences=action_url(base, "preferences", make_token(key, "preferences", sub_id, version)),
         like=like,
         dislike=dislike,

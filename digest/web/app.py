@@ -22,13 +22,13 @@ from .. import templates_dir
 from ..config import Settings, require
 from ..errors import DigestError, NotFoundError, StoreError, TokenError
 from ..log import log_event
-from ..tokens import make_token
+from ..tokens import check_keys, verifying_keys
 from .cache import Recent
 from .context import LinkGone, WebContext, message_page
 from .fast import FrontFromMemory
 from .front import front
 from .pages import pages
-from .security import Csrf, csp_nonce, limit_storage, make_limiter, set_security_headers
+from .security import ConfirmCap, Csrf, csp_nonce, limit_storage, make_limiter, set_security_headers
 
 log = logging.getLogger("digest.web")
 MAX_FORM_BYTES = 64 * 1024
@@ -38,12 +38,13 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
     """The WSGI app of the web front; ConfigError when secret_key is missing or too short. The public pages look
     for new papers at most every `version_ttl` seconds (tests: 0, every request)."""
     require(settings, "secret_key", "the pages sign and check the tokens in every link")
-    make_token(settings.secret_key, "confirm", 0)  # fails now, not on the first request, if the key is too short
+    keys = verifying_keys(settings.secret_key, settings.previous_secret_keys)
+    check_keys(keys)  # fails now, not on the first request, if a key is too short
     app = Flask("digest.web", template_folder=str(templates_dir()), static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_FORM_BYTES, TEMPLATES_AUTO_RELOAD=False)
     # Flask autoescapes every .html template (all the pages); the .txt email body is plain text.
     app.jinja_env.globals.update(csp_nonce=csp_nonce, site_name=settings.from_name or "Paper digest")
-    csrf = Csrf(settings.secret_key, settings.base_url)
+    csrf = Csrf(keys, settings.base_url)
     csrf.install(app)
     storage, named_by = limit_storage(settings)
     ctx = app.extensions["digest"] = WebContext(
@@ -52,6 +53,7 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
         now=now or (lambda: datetime.now(timezone.utc)),
         limiter=make_limiter(storage, settings.subscribe_limit, settings.subscribe_window, setting=named_by),
         csrf=csrf,
+        confirm_cap=ConfirmCap(storage, settings.confirm_interval, settings.confirm_daily_limit, setting=named_by),
         transport=transport,
         version=Recent(version_ttl),
     )

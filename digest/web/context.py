@@ -19,9 +19,9 @@ from ..config import Settings
 from ..delivery.transport import transport_for
 from ..errors import TokenError
 from ..store.days import PapersVersion, papers_version
-from ..tokens import Claim, make_token, read_token
+from ..tokens import Claim, make_token, names_address, read_token, verifying_keys
 from .cache import PageCache, Recent
-from .security import Csrf, SharedLimiter, SlidingWindowLimiter
+from .security import ConfirmCap, Csrf, SharedLimiter, SlidingWindowLimiter
 
 
 class LinkGone(TokenError):
@@ -37,6 +37,7 @@ class WebContext:
     now: Callable[[], datetime]
     limiter: SlidingWindowLimiter | SharedLimiter
     csrf: Csrf
+    confirm_cap: ConfirmCap
     transport: Any = None
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     page_cache: PageCache = field(default_factory=PageCache)  # the public pages, rendered (digest.web.cache)
@@ -47,7 +48,12 @@ class WebContext:
         return self.version.get(lambda: papers_version(self.engine))
 
     def read_claim(self, action: str, token: str) -> Claim:
-        return read_token(self.settings.secret_key, action, token)
+        """The claim of a link signed with secret_key or one of previous_secret_keys."""
+        return read_token(self.settings.secret_key, action, token, previous_keys=self.settings.previous_secret_keys)
+
+    def names_address(self, claim: Claim, address: str) -> bool:
+        """Whether an unsubscribe link was made for `address` (digest.tokens.address_tag)."""
+        return names_address(verifying_keys(self.settings.secret_key, self.settings.previous_secret_keys), claim, address)
 
     def make_token(self, action: str, sub: Any) -> str:
         return make_token(self.settings.secret_key, action, sub.id, sub.token_version)

@@ -20,7 +20,7 @@ from werkzeug.http import http_date, is_resource_modified, parse_cookie, quote_e
 from .cache import cache_headers, fill_slots, page_etag
 from .context import WebContext
 from .front import front_page_key
-from .security import CSRF_COOKIE, security_headers
+from .security import security_headers
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -50,7 +50,7 @@ class FrontFromMemory:
         pieces = ctx.page_cache.get(key)
         if pieces is None:
             return None
-        cookie = parse_cookie(environ).get(CSRF_COOKIE, "")
+        cookie = parse_cookie(environ).get(ctx.csrf.cookie_name, "")
         new = None
         if len(cookie) < 32:  # as Csrf.cookie_value: a new visitor gets a new cookie
             cookie = new = secrets.token_urlsafe(32)

@@ -55,7 +55,7 @@ from ..tokens import VOTES, Claim, make_token
 from .context import LinkGone, message_page, web_context
 from .front import paper_card
 from .mail import compose_confirmation
-from .security import CSRF_COOKIE, StorageDown, client_key
+from .security import StorageDown, client_key
 
 log = logging.getLogger("digest.web")
 pages = Blueprint("pages", __name__)
@@ -126,7 +126,7 @@ NO_COOKIE_FORM = ("Your browser did not send back the cookie this form needs, so
 def _stale_form(what: str) -> str:
     """What a page shown again after a form's CSRF check failed says: the cookie did not come (a browser that keeps no
     cookies, which "press again" alone would send round for ever), or the form was old or from another browser."""
-    return (EXPIRED_FORM if request.cookies.get(CSRF_COOKIE) else NO_COOKIE_FORM).format(what=what)
+    return (EXPIRED_FORM if request.cookies.get(web_context().csrf.cookie_name) else NO_COOKIE_FORM).format(what=what)
 
 
 def _reader_error(exc: FieldError) -> str:
@@ -176,10 +176,20 @@ def subscribe():
     except InputError:
         return _subscribe_form({"email": "Please enter a valid email address, such as ada@example.org."})
     now, settings = ctx.now(), ctx.settings
+    # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb. Per inbox here
+    # (victim+1@, victim+2@... are one: digest.web.security.ConfirmCap), per address as typed in the store.
+    try:
+        capped = not ctx.confirm_cap.allow(address, now.timestamp())
+    except StorageDown as exc:
+        log.error("subscribe: %s", exc)
+        return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
+    if capped:
+        log_event(log, "subscribe-capped", reason="this address's inbox had its confirmation emails for now", note="nothing sent")
+        return _check_inbox()
     with session_scope(ctx.engine) as session:
-        # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb.
         asked = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
         if asked is None:
+            ctx.confirm_cap.release(address, now.timestamp())
             log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
             return _check_inbox()
         sub = asked.subscriber
@@ -191,6 +201,7 @@ def subscribe():
     except Exception as exc:
         with session_scope(ctx.engine) as session:  # not sent: the slot is the reader's again
             release_confirmation(session, sub.id, now)
+        ctx.confirm_cap.release(address, now.timestamp())
         if not isinstance(exc, DigestError):
             raise
         log_event(log, "confirmation-failed", logging.ERROR, error=str(exc), note="nothing sent")
@@ -272,20 +283,41 @@ def _already_subscribed():
 def unsubscribe(token: str):
     ctx = web_context()
     with session_scope(ctx.engine) as session:
-        _, sub = _load(session, "unsubscribe", token)
+        claim, sub = _load_unsubscribe(session, token)
+        if sub is None:  # nothing goes to the address the link was made for: what it asks, so no error (nor to one-click)
+            return message_page("You are unsubscribed", "No digests go to this address: its subscription and data were deleted.")
+        if claim.version == sub.token_version:
+            again = "You can resume from your preferences."
+            link = (url_for("pages.preferences", token=ctx.make_token("preferences", sub)), "Preferences")
+        else:  # a link older than a resubscription: it stops mail, and hands out no preferences link (those it revoked)
+            again = "You can subscribe again."
+            link = (url_for("pages.subscribe"), "Subscribe again")
         if request.method != "POST":
             if sub.status == "unsubscribed":  # nothing to ask
-                preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
-                return message_page("You're already unsubscribed", f"No digests go to {sub.email}. Changed your mind? You can resume from your preferences.",
-                                    link=(preferences, "Preferences"))
+                return message_page("You're already unsubscribed", f"No digests go to {sub.email}. Changed your mind? {again}", link=link)
             # Link scanners follow every URL with GET (or HEAD): only the button's POST unsubscribes.
             return render_template("page_unsubscribe.html", email=sub.email)
         # RFC 8058 one-click: mail providers POST `List-Unsubscribe=One-Click` with no cookie and no
         # form token, so no CSRF check here; the signed token is the authority. Twice is fine.
         if sub.status != "unsubscribed":
             set_status(session, sub, "unsubscribed", ctx.now())
-        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
-    return message_page("You are unsubscribed", "You will get no more digests. Changed your mind? You can resume from your preferences.", link=(preferences, "Preferences"))
+    return message_page("You are unsubscribed", f"You will get no more digests. Changed your mind? {again}", link=link)
+
+
+def _load_unsubscribe(session: Any, token: str) -> tuple[Claim, Subscriber | None]:
+    """The claim of an unsubscribe link and its subscriber, whatever the link's version: an unsubscribe link must work in
+    every email ever sent (RFC 8058, List-Unsubscribe), also after a resubscription bumped the version, and stopping
+    mail is safe. The subscriber is the one of the link's address (its signed tag): None when they are gone (their data
+    deleted, or SQLite gave their id to a newcomer, whose address differs). A link made before links carried the tag
+    keeps the version rule (LinkGone when older): it could not tell a newcomer given the id from its own subscriber."""
+    ctx = web_context()
+    claim = ctx.read_claim("unsubscribe", token)
+    sub = find_subscriber_by_id(session, claim.subscriber_id)
+    if sub is None or claim.address is not None:
+        return claim, sub if sub is not None and ctx.names_address(claim, sub.email) else None
+    if sub.token_version != claim.version:
+        raise LinkGone("this link is no longer valid (a newer email replaced it, or the subscription was removed)")
+    return claim, sub
 
 
 def _profile_form(sub: Subscriber) -> dict[str, str]:

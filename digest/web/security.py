@@ -1,13 +1,16 @@
-"""The web front's defences: security headers with a per-request CSP nonce, CSRF tokens, and the
-per-address sliding-window rate limit of the subscribe form (in this process's memory, or in a storage every
-`digest web` process and host shares: Redis and the other stores of the `limits` library).
+"""The web front's defences: security headers with a per-request CSP nonce, CSRF tokens, the per-client
+sliding-window rate limit of the subscribe form, and the confirmation caps counted per inbox (ConfirmCap): both in
+this process's memory, or in a storage every `digest web` process and host shares (Redis and the other stores of
+the `limits` library).
 
 It must not know about pages, subscribers or the database; digest.web.app wires it into the Flask app.
 
 CSRF is a signed double-submit cookie (OWASP): a random value in a SameSite=Lax, HttpOnly cookie, and
 the same value signed with secret_key in each form. A cross-site page can neither read the cookie nor
-sign a value, so it cannot forge the pair. The RFC 8058 one-click unsubscribe POST is deliberately
-exempt: mail providers send it without any cookie or form token.
+sign a value, so it cannot forge the pair. With an https base_url the cookie is `__Host-digest_csrf`
+(RFC 6265bis: Secure, Path=/, no Domain), which a subdomain or a plain-http page of the host cannot set
+or overwrite: a double-submit cookie is only as good as nobody else being able to plant one. The RFC 8058
+one-click unsubscribe POST is deliberately exempt: mail providers send it without any cookie or form token.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from werkzeug.http import dump_cookie
 from ..config import Settings, mask_secrets, redact_url, url_secrets
 from ..errors import ConfigError
 
-CSRF_COOKIE = "digest_csrf"
+CSRF_COOKIE = "digest_csrf"  # with an http base_url (the demo, a trial): a __Host- cookie needs Secure
+HOST_CSRF_COOKIE = f"__Host-{CSRF_COOKIE}"  # with an https base_url
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 24 * 3600  # a form left open for a day must be reloaded
 
@@ -61,9 +65,11 @@ def set_security_headers(response: Response) -> Response:
 class Csrf:
     """Issue and check the signed double-submit token of every form but the one-click unsubscribe."""
 
-    def __init__(self, secret_key: str, base_url: str):
-        self._serializer = URLSafeTimedSerializer(secret_key, salt="digest.csrf")
+    def __init__(self, secret_keys: str | tuple[str, ...], base_url: str):
+        """`secret_keys`: secret_key, or the keys that verify (digest.tokens.verifying_keys: the last one signs)."""
+        self._serializer = URLSafeTimedSerializer(list(secret_keys) if isinstance(secret_keys, tuple) else secret_keys, salt="digest.csrf")
         self._secure = urlsplit(base_url).scheme == "https"
+        self.cookie_name = HOST_CSRF_COOKIE if self._secure else CSRF_COOKIE
 
     def install(self, app: Flask) -> None:
         app.jinja_env.globals["csrf_token"] = self.token
@@ -79,13 +85,14 @@ class Csrf:
         return self._serializer.dumps(cookie)
 
     def cookie_header(self, value: str, path: str) -> str:
-        """The Set-Cookie value of a new CSRF cookie `value` for the pages under `path`."""
-        return dump_cookie(CSRF_COOKIE, value, httponly=True, samesite="Lax", secure=self._secure, path=path)
+        """The Set-Cookie value of a new CSRF cookie `value` for the pages under `path` (a __Host- cookie: for the
+        whole host, Path=/ being one of its rules, whatever path base_url has)."""
+        return dump_cookie(self.cookie_name, value, httponly=True, samesite="Lax", secure=self._secure, path="/" if self._secure else path)
 
     def cookie_value(self) -> str:
         """This browser's CSRF cookie, or a new one that the response sets: a page cached per browser (the
         front page's ETag) changes with it, since its form carries a token for it."""
-        value = request.cookies.get(CSRF_COOKIE, "")
+        value = request.cookies.get(self.cookie_name, "")
         if len(value) < 32:
             value = g.get("csrf_new") or secrets.token_urlsafe(32)
             g.csrf_new = value
@@ -99,7 +106,7 @@ class Csrf:
     def valid(self) -> bool:
         """Whether the form's token is signed by us, not expired, and matches the cookie. A page that can show its form
         again with what was typed (and a fresh token) asks this instead of check()."""
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+        cookie = request.cookies.get(self.cookie_name, "")
         sent = request.form.get(CSRF_FIELD, "")
         try:
             value = self._serializer.loads(sent, max_age=CSRF_MAX_AGE) if sent else None
@@ -126,6 +133,25 @@ def client_key(address: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
     return str(ip)
+
+
+# Mail providers that ignore the dots of a local part (Google documents it for gmail.com and googlemail.com, which are
+# one domain): a.d.a@gmail.com is ada@gmail.com's inbox.
+DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def canonical_address(address: str) -> str:
+    """The inbox an address reaches, as the confirmation caps count it: lower-cased, the +tag cut from the local part
+    (ada+news@example.org -> ada@example.org: most providers deliver every +tag to one inbox), and at Gmail the dots
+    dropped. Nothing else is folded (a '-' tag or dots elsewhere may be another person's address). A local part
+    that is only a tag (+x@) is kept whole."""
+    local, at, domain = address.strip().lower().rpartition("@")
+    if not at:
+        return address.strip().lower()
+    local = local.split("+", 1)[0] or local
+    if domain in DOTLESS_DOMAINS:
+        local, domain = local.replace(".", "") or local, DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"
 
 
 class SlidingWindowLimiter:
@@ -161,6 +187,13 @@ class SlidingWindowLimiter:
             if not events:
                 return 0
             return max(1, int(events[0] + self.window - now + 0.999))
+
+    def release(self, key: str, now: float) -> None:
+        """Take back the event counted for `key` at `now` (what it allowed did not happen)."""
+        with self._lock:
+            events = self._events.get(key)
+            if events and now in events:
+                events.remove(now)
 
 
 class SharedLimiter:
@@ -200,6 +233,17 @@ class SharedLimiter:
         except Exception as exc:  # noqa: BLE001 - limits.errors.StorageError wraps the driver's errors
             raise StorageDown(f"the rate-limit storage did not answer: {type(exc).__name__}") from None
 
+    def release(self, key: str, now: float) -> None:
+        """Take back the event counted for `key`, where `limits` can: it keeps a window's events with no way to remove
+        one, so a window of one event (confirm_interval's) is cleared, as it held only that one; a larger window keeps
+        the event. Best effort: a storage that does not answer now keeps it too."""
+        if self.item.amount != 1:
+            return
+        try:
+            self.strategy.clear(self.item, self.scope, key)
+        except Exception:  # noqa: BLE001 - the event stays counted: the reader waits the window out
+            pass
+
     def retry_after(self, key: str, now: float) -> int:
         import time
 
@@ -236,15 +280,49 @@ def limit_storage(settings: Settings) -> tuple[str, str]:
     return "memory://", "web_rate_limit_storage"
 
 
-def make_limiter(storage_uri: str, limit: int, window: float, *, setting: str = "web_rate_limit_storage") -> SlidingWindowLimiter | SharedLimiter:
+def make_limiter(storage_uri: str, limit: int, window: float, *, setting: str = "web_rate_limit_storage",
+                 scope: str = "subscribe") -> SlidingWindowLimiter | SharedLimiter:
     """This process's memory for memory:// (or nothing set), else the shared storage, checked now: a storage
     that does not answer is a ConfigError (naming `setting`, where the URI came from) before `digest web` serves."""
     if not storage_uri or storage_uri.startswith("memory:"):
         return SlidingWindowLimiter(limit, window)
     try:
-        limiter = SharedLimiter(storage_uri, limit, window, setting=setting)
+        limiter = SharedLimiter(storage_uri, limit, window, scope=scope, setting=setting)
     except StorageDown as exc:
         raise ConfigError(str(exc), f"{setting} is memory:// or a storage URI such as redis://127.0.0.1:6379/0 (pip install redis for Redis)") from None
     if not limiter.check():
         raise ConfigError(f"{setting} does not answer", f"start the storage (Redis) or fix {setting}; web_rate_limit_storage = \"memory://\" for one process")
     return limiter
+
+
+CONFIRM_DAY = 24 * 3600.0  # confirm_daily_limit counts the emails of the last 24 hours, as the store's cap does
+
+
+class ConfirmCap:
+    """The caps on confirmation emails (at most one per confirm_interval seconds, confirm_daily_limit per 24 hours),
+    counted per inbox: on canonical_address. The store caps each address as typed, on its subscriber row, and
+    victim+1@, victim+2@... are rows of their own, so one client sent a victim 10 emails in 10 minutes. Kept where
+    the subscribe rate limit is (limit_storage): this process's memory, or the storage all processes share."""
+
+    def __init__(self, storage_uri: str, interval: float, daily_limit: int, *, setting: str = "web_rate_limit_storage") -> None:
+        self.interval = make_limiter(storage_uri, 1, interval, setting=setting, scope="confirm-interval") if interval > 0 else None
+        self.daily = make_limiter(storage_uri, daily_limit, CONFIRM_DAY, setting=setting, scope="confirm-daily")
+
+    def allow(self, address: str, now: float) -> bool:
+        """Count one confirmation email to `address`'s inbox at `now` unless that breaks a cap; True if it may be sent.
+        StorageDown when a shared storage does not answer."""
+        key = canonical_address(address)
+        if self.interval is not None and not self.interval.allow(key, now):
+            return False
+        if not self.daily.allow(key, now):
+            if self.interval is not None:
+                self.interval.release(key, now)
+            return False
+        return True
+
+    def release(self, address: str, now: float) -> None:
+        """Give back the email counted at `now`: it was not sent (the store's cap refused it, or the transport failed)."""
+        key = canonical_address(address)
+        for limiter in (self.interval, self.daily):
+            if limiter is not None:
+                limiter.release(key, now)
