@@ -56,7 +56,7 @@ def test_units_run_and_serve_share_the_job_and_the_timer_is_persistent():
     assert "ExecStart=/usr/local/bin/digest run\n" in (DEPLOY / "digest.service").read_text()
     serve = (DEPLOY / "digest-serve.service").read_text()
     assert "ExecStart=/usr/local/bin/digest serve\n" in serve and "\nRestart=on-failure\n" in serve
-    assert "ExecStart=/usr/local/bin/digest web\n" in (DEPLOY / "digest-web.service").read_text()
+    assert "ExecStart=/usr/local/bin/digest web --trusted-proxy 127.0.0.1\n" in (DEPLOY / "digest-web.service").read_text()
     timer = (DEPLOY / "digest.timer").read_text()
     assert "\nOnCalendar=*:0/15\n" in timer and "\nPersistent=true\n" in timer and "\nUnit=digest.service\n" in timer
 
