@@ -62,6 +62,14 @@ class Settings:
     fetch_retries: int = setting(2, "extra tries after a 429 or 503", minimum=0)
     arxiv_api_delay: float = setting(3.0, "seconds between arXiv API requests (arXiv asks for at least 3)", minimum=3.0)
     window_days: int = setting(3, "how many days back a paper can still be a candidate", minimum=1)
+    keep_days: int = setting(
+        0, "days a paper is kept once no source lists it, unless it was sent to someone, voted on or named as a seed: "
+           "`digest prune` and the daily run delete older ones with their search-index rows and embeddings; 0 = keep "
+           "every paper (docs/deployment.md#retention)", minimum=0)
+    keep_ledger_days: int = setting(
+        0, "days the delivery ledger keeps a finished edition (its row, how it showed its papers, the record of what "
+           "it sent): `digest prune` and the daily run delete older ones, and their /edition pages are gone; 0 = keep "
+           "them all", minimum=0)
     relevance_floor: float = setting(0.05, "similarity below which a paper is never picked", minimum=0)
     include_replacements: bool = setting(False, "also offer papers first met in an arXiv listing's replacements (a new "
                                                 "version of an older paper; a third of a cs.CL day); a replaced paper "

@@ -150,7 +150,7 @@ class Feedback(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("subscriber_id", "paper_id", name="uq_feedback"),)
     id: int = Field(default=None, primary_key=True)
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
-    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
+    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False, index=True))  # prune's cascade
     value: int = 1  # +1 like, -1 dislike
     created_at: datetime = _ts(nullable=False)
 
@@ -204,8 +204,8 @@ class SentPaper(SQLModel, table=True):
     id: int = Field(default=None, primary_key=True)
     # Indexed by uq_sent_paper, which leads with it: a second index of its own cost every row written (migration 0007).
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False))
-    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False))
-    delivery_id: int | None = Field(default=None, sa_column=Column(sa.ForeignKey("delivery.id", ondelete="SET NULL")))
+    paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False, index=True))  # sent_among, prune
+    delivery_id: int | None = Field(default=None, sa_column=Column(sa.ForeignKey("delivery.id", ondelete="SET NULL"), index=True))
     sent_at: datetime = _ts(nullable=False)
 
 

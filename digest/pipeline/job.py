@@ -43,9 +43,18 @@ from ..log import log_event
 from ..rank import RankResult
 from ..render import RenderedEmail
 from ..store import deliveries as ledger
-from ..store import fleet
+from ..store import fleet, retention
 from ..store.pace import RedisPace, reserve_slots_postgres
-from .plan import EditionPlan, PlansRanking, Unplanned, due_subscribers, plan_editions, plan_for, rank_plans
+from .plan import (
+    EditionPlan,
+    PlansRanking,
+    Unplanned,
+    due_subscribers,
+    longest_window,
+    plan_editions,
+    plan_for,
+    rank_plans,
+)
 
 log = logging.getLogger("digest.pipeline")
 
@@ -232,6 +241,8 @@ def run_job(
         else:
             delivered = _deliver(engine, settings, now, planned, ranking, clock=clock, transport=transport, stop_event=stop_event, sleep=sleep, progress=progress,
                                  worker=worker or worker_name())
+        if fetched and not dry_run:  # once a day: by the run that fetched (on PostgreSQL, the one host that did)
+            retention.prune_daily(engine, settings, now, candidate_days=longest_window(settings.window_days), stop=stop_event)
     report = RunReport(
         sent=delivered.sent, skipped=delivered.skipped, failed=delivered.failed, deferred=delivered.deferred, due=len(dues),
         not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, elsewhere=delivered.elsewhere, gone=delivered.gone, dry_run=dry_run, stopped=stop_event.is_set(),

@@ -82,6 +82,12 @@ def edition_window(subscriber: Subscriber, now: datetime, window_days: int) -> t
     return (max(last, floor) if last is not None else floor), now
 
 
+def longest_window(window_days: int) -> int:
+    """How many days back any edition's window reaches (window_days, or a week for a weekly subscriber): a paper
+    first seen longer ago is never a candidate again, which digest.store.retention relies on."""
+    return max(window_days, WEEKLY_WINDOW_DAYS)
+
+
 # --- who is due -----------------------------------------------------------------------------------------
 
 
