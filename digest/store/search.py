@@ -1,5 +1,6 @@
 """Full-text search over paper titles and abstracts, behind one function (search_papers) on both databases:
-SQLite's FTS5 table paper_search, PostgreSQL's GIN index on a weighted tsvector (migration 0005 makes both).
+SQLite's FTS5 table paper_search (migration 0005), PostgreSQL's GIN index on the weighted tsvector stored in
+paper.search_vector (a generated column, migration 0010: ranking reads it rather than parsing each match again).
 
 PostgreSQL keeps its index current by itself. SQLite's index is caught up here, outside the bulk upsert
 (digest.store.papers): tokenising every abstract inside an import would make it several times slower, and the
@@ -28,7 +29,7 @@ from .days import StoredPaper, papers_by_ids
 # Tables, triggers and indexes the models do not declare (autogenerate and the schema test leave them alone).
 SEARCH_OBJECTS = frozenset({
     "paper_search", "paper_search_data", "paper_search_idx", "paper_search_content", "paper_search_docsize",
-    "paper_search_config", "paper_search_stale", "ix_paper_search",
+    "paper_search_config", "paper_search_stale", "ix_paper_search", "search_vector",
 })
 PAPER_TRIGGERS = ("paper_search_removed",)  # SQLite; see migration 0005
 INDEX_BATCH = 2_000  # papers indexed per transaction: the write lock is held briefly
@@ -36,8 +37,8 @@ INDEX_BUDGET = 10_000  # papers one search may index before it answers (about a 
 LOCK_WAIT_MS = 200  # a search does not wait for a long import's write lock: it answers from the index as it is
 MAX_TERMS = 12
 _WORD = re.compile(r"\w+")
-# The expression PostgreSQL's index is built on (as in migration 0005): the query must repeat it to use the index.
-_PG_VECTOR = "(setweight(to_tsvector('english'::regconfig, paper.title), 'A') || setweight(to_tsvector('english'::regconfig, paper.abstract), 'B'))"
+# PostgreSQL's weighted tsvector of title (A) and abstract (B), stored and indexed (migration 0010).
+_PG_VECTOR = "paper.search_vector"
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[Any, Any]) -> bool:
