@@ -385,3 +385,18 @@ def test_front_page_escapes_an_abstract_about_markup_stored_verbatim(site):
     page = site.client.get("/").text
     assert 'onload="x"' not in page and "<b>in</b>" not in page
     assert unescape(re.search(r'<p class="abstract">(.*?)</p>', page, re.S).group(1)) == words
+
+
+def test_edition_page_of_a_pruned_edition_says_it_is_no_longer_kept(home):
+    """keep_ledger_days: `digest prune` deletes the ledger of older editions, and their "view in your browser" links
+    said "This edition was not sent" (404), which the reader who got it knows to be false."""
+    with serve_web(home, keep_ledger_days=30) as site:
+        site.clock.now = NOW
+        store(site, [paper(1, "First")])
+        sub, _ = sent_delivery(site, [1])  # 2026-08-13, today
+        pruned = site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-07-01"))
+        assert pruned.status_code == 410
+        assert "This edition is no longer kept" in pruned.text and "the last 30 days" in pruned.text
+        recent = site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-12"))  # inside the horizon
+        assert recent.status_code == 404 and "This edition was not sent" in recent.text
+        assert site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-13")).status_code == 200

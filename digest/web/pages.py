@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import available_timezones
@@ -458,6 +458,10 @@ def edition(token: str):
         subscriber_id = sub.id
     sent = sent_edition(ctx.engine, subscriber_id, claim.edition or "")
     if sent is None:
+        keep = ctx.settings.keep_ledger_days
+        if keep and claim.edition and date.fromisoformat(claim.edition) < (ctx.now() - timedelta(days=keep)).date():  # as digest.store.retention cuts
+            return message_page("This edition is no longer kept", f"This server keeps the editions of the last {keep} days. "
+                                "The email itself still holds every paper it sent you.", 410)
         return message_page("This edition was not sent", "There is no email of this date for this address. It may not have been sent yet.", 404)
     if sent.picks is not None:  # recorded: the email's own sections and reasons
         picks, trending = sent.picks, sent.trending or []
