@@ -163,11 +163,13 @@ def test_doctor_names_a_schema_newer_than_this_digest(cli, home: Path) -> None:
     """A newer digest on another host upgraded the database: `digest init` cannot help, upgrading digest can."""
     import sqlite3
 
+    from digest.store import SCHEMA_REVISION
+
     assert cli("init").exit_code == 0
     with sqlite3.connect(home / "digest.db") as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0099'")
     checks = lines_of(cli("doctor", env={"DIGEST_FROM_ADDRESS": SENDER}).output)
-    assert checks["database"].endswith("the schema is at revision 0099, newer than this digest knows (up to 0008) (install the digest version that upgraded it)")
+    assert checks["database"].endswith(f"the schema is at revision 0099, newer than this digest knows (up to {SCHEMA_REVISION}) (install the digest version that upgraded it)")
 
 
 @pytest.mark.parametrize("mode, ok", [(0o644, False), (0o640, False), (0o600, True)], ids=["world-readable", "group-readable", "private"])
