@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import time_machine
 
 from digest.models import Paper
+from digest.sources.parse import parse_source
 from digest.store import open_engine, session_scope
 from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber, record_feedback
 
@@ -87,3 +88,52 @@ def test_fetch_a_corrected_title_is_the_same_paper_and_never_sent_again(cli, hom
     new_id = rows[2]["id"]
     assert before["id"] in carried[0] and carried[1] == [new_id]  # the second email carries only the new paper
     assert sent_ids == {r["id"] for r in rows}
+
+
+# --- which id identifies an entry (pure: parse_source) -----------------------------------------------------------
+
+
+def item(title: str, guid: str | None = None, link: str | None = None) -> str:
+    guid_tag = f"<guid>{guid}</guid>" if guid is not None else ""
+    link_tag = f"<link>{link}</link>" if link is not None else ""
+    return f"<item><title>{title}</title>{guid_tag}{link_tag}<description>About {title}.</description></item>"
+
+
+def item_ids(*items: str, source_url: str = "") -> list[str | None]:
+    document = f'<rss version="2.0"><channel><title>J</title><link>https://journal.example.org/</link>{"".join(items)}</channel></rss>'
+    return [p.item_id for p in parse_source("feed", document.encode(), source_url=source_url).papers]
+
+
+@pytest.mark.parametrize("items,expected", [
+    ([item("A", "tag:journal.example.org,2026:1041", "https://journal.example.org/a/1041")], ["tag:journal.example.org,2026:1041"]),
+    ([item("A", "5f0c6a52d1e84b0f", "https://journal.example.org/a/1041")], ["5f0c6a52d1e84b0f"]),
+    ([item("A", link="https://journal.example.org/a/1041")], ["https://journal.example.org/a/1041"]),
+    ([item("A", "1", "https://journal.example.org/a/1041")], ["https://journal.example.org/a/1041"]),
+    ([item("A", "17")], [None]),
+    ([item("A", "urn:x", "https://journal.example.org/a/1"), item("B", "urn:x", "https://journal.example.org/a/2")],
+     ["https://journal.example.org/a/1", "https://journal.example.org/a/2"]),
+    ([item("A", "https://journal.example.org/", "https://journal.example.org/"), item("B", "https://journal.example.org/", "https://journal.example.org/")],
+     [None, None]),
+    ([item("A", "tag:j,2026:1", "https://journal.example.org/"), item("B", "tag:j,2026:2", "https://journal.example.org/")],
+     ["tag:j,2026:1", "tag:j,2026:2"]),
+    ([item("A", "tag:j,2026:1"), item("A", "tag:j,2026:1")], ["tag:j,2026:1"]),
+], ids=["uri-guid", "hash-guid", "link-only", "counter-guid-uses-link", "counter-guid-no-link", "guid-shared-uses-links",
+        "guid-and-link-shared", "link-shared-guids-own", "same-entry-twice"])
+def test_parse_source_feed_entry_item_id_is_its_guid_else_its_link(items, expected):
+    assert item_ids(*items) == expected
+
+
+def test_parse_source_feed_counter_guid_made_a_url_by_the_feed_address_is_no_item_id():
+    """RSS's <guid>17</guid> claims to be a permalink (isPermaLink defaults to true): feedparser resolves it against
+    the feed's address, and "17" looked like https://journal.example.org/feed/17, a URL to trust."""
+    url = "https://journal.example.org/feed/rss.xml"
+    assert item_ids(item("A", "17"), item("B", "18", "https://journal.example.org/a/1042"), source_url=url) == [
+        None, "https://journal.example.org/a/1042"]
+    assert item_ids(item("A", "https://journal.example.org/a/1041"), source_url=url) == ["https://journal.example.org/a/1041"]
+
+
+def test_parse_source_atom_entry_item_id_is_its_id():
+    document = ('<feed xmlns="http://www.w3.org/2005/Atom"><title>J</title><id>urn:uuid:feed</id>'
+                "<entry><title>A</title><id>urn:uuid:60a76c80-d399-11d9-b93C-0003939e0af6</id>"
+                '<link href="https://journal.example.org/a/1"/><summary>About A.</summary></entry></feed>')
+    assert [p.item_id for p in parse_source("feed", document.encode()).papers] == ["urn:uuid:60a76c80-d399-11d9-b93C-0003939e0af6"]
