@@ -40,7 +40,6 @@ def paper_rows(home: Path) -> list[dict]:
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="the corrected title is a new title key: a second paper, sent again on day 2")
 def test_fetch_a_corrected_title_is_the_same_paper_and_never_sent_again(cli, home: Path, sqlite_engine, feed_server, smtp_server) -> None:
     """The defect: a journal fixes a typo in an entry's title (same guid, same link) and the entry became a second
     paper, sent again the next day. It stays one paper, with the corrected title and abstract, its id, its first-seen
