@@ -109,11 +109,18 @@ class PaperSource(SQLModel, table=True):
     """Which sources carry a paper: the same paper from arXiv and Hugging Face keeps both."""
 
     __tablename__ = "paper_source"
-    __table_args__ = (sa.UniqueConstraint("paper_id", "source_id", name="uq_paper_source"),)
+    __table_args__ = (
+        sa.UniqueConstraint("paper_id", "source_id", name="uq_paper_source"),
+        # A source's entry found again by its guid whatever its title now says (digest.store.papers); it leads with
+        # source_id, so it also serves every lookup and cascade by source (migration 0011 replaced that index by it).
+        sa.Index("ix_paper_source_item", "source_id", "item_id"),
+    )
     id: int = Field(default=None, primary_key=True)
     paper_id: int = Field(sa_column=Column(sa.ForeignKey("paper.id", ondelete="CASCADE"), nullable=False, index=True))
-    source_id: int = Field(sa_column=Column(sa.ForeignKey("source.id", ondelete="CASCADE"), nullable=False, index=True))
-    item_id: str | None = Field(default=None, sa_column=Column(sa.Text))  # guid / id inside that source
+    source_id: int = Field(sa_column=Column(sa.ForeignKey("source.id", ondelete="CASCADE"), nullable=False))
+    # The entry's id inside that source (a feed's guid, else its link; a JSON Lines record's id), at most 512
+    # characters as keys are, so the index above holds it on PostgreSQL.
+    item_id: str | None = Field(default=None, sa_column=Column(sa.Text))
     first_seen: datetime = _ts(nullable=False)
 
 

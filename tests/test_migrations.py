@@ -3,7 +3,7 @@ a database made at an older revision upgrades in place without losing a row or a
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +15,8 @@ from sqlmodel import SQLModel
 
 from digest.errors import StoreError
 from digest.models import Paper
-from digest.sources.clean import MAX_KEY, paper_key
+from digest.sources import ParsedPaper
+from digest.sources.clean import MAX_KEY, bounded_key, paper_key
 from digest.sources.parse import parse_source
 from digest.store import SCHEMA_REVISION, _alembic_config, ensure_ready, init_db, open_engine, schema_is_current
 from digest.store.editions import sent_edition
@@ -151,6 +152,30 @@ def test_upgrade_to_0005_keeps_deliveries_and_makes_old_papers_searchable(bare_e
     found = search_papers(bare_engine, "paper")  # the index of an upgraded SQLite database fills on first search
     assert sorted(c.paper.title for c in found.papers) == ["Paper 1", "Paper 2"] and found.total == 2
     assert sent_edition(bare_engine, 1, "2026-08-01").papers == [1, 2]
+
+
+def test_upgrade_to_0011_bounds_long_item_ids_and_finds_entries_by_them(bare_engine):
+    """0011 indexes paper_source (source_id, item_id), so a retitled feed entry is found by its guid; an item id
+    stored whole before (2,000 characters, 4,000 bytes here: more than a PostgreSQL B-tree entry holds) is bounded
+    as keys are, and a later fetch of the same guid still finds its paper."""
+    guid = "https://journal.example.org/" + "ü" * 1_972
+    command.upgrade(_alembic_config(bare_engine), "0008")
+    with bare_engine.begin() as conn:
+        _insert_at_0001(conn, None)
+        conn.execute(sa.text("UPDATE paper SET key = 'title:speach recognition', title = 'Speach recognition' WHERE id = 2"))
+        conn.execute(sa.text("UPDATE paper_source SET item_id = :guid WHERE paper_id = 2"), {"guid": guid})
+        before = _counts(conn)
+    init_db(bare_engine)
+    with bare_engine.connect() as conn:
+        assert _counts(conn) == before
+        assert conn.execute(sa.text("SELECT item_id FROM paper_source WHERE paper_id = 2")).scalar_one() == bounded_key(guid)
+    indexes = {index["name"] for index in sa.inspect(bare_engine).get_indexes("paper_source")}
+    assert {"ix_paper_source_item", "ix_paper_source_paper_id"} <= indexes and "ix_paper_source_source_id" not in indexes
+    fixed = ParsedPaper(key="title:speech recognition", ident=guid, title="Speech recognition", item_id=guid)
+    report = upsert_papers(bare_engine, 1, [fixed], NOW + timedelta(days=1))  # the next fetch
+    assert (report.new, report.updated, report.skipped) == (0, 1, [])
+    with bare_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT key, title FROM paper WHERE id = 2")).one() == ("title:speech recognition", "Speech recognition")
 
 
 def test_newest_revision_keeps_the_search_triggers_on_sqlite(sqlite_url):

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from digest.errors import InputError, NotFoundError
 from digest.models import Paper, PaperSource, Source
 from digest.sources import ParsedPaper
+from digest.sources.check import MAX_IDENTIFIER
+from digest.sources.clean import MAX_KEY, paper_key
 from digest.store import session_scope
 from digest.store.papers import (
     best_abstract,
@@ -261,3 +263,125 @@ def test_remove_source_keeps_papers_and_drops_links(engine, sources):
             remove_source(s, "arxiv")
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(Source.__table__)).scalar_one() == 2
+
+
+# --- a feed entry found again by its item id (guid, else link) -------------------------------------------------
+
+
+def entry(title: str, item_id: str | None = "https://journal.example.org/a/1", **kw) -> ParsedPaper:
+    """A generic feed entry without a DOI or an arXiv id: keyed by its title."""
+    doi = kw.get("doi")
+    fields = dict(key=paper_key(None, doi, title), ident=item_id or title, title=title, abstract=f"About {title.lower()}.",
+                  authors=["Ana Garcia"], url=item_id, item_id=item_id)
+    fields.update(kw)
+    return ParsedPaper(**fields)
+
+
+@pytest.fixture
+def feeds(engine):
+    with session_scope(engine) as s:
+        return [add_source(s, name, "feed", f"https://{name}.example.org/rss", NOW).id for name in ("journal", "mirror")]
+
+
+def test_upsert_papers_a_retitled_entry_is_the_same_paper_under_its_new_title(engine, feeds, caplog):
+    """The publisher fixed a typo: same guid, new title key. The entry was a second paper, new again."""
+    upsert_papers(engine, feeds[0], [entry("Speach recognition with sparse autoencoders")], NOW)
+    (before,) = rows(engine)
+    caplog.set_level("INFO", logger="digest.store")
+    fixed = entry("Speech recognition with sparse autoencoders", abstract="About it, corrected.", authors=["Ana García"])
+    report = upsert_papers(engine, feeds[0], [fixed], LATER)
+    assert (report.new, report.updated, report.unchanged, report.linked) == (0, 1, 0, 0)
+    (after,) = rows(engine)
+    assert (after["id"], after["first_seen"], after["last_seen"]) == (before["id"], NOW, LATER)
+    assert (after["key"], after["title"], after["abstract"], after["authors"]) == (
+        "title:speech recognition with sparse autoencoders", fixed.title, "About it, corrected.", ["Ana García"])
+    assert [r.getMessage() for r in caplog.records] == ["paper-retitled"]
+    # From now on its new key finds it; the old title is a new paper only if something sends it again.
+    assert upsert_papers(engine, feeds[0], [fixed], LATER).unchanged == 1
+
+
+def test_upsert_papers_a_retitled_entry_another_source_carries_is_linked_not_retitled(engine, feeds):
+    """Two feeds carry the article under one title and one of them corrects it: taking the correction would move
+    the key away from the other feed's title, and each fetch would then rename it back and forth."""
+    upsert_papers(engine, feeds[0], [entry("Speach recognition")], NOW)
+    upsert_papers(engine, feeds[1], [entry("Speach recognition", "https://mirror.example.org/9")], NOW)
+    report = upsert_papers(engine, feeds[0], [entry("Speech recognition")], LATER)
+    assert (report.new, report.updated, report.unchanged, report.linked) == (0, 0, 1, 0)
+    assert upsert_papers(engine, feeds[1], [entry("Speach recognition", "https://mirror.example.org/9")], LATER).unchanged == 1
+    assert upsert_papers(engine, feeds[0], [entry("Speech recognition")], LATER).unchanged == 1
+    (row,) = rows(engine)
+    assert (row["key"], row["title"]) == ("title:speach recognition", "Speach recognition")
+
+
+def test_upsert_papers_an_entry_that_gains_a_doi_stays_one_paper_under_its_doi(engine, feeds):
+    """The DOI is the stronger key: it replaces the title key even when another feed carries the paper (that feed's
+    old title still finds it, by its own guid), so a third source giving the DOI finds it too."""
+    upsert_papers(engine, feeds[0], [entry("Speech recognition")], NOW)
+    upsert_papers(engine, feeds[1], [entry("Speech recognition", "https://mirror.example.org/9")], NOW)
+    report = upsert_papers(engine, feeds[0], [entry("Speech recognition", doi="10.5555/speech.1")], LATER)
+    assert (report.new, report.updated) == (0, 1)
+    assert upsert_papers(engine, feeds[1], [entry("Speech recognition", "https://mirror.example.org/9")], LATER).unchanged == 1
+    with session_scope(engine) as s:
+        third = add_source(s, "crossref", "feed", "https://crossref.example.org/rss", NOW).id
+    assert upsert_papers(engine, third, [entry("Speech recognition", "tag:x,1", doi="10.5555/speech.1")], LATER).linked == 1
+    (row,) = rows(engine)
+    assert (row["key"], row["doi"], row["first_seen"]) == ("doi:10.5555/speech.1", "10.5555/speech.1", NOW)
+
+
+def test_upsert_papers_an_entry_that_loses_its_doi_keeps_its_doi_key(engine, feeds):
+    upsert_papers(engine, feeds[0], [entry("Speach recognition", doi="10.5555/speech.1")], NOW)
+    assert upsert_papers(engine, feeds[0], [entry("Speech recognition")], LATER).updated == 1
+    (row,) = rows(engine)
+    assert (row["key"], row["title"]) == ("doi:10.5555/speech.1", "Speech recognition")
+
+
+@pytest.mark.parametrize("first,second", [
+    (dict(doi="10.5555/one"), dict(doi="10.5555/two")),
+    ({}, dict(key="arxiv:2608.00001", arxiv_id="2608.00001")),
+    (dict(key="arxiv:2608.00001", arxiv_id="2608.00001"), {}),
+], ids=["two-dois", "title-then-arxiv", "arxiv-then-title"])
+def test_upsert_papers_an_item_id_never_joins_what_a_doi_or_arxiv_id_tells_apart(engine, feeds, first, second):
+    """A DOI or an arXiv id is the paper: one guid does not make two of them one."""
+    upsert_papers(engine, feeds[0], [entry("Speech recognition", **first)], NOW)
+    assert upsert_papers(engine, feeds[0], [entry("Speech recognition, revised", **second)], LATER).new == 1
+    assert len(rows(engine)) == 2
+
+
+def test_upsert_papers_two_records_of_one_import_with_one_id_are_two_papers(engine, sources):
+    """A JSON Lines file giving one id to two records, stored in two batches of one transaction: the second is not
+    a correction of the first (the guid matches only what the source sent before this import)."""
+    with session_scope(engine) as s:
+        upsert_papers(s, sources["file:x.jsonl"], [entry("First record", "7")], NOW)
+        upsert_papers(s, sources["file:x.jsonl"], [entry("Second record", "7")], NOW)
+    assert [r["title"] for r in rows(engine)] == ["First record", "Second record"]
+
+
+def test_upsert_papers_the_old_title_still_listed_beside_the_corrected_one(engine, feeds):
+    """The feed lists the corrected entry and, under another guid, one with the old title: the old title's row is
+    that paper (its key), the corrected one is not folded into it too (one statement may not update a row twice)."""
+    upsert_papers(engine, feeds[0], [entry("Speach recognition")], NOW)
+    report = upsert_papers(engine, feeds[0], [entry("Speech recognition"), entry("Speach recognition", "https://journal.example.org/a/2")], LATER)
+    assert (report.new, report.unchanged) == (1, 1)
+    assert [r["title"] for r in rows(engine)] == ["Speach recognition", "Speech recognition"]
+
+
+def test_upsert_papers_a_feed_that_changes_every_guid_is_still_found_by_title(engine, feeds):
+    """The second rule, kept: some feeds make a new guid on every fetch; the title key still finds the paper."""
+    upsert_papers(engine, feeds[0], [entry("Speech recognition", "urn:uuid:1f0c6a52-0001")], NOW)
+    report = upsert_papers(engine, feeds[0], [entry("Speech recognition", "urn:uuid:1f0c6a52-0002")], LATER)
+    assert (report.new, report.unchanged) == (0, 1)
+    assert len(rows(engine)) == 1
+
+
+def test_upsert_papers_a_long_item_id_is_bounded_and_still_finds_its_paper(engine, feeds):
+    """A 2,000-character guid of non-ASCII characters (8,000 bytes) passes the record check; PostgreSQL's B-tree
+    refuses entries over ~2,700 bytes, so it is stored bounded as keys are, and found again all the same."""
+    guid = "https://journal.example.org/" + "é" * (MAX_IDENTIFIER - 28)
+    assert upsert_papers(engine, feeds[0], [entry("Speach recognition", guid)], NOW).skipped == []
+    report = upsert_papers(engine, feeds[0], [entry("Speech recognition", guid)], LATER)
+    assert (report.new, report.updated, report.skipped) == (0, 1, [])
+    with engine.connect() as conn:
+        (stored,) = conn.execute(sa.select(PaperSource.__table__.c.item_id)).scalars().all()
+    assert len(stored) == MAX_KEY and stored.startswith("https://journal.example.org/é")
+    with session_scope(engine) as s:
+        assert get_paper_by_ident(s, guid).title == "Speech recognition"

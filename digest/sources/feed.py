@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import xml.sax
+from urllib.parse import urljoin
 
 import feedparser
 
@@ -201,8 +202,53 @@ def entry_abstract(entry) -> tuple[str, object]:
     return summary, kind
 
 
-def paper_from_entry(entry) -> ParsedPaper | None:
-    """A generic feed entry as a paper; None when it has no title."""
+# A guid shorter than this that is not a URI (no ":") is a counter or a position in the feed ("1", "42"), which the
+# next day's feed may give to another entry: the link identifies such an entry instead.
+_SHORT_GUID = 8
+
+
+def entry_item_id(entry, unusable: frozenset[str] = frozenset()) -> str | None:
+    """The entry's own identifier in its feed, by which a later fetch finds the same paper whatever its title then
+    says (as rss2email and feed readers find an entry): its guid (RSS <guid>, Atom <id>), else its link; None when
+    neither identifies it. A counter ("1", see _SHORT_GUID) is no identifier, nor is a value in `unusable`
+    (unusable_item_ids)."""
+    for value in (_text_of(entry.get("id")), _text_of(entry.get("link"))):
+        if value and value not in unusable and not _is_counter(value):
+            return value
+    return None
+
+
+def unusable_item_ids(entries, base: str = "") -> frozenset[str]:
+    """The guids and links of one fetch that identify no entry: those several entries with different titles carry (a
+    feed that gives every entry its front page as link, or one guid to all), and a counter guid that feedparser made a
+    URL by resolving it against the feed's address `base` (RSS's <guid>17</guid> claims to be a permalink unless
+    isPermaLink="false": "17" in https://example.org/feed.xml becomes https://example.org/17). The same entry listed
+    twice (same title) shares its guid rightly, and is one paper anyway."""
+    folder = urljoin(base, ".") if base else ""
+    titles: dict[str, str] = {}
+    unusable: set[str] = set()
+    for entry in entries:
+        title = entry.get("title")
+        title = title if isinstance(title, str) else ""
+        for value in {_text_of(entry.get("id")), _text_of(entry.get("link"))}:
+            if value and titles.setdefault(value, title) != title:
+                unusable.add(value)
+        guid = _text_of(entry.get("id"))
+        if folder and entry.get("guidislink") and guid.startswith(folder) and _is_counter(guid[len(folder):]):
+            unusable.add(guid)
+    return frozenset(unusable)
+
+
+def _is_counter(value: str) -> bool:
+    return len(value) < _SHORT_GUID and ":" not in value and "/" not in value
+
+
+def _text_of(value) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def paper_from_entry(entry, unusable: frozenset[str] = frozenset()) -> ParsedPaper | None:
+    """A generic feed entry as a paper; None when it has no title. `unusable`: see entry_item_id."""
     title = entry_text(entry, "title")
     if not title:
         return None
@@ -226,10 +272,10 @@ def paper_from_entry(entry) -> ParsedPaper | None:
     pdf_url = None
     if arxiv_id:
         url, pdf_url = arxiv_urls(arxiv_id)
-    item_id = entry.get("id") or entry.get("link") or None
+    item_id = entry_item_id(entry, unusable)
     return ParsedPaper(
         key=paper_key(arxiv_id, doi, title),
-        ident=arxiv_id or doi or item_id or title,
+        ident=arxiv_id or doi or item_id or entry.get("id") or entry.get("link") or title,
         title=title,
         abstract=_typed(raw_abstract, kind),
         authors=authors,
@@ -314,7 +360,8 @@ def feed_title(parsed: feedparser.FeedParserDict) -> str:
 
 
 def papers_from_feed(parsed: feedparser.FeedParserDict, warnings: list[str]) -> ParseResult:
-    papers, problems, skipped = papers_from_entries(parsed.entries, paper_from_entry)
+    unusable = unusable_item_ids(parsed.entries, parsed.get("headers", {}).get("content-location", ""))
+    papers, problems, skipped = papers_from_entries(parsed.entries, lambda entry: paper_from_entry(entry, unusable))
     return ParseResult(papers=papers, kind=parsed.get("version") or "feed", title=feed_title(parsed),
                        warnings=warnings + problems, skipped=skipped)
 
