@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlmodel import Session
 
@@ -81,6 +81,16 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
 
 
 POSTGRES_SCHEMES = ("postgres", "postgresql")
+
+
+def begin_write(conn: Connection) -> None:
+    """SQLite: open the transaction with BEGIN IMMEDIATE now, if the driver has not opened one yet. pysqlite opens it
+    only before the first write, so a transaction that reads first cannot start writing once another connection has
+    committed (SQLITE_BUSY at once, whatever busy_timeout says), and a SAVEPOINT outside one makes a transaction of its
+    own that RELEASE commits. IMMEDIATE takes the write lock at once, waiting busy_timeout. PostgreSQL: nothing."""
+    dbapi = conn.connection.dbapi_connection
+    if conn.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def dialect_insert(dialect: str):  # noqa: ANN201 - SQLAlchemy's insert() of the dialect

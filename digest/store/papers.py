@@ -29,7 +29,7 @@ from ..log import log_event
 from ..models import Paper, PaperSource, Source, UTCDateTime, table_of
 from ..sources import ParsedPaper
 from ..sources.clean import MAX_KEY, bounded_key
-from . import dialect_insert, wrap_db_error
+from . import begin_write, dialect_insert, wrap_db_error
 from .search import note_changed_text
 
 BATCH_SIZE = 2_000  # rows per statement: well under SQLite's 32,766 bound parameters for the key prefetch
@@ -119,7 +119,7 @@ def _batch_of(parsed: list[ParsedPaper]) -> _Batch:
 
 def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: datetime) -> UpsertReport:
     report = UpsertReport()
-    _begin_sqlite_transaction(conn)
+    begin_write(conn)  # a SAVEPOINT outside it would commit on RELEASE
     batch = _batch_of(parsed)
     rows = batch.rows
     for keys in _chunks(list(rows), BATCH_SIZE):
@@ -139,15 +139,6 @@ def _upsert(conn: Connection, source_id: int, parsed: list[ParsedPaper], now: da
                     raise
                 report.skipped.append(f"{rows[key]['ident']}: the database refused it ({_reason(exc)})")
     return report
-
-
-def _begin_sqlite_transaction(conn: Connection) -> None:
-    """Open SQLite's transaction now, if the driver has not yet. sqlite3 (pysqlite) opens it only before the first
-    write, and a SAVEPOINT issued outside one makes its own transaction, which RELEASE commits: the caller's rollback
-    would then undo nothing. IMMEDIATE takes the write lock at once (waiting busy_timeout), as the upsert writes."""
-    dbapi = conn.connection.dbapi_connection
-    if conn.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # What a write raises when the database (or its driver) refuses a value: SQLAlchemy's wrappers, and the driver's own

@@ -44,7 +44,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..log import log_event
 from ..models import Delivery, Feedback, Paper, PaperEmbedding, SentPaper, Subscriber, table_of
-from . import read_rows
+from . import begin_write, read_rows
 from .days import day_start
 from .deliveries import DONE_STATES, write
 from .papers import get_paper_by_ident
@@ -164,7 +164,7 @@ def _prune_ledger(engine: Engine, report: PruneReport, cutoff: date, batch: int,
     after = 0
     while not stopped():
         def work(conn: Connection, after: int = after) -> tuple[int, int, int]:
-            _begin_immediate(conn)
+            begin_write(conn)
             ids = list(conn.execute(sa.select(_delivery.c.id).where(_old_deliveries(cutoff), _delivery.c.id > after)
                                     .order_by(_delivery.c.id).limit(batch)).scalars())
             if not ids:
@@ -184,7 +184,7 @@ def _prune_ledger(engine: Engine, report: PruneReport, cutoff: date, batch: int,
     # sent_paper rows whose delivery went by other means (its delivery_id set NULL): past the horizon, they go too.
     while not stopped():
         def orphans(conn: Connection) -> int:
-            _begin_immediate(conn)
+            begin_write(conn)
             ids = sa.select(_sent.c.id).where(_sent.c.delivery_id.is_(None), _sent.c.sent_at < day_start(cutoff)).limit(batch)
             return conn.execute(sa.delete(_sent).where(_sent.c.id.in_(ids.scalar_subquery()))).rowcount
 
@@ -253,7 +253,7 @@ def _prune_papers(engine: Engine, report: PruneReport, cutoff: datetime, ledger_
             continue
 
         def work(conn: Connection, found: Sequence[int] = found) -> tuple[int, int]:
-            _begin_immediate(conn)
+            begin_write(conn)
             still = set(conn.execute(sa.select(_paper.c.id).where(_paper.c.id.in_(found), unneeded)).scalars())
             doomed = sorted(still - seeds.ids(conn))
             if not doomed:
@@ -271,15 +271,6 @@ def _prune_papers(engine: Engine, report: PruneReport, cutoff: datetime, ledger_
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def _begin_immediate(conn: Connection) -> None:
-    """SQLite: take the write lock as the transaction begins (waiting busy_timeout), not at its first delete: a
-    transaction that read first and then found another writer's commit would fail at once ("database is locked")
-    instead of waiting. pysqlite opens its transaction only before the first write, so this BEGIN is the one."""
-    dbapi = conn.connection.dbapi_connection
-    if conn.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _timed(call: Callable[[], T]) -> tuple[T, float]:

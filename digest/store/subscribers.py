@@ -29,6 +29,7 @@ from ..models import Delivery, Feedback, Paper, PendingProfile, SentPaper, Subsc
 from ..sources.clean import arxiv_id_in
 from ..taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 from ..tokens import MAX_AGE
+from . import begin_write
 from .papers import get_paper_by_ident
 
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
@@ -453,10 +454,7 @@ def _lock_for_write(session: Session) -> None:
     has read cannot start writing once another connection has committed (SQLITE_BUSY at once, whatever
     busy_timeout says); BEGIN IMMEDIATE waits its turn instead. PostgreSQL needs nothing: the
     compare-and-set and the UNIQUE email decide there."""
-    connection = session.connection()
-    dbapi = connection.connection.dbapi_connection
-    if connection.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    begin_write(session.connection())
 
 
 def _add_pending(session: Session, address: str, fields: SubscriberInput, now: datetime) -> Subscriber:
