@@ -139,7 +139,12 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
     click.echo(report.summary())
     if report.unserved:
         click.echo(f"error: {report.unserved} due subscriber{'s were' if report.unserved != 1 else ' was'} not served (deferred ones are retried by the next run; `digest status` shows the ledger)", err=True)
-    if report.unserved or report.fetch_error:
+    # Rows a killed or cut-off worker still leases are due and nobody is sending them: as with deferred ones, the run
+    # that finds them says so and fails (cron mails it), though the first run after the lease takes them over.
+    held = sum(holder.rows for holder in report.gone)
+    if held:
+        click.echo(f"error: {held} due subscriber{'s are' if held != 1 else ' is'} held by a worker that is gone; the first run after its lease ends sends them (`digest status` shows the leases)", err=True)
+    if report.unserved or held or report.fetch_error:
         click.get_current_context().exit(EXIT_ERROR)
 
 
