@@ -202,6 +202,8 @@ def counts(world: World) -> str:
 
 def measure(world: World, now: datetime, label: str, *, backup: bool = True) -> dict[str, object]:
     """Every figure at `now` (just before the edition of that morning); prints them and returns them by name."""
+    from digest.editions import earliest_local_day
+    from digest.health import finished_since
     from digest.pipeline.plan import due_subscribers, plan_editions
     from digest.store.candidates import candidate_papers, profile_rows_for, sent_among
     from digest.store.deliveries import editions_summary, finished_editions, unfinished_deliveries
@@ -217,7 +219,7 @@ def measure(world: World, now: datetime, label: str, *, backup: bool = True) -> 
     kind, size = size_of(world)
     out["size"] = size
     print(f"--- {label}: {counts(world)}; {kind} {size / 1e6:,.0f} MB; {load_average()}")
-    _, t = timed(lambda: finished_editions(engine))
+    _, t = timed(lambda: finished_editions(engine, since=earliest_local_day(now).isoformat()))  # as due_subscribers asks
     out["finished_editions"] = t
     dues, t = timed(lambda: due_subscribers(engine, settings, now))
     out["due_subscribers"] = t
@@ -232,7 +234,7 @@ def measure(world: World, now: datetime, label: str, *, backup: bool = True) -> 
     out["plan_editions"] = t
     print(f"  daily job   due_subscribers {out['due_subscribers']}  of which finished_editions {out['finished_editions']}  ({len(dues)} due)")  # type: ignore[arg-type]
     print(f"              plan_editions   {t}  of which candidate_papers {t1}, sent_among {t2}, profile_rows_for {t3} ({len(pool)} candidates)")  # type: ignore[arg-type]
-    status_calls = {"editions_summary": lambda: editions_summary(engine, limit=7), "finished_editions": lambda: finished_editions(engine),
+    status_calls = {"editions_summary": lambda: editions_summary(engine, limit=7), "finished_editions": lambda: finished_editions(engine, since=finished_since(now)),
                     "unfinished_deliveries": lambda: unfinished_deliveries(engine), "active_schedules": lambda: active_schedules(engine),
                     "source_health": lambda: source_health(engine)}
     total = Timing(0, 0)

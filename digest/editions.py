@@ -68,6 +68,13 @@ def local_day(now: datetime, tz: str) -> date:
     return now.astimezone(parse_zone(tz)).date()
 
 
+def earliest_local_day(now: datetime) -> date:
+    """A day no time zone's local date at `now` is before (UTC-12 is the furthest behind; a day more to spare). A
+    finished edition older than it never decides whether today's edition is due (due_edition compares the newest
+    finished one with today's), so the ledger is read from there on, not all of it."""
+    return now.astimezone(timezone.utc).date() - timedelta(days=2)
+
+
 def is_weekly(frequency: str) -> bool:
     return frequency.startswith("weekly:")
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from .editions import WEEKDAYS, due_edition, local_day, publishes_on, send_instant
+from .editions import WEEKDAYS, due_edition, earliest_local_day, local_day, publishes_on, send_instant
 from .store.deliveries import UnfinishedDelivery
 from .store.status import Schedule, SourceHealth
 
@@ -92,10 +92,19 @@ SENDING_STUCK_AFTER = timedelta(hours=1)
 NAMES_SHOWN = 5  # subscribers named in one problem line
 
 
+LOOKBACK_DAYS = 8  # days back from today that last_due_edition looks for a subscriber's last edition (a week and a day)
+
+
+def finished_since(now: datetime) -> str:
+    """The oldest edition edition_problems(..., now) can ask about: the ledger's finished editions before it never
+    change its answer (digest.store.deliveries.finished_editions reads from there on)."""
+    return (earliest_local_day(now - EDITION_GRACE) - timedelta(days=LOOKBACK_DAYS)).isoformat()
+
+
 def last_due_edition(now: datetime, send_at: str, tz: str, frequency: str) -> tuple[str, datetime] | None:
     """The newest edition whose send time is at or before `now`, with that instant (None if none in a week)."""
     today = local_day(now, tz)
-    for back in range(8):
+    for back in range(LOOKBACK_DAYS):
         day = today - timedelta(days=back)
         if not publishes_on(frequency, day):
             continue

@@ -459,10 +459,52 @@ def test_record_sent_writes_sent_papers_in_the_same_transaction(engine, subscrib
     with session_scope(engine) as session:
         assert sent_among(session, [a], papers) == {a: set(papers)}
     assert [(d.edition, d.state) for d in ledger.deliveries_for(engine, subscriber_id=a)] == [("2024-05-02", "sent")]
-    assert ledger.finished_editions(engine) == {a: "2024-05-02"}
+    assert ledger.finished_editions(engine, since="2024-05-01") == {a: "2024-05-02"}
+    assert ledger.finished_editions(engine, since="2024-05-03") == {}  # older editions are not read
     with pytest.raises(ZeroDivisionError):
         ledger.write(engine, lambda conn: (ledger.record_sent(conn, row.id, a, [], 1, NOW, NOW), 1 / 0))
     assert ledger.deliveries_for(engine)[0].attempts == 2  # the failed transaction left nothing
+
+
+def test_finished_editions_reads_only_the_editions_asked_for(engine, subscribers) -> None:
+    """The due check reads the ledger from the oldest edition it can compare (earliest_local_day), not all of it: the
+    newest finished edition at or after `since` per subscriber; open rows do not count; older editions are not read,
+    and on SQLite the query reads them through ix_delivery_edition (it grouped the whole ledger, 87 ms at 120 days of
+    1,000 subscribers and growing with its age)."""
+    import sqlalchemy as sa
+
+    a, b, c = subscribers
+    rows = ledger.open_deliveries(engine, [(a, "2024-04-01"), (a, "2024-05-01"), (b, "2024-04-30"), (b, "2024-05-02"), (c, "2024-04-01")], NOW, lambda s, e: "<m@x>")
+    for key in ((a, "2024-04-01"), (a, "2024-05-01"), (b, "2024-04-30"), (c, "2024-04-01")):
+        ledger.write(engine, lambda conn, key=key: ledger.record_sent(conn, rows[key].id, key[0], [], 1, NOW, NOW))
+    # b's 2024-05-02 row is still pending: its newest finished edition is 2024-04-30
+    assert ledger.finished_editions(engine, since="2024-04-01") == {a: "2024-05-01", b: "2024-04-30", c: "2024-04-01"}
+    assert ledger.finished_editions(engine, since="2024-04-30") == {a: "2024-05-01", b: "2024-04-30"}
+    assert ledger.finished_editions(engine, since="2024-05-02") == {}
+    if engine.dialect.name != "sqlite":
+        return
+    statements: list[tuple[str, tuple]] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, params, context, many: statements.append((statement, params)))
+    ledger.finished_editions(engine, since="2024-05-01")
+    with engine.connect() as conn:
+        plan = " | ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statements[-1][0], statements[-1][1]))
+    assert "USING INDEX ix_delivery_edition (edition>?)" in plan, plan
+
+
+def test_due_subscribers_finds_today_due_after_a_long_ledger(world) -> None:
+    """Whoever finished only editions older than the ledger's read range (earliest_local_day) is due today, as one
+    who never had one is; whoever finished today's is not."""
+    from digest.pipeline.plan import due_subscribers
+    from digest.store.subscribers import list_subscribers
+
+    settings, engine = world
+    with session_scope(engine) as session:
+        ada, bob, cy = sorted(s.id for s in list_subscribers(session))
+    rows = ledger.open_deliveries(engine, [(ada, "2024-03-01"), (bob, "2024-05-02")], NOW, lambda s, e: "<m@x>")
+    for (sub_id, _), row in rows.items():
+        ledger.write(engine, lambda conn, row=row, sub_id=sub_id: ledger.record_sent(conn, row.id, sub_id, [], 1, NOW, NOW))
+    due = {d.subscriber.id: d.edition for d in due_subscribers(engine, settings, NOW)}
+    assert due == {ada: "2024-05-02", cy: "2024-05-02"}, due
 
 
 def test_record_sent_many_writes_each_papers_row_from_the_deliveries(engine, subscribers, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import click
 
 from ..errors import ConfigError
-from ..health import edition_problems, source_note, source_problems
+from ..health import edition_problems, finished_since, source_note, source_problems
 from ..log import enable_event_logging
 from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job
 from ..schedule import serve as serve_forever
@@ -69,7 +69,7 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
     engine = app.existing_engine  # a status of nothing: no home or database is made by looking
     sources = source_health(engine)
     editions = editions_summary(engine, limit=EDITIONS_SHOWN)
-    problems = source_problems(sources, now) + edition_problems(active_schedules(engine), finished_editions(engine), unfinished_deliveries(engine), now)
+    problems = source_problems(sources, now) + edition_problems(active_schedules(engine), finished_editions(engine, since=finished_since(now)), unfinished_deliveries(engine), now)
     holders = lease_holders(engine) if is_shared(engine) else []  # PostgreSQL: who holds the deliveries being sent
     if is_shared(engine) and (skew := clock_problem(clock_offset(engine, now))):  # one clock for a fleet: the database's
         problems.append(skew)

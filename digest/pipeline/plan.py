@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from ..config import Settings
-from ..editions import due_edition, is_weekly, local_day, parse_frequency, publishes_on
+from ..editions import due_edition, earliest_local_day, is_weekly, local_day, parse_frequency, publishes_on
 from ..errors import DigestError, InputError, one_line
 from ..log import log_event
 from ..models import Subscriber
@@ -111,7 +111,7 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
         def wanted(sub: Subscriber) -> str | None:
             return edition if sub.id not in done and publishes_on(parse_frequency(sub.frequency), day) else None
     else:
-        finished = ledger.finished_editions(engine)
+        finished = ledger.finished_editions(engine, since=earliest_local_day(now).isoformat())
         # Subscribers share schedules (send_at, tz, frequency, last edition): each is worked out once per call, not once
         # per subscriber (zoneinfo arithmetic: 0.06-0.1 s for 10,000).
         edition_due = functools.cache(due_edition)

@@ -96,10 +96,20 @@ def write(target: Engine | Connection, work: Callable[[Connection], object], *, 
 # --- queries ----------------------------------------------------------------------------------------
 
 
-def finished_editions(engine: Engine) -> dict[int, str]:
-    """The newest finished (sent, skipped or failed) edition per subscriber id."""
-    rows = read_rows(engine, sa.select(_delivery.c.subscriber_id, sa.func.max(_delivery.c.edition)).where(_delivery.c.state.in_(DONE_STATES)).group_by(_delivery.c.subscriber_id))
-    return {sub: edition for sub, edition in rows}
+def finished_editions(engine: Engine, since: str) -> dict[int, str]:
+    """The newest finished (sent, skipped or failed) edition per subscriber id, of the editions `since` (YYYY-MM-DD)
+    and later: those who finished none have no entry. The callers ask from the oldest edition their rule can compare
+    (digest.editions.earliest_local_day): grouping the whole ledger grew with its age (87 ms at 120 days for 1,000
+    subscribers, a second at a year; benchmarks/retention.py), the edition index reads a few days of it."""
+    # SQLite's planner, left to itself, read more than the range: given the state in WHERE, it took ix_delivery_state
+    # (nearly every row is finished); given the GROUP BY, it walked all of uq_delivery (subscriber_id, edition). So the
+    # range is read first, by ix_delivery_edition, in a subquery that its ORDER BY keeps SQLite from flattening into
+    # the grouping, and the state is tested inside the max. At 120 days of 1,000 subscribers: 68 ms -> 2 ms (sqlite3).
+    d = _delivery.c
+    recent = sa.select(d.subscriber_id, d.edition, d.state).where(d.edition >= since).order_by(d.edition).subquery()
+    finished = sa.func.max(sa.case((recent.c.state.in_(DONE_STATES), recent.c.edition)))
+    rows = read_rows(engine, sa.select(recent.c.subscriber_id, finished).group_by(recent.c.subscriber_id))
+    return {sub: edition for sub, edition in rows if edition is not None}
 
 
 def deliveries_for(engine: Engine, edition: str | None = None, subscriber_id: int | None = None) -> list[Delivery]:
