@@ -99,6 +99,7 @@ class World:
     corpus: list[dict]
     rng: random.Random
     per_day: int
+    active_voters: int = 0
     day_ids: dict[int, list[int]] = field(default_factory=dict)  # day -> paper ids first seen that day
 
 
@@ -148,6 +149,9 @@ def send_day(world: World, day: int) -> None:
     ledger.write(world.engine, lambda conn: ledger.record_sent_many(conn, sent, now, now, contents=contents))
     voters = world.rng.sample(world.subscribers, min(20, len(world.subscribers)))
     votes = [dict(subscriber_id=sub, paper_id=sent[world.subscribers.index(sub)][2][0], value=world.rng.choice([1, 1, -1]), created_at=now) for sub in voters]
+    # --active-voters: readers who vote on three of their picks every morning (a year: 1,095 votes each)
+    votes += [dict(subscriber_id=sub, paper_id=pid, value=world.rng.choice([1, 1, -1]), created_at=now)
+              for n, sub in enumerate(world.subscribers[:world.active_voters]) for pid in sent[n][2][1:4]]
     with world.engine.begin() as conn:
         conn.execute(sa.insert(table_of(Feedback)), votes)
 
@@ -205,6 +209,7 @@ def measure(world: World, now: datetime, label: str, *, backup: bool = True) -> 
     from digest.editions import earliest_local_day
     from digest.health import finished_since
     from digest.pipeline.plan import due_subscribers, plan_editions
+    from digest.rank.score import MAX_VOTES
     from digest.store.candidates import candidate_papers, profile_rows_for, sent_among
     from digest.store.deliveries import editions_summary, finished_editions, unfinished_deliveries
     from digest.store.search import search_papers, update_search_index
@@ -228,7 +233,7 @@ def measure(world: World, now: datetime, label: str, *, backup: bool = True) -> 
         pool, t1 = timed(lambda: candidate_papers(session, since, now), repeat=2)
         subs = list_subscribers(session, status="active")
         _, t2 = timed(lambda: sent_among(session, [s.id for s in subs], [p.paper.id for p in pool]))  # type: ignore[attr-defined]
-        _, t3 = timed(lambda: profile_rows_for(session, subs))
+        _, t3 = timed(lambda: profile_rows_for(session, subs, votes=MAX_VOTES))  # as plan_editions asks
     out.update(candidate_papers=t1, sent_among=t2, profile_rows_for=t3)
     plans, t = timed(lambda: plan_editions(engine, settings, now, dues))  # type: ignore[arg-type]
     out["plan_editions"] = t
@@ -367,6 +372,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--papers", type=int, default=2000, help="papers a day")
     parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--active-voters", type=int, default=0, help="subscribers who vote on 3 of their picks every day (besides 20 random votes a day)")
     parser.add_argument("--ages", default="7,90,180,365", help="days of papers at which to take the figures")
     parser.add_argument("--url", default=None, help="a PostgreSQL URL: a database of its own is made (and dropped) on that server")
     parser.add_argument("--prune", type=int, default=0, metavar="KEEP_DAYS", help="then prune with this keep_days")
@@ -386,7 +392,9 @@ def main() -> None:
         url = f"sqlite:///{home / 'digest.db'}"
     try:
         world = build_world(url, home, args.subscribers, args.papers)
-        print(f"{args.papers:,} papers a day, {args.subscribers:,} subscribers, {PICKS}+{TRENDING} papers an email; {world.engine.dialect.name}; {load_average()}")
+        world.active_voters = args.active_voters
+        voting = f", {args.active_voters:,} of them voting 3 times a day" if args.active_voters else ""
+        print(f"{args.papers:,} papers a day, {args.subscribers:,} subscribers{voting}, {PICKS}+{TRENDING} papers an email; {world.engine.dialect.name}; {load_average()}")
         building = time.perf_counter()
         for day in range(args.days):
             store_day(world, day)

@@ -25,10 +25,11 @@ from ..errors import DigestError, InputError, one_line
 from ..log import log_event
 from ..models import Subscriber
 from ..rank import Candidate, Profile, Ranking, RankResult, build_profile
+from ..rank.score import MAX_VOTES
 from ..rank.semantic import embed_for  # light: it imports the embedding model (torch) only when asked to embed
 from ..store import deliveries as ledger
 from ..store import session_scope
-from ..store.candidates import candidate_papers, profile_rows_for, sent_among
+from ..store.candidates import candidate_papers, profile_rows_for, sent_among, voted_among
 from ..store.subscribers import get_subscriber, list_subscribers
 
 log = logging.getLogger("digest.pipeline")
@@ -170,7 +171,11 @@ def plan_editions(engine: Engine, settings: Settings, now: datetime, dues: Seque
         pool = [c for s in candidate_papers(session, min(since for since, _ in windows), now)
                 for c in [Candidate(s.paper, s.sources, s.source_kinds)] if settings.include_replacements or not c.only_replaced]
         sent = sent_among(session, [s.id for s in subscribers], [c.paper.id for c in pool])
-        rows_of = profile_rows_for(session, subscribers)
+        # The vote model reads the newest MAX_VOTES likes and dislikes; a paper voted on longer ago is still known to
+        # its reader, so never a candidate: those of the pool are asked for by id.
+        rows_of = profile_rows_for(session, subscribers, votes=MAX_VOTES)
+        for sub_id, voted in voted_among(session, [s.id for s in subscribers], [c.paper.id for c in pool]).items():
+            sent.setdefault(sub_id, set()).update(voted)
     inside: dict[datetime, tuple[Candidate, ...]] = {}  # most subscribers share a window: one tuple each
     out: list[EditionPlan | Unplanned] = []
     for due, (since, until) in zip(dues, windows):

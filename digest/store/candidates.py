@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from ..models import Feedback, Paper, SentPaper, Subscriber
@@ -49,14 +50,26 @@ def sent_among(session: Session, subscriber_ids: Iterable[int], paper_ids: Itera
     for a week-old database and 4.1 s at 90 days (benchmarks/retention.py). Nor every subscriber's rows of these
     papers: `digest rank EMAIL` and each claimed batch ask for a few subscribers, and the window's papers were sent to
     all of them."""
+    return _among(session, SentPaper, subscriber_ids, paper_ids)
+
+
+def voted_among(session: Session, subscriber_ids: Iterable[int], paper_ids: Iterable[int]) -> dict[int, set[int]]:
+    """For many subscribers at once: which of `paper_ids` each has voted on (liked or disliked), as sent_among reads
+    it (a range of uq_feedback): the planning leaves them out of the candidates without reading every vote."""
+    return _among(session, Feedback, subscriber_ids, paper_ids)
+
+
+def _among(session: Session, table: type[SentPaper] | type[Feedback], subscriber_ids: Iterable[int], paper_ids: Iterable[int]) -> dict[int, set[int]]:
+    """{subscriber id: the `paper_ids` with a row of `table`}, one query per 500 subscribers, each reading the rows
+    between the lowest and the highest of `paper_ids` through the table's (subscriber_id, paper_id) unique index."""
     subs, papers = list(subscriber_ids), set(paper_ids)
     out: dict[int, set[int]] = {s: set() for s in subs}
     if not papers:
         return out
     low, high = min(papers), max(papers)
     for start in range(0, len(subs), 500):
-        rows = session.exec(select(col(SentPaper.subscriber_id), col(SentPaper.paper_id))
-                            .where(col(SentPaper.subscriber_id).in_(subs[start : start + 500]), col(SentPaper.paper_id).between(low, high)))
+        rows = session.exec(select(col(table.subscriber_id), col(table.paper_id))
+                            .where(col(table.subscriber_id).in_(subs[start : start + 500]), col(table.paper_id).between(low, high)))
         for sub_id, paper_id in rows:
             if paper_id in papers:
                 out[sub_id].add(paper_id)
@@ -69,11 +82,16 @@ def profile_rows(session: Session, subscriber: Subscriber) -> ProfileRows:
     return ProfileRows(rows.seed_papers, rows.liked, rows.disliked, sent_paper_ids(session, subscriber.id))
 
 
-def profile_rows_for(session: Session, subscribers: Sequence[Subscriber]) -> dict[int, ProfileRows]:
+def profile_rows_for(session: Session, subscribers: Sequence[Subscriber], *, votes: int | None = None) -> dict[int, ProfileRows]:
     """The seed, liked and disliked papers of many subscribers in one feedback query (sent_ids left empty:
-    the daily run asks for those in bulk with sent_among). A seed id named by several subscribers is looked
-    up once; one no longer in the store is skipped (it was checked when the subscriber named it; papers can
-    be pruned since)."""
+    the daily run asks for those in bulk with sent_among), likes and dislikes oldest first. A seed id named by
+    several subscribers is looked up once; one no longer in the store is skipped (it was checked when the
+    subscriber named it; papers can be pruned since).
+
+    `votes`: only each subscriber's newest `votes` likes and newest `votes` dislikes (the ranking's vote model learns
+    from no more: digest.rank.score.MAX_VOTES). All of them were read, each as a whole paper, and a reader who votes
+    three times a day has a thousand after a year: 4.4 s of the daily planning for 100 such readers, growing every
+    day (benchmarks/retention.py --active-voters)."""
     out = {sub.id: ProfileRows([], [], [], set()) for sub in subscribers}
     seeds: dict[str, Paper | None] = {}
     for sub in subscribers:
@@ -85,8 +103,19 @@ def profile_rows_for(session: Session, subscribers: Sequence[Subscriber]) -> dic
                 out[sub.id].seed_papers.append(seed)
     ids = list(out)
     for start in range(0, len(ids), 500):  # bounded IN lists
-        query = (select(Feedback.subscriber_id, col(Feedback.value), Paper).join(Paper, col(Paper.id) == col(Feedback.paper_id))
-                 .where(col(Feedback.subscriber_id).in_(ids[start : start + 500])).order_by(col(Feedback.created_at), col(col(Feedback.id))))
+        chunk = col(Feedback.subscriber_id).in_(ids[start : start + 500])
+        if votes is None:
+            query = (select(Feedback.subscriber_id, col(Feedback.value), Paper).join(Paper, col(Paper.id) == col(Feedback.paper_id))
+                     .where(chunk).order_by(col(Feedback.created_at), col(col(Feedback.id))))
+        else:
+            # Numbered newest first within each subscriber's likes and within their dislikes (a window function:
+            # SQLite 3.25 and PostgreSQL), then only the first `votes` of each joined to their papers.
+            newest = sa.func.row_number().over(partition_by=(col(Feedback.subscriber_id), col(Feedback.value) > 0),
+                                               order_by=(col(Feedback.created_at).desc(), col(Feedback.id).desc()))
+            numbered = (sa.select(col(Feedback.id), col(Feedback.subscriber_id), col(Feedback.value), col(Feedback.paper_id), col(Feedback.created_at),
+                               newest.label("newest")).where(chunk).subquery())
+            query = (select(numbered.c.subscriber_id, numbered.c.value, Paper).join(Paper, col(Paper.id) == numbered.c.paper_id)
+                     .where(numbered.c.newest <= votes).order_by(numbered.c.created_at, numbered.c.id))
         for sub_id, value, paper in session.exec(query):
             (out[sub_id].liked if value > 0 else out[sub_id].disliked).append(paper)
     return out
