@@ -151,6 +151,10 @@ class Subscriber(SQLModel, table=True):
     # the last 24 hours went out (ISO times), and a counter bumped with each change for a compare-and-set.
     confirm_emails: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     confirm_version: int = Field(default=0, sa_column=Column(sa.Integer, nullable=False, server_default="0"))
+    # When the profile (interests, seed papers...) was last set: by every add, update, import and confirmed request
+    # (digest.store.subscribers); NULL for one not changed since migration 0012. `digest prune` reads every seed list
+    # once and then only those changed since (digest.store.retention).
+    profile_changed_at: datetime | None = _ts(index=True)
 
 
 class Feedback(SQLModel, table=True):

@@ -178,6 +178,24 @@ def test_upgrade_to_0011_bounds_long_item_ids_and_finds_entries_by_them(bare_eng
         assert conn.execute(sa.text("SELECT key, title FROM paper WHERE id = 2")).one() == ("title:speech recognition", "Speech recognition")
 
 
+def test_upgrade_to_0012_keeps_every_subscriber_and_indexes_when_profiles_changed(bare_engine):
+    """0012 adds subscriber.profile_changed_at (NULL for the rows already there: `digest prune` reads their seed lists
+    in its one full read) and its index; a downgrade drops both and keeps every row."""
+    command.upgrade(_alembic_config(bare_engine), "0011")
+    with bare_engine.begin() as conn:
+        _insert_at_0001(conn, None)
+        before = _counts(conn)
+    init_db(bare_engine)
+    with bare_engine.connect() as conn:
+        assert _counts(conn) == before
+        assert conn.execute(sa.text("SELECT count(*) FROM subscriber WHERE profile_changed_at IS NOT NULL")).scalar_one() == 0
+    assert "ix_subscriber_profile_changed_at" in {index["name"] for index in sa.inspect(bare_engine).get_indexes("subscriber")}
+    command.downgrade(_alembic_config(bare_engine), "0011")
+    with bare_engine.connect() as conn:
+        assert _counts(conn) == before
+    assert "profile_changed_at" not in {column["name"] for column in sa.inspect(bare_engine).get_columns("subscriber")}
+
+
 def test_newest_revision_keeps_the_search_triggers_on_sqlite(sqlite_url):
     # A later migration that rebuilds the paper table (SQLite batch mode copies it) drops its triggers: it must make
     # them again, or SQLite's search index would miss changed titles and deleted papers.

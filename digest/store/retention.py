@@ -1,8 +1,24 @@
-"""Retention: `digest prune`, and the daily run once a day when keep_days or keep_ledger_days is set, delete what the
-database no longer needs, in short transactions. It must not rank, send or render, and it never shrinks the SQLite file
-itself (VACUUM takes the database for itself: docs/deployment.md says when and how).
+"""Retention: `digest prune`, and the daily run once a day, delete what the database no longer needs, in short
+transactions. It must not rank, send or render, and it never shrinks the SQLite file itself (VACUUM takes the database
+for itself: docs/deployment.md says when and how).
 
-What goes:
+What goes whatever keep_days and keep_ledger_days say (no history a reader wants, and rows nothing can use again):
+- spent confirmation links (used_token) once the link could no longer verify anyway: a confirmation link lives 7 days
+  (digest.tokens.MAX_AGE, no setting), and was signed at the latest when it was spent; LINK_MARGIN (a day) more for
+  the clocks of several hosts.
+- subscribe requests (pending_profile) whose confirmation link has expired, by the same horizon: nothing can apply
+  them (digest.store.subscribers drops them too, but only when the same address asks again).
+- an address that asked on the subscribe page and never confirmed, once its last confirmation email is
+  UNCONFIRMED_KEPT (30 days) old: someone typed a stranger's address, or its owner did not want the digest; keeping it
+  longer keeps personal data for no purpose. Only status "pending" with confirm_version > 0 (a confirmation was asked
+  for on the web), never confirmed, no delivery, vote, sent paper or seed paper, no request whose link still works,
+  and its profile unchanged for as long: a pending subscriber added by hand (a `digest subscribers import` row with
+  status pending) is the operator's and stays. Deleting it weakens no cap: the per-address cap counts the emails of the last
+  24 hours (CONFIRM_WINDOW), and every one of them is a month old; the per-inbox cap (digest.web.security.ConfirmCap)
+  is not in the database. A request that claims an email meanwhile keeps the address (compare-and-set on
+  confirm_version, as claim_confirmation does).
+
+What goes as keep_days and keep_ledger_days say (0: nothing of it):
 - the ledger's finished deliveries (sent, skipped, failed) of editions older than keep_ledger_days, each with the
   sent_paper rows it wrote. Deliveries still open (pending, sending, deferred) stay: `digest status` reports them.
 - papers that no source has listed for keep_days (first_seen and last_seen both older), with their source links,
@@ -15,7 +31,9 @@ What never goes, because something still reads it:
   when its paper can no longer be a candidate: both horizons must be longer than the longest candidate window
   (`candidate_days`: window_days, or a week for weekly subscribers), and first_seen never moves.
 - a paper someone voted on (feedback: the per-subscriber vote model trains on it) or named as a seed paper (any
-  subscriber, whatever their status), checked again inside the transaction that deletes it.
+  subscriber, whatever their status). Every seed list is read once per prune; inside the transaction that deletes a
+  batch, only the lists of the subscribers whose profile changed since (profile_changed_at, indexed: migration 0012)
+  are read again, so a seed named during the prune is honoured without reading 100,000 rows under the write lock.
 - a paper a source still lists (last_seen is moved on at every sighting): deleted, it would come back as new.
 A deleted paper that a source brings again later is new to digest, as any paper is the first time.
 
@@ -33,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import TypeVar, cast
 
 import sqlalchemy as sa
@@ -43,21 +61,43 @@ from sqlmodel import Session
 from ..config import Settings
 from ..errors import ConfigError
 from ..log import log_event
-from ..models import Delivery, Feedback, Paper, PaperEmbedding, SentPaper, Subscriber, table_of
+from ..models import (
+    Delivery,
+    Feedback,
+    InterestEmbedding,
+    Paper,
+    PaperEmbedding,
+    PendingProfile,
+    SentPaper,
+    Subscriber,
+    UsedToken,
+    table_of,
+)
 from . import begin_write, read_rows
 from .days import day_start
 from .deliveries import DONE_STATES, write
 from .papers import get_paper_by_ident
-from .subscribers import normalise_ident
+from .subscribers import CONFIRM_WINDOW, PENDING_LIFETIME, normalise_ident
 
 log = logging.getLogger("digest.store")
 T = TypeVar("T")
 
 BATCH = 500  # rows deleted per transaction
 DAILY_BUDGET = 300.0  # seconds the daily run gives a prune; what is left waits for the next day (a first prune is long)
+# A confirmation link verifies for PENDING_LIFETIME (digest.tokens.MAX_AGE["confirm"]) after it was signed; a host whose
+# clock is behind the prune's verifies it that much longer, and a link is signed a moment after its request is stored.
+LINK_MARGIN = timedelta(days=1)
+LINK_KEPT = PENDING_LIFETIME + LINK_MARGIN  # spent links and requests older than this can never verify again
+UNCONFIRMED_KEPT = timedelta(days=30)  # an address that never confirmed: a month after its last confirmation email
+# Seeds named since the prune read them all are found by profile_changed_at, stamped by the writer's clock: this much
+# before the prune's `now` covers a host whose clock is behind and a transaction begun before the read.
+SEED_MARGIN = timedelta(hours=1)
+# Deleting an address must not reset a cap still counting its emails, nor cut a link that still works.
+assert UNCONFIRMED_KEPT > max(CONFIRM_WINDOW, LINK_KEPT)
 
 _paper, _delivery, _sent = table_of(Paper), table_of(Delivery), table_of(SentPaper)
 _feedback, _embedding, _subscriber = table_of(Feedback), table_of(PaperEmbedding), table_of(Subscriber)
+_used, _request, _interests = table_of(UsedToken), table_of(PendingProfile), table_of(InterestEmbedding)
 
 
 @dataclass
@@ -71,6 +111,9 @@ class PruneReport:
     embeddings: int = 0
     deliveries: int = 0
     sent_rows: int = 0  # sent_paper rows, with their deliveries
+    used_tokens: int = 0  # spent confirmation links past LINK_KEPT
+    requests: int = 0  # subscribe requests (pending_profile) whose link expired
+    unconfirmed: int = 0  # pending subscribers who never confirmed, UNCONFIRMED_KEPT after their last link
     batches: int = 0
     longest_batch: float = 0.0  # seconds of the longest write transaction
     seconds: float = 0.0
@@ -84,10 +127,15 @@ class PruneReport:
         if self.paper_cutoff is not None:
             parts.append(f"{self.papers:,} papers no source listed since {self.paper_cutoff:%Y-%m-%d} (never sent, voted on or a seed),"
                          f" with their search-index rows and {self.embeddings:,} embeddings")
-        if not parts:
-            return "nothing to prune: keep_days and keep_ledger_days are 0 (keep everything)"
+        parts.append(f"{_counted(self.used_tokens, 'spent confirmation link')}, {_counted(self.requests, 'expired subscribe request')}"
+                     f" and {_counted(self.unconfirmed, 'address', 'addresses')} that never confirmed")
+        kept = "; kept every paper and delivery: keep_days and keep_ledger_days are 0" if self.paper_cutoff is None and self.ledger_cutoff is None else ""
         left = "" if self.finished else "; stopped before the end, the next prune goes on"
-        return f"{verb} " + "; ".join(parts) + f" in {self.seconds:.1f}s{left}"
+        return f"{verb} " + "; ".join(parts) + f" in {self.seconds:.1f}s{kept}{left}"
+
+
+def _counted(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def check_horizons(keep_days: int, keep_ledger_days: int, candidate_days: int) -> None:
@@ -104,9 +152,11 @@ def check_horizons(keep_days: int, keep_ledger_days: int, candidate_days: int) -
 def prune_store(engine: Engine, now: datetime, *, keep_days: int, keep_ledger_days: int, candidate_days: int, dry_run: bool = False,
                 batch: int = BATCH, budget: float | None = None, stop: threading.Event | None = None,
                 on_batch: Callable[[str, int], None] | None = None) -> PruneReport:
-    """Delete the ledger past keep_ledger_days, then the papers past keep_days (0: keep them), `batch` rows per
-    transaction; `dry_run` counts instead. Stops between batches once `budget` seconds have passed or `stop` is set
-    (report.finished False). `on_batch(kind, rows)` is told of each committed batch ("deliveries" or "papers")."""
+    """Delete the spent links, the expired requests and the addresses that never confirmed, then the ledger past
+    keep_ledger_days and the papers past keep_days (0: keep them), `batch` rows per transaction; `dry_run` counts
+    instead. Stops between batches once `budget` seconds have passed or `stop` is set (report.finished False).
+    `on_batch(kind, rows)` is told of each committed batch ("used_tokens", "requests", "subscribers", "deliveries" or
+    "papers")."""
     check_horizons(keep_days, keep_ledger_days, candidate_days)
     if batch < 1:
         raise ConfigError(f"batch is {batch}: at least 1 row per transaction")
@@ -122,19 +172,22 @@ def prune_store(engine: Engine, now: datetime, *, keep_days: int, keep_ledger_da
             return True
         return False
 
-    if report.ledger_cutoff is not None:
+    # The small tables first: a first prune of a large database's papers may spend the daily run's whole budget.
+    report.used_tokens = _prune_old(engine, report, _used, _used.c.used_at < now - LINK_KEPT, "used_tokens", batch, stopped, on_batch)
+    report.requests = _prune_old(engine, report, _request, _request.c.created_at < now - LINK_KEPT, "requests", batch, stopped, on_batch)
+    _prune_unconfirmed(engine, report, now, batch, stopped, on_batch)
+    if report.ledger_cutoff is not None and report.finished:
         _prune_ledger(engine, report, report.ledger_cutoff, batch, stopped, on_batch)
     if report.paper_cutoff is not None and report.finished:
-        _prune_papers(engine, report, report.paper_cutoff, report.ledger_cutoff, batch, stopped, on_batch)
+        _prune_papers(engine, report, report.paper_cutoff, report.ledger_cutoff, now - SEED_MARGIN, batch, stopped, on_batch)
     report.seconds = time.monotonic() - started
     return report
 
 
 def prune_daily(engine: Engine, settings: Settings, now: datetime, *, candidate_days: int, stop: threading.Event | None = None) -> PruneReport | None:
-    """The daily run's prune (by the run that fetched: once a day, on one host), when a horizon is set: at most
-    DAILY_BUDGET seconds. A wall: whatever it raises is logged, and the run's report stands."""
-    if not settings.keep_days and not settings.keep_ledger_days:
-        return None
+    """The daily run's prune (by the run that fetched: once a day, on one host), at most DAILY_BUDGET seconds: the
+    spent links, expired requests and addresses that never confirmed always, the papers and the ledger when keep_days
+    and keep_ledger_days say. A wall: whatever it raises is logged (and None returned), and the run's report stands."""
     try:
         report = prune_store(engine, now, keep_days=settings.keep_days, keep_ledger_days=settings.keep_ledger_days, candidate_days=candidate_days,
                              budget=DAILY_BUDGET, stop=stop)
@@ -142,8 +195,103 @@ def prune_daily(engine: Engine, settings: Settings, now: datetime, *, candidate_
         log_event(log, "prune-failed", logging.ERROR, error=str(exc), exc_info=exc, note="nothing of a failed batch was deleted; the next run's prune tries again")
         return None
     log_event(log, "pruned", logging.INFO, papers=report.papers, deliveries=report.deliveries, sent_rows=report.sent_rows, embeddings=report.embeddings,
-              seconds=round(report.seconds, 1), finished=report.finished)
+              used_tokens=report.used_tokens, requests=report.requests, unconfirmed=report.unconfirmed, seconds=round(report.seconds, 1),
+              finished=report.finished)
     return report
+
+
+# --- spent links, expired requests, addresses that never confirmed --------------------------------------
+
+
+def _prune_old(engine: Engine, report: PruneReport, table: sa.Table, old: sa.ColumnElement[bool], kind: str, batch: int,
+               stopped: Callable[[], bool], on_batch: Callable[[str, int], None] | None) -> int:
+    """Delete (or count, for a dry run) the rows of a small table that `old` matches, in id order: found by a read,
+    each batch deleted by id in its own transaction, `old` checked again there. Returns how many."""
+    if report.dry_run:
+        return cast(int, read_rows(engine, sa.select(sa.func.count()).select_from(table).where(old))[0][0])
+    done, after = 0, 0
+    while not stopped():
+        found = [row_id for (row_id,) in read_rows(engine, sa.select(table.c.id).where(old, table.c.id > after).order_by(table.c.id).limit(batch))]
+        if not found:
+            break
+        after = found[-1]
+
+        def work(conn: Connection, found: Sequence[int] = found) -> int:
+            begin_write(conn)
+            return conn.execute(sa.delete(table).where(table.c.id.in_(found), old)).rowcount
+
+        gone, took = _timed(lambda: cast(int, write(engine, work)))
+        _count(report, took)
+        done += gone
+        if on_batch is not None:
+            on_batch(kind, gone)
+    return done
+
+
+def _unconfirmed(now: datetime) -> sa.ColumnElement[bool]:
+    """The pending subscribers the prune deletes at `now`, but for the times of their confirmation emails (a JSON
+    list: unconfirmed_subscribers checks them, and confirm_version says they have not changed since)."""
+    sub, cutoff = _subscriber, now - UNCONFIRMED_KEPT
+    return sa.and_(
+        sub.c.status == "pending", sub.c.confirmed_at.is_(None), sub.c.confirm_version > 0, sub.c.created_at < cutoff,
+        sa.or_(sub.c.profile_changed_at.is_(None), sub.c.profile_changed_at < cutoff),
+        sa.func.json_array_length(sub.c.seed_papers) == 0,
+        ~sa.exists().where(_request.c.subscriber_id == sub.c.id, _request.c.created_at >= now - LINK_KEPT),  # a link that works
+        *(~sa.exists().where(table.c.subscriber_id == sub.c.id) for table in (_delivery, _feedback, _sent)),
+    )
+
+
+def unconfirmed_subscribers(engine: Engine, now: datetime, *, after: int, batch: int) -> tuple[list[tuple[int, int]], int]:
+    """([(id, confirm_version)] of the next `batch` pending subscribers past id `after` that the prune deletes at
+    `now`, the last id read): a read, outside any write transaction."""
+    rows = read_rows(engine, sa.select(_subscriber.c.id, _subscriber.c.confirm_version, _subscriber.c.confirm_emails)
+                     .where(_unconfirmed(now), _subscriber.c.id > after).order_by(_subscriber.c.id).limit(batch))
+    cutoff = now - UNCONFIRMED_KEPT
+    found = [(sub_id, version) for sub_id, version, emails in rows if all(_aware(sent) < cutoff for sent in emails or ())]
+    return found, rows[-1][0] if rows else after
+
+
+def delete_unconfirmed(conn: Connection, found: Sequence[tuple[int, int]], now: datetime) -> int:
+    """Delete the subscribers of `found` (unconfirmed_subscribers') that are still as they were read (confirm_version:
+    no confirmation email claimed since) and still to be deleted at `now`; with their requests and interest vectors."""
+    begin_write(conn)
+    if not found:
+        return 0
+    # In the DELETE itself: on PostgreSQL a claim that commits while it waits for the row is seen by its WHERE.
+    gone = list(conn.execute(sa.delete(_subscriber).where(sa.tuple_(_subscriber.c.id, _subscriber.c.confirm_version).in_(list(found)), _unconfirmed(now))
+                             .returning(_subscriber.c.id)).scalars())
+    for table in (_request, _interests):  # the foreign keys cascade; a database opened without them keeps no orphans
+        conn.execute(sa.delete(table).where(table.c.subscriber_id.in_(gone)))
+    return len(gone)
+
+
+def _aware(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _prune_unconfirmed(engine: Engine, report: PruneReport, now: datetime, batch: int, stopped: Callable[[], bool],
+                       on_batch: Callable[[str, int], None] | None) -> None:
+    after = 0
+    while not stopped():
+        found, last = unconfirmed_subscribers(engine, now, after=after, batch=batch)
+        if last == after:
+            return
+        after = last
+        if report.dry_run:
+            report.unconfirmed += len(found)
+            continue
+        if not found:
+            continue
+
+        def work(conn: Connection, found: Sequence[tuple[int, int]] = found) -> int:
+            return delete_unconfirmed(conn, found, now)
+
+        gone, took = _timed(lambda: cast(int, write(engine, work)))
+        _count(report, took)
+        report.unconfirmed += gone
+        if on_batch is not None:
+            on_batch("subscribers", gone)
 
 
 # --- the ledger ---------------------------------------------------------------------------------------
@@ -217,27 +365,40 @@ def _unneeded_papers(cutoff: datetime, ledger_cutoff: date | None) -> sa.ColumnE
 
 
 class _Seeds:
-    """The ids of the stored papers that subscribers name as seeds; each identifier resolved once, as
-    digest.store.candidates.profile_rows_for resolves it, and the identifiers read again for every batch."""
+    """The ids of the stored papers that subscribers name as seeds, each identifier resolved once, as
+    digest.store.candidates.profile_rows_for resolves it: every subscriber's list read once (read_all), then, inside
+    each batch's write transaction, only the lists of the subscribers whose profile changed since `since`."""
 
-    def __init__(self) -> None:
+    def __init__(self, since: datetime) -> None:
+        self.since = since
         self.resolved: dict[str, int | None] = {}
+        self.paper_ids: set[int] = set()
+
+    def read_all(self, conn: Connection) -> None:
+        self._add(conn, conn.execute(sa.select(_subscriber.c.seed_papers)))
 
     def ids(self, conn: Connection) -> set[int]:
-        idents = {str(i) for row in conn.execute(sa.select(_subscriber.c.seed_papers)) for i in (row[0] or ())}
-        new = idents - self.resolved.keys()
+        """The seeds' paper ids, with the lists changed since `since` read again (profile_changed_at's index: a few rows)."""
+        self._add(conn, conn.execute(sa.select(_subscriber.c.seed_papers).where(_subscriber.c.profile_changed_at >= self.since)))
+        return self.paper_ids
+
+    def _add(self, conn: Connection, rows: sa.Result) -> None:
+        new = {str(i) for row in rows for i in (row[0] or ())} - self.resolved.keys()
         if new:
             with Session(bind=conn) as session:
                 for ident in new:
                     paper = get_paper_by_ident(session, normalise_ident(ident))
                     self.resolved[ident] = paper.id if paper is not None else None
-        return {pid for ident in idents if (pid := self.resolved[ident]) is not None}
+                    if paper is not None:
+                        self.paper_ids.add(paper.id)
 
 
-def _prune_papers(engine: Engine, report: PruneReport, cutoff: datetime, ledger_cutoff: date | None, batch: int, stopped: Callable[[], bool],
-                  on_batch: Callable[[str, int], None] | None) -> None:
+def _prune_papers(engine: Engine, report: PruneReport, cutoff: datetime, ledger_cutoff: date | None, seeds_since: datetime, batch: int,
+                  stopped: Callable[[], bool], on_batch: Callable[[str, int], None] | None) -> None:
     unneeded = _unneeded_papers(cutoff, ledger_cutoff if report.dry_run else None)
-    seeds = _Seeds()
+    seeds = _Seeds(seeds_since)
+    with engine.connect() as conn:  # once per prune, outside any write transaction
+        seeds.read_all(conn)
     after = 0
     while not stopped():
         # The search for candidates is a read (no lock); the write transaction checks only the ids it found.
@@ -247,7 +408,8 @@ def _prune_papers(engine: Engine, report: PruneReport, cutoff: datetime, ledger_
         after = found[-1]
         if report.dry_run:
             with engine.connect() as conn:
-                doomed = [pid for pid in found if pid not in seeds.ids(conn)]
+                named = seeds.ids(conn)
+                doomed = [pid for pid in found if pid not in named]
                 report.papers += len(doomed)
                 report.embeddings += conn.execute(sa.select(sa.func.count()).select_from(_embedding).where(_embedding.c.paper_id.in_(doomed))).scalar_one()
             continue

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dc_fields
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -263,7 +263,7 @@ def add_subscriber(session: Session, email: str, fields: SubscriberInput, *, sta
     if find_subscriber(session, address) is not None:
         raise InputError(f"{address} is already subscribed", "use `digest subscribers update` to change it")
     sub = Subscriber(email=address, status=_validate_status(status), created_at=now)
-    _apply(session, sub, validate_profile(fields))
+    _apply(session, sub, validate_profile(fields), now)
     if sub.status == "active":
         sub.confirmed_at = now  # added by an administrator, who vouches for the address
     elif sub.status == "unsubscribed":
@@ -283,9 +283,10 @@ def update_subscriber(
 ) -> Subscriber:
     """Change the given fields; interests may also be added to or removed from (a missing one is an error).
 
-    `now` is accepted for symmetry with the other writes; no column records the time of an update.
+    `now` (default: the clock's) is when the profile changed: profile_changed_at, by which a running prune finds a
+    seed paper named since it read them all.
     """
-    _apply(session, sub, validate_profile(fields))
+    _apply(session, sub, validate_profile(fields), now or datetime.now(timezone.utc))
     interests = list(sub.interests)
     for gone in _clean_list(remove_interests):
         match = [i for i in interests if i.lower() == gone.lower()]
@@ -298,8 +299,9 @@ def update_subscriber(
     return sub
 
 
-def _apply(session: Session, sub: Subscriber, fields: SubscriberInput) -> None:
-    """Copy validated fields onto the row; seed papers must resolve."""
+def _apply(session: Session, sub: Subscriber, fields: SubscriberInput, now: datetime) -> None:
+    """Copy validated fields onto the row, and say when (profile_changed_at); seed papers must resolve."""
+    sub.profile_changed_at = now
     for field in dc_fields(SubscriberInput):
         value = getattr(fields, field.name)
         if value is None:
@@ -515,7 +517,7 @@ def confirm_subscriber(session: Session, sub: Subscriber, now: datetime, request
     if fields is not None:
         if fields.seed_papers:  # a paper removed from the store since the request is left out, not an error
             fields = replace(fields, seed_papers=[p for p in fields.seed_papers if get_paper_by_ident(session, p) is not None])
-        _apply(session, sub, validate_profile(fields))
+        _apply(session, sub, validate_profile(fields), now)
     session.execute(sa.delete(PendingProfile).where(col(PendingProfile.subscriber_id) == sub.id))
     sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.consecutive_bounces = "active", now, None, 0
     bump_token_version(session, sub)
