@@ -79,3 +79,22 @@ def _validated(text: str) -> str:
         raise ValueError(str(exc)) from None
     assert valid.ascii_email is not None  # allow_smtputf8=False: an address needing SMTPUTF8 was refused above
     return valid.ascii_email
+
+
+# Mail providers that ignore the dots of a local part (Google documents it for gmail.com and googlemail.com, which are
+# one domain): a.d.a@gmail.com is ada@gmail.com's inbox.
+DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def canonical_address(address: str) -> str:
+    """The inbox an address reaches, as the confirmation caps count it (digest.store.caps): lower-cased, the +tag cut from the
+    local part (ada+news@example.org -> ada@example.org: most providers deliver every +tag to one inbox), and at Gmail
+    the dots dropped. Nothing else is folded (a '-' tag or dots elsewhere may be another person's address). A local part
+    that is only a tag (+x@) is kept whole."""
+    local, at, domain = address.strip().lower().rpartition("@")
+    if not at:
+        return address.strip().lower()
+    local = local.split("+", 1)[0] or local
+    if domain in DOTLESS_DOMAINS:
+        local, domain = local.replace(".", "") or local, DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"

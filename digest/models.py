@@ -147,8 +147,9 @@ class Subscriber(SQLModel, table=True):
     confirmed_at: datetime | None = _ts()
     unsubscribed_at: datetime | None = _ts()
     last_digest_at: datetime | None = _ts()
-    # The per-address cap on confirmation emails (digest.store.subscribers.request_confirmation): when those of
-    # the last 24 hours went out (ISO times), and a counter bumped with each change for a compare-and-set.
+    # When the confirmation emails of the last 24 hours went to this address (ISO times), and a counter bumped with each
+    # one: a record (the prune deletes an address that never confirmed a month after its last, unless one was claimed
+    # since it read the row). The caps themselves count per inbox, on ConfirmInbox (since migration 0013).
     confirm_emails: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     confirm_version: int = Field(default=0, sa_column=Column(sa.Integer, nullable=False, server_default="0"))
     # When the profile (interests, seed papers...) was last set: by every add, update, import and confirmed request
@@ -230,6 +231,19 @@ class PendingProfile(SQLModel, table=True):
     subscriber_id: int = Field(sa_column=Column(sa.ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True))
     fields: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # SubscriberInput's given fields, validated
     created_at: datetime = _ts(nullable=False)
+
+
+class ConfirmInbox(SQLModel, table=True):
+    """The caps on confirmation emails, per inbox (digest.addresses.canonical_address: ada+1@ and Ada@ are ada@): when
+    those of the last 24 hours went out (ISO times), and a counter bumped with each change for a compare-and-set
+    (digest.store.caps). In the database, so every web process and host counts alike."""
+
+    __tablename__ = "confirm_inbox"
+    id: int = Field(default=None, primary_key=True)
+    inbox: str = Field(sa_column=Column(sa.String(320), nullable=False, unique=True))
+    emails: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    version: int = Field(default=0, sa_column=Column(sa.Integer, nullable=False))
+    updated_at: datetime = _ts(nullable=False, index=True)  # the last claim: `digest prune` deletes a row a day after
 
 
 class UsedToken(SQLModel, table=True):

@@ -457,7 +457,8 @@ def strangers(engine):
     ask(engine, "twice@example.org", NOW - 40 * day)
     ask(engine, "twice@example.org", NOW - 20 * day)  # a link sent 20 days ago: kept a while longer
     ask(engine, "lately@example.org", NOW - 2 * day)
-    ask(engine, "seeds@example.org", NOW - 40 * day, seed_papers=[IDENTS["seeded"]])  # a seed: never deleted
+    # seed papers ticked on the form: whoever filled it in's, not a reader's (kept, they kept any stranger's address)
+    ask(engine, "seeds@example.org", NOW - 40 * day, seed_papers=[IDENTS["seeded"]])
     ask(engine, "voted@example.org", NOW - 40 * day)
     ask(engine, "ledger@example.org", NOW - 40 * day)
     ask(engine, "confirmed@example.org", NOW - 60 * day)
@@ -478,20 +479,20 @@ def test_prune_store_deletes_an_address_that_never_confirmed_a_month_after_its_l
     engine = strangers
     everyone = addresses(engine)
     dry = keep_all(engine, dry_run=True)
-    assert dry.unconfirmed == 1 and addresses(engine) == everyone
+    assert dry.unconfirmed == 2 and addresses(engine) == everyone
     report = keep_all(engine)
-    assert report.unconfirmed == 1 and "1 address that never confirmed" in report.summary()
-    assert addresses(engine) == everyone - {"stranger@example.org"}
+    assert report.unconfirmed == 2 and "2 addresses that never confirmed" in report.summary()
+    assert addresses(engine) == everyone - {"stranger@example.org", "seeds@example.org"}
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM pending_profile p LEFT JOIN subscriber s ON s.id = p.subscriber_id"
                                     " WHERE s.id IS NULL").scalar_one() == 0
     assert keep_all(engine).unconfirmed == 0
     # Eleven days on, twice@'s last link is a month old too; the others stay whatever their age.
     later = prune_store(engine, NOW + timedelta(days=11), keep_days=0, keep_ledger_days=0, candidate_days=WINDOW)
-    assert later.unconfirmed == 1 and addresses(engine) == everyone - {"stranger@example.org", "twice@example.org"}
+    assert later.unconfirmed == 1 and addresses(engine) == everyone - {"stranger@example.org", "seeds@example.org", "twice@example.org"}
     a_year_on = prune_store(engine, NOW + timedelta(days=365), keep_days=0, keep_ledger_days=0, candidate_days=WINDOW)
     assert a_year_on.unconfirmed == 1 and "lately@example.org" not in addresses(engine)
-    assert addresses(engine) == {"seeds@example.org", "voted@example.org", "ledger@example.org", "confirmed@example.org",
+    assert addresses(engine) == {"voted@example.org", "ledger@example.org", "confirmed@example.org",
                                  "by-hand@example.org", "never-asked@example.org"}
 
 
@@ -509,6 +510,22 @@ def test_prune_store_never_resets_the_confirmation_cap_of_an_address(engine):
     month_on = NOW + timedelta(days=31)
     assert prune_store(engine, month_on, keep_days=0, keep_ledger_days=0, candidate_days=WINDOW).unconfirmed == 1
     assert all(month_on - t > timedelta(days=30) for t in sent)
+
+
+def test_prune_store_deletes_an_inboxs_confirmation_count_a_day_after_its_last_email(engine):
+    """An inbox's count (confirm_inbox) holds its emails of the last 24 hours: a day after the last one it counts
+    nothing, and goes; an inbox at its cap keeps its row, and its cap, through a prune."""
+    assert ask(engine, "old+1@example.org", NOW - timedelta(days=2)) is not None
+    for minutes in (0, 11, 22):
+        assert ask(engine, "capped+1@example.org", NOW - timedelta(hours=1) + timedelta(minutes=minutes)) is not None
+    dry = keep_all(engine, dry_run=True)
+    assert dry.inboxes == 1 and table_count(engine, "confirm_inbox") == 2
+    report = keep_all(engine)
+    assert report.inboxes == 1 and "1 confirmation count over a day old" in report.summary()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT inbox FROM confirm_inbox").scalars().all() == ["capped@example.org"]
+    assert ask(engine, "capped+2@example.org", NOW) is None  # still at its cap
+    assert ask(engine, "old+2@example.org", NOW) is not None  # a new count
 
 
 def test_prune_store_keeps_an_address_asked_for_again_while_it_prunes(engine):

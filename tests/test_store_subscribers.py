@@ -25,7 +25,6 @@ from digest.store.subscribers import (
     list_subscribers,
     pending_profile,
     record_feedback,
-    release_confirmation,
     remove_feedback,
     remove_subscriber,
     request_confirmation,
@@ -388,11 +387,54 @@ def test_request_confirmation_settings_change_the_caps(engine):
 
 
 def test_release_confirmation_gives_the_slot_back(engine):
-    sub = ask(engine, NOW)
+    from digest.store.caps import release_confirmation
+
+    assert ask(engine, NOW) is not None
     assert ask(engine, NOW + timedelta(seconds=1)) is None
     with session_scope(engine) as session:
-        release_confirmation(session, sub.id, NOW)  # the email could not be sent
+        release_confirmation(session, "Ada+Again@example.org", NOW)  # the email could not be sent; the same inbox
     assert ask(engine, NOW + timedelta(seconds=2)) is not None
+
+
+def test_request_confirmation_caps_per_inbox_and_keeps_nothing_of_a_capped_address(engine):
+    """ada+1@, ada+2@, ADA@ and, at Gmail, a.d.a@ reach one inbox: one count in the database for all of them (the web
+    kept it in each process's memory unless Redis was set, and the store counted each address apart), and an address
+    refused by its inbox's cap gets no subscriber row."""
+    assert ask(engine, NOW, "ada+1@example.org") is not None
+    assert [ask(engine, NOW + timedelta(minutes=1), a) for a in ("ada+2@example.org", "ADA@example.org", "ada@example.org")] == [None] * 3
+    assert ask(engine, NOW + timedelta(minutes=1), "bob@example.org") is not None  # another inbox
+    assert ask(engine, NOW + timedelta(minutes=11), "ada+3@example.org") is not None  # the interval passed
+    assert ask(engine, NOW, "a.d.a@gmail.com") is not None and ask(engine, NOW + timedelta(minutes=1), "ada+x@googlemail.com") is None
+    with session_scope(engine) as session:
+        assert sorted(s.email for s in list_subscribers(session)) == ["a.d.a@gmail.com", "ada+1@example.org", "ada+3@example.org", "bob@example.org"]
+        assert len(get_subscriber(session, "ada+1@example.org").confirm_emails) == 1  # each address records its own
+    with engine.connect() as conn:
+        rows = dict(conn.exec_driver_sql("SELECT inbox, emails FROM confirm_inbox").all())
+    assert set(rows) == {"ada@example.org", "bob@example.org", "ada@gmail.com"}
+
+
+def test_request_confirmation_concurrent_requests_for_one_inbox_pass_once(engine):
+    """Twelve requests at the same moment for twelve +tags of one inbox, each in its own transaction and connection:
+    one email, one subscriber row. The UNIQUE inbox (its first count) decides, on SQLite and PostgreSQL."""
+    import threading
+
+    start, results, errors = threading.Barrier(12), [], []
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            results.append(ask(engine, NOW, f"ada+{i}@example.org"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and len(results) == 12
+    assert sum(r is not None for r in results) == 1
+    assert count(engine, Subscriber) == 1
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-address", "pending-address"])

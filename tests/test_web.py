@@ -302,7 +302,7 @@ def test_a_confirmation_not_sent_gives_back_the_slot_of_its_inbox(home, smtp_ser
     ("ada-news@example.org", "ada-news@example.org"),
 ], ids=["plain", "tag-and-case", "two-pluses", "only-a-tag", "dots-kept", "gmail-dots", "dash-kept"])
 def test_canonical_address_folds_the_tag_and_case(typed, counted):
-    from digest.web.security import canonical_address
+    from digest.addresses import canonical_address
 
     assert canonical_address(typed) == counted
 

@@ -11,12 +11,12 @@ What goes whatever keep_days and keep_ledger_days say (no history a reader wants
 - an address that asked on the subscribe page and never confirmed, once its last confirmation email is
   UNCONFIRMED_KEPT (30 days) old: someone typed a stranger's address, or its owner did not want the digest; keeping it
   longer keeps personal data for no purpose. Only status "pending" with confirm_version > 0 (a confirmation was asked
-  for on the web), never confirmed, no delivery, vote, sent paper or seed paper, no request whose link still works,
-  and its profile unchanged for as long: a pending subscriber added by hand (a `digest subscribers import` row with
-  status pending) is the operator's and stays. Deleting it weakens no cap: the per-address cap counts the emails of the last
-  24 hours (CONFIRM_WINDOW), and every one of them is a month old; the per-inbox cap (digest.web.security.ConfirmCap)
-  is not in the database. A request that claims an email meanwhile keeps the address (compare-and-set on
-  confirm_version, as claim_confirmation does).
+  for on the web), never confirmed, no delivery, vote or sent paper, no request whose link still works, and its
+  profile unchanged for as long: a pending subscriber added by hand (a `digest subscribers import` row with status
+  pending) is the operator's and stays. The seed papers ticked on the subscribe form are whoever filled it in's: they
+  go with the address. Deleting it weakens no cap: the caps count per inbox (confirm_inbox, digest.store.caps), apart
+  from the subscriber rows, the emails of the last 24 hours (CONFIRM_WINDOW), and this address's are a month old. A
+  request that records an email meanwhile keeps the address (its confirm_version is checked in the DELETE).
 
 What goes as keep_days and keep_ledger_days say (0: nothing of it):
 - the ledger's finished deliveries (sent, skipped, failed) of editions older than keep_ledger_days, each with the
@@ -62,6 +62,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..log import log_event
 from ..models import (
+    ConfirmInbox,
     Delivery,
     Feedback,
     InterestEmbedding,
@@ -74,10 +75,11 @@ from ..models import (
     table_of,
 )
 from . import begin_write, read_rows
+from .caps import CONFIRM_WINDOW
 from .days import day_start
 from .deliveries import DONE_STATES, write
 from .papers import get_paper_by_ident
-from .subscribers import CONFIRM_WINDOW, PENDING_LIFETIME, normalise_ident
+from .subscribers import PENDING_LIFETIME, normalise_ident
 
 log = logging.getLogger("digest.store")
 T = TypeVar("T")
@@ -98,6 +100,7 @@ assert UNCONFIRMED_KEPT > max(CONFIRM_WINDOW, LINK_KEPT)
 _paper, _delivery, _sent = table_of(Paper), table_of(Delivery), table_of(SentPaper)
 _feedback, _embedding, _subscriber = table_of(Feedback), table_of(PaperEmbedding), table_of(Subscriber)
 _used, _request, _interests = table_of(UsedToken), table_of(PendingProfile), table_of(InterestEmbedding)
+_inbox = table_of(ConfirmInbox)
 
 
 @dataclass
@@ -114,6 +117,7 @@ class PruneReport:
     used_tokens: int = 0  # spent confirmation links past LINK_KEPT
     requests: int = 0  # subscribe requests (pending_profile) whose link expired
     unconfirmed: int = 0  # pending subscribers who never confirmed, UNCONFIRMED_KEPT after their last link
+    inboxes: int = 0  # confirmation counts (confirm_inbox) whose last email is over CONFIRM_WINDOW old
     batches: int = 0
     longest_batch: float = 0.0  # seconds of the longest write transaction
     seconds: float = 0.0
@@ -127,8 +131,8 @@ class PruneReport:
         if self.paper_cutoff is not None:
             parts.append(f"{self.papers:,} papers no source listed since {self.paper_cutoff:%Y-%m-%d} (never sent, voted on or a seed),"
                          f" with their search-index rows and {self.embeddings:,} embeddings")
-        parts.append(f"{_counted(self.used_tokens, 'spent confirmation link')}, {_counted(self.requests, 'expired subscribe request')}"
-                     f" and {_counted(self.unconfirmed, 'address', 'addresses')} that never confirmed")
+        parts.append(f"{_counted(self.used_tokens, 'spent confirmation link')}, {_counted(self.requests, 'expired subscribe request')},"
+                     f" {_counted(self.inboxes, 'confirmation count')} over a day old and {_counted(self.unconfirmed, 'address', 'addresses')} that never confirmed")
         kept = "; kept every paper and delivery: keep_days and keep_ledger_days are 0" if self.paper_cutoff is None and self.ledger_cutoff is None else ""
         left = "" if self.finished else "; stopped before the end, the next prune goes on"
         return f"{verb} " + "; ".join(parts) + f" in {self.seconds:.1f}s{kept}{left}"
@@ -176,6 +180,8 @@ def prune_store(engine: Engine, now: datetime, *, keep_days: int, keep_ledger_da
     report.used_tokens = _prune_old(engine, report, _used, _used.c.used_at < now - LINK_KEPT, "used_tokens", batch, stopped, on_batch)
     report.requests = _prune_old(engine, report, _request, _request.c.created_at < now - LINK_KEPT, "requests", batch, stopped, on_batch)
     _prune_unconfirmed(engine, report, now, batch, stopped, on_batch)
+    # A count whose last email left the day counts nothing (digest.store.caps): the next claim starts a new row.
+    report.inboxes = _prune_old(engine, report, _inbox, _inbox.c.updated_at < now - CONFIRM_WINDOW, "inboxes", batch, stopped, on_batch)
     if report.ledger_cutoff is not None and report.finished:
         _prune_ledger(engine, report, report.ledger_cutoff, batch, stopped, on_batch)
     if report.paper_cutoff is not None and report.finished:
@@ -195,7 +201,7 @@ def prune_daily(engine: Engine, settings: Settings, now: datetime, *, candidate_
         log_event(log, "prune-failed", logging.ERROR, error=str(exc), exc_info=exc, note="nothing of a failed batch was deleted; the next run's prune tries again")
         return None
     log_event(log, "pruned", logging.INFO, papers=report.papers, deliveries=report.deliveries, sent_rows=report.sent_rows, embeddings=report.embeddings,
-              used_tokens=report.used_tokens, requests=report.requests, unconfirmed=report.unconfirmed, seconds=round(report.seconds, 1),
+              used_tokens=report.used_tokens, requests=report.requests, unconfirmed=report.unconfirmed, inboxes=report.inboxes, seconds=round(report.seconds, 1),
               finished=report.finished)
     return report
 
@@ -235,7 +241,6 @@ def _unconfirmed(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(
         sub.c.status == "pending", sub.c.confirmed_at.is_(None), sub.c.confirm_version > 0, sub.c.created_at < cutoff,
         sa.or_(sub.c.profile_changed_at.is_(None), sub.c.profile_changed_at < cutoff),
-        sa.func.json_array_length(sub.c.seed_papers) == 0,
         ~sa.exists().where(_request.c.subscriber_id == sub.c.id, _request.c.created_at >= now - LINK_KEPT),  # a link that works
         *(~sa.exists().where(table.c.subscriber_id == sub.c.id) for table in (_delivery, _feedback, _sent)),
     )

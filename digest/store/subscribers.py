@@ -30,6 +30,7 @@ from ..sources.clean import arxiv_id_in
 from ..taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 from ..tokens import MAX_AGE
 from . import begin_write
+from .caps import CONFIRM_WINDOW, claim_confirmation
 from .papers import get_paper_by_ident
 
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
@@ -431,23 +432,23 @@ def pending_profile(session: Session, sub: Subscriber, request: int | None) -> S
     return SubscriberInput(**row.fields)
 
 
-CONFIRM_WINDOW = timedelta(days=1)  # confirm_daily_limit counts the emails of the last 24 hours
 
 
 def request_confirmation(session: Session, email: str, fields: SubscriberInput, now: datetime, *, interval: float,
                          daily_limit: int) -> ConfirmationRequest | None:
     """Whom to send a confirmation email now and the request it confirms (subscribe_pending); None when the
-    address is capped (an email less than `interval` seconds ago, or `daily_limit` in the last 24 hours), and then
-    nothing is kept.
+    address's inbox is capped (an email less than `interval` seconds ago, or `daily_limit` in the last 24 hours:
+    digest.store.caps, which counts ada+1@ and Ada@ as ada@), and then nothing is kept.
 
-    Whoever asks, from however many client addresses: the count lives on the subscriber row, so several
-    web processes or hosts sharing the database share it. Never a second row for one address, also
-    when two requests race to add it (the UNIQUE email decides; the loser uses the winner's row)."""
+    Whoever asks, from however many client addresses, web processes or hosts: the counts live in the database.
+    Never a second row for one address, also when two requests race to add it (the UNIQUE email decides; the
+    loser uses the winner's row). The subscriber row records when its confirmation emails went (the prune reads it)."""
     address = validate_email(email)
     _lock_for_write(session)
-    sub = find_subscriber(session, address) or _add_pending(session, address, fields, now)
-    if not claim_confirmation(session, sub, now, interval=interval, daily_limit=daily_limit):
+    if not claim_confirmation(session, address, now, interval=interval, daily_limit=daily_limit):
         return None
+    sub = find_subscriber(session, address) or _add_pending(session, address, fields, now)
+    _record_confirmation(session, sub, now)
     return subscribe_pending(session, address, fields, now)
 
 
@@ -470,38 +471,14 @@ def _add_pending(session: Session, address: str, fields: SubscriberInput, now: d
         return sub
 
 
-def claim_confirmation(session: Session, sub: Subscriber, now: datetime, *, interval: float, daily_limit: int) -> bool:
-    """Count one confirmation email to `sub` at `now` unless that breaks a cap; True if it may be sent.
-
-    A compare-and-set on confirm_version: the UPDATE only matches the row as it was read, so of two
-    requests that read the same row (threads, processes, hosts; SQLite or PostgreSQL) one passes and the
-    other matches nothing and is refused."""
-    version = sub.confirm_version or 0
+def _record_confirmation(session: Session, sub: Subscriber, now: datetime) -> None:
+    """Add `now` to the times of `sub`'s confirmation emails (those of the last day kept) and bump confirm_version,
+    which a running prune checks before it deletes an address that never confirmed."""
     recent = [t for t in map(datetime.fromisoformat, sub.confirm_emails or []) if t > now - CONFIRM_WINDOW]
-    if recent and now - max(recent) < timedelta(seconds=interval) or len(recent) >= daily_limit:
-        return False
-    return _set_confirm_emails(session, sub, version, [*recent, now])
-
-
-def release_confirmation(session: Session, subscriber_id: int, sent_at: datetime) -> None:
-    """Give back the slot claimed at `sent_at` when that email could not be sent, so the reader may ask again."""
-    sub = session.get(Subscriber, subscriber_id)
-    if sub is None:
-        return
-    times = [t for t in map(datetime.fromisoformat, sub.confirm_emails or []) if t != sent_at]
-    if len(times) < len(sub.confirm_emails or []):
-        _set_confirm_emails(session, sub, sub.confirm_version or 0, times)  # lost to a concurrent change: the slot stays taken
-
-
-def _set_confirm_emails(session: Session, sub: Subscriber, version: int, times: list[datetime]) -> bool:
-    result = cast(CursorResult[Any], session.execute(
-        sa.update(Subscriber)
-        .where(col(Subscriber.id) == sub.id, col(Subscriber.confirm_version) == version)
-        .values(confirm_emails=[t.isoformat() for t in sorted(times)], confirm_version=version + 1)
-        .execution_options(synchronize_session=False)
-    ))
-    session.expire(sub, ["confirm_emails", "confirm_version"])  # the loaded values are stale either way
-    return result.rowcount == 1
+    session.execute(sa.update(Subscriber).where(col(Subscriber.id) == sub.id)
+                    .values(confirm_emails=[t.isoformat() for t in sorted([*recent, now])], confirm_version=Subscriber.confirm_version + 1)
+                    .execution_options(synchronize_session=False))
+    session.expire(sub, ["confirm_emails", "confirm_version"])
 
 
 def confirm_subscriber(session: Session, sub: Subscriber, now: datetime, request: int | None = None) -> Subscriber:

@@ -28,7 +28,7 @@ from .context import LinkGone, WebContext, message_page
 from .fast import FrontFromMemory
 from .front import front
 from .pages import pages
-from .security import ConfirmCap, Csrf, csp_nonce, limit_storage, make_limiter, set_security_headers
+from .security import Csrf, csp_nonce, limit_storage, make_limiter, set_security_headers
 
 log = logging.getLogger("digest.web")
 MAX_FORM_BYTES = 64 * 1024
@@ -53,7 +53,6 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
         now=now or (lambda: datetime.now(timezone.utc)),
         limiter=make_limiter(storage, settings.subscribe_limit, settings.subscribe_window, setting=named_by),
         csrf=csrf,
-        confirm_cap=ConfirmCap(storage, settings.confirm_interval, settings.confirm_daily_limit, setting=named_by),
         transport=transport,
         version=Recent(version_ttl),
     )

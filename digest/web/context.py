@@ -21,7 +21,7 @@ from ..errors import TokenError
 from ..store.days import PapersVersion, papers_version
 from ..tokens import Claim, make_token, names_address, read_token, verifying_keys
 from .cache import PageCache, Recent
-from .security import ConfirmCap, Csrf, SharedLimiter, SlidingWindowLimiter
+from .security import Csrf, SharedLimiter, SlidingWindowLimiter
 
 
 class LinkGone(TokenError):
@@ -37,7 +37,6 @@ class WebContext:
     now: Callable[[], datetime]
     limiter: SlidingWindowLimiter | SharedLimiter
     csrf: Csrf
-    confirm_cap: ConfirmCap
     transport: Any = None
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     page_cache: PageCache = field(default_factory=PageCache)  # the public pages, rendered (digest.web.cache)

@@ -25,6 +25,7 @@ from ..log import log_event
 from ..models import Subscriber
 from ..render import long_date
 from ..store import check_database, schema_is_current, session_scope
+from ..store.caps import release_confirmation
 from ..store.days import papers_by_ids
 from ..store.editions import sent_edition
 from ..store.papers import get_paper, get_paper_by_ident
@@ -40,7 +41,6 @@ from ..store.subscribers import (
     normalise_ident,
     pending_profile,
     record_feedback,
-    release_confirmation,
     remove_feedback,
     remove_subscriber,
     request_confirmation,
@@ -176,21 +176,12 @@ def subscribe():
     except InputError:
         return _subscribe_form({"email": "Please enter a valid email address, such as ada@example.org."})
     now, settings = ctx.now(), ctx.settings
-    # Capped per recipient, whoever asks: many clients must not turn the form into a mail bomb. Per inbox here
-    # (victim+1@, victim+2@... are one: digest.web.security.ConfirmCap), per address as typed in the store.
-    try:
-        capped = not ctx.confirm_cap.allow(address, now.timestamp())
-    except StorageDown as exc:
-        log.error("subscribe: %s", exc)
-        return message_page("Please try again later", "We cannot take subscriptions just now. Please try again in a few minutes.", 503)
-    if capped:
-        log_event(log, "subscribe-capped", reason="this address's inbox had its confirmation emails for now", note="nothing sent")
-        return _check_inbox()
+    # Capped per inbox, whoever asks (victim+1@, victim+2@... are one; digest.store.caps, in the database every
+    # process shares): many clients must not turn the form into a mail bomb.
     with session_scope(ctx.engine) as session:
         asked = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
         if asked is None:
-            ctx.confirm_cap.release(address, now.timestamp())
-            log_event(log, "subscribe-capped", reason="this address had its confirmation emails for now", note="nothing sent")
+            log_event(log, "subscribe-capped", reason="this address's inbox had its confirmation emails for now", note="nothing sent")
             return _check_inbox()
         sub = asked.subscriber
         # The link names this request: it applies this form's profile, never an earlier or a later one.
@@ -200,8 +191,7 @@ def subscribe():
         ctx.send(message, address)
     except Exception as exc:
         with session_scope(ctx.engine) as session:  # not sent: the slot is the reader's again
-            release_confirmation(session, sub.id, now)
-        ctx.confirm_cap.release(address, now.timestamp())
+            release_confirmation(session, address, now)
         if not isinstance(exc, DigestError):
             raise
         log_event(log, "confirmation-failed", logging.ERROR, error=str(exc), note="nothing sent")

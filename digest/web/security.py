@@ -1,7 +1,8 @@
 """The web front's defences: security headers with a per-request CSP nonce, CSRF tokens, the per-client
-sliding-window rate limit of the subscribe form, and the confirmation caps counted per inbox (ConfirmCap): both in
-this process's memory, or in a storage every `digest web` process and host shares (Redis and the other stores of
-the `limits` library).
+sliding-window rate limit of the subscribe form, in this process's memory or in a storage every `digest web` process
+and host shares (Redis and the other stores of the `limits` library). The caps on confirmation emails per inbox are
+the store's (digest.store.caps): in the database, shared by every process whatever this
+storage is.
 
 It must not know about pages, subscribers or the database; digest.web.app wires it into the Flask app.
 
@@ -135,25 +136,6 @@ def client_key(address: str | None) -> str:
     return str(ip)
 
 
-# Mail providers that ignore the dots of a local part (Google documents it for gmail.com and googlemail.com, which are
-# one domain): a.d.a@gmail.com is ada@gmail.com's inbox.
-DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
-
-
-def canonical_address(address: str) -> str:
-    """The inbox an address reaches, as the confirmation caps count it: lower-cased, the +tag cut from the local part
-    (ada+news@example.org -> ada@example.org: most providers deliver every +tag to one inbox), and at Gmail the dots
-    dropped. Nothing else is folded (a '-' tag or dots elsewhere may be another person's address). A local part
-    that is only a tag (+x@) is kept whole."""
-    local, at, domain = address.strip().lower().rpartition("@")
-    if not at:
-        return address.strip().lower()
-    local = local.split("+", 1)[0] or local
-    if domain in DOTLESS_DOMAINS:
-        local, domain = local.replace(".", "") or local, DOTLESS_DOMAINS[domain]
-    return f"{local}@{domain}"
-
-
 class SlidingWindowLimiter:
     """At most `limit` events per `window` seconds for each key (a client address), in memory.
 
@@ -187,13 +169,6 @@ class SlidingWindowLimiter:
             if not events:
                 return 0
             return max(1, int(events[0] + self.window - now + 0.999))
-
-    def release(self, key: str, now: float) -> None:
-        """Take back the event counted for `key` at `now` (what it allowed did not happen)."""
-        with self._lock:
-            events = self._events.get(key)
-            if events and now in events:
-                events.remove(now)
 
 
 class SharedLimiter:
@@ -232,17 +207,6 @@ class SharedLimiter:
             return self.strategy.hit(self.item, self.scope, key)
         except Exception as exc:  # noqa: BLE001 - limits.errors.StorageError wraps the driver's errors
             raise StorageDown(f"the rate-limit storage did not answer: {type(exc).__name__}") from None
-
-    def release(self, key: str, now: float) -> None:
-        """Take back the event counted for `key`, where `limits` can: it keeps a window's events with no way to remove
-        one, so a window of one event (confirm_interval's) is cleared, as it held only that one; a larger window keeps
-        the event. Best effort: a storage that does not answer now keeps it too."""
-        if self.item.amount != 1:
-            return
-        try:
-            self.strategy.clear(self.item, self.scope, key)
-        except Exception:  # noqa: BLE001 - the event stays counted: the reader waits the window out
-            pass
 
     def retry_after(self, key: str, now: float) -> int:
         import time
@@ -293,36 +257,3 @@ def make_limiter(storage_uri: str, limit: int, window: float, *, setting: str = 
     if not limiter.check():
         raise ConfigError(f"{setting} does not answer", f"start the storage (Redis) or fix {setting}; web_rate_limit_storage = \"memory://\" for one process")
     return limiter
-
-
-CONFIRM_DAY = 24 * 3600.0  # confirm_daily_limit counts the emails of the last 24 hours, as the store's cap does
-
-
-class ConfirmCap:
-    """The caps on confirmation emails (at most one per confirm_interval seconds, confirm_daily_limit per 24 hours),
-    counted per inbox: on canonical_address. The store caps each address as typed, on its subscriber row, and
-    victim+1@, victim+2@... are rows of their own, so one client sent a victim 10 emails in 10 minutes. Kept where
-    the subscribe rate limit is (limit_storage): this process's memory, or the storage all processes share."""
-
-    def __init__(self, storage_uri: str, interval: float, daily_limit: int, *, setting: str = "web_rate_limit_storage") -> None:
-        self.interval = make_limiter(storage_uri, 1, interval, setting=setting, scope="confirm-interval") if interval > 0 else None
-        self.daily = make_limiter(storage_uri, daily_limit, CONFIRM_DAY, setting=setting, scope="confirm-daily")
-
-    def allow(self, address: str, now: float) -> bool:
-        """Count one confirmation email to `address`'s inbox at `now` unless that breaks a cap; True if it may be sent.
-        StorageDown when a shared storage does not answer."""
-        key = canonical_address(address)
-        if self.interval is not None and not self.interval.allow(key, now):
-            return False
-        if not self.daily.allow(key, now):
-            if self.interval is not None:
-                self.interval.release(key, now)
-            return False
-        return True
-
-    def release(self, address: str, now: float) -> None:
-        """Give back the email counted at `now`: it was not sent (the store's cap refused it, or the transport failed)."""
-        key = canonical_address(address)
-        for limiter in (self.interval, self.daily):
-            if limiter is not None:
-                limiter.release(key, now)
