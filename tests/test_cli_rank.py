@@ -226,7 +226,7 @@ def test_profile_rows_for_reads_each_subscribers_newest_votes_only(voter):
         ada, bob = get_subscriber(session, "ada@example.org"), get_subscriber(session, "bob@example.org")
         every = profile_rows_for(session, [ada, bob])
         newest = profile_rows_for(session, [ada, bob], votes=2)
-        ids = lambda papers: [p.arxiv_id for p in papers]  # noqa: E731
+        ids = lambda papers: [p.ident for p in papers]  # noqa: E731
         assert ids(every[ada.id].liked) == ["2502.00000", "2502.00002", "2502.00004", "2502.00006", "2502.00008"]
         assert ids(every[ada.id].disliked) == ["2502.00001", "2502.00003", "2502.00005", "2502.00007"]
         assert ids(newest[ada.id].liked) == ["2502.00006", "2502.00008"]  # the newest two, oldest first as before

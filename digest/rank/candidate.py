@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..models import Paper
 
@@ -81,11 +81,25 @@ class Profile:
         return not (any(i.strip() for i in self.interests) or self.seed_texts or self.liked_texts)
 
 
-def _profile_paper(paper: Paper) -> ProfilePaper:
+class PaperText(Protocol):
+    """What a profile reads of a paper it names: a stored Paper, or the store's lighter VotedPaper."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def ident(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def abstract(self) -> str | None: ...
+
+
+def _profile_paper(paper: PaperText) -> ProfilePaper:
     return ProfilePaper(paper.ident, paper.title, paper.abstract or "", paper.id)
 
 
-def build_profile(subscriber, seed_papers: Iterable[Paper] = (), liked: Iterable[Paper] = (), disliked: Iterable[Paper] = (), sent_ids: Iterable[int] = ()) -> Profile:
+def build_profile(subscriber, seed_papers: Iterable[PaperText] = (), liked: Iterable[PaperText] = (), disliked: Iterable[PaperText] = (),
+                  sent_ids: Iterable[int] = ()) -> Profile:
     """The Profile of a Subscriber row, given the papers its seeds and feedback refer to. Those papers are never
     candidates: the subscriber named them, so they know them (a seed paper is not news, a liked one was read, a
     disliked one is unwanted), whether or not an email carried them."""
