@@ -19,6 +19,9 @@ from .votes import fit_votes
 
 # Tuned on the "tune" half of benchmarks/eval (figures in docs/benchmarks.md, "Ranking quality").
 EVIDENCE_SHARE = 0.5  # an interest is in a paper when the paper holds more than this share of its words (IDF-weighted)
+# An interest that this share of the day's papers hold is the listing's own topic ("language models" in 62 % of a cs.CL
+# listing; of the judged interests over the sample papers, at most 30 %): its papers may be picked under the floor.
+COMMON_SHARE = 0.35
 INTEREST_WEIGHT, PAPER_WEIGHT = 1.0, 0.75  # Rocchio's alpha and beta (seed papers) in the text relevance
 CENTROID_SHARE = 0.8  # text relevance = share * centroid cosine + (1 - share) * best single interest or paper
 PRF_DOCS, PRF_WEIGHT = 3, 1.5  # pseudo relevance feedback: the best PRF_DOCS digest papers lift papers like them
@@ -102,7 +105,7 @@ class ProfileRows:
             self.neg.append(neg)
             self.labels.append(pairs)
         self.queries = corpus.vectorise(list(interests), list(papers))
-        self.evidence = corpus.evidence_terms(list(interests))
+        self.evidence, self.leniency = corpus.evidence_terms(list(interests))
         self.query_embeddings: np.ndarray | None = None
         if embeddings is not None:
             assert corpus.embeddings is not None  # the hybrid embeds the candidates and the profiles alike
@@ -173,7 +176,8 @@ class ProfileRows:
         if semantic is not None:
             share = rank_text.SEMANTIC_SHARE
             relevance = (1 - share) * relevance + share * self._relevance(chunk, shifted(semantic), local, self.embedding_norm[chunk])
-        evidence = self._interest_evidence(chunk, rows, semantic)
+        lenient = self._interest_evidence(chunk, rows, semantic)
+        evidence = lenient > 0
         voted = [k for k, i in enumerate(chunk) if self.pos[i] or self.neg[i]]
         if voted:
             tuning = self.tuning
@@ -186,7 +190,8 @@ class ProfileRows:
         relevance[empty] = 0.0
         weight = np.array([self.profiles[i].trending_weight for i in chunk], dtype=np.float32)[:, None]
         free = (empty | (weight[:, 0] >= 1.0))[:, None]  # empty profile or purely trending: no evidence needed
-        digestable = ~excluded & (free | (evidence & (relevance >= floor)))
+        # The floor, lowered for the papers that hold an interest of the day's commonest words (_interest_evidence).
+        digestable = ~excluded & (free | (evidence & (relevance * np.maximum(lenient, 1.0) >= floor)))
         expanded = relevance + PRF_WEIGHT * self._feedback(relevance, ~digestable, floor)
         some = digestable.any(axis=1, keepdims=True)
         top = np.where(np.where(some, digestable, ~excluded), expanded, 0).max(axis=1, initial=0.0)[:, None]
@@ -207,15 +212,20 @@ class ProfileRows:
 
     def _interest_evidence(self, chunk: list[int], rows: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         """Profiles x candidates: does the paper hold one of the profile's interests (more than EVIDENCE_SHARE of
-        its words, IDF-weighted; or, in the hybrid, an embedding cosine of SEMANTIC_EVIDENCE)? Sparse throughout:
-        an interest's words are in few papers."""
+        its words, IDF-weighted; or, in the hybrid, an embedding cosine of SEMANTIC_EVIDENCE)? 0 where not, else how
+        far below the floor it may be picked: 1, or for an interest that COMMON_SHARE of the day's papers hold, made
+        of words common that day, its leniency (Corpus.evidence_terms). Sparse throughout: an interest's words are in
+        few papers (a common interest's in many, which is what makes it common)."""
         mine = np.flatnonzero(rows < self.interest_count)
         held = (self.evidence[rows[mine]] @ self.corpus.presence_t).tocsr()
         held.data = (held.data > EVIDENCE_SHARE).astype(np.float32)
+        held.eliminate_zeros()
+        common = np.diff(held.indptr) >= COMMON_SHARE * max(self.corpus.size, 1)
+        held = (sp.diags(np.where(common, self.leniency[rows[mine]], 1.0).astype(np.float32)) @ held).tocsr()
         if semantic is not None:
             held = held.maximum(sp.csr_matrix(semantic[mine] >= SEMANTIC_EVIDENCE, dtype=np.float32))
         at = {r: k for k, r in enumerate(rows[mine].tolist())}
-        return _segment_any(held.toarray() > 0, [[at[r] for r in self.interest_rows[i]] for i in chunk], self.corpus.size)
+        return _segment_max(held.toarray().astype(np.float32), [[at[r] for r in self.interest_rows[i]] for i in chunk], self.corpus.size)
 
     def _liking(self, profiles: list[int], sims: np.ndarray, semantic: np.ndarray | None, local: dict[int, int]) -> np.ndarray:
         """How much each of `profiles` would like every candidate (profiles x candidates), by its vote model: its

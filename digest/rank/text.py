@@ -34,6 +34,10 @@ BM25_K1, BM25_B = 2.0, 0.75  # papers' term weights: BM25's tf saturation and le
 # for interferometer noise"): it weighs twice the IDF of a word in no paper, so the other, generic words alone never
 # make "most of the interest" (the off-topic profiles of benchmarks/eval: one padded paper before, none now).
 UNSEEN_WEIGHT = 2.0
+# An interest whose words' mean IDF is under SPECIFIC_IDF x the IDF of a word in no paper is made of common words: if
+# it is also the day's common topic (digest.rank.score.COMMON_SHARE), its papers may be picked below relevance_floor,
+# by the ratio of the two (at most MAX_LENIENCY times below).
+SPECIFIC_IDF, MAX_LENIENCY = 0.25, 10.0
 SEMANTIC_SHARE, SEMANTIC_BASE = 0.1, 0.4  # hybrid (tuned on the tune profiles): embedding weight; cosine taken as unrelated
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
@@ -361,27 +365,38 @@ class Corpus:
             blocks.append(self._bm25(TITLE_WEIGHT * counts([analyse(t) for t, _ in papers]) + counts([analyse(a) for _, a in papers])))
         return sp.vstack(blocks, format="csr", dtype=np.float32) if blocks else sp.csr_matrix((0, width), dtype=np.float32)
 
-    def evidence_terms(self, interests: list[str]) -> sp.csr_matrix:
+    def evidence_terms(self, interests: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
         """One row per interest: the IDF share of each of its words (unigram stems) among the candidates' terms, so
         that `evidence_terms @ presence_t` is the share of the interest a paper holds. A word no candidate holds
         counts UNSEEN_WEIGHT x the highest IDF in the total: "quantum error correction" is not two-thirds present in a
-        paper that says "error" and "correction". Rare words weigh more than generic ones, as in the ranking itself."""
+        paper that says "error" and "correction". Rare words weigh more than generic ones, as in the ranking itself.
+
+        And per interest, how far below relevance_floor a paper holding it may be picked should the interest be one
+        of the day's commonest (digest.rank.score decides that): 1 for most; for an interest whose words' mean IDF is
+        under SPECIFIC_IDF x the IDF of a word in no paper, the ratio of the two (at most MAX_LENIENCY). A paper's
+        vector is mostly its rarer words, so such an interest ("language models", in 62 % of a cs.CL listing) has a
+        low cosine to every paper: none of its papers met the floor, and its reader got nothing."""
         width = self.docs.shape[1]
+        leniency = np.ones(len(interests), dtype=np.float32)
         if self.vectorizer is None or not interests:
-            return sp.csr_matrix((len(interests), width), dtype=np.float32)
+            return sp.csr_matrix((len(interests), width), dtype=np.float32), leniency
         vocabulary, idf = self.vectorizer.index, self.vectorizer.idf
-        unseen = UNSEEN_WEIGHT * float(bm25_idf(0.0, self.size))  # the IDF of a term in no document
+        never = float(bm25_idf(0.0, self.size))  # the IDF of a term in no document
+        unseen, specific = UNSEEN_WEIGHT * never, SPECIFIC_IDF * never
         rows, cols, vals = [], [], []
         for n, text in enumerate(interests):
             words = list(dict.fromkeys(stem(w) for w in words_of(text)))
             weights = [float(idf[vocabulary[w]]) if w in vocabulary else unseen for w in words]
             total = sum(weights)
+            if words and total / len(words) < specific:  # a word in no paper makes an interest specific (unseen)
+                leniency[n] = min(MAX_LENIENCY, specific * len(words) / max(total, 1e-6))
             for word, weight in zip(words, weights):
                 if word in vocabulary:
                     rows.append(n)
                     cols.append(vocabulary[word])
                     vals.append(weight / total)
-        return sp.csr_matrix((np.array(vals, dtype=np.float32), (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))), shape=(len(interests), width))
+        terms = sp.csr_matrix((np.array(vals, dtype=np.float32), (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))), shape=(len(interests), width))
+        return terms, leniency
 
 
 def shifted(cosines: np.ndarray) -> np.ndarray:
