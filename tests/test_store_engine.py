@@ -83,3 +83,30 @@ def test_init_db_names_a_sqlite_feature_it_lacks(tmp_path, monkeypatch, feature)
     assert sa.inspect(engine).get_table_names() == []
     engine.dispose()
 
+
+
+def test_a_full_disk_is_named_with_what_to_do(tmp_path):
+    """SQLite out of room (SQLITE_FULL: here its max_page_count, as a full file system gives it) said "database
+    error ...: database or disk is full (check database_url and that the database is reachable and not locked)":
+    the hint sent the operator to the wrong place. Now it names the full disk, where to look, and that the failed
+    write left nothing behind."""
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+
+    from digest.ingest import import_file
+    from digest.store import init_db, session_scope
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'digest.db'}")
+    init_db(engine)
+    with engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+    sa.event.listen(engine.pool, "connect", lambda dbapi, record: dbapi.execute(f"PRAGMA max_page_count = {pages + 2}"))
+    engine.dispose()
+    with pytest.raises(StoreError) as caught:
+        import_file(engine, Path(__file__).parent.parent / "digest" / "data" / "sample-arxiv-cs.CL.xml", datetime.now(timezone.utc))
+    said = str(caught.value)
+    assert said.startswith(f"the database's disk is full (sqlite:///{tmp_path / 'digest.db'}): database or disk is full"), said
+    assert caught.value.hint == f"free space on its disk (df -h {tmp_path}); the failed write left nothing behind, and the next run goes on from there"
+    with session_scope(engine) as session:  # nothing half-written
+        assert session.exec(sa.text("SELECT count(*) FROM paper")).scalar_one() == 0

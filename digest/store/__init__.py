@@ -264,13 +264,38 @@ def is_locked(exc: BaseException) -> bool:
     return "locked" in str(getattr(exc, "orig", None) or exc).lower()
 
 
+def _cause(exc: BaseException) -> BaseException:
+    """The error that mattered. On some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) SQLite rolls the whole
+    transaction back itself; the ROLLBACK TO SAVEPOINT that SQLAlchemy then sends, leaving a `begin_nested` block,
+    fails with "no such savepoint", and that error, raised in its place, was all the operator saw ("database error:
+    no such savepoint: sa_savepoint_1" for a full disk)."""
+    while "no such savepoint" in str(getattr(exc, "orig", None) or exc) and exc.__context__ is not None:
+        exc = exc.__context__
+    return exc
+
+
+def is_full(exc: BaseException) -> bool:
+    """The database could not write for want of space: SQLite's SQLITE_FULL ("database or disk is full"), or
+    PostgreSQL's disk_full (SQLSTATE 53100, "could not extend file ... No space left on device")."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) == "53100" or getattr(orig, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+        return True
+    text = str(orig).lower()
+    return "database or disk is full" in text or "no space left on device" in text
+
+
 def wrap_db_error(exc: BaseException, engine: Engine | None = None) -> StoreError:
+    exc = _cause(exc)
     where = f" ({describe(engine)})" if engine is not None else ""
     text = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
     if engine is not None:  # a driver may quote its connection string back
         text = mask_secrets(text, url_secrets(engine.url.render_as_string(hide_password=False)))
     if is_locked(exc):
         return StoreError(f"the database is locked{where}: {text}", "another process holds a write lock; try again")
+    if is_full(exc):
+        database = engine.url.database if engine is not None and engine.url.get_backend_name() == "sqlite" else None
+        place = f"free space on its disk (df -h {Path(database).parent})" if database not in (None, "", ":memory:") else "free space on the disk that holds the database"
+        return StoreError(f"the database's disk is full{where}: {text}", f"{place}; the failed write left nothing behind, and the next run goes on from there")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated or "connect" in text.lower() or "unable to open" in text.lower():
         return StoreError(f"cannot open the database{where}: {text}")
     return StoreError(f"database error{where}: {text}")

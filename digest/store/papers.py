@@ -80,7 +80,8 @@ def upsert_papers(target: Engine | Session | Connection, source_id: int, parsed:
             conn = target.connection() if isinstance(target, Session) else target
             return _upsert(conn, source_id, parsed, now)
         except SQLAlchemyError as exc:
-            raise wrap_db_error(exc) from None
+            engine = target if isinstance(target, Engine) else target.get_bind() if isinstance(target, Session) else target.engine
+            raise wrap_db_error(exc, engine if isinstance(engine, Engine) else None) from None
 
 
 @dataclass
