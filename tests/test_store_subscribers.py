@@ -416,25 +416,31 @@ def test_request_confirmation_caps_per_inbox_and_keeps_nothing_of_a_capped_addre
 def test_request_confirmation_concurrent_requests_for_one_inbox_pass_once(engine):
     """Twelve requests at the same moment for twelve +tags of one inbox, each in its own transaction and connection:
     one email, one subscriber row. The UNIQUE inbox (its first count) decides, on SQLite and PostgreSQL."""
+    results = race(12, lambda i: ask(engine, NOW, f"ada+{i}@example.org"))
+    assert sum(r is not None for r in results) == 1
+    assert count(engine, Subscriber) == 1
+
+
+def race(n: int, call) -> list:
+    """`call(i)` for i in range(n), each in its own thread, all let go at once; their results (none may raise)."""
     import threading
 
-    start, results, errors = threading.Barrier(12), [], []
+    start, results, errors = threading.Barrier(n), [], []
 
     def one(i: int) -> None:
         start.wait()
         try:
-            results.append(ask(engine, NOW, f"ada+{i}@example.org"))
+            results.append(call(i))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert errors == [] and len(results) == 12
-    assert sum(r is not None for r in results) == 1
-    assert count(engine, Subscriber) == 1
+    assert errors == [] and len(results) == n
+    return results
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-address", "pending-address"])
@@ -442,25 +448,9 @@ def test_request_confirmation_concurrent_requests_pass_once(engine, existing):
     """Twelve requests for one address at the same moment, each in its own transaction and connection:
     one row, one email. The UNIQUE email (a new address) and the cap's compare-and-set (a pending one,
     whose last email left the 24 hours) decide, on SQLite and PostgreSQL."""
-    import threading
-
     if existing:
         assert ask(engine, NOW - timedelta(days=2)) is not None
-    start, results, errors = threading.Barrier(12), [], []
-
-    def one(i: int) -> None:
-        start.wait()
-        try:
-            results.append(ask(engine, NOW, interests=(f"topic {i}",)))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == [] and len(results) == 12
+    results = race(12, lambda i: ask(engine, NOW, interests=(f"topic {i}",)))
     assert sum(r is not None for r in results) == 1
     assert count(engine, Subscriber) == 1
     with session_scope(engine) as session:
