@@ -108,8 +108,8 @@ def test_library_lines_never_show_the_token_of_a_link(home, capsys):
     configure_logging(load_settings(home, env={"DIGEST_LOG_LEVEL": "debug"}))
     token = make_token("test-secret-key-0123456789abcdef", "preferences", 7, 2)
     waitress = logging.getLogger("waitress")
-    waitress.info("Client disconnected while serving %s" % f"/preferences/{token}")  # waitress's own calls
-    waitress.error("Exception while serving %s" % f"/digest/feedback/{token}/12/like")
+    waitress.info(f"Client disconnected while serving /preferences/{token}")  # the text of waitress's own calls
+    waitress.error(f"Exception while serving /digest/feedback/{token}/12/like")
     err = capsys.readouterr().err
     assert token not in err and token.rpartition(".")[2] not in err
     assert 'msg="Client disconnected while serving /preferences/<token>"' in err
