@@ -2,7 +2,7 @@
 
 `log_event(logger, "fetched", source="arxiv")` is the one way digest logs an event; a record from a library
 (waitress, APScheduler) is written with its message as `msg`. Every configured secret value is masked before a line
-is written.
+is written (before its values are escaped), and so is the token of every reader's link a line names.
 It must not decide what is logged, only how: the steps log their own events.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import OPTIONS, REDACTED, URL_SETTINGS, Settings, url_secrets
 from .errors import DigestError
+from .tokens import hide_link_tokens
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 SECRET_KEYS = re.compile(r"password|secret|token|api_key", re.IGNORECASE)
@@ -70,7 +71,7 @@ class EventFormatter(logging.Formatter):
             # A DigestError explains itself in one line; anything else is a bug to report: its traceback, always.
             if not isinstance(exc, DigestError) or record.levelno <= logging.DEBUG or logging.getLogger().isEnabledFor(logging.DEBUG):
                 out["traceback"] = self.formatException(record.exc_info)
-        return out
+        return {key: self._masked(value) for key, value in out.items()}
 
     def format(self, record: logging.LogRecord) -> str:
         fields = self.fields_of(record)
@@ -79,7 +80,17 @@ class EventFormatter(logging.Formatter):
         else:
             ts = fields.pop("ts")
             line = ts + " " + " ".join(f"{key}={format_value(value)}" for key, value in fields.items())
-        return self.mask(line)
+        return hide_link_tokens(self.mask(line))
+
+    def _masked(self, value: Any) -> Any:
+        """`value` with every secret masked before the format escapes it: both formats quote a value, writing a quote,
+        backslash or control character of a secret escaped (`pa\\"ss`), where the mask of the whole line no longer
+        finds it. A value that holds no secret is kept as it is (a number stays a number)."""
+        if not self.secrets or value is None or isinstance(value, (bool, int, float)):
+            return value
+        text = value.isoformat() if isinstance(value, datetime) else str(value)
+        masked = self.mask(text)
+        return value if masked == text else masked
 
     def mask(self, line: str) -> str:
         for secret in self.secrets:

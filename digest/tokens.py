@@ -262,6 +262,17 @@ def _fingerprint(token: str) -> str:
     return hashlib.sha256(f"{value}.{canonical}".encode()).hexdigest()
 
 
+# The token of a link's path, under any prefix (/preferences/<token>, /digest/feedback/<token>/12/like): what a log
+# line must not hold, since a token acts for its subscriber and most never expire. "vote" links live under /feedback/.
+_LINK_TOKEN = re.compile(r"(/(?:confirm|unsubscribe|preferences|feedback|edition)/)[A-Za-z0-9_.-]+")
+
+
+def hide_link_tokens(text: str) -> str:
+    """`text` with the token of every link path in it written <token> (as digest.web.app.logged_path writes the path of
+    a failed request): for the lines of libraries (waitress names the path it was serving) and anything else logged."""
+    return _LINK_TOKEN.sub(r"\1<token>", text) if "/" in text else text
+
+
 def action_url(base_url: str, action: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/{action}/{token}"
 

@@ -377,6 +377,42 @@ def test_fetch_with_hostile_values_stores_the_rest_and_status_tells(cli, home, f
     assert check.output == "fail: source nested: the last fetch failed (JSON nested too deeply (the feed is not valid RSS, Atom or JSON; check the URL in a browser))\n"
 
 
+def test_fetch_of_a_feed_reads_no_local_file_and_asks_no_other_url(cli, home, feed_server, tmp_path):
+    """A feed can name other documents: an external entity (a local file, a URL), an external DTD or parameter entity
+    that would declare more, an XInclude. None is read: the entity stays unresolved, nothing of the file or of the
+    other URLs reaches a stored paper, and the server sees no request but for the feeds themselves. (feedparser reads
+    the bytes from a BytesIO and disables external entities in its SAX parser; expat resolves none by default.) Each
+    feed is fetched as a generic feed and as an arXiv listing."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("LEAKED-FROM-A-LOCAL-FILE")
+    feed_server.documents["leak.txt"] = b"LEAKED-OVER-THE-NETWORK"
+    feed_server.documents["leak.dtd"] = b'<!ENTITY leak "LEAKED-OVER-THE-NETWORK">'
+    dtd, text = feed_server.url("doc/leak.dtd"), feed_server.url("doc/leak.txt")
+
+    def rss(doctype: str, title: str, description: str, root: str = "") -> bytes:
+        return (f'<?xml version="1.0"?>{doctype}<rss version="2.0"{root}><channel><title>Hostile</title><item><title>{title}</title>'
+                f"<link>https://example.org/a</link><description>{description}</description></item></channel></rss>").encode()
+
+    feeds = {
+        "file-entity": rss(f'<!DOCTYPE rss [<!ENTITY x SYSTEM "{secret.as_uri()}">]>', "A &x; title", "About &x;"),
+        "url-entity": rss(f'<!DOCTYPE rss [<!ENTITY x SYSTEM "{text}">]>', "A &x; title", "About &x;"),
+        "parameter-entity": rss(f'<!DOCTYPE rss [<!ENTITY % p SYSTEM "{dtd}"> %p;]>', "A &leak; title", "About &leak;"),
+        "external-dtd": rss(f'<!DOCTYPE rss SYSTEM "{dtd}">', "A &leak; title", "About &leak;"),
+        "xinclude": rss("", "A title", f'About <xi:include href="{secret.as_uri()}" parse="text"/><xi:include href="{text}" parse="text"/>',
+                        ' xmlns:xi="http://www.w3.org/2001/XInclude"'),
+    }
+    for name, body in feeds.items():
+        feed_server.documents[f"{name}.xml"] = body
+        for kind in ("feed", "arxiv-rss"):
+            assert cli("sources", "add", feed_server.url(f"doc/{name}.xml?as={kind}"), "--kind", kind, "--name", f"{name}-{kind}").exit_code == 0
+    result = cli("fetch", env=FAST)
+    assert "Traceback" not in result.output and "LEAKED" not in result.output
+    with sqlite3.connect(home / "digest.db") as conn:
+        stored = conn.execute("SELECT title, abstract, authors FROM paper").fetchall()
+    assert stored and not [row for row in stored if "LEAKED" in repr(row)]
+    assert sorted({r.path.partition("?")[0] for r in feed_server.log}) == sorted(f"/doc/{name}.xml" for name in feeds)
+
+
 def test_fetch_names_what_a_source_sent_instead_of_a_feed(cli, home, feed_server):
     """The walkthrough's three wrong causes: an HTML page was "undefined entity at line 3", random bytes were "elements
     nested more than 256 deep", Hugging Face's JSON added as a feed was "expected RSS or Atom, got JSON (the feed is not

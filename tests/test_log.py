@@ -80,6 +80,42 @@ def test_secrets_never_logged(home, capsys):
     assert err.count("********") == 5
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_secrets_that_need_escaping_are_still_masked(home, capsys, log_format):
+    """A secret holding a quote, a backslash or a control character is written escaped (logfmt and JSON quote their
+    values), and was masked only where it appeared as it is: the escaped spelling reached the log whole."""
+    password, key = 'hunter"2\\hunter2', "s3cret\tsigning\\key"
+    settings = load_settings(home, env={"DIGEST_SMTP_PASSWORD": password, "DIGEST_SECRET_KEY": key, "DIGEST_LOG_FORMAT": log_format})
+    configure_logging(settings)
+    log_event(logging.getLogger("digest.test"), "login", logging.ERROR, error=f"535 auth failed for digest:{password}", note=f"key {key}")
+    logging.getLogger("smtplib").warning("reply: %s", f"535 auth failed for digest:{password}")  # a library's line too
+    try:
+        raise RuntimeError(f"a bug quoting {key}")
+    except RuntimeError as exc:
+        log_event(logging.getLogger("digest.test"), "crashed", logging.ERROR, exc_info=exc)
+    err = capsys.readouterr().err
+    escaped = {form for secret in (password, key) for form in (secret, json.dumps(secret)[1:-1], secret.encode("unicode_escape").decode())}
+    assert not [form for form in escaped if form in err], err
+    assert err.count("********") == 5
+
+
+def test_library_lines_never_show_the_token_of_a_link(home, capsys):
+    """waitress names the path it was serving when a client goes away (info, shown with -v) or the app raises (error):
+    the path of a reader's link is its token, which acts for them; the log says <token> instead, as digest's own
+    request lines do."""
+    from digest.tokens import make_token
+
+    configure_logging(load_settings(home, env={"DIGEST_LOG_LEVEL": "debug"}))
+    token = make_token("test-secret-key-0123456789abcdef", "preferences", 7, 2)
+    waitress = logging.getLogger("waitress")
+    waitress.info(f"Client disconnected while serving /preferences/{token}")  # the text of waitress's own calls
+    waitress.error(f"Exception while serving /digest/feedback/{token}/12/like")
+    err = capsys.readouterr().err
+    assert token not in err and token.rpartition(".")[2] not in err
+    assert 'msg="Client disconnected while serving /preferences/<token>"' in err
+    assert 'msg="Exception while serving /digest/feedback/<token>/12/like"' in err
+
+
 def test_lazy_logging_waits_for_enable_and_survives_a_bad_config(home, capsys):
     def broken():
         raise RuntimeError("bad digest.toml")

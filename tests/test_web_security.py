@@ -342,6 +342,26 @@ def test_csrf_cookie_behind_https_is_a_host_cookie(home, public_url, prefix):
         assert plain.status_code == 400  # the http cookie's name is not read behind https
 
 
+def test_an_https_site_tells_browsers_to_keep_to_https(home):
+    """Strict-Transport-Security (RFC 6797) with an https base_url, on every answer (a page, a 304, an error, the front
+    page from memory): a browser that was once on the site never again asks over plain http, where whoever is on the
+    network reads the tokens in the links and the CSRF cookie. Not for subdomains (not ours to decide), and never with
+    an http base_url (the demo, a trial), where it would lock a browser out of the site."""
+    hsts = "max-age=31536000"
+    with serve_web(home, trusted_proxy="127.0.0.1", public_url="https://digest.example.org") as site:
+        proxy = {"X-Forwarded-Proto": "https"}
+        feed = site.client.get("/feed.xml", headers=proxy)
+        answers = [site.client.get("/", headers=proxy), site.client.get("/", headers=proxy),  # rendered, then from memory
+                   site.client.get("/feed.xml", headers={**proxy, "If-None-Match": feed.headers["etag"]}),
+                   site.client.get("/subscribe", headers=proxy), site.client.get("/confirm/nonsense", headers=proxy),
+                   site.client.get("/no-such-page", headers=proxy), site.client.delete("/subscribe", headers=proxy)]
+        assert [a.status_code for a in answers] == [200, 200, 304, 200, 400, 404, 405]
+        assert [a.headers.get_list("strict-transport-security") for a in answers] == [[hsts]] * len(answers)
+    with serve_web(home) as site:
+        site.client.get("/")
+        assert not [a for a in (site.client.get("/"), site.client.get("/subscribe")) if "strict-transport-security" in a.headers]
+
+
 def test_csrf_cookie_with_an_http_base_url_keeps_its_name_and_path(home):
     """An http base_url (the demo, a trial): a `__Host-` cookie needs Secure, which a browser would not send back over
     http, so the cookie stays digest_csrf, for the pages' path."""

@@ -167,11 +167,23 @@ def _fail(ctx: click.Context, message: str) -> None:
     ctx.exit(EXIT_ERROR)
 
 
+def _no_password(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    """--database-url without a password: the command line is in the process list (`ps`, /proc/PID/cmdline) of every
+    user of the machine while the command runs, and in the shell's history. Secrets come from the environment or a
+    file. The message never repeats the URL."""
+    if url and url_secrets(url):
+        raise click.BadParameter("it holds a password (or what may be one), which the command line shows every user of this "
+                                 "machine (ps) and keeps in your shell's history: give the URL in DIGEST_DATABASE_URL, "
+                                 "DIGEST_DATABASE_URL_FILE or digest.toml's database_url", ctx, param)
+    return url
+
+
 @click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="digest")
 @click.option("--home", envvar="DIGEST_HOME", metavar="DIR", help="Directory of the database, config and outbox (DIGEST_HOME).")
 @click.option("--config", "config_file", metavar="FILE", help="Config file (default: DIGEST_HOME/digest.toml).")
-@click.option("--database-url", metavar="URL", help="Database URL (overrides DIGEST_DATABASE_URL).")
+@click.option("--database-url", metavar="URL", callback=_no_password,
+              help="Database URL without a password (overrides DIGEST_DATABASE_URL, which is where one with a password goes).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as key=value text or JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context

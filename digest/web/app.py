@@ -28,7 +28,7 @@ from .context import LinkGone, WebContext, message_page
 from .fast import FrontFromMemory
 from .front import front
 from .pages import pages
-from .security import Csrf, csp_nonce, limit_storage, make_limiter, set_security_headers
+from .security import Csrf, csp_nonce, is_https, limit_storage, make_limiter, set_security_headers
 
 log = logging.getLogger("digest.web")
 MAX_FORM_BYTES = 64 * 1024
@@ -59,7 +59,8 @@ def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: C
     app.register_blueprint(front)
     app.wsgi_app = FrontFromMemory(app.wsgi_app, ctx)  # type: ignore[method-assign]  # `/` once rendered: digest.web.fast
     app.register_blueprint(pages)
-    app.after_request(set_security_headers)
+    https = is_https(settings.base_url)
+    app.after_request(lambda response: set_security_headers(response, https))
     _install_error_pages(app)
     return app
 

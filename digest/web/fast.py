@@ -20,7 +20,7 @@ from werkzeug.http import http_date, is_resource_modified, parse_cookie, quote_e
 from .cache import cache_headers, fill_slots, page_etag
 from .context import WebContext
 from .front import front_page_key
-from .security import security_headers
+from .security import is_https, security_headers
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -30,6 +30,7 @@ class FrontFromMemory:
 
     def __init__(self, app: WSGIApp, ctx: WebContext) -> None:
         self.app, self.ctx = app, ctx
+        self.https = is_https(ctx.settings.base_url)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         answer = None
@@ -65,7 +66,7 @@ class FrontFromMemory:
         else:  # as werkzeug answers 304: no entity headers but the ETag
             status, body = "304 NOT MODIFIED", b""
             headers.append(("ETag", quote_etag(etag)))
-        headers += security_headers(nonce)
+        headers += security_headers(nonce, self.https)
         if new:
             headers.append(("Set-Cookie", ctx.csrf.cookie_header(new, environ.get("SCRIPT_NAME") or "/")))
         return status, headers, body

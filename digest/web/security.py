@@ -43,9 +43,15 @@ def csp_nonce() -> str:
     return g.csp_nonce
 
 
-def security_headers(nonce: str) -> list[tuple[str, str]]:
-    """The headers every response carries, for the CSP nonce `nonce`."""
-    return [
+# RFC 6797, with an https base_url: a browser that was on the site once asks over https only, for a year, so nobody on
+# the network reads a link's token or the CSRF cookie from a plain-http request (a typed address, an old http link).
+# Not includeSubDomains: the operator's other hosts are not digest's to decide.
+HSTS = ("Strict-Transport-Security", "max-age=31536000")
+
+
+def security_headers(nonce: str, https: bool = False) -> list[tuple[str, str]]:
+    """The headers every response carries, for the CSP nonce `nonce`; `https`: base_url is https (HSTS too)."""
+    headers = [
         ("Content-Security-Policy", f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; "
                                     "base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"),
         ("X-Content-Type-Options", "nosniff"),
@@ -53,10 +59,16 @@ def security_headers(nonce: str) -> list[tuple[str, str]]:
         ("Referrer-Policy", "no-referrer"),  # the tokens are in the URLs
         ("Cross-Origin-Opener-Policy", "same-origin"),
     ]
+    return [*headers, HSTS] if https else headers
 
 
-def set_security_headers(response: Response) -> Response:
-    for name, value in security_headers(csp_nonce()):
+def is_https(base_url: str) -> bool:
+    """Whether the site is served over https (base_url's scheme): its CSRF cookie is a __Host- one, its answers carry HSTS."""
+    return urlsplit(base_url).scheme == "https"
+
+
+def set_security_headers(response: Response, https: bool = False) -> Response:
+    for name, value in security_headers(csp_nonce(), https):
         response.headers[name] = value
     if "Cache-Control" not in response.headers:  # the public pages say how they may be cached (digest.web.front)
         response.headers["Cache-Control"] = "no-store"  # every other page may show personal data reached by a token
@@ -69,7 +81,7 @@ class Csrf:
     def __init__(self, secret_keys: str | tuple[str, ...], base_url: str):
         """`secret_keys`: secret_key, or the keys that verify (digest.tokens.verifying_keys: the last one signs)."""
         self._serializer = URLSafeTimedSerializer(list(secret_keys) if isinstance(secret_keys, tuple) else secret_keys, salt="digest.csrf")
-        self._secure = urlsplit(base_url).scheme == "https"
+        self._secure = is_https(base_url)
         self.cookie_name = HOST_CSRF_COOKIE if self._secure else CSRF_COOKIE
 
     def install(self, app: Flask) -> None:
