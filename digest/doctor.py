@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .config import Settings
+from .delivery.transport import smtp_login
 from .errors import DigestError
 from .tokens import DEMO_SECRET, PREVIOUS_KEY_HINT, SECRET_KEY_HINT, secret_key_problem
 
@@ -269,7 +270,7 @@ def check_smtp(settings: Settings, *, ssl_context: ssl.SSLContext | None = None)
             yield Check("smtp login", None, "no smtp_user: the server must accept mail from this machine without a login")
             return
         try:
-            smtp.login(settings.smtp_user, settings.smtp_password)
+            smtp_login(smtp, settings.smtp_user, settings.smtp_password)
         except smtplib.SMTPAuthenticationError as exc:
             yield Check("smtp login", False, f"{where} refused the login of {settings.smtp_user!r}: {exc.smtp_code} {_text(exc.smtp_error)} (check smtp_user and smtp_password, or DIGEST_SMTP_PASSWORD_FILE)")
             return

@@ -32,7 +32,7 @@ import ipaddress
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -205,10 +205,11 @@ async def _heartbeat(state: SMTPServer, tick: float = 0.01) -> None:
 @contextlib.contextmanager
 def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, auth: tuple[str, str] | None = None, cert_dir: Path | None = None,
                       reply_delay: float = 0.0, keep: bool = True, pipelining: bool = True, eightbitmime: bool = True,
-                      watch_stalls: bool = False) -> Iterator[SMTPServer]:
+                      watch_stalls: bool = False, auth_mechanisms: Sequence[str] | None = None) -> Iterator[SMTPServer]:
     """Run an SMTP server on 127.0.0.1 (a free port) in a thread for the duration of the block. `watch_stalls`: a
     10 ms heartbeat in the server's loop records in `stalls` each time it ran more than 20 ms late (the test process
-    descheduled or its GIL held): messages the clients sent meanwhile are stamped together when it resumes."""
+    descheduled or its GIL held): messages the clients sent meanwhile are stamped together when it resumes.
+    `auth_mechanisms`: the AUTH mechanisms offered (aiosmtpd's LOGIN and PLAIN by default)."""
     state = SMTPServer(auth=auth, reply_delay=reply_delay, keep=keep, pipelining=pipelining, eightbitmime=eightbitmime)
     tls_context = None
     if starttls or implicit_tls:
@@ -222,6 +223,8 @@ def start_smtp_server(*, starttls: bool = False, implicit_tls: bool = False, aut
         kwargs.update(tls_context=tls_context, require_starttls=True)
     if auth:
         kwargs.update(authenticator=state.authenticate, auth_required=True, auth_require_tls=starttls or implicit_tls)
+        if auth_mechanisms is not None:
+            kwargs.update(auth_exclude_mechanism={"LOGIN", "PLAIN"} - set(auth_mechanisms))
 
     loop = asyncio.new_event_loop()
     ready = threading.Event()

@@ -332,6 +332,22 @@ def test_smtp_transport_starttls_and_auth(tmp_path: Path, smtp_tls_server) -> No
     assert smtp_tls_server.connections == 1
 
 
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+@pytest.mark.parametrize("user, password", [("user", "pässwörd-€"), ("josé", "secret-pass")], ids=["password", "user"])
+def test_smtp_transport_logs_in_with_a_password_outside_ascii(tmp_path: Path, tmp_path_factory, mechanism, user, password) -> None:
+    """smtplib encodes the login as ASCII: a password with an "ä" raised UnicodeEncodeError, a traceback in place of
+    a login. AUTH PLAIN and LOGIN carry UTF-8 (RFC 4616, RFC 4954); a wrong one of them is still a refusal."""
+    with start_smtp_server(starttls=True, auth=(user, password), cert_dir=tmp_path_factory.getbasetemp() / "smtp-cert",
+                           auth_mechanisms=[mechanism]) as server:
+        settings = smtp_settings(tmp_path, server, smtp_security="starttls", smtp_user=user, smtp_password=password)
+        with SMTPTransport(settings, ssl_context=server.client_context()) as transport:
+            transport.send(build(settings), sender=settings.from_address, recipient="ada@example.org")
+        assert server.logins == [user] and server.recipients() == ["ada@example.org"]
+        wrong = settings.replace(smtp_password=password + "x")
+        with pytest.raises(DeliveryError, match=f"refused the login of '{user}': 535"):
+            SMTPTransport(wrong, ssl_context=server.client_context()).send(build(wrong), sender=wrong.from_address, recipient="bob@example.org")
+
+
 def test_smtp_transport_implicit_tls(tmp_path: Path, tmp_path_factory) -> None:
     with start_smtp_server(implicit_tls=True, cert_dir=tmp_path_factory.getbasetemp() / "smtp-cert") as server:
         settings = smtp_settings(tmp_path, server, smtp_security="tls")

@@ -9,6 +9,7 @@ or touch the database, and it never logs a password.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -150,6 +151,33 @@ def refusal_code(exc: smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefu
     return exc.smtp_code
 
 
+def smtp_login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """smtplib's login; for a user or password outside ASCII, AUTH PLAIN (else LOGIN) with their UTF-8 bytes, as
+    RFC 4616 and RFC 4954 have it. smtplib encodes every mechanism's answer as ASCII: a password with an "é" raised
+    UnicodeEncodeError, a traceback where a login or a refusal was due. Raises what smtplib.login raises."""
+    if user.isascii() and password.isascii():
+        smtp.login(user, password)
+        return
+    smtp.ehlo_or_helo_if_needed()
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = smtp.esmtp_features["auth"].upper().split()
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+    if "PLAIN" in offered:
+        code, answer = smtp.docmd("AUTH", "PLAIN " + b64(f"\0{user}\0{password}"))
+    elif "LOGIN" in offered:
+        code, answer = smtp.docmd("AUTH", "LOGIN " + b64(user))
+        if code == 334:
+            code, answer = smtp.docmd(b64(password))
+    else:
+        raise smtplib.SMTPAuthenticationError(504, f"a user or password outside ASCII needs AUTH PLAIN or LOGIN; the server offers {' '.join(offered)}".encode())
+    if code not in (235, 503):  # 503: already authenticated, as smtplib takes it
+        raise smtplib.SMTPAuthenticationError(code, answer)
+
+
 class _SMTP(smtplib.SMTP):
     """smtplib.SMTP whose sendmail to one recipient is `exchange` (pipelined when the server offers PIPELINING; the
     message dot-stuffed by quote_periods and sent with its end in one write)."""
@@ -286,7 +314,7 @@ class SMTPTransport:
                 smtp.starttls(context=self._context())
                 smtp.ehlo()
             if self.user:
-                smtp.login(self.user, self._password)
+                smtp_login(smtp, self.user, self._password)
         except DeliveryError:
             _quietly_close(smtp)
             raise
