@@ -462,13 +462,6 @@ def _expand(value: str | Path, where: str) -> Path:
         raise ConfigError(f"{where} {str(value)!r} is not a usable path") from None
 
 
-def require(settings: Settings, name: str, why: str) -> Any:
-    """The value of a setting a feature cannot work without, or a ConfigError naming it."""
-    value = getattr(settings, name)
-    if not value:
-        raise ConfigError(f"{name} is not set but {why}", f"set it in digest.toml or DIGEST_{name.upper()}")
-    return value
-
 def render_config_file(secret_key: str | None = None) -> str:
     """The commented digest.toml written by `digest init`: every key, commented out, with its default; and
     `secret_key` set, when one is given (init makes a random one unless the environment provides it)."""
