@@ -251,6 +251,17 @@ def test_cli_init_in_a_directory_it_cannot_write_says_what_to_do_in_one_line(cli
     assert not (folder / "digest.db").exists()
 
 
+@pytest.mark.parametrize("url, backend", [("sqlit:///srv/digest.db", "sqlit"), ("mysql://digest@127.0.0.1/digest", "mysql")], ids=["typo", "mysql"])
+def test_cli_init_with_a_database_other_than_sqlite_or_postgresql_says_which_two_it_takes(cli, home, url, backend):
+    """A typo in the scheme, or a database digest does not support, is not a driver to install (the line said
+    "for PostgreSQL: pip install 'digest[postgres]'" to both)."""
+    result = cli("--database-url", url, "init")
+    assert result.exit_code == 1
+    assert result.output == (f"error: database_url {url}: digest works with SQLite and PostgreSQL, not {backend} (a database URL looks like "
+                             "postgresql+psycopg://user:password@host:5432/name or sqlite:////path/to/digest.db)\n")
+    assert not (home / "digest.toml").exists()
+
+
 # --- secrets never printed, config errors one line ------------------------------------------------------
 
 PASSWORD = "s3cret pw/x"  # a space and a slash: it shows up raw, percent-encoded and form-encoded

@@ -38,6 +38,8 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
         raise StoreError(f"database_url {shown} is not a database URL", URL_HINT) from None
     except (ValueError, TypeError):  # the port is not a number (or the '@' before the host is missing)
         raise StoreError(f"database_url {shown} is not a valid database URL: the part after the host's ':' is not a port number", URL_HINT) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):  # a typo (sqlit://), or MySQL: no driver would help
+        raise StoreError(f"database_url {shown}: digest works with SQLite and PostgreSQL, not {parsed.get_backend_name()}", URL_HINT)
     if parsed.drivername in POSTGRES_SCHEMES:
         # postgres:// (Heroku, Render, Fly.io) and a bare postgresql:// would ask SQLAlchemy for psycopg2, which
         # digest does not install: the same server, through the driver of the `postgres` extra.
