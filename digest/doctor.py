@@ -377,11 +377,10 @@ def run_checks(load: Callable[[list[DigestError]], Settings], *, to: str | None,
         for problem in problems:
             yield Check("config", False, str(problem))
         return
-    path = settings.config_path
     origins = getattr(settings, "origins", {}) or {}
-    files = sorted({o for o in origins.values() if o.endswith(".toml")} | ({str(path)} if path.exists() else set()))
     env = sum(1 for o in origins.values() if o.startswith("DIGEST_"))
-    shown = ", ".join(files) if files else f"no config file ({path} does not exist), defaults"
+    # The file read, though it sets nothing (the units' DIGEST_CONFIG, installed from the example: every key commented).
+    shown = str(settings.config_file) if settings.config_file else f"no config file ({settings.config_path} does not exist), defaults"
     yield Check("config", True, shown + (f" and {env} DIGEST_* variable{'s' if env != 1 else ''}" if env else ""))
     yield from check_settings(settings)
     database, engine = check_database(settings)
