@@ -145,7 +145,7 @@ class DigestGroup(click.Group):
             sys.stderr.close()
             ctx.exit(0)
         except OSError as exc:
-            _fail(ctx, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+            _fail(ctx, f"{exc.filename}: {exc.strerror or exc} (check the path and its permissions)" if exc.filename else str(exc))
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C: one line (an Interrupted says what was kept), not click's "Aborted!"
