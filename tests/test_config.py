@@ -251,6 +251,16 @@ def test_cli_init_in_a_directory_it_cannot_write_says_what_to_do_in_one_line(cli
     assert not (folder / "digest.db").exists()
 
 
+def test_cli_in_a_home_it_cannot_write_names_the_directory_and_digest_home(cli, tmp_path):
+    """`digest subscribers add` (any command that writes) in a DIGEST_HOME that exists but is not this user's: the
+    line named database_url and DIGEST_DATABASE_URL, which nobody had set, and a lock as what might be wrong."""
+    folder = unwritable_directory(tmp_path)
+    result = cli("--home", str(folder), "subscribers", "add", "ada@example.org", "--interests", "language models")
+    assert result.exit_code == 1
+    assert result.output == (f"error: cannot open the database (sqlite:///{folder / 'digest.db'}): unable to open database file "
+                             f"(digest writes the database and its -wal beside it in {folder}: check DIGEST_HOME (or database_url) and its permissions)\n")
+
+
 @pytest.mark.parametrize("url, backend", [("sqlit:///srv/digest.db", "sqlit"), ("mysql://digest@127.0.0.1/digest", "mysql")], ids=["typo", "mysql"])
 def test_cli_init_with_a_database_other_than_sqlite_or_postgresql_says_which_two_it_takes(cli, home, url, backend):
     """A typo in the scheme, or a database digest does not support, is not a driver to install (the line said

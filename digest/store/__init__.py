@@ -299,6 +299,10 @@ def wrap_db_error(exc: BaseException, engine: Engine | None = None) -> StoreErro
         place = f"free space on its disk (df -h {Path(database).parent})" if database not in (None, "", ":memory:") else "free space on the disk that holds the database"
         return StoreError(f"the database's disk is full{where}: {text}", f"{place}; the failed write left nothing behind, and the next run goes on from there")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated or "connect" in text.lower() or "unable to open" in text.lower():
+        path = sqlite_file(engine.url.render_as_string(hide_password=False)) if engine is not None else None
+        if path is not None and "unable to open" in text.lower():  # a DIGEST_HOME that exists but is not this user's to write in
+            return StoreError(f"cannot open the database{where}: {text}",
+                              f"digest writes the database and its -wal beside it in {path.parent}: check DIGEST_HOME (or database_url) and its permissions")
         return StoreError(f"cannot open the database{where}: {text}")
     return StoreError(f"database error{where}: {text}")
 
