@@ -140,6 +140,7 @@ class Settings:
         minimum=1)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)  # setting -> where its value came from
     files: Mapping[str, Path] = field(default_factory=dict, compare=False)  # setting -> the file it was read from
+    config_file: Path | None = field(default=None, compare=False)  # the config file read (--config, DIGEST_CONFIG or the home's), if any
 
     @property
     def config_path(self) -> Path:
@@ -448,7 +449,7 @@ def load_settings(
     if not values["list_id"]:
         domain = values["from_address"].rpartition("@")[2] or "localhost"
         values["list_id"] = f"digest.{domain}"
-    return Settings(home=home_path, origins=origins, files=files, **values)
+    return Settings(home=home_path, origins=origins, files=files, config_file=path.absolute() if path.exists() else None, **values)
 
 def _expand(value: str | Path, where: str) -> Path:
     """A path from a flag or the environment, with ~ expanded; ConfigError naming `where` when it cannot be."""
@@ -461,13 +462,6 @@ def _expand(value: str | Path, where: str) -> Path:
     except ValueError:
         raise ConfigError(f"{where} {str(value)!r} is not a usable path") from None
 
-
-def require(settings: Settings, name: str, why: str) -> Any:
-    """The value of a setting a feature cannot work without, or a ConfigError naming it."""
-    value = getattr(settings, name)
-    if not value:
-        raise ConfigError(f"{name} is not set but {why}", f"set it in digest.toml or DIGEST_{name.upper()}")
-    return value
 
 def render_config_file(secret_key: str | None = None) -> str:
     """The commented digest.toml written by `digest init`: every key, commented out, with its default; and

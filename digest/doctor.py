@@ -27,7 +27,7 @@ import httpx
 from .config import Settings
 from .delivery.transport import smtp_login
 from .errors import DigestError
-from .tokens import DEMO_SECRET, PREVIOUS_KEY_HINT, SECRET_KEY_HINT, secret_key_problem
+from .tokens import DEMO_SECRET, PREVIOUS_KEY_HINT, secret_key_hint, secret_key_problem
 
 CHECK_TIMEOUT = 10.0  # seconds for base_url; sources and SMTP use fetch_timeout and smtp_timeout
 
@@ -66,7 +66,7 @@ def check_settings(settings: Settings) -> Iterator[Check]:
     problem = secret_key_problem(key)
     file = (getattr(settings, "files", {}) or {}).get("secret_key")
     if problem:
-        yield Check("secret_key", False, f"{problem} ({SECRET_KEY_HINT})")
+        yield Check("secret_key", False, f"{problem} ({secret_key_hint(key)})")
     elif key == DEMO_SECRET:
         yield Check("secret_key", False, "the demo's key, known to everyone (set a random one; every link signed with it stops working)")
     elif file is not None and (private := _private_file_problem(file, origin)):
@@ -377,11 +377,10 @@ def run_checks(load: Callable[[list[DigestError]], Settings], *, to: str | None,
         for problem in problems:
             yield Check("config", False, str(problem))
         return
-    path = settings.config_path
     origins = getattr(settings, "origins", {}) or {}
-    files = sorted({o for o in origins.values() if o.endswith(".toml")} | ({str(path)} if path.exists() else set()))
     env = sum(1 for o in origins.values() if o.startswith("DIGEST_"))
-    shown = ", ".join(files) if files else f"no config file ({path} does not exist), defaults"
+    # The file read, though it sets nothing (the units' DIGEST_CONFIG, installed from the example: every key commented).
+    shown = str(settings.config_file) if settings.config_file else f"no config file ({settings.config_path} does not exist), defaults"
     yield Check("config", True, shown + (f" and {env} DIGEST_* variable{'s' if env != 1 else ''}" if env else ""))
     yield from check_settings(settings)
     database, engine = check_database(settings)

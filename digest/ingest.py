@@ -361,7 +361,8 @@ def _open(path: Path):
     try:
         return path.open("rb")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        where = "check the path" if path.is_absolute() else f"a relative path is read from the current directory, {Path.cwd()}"
+        raise InputError(f"{path}: no such file", where) from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not a file") from None
     except OSError as exc:

@@ -53,6 +53,13 @@ DEMO_SECRET = "demo-only-secret-key-not-for-real-use"
 PREVIOUS_KEY_HINT = "remove it from previous_secret_keys: the links it signed stop working, and anyone could sign links with it"
 SECRET_KEY_HINT = ("set DIGEST_SECRET_KEY_FILE to a file only digest can read, holding a random key: "
                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+# No key at all is most often a home made without `digest init` (a first `digest web`, or `import` then `preview`).
+NO_SECRET_KEY_HINT = f"`digest init` writes a random one into the digest.toml it creates; or {SECRET_KEY_HINT}"
+
+
+def secret_key_hint(secret_key: str) -> str:
+    """What to do about a secret_key that secret_key_problem refuses: none at all names `digest init` first."""
+    return SECRET_KEY_HINT if secret_key else NO_SECRET_KEY_HINT
 
 
 def verifying_keys(secret_key: str, previous_keys: Iterable[str] = ()) -> tuple[str, ...]:
@@ -180,7 +187,7 @@ def check_keys(keys: str | tuple[str, ...]) -> None:
     keys before it, by secret_key_problem's rule; the error never shows a key."""
     *previous, secret_key = (keys,) if isinstance(keys, str) else keys
     if problem := secret_key_problem(secret_key):
-        raise ConfigError(f"secret_key is {problem}", SECRET_KEY_HINT)
+        raise ConfigError(f"secret_key is {problem}", secret_key_hint(secret_key))
     for key in previous:
         if problem := secret_key_problem(key):
             raise ConfigError(f"previous_secret_keys holds a key that is {problem}", PREVIOUS_KEY_HINT)

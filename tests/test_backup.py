@@ -76,9 +76,10 @@ def test_backup_replaces_an_existing_file_only_with_force(cli, demo_home: Path, 
     assert counts(target) == counts(demo_home / "digest.db")
 
 
-@pytest.mark.parametrize("case", ["the-database-itself", "missing-directory", "not-a-digest-database", "no-database", "postgresql"])
+@pytest.mark.parametrize("case", ["the-database-itself", "missing-directory", "missing-directory-with-slash", "not-a-digest-database", "no-database",
+                                  "postgresql"])
 def test_backup_refuses_with_one_line_and_writes_nothing(cli, home: Path, tmp_path: Path, case: str) -> None:
-    args, env = [], {}
+    args, env, slash = [], {}, ""
     target = tmp_path / "copy.db"
     if case != "no-database":
         assert cli("init").exit_code == 0
@@ -87,6 +88,8 @@ def test_backup_refuses_with_one_line_and_writes_nothing(cli, home: Path, tmp_pa
         args = ["--force"]
     elif case == "missing-directory":
         target = tmp_path / "nowhere" / "copy.db"
+    elif case == "missing-directory-with-slash":  # `digest backup /var/backups/digest/` before the directory is made
+        target, slash = tmp_path / "backups", "/"
     elif case == "not-a-digest-database":
         other = tmp_path / "other.db"
         with sqlite3.connect(other) as db:
@@ -95,12 +98,13 @@ def test_backup_refuses_with_one_line_and_writes_nothing(cli, home: Path, tmp_pa
     elif case == "postgresql":
         env = {"DIGEST_DATABASE_URL": "postgresql+psycopg://digest:hunter2hunter2@db.internal/digest"}
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = cli("backup", str(target), *args, env=env)
+    result = cli("backup", str(target) + slash, *args, env=env)
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith("error: ")
     expected = {
         "the-database-itself": f"{target} is the database itself",
         "missing-directory": f"cannot write {target}: {target.parent} is not a directory",
+        "missing-directory-with-slash": f"cannot write into {target}/: no such directory (make it first, or give a file name)",
         "not-a-digest-database": "not a digest database: no such table: paper",
         "no-database": f"no database at {home / 'digest.db'}",
         "postgresql": "digest backup works on a SQLite file, and database_url is postgresql+psycopg://digest:***@db.internal/digest "

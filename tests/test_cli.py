@@ -49,6 +49,19 @@ def test_import_of_a_directory_is_one_line_and_exit_1(cli, home, tmp_path):
     assert result.output == f"error: {folder}: is a directory, not a file (give one feed or JSON Lines file; `digest import --help` lists the formats)\n"
 
 
+def test_a_file_the_command_cannot_write_is_one_line_naming_the_path_and_what_to_check(cli, home, tmp_path):
+    """An OS error no command words itself (here `preview --out` into a folder not made) names the file first, as
+    `cp` does, and what to check; it read `error: No such file or directory: PATH`, with nothing to do."""
+    assert cli("init").exit_code == 0
+    assert cli("import", str(SAMPLE_FILES[0])).exit_code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--interests", "language models").exit_code == 0
+    target = tmp_path / "no-such-folder" / "ada.html"
+    result = cli("preview", "ada@example.org", "--out", str(target))
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == f"error: {target}: No such file or directory (check the path and its permissions)"
+    assert not target.parent.exists()
+
+
 @pytest.mark.parametrize("args, line", [
     (("no-such-command",), "error: no such command 'no-such-command' (`digest --help` shows the usage)"),
     (("--no-such-option",), "error: no such option '--no-such-option' (`digest --help` shows the usage)"),

@@ -491,6 +491,43 @@ def test_send_interrupted_finishes_the_message_in_flight_and_leaves_the_rest_pen
     assert Counter(smtp_server.recipients()) == Counter(emails)  # each exactly once
 
 
+def test_send_interrupted_twice_says_what_the_next_run_does(home: Path, smtp_server) -> None:
+    """Ctrl-C twice stops at once, the message in flight unanswered: the line says that the next run sends the rest
+    and that this message may arrive twice (it was a bare "error: interrupted"), and the next run does so."""
+    emails = populate(home, subscribers=10)
+    smtp_server.data_delay = 2.0  # the next message is still unanswered at the second signal
+    first = digest_process(home, smtp_server, "send")
+    wait_for(lambda: len(smtp_server.messages) >= 1 or first.poll() is not None)
+    first.send_signal(signal.SIGINT)
+    said = [first.stderr.readline()]  # the second signal after the first was handled, not folded into it
+    assert "stopping after the message in flight" in said[0], said
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 1 and "Traceback" not in err, out + err
+    assert err.splitlines()[-1] == ("error: interrupted while sending: the next run sends what was not recorded as sent (a message in flight "
+                                    "may arrive twice)")
+    second = digest_process(home, smtp_server, "send")
+    smtp_server.data_delay = 0
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, out + err
+    received = Counter(smtp_server.recipients())
+    assert set(received) == set(emails) and sum(received.values()) - len(emails) <= 1
+
+
+@pytest.mark.parametrize("connections", [1, 4], ids=["one-connection", "four-connections"])
+def test_send_interrupted_says_the_next_run_sends_those_not_attempted(home: Path, smtp_server, connections: int) -> None:
+    emails = populate(home, subscribers=20 * connections)
+    smtp_server.data_delay = 0.05
+    first = digest_process(home, smtp_server, "send", connections=connections)
+    wait_for(lambda: len(smtp_server.messages) >= 3 or first.poll() is not None)
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=60)
+    left = len(emails) - len(smtp_server.messages)
+    assert first.returncode == 1 and f"not attempted {left} in" in out, out + err
+    assert err.splitlines()[-1] == (f"error: {left} due subscribers were not served (the next run sends those not attempted; "
+                                    "`digest status` shows the ledger)")
+
+
 def test_two_sends_started_together_never_both_send(home: Path, smtp_server) -> None:
     emails = populate(home, subscribers=10)
     smtp_server.data_delay = 0.3  # the first run holds the lock for seconds

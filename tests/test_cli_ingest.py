@@ -295,7 +295,16 @@ def test_import_malformed_real_feed_recovers_or_refuses_in_one_line(cli, home, p
 
 def test_import_missing_file_is_one_line(cli, home, tmp_path):
     result = cli("import", str(tmp_path / "nope.jsonl"))
-    assert result.exit_code == 1 and result.output == f"error: {tmp_path / 'nope.jsonl'}: no such file\n"
+    assert result.exit_code == 1 and result.output == f"error: {tmp_path / 'nope.jsonl'}: no such file (check the path)\n"
+
+
+def test_import_missing_relative_file_says_where_it_looked(cli, home, tmp_path, monkeypatch):
+    """The README's tour (`digest import digest/data/...`) run outside the checkout: the line says which directory
+    the relative path was read from."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("import", "digest/data/sample-arxiv-cs.CL.xml")
+    assert result.exit_code == 1
+    assert result.output == f"error: digest/data/sample-arxiv-cs.CL.xml: no such file (a relative path is read from the current directory, {tmp_path})\n"
 
 
 @pytest.mark.parametrize("url,message", [

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -225,6 +226,50 @@ def test_cli_init_under_a_file_names_digest_home_in_one_line(cli, tmp_path):
     result = cli("--home", str(tmp_path / "file" / "home"), "init")
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith(f"error: cannot create DIGEST_HOME {tmp_path / 'file' / 'home'}: Not a directory")
+
+
+def unwritable_directory(tmp_path: Path) -> Path:
+    """A directory this process cannot create a file in: mode 0500 for a user; root ignores modes, but not sysfs."""
+    if os.geteuid() == 0:
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("root, and no /sys/kernel to stand for a directory root cannot write")
+        return Path("/sys/kernel")
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["home", "config"])
+def test_cli_init_in_a_directory_it_cannot_write_says_what_to_do_in_one_line(cli, tmp_path, how):
+    folder = unwritable_directory(tmp_path)
+    args, hint = ((["--home", str(folder)], "set DIGEST_HOME (or --home) to a directory you can write") if how == "home" else
+                  (["--config", str(folder / "digest.toml")], "set --config (DIGEST_CONFIG) to a file in a directory you can write"))
+    result = cli(*args, "init")
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: cannot write {folder / 'digest.toml'}: ")
+    assert result.output.endswith(f" ({hint})\n"), result.output
+    assert not (folder / "digest.db").exists()
+
+
+def test_cli_in_a_home_it_cannot_write_names_the_directory_and_digest_home(cli, tmp_path):
+    """`digest subscribers add` (any command that writes) in a DIGEST_HOME that exists but is not this user's: the
+    line named database_url and DIGEST_DATABASE_URL, which nobody had set, and a lock as what might be wrong."""
+    folder = unwritable_directory(tmp_path)
+    result = cli("--home", str(folder), "subscribers", "add", "ada@example.org", "--interests", "language models")
+    assert result.exit_code == 1
+    assert result.output == (f"error: cannot open the database (sqlite:///{folder / 'digest.db'}): unable to open database file "
+                             f"(digest writes the database and its -wal beside it in {folder}: check DIGEST_HOME (or database_url) and its permissions)\n")
+
+
+@pytest.mark.parametrize("url, backend", [("sqlit:///srv/digest.db", "sqlit"), ("mysql://digest@127.0.0.1/digest", "mysql")], ids=["typo", "mysql"])
+def test_cli_init_with_a_database_other_than_sqlite_or_postgresql_says_which_two_it_takes(cli, home, url, backend):
+    """A typo in the scheme, or a database digest does not support, is not a driver to install (the line said
+    "for PostgreSQL: pip install 'digest[postgres]'" to both)."""
+    result = cli("--database-url", url, "init")
+    assert result.exit_code == 1
+    assert result.output == (f"error: database_url {url}: digest works with SQLite and PostgreSQL, not {backend} (a database URL looks like "
+                             "postgresql+psycopg://user:password@host:5432/name or sqlite:////path/to/digest.db)\n")
+    assert not (home / "digest.toml").exists()
 
 
 # --- secrets never printed, config errors one line ------------------------------------------------------

@@ -137,6 +137,20 @@ def test_crontab_example_backs_up_each_night_and_prints_nothing_cron_would_mail(
     assert copy.name.startswith("digest-") and copy.stat().st_mode & 0o077 == 0
 
 
+def test_crontab_example_backup_into_a_directory_not_made_fails_and_makes_no_file(tmp_path: Path) -> None:
+    """The first night without the directory is a line cron mails, not a copy named like the directory (which made
+    every later night fail with "exists", and which the pruning never found)."""
+    [line] = [line for line in (DEPLOY / "crontab.example").read_text().splitlines() if " backup " in line and not line.startswith("#")]
+    home, backups = tmp_path / "home", tmp_path / "backups"
+    env = {**os.environ, "DIGEST_HOME": str(home)}
+    subprocess.run([str(Path(sys.executable).parent / "digest"), "init"], env=env, check=True, capture_output=True)
+    command = " ".join(line.split()[5:]).replace(INSTALLED, str(Path(sys.executable).parent / "digest")).replace("/var/backups/digest", str(backups))
+    result = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"error: cannot write into {backups}/: no such directory (make it first, or give a file name)\n"
+    assert not backups.exists()
+
+
 def test_backup_units_copy_into_their_own_state_directory_each_night():
     service = (DEPLOY / "digest-backup.service").read_text()
     assert "\nExecStart=/usr/local/bin/digest backup /var/lib/digest-backups\n" in service

@@ -136,6 +136,17 @@ def test_doctor_on_a_home_without_a_database_creates_nothing(cli, home: Path) ->
     assert sorted(p.name for p in home.iterdir()) == []  # no database, no outbox made by looking
 
 
+def test_doctor_names_the_config_file_digest_config_names_though_it_sets_nothing(cli, home: Path, tmp_path: Path) -> None:
+    """The units' DIGEST_CONFIG=/etc/digest/digest.toml, installed from the example with every key commented out: the
+    file read is named, not "no config file (DIGEST_HOME/digest.toml does not exist)", as if DIGEST_CONFIG were
+    not read."""
+    etc = tmp_path / "etc" / "digest.toml"
+    etc.parent.mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "deploy" / "digest.toml.example", etc)
+    result = cli("doctor", env={"DIGEST_CONFIG": str(etc), "DIGEST_SECRET_KEY": KEY})
+    assert lines_of(result.output)["config"] == f"ok config: {etc} and 1 DIGEST_* variable"
+
+
 def test_doctor_with_a_bad_config_stops_after_saying_what_is_wrong(cli, home: Path) -> None:
     (home / "digest.toml").write_text('smtp_prot = 587\nsend_rate = "fast"\n', encoding="utf-8")
     result = cli("doctor")

@@ -894,6 +894,18 @@ def test_web_command_without_secret_key_fails_in_one_line(cli):
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "secret_key" in result.output
 
 
+def test_web_command_without_secret_key_makes_no_home_and_says_what_init_does(cli, tmp_path):
+    """A newcomer's `digest web` before `digest init`: the line `preview` and `send` give (naming `digest init`), and
+    no DIGEST_HOME or database made on the way to it."""
+    missing = tmp_path / "new"
+    result = cli("--home", str(missing), "web", "--port", "0")
+    assert result.exit_code == 1
+    assert result.output == ("error: secret_key is not set, and the links in emails and pages need it (`digest init` writes a random one "
+                             "into the digest.toml it creates; or set DIGEST_SECRET_KEY_FILE to a file only digest can read, holding a random "
+                             "key: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')\n")
+    assert not missing.exists()
+
+
 def test_web_command_on_a_port_in_use_names_the_address_in_one_line(cli):
     import socket
 

@@ -145,7 +145,7 @@ class DigestGroup(click.Group):
             sys.stderr.close()
             ctx.exit(0)
         except OSError as exc:
-            _fail(ctx, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+            _fail(ctx, f"{exc.filename}: {exc.strerror or exc} (check the path and its permissions)" if exc.filename else str(exc))
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C: one line (an Interrupted says what was kept), not click's "Aborted!"
@@ -213,7 +213,7 @@ def init(app: AppContext) -> None:
         if not path.exists():
             new_dirs = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
             path.parent.mkdir(parents=True, exist_ok=True)
-        made = _write_config(path)
+        made = _write_config(path, "set --config (DIGEST_CONFIG) to a file in a directory you can write")
     try:
         settings = app.settings
         origin = settings.origins.get("secret_key", "")
@@ -234,13 +234,13 @@ def init(app: AppContext) -> None:
         raise
     if not explicit:
         path = settings.config_path
-        made = _write_config(path)
+        made = _write_config(path, "set DIGEST_HOME (or --home) to a directory you can write")
     click.echo({None: f"kept {path}", False: f"wrote {path}", True: f"wrote {path} with a new random secret_key (only you can read it)"}[made])
     init_db(engine)
     click.echo(f"database ready: {describe(engine)}")
 
 
-def _write_config(path: Path) -> bool | None:
+def _write_config(path: Path, hint: str) -> bool | None:
     """Write the commented config file, readable only by its owner, unless it exists (None). True when it holds a
     new random secret_key: a first `preview` or `send` must not fail for want of one. None is made when the
     environment already provides the key (DIGEST_SECRET_KEY or DIGEST_SECRET_KEY_FILE): it would be ignored."""
@@ -248,7 +248,10 @@ def _write_config(path: Path) -> bool | None:
         return None
     key = None if {"DIGEST_SECRET_KEY", "DIGEST_SECRET_KEY_FILE"} & set(os.environ) else secrets.token_urlsafe(32)
     # O_EXCL: never over a file that appeared meanwhile; 0600 from the first byte, not chmod after the write.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:  # a home it may not write in (another user's, a read-only mount): `hint` names the setting
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}", hint) from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(render_config_file(secret_key=key))
     return key is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import redact_url
-from ..errors import StoreError
+from ..errors import InputError, StoreError
 from ..pipeline.job import run_lock
 from ..store import SCHEMA_REVISION, init_db, open_engine, sqlite_file
 from ..store.backup import PG_DUMP_HINT, backup_sqlite, backup_target, restore_sqlite
@@ -15,18 +15,21 @@ from . import AppContext, main, pass_app
 
 
 @main.command()
-@click.argument("target", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path())
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
 @pass_app
-def backup(app: AppContext, target: Path, force: bool) -> None:
+def backup(app: AppContext, target: str, force: bool) -> None:
     """Copy the SQLite database to TARGET (a file, or a directory for digest-YYYYmmdd-HHMMSS.db in it).
 
-    Safe while the daemon, the web pages or a run use the database: the copy is the database at one instant,
-    checked, readable by its owner alone. Restore by stopping digest and putting the copy in the database's place.
-    For PostgreSQL, use pg_dump.
+    A TARGET ending in / is a directory, which must exist. Safe while the daemon, the web pages or a run use the
+    database: the copy is the database at one instant, checked, readable by its owner alone. `digest restore` puts
+    it back. For PostgreSQL, use pg_dump.
     """
     source = _sqlite_database(app, "backup")
-    made = backup_sqlite(source, backup_target(target.expanduser(), app.now()), replace=force)
+    path = Path(target).expanduser()
+    if target.endswith("/") and not path.is_dir():  # a directory meant, not made yet: never a file named like it
+        raise InputError(f"cannot write into {target}: no such directory", "make it first, or give a file name")
+    made = backup_sqlite(source, backup_target(path, app.now()), replace=force)
     click.echo(f"backed up {source} to {made.path}: {made.size / 1e6:.1f} MB, {made.papers:,} papers, {made.subscribers:,} subscribers "
                f"(migration {made.revision}, integrity ok)")
 

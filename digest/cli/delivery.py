@@ -97,8 +97,10 @@ class _Interruption:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, _frame: object) -> None:
-        if not self.sending or self.stop.is_set():
+        if not self.sending:
             raise KeyboardInterrupt
+        if self.stop.is_set():  # the rows being sent stay 'sending': the next run takes them up again (event=resume)
+            raise KeyboardInterrupt("interrupted while sending: the next run sends what was not recorded as sent (a message in flight may arrive twice)")
         self.stop.set()
         click.echo(f"{signal.Signals(signum).name}: stopping after the message in flight (again to abort at once)", err=True)
 
@@ -138,7 +140,9 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
         click.echo(f"nothing due for {only}" if only else _nothing_due(app))
     click.echo(report.summary())
     if report.unserved:
-        click.echo(f"error: {report.unserved} due subscriber{'s were' if report.unserved != 1 else ' was'} not served (deferred ones are retried by the next run; `digest status` shows the ledger)", err=True)
+        next_run = "; ".join((["the next run sends those not attempted"] if report.not_attempted else [])
+                             + (["deferred ones are retried by the next run"] if report.deferred else []) + ["`digest status` shows the ledger"])
+        click.echo(f"error: {report.unserved} due subscriber{'s were' if report.unserved != 1 else ' was'} not served ({next_run})", err=True)
     # Rows a killed or cut-off worker still leases are due and nobody is sending them: as with deferred ones, the run
     # that finds them says so and fails (cron mails it), though the first run after the lease takes them over.
     held = sum(holder.rows for holder in report.gone)

@@ -19,7 +19,7 @@ from ..schedule import serve as serve_forever
 from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
 from ..store.fleet import LeaseHolder, clock_offset, clock_problem, is_shared, lease_holders
 from ..store.status import active_schedules, source_health
-from ..tokens import SECRET_KEY_HINT, secret_key_problem
+from ..tokens import secret_key_hint, secret_key_problem
 from . import EXIT_ERROR, AppContext, main, pass_app, settings_problems
 
 EDITIONS_SHOWN = 7
@@ -41,7 +41,7 @@ def serve(app: AppContext, tick_seconds: int) -> None:
     settings = app.settings
     fetch_trigger(settings)  # a bad fetch_cron is reported before anything starts
     if problem := secret_key_problem(settings.secret_key):  # not at the first due subscriber, on every tick after it
-        raise ConfigError(f"secret_key is {problem}", SECRET_KEY_HINT)
+        raise ConfigError(f"secret_key is {problem}", secret_key_hint(settings.secret_key))
     engine = app.engine
     code = serve_forever(settings, pipeline_job(engine, settings), lambda now: fetch_due(engine, settings, now), tick_seconds=tick_seconds)
     click.get_current_context().exit(code)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import click
 
 from ..errors import ConfigError, DigestError
+from ..tokens import check_keys, verifying_keys
 from . import AppContext, main, pass_app
 
 
@@ -33,6 +34,7 @@ def web_cmd(app: AppContext, host: str | None, port: int | None, threads: int, p
     from ..web.serve import bind_listeners, create_server, listening_on
 
     settings = app.settings
+    check_keys(verifying_keys(settings.secret_key, settings.previous_secret_keys))  # before app.engine makes a home and a database
     engine = app.engine
     wsgi = create_app(settings, engine)  # in the parent too: a bad secret_key or rate-limit storage stops it here
     address, port = host or settings.web_host, settings.web_port if port is None else port

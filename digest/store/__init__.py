@@ -38,6 +38,8 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
         raise StoreError(f"database_url {shown} is not a database URL", URL_HINT) from None
     except (ValueError, TypeError):  # the port is not a number (or the '@' before the host is missing)
         raise StoreError(f"database_url {shown} is not a valid database URL: the part after the host's ':' is not a port number", URL_HINT) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):  # a typo (sqlit://), or MySQL: no driver would help
+        raise StoreError(f"database_url {shown}: digest works with SQLite and PostgreSQL, not {parsed.get_backend_name()}", URL_HINT)
     if parsed.drivername in POSTGRES_SCHEMES:
         # postgres:// (Heroku, Render, Fly.io) and a bare postgresql:// would ask SQLAlchemy for psycopg2, which
         # digest does not install: the same server, through the driver of the `postgres` extra.
@@ -297,6 +299,10 @@ def wrap_db_error(exc: BaseException, engine: Engine | None = None) -> StoreErro
         place = f"free space on its disk (df -h {Path(database).parent})" if database not in (None, "", ":memory:") else "free space on the disk that holds the database"
         return StoreError(f"the database's disk is full{where}: {text}", f"{place}; the failed write left nothing behind, and the next run goes on from there")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated or "connect" in text.lower() or "unable to open" in text.lower():
+        path = sqlite_file(engine.url.render_as_string(hide_password=False)) if engine is not None else None
+        if path is not None and "unable to open" in text.lower():  # a DIGEST_HOME that exists but is not this user's to write in
+            return StoreError(f"cannot open the database{where}: {text}",
+                              f"digest writes the database and its -wal beside it in {path.parent}: check DIGEST_HOME (or database_url) and its permissions")
         return StoreError(f"cannot open the database{where}: {text}")
     return StoreError(f"database error{where}: {text}")
 

@@ -19,7 +19,7 @@ from itsdangerous import SignatureExpired
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .. import templates_dir
-from ..config import Settings, require
+from ..config import Settings
 from ..errors import DigestError, NotFoundError, StoreError, TokenError
 from ..log import log_event
 from ..tokens import check_keys, verifying_keys
@@ -37,9 +37,8 @@ MAX_FORM_BYTES = 64 * 1024
 def create_app(settings: Settings, engine: Any, *, transport: Any = None, now: Callable[[], datetime] | None = None, version_ttl: float = 1.0) -> Flask:
     """The WSGI app of the web front; ConfigError when secret_key is missing or too short. The public pages look
     for new papers at most every `version_ttl` seconds (tests: 0, every request)."""
-    require(settings, "secret_key", "the pages sign and check the tokens in every link")
     keys = verifying_keys(settings.secret_key, settings.previous_secret_keys)
-    check_keys(keys)  # fails now, not on the first request, if a key is too short
+    check_keys(keys)  # fails now, not on the first request, if a key is missing or too short
     app = Flask("digest.web", template_folder=str(templates_dir()), static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_FORM_BYTES, TEMPLATES_AUTO_RELOAD=False)
     # Flask autoescapes every .html template (all the pages); the .txt email body is plain text.
