@@ -178,3 +178,13 @@ def test_a_stricter_umask_is_kept(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done
     assert mode(home / "digest.db") == "0o400"
+
+
+def test_an_error_line_never_prints_a_configured_secret(cli, home):
+    """Error lines are redacted where they are made; the CLI masks every configured secret in them too, as it does
+    in tracebacks and log lines, so a message quoting words that hold one (a path, a server's reply) cannot leak it."""
+    env = {"DIGEST_HOME": str(home), "DIGEST_SMTP_PASSWORD": "hunter2-horse-battery"}
+    result = cli("import", str(home / "hunter2-horse-battery.xml"), env=env)
+    assert result.exit_code == 1
+    assert "hunter2-horse-battery" not in result.output, result.output
+    assert "no such file" in result.output

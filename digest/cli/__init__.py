@@ -161,9 +161,12 @@ class DigestGroup(click.Group):
 
 def _fail(ctx: click.Context, message: str) -> None:
     app = ctx.find_object(AppContext)
+    secrets = app.secrets() if app is not None else ()
     if app is not None and app.verbose:
-        click.echo(mask_secrets(traceback.format_exc(), app.secrets()), err=True, nl=False)
-    click.echo(f"error: {message}", err=True)
+        click.echo(mask_secrets(traceback.format_exc(), secrets), err=True, nl=False)
+    # Each message is redacted where it is made; masked here too, as the tracebacks and log lines are, so that one
+    # that quotes a library's words (which may hold a password) never prints a secret.
+    click.echo(f"error: {mask_secrets(message, secrets)}", err=True)
     ctx.exit(EXIT_ERROR)
 
 
