@@ -175,7 +175,8 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
     out: list[str] = []
     for opt in OPTIONS:
         value = getattr(settings, opt.name)
-        if opt.secret and value:  # a list of keys (previous_secret_keys) is masked key by key
+        # A URL setting is masked by its secret parts (below), not whole: which database failed is worth saying.
+        if opt.secret and value and opt.name not in URL_SETTINGS:  # a list of keys (previous_secret_keys): key by key
             out.extend(str(item) for item in (value if isinstance(value, tuple) else (value,)))
     for name in URL_SETTINGS:
         out.extend(url_secrets(getattr(settings, name) or ""))

@@ -435,7 +435,7 @@ def test_cli_an_unexpected_error_shows_its_traceback_without_a_secret(cli, home,
     assert cli("init").exit_code == 0
     result = cli("status", env={"DIGEST_REDIS_URL": "redis://:s3cret%20pw%2Fx@127.0.0.1:1/0", "DIGEST_SMTP_PASSWORD": "s3cret pw/x"})
     assert result.exit_code == 1 and "Traceback (most recent call last)" in result.output
-    assert result.output.splitlines()[-1].startswith("error: unexpected ValueError: cannot use ******** with ******** (a bug in digest")
+    assert result.output.splitlines()[-1].startswith("error: unexpected ValueError: cannot use redis://:********@127.0.0.1:1/0 with ******** (a bug in digest")
     assert_no_password(result.output)
 
 

@@ -165,8 +165,9 @@ def _fail(ctx: click.Context, message: str) -> None:
     if app is not None and app.verbose:
         click.echo(mask_secrets(traceback.format_exc(), secrets), err=True, nl=False)
     # Each message is redacted where it is made; masked here too, as the tracebacks and log lines are, so that one
-    # that quotes a library's words (which may hold a password) never prints a secret.
-    click.echo(f"error: {mask_secrets(message, secrets)}", err=True)
+    # that quotes other words (a path, a server's reply) never prints a secret. Not a value under 8 characters: the
+    # line that refuses secret_key = "short" as too short must still say so.
+    click.echo(f"error: {mask_secrets(message, [s for s in secrets if len(s) >= 8])}", err=True)
     ctx.exit(EXIT_ERROR)
 
 
