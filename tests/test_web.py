@@ -972,3 +972,33 @@ def test_web_package_has_no_import_cycle_and_no_imports_inside_functions():
     # A package imports its modules through __init__; a cycle is a module that reaches itself through others.
     cycles = [m for m in web if m != "digest.web" and reaches(m, m)]
     assert cycles == []
+
+
+def field_tag(html: str, ident: str) -> str:
+    match = re.search(rf'<(?:input|textarea|select)\b[^>]*\bid="{ident}"[^>]*>', html)
+    assert match, f"no field #{ident}"
+    return match.group(0)
+
+
+@pytest.mark.parametrize(("field", "value"), [("trending_weight", "2"), ("max_papers", "0"), ("categories", "cs.XX")],
+                         ids=["weight-with-help", "papers", "categories"])
+def test_preferences_error_is_the_description_of_its_field(site, field, value):
+    """A screen reader reads the error with the field: one aria-describedby naming it (a second attribute is dropped by
+    the browser, so the trending weight's help hid its error)."""
+    sub = add_active(site)
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data=preferences_form(site, path, **{field: value}))
+    assert response.status_code == 400 and f'id="{field}-error"' in response.text
+    tag = field_tag(response.text, field)
+    described = re.findall(r'aria-describedby="([^"]*)"', tag)
+    assert len(described) == 1 and f"{field}-error" in described[0].split(), tag
+    assert 'aria-invalid="true"' in tag
+
+
+def test_preferences_delete_unticked_error_is_the_description_of_the_tick_box(site):
+    sub = add_active(site)
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data={"csrf_token": site.csrf(path), "action": "delete"})
+    assert response.status_code == 400 and 'id="delete-error"' in response.text
+    tag = field_tag(response.text, "confirm_delete")
+    assert 'aria-describedby="delete-error"' in tag and 'aria-invalid="true"' in tag
