@@ -237,9 +237,9 @@ def confirm(token: str):
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
             # The page shows what the button applies: the form may have been filled in by someone else.
-            return _confirm_page(sub, asked)
+            return _confirm_page(session, sub, asked)
         if not ctx.csrf.valid():  # a tab left open for a day, or another browser: the page again, with a fresh token
-            return _confirm_page(sub, asked, notice=_stale_form("you are not subscribed yet"), status=400)
+            return _confirm_page(session, sub, asked, notice=_stale_form("you are not subscribed yet"), status=400)
         if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
             if sub.status in ("active", "paused"):
                 return _already_subscribed()
@@ -249,8 +249,10 @@ def confirm(token: str):
     return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
 
 
-def _confirm_page(sub: Subscriber, asked: SubscriberInput | None, notice: str = "", status: int = 200):
-    return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"),
+def _confirm_page(session: Any, sub: Subscriber, asked: SubscriberInput | None, notice: str = "", status: int = 200):
+    # The seed papers by title, as the reader ticked them on the front page (an arXiv id alone says nothing to them).
+    seeds = [(paper.title if (paper := get_paper_by_ident(session, normalise_ident(seed))) is not None else seed) for seed in (asked.seed_papers or ())] if asked else []
+    return render_template("page_confirm.html", email=sub.email, asked=asked, seeds=seeds, changes=sub.status in ("pending", "unsubscribed", "bounced"),
                            notice=notice), status
 
 
