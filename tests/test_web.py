@@ -210,7 +210,7 @@ def test_subscribe_rate_limited_per_address(home):
 
 def client_at(site, n: int) -> httpx.Client:
     """A browser at the client address 127.0.0.n (Linux routes all of 127/8 to the loopback interface)."""
-    return httpx.Client(base_url=site.base_url, timeout=30, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}"))
+    return httpx.Client(base_url=site.base_url, timeout=30, follow_redirects=True, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}"))
 
 
 def smtp_settings(server) -> dict:
@@ -1002,3 +1002,24 @@ def test_preferences_delete_unticked_error_is_the_description_of_the_tick_box(si
     assert response.status_code == 400 and 'id="delete-error"' in response.text
     tag = field_tag(response.text, "confirm_delete")
     assert 'aria-describedby="delete-error"' in tag and 'aria-invalid="true"' in tag
+
+
+def test_forms_that_worked_answer_with_a_redirect_to_a_page_of_their_own(site):
+    """Post/Redirect/Get: Back to the page a form led to, or a reload, must not send the form again."""
+    client = httpx.Client(base_url=site.base_url, timeout=10)  # follows nothing
+    data = {"csrf_token": site.csrf("/subscribe", client), "email": "ada@example.org", "interests": "", "send_at": "", "tz": "UTC"}
+    sent = client.post("/subscribe", data=data)
+    assert sent.status_code == 303 and sent.headers["Location"] == "/subscribe/sent"
+    page = client.get("/subscribe/sent")
+    assert page.status_code == 200 and "Check your inbox" in page.text and page.headers["Cache-Control"] == "no-store"
+    honeypot = client.post("/subscribe", data={**data, "email": "bot@example.org", "website": "http://spam"})
+    assert honeypot.status_code == 303 and honeypot.headers["Location"] == "/subscribe/sent"  # the same answer
+    sub = add_active(site, "grace@example.org")
+    path = f"/preferences/{token(sub, 'preferences')}"
+    for action, words in (("save", "Saved."), ("pause", "Paused."), ("resume", "Resumed.")):
+        form = {**preferences_form(site, path), "csrf_token": site.csrf(path, client)} if action == "save" else {"csrf_token": site.csrf(path, client), "action": action}
+        done = client.post(path, data=form)
+        assert done.status_code == 303 and done.headers["Location"] == f"{path}?done={action}", action
+        assert words in client.get(done.headers["Location"]).text
+    assert "Saved." not in client.get(path).text
+    client.close()

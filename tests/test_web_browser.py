@@ -172,3 +172,45 @@ def test_browser_subscribe_works_without_javascript(home, browser):
         page.wait_for_selector("text=Please enter a valid email address")
         shoot(page, "10-subscribe-error-phone-nojs")
         context.close()
+
+
+def test_browser_back_and_reload_after_a_form_worked_send_nothing_again(home, browser):
+    """A form that worked answers with a redirect (303) to a page of its own: Back to it from the next page, or a
+    reload, shows it again instead of Chromium's "Confirm Form Resubmission" (net::ERR_CACHE_MISS), which would
+    send the form a second time. The subscribe form and the preferences form (save, pause)."""
+    with serve_web(home) as site:
+        page = browser.new_context(viewport=PHONE).new_page()
+        page.goto(f"{site.base_url}/subscribe")
+        page.fill("#email", "ada@example.org")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert "Check your inbox" in page.inner_text("h1")
+        page.reload()
+        assert "Check your inbox" in page.inner_text("h1")
+        page.click("a.site")
+        page.wait_for_url(f"{site.base_url}/")
+        page.go_back()
+        assert "Check your inbox" in page.inner_text("h1")
+        assert len(site.outbox_messages()) == 1
+
+        page.goto(site.base_url + confirm_path(site.outbox_messages()[0], site.base_url))
+        with page.expect_navigation():
+            page.click("text=Yes, confirm")
+        with page.expect_navigation():
+            page.click("text=Set your preferences")
+        page.fill("#interests", "sparse autoencoders")
+        with page.expect_navigation():
+            page.click("text=Save preferences")
+        assert page.inner_text(".notice").startswith("Saved.")
+        page.reload()
+        assert page.inner_text(".notice").startswith("Saved.") and page.input_value("#interests") == "sparse autoencoders"
+        with page.expect_navigation():
+            page.click("button:has-text('Pause the digest')")
+        assert page.inner_text(".notice").startswith("Paused.")
+        page.click("a.site")
+        page.wait_for_url(f"{site.base_url}/")
+        page.go_back()
+        assert "Resume the digest" in page.inner_text("main")
+        with session_scope(site.engine) as session:
+            sub = get_subscriber(session, "ada@example.org")
+            assert (sub.status, sub.interests) == ("paused", ["sparse autoencoders"])
