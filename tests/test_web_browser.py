@@ -17,7 +17,7 @@ from web_server import SECRET, confirm_path, serve_web
 
 from digest.models import Feedback, Paper
 from digest.store import session_scope
-from digest.store.subscribers import get_subscriber
+from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber
 from digest.tokens import action_url, make_token
 
 CHROMIUM = "/usr/bin/chromium"
@@ -214,3 +214,27 @@ def test_browser_back_and_reload_after_a_form_worked_send_nothing_again(home, br
         with session_scope(site.engine) as session:
             sub = get_subscriber(session, "ada@example.org")
             assert (sub.status, sub.interests) == ("paused", ["sparse autoencoders"])
+
+
+def test_browser_a_refused_form_puts_the_cursor_in_the_field_to_correct(home, browser):
+    """A keyboard or screen reader user whose form came back with an error lands in the field to correct (its
+    error is its description), not at the top of a new page with no word of what went wrong."""
+    with serve_web(home) as site:
+        insert_papers(site)
+        page = browser.new_context(viewport=PHONE).new_page()
+        page.goto(f"{site.base_url}/subscribe")
+        page.fill("#email", "ada@@example")
+        with page.expect_navigation():
+            page.press("#email", "Enter")
+        assert page.evaluate("document.activeElement.id") == "email"
+        assert page.evaluate("document.activeElement.ariaDescribedByElements.map(e => e.id)") == ["email-error"]
+
+        with session_scope(site.engine) as session:
+            sub = add_subscriber(session, "grace@example.org", SubscriberInput(), now=site.clock())
+            path = f"/preferences/{make_token(SECRET, 'preferences', sub.id, sub.token_version)}"
+        page.goto(site.base_url + path)
+        page.fill("#seed_papers", "2999.99999")
+        with page.expect_navigation():
+            page.click("text=Save preferences")
+        assert "Nothing was saved" in page.inner_text("[role=alert]")
+        assert page.evaluate("document.activeElement.id") == "seed_papers"
