@@ -104,3 +104,23 @@ def test_render_digest_keeps_the_600px_column_on_a_wide_screen(browser, emails):
         assert box["width"] == 600 and 250 < box["x"] < 350  # centred
     finally:
         page.close()
+
+
+AXE = Path(__file__).parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
+CONTRAST_CASES = [(name, width, scheme) for name in ("edition", "no-match", "no-style") for width in (600, 375) for scheme in ("light", "dark")
+                  if not (name == "no-style" and scheme == "dark")]
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is not installed: npm ci --prefix tests/node (as .ci/run does)")
+@pytest.mark.parametrize(("name", "width", "scheme"), CONTRAST_CASES, ids=[f"{n}-{w}px-{s}" for n, w, s in CONTRAST_CASES])
+def test_render_digest_text_is_readable_against_its_background(browser, emails, name, width, scheme):
+    """WCAG AA contrast (axe-core's color-contrast rule, 4.5:1 for small text): the small grey text on the grey page
+    (View in your browser, the section heading, the footer and its links) and the dots between a card's links."""
+    page = open_page(browser, emails[name], width, scheme)
+    try:
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => await axe.run(document, {runOnly: ['color-contrast'], resultTypes: ['violations']})")
+        failing = [(node["target"], node["any"][0]["message"][:120] if node["any"] else "") for v in result["violations"] for node in v["nodes"]]
+        assert failing == [], failing[:6]
+    finally:
+        page.close()

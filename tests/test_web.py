@@ -210,7 +210,7 @@ def test_subscribe_rate_limited_per_address(home):
 
 def client_at(site, n: int) -> httpx.Client:
     """A browser at the client address 127.0.0.n (Linux routes all of 127/8 to the loopback interface)."""
-    return httpx.Client(base_url=site.base_url, timeout=30, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}"))
+    return httpx.Client(base_url=site.base_url, timeout=30, follow_redirects=True, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}"))
 
 
 def smtp_settings(server) -> dict:
@@ -972,3 +972,54 @@ def test_web_package_has_no_import_cycle_and_no_imports_inside_functions():
     # A package imports its modules through __init__; a cycle is a module that reaches itself through others.
     cycles = [m for m in web if m != "digest.web" and reaches(m, m)]
     assert cycles == []
+
+
+def field_tag(html: str, ident: str) -> str:
+    match = re.search(rf'<(?:input|textarea|select)\b[^>]*\bid="{ident}"[^>]*>', html)
+    assert match, f"no field #{ident}"
+    return match.group(0)
+
+
+@pytest.mark.parametrize(("field", "value"), [("trending_weight", "2"), ("max_papers", "0"), ("categories", "cs.XX")],
+                         ids=["weight-with-help", "papers", "categories"])
+def test_preferences_error_is_the_description_of_its_field(site, field, value):
+    """A screen reader reads the error with the field: one aria-describedby naming it (a second attribute is dropped by
+    the browser, so the trending weight's help hid its error)."""
+    sub = add_active(site)
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data=preferences_form(site, path, **{field: value}))
+    assert response.status_code == 400 and f'id="{field}-error"' in response.text
+    tag = field_tag(response.text, field)
+    described = re.findall(r'aria-describedby="([^"]*)"', tag)
+    assert len(described) == 1 and f"{field}-error" in described[0].split(), tag
+    assert 'aria-invalid="true"' in tag
+
+
+def test_preferences_delete_unticked_error_is_the_description_of_the_tick_box(site):
+    sub = add_active(site)
+    path = f"/preferences/{token(sub, 'preferences')}"
+    response = site.client.post(path, data={"csrf_token": site.csrf(path), "action": "delete"})
+    assert response.status_code == 400 and 'id="delete-error"' in response.text
+    tag = field_tag(response.text, "confirm_delete")
+    assert 'aria-describedby="delete-error"' in tag and 'aria-invalid="true"' in tag
+
+
+def test_forms_that_worked_answer_with_a_redirect_to_a_page_of_their_own(site):
+    """Post/Redirect/Get: Back to the page a form led to, or a reload, must not send the form again."""
+    client = httpx.Client(base_url=site.base_url, timeout=10)  # follows nothing
+    data = {"csrf_token": site.csrf("/subscribe", client), "email": "ada@example.org", "interests": "", "send_at": "", "tz": "UTC"}
+    sent = client.post("/subscribe", data=data)
+    assert sent.status_code == 303 and sent.headers["Location"] == "/subscribe/sent"
+    page = client.get("/subscribe/sent")
+    assert page.status_code == 200 and "Check your inbox" in page.text and page.headers["Cache-Control"] == "no-store"
+    honeypot = client.post("/subscribe", data={**data, "email": "bot@example.org", "website": "http://spam"})
+    assert honeypot.status_code == 303 and honeypot.headers["Location"] == "/subscribe/sent"  # the same answer
+    sub = add_active(site, "grace@example.org")
+    path = f"/preferences/{token(sub, 'preferences')}"
+    for action, words in (("save", "Saved."), ("pause", "Paused."), ("resume", "Resumed.")):
+        form = {**preferences_form(site, path), "csrf_token": site.csrf(path, client)} if action == "save" else {"csrf_token": site.csrf(path, client), "action": action}
+        done = client.post(path, data=form)
+        assert done.status_code == 303 and done.headers["Location"] == f"{path}?done={action}", action
+        assert words in client.get(done.headers["Location"]).text
+    assert "Saved." not in client.get(path).text
+    client.close()

@@ -17,7 +17,7 @@ from web_server import SECRET, confirm_path, serve_web
 
 from digest.models import Feedback, Paper
 from digest.store import session_scope
-from digest.store.subscribers import get_subscriber
+from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber
 from digest.tokens import action_url, make_token
 
 CHROMIUM = "/usr/bin/chromium"
@@ -172,3 +172,69 @@ def test_browser_subscribe_works_without_javascript(home, browser):
         page.wait_for_selector("text=Please enter a valid email address")
         shoot(page, "10-subscribe-error-phone-nojs")
         context.close()
+
+
+def test_browser_back_and_reload_after_a_form_worked_send_nothing_again(home, browser):
+    """A form that worked answers with a redirect (303) to a page of its own: Back to it from the next page, or a
+    reload, shows it again instead of Chromium's "Confirm Form Resubmission" (net::ERR_CACHE_MISS), which would
+    send the form a second time. The subscribe form and the preferences form (save, pause)."""
+    with serve_web(home) as site:
+        page = browser.new_context(viewport=PHONE).new_page()
+        page.goto(f"{site.base_url}/subscribe")
+        page.fill("#email", "ada@example.org")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert "Check your inbox" in page.inner_text("h1")
+        page.reload()
+        assert "Check your inbox" in page.inner_text("h1")
+        page.click("a.site")
+        page.wait_for_url(f"{site.base_url}/")
+        page.go_back()
+        assert "Check your inbox" in page.inner_text("h1")
+        assert len(site.outbox_messages()) == 1
+
+        page.goto(site.base_url + confirm_path(site.outbox_messages()[0], site.base_url))
+        with page.expect_navigation():
+            page.click("text=Yes, confirm")
+        with page.expect_navigation():
+            page.click("text=Set your preferences")
+        page.fill("#interests", "sparse autoencoders")
+        with page.expect_navigation():
+            page.click("text=Save preferences")
+        assert page.inner_text(".notice").startswith("Saved.")
+        page.reload()
+        assert page.inner_text(".notice").startswith("Saved.") and page.input_value("#interests") == "sparse autoencoders"
+        with page.expect_navigation():
+            page.click("button:has-text('Pause the digest')")
+        assert page.inner_text(".notice").startswith("Paused.")
+        page.click("a.site")
+        page.wait_for_url(f"{site.base_url}/")
+        page.go_back()
+        assert "Resume the digest" in page.inner_text("main")
+        with session_scope(site.engine) as session:
+            sub = get_subscriber(session, "ada@example.org")
+            assert (sub.status, sub.interests) == ("paused", ["sparse autoencoders"])
+
+
+def test_browser_a_refused_form_puts_the_cursor_in_the_field_to_correct(home, browser):
+    """A keyboard or screen reader user whose form came back with an error lands in the field to correct (its
+    error is its description), not at the top of a new page with no word of what went wrong."""
+    with serve_web(home) as site:
+        insert_papers(site)
+        page = browser.new_context(viewport=PHONE).new_page()
+        page.goto(f"{site.base_url}/subscribe")
+        page.fill("#email", "ada@@example")
+        with page.expect_navigation():
+            page.press("#email", "Enter")
+        assert page.evaluate("document.activeElement.id") == "email"
+        assert page.evaluate("document.activeElement.ariaDescribedByElements.map(e => e.id)") == ["email-error"]
+
+        with session_scope(site.engine) as session:
+            sub = add_subscriber(session, "grace@example.org", SubscriberInput(), now=site.clock())
+            path = f"/preferences/{make_token(SECRET, 'preferences', sub.id, sub.token_version)}"
+        page.goto(site.base_url + path)
+        page.fill("#seed_papers", "2999.99999")
+        with page.expect_navigation():
+            page.click("text=Save preferences")
+        assert "Nothing was saved" in page.inner_text("[role=alert]")
+        assert page.evaluate("document.activeElement.id") == "seed_papers"

@@ -46,7 +46,7 @@ def test_the_front_page_from_memory_answers_as_flask_does(home):
             assert other.status_code == 200  # another browser's ETag: a new visitor gets its own page and cookie
             # The form's token from memory is one the subscribe form accepts (CSRF checks pass: a page, not a 400).
             posted = browser.post("/subscribe", data={"csrf_token": token, "email": "ada@example.org", "interests": "sparse autoencoders"})
-            assert posted.status_code == 200, posted.text[:300]
+            assert posted.status_code == 303 and posted.headers["Location"] == "/subscribe/sent", posted.text[:300]  # taken
             refused = browser.post("/subscribe", data={"csrf_token": token[:-2] + "xx", "email": "ada@example.org", "interests": "x"})
             assert refused.status_code == 400
 

@@ -400,3 +400,15 @@ def test_edition_page_of_a_pruned_edition_says_it_is_no_longer_kept(home):
         recent = site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-12"))  # inside the horizon
         assert recent.status_code == 404 and "This edition was not sent" in recent.text
         assert site.client.get(edition_url(site.base_url, SECRET, sub.id, sub.token_version, "2026-08-13")).status_code == 200
+
+
+def test_confirm_page_names_the_ticked_papers_by_title(site):
+    """The reader ticked titles on the front page: the confirm page, which shows what the button applies, names them so
+    (an arXiv id alone says nothing), with the id for a seed no stored paper has."""
+    store(site, [paper(1, "Sparse autoencoders"), paper(2, "Protein folding")])
+    assert subscribe_from_front(site, seed=["2608.00001", "2608.00002"]).status_code == 200
+    [message] = site.outbox_messages()
+    link = re.search(r"/confirm/[A-Za-z0-9_.\-]+", message.get_body(("plain",)).get_content()).group(0)
+    page = site.client.get(link)
+    assert page.status_code == 200
+    assert "Papers like: <bdi>Sparse autoencoders</bdi>, <bdi>Protein folding</bdi>" in page.text, page.text

@@ -233,3 +233,24 @@ def test_browser_pages_pass_axe_core(home, browser, smtp_server, tmp_path):  # n
                     page.locator("details.abstract summary").first.click()  # an open disclosure is checked too
                 found[f"{scheme} {path.split('?')[0][:20]}"] = axe_violations(page)
         assert found == {key: [] for key in found}
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is not installed: npm ci --prefix tests/node (as .ci/run does)")
+def test_browser_paper_lists_keep_the_heading_order(home, browser):
+    """A screen reader user moves by headings: the papers' titles (h3) sit under an h2 on every page that lists them,
+    not straight under the h1 (axe-core's heading-order rule: no level skipped), on the day and search pages as on the
+    front page and the edition page."""
+    with serve_web(home) as site:
+        site.clock.now = NOW
+        store_papers(site, NOW - timedelta(hours=3))
+        page = browser.new_context(viewport=DESKTOP, bypass_csp=True).new_page()
+        found = {}
+        for path in ("/", f"/day/{NOW.date()}", "/search?q=sparse+autoencoders"):
+            assert page.goto(site.base_url + path).ok, path
+            assert page.locator("article h3").count() > 0, path
+            levels = page.evaluate("[...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(h => Number(h.tagName[1]))")
+            page.add_script_tag(path=str(AXE))
+            result = page.evaluate("async () => await axe.run(document, {runOnly: ['heading-order'], resultTypes: ['violations']})")
+            found[path.split("?")[0][:5]] = ([(a, b) for a, b in zip(levels, levels[1:]) if b > a + 1],
+                                             [node["target"] for v in result["violations"] for node in v["nodes"]])
+        assert found == {key: ([], []) for key in found}

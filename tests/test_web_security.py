@@ -165,7 +165,7 @@ def test_a_failed_request_is_logged_without_the_token_of_its_link(home, caplog):
 
 def from_client(site, address: str, email: str) -> httpx.Response:
     """A subscribe POST from `address`, as the trusted reverse proxy forwards it."""
-    client = httpx.Client(base_url=site.base_url, timeout=10, headers={"X-Forwarded-For": address})
+    client = httpx.Client(base_url=site.base_url, timeout=10, follow_redirects=True, headers={"X-Forwarded-For": address})
     with client:
         return subscribe(site, email, client=client)
 
@@ -208,7 +208,7 @@ def test_confirm_page_isolates_each_interest_a_stranger_typed(site):
 def test_links_in_the_confirmation_email_use_base_url_whatever_the_host_header(site):
     """A forged Host (or X-Forwarded-Host) must not send the victim's confirmation link to the attacker's site."""
     forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
-    client = httpx.Client(base_url=site.base_url, timeout=10, headers=forged)
+    client = httpx.Client(base_url=site.base_url, timeout=10, follow_redirects=True, headers=forged)
     with client:
         assert subscribe(site, "ada@example.org", client=client).status_code == 200
     [message] = site.outbox_messages()

@@ -71,7 +71,7 @@ def test_the_per_client_limit_holds_across_two_processes_sharing_redis(cli, home
     # not set; memory:// set explicitly keeps each process's own count even then.
     settings = {"redis": {"web_rate_limit_storage": redis_uri}, "redis_url": {"redis_url": redis_uri},
                 "memory": {"web_rate_limit_storage": "memory://", "redis_url": redis_uri}}[storage]
-    with two_webs(cli, home, subscribe_limit=3, **settings) as (a, b), httpx.Client(timeout=30) as client:
+    with two_webs(cli, home, subscribe_limit=3, **settings) as (a, b), httpx.Client(timeout=30, follow_redirects=True) as client:
         codes = [subscribe(client, url, f"reader{i}@example.org") for i, url in enumerate([a, b, a, b, a])]
         if storage == "memory":  # each process counts only what it saw: 3 + 2 pass, the limit does not hold
             assert codes == [200, 200, 200, 200, 200]
@@ -87,7 +87,7 @@ def test_the_confirmation_cap_holds_across_two_processes(cli, home, redis_uri) -
         codes = []
         for n in range(2, 10):  # eight browsers at 127.0.0.2..9, alternating between the two processes
             transport = httpx.HTTPTransport(local_address=f"127.0.0.{n}")
-            with httpx.Client(timeout=30, transport=transport) as client:
+            with httpx.Client(timeout=30, follow_redirects=True, transport=transport) as client:
                 codes.append(subscribe(client, webs[n % 2], "victim@example.org"))
         assert codes == [200] * 8  # the same page whether sent or capped: it reveals nothing
         sent = list((home / "outbox").glob("*.eml"))
@@ -102,7 +102,7 @@ def test_the_per_inbox_cap_holds_across_two_processes(cli, home, redis_uri, stor
     with two_webs(cli, home, web_rate_limit_storage=redis_uri if storage == "redis" else "memory://", subscribe_limit=100) as webs:
         codes = []
         for n in range(2, 10):
-            with httpx.Client(timeout=30, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}")) as client:
+            with httpx.Client(timeout=30, follow_redirects=True, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}")) as client:
                 codes.append(subscribe(client, webs[n % 2], f"victim+{n}@example.org"))
         assert codes == [200] * 8
         assert len(list((home / "outbox").glob("*.eml"))) == 1

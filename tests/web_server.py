@@ -1,7 +1,7 @@
 """The subscription pages served by waitress on 127.0.0.1 (a free port) in a thread, for the web tests.
 
     with serve_web(home, secret_key=..., subscribe_limit=3) as site:
-        site.client.get("/subscribe")        # httpx, keeps cookies
+        site.client.get("/subscribe")        # httpx, keeps cookies, follows redirects
         site.outbox_messages()               # confirmation emails written by the outbox transport
         site.clock.now += timedelta(days=1)  # the app's `now`
 """
@@ -51,7 +51,7 @@ class Site:
 
     def new_client(self) -> httpx.Client:
         """A second browser: no cookies."""
-        return httpx.Client(base_url=self.base_url, timeout=10)
+        return httpx.Client(base_url=self.base_url, timeout=10, follow_redirects=True)
 
     def csrf(self, path: str, client: httpx.Client | None = None) -> str:
         """GET a page (setting the CSRF cookie) and return its form's CSRF token."""
@@ -137,7 +137,7 @@ def serve_web(home: Path, *, transport: Any = None, engine: Any = None, threads:
     holder["app"] = create_app(settings, engine, transport=transport, now=clock, version_ttl=0)  # a test sees its writes at once
     thread = threading.Thread(target=server.run, name="waitress-test", daemon=True)
     thread.start()
-    client = httpx.Client(base_url=base_url, timeout=10)
+    client = httpx.Client(base_url=base_url, timeout=10, follow_redirects=True)  # as a browser: a form that worked answers 303
     try:
         yield Site(base_url, settings, engine, clock, client)
     finally:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import available_timezones
 
-from flask import Blueprint, jsonify, render_template, request, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
 from ..delivery.message import check_address
@@ -159,7 +159,7 @@ def subscribe():
     form = request.form
     if form.get(HONEYPOT):
         log_event(log, "subscribe-ignored", reason="honeypot filled", note="nothing sent")
-        return _check_inbox()
+        return _sent()
     seeds = _ticked_seeds()
     try:
         _refuse_control_characters({"email": "email", "interests": "interests", "send_at": "send_at", "tz": "tz", SEED_FIELD: "seed_papers"})
@@ -182,7 +182,7 @@ def subscribe():
         asked = request_confirmation(session, address, fields, now, interval=settings.confirm_interval, daily_limit=settings.confirm_daily_limit)
         if asked is None:
             log_event(log, "subscribe-capped", reason="this address's inbox had its confirmation emails for now", note="nothing sent")
-            return _check_inbox()
+            return _sent()
         sub = asked.subscriber
         # The link names this request: it applies this form's profile, never an earlier or a later one.
         link = make_token(settings.secret_key, "confirm", sub.id, sub.token_version, request=asked.request)
@@ -196,6 +196,17 @@ def subscribe():
             raise
         log_event(log, "confirmation-failed", logging.ERROR, error=str(exc), note="nothing sent")
         return message_page("Please try again later", "We could not send the confirmation email just now. Please try again in a few minutes.", 503)
+    return _sent()
+
+
+def _sent():
+    """Post/Redirect/Get: a form that worked answers with a 303 to a page of its own, so Back to it or a reload shows it
+    again instead of the browser's "Confirm Form Resubmission", which would send the form a second time."""
+    return redirect(url_for("pages.subscribe_sent"), 303)
+
+
+@pages.get("/subscribe/sent")
+def subscribe_sent():
     return _check_inbox()
 
 
@@ -237,9 +248,9 @@ def confirm(token: str):
         if request.method != "POST":
             # A button, not the GET itself, confirms: mail scanners that open every link must not spend it.
             # The page shows what the button applies: the form may have been filled in by someone else.
-            return _confirm_page(sub, asked)
+            return _confirm_page(session, sub, asked)
         if not ctx.csrf.valid():  # a tab left open for a day, or another browser: the page again, with a fresh token
-            return _confirm_page(sub, asked, notice=_stale_form("you are not subscribed yet"), status=400)
+            return _confirm_page(session, sub, asked, notice=_stale_form("you are not subscribed yet"), status=400)
         if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
             if sub.status in ("active", "paused"):
                 return _already_subscribed()
@@ -249,8 +260,10 @@ def confirm(token: str):
     return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
 
 
-def _confirm_page(sub: Subscriber, asked: SubscriberInput | None, notice: str = "", status: int = 200):
-    return render_template("page_confirm.html", email=sub.email, asked=asked, changes=sub.status in ("pending", "unsubscribed", "bounced"),
+def _confirm_page(session: Any, sub: Subscriber, asked: SubscriberInput | None, notice: str = "", status: int = 200):
+    # The seed papers by title, as the reader ticked them on the front page (an arXiv id alone says nothing to them).
+    seeds = [(paper.title if (paper := get_paper_by_ident(session, normalise_ident(seed))) is not None else seed) for seed in (asked.seed_papers or ())] if asked else []
+    return render_template("page_confirm.html", email=sub.email, asked=asked, seeds=seeds, changes=sub.status in ("pending", "unsubscribed", "bounced"),
                            notice=notice), status
 
 
@@ -317,6 +330,14 @@ def _profile_form(sub: Subscriber) -> dict[str, str]:
             "trending_weight": f"{sub.trending_weight:g}"}
 
 
+# What the preferences page says after a change (?done=ACTION, where the form's POST redirects).
+DONE = {
+    "save": "Saved. Your next digest uses these preferences.",
+    "pause": "Paused. No digests until you resume.",
+    "resume": "Resumed. Your digest starts again at your send time.",
+}
+
+
 def _preferences_page(sub: Subscriber, form: dict, errors: dict, notice: str = "", status: int = 200):
     return render_template(
         "page_preferences.html", email=sub.email, status=sub.status, form=form, errors=errors, notice=notice,
@@ -339,26 +360,25 @@ def preferences(token: str):
             return _preferences_page(sub, typed, {}, _stale_form(undone.get(action, "nothing was saved")), status=400)
     if action == "delete":
         return _delete_data(token)
-    notice = ""
+    notice = DONE.get(request.args.get("done", ""), "") if action == "view" else ""  # where a change redirected to
     try:
         with session_scope(ctx.engine) as session:
             _, sub = _load(session, "preferences", token)
             before = (sub.email, sub.status)
             if action == "save":
                 update_subscriber(session, sub, _fields_from_form(), now=ctx.now())
-                notice = "Saved. Your next digest uses these preferences."
             elif action == "pause":
                 set_status(session, sub, "paused", ctx.now())
-                notice = "Paused. No digests until you resume."
             elif action == "resume":
                 set_status(session, sub, "active", ctx.now())
-                notice = "Resumed. Your digest starts again at your send time."
             page = _preferences_page(sub, _profile_form(sub), {}, notice)
     except FieldError as exc:
         form = {k: request.form.get(k, "") for k in PROFILE_FIELDS}
         return _preferences_error(before, form, {exc.field: _reader_error(exc)})
     except InputError as exc:
         return _preferences_error(before, None, {"status": exc.args[0]})
+    if action != "view":  # done: the page of its own (Post/Redirect/Get, as _sent says), which says what was done
+        return redirect(url_for("pages.preferences", token=token, done=action), 303)
     return page
 
 
