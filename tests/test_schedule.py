@@ -17,7 +17,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -146,6 +148,35 @@ def test_build_scheduler_has_one_tick_that_coalesces_one_instance(home):
     assert tick.misfire_grace_time == 30
     assert tick.next_run_time == now  # the first tick at start: a missed fetch and whatever is due, at once
     assert scheduler._executors["default"]._pool._max_workers == 1  # one tick at a time
+
+
+class _NoLoop(BlockingScheduler):
+    """A BlockingScheduler whose start() returns at once: the test drives its rounds (_process_jobs) itself."""
+
+    def _main_loop(self):
+        pass
+
+
+def test_build_scheduler_keeps_ticking_when_the_clock_steps_back(home):
+    # NTP stepping a clock that ran an hour ahead back to the right time: APScheduler 3.x keeps the tick's next run
+    # at the old (wall-clock) instant and would wait out the whole hour, ticking never, logging nothing.
+    import time_machine
+
+    start = utc(2025, 6, 15, 12, 0)
+    ticks: list[datetime] = []
+    with time_machine.travel(start, tick=False):
+        scheduler = build_scheduler(lambda: ticks.append(datetime.now(UTC)), start, tick_seconds=60, scheduler_cls=_NoLoop)
+        scheduler._executors["default"] = DebugExecutor()  # the tick runs in the round that finds it due
+        scheduler.start()
+        assert scheduler._process_jobs() == pytest.approx(60) and ticks == [start]  # the first tick, at start
+    with time_machine.travel(start - timedelta(hours=1), tick=False):  # the clock steps back an hour
+        wait = scheduler._process_jobs()
+    assert wait is not None and wait <= 60  # not the hour (and a minute) until the old next run
+    with time_machine.travel(start - timedelta(hours=1) + timedelta(seconds=wait), tick=False):
+        scheduler._process_jobs()
+    back = start - timedelta(hours=1)
+    assert ticks == [start, back, back + timedelta(seconds=60)]  # a tick at once, then one every interval from the new time
+    scheduler.shutdown(wait=False)
 
 
 def test_build_scheduler_rejects_a_zero_tick(home):
