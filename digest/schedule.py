@@ -27,6 +27,7 @@ from .store.status import newest_fetch_at, oldest_success_at
 log = logging.getLogger(__name__)
 
 FETCH_RETRY_MINUTES = 10  # a failed fetch is tried again at most this often (cron's 15-minute runs each retry)
+NEXT_TICK = "the next tick tries again; what is due stays due"  # what an operator reading a failed tick needs next
 CRON_WEEKDAYS = WEEKDAYS[6:] + WEEKDAYS[:6]  # sun ... sat: cron numbers them 0-6 (and 7 = sun)
 
 
@@ -194,10 +195,10 @@ class Ticker:
             log_event(log, "tick-skipped", tick=kind, reason="another run holds the lock")
             return
         except DigestError as exc:  # the server down, the database locked: the next tick tries again
-            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc))
+            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc), note=NEXT_TICK)
             return
         if getattr(report, "error", None) is not None:  # the delivery stopped early: the next tick tries again
-            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error))
+            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error), note=NEXT_TICK)
             return
         fields = {k: getattr(report, k) for k in ("due", "sent", "skipped", "failed", "deferred") if hasattr(report, k)}
         if getattr(report, "fetch_error", None):

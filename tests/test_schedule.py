@@ -245,6 +245,7 @@ def test_ticker_survives_errors_and_does_nothing_once_stopping(caplog):
     assert [c["fetch"] for c in calls] == [False, False, True]
     events = [r.digest_event for r in caplog.records]
     assert events == ["tick-failed", "tick-crashed", "tick-done"]
+    assert caplog.records[0].digest_fields["note"] == "the next tick tries again; what is due stays due"  # the log says what happens next
     assert caplog.records[-1].digest_fields == {"tick": "fetch", "due": 2, "sent": 2, "skipped": 0, "failed": 0, "deferred": 0}
 
 
