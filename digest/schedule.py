@@ -27,6 +27,7 @@ from .store.status import newest_fetch_at, oldest_success_at
 log = logging.getLogger(__name__)
 
 FETCH_RETRY_MINUTES = 10  # a failed fetch is tried again at most this often (cron's 15-minute runs each retry)
+NEXT_TICK = "the next tick tries again; what is due stays due"  # what an operator reading a failed tick needs next
 CRON_WEEKDAYS = WEEKDAYS[6:] + WEEKDAYS[:6]  # sun ... sat: cron numbers them 0-6 (and 7 = sun)
 
 
@@ -194,10 +195,10 @@ class Ticker:
             log_event(log, "tick-skipped", tick=kind, reason="another run holds the lock")
             return
         except DigestError as exc:  # the server down, the database locked: the next tick tries again
-            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc))
+            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc), note=NEXT_TICK)
             return
         if getattr(report, "error", None) is not None:  # the delivery stopped early: the next tick tries again
-            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error))
+            log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error), note=NEXT_TICK)
             return
         fields = {k: getattr(report, k) for k in ("due", "sent", "skipped", "failed", "deferred") if hasattr(report, k)}
         if getattr(report, "fetch_error", None):
@@ -223,7 +224,7 @@ def build_scheduler(ticker: Ticker, now: datetime, *, tick_seconds: int = 60, sc
 
     if tick_seconds < 1:
         raise ConfigError(f"the tick interval must be at least 1 second, not {tick_seconds}")
-    scheduler = (scheduler_cls or BlockingScheduler)(
+    scheduler = _steady(scheduler_cls or BlockingScheduler, timedelta(seconds=tick_seconds))(
         timezone=timezone.utc,
         executors={"default": ThreadPoolExecutor(max_workers=1)},  # one tick at a time
         job_defaults={"coalesce": True, "max_instances": 1},
@@ -232,6 +233,27 @@ def build_scheduler(ticker: Ticker, now: datetime, *, tick_seconds: int = 60, sc
     scheduler.add_job(ticker, IntervalTrigger(seconds=tick_seconds, timezone=timezone.utc), id="tick", name="fetch if due, then send what is due",
                       coalesce=True, max_instances=1, misfire_grace_time=max(tick_seconds, 30), next_run_time=now)
     return scheduler
+
+
+def _steady(scheduler_cls, interval: timedelta):
+    class SteadyScheduler(scheduler_cls):
+        """A scheduler that ticks on when the wall clock steps back (NTP correcting a clock that ran ahead).
+
+        APScheduler 3.x keeps each job's next run as a wall-clock instant and sleeps until it: after the clock steps
+        back an hour it would sleep an hour and more, ticking never and logging nothing. A next run further ahead
+        than one interval can only come from such a step, so it is brought to now (the clock says nothing is
+        sent twice: the ledger does)."""
+
+        def _process_jobs(self):
+            now = datetime.now(self.timezone)
+            for job in self.get_jobs():
+                if job.next_run_time is not None and job.next_run_time - now > interval:
+                    log_event(log, "clock-stepped-back", logging.WARNING, seconds=round((job.next_run_time - now - interval).total_seconds()),
+                              note="ticking now, and every interval from now on")
+                    job.modify(next_run_time=now)
+            return super()._process_jobs()
+
+    return SteadyScheduler
 
 
 def _expected_skips(record: logging.LogRecord) -> bool:

@@ -136,6 +136,31 @@ def test_deliver_edition_stop_finishes_the_message_in_flight_and_releases_the_re
     assert [x.delivery_id for x in claimer.released] == [1001, 1002, 1003]
 
 
+class StopDuringPause(threading.Event):
+    """A stop event on which the retry round's pause is a wait that SIGTERM ends: the request comes during it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        self.set()
+        return True
+
+
+def test_deliver_edition_stop_during_a_retry_pause_ends_it_at_once_with_nothing_more_sent(settings) -> None:
+    # The daemon's SIGTERM came during the 30 s pause before a retry round: it waited the pause out (time.sleep), then
+    # sent the round all the same, and only then stopped.
+    letters = [letter(n) for n in range(2)]
+    stop = StopDuringPause()
+    claimer, transport = Claimer(letters), Transport({"reader0@example.org": [TransientDeliveryError("451 greylisted")] * 3})
+    report = deliver_edition(letters, claimer=claimer, builder=InlineBuilder(settings, NOW), transport=transport, sender="digest@example.org", stop_event=stop)
+    assert stop.waits == [RETRY_DELAYS[0]]  # the pause is a wait on the stop event, not a sleep
+    assert transport.sent == ["reader0@example.org", "reader1@example.org"]  # no retry round after the stop
+    assert (report.sent, report.deferred, report.stopped) == (1, 1, True)
+
+
 def test_deliver_edition_a_claim_that_fails_is_the_error_and_nothing_is_left_held(settings, monkeypatch) -> None:
     monkeypatch.setattr("digest.delivery.loop.CHUNK", 2)
     letters = [letter(n) for n in range(5)]

@@ -17,7 +17,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -148,6 +150,35 @@ def test_build_scheduler_has_one_tick_that_coalesces_one_instance(home):
     assert scheduler._executors["default"]._pool._max_workers == 1  # one tick at a time
 
 
+class _NoLoop(BlockingScheduler):
+    """A BlockingScheduler whose start() returns at once: the test drives its rounds (_process_jobs) itself."""
+
+    def _main_loop(self):
+        pass
+
+
+def test_build_scheduler_keeps_ticking_when_the_clock_steps_back(home):
+    # NTP stepping a clock that ran an hour ahead back to the right time: APScheduler 3.x keeps the tick's next run
+    # at the old (wall-clock) instant and would wait out the whole hour, ticking never, logging nothing.
+    import time_machine
+
+    start = utc(2025, 6, 15, 12, 0)
+    ticks: list[datetime] = []
+    with time_machine.travel(start, tick=False):
+        scheduler = build_scheduler(lambda: ticks.append(datetime.now(UTC)), start, tick_seconds=60, scheduler_cls=_NoLoop)
+        scheduler._executors["default"] = DebugExecutor()  # the tick runs in the round that finds it due
+        scheduler.start()
+        assert scheduler._process_jobs() == pytest.approx(60) and ticks == [start]  # the first tick, at start
+    with time_machine.travel(start - timedelta(hours=1), tick=False):  # the clock steps back an hour
+        wait = scheduler._process_jobs()
+    assert wait is not None and wait <= 60  # not the hour (and a minute) until the old next run
+    with time_machine.travel(start - timedelta(hours=1) + timedelta(seconds=wait), tick=False):
+        scheduler._process_jobs()
+    back = start - timedelta(hours=1)
+    assert ticks == [start, back, back + timedelta(seconds=60)]  # a tick at once, then one every interval from the new time
+    scheduler.shutdown(wait=False)
+
+
 def test_build_scheduler_rejects_a_zero_tick(home):
     with pytest.raises(ConfigError, match="at least 1 second"):
         build_scheduler(Ticker(lambda **kw: None, threading.Event(), lambda: None, never), utc(2025, 6, 15), tick_seconds=0, scheduler_cls=BackgroundScheduler)
@@ -214,6 +245,7 @@ def test_ticker_survives_errors_and_does_nothing_once_stopping(caplog):
     assert [c["fetch"] for c in calls] == [False, False, True]
     events = [r.digest_event for r in caplog.records]
     assert events == ["tick-failed", "tick-crashed", "tick-done"]
+    assert caplog.records[0].digest_fields["note"] == "the next tick tries again; what is due stays due"  # the log says what happens next
     assert caplog.records[-1].digest_fields == {"tick": "fetch", "due": 2, "sent": 2, "skipped": 0, "failed": 0, "deferred": 0}
 
 

@@ -85,13 +85,14 @@ def deliver_edition(
     transport: Transport | InlineSender | ThreadedSender,
     sender: str,
     stop_event: threading.Event,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> DeliveryReport:
     """Deliver `letters` (the claimer hands them out): each claimed, built, handed to `transport` (one Transport, or
     a Sender that keeps several connections) as from `sender`, and its outcome recorded; then up to
-    len(RETRY_DELAYS) more rounds for the 4xx-deferred ones. `stop_event` stops it after the messages in flight;
-    `progress(k)` is told as k more letters are finished."""
+    len(RETRY_DELAYS) more rounds for the 4xx-deferred ones. `stop_event` stops it after the messages in flight, and
+    ends a pause before a retry round at once (`sleep`, default: a wait on `stop_event`); `progress(k)` is told as k
+    more letters are finished."""
     tally = _Tally(progress)
     held: dict[int, Letter] = {}  # claimed, not yet handed over: released if the loop ends first
     error: DigestError | None = None
@@ -111,7 +112,7 @@ def deliver_edition(
                 _settle(claimer, out.collect(wait=True), tally, held)
             out.submit(built)
         _drain(claimer, out, tally, held)
-        _retry_rounds(claimer, out, tally, held, stop_event, sleep)
+        _retry_rounds(claimer, out, tally, held, stop_event, stop_event.wait if sleep is None else sleep)
     except DigestError as exc:  # the server down or unusable, the ledger unwritable: the rest stays for the next run
         error = exc
         try:
@@ -244,14 +245,16 @@ def _count(outcome: Outcome, bounces: int, tally: _Tally, retry: Built | None) -
     return len(tally.streak) >= SERVER_DOWN_AFTER
 
 
-def _retry_rounds(claimer: Claimer, out: Sender, tally: _Tally, held: dict[int, Letter], stop_event: threading.Event, sleep: Callable[[float], None]) -> None:
+def _retry_rounds(claimer: Claimer, out: Sender, tally: _Tally, held: dict[int, Letter], stop_event: threading.Event, sleep: Callable[[float], object]) -> None:
     """Up to len(RETRY_DELAYS) more rounds over the deferred letters, after a pause each; the last round's
     deferrals are final (the next run retries them)."""
     for round_, delay in enumerate(RETRY_DELAYS, start=1):
         if not tally.to_retry or stop_event.is_set():
             return
         log_event(log, "retry-round", round=round_, deliveries=len(tally.to_retry), delay=f"{delay:.0f}s")
-        sleep(delay)
+        sleep(delay)  # a stop request (the daemon's SIGTERM) ends the pause, and the round is not sent
+        if stop_event.is_set():
+            return
         last = round_ == len(RETRY_DELAYS)
         for built in list(tally.to_retry.values()):
             while out.in_flight >= out.connections:

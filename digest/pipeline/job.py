@@ -193,7 +193,7 @@ def run_job(
     client: object | None = None,
     stop_event: threading.Event | None = None,
     edition: str | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
     worker: str | None = None,
@@ -323,7 +323,7 @@ class _Delivered:
 
 
 def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequence[EditionPlan | Unplanned], ranking: PlansRanking | None, *,
-             clock: Callable[[], datetime], transport: Transport | None, stop_event: threading.Event, sleep: Callable[[float], None],
+             clock: Callable[[], datetime], transport: Transport | None, stop_event: threading.Event, sleep: Callable[[float], object] | None,
              progress: Callable[[int], None] | None, worker: str) -> _Delivered:
     """Open each edition's ledger row, record the unplanned ones, and deliver the rest: each batch of letters is
     ranked once claimed (by the builder, with `ranking`), so this worker ranks only what it sends and holds the
