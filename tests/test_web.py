@@ -689,6 +689,15 @@ def test_feedback_records_on_button_and_undo_removes(site, value, word):
     assert words in page.text and words in thanks.text  # the question and the thanks say it alike
 
 
+@pytest.mark.parametrize("title, said", [("Can Agents Do Science?", "Can Agents Do Science?</span> Your"),
+                                         ("Sparse features", "Sparse features</span>. Your")], ids=["question", "plain"])
+def test_feedback_thanks_end_a_title_with_one_mark(site, title, said):
+    """"You liked <title>." printed "... Science?." for a title that ends a sentence itself."""
+    paper = add_paper(site, "2401.00021", title)
+    path = f"/feedback/{token(add_active(site), 'feedback', paper_id=paper.id, value=1)}"
+    assert said in press(site, path, "record").text
+
+
 @pytest.mark.parametrize("value, word", [(1, "liked"), (-1, "disliked")])
 def test_vote_link_of_an_email_records_on_button(site, value, word):
     """An email's like and dislike links share one "vote" token; the paper and the vote are in the path."""
