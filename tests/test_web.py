@@ -1031,4 +1031,16 @@ def test_forms_that_worked_answer_with_a_redirect_to_a_page_of_their_own(site):
         assert done.status_code == 303 and done.headers["Location"] == f"{path}?done={action}", action
         assert words in client.get(done.headers["Location"]).text
     assert "Saved." not in client.get(path).text
+    # A vote and its Undo: to the link itself, which shows the vote as it stands (Back to it asked to resubmit).
+    paper = add_paper(site, "2401.00031", "Redirected votes")
+    vote_path = vote_url("", token(sub, "vote"), paper.id, 1)
+    recorded = client.post(vote_path, data={"csrf_token": site.csrf(vote_path, client), "action": "record"})
+    assert recorded.status_code == 303 and recorded.headers["Location"] == vote_path and feedback_rows(site) == [(paper.id, 1)]
+    assert "You liked" in client.get(vote_path).text
+    undone = client.post(vote_path, data={"csrf_token": site.csrf(vote_path, client), "action": "undo"})
+    assert undone.status_code == 303 and undone.headers["Location"] == f"{vote_path}?done=undo" and feedback_rows(site) == []
+    assert "Feedback removed" in client.get(undone.headers["Location"]).text
+    assert "More like this?" in client.get(vote_path).text  # the link alone asks again
+    stale = client.post(vote_path, data={"csrf_token": "forged", "action": "record"})
+    assert stale.status_code == 400 and feedback_rows(site) == []  # a refused form is the page again, not a redirect
     client.close()

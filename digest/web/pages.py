@@ -451,8 +451,13 @@ def _feedback(load: Any):
             record_feedback(session, sub, paper, claim.value, ctx.now())
         elif action == "undo":
             remove_feedback(session, sub, paper)
-        state = "undone" if action == "undo" else "recorded" if feedback_value(session, sub, paper) == claim.value else "ask"
+        stands = feedback_value(session, sub, paper) == claim.value
+        # ?done=undo: where an Undo redirected; "Feedback removed" while the vote is not given again.
+        undone = action == "undo" or (action == "view" and request.args.get("done") == "undo" and not stands)
+        state = "undone" if undone else "recorded" if stands else "ask"
         page = render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state, notice=notice)
+    if action != "view":  # done: Post/Redirect/Get (as _sent says), to the link itself, which shows the vote as it stands
+        return redirect(request.script_root + request.path + ("?done=undo" if action == "undo" else ""), 303)
     return page, 400 if notice else 200
 
 
