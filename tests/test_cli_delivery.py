@@ -415,8 +415,12 @@ def test_run_sends_what_is_stored_when_the_fetch_itself_fails(cli, home: Path, s
 def test_run_retries_a_failed_fetch_on_the_next_run_until_the_source_counts_as_broken(cli, home: Path, feed_server) -> None:
     import time_machine
 
-    cli("sources", "add", feed_server.url("status/500"), "--name", "flaky")
-    start = datetime.now(timezone.utc)
+    # A fixed start, far from the default fetch_cron (20:30 New York, Sunday to Thursday): from the real clock, a start
+    # in the 45 minutes before 20:30 put a scheduled fetch time inside the runs below, which then fetched on schedule
+    # (as they should), and the test failed from 00:45 to 01:30 UTC on those days.
+    start = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # a Wednesday, 07:00 in New York
+    with time_machine.travel(start - timedelta(minutes=1), tick=False):
+        cli("sources", "add", feed_server.url("status/500"), "--name", "flaky")
     lines = []
     for minutes in (0, 5, 15, 30, 45):  # cron every 15 minutes, and one manual run 5 minutes after the first
         with time_machine.travel(start + timedelta(minutes=minutes), tick=True):
