@@ -13,10 +13,8 @@ ledger: every paper but the seeds is prunable. Each repeat builds it anew and pr
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -56,23 +54,8 @@ def main() -> None:
     print(f"{args.subscribers:,} subscribers, {args.days * args.papers:,} papers; {aged.load_average()}")
     longest, whole = [], []
     for n in range(args.repeat):
-        home = Path(tempfile.mkdtemp(prefix="digest-bench-prune-seeds-"))
-        name = f"digest_bench_prune_seeds_{os.getpid()}_{n}"
-        if args.url:
-            from fleet import create_database, server_url
-
-            create_database(args.url, name)
-            url = server_url(args.url, name)
-        else:
-            url = f"sqlite:///{home / 'digest.db'}"
-        try:
+        with aged.bench_database(args.url, "digest-bench-prune-seeds") as (url, home):
             batch, took, batches, papers = prune_once(url, home, args.subscribers, args.days, args.papers)
-        finally:
-            if args.url:
-                create_database(args.url, name, drop=True)
-            import shutil
-
-            shutil.rmtree(home, ignore_errors=True)
         longest.append(batch)
         whole.append(took)
         print(f"  prune {n + 1}: {papers:,} papers in {batches} batches, {took:.2f} s; longest batch {batch * 1e3:.1f} ms")

@@ -26,6 +26,7 @@ same database, and prints their worst latency during it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -33,7 +34,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -381,16 +382,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the SQLite database (its path is printed)")
     args = parser.parse_args()
     ages = sorted({int(a) for a in args.ages.split(",") if int(a) <= args.days} | {args.days})
-    home = Path(tempfile.mkdtemp(prefix="digest-bench-retention-"))
-    name = f"digest_bench_retention_{os.getpid()}"
-    if args.url:
-        from fleet import create_database, server_url
-
-        create_database(args.url, name)
-        url = server_url(args.url, name)
-    else:
-        url = f"sqlite:///{home / 'digest.db'}"
-    try:
+    with bench_database(args.url, "digest-bench-retention", keep=args.keep) as (url, home):
         world = build_world(url, home, args.subscribers, args.papers)
         world.active_voters = args.active_voters
         voting = f", {args.active_voters:,} of them voting 3 times a day" if args.active_voters else ""
@@ -417,14 +409,28 @@ def main() -> None:
                 print(f"VACUUM: {t}")
                 measure(world, now, f"{args.days + 1} days old, pruned and vacuumed")
         world.engine.dispose()
+
+
+@contextlib.contextmanager
+def bench_database(server: str | None, prefix: str, *, keep: bool = False) -> Iterator[tuple[str, Path]]:
+    """(database URL, home) of one benchmark run: a SQLite file in a new temporary directory, or, given a PostgreSQL
+    URL, a database of its own made on that server; dropped (and the directory removed) afterwards unless `keep`."""
+    import shutil
+
+    home = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    name = f"{prefix.replace('-', '_')}_{os.getpid()}_{home.name.rsplit('-', 1)[-1]}"
+    if server:
+        from fleet import create_database, server_url
+
+        create_database(server, name)
+    try:
+        yield (server_url(server, name) if server else f"sqlite:///{home / 'digest.db'}"), home
     finally:
-        if args.url:
-            create_database(args.url, name, drop=True)
-        if args.keep:
+        if server:
+            create_database(server, name, drop=True)
+        if keep:
             print(f"kept {home}")
         else:
-            import shutil
-
             shutil.rmtree(home, ignore_errors=True)
 
 
