@@ -101,9 +101,8 @@ def profile_rows_for(session: Session, subscribers: Sequence[Subscriber], *, vot
     subscriber named it; papers can be pruned since).
 
     `votes`: only each subscriber's newest `votes` likes and newest `votes` dislikes (the ranking's vote model learns
-    from no more: digest.rank.score.MAX_VOTES). All of them were read, each as a whole paper, and a reader who votes
-    three times a day has a thousand after a year: 4.4 s of the daily planning for 100 such readers, growing every
-    day (benchmarks/retention.py --active-voters)."""
+    from no more: digest.rank.score.MAX_VOTES). A reader who votes three times a day has a thousand after a year:
+    read whole, they were 4.4 s of the daily planning for 100 such readers (benchmarks/retention.py --active-voters)."""
     out = {sub.id: ProfileRows([], [], [], set()) for sub in subscribers}
     seeds: dict[str, Paper | None] = {}
     for sub in subscribers:
@@ -116,20 +115,16 @@ def profile_rows_for(session: Session, subscribers: Sequence[Subscriber], *, vot
     ids = list(out)
     text = (col(Paper.id), col(Paper.ident), col(Paper.title), col(Paper.abstract))
     for start in range(0, len(ids), 500):  # bounded IN lists
-        chunk = col(Feedback.subscriber_id).in_(ids[start : start + 500])
-        query: sa.Select
-        if votes is None:
-            query = (sa.select(col(Feedback.subscriber_id), col(Feedback.value), *text).join(Paper, col(Paper.id) == col(Feedback.paper_id))
-                     .where(chunk).order_by(col(Feedback.created_at), col(Feedback.id)))
-        else:
-            # Numbered newest first within each subscriber's likes and within their dislikes (a window function:
-            # SQLite 3.25 and PostgreSQL), then only the first `votes` of each joined to their papers.
-            newest = sa.func.row_number().over(partition_by=(col(Feedback.subscriber_id), col(Feedback.value) > 0),
-                                               order_by=(col(Feedback.created_at).desc(), col(Feedback.id).desc()))
-            numbered = (sa.select(col(Feedback.id), col(Feedback.subscriber_id), col(Feedback.value), col(Feedback.paper_id), col(Feedback.created_at),
-                               newest.label("newest")).where(chunk).subquery())
-            query = (sa.select(numbered.c.subscriber_id, numbered.c.value, *text).join(Paper, col(Paper.id) == numbered.c.paper_id)
-                     .where(numbered.c.newest <= votes).order_by(numbered.c.created_at, numbered.c.id))
+        # Numbered newest first within each subscriber's likes and within their dislikes (a window function: SQLite
+        # 3.25 and PostgreSQL), then the first `votes` of each (all without it) joined to their papers, oldest first.
+        newest = sa.func.row_number().over(partition_by=(col(Feedback.subscriber_id), col(Feedback.value) > 0),
+                                           order_by=(col(Feedback.created_at).desc(), col(Feedback.id).desc()))
+        numbered = (sa.select(col(Feedback.id), col(Feedback.subscriber_id), col(Feedback.value), col(Feedback.paper_id), col(Feedback.created_at),
+                              newest.label("newest")).where(col(Feedback.subscriber_id).in_(ids[start : start + 500])).subquery())
+        query = (sa.select(numbered.c.subscriber_id, numbered.c.value, *text).join(Paper, col(Paper.id) == numbered.c.paper_id)
+                 .order_by(numbered.c.created_at, numbered.c.id))
+        if votes is not None:
+            query = query.where(numbered.c.newest <= votes)
         for sub_id, value, *paper in session.connection().execute(query):
             (out[sub_id].liked if value > 0 else out[sub_id].disliked).append(VotedPaper(*paper))
     return out
