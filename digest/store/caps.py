@@ -42,10 +42,15 @@ def claim_confirmation(session: Session, address: str, now: datetime, *, interva
             if row is None:
                 raise
     version = row.version
-    recent = [t for t in map(datetime.fromisoformat, row.emails or []) if t > now - CONFIRM_WINDOW]
+    recent = recent_emails(row.emails, now)
     if recent and now - max(recent) < timedelta(seconds=interval) or len(recent) >= daily_limit:
         return False
     return _set_emails(session, row, version, [*recent, now], now)
+
+
+def recent_emails(times: list[str] | None, now: datetime) -> list[datetime]:
+    """The times (ISO strings, as stored) of the confirmation emails of the CONFIRM_WINDOW before `now`."""
+    return [t for t in map(datetime.fromisoformat, times or []) if t > now - CONFIRM_WINDOW]
 
 
 def release_confirmation(session: Session, address: str, sent_at: datetime) -> None:

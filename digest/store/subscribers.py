@@ -30,7 +30,7 @@ from ..sources.clean import arxiv_id_in
 from ..taxonomy import TAXONOMY_URL, canonical_category, suggest_categories
 from ..tokens import MAX_AGE
 from . import begin_write
-from .caps import CONFIRM_WINDOW, claim_confirmation
+from .caps import claim_confirmation, recent_emails
 from .papers import get_paper_by_ident
 
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
@@ -474,7 +474,7 @@ def _add_pending(session: Session, address: str, fields: SubscriberInput, now: d
 def _record_confirmation(session: Session, sub: Subscriber, now: datetime) -> None:
     """Add `now` to the times of `sub`'s confirmation emails (those of the last day kept) and bump confirm_version,
     which a running prune checks before it deletes an address that never confirmed."""
-    recent = [t for t in map(datetime.fromisoformat, sub.confirm_emails or []) if t > now - CONFIRM_WINDOW]
+    recent = recent_emails(sub.confirm_emails, now)
     session.execute(sa.update(Subscriber).where(col(Subscriber.id) == sub.id)
                     .values(confirm_emails=[t.isoformat() for t in sorted([*recent, now])], confirm_version=Subscriber.confirm_version + 1)
                     .execution_options(synchronize_session=False))
