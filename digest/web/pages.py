@@ -371,15 +371,15 @@ def preferences(token: str):
                 set_status(session, sub, "paused", ctx.now())
             elif action == "resume":
                 set_status(session, sub, "active", ctx.now())
-            page = _preferences_page(sub, _profile_form(sub), {}, notice)
+            if action == "view":  # a change that worked redirects (below): its page is rendered by the GET
+                return _preferences_page(sub, _profile_form(sub), {}, notice)
     except FieldError as exc:
         form = {k: request.form.get(k, "") for k in PROFILE_FIELDS}
         return _preferences_error(before, form, {exc.field: _reader_error(exc)})
     except InputError as exc:
         return _preferences_error(before, None, {"status": exc.args[0]})
-    if action != "view":  # done: the page of its own (Post/Redirect/Get, as _sent says), which says what was done
-        return redirect(url_for("pages.preferences", token=token, done=action), 303)
-    return page
+    # Done: the page of its own (Post/Redirect/Get, as _sent says), which says what was done.
+    return redirect(url_for("pages.preferences", token=token, done=action), 303)
 
 
 def _preferences_error(before: tuple[str, str], form: dict | None, errors: dict):
@@ -451,14 +451,13 @@ def _feedback(load: Any):
             record_feedback(session, sub, paper, claim.value, ctx.now())
         elif action == "undo":
             remove_feedback(session, sub, paper)
-        stands = feedback_value(session, sub, paper) == claim.value
-        # ?done=undo: where an Undo redirected; "Feedback removed" while the vote is not given again.
-        undone = action == "undo" or (action == "view" and request.args.get("done") == "undo" and not stands)
-        state = "undone" if undone else "recorded" if stands else "ask"
-        page = render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state, notice=notice)
-    if action != "view":  # done: Post/Redirect/Get (as _sent says), to the link itself, which shows the vote as it stands
-        return redirect(request.script_root + request.path + ("?done=undo" if action == "undo" else ""), 303)
-    return page, 400 if notice else 200
+        if action == "view":
+            stands = feedback_value(session, sub, paper) == claim.value
+            # ?done=undo: where an Undo redirected; "Feedback removed" while the vote is not given again.
+            state = "undone" if request.args.get("done") == "undo" and not stands else "recorded" if stands else "ask"
+            return render_template("page_feedback.html", paper=paper, liked=claim.value > 0, state=state, notice=notice), 400 if notice else 200
+    # Done: Post/Redirect/Get (as _sent says), to the link itself, which shows the vote as it stands.
+    return redirect(request.script_root + request.path + ("?done=undo" if action == "undo" else ""), 303)
 
 
 @pages.get("/edition/<token>")
