@@ -290,16 +290,15 @@ def wrap_db_error(exc: BaseException, engine: Engine | None = None) -> StoreErro
     exc = _cause(exc)
     where = f" ({describe(engine)})" if engine is not None else ""
     text = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-    if engine is not None:  # a driver may quote its connection string back
-        text = mask_secrets(text, url_secrets(engine.url.render_as_string(hide_password=False)))
+    url = engine.url.render_as_string(hide_password=False) if engine is not None else ""
+    text = mask_secrets(text, url_secrets(url))  # a driver may quote its connection string back
+    path = sqlite_file(url) if url else None  # the SQLite file, whose directory the hints name
     if is_locked(exc):
         return StoreError(f"the database is locked{where}: {text}", "another process holds a write lock; try again")
     if is_full(exc):
-        database = engine.url.database if engine is not None and engine.url.get_backend_name() == "sqlite" else None
-        place = f"free space on its disk (df -h {Path(database).parent})" if database not in (None, "", ":memory:") else "free space on the disk that holds the database"
+        place = f"free space on its disk (df -h {path.parent})" if path is not None else "free space on the disk that holds the database"
         return StoreError(f"the database's disk is full{where}: {text}", f"{place}; the failed write left nothing behind, and the next run goes on from there")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated or "connect" in text.lower() or "unable to open" in text.lower():
-        path = sqlite_file(engine.url.render_as_string(hide_password=False)) if engine is not None else None
         if path is not None and "unable to open" in text.lower():  # a DIGEST_HOME that exists but is not this user's to write in
             return StoreError(f"cannot open the database{where}: {text}",
                               f"digest writes the database and its -wal beside it in {path.parent}: check DIGEST_HOME (or database_url) and its permissions")
