@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_settings
+from digest.delivery.loop import FIRST_WAIT
 from digest.ingest import import_file
 from digest.pipeline.job import run_lock
 from digest.store import deliveries as ledger
 from digest.store import init_db, open_engine, session_scope
-from digest.store.subscribers import SubscriberInput, add_subscriber
+from digest.store.subscribers import SubscriberInput, add_subscriber, get_subscriber
 
 SECRET = "cli-test-secret-key-0123456789"
 TOPICS = ("sparse autoencoders interpretability", "speech recognition audio", "robot reinforcement learning")
@@ -272,6 +273,29 @@ def test_send_exits_non_zero_when_a_due_subscriber_is_not_served(cli, home: Path
     assert result.exit_code == 1
     assert "sent 2, skipped 0, failed 1, deferred 0 in " in result.output
     assert "1 due subscriber was not served" in result.output
+
+
+def test_send_leaves_a_deferred_delivery_alone_until_its_retry_time_and_exits_zero(cli, home: Path, smtp_server) -> None:
+    """A run every few minutes (cron, the daemon) does not knock on a deferring server each time: the delivery waits
+    for its retry time, which the summary gives; that is not a failure of this run (the run that deferred it failed)."""
+    emails = populate(home)
+    settings = load_settings(home, env={})
+    engine = open_engine(settings.database_url)
+    now = datetime.now(timezone.utc)
+    with session_scope(engine) as session:
+        sub = get_subscriber(session, emails[1])
+    [row] = ledger.open_deliveries(engine, [(sub.id, now.date().isoformat())], now, lambda s, e: "<d@example.org>").values()
+    ledger.write(engine, lambda conn: ledger.record_deferred(conn, row.id, "451 4.7.1 greylisted", 3, now))
+    engine.dispose()
+    result = cli("send", env=smtp_env(smtp_server))
+    assert result.exit_code == 0, result.output
+    retry = (now + FIRST_WAIT).strftime("%H:%M UTC")
+    assert "sent 2, skipped 0, failed 0, deferred 0 in " in result.output and f"; 1 deferred delivery waits for its retry at {retry}" in result.output
+    assert sorted(smtp_server.recipients()) == [emails[0], emails[2]]
+    again = cli("send", env=smtp_env(smtp_server))
+    assert again.exit_code == 0 and again.output.startswith("nothing due now: the mail servers of the rest deferred them")
+    only = cli("send", "--only", emails[1], env=smtp_env(smtp_server))
+    assert only.exit_code == 0 and "sent 1," in only.output and smtp_server.recipients()[-1] == emails[1]
 
 
 def test_send_only_and_dry_run(cli, home: Path, smtp_server) -> None:

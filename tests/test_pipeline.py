@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_settings
-from digest.delivery.loop import RETRY_DELAYS
+from digest.delivery.loop import FIRST_WAIT, LONGEST_WAIT, RETRY_DELAYS, retry_wait
 from digest.errors import ConfigError, DeliveryError, LockedError, ServerDownError
 from digest.ingest import import_file
 from digest.models import Subscriber
@@ -193,6 +193,50 @@ def test_run_job_persistent_4xx_is_deferred_then_sent_by_the_next_run(world, smt
     assert sorted(smtp_server.recipients()) == ["ada@example.org", "bob@example.org", "cy@example.org"]
 
 
+def test_run_job_a_deferred_delivery_waits_for_its_retry_time_and_the_wait_grows(world, smtp_server) -> None:
+    """A recipient that answers 4xx run after run is not tried on every run (a daemon runs every minute, each run
+    pausing 35 s for its retry rounds and knocking on the recipient's server three times): a deferred delivery waits
+    FIRST_WAIT after the run that deferred it, then twice as long after each such run, up to LONGEST_WAIT."""
+    settings, engine = world
+    smtp_server.rcpt_replies["bob@example.org"] = "451 4.7.1 greylisted, try again in 5 minutes"
+    slept, sleep = sleeps()
+    first = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleep)
+    assert (first.sent, first.deferred, first.waiting) == (2, 1, 0)
+    connections = smtp_server.connections
+    slept.clear()
+    soon = run_job(engine, smtp(settings, smtp_server), NOW + timedelta(minutes=1), fetch=False, sleep=sleep)
+    assert (soon.due, soon.sent, soon.deferred, soon.unserved, soon.waiting) == (0, 0, 0, 0, 1)
+    assert slept == [] and smtp_server.connections == connections  # nothing sent, no pause: bob's server is left alone
+    assert soon.next_retry is not None and NOW + FIRST_WAIT <= soon.next_retry <= NOW + FIRST_WAIT + timedelta(minutes=1)
+    assert "1 deferred delivery waits for its retry at" in soon.summary()
+    again = run_job(engine, smtp(settings, smtp_server), soon.next_retry, fetch=False, sleep=sleep)
+    assert (again.due, again.deferred) == (1, 1)  # tried again once its time came, and deferred again
+    assert again.next_retry is None
+    later = run_job(engine, smtp(settings, smtp_server), soon.next_retry + FIRST_WAIT + timedelta(seconds=30), fetch=False, sleep=sleep)
+    assert (later.due, later.waiting) == (0, 1)  # the second wait is twice the first
+    assert later.next_retry is not None and later.next_retry - soon.next_retry >= 2 * FIRST_WAIT
+    del smtp_server.rcpt_replies["bob@example.org"]
+    done = run_job(engine, smtp(settings, smtp_server), later.next_retry, fetch=False, sleep=sleep)
+    assert (done.due, done.sent, done.deferred, done.waiting) == (1, 1, 0, 0)
+
+
+def test_retry_wait_doubles_per_deferring_run_up_to_the_longest() -> None:
+    per_run = 1 + len(RETRY_DELAYS)
+    waits = [retry_wait(per_run * runs) for runs in range(1, 8)]
+    assert waits[0] == FIRST_WAIT and waits[1] == 2 * FIRST_WAIT and waits[-1] == LONGEST_WAIT
+    assert waits == sorted(waits)
+    assert retry_wait(0) == retry_wait(1) == FIRST_WAIT  # a deferral whose message went unanswered is one attempt
+
+
+def test_run_job_for_one_subscriber_tries_a_waiting_deferred_delivery_at_once(world, smtp_server) -> None:
+    """`digest send EMAIL` is the operator asking for that subscriber now: a deferred delivery's wait gives way."""
+    settings, engine = world
+    smtp_server.rcpt_replies["bob@example.org"] = ["451 4.7.1 greylisted"] * 3
+    run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleeps()[1])
+    report = run_job(engine, smtp(settings, smtp_server), NOW + timedelta(minutes=1), fetch=False, only="bob@example.org", sleep=sleeps()[1])
+    assert (report.due, report.sent, report.waiting) == (1, 1, 0)
+
+
 def test_run_job_5xx_fails_the_delivery_and_three_in_a_row_bounce_the_subscriber(world, smtp_server, tmp_path: Path) -> None:
     settings, engine = world
     smtp_server.rcpt_replies["bob@example.org"] = "550 5.1.1 no such user"
@@ -234,7 +278,11 @@ def test_run_job_ten_failures_in_a_row_stop_the_run_as_server_down(world, smtp_s
     assert slept == []  # no backoff once the server is known to be down
     assert sorted(states(engine).values()) == ["deferred"] * 10 + ["pending"] * 2  # nothing left 'sending'
     smtp_server.default_rcpt_reply = None
-    assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False).sent == 12
+    # The next run sends those never tried; the deferred ones wait their first retry time (the server asked for it).
+    soon = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False)
+    assert (soon.sent, soon.waiting) == (2, 10) and sorted(states(engine).values()) == ["deferred"] * 10 + ["sent"] * 2
+    later = run_job(engine, smtp(settings, smtp_server), NOW + FIRST_WAIT + timedelta(seconds=5), fetch=False)
+    assert (later.sent, later.waiting) == (10, 0) and sorted(states(engine).values()) == ["sent"] * 12
 
 
 def test_run_job_refused_connection_leaves_every_delivery_pending(world, smtp_server, caplog) -> None:
@@ -257,7 +305,8 @@ def test_run_job_refused_connection_leaves_every_delivery_pending(world, smtp_se
 def test_run_job_defers_a_message_whose_answer_never_came_to_the_next_run(world, smtp_server, caplog, stored: bool) -> None:
     """The whole message went and the connection dropped before the server answered. Whether the server stored it
     ("stored") or not ("lost") the client cannot tell: deferred, not retried at once nor in the run's retry rounds
-    (that gave a recipient four copies in 35 s), the others sent over a new connection; the next run sends it."""
+    (that gave a recipient four copies in 35 s), the others sent over a new connection; the first run after its
+    retry wait sends it."""
     settings, engine = world
     if stored:
         smtp_server.drop_stored = 1
@@ -271,7 +320,8 @@ def test_run_job_defers_a_message_whose_answer_never_came_to_the_next_run(world,
     assert "may have been accepted" in events(caplog)["deferred"]["error"]
     [deferred] = [d for d in ledger.deliveries_for(engine) if d.state == "deferred"]
     assert smtp_server.connections == 2
-    report = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleep)
+    assert run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleep).waiting == 1  # not at once
+    report = run_job(engine, smtp(settings, smtp_server), NOW + FIRST_WAIT + timedelta(minutes=1), fetch=False, sleep=sleep)
     assert (report.sent, report.deferred) == (1, 0)
     with session_scope(engine) as session:
         again = session.get(Subscriber, deferred.subscriber_id).email

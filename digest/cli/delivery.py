@@ -137,7 +137,7 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
         click.echo(report.summary())
         raise report.error
     if not report.due:
-        click.echo(f"nothing due for {only}" if only else _nothing_due(app))
+        click.echo(f"nothing due for {only}" if only else _nothing_due(app, report.waiting))
     click.echo(report.summary())
     if report.unserved:
         next_run = "; ".join((["the next run sends those not attempted"] if report.not_attempted else [])
@@ -152,8 +152,11 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
         click.get_current_context().exit(EXIT_ERROR)
 
 
-def _nothing_due(app: AppContext) -> str:
-    """The empty state of send and run: nobody to send to (and who is there instead), or everyone served."""
+def _nothing_due(app: AppContext, waiting: int = 0) -> str:
+    """The empty state of send and run: nobody to send to (and who is there instead), everyone served, or the rest
+    waiting for the retry of a deferred delivery (the summary line says how many and when)."""
+    if waiting:
+        return "nothing due now: the mail servers of the rest deferred them; each is tried again at its retry time (`digest send --only EMAIL` tries one at once)"
     with session_scope(app.engine) as session:
         statuses = Counter(s.status for s in list_subscribers(session))
     if statuses["active"]:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from ..errors import DigestError, ServerDownError
@@ -37,7 +38,20 @@ log = logging.getLogger("digest.delivery")
 # on PostgreSQL, the worker that takes the lease over) sends those that were never handed over.
 CHUNK = 200
 RETRY_DELAYS = (5.0, 30.0)  # seconds before each extra round over the letters a 4xx deferred
+# A delivery still deferred when its run ends waits before a run tries it again (the planner leaves it out until then):
+# FIRST_WAIT after the first run that deferred it, twice as long after each next one, never more than LONGEST_WAIT.
+# Greylisting asks for a few minutes (postgrey's default is 300 s); a full mailbox for hours. Postfix backs off the
+# same way (minimal_backoff_time 300 s, maximal 4000 s). Without it a daemon knocked every minute, 35 s of pauses each.
+FIRST_WAIT = timedelta(minutes=5)
+LONGEST_WAIT = timedelta(hours=1)
 SERVER_DOWN_AFTER = 10  # failed deliveries in a row, to different recipients, that stop the loop
+
+
+def retry_wait(attempts: int) -> timedelta:
+    """How long a delivery deferred after `attempts` hand-overs waits for its next run: each run makes up to
+    1 + len(RETRY_DELAYS) of them, so the runs that deferred it are counted from the attempts."""
+    runs = min(-(-max(attempts, 1) // (1 + len(RETRY_DELAYS))), 16)
+    return min(LONGEST_WAIT, FIRST_WAIT * 2 ** (runs - 1))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -49,11 +50,11 @@ from .plan import (
     EditionPlan,
     PlansRanking,
     Unplanned,
-    due_subscribers,
     longest_window,
     plan_editions,
     plan_for,
     rank_plans,
+    who_is_due,
 )
 
 log = logging.getLogger("digest.pipeline")
@@ -73,6 +74,8 @@ class RunReport:
     left_sending: int = 0  # left 'sending' because the ledger could not be put right (the database stayed locked)
     elsewhere: int = 0  # due, but finished or being sent by other workers (PostgreSQL)
     gone: tuple[fleet.LeaseHolder, ...] = ()  # workers holding some of those with no session on the database (killed, cut off)
+    waiting: int = 0  # due, but deferred by a 4xx and waiting for their retry time (delivery.loop.retry_wait): not sent now
+    next_retry: datetime | None = None  # the first of those retry times
     dry_run: bool = False
     stopped: bool = False
     workers: int = 0  # processes that rendered the emails (0: the calling thread did)
@@ -97,7 +100,15 @@ class RunReport:
         others = f", {self.elsewhere - held} by other workers" if self.elsewhere > held else ""
         # A worker killed mid-send holds its rows until its lease passes: they are not being sent by anyone.
         others += "".join(f", {h.rows} held by {h.describe()}" for h in self.gone)
-        return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left}{stuck}{others} in {self.seconds:.1f}s"
+        return f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, deferred {self.deferred}{left}{stuck}{others} in {self.seconds:.1f}s{self.waits()}"
+
+    def waits(self) -> str:
+        """The deferred deliveries left for later, in a few words ("" when none)."""
+        if not self.waiting or self.next_retry is None:
+            return ""
+        many = self.waiting != 1
+        at = self.next_retry.astimezone(timezone.utc).strftime("%H:%M UTC")
+        return f"; {self.waiting} deferred deliver{'ies wait' if many else 'y waits'} for {'their retries, the first' if many else 'its retry'} at {at}"
 
 
 # --- the lock ---------------------------------------------------------------------------------------
@@ -223,7 +234,7 @@ def run_job(
             return RunReport(stopped=True, seconds=time.monotonic() - started, timings=timings, fetched=fetched, fetch_error=fetch_error)
         mark = time.perf_counter()
         with paused_collector():  # loading and planning every due subscriber makes no cycle for the collector to find
-            dues = due_subscribers(engine, settings, now, only=only, edition=edition)
+            dues, waiting = who_is_due(engine, settings, now, only=only, edition=edition)
             if on_plan is not None:
                 on_plan(len(dues))
             if dues:
@@ -245,14 +256,16 @@ def run_job(
             retention.prune_daily(engine, settings, now, candidate_days=longest_window(settings.window_days), stop=stop_event)
     report = RunReport(
         sent=delivered.sent, skipped=delivered.skipped, failed=delivered.failed, deferred=delivered.deferred, due=len(dues),
-        not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, elsewhere=delivered.elsewhere, gone=delivered.gone, dry_run=dry_run, stopped=stop_event.is_set(),
+        not_attempted=delivered.not_attempted, left_sending=delivered.left_sending, elsewhere=delivered.elsewhere, gone=delivered.gone,
+        waiting=len(waiting), next_retry=min((w.retry_at for w in waiting), default=None), dry_run=dry_run, stopped=stop_event.is_set(),
         workers=delivered.workers, seconds=time.monotonic() - started,
         timings={**timings, **delivered.timings, "rank": timings.get("rank", 0.0) + delivered.timings.get("rank", 0.0)},
         editions=sorted({d.edition for d in dues}), fetched=fetched, fetch_error=fetch_error, error=delivered.error,
     )
     # A daemon checks every minute: a run that had nothing due is a debug line, not an info line a minute.
+    waits: dict[str, Any] = {"waiting": report.waiting, "next_retry": report.next_retry.isoformat()} if report.next_retry is not None else {}
     log_event(log, "run-done", logging.INFO if report.due or report.fetched else logging.DEBUG, sent=report.sent, skipped=report.skipped,
-              failed=report.failed, deferred=report.deferred, not_attempted=report.not_attempted, seconds=round(report.seconds, 1))  # a number in JSON logs
+              failed=report.failed, deferred=report.deferred, not_attempted=report.not_attempted, seconds=round(report.seconds, 1), **waits)  # a number in JSON logs
     for holder in report.gone:  # the daemon has no summary line: its log says whose rows nobody is sending
         log_event(log, "held-by-gone-worker", logging.WARNING, holder=holder.worker, deliveries=holder.rows, lease_ends_in=round(holder.seconds_left),
                   note="that worker has no session on the database (it ended or died, or is reconnecting); any run takes its rows over once its lease ends")

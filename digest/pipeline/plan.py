@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from ..config import Settings
+from ..delivery.loop import retry_wait
 from ..editions import due_edition, earliest_local_day, is_weekly, local_day, parse_frequency, publishes_on
 from ..errors import DigestError, InputError, one_line
 from ..log import log_event
@@ -92,9 +93,24 @@ def longest_window(window_days: int) -> int:
 # --- who is due -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A due subscriber whose edition a 4xx deferred: no run tries it before `retry_at` (delivery.loop.retry_wait)."""
+
+    subscriber: Subscriber
+    edition: str
+    retry_at: datetime
+
+
 def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: str | None = None, edition: str | None = None) -> list[Due]:
     """Active subscribers whose edition is due at `now` (or, given `edition`, who publish on that day and have
     not finished it), by id. `only`: that subscriber alone, InputError when they are not active."""
+    return who_is_due(engine, settings, now, only=only, edition=edition)[0]
+
+
+def who_is_due(engine: Engine, settings: Settings, now: datetime, *, only: str | None = None, edition: str | None = None) -> tuple[list[Due], list[Waiting]]:
+    """(due, waiting): due_subscribers, and those left out of it because their delivery of that edition was deferred
+    and its retry time has not come. `only` (the operator asking for one subscriber now) never waits."""
     with session_scope(engine) as session:
         if only:
             sub = get_subscriber(session, only)
@@ -108,11 +124,13 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
         day = date.fromisoformat(edition)
         subs = _edition_begun(subs, day, now)
         done = {d.subscriber_id for d in ledger.deliveries_for(engine, edition=edition) if d.state in ledger.DONE_STATES}
+        since = edition
 
         def wanted(sub: Subscriber) -> str | None:
             return edition if sub.id not in done and publishes_on(parse_frequency(sub.frequency), day) else None
     else:
-        finished = ledger.finished_editions(engine, since=earliest_local_day(now).isoformat())
+        since = earliest_local_day(now).isoformat()
+        finished = ledger.finished_editions(engine, since=since)
         # Subscribers share schedules (send_at, tz, frequency, last edition): each is worked out once per call, not once
         # per subscriber (zoneinfo arithmetic: 0.06-0.1 s for 10,000).
         edition_due = functools.cache(due_edition)
@@ -120,16 +138,22 @@ def due_subscribers(engine: Engine, settings: Settings, now: datetime, *, only: 
         def wanted(sub: Subscriber) -> str | None:
             return edition_due(now, sub.send_at, sub.tz, sub.frequency, finished.get(sub.id or 0))
 
-    out = []
+    retries = {} if only else {(row.subscriber_id, row.edition): row.at + retry_wait(row.attempts) for row in ledger.deferred_rows(engine, since)}
+    out, waiting = [], []
     for sub in subs:
         try:
             due = wanted(sub)
         except ValueError as exc:  # one bad schedule never stops the others (`digest status --check` names it)
             log_event(log, "bad-schedule", logging.WARNING, subscriber=sub.email, error=str(exc))
             continue
-        if due is not None:
+        if due is None:
+            continue
+        retry_at = retries.get((sub.id or 0, due))
+        if retry_at is not None and retry_at > now:
+            waiting.append(Waiting(sub, due, retry_at))
+        else:
             out.append(Due(sub, due))
-    return out
+    return out, waiting
 
 
 def _edition_begun(subs: list[Subscriber], day: date, now: datetime) -> list[Subscriber]:

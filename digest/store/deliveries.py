@@ -112,6 +112,21 @@ def finished_editions(engine: Engine, since: str) -> dict[int, str]:
     return {sub: edition for sub, edition in rows if edition is not None}
 
 
+@dataclass(frozen=True)
+class DeferredRow:
+    subscriber_id: int
+    edition: str
+    attempts: int
+    at: datetime  # when it was last deferred
+
+
+def deferred_rows(engine: Engine, since: str) -> list[DeferredRow]:
+    """The deliveries of the editions `since` (YYYY-MM-DD) and later that a 4xx left 'deferred' (few: ix_delivery_state)."""
+    d = _delivery.c
+    query = sa.select(d.subscriber_id, d.edition, d.attempts, sa.func.coalesce(d.updated_at, d.created_at)).where(d.state == "deferred", d.edition >= since)
+    return [DeferredRow(*row) for row in read_rows(engine, query)]
+
+
 def deliveries_for(engine: Engine, edition: str | None = None, subscriber_id: int | None = None) -> list[Delivery]:
     """Ledger rows, oldest first, optionally of one edition or one subscriber."""
     query = sa.select(_delivery).order_by(_delivery.c.edition, _delivery.c.subscriber_id)
