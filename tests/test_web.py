@@ -342,7 +342,7 @@ def test_confirm_activates_once(site):
     assert page.status_code == 200 and "ada@example.org" in page.text
     assert load(site, "ada@example.org").status == "pending"  # opening the link (a mail scanner) confirms nothing
     done = site.client.post(path, data={"csrf_token": site.csrf(path)})
-    assert done.status_code == 200 and "You are subscribed" in done.text and "/preferences/" in done.text
+    assert done.status_code == 200 and "You are subscribed" in done.text and done.url.path.startswith("/preferences/")
     sub = load(site, "ada@example.org")
     assert sub.status == "active" and sub.confirmed_at is not None
     # A replay or a double click: the subscription stands, and the page says so.
@@ -839,6 +839,26 @@ def test_error_pages_are_html_without_traceback(site, method, path, status):
     assert "<h1>" in response.text and not any(w in response.text for w in TRACEBACK_WORDS)
 
 
+WERKZEUG_WORDS = ("requested URL", "on the server", "manually", "method is not allowed", "could not understand", "Internal Server Error")
+
+
+@pytest.mark.parametrize("method, path, status, words", [
+    ("GET", "/no/such/page", 404, "This page does not exist. If a link in an email brought you here"),
+    ("GET", "/preferences", 404, "This page does not exist."),  # a link cut short
+    ("GET", "/day/2026-02-30", 404, "This page does not exist."),  # a page's own abort(404)
+    ("DELETE", "/subscribe", 405, "This page cannot be used that way."),
+    ("POST", "/healthz", 405, "This page cannot be used that way."),
+], ids=["404", "404-cut-link", "404-bad-day", "405", "405-healthz"])
+def test_error_pages_speak_digests_words_with_a_way_on(site, method, path, status, words):
+    """Not werkzeug's "The requested URL was not found on the server. If you entered the URL manually...": one h1, the
+    page's title, what happened and the front page as the way on, with the right status."""
+    response = site.client.request(method, path)
+    assert response.status_code == status and response.headers["Content-Type"].startswith("text/html")
+    assert words in response.text and not any(w in response.text for w in WERKZEUG_WORDS), response.text
+    assert response.text.count("<h1>") == 1 and '<html lang="en">' in response.text
+    assert re.search(r"<title>(Page not found|Not allowed) · ", response.text) and 'class="button" href="/"' in response.text
+
+
 class ExplodingTransport:
     def send(self, message, *, sender, recipient):
         raise RuntimeError("boom: smtp password is hunter2")
@@ -851,7 +871,8 @@ def test_unexpected_error_shows_plain_500_page(home):
     with serve_web(home, transport=ExplodingTransport()) as site:
         response = subscribe(site, "ada@example.org")
         assert response.status_code == 500 and "Something went wrong" in response.text
-        assert "hunter2" not in response.text and not any(w in response.text for w in TRACEBACK_WORDS)
+        assert "hunter2" not in response.text and "boom" not in response.text and not any(w in response.text for w in TRACEBACK_WORDS)
+        assert response.text.count("<h1>") == 1 and 'class="button" href="/"' in response.text
 
 
 def test_healthz_reports_database(site, home):
@@ -1044,3 +1065,38 @@ def test_forms_that_worked_answer_with_a_redirect_to_a_page_of_their_own(site):
     stale = client.post(vote_path, data={"csrf_token": "forged", "action": "record"})
     assert stale.status_code == 400 and feedback_rows(site) == []  # a refused form is the page again, not a redirect
     client.close()
+
+
+def test_confirm_answers_with_a_redirect_to_the_new_subscribers_preferences(site):
+    """Post/Redirect/Get for the confirmation button too (its page answered the POST: Back to it asked to resubmit).
+    The page it leads to is the preferences page by the subscriber's own new link, which says they are subscribed: it
+    needs the link, so nobody else learns anything from it. Pressed again (a double click, a second tab): the link
+    itself, whose GET says "already subscribed"."""
+    client = httpx.Client(base_url=site.base_url, timeout=10)  # follows nothing
+    path = confirm_link(site)
+    done = client.post(path, data={"csrf_token": site.csrf(path, client)})
+    assert done.status_code == 303 and load(site, "ada@example.org").status == "active"
+    location = done.headers["Location"]
+    assert re.fullmatch(r"/preferences/[\w.-]+\?done=confirm", location), location
+    page = client.get(location)
+    assert page.status_code == 200 and "You are subscribed." in page.text and "ada@example.org" in page.text
+    assert page.headers["Cache-Control"] == "no-store" and "history.replaceState" not in page.text
+    assert "You are subscribed" in client.get(location).text  # a reload: the same page, nothing sent again
+    again = client.post(path, data={"csrf_token": site.csrf("/subscribe", client)})
+    assert again.status_code == 303 and again.headers["Location"] == path
+    assert "already subscribed" in client.get(path).text and load(site, "ada@example.org").status == "active"
+    forged = client.get(location.replace("?", "x?"))  # another's link is refused and names nobody
+    assert forged.status_code == 400 and "ada@example.org" not in forged.text
+    client.close()
+
+
+def test_a_page_answering_a_post_turns_its_history_entry_into_a_get(site):
+    """A form's error is shown with the form, from the POST, with 400 (what the tests and screen readers rely on) and
+    no-store (the page holds what was typed). The browser keeps no copy of it, so Back to it from the next page asked
+    "Confirm form resubmission": the page rewrites its history entry to a GET of its address (tests/test_web_browser.py
+    checks it in Chromium). A page answering a GET has no such script."""
+    response = subscribe(site, "ada@example")
+    assert response.status_code == 400 and response.headers["Cache-Control"] == "no-store"
+    nonce = re.search(r"'nonce-([^']+)'", response.headers["Content-Security-Policy"]).group(1)
+    assert f'<script nonce="{nonce}">history.replaceState(null, "", location.href);</script>' in response.text
+    assert "history.replaceState" not in site.client.get("/subscribe").text

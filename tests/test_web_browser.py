@@ -101,7 +101,7 @@ def test_browser_subscribe_confirm_preferences_feedback_unsubscribe(home, cli, b
         page.goto(site.base_url + confirm_path(received.parsed, site.base_url))
         shoot(page, "03-confirm-phone")
         page.click("text=Yes, confirm")
-        page.wait_for_selector("text=You are subscribed")
+        page.wait_for_selector("text=You are subscribed")  # on the preferences page (the POST's redirect)
         shoot(page, "04-subscribed-phone")
         with session_scope(site.engine) as session:
             sub = get_subscriber(session, "ada@example.org")
@@ -109,7 +109,6 @@ def test_browser_subscribe_confirm_preferences_feedback_unsubscribe(home, cli, b
         assert ranked_ids(cli, "ada@example.org")[0] == "2406.04093"
 
         # Preferences: new interests change the top paper of the next ranking.
-        page.click("text=Set your preferences")
         page.wait_for_selector("text=Your digest")
         page.fill("#interests", "protein structure prediction\nprotein folding")
         page.fill("#max_papers", "3")
@@ -196,8 +195,12 @@ def test_browser_back_and_reload_after_a_form_worked_send_nothing_again(home, br
         page.goto(site.base_url + confirm_path(site.outbox_messages()[0], site.base_url))
         with page.expect_navigation():
             page.click("text=Yes, confirm")
-        with page.expect_navigation():
-            page.click("text=Set your preferences")
+        assert "/preferences/" in page.url and page.inner_text(".notice").startswith("You are subscribed.")
+        page.reload()  # the POST answered 303: a reload asks nothing and confirms nothing again
+        assert page.inner_text(".notice").startswith("You are subscribed.")
+        page.go_back()  # the confirmation link by GET, which now says so
+        assert "already subscribed" in page.inner_text("h1")
+        page.go_forward()
         page.fill("#interests", "sparse autoencoders")
         with page.expect_navigation():
             page.click("text=Save preferences")
@@ -214,6 +217,45 @@ def test_browser_back_and_reload_after_a_form_worked_send_nothing_again(home, br
         with session_scope(site.engine) as session:
             sub = get_subscriber(session, "ada@example.org")
             assert (sub.status, sub.interests) == ("paused", ["sparse autoencoders"])
+
+
+def test_browser_back_to_a_refused_form_fetches_the_form_again(home, browser):
+    """A refused form comes back from its POST with the error beside its field (400, no-store: it holds what was
+    typed). Once corrected and sent, Back from the next page to it asked "Confirm Form Resubmission"
+    (net::ERR_CACHE_MISS): the browser kept no copy. The page now makes its history entry a GET of its address, so
+    Back shows the form afresh, and sends nothing. The subscribe and the preferences forms."""
+    with serve_web(home) as site:
+        page = browser.new_context(viewport=PHONE).new_page()
+        page.goto(f"{site.base_url}/subscribe")
+        page.fill("#email", "ada@example")  # the browser's check lets it through; the site's does not
+        with page.expect_navigation() as refused:
+            page.click("button[type=submit]")
+        assert refused.value.status == 400 and "valid email address" in page.inner_text("#email-error")
+        page.fill("#email", "ada@example.org")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert "Check your inbox" in page.inner_text("h1")
+        page.go_back()
+        assert page.url == f"{site.base_url}/subscribe" and "Subscribe" in page.title() and page.locator("#email-error").count() == 0
+        assert len(site.outbox_messages()) == 1
+
+        with session_scope(site.engine) as session:
+            sub = add_subscriber(session, "grace@example.org", SubscriberInput(), now=site.clock())
+            path = f"/preferences/{make_token(SECRET, 'preferences', sub.id, sub.token_version)}"
+        page.goto(site.base_url + path)
+        page.fill("#seed_papers", "2999.99999")  # no such paper here
+        with page.expect_navigation() as refused:
+            page.click("text=Save preferences")
+        assert refused.value.status == 400 and "Nothing was saved" in page.inner_text("[role=alert]")
+        page.fill("#seed_papers", "")
+        page.fill("#max_papers", "12")
+        with page.expect_navigation():
+            page.click("text=Save preferences")
+        assert page.inner_text(".notice").startswith("Saved.")
+        page.go_back()
+        assert page.url == site.base_url + path and page.locator("[role=alert]").count() == 0
+        with session_scope(site.engine) as session:
+            assert get_subscriber(session, "grace@example.org").max_papers == 12
 
 
 def test_browser_a_refused_form_puts_the_cursor_in_the_field_to_correct(home, browser):

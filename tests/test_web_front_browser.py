@@ -2,7 +2,8 @@
 folded abstract on the front page, ticks two papers, subscribes, confirms from the email at a local SMTP server,
 and `digest rank --json` explains picks by the ticked papers; a real edition sent over SMTP is the same on the web;
 axe-core (npm, installed by .ci/run into tests/node) finds no serious or critical accessibility violation on the
-front, day, search, edition, subscribe, preferences and unsubscribe pages, in light and dark mode. Screenshots go to tests/artifacts/front/.
+front, day, search, edition, subscribe, preferences (also as a confirmation leads to it), unsubscribe and 404
+pages, in light and dark mode. Screenshots go to tests/artifacts/front/.
 """
 
 from __future__ import annotations
@@ -220,18 +221,19 @@ def test_browser_pages_pass_axe_core(home, browser, smtp_server, tmp_path):  # n
         store_papers(site, NOW - timedelta(hours=3))
         # The subscriber's own pages too, by the links of the email: preferences and unsubscribe.
         own = [unescape(re.search(rf'href="{re.escape(site.base_url)}(/{kind}/[^"]+)"', html).group(1)) for kind in ("preferences", "unsubscribe")]
+        # The page a confirmation leads to (its notice), and the error page of a link cut short (404).
         paths = ["/", f"/day/{NOW.date()}", "/search?q=sparse+autoencoders", "/search?q=nothing+matches+this", edition.removeprefix(site.base_url),
-                 "/subscribe", *own]
+                 "/subscribe", *own, f"{own[0]}?done=confirm", "/no/such/page"]
         found = {}
         for scheme in ("light", "dark"):
             # The pages' CSP lets only their own nonce run scripts; the test's injected axe-core needs the bypass.
             page = browser.new_context(viewport=PHONE, color_scheme=scheme, bypass_csp=True).new_page()
             for path in paths:
                 response = page.goto(site.base_url + path)
-                assert response is not None and response.ok, path  # the page itself, not an error page
+                assert response is not None and response.status == (404 if path == "/no/such/page" else 200), path  # the page meant
                 if path == "/":
                     page.locator("details.abstract summary").first.click()  # an open disclosure is checked too
-                found[f"{scheme} {path.split('?')[0][:20]}"] = axe_violations(page)
+                found[f"{scheme} {path[:20]}{path[-12:] if '?done' in path else ''}"] = axe_violations(page)
         assert found == {key: [] for key in found}
 
 

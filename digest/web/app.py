@@ -98,9 +98,11 @@ def _install_error_pages(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        titles = {404: "Page not found", 405: "Not allowed", 413: "Too much data", 429: "Too many attempts"}
-        title = titles.get(exc.code or 500, exc.name)
-        page = message_page(title, exc.description or exc.name, exc.code or 500)
+        code = exc.code or 500
+        title, words = ERROR_WORDS.get(code, ERROR_WORDS[500] if code >= 500 else (exc.name, ERROR_WORDS[400][1]))
+        # A page's own description (the rate limit's, a form's) says more than ours; werkzeug's generic one never does.
+        own = exc.description if "description" in vars(exc) and exc.description else words
+        page = message_page(title, own, code, link=(url_for("front.index"), "Go to the front page") if code in FRONT_LINK else None)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             return (*page, {"Allow": ", ".join(exc.valid_methods)})
         retry_after = getattr(exc, "retry_after", None)  # TooManyRequests, ServiceUnavailable
@@ -114,4 +116,19 @@ def _install_error_pages(app: Flask) -> None:
             log_event(log, "request-failed", logging.ERROR, method=request.method, path=logged_path(), error=str(exc))
         else:
             log_event(log, "request-crashed", logging.ERROR, method=request.method, path=logged_path(), exc_info=exc)
-        return message_page("Something went wrong", "Something went wrong on our side. Please try again later.", 500)
+        return message_page(*ERROR_WORDS[500], 500, link=(url_for("front.index"), "Go to the front page"))
+
+
+# digest's words for the errors werkzeug would word ("The requested URL was not found on the server. If you entered the
+# URL manually..."): what happened and what to do, for a reader who came from an email. A 404 is mostly a link cut short
+# by a mail program or from an old email (a token that is merely old answers 410 with its own page).
+ERROR_WORDS = {
+    400: ("Please try again", "This request could not be understood. Go back, reload the page and try again."),
+    404: ("Page not found", "This page does not exist. If a link in an email brought you here, it may have been cut short or "
+                            "be from an old email: the links in your newest email work."),
+    405: ("Not allowed", "This page cannot be used that way. Open it from a link, or start from the front page."),
+    413: ("Too much data", "The form sent more than this site takes. Shorten what you typed and try again."),
+    429: ("Too many attempts", "Too many attempts. Please wait a few minutes and try again."),
+    500: ("Something went wrong", "Something went wrong on our side. Please try again later."),
+}
+FRONT_LINK = (404, 405, 500)  # where the front page is the way on (a form's error says what to correct instead)

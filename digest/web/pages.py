@@ -240,9 +240,12 @@ def _seed_choices(ticked: list[str]) -> list[tuple[str, str]]:
 @pages.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str):
     ctx = web_context()
+    # Post/Redirect/Get (as _sent says): whatever the button's POST did, it answers 303, so Back to its page or a reload
+    # never asks to send the form again. Done: the preferences page by the new subscriber's own link, which says so.
+    # Already done (a double click, a second tab): the link itself, whose GET says "already subscribed".
     with session_scope(ctx.engine) as session:
         if _confirmed_by(session, ctx.read_claim("confirm", token)):
-            return _already_subscribed()
+            return _already_subscribed() if request.method != "POST" else _to_the_link()
         claim, sub = _load(session, "confirm", token)
         asked = pending_profile(session, sub, claim.request)
         if request.method != "POST":
@@ -253,11 +256,16 @@ def confirm(token: str):
             return _confirm_page(session, sub, asked, notice=_stale_form("you are not subscribed yet"), status=400)
         if not spend_token(session, claim.digest, ctx.now()):  # a double click: the first one confirms
             if sub.status in ("active", "paused"):
-                return _already_subscribed()
+                return _to_the_link()
             raise LinkGone("this link has already been used")
         sub = confirm_subscriber(session, sub, ctx.now(), claim.request)
-        preferences = url_for("pages.preferences", token=ctx.make_token("preferences", sub))
-    return message_page("You are subscribed", "Your first digest arrives at your chosen time. You can tune what it contains now or from any email.", link=(preferences, "Set your preferences"))
+        preferences = ctx.make_token("preferences", sub)
+    return redirect(url_for("pages.preferences", token=preferences, done="confirm"), 303)
+
+
+def _to_the_link():
+    """303 to the link that was POSTed to (under any path prefix), whose GET shows how it stands."""
+    return redirect(request.script_root + request.path, 303)
 
 
 def _confirm_page(session: Any, sub: Subscriber, asked: SubscriberInput | None, notice: str = "", status: int = 200):
@@ -332,6 +340,7 @@ def _profile_form(sub: Subscriber) -> dict[str, str]:
 
 # What the preferences page says after a change (?done=ACTION, where the form's POST redirects).
 DONE = {
+    "confirm": "You are subscribed. Your first digest arrives at your chosen time: tune what it contains below, now or from any email.",
     "save": "Saved. Your next digest uses these preferences.",
     "pause": "Paused. No digests until you resume.",
     "resume": "Resumed. Your digest starts again at your send time.",
