@@ -176,7 +176,7 @@ class Settings:
         for opt in OPTIONS:
             value = getattr(self, opt.name)
             if opt.secret and value:
-                value = redact_url(value) if opt.name in ("database_url", "web_rate_limit_storage") else REDACTED
+                value = redact_url(value) if opt.name in URL_SETTINGS else REDACTED
             out[opt.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         return out
 
@@ -207,10 +207,19 @@ def default_home() -> Path:
 _SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
 
 
+BARE_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!//)")  # a URL's scheme with no '//' after it (RFC 3986)
+
+
 def _url_parts(url: str) -> tuple[str, str, str, str, str]:
     """(scheme://, userinfo, host[:port], path, ?query) of a URL as typed, without validating anything: a
     typo (a missing '@', a bad port, a '/' in a password) must still be cut where a password could be."""
     scheme, sep, rest = url.partition("://")
+    bare = BARE_SCHEME.match(url)
+    if not sep and bare and "@" not in url:
+        # RFC 3986: without '//' there is no authority, so no user info and no password: sqlite:/x.db is a scheme and
+        # a path (which open_engine refuses, saying what was meant). An '@' still says user info was meant.
+        path, qmark, query = url[bare.end() :].partition("?")
+        return bare.group(), "", "", path, qmark + query
     if not sep:
         scheme, rest = "", url
     else:

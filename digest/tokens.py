@@ -30,8 +30,9 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -55,10 +56,23 @@ SECRET_KEY_HINT = ("set DIGEST_SECRET_KEY_FILE to a file only digest can read, h
                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
 # No key at all is most often a home made without `digest init` (a first `digest web`, or `import` then `preview`).
 NO_SECRET_KEY_HINT = f"`digest init` writes a random one into the digest.toml it creates; or {SECRET_KEY_HINT}"
+# The EnvironmentFile= of every unit in deploy/ (tests/test_deploy.py checks the hint names theirs): root's file, which
+# systemd reads before it drops to the units' dynamic user, so a DIGEST_SECRET_KEY_FILE that user could read is no use.
+SYSTEMD_ENV_FILE = "/etc/digest/digest.env"
+SYSTEMD_SECRET_KEY_HINT = (f"put a line DIGEST_SECRET_KEY=KEY in {SYSTEMD_ENV_FILE}, the EnvironmentFile= of digest's systemd units, "
+                           "with KEY from python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; then restart the units")
 
 
-def secret_key_hint(secret_key: str) -> str:
-    """What to do about a secret_key that secret_key_problem refuses: none at all names `digest init` first."""
+def secret_key_hint(secret_key: str, environ: Mapping[str, str] = os.environ) -> str:
+    """What to do about a secret_key that secret_key_problem refuses: under systemd, the line to put in the units'
+    environment file; elsewhere, none at all names `digest init` first.
+
+    Under systemd means INVOCATION_ID is set: systemd sets it for every process of every unit it starts, those of
+    `systemd-run` (how the docs run admin commands) included, wherever their output goes. JOURNAL_STREAM is set only
+    while stdout or stderr is the journal (not under `systemd-run --pty`), and a config under /etc/digest is read by
+    cron and containers too."""
+    if environ.get("INVOCATION_ID"):
+        return SYSTEMD_SECRET_KEY_HINT
     return SECRET_KEY_HINT if secret_key else NO_SECRET_KEY_HINT
 
 

@@ -60,6 +60,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):
         if key.startswith("DIGEST_") and key != "DIGEST_TEST_POSTGRES_URL":
             monkeypatch.delenv(key)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)  # pytest run by systemd: the hints of a shell, as the tests expect
     path = tmp_path / "home"
     path.mkdir()
     monkeypatch.setenv("DIGEST_HOME", str(path))

@@ -239,12 +239,12 @@ def test_import_then_export_round_trips_byte_identical(cli, sqlite_engine, tmp_p
         'bob@example.org,Bob,"steering, activation",,,,,10,0.2,07:00,UTC,weekly:fri,paused\n',
         encoding="utf-8",
     )
-    assert ok(cli("subscribers", "import", str(people))) == f"imported {people}: 2 added, 0 updated\n"
+    assert ok(cli("subscribers", "import", str(people))) == f"imported {people}: 2 added, 0 updated, 0 unchanged\n"
     exported = tmp_path / "out.csv"
     assert ok(cli("subscribers", "export", str(exported))) == f"exported 2 subscribers to {exported}\n"
     assert exported.read_bytes() == people.read_bytes()
     assert ok(cli("subscribers", "export", "-")) == people.read_text(encoding="utf-8")
-    assert ok(cli("subscribers", "import", str(exported))) == f"imported {exported}: 0 added, 2 updated\n"
+    assert ok(cli("subscribers", "import", str(exported))) == f"imported {exported}: 0 added, 0 updated, 2 unchanged\n"
 
 
 def test_import_bad_line_names_line_and_column_and_writes_nothing(cli, sqlite_engine, tmp_path):

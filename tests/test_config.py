@@ -349,6 +349,68 @@ def test_redact_url_keeps_what_is_not_secret():
     assert redact_url("postgresql://[::1]:5432/digest") == "postgresql://[::1]:5432/digest"
 
 
+# How each URL setting is shown (`digest config`, errors, logs): only a password is cut out.
+SHOWN_URLS = {
+    "sqlite-absolute": ("sqlite:////var/lib/digest/digest.db", "sqlite:////var/lib/digest/digest.db"),
+    "sqlite-relative": ("sqlite:///rel.db", "sqlite:///rel.db"),
+    "sqlite-one-slash": ("sqlite:/x.db", "sqlite:/x.db"),
+    "sqlite-no-slash": ("sqlite:x.db", "sqlite:x.db"),
+    "postgres-user": ("postgresql://user@host/db", "postgresql://user@host/db"),
+    "postgres-password": ("postgresql://user:pw@host/db", "postgresql://user:***@host/db"),
+    "postgres-no-scheme": ("user:pw@host/db", "user:***@host/db"),
+    "redis": ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    "redis-password": ("redis://:pw@localhost:6379/0", "redis://:***@localhost:6379/0"),
+    "redis-query-password": ("redis:/x?password=pw", "redis:/x?password=***"),
+    "memory": ("memory://", "memory://"),
+}
+
+
+@pytest.mark.parametrize("url,shown", SHOWN_URLS.values(), ids=SHOWN_URLS.keys())
+def test_redact_url_cuts_out_only_a_password(url, shown):
+    from digest.config import redact_url, url_secrets
+
+    assert redact_url(url) == shown
+    assert url_secrets(url) == (("pw",) if "***" in shown else ())  # what logs mask: the password, nothing else
+
+
+@pytest.mark.parametrize("name", ["database_url", "redis_url", "web_rate_limit_storage"])
+@pytest.mark.parametrize("url,shown", [SHOWN_URLS["redis"], SHOWN_URLS["redis-password"]], ids=["no-password", "password"])
+def test_config_shows_a_url_setting_without_its_password(tmp_path, name, url, shown):
+    assert load_settings(tmp_path, env={f"DIGEST_{name.upper()}": url}).redacted()[name] == shown
+
+
+@pytest.mark.parametrize("url,meant", [
+    ("sqlite:/x.db", "sqlite:////x.db"),
+    ("sqlite:/var/lib/digest/digest.db", "sqlite:////var/lib/digest/digest.db"),
+    ("postgresql:/db.example.org/digest", "postgresql://db.example.org/digest"),
+], ids=["sqlite-one-slash", "sqlite-one-slash-deeper", "postgres-one-slash"])
+def test_cli_says_what_a_url_without_slashes_meant(cli, home, url, meant):
+    """SQLAlchemy cannot parse a scheme without '//' (sqlite:/x.db): every command says so in one line, with the URL as
+    typed (nothing in it is a password) and the URL that was most likely meant."""
+    env = {"DIGEST_DATABASE_URL": url}
+    line = f"error: database_url {url} is not a database URL: '//' is missing after {url.partition(':')[0]}:, did you mean {meant}?"
+    shown = cli("config", env=env)
+    assert shown.exit_code == 1 and f"database_url            {url} " in shown.output and line in shown.output, shown.output
+    status = cli("status", env=env)
+    assert status.exit_code == 1 and status.output.startswith(line) and status.output.count("\n") == 1, status.output
+    doctor = cli("doctor", env=env)
+    assert doctor.exit_code == 1 and line.replace("error: ", "FAIL  config: ") in doctor.output, doctor.output
+
+
+def test_log_lines_show_a_url_without_a_password_as_it_is(home, capsys):
+    import logging
+
+    from digest.log import configure_logging_lazily, log_event
+
+    urls = [url for url, shown in SHOWN_URLS.values() if url == shown and url.startswith(("sqlite", "postgres"))]
+    for url in urls:
+        settings = load_settings(home, env={"DIGEST_DATABASE_URL": url, "DIGEST_REDIS_URL": "redis://localhost:6379/0"})
+        configure_logging_lazily(lambda settings=settings: settings)
+        log_event(logging.getLogger("digest.test"), "store-failed", logging.ERROR, url=url, redis=settings.redis_url)
+    err = capsys.readouterr().err
+    assert "***" not in err and all(f"url={url} redis=redis://localhost:6379/0" in err for url in urls), err
+
+
 def test_log_lines_never_show_a_database_password(home, capsys):
     import logging
 

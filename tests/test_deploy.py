@@ -158,3 +158,31 @@ def test_backup_units_copy_into_their_own_state_directory_each_night():
     assert "\nExecStartPost=/usr/bin/find /var/lib/digest-backups -name digest-*.db -mtime +14 -delete\n" in service
     timer = (DEPLOY / "digest-backup.timer").read_text()
     assert "\nOnCalendar=*-*-* 03:30:00\n" in timer and "\nPersistent=true\n" in timer and "\nUnit=digest-backup.service\n" in timer
+
+
+def environment_files() -> set[str]:
+    """The EnvironmentFile= of every service in deploy/, without the '-' that makes it optional."""
+    return {line.partition("=")[2].removeprefix("-") for unit in SERVICES for _, line in directives((DEPLOY / unit).read_text())
+            if line.startswith("EnvironmentFile=")}
+
+
+@pytest.mark.parametrize("key", [None, "short"], ids=["missing", "too-short"])
+def test_secret_key_hint_under_systemd_names_the_units_environment_file(cli, home: Path, key: str | None) -> None:
+    """Under systemd (INVOCATION_ID: a unit, or `systemd-run` as the docs run admin commands) `digest init` is the
+    wrong advice: the key goes in the one EnvironmentFile= every shipped unit reads, as a DIGEST_SECRET_KEY= line."""
+    from digest.tokens import secret_key_problem
+
+    (env_file,) = environment_files()
+    env = {"INVOCATION_ID": "4a1c9a7e2f0d4c7f9a3c1b2d3e4f5a6b", **({"DIGEST_SECRET_KEY": key} if key else {})}
+    hint = f"put a line DIGEST_SECRET_KEY=KEY in {env_file}, the EnvironmentFile= of digest's systemd units,"
+    web = cli("web", "--port", "0", env=env)
+    assert web.exit_code == 1 and web.output.count("\n") == 1 and hint in web.output and "digest init" not in web.output, web.output
+    doctor = [line for line in cli("doctor", env=env).output.splitlines() if line.startswith("FAIL  secret_key: ")]
+    assert len(doctor) == 1 and hint in doctor[0] and "digest init" not in doctor[0], doctor
+    if key is None:  # the line docs/troubleshooting.md shows
+        assert web.output.strip() in (DEPLOY.parent / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    # KEY as the hint says to make it: a key every command takes
+    command = web.output.split("KEY from ", 1)[1].split("; then", 1)[0]
+    made = subprocess.run(["sh", "-c", command.replace("python3", sys.executable, 1)], capture_output=True, text=True, check=True).stdout.strip()
+    assert secret_key_problem(made) is None
+

@@ -515,7 +515,7 @@ def test_import_csv_adds_active_subscribers_then_updates_them(engine):
         assert (ada.name, ada.interests, ada.max_papers, ada.tz, ada.status) == ("Ada", ["sparse autoencoders", "probing"], 8, "Europe/London", "active")
         assert (bob.email, bob.name, bob.max_papers, bob.tz) == ("bob@example.org", "Bob, Jr.", 10, "UTC")
         report = import_csv(session, "email,max_papers\nADA@example.org,3\ncarol@example.org,4\n", LATER)
-        assert (report.added, report.updated) == (1, 1)
+        assert (report.added, report.updated, report.unchanged) == (1, 1, 0)
         assert get_subscriber(session, "ada@example.org").interests == ["sparse autoencoders", "probing"]  # column left out: unchanged
         assert get_subscriber(session, "ada@example.org").max_papers == 3
 
@@ -523,7 +523,25 @@ def test_import_csv_adds_active_subscribers_then_updates_them(engine):
 def test_import_csv_reports_counts(engine):
     with session_scope(engine) as session:
         report = import_csv(session, GOOD_CSV, NOW)
-    assert (report.added, report.updated) == (2, 0)
+    assert (report.added, report.updated, report.unchanged) == (2, 0, 0)
+
+
+def test_import_csv_again_changes_nothing_and_says_so(engine):
+    """Re-importing a file counts its rows as unchanged and leaves profile_changed_at alone (a prune reads again the
+    seed lists changed since it started); a row whose profile changes is updated and stamped, a status alone is not a
+    profile change."""
+    with session_scope(engine) as session:
+        import_csv(session, GOOD_CSV, NOW)
+    with session_scope(engine) as session:
+        report = import_csv(session, GOOD_CSV.replace("Bob@Example.org", "BOB@example.org"), LATER)
+        assert (report.added, report.updated, report.unchanged) == (0, 0, 2)
+        assert [s.profile_changed_at for s in list_subscribers(session)] == [NOW, NOW]
+    with session_scope(engine) as session:
+        report = import_csv(session, "email,max_papers,status\nada@example.org,9,\nbob@example.org,,paused\n", LATER)
+        assert (report.added, report.updated, report.unchanged) == (0, 2, 0)
+        ada, bob = list_subscribers(session)
+        assert (ada.max_papers, ada.profile_changed_at) == (9, LATER)
+        assert (bob.status, bob.profile_changed_at) == ("paused", NOW)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from ..config import (
 from ..errors import ConfigError, DigestError, LockedError, StoreError
 from ..log import configure_logging_lazily, secret_values
 from ..store import describe, ensure_ready, has_schema, init_db, open_engine, sqlite_file
-from ..tokens import PREVIOUS_KEY_HINT, SECRET_KEY_HINT, secret_key_problem
+from ..tokens import PREVIOUS_KEY_HINT, SECRET_KEY_HINT, secret_key_hint, secret_key_problem
 
 EXIT_ERROR = 1
 EXIT_LOCKED = 75  # EX_TEMPFAIL (sysexits.h): another run holds the lock, nothing done (the units' SuccessExitStatus=)
@@ -273,7 +273,7 @@ def config_cmd(app: AppContext, as_json: bool) -> None:
     settings = load_settings(app.home, app.config_file, overrides=app.overrides, problems=bad_values)
     problems = [*bad_values, *settings_problems(settings)]
     if settings.secret_key and (key := secret_key_problem(settings.secret_key)):  # a key given that every command refuses
-        problems.append(ConfigError(f"secret_key is {key}", SECRET_KEY_HINT))  # (none at all: `digest doctor` says so)
+        problems.append(ConfigError(f"secret_key is {key}", secret_key_hint(settings.secret_key)))  # (none at all: `digest doctor` says so)
     problems += [ConfigError(f"previous_secret_keys holds a key that is {problem}", PREVIOUS_KEY_HINT)
                  for problem in filter(None, map(secret_key_problem, settings.previous_secret_keys))]
     values = settings.redacted()

@@ -178,10 +178,13 @@ def remove(app: AppContext, email: str, yes: bool) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @pass_app
 def import_cmd(app: AppContext, path: str) -> None:
-    """Add or update subscribers from a CSV file; nothing is written if any line is wrong."""
+    """Add or update subscribers from a CSV file; nothing is written if any line is wrong.
+
+    Says how many rows were added, updated (something changed) and unchanged (left as they were).
+    """
     with session_scope(app.engine) as session:
         report = import_csv(session, path, app.now())
-    click.echo(f"imported {path}: {report.added} added, {report.updated} updated")
+    click.echo(f"imported {path}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged")
 
 
 @subscribers.command()

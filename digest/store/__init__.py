@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlmodel import Session
 
-from ..config import mask_secrets, redact_url, url_secrets
+from ..config import BARE_SCHEME, mask_secrets, redact_url, url_secrets
 from ..errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -35,7 +35,7 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StoreError(f"database_url {shown} is not a database URL", URL_HINT) from None
+        raise StoreError(f"database_url {shown} is not a database URL{_missing_slashes(url)}", URL_HINT) from None
     except (ValueError, TypeError):  # the port is not a number (or the '@' before the host is missing)
         raise StoreError(f"database_url {shown} is not a valid database URL: the part after the host's ':' is not a port number", URL_HINT) from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):  # a typo (sqlit://), or MySQL: no driver would help
@@ -83,6 +83,21 @@ def open_engine(url: str, *, create_dir: bool = True) -> Engine:
 
 
 POSTGRES_SCHEMES = ("postgres", "postgresql")
+
+
+def _missing_slashes(url: str) -> str:
+    """What a URL typed without '//' after its scheme (sqlite:/x.db, which SQLAlchemy cannot parse) most likely meant,
+    to end open_engine's error with; "" for any other URL. A SQLite path gets the slashes of an absolute path, the only
+    kind open_engine takes."""
+    bare = BARE_SCHEME.match(url)
+    scheme, rest = (bare.group()[:-1], url[bare.end() :]) if bare else ("", "")
+    if not rest or "@" in url or scheme.partition("+")[0] not in ("sqlite", *POSTGRES_SCHEMES):  # (user:pw@host: no scheme)
+        return ""
+    if scheme.partition("+")[0] == "sqlite":
+        meant = f"{scheme}:///{rest if rest.startswith(('/', '~')) else Path.cwd() / rest}"
+    else:
+        meant = f"{scheme}://{rest.lstrip('/')}"
+    return f": '//' is missing after {scheme}:, did you mean {redact_url(meant)}?"
 
 
 def begin_write(conn: Connection) -> None:

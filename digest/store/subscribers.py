@@ -73,7 +73,8 @@ class SubscriberInput:
 @dataclass(frozen=True)
 class ImportReport:
     added: int
-    updated: int
+    updated: int  # something in the row changed
+    unchanged: int
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -587,12 +588,30 @@ def import_csv(session: Session, path_or_text: str | Path, now: datetime) -> Imp
         if sub is None:
             add_subscriber(session, address, fields, status=status or "active", now=now)
             added += 1
-        else:
+            continue
+        # A row as stored is left alone: updating it would stamp profile_changed_at, and a prune running meanwhile
+        # would read its seed list again for nothing (digest.store.retention).
+        changed = _profile_changes(sub, fields)
+        if changed:
             update_subscriber(session, sub, fields, now=now)
-            if status and status != sub.status:
-                set_status(session, sub, status, now)
-            updated += 1
-    return ImportReport(added=added, updated=updated)
+        if status and status != sub.status:
+            set_status(session, sub, status, now)
+            changed = True
+        updated += changed
+    return ImportReport(added=added, updated=updated, unchanged=len(rows) - added - updated)
+
+
+def _profile_changes(sub: Subscriber, fields: SubscriberInput) -> bool:
+    """Whether applying the validated `fields` (those given, not None) would change the row, as _apply stores them."""
+    for field in dc_fields(SubscriberInput):
+        value = getattr(fields, field.name)
+        if value is None:
+            continue
+        if field.name == "seed_papers":
+            value = [normalise_ident(v) for v in value]
+        if (list(value) if field.name in LIST_FIELDS else value) != getattr(sub, field.name):
+            return True
+    return False
 
 
 def _read_csv_source(path_or_text: str | Path) -> tuple[str, str]:
