@@ -37,6 +37,7 @@ def serve(app: AppContext, tick_seconds: int) -> None:
     (so a fetch missed while it was down runs at start) or a failed fetch is due a retry, then sends whatever
     is due. Shares `digest run`'s job and lock, so cron or a person running `digest run` never causes a
     double send. SIGTERM or SIGINT lets the message in flight finish (a fetch is given up at once), then exits 0.
+    Each tick, a beat every N seconds and the stop are written to this host's heartbeat (`digest status`).
     """
     enable_event_logging()
     settings = app.settings
@@ -147,7 +148,7 @@ def _print_status(sources, editions, problems, next_fetch, settings, due_now: bo
     else:
         zone_time = next_fetch.strftime("%Y-%m-%d %H:%M %Z") if next_fetch else "never"
         click.echo(f"next fetch: {zone_time} (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")
-    for note in beats:  # each host's daemon and last run; none yet: nothing has run here since digest 0014's heartbeats
+    for note in beats:  # each host's daemon and last run (none: no daemon or run has written its heartbeat yet)
         click.echo(note)
     for problem in problems:
         click.echo(f"problem: {problem}")
