@@ -4,8 +4,9 @@ arXiv announces new papers Sunday to Thursday at 20:00 US/Eastern, so a fetch be
 Sunday 20:00 Eastern finds no new mailing: zero entries then is expected. Zero entries from an arXiv
 listing after a weekday announcement means a broken feed (or an arXiv holiday, which only a person can
 tell). Is each edition sent? One that was due more than EDITION_GRACE ago and is not finished, or a delivery
-'sending' for longer than a run keeps one there, is a problem. Pure: it judges the rows digest.store returns
-and never reads the database or the clock.
+'sending' for longer than a run keeps one there, is a problem. Is anything running? A host whose last run or tick
+failed, and a daemon that has not been seen for MISSED_TICKS ticks, are problems at once (the heartbeats).
+Pure: it judges the rows digest.store returns and never reads the database or the clock.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from .editions import WEEKDAYS, due_edition, earliest_local_day, local_day, publishes_on, send_instant
 from .store.deliveries import UnfinishedDelivery
-from .store.status import Schedule, SourceHealth
+from .store.status import Beat, Schedule, SourceHealth
 
 ARXIV_TZ = ZoneInfo("America/New_York")
 ANNOUNCE_HOUR = 20  # arXiv's announcements go out at 20:00 US/Eastern
@@ -175,3 +176,92 @@ def _span(delta: timedelta) -> str:
 def _names(emails: Sequence[str]) -> str:
     shown = ", ".join(emails[:NAMES_SHOWN])
     return shown + (f" and {len(emails) - NAMES_SHOWN} more" if len(emails) > NAMES_SHOWN else "")
+
+
+# --- heartbeats: is a daemon alive, did the last run work? ------------------------------------------------
+
+MISSED_TICKS = 3  # a daemon not seen for this many ticks (and TICK_MARGIN) is dead, hung or cut off from the database
+TICK_MARGIN = timedelta(minutes=2)  # a slow write, a busy database, a clock a little off
+# A host silent while the others kept running for this long was taken out of service (a replaced container, a retired
+# server): its last failure or its dead daemon is no longer reported (`digest status` still lists it until the prune).
+RETIRED_AFTER = timedelta(days=1)
+DEFAULT_TICK_SECONDS = 60  # `digest serve`'s default, for a row that does not say
+JOBS = {"daemon": "a `digest serve` tick", "run": "`digest run`", "send": "`digest send`", "worker": "`digest worker`"}
+RETRIES = {"daemon": "the next tick tries again", "run": "the next `digest run` tries again", "send": "the next run tries again",
+           "worker": "the next run tries again"}
+
+
+def daemon_overdue_after(tick_seconds: int | None) -> timedelta:
+    """How long a daemon may go unseen: MISSED_TICKS of its ticks and TICK_MARGIN (its own heartbeat beats every tick,
+    while a long tick sends)."""
+    return MISSED_TICKS * timedelta(seconds=tick_seconds or DEFAULT_TICK_SECONDS) + TICK_MARGIN
+
+
+def retired(beat: Beat, beats: Sequence[Beat]) -> bool:
+    """Another host was seen more than RETIRED_AFTER after this one was last: it was taken out of service."""
+    return any(other.host != beat.host and other.seen_at - beat.seen_at > RETIRED_AFTER for other in beats)
+
+
+def last_jobs(beats: Sequence[Beat]) -> dict[str, Beat]:
+    """Each host's newest finished job (a daemon's tick, a run, a send), by host."""
+    newest: dict[str, Beat] = {}
+    for beat in beats:
+        if beat.finished_at is not None and beat.outcome is not None:
+            if beat.host not in newest or beat.finished_at > newest[beat.host].finished_at:  # type: ignore[operator]
+                newest[beat.host] = beat
+    return newest
+
+
+def heartbeat_problems(beats: Sequence[Beat], now: datetime) -> list[str]:
+    """One line per host whose newest run or tick failed (a later one that works clears it), per daemon not seen for
+    daemon_overdue_after(its tick), and per daemon stopped cleanly when nothing has run anywhere since (nothing sends).
+    A host that never ran a daemon (cron, a timer) has no daemon row, so nothing is said of its silence; a host
+    silent while others kept running for RETIRED_AFTER is taken for retired."""
+    problems = []
+    for host, beat in sorted(last_jobs(beats).items()):
+        if beat.outcome == "failed" and not retired(beat, beats):
+            problems.append(f"the last run on {host} ({JOBS.get(beat.kind, beat.kind)}) at {_clock(beat.finished_at)} failed: {beat.error or 'unknown error'}; "
+                            f"{RETRIES.get(beat.kind, 'the next run tries again')}, and what is due stays due (`digest doctor` checks the mail server, the database and the sources)")
+    for beat in beats:
+        if beat.kind != "daemon":
+            continue
+        allowed = daemon_overdue_after(beat.tick_seconds)
+        if beat.stopped_at is not None:
+            # A clean stop is a problem once it is plain nothing replaced it: no daemon restarted, no cron run since.
+            if now - beat.stopped_at > allowed and not any(other is not beat and other.seen_at > beat.stopped_at for other in beats):
+                problems.append(f"daemon on {beat.host} (pid {beat.pid}) was stopped at {_clock(beat.stopped_at)} (SIGTERM or SIGINT), and nothing has run "
+                                f"since: it was the only thing sending, so no edition goes out; start `digest serve` again, or schedule `digest run`")
+        elif now - beat.seen_at > allowed and not retired(beat, beats):
+            problems.append(f"daemon on {beat.host} (pid {beat.pid}) last ticked {_ago(now - beat.seen_at)} ago (it ticks every {beat.tick_seconds or DEFAULT_TICK_SECONDS} s): "
+                            "is it running? It did not stop cleanly (killed, crashed, its host down or the database out of its reach); check its service and its log")
+    return problems
+
+
+def beat_note(beat: Beat, now: datetime) -> str:
+    """A heartbeat for `digest status`: who, when last seen, how its last job ended."""
+    who = f"daemon on {beat.host} (pid {beat.pid}, every {beat.tick_seconds or DEFAULT_TICK_SECONDS} s)" if beat.kind == "daemon" else f"`digest {beat.kind}` on {beat.host} (pid {beat.pid})"
+    if beat.kind == "daemon":
+        state = f"stopped at {_clock(beat.stopped_at)}" if beat.stopped_at is not None else f"last ticked {_ago(now - beat.seen_at)} ago"
+        if beat.stopped_at is None and beat.started_at is not None and (beat.finished_at is None or beat.finished_at < beat.started_at):
+            state += f", a tick running since {_clock(beat.started_at)}"
+    else:
+        state = f"last ran {_ago(now - beat.seen_at)} ago"
+    last = ""
+    if beat.finished_at is not None and beat.outcome is not None:
+        last = f"; last {'tick' if beat.kind == 'daemon' else 'run'} {_clock(beat.finished_at)} {beat.outcome}" + (f": {beat.error}" if beat.outcome == "failed" and beat.error else "")
+    return f"{who}: {state}{last}"
+
+
+def _clock(instant: datetime | None) -> str:
+    return instant.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if instant else "?"
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 120 * 60:
+        return f"{seconds // 60} min"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

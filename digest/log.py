@@ -183,6 +183,12 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
     return tuple(out)
 
 
+def masked_line(text: str, settings: Settings) -> str:
+    """`text` as a log line would show it: every configured secret masked, every reader's link token hidden (for an
+    error kept in the database, which `digest status` prints)."""
+    return hide_link_tokens(EventFormatter(secrets=secret_values(settings)).mask(text))
+
+
 def _install(handler: logging.Handler, level: int) -> logging.Handler:
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:

@@ -246,6 +246,28 @@ class ConfirmInbox(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False, index=True)  # the last claim: `digest prune` deletes a row a day after
 
 
+class Heartbeat(SQLModel, table=True):
+    """The last sign of life of each daemon and one-shot command, one row per host and kind ('daemon', 'run', 'send',
+    'worker'), upserted in place (digest.store.heartbeats): when it was last seen, how its last job ended, and for a
+    daemon its tick and whether it was stopped cleanly. Keyed on the host, not the pid, so a restart never adds a row;
+    `digest prune` deletes a host's rows 30 days after it was last seen. `digest status --check` judges them
+    (digest.health.heartbeat_problems)."""
+
+    __tablename__ = "heartbeat"
+    __table_args__ = (sa.UniqueConstraint("kind", "host", name="uq_heartbeat"),)
+    id: int = Field(default=None, primary_key=True)
+    kind: str = Field(sa_column=Column(sa.String(16), nullable=False))
+    host: str = Field(sa_column=Column(sa.String(255), nullable=False))
+    pid: int = Field(sa_column=Column(sa.Integer, nullable=False))  # the process that wrote last
+    tick_seconds: int | None = Field(default=None, sa_column=Column(sa.Integer, nullable=True))  # a daemon's tick
+    seen_at: datetime = _ts(nullable=False, index=True)  # the last beat: a tick, the daemon's own heartbeat, a command's end
+    started_at: datetime | None = _ts()  # the last job's start
+    finished_at: datetime | None = _ts()  # and its end (before started_at: a job is running)
+    outcome: str | None = Field(default=None, sa_column=Column(sa.String(16), nullable=True))  # ok | failed
+    error: str | None = Field(default=None, sa_column=Column(sa.Text, nullable=True))  # a failed job's error, secrets masked
+    stopped_at: datetime | None = _ts()  # a daemon stopped cleanly (SIGTERM, SIGINT); NULL while it runs
+
+
 class UsedToken(SQLModel, table=True):
     """Single-use tokens (confirmation links) already spent, by their signature digest."""
 

@@ -22,6 +22,7 @@ from .editions import WEEKDAYS, parse_zone
 from .errors import ConfigError, DigestError, LockedError
 from .health import ERROR_LIMIT
 from .log import log_event
+from .pipeline.heartbeat import Heartbeat
 from .store.status import newest_fetch_at, oldest_success_at
 
 log = logging.getLogger(__name__)
@@ -171,35 +172,52 @@ class Ticker:
     """What each tick runs: "fetch now?" (`fetch_due(now)`), then the job, which sends whoever is due.
 
     Never fatal: a lock held elsewhere is logged and skipped (the next tick asks again), a failing job or
-    decision is logged, and the next tick runs.
+    decision is logged, and the next tick runs. With a `heartbeat`, each tick writes its start and its outcome
+    (ok, or failed with the error it logged) to this host's daemon row, where `digest status --check` sees them.
     """
 
-    def __init__(self, job: Job, stop_event: threading.Event, clock: Callable[[], datetime], fetch_due: Callable[[datetime], bool]) -> None:
-        self.job, self.stop_event, self.clock, self.fetch_due = job, stop_event, clock, fetch_due
+    def __init__(self, job: Job, stop_event: threading.Event, clock: Callable[[], datetime], fetch_due: Callable[[datetime], bool],
+                 heartbeat: Heartbeat | None = None) -> None:
+        self.job, self.stop_event, self.clock, self.fetch_due, self.heartbeat = job, stop_event, clock, fetch_due, heartbeat
 
     def __call__(self) -> None:
         try:
             self._tick()
         except Exception as exc:  # noqa: BLE001 - a bug in one tick (its job, its clock, its own bookkeeping) must not stop the daemon
             log_event(log, "tick-crashed", logging.ERROR, exc_info=exc)
+            self._finished(exc)
+
+    def _finished(self, error: BaseException | None = None) -> None:
+        if self.heartbeat is None:
+            return
+        try:
+            now = self.clock()
+        except Exception:  # noqa: BLE001 - the tick crashed on its clock: the heartbeat says when by the wall clock
+            now = datetime.now(timezone.utc)
+        self.heartbeat.finished(now, error)
 
     def _tick(self) -> None:
         if self.stop_event.is_set():
             return
         now = self.clock()
+        if self.heartbeat is not None:
+            self.heartbeat.started(now)
         fetch = self._should_fetch(now)
         kind = "fetch" if fetch else "send"
         try:
             report = self.job(now=now, fetch=fetch, stop_event=self.stop_event)
         except LockedError:  # a fetch still due is still due at the next tick
             log_event(log, "tick-skipped", tick=kind, reason="another run holds the lock")
-            return
+            return  # no outcome: the run that holds the lock writes its own
         except DigestError as exc:  # the server down, the database locked: the next tick tries again
             log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(exc), note=NEXT_TICK)
+            self._finished(exc)
             return
         if getattr(report, "error", None) is not None:  # the delivery stopped early: the next tick tries again
             log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error), note=NEXT_TICK)
+            self._finished(report.error)
             return
+        self._finished()
         fields = {k: getattr(report, k) for k in ("due", "sent", "skipped", "failed", "deferred") if hasattr(report, k)}
         if getattr(report, "fetch_error", None):
             fields["fetch_error"] = report.fetch_error
@@ -215,9 +233,11 @@ class Ticker:
             return False
 
 
-def build_scheduler(ticker: Ticker, now: datetime, *, tick_seconds: int = 60, scheduler_cls=None):
+def build_scheduler(ticker: Ticker, now: datetime, *, tick_seconds: int = 60, scheduler_cls=None, beat: Callable[[], None] | None = None):
     """A scheduler (not started) with the one job: the tick, every `tick_seconds`, first at `now` (so a fetch
-    missed while the daemon was down, and whatever is due, are done at start)."""
+    missed while the daemon was down, and whatever is due, are done at start). With `beat`, a second job calls it
+    every `tick_seconds` in a thread of its own: the daemon's sign of life while a long tick fetches or sends (it
+    neither fetches nor sends)."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.interval import IntervalTrigger
@@ -226,12 +246,15 @@ def build_scheduler(ticker: Ticker, now: datetime, *, tick_seconds: int = 60, sc
         raise ConfigError(f"the tick interval must be at least 1 second, not {tick_seconds}")
     scheduler = _steady(scheduler_cls or BlockingScheduler, timedelta(seconds=tick_seconds))(
         timezone=timezone.utc,
-        executors={"default": ThreadPoolExecutor(max_workers=1)},  # one tick at a time
+        executors={"default": ThreadPoolExecutor(max_workers=1), "beat": ThreadPoolExecutor(max_workers=1)},  # one tick at a time
         job_defaults={"coalesce": True, "max_instances": 1},
     )
     logging.getLogger("apscheduler.scheduler").addFilter(_expected_skips)
     scheduler.add_job(ticker, IntervalTrigger(seconds=tick_seconds, timezone=timezone.utc), id="tick", name="fetch if due, then send what is due",
                       coalesce=True, max_instances=1, misfire_grace_time=max(tick_seconds, 30), next_run_time=now)
+    if beat is not None:
+        scheduler.add_job(beat, IntervalTrigger(seconds=tick_seconds, timezone=timezone.utc), id="beat", name="the daemon's heartbeat",
+                          executor="beat", coalesce=True, max_instances=1, misfire_grace_time=max(tick_seconds, 30))
     return scheduler
 
 
@@ -262,14 +285,16 @@ def _expected_skips(record: logging.LogRecord) -> bool:
 
 
 def serve(settings: Settings, job: Job, fetch_due: Callable[[datetime], bool], *, tick_seconds: int = 60,
-          clock: Callable[[], datetime] | None = None) -> int:
+          clock: Callable[[], datetime] | None = None, heartbeat: Heartbeat | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT; the job in flight finishes its message first (a fetch in flight is
-    given up at once: digest.ingest.fetch_sources). Returns 0."""
+    given up at once: digest.ingest.fetch_sources). Returns 0. With a `heartbeat`, every tick writes its outcome,
+    a beat every tick says the daemon lives (a long tick included), and a clean stop is written as one."""
     clock = clock or (lambda: datetime.now(timezone.utc))
     stop_event = threading.Event()
     now = clock()
     trigger = fetch_trigger(settings)
-    scheduler = build_scheduler(Ticker(job, stop_event, clock, fetch_due), now, tick_seconds=tick_seconds)
+    beat = (lambda: heartbeat.alive(clock())) if heartbeat is not None else None
+    scheduler = build_scheduler(Ticker(job, stop_event, clock, fetch_due, heartbeat), now, tick_seconds=tick_seconds, beat=beat)
 
     def request_stop(signum: int, _frame: Any) -> None:
         if stop_event.is_set():
@@ -289,6 +314,8 @@ def serve(settings: Settings, job: Job, fetch_due: Callable[[datetime], bool], *
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if heartbeat is not None:  # stopped, not crashed: `digest status --check` tells the two apart
+        heartbeat.stopped(clock())
     log_event(log, "stopped")
     return 0
 

@@ -9,8 +9,8 @@ docs honest. The convention (also described in docs/development.md):
 - A command must exit 0, unless it ends with a comment `# exit N`.
 - An output line `...` stands for any number of lines.
 - Before comparing, both sides are normalised (NORMALISE below): clock times and dates, run durations, outbox
-  file names, the day named in an email, the signed tokens in links, message sizes, and the padding between
-  columns. Nothing else is: the rest must match exactly.
+  file names, the day named in an email, the signed tokens in links, message sizes, the host, pid and age of a
+  heartbeat in `digest status`, and the padding between columns. Nothing else is: the rest must match exactly.
 - A block that cannot run offline, or that starts a server, is preceded by `<!-- console: skip REASON -->` and is
   not run; the test reports it as skipped with that reason.
 - `<!-- console: setup` ... `-->` holds hidden `$ ` commands run before the page's first block (unchecked).
@@ -61,6 +61,9 @@ NORMALISE: list[tuple[re.Pattern[str], str]] = [
     # signed tokens in links carry the time they were made
     (re.compile(r"/(confirm|unsubscribe|preferences|feedback|edition)/[\w.-]+"), r"/\1/<token>"),
     (re.compile(r"\b[\d,]+ bytes\b"), "<n> bytes"),
+    # `digest status`'s heartbeats: "daemon on HOST (pid 4242, ...): last ticked 3 s ago"
+    (re.compile(r"\bon [\w.-]+ \(pid \d+"), "on <host> (pid <pid>"),
+    (re.compile(r"\b\d+ (?:s|min|h|days) ago\b"), "<n> ago"),
     # column padding: a longer name elsewhere in a table (a new setting, a longer path) widens every row
     (re.compile(r"(?<=\S) {2,}"), "  "),
 ]

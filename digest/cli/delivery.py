@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 import click
 
 from ..config import load_settings
-from ..errors import InputError
+from ..errors import InputError, LockedError
 from ..log import echo_events
+from ..pipeline.heartbeat import Heartbeat
 from ..schedule import fetch_due, fetch_trigger, next_fire_times
 from ..store import deliveries as ledger
 from ..store import ensure_ready, open_engine, session_scope
@@ -32,6 +33,8 @@ from .sources import echo_report, nothing_to_fetch
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
+
+    from ..pipeline.job import RunReport
 
 DEMO_CONFIG = f"""# written by `digest demo`: an offline demo, mail goes to the outbox directory
 secret_key = "{DEMO_SECRET}"
@@ -106,7 +109,25 @@ class _Interruption:
 
 
 def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | None = None, dry_run: bool = False, edition: str | None = None,
-             follow: bool = False) -> None:
+             follow: bool = False, kind: str | None = None) -> None:
+    """Run the job and print what it did; with a `kind` ("run", "send", "worker"), its outcome is written to this
+    host's heartbeat for `digest status --check` (a run that stopped early or raised: failed, with its error)."""
+    heartbeat = Heartbeat(app.engine, app.settings, kind) if kind is not None else None
+    started = app.now()
+    try:
+        report = _run(app, fetch=fetch, only=only, dry_run=dry_run, edition=edition, follow=follow)
+    except LockedError:  # another run holds the lock: it writes its own outcome
+        raise
+    except Exception as exc:
+        if heartbeat is not None:
+            heartbeat.finished(app.now(), exc, started_at=started)
+        raise
+    if heartbeat is not None:
+        heartbeat.finished(app.now(), report.error, started_at=started)
+    _print_report(app, report, only)
+
+
+def _run(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | None, dry_run: bool, edition: str | None, follow: bool) -> RunReport:
     # Imported here, not at the top: the job loads ranking and rendering (numpy, scipy, premailer), which
     # `digest --help` and the other commands must not wait for.
     from ..pipeline.follow import run_until_done
@@ -129,6 +150,10 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
                                  progress=progress.step, on_plan=plan, stop_event=interruption.stop)
     finally:
         progress.close()
+    return report
+
+
+def _print_report(app: AppContext, report: RunReport, only: str | None) -> None:
     for source in report.fetched:
         echo_report(source)  # as `digest fetch` prints it: a failed source on stderr (cron's MAILTO), then its warnings
     if report.fetch_error:
@@ -178,7 +203,8 @@ def send(app: AppContext, dry_run: bool, only: str | None, edition: str | None) 
     Ends with one line: sent, skipped, failed, deferred and time; exits 1 when a due subscriber was not
     served. A rerun sends only what the mail server has not accepted yet.
     """
-    _deliver(app, fetch=False, only=only, dry_run=dry_run, edition=_edition(edition))
+    # A dry run or one subscriber's send says nothing of the day's run: no heartbeat.
+    _deliver(app, fetch=False, only=only, dry_run=dry_run, edition=_edition(edition), kind=None if dry_run or only else "send")
 
 
 def _nothing_to_fetch(app: AppContext) -> str | None:
@@ -197,7 +223,7 @@ def run_cmd(app: AppContext, fetch_mode: str) -> None:
     day), not on every run; a lock keeps two runs from overlapping, and the ledger keeps an edition from
     going out twice.
     """
-    _deliver(app, fetch=_fetch_wanted(app, fetch_mode))
+    _deliver(app, fetch=_fetch_wanted(app, fetch_mode), kind="run")
 
 
 def _fetch_wanted(app: AppContext, fetch_mode: str) -> bool | Callable[[], bool]:
@@ -230,7 +256,7 @@ def worker(app: AppContext, fetch_mode: str) -> None:
     fetches while the others wait, and a worker that dies has its deliveries taken over once its lease
     (lease_seconds) has passed. Ends when nothing due is pending or held by another worker. On SQLite it is `run`.
     """
-    _deliver(app, fetch=_fetch_wanted(app, fetch_mode), follow=True)
+    _deliver(app, fetch=_fetch_wanted(app, fetch_mode), follow=True, kind="worker")
 
 
 @main.command()

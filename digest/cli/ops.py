@@ -12,13 +12,14 @@ from datetime import datetime, timezone
 import click
 
 from ..errors import ConfigError
-from ..health import edition_problems, finished_since, source_note, source_problems
+from ..health import beat_note, edition_problems, finished_since, heartbeat_problems, source_note, source_problems
 from ..log import enable_event_logging
+from ..pipeline.heartbeat import Heartbeat
 from ..schedule import fetch_due, fetch_trigger, next_fire_times, pipeline_job
 from ..schedule import serve as serve_forever
 from ..store.deliveries import editions_summary, finished_editions, unfinished_deliveries
 from ..store.fleet import LeaseHolder, clock_offset, clock_problem, is_shared, lease_holders
-from ..store.status import active_schedules, source_health
+from ..store.status import active_schedules, heartbeats, source_health
 from ..tokens import secret_key_hint, secret_key_problem
 from . import EXIT_ERROR, AppContext, main, pass_app, settings_problems
 
@@ -36,6 +37,7 @@ def serve(app: AppContext, tick_seconds: int) -> None:
     (so a fetch missed while it was down runs at start) or a failed fetch is due a retry, then sends whatever
     is due. Shares `digest run`'s job and lock, so cron or a person running `digest run` never causes a
     double send. SIGTERM or SIGINT lets the message in flight finish (a fetch is given up at once), then exits 0.
+    Each tick, a beat every N seconds and the stop are written to this host's heartbeat (`digest status`).
     """
     enable_event_logging()
     settings = app.settings
@@ -43,7 +45,8 @@ def serve(app: AppContext, tick_seconds: int) -> None:
     if problem := secret_key_problem(settings.secret_key):  # not at the first due subscriber, on every tick after it
         raise ConfigError(f"secret_key is {problem}", secret_key_hint(settings.secret_key))
     engine = app.engine
-    code = serve_forever(settings, pipeline_job(engine, settings), lambda now: fetch_due(engine, settings, now), tick_seconds=tick_seconds)
+    heartbeat = Heartbeat(engine, settings, "daemon", tick_seconds=tick_seconds)
+    code = serve_forever(settings, pipeline_job(engine, settings), lambda now: fetch_due(engine, settings, now), tick_seconds=tick_seconds, heartbeat=heartbeat)
     click.get_current_context().exit(code)
 
 
@@ -56,20 +59,23 @@ def _when(value: datetime | None) -> str:
 @click.option("--check", is_flag=True, help="Print one line per problem and exit 1 when there is one (for monitors).")
 @pass_app
 def status(app: AppContext, as_json: bool, check: bool) -> None:
-    """Health of sources and editions; tells an arXiv weekend from a broken source.
+    """Health of sources, editions, daemons and runs; tells an arXiv weekend from a broken source.
 
     Per source: last success, papers in the last fetch, errors in a row. Per edition: sent, skipped,
-    failed, deferred, pending. --check fails (exit 1, one "fail: ..." line per problem) when the last fetch
-    of a source failed (saying so when it failed 3 times in a row), stored nothing because every entry was
-    refused, or an arXiv source brought 0 papers after a weekday announcement; when an edition due more
-    than an hour ago is not finished for an active subscriber, or deliveries have been 'sending' for over
-    an hour (the run that sent them died); otherwise prints "ok: ...".
+    failed, deferred, pending. Per host: its daemon (last tick, pid, last outcome) and its last run.
+    --check fails (exit 1, one "fail: ..." line per problem) when the last fetch of a source failed (saying
+    so when it failed 3 times in a row), stored nothing because every entry was refused, or an arXiv source
+    brought 0 papers after a weekday announcement; when a host's last run or daemon tick failed; when a
+    daemon has not ticked for 3 ticks (killed or hung), or was stopped and nothing has run since; when an
+    edition due more than an hour ago is not finished for an active subscriber, or deliveries have been
+    'sending' for over an hour (the run that sent them died); otherwise prints "ok: ...".
     """
     now = app.now()
     engine = app.existing_engine  # a status of nothing: no home or database is made by looking
     sources = source_health(engine)
     editions = editions_summary(engine, limit=EDITIONS_SHOWN)
-    problems = source_problems(sources, now) + edition_problems(active_schedules(engine), finished_editions(engine, since=finished_since(now)), unfinished_deliveries(engine), now)
+    beats = heartbeats(engine)
+    problems = source_problems(sources, now) + heartbeat_problems(beats, now) + edition_problems(active_schedules(engine), finished_editions(engine, since=finished_since(now)), unfinished_deliveries(engine), now)
     holders = lease_holders(engine) if is_shared(engine) else []  # PostgreSQL: who holds the deliveries being sent
     if is_shared(engine) and (skew := clock_problem(clock_offset(engine, now))):  # one clock for a fleet: the database's
         problems.append(skew)
@@ -86,6 +92,7 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
             "leases": [{"worker": h.worker, "deliveries": h.rows, "editions": list(h.editions), "connected": h.connected,
                         "lease_seconds_left": round(h.seconds_left, 1)} for h in holders],
             "next_fetch": next_fetch,
+            "heartbeats": [{**{k: getattr(b, k) for k in b.__dataclass_fields__}, "note": beat_note(b, now)} for b in beats],
         }, indent=2, default=lambda v: v.isoformat()))
     elif check:
         for problem in problems:
@@ -93,7 +100,7 @@ def status(app: AppContext, as_json: bool, check: bool) -> None:
         if not problems:
             click.echo(_ok_line(sources, next_fetch, due_now))
     else:
-        _print_status(sources, editions, problems, next_fetch, app.settings, due_now, holders)
+        _print_status(sources, editions, problems, next_fetch, app.settings, due_now, holders, [beat_note(b, now) for b in beats])
     if check and problems:
         click.get_current_context().exit(EXIT_ERROR)
 
@@ -117,7 +124,8 @@ def _ok_line(sources, next_fetch: datetime | None, due_now: bool = False) -> str
     return line
 
 
-def _print_status(sources, editions, problems, next_fetch, settings, due_now: bool = False, holders: Sequence[LeaseHolder] = ()) -> None:
+def _print_status(sources, editions, problems, next_fetch, settings, due_now: bool = False, holders: Sequence[LeaseHolder] = (),
+                  beats: Sequence[str] = ()) -> None:
     if not sources:
         click.echo("sources: none (add one with `digest sources add`)")
     else:
@@ -140,6 +148,8 @@ def _print_status(sources, editions, problems, next_fetch, settings, due_now: bo
     else:
         zone_time = next_fetch.strftime("%Y-%m-%d %H:%M %Z") if next_fetch else "never"
         click.echo(f"next fetch: {zone_time} (fetch_cron \"{settings.fetch_cron}\" in {settings.fetch_tz})")
+    for note in beats:  # each host's daemon and last run (none: no daemon or run has written its heartbeat yet)
+        click.echo(note)
     for problem in problems:
         click.echo(f"problem: {problem}")
 

@@ -252,7 +252,7 @@ def check_sqlite_features(engine: Engine) -> None:
 # The newest migration (tests/test_migrations.py checks that it is alembic's one head: a new migration changes it).
 # Every command compares it with the database's alembic_version in one query: asking alembic itself (importing it and
 # reading the migration scripts) cost 0.15 s of CPU at the start of every command, 10 % of a `digest rank`.
-SCHEMA_REVISION = "0013"
+SCHEMA_REVISION = "0014"
 
 
 def schema_is_current(engine: Engine) -> bool:

@@ -17,6 +17,8 @@ What goes whatever keep_days and keep_ledger_days say (no history a reader wants
   go with the address. Deleting it weakens no cap: the caps count per inbox (confirm_inbox, digest.store.caps), apart
   from the subscriber rows, the emails of the last 24 hours (CONFIRM_WINDOW), and this address's are a month old. A
   request that records an email meanwhile keeps the address (its confirm_version is checked in the DELETE).
+- the heartbeats (one row per host and kind of job) of a host not seen for HEARTBEAT_KEPT (30 days): a retired server
+  or a replaced container, whose row `digest status` would list for ever. The table grows with the hosts only.
 
 What goes as keep_days and keep_ledger_days say (0: nothing of it):
 - the ledger's finished deliveries (sent, skipped, failed) of editions older than keep_ledger_days, each with the
@@ -65,6 +67,7 @@ from ..models import (
     ConfirmInbox,
     Delivery,
     Feedback,
+    Heartbeat,
     InterestEmbedding,
     Paper,
     PaperEmbedding,
@@ -91,6 +94,7 @@ DAILY_BUDGET = 300.0  # seconds the daily run gives a prune; what is left waits 
 LINK_MARGIN = timedelta(days=1)
 LINK_KEPT = PENDING_LIFETIME + LINK_MARGIN  # spent links and requests older than this can never verify again
 UNCONFIRMED_KEPT = timedelta(days=30)  # an address that never confirmed: a month after its last confirmation email
+HEARTBEAT_KEPT = timedelta(days=30)  # a host's heartbeats, a month after it was last seen
 # Seeds named since the prune read them all are found by profile_changed_at, stamped by the writer's clock: this much
 # before the prune's `now` covers a host whose clock is behind and a transaction begun before the read.
 SEED_MARGIN = timedelta(hours=1)
@@ -100,7 +104,7 @@ assert UNCONFIRMED_KEPT > max(CONFIRM_WINDOW, LINK_KEPT)
 _paper, _delivery, _sent = table_of(Paper), table_of(Delivery), table_of(SentPaper)
 _feedback, _embedding, _subscriber = table_of(Feedback), table_of(PaperEmbedding), table_of(Subscriber)
 _used, _request, _interests = table_of(UsedToken), table_of(PendingProfile), table_of(InterestEmbedding)
-_inbox = table_of(ConfirmInbox)
+_inbox, _heartbeat = table_of(ConfirmInbox), table_of(Heartbeat)
 
 
 @dataclass
@@ -118,6 +122,7 @@ class PruneReport:
     requests: int = 0  # subscribe requests (pending_profile) whose link expired
     unconfirmed: int = 0  # pending subscribers who never confirmed, UNCONFIRMED_KEPT after their last link
     inboxes: int = 0  # confirmation counts (confirm_inbox) whose last email is over CONFIRM_WINDOW old
+    heartbeats: int = 0  # heartbeat rows of hosts not seen for HEARTBEAT_KEPT
     batches: int = 0
     longest_batch: float = 0.0  # seconds of the longest write transaction
     seconds: float = 0.0
@@ -133,6 +138,8 @@ class PruneReport:
                          f" with their search-index rows and {self.embeddings:,} embeddings")
         parts.append(f"{_counted(self.used_tokens, 'spent confirmation link')}, {_counted(self.requests, 'expired subscribe request')},"
                      f" {_counted(self.inboxes, 'confirmation count')} over a day old and {_counted(self.unconfirmed, 'address', 'addresses')} that never confirmed")
+        if self.heartbeats:  # rare (a host retired a month ago): said only when there were some
+            parts.append(f"{_counted(self.heartbeats, 'heartbeat')} of hosts not seen for {HEARTBEAT_KEPT.days} days")
         kept = "; kept every paper and delivery: keep_days and keep_ledger_days are 0" if self.paper_cutoff is None and self.ledger_cutoff is None else ""
         left = "" if self.finished else "; stopped before the end, the next prune goes on"
         return f"{verb} " + "; ".join(parts) + f" in {self.seconds:.1f}s{kept}{left}"
@@ -159,7 +166,7 @@ def prune_store(engine: Engine, now: datetime, *, keep_days: int, keep_ledger_da
     """Delete the spent links, the expired requests and the addresses that never confirmed, then the ledger past
     keep_ledger_days and the papers past keep_days (0: keep them), `batch` rows per transaction; `dry_run` counts
     instead. Stops between batches once `budget` seconds have passed or `stop` is set (report.finished False).
-    `on_batch(kind, rows)` is told of each committed batch ("used_tokens", "requests", "subscribers", "deliveries" or
+    `on_batch(kind, rows)` is told of each committed batch ("used_tokens", "requests", "subscribers", "inboxes", "heartbeats", "deliveries" or
     "papers")."""
     check_horizons(keep_days, keep_ledger_days, candidate_days)
     if batch < 1:
@@ -182,6 +189,7 @@ def prune_store(engine: Engine, now: datetime, *, keep_days: int, keep_ledger_da
     _prune_unconfirmed(engine, report, now, batch, stopped, on_batch)
     # A count whose last email left the day counts nothing (digest.store.caps): the next claim starts a new row.
     report.inboxes = _prune_old(engine, report, _inbox, _inbox.c.updated_at < now - CONFIRM_WINDOW, "inboxes", batch, stopped, on_batch)
+    report.heartbeats = _prune_old(engine, report, _heartbeat, _heartbeat.c.seen_at < now - HEARTBEAT_KEPT, "heartbeats", batch, stopped, on_batch)
     if report.ledger_cutoff is not None and report.finished:
         _prune_ledger(engine, report, report.ledger_cutoff, batch, stopped, on_batch)
     if report.paper_cutoff is not None and report.finished:
@@ -201,7 +209,8 @@ def prune_daily(engine: Engine, settings: Settings, now: datetime, *, candidate_
         log_event(log, "prune-failed", logging.ERROR, error=str(exc), exc_info=exc, note="nothing of a failed batch was deleted; the next run's prune tries again")
         return None
     log_event(log, "pruned", logging.INFO, papers=report.papers, deliveries=report.deliveries, sent_rows=report.sent_rows, embeddings=report.embeddings,
-              used_tokens=report.used_tokens, requests=report.requests, unconfirmed=report.unconfirmed, inboxes=report.inboxes, seconds=round(report.seconds, 1),
+              used_tokens=report.used_tokens, requests=report.requests, unconfirmed=report.unconfirmed, inboxes=report.inboxes, heartbeats=report.heartbeats,
+              seconds=round(report.seconds, 1),
               finished=report.finished)
     return report
 

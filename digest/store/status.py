@@ -1,5 +1,5 @@
 """Read-only queries behind `digest status` and the daemon's start-up: each source's fetch health and the
-newest fetch, and every active subscriber's schedule. Per-edition counts and unfinished deliveries come from the
+newest fetch, every active subscriber's schedule, and the heartbeats of the daemons and runs. Per-edition counts and unfinished deliveries come from the
 ledger (digest.store.deliveries).
 
 It must not write, and it must not judge: digest.health decides what is a problem.
@@ -13,7 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..models import Source, Subscriber, table_of
+from ..models import Heartbeat, Source, Subscriber, table_of
 from ..sources import FILE_KIND
 from . import read_rows
 
@@ -21,6 +21,7 @@ FETCHED_KINDS_EXCLUDE = (FILE_KIND,)  # imported files are never fetched: no fet
 
 _source = table_of(Source)
 _subscriber = table_of(Subscriber)
+_heartbeat = table_of(Heartbeat)
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,26 @@ def active_schedules(engine: Engine) -> list[Schedule]:
     query = sa.select(s.id, s.email, s.send_at, s.tz, s.frequency, s.created_at, s.confirmed_at).where(s.status == "active").order_by(s.email)
     return [Schedule(row.id, row.email, row.send_at, row.tz, row.frequency, max(row.created_at, row.confirmed_at) if row.confirmed_at else row.created_at)
             for row in read_rows(engine, query)]
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A host's heartbeat for one kind of job (daemon, run, send, worker): digest.health judges it."""
+
+    kind: str
+    host: str
+    pid: int
+    tick_seconds: int | None
+    seen_at: datetime  # the last sign of life
+    started_at: datetime | None  # the last job's start
+    finished_at: datetime | None  # its end: before started_at while a job runs
+    outcome: str | None  # ok | failed (None: no job finished yet)
+    error: str | None
+    stopped_at: datetime | None  # a daemon stopped cleanly
+
+
+def heartbeats(engine: Engine) -> list[Beat]:
+    """Every host's heartbeats, daemons first, then by host (one row per host and kind: a handful)."""
+    columns = [getattr(_heartbeat.c, f) for f in Beat.__dataclass_fields__]
+    query = sa.select(*columns).order_by((_heartbeat.c.kind != "daemon"), _heartbeat.c.host, _heartbeat.c.kind)
+    return [Beat(**row._mapping) for row in read_rows(engine, query)]
