@@ -274,7 +274,8 @@ def test_rank_cmd_leaves_out_papers_first_met_as_arxiv_replacements(cli, store):
     (["large language models"], 10),  # 51 %: 0 picked before
     (["language models", "speech recognition"], 10),
     (["machine translation"], 4),  # in 7 %: a specific interest keeps the floor, as on the judged set
-], ids=["language-models", "large-language-models", "with-a-specific-one", "specific"])
+    (["reasoning"], 9),  # one word, in 9 titles: 1 picked before (cosines 0.04-0.05); TITLE_LENIENCY
+], ids=["language-models", "large-language-models", "with-a-specific-one", "specific", "one-word-in-titles"])
 def test_rank_cmd_an_interest_common_to_the_whole_listing_still_gets_its_papers(cli, home, interests, picked):
     """A cs.CL day (the bundled real listing, 139 papers) for a reader of "language models": every paper's vector is
     mostly its rarer words, so the interest's cosine to each was under relevance_floor (0.05; the best 0.031), and the
@@ -292,3 +293,6 @@ def test_rank_cmd_an_interest_common_to_the_whole_listing_still_gets_its_papers(
     assert ranked[: len(digest)] == digest  # the digest first, then near misses
     if interests == ["language models"]:
         assert all("language model" in (r["title"] + " ".join(r["reasons"])).lower() for r in digest)
+    if interests == ["reasoning"]:  # every paper whose title says it, and those only (none met the floor otherwise)
+        titled = [r for r in ranked if "reasoning" in r["title"].lower()]
+        assert sorted(r["title"] for r in digest) == sorted(r["title"] for r in titled)

@@ -604,4 +604,10 @@ def test_interest_evidence_is_each_interests_share_or_ed_per_profile():
     # The floor is lowered (a value above 1) only for a profile with an interest held by COMMON_SHARE of the papers
     # (these profiles are random phrases of titles: "learning" is in most papers) and made of common words.
     common = [any((shares[r] > rank_score.EVIDENCE_SHARE).mean() >= rank_score.COMMON_SHARE and rows.leniency[r] > 1 for r in rows.interest_rows[i]) for i in chunk]
-    assert [bool((lenient[k] > 1).any()) for k in range(len(chunk))] == common and any(common) and not all(common)
+    # Or, by TITLE_LENIENCY, for the papers whose title holds a one-word interest of the profile.
+    titled = (rows.evidence @ ranking.corpus.title_presence_t).toarray() > rank_score.EVIDENCE_SHARE
+    in_title = [np.any([titled[r] & rows.one_word[r] for r in rows.interest_rows[i]], axis=0) if rows.interest_rows[i] else np.zeros(ranking.corpus.size, bool) for i in chunk]
+    assert [bool((lenient[k] > 1).any()) for k in range(len(chunk))] == [c or bool(t.any()) for c, t in zip(common, in_title)] and any(common) and not all(common)
+    for k in range(len(chunk)):
+        assert (lenient[k][in_title[k]] >= rank_score.TITLE_LENIENCY).all()
+        assert ((lenient[k] > 1) <= (in_title[k] | common[k])).all()

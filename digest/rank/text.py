@@ -295,10 +295,12 @@ class Corpus:
             self.vectorizer, title_counts, abstract_counts = Vocabulary.fit(titles, abstracts)
             self.avgdl: float | None = None
             self.docs = self._bm25(TITLE_WEIGHT * title_counts + abstract_counts)
+            self.title_presence_t = (title_counts.T > 0).astype(np.float32).tocsr()  # which terms each title holds
             self.terms: ReadableTerms | list[str] = ReadableTerms(self.vectorizer.features, [title + abstract for title, abstract in words])
             self.term_words: TermWords | list[tuple[str, ...]] = TermWords(self.vectorizer.features)
         else:  # no candidates, or none with a word: nothing can match
             self.docs = sp.csr_matrix((self.size, 1), dtype=np.float32)
+            self.title_presence_t = sp.csr_matrix((1, self.size), dtype=np.float32)
             self.terms = [""]
             self.term_words = [("",)]
         self.docs_t = self.docs.T.tocsr()
@@ -365,7 +367,7 @@ class Corpus:
             blocks.append(self._bm25(TITLE_WEIGHT * counts([analyse(t) for t, _ in papers]) + counts([analyse(a) for _, a in papers])))
         return sp.vstack(blocks, format="csr", dtype=np.float32) if blocks else sp.csr_matrix((0, width), dtype=np.float32)
 
-    def evidence_terms(self, interests: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+    def evidence_terms(self, interests: list[str]) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
         """One row per interest: the IDF share of each of its words (unigram stems) among the candidates' terms, so
         that `evidence_terms @ presence_t` is the share of the interest a paper holds. A word no candidate holds
         counts UNSEEN_WEIGHT x the highest IDF in the total: "quantum error correction" is not two-thirds present in a
@@ -375,11 +377,15 @@ class Corpus:
         of the day's commonest (digest.rank.score decides that): 1 for most; for an interest whose words' mean IDF is
         under SPECIFIC_IDF x the IDF of a word in no paper, the ratio of the two (at most MAX_LENIENCY). A paper's
         vector is mostly its rarer words, so such an interest ("language models", in 62 % of a cs.CL listing) has a
-        low cosine to every paper: none of its papers met the floor, and its reader got nothing."""
+        low cosine to every paper: none of its papers met the floor, and its reader got nothing.
+
+        And per interest, whether it is one word that some candidate holds ("reasoning"): its title rule
+        (digest.rank.score.TITLE_LENIENCY)."""
         width = self.docs.shape[1]
         leniency = np.ones(len(interests), dtype=np.float32)
+        one_word = np.zeros(len(interests), dtype=bool)
         if self.vectorizer is None or not interests:
-            return sp.csr_matrix((len(interests), width), dtype=np.float32), leniency
+            return sp.csr_matrix((len(interests), width), dtype=np.float32), leniency, one_word
         vocabulary, idf = self.vectorizer.index, self.vectorizer.idf
         never = float(bm25_idf(0.0, self.size))  # the IDF of a term in no document
         unseen, specific = UNSEEN_WEIGHT * never, SPECIFIC_IDF * never
@@ -388,6 +394,7 @@ class Corpus:
             words = list(dict.fromkeys(stem(w) for w in words_of(text)))
             weights = [float(idf[vocabulary[w]]) if w in vocabulary else unseen for w in words]
             total = sum(weights)
+            one_word[n] = len(words) == 1 and words[0] in vocabulary
             if words and total / len(words) < specific:  # a word in no paper makes an interest specific (unseen)
                 leniency[n] = min(MAX_LENIENCY, specific * len(words) / max(total, 1e-6))
             for word, weight in zip(words, weights):
@@ -396,7 +403,7 @@ class Corpus:
                     cols.append(vocabulary[word])
                     vals.append(weight / total)
         terms = sp.csr_matrix((np.array(vals, dtype=np.float32), (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))), shape=(len(interests), width))
-        return terms, leniency
+        return terms, leniency, one_word
 
 
 def shifted(cosines: np.ndarray) -> np.ndarray:
