@@ -74,7 +74,7 @@ class DeliveryError(DigestError):
 
 
 class TransientDeliveryError(DeliveryError):
-    hint = "the server asked us to try later; the next run retries"
+    hint = "the server asked us to try later; a run retries it after a wait of 5 to 60 minutes"
 
 
 class UnconfirmedDeliveryError(TransientDeliveryError):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from .delivery.loop import retry_wait
 from .editions import WEEKDAYS, due_edition, earliest_local_day, local_day, publishes_on, send_instant
 from .store.deliveries import UnfinishedDelivery
 from .store.status import Beat, Schedule, SourceHealth
@@ -123,6 +124,7 @@ def edition_problems(schedules: Sequence[Schedule], finished: Mapping[int, str],
     open_rows = {(row.subscriber_id, row.edition): row for row in unfinished}
     missed: dict[tuple[str, str], list[str]] = {}
     errors: dict[tuple[str, str], str] = {}
+    retries: dict[tuple[str, str], datetime] = {}  # a deferred group's first retry time (digest.delivery.loop.retry_wait)
     probe = now - EDITION_GRACE
     for sub in schedules:
         try:
@@ -148,9 +150,16 @@ def edition_problems(schedules: Sequence[Schedule], finished: Mapping[int, str],
         missed.setdefault((edition, state), []).append(sub.email)
         if row is not None and row.last_error and (edition, state) not in errors:
             errors[(edition, state)] = row.last_error
+        if row is not None and state == "deferred":
+            retry_at = row.since + retry_wait(row.attempts)
+            retries[(edition, state)] = min(retries.get((edition, state), retry_at), retry_at)
     why = {"none": "no delivery recorded: no run since their send time?", "pending": "pending", "deferred": "deferred"}
     for (edition, state), emails in sorted(missed.items()):
         error = f", last error: {errors[(edition, state)]}" if (edition, state) in errors else ""
+        if (edition, state) in retries:
+            retry_at = retries[(edition, state)]
+            clock = retry_at.astimezone(timezone.utc).strftime("%H:%M UTC")
+            error += f"; next try at {clock}" if retry_at > now else f"; to be tried again since {clock}: no run since?"
         problems.append(f"edition {edition} not sent to {_count(len(emails), 'due subscriber')} more than {_span(EDITION_GRACE)} after their send time "
                         f"({why.get(state, state)}{error}): {_names(emails)}")
     stuck: dict[str, list[UnfinishedDelivery]] = {}

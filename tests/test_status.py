@@ -219,8 +219,8 @@ def schedule(email: str = "ada@example.org", send_at: str = "07:00", tz: str = "
     return Schedule(id, email, send_at, tz, frequency, since)
 
 
-def row(state: str, since: datetime, edition: str = "2025-06-16", id: int = 1, email: str = "ada@example.org", error: str | None = None) -> UnfinishedDelivery:
-    return UnfinishedDelivery(id, email, edition, state, error, since)
+def row(state: str, since: datetime, edition: str = "2025-06-16", id: int = 1, email: str = "ada@example.org", error: str | None = None, attempts: int = 3) -> UnfinishedDelivery:
+    return UnfinishedDelivery(id, email, edition, state, error, since, attempts)
 
 
 def at(hour: int, minute: int = 0, day: int = 16) -> datetime:
@@ -239,14 +239,16 @@ def at(hour: int, minute: int = 0, day: int = 16) -> datetime:
     (schedule(send_at="07:00", tz="Asia/Kolkata"), {}, [], at(2, 31), "edition 2025-06-16 not sent"),  # 07:00 IST = 01:30 UTC
     (schedule(frequency="weekly:mon"), {1: "2025-06-09"}, [], at(12, 0, day=18), "edition 2025-06-16 not sent"),
     (schedule(frequency="weekly:mon"), {1: "2025-06-16"}, [], at(12, 0, day=18), None),
-    (schedule(), {}, [row("deferred", at(7, 1), error="451 4.7.1 greylisted")], at(8, 30),
-     "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 451 4.7.1 greylisted): ada@example.org"),
+    (schedule(), {}, [row("deferred", at(8, 28), error="451 4.7.1 greylisted")], at(8, 30),  # deferred by 3 hand-overs of one run
+     "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 451 4.7.1 greylisted; next try at 08:33 UTC): ada@example.org"),
+    (schedule(), {}, [row("deferred", at(7, 1), error="451 4.7.1 greylisted", attempts=12)], at(8, 30),  # four runs: 40 min
+     "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 451 4.7.1 greylisted; to be tried again since 07:41 UTC: no run since?): ada@example.org"),
     (schedule(), {}, [row("sending", at(7, 55))], at(8, 30), None),  # a run at work
     (schedule(), {}, [row("sending", at(7, 5))], at(8, 30),
      "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them; the next run sends them, and one handed over before it died may arrive twice): ada@example.org"),
     (schedule(tz="Mars/Olympus"), {}, [], at(12, 0), "subscriber ada@example.org gets no email: unknown time zone 'Mars/Olympus'"),
 ], ids=["missed", "in-grace", "sent", "before-send-time", "yesterday-missed", "joined-after-send-time", "joined-after-send-time-missed",
-        "joined-late-yesterday", "other-zone", "weekly-missed", "weekly-sent", "deferred", "sending-now", "stuck-sending", "bad-zone"])
+        "joined-late-yesterday", "other-zone", "weekly-missed", "weekly-sent", "deferred-waiting", "deferred-no-run-since", "sending-now", "stuck-sending", "bad-zone"])
 def test_edition_problems_one_line_per_unsent_edition(subscriber, finished, unfinished, now, expected):
     problems = edition_problems([subscriber], finished, unfinished, now)
     if expected is None:
@@ -260,7 +262,7 @@ def test_edition_problems_group_subscribers_per_edition_and_reason():
     unfinished = [row("deferred", at(7, 2), id=6, email="r6@example.org", error="452 mailbox full"), row("sending", at(6, 0), id=7, email="r7@example.org")]
     problems = edition_problems(subscribers, {}, unfinished, at(9, 0))
     assert problems == [
-        "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 452 mailbox full): r6@example.org",
+        "edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: 452 mailbox full; to be tried again since 07:07 UTC: no run since?): r6@example.org",
         "edition 2025-06-16 not sent to 6 due subscribers more than 1 hour after their send time (no delivery recorded: no run since their send time?): "
         "r0@example.org, r1@example.org, r2@example.org, r3@example.org, r4@example.org and 1 more",
         "1 delivery of edition 2025-06-16 'sending' since 2025-06-16 06:00 UTC, over 1 hour (the run sending them was killed, or could not record them; the next run sends them, and one handed over before it died may arrive twice): r7@example.org",
@@ -312,7 +314,8 @@ def test_status_check_tells_an_edition_that_did_not_go_out(cli, home, sqlite_eng
     lines = result.output.splitlines()
     assert lines == [
         "fail: edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (deferred, last error: "
-        f"{smtp_server.host}:{smtp_server.port} refused bob@example.org: 451 4.7.1 greylisted (the server asked us to try later; the next run retries)): bob@example.org",
+        f"{smtp_server.host}:{smtp_server.port} refused bob@example.org: 451 4.7.1 greylisted (the server asked us to try later; a run retries it after a wait of 5 to 60 minutes); "
+        "to be tried again since 07:10 UTC: no run since?): bob@example.org",
         "fail: edition 2025-06-16 not sent to 1 due subscriber more than 1 hour after their send time (no delivery recorded: no run since their send time?): dee@example.org",
         "fail: 1 delivery of edition 2025-06-16 'sending' since 2025-06-16 07:05 UTC, over 1 hour (the run sending them was killed, or could not record them; the next run sends them, and one handed over before it died may arrive twice): cy@example.org",
     ]

@@ -133,7 +133,7 @@ def deliver_edition(
             _drain(claimer, out, tally, held)  # what the other connections had in hand is recorded all the same
         except DigestError:
             pass
-    tally.deferred += len(tally.to_retry)  # still deferred when the loop ended: the next run retries them
+    tally.deferred += len(tally.to_retry)  # still deferred when the loop ended: a later run retries them, after their wait (retry_wait)
     settlement = claimer.release(list(held.values()))
     for outcome in settlement.recorded_late:  # recorded late, but recorded: counted as the run would have
         setattr(tally, outcome.state, getattr(tally, outcome.state) + 1)
@@ -261,7 +261,7 @@ def _count(outcome: Outcome, bounces: int, tally: _Tally, retry: Built | None) -
 
 def _retry_rounds(claimer: Claimer, out: Sender, tally: _Tally, held: dict[int, Letter], stop_event: threading.Event, sleep: Callable[[float], object]) -> None:
     """Up to len(RETRY_DELAYS) more rounds over the deferred letters, after a pause each; the last round's
-    deferrals are final (the next run retries them)."""
+    deferrals are final (a later run retries them, after their wait (retry_wait))."""
     for round_, delay in enumerate(RETRY_DELAYS, start=1):
         if not tally.to_retry or stop_event.is_set():
             return

@@ -145,12 +145,13 @@ class UnfinishedDelivery:
     state: str  # pending, sending or deferred
     last_error: str | None
     since: datetime  # when it entered that state
+    attempts: int = 0  # hand-overs so far (a deferred one's retry wait grows with them: digest.delivery.loop.retry_wait)
 
 
 def unfinished_deliveries(engine: Engine) -> list[UnfinishedDelivery]:
     """Every delivery not finished (pending, sending, deferred), by edition and address."""
     d, s = _delivery.c, _subscriber.c
-    query = (sa.select(d.subscriber_id, s.email, d.edition, d.state, d.last_error, sa.func.coalesce(d.updated_at, d.created_at))
+    query = (sa.select(d.subscriber_id, s.email, d.edition, d.state, d.last_error, sa.func.coalesce(d.updated_at, d.created_at), d.attempts)
              .join(_subscriber, s.id == d.subscriber_id).where(d.state.in_(OPEN_STATES)).order_by(d.edition, s.email))
     return [UnfinishedDelivery(*row) for row in read_rows(engine, query)]
 
