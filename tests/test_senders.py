@@ -12,6 +12,7 @@ from smtp_server import start_smtp_server
 from sqlmodel import select
 from test_pipeline import NOW, world  # noqa: F401 - the fixture
 
+from digest.delivery.loop import FIRST_WAIT
 from digest.delivery.senders import InlineSender, MultiplexedSender, sender_for
 from digest.models import Subscriber
 from digest.pipeline.job import run_job
@@ -104,7 +105,8 @@ def test_connections_dropped_mid_run_leave_two_messages_for_the_next_run_and_sen
         assert len(server.recipients()) == READERS and set(Counter(server.recipients()).values()) == {1}
         # Two connections dropped and at least one more was opened after them.
         assert server.connections >= 3
-        again = run_job(engine, on(settings, server, 4), NOW, fetch=False)
+        assert run_job(engine, on(settings, server, 4), NOW, fetch=False).waiting == 2  # not before their retry wait
+        again = run_job(engine, on(settings, server, 4), NOW + FIRST_WAIT + timedelta(minutes=1), fetch=False)
     assert (again.sent, again.deferred) == (2, 0)
     assert {d.state for d in ledger.deliveries_for(engine)} == {"sent"}
     assert sorted(Counter(server.recipients()).values()) == [1] * (READERS - 2) + [2, 2]  # the next run's copies
