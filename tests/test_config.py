@@ -582,3 +582,16 @@ def test_load_settings_keeps_an_rfc_2919_list_id(tmp_path, value, kept):
 def test_load_settings_refuses_a_list_id_that_is_not_rfc_2919(tmp_path, value):
     with pytest.raises(ConfigError, match=r"^invalid list_id = .* in DIGEST_LIST_ID: expected a list id such as papers\.example\.org"):
         load_settings(tmp_path, env={"DIGEST_LIST_ID": value})
+
+
+def test_cli_config_masks_only_secrets_of_8_characters_or_more_in_its_errors(cli, home):
+    """`digest config` masked a secret of any length in its error lines, the word included: with
+    DIGEST_SECRET_KEY=short it printed "secret_key is too ********". Its lines follow the rule of every other error
+    line (a value under 8 characters is not masked); a longer one is masked wherever a message quotes it."""
+    result = cli("config", env={"DIGEST_SECRET_KEY": "short", "DIGEST_SMTP_PASSWORD": "hunter2-is-long",
+                                "DIGEST_FROM_ADDRESS": "hunter2-is-long"})
+    errors = [row for row in result.output.splitlines() if row.startswith("error: ")]
+    assert result.exit_code == 1
+    assert any(row.startswith("error: secret_key is too short: 5 characters") for row in errors), result.output
+    assert any(row.startswith("error: from_address '********'") for row in errors), result.output
+    assert not [row for row in errors if "hunter2-is-long" in row]  # (the table shows from_address: not a secret)

@@ -16,6 +16,7 @@ import pkgutil
 import secrets
 import sys
 import traceback
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -164,11 +165,16 @@ def _fail(ctx: click.Context, message: str) -> None:
     secrets = app.secrets() if app is not None else ()
     if app is not None and app.verbose:
         click.echo(mask_secrets(traceback.format_exc(), secrets), err=True, nl=False)
-    # Each message is redacted where it is made; masked here too, as the tracebacks and log lines are, so that one
-    # that quotes other words (a path, a server's reply) never prints a secret. Not a value under 8 characters: the
-    # line that refuses secret_key = "short" as too short must still say so.
-    click.echo(f"error: {mask_secrets(message, [s for s in secrets if len(s) >= 8])}", err=True)
+    click.echo(_error_line(message, secrets), err=True)
     ctx.exit(EXIT_ERROR)
+
+
+def _error_line(message: str, secrets: Iterable[str]) -> str:
+    """`error: message`, every secret it quotes masked. Each message is redacted where it is made; masked here too,
+    as the tracebacks and log lines are, so that one that quotes other words (a path, a server's reply) never prints
+    a secret. Not a value under 8 characters: the line that refuses secret_key = "short" as too short must still
+    say so (and such a key is refused anyway)."""
+    return f"error: {mask_secrets(message, [s for s in secrets if len(s) >= 8])}"
 
 
 def _no_password(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
@@ -287,7 +293,7 @@ def config_cmd(app: AppContext, as_json: bool) -> None:
     # Each message already shows a URL with its password cut out (redact_url): mask the passwords, not whole URLs.
     hidden = tuple(secret for secret in app.secrets() if secret not in {getattr(settings, name) for name in URL_SETTINGS})
     for problem in problems:
-        click.echo(f"error: {mask_secrets(str(problem), hidden)}", err=True)
+        click.echo(_error_line(str(problem), hidden), err=True)
     if problems:
         click.get_current_context().exit(EXIT_ERROR)
 
