@@ -152,8 +152,8 @@ class Subscriber(SQLModel, table=True):
     # since it read the row). The caps themselves count per inbox, on ConfirmInbox (since migration 0013).
     confirm_emails: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     confirm_version: int = Field(default=0, sa_column=Column(sa.Integer, nullable=False, server_default="0"))
-    # When the profile (interests, seed papers...) was last set: by every add, update, import and confirmed request
-    # (digest.store.subscribers); NULL for one not changed since migration 0012. `digest prune` reads every seed list
+    # When the ranking profile (interests, seed papers...: RANKING_FIELDS in digest.store.subscribers) was last set: by
+    # every add, and by an update, import or confirmed request that changes it; NULL for one not changed since 0012. `digest prune` reads every seed list
     # once and then only those changed since (digest.store.retention).
     profile_changed_at: datetime | None = _ts(index=True)
 

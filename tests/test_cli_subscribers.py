@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -151,6 +151,29 @@ def test_update_replaces_given_options_and_edits_interests(cli, sqlite_engine):
     record = json.loads(ok(cli("subscribers", "show", "ada@example.org", "--json")))
     assert record["interests"] == ["mechanistic interpretability of language models", "steering vectors"]
     assert (record["categories"], record["muted_terms"], record["name"]) == (["cs.CL"], ["survey"], "Ada")
+
+
+def test_update_that_changes_no_ranking_field_leaves_profile_changed_at(cli, sqlite_engine):
+    """`subscribers update` stamped profile_changed_at on every call, even one that changed nothing (a prune then read
+    the seed list again); a new send time is saved without moving it, a new interest moves it."""
+    import time_machine
+
+    def stamp() -> datetime:
+        with Session(sqlite_engine) as session:
+            sub = session.execute(sa.select(Subscriber)).scalar_one()
+            return sub.profile_changed_at.replace(tzinfo=timezone.utc)
+
+    with time_machine.travel(NOW, tick=False):
+        ok(cli(*ADA))
+    with time_machine.travel(NOW + timedelta(days=1), tick=False):
+        ok(cli("subscribers", "update", "ada@example.org", "--interests", "sparse autoencoders", "--interests",
+               "mechanistic interpretability of language models", "--max-papers", "8", "--add-interests", "SPARSE AUTOENCODERS"))
+        assert stamp() == NOW
+        assert ok(cli("subscribers", "update", "ada@example.org", "--send-at", "09:00", "--name", "Ada L.")).startswith(
+            "updated ada@example.org (active, weekly:mon at 09:00 Europe/London")
+        assert stamp() == NOW
+        ok(cli("subscribers", "update", "ada@example.org", "--add-interests", "steering vectors"))
+        assert stamp() == NOW + timedelta(days=1)
 
 
 def test_interests_have_the_stores_limits(cli, sqlite_engine):

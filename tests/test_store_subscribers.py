@@ -198,6 +198,37 @@ def test_update_subscriber_changes_given_fields_only(engine):
         assert (sub.name, sub.tz, sub.max_papers, sub.interests) == ("Ada", "Europe/London", 5, ["sparse autoencoders", "steering"])
 
 
+@pytest.mark.parametrize(("fields", "add", "remove", "stamped"), [
+    (SubscriberInput(interests=["probing", " sparse  autoencoders"], seed_papers=["2401.00001"]), (), (), False),
+    (SubscriberInput(), ["PROBING"], (), False),
+    (SubscriberInput(seed_papers=["arXiv:2401.00001"]), (), (), False),
+    (SubscriberInput(max_papers="10", trending_weight="0.2", categories=[]), (), (), False),
+    (SubscriberInput(name="Ada L.", send_at="08:30", tz="Europe/London", frequency="weekly:mon"), (), (), False),
+    (SubscriberInput(interests=["probing"]), (), (), True),
+    (SubscriberInput(), ["steering"], (), True),
+    (SubscriberInput(), (), ["probing"], True),
+    (SubscriberInput(seed_papers=["2406.04093"]), (), (), True),
+    (SubscriberInput(max_papers=5), (), (), True),
+    (SubscriberInput(muted_terms=["survey"]), (), (), True),
+], ids=["same-lists-written-otherwise", "adding-one-it-has", "same-seed-as-arxiv-id", "same-numbers-as-text",
+        "name-and-schedule", "interests", "added-interest", "removed-interest", "seeds", "max-papers", "muted-terms"])
+def test_update_subscriber_stamps_profile_changed_at_only_when_the_ranking_profile_changes(engine, fields, add, remove, stamped):
+    """A save that changes nothing the ranking reads left profile_changed_at moved all the same (a prune then read
+    the seed list again); the fields are saved either way."""
+    with session_scope(engine) as session:
+        add_papers(session)
+        sub = add_subscriber(session, "ada@example.org", SubscriberInput(name="Ada", interests=["probing", "sparse autoencoders"],
+                                                                         seed_papers=["2401.00001"]), now=NOW)
+    with session_scope(engine) as session:
+        sub = update_subscriber(session, get_subscriber(session, "ada@example.org"), fields, add, remove, now=LATER)
+        saved = {name: getattr(sub, name) for name in ("name", "send_at", "tz", "frequency")}
+    with session_scope(engine) as session:
+        sub = get_subscriber(session, "ada@example.org")
+        assert sub.profile_changed_at == (LATER if stamped else NOW)
+        assert saved == {name: getattr(sub, name) for name in saved}
+        assert fields.name is None or (sub.name, sub.send_at, sub.frequency) == ("Ada L.", "08:30", "weekly:mon")
+
+
 def test_update_subscriber_removing_unknown_interest_names_it(engine):
     with pytest.raises(InputError, match="interests: 'cooking' is not one of ada@example.org's interests"):
         with session_scope(engine) as session:

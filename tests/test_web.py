@@ -537,6 +537,23 @@ def test_preferences_update_changes_profile(site):
     assert (after.max_papers, after.send_at, after.tz, after.frequency, after.trending_weight) == (5, "18:45", "Asia/Tokyo", "weekly:fri", 0.6)
 
 
+def test_preferences_save_that_changes_no_ranking_field_leaves_profile_changed_at(site):
+    """Saving the preferences page as it stands stamped profile_changed_at all the same (a prune then read the seed
+    list again): a save that changes nothing, or only the name and send time, leaves it; a new interest moves it."""
+    sub = add_active(site, interests=["sparse autoencoders"])
+    stamped = sub.profile_changed_at
+    path = f"/preferences/{token(sub, 'preferences')}"
+    site.clock.now += timedelta(days=1)
+    assert site.client.post(path, data=preferences_form(site, path)).status_code == 200
+    assert load(site, "ada@example.org").profile_changed_at == stamped
+    saved = site.client.post(path, data=preferences_form(site, path, name="Ada", send_at="09:00", frequency="weekly:mon"))
+    assert saved.status_code == 200 and "Saved" in saved.text
+    after = load(site, "ada@example.org")
+    assert (after.name, after.send_at, after.frequency, after.profile_changed_at) == ("Ada", "09:00", "weekly:mon", stamped)
+    assert site.client.post(path, data=preferences_form(site, path, interests="sparse autoencoders\nprobing")).status_code == 200
+    assert load(site, "ada@example.org").profile_changed_at == site.clock.now
+
+
 def test_preferences_show_and_change_name_muted_terms_authors_and_categories(site):
     sub = add_active(site, name="Ada", interests=["probing"], muted_terms=["survey"], muted_authors=["J. Doe"], categories=["cs.LG"])
     path = f"/preferences/{token(sub, 'preferences')}"

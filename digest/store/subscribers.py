@@ -36,6 +36,9 @@ from .papers import get_paper_by_ident
 STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced")
 LIST_FIELDS = ("interests", "seed_papers", "muted_terms", "muted_authors", "categories")
 CSV_COLUMNS = ("email", "name", *LIST_FIELDS, "max_papers", "trending_weight", "send_at", "tz", "frequency", "status")
+# What the ranking reads of a row (rank.Profile): a change to one of them moves profile_changed_at; a new name, send
+# time, time zone or frequency is saved without it (nothing read by that stamp depends on them).
+RANKING_FIELDS = frozenset({*LIST_FIELDS, "max_papers", "trending_weight"})
 LIST_SEPARATOR = ";"  # inside one CSV cell; an entry given with ';' in it becomes several entries
 MAX_PAPERS_RANGE = (1, 100)
 # The free-text lists' limits, one rule for the CLI, CSV import and the web pages: (entries, characters per entry). An
@@ -264,7 +267,7 @@ def add_subscriber(session: Session, email: str, fields: SubscriberInput, *, sta
     address = validate_email(email)
     if find_subscriber(session, address) is not None:
         raise InputError(f"{address} is already subscribed", "use `digest subscribers update` to change it")
-    sub = Subscriber(email=address, status=_validate_status(status), created_at=now)
+    sub = Subscriber(email=address, status=_validate_status(status), created_at=now, profile_changed_at=now)
     _apply(session, sub, validate_profile(fields), now)
     if sub.status == "active":
         sub.confirmed_at = now  # added by an administrator, who vouches for the address
@@ -286,24 +289,29 @@ def update_subscriber(
     """Change the given fields; interests may also be added to or removed from (a missing one is an error).
 
     `now` (default: the clock's) is when the profile changed: profile_changed_at, by which a running prune finds a
-    seed paper named since it read them all.
+    seed paper named since it read them all. A save that changes nothing of the ranking profile (RANKING_FIELDS)
+    leaves it as it was.
     """
-    _apply(session, sub, validate_profile(fields), now or datetime.now(timezone.utc))
-    interests = list(sub.interests)
-    for gone in _clean_list(remove_interests):
-        match = [i for i in interests if i.lower() == gone.lower()]
-        if not match:
-            raise FieldError("interests", f"{gone!r} is not one of {sub.email}'s interests")
-        interests.remove(match[0])
-    sub.interests = _check_limits("interests", _clean_list([*interests, *add_interests]))
+    checked = validate_profile(fields)
+    if add_interests or remove_interests:
+        interests = list(sub.interests if checked.interests is None else checked.interests)
+        for gone in _clean_list(remove_interests):
+            match = [i for i in interests if i.lower() == gone.lower()]
+            if not match:
+                raise FieldError("interests", f"{gone!r} is not one of {sub.email}'s interests")
+            interests.remove(match[0])
+        checked = replace(checked, interests=_check_limits("interests", _clean_list([*interests, *add_interests])))
+    _apply(session, sub, checked, now or datetime.now(timezone.utc))
     session.add(sub)
     session.flush()
     return sub
 
 
 def _apply(session: Session, sub: Subscriber, fields: SubscriberInput, now: datetime) -> None:
-    """Copy validated fields onto the row, and say when (profile_changed_at); seed papers must resolve."""
-    sub.profile_changed_at = now
+    """Copy validated fields onto the row, and say when the ranking profile changed (profile_changed_at: a save
+    that changes none of RANKING_FIELDS leaves it as it was); seed papers must resolve."""
+    if _profile_changes(sub, fields) & RANKING_FIELDS:
+        sub.profile_changed_at = now
     for field in dc_fields(SubscriberInput):
         value = getattr(fields, field.name)
         if value is None:
@@ -589,9 +597,9 @@ def import_csv(session: Session, path_or_text: str | Path, now: datetime) -> Imp
             add_subscriber(session, address, fields, status=status or "active", now=now)
             added += 1
             continue
-        # A row as stored is left alone: updating it would stamp profile_changed_at, and a prune running meanwhile
-        # would read its seed list again for nothing (digest.store.retention).
-        changed = _profile_changes(sub, fields)
+        # A row as stored is left alone (update_subscriber stamps profile_changed_at only when the ranking profile
+        # changes: a prune running meanwhile reads its seed list again, digest.store.retention).
+        changed = bool(_profile_changes(sub, fields))
         if changed:
             update_subscriber(session, sub, fields, now=now)
         if status and status != sub.status:
@@ -601,8 +609,10 @@ def import_csv(session: Session, path_or_text: str | Path, now: datetime) -> Imp
     return ImportReport(added=added, updated=updated, unchanged=len(rows) - added - updated)
 
 
-def _profile_changes(sub: Subscriber, fields: SubscriberInput) -> bool:
-    """Whether applying the validated `fields` (those given, not None) would change the row, as _apply stores them."""
+def _profile_changes(sub: Subscriber, fields: SubscriberInput) -> set[str]:
+    """The fields that applying the validated `fields` (those given, not None) would change on the row, as _apply
+    stores them: one rule for import's "unchanged" and for when profile_changed_at moves."""
+    changed = set()
     for field in dc_fields(SubscriberInput):
         value = getattr(fields, field.name)
         if value is None:
@@ -610,8 +620,8 @@ def _profile_changes(sub: Subscriber, fields: SubscriberInput) -> bool:
         if field.name == "seed_papers":
             value = [normalise_ident(v) for v in value]
         if (list(value) if field.name in LIST_FIELDS else value) != getattr(sub, field.name):
-            return True
-    return False
+            changed.add(field.name)
+    return changed
 
 
 def _read_csv_source(path_or_text: str | Path) -> tuple[str, str]:
