@@ -191,6 +191,43 @@ def test_rows_of_a_killed_worker_are_said_to_be_its_own_until_its_lease_passes(t
     assert f"leased: {dead[0]['deliveries']} deliveries of " in text.output() and f"held by {worker}, which has no session" in text.output(), text.output()
 
 
+def test_a_send_stopped_at_once_lets_the_next_run_take_its_rows_over_at_once(templates, tmp_path: Path, sink) -> None:
+    """A second Ctrl-C stops `digest send` at once. The rows it left 'sending' kept their lease (60 s here) though the
+    worker was known to have stopped: a `digest send` started right after said they were held by a worker that is
+    gone and exited 1 without sending them. Now the rows it claimed and never handed over go back to 'pending', the
+    lease of those it may have had in flight ends at once, and the next run sends them all (a message that was in
+    flight may arrive twice, as after a crash)."""
+    world = fleet(templates, tmp_path, sink, SMALL, lease_seconds="60", smtp_connections=str(CONNECTIONS))
+    sink.data_delay = 3.0  # a stalling relay: messages are in flight at the second signal
+    a = world.start("send", "a")
+    engine = sa.create_engine(world.url)
+    try:
+        deadline = time.monotonic() + 120
+        while not sink.messages:
+            assert time.monotonic() < deadline and a.process.poll() is None, a.output()
+            time.sleep(0.02)
+        time.sleep(0.5)  # the first answers recorded, the next messages are in flight, one on each connection
+        a.process.send_signal(signal.SIGINT)
+        while "stopping after the message in flight" not in a.err.read_text():  # the second one is not folded into the first
+            assert time.monotonic() < deadline and a.process.poll() is None, a.output()
+            time.sleep(0.02)
+        a.process.send_signal(signal.SIGINT)
+        assert world.wait(a) == {"a": 1}, a.output()
+        assert "interrupted while sending" in a.output() and "Traceback" not in a.output(), a.output()
+        with engine.connect() as conn:
+            left = conn.execute(sa.text("SELECT state, count(*), bool_and(lease_expires_at <= now()) FROM delivery GROUP BY state")).all()
+        states = {state: (n, ended) for state, n, ended in left}
+        assert set(states) <= {"pending", "sending", "sent"} and states["pending"][0] > 0, states
+        assert states["sending"][1] and 0 < states["sending"][0] <= CONNECTIONS, states  # those in flight, their lease ended
+    finally:
+        engine.dispose()
+    sink.data_delay = 0
+    b = world.start("send", "b")
+    assert world.wait(b) == {"b": 0}, b.output()
+    assert "held by a worker that is gone" not in b.output(), b.output()
+    assert set(world.counts()) == world.emails() and world.duplicates() <= CONNECTIONS
+
+
 def test_a_worker_whose_connection_is_terminated_reconnects_or_stops_cleanly(templates, tmp_path: Path, sink) -> None:
     size = SMALL
     world = fleet(templates, tmp_path, sink, size, lease_seconds=LEASE, smtp_connections=str(CONNECTIONS))
@@ -440,6 +477,22 @@ def test_end_leases_keeps_the_lease_of_a_deferral_that_may_have_arrived(postgres
     engine.dispose()
 
 
+def three_letters(postgres_url: str, now):
+    """(engine, the delivery rows, their Letters): three subscribers' 'pending' rows of edition 2026-01-01."""
+    from digest.delivery.work import Letter
+    from digest.store import deliveries as ledger
+    from digest.store import init_db, open_engine, session_scope
+    from digest.store.subscribers import SubscriberInput, add_subscriber
+
+    engine = open_engine(postgres_url)
+    init_db(engine)
+    with session_scope(engine) as session:
+        ids = [add_subscriber(session, f"s{k}@example.org", SubscriberInput(interests=["x"]), now=now).id for k in range(3)]
+    rows = ledger.open_deliveries(engine, [(i, "2026-01-01") for i in ids], now, lambda s, e: f"<{s}.{e}@example.org>")
+    letters = [Letter(row.id, None, "2026-01-01", f"<{row.id}@example.org>", None) for row in rows.values()]  # type: ignore[arg-type]
+    return engine, rows, letters
+
+
 @pytest.mark.parametrize("other", ["commits", "rolls-back"])
 def test_lease_claimer_waits_for_another_workers_claim_in_flight(postgres_url, other: str) -> None:
     """Another worker's claim holds the rows FOR UPDATE for the instant of its transaction, and SKIP LOCKED passes
@@ -450,18 +503,9 @@ def test_lease_claimer_waits_for_another_workers_claim_in_flight(postgres_url, o
     from datetime import datetime, timezone
 
     from digest.delivery.claim import LeaseClaimer
-    from digest.delivery.work import Letter
-    from digest.store import deliveries as ledger
-    from digest.store import init_db, open_engine, session_scope
-    from digest.store.subscribers import SubscriberInput, add_subscriber
 
     now = datetime.now(timezone.utc)
-    engine = open_engine(postgres_url)
-    init_db(engine)
-    with session_scope(engine) as session:
-        ids = [add_subscriber(session, f"s{k}@example.org", SubscriberInput(interests=["x"]), now=now).id for k in range(3)]
-    rows = ledger.open_deliveries(engine, [(i, "2026-01-01") for i in ids], now, lambda s, e: f"<{s}.{e}@example.org>")
-    letters = [Letter(row.id, None, "2026-01-01", f"<{row.id}@example.org>", None) for row in rows.values()]  # type: ignore[arg-type]
+    engine, rows, letters = three_letters(postgres_url, now)
     claiming = engine.connect()
     transaction = claiming.begin()
     claiming.execute(sa.text("SELECT id FROM delivery WHERE state = 'pending' ORDER BY id FOR UPDATE"))  # the other claim, in flight
@@ -487,6 +531,43 @@ def test_lease_claimer_waits_for_another_workers_claim_in_flight(postgres_url, o
     finally:
         settler.join()
         claiming.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["answers", "holds-the-rows"])
+def test_lease_claimer_abandon_gives_rows_back_or_leaves_them_to_their_lease(postgres_url, database: str) -> None:
+    """A stop at once (LeaseClaimer.abandon): the rows never handed over go back to 'pending' and the lease of the one
+    in flight ends now, so another worker claims all three at once. When the database does not let it (here a
+    transaction holds the rows' locks), it gives up after a few seconds at most, and the leases run out as before."""
+    from datetime import datetime, timezone
+
+    from digest.delivery.claim import LeaseClaimer
+    from digest.store import fleet as shared
+
+    now = datetime.now(timezone.utc)
+    engine, _, letters = three_letters(postgres_url, now)
+    claimer = LeaseClaimer(engine, letters, clock=lambda: now, covered_until=now, worker="a", lease=60)
+    got = sorted(claimer.claim(10), key=lambda letter: letter.delivery_id)
+    in_flight, never_sent = got[0], got[1:]
+    holder = engine.connect()
+    try:
+        if database == "holds-the-rows":
+            holder.begin()
+            holder.execute(sa.text("SELECT id FROM delivery FOR UPDATE"))
+        assert claimer.abandon(never_sent) is (database == "answers")
+        if database == "holds-the-rows":
+            holder.rollback()
+        with engine.connect() as conn:
+            states = dict(conn.execute(sa.text("SELECT id, state FROM delivery")).all())
+            conn.rollback()
+            claimed = [c.delivery_id for c in shared.claim_deliveries(conn, ["2026-01-01"], "b", 60, 10, now)[0]]
+        if database == "answers":
+            assert states == {in_flight.delivery_id: "sending", **{letter.delivery_id: "pending" for letter in never_sent}}
+            assert sorted(claimed) == sorted(letter.delivery_id for letter in letters)  # all three, at once
+        else:
+            assert set(states.values()) == {"sending"} and claimed == []  # still a's, until its lease runs out
+    finally:
+        holder.close()
         engine.dispose()
 
 

@@ -44,6 +44,9 @@ log = logging.getLogger("digest.delivery")
 # A claim that came back empty while rows of this worker's edition were neither finished nor leased: another worker's
 # claim held them (its transaction lasts milliseconds). Ask again this often, for at most this long.
 CLAIM_SETTLE_POLL, CLAIM_SETTLE_SECONDS = 0.05, 3.0
+# A worker stopped at once (a second Ctrl-C) gives its rows back within this long, or leaves them to their lease: the
+# exit is never held longer, whatever the database does.
+ABANDON_SECONDS = 2.0
 
 
 class Claimer(Protocol):
@@ -57,6 +60,8 @@ class Claimer(Protocol):
 
     # Optional: record_many(outcomes) -> list[int], the same for several outcomes in one transaction (the loop
     # uses it when a claimer has it: a commit per message was a fifth of the CPU of sending one).
+    # Optional: abandon(never_sent) -> bool, in place of release() when the loop stops at once (a second Ctrl-C):
+    # a quick, best-effort give-back of the rows, which another worker would otherwise wait on.
 
     def release(self, letters: Sequence[Letter]) -> Settlement:
         """Give back the letters claimed but never handed over, and settle what could not be recorded; last call."""
@@ -207,6 +212,8 @@ class _Heartbeat:
             try:
                 if conn is None:
                     conn = self._connect()
+                    if self.stopping.is_set():  # stopped while connecting: a renewal now would undo an abandon()
+                        break
                 fleet.renew_leases(conn, self.editions, self.worker, self.lease)
                 renewed, pause = time.monotonic(), self.lease / 3
             except Exception as exc:  # noqa: BLE001 - a wall: the heartbeat tries again with a new connection
@@ -225,9 +232,10 @@ class _Heartbeat:
             conn.invalidate()
             conn.close()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """End the thread (a renewal under way is finished first); `timeout`: wait no longer than this for it."""
         self.stopping.set()
-        self.thread.join()
+        self.thread.join(timeout)
 
 
 class LeaseClaimer(LedgerClaimer):
@@ -352,3 +360,35 @@ class LeaseClaimer(LedgerClaimer):
         except DigestError:
             elsewhere, gone = 0, ()  # only counts in the report: everything this worker did is recorded
         return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded), elsewhere=elsewhere, gone=gone)
+
+    def abandon(self, never_sent: Sequence[Letter]) -> bool:
+        """The loop stopped at once (a second Ctrl-C): `never_sent` back to 'pending', the lease of every other row
+        this worker leaves 'sending' (its message may be in flight) ended now, as end_leases does the rest: the next
+        run takes them over at once, not lease_seconds later. Best effort within ABANDON_SECONDS, on a thread of its
+        own that is left behind (a daemon: the process exits) when the database does not answer in time; the leases
+        then run out as before. True when done."""
+        started = time.monotonic()
+        if self.conn is not None:  # perhaps cut off inside a write: its transaction must not keep the rows locked
+            self.conn.invalidate()
+            self.conn = None
+        if self.heartbeat is not None:  # no renewal after the leases are ended
+            self.heartbeat.stop(timeout=ABANDON_SECONDS / 4)
+        unrecorded, self.unrecorded = self.unrecorded, []
+        ids, writes, keep, now = [letter.delivery_id for letter in never_sent], [write for _, write in unrecorded], sorted(self.unconfirmed), self.clock()
+        done = threading.Event()
+
+        def give_back() -> None:
+            try:
+                # A statement waits half the time at most: a lock held elsewhere makes it give up (and log) in time.
+                fleet.abandon_leases(self.engine, self.editions, self.worker, ids, writes, now, keep=keep, seconds=ABANDON_SECONDS / 2)
+                done.set()
+            except Exception as exc:  # noqa: BLE001 - a wall: the leases run out instead
+                log_event(log, "leases-kept", logging.WARNING, worker=self.worker, error=str(exc), note="its rows are taken over once their lease runs out")
+
+        if self.editions:
+            thread = threading.Thread(target=give_back, name="digest-abandon", daemon=True)
+            thread.start()
+            thread.join(max(0.1, ABANDON_SECONDS - (time.monotonic() - started)))
+            if thread.is_alive():
+                log_event(log, "leases-kept", logging.WARNING, worker=self.worker, note=f"the database did not answer within {ABANDON_SECONDS:.0f}s; its rows are taken over once their lease runs out")
+        return done.is_set()

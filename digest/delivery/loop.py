@@ -28,7 +28,7 @@ from .build import SKIPPED_REASON, Builder
 from .claim import Claimer
 from .senders import Handed, InlineSender, Sender, ThreadedSender
 from .transport import Transport
-from .work import Built, Letter, Outcome
+from .work import Built, Letter, Outcome, Settlement
 
 log = logging.getLogger("digest.delivery")
 
@@ -108,9 +108,34 @@ def deliver_edition(
     ends a pause before a retry round at once (`sleep`, default: a wait on `stop_event`); `progress(k)` is told as k
     more letters are finished."""
     tally = _Tally(progress)
-    held: dict[int, Letter] = {}  # claimed, not yet handed over: released if the loop ends first
-    error: DigestError | None = None
+    held: dict[int, Letter] = {}  # claimed, not yet recorded: released if the loop ends first
+    handed: set[int] = set()  # of those, the ones submitted (perhaps in flight)
     out: Sender = transport if isinstance(transport, (InlineSender, ThreadedSender)) else InlineSender(transport, sender)
+    try:
+        error, settlement = _deliver(claimer, builder, out, tally, held, handed, stop_event, sleep)
+    except BaseException:  # stopped at once (a second Ctrl-C) or a bug: the rows given back now, if the claimer can
+        abandon = getattr(claimer, "abandon", None)
+        if abandon is not None:
+            abandon([letter for row, letter in held.items() if row not in handed])
+        raise
+    for outcome in settlement.recorded_late:  # recorded late, but recorded: counted as the run would have
+        setattr(tally, outcome.state, getattr(tally, outcome.state) + 1)
+    if settlement.recorded_late:
+        log_event(log, "recorded-late", logging.WARNING, deliveries=len(settlement.recorded_late), note="their record waited for the database lock")
+    if settlement.error is not None:
+        log_event(log, "ledger-unsettled", logging.ERROR, sending=settlement.left_sending, error=str(settlement.error),
+                  note="the next run sends them (those handed over may arrive twice)")
+    return DeliveryReport(
+        sent=tally.sent, failed=tally.failed, deferred=tally.deferred, skipped=tally.skipped, not_attempted=len(held) + len(letters) - tally.claimed - settlement.elsewhere,
+        left_sending=settlement.left_sending, elsewhere=settlement.elsewhere, gone=settlement.gone, stopped=stop_event.is_set(), workers=builder.workers,
+        timings={"rank": tally.rank, "render": tally.render, "build": tally.build, "send": tally.send}, error=error or settlement.error,
+    )
+
+
+def _deliver(claimer: Claimer, builder: Builder, out: Sender, tally: _Tally, held: dict[int, Letter], handed: set[int], stop_event: threading.Event,
+             sleep: Callable[[float], object] | None) -> tuple[DigestError | None, Settlement]:
+    """deliver_edition's loop, up to the claimer's release: what ended it early (or None), and how the ledger was settled."""
+    error: DigestError | None = None
     try:
         for built in _claimed_and_built(claimer, builder, tally, held, stop_event):
             if stop_event.is_set():
@@ -124,6 +149,7 @@ def deliver_edition(
             # still counted in flight, so a crash sends at most one message per connection twice, as before.
             while out.in_flight >= out.connections:
                 _settle(claimer, out.collect(wait=True), tally, held)
+            handed.add(built.letter.delivery_id)  # before: a stop at once in between counts it in flight
             out.submit(built)
         _drain(claimer, out, tally, held)
         _retry_rounds(claimer, out, tally, held, stop_event, stop_event.wait if sleep is None else sleep)
@@ -134,19 +160,7 @@ def deliver_edition(
         except DigestError:
             pass
     tally.deferred += len(tally.to_retry)  # still deferred when the loop ended: a later run retries them, after their wait (retry_wait)
-    settlement = claimer.release(list(held.values()))
-    for outcome in settlement.recorded_late:  # recorded late, but recorded: counted as the run would have
-        setattr(tally, outcome.state, getattr(tally, outcome.state) + 1)
-    if settlement.recorded_late:
-        log_event(log, "recorded-late", logging.WARNING, deliveries=len(settlement.recorded_late), note="their record waited for the database lock")
-    if settlement.error is not None:
-        log_event(log, "ledger-unsettled", logging.ERROR, sending=settlement.left_sending, error=str(settlement.error),
-                  note="the next run sends them (those handed over may arrive twice)")
-    return DeliveryReport(
-        sent=tally.sent, failed=tally.failed, deferred=tally.deferred, skipped=tally.skipped, not_attempted=len(held) + len(letters) - tally.claimed - settlement.elsewhere,
-        left_sending=settlement.left_sending, elsewhere=settlement.elsewhere, gone=settlement.gone, stopped=stop_event.is_set(), workers=builder.workers,
-        timings={"rank": tally.rank, "render": tally.render, "build": tally.build, "send": tally.send}, error=error or settlement.error,
-    )
+    return error, claimer.release(list(held.values()))
 
 
 def _claimed_and_built(claimer: Claimer, builder: Builder, tally: _Tally, held: dict[int, Letter], stop_event: threading.Event) -> Iterator[Built]:
