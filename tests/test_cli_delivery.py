@@ -534,10 +534,17 @@ def test_send_interrupted_twice_says_what_the_next_run_does(home: Path, smtp_ser
     assert first.returncode == 1 and "Traceback" not in err, out + err
     assert err.splitlines()[-1] == ("error: interrupted while sending: the next run sends what was not recorded as sent (a message in flight "
                                     "may arrive twice)")
+    # The letters claimed and never handed over went back to 'pending' before the exit: only the one in flight is
+    # left 'sending' (all 9 were, and the next run logged each as a message that may have gone).
+    engine = open_engine(load_settings(home, env={}).database_url)
+    states = Counter(d.state for d in ledger.deliveries_for(engine))
+    engine.dispose()
+    assert states["sending"] == 1 and states["sent"] + states["sending"] + states["pending"] == len(emails), states
     second = digest_process(home, smtp_server, "send")
     smtp_server.data_delay = 0
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, out + err
+    assert re.findall(r"event=resume deliveries=(\d+)", err) in ([], ["1"]), err  # the one in flight at most, not 9
     received = Counter(smtp_server.recipients())
     assert set(received) == set(emails) and sum(received.values()) - len(emails) <= 1
 

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -160,6 +160,19 @@ class LedgerClaimer:
         except DigestError as exc:
             return Settlement(left_sending=len(letters) + len(unrecorded), error=exc)
         return Settlement(recorded_late=tuple(outcome for outcome, _ in unrecorded))
+
+    def abandon(self, never_sent: Sequence[Letter]) -> bool:
+        """The loop stopped at once (a second Ctrl-C): what release() writes (`never_sent` back to 'pending', the
+        records that failed), within ABANDON_SECONDS (_best_effort). Left 'sending', a claimed letter counted as a
+        message that may have gone (the next run logs it as one it resumes), up to CHUNK of them for one in flight.
+        True when done."""
+        if self.conn is not None:  # perhaps cut off inside a write: its transaction must not keep the write lock
+            self.conn.invalidate()
+            self.conn = None
+        unrecorded, self.unrecorded = self.unrecorded, []
+        ids, writes, now = [letter.delivery_id for letter in never_sent], [write for _, write in unrecorded], self.clock()
+        return _best_effort(lambda: ledger.settle(self.engine, ids, writes, now, patience=ABANDON_SECONDS), ABANDON_SECONDS,
+                            "the next run sends them, as after a crash (those left 'sending' logged as resumed)")
 
 
 def worker_name() -> str:
@@ -364,9 +377,8 @@ class LeaseClaimer(LedgerClaimer):
     def abandon(self, never_sent: Sequence[Letter]) -> bool:
         """The loop stopped at once (a second Ctrl-C): `never_sent` back to 'pending', the lease of every other row
         this worker leaves 'sending' (its message may be in flight) ended now, as end_leases does the rest: the next
-        run takes them over at once, not lease_seconds later. Best effort within ABANDON_SECONDS, on a thread of its
-        own that is left behind (a daemon: the process exits) when the database does not answer in time; the leases
-        then run out as before. True when done."""
+        run takes them over at once, not lease_seconds later. Within ABANDON_SECONDS (_best_effort); when the
+        database does not answer in time the leases run out as before. True when done."""
         started = time.monotonic()
         if self.conn is not None:  # perhaps cut off inside a write: its transaction must not keep the rows locked
             self.conn.invalidate()
@@ -375,20 +387,29 @@ class LeaseClaimer(LedgerClaimer):
             self.heartbeat.stop(timeout=ABANDON_SECONDS / 4)
         unrecorded, self.unrecorded = self.unrecorded, []
         ids, writes, keep, now = [letter.delivery_id for letter in never_sent], [write for _, write in unrecorded], sorted(self.unconfirmed), self.clock()
-        done = threading.Event()
+        if not self.editions:
+            return False
+        # A statement waits half the time at most: a lock held elsewhere makes it give up (and log) in time.
+        return _best_effort(lambda: fleet.abandon_leases(self.engine, self.editions, self.worker, ids, writes, now, keep=keep, seconds=ABANDON_SECONDS / 2),
+                            ABANDON_SECONDS - (time.monotonic() - started), "its rows are taken over once their lease runs out", worker=self.worker)
 
-        def give_back() -> None:
-            try:
-                # A statement waits half the time at most: a lock held elsewhere makes it give up (and log) in time.
-                fleet.abandon_leases(self.engine, self.editions, self.worker, ids, writes, now, keep=keep, seconds=ABANDON_SECONDS / 2)
-                done.set()
-            except Exception as exc:  # noqa: BLE001 - a wall: the leases run out instead
-                log_event(log, "leases-kept", logging.WARNING, worker=self.worker, error=str(exc), note="its rows are taken over once their lease runs out")
 
-        if self.editions:
-            thread = threading.Thread(target=give_back, name="digest-abandon", daemon=True)
-            thread.start()
-            thread.join(max(0.1, ABANDON_SECONDS - (time.monotonic() - started)))
-            if thread.is_alive():
-                log_event(log, "leases-kept", logging.WARNING, worker=self.worker, note=f"the database did not answer within {ABANDON_SECONDS:.0f}s; its rows are taken over once their lease runs out")
-        return done.is_set()
+def _best_effort(work: Callable[[], object], seconds: float, otherwise: str, **fields: Any) -> bool:
+    """`work()` on a thread of its own, waited for `seconds` at most (at least 0.1): a stop at once must not be held
+    by a database that does not answer; the thread, a daemon, is left behind and the process exits. True when it
+    finished; a failure or the time running out is logged (event=leases-kept) with `otherwise`, what happens instead."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+            done.set()
+        except Exception as exc:  # noqa: BLE001 - a wall: what was not given back is taken over later
+            log_event(log, "leases-kept", logging.WARNING, error=str(exc), note=otherwise, **fields)
+
+    thread = threading.Thread(target=run, name="digest-abandon", daemon=True)
+    thread.start()
+    thread.join(max(0.1, seconds))
+    if thread.is_alive():
+        log_event(log, "leases-kept", logging.WARNING, note=f"the database did not answer within {ABANDON_SECONDS:.0f}s; {otherwise}", **fields)
+    return done.is_set()

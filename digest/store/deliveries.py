@@ -226,10 +226,10 @@ def _unmark(conn: Connection, delivery_ids: Sequence[int], now: datetime) -> Non
     conn.execute(sa.update(_delivery).where(_delivery.c.id.in_(list(delivery_ids)), _delivery.c.state == "sending").values(state="pending", updated_at=now))
 
 
-def settle(engine: Engine, never_sent: Sequence[int], outcomes: Sequence[Callable[[Connection], object]], now: datetime) -> None:
+def settle(engine: Engine, never_sent: Sequence[int], outcomes: Sequence[Callable[[Connection], object]], now: datetime, *, patience: float = SETTLE_PATIENCE) -> None:
     """The ledger made true when a run ends, in one transaction: rows marked 'sending' but never handed over
     go back to 'pending', and `outcomes` (the records of messages that were handed over but whose record
-    failed, e.g. while the database was locked) are written now. Tried for SETTLE_PATIENCE seconds while the
+    failed, e.g. while the database was locked) are written now. Tried for `patience` seconds while the
     database is locked; StoreError after that (the rows stay 'sending', and the next run resends them)."""
     if not never_sent and not outcomes:
         return
@@ -240,7 +240,7 @@ def settle(engine: Engine, never_sent: Sequence[int], outcomes: Sequence[Callabl
         for outcome in outcomes:
             outcome(conn)
 
-    write(engine, work, patience=SETTLE_PATIENCE)
+    write(engine, work, patience=patience)
 
 
 # Built once: constructing a statement costs more than executing it (the ledger is written per message).
