@@ -7,7 +7,15 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from digest.editions import LATE_EDITION_DUE, due_edition, local_day, parse_frequency, parse_send_at, parse_zone, send_instant
+from digest.editions import (
+    LATE_EDITION_DUE,
+    due_edition,
+    local_day,
+    parse_frequency,
+    parse_send_at,
+    parse_zone,
+    send_instant,
+)
 
 UTC = timezone.utc
 
