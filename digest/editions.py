@@ -84,19 +84,28 @@ def publishes_on(frequency: str, day: date) -> bool:
     return not is_weekly(frequency) or WEEKDAYS[day.weekday()] == frequency[7:]
 
 
+# How long after its send time yesterday's edition is still due once the local day has changed: a run every 15
+# minutes (the deployment default) never came between a send time of 23:50 and midnight, and the next run's only
+# candidate was the new day's edition, so such a subscriber got no email ever (found by benchmarks/soak.py). An hour,
+# digest.health's grace for an edition: longer, and a run back after downtime would send yesterday's and today's.
+LATE_EDITION_DUE = timedelta(hours=1)
+
+
 def due_edition(now: datetime, send_at: str, tz: str, frequency: str, last_edition: str | None) -> str | None:
     """The edition (local date) due at `now`, or None if nothing is due.
 
     `last_edition` is the newest edition already accepted for this subscriber. Only today's local
-    edition is ever due: after downtime, one catch-up edition is sent, not one per missed day.
+    edition is ever due (after downtime, one catch-up edition is sent, not one per missed day), or
+    yesterday's within LATE_EDITION_DUE of its send time, before today's is due.
     """
     today = local_day(now, tz)
-    if not publishes_on(frequency, today):
-        return None
-    if now < send_instant(today, send_at, tz):
-        return None
-    edition = today.isoformat()
-    if last_edition is not None and last_edition >= edition:
-        return None
-    return edition
+    for day in (today, today - timedelta(days=1)):
+        if not publishes_on(frequency, day):
+            continue
+        instant = send_instant(day, send_at, tz)
+        if now < instant or (day != today and now >= instant + LATE_EDITION_DUE):
+            continue
+        edition = day.isoformat()
+        return None if last_edition is not None and last_edition >= edition else edition
+    return None
 

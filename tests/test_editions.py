@@ -7,7 +7,15 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from digest.editions import due_edition, local_day, parse_frequency, parse_send_at, parse_zone, send_instant
+from digest.editions import (
+    LATE_EDITION_DUE,
+    due_edition,
+    local_day,
+    parse_frequency,
+    parse_send_at,
+    parse_zone,
+    send_instant,
+)
 
 UTC = timezone.utc
 
@@ -122,6 +130,18 @@ def test_due_edition_catch_up_after_two_days_down_is_one_edition_for_today():
     assert due_edition(utc(2025, 6, 15, 6, 59), "07:00", "UTC", "daily", last) is None  # not before today's send time
     sent = simulate("07:00", "UTC", "daily", utc(2025, 6, 15, 6, 0), utc(2025, 6, 15, 23, 59), last=last)
     assert [e for _, e in sent] == ["2025-06-15"]
+
+
+@pytest.mark.parametrize("send_at, tz", [("23:55", "America/Los_Angeles"), ("23:50", "UTC"), ("23:46", "Asia/Kolkata")], ids=["la-2355", "utc-2350", "kolkata-2346"])
+def test_due_edition_a_send_time_after_the_last_run_of_the_day_is_sent_by_the_first_run_after_midnight(send_at, tz):
+    # The soak (benchmarks/soak.py seed 1): a run every 15 minutes (the deployment default) never came between a send
+    # time of 23:46 to 23:59 and local midnight, and the next run's only candidate was the new day's edition: no email ever.
+    sent = simulate(send_at, tz, "daily", utc(2026, 3, 2), utc(2026, 3, 6, 12), last="2026-03-01", step=timedelta(minutes=15))
+    assert [e for _, e in sent] == ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
+    first = send_instant(date(2026, 3, 2), send_at, tz)
+    assert all(timedelta(0) <= at - first - timedelta(days=k) < timedelta(minutes=15) for k, (at, _) in enumerate(sent))
+    # ...but only for a little while: after downtime, still only today's edition (and not yesterday's before it).
+    assert due_edition(first + LATE_EDITION_DUE, send_at, tz, "daily", "2026-03-01") is None
 
 
 def test_due_edition_first_edition_for_a_new_subscriber():
