@@ -230,16 +230,15 @@ class ProfileRows:
         held.eliminate_zeros()
         common = np.diff(held.indptr) >= COMMON_SHARE * max(self.corpus.size, 1)
         held = (sp.diags(np.where(common, self.leniency[rows[mine]], 1.0).astype(np.float32)) @ held).tocsr()
-        one_word = self.one_word[rows[mine]]
-        if one_word.any():  # a one-word interest that a paper's title holds: TITLE_LENIENCY
-            titled = (sp.diags(one_word.astype(np.float32)) @ self.evidence[rows[mine]] @ self.corpus.title_presence_t).tocsr()
-            titled.data = np.where(titled.data > EVIDENCE_SHARE, TITLE_LENIENCY, 0.0).astype(np.float32)
-            titled.eliminate_zeros()
-            held = held.maximum(titled).tocsr()
         if semantic is not None:
             held = held.maximum(sp.csr_matrix(semantic[mine] >= SEMANTIC_EVIDENCE, dtype=np.float32))
+        dense = held.toarray().astype(np.float32)
+        one_word = np.flatnonzero(self.one_word[rows[mine]])
+        if len(one_word):  # a one-word interest that a paper's title holds: TITLE_LENIENCY (its rows alone: few)
+            titled = (self.evidence[rows[mine][one_word]] @ self.corpus.title_presence_t).toarray() > EVIDENCE_SHARE
+            dense[one_word] = np.where(titled, np.maximum(dense[one_word], TITLE_LENIENCY), dense[one_word])
         at = {r: k for k, r in enumerate(rows[mine].tolist())}
-        return _segment_max(held.toarray().astype(np.float32), [[at[r] for r in self.interest_rows[i]] for i in chunk], self.corpus.size)
+        return _segment_max(dense, [[at[r] for r in self.interest_rows[i]] for i in chunk], self.corpus.size)
 
     def _liking(self, profiles: list[int], sims: np.ndarray, semantic: np.ndarray | None, local: dict[int, int]) -> np.ndarray:
         """How much each of `profiles` would like every candidate (profiles x candidates), by its vote model: its
