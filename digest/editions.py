@@ -69,10 +69,11 @@ def local_day(now: datetime, tz: str) -> date:
 
 
 def earliest_local_day(now: datetime) -> date:
-    """A day no time zone's local date at `now` is before (UTC-12 is the furthest behind; a day more to spare). A
-    finished edition older than it never decides whether today's edition is due (due_edition compares the newest
-    finished one with today's), so the ledger is read from there on, not all of it."""
-    return now.astimezone(timezone.utc).date() - timedelta(days=2)
+    """A day before which no edition can be due at `now` (due_edition looks back at most WEEKLY_CATCH_UP days; UTC-12
+    is the furthest behind; a day more to spare). A finished edition older than it never decides whether an edition
+    is due (due_edition compares the newest finished one with the one due), so the ledger is read from there on, not
+    all of it."""
+    return now.astimezone(timezone.utc).date() - timedelta(days=WEEKLY_CATCH_UP + 2)
 
 
 def is_weekly(frequency: str) -> bool:
@@ -89,21 +90,29 @@ def publishes_on(frequency: str, day: date) -> bool:
 # candidate was the new day's edition, so such a subscriber got no email ever (found by benchmarks/soak.py). An hour,
 # digest.health's grace for an edition: longer, and a run back after downtime would send yesterday's and today's.
 LATE_EDITION_DUE = timedelta(hours=1)
+# A weekly subscriber's edition not sent on its day (the mail server down all that day, no run) is still due for the
+# rest of the week: without it, such a reader got nothing that week, and the papers of the week before the next edition's
+# seven-day window never (found by benchmarks/soak.py). Never the week before's on the day of the next one.
+WEEKLY_CATCH_UP = 6
 
 
 def due_edition(now: datetime, send_at: str, tz: str, frequency: str, last_edition: str | None) -> str | None:
     """The edition (local date) due at `now`, or None if nothing is due.
 
-    `last_edition` is the newest edition already accepted for this subscriber. Only today's local
-    edition is ever due (after downtime, one catch-up edition is sent, not one per missed day), or
-    yesterday's within LATE_EDITION_DUE of its send time, before today's is due.
+    `last_edition` is the newest edition already accepted for this subscriber. The newest edition whose send time
+    has come is due unless accepted: for a daily subscriber today's (after downtime one catch-up edition is sent, not
+    one per missed day), or yesterday's within LATE_EDITION_DUE of its send time, before today's is due; for a weekly
+    one, this week's, up to WEEKLY_CATCH_UP days after its day once they have had an edition (a new subscriber's
+    first is their next day's).
     """
     today = local_day(now, tz)
-    for day in (today, today - timedelta(days=1)):
+    weekly = is_weekly(frequency)
+    for back in range((WEEKLY_CATCH_UP + 1 if last_edition is not None else 1) if weekly else 2):
+        day = today - timedelta(days=back)
         if not publishes_on(frequency, day):
             continue
         instant = send_instant(day, send_at, tz)
-        if now < instant or (day != today and now >= instant + LATE_EDITION_DUE):
+        if now < instant or (back and not weekly and now >= instant + LATE_EDITION_DUE):
             continue
         edition = day.isoformat()
         return None if last_edition is not None and last_edition >= edition else edition

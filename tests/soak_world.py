@@ -318,7 +318,8 @@ class Soak:
         day_start = START + timedelta(days=day)
         if rng.random() < 0.12:  # the mail server refuses connections for 1 to 20 hours
             start = day_start + timedelta(minutes=rng.randrange(1440))
-            self.outages.append(Outage(start, start + timedelta(hours=rng.randint(1, 20))))
+            # Over by the last day, which is clean (_check_health): an outage begun late the day before ran into it.
+            self.outages.append(Outage(start, min(start + timedelta(hours=rng.randint(1, 20)), START + timedelta(days=self.days - 1))))
             self.figures.outages += 1
         for reader in self.readers:
             if reader.email != DEAD and rng.random() < 0.08:  # greylisted from their send time for 3 to 50 minutes

@@ -120,9 +120,24 @@ def test_due_edition_weekly_one_edition_on_its_weekday():
     assert all(date.fromisoformat(e).weekday() == 0 for _, e in sent)
 
 
-def test_due_edition_weekly_not_on_other_days_even_if_never_sent():
+def test_due_edition_weekly_not_on_other_days_for_a_new_subscriber():
     assert due_edition(utc(2025, 6, 10, 12), "08:00", "UTC", "weekly:mon", None) is None
     assert due_edition(utc(2025, 6, 9, 12), "08:00", "UTC", "weekly:mon", None) == "2025-06-09"
+
+
+def test_due_edition_weekly_missed_on_its_day_is_due_for_the_rest_of_the_week():
+    """Found by the soak: a weekly reader whose Monday passed while the mail server was down got nothing that week
+    (the row of Monday's edition left 'pending', `status --check` failing all week), and the papers older than the
+    next edition's seven days never. Monday's edition is now sent by the first run that can, up to Sunday."""
+    last = "2025-06-02"  # last week's went out
+    assert due_edition(utc(2025, 6, 10, 3), "08:00", "UTC", "weekly:mon", last) == "2025-06-09"  # Tuesday, before 08:00
+    assert due_edition(utc(2025, 6, 15, 23, 59), "08:00", "UTC", "weekly:mon", last) == "2025-06-09"  # Sunday night
+    assert due_edition(utc(2025, 6, 10, 3), "08:00", "UTC", "weekly:mon", "2025-06-09") is None  # sent: once
+    assert due_edition(utc(2025, 6, 16, 7, 59), "08:00", "UTC", "weekly:mon", last) is None  # not on the next Monday
+    assert due_edition(utc(2025, 6, 16, 8), "08:00", "UTC", "weekly:mon", last) == "2025-06-16"  # that one's own
+    # As a daemon ticking every 15 minutes sees it when the server is down all Monday: one edition, on Tuesday.
+    sent = simulate("08:00", "UTC", "weekly:mon", utc(2025, 6, 10, 0, 0), utc(2025, 6, 20), last=last)
+    assert [e for _, e in sent] == ["2025-06-09", "2025-06-16"] and sent[0][0] == utc(2025, 6, 10, 0, 0) and sent[1][0] == utc(2025, 6, 16, 8)
 
 
 def test_due_edition_catch_up_after_two_days_down_is_one_edition_for_today():

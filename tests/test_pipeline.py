@@ -4,6 +4,7 @@ rendering, a real SMTP server on 127.0.0.1; a recording transport only where the
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -328,6 +329,42 @@ def test_run_job_defers_a_message_whose_answer_never_came_to_the_next_run(world,
     # Sent once more by the second run: twice in all when the server had stored it (what "may arrive twice" means).
     assert Counter(smtp_server.recipients())[again] == (2 if stored else 1)
     assert len(smtp_server.recipients()) == (4 if stored else 3)
+
+
+def test_run_job_resends_a_message_that_may_have_arrived_with_the_papers_it_carried(world, smtp_server, tmp_path: Path) -> None:
+    """Found by the soak (benchmarks/soak.py): the copy sent again after a message whose answer never came was ranked
+    afresh, and a paper fetched in between changed it: two emails under one Message-ID with other papers. A mail
+    client that hides the second as a duplicate showed papers the ledger did not count as sent and hid some it did.
+    The resend now carries the papers, order and reasons of the copy that may have arrived."""
+    settings, engine = world
+    smtp_server.drop_stored = 1  # the first message is stored, and its answer never comes
+    first = run_job(engine, smtp(settings, smtp_server), NOW, fetch=False, sleep=sleeps()[1])
+    assert first.deferred == 1
+    [row] = [d for d in ledger.deliveries_for(engine) if d.state == "deferred"]
+    [stored] = [m for m in smtp_server.messages if m.rcpt_tos == [smtp_server.messages[0].rcpt_tos[0]]]
+    with session_scope(engine) as session:
+        reader = session.get(Subscriber, row.subscriber_id)
+    topic = {"ada@example.org": "sae", "bob@example.org": "speech", "cy@example.org": "robot"}[reader.email]
+    title, abstract = TOPICS[topic]
+    newer = tmp_path / "newer.jsonl"  # a better paper for the reader, first seen before the resend
+    newer.write_text(json.dumps({"id": "late-1", "title": f"{title}: the definitive study", "abstract": f"{abstract} {abstract}"}) + "\n", encoding="utf-8")
+    import_file(engine, newer, NOW + timedelta(minutes=2))
+    again = run_job(engine, smtp(settings, smtp_server), NOW + FIRST_WAIT + timedelta(minutes=1), fetch=False, sleep=sleeps()[1])
+    assert (again.sent, again.deferred) == (1, 0)
+    copies = [m for m in smtp_server.messages if m.rcpt_tos == [reader.email]]
+    assert len(copies) == 2 and copies[0].parsed["Message-ID"] == copies[1].parsed["Message-ID"]
+    assert copies[0] is stored
+    texts = [re.sub(r"https?://\S+", "<link>", c.parsed.get_body(("plain",)).get_content()) for c in copies]
+    assert "the definitive study" not in " ".join(texts[1].split()) and texts[0] == texts[1]  # the same email, links aside
+    [sent] = [d for d in ledger.deliveries_for(engine) if d.subscriber_id == reader.id]
+    assert row.contents is not None and row.contents["until"] == NOW.isoformat()  # what the first copy showed, and its window
+    assert sent.state == "sent" and sent.contents == {k: v for k, v in row.contents.items() if k != "until"}
+    later = tmp_path / "later.jsonl"
+    later.write_text(json.dumps({"id": "late-2", "title": f"{title}: yet another", "abstract": abstract}) + "\n", encoding="utf-8")
+    import_file(engine, later, NOW + timedelta(days=1) - timedelta(hours=1))
+    run_job(engine, smtp(settings, smtp_server), NOW + timedelta(days=1), fetch=False)
+    tomorrow = [m for m in smtp_server.messages if m.rcpt_tos == [reader.email]][-1].parsed.get_body(("plain",)).get_content()
+    assert "the definitive study" in " ".join(tomorrow.split())  # not counted as sent: it comes the next day
 
 
 def test_run_job_resends_rows_left_sending_by_a_dead_run_with_the_same_message_id(world, smtp_server) -> None:

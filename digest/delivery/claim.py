@@ -117,10 +117,12 @@ class LedgerClaimer:
         ones go to record_sent_many as plain rows; each outcome's own transaction (_write_of) is made only for the
         others, and for all of them when the write fails (release() writes them)."""
         now = self.clock()
-        sent = [o for o in outcomes if o.state == "sent"]
+        # A resend of a copy that may have arrived (letter.replay: rare) has a window of its own (_until_of).
+        plain = [outcome.state == "sent" and outcome.letter.replay is None for outcome in outcomes]
+        sent = [o for o, p in zip(outcomes, plain) if p]
         rows = [(o.letter.delivery_id, o.letter.subscriber.id or 0, o.paper_ids, o.attempts) for o in sent]
         contents = [edition_contents(*o.shown) for o in sent]  # the web page's
-        others = [(k, self._write_of(outcome, now)) for k, outcome in enumerate(outcomes) if outcome.state != "sent"]
+        others = [(k, self._write_of(outcome, now)) for k, (outcome, p) in enumerate(zip(outcomes, plain)) if not p]
         until = self.covered_until
 
         def work(conn: Connection) -> list[int]:
@@ -141,14 +143,24 @@ class LedgerClaimer:
         letter, attempts, error = outcome.letter, outcome.attempts, outcome.error or ""
         row, sub = letter.delivery_id, letter.subscriber.id or 0
         if outcome.state == "sent":
-            papers, until, contents = outcome.paper_ids, self.covered_until, outcome.shown
+            papers, until, contents = outcome.paper_ids, self._until_of(outcome), outcome.shown
             return lambda conn: record_sent_letter(conn, row, sub, papers, contents, attempts, now, until)
         if outcome.state == "skipped":
             return lambda conn: ledger.record_skipped_row(conn, row, error, now)
-        if outcome.state == "deferred":
-            return lambda conn: ledger.record_deferred(conn, row, error, attempts, now)
+        if outcome.state == "deferred":  # a copy that may have arrived: what it showed and its window, for the resend
+            shown, window = (outcome.shown, self._until_of(outcome)) if outcome.unconfirmed else (None, None)
+            return lambda conn: ledger.record_deferred(conn, row, error, attempts, now, contents=shown, until=window)
         bounce = outcome.bounce
         return lambda conn: ledger.record_failed(conn, row, sub, error, attempts, now, bounce=bounce)
+
+    def _until_of(self, outcome: Outcome) -> datetime:
+        """Where the subscriber's next window starts once `outcome`'s copy is sent: the run's instant; for a copy
+        showing what an earlier copy that may have arrived showed (letter.replay), that copy's, so that the papers
+        first seen in between come in the next edition rather than never."""
+        letter = outcome.letter
+        if letter.replay is not None and letter.replay_until is not None and outcome.shown == letter.replay:
+            return min(letter.replay_until, self.covered_until)
+        return self.covered_until
 
     def release(self, letters: Sequence[Letter]) -> Settlement:
         if self.conn is not None:

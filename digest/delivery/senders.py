@@ -56,7 +56,7 @@ def handed(built: Built, error: BaseException | None, seconds: float) -> Handed:
         return Handed(built, Outcome(letter, "sent", attempts=1, contents=built.contents), None, seconds)
     if isinstance(error, TransientDeliveryError):
         unconfirmed = isinstance(error, UnconfirmedDeliveryError)
-        return Handed(built, Outcome(letter, "deferred", attempts=1, error=str(error), unconfirmed=unconfirmed), None, seconds)
+        return Handed(built, Outcome(letter, "deferred", attempts=1, error=str(error), unconfirmed=unconfirmed, contents=built.contents), None, seconds)
     if isinstance(error, PermanentDeliveryError):
         return Handed(built, Outcome(letter, "failed", attempts=1, error=str(error), bounce=True), None, seconds)
     return Handed(built, None, error, seconds)

@@ -7,6 +7,7 @@ Plain frozen values, no behaviour: the loop, the builders and the claimers pass 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Literal
 
@@ -27,6 +28,8 @@ class Letter:
     edition: str
     message_id: str
     result: RankResult | None
+    replay: Contents | None = None  # an earlier copy that may have arrived showed these: the resend shows them again
+    replay_until: datetime | None = None  # and that copy's window ended here (where the next edition's starts)
 
     @cached_property  # read when the letter's outcome is bound and when it is recorded
     def paper_ids(self) -> tuple[int, ...]:
@@ -92,7 +95,7 @@ class Outcome:
     error: str | None = None
     bounce: bool = False  # a hard bounce: counts towards marking the subscriber 'bounced'
     unconfirmed: bool = False  # a deferral whose whole message went unanswered: it may have arrived, no retry this run
-    contents: Contents | None = None  # of a 'sent' letter: recorded with it (contents_of its result when None)
+    contents: Contents | None = None  # of a 'sent' letter (or an unconfirmed deferral): recorded with it (contents_of its result when None)
 
     @property
     def paper_ids(self) -> tuple[int, ...]:

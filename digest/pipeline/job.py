@@ -54,6 +54,7 @@ from .plan import (
     plan_editions,
     plan_for,
     rank_plans,
+    replayed,
     who_is_due,
 )
 
@@ -358,14 +359,21 @@ def _deliver(engine: Engine, settings: Settings, now: datetime, planned: Sequenc
             unbuildable.append((plan, row.id, plan.error))
         else:
             plan_of[row.id] = plan
-            letters.append(Letter(row.id, plan.subscriber, plan.edition, row.message_id or make_message_id(settings.from_address, plan.subscriber.id or 0, plan.edition), None))
+            letters.append(Letter(row.id, plan.subscriber, plan.edition, row.message_id or make_message_id(settings.from_address, plan.subscriber.id or 0, plan.edition), None,
+                                  replay=row.replay, replay_until=row.replay_until))
     _record_unbuildable(engine, unbuildable, clock())
     if progress is not None and unbuildable:
         progress(len(unbuildable))
 
     def rank(batch: Sequence[Letter]) -> list[RankResult | Exception]:
+        """The batch's results: a letter whose earlier copy may have arrived shows that copy's papers (replayed),
+        the others are ranked together."""
         assert ranking is not None, "letters come from plans, and plans have a ranking"
-        return ranking.rank([plan_of[letter.delivery_id] for letter in batch])
+        again = {letter.delivery_id: result for letter in batch if letter.replay is not None
+                 and (result := replayed(plan_of[letter.delivery_id], letter.replay)) is not None}
+        fresh = [letter for letter in batch if letter.delivery_id not in again]
+        ranked = dict(zip((letter.delivery_id for letter in fresh), ranking.rank([plan_of[letter.delivery_id] for letter in fresh]) if fresh else [], strict=True))
+        return [again.get(letter.delivery_id) or ranked[letter.delivery_id] for letter in batch]
 
     pace = pace_for(engine, settings)
     # The builder before the sender's threads start (it may fork), and closed whatever happens next: its workers end,

@@ -25,7 +25,7 @@ from ..editions import due_edition, earliest_local_day, is_weekly, local_day, pa
 from ..errors import DigestError, InputError, one_line
 from ..log import log_event
 from ..models import Subscriber
-from ..rank import Candidate, Profile, Ranking, RankResult, build_profile
+from ..rank import Candidate, Profile, RankedPaper, Ranking, RankResult, build_profile
 from ..rank.score import MAX_VOTES
 from ..rank.semantic import embed_for  # light: it imports the embedding model (torch) only when asked to embed
 from ..store import deliveries as ledger
@@ -213,6 +213,19 @@ def plan_editions(engine: Engine, settings: Settings, now: datetime, dues: Seque
             continue
         out.append(EditionPlan(sub, due.edition, since, until, inside[since], profile))
     return out
+
+
+def replayed(plan: EditionPlan, contents: tuple[Sequence[tuple[int, Sequence[str]]], Sequence[int]]) -> RankResult | None:
+    """The result an earlier copy of the plan's edition showed (its picks with their reasons, then its trending
+    papers), over the plan's candidates: a resend under the same Message-ID, after a copy that may have arrived, must
+    carry the same papers (a mail client may hide it as a duplicate of the first). None when one of them is no longer
+    in the edition's window (gone since): the letter is then ranked afresh."""
+    by_id = {c.paper.id: c for c in plan.candidates}  # a paper voted on since (from that copy) included: it was shown
+    picks, trending = contents
+    if not all(pid in by_id for pid in (*(pid for pid, _ in picks), *trending)):
+        return None
+    return RankResult(plan.subscriber.id or 0, ranked=[RankedPaper(by_id[pid], 0.0, 0.0, 0.0, tuple(reasons), in_digest=True) for pid, reasons in picks],
+                      trending=[RankedPaper(by_id[pid], 0.0, 0.0, 0.0) for pid in trending], matched=bool(picks))
 
 
 def plan_edition(engine: Engine, subscriber: Subscriber, now: datetime, settings: Settings, *, edition: str | None = None) -> EditionPlan:

@@ -27,6 +27,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from ..log import log_event
 from ..models import Delivery, Subscriber, table_of
 from . import dialect_insert, is_locked, read_rows, wrap_db_error
+from .editions import read_replay, record_edition_contents
 
 log = logging.getLogger("digest.store")
 
@@ -49,6 +50,10 @@ class LedgerRow:
     state: str
     attempts: int
     message_id: str | None
+    # A deferred row's contents: a copy that may have arrived (its answer never came) showed these papers, and a
+    # resend under the same Message-ID shows them again (record_deferred). None for every other row.
+    replay: tuple[tuple[tuple[int, tuple[str, ...]], ...], tuple[int, ...]] | None = None
+    replay_until: datetime | None = None  # where that copy's window ended
 
 
 @dataclass(frozen=True)
@@ -212,8 +217,14 @@ def open_deliveries(engine: Engine, wanted: Sequence[tuple[int, str]], now: date
 
 
 def _rows(conn: Connection, editions: Sequence[str]) -> dict[tuple[int, str], LedgerRow]:
-    query = sa.select(_delivery.c.id, _delivery.c.subscriber_id, _delivery.c.edition, _delivery.c.state, _delivery.c.attempts, _delivery.c.message_id).where(_delivery.c.edition.in_(editions))
-    return {(r.subscriber_id, r.edition): LedgerRow(r.id, r.subscriber_id, r.edition, r.state, r.attempts, r.message_id) for r in conn.execute(query)}
+    d = _delivery.c
+    deferred = sa.case((d.state == "deferred", d.contents)).label("replay")  # the JSON of deferred rows only (few)
+    query = sa.select(d.id, d.subscriber_id, d.edition, d.state, d.attempts, d.message_id, deferred).where(d.edition.in_(editions))
+    out = {}
+    for r in conn.execute(query):
+        replay = read_replay(r.replay) if r.replay is not None else None
+        out[(r.subscriber_id, r.edition)] = LedgerRow(r.id, r.subscriber_id, r.edition, r.state, r.attempts, r.message_id, *(replay or (None, None)))
+    return out
 
 
 def mark_sending(target: Engine | Connection, delivery_ids: Sequence[int], now: datetime) -> None:
@@ -384,8 +395,15 @@ def _open_insert_many(dialect: str):
     return dialect_insert(dialect)(_delivery).values(values).on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
 
 
-def record_deferred(conn: Connection, delivery_id: int, error: str, attempts: int, now: datetime) -> None:
+def record_deferred(conn: Connection, delivery_id: int, error: str, attempts: int, now: datetime, *,
+                    contents: tuple[Sequence[tuple[int, Sequence[str]]], Sequence[int]] | None = None, until: datetime | None = None) -> None:
+    """'deferred'; with `contents` (picks with their reasons, trending ids) and `until` (where its window ended), a
+    message that may have arrived (its answer never came) showed these: kept, a resend shows them again
+    (LedgerRow.replay). A later deferral without contents keeps them: once a copy may have arrived, every copy
+    carries the same papers."""
     conn.execute(_UNSENT, {"delivery_id_": delivery_id, "state_": "deferred", "tries_": attempts, "error_": error, "at_": now})
+    if contents is not None and until is not None:
+        record_edition_contents(conn, delivery_id, *contents, until=until)
 
 
 def record_failed(conn: Connection, delivery_id: int, subscriber_id: int, error: str, attempts: int, now: datetime, *, bounce: bool) -> int:
