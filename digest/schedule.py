@@ -217,7 +217,10 @@ class Ticker:
             log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error), note=NEXT_TICK)
             self._finished(report.error)
             return
-        self._finished()
+        if getattr(report, "due", 1) or self.heartbeat is None:
+            self._finished()
+        else:  # it sent nothing: the daemon lives, and the last outcome stands (Heartbeat.idle)
+            self.heartbeat.idle(now)
         fields = {k: getattr(report, k) for k in ("due", "sent", "skipped", "failed", "deferred") if hasattr(report, k)}
         if getattr(report, "fetch_error", None):
             fields["fetch_error"] = report.fetch_error

@@ -130,6 +130,38 @@ def test_status_check_fails_at_once_when_a_daemon_tick_cannot_reach_the_mail_ser
     assert [(b["kind"], b["host"], b["outcome"]) for b in data["heartbeats"]] == [("daemon", HOST, "ok")]
 
 
+def test_a_tick_with_nothing_to_send_leaves_a_failed_outcome_as_it_was(home, sqlite_engine, cli, smtp_server):
+    """Found by the soak: a tick with nothing due (every delivery left waiting for its retry, or none due yet) wrote
+    'ok', and `status --check` said ok while the mail server was still down. A tick or run that sent nothing proves
+    nothing about the server: it says the daemon lives and leaves the last outcome; the next one that sends decides."""
+    from digest.pipeline.heartbeat import Heartbeat
+    from digest.schedule import Ticker, pipeline_job
+    from digest.store.subscribers import get_subscriber, set_status
+
+    add_reader(sqlite_engine)
+    url = f"sqlite:///{home / 'digest.db'}"
+
+    def tick(port: int, now: datetime) -> None:
+        write_config(home, port)
+        settings = load_settings(home, env={})
+        Ticker(pipeline_job(sqlite_engine, settings), threading.Event(), lambda: now, lambda now: False,
+               Heartbeat(sqlite_engine, settings, "daemon", tick_seconds=60))()
+
+    def reader_status(status: str) -> None:
+        with session_scope(sqlite_engine) as session:
+            set_status(session, get_subscriber(session, "ada@example.org"), status, at(5.5))
+
+    tick(closed_port(), at(5))  # the server down: failed
+    reader_status("paused")
+    tick(closed_port(), at(6))  # nothing due: the server is not asked
+    result = status_at(cli, url, at(6.5), "--check")
+    assert result.exit_code == 1 and "2025-06-16 07:05 UTC failed" in fails(result)[0], result.output
+    assert "last ticked 30 s ago; last tick 2025-06-16 07:05 UTC failed" in status_at(cli, url, at(6.5)).output
+    reader_status("active")
+    tick(smtp_server.port, at(7))  # it sends: ok
+    assert len(smtp_server.messages) == 1 and status_at(cli, url, at(7.5), "--check").exit_code == 0
+
+
 def test_status_check_flags_a_daemon_that_stopped_ticking(cli, engine, db_url):
     """A daemon last seen 12 minutes ago (its tick is a minute) was killed, or hangs: said at once, with its host and
     pid; one seen a minute ago is fine. (At the real time: on PostgreSQL `status` compares the host's clock with the
@@ -185,7 +217,7 @@ def test_serve_records_its_ticks_and_a_clean_stop(cli, home, tmp_path):
                                   env=digest_env(home), stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60  # only ends a hung test
-        while not any(row[4] == "ok" for row in heartbeat_rows(url)) or "event=serving" not in log_path.read_text():
+        while not heartbeat_rows(url) or "event=serving" not in log_path.read_text():  # ticked (idle: nothing is due)
             assert daemon.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.05)
         daemon.send_signal(signal.SIGTERM)
@@ -194,7 +226,7 @@ def test_serve_records_its_ticks_and_a_clean_stop(cli, home, tmp_path):
         if daemon.poll() is None:
             daemon.kill()
     [(kind, host, pid, tick, outcome, stopped_at)] = heartbeat_rows(url)
-    assert (kind, host, pid, tick, outcome) == ("daemon", HOST, daemon.pid, 1, "ok") and stopped_at is not None
+    assert (kind, host, pid, tick, outcome) == ("daemon", HOST, daemon.pid, 1, None) and stopped_at is not None  # sent nothing: no outcome
     stopped = datetime.fromisoformat(str(stopped_at)).replace(tzinfo=UTC)
 
     assert status_at(cli, url, stopped + timedelta(seconds=30), "--check").exit_code == 0  # a restart may follow

@@ -122,8 +122,10 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
         if heartbeat is not None:
             heartbeat.finished(app.now(), exc, started_at=started)
         raise
-    if heartbeat is not None:
+    if heartbeat is not None and (report.due or report.error is not None):
         heartbeat.finished(app.now(), report.error, started_at=started)
+    elif heartbeat is not None:  # it sent nothing: the last outcome stands (Heartbeat.idle)
+        heartbeat.idle(app.now())
     _print_report(app, report, only)
 
 

@@ -52,6 +52,12 @@ class Heartbeat:
             changes["started_at"] = started_at
         self._write(now, **changes)
 
+    def idle(self, now: datetime) -> None:
+        """A tick or run that sent nothing (nothing due, or all of it waiting for a retry): the process lives, and the
+        last outcome stays as it was. Sending nothing proves nothing about the mail server: an 'ok' here told
+        `status --check` all was well while the server was still down (found by the soak)."""
+        self._write(now, tick_seconds=self.tick_seconds, started_at=None, stopped_at=None)
+
     def stopped(self, now: datetime) -> None:
         """The daemon stopped cleanly (SIGTERM, SIGINT)."""
         self._write(now, stopped_at=now)
