@@ -53,7 +53,8 @@ class Heartbeat:
         self._write(now, **changes)
 
     def idle(self, now: datetime) -> None:
-        """A tick or run that sent nothing (nothing due, or all of it waiting for a retry): the process lives, and the
+        """A tick or run that handed nothing to the mail server (nothing due, all skipped for nothing new, or all waiting
+        for a retry): the process lives, and the
         last outcome stays as it was. Sending nothing proves nothing about the mail server: an 'ok' here told
         `status --check` all was well while the server was still down (found by the soak)."""
         self._write(now, tick_seconds=self.tick_seconds, started_at=None, stopped_at=None)
