@@ -22,16 +22,13 @@ from .editions import WEEKDAYS, parse_zone
 from .errors import ConfigError, DigestError, LockedError
 from .health import ERROR_LIMIT
 from .log import log_event
-from .pipeline.heartbeat import Heartbeat
+from .pipeline.heartbeat import Heartbeat, handed_over
 from .store.status import newest_fetch_at, oldest_success_at
 
 log = logging.getLogger(__name__)
 
 FETCH_RETRY_MINUTES = 10  # a failed fetch is tried again at most this often (cron's 15-minute runs each retry)
-NEXT_TICK = "the next tick tries again; what is due stays due"
-# A job's report counts of messages the mail server answered: a tick or run with none of them (nothing due, all skipped
-# for nothing new, all waiting for a retry) says nothing of the server, so its heartbeat leaves the last outcome.
-HANDED_OVER = ("sent", "failed", "deferred")  # what an operator reading a failed tick needs next
+NEXT_TICK = "the next tick tries again; what is due stays due"  # what an operator reading a failed tick needs next
 CRON_WEEKDAYS = WEEKDAYS[6:] + WEEKDAYS[:6]  # sun ... sat: cron numbers them 0-6 (and 7 = sun)
 
 
@@ -220,7 +217,7 @@ class Ticker:
             log_event(log, "tick-failed", logging.ERROR, tick=kind, error=str(report.error), note=NEXT_TICK)
             self._finished(report.error)
             return
-        if self.heartbeat is None or any(getattr(report, k, 1) for k in HANDED_OVER):
+        if self.heartbeat is None or handed_over(report):
             self._finished()
         else:  # it handed nothing to the mail server: the daemon lives, and the last outcome stands (Heartbeat.idle)
             self.heartbeat.idle(now)

@@ -22,8 +22,8 @@ import click
 from ..config import load_settings
 from ..errors import InputError, LockedError
 from ..log import echo_events
-from ..pipeline.heartbeat import Heartbeat
-from ..schedule import HANDED_OVER, fetch_due, fetch_trigger, next_fire_times
+from ..pipeline.heartbeat import Heartbeat, handed_over
+from ..schedule import fetch_due, fetch_trigger, next_fire_times
 from ..store import deliveries as ledger
 from ..store import ensure_ready, open_engine, session_scope
 from ..store.subscribers import SubscriberInput, add_subscriber, find_subscriber, list_subscribers
@@ -122,7 +122,7 @@ def _deliver(app: AppContext, *, fetch: bool | Callable[[], bool], only: str | N
         if heartbeat is not None:
             heartbeat.finished(app.now(), exc, started_at=started)
         raise
-    if heartbeat is not None and (report.error is not None or any(getattr(report, k) for k in HANDED_OVER)):
+    if heartbeat is not None and (report.error is not None or handed_over(report)):
         heartbeat.finished(app.now(), report.error, started_at=started)
     elif heartbeat is not None:  # it sent nothing: the last outcome stands (Heartbeat.idle)
         heartbeat.idle(app.now())

@@ -21,6 +21,16 @@ from ..store.heartbeats import record_heartbeat
 
 log = logging.getLogger("digest.heartbeat")
 
+# A job's report counts of messages the mail server answered: a tick or run with none of them (nothing due, all skipped
+# for nothing new, all waiting for a retry) says nothing of the server, so its heartbeat leaves the last outcome.
+HANDED_OVER = ("sent", "failed", "deferred")
+
+
+def handed_over(report: object) -> bool:
+    """Whether the job of `report` handed anything to the mail server (a report without those counts: taken as yes),
+    so that its outcome, not Heartbeat.idle, is written."""
+    return any(getattr(report, k, 1) for k in HANDED_OVER)
+
 
 def error_line(exc: BaseException, settings: Settings) -> str:
     """A failed job's error as its log line shows it: one line, secrets masked (a DigestError says what to do next)."""
